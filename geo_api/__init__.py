@@ -1,0 +1,1 @@
+"""gridbranch HTTP service: app factory, routers, dependencies and CLI."""

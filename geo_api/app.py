@@ -1,0 +1,69 @@
+"""The app factory. Nothing connects or reads the environment at import time."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy.orm import sessionmaker
+
+from geo_api import errors
+from geo_api.routers import areas, auth, grids, health
+from geo_api.settings import Settings
+from layers import db, migrate
+from layers.errors import ConfigError
+
+log = logging.getLogger("gridbranch")
+
+
+def _auth_secret(settings: Settings) -> str:
+    if settings.auth.auth_secret is not None:
+        secret = settings.auth.auth_secret.get_secret_value()
+        if len(secret) < 32:
+            raise ConfigError("GRIDBRANCH_AUTH_SECRET must be at least 32 characters")
+        return secret
+    if settings.service.demo:
+        return secrets.token_urlsafe(48)
+    raise ConfigError("GRIDBRANCH_AUTH_SECRET is not set; refusing a default secret outside the demo")
+
+
+def create_app(settings: Settings, *, engine=None) -> FastAPI:
+    """Build the service. ``engine`` may be given (tests); otherwise the lifespan creates
+    one from ``settings.database`` (starting the private cluster when no URL is set)
+    and applies the migrations."""
+    auth_secret = _auth_secret(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        own = engine is None
+        eng = engine
+        if own:
+            url = db.database_url(settings.database)
+            eng = db.make_engine(url, settings.database.pool_size)
+            migrate.upgrade(eng)
+        app.state.engine = eng
+        app.state.sessionmaker = sessionmaker(bind=eng, expire_on_commit=False)
+        try:
+            yield
+        finally:
+            if own:
+                eng.dispose()
+
+    app = FastAPI(
+        title="gridbranch",
+        summary="网格党支部空间服务 — grids, branches, member registration, coverage and events on PostGIS",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.auth_secret = auth_secret
+    errors.install(app)
+    for module in (health, auth, areas, grids):
+        app.include_router(module.router)
+
+    from web_map import mount as mount_web_map
+
+    mount_web_map(app)
+    return app

@@ -1,0 +1,160 @@
+"""The ``gridbranch`` command."""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+import time
+
+from geo_api.settings import Settings
+from layers.errors import GridbranchError
+
+
+def _cluster(settings: Settings):
+    from layers import db
+
+    return db.private_cluster(settings.database)
+
+
+def cmd_db(args, settings: Settings) -> int:
+    from layers import cluster as pg
+    from layers import db
+
+    if settings.database.database_url and args.action in ("start", "stop"):
+        print(f"GRIDBRANCH_DATABASE_URL is set: using that database, nothing to {args.action}.")
+        return 0
+    c = _cluster(settings)
+    if args.action == "start":
+        print(f"PostgreSQL {pg.start(c)} (data: {c.data_dir})")
+    elif args.action == "stop":
+        print(f"PostgreSQL {pg.stop(c)}")
+    elif args.action == "status":
+        if settings.database.database_url:
+            print("external database (GRIDBRANCH_DATABASE_URL)")
+        else:
+            print(f"{'running' if pg.is_running(c) else 'stopped'} on 127.0.0.1:{c.port} (data: {c.data_dir})")
+    elif args.action == "url":
+        print(db.database_url(settings.database, start=False))
+    return 0
+
+
+def _engine(settings: Settings):
+    from layers import db, migrate
+
+    engine = db.make_engine(db.database_url(settings.database), settings.database.pool_size)
+    migrate.upgrade(engine)
+    return engine
+
+
+def cmd_migrate(args, settings: Settings) -> int:
+    from layers import db, migrate
+
+    engine = db.make_engine(db.database_url(settings.database))
+    if args.down:
+        migrate.downgrade(engine, args.revision or "base")
+    else:
+        migrate.upgrade(engine, args.revision or "head")
+    print(f"database at revision {migrate.current_revision(engine)}")
+    return 0
+
+
+def load_demo_if_missing(engine) -> None:
+    """Load the Jinshui demo district unless it is there; prints counts and timings."""
+    from ingest.demo import generate, load
+
+    with engine.begin() as conn:
+        if load.is_loaded(conn):
+            print("Jinshui demo district already loaded.")
+            return
+    t0 = time.perf_counter()
+    district = generate.build_demo()
+    t1 = time.perf_counter()
+    with engine.begin() as conn:
+        counts = load.load_demo(conn, district)
+        problems = load.check_invariants(conn, district)
+        if problems:
+            raise GridbranchError("demo invariants failed:\n  " + "\n  ".join(problems))
+    t2 = time.perf_counter()
+    print(load.format_counts(counts))
+    print(f"built in {t1 - t0:.1f} s, loaded and checked in {t2 - t1:.1f} s; invariants hold.")
+
+
+def _demo_password(settings: Settings) -> tuple[str, bool]:
+    if settings.service.demo_password is not None:
+        return settings.service.demo_password.get_secret_value(), False
+    return secrets.token_urlsafe(9), True
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from sqlalchemy.orm import Session
+
+    from geo_api.accounts import ensure_demo_accounts
+
+    settings.service.demo = True
+    engine = _engine(settings)
+    load_demo_if_missing(engine)
+    password, generated = _demo_password(settings)
+    with Session(engine) as session:
+        accounts = ensure_demo_accounts(session, password)
+        session.commit()
+    engine.dispose()
+    names = ", ".join(a["username"] for a in accounts)
+    how = "generated (set GRIDBRANCH_DEMO_PASSWORD to choose one)" if generated else "from GRIDBRANCH_DEMO_PASSWORD"
+    print(f"Demo accounts {names}; password {how}: {password}")
+    if args.no_serve:
+        return 0
+    return cmd_serve(args, settings)
+
+
+def cmd_serve(args, settings: Settings) -> int:
+    import uvicorn
+
+    from geo_api.app import create_app
+
+    host = args.host or settings.service.host
+    port = args.port or settings.service.port
+    app = create_app(settings)
+    print(f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridbranch", description="Spatial service for grid party branches (网格党支部)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("db", help="the private PostGIS cluster")
+    p.add_argument("action", choices=["start", "stop", "status", "url"])
+    p.set_defaults(func=cmd_db)
+
+    p = sub.add_parser("migrate", help="apply (or revert) the database migrations")
+    p.add_argument("--down", action="store_true", help="downgrade instead (to --revision, default base)")
+    p.add_argument("--revision")
+    p.set_defaults(func=cmd_migrate)
+
+    for name, func, text in (
+        ("serve", cmd_serve, "serve the API and web map"),
+        ("demo", cmd_demo, "start the database, load the Jinshui demo if missing, and serve"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.set_defaults(func=func)
+        if name == "demo":
+            p.add_argument("--no-serve", action="store_true", help="prepare everything, do not serve")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        return args.func(args, settings) or 0
+    except GridbranchError as exc:
+        print(f"gridbranch: {exc.detail}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Parsing of query parameters that FastAPI's types cannot express alone."""
+
+from __future__ import annotations
+
+import math
+
+from layers.errors import InvalidInput
+
+
+def parse_bbox(raw: str | None, field: str = "bbox") -> tuple[float, float, float, float] | None:
+    """``minlon,minlat,maxlon,maxlat`` in WGS84 degrees, or None when absent."""
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    if len(parts) != 4:
+        raise InvalidInput(f"{field} needs 4 comma-separated numbers minlon,minlat,maxlon,maxlat; got {len(parts)}", field=field)
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InvalidInput(f"{field} must contain only numbers, got {raw!r}", field=field)
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInput(f"{field} must contain finite numbers, got {raw!r}", field=field)
+    minx, miny, maxx, maxy = values
+    if not (-180 <= minx <= 180 and -180 <= maxx <= 180):
+        raise InvalidInput(f"{field} longitudes must be within ±180, got {raw!r}", field=field)
+    if not (-90 <= miny <= 90 and -90 <= maxy <= 90):
+        raise InvalidInput(f"{field} latitudes must be within ±90, got {raw!r}", field=field)
+    if minx > maxx or miny > maxy:
+        raise InvalidInput(f"{field} minimum exceeds maximum in {raw!r} (order is minlon,minlat,maxlon,maxlat)", field=field)
+    return minx, miny, maxx, maxy

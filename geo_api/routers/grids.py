@@ -1,0 +1,39 @@
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+
+from geo_api.deps import Public, SessionDep
+from geo_api.params import parse_bbox
+from layers import grids
+from layers.codes import check_code
+from layers.geojson import collection
+
+router = APIRouter(prefix="/v1/grids", tags=["grids"])
+
+
+@router.get("", summary="Current grids as a GeoJSON FeatureCollection, paged (OGC API Features style)")
+def list_grids(
+    request: Request,
+    session: SessionDep,
+    caller: Public,
+    bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (WGS84)")] = None,
+    within: Annotated[str | None, Query(description="an area code")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict:
+    box = parse_bbox(bbox)
+    if within is not None:
+        check_code(within, "within")
+    features, matched = grids.grids_page(session, bbox=box, within=within, limit=limit, offset=offset)
+    links = [{"rel": "self", "type": "application/geo+json", "href": str(request.url)}]
+    if offset + len(features) < matched:
+        links.append(
+            {"rel": "next", "type": "application/geo+json",
+             "href": str(request.url.include_query_params(offset=offset + limit, limit=limit))}
+        )
+    return collection(features, numberMatched=matched, numberReturned=len(features), links=links)
+
+
+@router.get("/{code}", summary="One grid with the branches covering it")
+def get_grid(session: SessionDep, caller: Public, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -> dict:
+    return grids.grid_feature(session, code)

@@ -1,0 +1,1 @@
+"""PostGIS feature layers: models, spatial queries, migrations and the private cluster."""

@@ -1,0 +1,185 @@
+"""Test fixtures: a real PostGIS (the private cluster, or GRIDBRANCH_TEST_DATABASE_URL),
+fresh migrated databases, the Jinshui demo loaded once into a template database, and
+per-test rolled-back sessions."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session
+
+from geo_api.settings import AuthSettings, DatabaseSettings, ServiceSettings, Settings
+from layers import cluster as pg
+from layers import db, migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PASSWORD = "test-demo-password"
+TEST_SECRET = "test-secret-" + "x" * 40
+
+
+def _server_url() -> str:
+    """A URL on the test server's maintenance database."""
+    given = os.environ.get("GRIDBRANCH_TEST_DATABASE_URL")
+    if given:
+        return db.database_url(DatabaseSettings(database_url=given), start=False)
+    c = pg.Cluster(root=DatabaseSettings().db_dir, port=DatabaseSettings().db_port)
+    pg.start(c)
+    return c.url("postgres")
+
+
+def _admin(url: str, sql: str) -> None:
+    engine = db.make_engine(url, 1)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(sql))
+    engine.dispose()
+
+
+def _fresh_database(server: str, name: str, template: str | None = None) -> str:
+    pg.drop_database(server, name)
+    _admin(server, f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _demo_fingerprint() -> str:
+    """Changes whenever the demo generator, its data or the migrations change."""
+    h = hashlib.sha256()
+    for folder in (ROOT / "ingest", ROOT / "layers" / "migrations"):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".geojson", ".json"):
+                h.update(path.read_bytes())
+    return h.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def server_url() -> str:
+    return _server_url()
+
+
+@pytest.fixture(scope="session")
+def migrated_engine(server_url) -> Iterator[Engine]:
+    """An empty database migrated to head, private to this test worker."""
+    url = _fresh_database(server_url, f"gridbranch_test_{_worker()}")
+    engine = db.make_engine(url, 5)
+    migrate.upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _demo_template(server_url: str) -> str:
+    """A template database holding the migrated demo district, built once per fingerprint
+    (a file lock keeps parallel workers from building it twice)."""
+    import fcntl
+
+    name = f"gridbranch_tpl_{_demo_fingerprint()}"
+    lock_path = DatabaseSettings().db_dir.parent / f"{name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        probe = db.make_engine(server_url, 1)
+        with probe.connect() as conn:
+            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            stale = conn.execute(
+                text("SELECT datname FROM pg_database WHERE datname LIKE 'gridbranch_tpl_%' AND datname <> :n"),
+                {"n": name},
+            ).scalars().all()
+        probe.dispose()
+        for old in stale:
+            _admin(server_url, f'ALTER DATABASE "{old}" IS_TEMPLATE false')
+            pg.drop_database(server_url, old)
+        if not exists:
+            from geo_api.accounts import ensure_demo_accounts
+            from geo_api.cli import load_demo_if_missing
+
+            url = _fresh_database(server_url, name + "_build")
+            engine = db.make_engine(url, 2)
+            migrate.upgrade(engine)
+            load_demo_if_missing(engine)
+            with Session(engine) as session:
+                ensure_demo_accounts(session, TEST_PASSWORD)
+                session.commit()
+            engine.dispose()
+            _admin(server_url, f'ALTER DATABASE "{name}_build" RENAME TO "{name}"')
+            _admin(server_url, f'ALTER DATABASE "{name}" IS_TEMPLATE true')
+    return name
+
+
+@pytest.fixture(scope="session")
+def demo_engine(server_url) -> Iterator[Engine]:
+    """A database with the whole Jinshui demo district and the demo accounts
+    (password ``TEST_PASSWORD``), private to this test worker."""
+    template = _demo_template(server_url)
+    url = _fresh_database(server_url, f"gridbranch_demo_{_worker()}", template=template)
+    engine = db.make_engine(url, 10)
+    yield engine
+    engine.dispose()
+
+
+def _rolled_back_session(engine: Engine) -> Iterator[Session]:
+    conn = engine.connect()
+    outer = conn.begin()
+    session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.close()
+        outer.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def demo_db(demo_engine) -> Iterator[Session]:
+    """A session on the demo database; everything it writes is rolled back."""
+    yield from _rolled_back_session(demo_engine)
+
+
+@pytest.fixture
+def empty_db(migrated_engine) -> Iterator[Session]:
+    """A session on the empty migrated database; rolled back after the test."""
+    yield from _rolled_back_session(migrated_engine)
+
+
+def make_settings(**service) -> Settings:
+    return Settings(
+        database=DatabaseSettings(database_url="postgresql://unused@127.0.0.1:1/unused"),
+        auth=AuthSettings(auth_secret=TEST_SECRET),
+        service=ServiceSettings(**service),
+    )
+
+
+def _client_for(engine: Engine, session: Session) -> TestClient:
+    from geo_api.app import create_app
+    from geo_api.deps import get_session
+
+    app = create_app(make_settings(), engine=engine)
+    app.dependency_overrides[get_session] = lambda: session
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(demo_engine, demo_db) -> Iterator[TestClient]:
+    """An API client on the demo data; the test's writes are rolled back."""
+    with _client_for(demo_engine, demo_db) as c:
+        yield c
+
+
+@pytest.fixture
+def login(client):
+    """``login("admin")`` → Authorization headers for that demo account."""
+
+    def _login(username: str, password: str = TEST_PASSWORD) -> dict[str, str]:
+        r = client.post("/v1/auth/token", data={"username": username, "password": password})
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+    return _login

@@ -1,0 +1,96 @@
+"""Migrations up and down against a real PostGIS, and the constraints they create."""
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import DataError, IntegrityError, InternalError
+
+from layers import db, migrate
+from tests.conftest import _fresh_database
+
+TABLES = {
+    "admin_areas", "grids", "grid_versions", "branches", "branch_grids", "service_roles", "members",
+    "residences", "registrations", "departments", "event_categories", "events", "event_log", "users",
+}
+
+
+@pytest.fixture
+def scratch_engine(server_url):
+    engine = db.make_engine(_fresh_database(server_url, "gridbranch_test_migrations"), 1)
+    yield engine
+    engine.dispose()
+
+
+def test_up_down_up(scratch_engine):
+    migrate.upgrade(scratch_engine)
+    assert migrate.current_revision(scratch_engine) == migrate.head_revision()
+    assert TABLES <= set(inspect(scratch_engine).get_table_names())
+    migrate.downgrade(scratch_engine, "base")
+    assert migrate.current_revision(scratch_engine) is None
+    assert not TABLES & set(inspect(scratch_engine).get_table_names())
+    migrate.upgrade(scratch_engine)
+    assert TABLES <= set(inspect(scratch_engine).get_table_names())
+
+
+def test_every_geometry_has_a_gist_index(migrated_engine):
+    with migrated_engine.connect() as conn:
+        geometry_columns = set(conn.execute(text("SELECT f_table_name, f_geometry_column FROM geometry_columns")).all())
+        indexed = set(
+            conn.execute(
+                text(
+                    """SELECT t.relname, a.attname FROM pg_index x
+                       JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+                       JOIN pg_am am ON am.oid = i.relam JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY(x.indkey)
+                       WHERE am.amname = 'gist'"""
+                )
+            ).all()
+        )
+    assert len(geometry_columns) == 5
+    assert geometry_columns <= indexed
+
+
+def test_default_roles_seeded(empty_db):
+    names = empty_db.execute(text("SELECT name FROM service_roles ORDER BY position")).scalars().all()
+    assert names[0] == "法治建设宣传员" and len(names) == 6
+
+
+def _insert_area(session, code, geom_wkt, srid=4326):
+    session.execute(
+        text("INSERT INTO admin_areas (code, name, level, geom) VALUES (:c, 'x', 'district', ST_GeomFromText(:g, :s))"),
+        {"c": code, "g": geom_wkt, "s": srid},
+    )
+
+
+@pytest.mark.parametrize(
+    "code, wkt, srid",
+    [
+        ("41010500000", "MULTIPOLYGON(((0 0,1 0,1 1,0 0)))", 4326),  # 11 digits
+        ("410105000000", "MULTIPOLYGON(((0 0,1 1,1 0,0 1,0 0)))", 4326),  # self-intersecting bow tie
+        ("410105000000", "MULTIPOLYGON(((0 0,1 0,1 1,0 0)))", 3857),  # wrong SRID
+        ("410105000000", "POLYGON((0 0,1 0,1 1,0 0))", 4326),  # wrong geometry type
+    ],
+)
+def test_constraints_refuse_bad_rows(empty_db, code, wkt, srid):
+    with pytest.raises((IntegrityError, InternalError, DataError)) as info:
+        with empty_db.begin_nested():
+            _insert_area(empty_db, code, wkt, srid)
+    assert info.value is not None
+
+
+def test_event_log_is_append_only(empty_db):
+    empty_db.execute(text("INSERT INTO departments (code, name) VALUES ('D01', '区城市管理局')"))
+    empty_db.execute(
+        text("INSERT INTO event_categories (code, name, department_id, time_limit_hours) SELECT 'c', '占道经营', id, 24 FROM departments")
+    )
+    eid = empty_db.execute(
+        text(
+            "INSERT INTO events (geom, source_crs, category_code, channel, description, status) "
+            "VALUES (ST_SetSRID(ST_MakePoint(113.7, 34.8), 4326), 'wgs84', 'c', 'public', 'x', 'reported') RETURNING id"
+        )
+    ).scalar()
+    empty_db.execute(
+        text("INSERT INTO event_log (event_id, actor, action, to_status) VALUES (:e, 'a', 'report', 'reported')"), {"e": eid}
+    )
+    for stmt in ("UPDATE event_log SET note = 'changed'", "DELETE FROM event_log"):
+        with pytest.raises(InternalError, match="append-only"):
+            with empty_db.begin_nested():
+                empty_db.execute(text(stmt))
