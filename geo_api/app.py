@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
 
 from geo_api import errors
-from geo_api.routers import areas, auth, grids, health
+from geo_api.routers import areas, auth, branches, grids, health, locate, registrations
 from geo_api.settings import Settings
 from layers import db, migrate
 from layers.errors import ConfigError
+from layers.locate import GridIndexCache
 
 log = logging.getLogger("gridbranch")
 
@@ -59,8 +60,9 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.auth_secret = auth_secret
+    app.state.grid_index = GridIndexCache()
     errors.install(app)
-    for module in (health, auth, areas, grids):
+    for module in (health, auth, areas, grids, locate, registrations, branches):
         app.include_router(module.router)
 
     from web_map import mount as mount_web_map

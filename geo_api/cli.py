@@ -120,6 +120,36 @@ def cmd_serve(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_ingest_registrations(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from ingest import registrations as bulk
+    from layers.locate import build_grid_index
+
+    path = Path(args.file)
+    if not path.is_file():
+        raise GridbranchError(f"no such file: {path}")
+    engine = _engine(settings)
+    loc = settings.locate
+    with Session(engine) as session:
+        index = build_grid_index(session)
+        plan = bulk.plan_import(session, path.read_bytes(), index, tolerance_m=loc.tolerance_m, edge_m=loc.edge_m,
+                                default_crs=args.crs)
+        print(bulk.format_report(plan))
+        if not args.commit:
+            print("dry run: nothing written (add --commit to write the located and nearest rows)")
+            return 0
+        counts = bulk.commit_import(session.connection(), plan, actor=f"import:{path.name}")
+        session.commit()
+    rejects = Path(args.rejects) if args.rejects else path.with_name(path.stem + ".rejects.csv")
+    n = bulk.write_rejects(rejects, plan)
+    print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    print(f"{n} rejected rows written to {rejects}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridbranch", description="Spatial service for grid party branches (网格党支部)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,6 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--down", action="store_true", help="downgrade instead (to --revision, default base)")
     p.add_argument("--revision")
     p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("ingest", help="load data from files")
+    kinds = p.add_subparsers(dest="kind", required=True)
+    q = kinds.add_parser("registrations", help="bulk registration CSV: member_id,name,phone,lon,lat,crs,role")
+    q.add_argument("file")
+    q.add_argument("--commit", action="store_true", help="write (default: a dry-run report only)")
+    q.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
+    q.add_argument("--crs", default="wgs84", help="CRS of rows whose crs column is empty")
+    q.set_defaults(func=cmd_ingest_registrations)
 
     for name, func, text in (
         ("serve", cmd_serve, "serve the API and web map"),

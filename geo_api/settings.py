@@ -58,6 +58,16 @@ class ServiceSettings(BaseSettings):
     roles: tuple[str, ...] = DEFAULT_ROLES
 
 
+class LocateSettings(BaseSettings):
+    """Locating points in the grid layer."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_LOCATE_", extra="ignore")
+
+    tolerance_m: float = Field(30.0, ge=0, le=10_000, description="gap tolerance for a `nearest` match")
+    edge_m: float = Field(0.05, ge=0, le=10, description="distance that counts as on a grid's edge")
+    batch_max_rows: int = Field(1_000_000, ge=1)
+
+
 @dataclass
 class Settings:
     """All settings of one app instance."""
@@ -65,8 +75,9 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
+    locate: LocateSettings = field(default_factory=LocateSettings)
 
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":
         service = ServiceSettings(**service_overrides)
-        return cls(database=DatabaseSettings(), auth=AuthSettings(), service=service)
+        return cls(database=DatabaseSettings(), auth=AuthSettings(), service=service, locate=LocateSettings())

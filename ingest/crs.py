@@ -54,6 +54,8 @@ import numpy as np
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError
 
+from layers.errors import InvalidInput
+
 __all__ = [
     "CHINA_BBOX",
     "EARTH_RADIUS_M",
@@ -76,12 +78,16 @@ __all__ = [
 ]
 
 
-class UnknownCRSError(ValueError):
-    """Raised when a CRS name or code is not recognised."""
+class UnknownCRSError(InvalidInput, ValueError):
+    """Raised when a CRS name or code is not recognised (a 422 naming ``crs``)."""
+
+    def __init__(self, detail: str, *, field: str = "crs"):
+        super().__init__(detail, field=field)
 
 
-class CoordinateError(ValueError):
-    """Raised when coordinate values are invalid (NaN, infinite, out of range)."""
+class CoordinateError(InvalidInput, ValueError):
+    """Raised when coordinate values are invalid (NaN, infinite, out of range);
+    ``field`` names the coordinate (``lon`` or ``lat``)."""
 
 
 # --------------------------------------------------------------------------
@@ -466,18 +472,18 @@ def _check_field(name: str, value: Any, limit: float) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=float)
     except (TypeError, ValueError) as exc:
-        raise CoordinateError(f"{name} is not numeric: {value!r}") from exc
+        raise CoordinateError(f"{name} is not numeric: {value!r}", field=name) from exc
     flat = arr.reshape(-1)
     bad = np.flatnonzero(np.isnan(flat))
     if bad.size:
-        raise CoordinateError(f"{name} is NaN ({bad.size} value(s), first at index {bad[0]})")
+        raise CoordinateError(f"{name} is NaN ({bad.size} value(s), first at index {bad[0]})", field=name)
     bad = np.flatnonzero(np.isinf(flat))
     if bad.size:
-        raise CoordinateError(f"{name} is infinite: {flat[bad[0]]} (index {bad[0]})")
+        raise CoordinateError(f"{name} is infinite: {flat[bad[0]]} (index {bad[0]})", field=name)
     bad = np.flatnonzero(np.abs(flat) > limit)
     if bad.size:
         raise CoordinateError(
-            f"{name} out of range [-{limit:g}, {limit:g}]: {flat[bad[0]]!r} (index {bad[0]})"
+            f"{name} out of range [-{limit:g}, {limit:g}]: {flat[bad[0]]!r} (index {bad[0]})", field=name
         )
     return arr
 

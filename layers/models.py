@@ -143,6 +143,7 @@ class Member(Base):
     __tablename__ = "members"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    number: Mapped[str | None] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(Text)
     phone: Mapped[str | None] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
@@ -261,3 +262,13 @@ class User(Base):
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
     display_name: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+
+
+class DataVersion(Base):
+    """A layer's data version, bumped by triggers in the writing transaction."""
+
+    __tablename__ = "data_versions"
+
+    layer: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
+    changed_at: Mapped[datetime] = created_at()

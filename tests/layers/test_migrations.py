@@ -9,7 +9,7 @@ from tests.conftest import _fresh_database
 
 TABLES = {
     "admin_areas", "grids", "grid_versions", "branches", "branch_grids", "service_roles", "members",
-    "residences", "registrations", "departments", "event_categories", "events", "event_log", "users",
+    "residences", "registrations", "departments", "event_categories", "events", "event_log", "users", "data_versions",
 }
 
 
@@ -94,3 +94,28 @@ def test_event_log_is_append_only(empty_db):
         with pytest.raises(InternalError, match="append-only"):
             with empty_db.begin_nested():
                 empty_db.execute(text(stmt))
+
+
+def test_writes_bump_their_layer_version_in_the_same_transaction(empty_db):
+    from layers.versions import data_versions
+
+    before = data_versions(empty_db)
+    assert set(before) == {"areas", "grids", "branches", "members", "events"}
+    _insert_area(empty_db, "410105000000", "MULTIPOLYGON(((113 34,114 34,114 35,113 34)))")
+    after = data_versions(empty_db)
+    assert after["areas"] > before["areas"]
+    assert after["grids"] == before["grids"] and after["events"] == before["events"]
+
+
+def test_versions_never_repeat_after_a_rollback(migrated_engine):
+    from sqlalchemy.orm import Session
+
+    from layers.versions import data_versions
+
+    seen = []
+    for _ in range(2):
+        with Session(migrated_engine) as session:
+            _insert_area(session, "410105000000", "MULTIPOLYGON(((113 34,114 34,114 35,113 34)))")
+            seen.append(data_versions(session)["areas"])
+            session.rollback()
+    assert seen[0] != seen[1]

@@ -1,0 +1,337 @@
+"""Member-to-grid registration (到居住地网格报到): residences, registrations, their
+lifecycle (pending → confirmed | rejected; a move ends the active one), and statistics.
+
+A member keeps their work-unit branch (组织关系所在支部, ``members.work_branch_id``) and
+registers at the grid where they live, claiming one service role there. The database
+holds at most one active (pending or confirmed) registration per member.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from layers.codes import area_prefix, level_of
+from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
+from layers.locate import OUTSIDE, Describer, GridIndex
+from layers.models import Member, Registration, Residence, ServiceRole
+
+ACTIVE = ("pending", "confirmed")
+
+
+@dataclass(frozen=True)
+class ResidencePoint:
+    """A residence as sent (CRS and coordinates) and in WGS84 (degrees)."""
+
+    lon: float
+    lat: float
+    source_crs: str
+    source_x: float
+    source_y: float
+    accuracy_m: float | None = None
+
+
+def role_code(session: Session, role: str) -> str:
+    """The code of an active service role given by code or name; 422 naming ``role`` otherwise."""
+    rows = session.execute(select(ServiceRole.code, ServiceRole.name).where(ServiceRole.active.is_(True))).all()
+    for code, name in rows:
+        if role in (code, name):
+            return code
+    listed = "、".join(name for _, name in rows)
+    raise InvalidInput(f"unknown service role {role!r}; one of: {listed}", field="role")
+
+
+def residence_grid(index: GridIndex, point: ResidencePoint, *, tolerance_m: float, edge_m: float) -> dict[str, Any]:
+    """The grid a residence falls in (inside, on an edge, or in a gap within the
+    tolerance); 422 naming the nearest grid when it is outside the service area."""
+    located = index.locate(np.array([point.lon]), np.array([point.lat]), tolerance_m=tolerance_m, edge_m=edge_m)
+    described = Describer(index).describe(located, 0, point.lon, point.lat, tolerance_m)
+    if located.match[0] == OUTSIDE:
+        raise InvalidInput(f"the residence is outside the service area: {described['message']}", field="lon",
+                           nearest_grid=described.get("nearest_grid"))
+    row = index.grids[int(located.grid[0])]
+    return {**described, "grid_id": row["grid_id"], "grid_version_id": row["grid_version_id"], "branch_id": row["branch_id"]}
+
+
+def active_registration(session: Session, member_id: int, *, lock: bool = False) -> Registration | None:
+    stmt = select(Registration).where(Registration.member_id == member_id, Registration.status.in_(ACTIVE))
+    if lock:
+        stmt = stmt.with_for_update()
+    return session.scalar(stmt)
+
+
+def register_member(
+    session: Session,
+    *,
+    member_id: int,
+    point: ResidencePoint,
+    role: str,
+    index: GridIndex,
+    tolerance_m: float,
+    edge_m: float,
+    move: bool = False,
+    actor: str,
+) -> int:
+    """Store the residence and a pending registration at its grid; returns the
+    registration id. With ``move`` an active registration is ended first (kept as
+    history); without it, an active registration is a 409. The caller commits."""
+    if session.get(Member, member_id) is None:
+        raise NotFound(f"no member with id {member_id}", field="member_id")
+    code = role_code(session, role)
+    located = residence_grid(index, point, tolerance_m=tolerance_m, edge_m=edge_m)
+    with session.begin_nested():
+        current = active_registration(session, member_id, lock=True)
+        if current is not None:
+            if not move:
+                raise Conflict(
+                    f"member {member_id} already has an active registration ({current.id}, {current.status}); "
+                    "send move=true to end it and register the new residence",
+                    field="member_id",
+                    registration=current.id,
+                )
+            end_registration(session, current, actor=actor, reason="moved house")
+        residence = Residence(
+            member_id=member_id,
+            geom=f"SRID=4326;POINT({point.lon!r} {point.lat!r})",
+            source_crs=point.source_crs,
+            source_x=point.source_x,
+            source_y=point.source_y,
+            accuracy_m=point.accuracy_m,
+        )
+        session.add(residence)
+        session.flush()
+        registration = Registration(
+            member_id=member_id,
+            residence_id=residence.id,
+            grid_id=located["grid_id"],
+            grid_version_id=located["grid_version_id"],
+            branch_id=located["branch_id"],
+            role_code=code,
+            status="pending",
+        )
+        session.add(registration)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise Conflict(f"member {member_id} registered concurrently; try again", field="member_id")
+    return registration.id
+
+
+def end_registration(session: Session, registration: Registration, *, actor: str, reason: str) -> None:
+    """End an active registration and its residence (history is kept, nothing deleted)."""
+    registration.status = "ended"
+    registration.ended_at = func.now()
+    registration.reason = reason
+    registration.decided_by = actor
+    session.execute(update(Residence).where(Residence.id == registration.residence_id).values(ended_at=func.now()))
+    session.flush()
+
+
+_DETAIL_SQL = text(
+    """
+    SELECT r.id, r.member_id, r.status, r.reason, r.created_at, r.decided_at, r.decided_by, r.ended_at,
+           sr.code AS role_code, sr.name AS role_name,
+           g.code AS grid_code, g.name AS grid_name, c.code AS community_code, c.name AS community_name,
+           b.code AS branch_code, b.name AS branch_name,
+           wb.code AS work_branch_code, wb.name AS work_branch_name,
+           m.name AS member_name, m.phone AS member_phone,
+           ST_X(res.geom) AS lon, ST_Y(res.geom) AS lat, res.source_crs, res.source_x, res.source_y, res.accuracy_m
+    FROM registrations r
+    JOIN members m ON m.id = r.member_id
+    JOIN residences res ON res.id = r.residence_id
+    JOIN grids g ON g.id = r.grid_id
+    JOIN admin_areas c ON c.id = g.community_id
+    LEFT JOIN service_roles sr ON sr.code = r.role_code
+    LEFT JOIN branches b ON b.id = r.branch_id
+    LEFT JOIN branches wb ON wb.id = m.work_branch_id
+    """
+)
+
+
+def registration_view(row, *, personal: bool) -> dict[str, Any]:
+    """The public shape of a registration; ``personal`` adds the member's name, phone
+    and residence (only for the member themselves and entitled admins)."""
+    out = {
+        "id": row.id,
+        "member_id": row.member_id,
+        "status": row.status,
+        "reason": row.reason,
+        "role": {"code": row.role_code, "name": row.role_name} if row.role_code else None,
+        "grid": {"code": row.grid_code, "name": row.grid_name},
+        "community": {"code": row.community_code, "name": row.community_name},
+        "branch": {"code": row.branch_code, "name": row.branch_name} if row.branch_code else None,
+        "work_branch": {"code": row.work_branch_code, "name": row.work_branch_name} if row.work_branch_code else None,
+        "created_at": row.created_at.isoformat(),
+        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+        "decided_by": row.decided_by,
+        "ended_at": row.ended_at.isoformat() if row.ended_at else None,
+    }
+    if personal:
+        out["member"] = {"name": row.member_name, "phone": row.member_phone}
+        out["residence"] = {
+            "point": [round(row.lon, 7), round(row.lat, 7)],
+            "source": {"crs": row.source_crs, "x": row.source_x, "y": row.source_y},
+            "accuracy_m": row.accuracy_m,
+        }
+    return out
+
+
+def registration_row(session: Session, registration_id: int):
+    row = session.execute(text(_DETAIL_SQL.text + " WHERE r.id = :id"), {"id": registration_id}).first()
+    if row is None:
+        raise NotFound(f"no registration with id {registration_id}", field="id")
+    return row
+
+
+def decide_registration(session: Session, registration_id: int, *, confirm: bool, actor: str,
+                        covers, reason: str | None = None) -> None:
+    """Confirm or reject a pending registration. ``covers(grid_code)`` says whether the
+    acting admin's area contains the registration's grid (403 otherwise)."""
+    reg = session.scalar(select(Registration).where(Registration.id == registration_id).with_for_update())
+    if reg is None:
+        raise NotFound(f"no registration with id {registration_id}", field="id")
+    grid_code = session.execute(text("SELECT code FROM grids WHERE id = :g"), {"g": reg.grid_id}).scalar()
+    if not covers(grid_code):
+        raise Forbidden(f"registration {registration_id} is in grid {grid_code}, outside your area")
+    if reg.status != "pending":
+        raise Conflict(f"registration {registration_id} is {reg.status}, only a pending one can be decided", field="id")
+    if not confirm and not (reason and reason.strip()):
+        raise InvalidInput("a rejection needs a reason", field="reason")
+    reg.status = "confirmed" if confirm else "rejected"
+    reg.reason = None if confirm else reason.strip()
+    reg.decided_at = func.now()
+    reg.decided_by = actor
+    if not confirm:
+        session.execute(update(Residence).where(Residence.id == reg.residence_id).values(ended_at=func.now()))
+    session.flush()
+
+
+def registrations_within(session: Session, within: str, *, status: str | None, limit: int, offset: int):
+    """Registrations whose grid lies inside area or grid ``within``, newest first."""
+    where = " WHERE g.code LIKE :prefix"
+    params: dict[str, Any] = {"prefix": area_prefix(within) + "%", "limit": limit, "offset": offset}
+    if status is not None:
+        where += " AND r.status = :status"
+        params["status"] = status
+    total = session.execute(
+        text("SELECT count(*) FROM registrations r JOIN grids g ON g.id = r.grid_id" + where), params
+    ).scalar()
+    rows = session.execute(text(_DETAIL_SQL.text + where + " ORDER BY r.created_at DESC, r.id DESC LIMIT :limit OFFSET :offset"), params).all()
+    return rows, total
+
+
+_STATS_SQL = text(
+    """
+    WITH cur AS (
+        SELECT g.id, g.code, gv.geom FROM grids g
+        JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+        WHERE g.code LIKE :prefix AND g.retired_at IS NULL
+    ),
+    residents AS (
+        SELECT cur.code, count(DISTINCT r.member_id) AS n
+        FROM residences r JOIN cur ON ST_Intersects(cur.geom, r.geom)
+        WHERE r.ended_at IS NULL
+        GROUP BY cur.code
+    ),
+    regs AS (
+        SELECT cur.code,
+               count(*) FILTER (WHERE reg.status = 'confirmed') AS registered,
+               count(*) FILTER (WHERE reg.status = 'pending') AS pending
+        FROM registrations reg JOIN cur ON cur.id = reg.grid_id
+        GROUP BY cur.code
+    ),
+    unit_roles AS (
+        SELECT left(cur.code, :width) AS unit, array_agg(DISTINCT reg.role_code) AS roles
+        FROM registrations reg JOIN cur ON cur.id = reg.grid_id
+        WHERE reg.status = 'confirmed' AND reg.role_code IS NOT NULL
+        GROUP BY 1
+    ),
+    units AS (
+        SELECT left(cur.code, :width) AS unit,
+               COALESCE(sum(residents.n), 0) AS residents,
+               COALESCE(sum(regs.registered), 0) AS registered,
+               COALESCE(sum(regs.pending), 0) AS pending,
+               count(*) AS grids
+        FROM cur LEFT JOIN residents USING (code) LEFT JOIN regs USING (code)
+        GROUP BY 1
+    )
+    SELECT units.*, COALESCE(unit_roles.roles, '{}') AS roles
+    FROM units LEFT JOIN unit_roles USING (unit)
+    ORDER BY unit
+    """
+)
+
+_UNIT_WIDTH = {"district": 6, "street": 9, "community": 12, "grid": 15}
+
+
+def registration_stats(session: Session, *, level: str, within: str) -> list[dict[str, Any]]:
+    """Per unit of ``level`` inside ``within``: residents (members whose current residence
+    falls in its grids), registered (confirmed), pending, rate = registered / residents,
+    and which of the configured roles are filled and missing among confirmed members."""
+    if level not in _UNIT_WIDTH:
+        raise InvalidInput(f"unknown level {level!r}; one of {', '.join(_UNIT_WIDTH)}", field="level")
+    prefix = area_prefix(within)
+    if _UNIT_WIDTH[level] < len(prefix):
+        raise InvalidInput(f"level {level} is above the area {within} ({level_of(within)})", field="level")
+    rows = session.execute(_STATS_SQL, {"prefix": prefix + "%", "width": _UNIT_WIDTH[level]}).all()
+    roles = session.execute(
+        select(ServiceRole.code, ServiceRole.name).where(ServiceRole.active.is_(True)).order_by(ServiceRole.position)
+    ).all()
+    names = _unit_names(session, level, [r.unit for r in rows])
+    out = []
+    for r in rows:
+        filled = set(r.roles or [])
+        code = _unit_code(level, r.unit)
+        out.append(
+            {
+                "level": level,
+                "code": code,
+                "name": names.get(code),
+                "grids": r.grids,
+                "residents": int(r.residents),
+                "registered": int(r.registered),
+                "pending": int(r.pending),
+                "rate": round(int(r.registered) / int(r.residents), 4) if r.residents else None,
+                "roles_filled": [n for c, n in roles if c in filled],
+                "roles_missing": [n for c, n in roles if c not in filled],
+            }
+        )
+    return out
+
+
+def _unit_code(level: str, unit: str) -> str:
+    return unit if level == "grid" else unit.ljust(12, "0")
+
+
+def _unit_names(session: Session, level: str, units: list[str]) -> dict[str, str]:
+    codes = [_unit_code(level, u) for u in units]
+    table = "grids" if level == "grid" else "admin_areas"
+    rows = session.execute(text(f"SELECT code, name FROM {table} WHERE code = ANY(:codes)"), {"codes": codes}).all()
+    return dict(rows)
+
+
+def unregistered_members(session: Session, branch_code: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """In-service members of work-unit branch ``branch_code`` with no active registration."""
+    branch = session.execute(
+        text("SELECT id, code, name, kind FROM branches WHERE code = :c"), {"c": branch_code}
+    ).first()
+    if branch is None:
+        raise NotFound(f"no branch with code {branch_code}", field="code")
+    rows = session.execute(
+        text(
+            """SELECT m.id, m.number, m.name, m.phone FROM members m
+               WHERE m.work_branch_id = :b AND m.status = 'in_service'
+                 AND NOT EXISTS (SELECT 1 FROM registrations r WHERE r.member_id = m.id AND r.status IN ('pending', 'confirmed'))
+               ORDER BY m.id"""
+        ),
+        {"b": branch.id},
+    ).all()
+    return (
+        {"code": branch.code, "name": branch.name, "kind": branch.kind},
+        [{"id": r.id, "number": r.number, "name": r.name, "phone": r.phone} for r in rows],
+    )

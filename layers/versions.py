@@ -1,0 +1,16 @@
+"""Per-layer data versions (see migration 0002): what caches key on."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from layers.models import DataVersion
+
+
+def data_versions(session: Session, layers: list[str] | None = None) -> dict[str, int]:
+    """Current version of each layer (all layers when ``layers`` is None)."""
+    stmt = select(DataVersion.layer, DataVersion.version)
+    if layers is not None:
+        stmt = stmt.where(DataVersion.layer.in_(layers))
+    return dict(session.execute(stmt).all())

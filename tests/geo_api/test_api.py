@@ -1,0 +1,154 @@
+"""The foundation API on the Jinshui demo: health, areas, grids, errors, auth, access."""
+
+import pytest
+from fastapi.routing import APIRoute
+from shapely.geometry import box, shape
+
+from geo_api.app import create_app
+from geo_api.deps import Access
+from geo_api.settings import AuthSettings, DatabaseSettings, ServiceSettings, Settings
+from layers.errors import ConfigError
+from tests.conftest import make_settings
+
+
+def test_healthz_reports_versions(client):
+    r = client.get("/healthz")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["database"]["postgresql"].startswith("15")
+    assert body["database"]["postgis"].startswith("3.")
+
+
+def test_area_tree_has_the_jinshui_levels(client):
+    tree = client.get("/v1/areas").json()["areas"]
+    assert [a["code"] for a in tree] == ["410105000000"]
+    district = tree[0]
+    assert district["name"] == "金水区" and district["level"] == "district"
+    streets = district["children"]
+    assert len(streets) == 14
+    assert all(isinstance(s["code"], str) and s["code"].startswith("410105") for s in streets)
+    communities = [c for s in streets for c in s["children"]]
+    assert len(communities) == 92
+    assert all(c["code"][:9] == s["code"][:9] for s in streets for c in s["children"])
+
+
+def test_area_boundaries_geojson(client):
+    fc = client.get("/v1/areas/boundaries", params={"level": "street"}).json()
+    assert fc["type"] == "FeatureCollection" and len(fc["features"]) == 14
+    district = shape(client.get("/v1/areas/boundaries", params={"level": "district"}).json()["features"][0]["geometry"])
+    # The real boundary, converted from GCJ-02 to WGS84: Jinshui lies around 113.6–113.9 E, 34.7–34.9 N.
+    minx, miny, maxx, maxy = district.bounds
+    assert 113.5 < minx < maxx < 114.0 and 34.6 < miny < maxy < 35.0
+    for f in fc["features"]:
+        assert shape(f["geometry"]).buffer(1e-6).within(district.buffer(1e-5))
+
+
+def test_grids_paged_with_next_link(client):
+    first = client.get("/v1/grids", params={"limit": 50}).json()
+    assert first["numberReturned"] == 50 and 450 <= first["numberMatched"] <= 550
+    codes = [f["properties"]["code"] for f in first["features"]]
+    assert codes == sorted(codes) and all(len(c) == 15 for c in codes)
+    assert all(f["properties"]["name"] for f in first["features"])
+    nxt = [link["href"] for link in first["links"] if link["rel"] == "next"]
+    assert len(nxt) == 1
+    second = client.get(nxt[0]).json()
+    assert second["features"][0]["properties"]["code"] > codes[-1]
+    everything = client.get("/v1/grids", params={"limit": 1000}).json()
+    assert not [link for link in everything["links"] if link["rel"] == "next"]
+    assert everything["numberReturned"] == everything["numberMatched"]
+
+
+def test_grids_bbox_filter(client):
+    everything = client.get("/v1/grids", params={"limit": 1000}).json()["features"]
+    bbox = (113.66, 34.76, 113.68, 34.78)
+    expected = {f["properties"]["code"] for f in everything if shape(f["geometry"]).intersects(box(*bbox))}
+    got = client.get("/v1/grids", params={"limit": 1000, "bbox": ",".join(map(str, bbox))}).json()
+    assert {f["properties"]["code"] for f in got["features"]} == expected
+    assert 0 < len(expected) < len(everything)
+
+
+def test_one_grid_with_branches(client):
+    code = client.get("/v1/grids", params={"limit": 1}).json()["features"][0]["properties"]["code"]
+    g = client.get(f"/v1/grids/{code}").json()
+    assert g["properties"]["code"] == code
+    assert isinstance(g["properties"]["branches"], list)
+    assert shape(g["geometry"]).is_valid
+
+
+@pytest.mark.parametrize(
+    "path, params, status, field",
+    [
+        ("/v1/grids", {"bbox": "1,2,3"}, 422, "bbox"),
+        ("/v1/grids", {"bbox": "a,b,c,d"}, 422, "bbox"),
+        ("/v1/grids", {"bbox": "113,34,112,35"}, 422, "bbox"),
+        ("/v1/grids", {"bbox": "113,91,114,92"}, 422, "bbox"),
+        ("/v1/grids", {"bbox": "nan,34,114,35"}, 422, "bbox"),
+        ("/v1/grids", {"limit": "many"}, 422, "limit"),
+        ("/v1/grids", {"limit": 0}, 422, "limit"),
+        ("/v1/grids", {"within": "41"}, 422, "within"),
+        ("/v1/grids/123", {}, 422, "code"),
+        ("/v1/grids/410105999999999", {}, 404, "code"),
+        ("/v1/areas/410105999999", {}, 404, "code"),
+        ("/v1/areas/boundaries", {"level": "province"}, 422, "level"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(client, path, params, status, field):
+    r = client.get(path, params=params)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["status"] == status and body["field"] == field and body["detail"]
+
+
+def test_token_and_me(client, login):
+    headers = login("street_admin")
+    me = client.get("/v1/auth/me", headers=headers).json()
+    assert me["role"] == "admin" and len(me["area_code"]) == 12 and me["area_code"].endswith("000")
+
+
+def test_wrong_password_and_bad_token(client):
+    r = client.post("/v1/auth/token", data={"username": "admin", "password": "wrong"})
+    assert r.status_code == 401 and r.json()["field"] == "password"
+    assert client.get("/v1/auth/me").status_code == 401
+    assert client.get("/v1/auth/me", headers={"Authorization": "Bearer not-a-jwt"}).status_code == 401
+
+
+def test_passwords_are_argon2_hashed(demo_db):
+    from sqlalchemy import text
+
+    hashes = demo_db.execute(text("SELECT password_hash FROM users")).scalars().all()
+    assert len(hashes) == 5 and all(h.startswith("$argon2id$") for h in hashes)
+
+
+def api_routes(routes):
+    """Every APIRoute, looking inside included routers."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from api_routes(inner.routes)
+        elif isinstance(route, APIRoute):
+            yield route
+
+
+def test_every_route_declares_its_access():
+    app = create_app(make_settings())
+    routes = list(api_routes(app.routes))
+    assert len(routes) >= 15
+    undeclared = []
+    for route in routes:
+        calls = [d.call for d in route.dependant.dependencies]
+        if sum(isinstance(c, Access) for c in calls) != 1:
+            undeclared.append(route.path)
+    assert not undeclared, f"routes without exactly one access declaration: {undeclared}"
+
+
+def test_no_default_secret_outside_the_demo():
+    settings = Settings(
+        database=DatabaseSettings(database_url="postgresql://x@127.0.0.1:1/x"),
+        auth=AuthSettings(auth_secret=None),
+        service=ServiceSettings(demo=False),
+    )
+    with pytest.raises(ConfigError, match="AUTH_SECRET"):
+        create_app(settings)
+    settings.service.demo = True
+    assert create_app(settings) is not None

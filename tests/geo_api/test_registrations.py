@@ -1,0 +1,175 @@
+"""The registration lifecycle and its permissions, on a hand-made layer."""
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from tests.conftest import token_for
+from tests.factories import COMMUNITY, GRID_A, GRID_B, add_member, add_user, small_layout
+
+X, Y = 113.60, 34.70
+IN_A = {"lon": X + 0.02, "lat": Y + 0.02}
+IN_B = {"lon": X + 0.07, "lat": Y + 0.02}
+
+
+@pytest.fixture
+def world(empty_db, empty_client):
+    small_layout(empty_db, X, Y)
+    m1 = add_member(empty_db, "李党员")
+    m2 = add_member(empty_db, "王党员")
+    add_user(empty_db, "m1", "member", member_id=m1)
+    add_user(empty_db, "m2", "member", member_id=m2)
+    add_user(empty_db, "cadmin", "admin", area_code=COMMUNITY)
+    add_user(empty_db, "other", "admin", area_code="410105002000")
+    add_user(empty_db, "gw_a", "grid_worker", area_code=GRID_A)
+    add_user(empty_db, "gw_b", "grid_worker", area_code=GRID_B)
+    add_user(empty_db, "disp", "dispatcher")
+    h = {u: token_for(u) for u in ("m1", "m2", "cadmin", "other", "gw_a", "gw_b", "disp")}
+    return {"m1": m1, "m2": m2, "h": h, "c": empty_client, "db": empty_db}
+
+
+def register(w, user="m1", **body):
+    payload = {**IN_A, "role": "平安创建示范员", **body}
+    return w["c"].post("/v1/registrations", json=payload, headers=w["h"][user])
+
+
+def test_member_registers_and_sees_own_residence(world):
+    r = register(world, accuracy_m=12)
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert body["status"] == "pending" and body["grid"]["code"] == GRID_A
+    assert body["branch"]["code"] == "B001" and body["role"]["code"] == "pingan"
+    assert body["residence"]["point"] == [round(X + 0.02, 7), round(Y + 0.02, 7)]
+    assert body["residence"]["source"]["crs"] == "wgs84" and body["residence"]["accuracy_m"] == 12
+    assert body["member"]["name"] == "李党员"
+
+
+def test_second_active_registration_is_409_and_the_database_refuses_it_too(world):
+    first = register(world).json()
+    r = register(world, **IN_B)
+    assert r.status_code == 409 and r.json()["field"] == "member_id"
+    db = world["db"]
+    with pytest.raises(IntegrityError):
+        with db.begin_nested():
+            db.execute(
+                text(
+                    """INSERT INTO registrations (member_id, residence_id, grid_id, grid_version_id, status)
+                       SELECT member_id, residence_id, grid_id, grid_version_id, 'confirmed' FROM registrations WHERE id = :i"""
+                ),
+                {"i": first["id"]},
+            )
+
+
+def test_confirm_by_the_area_admin_and_not_by_others(world):
+    reg = register(world).json()
+    c, h = world["c"], world["h"]
+    for outsider in ("other", "gw_b"):
+        r = c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h[outsider])
+        assert r.status_code == 403, outsider
+    for not_allowed in ("m1", "disp"):
+        assert c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h[not_allowed]).status_code == 403
+    assert c.post(f"/v1/registrations/{reg['id']}/confirm").status_code == 401
+    r = c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h["cadmin"])
+    assert r.status_code == 200 and r.json()["status"] == "confirmed" and r.json()["decided_by"] == "cadmin"
+    assert c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h["cadmin"]).status_code == 409
+
+
+def test_grid_worker_rejects_with_a_reason(world):
+    reg = register(world).json()
+    c, h = world["c"], world["h"]
+    r = c.post(f"/v1/registrations/{reg['id']}/reject", json={}, headers=h["gw_a"])
+    assert r.status_code == 422 and r.json()["field"] == "reason"
+    r = c.post(f"/v1/registrations/{reg['id']}/reject", json={"reason": "地址不在本网格"}, headers=h["gw_a"])
+    assert r.status_code == 200 and r.json()["status"] == "rejected" and r.json()["reason"] == "地址不在本网格"
+    # rejected is not active: the member may register again
+    assert register(world).status_code == 201
+
+
+def test_moving_house_ends_the_old_registration_and_keeps_it(world):
+    c, h = world["c"], world["h"]
+    old = register(world).json()
+    c.post(f"/v1/registrations/{old['id']}/confirm", headers=h["cadmin"])
+    new = register(world, move=True, **IN_B).json()
+    assert new["grid"]["code"] == GRID_B and new["status"] == "pending" and new["branch"] is None
+    again = c.get(f"/v1/registrations/{old['id']}", headers=h["m1"]).json()
+    assert again["status"] == "ended" and again["ended_at"] is not None
+    rows = world["db"].execute(
+        text("SELECT count(*), count(*) FILTER (WHERE ended_at IS NULL) FROM residences WHERE member_id = :m"),
+        {"m": world["m1"]},
+    ).one()
+    assert tuple(rows) == (2, 1)
+
+
+def test_members_register_only_themselves_and_admins_only_in_their_area(world):
+    r = register(world, member_id=world["m2"])
+    assert r.status_code == 403
+    r = register(world, user="cadmin", member_id=world["m2"])
+    assert r.status_code == 201 and r.json()["member_id"] == world["m2"]
+    r = register(world, user="other", member_id=world["m1"])
+    assert r.status_code == 403
+    assert register(world, user="disp", member_id=world["m1"]).status_code == 403
+    assert world["c"].post("/v1/registrations", json={**IN_A, "role": "fuwu"}).status_code == 401
+
+
+def test_others_cannot_read_a_registration(world):
+    reg = register(world).json()
+    c, h = world["c"], world["h"]
+    assert c.get(f"/v1/registrations/{reg['id']}", headers=h["m2"]).status_code == 403
+    assert c.get(f"/v1/registrations/{reg['id']}", headers=h["other"]).status_code == 403
+    assert c.get(f"/v1/registrations/{reg['id']}", headers=h["gw_a"]).json()["member"]["name"] == "李党员"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"role": "宣传委员"}, "role"),
+        ({"lat": "NaN"}, "lat"),
+        ({"lat": 91}, "lat"),
+        ({"lon": "inf"}, "lon"),
+        ({"lon": "east"}, "lon"),
+        ({"crs": "EPSG:999999"}, "crs"),
+        ({"crs": "mercator-ish"}, "crs"),
+        ({"lon": X + 0.3}, "lon"),  # outside the service area
+        ({"accuracy_m": -1}, "accuracy_m"),
+    ],
+)
+def test_bad_registrations_are_422_naming_the_field_and_write_nothing(world, body, field):
+    r = register(world, **body)
+    assert r.status_code == 422, r.text
+    assert r.json()["field"] == field
+    n = world["db"].execute(text("SELECT count(*) FROM registrations")).scalar()
+    m = world["db"].execute(text("SELECT count(*) FROM residences")).scalar()
+    assert (n, m) == (0, 0)
+
+
+def test_outside_names_the_nearest_grid(world):
+    r = register(world, lon=X + 0.3)
+    assert "nearest grid" in r.json()["detail"] and r.json()["nearest_grid"]["code"] == GRID_B
+
+
+def test_admin_lists_within_their_area_only(world):
+    c, h = world["c"], world["h"]
+    register(world)
+    r = c.get("/v1/registrations", params={"within": COMMUNITY, "status": "pending"}, headers=h["cadmin"])
+    assert r.status_code == 200 and r.json()["total"] == 1
+    assert r.json()["items"][0]["member"]["name"] == "李党员"
+    assert c.get("/v1/registrations", params={"within": COMMUNITY}, headers=h["other"]).status_code == 403
+    assert c.get("/v1/registrations", params={"within": COMMUNITY}, headers=h["m1"]).status_code == 403
+    assert c.get("/v1/registrations", params={"within": "4101"}, headers=h["cadmin"]).status_code == 422
+
+
+def test_stats_per_grid_with_roles_filled_and_missing(world):
+    c, h = world["c"], world["h"]
+    reg = register(world).json()
+    c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h["cadmin"])
+    register(world, user="cadmin", member_id=world["m2"], role="fuwu", **IN_B)
+    units = c.get("/v1/registrations/stats", params={"level": "grid", "within": COMMUNITY}, headers=h["cadmin"]).json()["units"]
+    by = {u["code"]: u for u in units}
+    assert by[GRID_A]["registered"] == 1 and by[GRID_A]["residents"] == 1 and by[GRID_A]["rate"] == 1.0
+    assert by[GRID_A]["roles_filled"] == ["平安创建示范员"] and len(by[GRID_A]["roles_missing"]) == 5
+    assert by[GRID_B]["registered"] == 0 and by[GRID_B]["pending"] == 1 and by[GRID_B]["rate"] == 0.0
+    community = c.get("/v1/registrations/stats", params={"level": "community", "within": COMMUNITY},
+                      headers=h["cadmin"]).json()["units"]
+    assert community == [{**community[0], "code": COMMUNITY, "residents": 2, "registered": 1, "pending": 1, "rate": 0.5}]
+    r = c.get("/v1/registrations/stats", params={"level": "district", "within": COMMUNITY}, headers=h["cadmin"])
+    assert r.status_code == 422 and r.json()["field"] == "level"

@@ -1,0 +1,105 @@
+"""Locating points on a hand-made layer whose answers are known exactly."""
+
+import numpy as np
+import pytest
+from pyproj import Geod
+
+from ingest.crs import haversine_m
+from layers.locate import BOUNDARY, INSIDE, NEAREST, OUTSIDE, GridIndexCache, build_grid_index
+from tests.factories import GRID_A, GRID_B, GRID_C, add_grid, rect, small_layout
+
+X, Y = 113.60, 34.70
+
+
+@pytest.fixture
+def index(empty_db):
+    small_layout(empty_db, X, Y)
+    return build_grid_index(empty_db)
+
+
+def locate(index, points, tolerance_m=30.0):
+    lon = np.array([p[0] for p in points], float)
+    lat = np.array([p[1] for p in points], float)
+    return index.locate(lon, lat, tolerance_m=tolerance_m, edge_m=0.05)
+
+
+def codes(index, located, i):
+    return index.grids[int(located.grid[i])]["code"]
+
+
+def test_inside(index):
+    r = locate(index, [(X + 0.02, Y + 0.02), (X + 0.07, Y + 0.02), (X + 0.07, Y + 0.08)])
+    assert list(r.match) == [INSIDE] * 3
+    assert [codes(index, r, i) for i in range(3)] == [GRID_A, GRID_B, GRID_C]
+    assert list(r.distance_m) == [0, 0, 0]
+
+
+def test_shared_edge_is_boundary_with_a_deterministic_choice(index):
+    r = locate(index, [(X + 0.05, Y + 0.02), (X + 0.05, Y)])
+    assert list(r.match) == [BOUNDARY, BOUNDARY]
+    assert codes(index, r, 0) == GRID_A
+    assert [index.grids[g]["code"] for g in r.candidates[0]] == [GRID_A, GRID_B]
+
+
+def test_outer_edge_of_one_grid_is_boundary_with_one_candidate(index):
+    r = locate(index, [(X, Y + 0.05)])
+    assert r.match[0] == BOUNDARY and codes(index, r, 0) == GRID_A and 0 not in r.candidates
+
+
+def test_gap_within_tolerance_is_nearest_with_metres(index):
+    # 0.00005° east of A's edge, 0.00015° west of C's edge, inside the gap strip
+    lon, lat = X + 0.05005, Y + 0.08
+    r = locate(index, [(lon, lat)])
+    assert r.match[0] == NEAREST and codes(index, r, 0) == GRID_A
+    expected = haversine_m(lon, lat, X + 0.05, lat)
+    assert abs(r.distance_m[0] - expected) < 0.01 * expected
+    assert 4 < r.distance_m[0] < 5
+
+
+def test_gap_beyond_tolerance_is_outside(index):
+    r = locate(index, [(X + 0.05005, Y + 0.08)], tolerance_m=2.0)
+    assert r.match[0] == OUTSIDE and codes(index, r, 0) == GRID_A
+
+
+def test_far_outside_names_the_nearest_grid(index):
+    lon, lat = X + 0.2, Y + 0.02  # ≈ 9.2 km east of B
+    r = locate(index, [(lon, lat)])
+    assert r.match[0] == OUTSIDE and codes(index, r, 0) == GRID_B
+    geodesic = Geod(ellps="WGS84").inv(lon, lat, X + 0.1, lat)[2]
+    assert abs(r.distance_m[0] - geodesic) < 0.001 * geodesic
+    assert not r.swapped[0]
+
+
+def test_swapped_coordinates_are_recognised(empty_db):
+    # a service area where both orders are valid coordinates
+    small_layout(empty_db, 40.0, 45.0)
+    index = build_grid_index(empty_db)
+    r = locate(index, [(45.02, 40.02)])
+    assert r.match[0] == OUTSIDE and r.swapped[0]
+
+
+def test_overlap_is_inside_with_both_candidates(index, empty_db):
+    add_grid(empty_db, "410105001001004", "重叠网格", rect(X + 0.01, Y + 0.01, X + 0.03, Y + 0.03))
+    index = build_grid_index(empty_db)
+    r = locate(index, [(X + 0.02, Y + 0.02)])
+    assert r.match[0] == INSIDE and codes(index, r, 0) == GRID_A
+    assert [index.grids[g]["code"] for g in r.candidates[0]] == [GRID_A, "410105001001004"]
+
+
+def test_branches_and_hierarchy_travel_with_the_grid(index):
+    a = next(g for g in index.grids if g["code"] == GRID_A)
+    assert a["community_code"] == "410105001001" and a["street_code"] == "410105001000"
+    assert a["district_code"] == "410105000000"
+    assert [b["code"] for b in a["branches"]] == ["B001"] and a["branch_id"] is not None
+    c = next(g for g in index.grids if g["code"] == GRID_C)
+    assert c["branches"] == [] and c["branch_id"] is None
+
+
+def test_cache_rebuilds_exactly_when_the_grid_layer_changes(empty_db):
+    small_layout(empty_db, X, Y)
+    cache = GridIndexCache()
+    first = cache.get(empty_db)
+    assert cache.get(empty_db) is first
+    add_grid(empty_db, "410105001001009", "新网格", rect(X + 0.2, Y, X + 0.3, Y + 0.1))
+    second = cache.get(empty_db)
+    assert second is not first and len(second) == len(first) + 1
