@@ -1,0 +1,152 @@
+"""Shared pieces of the benchmarks: the demo database, a served app, a tiny HTTP client.
+
+The benchmarks run against the Jinshui demo database (``gridbranch demo --no-serve``
+loads it; ``GRIDBRANCH_DATABASE_URL`` points elsewhere) and serve the real app with
+uvicorn in a child process, one worker, on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def demo_engine():
+    """Engine on the demo database, loading the demo first if it is missing."""
+    from geo_api.cli import _engine, load_demo_if_missing
+    from geo_api.settings import Settings
+
+    engine = _engine(Settings.from_env())
+    load_demo_if_missing(engine)
+    return engine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served(extra_env: dict[str, str] | None = None):
+    """The real app served by uvicorn (one worker) in a child process; yields its port."""
+    port = free_port()
+    env = {**os.environ, "GRIDBRANCH_DEMO": "true", **(extra_env or {})}
+    code = (
+        "import uvicorn; from geo_api.app import create_app; from geo_api.settings import Settings; "
+        f"uvicorn.run(create_app(Settings.from_env(demo=True)), host='127.0.0.1', port={port}, "
+        "log_level='warning', workers=1)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the server did not start")
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+async def _request(reader, writer, raw: bytes) -> tuple[int, bytes]:
+    writer.write(raw)
+    await writer.drain()
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    length = 0
+    chunked = False
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        k = k.strip().lower()
+        if k == b"content-length":
+            length = int(v)
+        elif k == b"transfer-encoding" and b"chunked" in v.lower():
+            chunked = True
+    if chunked:
+        body = b""
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            chunk = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            body += chunk[:-2]
+        return status, body
+    return status, await reader.readexactly(length)
+
+
+async def _client(port: int, requests: list[bytes], latencies: list[float], statuses: list[int]):
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for raw in requests:
+            t0 = time.perf_counter()
+            status, _ = await _request(reader, writer, raw)
+            latencies.append(time.perf_counter() - t0)
+            statuses.append(status)
+    finally:
+        writer.close()
+
+
+def get_request(path: str, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
+
+
+def post_request(path: str, body: bytes, content_type: str) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def load(port: int, requests: list[bytes], clients: int) -> dict[str, float]:
+    """Send ``requests`` over ``clients`` keep-alive connections (closed loop);
+    returns throughput and latency percentiles in milliseconds."""
+    per = [requests[i::clients] for i in range(clients)]
+    latencies: list[float] = []
+    statuses: list[int] = []
+
+    async def run():
+        await asyncio.gather(*(_client(port, p, latencies, statuses) for p in per))
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    elapsed = time.perf_counter() - t0
+    return summary(latencies, elapsed, statuses)
+
+
+def summary(latencies: list[float], elapsed: float, statuses: list[int] | None = None) -> dict[str, float]:
+    ms = sorted(x * 1000 for x in latencies)
+
+    def pct(p):
+        return ms[min(len(ms) - 1, int(round(p / 100 * (len(ms) - 1))))]
+
+    out = {
+        "n": len(ms),
+        "per_s": len(ms) / elapsed if elapsed else float("inf"),
+        "p50_ms": pct(50),
+        "p95_ms": pct(95),
+        "p99_ms": pct(99),
+        "mean_ms": statistics.fmean(ms) if ms else 0.0,
+    }
+    if statuses is not None:
+        out["non_2xx"] = sum(1 for s in statuses if not 200 <= s < 300)
+    return out
+
+
+def fmt(d: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in d.items())

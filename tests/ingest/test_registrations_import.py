@@ -1,0 +1,133 @@
+"""Bulk registration from CSV: dry run, commit, rejects, idempotence, the command."""
+
+import csv
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from geo_api.cli import main
+from ingest import registrations as bulk
+from ingest.crs import from_wgs84
+from layers import db, migrate
+from layers.locate import build_grid_index
+from layers.versions import data_versions
+from tests.conftest import _fresh_database
+from tests.factories import GRID_A, GRID_B, GRID_C, small_layout
+
+X, Y = 113.60, 34.70
+HEADER = "member_id,name,phone,lon,lat,crs,role\n"
+
+
+def sample_csv() -> str:
+    gx, gy = from_wgs84(X + 0.07, Y + 0.02, "gcj02")  # in B, sent as GCJ-02
+    ex, ey = from_wgs84(X + 0.07, Y + 0.08, "EPSG:4547")  # in C, as CGCS2000 GK easting/northing
+    rows = [
+        f"DY001,张三,13800000001,{X + 0.02},{Y + 0.02},wgs84,平安创建示范员",
+        f"DY002,李四,13800000002,{gx!r},{gy!r},gcj02,fuwu",
+        f"DY003,王五,,{X + 0.05005},{Y + 0.08},,法治建设宣传员",
+        f"DY004,赵六,13800000004,{X + 0.5},{Y + 0.02},wgs84,fuwu",
+        "DY005,钱七,13800000005,abc,34.7,wgs84,fuwu",
+        f"DY006,孙八,13800000006,{X + 0.02},{Y + 0.02},wgs84,宣传委员",
+        f"DY001,张三,13800000001,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+        f"DY008,,13800000008,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+        f"DY009,周九,13800000009,{ex!r},{ey!r},EPSG:4547,jiandu",
+    ]
+    return HEADER + "\n".join(rows) + "\n"
+
+
+def plan(session, data):
+    return bulk.plan_import(session, data, build_grid_index(session), tolerance_m=30, edge_m=0.05)
+
+
+def test_dry_run_classifies_every_row_and_writes_nothing(empty_db):
+    small_layout(empty_db, X, Y)
+    p = plan(empty_db, sample_csv())
+    assert p.counts() == {"located": 3, "nearest": 1, "unmatched": 1, "invalid": 4}
+    by_row = {o.row: o for o in p.outcomes}
+    assert by_row[1].grid == GRID_A and by_row[2].grid == GRID_B and by_row[9].grid == GRID_C
+    assert by_row[3].status == "nearest" and by_row[3].grid == GRID_A
+    assert "nearest grid" in by_row[4].reason
+    assert "lon" in by_row[5].reason and "宣传委员" in by_row[6].reason
+    assert "first on row 1" in by_row[7].reason and "name is missing" in by_row[8].reason
+    assert empty_db.execute(text("SELECT count(*) FROM members")).scalar() == 0
+
+
+def test_commit_writes_the_good_rows_and_is_idempotent(empty_db, tmp_path):
+    small_layout(empty_db, X, Y)
+    p = plan(empty_db, sample_csv())
+    counts = bulk.commit_import(empty_db.connection(), p, actor="import:test")
+    assert counts == {"members_created": 4, "members_updated": 0, "registrations_created": 4, "moves": 0, "unchanged": 0}
+    regs = empty_db.execute(
+        text("""SELECT m.number, g.code, r.status, r.role_code FROM registrations r
+                JOIN members m ON m.id = r.member_id JOIN grids g ON g.id = r.grid_id ORDER BY m.number""")
+    ).all()
+    assert [tuple(r) for r in regs] == [
+        ("DY001", GRID_A, "confirmed", "pingan"),
+        ("DY002", GRID_B, "confirmed", "fuwu"),
+        ("DY003", GRID_A, "confirmed", "fazhi"),
+        ("DY009", GRID_C, "confirmed", "jiandu"),
+    ]
+    source = empty_db.execute(text("SELECT source_crs FROM residences ORDER BY id")).scalars().all()
+    assert source == ["wgs84", "gcj02", "wgs84", "EPSG:4547"]
+    rejects = tmp_path / "rejects.csv"
+    assert bulk.write_rejects(rejects, p) == 5
+    with open(rejects, encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["row"] for r in rows] == ["4", "5", "6", "7", "8"] and all(r["reason"] for r in rows)
+
+    before = data_versions(empty_db)
+    again = bulk.commit_import(empty_db.connection(), plan(empty_db, sample_csv()), actor="import:test")
+    assert again == {"members_created": 0, "members_updated": 0, "registrations_created": 0, "moves": 0, "unchanged": 4}
+    assert data_versions(empty_db) == before
+    assert empty_db.execute(text("SELECT count(*) FROM registrations")).scalar() == 4
+
+
+def test_a_moved_member_gets_a_new_registration_and_keeps_the_old(empty_db):
+    small_layout(empty_db, X, Y)
+    bulk.commit_import(empty_db.connection(), plan(empty_db, sample_csv()), actor="t")
+    moved = HEADER + f"DY001,张三,13800000001,{X + 0.07},{Y + 0.03},wgs84,平安创建示范员\n"
+    counts = bulk.commit_import(empty_db.connection(), plan(empty_db, moved), actor="t")
+    assert counts["moves"] == 1 and counts["registrations_created"] == 1
+    rows = empty_db.execute(
+        text("""SELECT r.status, g.code FROM registrations r JOIN members m ON m.id = r.member_id
+                JOIN grids g ON g.id = r.grid_id WHERE m.number = 'DY001' ORDER BY r.id""")
+    ).all()
+    assert [tuple(r) for r in rows] == [("ended", GRID_A), ("confirmed", GRID_B)]
+
+
+def test_a_file_without_the_columns_is_refused(empty_db):
+    small_layout(empty_db, X, Y)
+    with pytest.raises(Exception, match="missing lon"):
+        plan(empty_db, "member_id,name,phone,x,lat\n1,a,b,1,2\n")
+
+
+@pytest.fixture
+def cli_database(server_url, monkeypatch):
+    url = _fresh_database(server_url, "gridbranch_test_cli")
+    engine = db.make_engine(url, 1)
+    migrate.upgrade(engine)
+    with Session(engine) as session:
+        small_layout(session, X, Y)
+        session.commit()
+    monkeypatch.setenv("GRIDBRANCH_DATABASE_URL", url)
+    yield engine
+    engine.dispose()
+
+
+def test_the_command_dry_runs_then_commits(cli_database, tmp_path, capsys):
+    path = tmp_path / "members.csv"
+    path.write_text(sample_csv(), encoding="utf-8")
+    assert main(["ingest", "registrations", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing written" in out and "invalid:                                4" in out
+    with cli_database.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM registrations")).scalar() == 0
+    assert main(["ingest", "registrations", str(path), "--commit"]) == 0
+    out = capsys.readouterr().out
+    assert "registrations created 4" in out and "5 rejected rows" in out
+    assert (tmp_path / "members.rejects.csv").exists()
+    assert main(["ingest", "registrations", str(path), "--commit"]) == 0
+    assert "unchanged 4" in capsys.readouterr().out
+    with cli_database.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM registrations")).scalar() == 4
