@@ -201,6 +201,7 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
                SELECT t.mid, res.id, t.grid_id, t.grid_version_id, t.branch_id, t.role_code, 'confirmed', now(), :actor
                FROM todo t JOIN res ON res.member_id = t.mid"""
         ), {"actor": actor})
+    conn.execute(text("DROP TABLE import_diff, import_registrations"))
     return counts
 
 
