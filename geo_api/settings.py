@@ -6,7 +6,7 @@ build the classes explicitly (tests do).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -79,5 +79,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":
-        service = ServiceSettings(**service_overrides)
-        return cls(database=DatabaseSettings(), auth=AuthSettings(), service=service, locate=LocateSettings())
+        """Every concern read from the environment now (never at import)."""
+        values = {f.name: f.default_factory() for f in fields(cls)}
+        values["service"] = ServiceSettings(**service_overrides)
+        return cls(**values)

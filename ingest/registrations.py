@@ -188,6 +188,11 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
                UPDATE residences SET ended_at = now() WHERE id IN (SELECT residence_id FROM ended)"""
         ), {"actor": actor})
     if counts["registrations_created"]:
+        # a new residence supersedes any current one (e.g. recorded without a registration)
+        conn.execute(text(
+            """UPDATE residences r SET ended_at = now() FROM import_diff d JOIN members m ON m.number = d.number
+               WHERE (NOT d.unchanged OR d.unchanged IS NULL) AND r.member_id = m.id AND r.ended_at IS NULL"""
+        ))
         conn.execute(text(
             """WITH todo AS (
                    SELECT d.*, m.id AS mid FROM import_diff d JOIN members m ON m.number = d.number

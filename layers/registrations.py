@@ -95,6 +95,10 @@ def register_member(
                     registration=current.id,
                 )
             end_registration(session, current, actor=actor, reason="moved house")
+        # a new residence supersedes any current one (e.g. recorded without a registration)
+        session.execute(
+            update(Residence).where(Residence.member_id == member_id, Residence.ended_at.is_(None)).values(ended_at=func.now())
+        )
         residence = Residence(
             member_id=member_id,
             geom=f"SRID=4326;POINT({point.lon!r} {point.lat!r})",

@@ -173,3 +173,17 @@ def test_stats_per_grid_with_roles_filled_and_missing(world):
     assert community == [{**community[0], "code": COMMUNITY, "residents": 2, "registered": 1, "pending": 1, "rate": 0.5}]
     r = c.get("/v1/registrations/stats", params={"level": "district", "within": COMMUNITY}, headers=h["cadmin"])
     assert r.status_code == 422 and r.json()["field"] == "level"
+
+
+def test_a_residence_without_registration_is_superseded(world):
+    db = world["db"]
+    db.execute(
+        text("""INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
+                VALUES (:m, ST_SetSRID(ST_MakePoint(113.61, 34.71), 4326), 'wgs84', 113.61, 34.71)"""),
+        {"m": world["m1"]},
+    )
+    r = register(world)
+    assert r.status_code == 201
+    current = db.execute(text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"),
+                         {"m": world["m1"]}).scalar()
+    assert current == 1

@@ -131,3 +131,19 @@ def test_the_command_dry_runs_then_commits(cli_database, tmp_path, capsys):
     assert "unchanged 4" in capsys.readouterr().out
     with cli_database.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM registrations")).scalar() == 4
+
+
+def test_an_imported_member_with_a_bare_residence_gets_it_superseded(empty_db):
+    from tests.factories import add_member
+
+    small_layout(empty_db, X, Y)
+    m = add_member(empty_db, "张三", number="DY001")
+    empty_db.execute(
+        text("""INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
+                VALUES (:m, ST_SetSRID(ST_MakePoint(113.61, 34.71), 4326), 'wgs84', 113.61, 34.71)"""),
+        {"m": m},
+    )
+    counts = bulk.commit_import(empty_db.connection(), plan(empty_db, sample_csv()), actor="t")
+    assert counts["registrations_created"] == 4
+    assert empty_db.execute(text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"),
+                            {"m": m}).scalar() == 1
