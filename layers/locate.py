@@ -36,6 +36,7 @@ from shapely import STRtree
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from layers.gcpause import no_gc
 from layers.versions import data_versions
 
 INSIDE, BOUNDARY, NEAREST, OUTSIDE = 0, 1, 2, 3
@@ -111,7 +112,7 @@ class GridIndex:
         self.metric_tree = STRtree(self.metric_geoms)
         # Grids arrive ordered by code, so a lower index is a lower code: ties between
         # grids are broken by index throughout.
-        self._cells = 256
+        self._build_lattice()
 
     def _metric_coords(self, coords: np.ndarray) -> np.ndarray:
         x, y = self._to_metric.transform(coords[:, 0], coords[:, 1])
@@ -127,32 +128,52 @@ class GridIndex:
         return bool(shapely.contains_xy(self.service_area, lon, lat))
 
     # -- containment ---------------------------------------------------------------
-    def _containing(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs (point index, grid index) of points strictly inside grids."""
+    # A regular lattice of cells x cells over the layer's extent. Each grid knows the
+    # cells its bounding box covers (``_gx0..._gy1``), and each cell the grids whose
+    # bounding box covers it (CSR arrays ``_cell_start``/``_cell_grids``).
+    _cells = 256
+    SMALL_BATCH = 4096  # below this, look candidates up per point; above, sweep per grid
+
+    def _build_lattice(self) -> None:
         minx, miny, maxx, maxy = self.extent
         cells = self._cells
-        sx = cells / max(maxx - minx, 1e-12)
-        sy = cells / max(maxy - miny, 1e-12)
-        in_extent = (lon >= minx) & (lon <= maxx) & (lat >= miny) & (lat <= maxy)
-        idx = np.flatnonzero(in_extent)
-        cx = np.minimum(((lon[idx] - minx) * sx).astype(np.int64), cells - 1)
-        cy = np.minimum(((lat[idx] - miny) * sy).astype(np.int64), cells - 1)
-        cell = cx * cells + cy
-        order = np.argsort(cell, kind="stable")
-        sorted_cells = cell[order]
-        sorted_idx = idx[order]
-        starts = np.searchsorted(sorted_cells, np.arange(cells * cells + 1))
-        pts_out, grids_out = [], []
+        self._sx = cells / max(maxx - minx, 1e-12)
+        self._sy = cells / max(maxy - miny, 1e-12)
         b = self.bounds
-        gx0 = np.clip(((b[:, 0] - minx) * sx).astype(np.int64), 0, cells - 1)
-        gx1 = np.clip(((b[:, 2] - minx) * sx).astype(np.int64), 0, cells - 1)
-        gy0 = np.clip(((b[:, 1] - miny) * sy).astype(np.int64), 0, cells - 1)
-        gy1 = np.clip(((b[:, 3] - miny) * sy).astype(np.int64), 0, cells - 1)
+        self._gx0 = np.clip(((b[:, 0] - minx) * self._sx).astype(np.int64), 0, cells - 1)
+        self._gx1 = np.clip(((b[:, 2] - minx) * self._sx).astype(np.int64), 0, cells - 1)
+        self._gy0 = np.clip(((b[:, 1] - miny) * self._sy).astype(np.int64), 0, cells - 1)
+        self._gy1 = np.clip(((b[:, 3] - miny) * self._sy).astype(np.int64), 0, cells - 1)
+        per_cell, per_grid = [], []
         for g in range(len(self.grids)):
-            chunks = [sorted_idx[starts[x * cells + gy0[g]]: starts[x * cells + gy1[g] + 1]] for x in range(gx0[g], gx1[g] + 1)]
-            cand = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
-            if not len(cand):
-                continue
+            xs = np.arange(self._gx0[g], self._gx1[g] + 1)
+            ys = np.arange(self._gy0[g], self._gy1[g] + 1)
+            c = (xs[:, None] * cells + ys[None, :]).ravel()
+            per_cell.append(c)
+            per_grid.append(np.full(len(c), g, dtype=np.int64))
+        all_cells = np.concatenate(per_cell) if per_cell else np.zeros(0, np.int64)
+        all_grids = np.concatenate(per_grid) if per_grid else np.zeros(0, np.int64)
+        order = np.argsort(all_cells, kind="stable")
+        self._cell_grids = all_grids[order]
+        self._cell_start = np.searchsorted(all_cells[order], np.arange(cells * cells + 1))
+
+    def _cell_of(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Indices of the points inside the extent, and their lattice cells."""
+        minx, miny, maxx, maxy = self.extent
+        idx = np.flatnonzero((lon >= minx) & (lon <= maxx) & (lat >= miny) & (lat <= maxy))
+        cx = np.minimum(((lon[idx] - minx) * self._sx).astype(np.int64), self._cells - 1)
+        cy = np.minimum(((lat[idx] - miny) * self._sy).astype(np.int64), self._cells - 1)
+        return idx, cx * self._cells + cy
+
+    def _containing(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs (point index, grid index) of points strictly inside grids."""
+        idx, cell = self._cell_of(lon, lat)
+        if len(idx) < self.SMALL_BATCH:
+            segments = self._pairs_by_point(idx, cell)
+        else:
+            segments = self._pairs_by_sweep(idx, cell)
+        pts_out, grids_out = [], []
+        for g, cand in segments:
             hit = shapely.contains_xy(self.geoms[g], lon[cand], lat[cand])
             if hit.any():
                 found = cand[hit]
@@ -161,6 +182,36 @@ class GridIndex:
         if not pts_out:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         return np.concatenate(pts_out), np.concatenate(grids_out)
+
+    def _pairs_by_point(self, idx: np.ndarray, cell: np.ndarray):
+        """(grid, candidate points) from each point's cell: cheap for few points."""
+        start = self._cell_start[cell]
+        count = self._cell_start[cell + 1] - start
+        total = int(count.sum())
+        if not total:
+            return
+        pair_pt = np.repeat(idx, count)
+        offsets = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+        pair_grid = self._cell_grids[np.repeat(start, count) + offsets]
+        order = np.argsort(pair_grid, kind="stable")
+        pair_grid, pair_pt = pair_grid[order], pair_pt[order]
+        cuts = np.flatnonzero(np.diff(pair_grid)) + 1
+        for lo, hi in zip(np.r_[0, cuts], np.r_[cuts, total]):
+            yield int(pair_grid[lo]), pair_pt[lo:hi]
+
+    def _pairs_by_sweep(self, idx: np.ndarray, cell: np.ndarray):
+        """(grid, candidate points) by sorting points by cell and slicing each grid's
+        cell columns: cheap for many points."""
+        cells = self._cells
+        order = np.argsort(cell, kind="stable")
+        sorted_idx = idx[order]
+        starts = np.searchsorted(cell[order], np.arange(cells * cells + 1))
+        for g in range(len(self.grids)):
+            y0, y1 = self._gy0[g], self._gy1[g] + 1
+            chunks = [sorted_idx[starts[x * cells + y0]: starts[x * cells + y1]] for x in range(self._gx0[g], self._gx1[g] + 1)]
+            cand = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
+            if len(cand):
+                yield g, cand
 
     # -- the whole answer ------------------------------------------------------------
     def locate(self, lon: np.ndarray, lat: np.ndarray, *, tolerance_m: float, edge_m: float = 0.05) -> Located:
@@ -325,16 +376,84 @@ class Describer:
         return out
 
 
+def _answers(index: GridIndex, batch, tolerance_m: float, edge_m: float):
+    """Locate the good rows of ``batch``; per row: match code (-1 for bad rows), grid,
+    rounded point and distance, as Python lists (fast to turn into JSON or CSV)."""
+    n = len(batch)
+    good = batch.good
+    located = index.locate(batch.lon[good], batch.lat[good], tolerance_m=tolerance_m, edge_m=edge_m)
+    match = np.full(n, -1, dtype=np.int8)
+    match[good] = located.match
+    grid = np.full(n, -1, dtype=np.int64)
+    grid[good] = located.grid
+    distance = np.zeros(n)
+    distance[good] = np.round(located.distance_m, 2)
+    lon = np.round(np.nan_to_num(batch.lon), 7)
+    lat = np.round(np.nan_to_num(batch.lat), 7)
+    return located, good, match.tolist(), grid.tolist(), distance.tolist(), lon.tolist(), lat.tolist()
+
+
 def locate_rows(index: GridIndex, batch, *, tolerance_m: float, edge_m: float) -> list[dict[str, Any]]:
     """One result per row of ``batch`` (an ``ingest.points.PointBatch``), in order:
     ``{"id", **describe(...)}`` for good rows, ``{"id", "match": None, "error"}`` for bad."""
-    good = batch.good
-    located = index.locate(batch.lon[good], batch.lat[good], tolerance_m=tolerance_m, edge_m=edge_m)
+    located, good, match, grid, distance, lon, lat = _answers(index, batch, tolerance_m, edge_m)
     describer = Describer(index)
-    results: list[dict[str, Any]] = [{} for _ in range(len(batch))]
-    for i, err in batch.errors.items():
-        results[i] = {"id": batch.ids[i], "match": None, "error": err}
-    lon, lat = batch.lon, batch.lat
-    for j, i in enumerate(good.tolist()):
-        results[i] = {"id": batch.ids[i], **describer.describe(located, j, float(lon[i]), float(lat[i]), tolerance_m)}
+    parts = [describer.grid_part(g) for g in range(len(index.grids))]
+    ids = batch.ids
+    with no_gc():
+        results: list[dict[str, Any]] = [
+            {"id": ids[i], "match": MATCH_NAMES[m], **parts[grid[i]], "point": [lon[i], lat[i]], "distance_m": distance[i]}
+            if m in (INSIDE, BOUNDARY, NEAREST) else None
+            for i, m in enumerate(match)
+        ]
+    slow = set(batch.errors) | {int(good[j]) for j in located.candidates}
+    slow |= {int(good[j]) for j in np.flatnonzero(located.match == OUTSIDE)}
+    for i in slow:
+        if i in batch.errors:
+            results[i] = {"id": ids[i], "match": None, "error": batch.errors[i]}
+        else:
+            j = int(np.searchsorted(good, i))
+            results[i] = {"id": ids[i], **describer.describe(located, j, float(batch.lon[i]), float(batch.lat[i]), tolerance_m)}
     return results
+
+
+CSV_COLUMNS = (
+    "id", "match", "grid_code", "grid_name", "community_code", "community_name", "street_code", "street_name",
+    "district_code", "district_name", "branches", "distance_m", "lon", "lat", "error",
+)
+
+
+def _csv_field(value: Any) -> str:
+    text_value = "" if value is None else str(value)
+    if any(c in text_value for c in ',"\n\r'):
+        return '"' + text_value.replace('"', '""') + '"'
+    return text_value
+
+
+def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: float) -> str:
+    """The same answers as :func:`locate_rows`, flat, as CSV text with a header
+    (``outside`` rows name the nearest grid in ``grid_code`` with its distance)."""
+    located, good, match, grid, distance, lon, lat = _answers(index, batch, tolerance_m, edge_m)
+    prefix = []
+    for r in index.grids:
+        branches = ";".join(b["code"] for b in r["branches"])
+        prefix.append(",".join(_csv_field(v) for v in (
+            r["code"], r["name"], r["community_code"], r["community_name"], r["street_code"], r["street_name"],
+            r["district_code"], r["district_name"], branches,
+        )))
+    empty = "," * 8
+    lines = [",".join(CSV_COLUMNS)]
+    ids = batch.ids
+    errors = batch.errors
+    quoted = any(isinstance(v, str) and any(c in v for c in ',"\n\r') for v in ids)
+    id_text = [_csv_field(v) for v in ids] if quoted else ["" if v is None else str(v) for v in ids]
+    with no_gc():
+        for i, m in enumerate(match):
+            if m < 0:
+                err = errors[i]
+                lines.append(f"{id_text[i]},,{empty},,,,{_csv_field(err['field'] + ': ' + err['detail'])}")
+            else:
+                g = grid[i]
+                lines.append(f"{id_text[i]},{MATCH_NAMES[m]},{prefix[g] if g >= 0 else empty},"
+                             f"{distance[i]},{lon[i]},{lat[i]},")
+    return "\n".join(lines) + "\n"

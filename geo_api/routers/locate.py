@@ -7,15 +7,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
-from ingest.points import points_from_rows, rows_from_csv, to_wgs84_point
+from ingest.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
-from layers.locate import OUTSIDE, Describer, locate_rows
+from layers.locate import OUTSIDE, Describer, locate_rows, locate_rows_csv
 
 router = APIRouter(prefix="/v1/locate", tags=["locate"])
-
-
-def _json(body) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("", summary="Which grid, community, street and district a point falls in (anonymous; no personal data)")
@@ -41,12 +37,15 @@ def locate(
     if located.match[0] == OUTSIDE:
         raise NotFound(result["message"], field="lon", nearest_grid=result.get("nearest_grid"),
                        swapped=bool(result.get("swapped", False)), point=result["point"])
-    return _json(result)
+    return Response(orjson.dumps(result), media_type="application/json")
 
 
 @router.post(
     "/batch",
     summary="Locate many points at once: JSON list or CSV of id, lon, lat[, crs]; one result per row, same order",
+    description="Send a JSON list of `{id, lon, lat[, crs]}` objects or CSV (`Content-Type: text/csv`) with a "
+    "header naming id, lon, lat and optionally crs. The answer is JSON `{\"results\": [...]}`, each result shaped "
+    "like a single locate plus its `id`; with `Accept: text/csv` it is CSV, one flat row per input row.",
 )
 async def locate_batch(
     request: Request,
@@ -55,24 +54,29 @@ async def locate_batch(
     crs: Annotated[str, Query(description="CRS of rows that name none")] = "wgs84",
 ):
     settings = request.app.state.settings.locate
-    rows = _read_rows(request.headers.get("content-type", ""), await request.body())
-    if len(rows) > settings.batch_max_rows:
-        raise InvalidInput(f"at most {settings.batch_max_rows} rows per batch, got {len(rows)}", field="body")
+    content_type = request.headers.get("content-type", "")
+    body = await request.body()
+    want_csv = "text/csv" in request.headers.get("accept", "")
 
     def work():
-        batch = points_from_rows(rows, default_crs=crs)
+        batch = _read_batch(content_type, body, crs, settings.batch_max_rows)
         index = request.app.state.grid_index.get(session)
-        results = locate_rows(index, batch, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)
-        return orjson.dumps({"results": results})
+        if want_csv:
+            return locate_rows_csv(index, batch, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m).encode()
+        return orjson.dumps({"results": locate_rows(index, batch, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)})
 
-    return Response(await run_in_threadpool(work), media_type="application/json")
+    data = await run_in_threadpool(work)
+    return Response(data, media_type="text/csv; charset=utf-8" if want_csv else "application/json")
 
 
-def _read_rows(content_type: str, body: bytes) -> list:
+def _read_batch(content_type: str, body: bytes, crs: str, max_rows: int):
     if not body:
         raise InvalidInput("the request body is empty: send a JSON list or a CSV with id,lon,lat", field="body")
     if content_type.startswith("text/csv"):
-        return rows_from_csv(body)
+        columns = columns_from_csv(body)
+        n = len(columns["id"])
+        _check_size(n, max_rows)
+        return points_from_columns(columns["id"], columns["lon"], columns["lat"], columns.get("crs"), default_crs=crs)
     if content_type.startswith("multipart/form-data"):
         raise InvalidInput("upload the CSV as the request body with Content-Type text/csv", field="body")
     try:
@@ -83,4 +87,10 @@ def _read_rows(content_type: str, body: bytes) -> list:
         data = data["points"]
     if not isinstance(data, list):
         raise InvalidInput("the body must be a JSON list of {id, lon, lat[, crs]} objects", field="body")
-    return data
+    _check_size(len(data), max_rows)
+    return points_from_rows(data, default_crs=crs)
+
+
+def _check_size(n: int, max_rows: int) -> None:
+    if n > max_rows:
+        raise InvalidInput(f"at most {max_rows} rows per batch, got {n}", field="body")

@@ -156,3 +156,18 @@ def test_projected_and_cgcs2000_inputs(client, crs):
     for code, lon, lat in demo_points(client, 10):
         x, y = from_wgs84(lon, lat, crs)
         assert client.get("/v1/locate", params={"lon": x, "lat": y, "crs": crs}).json()["grid"]["code"] == code
+
+
+def test_batch_answers_csv_when_asked(layout):
+    import csv
+    import io
+
+    body = f'id,lon,lat\n"a,1",{X + 0.02},{Y + 0.02}\nb,{X + 0.3},{Y + 0.02}\nc,oops,{Y}\n'
+    r = layout.post("/v1/locate/batch", content=body.encode(),
+                    headers={"Content-Type": "text/csv", "Accept": "text/csv"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [row["id"] for row in rows] == ["a,1", "b", "c"]
+    assert rows[0]["match"] == "inside" and rows[0]["grid_code"] == GRID_A and rows[0]["branches"] == "B001"
+    assert rows[1]["match"] == "outside" and rows[1]["grid_code"] == GRID_B and float(rows[1]["distance_m"]) > 18000
+    assert rows[2]["match"] == "" and rows[2]["error"].startswith("lon:")

@@ -103,3 +103,15 @@ def test_cache_rebuilds_exactly_when_the_grid_layer_changes(empty_db):
     add_grid(empty_db, "410105001001009", "新网格", rect(X + 0.2, Y, X + 0.3, Y + 0.1))
     second = cache.get(empty_db)
     assert second is not first and len(second) == len(first) + 1
+
+
+def test_small_and_large_batches_agree(index, monkeypatch):
+    rng = np.random.default_rng(3)
+    lon = rng.uniform(X - 0.01, X + 0.11, 6000)
+    lat = rng.uniform(Y - 0.01, Y + 0.11, 6000)
+    big = index.locate(lon, lat, tolerance_m=30, edge_m=0.05)
+    monkeypatch.setattr(type(index), "SMALL_BATCH", 10**9)
+    small = index.locate(lon, lat, tolerance_m=30, edge_m=0.05)
+    assert (big.match == small.match).all() and (big.grid == small.grid).all()
+    assert np.allclose(big.distance_m, small.distance_m)
+    assert {INSIDE, NEAREST, OUTSIDE} <= set(big.match.tolist())
