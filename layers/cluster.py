@@ -25,18 +25,21 @@ from layers.errors import ConfigError
 
 @dataclass(frozen=True)
 class Cluster:
-    """A private cluster rooted at ``root`` listening on ``port`` (127.0.0.1)."""
+    """A private cluster rooted at ``root`` listening on ``port`` (127.0.0.1).
+
+    When invoked as root and the ``postgres`` user cannot reach ``root`` (a checkout in a
+    private home directory, say), the cluster lives instead in
+    ``/var/tmp/gridbranch-pg-<hash of root>``, which it can."""
 
     root: Path
     port: int
 
+    def __post_init__(self):
+        object.__setattr__(self, "root", _reachable_root(Path(self.root)))
+
     @property
     def data_dir(self) -> Path:
         return self.root / "data"
-
-    @property
-    def socket_dir(self) -> Path:
-        return self.root / "run"
 
     @property
     def log_file(self) -> Path:
@@ -64,6 +67,23 @@ def find_bindir() -> Path:
         "`apt-get install postgresql-15-postgis-3` (the setup script does this), "
         "or set GRIDBRANCH_DATABASE_URL to an existing PostGIS database."
     )
+
+
+def _reachable_root(root: Path) -> Path:
+    if os.geteuid() != 0:
+        return root
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return root
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(probe)], capture_output=True).returncode == 0:
+        return root
+    import hashlib
+
+    return Path("/var/tmp") / f"gridbranch-pg-{hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]}"
 
 
 def _as_postgres() -> list[str]:
@@ -100,7 +120,7 @@ def _init(cluster: Cluster, bindir: Path) -> None:
     uid, gid = _owner_ids()
     root = cluster.root
     os.chmod(root, 0o755)
-    for path in (cluster.data_dir, cluster.socket_dir, cluster.log_file.parent):
+    for path in (cluster.data_dir, cluster.log_file.parent):
         path.mkdir(parents=True, exist_ok=True)
         os.chown(path, uid, gid)
     os.chmod(cluster.data_dir, 0o700)
@@ -134,7 +154,7 @@ def _init(cluster: Cluster, bindir: Path) -> None:
         handle.write(
             "\n# gridbranch private cluster\n"
             "listen_addresses = '127.0.0.1'\n"
-            f"unix_socket_directories = '{cluster.socket_dir}'\n"
+            "unix_socket_directories = ''\n"  # TCP on loopback only; no socket path-length limits
             "shared_buffers = '256MB'\n"
             "work_mem = '32MB'\n"
             "max_connections = 200\n"
