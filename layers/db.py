@@ -32,4 +32,5 @@ def database_url(db: "DatabaseSettings", *, start: bool = True) -> str:
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, future=True)
+    # no pre-ping (a round trip per checkout); connections are recycled instead
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
