@@ -27,7 +27,8 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     say "this machine has no apt-get. Install these (or their equivalents) and run again:"
-    say "  PostgreSQL 15 with PostGIS 3, Python 3.11 with venv, Node.js >= 20 with npm${want_test:+, Chromium}"
+    extra=""; [ $want_test = 1 ] && extra=", Chromium"
+    say "  PostgreSQL 15 with PostGIS 3, Python 3.11 with venv, Node.js >= 20 with npm$extra"
     say "  Debian names: ${missing[*]}"
     say "or point GRIDBRANCH_DATABASE_URL at an existing PostGIS database."
     exit 1
@@ -45,9 +46,10 @@ want_py=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp_py" 2>/dev/null)" != "$want_py" ]; then
   say "creating the virtualenv (.venv) with pinned dependencies"
   [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.lock
-  .venv/bin/python -m pip install -q --no-deps -e .
+  pip_quiet() { .venv/bin/python -m pip "$@" 2>&1 | { grep -v 'is ignored: it is neither a file nor a directory' || true; }; return "${PIPESTATUS[0]}"; }
+  pip_quiet install -q --upgrade pip
+  pip_quiet install -q -r requirements.lock
+  pip_quiet install -q --no-deps -e .
   echo "$want_py" > "$stamp_py"
 fi
 
