@@ -2,7 +2,7 @@
 
 The benchmarks run against the Jinshui demo database (``gridbranch demo --no-serve``
 loads it; ``GRIDBRANCH_DATABASE_URL`` points elsewhere) and serve the real app with
-uvicorn in a child process, one worker, on 127.0.0.1.
+uvicorn in a child process (one worker unless asked for more) on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -36,27 +36,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def app_factory():
+    """The app as ``gridbranch serve`` builds it (uvicorn imports this in each worker)."""
+    from geo_api.app import create_app
+    from geo_api.settings import Settings
+
+    return create_app(Settings.from_env(demo=True))
+
+
+def wait_port(port: int, proc: subprocess.Popen, what: str, seconds: float = 90) -> None:
+    """Wait until ``proc`` accepts connections on ``port``; raise if it dies or times out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError(f"{what} did not start")
+            time.sleep(0.2)
+
+
 @contextmanager
-def served(extra_env: dict[str, str] | None = None):
-    """The real app served by uvicorn (one worker) in a child process; yields its port."""
+def served(extra_env: dict[str, str] | None = None, workers: int = 1):
+    """The real app served by uvicorn (``workers`` processes) in a child process; yields its port."""
     port = free_port()
-    env = {**os.environ, "GRIDBRANCH_DEMO": "true", **(extra_env or {})}
-    code = (
-        "import uvicorn; from geo_api.app import create_app; from geo_api.settings import Settings; "
-        f"uvicorn.run(create_app(Settings.from_env(demo=True)), host='127.0.0.1', port={port}, "
-        "log_level='warning', workers=1)"
-    )
+    env = {**os.environ, "GRIDBRANCH_DEMO": "true", "PYTHONPATH": str(ROOT), **(extra_env or {})}
+    code = ("import uvicorn; uvicorn.run('bench.common:app_factory', factory=True, host='127.0.0.1', "
+            f"port={port}, log_level='warning', workers={workers})")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the server did not start")
-                time.sleep(0.2)
+        wait_port(port, proc, "the app")
         yield port
     finally:
         proc.terminate()
@@ -104,13 +114,6 @@ async def _client(port: int, requests: list[bytes], latencies: list[float], stat
 def get_request(path: str, headers: dict[str, str] | None = None) -> bytes:
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n".encode()
-
-
-def post_request(path: str, body: bytes, content_type: str) -> bytes:
-    return (
-        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    ).encode() + body
 
 
 def load(port: int, requests: list[bytes], clients: int) -> dict[str, float]:

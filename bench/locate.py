@@ -25,7 +25,7 @@ import orjson  # noqa: E402
 import shapely  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from bench.common import demo_engine, fmt, get_request, load, post_request, served  # noqa: E402
+from bench.common import demo_engine, fmt, get_request, load, served  # noqa: E402
 
 
 def random_points(engine, n: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:

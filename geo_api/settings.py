@@ -7,6 +7,7 @@ build the classes explicitly (tests do).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from datetime import date
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -68,6 +69,63 @@ class LocateSettings(BaseSettings):
     batch_max_rows: int = Field(1_000_000, ge=1)
 
 
+class CoverageSettings(BaseSettings):
+    """Coverage analysis (gaps, overlaps, slivers) and H3 aggregation."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_COVERAGE_", extra="ignore")
+
+    sliver_m2: float = Field(100.0, ge=0, description="gaps and overlaps smaller than this (m²) are slivers")
+    noise_m2: float = Field(1.0, ge=0, description="parts smaller than this (m²) are overlay residue, not findings")
+    stray_part_m2: float = Field(1000.0, ge=0, description="a multipart grid's non-largest part below this (m²) is stray")
+    h3_min_count: int = Field(5, ge=1, description="H3 cells counting fewer people are suppressed for unentitled callers")
+
+    def thresholds(self):
+        from layers.coverage_topology import Thresholds
+
+        return Thresholds(sliver_m2=self.sliver_m2, noise_m2=self.noise_m2, stray_part_m2=self.stray_part_m2)
+
+
+class EventSettings(BaseSettings):
+    """Events: reporting limits, duplicates, routing suggestions, time limits and the
+    working calendar, evaluation. Lists are JSON in the environment, e.g.
+    ``GRIDBRANCH_EVENTS_HOLIDAYS='["2026-10-01","2026-10-02"]'``."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_EVENTS_", extra="ignore")
+
+    duplicate_radius_m: float = Field(100.0, ge=0, le=10_000, description="possible duplicates: same category within")
+    duplicate_window_hours: float = Field(72.0, ge=0, le=24 * 365, description="possible duplicates: reported within")
+    warn_share: float = Field(0.8, gt=0, lt=1, description="warning (预警) at this share of the time limit")
+    suggest_radius_m: float = Field(1500.0, gt=0, le=50_000, description="member suggestions within")
+    suggest_limit: int = Field(10, ge=1, le=100)
+    max_open_tasks: int = Field(3, ge=1, description="members holding this many open tasks are not suggested")
+    min_sample: int = Field(5, ge=1, description="evaluation: rates over fewer due events are not rated")
+    max_description: int = Field(2000, ge=1, description="characters")
+    max_photos: int = Field(9, ge=0)
+    max_photo_url: int = Field(1000, ge=10, description="characters per photo URL")
+    report_threads: int = Field(8, ge=1, le=64, description="reports handled in parallel (threads) per process")
+    work_periods: str = Field("08:30-12:00,13:30-17:30", description="working hours, local time")
+    weekend: tuple[int, ...] = Field((6, 7), description="ISO weekdays off (6 Saturday, 7 Sunday)")
+    holidays: tuple[date, ...] = Field((), description="days off besides the work_calendar_days table")
+    workdays: tuple[date, ...] = Field((), description="make-up working days (调休) besides the table")
+    timezone: str = "Asia/Shanghai"
+
+
+class TileSettings(BaseSettings):
+    """Vector tiles: the in-process cache, HTTP caching, feature limits, gzip.
+    ``GRIDBRANCH_TILES_FEATURE_LIMITS`` is JSON, e.g. ``'{"events": 2000}'``."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_TILES_", extra="ignore")
+
+    cache: bool = Field(True, description="keep rendered tiles in process (invalidated by data versions)")
+    cache_mb: int = Field(256, ge=1, le=65_536, description="in-process tile cache size, MiB")
+    cache_control: str = Field("public, no-cache", description="Cache-Control of tiles without personal data")
+    cache_control_private: str = Field("private, no-cache", description="Cache-Control of tiles with personal data")
+    feature_limit: int = Field(5000, ge=1, le=1_000_000, description="features per layer and tile")
+    feature_limits: dict[str, int] = Field(default_factory=dict, description="per-layer feature limits")
+    gzip_level: int = Field(6, ge=1, le=9)
+    fast_path: bool = Field(True, description="serve anonymous public tiles ahead of the routing (tiles.fastpath)")
+
+
 @dataclass
 class Settings:
     """All settings of one app instance."""
@@ -76,6 +134,9 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     service: ServiceSettings = field(default_factory=ServiceSettings)
     locate: LocateSettings = field(default_factory=LocateSettings)
+    events: EventSettings = field(default_factory=EventSettings)
+    coverage: CoverageSettings = field(default_factory=CoverageSettings)
+    tiles: TileSettings = field(default_factory=TileSettings)
 
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":

@@ -6,12 +6,13 @@ only by the Alembic migrations in ``layers/migrations``; these classes mirror it
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 from geoalchemy2 import Geometry
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -205,6 +206,27 @@ class EventCategory(Base):
     department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
     time_limit_hours: Mapped[float] = mapped_column(Numeric(8, 2))
     role_code: Mapped[str | None] = mapped_column(ForeignKey("service_roles.code"))
+    warn_share: Mapped[float | None] = mapped_column(Numeric(4, 3))
+
+
+class EventRoute(Base):
+    """Routing override: in this street, this category goes to this department."""
+
+    __tablename__ = "event_routes"
+
+    category_code: Mapped[str] = mapped_column(ForeignKey("event_categories.code", ondelete="CASCADE"), primary_key=True)
+    street_code: Mapped[str] = mapped_column(ForeignKey("admin_areas.code", ondelete="CASCADE"), primary_key=True)
+    department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
+
+
+class WorkCalendarDay(Base):
+    """A holiday (working = false) or a make-up working day (调休, working = true)."""
+
+    __tablename__ = "work_calendar_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    working: Mapped[bool] = mapped_column(Boolean)
+    note: Mapped[str | None] = mapped_column(Text)
 
 
 class Event(Base):
@@ -232,6 +254,13 @@ class Event(Base):
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     due_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    source_x: Mapped[float | None] = mapped_column(Float)
+    source_y: Mapped[float | None] = mapped_column(Float)
+    reporter_contact: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    warn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    handled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class EventLog(Base):

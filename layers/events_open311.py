@@ -1,0 +1,167 @@
+"""Open311 GeoReport v2 views of the event layer (http://wiki.open311.org/GeoReport_v2).
+
+Services are the event categories; service requests are events. ``status`` is ``open``
+until the event is closed, rejected or marked as a duplicate (then ``closed``);
+``agency_responsible`` is the department; ``expected_datetime`` the due time (empty until
+dispatched). Nothing personal leaves here: no reporter, contact or member.
+Coordinates are WGS84 degrees.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from layers.errors import NotFound
+from layers.events import TERMINAL
+
+SPEC = "http://wiki.open311.org/GeoReport_v2"
+#: Default window of GET requests.json without dates (the specification's 90 days).
+DEFAULT_DAYS = 90
+MAX_RESULTS = 1000
+
+_TERMINAL_SQL = ", ".join(f"'{s}'" for s in TERMINAL)
+
+
+def services(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(
+        text(
+            """SELECT c.code, c.name, c.time_limit_hours, d.name AS department_name
+               FROM event_categories c JOIN departments d ON d.id = c.department_id ORDER BY c.code"""
+        )
+    ).all()
+    return [
+        {
+            "service_code": r.code,
+            "service_name": r.name,
+            "description": f"{r.name}：由{r.department_name}处置，时限{_hours(r.time_limit_hours)}个工作小时",
+            "metadata": False,
+            "type": "realtime",
+            "keywords": r.name,
+            "group": r.department_name,
+        }
+        for r in rows
+    ]
+
+
+def service_definition(session: Session, code: str) -> dict[str, Any]:
+    if session.execute(text("SELECT 1 FROM event_categories WHERE code = :c"), {"c": code}).first() is None:
+        raise NotFound(f"no service with code {code!r}", field="service_code")
+    return {"service_code": code, "attributes": []}
+
+
+def service_notice(limit_hours) -> str:
+    return f"已受理上报，派遣后按{_hours(limit_hours)}个工作小时时限处置"
+
+
+def _hours(value) -> str:
+    v = float(value)
+    return str(int(v)) if v.is_integer() else f"{v:g}"
+
+
+_REQUESTS_SQL = """
+    SELECT e.id, e.status, e.reason, e.duplicate_of, e.category_code, c.name AS category_name, c.time_limit_hours,
+           e.description, e.photos, ST_X(e.geom) AS lon, ST_Y(e.geom) AS lat,
+           d.name AS department_name, e.reported_at, e.due_at,
+           (SELECT max(l.at) FROM event_log l WHERE l.event_id = e.id) AS updated_at,
+           g.name AS grid_name, cm.name AS community_name, st.name AS street_name
+    FROM events e
+    JOIN event_categories c ON c.code = e.category_code
+    LEFT JOIN departments d ON d.id = COALESCE(e.department_id, c.department_id)
+    LEFT JOIN grids g ON g.id = e.grid_id
+    LEFT JOIN admin_areas cm ON cm.id = g.community_id
+    LEFT JOIN admin_areas st ON st.id = cm.parent_id
+"""
+
+
+def _status(status: str) -> str:
+    return "closed" if status in TERMINAL else "open"
+
+
+_NOTES = {
+    "reported": "已上报，待受理", "registered": "已立案，待派遣", "dispatched": "已派遣", "in_progress": "处置中",
+    "handled": "已处置，待核查", "returned": "退回重新派遣", "deferred": "缓办", "closed": "已结案",
+}
+
+
+def _notes(r) -> str:
+    if r.status == "rejected":
+        return f"不予受理：{r.reason}" if r.reason else "不予受理"
+    if r.status == "duplicate":
+        return f"重复上报，已并入 {r.duplicate_of}"
+    return _NOTES.get(r.status, r.status)
+
+
+def _dt(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def request_view(r) -> dict[str, Any]:
+    address = "".join(x for x in (r.street_name, r.community_name, r.grid_name) if x) or None
+    photos = r.photos or []
+    return {
+        "service_request_id": str(r.id),
+        "status": _status(r.status),
+        "status_notes": _notes(r),
+        "service_name": r.category_name,
+        "service_code": r.category_code,
+        "description": r.description,
+        "agency_responsible": r.department_name,
+        "service_notice": service_notice(r.time_limit_hours),
+        "requested_datetime": _dt(r.reported_at),
+        "updated_datetime": _dt(r.updated_at),
+        "expected_datetime": _dt(r.due_at),
+        "address": address,
+        "address_id": None,
+        "zipcode": None,
+        "lat": round(r.lat, 7),
+        "long": round(r.lon, 7),
+        "media_url": photos[0] if photos else None,
+    }
+
+
+def request(session: Session, request_id: int) -> dict[str, Any]:
+    r = session.execute(text(_REQUESTS_SQL + " WHERE e.id = :id"), {"id": request_id}).first()
+    if r is None:
+        raise NotFound(f"no service request {request_id}", field="service_request_id")
+    return request_view(r)
+
+
+def requests(session: Session, *, ids: list[int] | None, service_codes: list[str] | None,
+             start: datetime | None, end: datetime | None, status: str | None) -> list[dict[str, Any]]:
+    """Requests newest first; with ``ids`` the other filters are ignored (as the
+    specification says); without dates, the last 90 days. At most 1,000."""
+    where, params = [], {"limit": MAX_RESULTS}
+    if ids:
+        where.append("e.id = ANY(:ids)")
+        params["ids"] = ids
+    else:
+        if service_codes:
+            where.append("e.category_code = ANY(:codes)")
+            params["codes"] = service_codes
+        if start is None and end is None:
+            where.append(f"e.reported_at >= now() - interval '{DEFAULT_DAYS} days'")
+        if start is not None:
+            where.append("e.reported_at >= :start")
+            params["start"] = start
+        if end is not None:
+            where.append("e.reported_at <= :end")
+            params["end"] = end
+        if status == "open":
+            where.append(f"e.status NOT IN ({_TERMINAL_SQL})")
+        elif status == "closed":
+            where.append(f"e.status IN ({_TERMINAL_SQL})")
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    rows = session.execute(text(_REQUESTS_SQL + clause + " ORDER BY e.reported_at DESC, e.id DESC LIMIT :limit"),
+                           params).all()
+    return [request_view(r) for r in rows]
+
+
+def jurisdictions(session: Session) -> set[str]:
+    """Accepted ``jurisdiction_id`` values: each district's 12-digit code and its 6-digit
+    county prefix."""
+    codes = session.execute(text("SELECT code FROM admin_areas WHERE level = 'district'")).scalars().all()
+    return set(codes) | {c[:6] for c in codes}
