@@ -150,6 +150,27 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_coverage_report(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from layers.coverage import coverage_model
+    from layers.coverage_report import write_report
+
+    engine = _engine(settings)
+    thresholds = settings.coverage.thresholds()
+    with Session(engine) as session:
+        coverage_model(session, thresholds).check_code(args.within, "within")
+        table, paths = write_report(session, within=args.within, out_dir=Path(args.out), level=args.level,
+                                    thresholds=thresholds)
+    engine.dispose()
+    print(table)
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridbranch", description="Spatial service for grid party branches (网格党支部)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
     q.add_argument("--crs", default="wgs84", help="CRS of rows whose crs column is empty")
     q.set_defaults(func=cmd_ingest_registrations)
+
+    p = sub.add_parser("coverage", help="coverage analysis: gaps, overlaps, branchless grids, metrics")
+    kinds = p.add_subparsers(dest="action", required=True)
+    q = kinds.add_parser("report", help="print the coverage table of an area and write its issues and summary files")
+    q.add_argument("--within", required=True, help="area (or grid) code, e.g. 410105000000")
+    q.add_argument("--level", choices=["district", "street", "community", "grid"],
+                   help="units of the table (default: the level below --within)")
+    q.add_argument("--out", default=".", help="directory for coverage_<code>_{issues.geojson,issues.csv,summary.csv}")
+    q.set_defaults(func=cmd_coverage_report)
 
     for name, func, text in (
         ("serve", cmd_serve, "serve the API and web map"),

@@ -1,0 +1,139 @@
+"""Coverage analysis: summary metrics, issues (gaps, overlaps, branchless grids …) and
+H3 aggregates. Summary and issues carry no personal data but are internal (admins of
+the area, dispatchers); H3 is public, with small cells suppressed for anyone not
+entitled to individual member data."""
+
+from typing import Annotated, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from geo_api.deps import Caller, Public, SessionDep, require_roles
+from layers import coverage as cov
+from layers.errors import Forbidden, InvalidInput
+
+router = APIRouter(prefix="/v1/coverage", tags=["coverage"])
+
+Internal = Annotated[Caller, require_roles("admin", "dispatcher")]
+CSV_TYPE = "text/csv; charset=utf-8"
+BOM = "\ufeff"  # so that spreadsheet programs read the Chinese names as UTF-8
+
+
+def _json(body, media_type: str = "application/json") -> Response:
+    return Response(orjson.dumps(body), media_type=media_type)
+
+
+def _csv(body: str, filename: str) -> Response:
+    return Response((BOM + body).encode("utf-8"), media_type=CSV_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _scoped(request: Request, session, caller: Caller, code: str | None, field: str) -> str | None:
+    """The area an internal caller asks about: ``code`` (which must exist and lie in an
+    admin's area) or, by default, the admin's own area (dispatchers: everything)."""
+    thresholds = request.app.state.settings.coverage.thresholds()
+    model = cov.coverage_model(session, thresholds)
+    if code is None:
+        if caller.role != "admin":
+            return None
+        code = caller.area_code
+    model.check_code(code, field)
+    if not caller.covers(code):
+        raise Forbidden(f"{code} is outside your area {caller.area_code}", field=field)
+    return code
+
+
+@router.get("/summary", summary="Coverage metrics of an area and of each unit of a level inside it, with rankings")
+def coverage_summary(
+    request: Request,
+    session: SessionDep,
+    caller: Internal,
+    code: Annotated[str | None, Query(description="area or grid code; default your area (dispatchers: the "
+                                                  "district)")] = None,
+    level: Annotated[str | None, Query(description="district, street, community or grid; default the level "
+                                                   "below `code`")] = None,
+    format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson (units with "
+                                                                           "their boundaries)")] = "json",
+):
+    thresholds = request.app.state.settings.coverage.thresholds()
+    if level is not None and level not in cov.LEVELS:
+        raise InvalidInput(f"unknown level {level!r}; one of {', '.join(cov.LEVELS)}", field="level")
+    code = _scoped(request, session, caller, code, "code")
+    if code is None:
+        code = cov.root_code(session, thresholds)
+        if code is None:
+            raise InvalidInput("code is required: there is more than one district (or none)", field="code")
+    result = cov.summary(session, code=code, level=level, thresholds=thresholds)
+    if format == "csv":
+        return _csv(cov.summary_csv(result), f"coverage_{code}_summary.csv")
+    if format == "geojson":
+        return _json(cov.summary_geojson(session, result, thresholds), "application/geo+json")
+    return _json(result)
+
+
+@router.get("/issues", summary="Gaps, overlaps, slivers, grids outside their community, invalid or stray parts, "
+                               "branchless grids and other coverage findings (GeoJSON or CSV)")
+def coverage_issues(
+    request: Request,
+    session: SessionDep,
+    caller: Internal,
+    kind: Annotated[list[str] | None, Query(description="kinds, repeated or comma-separated; `topology` or `branch` "
+                                                        "for a group; default all")] = None,
+    within: Annotated[str | None, Query(description="area or grid code; default your area (dispatchers: "
+                                                    "everywhere)")] = None,
+    format: Annotated[Literal["geojson", "csv"], Query()] = "geojson",
+):
+    thresholds = request.app.state.settings.coverage.thresholds()
+    kinds = cov.parse_kinds(kind)
+    within = _scoped(request, session, caller, within, "within")
+    found = cov.issues(session, kinds=kinds, within=within, thresholds=thresholds)
+    name = within or "all"
+    if format == "csv":
+        return _csv(cov.issues_csv(found), f"coverage_{name}_issues.csv")
+    counts: dict[str, int] = {}
+    for f in found:
+        counts[f["kind"]] = counts.get(f["kind"], 0) + 1
+    return _json(cov.issues_geojson(found, within=within, kinds=list(kinds), counts=counts,
+                                    thresholds=thresholds.as_dict()), "application/geo+json")
+
+
+def _entitled(caller: Caller, metric: str, within: str | None) -> bool:
+    """Who sees H3 cells unsuppressed: admins and grid workers whose area covers
+    ``within`` (they may see the members themselves); for events also dispatchers."""
+    if metric == "events" and caller.role == "dispatcher":
+        return True
+    return caller.role in ("admin", "grid_worker") and within is not None and caller.covers(within)
+
+
+@router.get("/h3", summary="Registered members, residences or events counted per H3 cell (GeoJSON); "
+                           "small cells suppressed unless you may see the people themselves")
+async def coverage_h3(
+    request: Request,
+    session: SessionDep,
+    caller: Public,
+    res: Annotated[int, Query(description="H3 resolution, 7 to 10")] = 9,
+    metric: Annotated[str, Query(description="members (registered), residences or events")] = "members",
+    within: Annotated[str | None, Query(description="area or grid code; default your area (admins, grid "
+                                                    "workers) or everywhere")] = None,
+):
+    cov.check_h3(res, metric)
+    if within is None and caller.role in ("admin", "grid_worker"):
+        within = caller.area_code
+    k = request.app.state.settings.coverage.h3_min_count
+    suppress = None if _entitled(caller, metric, within) else k
+
+    def work():
+        out = cov.h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=suppress)
+        features = [
+            {"type": "Feature", "id": c["cell"], "geometry": {"type": "Polygon", "coordinates": [c["boundary"]]},
+             "properties": {"cell": c["cell"], "count": c["count"]}}
+            for c in out["cells"]
+        ]
+        body = {"type": "FeatureCollection", "features": features, "res": res, "metric": metric, "within": within,
+                "suppressed": suppress is not None, "k": suppress, "suppressed_cells": out["suppressed_cells"],
+                "total": out["total"]}
+        return orjson.dumps(body)
+
+    return Response(await run_in_threadpool(work), media_type="application/geo+json")
