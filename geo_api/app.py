@@ -10,11 +10,12 @@ from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
 
 from geo_api import errors
-from geo_api.routers import areas, auth, branches, grids, health, locate, registrations
+from geo_api.routers import areas, auth, branches, coverage, events, grids, health, locate, open311, registrations, tiles
 from geo_api.settings import Settings
 from layers import db, migrate
 from layers.errors import ConfigError
 from layers.locate import GridIndexCache
+from tiles.fastpath import TileFastPath
 
 log = logging.getLogger("gridbranch")
 
@@ -62,8 +63,9 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache()
     errors.install(app)
-    for module in (health, auth, areas, grids, locate, registrations, branches):
+    for module in (health, auth, areas, grids, locate, registrations, branches, coverage, events, open311, tiles):
         app.include_router(module.router)
+    app.add_middleware(TileFastPath)  # anonymous public tiles ahead of routing (tiles/fastpath.py)
 
     from web_map import mount as mount_web_map
 

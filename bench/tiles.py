@@ -1,0 +1,384 @@
+"""Vector tile benchmark (issue: vector tiles), against tipg on the same database.
+
+Serves the Jinshui demo database's current grids through
+
+- gridbranch: ``/tiles/grids/{z}/{x}/{y}.mvt``, in-process tile cache off, then warm;
+- tipg (pinned below, in its own virtualenv under ``.gridbranch/``, created on first
+  run): ``/collections/public.current_grids/tiles/WebMercatorQuad/{z}/{x}/{y}`` over a
+  view ``current_grids`` (grids × current grid version × community: id, code, name,
+  community, geom) that the benchmark creates and drops when done — the rows our grids
+  layer draws, with fewer attributes (no branch or registration figures);
+
+one uvicorn worker each, the same database connection pool size, the same tile buffer
+(64) and feature limit, the same ``Accept-Encoding`` and the same list of tiles: every
+z10–z16 tile meeting the district, in one shuffled order. Each configuration is loaded
+in turn, several rounds interleaved (the machine may be shared), and the median round is
+reported: tiles per second and p50/p95 latency at ``--clients`` concurrent keep-alive
+connections, then one client alone.
+
+It also runs the grids layer's prepared tile statement directly with psycopg2 on the
+same tiles and parameters (raw SQL: no HTTP, no Python beyond the driver) and prints our
+uncached time per tile over it — end to end through HTTP with one client, and for the
+app alone (its ASGI interface driven in process, no HTTP connection or load client).
+
+Goals: grids uncached ≥ 1.5× tipg's throughput, warm ≥ 10×, overhead over raw SQL ≤ 25 %.
+
+Usage: .venv/bin/python bench/tiles.py [--clients 4] [--pool 4] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import mapbox_vector_tile  # noqa: E402
+import shapely  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from bench.common import ROOT, demo_engine, fmt, free_port, get_request, load, served, wait_port  # noqa: E402
+
+TIPG_VERSION = "1.6.1"
+TIPG_VENV = ROOT / ".gridbranch" / "bench-tipg-venv"
+ACCEPT = {"Accept-Encoding": "gzip"}
+SEED = 42
+VIEW_SQL = """
+CREATE OR REPLACE VIEW current_grids AS
+SELECT g.id, g.code, g.name, c.code AS community, gv.geom
+  FROM grids g
+  JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+  JOIN admin_areas c ON c.id = g.community_id
+ WHERE g.retired_at IS NULL
+"""
+
+
+# -- the tiles -------------------------------------------------------------------------
+def district_tiles(engine, zooms=range(10, 17), seed: int = SEED) -> list[tuple[int, int, int]]:
+    """Every tile of ``zooms`` meeting the district polygon, shuffled (seeded)."""
+    from tiles.tms import Tile, lonlat_to_tile, tile_bounds
+
+    with engine.connect() as conn:
+        wkb = conn.execute(text("SELECT ST_AsBinary(ST_Union(geom)) FROM admin_areas WHERE level = 'district'")).scalar()
+    district = shapely.from_wkb(bytes(wkb))
+    shapely.prepare(district)
+    minx, miny, maxx, maxy = district.bounds
+    out = []
+    for z in zooms:
+        a, b = lonlat_to_tile(minx, maxy, z), lonlat_to_tile(maxx, miny, z)
+        for x in range(a.x, b.x + 1):
+            for y in range(a.y, b.y + 1):
+                if district.intersects(shapely.box(*tile_bounds(Tile(z, x, y)))):
+                    out.append((z, x, y))
+    random.Random(seed).shuffle(out)
+    return out
+
+
+# -- tipg ------------------------------------------------------------------------------
+def ensure_tipg() -> Path:
+    """tipg==TIPG_VERSION in its own virtualenv (never in the project's .venv)."""
+    python = TIPG_VENV / "bin" / "python"
+    probe = [str(python), "-c", "import tipg, sys; sys.stdout.write(tipg.__version__)"]
+    if python.exists():
+        done = subprocess.run(probe, capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip() == TIPG_VERSION:
+            return python
+    print(f"creating {TIPG_VENV} with tipg=={TIPG_VERSION} …", flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--clear", str(TIPG_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", f"tipg=={TIPG_VERSION}", "uvicorn[standard]"], check=True)
+    return python
+
+
+@contextmanager
+def tipg_served(python: Path, database_url: str, pool: int, limit: int):
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TIPG_", "GRIDBRANCH_"))},
+        "DATABASE_URL": database_url,
+        "TIPG_DB_SCHEMAS": '["public"]',
+        "TIPG_DB_TABLES": '["public.current_grids"]',
+        "TIPG_DB_FUNCTIONS": "[]",
+        "TIPG_DB_MIN_CONN_SIZE": str(pool),
+        "TIPG_DB_MAX_CONN_SIZE": str(pool),
+        "TIPG_TILE_BUFFER": "64",
+        "TIPG_MAX_FEATURES_PER_TILE": str(limit),
+        "TIPG_CATALOG_TTL": "0",  # no catalogue refresh in the middle of a run
+    }
+    with tempfile.TemporaryDirectory() as cwd:  # tipg reads a .env from its working directory
+        proc = subprocess.Popen([str(python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
+                                 "--port", str(port), "--workers", "1", "--log-level", "warning"], env=env, cwd=cwd)
+        try:
+            wait_port(port, proc, "tipg")
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+# -- raw SQL ---------------------------------------------------------------------------
+def raw_sql(tiles: list[tuple[int, int, int]], connections: int) -> dict[str, float]:
+    """The grids layer's prepared statement run directly on the same tiles (parameters
+    prepared beforehand): mean ms per tile on one connection, and tiles/s over
+    ``connections`` connections in threads."""
+    from geo_api.settings import Settings
+    from layers import db
+    from tiles.layers import GRIDS, execute, prepare
+    from tiles.service import TileService
+    from tiles.tms import Tile
+
+    settings = Settings.from_env()
+    service = TileService(settings, db.database_url(settings.database))
+    now = datetime.now(timezone.utc)
+
+    async def all_params():
+        versions = await service.reader.read()
+        out = [await service.params(GRIDS, Tile(*t), None, versions, now) for t in tiles]
+        service.close()
+        return out
+
+    params = asyncio.run(all_params())
+
+    import psycopg2
+
+    dsn = db.database_url(settings.database).replace("postgresql+psycopg2://", "postgresql://")
+
+    def connect():
+        c = psycopg2.connect(dsn)
+        c.autocommit = True
+        with c.cursor() as cur:
+            prepare(cur)
+        return c
+
+    one = connect()
+    cur = one.cursor()
+    for p in params[:50]:
+        execute(cur, GRIDS, p)
+    t0 = time.perf_counter()
+    for p in params:
+        execute(cur, GRIDS, p)
+    mean_ms = (time.perf_counter() - t0) / len(params) * 1000
+    one.close()
+
+    conns = [connect() for _ in range(connections)]
+    chunks = [params[i::connections] for i in range(connections)]
+
+    def run(c, chunk):
+        with c.cursor() as k:
+            for p in chunk:
+                execute(k, GRIDS, p)
+
+    threads = [threading.Thread(target=run, args=(c, ch)) for c, ch in zip(conns, chunks)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    per_s = len(params) / (time.perf_counter() - t0)
+    for c in conns:
+        c.close()
+    return {"mean_ms": mean_ms, "per_s": per_s}
+
+
+def in_process(tiles: list[tuple[int, int, int]], pool: int) -> float:
+    """Mean ms per tile of the app itself, cache off: the ASGI app driven directly on one
+    event loop (uvloop, as uvicorn runs it), one request at a time — our time per tile
+    without the HTTP connection and the load client."""
+    from geo_api.app import create_app
+    from geo_api.settings import Settings
+
+    settings = Settings.from_env(demo=True)
+    settings.database.pool_size = pool
+    settings.tiles.cache = False
+    app = create_app(settings)
+
+    async def call(path: str) -> int:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"127.0.0.1"), (b"accept-encoding", b"gzip")],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80), "state": {}}
+        status = []
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(scope, receive, send)
+        return status[0]
+
+    async def main() -> float:
+        events: asyncio.Queue = asyncio.Queue()
+        replies: asyncio.Queue = asyncio.Queue()
+        await events.put({"type": "lifespan.startup"})
+        lifespan = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+                                             events.get, replies.put))
+        await replies.get()
+        paths = [f"/tiles/grids/{z}/{x}/{y}.mvt" for z, x, y in tiles]
+        for p in paths:  # warm-up
+            await call(p)
+        t0 = time.perf_counter()
+        bad = 0
+        for p in paths:
+            bad += await call(p) not in (200, 204)
+        mean = (time.perf_counter() - t0) / len(paths) * 1000
+        await events.put({"type": "lifespan.shutdown"})
+        await replies.get()
+        await lifespan
+        if bad:
+            raise RuntimeError(f"{bad} in-process tile requests failed")
+        return mean
+
+    try:
+        import uvloop
+
+        return uvloop.run(main())
+    except ImportError:
+        return asyncio.run(main())
+
+
+# -- checks and reporting ----------------------------------------------------------------
+def same_features(port_ours: int, port_tipg: int, tiles, tipg_path) -> tuple[int, int, int]:
+    """Over a sample of tiles: in how many both servers hold the same grid codes, and in
+    how many ours holds more (tipg selects features meeting the tile itself, we those
+    meeting the tile with its 64-unit buffer, which the renderer draws across edges)."""
+    import gzip
+    import http.client
+
+    def fetch(port, url):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", url, headers=ACCEPT)
+        r = conn.getresponse()
+        body = r.read()
+        if r.getheader("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        conn.close()
+        layers = mapbox_vector_tile.decode(body) if body else {}
+        return {f["properties"]["code"] for layer in layers.values() for f in layer["features"]}
+
+    sample = tiles[:: max(1, len(tiles) // 60)]
+    same = more = 0
+    for z, x, y in sample:
+        ours, theirs = fetch(port_ours, f"/tiles/grids/{z}/{x}/{y}.mvt"), fetch(port_tipg, tipg_path.format(z=z, x=x, y=y))
+        same += ours == theirs
+        more += ours > theirs
+    return same, more, len(sample)
+
+
+def median_run(results: list[dict]) -> dict:
+    ordered = sorted(results, key=lambda r: r["per_s"])
+    return ordered[len(ordered) // 2]
+
+
+def row(name: str, r: dict) -> str:
+    return f"  {name:<34} {r['per_s']:>9,.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['mean_ms']:>8.2f} {r['non_2xx']:>6}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=4, help="concurrent keep-alive connections")
+    parser.add_argument("--pool", type=int, default=4, help="database pool size of each server")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
+    parser.add_argument("--limit", type=int, default=5000, help="feature limit per tile of both servers")
+    args = parser.parse_args()
+
+    engine = demo_engine()
+    with engine.begin() as conn:
+        conn.execute(text(VIEW_SQL))
+    try:
+        run(args, engine)
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP VIEW IF EXISTS current_grids"))
+        engine.dispose()
+
+
+def run(args, engine) -> None:
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    tiles = district_tiles(engine)
+    zooms = {z: sum(1 for t in tiles if t[0] == z) for z in range(10, 17)}
+    python = ensure_tipg()
+    tipg_path = "/collections/public.current_grids/tiles/WebMercatorQuad/{z}/{x}/{y}"
+    ours_req = [get_request(f"/tiles/grids/{z}/{x}/{y}.mvt", ACCEPT) for z, x, y in tiles]
+    tipg_req = [get_request(tipg_path.format(z=z, x=x, y=y), ACCEPT) for z, x, y in tiles]
+    env = {"GRIDBRANCH_POOL_SIZE": str(args.pool), "GRIDBRANCH_TILES_FEATURE_LIMIT": str(args.limit)}
+
+    print(f"{len(tiles):,} tiles z10–z16 meeting 金水区 ({', '.join(f'z{z}: {n}' for z, n in zooms.items())}), "
+          f"shuffled (seed {SEED}); Accept-Encoding: gzip; one worker and a pool of {args.pool} connections each; "
+          f"{args.clients} clients; median of {args.rounds} interleaved rounds", flush=True)
+
+    runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1")}
+    with tipg_served(python, url, args.pool, args.limit) as tport, \
+            served({**env, "GRIDBRANCH_TILES_CACHE": "false"}) as off_port, \
+            served({**env, "GRIDBRANCH_TILES_CACHE": "true"}) as warm_port:
+        # warm-up: connections, prepared statements, the grid attributes, PostgreSQL's buffers
+        for port, reqs in ((tport, tipg_req), (off_port, ours_req), (warm_port, ours_req)):
+            load(port, reqs, args.clients)
+        same, more, sample = same_features(off_port, tport, tiles, tipg_path)
+        for _ in range(args.rounds):
+            runs["tipg"].append(load(tport, tipg_req, args.clients))
+            runs["off"].append(load(off_port, ours_req, args.clients))
+            runs["warm"].append(load(warm_port, ours_req, args.clients))
+            runs["tipg1"].append(load(tport, tipg_req, 1))
+            runs["off1"].append(load(off_port, ours_req, 1))
+            runs["warm1"].append(load(warm_port, ours_req, 1))
+    raw = raw_sql(tiles, args.pool)
+    app_ms = statistics.median(in_process(tiles, args.pool) for _ in range(args.rounds))
+
+    m = {k: median_run(v) for k, v in runs.items()}
+    print(f"grid codes in {sample} sampled tiles: the same through both servers in {same}; in {more} ours also holds "
+          "grids that only reach into the tile's buffer (tipg selects by the tile itself)")
+    print(f"  {'':<34} {'tiles/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'non2xx':>6}")
+    print(f"{args.clients} clients:")
+    print(row(f"tipg {TIPG_VERSION} (no tile cache)", m["tipg"]))
+    print(row("gridbranch, cache off", m["off"]))
+    print(row("gridbranch, cache warm", m["warm"]))
+    print("1 client:")
+    print(row(f"tipg {TIPG_VERSION} (no tile cache)", m["tipg1"]))
+    print(row("gridbranch, cache off", m["off1"]))
+    print(row("gridbranch, cache warm", m["warm1"]))
+    print("raw SQL (the grids layer's prepared statement via psycopg2, same tiles and parameters):")
+    print(f"  1 connection: {raw['mean_ms']:.3f} ms per tile; {args.pool} connections: {raw['per_s']:,.1f} tiles/s")
+
+    off_ratio = m["off"]["per_s"] / m["tipg"]["per_s"]
+    warm_ratio = m["warm"]["per_s"] / m["tipg"]["per_s"]
+    p95_off = m["tipg"]["p95_ms"] / m["off"]["p95_ms"]
+    p95_warm = m["tipg"]["p95_ms"] / m["warm"]["p95_ms"]
+    overhead = m["off1"]["mean_ms"] / raw["mean_ms"] - 1
+    print("ratios:")
+    print(f"  cache off / tipg: {off_ratio:.2f}x tiles/s, p95 {p95_off:.2f}x lower  "
+          f"(goal >= 1.5x: {'met' if off_ratio >= 1.5 else 'NOT met'})")
+    print(f"  cache warm / tipg: {warm_ratio:.2f}x tiles/s, p95 {p95_warm:.2f}x lower  "
+          f"(goal >= 10x: {'met' if warm_ratio >= 10 else 'NOT met'})")
+    print(f"  1 client, cache off / tipg: {m['off1']['per_s'] / m['tipg1']['per_s']:.2f}x tiles/s")
+    print(f"  our time per tile over raw SQL (1 client, cache off, HTTP end to end): "
+          f"{m['off1']['mean_ms']:.3f} / {raw['mean_ms']:.3f} ms = +{overhead * 100:.0f} % "
+          f"(+{m['off1']['mean_ms'] - raw['mean_ms']:.3f} ms per tile; goal <= 25 %: "
+          f"{'met' if overhead <= 0.25 else 'NOT met'})")
+    print(f"  the app's own time per tile over raw SQL (cache off, ASGI driven in process, no HTTP): "
+          f"{app_ms:.3f} / {raw['mean_ms']:.3f} ms = +{(app_ms / raw['mean_ms'] - 1) * 100:.0f} % "
+          f"(+{app_ms - raw['mean_ms']:.3f} ms per tile)")
+    print(f"  our throughput ({args.clients} clients, cache off) over raw SQL ({args.pool} connections): "
+          f"{m['off']['per_s'] / raw['per_s'] * 100:.0f} %")
+    for name, r in runs.items():
+        print(f"  rounds {name}: " + ", ".join(f"{x['per_s']:,.0f}/s" for x in r))
+    print("(medians of the rounds; full figures of the median rounds:)")
+    for name in ("tipg", "off", "warm"):
+        print(f"  {name}: {fmt(m[name])}")
+
+
+if __name__ == "__main__":
+    main()

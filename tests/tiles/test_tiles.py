@@ -1,0 +1,548 @@
+"""Vector tiles on the Jinshui demo: decoded features and attributes, clipping at tile
+edges, composites, entitlement, ETags and 304s, gzip, invalidation after writes, empty
+tiles, feature limits, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import math
+from datetime import datetime, timedelta, timezone
+
+import h3
+import pytest
+import shapely
+from shapely.geometry import box, shape
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from layers.coverage import current_findings, h3_cells
+from layers.events import event_row
+from layers.registrations import registration_stats
+from tests.conftest import token_for
+from tests.tiles.conftest import decode, make_client, path, tile_at, to_lonlat
+from tiles.layers import LAYERS, PUBLIC_LAYERS
+from tiles.tms import BUFFER, EXTENT, MARGIN, Tile, tile_bounds
+
+MVT = "application/vnd.mapbox-vector-tile"
+PUBLIC = ",".join(PUBLIC_LAYERS)
+
+
+def one(engine, sql: str, **params):
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).first()
+
+
+def every(engine, sql: str, **params):
+    with engine.connect() as conn:
+        return conn.execute(text(sql), params).all()
+
+
+def grid_geometry(engine, code: str):
+    row = one(engine, """SELECT ST_AsBinary(gv.geom) FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id
+                         AND gv.valid_to IS NULL WHERE g.code = :c""", c=code)
+    return shapely.from_wkb(bytes(row[0]))
+
+
+def features(body: bytes, layer: str) -> list[dict]:
+    return decode(body).get(layer, {}).get("features", [])
+
+
+# --------------------------------------------------------------------------------------
+# Features, attributes, geometry
+# --------------------------------------------------------------------------------------
+
+
+def test_grid_tile_attributes_match_the_database(tiles_client, demo_engine):
+    # a grid without a branch and one with, each at the tile of its inner point
+    for has_branch in (False, True):
+        row = one(demo_engine, f"""
+            SELECT g.id, g.code, g.name, c.code AS community, ST_X(ST_PointOnSurface(gv.geom)) AS x,
+                   ST_Y(ST_PointOnSurface(gv.geom)) AS y
+              FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+              JOIN admin_areas c ON c.id = g.community_id
+             WHERE {'' if has_branch else 'NOT'} EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
+                                                          WHERE bg.grid_id = g.id AND b.active)
+             ORDER BY g.code LIMIT 1""")
+        tile = tile_at(row.x, row.y, 14)
+        r = tiles_client.get(path("grids", tile))
+        assert r.status_code == 200 and r.headers["content-type"] == MVT
+        found = [f for f in features(r.content, "grids") if f["properties"]["code"] == row.code]
+        assert len(found) == 1
+        f = found[0]
+        assert f["id"] == row.id
+        p = f["properties"]
+        assert p["name"] == row.name and p["community"] == row.community and p["has_branch"] is has_branch
+        assert set(p) <= set(LAYERS["grids"].fields)
+        branch = one(demo_engine, """SELECT b.name FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
+                                     WHERE bg.grid_id = :g AND b.active ORDER BY (b.kind <> 'grid'), b.code LIMIT 1""",
+                     g=row.id)
+        assert p.get("branch") == (branch[0] if branch else None)
+        with Session(demo_engine) as session:
+            stats = {s["code"]: s for s in registration_stats(session, level="grid", within=row.code)}[row.code]
+        confirmed = one(demo_engine, "SELECT count(*) FROM registrations WHERE grid_id = :g AND status = 'confirmed'",
+                        g=row.id)[0]
+        assert p["registered"] == confirmed == stats["registered"]
+        assert p.get("rate") == pytest.approx(stats["rate"]) if stats["rate"] is not None else "rate" not in p
+        assert p["roles_missing"] == len(stats["roles_missing"])
+        assert p["roles_missing_names"] == ",".join(stats["roles_missing"])
+        # the decoded polygon is the grid clipped to the tile (plus its buffer)
+        drawn = to_lonlat(tile, f["geometry"])
+        expected = grid_geometry(demo_engine, row.code).intersection(box(*tile_bounds(tile, MARGIN)))
+        assert drawn.symmetric_difference(expected).area / expected.area < 0.01
+
+
+def test_polygons_are_clipped_at_tile_edges_and_continue_across(tiles_client, demo_engine):
+    # a grid crossing the boundary between two z16 tiles
+    z = 16
+    rows = every(demo_engine, """
+        SELECT g.code, ST_XMin(gv.geom) AS x0, ST_XMax(gv.geom) AS x1, ST_Y(ST_PointOnSurface(gv.geom)) AS y
+          FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL ORDER BY g.code""")
+    for row in rows:
+        left, right = tile_at(row.x0, row.y, z), tile_at(row.x1, row.y, z)
+        if right.x == left.x + 1 and left.y == right.y:
+            break
+    else:
+        pytest.fail("no grid crosses a z16 column boundary")
+    geom = grid_geometry(demo_engine, row.code)
+    pieces = []
+    for tile in (left, right):
+        r = tiles_client.get(path("grids", tile))
+        found = [f for f in features(r.content, "grids") if f["properties"]["code"] == row.code]
+        assert len(found) == 1, tile
+        coords = shapely.get_coordinates(shape(found[0]["geometry"]))
+        assert coords.min() >= -BUFFER and coords.max() <= EXTENT + BUFFER  # clipped to tile + buffer
+        assert coords[:, 0].min() < 0 if tile == right else coords[:, 0].max() > EXTENT  # crosses into the buffer
+        pieces.append(to_lonlat(tile, found[0]["geometry"]).intersection(box(*tile_bounds(tile))))
+    both = box(*tile_bounds(left)).union(box(*tile_bounds(right)))
+    expected = geom.intersection(both)
+    drawn = shapely.union_all(pieces)
+    assert drawn.symmetric_difference(expected).area / expected.area < 0.01
+
+
+def test_composite_tile_holds_each_layer_as_served_alone(tiles_client, demo_engine):
+    row = one(demo_engine, "SELECT ST_X(site), ST_Y(site) FROM branches WHERE site IS NOT NULL ORDER BY code LIMIT 1")
+    tile = tile_at(row[0], row[1], 14)
+    r = tiles_client.get(path(PUBLIC, tile))
+    assert r.status_code == 200
+    layers = decode(r.content)
+    assert {"areas", "grids", "branches", "events", "coverage_issues", "members_h3"} >= set(layers)
+    assert {"areas", "grids", "branches", "members_h3"} <= set(layers)
+    for name in PUBLIC_LAYERS:
+        alone = decode(tiles_client.get(path(name, tile)).content).get(name, {"features": []})["features"]
+        assert layers.get(name, {"features": []})["features"] == alone, name
+    # areas: every level, attributes as declared
+    levels = {f["properties"]["level"] for f in layers["areas"]["features"]}
+    assert levels == {"district", "street", "community"}
+    assert all(set(f["properties"]) == {"level", "code", "name"} for f in layers["areas"]["features"])
+    branch = layers["branches"]["features"][0]["properties"]
+    assert set(branch) <= set(LAYERS["branches"].fields) and "secretary" not in str(branch)
+    # zoom ranges: at z9 only the areas layer is drawn
+    z9 = tile_at(row[0], row[1], 9)
+    assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) == {"areas"}
+
+
+def test_event_flags_follow_the_events_module(tiles_client, demo_engine):
+    warn_share = tiles_client.app.state.settings.events.warn_share
+    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                              "WHERE level = 'district'")
+    tile = tile_at(centre[0], centre[1], 12)
+    found = features(tiles_client.get(path("events", tile)).content, "events")
+    assert len(found) > 20
+    states = {"overdue": 0, "warning": 0}
+    with Session(demo_engine) as session:
+        for f in found:
+            row = event_row(session, f["id"], warn_share=warn_share)
+            p = f["properties"]
+            assert p["status"] == row.status and p["category"] == row.category_code
+            assert set(p) <= set(LAYERS["events"].fields)
+            if row.due_at is None:
+                assert "due_at" not in p and not p["overdue"] and not p["warning"]
+                continue
+            assert p["due_at"] == row.due_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            assert p["overdue"] == (row.time_state == "overdue"), f["id"]
+            assert p["warning"] == (row.time_state == "warning"), f["id"]
+            states["overdue"] += p["overdue"]
+            states["warning"] += p["warning"]
+    assert states["overdue"] > 0
+    # priority order: overdue first, then warnings
+    flags = [(f["properties"]["overdue"], f["properties"]["warning"]) for f in found]
+    assert flags == sorted(flags, key=lambda t: (not t[0], not t[1]))
+
+
+def test_h3_counts_are_suppressed_below_the_minimum(tiles_client, demo_engine):
+    k = tiles_client.app.state.settings.coverage.h3_min_count
+    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                              "WHERE level = 'district'")
+    tile = tile_at(centre[0], centre[1], 15)  # resolution 9
+    found = features(tiles_client.get(path("members_h3", tile)).content, "members_h3")
+    with Session(demo_engine) as session:
+        every = {c["cell"]: c["count"] for c in h3_cells(session, res=9, metric="members", within=None,
+                                                         suppress_below=None)}
+    assert found and all(f["properties"]["res"] == 9 for f in found)
+    assert all(f["properties"]["count"] >= k for f in found)
+    assert all(every[f["properties"]["cell"]] == f["properties"]["count"] for f in found)
+    # cells under the minimum in this tile exist and are left out
+    bounds = box(*tile_bounds(tile))
+    small = [c for c, n in every.items() if n < k and bounds.contains(shapely.Point(h3.cell_to_latlng(c)[::-1]))]
+    shown = {f["properties"]["cell"] for f in found}
+    assert small and not shown & set(small)
+
+
+def test_coverage_issues_show_the_demo_defects(tiles_client, demo_engine):
+    with Session(demo_engine) as session:
+        findings = [f for f in current_findings(session) if f["kind"] in ("gap", "overlap", "sliver")]
+    assert findings
+    for f in findings:
+        tile = tile_at(f["point"][0], f["point"][1], 15)
+        found = features(tiles_client.get(path("coverage_issues", tile)).content, "coverage_issues")
+        match = [g for g in found if g["properties"]["kind"] == f["kind"]
+                 and g["properties"]["codes"] == ",".join(f["codes"])]
+        assert match, f
+        assert match[0]["properties"]["area_m2"] == pytest.approx(f["area_m2"])
+
+
+# --------------------------------------------------------------------------------------
+# Personal data
+# --------------------------------------------------------------------------------------
+
+
+def test_nothing_personal_in_public_tiles(tiles_client, demo_engine):
+    with demo_engine.connect() as conn:
+        names = set(conn.execute(text("SELECT name FROM members")).scalars())
+        phones = {p for p in conn.execute(text("SELECT phone FROM members")).scalars() if p}
+        phones |= {p for p in conn.execute(text("SELECT secretary_phone FROM branches")).scalars() if p}
+        phones |= {p for p in conn.execute(text("SELECT worker_phone FROM grids")).scalars() if p}
+        homes = conn.execute(text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL LIMIT 400")).all()
+    seen = 0
+    for lon, lat in homes[::40]:
+        tile = tile_at(lon, lat, 16)
+        for headers in ({}, token_for("dispatcher"), token_for("gridworker")):
+            r = tiles_client.get(path(PUBLIC, tile), headers=headers)
+            assert r.status_code in (200, 204)
+            assert "members" not in decode(r.content)
+            for name, layer in decode(r.content).items():
+                declared = set(LAYERS[name].fields) if name in LAYERS else {"layer", "limit"}
+                for f in layer["features"]:
+                    assert set(f["properties"]) <= declared
+                    values = {str(v) for v in f["properties"].values()}
+                    assert not values & names and not values & phones
+                    seen += 1
+    assert seen > 100
+
+
+@pytest.mark.parametrize("user", [None, "dispatcher", "gridworker", "member"])
+def test_members_layer_is_404_without_an_admin(tiles_client, user):
+    headers = token_for(user) if user else {}
+    for url in ("/tiles/members/15/26730/13000.mvt", "/tiles/grids,members/15/26730/13000.mvt", "/tiles/members.json"):
+        r = tiles_client.get(url, headers=headers)
+        assert r.status_code == 404 and r.json()["field"] == "layers", (user, url)
+    style = tiles_client.get("/tiles/style.json", headers=headers).json()
+    assert "members" not in style["sources"]
+
+
+def test_admin_members_points_only_in_their_area_at_z15(tiles_client, demo_engine):
+    street = one(demo_engine, "SELECT area_code FROM users WHERE username = 'street_admin'")[0]
+    area = shapely.from_wkb(bytes(one(demo_engine, "SELECT ST_AsBinary(geom) FROM admin_areas WHERE code = :c",
+                                      c=street)[0]))
+    # a z15 tile crossing the street's boundary
+    boundary = area.exterior if area.geom_type == "Polygon" else area.geoms[0].exterior
+    lon, lat = boundary.coords[0]
+    tile = tile_at(lon, lat, 15)
+    admin = tiles_client.get(path("members", tile), headers=token_for("admin"))
+    scoped = tiles_client.get(path("members", tile), headers=token_for("street_admin"))
+    assert admin.status_code == scoped.status_code == 200
+    for r in (admin, scoped):
+        assert r.headers["cache-control"].startswith("private")
+        assert "Authorization" in r.headers["vary"] and "access-control-allow-origin" not in r.headers
+    everyone = features(admin.content, "members")
+    mine = features(scoped.content, "members")
+    assert 0 < len(mine) < len(everyone)
+    assert {f["id"] for f in mine} < {f["id"] for f in everyone}
+    for f in mine:
+        assert set(f["properties"]) == {"status"} and f["properties"]["status"] in ("confirmed", "pending", "none")
+        assert area.buffer(1e-6).contains(to_lonlat(tile, f["geometry"]))
+    assert admin.headers["etag"] != scoped.headers["etag"]
+    expected = one(demo_engine, f"""
+        SELECT count(*) FROM residences r WHERE r.ended_at IS NULL
+           AND ST_Intersects(ST_Transform(r.geom, 3857), ST_TileEnvelope({tile.z}, {tile.x}, {tile.y}, margin => {MARGIN}))
+           AND ST_Intersects(r.geom, (SELECT geom FROM admin_areas WHERE code = :c))""", c=street)[0]
+    assert len(mine) == expected
+    # below zoom 15 there is no members layer
+    z14 = Tile(14, tile.x // 2, tile.y // 2)
+    r = tiles_client.get(path("members", z14), headers=token_for("admin"))
+    assert r.status_code == 404 and r.json()["field"] == "z"
+    # composite: public layers plus members, private as a whole
+    both = tiles_client.get(path("grids,members", tile), headers=token_for("street_admin"))
+    assert set(decode(both.content)) == {"grids", "members"} and both.headers["cache-control"].startswith("private")
+
+
+# --------------------------------------------------------------------------------------
+# HTTP caching
+# --------------------------------------------------------------------------------------
+
+
+def test_etag_304_gzip_and_cache_headers(tiles_client, demo_engine):
+    row = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                           "WHERE level = 'district'")
+    url = path("grids", tile_at(row[0], row[1], 13))
+    plain = tiles_client.get(url, headers={"Accept-Encoding": "identity"})
+    zipped = tiles_client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
+    assert plain.status_code == zipped.status_code == 200
+    assert "content-encoding" not in plain.headers and zipped.headers["content-encoding"] == "gzip"
+    assert zipped.content == plain.content  # httpx decodes the gzip body
+    assert plain.headers["etag"] != zipped.headers["etag"] and zipped.headers["etag"].endswith('-gz"')
+    assert plain.headers["cache-control"] == "public, no-cache"
+    assert plain.headers["vary"] == "Accept-Encoding" and plain.headers["access-control-allow-origin"] == "*"
+    for etag, enc in ((plain.headers["etag"], "identity"), (zipped.headers["etag"], "gzip")):
+        for sent in (etag, "W/" + etag, f'"nope", {etag}', "*"):
+            r = tiles_client.get(url, headers={"If-None-Match": sent, "Accept-Encoding": enc})
+            assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == etag
+    r = tiles_client.get(url, headers={"If-None-Match": '"nope"', "Accept-Encoding": "identity"})
+    assert r.status_code == 200 and r.content == plain.content
+    # gzip=q=0 refuses gzip
+    assert "content-encoding" not in tiles_client.get(url, headers={"Accept-Encoding": "gzip;q=0"}).headers
+    # the route (a signed-in caller) and the fast path (anonymous) answer alike
+    routed = tiles_client.get(url, headers={"Accept-Encoding": "identity", **token_for("dispatcher")})
+    assert routed.content == plain.content and routed.headers["etag"] == plain.headers["etag"]
+    assert routed.headers["cache-control"] == plain.headers["cache-control"]
+
+
+def test_raw_gzip_bytes(tiles_client, demo_engine):
+    row = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                           "WHERE level = 'district'")
+    url = path("grids", tile_at(row[0], row[1], 12))
+    with tiles_client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
+    assert gzip.decompress(raw) == tiles_client.get(url, headers={"Accept-Encoding": "identity"}).content
+
+
+def test_empty_tiles_are_204_with_validators(tiles_client):
+    for url in ("/tiles/grids/14/0/0.mvt", f"/tiles/{PUBLIC}/14/0/0.mvt", "/tiles/events/16/0/65535.mvt"):
+        for headers in ({}, token_for("dispatcher"), {"Accept-Encoding": "gzip"}):
+            r = tiles_client.get(url, headers=headers)
+            assert r.status_code == 204 and r.content == b"" and r.headers["etag"], url
+            assert "content-encoding" not in r.headers
+            again = tiles_client.get(url, headers={**headers, "If-None-Match": r.headers["etag"]})
+            assert again.status_code == 304
+
+
+def _event_insert(conn, lon: float, lat: float) -> int:
+    return conn.execute(text(
+        """INSERT INTO events (geom, source_crs, category_code, channel, description, status)
+           VALUES (ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', (SELECT min(code) FROM event_categories),
+                   'public', 'tile test', 'reported') RETURNING id"""), {"x": lon, "y": lat}).scalar()
+
+
+def test_a_write_reaches_the_very_next_tile(tiles_client, demo_engine):
+    row = one(demo_engine, """SELECT g.id, g.code, g.name, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+                              FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+                              ORDER BY g.code DESC LIMIT 1""")
+    grid_id, code, name, lon, lat = row
+    tile = tile_at(lon, lat, 15)
+    url = path("grids,events", tile)
+    before = tiles_client.get(url)
+    assert before.status_code == 200
+    assert tiles_client.get(url, headers={"If-None-Match": before.headers["etag"]}).status_code == 304
+    event_id = None
+    try:
+        with demo_engine.begin() as conn:  # committed: the tile service reads on its own connections
+            event_id = _event_insert(conn, lon, lat)
+        after = tiles_client.get(url, headers={"If-None-Match": before.headers["etag"]})
+        assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
+        assert event_id in {f["id"] for f in features(after.content, "events")}
+        assert event_id not in {f["id"] for f in features(before.content, "events")}
+        with demo_engine.begin() as conn:
+            conn.execute(text("UPDATE grids SET name = :n WHERE id = :g"), {"n": name + "（改）", "g": grid_id})
+        renamed = tiles_client.get(url)
+        assert [f["properties"]["name"] for f in features(renamed.content, "grids")
+                if f["properties"]["code"] == code] == [name + "（改）"]
+    finally:
+        with demo_engine.begin() as conn:
+            if event_id is not None:
+                conn.execute(text("DELETE FROM events WHERE id = :e"), {"e": event_id})
+            conn.execute(text("UPDATE grids SET name = :n WHERE id = :g"), {"n": name, "g": grid_id})
+    restored = tiles_client.get(url)
+    assert event_id not in {f["id"] for f in features(restored.content, "events")}
+    assert restored.content == before.content and restored.headers["etag"] != before.headers["etag"]
+    assert tiles_client.app.state.tiles.cache.hits > 0
+
+
+def test_events_tiles_expire_when_the_clock_flips_a_flag(tiles_client, demo_engine):
+    service = tiles_client.app.state.tiles
+    due = one(demo_engine, """SELECT ST_X(geom), ST_Y(geom), due_at FROM events
+                              WHERE status IN ('dispatched', 'in_progress') AND due_at IS NOT NULL
+                              ORDER BY due_at DESC LIMIT 1""")
+    tile = tile_at(due[0], due[1], 16)
+    layers = (LAYERS["events"],)
+
+    def render(now):
+        async def draw():
+            return await service.render(layers, tile, None, await service.reader.read(), now)
+        return tiles_client.portal.call(draw)
+
+    early = render(due[2] - timedelta(days=400))
+    late = render(due[2] + timedelta(seconds=1))
+    assert early.valid_until is not None and early.valid_until <= due[2]
+    assert early.etag != late.etag and early.body != late.body
+    assert early.fresh(early.versions, due[2] - timedelta(days=400))
+    assert not early.fresh(early.versions, early.valid_until)
+    assert late.etag == render(due[2] + timedelta(seconds=2)).etag  # same flags, same validator
+    now = datetime.now(timezone.utc)
+    current = render(now)
+    assert current.valid_until is None or current.valid_until > now
+
+
+# --------------------------------------------------------------------------------------
+# Feature limits
+# --------------------------------------------------------------------------------------
+
+
+def test_feature_limit_keeps_the_stated_priority_and_says_so(demo_engine):
+    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                              "WHERE level = 'district'")
+    tile = tile_at(centre[0], centre[1], 11)
+    with make_client(demo_engine, feature_limits={"grids": 7, "areas": 3}) as c:
+        r = c.get(path("areas,grids", tile))
+        layers = decode(r.content)
+    assert len(layers["grids"]["features"]) == 7 and len(layers["areas"]["features"]) == 3
+    assert {(f["properties"]["layer"], f["properties"]["limit"]) for f in layers["truncated"]["features"]} == \
+        {("grids", 7), ("areas", 3)}
+    assert r.headers["x-tile-truncated"] == "areas;limit=3, grids;limit=7"
+    expected = [row.code for row in every(demo_engine, f"""
+        SELECT g.code FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+         WHERE g.retired_at IS NULL
+           AND gv.geom && ST_Transform(ST_TileEnvelope({tile.z}, {tile.x}, {tile.y}, margin => {MARGIN}), 4326)
+         ORDER BY EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
+                           WHERE bg.grid_id = g.id AND b.active),
+                  round(ST_Area(gv.geom::geography)::numeric, 1) DESC, g.code LIMIT 7""")]
+    assert [f["properties"]["code"] for f in layers["grids"]["features"]] == expected
+    assert [f["properties"]["has_branch"] for f in layers["grids"]["features"]].count(False) >= 1
+    assert [f["properties"]["level"] for f in layers["areas"]["features"]][:2] == ["district", "street"]
+
+
+# --------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url, status, field",
+    [
+        ("/tiles/nope/14/13368/6500.mvt", 404, "layers"),
+        ("/tiles/grids,nope/14/13368/6500.mvt", 404, "layers"),
+        ("/tiles/grids,grids/14/13368/6500.mvt", 422, "layers"),
+        ("/tiles/grids,/14/13368/6500.mvt", 422, "layers"),
+        ("/tiles/grids/17/13368/6500.mvt", 404, "z"),
+        ("/tiles/grids/9/400/200.mvt", 404, "z"),
+        ("/tiles/grids/99/1/1.mvt", 404, "z"),
+        ("/tiles/grids/14/16384/6500.mvt", 404, "x"),
+        ("/tiles/grids/14/13368/16384.mvt", 404, "y"),
+        ("/tiles/grids/14/-1/6500.mvt", 404, "x"),
+        ("/tiles/grids/14/13368/99999999999999999999.mvt", 404, "y"),
+        ("/tiles/grids/z/13368/6500.mvt", 422, "z"),
+        ("/tiles/grids/14/1.5/6500.mvt", 422, "x"),
+        ("/tiles/nope.json", 404, "layers"),
+    ],
+)
+def test_bad_tile_requests_are_4xx_naming_the_part(tiles_client, url, status, field):
+    for headers in ({}, token_for("dispatcher")):
+        r = tiles_client.get(url, headers=headers)
+        assert r.status_code == status, (url, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        body = r.json()
+        assert body["field"] == field and body["detail"]
+
+
+# --------------------------------------------------------------------------------------
+# TileJSON and style
+# --------------------------------------------------------------------------------------
+
+
+def test_tilejson_for_a_layer_and_a_composite(tiles_client, demo_engine):
+    extent = one(demo_engine, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                              "FROM (SELECT ST_Extent(geom) e FROM admin_areas) s")
+    tj = tiles_client.get("/tiles/grids.json").json()
+    assert tj["tilejson"] == "3.0.0" and tj["scheme"] == "xyz"
+    assert tj["tiles"] == ["http://testserver/tiles/grids/{z}/{x}/{y}.mvt"]
+    assert (tj["minzoom"], tj["maxzoom"]) == (10, 16)
+    assert tj["bounds"] == pytest.approx(list(extent), abs=1e-5)
+    layer = tj["vector_layers"][0]
+    assert layer["id"] == "grids" and set(layer["fields"]) == set(LAYERS["grids"].fields)
+    both = tiles_client.get("/tiles/areas,events.json").json()
+    assert [v["id"] for v in both["vector_layers"]] == ["areas", "events", "truncated"]
+    assert (both["minzoom"], both["maxzoom"]) == (8, 16)
+    assert both["tiles"] == ["http://testserver/tiles/areas,events/{z}/{x}/{y}.mvt"]
+    admin = tiles_client.get("/tiles/members.json", headers=token_for("admin"))
+    assert admin.status_code == 200 and admin.headers["cache-control"].startswith("private")
+
+
+def test_urls_hold_behind_a_reverse_proxy(tiles_client):
+    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "map.example.org",
+               "X-Forwarded-Prefix": "/gridbranch/"}
+    tj = tiles_client.get("/tiles/grids.json", headers=proxied).json()
+    assert tj["tiles"] == ["https://map.example.org/gridbranch/tiles/grids/{z}/{x}/{y}.mvt"]
+    style = tiles_client.get("/tiles/style.json", headers=proxied).json()
+    assert style["sources"]["gridbranch"]["tiles"][0].startswith("https://map.example.org/gridbranch/tiles/")
+    odd = tiles_client.get("/tiles/grids.json", headers={"X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "a b/c",
+                                                         "X-Forwarded-Prefix": "no-slash"}).json()
+    assert odd["tiles"] == ["http://testserver/tiles/grids/{z}/{x}/{y}.mvt"]
+    assert "X-Forwarded-Host" in tiles_client.get("/tiles/grids.json").headers["vary"]
+
+
+def test_style_is_usable_offline_by_maplibre(tiles_client):
+    r = tiles_client.get("/tiles/style.json")
+    assert r.status_code == 200
+    style = r.json()
+    assert style["version"] == 8 and "glyphs" not in style and "sprite" not in style
+    assert all(layer["type"] in ("background", "fill", "line", "circle") for layer in style["layers"])
+    source = style["sources"]["gridbranch"]
+    assert source["tiles"] == [f"http://testserver/tiles/{PUBLIC}/{{z}}/{{x}}/{{y}}.mvt"]
+    for layer in style["layers"]:
+        if layer["type"] != "background":
+            assert layer["source"] == "gridbranch" and layer["source-layer"] in PUBLIC_LAYERS
+            assert "text-field" not in layer.get("layout", {})
+    urls = [u for s in style["sources"].values() for u in s["tiles"]]
+    assert all(u.startswith("http://testserver/") for u in urls)
+    admin = tiles_client.get("/tiles/style.json", headers=token_for("admin"))
+    assert "members" in admin.json()["sources"] and admin.headers["cache-control"].startswith("private")
+
+
+# --------------------------------------------------------------------------------------
+# Tile arithmetic against PostGIS
+# --------------------------------------------------------------------------------------
+
+
+def test_tile_bounds_match_postgis(demo_engine):
+    for t in (Tile(10, 835, 405), Tile(16, 53449, 25990), Tile(5, 3, 28), Tile(0, 0, 0), Tile(3, 0, 7)):
+        for margin in (0.0, MARGIN):
+            got = tile_bounds(t, margin)
+            expected = one(demo_engine, f"""SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (
+                SELECT ST_Transform(ST_TileEnvelope({t.z}, {t.x}, {t.y}, margin => {margin}), 4326) AS e) s""")
+            if not (margin and t.x in (0, (1 << t.z) - 1)):
+                assert got == pytest.approx(tuple(expected), abs=1e-9), (t, margin)
+            else:  # the buffer crosses the antimeridian: all longitudes, a superset
+                assert (got[0], got[2]) == (-180, 180) and got[1::2] == pytest.approx(tuple(expected)[1::2])
+    assert math.isclose(tile_bounds(Tile(1, 0, 0))[2], 0.0, abs_tol=1e-12)
+
+
+def test_style_passes_the_maplibre_style_spec_validator(tiles_client, tmp_path):
+    """The style-spec package MapLibre itself ships (web_map's npm install) validates it."""
+    import json
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    web_map = Path(__file__).resolve().parents[2] / "web_map"
+    spec = web_map / "node_modules" / "@maplibre" / "maplibre-gl-style-spec"
+    node = shutil.which("node")
+    if node is None or not spec.exists():
+        pytest.skip("node or web_map's npm packages are not installed")
+    for headers in ({}, token_for("admin")):
+        path_ = tmp_path / "style.json"
+        path_.write_text(json.dumps(tiles_client.get("/tiles/style.json", headers=headers).json()))
+        script = ("const spec = require('@maplibre/maplibre-gl-style-spec');"
+                  f"const errors = spec.validateStyleMin(require({json.dumps(str(path_))}));"
+                  "console.log(JSON.stringify(errors));")
+        done = subprocess.run([node, "-e", script], cwd=web_map, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == []

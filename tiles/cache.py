@@ -1,0 +1,134 @@
+"""The in-process tile cache, ETags and conditional requests.
+
+A cached tile is filed under its request key — (layers, z, x, y, caller scope) — and
+remembers the data versions of the layers it was drawn from (``data_versions``, bumped
+by triggers in the writing transaction, drawn from a sequence that never repeats). A
+lookup hands the entry back only when those versions are still current, and, for tiles
+whose content moves with the clock (event warnings and overdue flags), while the clock
+has not reached the next instant at which a flag flips. Anything else is a miss and the
+entry is dropped: a tile is never served from a version older than the one just read.
+
+The cache is bounded in bytes and evicts the least recently used tiles first.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+FORMAT = "mvt"
+
+
+@dataclass
+class CachedTile:
+    versions: tuple[tuple[str, int], ...]
+    etag: str  # strong ETag of the identity representation, without quotes
+    body: bytes
+    truncated: dict[str, int] = field(default_factory=dict)
+    valid_until: datetime | None = None  # the next instant its content changes with time
+    gzipped: bytes | None = None
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"") + 200
+
+    def fresh(self, versions: tuple[tuple[str, int], ...], now: datetime) -> bool:
+        return self.versions == versions and (self.valid_until is None or now < self.valid_until)
+
+
+def make_etag(layers: tuple[str, ...], z: int, x: int, y: int, versions: tuple[tuple[str, int], ...],
+              scope: str | None, epochs: tuple[str, ...] = (), config: str = "") -> str:
+    """A strong validator of the tile's identity representation: a hash of the layer
+    list, the tile, the data versions it was drawn from, the caller's scope (for tiles
+    with personal data), the clock epochs of time-dependent layers, the settings that
+    shape tiles (feature limits, warning share, H3 minimum count) and the format. The
+    gzip representation appends ``-gz`` (see :func:`etag_for`)."""
+    raw = repr((FORMAT, layers, z, x, y, versions, scope, epochs, config)).encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
+
+
+def etag_for(etag: str, gzipped: bool) -> str:
+    return f'"{etag}-gz"' if gzipped else f'"{etag}"'
+
+
+def if_none_match(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header matches the quoted ``etag`` (weak comparison,
+    as RFC 9110 prescribes for this header; ``*`` matches any current representation)."""
+    if not header:
+        return False
+    bare = etag.removeprefix("W/")
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == bare:
+            return True
+    return False
+
+
+def gzip_body(body: bytes, level: int) -> bytes:
+    """gzip with a fixed header (no name, mtime 0), so equal tiles give equal bytes."""
+    return gzip.compress(body, compresslevel=level, mtime=0)
+
+
+class TileCache:
+    """A thread-safe LRU of :class:`CachedTile` bounded by ``max_bytes``."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple, CachedTile] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
+    def get(self, key: tuple, versions: tuple[tuple[str, int], ...], now: datetime) -> CachedTile | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                self.misses += 1
+                return None
+            if not entry.fresh(versions, now):
+                self._drop(key)
+                self.misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return entry
+
+    def put(self, key: tuple, entry: CachedTile) -> None:
+        if entry.size > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+            self._entries[key] = entry
+            self._bytes += entry.size
+            while self._bytes > self.max_bytes and self._entries:
+                self._drop(next(iter(self._entries)))
+
+    def grew(self, key: tuple, entry: CachedTile, before: int) -> None:
+        """Account for bytes added to a cached entry (its gzip body, made on demand)."""
+        with self._lock:
+            if self._entries.get(key) is entry:
+                self._bytes += entry.size - before
+                while self._bytes > self.max_bytes and self._entries:
+                    self._drop(next(iter(self._entries)))
+
+    def _drop(self, key: tuple) -> None:
+        entry = self._entries.pop(key)
+        self._bytes -= entry.size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0

@@ -1,0 +1,157 @@
+"""Feature attributes computed once per data version, not once per tile.
+
+Three layers carry figures that are too costly to derive inside every tile query:
+
+- ``grids``: each grid's covering branch and registration figures (a spatial join of
+  every current residence against the grids), recomputed when the ``grids``, ``areas``
+  or ``members`` version changes;
+- ``coverage_issues``: the topology findings of :func:`layers.coverage.current_findings`
+  (``grids`` and ``areas`` versions);
+- ``members_h3``: counts per H3 cell from :func:`layers.coverage.h3_cells`
+  (``members`` version), per resolution, small counts suppressed.
+
+Each is held as :class:`FeatureRecords`: one JSON record per feature, serialised once,
+with the feature's WGS84 bounding box; a tile query receives as its ``$6`` parameter the
+records whose box meets the tile (a superset of what its spatial filter keeps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+
+import h3
+import numpy as np
+import orjson
+import shapely
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from layers.registrations import registration_stats
+
+Versions = tuple[tuple[str, int], ...]
+
+
+class FeatureRecords:
+    """JSON records of features and their bounding boxes (minlon, minlat, maxlon, maxlat)."""
+
+    def __init__(self, bounds: np.ndarray, records: list[dict]):
+        self.bounds = np.asarray(bounds, dtype=float).reshape(-1, 4)
+        self.fragments = [orjson.dumps(r).decode() for r in records]
+
+    def __len__(self) -> int:
+        return len(self.fragments)
+
+    def json_within(self, bbox: tuple[float, float, float, float]) -> str:
+        """A JSON array of the records whose box meets ``bbox`` (WGS84 degrees)."""
+        if not self.fragments:
+            return "[]"
+        minx, miny, maxx, maxy = bbox
+        b = self.bounds
+        hit = np.flatnonzero((b[:, 0] <= maxx) & (b[:, 2] >= minx) & (b[:, 1] <= maxy) & (b[:, 3] >= miny))
+        frags = self.fragments
+        return "[" + ",".join([frags[i] for i in hit.tolist()]) + "]"
+
+
+_GRIDS_SQL = text(
+    """
+    SELECT g.id, g.code, g.name, c.code AS community,
+           ST_XMin(gv.geom) AS minx, ST_YMin(gv.geom) AS miny, ST_XMax(gv.geom) AS maxx, ST_YMax(gv.geom) AS maxy,
+           ST_Area(gv.geom::geography) AS area_m2,
+           (SELECT b.name FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
+             WHERE bg.grid_id = g.id AND b.active ORDER BY (b.kind <> 'grid'), b.code LIMIT 1) AS branch
+      FROM grid_versions gv
+      JOIN grids g ON g.id = gv.grid_id
+      JOIN admin_areas c ON c.id = g.community_id
+     WHERE gv.valid_to IS NULL AND g.retired_at IS NULL
+     ORDER BY g.code
+    """
+)
+
+
+def grid_records(session: Session) -> FeatureRecords:
+    """The current grids' tile attributes: code, name, community (code), has_branch and
+    branch (the name of the active branch covering the grid, grid branches first, then by
+    code), registered (confirmed registrations), rate (registered / members whose current
+    residence lies in the grid, 4 decimals; null without residents), roles_missing (how
+    many active service roles no confirmed member holds) and roles_missing_names (their
+    names, comma-separated), area_m2 (m², on the ellipsoid; for the priority order).
+    Registration figures are those of :func:`layers.registrations.registration_stats`."""
+    rows = session.execute(_GRIDS_SQL).all()
+    stats: dict[str, dict] = {}
+    districts = session.execute(text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code")).scalars()
+    for district in districts.all():
+        for s in registration_stats(session, level="grid", within=district):
+            stats[s["code"]] = s
+    records, bounds = [], []
+    for r in rows:
+        s = stats.get(r.code)
+        missing = s["roles_missing"] if s else []
+        records.append({
+            "fid": r.id, "code": r.code, "name": r.name, "community": r.community,
+            "has_branch": r.branch is not None, "branch": r.branch,
+            "registered": s["registered"] if s else 0, "rate": s["rate"] if s else None,
+            "roles_missing": len(missing) if s else None, "roles_missing_names": ",".join(missing) if s else None,
+            "area_m2": round(float(r.area_m2), 1),
+        })
+        bounds.append((r.minx, r.miny, r.maxx, r.maxy))
+    return FeatureRecords(np.array(bounds), records)
+
+
+def _wkb_records(items: list[tuple[bytes, dict]]) -> FeatureRecords:
+    geoms = shapely.from_wkb([wkb for wkb, _ in items]) if items else np.array([])
+    bounds = shapely.bounds(geoms) if len(geoms) else np.zeros((0, 4))
+    records = [{**attrs, "wkb": wkb.hex()} for wkb, attrs in items]
+    return FeatureRecords(bounds, records)
+
+
+def coverage_records(session: Session, thresholds=None) -> FeatureRecords:
+    """The topology findings as tile records: kind, form, codes (comma-separated),
+    area_m2 (m²) and the WGS84 geometry (WKB, hex)."""
+    from layers.coverage import current_findings
+
+    items = []
+    for i, f in enumerate(current_findings(session, thresholds)):
+        attrs = {"fid": i + 1, "kind": f["kind"], "form": f["form"], "codes": ",".join(f["codes"]),
+                 "area_m2": f["area_m2"]}
+        items.append((f["wkb"], attrs))
+    return _wkb_records(items)
+
+
+def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRecords:
+    """Members with an active registration per H3 cell at resolution ``res`` (cells
+    counting fewer than ``suppress_below`` left out), as tile records: fid (the H3 index
+    as an integer), cell, count, res and the cell's hexagon (WKB, hex)."""
+    from layers.coverage import h3_cells
+
+    items = []
+    for c in h3_cells(session, res=res, metric="members", within=None, suppress_below=suppress_below):
+        polygon = shapely.Polygon(c["boundary"])
+        items.append((shapely.to_wkb(polygon), {"fid": h3.str_to_int(c["cell"]), "cell": c["cell"],
+                                                "count": c["count"], "res": res}))
+    return _wkb_records(items)
+
+
+class DerivedCache:
+    """Derived records per (kind, data versions, parameters); a few kept per kind. Builds
+    of one kind are serialised by :meth:`lock` (one asyncio lock per kind)."""
+
+    keep = 8
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, FeatureRecords] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self.builds = 0
+
+    def get(self, key: tuple) -> FeatureRecords | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple, records: FeatureRecords) -> None:
+        self.builds += 1
+        self._entries[key] = records
+        same_kind = [k for k in self._entries if k[0] == key[0]]
+        for old in same_kind[: max(0, len(same_kind) - self.keep)]:
+            self._entries.pop(old, None)
+
+    def lock(self, kind: str) -> asyncio.Lock:
+        return self._locks.setdefault(kind, asyncio.Lock())

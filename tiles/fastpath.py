@@ -1,0 +1,78 @@
+"""The anonymous fast path: an ASGI middleware answering anonymous requests for tiles of
+public layers without going through FastAPI's routing and dependency machinery.
+
+Why: the tile route declares its access (``caller: Public``) like every route, and
+resolving that chain (session, token, caller, access — each a threadpool hop) plus
+FastAPI's routing costs about a millisecond per request on a small machine, several
+times a cached tile's own cost. Anonymous callers of public layers are exactly what
+``Public`` admits without a look at the database, and their tiles do not depend on who
+asks, so this middleware serves them directly — through the same
+:meth:`tiles.service.TileService.tile` call as the route, hence the same bytes, ETags,
+304s and headers. ``GRIDBRANCH_TILES_FAST_PATH=false`` turns it off.
+
+It only takes a request that is a GET of ``/tiles/{layers}/{z}/{x}/{y}.mvt`` with no
+``Authorization`` header, whose layers are all known and public, whose zoom is in range
+and whose x and y are on the zoom's grid. Everything else — signed-in callers, the
+``members`` layer, bad input (so errors keep their one format), TileJSON, styles, and
+any failure here — goes on to the app unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from layers.errors import GridbranchError
+from tiles.service import accepts_gzip, check_tile, layers_at_zoom, parse_layers
+
+log = logging.getLogger("gridbranch.tiles")
+
+_TILE_PATH = re.compile(r"^/tiles/([a-z0-9_,]{1,200})/([0-9]{1,2})/([0-9]{1,10})/([0-9]{1,10})\.mvt$")
+
+
+class TileFastPath:
+    """ASGI middleware; registered by ``geo_api.app.create_app``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "GET":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root):]
+        match = _TILE_PATH.match(path)
+        state = getattr(scope.get("app"), "state", None)
+        service = getattr(state, "tiles", None) if state is not None else None
+        if match is None or service is None or not service.settings.fast_path:
+            await self.app(scope, receive, send)
+            return
+        accept = if_none_match = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                await self.app(scope, receive, send)
+                return
+            if name == b"accept-encoding":
+                accept = value.decode("latin-1")
+            elif name == b"if-none-match":
+                if_none_match = value.decode("latin-1")
+        raw_layers, z, x, y = match.group(1), int(match.group(2)), int(match.group(3)), int(match.group(4))
+        try:
+            address = check_tile(z, x, y)
+            layers = layers_at_zoom(parse_layers(raw_layers, role=None, area_code=None), z)
+            reply = await service.tile(layers, address, scope=None, gzip=accepts_gzip(accept),
+                                       if_none_match_header=if_none_match)
+        except GridbranchError:
+            await self.app(scope, receive, send)  # the route answers with the problem details
+            return
+        except Exception:  # noqa: BLE001 - the route answers (and logs) whatever went wrong
+            log.warning("tile fast path failed on %s; handing over to the route", path, exc_info=True)
+            await self.app(scope, receive, send)
+            return
+        await Response(reply.body, status_code=reply.status, headers=reply.headers)(scope, receive, send)

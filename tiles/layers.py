@@ -1,0 +1,335 @@
+"""The tile layers and their SQL, built once per layer and prepared once per connection.
+
+Every layer is one prepared statement (``PREPARE gb_tile_<layer>``, see
+:func:`setup_statements`)
+whose only inputs are bound parameters:
+
+    $1 z, $2 x, $3 y — the tile; $4 the feature limit; $5 the polygon simplification
+    tolerance (degrees, 0 for none; :func:`tiles.tms.simplify_tolerance`); $6, $7 —
+    what the layer needs besides (below).
+
+and which answers one row ``(mvt bytea, truncated boolean, epoch text, next_change
+timestamptz)``: the layer encoded by ST_AsMVT (ST_AsMVTGeom clips to the tile plus a
+64-unit buffer, at 4096 units per tile); whether the feature limit cut it; and, for
+layers whose content moves with the clock, an epoch naming the current content and the
+next instant it changes (:mod:`tiles.cache`).
+
+Candidates are found in the storage SRID (EPSG:4326) with ``geom && <tile envelope with
+its buffer, transformed to 4326>`` so that the GiST index answers; their geometries are
+then simplified (polygons, by zoom), transformed to EPSG:3857 and encoded.
+
+**Feature limits** keep the first N candidates in the layer's stated priority order
+(:attr:`TileLayer.priority`), never an arbitrary subset. A cut layer is reported in the
+tile's ``truncated`` layer and the ``X-Tile-Truncated`` header. Candidates are features
+whose bounding box meets the buffered tile (the index compares single-precision boxes, so
+this errs outwards by well under a metre); one that meets only the buffer's corner, or
+its edge within that precision, may take a slot and then encode to nothing.
+
+Attributes computed per data version rather than per tile (grid registration figures,
+coverage findings, H3 counts) reach the statement as a JSON parameter ``$6`` holding the
+records of the features whose bounding box meets the tile (:mod:`tiles.derived`).
+
+Data versions: each layer names the ``data_versions`` layers it is drawn from
+(:attr:`TileLayer.depends`). ``event_categories`` has no version: a renamed category or a
+changed warning share reaches cached event tiles with the next write to ``events``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from layers.events import CLOCK, TERMINAL
+from tiles.tms import BUFFER, EXTENT, MARGIN
+
+ENV_3857 = "ST_TileEnvelope($1, $2, $3)"
+ENV_4326 = f"ST_Transform(ST_TileEnvelope($1, $2, $3, margin => {MARGIN}), 4326)"
+BASE_TYPES = ("integer", "integer", "integer", "integer", "double precision")
+
+
+def _mvt_geom(expr: str, *, simplify: bool) -> str:
+    if simplify:
+        expr = f"CASE WHEN $5 > 0 THEN ST_Simplify({expr}, $5, true) ELSE {expr} END"
+    return f"ST_AsMVTGeom(ST_Transform({expr}, 3857), {ENV_3857}, {EXTENT}, {BUFFER}, true)"
+
+
+def _quoted(values) -> str:
+    return ", ".join(f"'{v}'" for v in values)
+
+
+@dataclass(frozen=True)
+class TileLayer:
+    name: str
+    title: str  # Simplified Chinese, for the TileJSON and the map
+    description: str
+    geometry: str  # "polygon" or "point"
+    minzoom: int
+    maxzoom: int
+    depends: tuple[str, ...]  # data_versions layers whose change changes the tile
+    fields: dict[str, str]  # attribute → TileJSON type (String, Number, Boolean)
+    priority: str  # the order in which features are kept under the feature limit
+    candidates: str  # SELECT … of candidates, columns fid, geom and the attributes
+    order: str  # ORDER BY expression over the candidates' columns
+    extra_types: tuple[str, ...] = ()  # types of $6, $7
+    personal: bool = False  # served only to entitled callers, scoped to their area
+    timed: bool = False  # content moves with the clock ($6 is now)
+    simplify: bool = False
+    sql: str = field(default="", compare=False)
+
+    @property
+    def statement(self) -> str:
+        return f"gb_tile_{self.name}"
+
+    @property
+    def param_types(self) -> tuple[str, ...]:
+        return BASE_TYPES + self.extra_types
+
+
+def _statement(layer: TileLayer, epoch: str = "NULL::text", next_change: str = "NULL::timestamptz",
+               limited: bool = True) -> str:
+    """The layer's statement: candidates (limited to $4 + 1 to learn whether the limit
+    cuts, unless the clock needs them all), the first $4 encoded. The encoding sits in
+    the subquery that holds the LIMIT, so that PostgreSQL neither flattens it nor pushes
+    the ``geom IS NOT NULL`` test into it (which would encode every geometry twice)."""
+    attrs = ", ".join(["fid", *layer.fields])
+    limit = f" ORDER BY {layer.order} LIMIT $4 + 1" if limited else ""
+    return f"""
+WITH c AS MATERIALIZED ({layer.candidates}{limit})
+SELECT (SELECT ST_AsMVT(t, '{layer.name}', {EXTENT}, 'geom', 'fid')
+          FROM (SELECT {attrs}, {_mvt_geom('geom', simplify=layer.simplify)} AS geom
+                  FROM c ORDER BY {layer.order} LIMIT $4) t
+         WHERE t.geom IS NOT NULL) AS mvt,
+       (SELECT count(*) > $4 FROM c) AS truncated,
+       {epoch} AS epoch,
+       {next_change} AS next_change"""
+
+
+def _build(layer: TileLayer, **kw) -> TileLayer:
+    object.__setattr__(layer, "sql", _statement(layer, **kw))
+    return layer
+
+
+AREAS = _build(TileLayer(
+    name="areas",
+    title="行政区划",
+    description="District, street and community boundaries",
+    geometry="polygon",
+    minzoom=8,
+    maxzoom=16,
+    depends=("areas",),
+    fields={"level": "String", "code": "String", "name": "String"},
+    priority="district, then streets, then communities; by code",
+    candidates=f"""
+        SELECT a.id AS fid, a.level::text AS level, a.code::text AS code, a.name, a.geom,
+               CASE a.level WHEN 'district' THEN 0 WHEN 'street' THEN 1 ELSE 2 END AS rank
+          FROM admin_areas a
+         WHERE a.geom && {ENV_4326}""",
+    order="rank, code",
+    simplify=True,
+))
+
+GRIDS = _build(TileLayer(
+    name="grids",
+    title="网格",
+    description=("Current grids with their branch and registration figures: registered = confirmed "
+                 "registrations, rate = registered / members whose current residence lies in the grid, "
+                 "roles_missing = how many of the active service roles no confirmed member holds"),
+    geometry="polygon",
+    minzoom=10,
+    maxzoom=16,
+    depends=("grids", "areas", "members"),
+    fields={"code": "String", "name": "String", "community": "String", "has_branch": "Boolean",
+            "branch": "String", "registered": "Number", "rate": "Number", "roles_missing": "Number",
+            "roles_missing_names": "String"},
+    priority="grids without a branch first, then larger grids (area in m²) first, then by code",
+    candidates=f"""
+        SELECT a.*, gv.geom
+          FROM grid_versions gv
+          JOIN json_to_recordset($6) AS a(fid integer, code text, name text, community text, has_branch boolean,
+                                           branch text, registered integer, rate double precision,
+                                           roles_missing integer, roles_missing_names text,
+                                           area_m2 double precision)
+            ON a.fid = gv.grid_id
+         WHERE gv.valid_to IS NULL AND gv.geom && {ENV_4326}""",
+    order="has_branch, area_m2 DESC, code",
+    extra_types=("json",),
+    simplify=True,
+))
+
+BRANCHES = _build(TileLayer(
+    name="branches",
+    title="党支部活动阵地",
+    description="Activity sites of active branches (no secretary names or phones)",
+    geometry="point",
+    minzoom=11,
+    maxzoom=16,
+    depends=("branches", "areas"),
+    fields={"code": "String", "name": "String", "kind": "String", "community": "String", "grids": "Number"},
+    priority="grid branches, then community branches, then work-unit branches; by code",
+    candidates=f"""
+        SELECT b.id AS fid, b.code::text AS code, b.name, b.kind::text AS kind, cm.code::text AS community,
+               (SELECT count(*) FROM branch_grids bg WHERE bg.branch_id = b.id)::integer AS grids,
+               b.site AS geom,
+               CASE b.kind WHEN 'grid' THEN 0 WHEN 'community' THEN 1 ELSE 2 END AS rank
+          FROM branches b
+          LEFT JOIN admin_areas cm ON cm.id = b.community_id
+         WHERE b.active AND b.site && {ENV_4326}""",
+    order="rank, code",
+))
+
+_CLOCK = _quoted(CLOCK)
+_TERMINAL = _quoted(TERMINAL)
+
+EVENTS = _build(TileLayer(
+    name="events",
+    title="事件",
+    description=("Reported events (no description, reporter or photos). warning/overdue follow the events "
+                 "module: while the time limit runs (statuses dispatched, in_progress, handled, returned) an "
+                 "event is overdue from due_at on and in warning from warn_at on (stored, or the category's "
+                 "or the configured share of the limit after dispatch); due_at is ISO 8601 UTC"),
+    geometry="point",
+    minzoom=11,
+    maxzoom=16,
+    depends=("events",),
+    fields={"category": "String", "category_name": "String", "status": "String", "due_at": "String",
+            "warning": "Boolean", "overdue": "Boolean"},
+    priority="overdue first, then in warning, then not final (closed, rejected, duplicate), then soonest due, "
+             "then by id",
+    candidates=f"""
+        SELECT f.*, f.clock AND $6 >= f.due_ts AS overdue,
+               f.clock AND $6 < f.due_ts AND $6 >= f.warn_at AS warning,
+               to_char(f.due_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS due_at
+          FROM (SELECT e.id AS fid, e.category_code::text AS category, ec.name AS category_name,
+                       e.status::text AS status, e.due_at AS due_ts, e.geom,
+                       (e.status IN ({_CLOCK}) AND e.due_at IS NOT NULL) AS clock,
+                       e.status NOT IN ({_TERMINAL}) AS live,
+                       COALESCE(e.warn_at, e.dispatched_at
+                                + (e.due_at - e.dispatched_at) * COALESCE(ec.warn_share, $7)) AS warn_at
+                  FROM events e
+                  JOIN event_categories ec ON ec.code = e.category_code
+                 WHERE e.geom && {ENV_4326}) f""",
+    order="overdue DESC, warning DESC, live DESC, due_ts NULLS LAST, fid",
+    extra_types=("timestamptz", "double precision"),
+    timed=True,
+))
+
+MEMBERS = _build(TileLayer(
+    name="members",
+    title="党员居住地",
+    description=("Current residences of members inside the caller's area, with the status of their active "
+                 "registration (confirmed, pending or none); admins only, zoom 15 and above; no names or phones"),
+    geometry="point",
+    minzoom=15,
+    maxzoom=16,
+    depends=("members", "areas", "grids"),
+    fields={"status": "String"},
+    priority="by member id",
+    candidates=f"""
+        SELECT r.member_id AS fid, COALESCE(reg.status, 'none')::text AS status, r.geom
+          FROM residences r
+          LEFT JOIN registrations reg ON reg.member_id = r.member_id AND reg.status IN ('pending', 'confirmed')
+         WHERE r.ended_at IS NULL AND r.geom && {ENV_4326}
+           AND ST_Intersects(r.geom, COALESCE(
+                 (SELECT geom FROM admin_areas WHERE code = $6),
+                 (SELECT gv.geom FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+                   WHERE g.code = $6)))""",
+    order="fid",
+    extra_types=("text",),
+    personal=True,
+))
+
+COVERAGE_ISSUES = _build(TileLayer(
+    name="coverage_issues",
+    title="覆盖问题",
+    description=("Topology findings of the current grid layer (layers.coverage.current_findings): gaps, "
+                 "overlaps, slivers (form gap or overlap), grids outside their community, invalid and stray parts; "
+                 "codes = the grids or areas involved, comma-separated; area_m2 in m²"),
+    geometry="polygon",
+    minzoom=10,
+    maxzoom=16,
+    depends=("grids", "areas"),
+    fields={"kind": "String", "form": "String", "codes": "String", "area_m2": "Number"},
+    priority="larger findings (area in m²) first, then in the order of the analysis",
+    candidates=f"""
+        SELECT f.fid, f.kind, f.form, f.codes, f.area_m2, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
+          FROM json_to_recordset($6) AS f(fid integer, kind text, form text, codes text, area_m2 double precision,
+                                          wkb text)
+         WHERE ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) && {ENV_4326}""",
+    order="area_m2 DESC NULLS LAST, fid",
+    extra_types=("json",),
+    simplify=True,
+))
+
+MEMBERS_H3 = _build(TileLayer(
+    name="members_h3",
+    title="党员分布（H3）",
+    description=("Members with an active registration counted per H3 cell at their registered residence; "
+                 "the resolution follows the zoom (z10–11: 7, z12–13: 8, z14–15: 9, z16: 10); cells counting "
+                 "fewer than the configured minimum are left out"),
+    geometry="polygon",
+    minzoom=10,
+    maxzoom=16,
+    depends=("members",),
+    fields={"cell": "String", "count": "Number", "res": "Number"},
+    priority="larger counts first, then by cell",
+    candidates=f"""
+        SELECT f.fid, f.cell, f.count, f.res, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
+          FROM json_to_recordset($6) AS f(fid bigint, cell text, count integer, res integer, wkb text)
+         WHERE ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) && {ENV_4326}""",
+    order="count DESC, cell",
+    extra_types=("json",),
+))
+
+# The events layer keeps every candidate until encoding: its epoch and next change are
+# taken over all events of the tile, since the clock reorders them too.
+object.__setattr__(EVENTS, "sql", _statement(
+    EVENTS,
+    limited=False,
+    epoch="(SELECT count(*) FILTER (WHERE clock AND $6 >= warn_at) || '/' || "
+          "count(*) FILTER (WHERE clock AND $6 >= due_ts) FROM c)",
+    next_change="(SELECT LEAST(min(warn_at) FILTER (WHERE clock AND warn_at > $6), "
+                "min(due_ts) FILTER (WHERE clock AND due_ts > $6)) FROM c)",
+))
+
+LAYERS: dict[str, TileLayer] = {
+    layer.name: layer for layer in (AREAS, GRIDS, BRANCHES, EVENTS, COVERAGE_ISSUES, MEMBERS_H3, MEMBERS)
+}
+#: Layers every caller may read, in drawing order (the style's and the default composite's).
+PUBLIC_LAYERS = tuple(name for name, layer in LAYERS.items() if not layer.personal)
+
+VERSIONS_STATEMENT = "gb_tile_versions"
+
+
+def setup_statements() -> list[str]:
+    """What a tile connection runs when it opens: generic plans (planned once; their
+    index scans take the tile envelope at run time — custom plans would be re-planned at
+    every tile, costing more than most tiles do), then PREPARE for every layer's
+    statement and for the data-version read."""
+    out = ["SET plan_cache_mode = force_generic_plan",
+           f"PREPARE {VERSIONS_STATEMENT} AS SELECT layer, version FROM data_versions"]
+    for layer in LAYERS.values():
+        out.append(f"PREPARE {layer.statement} ({', '.join(layer.param_types)}) AS {layer.sql}")
+    return out
+
+
+def execute_sql(layer: TileLayer, n_params: int) -> str:
+    """``EXECUTE gb_tile_<layer> (%s, …)`` for the driver to bind ``n_params`` values."""
+    return f"EXECUTE {layer.statement} ({', '.join(['%s'] * n_params)})"
+
+
+def prepare(cursor) -> None:
+    """Set up a (synchronous) connection as :func:`setup_statements` says."""
+    for sql in setup_statements():
+        cursor.execute(sql)
+
+
+def execute(cursor, layer: TileLayer, params: tuple) -> tuple[bytes, bool, str | None, object]:
+    """Run the layer's prepared statement on a synchronous cursor: (mvt, truncated,
+    epoch, next_change)."""
+    cursor.execute(execute_sql(layer, len(params)), params)
+    mvt, truncated, epoch, next_change = cursor.fetchone()
+    return (bytes(mvt) if mvt is not None else b""), bool(truncated), epoch, next_change
+
+
+def read_versions(cursor) -> dict[str, int]:
+    cursor.execute(f"EXECUTE {VERSIONS_STATEMENT}")
+    return dict(cursor.fetchall())

@@ -1,0 +1,256 @@
+"""PostgreSQL from the event loop: psycopg2 connections in asynchronous mode, pooled, so
+that serving a tile needs no thread.
+
+:class:`AsyncPool` hands out up to ``size`` connections (opened on demand, set up with
+``setup`` — the tile statements are prepared there) and runs one statement at a time on
+each. :class:`VersionReader` reads ``data_versions`` on a connection of its own and
+shares reads among the requests that wait at the same time, while guaranteeing each
+request a read that *started after it arrived*: a write committed before a request is
+always seen by it. Under load that is one round trip per batch of requests.
+
+psycopg2 asynchronous connections are in autocommit mode: every statement sees the data
+committed when it starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+import psycopg2
+import psycopg2.extensions as pgx
+
+log = logging.getLogger("gridbranch.tiles")
+
+
+async def _wait(conn) -> None:
+    """Drive ``conn`` until its current operation completes (poll / add_reader)."""
+    loop = asyncio.get_running_loop()
+    fd = conn.fileno()
+    while True:
+        state = conn.poll()
+        if state == pgx.POLL_OK:
+            return
+        ready = loop.create_future()
+        if state == pgx.POLL_READ:
+            loop.add_reader(fd, _set, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+        elif state == pgx.POLL_WRITE:
+            loop.add_writer(fd, _set, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(fd)
+        else:  # pragma: no cover - psycopg2 documents no other state
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+
+
+def _set(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def connect(dsn: str, setup: Callable[[], list[str]] | None = None):
+    conn = psycopg2.connect(dsn, async_=True)
+    try:
+        await _wait(conn)
+        for sql in setup() if setup else ():
+            await execute(conn, sql)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def execute(conn, sql: str, params=None, fetch: str | None = None):
+    """Run one statement; ``fetch`` "one" or "all" returns its rows."""
+    cur = conn.cursor()
+    try:
+        cur.execute(sql, params)
+        try:
+            await _wait(conn)
+        except asyncio.CancelledError:
+            conn.cancel()  # do not leave the statement running; the connection is dropped
+            raise
+        if fetch == "one":
+            return cur.fetchone()
+        if fetch == "all":
+            return cur.fetchall()
+        return None
+    finally:
+        cur.close()
+
+
+class AsyncPool:
+    def __init__(self, dsn: str, size: int, setup: Callable[[], list[str]] | None = None):
+        self.dsn = dsn
+        self.size = max(1, size)
+        self.setup = setup
+        self._idle: list = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _check_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # first use, or the app now runs on another loop
+            self.close()
+            self._loop = loop
+
+    async def acquire(self):
+        self._check_loop()
+        if self._idle:
+            return self._idle.pop()
+        if self._open < self.size:
+            self._open += 1
+            try:
+                return await connect(self.dsn, self.setup)
+            except BaseException:
+                self._open -= 1
+                self._wake()
+                raise
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            conn = await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self.release(waiter.result())  # handed over just as we gave up
+            raise
+        if conn is None:  # a slot was freed: open a connection in it
+            self._open += 1
+            try:
+                return await connect(self.dsn, self.setup)
+            except BaseException:
+                self._open -= 1
+                self._wake()
+                raise
+        return conn
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def release(self, conn, *, broken: bool = False) -> None:
+        if broken or conn.closed:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._open = max(0, self._open - 1)
+            self._wake()
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        self._idle.append(conn)
+
+    async def run(self, work):
+        """``await work(conn)`` on a pooled connection; a connection that fails is dropped,
+        and the work is tried once more on a new one if the first had gone bad."""
+        for attempt in (1, 2):
+            conn = await self.acquire()
+            try:
+                result = await work(conn)
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                self.release(conn, broken=True)
+                if attempt == 2:
+                    raise
+                log.warning("tile connection lost, retrying on a new one: %s", exc)
+                continue
+            except BaseException:
+                self.release(conn, broken=True)
+                raise
+            self.release(conn)
+            return result
+
+    def close(self) -> None:
+        """Close the idle connections and forget the rest (at shutdown, or when the app
+        moves to another event loop)."""
+        for conn in self._idle:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._idle.clear()
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.cancel()
+        self._waiters.clear()
+        self._open = 0
+        self._loop = None
+
+
+VERSIONS_SQL = "SELECT layer, version FROM data_versions"
+
+
+class VersionReader:
+    """Coalesced reads of ``data_versions`` (see the module docstring)."""
+
+    def __init__(self, dsn: str, timeout_s: float = 10.0):
+        self.dsn = dsn
+        self.timeout_s = timeout_s
+        self._conn = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._current: asyncio.Future | None = None
+        self._next: asyncio.Future | None = None
+        self.reads = 0
+
+    async def read(self) -> dict[str, int]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self.close()
+            self._loop = loop
+        if self._current is None:
+            self._current = loop.create_future()
+            loop.create_task(self._run(self._current))
+            return await asyncio.shield(self._current)
+        if self._next is None:
+            self._next = loop.create_future()
+        return await asyncio.shield(self._next)
+
+    async def _run(self, future: asyncio.Future) -> None:
+        try:
+            result = await asyncio.wait_for(self._query(), self.timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - handed to every waiter
+            self._drop()
+            if not future.done():
+                future.set_exception(exc)
+                future.exception()  # retrieved: the waiters may all have gone
+        else:
+            if not future.done():
+                future.set_result(result)
+        finally:
+            following, self._next = self._next, None
+            self._current = following
+            if following is not None:
+                asyncio.get_running_loop().create_task(self._run(following))
+
+    async def _query(self) -> dict[str, int]:
+        if self._conn is None:
+            self._conn = await connect(self.dsn)
+        rows = await execute(self._conn, VERSIONS_SQL, fetch="all")
+        self.reads += 1
+        return dict(rows)
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._conn = None
+
+    def close(self) -> None:
+        self._drop()
+        self._current = self._next = None

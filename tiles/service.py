@@ -1,0 +1,316 @@
+"""Serving tiles: layer selection and entitlement, the data-version read, the cache,
+rendering through the prepared statements, ETags, gzip.
+
+Everything runs on the event loop, with no thread in the way (:mod:`tiles.pg`): a tile
+request reads the data versions (one round trip, shared by the requests waiting at the
+same moment), answers from the in-process cache when the cached tile is still current,
+and otherwise runs each layer's prepared statement on a pooled connection — one round
+trip per layer. The statement runs after the version read, so a tile is never older than
+the versions it is filed under: a write committed before the request is in it.
+
+Connections: ``GRIDBRANCH_POOL_SIZE`` in all — one reads the versions, the others draw
+tiles (prepared statements, planned once, set up when a connection opens). Attributes
+computed per data version (:mod:`tiles.derived`) are built in a worker thread on one more
+connection, opened only for the build.
+
+Entitlement: the ``members`` layer (individual residences) exists only for admins —
+anyone else asking for it, alone or in a composite, gets 404. An admin gets it at zoom
+15 and above, inside their own area only; such tiles carry ``Cache-Control: private``,
+``Vary: Authorization``, and an ETag and cache key that include the admin's area.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import anyio.to_thread
+from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
+
+from layers.errors import InvalidInput, NotFound
+from tiles import derived
+from tiles.cache import CachedTile, TileCache, etag_for, gzip_body, if_none_match, make_etag
+from tiles.layers import LAYERS, PUBLIC_LAYERS, TileLayer, execute_sql, setup_statements
+from tiles.mvt import truncated_layer
+from tiles.pg import AsyncPool, VersionReader, execute
+from tiles.tms import MARGIN, Tile, check_tile, simplify_tolerance, tile_bounds
+
+log = logging.getLogger("gridbranch.tiles")
+
+MVT_TYPE = "application/vnd.mapbox-vector-tile"
+#: H3 resolution of the members_h3 layer by zoom.
+H3_RES = {10: 7, 11: 7, 12: 8, 13: 8, 14: 9, 15: 9, 16: 10}
+ENTITLED_ROLES = frozenset({"admin"})
+#: Degrees added around a tile when picking derived records by bounding box (~1 m): the
+#: index compares single-precision boxes rounded outwards.
+BOX_SLACK = 1e-5
+#: Bodies larger than this are compressed in a worker thread rather than on the loop.
+GZIP_INLINE_BYTES = 64 * 1024
+
+
+@dataclass
+class TileReply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def accepts_gzip(header: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (``gzip`` or ``*`` with q > 0)."""
+    if not header:
+        return False
+    for part in header.split(","):
+        token, _, params = part.strip().partition(";")
+        token = token.strip().lower()
+        if token in ("gzip", "x-gzip", "*"):
+            q = re.search(r"q\s*=\s*([0-9.]+)", params)
+            try:
+                if q is None or float(q.group(1)) > 0:
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def entitled(role: str | None, area_code: str | None) -> bool:
+    return role in ENTITLED_ROLES and bool(area_code)
+
+
+def parse_layers(raw: str, *, role: str | None, area_code: str | None) -> tuple[TileLayer, ...]:
+    """``grids`` or ``areas,grids,events``: the layers named, in order. Unknown names and
+    ``members`` for callers not entitled to it are 404s; repeats and empty names 422s."""
+    names = [n.strip() for n in raw.split(",")]
+    if not all(names):
+        raise InvalidInput(f"layers must be layer names separated by commas, got {raw!r}", field="layers")
+    if len(set(names)) != len(names):
+        raise InvalidInput(f"a layer is named twice in {raw!r}", field="layers")
+    out = []
+    for name in names:
+        layer = LAYERS.get(name)
+        if layer is None:
+            raise NotFound(f"unknown layer {name!r}; layers: {', '.join(LAYERS)}", field="layers")
+        if layer.personal and not entitled(role, area_code):
+            raise NotFound(f"layer {name!r} is served only to signed-in admins (individual residences, "
+                           "inside the admin's area)", field="layers")
+        out.append(layer)
+    return tuple(out)
+
+
+def layers_at_zoom(layers: tuple[TileLayer, ...], z: int) -> tuple[TileLayer, ...]:
+    """The layers drawn at zoom ``z``: a composite leaves out layers outside their zoom
+    range; a 404 when none is left (or the single layer asked for is out of range)."""
+    active = tuple(layer for layer in layers if layer.minzoom <= z <= layer.maxzoom)
+    if not active:
+        ranges = ", ".join(f"{layer.name} {layer.minzoom}–{layer.maxzoom}" for layer in layers)
+        raise NotFound(f"zoom {z} is outside the zoom range of {ranges}", field="z")
+    return active
+
+
+def _cache_control(base: str, valid_until: datetime | None, now: datetime) -> str:
+    """``base``, with any max-age/s-maxage capped at the time left until the tile's
+    content changes with the clock."""
+    if valid_until is None or "max-age" not in base:
+        return base
+    left = max(0, int((valid_until - now).total_seconds()))
+    return re.sub(r"((?:s-)?max-age)=(\d+)", lambda m: f"{m.group(1)}={min(int(m.group(2)), left)}", base)
+
+
+class TileService:
+    """Tiles for one app. ``settings`` is the app's :class:`geo_api.settings.Settings`,
+    ``url`` the database URL (SQLAlchemy form or libpq)."""
+
+    def __init__(self, settings, url):
+        self.settings = settings.tiles
+        events = getattr(settings, "events", None)
+        self.warn_share = float(getattr(events, "warn_share", 0.8))
+        coverage = getattr(settings, "coverage", None)
+        self.h3_min_count = int(getattr(coverage, "h3_min_count", 5))
+        self.coverage_thresholds = coverage.thresholds() if hasattr(coverage, "thresholds") else None
+        #: What else shapes a tile's content, for its ETag: a restart with other limits,
+        #: warning share or suppression threshold must not revalidate old copies.
+        self.config_tag = repr((self.settings.feature_limit, sorted(self.settings.feature_limits.items()),
+                                self.warn_share, self.h3_min_count, repr(self.coverage_thresholds)))
+        self.url = url
+        dsn = libpq_dsn(url)
+        self.reader = VersionReader(dsn)
+        self.pool = AsyncPool(dsn, settings.database.pool_size - 1, setup=setup_statements)
+        self.cache = TileCache(self.settings.cache_mb * 1024 * 1024)
+        self.derived = derived.DerivedCache()
+        self._build_engine = None
+
+    def close(self) -> None:
+        self.reader.close()
+        self.pool.close()
+        if self._build_engine is not None:
+            self._build_engine.dispose()
+            self._build_engine = None
+
+    # -- derived records ---------------------------------------------------------------
+    def _build(self, depends: tuple[str, ...], build) -> tuple[derived.FeatureRecords, dict[str, int]]:
+        """(records, versions read after the build) — in a worker thread."""
+        if self._build_engine is None:
+            self._build_engine = create_engine(self.url, poolclass=NullPool)
+        with self._build_engine.connect() as conn:
+            with Session(bind=conn) as session:
+                records = build(session)
+            after = dict(conn.execute(text("SELECT layer, version FROM data_versions")).all())
+        return records, after
+
+    async def records(self, kind: str, depends: tuple[str, ...], versions: dict[str, int], build,
+                      *extra) -> derived.FeatureRecords:
+        """The derived records of ``kind`` at ``versions`` (built once; a build that raced a
+        write is used for this tile but not kept)."""
+        key = (kind, tuple(versions.get(d) for d in depends), *extra)
+        found = self.derived.get(key)
+        if found is not None:
+            return found
+        async with self.derived.lock(kind):
+            found = self.derived.get(key)
+            if found is not None:
+                return found
+            records, after = await anyio.to_thread.run_sync(self._build, depends, build)
+            if all(after.get(d) == versions.get(d) for d in depends):
+                self.derived.put(key, records)
+            return records
+
+    async def params(self, layer: TileLayer, tile: Tile, scope: str | None, versions: dict[str, int],
+                     now: datetime) -> tuple:
+        """The bound parameters of ``layer``'s statement for ``tile``."""
+        limit = self.settings.feature_limits.get(layer.name, self.settings.feature_limit)
+        params: tuple = (tile.z, tile.x, tile.y, limit, simplify_tolerance(tile) if layer.simplify else 0.0)
+        name = layer.name
+        if name == "events":
+            return params + (now, self.warn_share)
+        if name == "members":
+            return params + (scope,)
+        if name == "grids":
+            records = await self.records("grids", layer.depends, versions, derived.grid_records)
+        elif name == "coverage_issues":
+            thresholds = self.coverage_thresholds
+            records = await self.records("coverage", layer.depends, versions,
+                                         lambda s: derived.coverage_records(s, thresholds))
+        elif name == "members_h3":
+            res = H3_RES[min(max(tile.z, min(H3_RES)), max(H3_RES))]
+            k = self.h3_min_count
+            records = await self.records("h3", layer.depends, versions,
+                                         lambda s: derived.h3_records(s, res=res, suppress_below=k), res, k)
+        else:
+            return params
+        minx, miny, maxx, maxy = tile_bounds(tile, MARGIN)
+        bbox = (minx - BOX_SLACK, miny - BOX_SLACK, maxx + BOX_SLACK, maxy + BOX_SLACK)
+        return params + (records.json_within(bbox),)
+
+    # -- tiles -------------------------------------------------------------------------
+    async def render(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None,
+                     versions: dict[str, int], now: datetime) -> CachedTile:
+        """Draw the tile: each layer's prepared statement, joined, and the truncation layer."""
+        bound = [(layer, await self.params(layer, tile, scope, versions, now)) for layer in layers]
+
+        async def work(conn):
+            return [await execute(conn, execute_sql(layer, len(p)), p, fetch="one") for layer, p in bound]
+
+        rows = await self.pool.run(work)
+        parts, truncated, epochs = [], {}, []
+        valid_until = None
+        for (layer, p), (mvt, cut, epoch, next_change) in zip(bound, rows):
+            if mvt:
+                parts.append(bytes(mvt))
+            if cut:
+                truncated[layer.name] = p[3]
+            if layer.timed:
+                epochs.append(f"{layer.name}:{epoch}")
+                if next_change is not None and (valid_until is None or next_change < valid_until):
+                    valid_until = next_change
+        body = b"".join(parts) + truncated_layer(truncated)
+        used = _used_versions(layers, versions)
+        etag = make_etag(tuple(layer.name for layer in layers), tile.z, tile.x, tile.y, used, scope,
+                         tuple(epochs), self.config_tag)
+        return CachedTile(versions=used, etag=etag, body=body, truncated=truncated, valid_until=valid_until)
+
+    def key(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None) -> tuple:
+        return (tuple(layer.name for layer in layers), tile.z, tile.x, tile.y, scope)
+
+    async def tile(self, layers: tuple[TileLayer, ...], tile: Tile, *, scope: str | None, gzip: bool,
+                   if_none_match_header: str | None) -> TileReply:
+        """The reply for a tile request (layers already checked for the caller and zoom)."""
+        versions = await self.reader.read()
+        now = datetime.now(timezone.utc)
+        key = self.key(layers, tile, scope)
+        entry = None
+        if self.settings.cache:
+            entry = self.cache.get(key, _used_versions(layers, versions), now)
+        if entry is None:
+            entry = await self.render(layers, tile, scope, versions, now)
+            if self.settings.cache:
+                self.cache.put(key, entry)
+        return await self.reply(key, entry, gzip=gzip, if_none_match_header=if_none_match_header,
+                                private=scope is not None, now=now)
+
+    async def reply(self, key: tuple, entry: CachedTile, *, gzip: bool, if_none_match_header: str | None,
+                    private: bool, now: datetime) -> TileReply:
+        compressed = gzip and bool(entry.body)
+        etag = etag_for(entry.etag, compressed)
+        base = self.settings.cache_control_private if private else self.settings.cache_control
+        headers = {
+            "ETag": etag,
+            "Cache-Control": _cache_control(base, entry.valid_until, now),
+            "Vary": "Accept-Encoding, Authorization" if private else "Accept-Encoding",
+        }
+        if not private:
+            headers["Access-Control-Allow-Origin"] = "*"
+        if entry.truncated:
+            headers["X-Tile-Truncated"] = ", ".join(f"{n};limit={v}" for n, v in sorted(entry.truncated.items()))
+        if if_none_match(if_none_match_header, etag):
+            return TileReply(304, b"", headers)
+        if not entry.body:
+            return TileReply(204, b"", headers)
+        headers["Content-Type"] = MVT_TYPE
+        if not compressed:
+            return TileReply(200, entry.body, headers)
+        if entry.gzipped is None:
+            before = entry.size
+            level = self.settings.gzip_level
+            if len(entry.body) <= GZIP_INLINE_BYTES:
+                entry.gzipped = gzip_body(entry.body, level)
+            else:
+                entry.gzipped = await anyio.to_thread.run_sync(gzip_body, entry.body, level)
+            self.cache.grew(key, entry, before)
+        headers["Content-Encoding"] = "gzip"
+        return TileReply(200, entry.gzipped, headers)
+
+    # -- metadata ----------------------------------------------------------------------
+    async def extent(self) -> tuple[float, float, float, float] | None:
+        """The WGS84 extent of the areas layer (None when there are no areas)."""
+        versions = await self.reader.read()
+        key = versions.get("areas")
+        if getattr(self, "_extent_key", None) == key:
+            return self._extent
+
+        async def work(conn):
+            return await execute(conn, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                                       "FROM (SELECT ST_Extent(geom) AS e FROM admin_areas) s", fetch="one")
+
+        row = await self.pool.run(work)
+        value = None if row is None or row[0] is None else tuple(float(v) for v in row)
+        self._extent_key, self._extent = key, value
+        return value
+
+
+def libpq_dsn(url) -> str:
+    """A libpq URI for ``url`` (an SQLAlchemy URL or string), without the driver name."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _used_versions(layers: tuple[TileLayer, ...], versions: dict[str, int]) -> tuple[tuple[str, int], ...]:
+    deps = sorted({d for layer in layers for d in layer.depends})
+    return tuple((d, versions.get(d, 0)) for d in deps)
+
+
+__all__ = ["TileService", "TileReply", "parse_layers", "layers_at_zoom", "accepts_gzip", "check_tile", "entitled",
+           "PUBLIC_LAYERS", "MVT_TYPE"]
