@@ -48,7 +48,10 @@ def _fresh_database(server: str, name: str, template: str | None = None) -> str:
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    """This test process, unique across concurrent test runs on the same server: the xdist
+    worker and the run's id (or this process id without xdist)."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID", "")[:8] or str(os.getpid())
+    return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{run}"
 
 
 def _demo_fingerprint() -> str:
@@ -69,11 +72,12 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def migrated_engine(server_url) -> Iterator[Engine]:
     """An empty database migrated to head, private to this test worker."""
-    url = _fresh_database(server_url, f"gridbranch_test_{_worker()}")
-    engine = db.make_engine(url, 5)
+    name = f"gridbranch_test_{_worker()}"
+    engine = db.make_engine(_fresh_database(server_url, name), 5)
     migrate.upgrade(engine)
     yield engine
     engine.dispose()
+    pg.drop_database(server_url, name)
 
 
 def _demo_template(server_url: str) -> str:
@@ -119,10 +123,11 @@ def demo_engine(server_url) -> Iterator[Engine]:
     """A database with the whole Jinshui demo district and the demo accounts
     (password ``TEST_PASSWORD``), private to this test worker."""
     template = _demo_template(server_url)
-    url = _fresh_database(server_url, f"gridbranch_demo_{_worker()}", template=template)
-    engine = db.make_engine(url, 10)
+    name = f"gridbranch_demo_{_worker()}"
+    engine = db.make_engine(_fresh_database(server_url, name, template=template), 10)
     yield engine
     engine.dispose()
+    pg.drop_database(server_url, name)
 
 
 def _rolled_back_session(engine: Engine) -> Iterator[Session]:

@@ -12,7 +12,7 @@ from ingest.crs import from_wgs84
 from layers import db, migrate
 from layers.locate import build_grid_index
 from layers.versions import data_versions
-from tests.conftest import _fresh_database
+from tests.conftest import _fresh_database, _worker
 from tests.factories import GRID_A, GRID_B, GRID_C, small_layout
 
 X, Y = 113.60, 34.70
@@ -104,7 +104,7 @@ def test_a_file_without_the_columns_is_refused(empty_db):
 
 @pytest.fixture
 def cli_database(server_url, monkeypatch):
-    url = _fresh_database(server_url, "gridbranch_test_cli")
+    url = _fresh_database(server_url, f"gridbranch_test_cli_{_worker()}")
     engine = db.make_engine(url, 1)
     migrate.upgrade(engine)
     with Session(engine) as session:

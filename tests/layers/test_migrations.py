@@ -5,7 +5,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.exc import DataError, IntegrityError, InternalError
 
 from layers import db, migrate
-from tests.conftest import _fresh_database
+from tests.conftest import _fresh_database, _worker
 
 TABLES = {
     "admin_areas", "grids", "grid_versions", "branches", "branch_grids", "service_roles", "members",
@@ -15,7 +15,7 @@ TABLES = {
 
 @pytest.fixture
 def scratch_engine(server_url):
-    engine = db.make_engine(_fresh_database(server_url, "gridbranch_test_migrations"), 1)
+    engine = db.make_engine(_fresh_database(server_url, f"gridbranch_test_migrations_{_worker()}"), 1)
     yield engine
     engine.dispose()
 
