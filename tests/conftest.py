@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,21 @@ def _worker() -> str:
     return f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{run}"
 
 
+@contextmanager
+def scratch_engine(server_url: str, base: str, pool: int = 1, migrated: bool = False) -> Iterator[Engine]:
+    """An empty database private to this test process (migrated to head if asked),
+    dropped when the block ends."""
+    name = f"gridbranch_{base}_{_worker()}"
+    engine = db.make_engine(_fresh_database(server_url, name), pool)
+    try:
+        if migrated:
+            migrate.upgrade(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        pg.drop_database(server_url, name)
+
+
 def _demo_fingerprint() -> str:
     """Changes whenever the demo generator, its data or the migrations change."""
     h = hashlib.sha256()
@@ -72,12 +88,8 @@ def server_url() -> str:
 @pytest.fixture(scope="session")
 def migrated_engine(server_url) -> Iterator[Engine]:
     """An empty database migrated to head, private to this test worker."""
-    name = f"gridbranch_test_{_worker()}"
-    engine = db.make_engine(_fresh_database(server_url, name), 5)
-    migrate.upgrade(engine)
-    yield engine
-    engine.dispose()
-    pg.drop_database(server_url, name)
+    with scratch_engine(server_url, "test", pool=5, migrated=True) as engine:
+        yield engine
 
 
 def _demo_template(server_url: str) -> str:

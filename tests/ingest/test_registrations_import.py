@@ -9,10 +9,9 @@ from sqlalchemy.orm import Session
 from geo_api.cli import main
 from ingest import registrations as bulk
 from ingest.crs import from_wgs84
-from layers import db, migrate
 from layers.locate import build_grid_index
 from layers.versions import data_versions
-from tests.conftest import _fresh_database, _worker
+from tests.conftest import scratch_engine
 from tests.factories import GRID_A, GRID_B, GRID_C, small_layout
 
 X, Y = 113.60, 34.70
@@ -104,15 +103,12 @@ def test_a_file_without_the_columns_is_refused(empty_db):
 
 @pytest.fixture
 def cli_database(server_url, monkeypatch):
-    url = _fresh_database(server_url, f"gridbranch_test_cli_{_worker()}")
-    engine = db.make_engine(url, 1)
-    migrate.upgrade(engine)
-    with Session(engine) as session:
-        small_layout(session, X, Y)
-        session.commit()
-    monkeypatch.setenv("GRIDBRANCH_DATABASE_URL", url)
-    yield engine
-    engine.dispose()
+    with scratch_engine(server_url, "test_cli", migrated=True) as engine:
+        with Session(engine) as session:
+            small_layout(session, X, Y)
+            session.commit()
+        monkeypatch.setenv("GRIDBRANCH_DATABASE_URL", engine.url.render_as_string(hide_password=False))
+        yield engine
 
 
 def test_the_command_dry_runs_then_commits(cli_database, tmp_path, capsys):

@@ -15,13 +15,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, InternalError
 from sqlalchemy.orm import Session
 
-from layers import db, migrate
 from layers import events as ev
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.events_eval import evaluate, evaluation_csv
 from layers.locate import build_grid_index
 from layers.workcal import WorkCalendar, add_working_hours
-from tests.conftest import _fresh_database, _worker
+from tests.conftest import scratch_engine
 from tests.factories import COMMUNITY, GRID_A, GRID_B, add_area, add_grid, add_member, rect, small_layout
 
 X, Y = 113.60, 34.70
@@ -409,13 +408,11 @@ def test_report_channels_fit_the_caller():
 
 @pytest.fixture(scope="module")
 def race_engine(server_url):
-    engine = db.make_engine(_fresh_database(server_url, f"gridbranch_test_events_race_{_worker()}"), 4)
-    migrate.upgrade(engine)
-    with Session(engine) as session:
-        event_world(session)
-        session.commit()
-    yield engine
-    engine.dispose()
+    with scratch_engine(server_url, "test_events_race", pool=4, migrated=True) as engine:
+        with Session(engine) as session:
+            event_world(session)
+            session.commit()
+        yield engine
 
 
 def _registered_event(engine) -> int:

@@ -4,8 +4,8 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import DataError, IntegrityError, InternalError
 
-from layers import db, migrate
-from tests.conftest import _fresh_database, _worker
+from layers import migrate
+from tests.conftest import scratch_engine as conftest_scratch
 
 TABLES = {
     "admin_areas", "grids", "grid_versions", "branches", "branch_grids", "service_roles", "members",
@@ -15,9 +15,8 @@ TABLES = {
 
 @pytest.fixture
 def scratch_engine(server_url):
-    engine = db.make_engine(_fresh_database(server_url, f"gridbranch_test_migrations_{_worker()}"), 1)
-    yield engine
-    engine.dispose()
+    with conftest_scratch(server_url, "test_migrations") as engine:
+        yield engine
 
 
 def test_up_down_up(scratch_engine):
