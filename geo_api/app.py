@@ -66,6 +66,7 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
     for module in (health, auth, areas, grids, locate, registrations, branches, coverage, events, open311, tiles):
         app.include_router(module.router)
     app.add_middleware(TileFastPath)  # anonymous public tiles ahead of routing (tiles/fastpath.py)
+    app.add_middleware(events.EventReportFastPath)  # anonymous reports ahead of routing (routers/events.py)
 
     from web_map import mount as mount_web_map
 

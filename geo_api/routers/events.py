@@ -3,6 +3,7 @@ evaluate; the working calendar and the routing overrides. Access rules: ``layers
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal
 
@@ -11,13 +12,14 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from geo_api.deps import Caller, Public, SessionDep, require_roles
-from ingest.points import to_wgs84_point
+from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from layers import events as ev
 from layers import events_eval
 from layers.codes import check_code, level_of
-from layers.errors import Forbidden, InvalidInput
+from layers.errors import Forbidden, GridbranchError, InvalidInput
+from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -65,40 +67,73 @@ def _readable(caller: Caller, row, event_id: int) -> None:
 
 @router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)")
 async def report(request: Request, body: EventReport, session: SessionDep, caller: Public) -> Response:
-    # Reports run in a few threads at once (GRIDBRANCH_EVENTS_REPORT_THREADS): enough to
-    # overlap their database round trips, few enough not to fight over the GIL in a burst.
-    limiter = getattr(request.app.state, "event_report_limiter", None)
-    if limiter is None:
-        limiter = request.app.state.event_report_limiter = anyio.CapacityLimiter(
-            request.app.state.settings.events.report_threads)
-    return await anyio.to_thread.run_sync(_report, request, body, session, caller, limiter=limiter)
-
-
-def _report(request: Request, body: EventReport, session, caller: Caller) -> Response:
     settings = request.app.state.settings
     es = settings.events
     ev.check_channel(body.channel, caller.role)
     ev.check_report_size(body.description, body.photos, max_description=es.max_description,
                          max_photos=es.max_photos, max_photo_url=es.max_photo_url)
-    lon, lat, spec = to_wgs84_point(body.lon, body.lat, body.crs)
-    stored, grid = ev.report_anywhere(
-        session, request.app.state.grid_index,
-        ev.Report(lon, lat, spec.name, body.lon, body.lat, body.category, body.channel, body.description,
-                  tuple(body.photos), body.contact),
-        tolerance_m=settings.locate.tolerance_m, edge_m=settings.locate.edge_m,
-        reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"],
-        duplicate_radius_m=es.duplicate_radius_m, duplicate_window_hours=es.duplicate_window_hours,
-    )
-    session.commit()
+    result = await report_batcher(request.app).submit(Pending(
+        body.lon, body.lat, body.crs, body.category, body.channel, body.description, tuple(body.photos), body.contact,
+        reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"]))
+    out = report_answer(result, body.channel, body.lon, body.lat)
+    if caller.role in ("dispatcher", "admin"):
+        out["routing"]["suggestions"] = await anyio.to_thread.run_sync(
+            lambda: ev.suggest_members(session, result.stored["id"], result.stored["role_code"],
+                                       radius_m=es.suggest_radius_m, limit=es.suggest_limit,
+                                       max_open_tasks=es.max_open_tasks))
+    return _json(out, 201)
+
+
+# -- Reporting: group commit and the anonymous fast path ---------------------------------
+
+
+@contextmanager
+def _batch_session(app):
+    """The session a group of reports is written in: the app's (or, where a test overrides
+    ``get_session``, the test's — left open, as the override owns it)."""
+    override = app.dependency_overrides.get(get_session)
+    if override is not None:
+        yield override()
+        return
+    session = app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+def report_batcher(app) -> ReportBatcher:
+    """The app's :class:`layers.events_batch.ReportBatcher`: reports of concurrent requests
+    are stored in groups, one transaction each (GRIDBRANCH_EVENTS_REPORT_BATCH_MAX,
+    GRIDBRANCH_EVENTS_REPORT_WRITERS)."""
+    batcher = getattr(app.state, "event_report_batcher", None)
+    if batcher is None:
+        settings = app.state.settings
+        es = settings.events
+
+        def process(reports: list[Pending]):
+            with _batch_session(app) as session:
+                return store_reports(session, app.state.grid_index, reports, tolerance_m=settings.locate.tolerance_m,
+                                     edge_m=settings.locate.edge_m, duplicate_radius_m=es.duplicate_radius_m,
+                                     duplicate_window_hours=es.duplicate_window_hours)
+
+        batcher = app.state.event_report_batcher = ReportBatcher(process, max_batch=es.report_batch_max,
+                                                                 writers=es.report_writers)
+    return batcher
+
+
+def report_answer(result: Stored, channel: str, x: float, y: float) -> dict:
+    """The answer to a stored report (without member suggestions)."""
+    stored, grid = result.stored, result.grid
     branches = grid["branches"] or []
-    out = {
+    return {
         "id": stored["id"],
         "status": stored["status"],
         "version": stored["version"],
         "category": stored["category"],
-        "channel": body.channel,
-        "point": [round(lon, 7), round(lat, 7)],
-        "source": {"crs": spec.name, "x": body.lon, "y": body.lat},
+        "channel": channel,
+        "point": [round(result.lon, 7), round(result.lat, 7)],
+        "source": {"crs": result.crs, "x": x, "y": y},
         "match": grid["match"],
         "grid": {"code": grid["code"], "name": grid["name"], "version": grid["version"]},
         "community": {"code": grid["community_code"], "name": grid["community_name"]},
@@ -114,12 +149,133 @@ def _report(request: Request, body: EventReport, session, caller: Caller) -> Res
         "due_at": None,
         "possible_duplicates": stored["possible_duplicates"],
     }
-    if caller.role in ("dispatcher", "admin"):
-        out["routing"]["suggestions"] = ev.suggest_members(
-            session, stored["id"], stored["role_code"], radius_m=es.suggest_radius_m, limit=es.suggest_limit,
-            max_open_tasks=es.max_open_tasks,
-        )
-    return _json(out, 201)
+
+
+_CHANNELS = frozenset(Channel.__args__)
+_REPORT_FIELDS = {name: f for name, f in EventReport.model_fields.items()}
+
+
+def _max_length(name: str) -> int | None:
+    for m in _REPORT_FIELDS[name].metadata:
+        if hasattr(m, "max_length"):
+            return m.max_length
+    return None
+
+
+_MAX_CRS, _MAX_CATEGORY, _MAX_CONTACT = _max_length("crs"), _max_length("category"), _max_length("contact")
+_MAX_BODY = 1 << 20
+
+
+def _plain_report(data) -> tuple[float, float, str, str, str, str, tuple[str, ...], str | None] | None:
+    """The fields of an :class:`EventReport` body when every one is plainly valid (as the
+    model would take it unchanged); None when anything would need the model's coercion or
+    its errors — then the routed endpoint answers."""
+    if type(data) is not dict:
+        return None
+    x, y = data.get("lon"), data.get("lat")
+    if type(x) not in (float, int) or type(y) not in (float, int):
+        return None
+    try:
+        x, y = float(x), float(y)
+    except OverflowError:
+        return None
+    crs = data.get("crs", "wgs84")
+    category = data.get("category")
+    description = data.get("description")
+    channel = data.get("channel", "public")
+    photos = data.get("photos", [])
+    contact = data.get("contact")
+    if (type(crs) is not str or len(crs) > _MAX_CRS or type(category) is not str or len(category) > _MAX_CATEGORY
+            or type(description) is not str or type(channel) is not str or channel not in _CHANNELS
+            or type(photos) is not list or any(type(u) is not str for u in photos)
+            or (contact is not None and (type(contact) is not str or len(contact) > _MAX_CONTACT))):
+        return None
+    return x, y, crs, category, description, channel, tuple(photos), contact
+
+
+class EventReportFastPath:
+    """ASGI middleware: anonymous ``POST /v1/events`` ahead of FastAPI's routing, body
+    validation and dependencies (registered by ``geo_api.app.create_app``).
+
+    It takes only requests the route would take as they are — no ``Authorization``
+    header, a JSON body whose fields are all plainly valid (see :func:`_plain_report`),
+    the public channel — and answers them through the same checks, the same
+    :func:`report_batcher` and the same :func:`report_answer` as :func:`report`, hence
+    the same bytes. Anything else, and any report refused before it was written (bad
+    input, outside the service area, unknown category: nothing stored), is handed to the
+    routed endpoint with the body replayed, so errors keep their one format. An
+    unexpected failure after a report may have been stored is not retried: it becomes the
+    app's 500. ``GRIDBRANCH_EVENTS_FAST_PATH=false`` turns it off."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        root = scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root):]
+        app = scope.get("app")
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        if path != "/v1/events" or settings is None or not settings.events.fast_path:
+            await self.app(scope, receive, send)
+            return
+        json_body = False
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                await self.app(scope, receive, send)
+                return
+            if name == b"content-type":
+                json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
+        if not json_body:
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > _MAX_BODY:
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": more}
+            return await receive()
+
+        fields = None
+        if not more:
+            try:
+                fields = _plain_report(orjson.loads(body))
+            except orjson.JSONDecodeError:
+                fields = None
+        if fields is None:
+            await self.app(scope, replay, send)
+            return
+        x, y, crs, category, description, channel, photos, contact = fields
+        es = settings.events
+        try:
+            ev.check_channel(channel, None)
+            ev.check_report_size(description, photos, max_description=es.max_description, max_photos=es.max_photos,
+                                 max_photo_url=es.max_photo_url)
+            result = await report_batcher(app).submit(Pending(x, y, crs, category, channel, description, photos,
+                                                              contact, reporter=None,
+                                                              actor=ev.CHANNEL_NAMES["public"]))
+        except GridbranchError:
+            await self.app(scope, replay, send)  # nothing was stored: the route answers with the problem details
+            return
+        await _json(report_answer(result, channel, x, y), 201)(scope, receive, send)
 
 
 @router.get("/categories", summary="Event categories with department, time limit (working hours) and fitting role")
