@@ -1,21 +1,26 @@
 """The web map in a real browser (Debian's chromium, headless, software WebGL): it loads
-offline and cleanly, its sources hold what the API serves, it renders the grids in the
-legend's colours, and clicking a grid shows that grid."""
+offline and cleanly from the service's own vector tiles, the tiles hold what the API
+serves, it renders grids, events and coverage issues in the legend's colours, clicks
+explain what lies under them, the layer panel switches layers, the embedded map shows
+public aggregates only, and no personal data is ever asked for."""
 
 from __future__ import annotations
 
 import json
 import struct
 import zlib
+from datetime import datetime
 from functools import cache
-from urllib.parse import urlsplit
-from urllib.request import urlopen
+from urllib.parse import urlencode, urlsplit
+from urllib.request import Request, urlopen
+from zoneinfo import ZoneInfo
 
 import pytest
 from shapely.geometry import Point, shape
 from shapely.ops import polylabel
 
-from tests.web_map.conftest import VIEWPORT
+from tests.conftest import TEST_PASSWORD
+from tests.web_map.conftest import PROXY_PREFIX, VIEWPORT
 
 pytestmark = pytest.mark.browser
 
@@ -23,20 +28,44 @@ SCREENSHOT = "/tmp/gridbranch-map.png"
 SCREENSHOT_POPUP = "/tmp/gridbranch-map-popup.png"
 READY = "document.body.dataset.ready === '1' || document.body.dataset.error === '1'"
 
+# the tile layers the full map and the embedded map ask for; never "members"
+PUBLIC_LAYERS = ("areas", "grids", "branches", "events", "coverage_issues", "members_h3")
+EMBED_LAYERS = ("areas", "grids", "branches", "members_h3")
+# endpoints that answer with personal data (or only to staff): the public map never calls them
+PERSONAL_PATHS = ("/v1/registrations", "/v1/events", "/v1/auth", "/v1/coverage/summary", "/v1/coverage/issues",
+                  "/v1/branches", "/open311")
+TERMINAL = {"closed", "rejected", "duplicate"}
+EVENT_STATUS = {"reported": "已上报", "registered": "已登记", "dispatched": "已派遣", "in_progress": "处置中",
+                "handled": "已处置", "returned": "已退回", "deferred": "暂缓", "closed": "已结案",
+                "rejected": "不予受理", "duplicate": "重复事件"}
+
 # the legend's colours as rendered: fill-opacity 0.7 over the district's #fbfaf7
 WITH_BRANCH_RGB = (175, 209, 233)
 WITHOUT_BRANCH_RGB = (245, 188, 183)
 OUTSIDE_RGB = (230, 233, 237)
+# event dots (opaque): normal, warning, overdue
+EVENT_RGB = {"normal": (0x2F, 0x6F, 0xDB), "warning": (0xF2, 0xA9, 0x00), "overdue": (0xD7, 0x19, 0x1C)}
 VIEWPORT_W, VIEWPORT_H = VIEWPORT["width"], VIEWPORT["height"]
+# map layers through which a click at a grid's inner point may pass and still be "just the grid"
+GRID_ONLY = {"district-fill", "grids-fill", "grids-hover", "grids-selected"}
 
 
 # --- helpers --------------------------------------------------------------------
 
 
-def get_json(url: str) -> dict:
-    with urlopen(url, timeout=30) as r:
+def get_json(url: str, headers: dict | None = None) -> dict:
+    with urlopen(Request(url, headers=headers or {}), timeout=30) as r:
         assert r.status == 200, url
         return json.load(r)
+
+
+@cache
+def bearer(base: str, username: str) -> dict:
+    """Sign in a demo account through the password flow (for the cross-checks only:
+    the map itself never signs in)."""
+    body = urlencode({"username": username, "password": TEST_PASSWORD}).encode()
+    with urlopen(Request(f"{base}/v1/auth/token", data=body), timeout=30) as r:
+        return {"Authorization": f"Bearer {json.load(r)['access_token']}"}
 
 
 @cache
@@ -55,6 +84,18 @@ def api_areas(base: str, level: str) -> list[dict]:
     return get_json(f"{base}/v1/areas/boundaries?level={level}")["features"]
 
 
+def api_events(base: str, time_state: str) -> dict[int, dict]:
+    """Events in warning or overdue now, as the dispatcher sees them."""
+    out, offset = {}, 0
+    while True:
+        body = get_json(f"{base}/v1/events?time_state={time_state}&limit=1000&offset={offset}",
+                        bearer(base, "dispatcher"))
+        out.update({e["id"]: e for e in body["items"]})
+        offset += len(body["items"])
+        if not body["items"] or offset >= body["total"]:
+            return out
+
+
 def inner_point(geometry: dict) -> tuple[float, float]:
     """A point well inside a (multi)polygon: the pole of inaccessibility of its largest part."""
     geom = shape(geometry)
@@ -64,15 +105,96 @@ def inner_point(geometry: dict) -> tuple[float, float]:
     return p.x, p.y
 
 
-def open_map(page, base: str) -> None:
-    page.goto(f"{base}/map")
+def open_map(page, base: str, query: str = "") -> None:
+    page.goto(f"{base}/map{query}")
     page.wait_for_function(READY, timeout=60_000)
     assert page.evaluate("document.body.dataset.error") is None, page.inner_text("#status")
+
+
+def wait_idle(page) -> None:
+    """Until the map has drawn every tile of the current view."""
+    page.evaluate(
+        """() => new Promise((resolve) => {
+            const map = window.gridbranchMap;
+            map.once('idle', () => resolve());  // not the event: it holds the map
+            map.triggerRepaint();
+        })"""
+    )
+
+
+def move_to(page, lon: float, lat: float, zoom: float) -> None:
+    # (braces: the map that jumpTo returns is not to be serialised back to Python)
+    page.evaluate("([lon, lat, zoom]) => { window.gridbranchMap.jumpTo({center: [lon, lat], zoom}); }", [lon, lat, zoom])
+    wait_idle(page)
 
 
 def to_screen(page, lon: float, lat: float) -> tuple[float, float]:
     xy = page.evaluate("([lon, lat]) => { const p = window.gridbranchMap.project([lon, lat]); return [p.x, p.y]; }", [lon, lat])
     return xy[0], xy[1]
+
+
+def to_lonlat(page, x: float, y: float) -> tuple[float, float]:
+    ll = page.evaluate("([x, y]) => { const l = window.gridbranchMap.unproject([x, y]); return [l.lng, l.lat]; }", [x, y])
+    return ll[0], ll[1]
+
+
+def rendered(page, layers: list[str], around: tuple[float, float] | None = None, pad: float = 0) -> list[dict]:
+    """queryRenderedFeatures on ``layers`` (all of the view, or a box around a point):
+    layer id, feature id, properties and (for points) coordinates."""
+    return page.evaluate(
+        """([layers, around, pad]) => {
+            const map = window.gridbranchMap;
+            const where = around ? [[around[0] - pad, around[1] - pad], [around[0] + pad, around[1] + pad]] : undefined;
+            const existing = layers.filter((id) => map.getLayer(id));
+            if (!existing.length) return [];
+            return map.queryRenderedFeatures(where, {layers: existing}).map((f) => ({
+                layer: f.layer.id, id: f.id, properties: f.properties,
+                point: f.geometry.type === 'Point' ? f.geometry.coordinates : null,
+            }));
+        }""",
+        [layers, list(around) if around else None, pad],
+    )
+
+
+def source_features(page, source_layer: str) -> list[dict]:
+    """What the worker has cut into tiles for the current view (a feature once per tile)."""
+    return page.evaluate(
+        """(layer) => window.gridbranchMap.querySourceFeatures('gridbranch', {sourceLayer: layer})
+            .map((f) => ({id: f.id, properties: f.properties}))""",
+        source_layer,
+    )
+
+
+def everything_at(page, x: float, y: float, pad: float) -> set[str]:
+    """The ids of the map layers that draw something within ``pad`` pixels of (x, y)."""
+    return set(page.evaluate(
+        """([x, y, pad]) => [...new Set(window.gridbranchMap.queryRenderedFeatures(
+            [[x - pad, y - pad], [x + pad, y + pad]]).map((f) => f.layer.id))]""",
+        [x, y, pad],
+    ))
+
+
+def tile_requests(requests: list[str], prefix: str = "") -> list[tuple[tuple[str, ...], int]]:
+    """(layers, z) of every tile the page asked for."""
+    out = []
+    for url in requests:
+        path = urlsplit(url).path[len(prefix):]
+        if path.startswith("/tiles/") and path.endswith(".mvt"):
+            layers, z = path.split("/")[2], int(path.split("/")[3])
+            out.append((tuple(layers.split(",")), z))
+    return out
+
+
+def assert_public_only(requests: list[str], allowed: tuple[str, ...], prefix: str = "") -> None:
+    """No tile request names a layer beyond ``allowed`` (and never ``members``); no
+    request reaches an endpoint answering with personal data."""
+    for layers, _ in tile_requests(requests, prefix):
+        assert "members" not in layers, layers
+        assert set(layers) <= set(allowed), layers
+    for url in requests:
+        path = urlsplit(url).path[len(prefix):]
+        assert not path.startswith(PERSONAL_PATHS), url
+        assert "members" not in path.replace("members_h3", ""), url
 
 
 def png_pixels(data: bytes) -> list[list[tuple[int, ...]]]:
@@ -124,18 +246,29 @@ def near(rgb, expected, tolerance: int = 14) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(rgb, expected))
 
 
+def covered(page) -> list[tuple[float, float, float, float]]:
+    """Screen boxes of the chrome floating over the map (panel, controls, legend)."""
+    return page.evaluate(
+        """() => [...document.querySelectorAll('#panel, .maplibregl-ctrl, #embed-legend, .maplibregl-popup')]
+            .filter((e) => !e.hidden && e.getBoundingClientRect().width > 0).map((e) => {
+                const r = e.getBoundingClientRect();
+                return [r.left - 8, r.top - 8, r.right + 8, r.bottom + 8];
+            })"""
+    )
+
+
+def on_open_map(page, x: float, y: float) -> bool:
+    inside = 10 < x < VIEWPORT_W - 10 and 10 < y < VIEWPORT_H - 10
+    return inside and not any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in covered(page))
+
+
 def pick_grid(page, base: str, has_branch: bool) -> tuple[dict, tuple[float, float]]:
     """A big grid with (or without) a branch whose inner point is on the visible map
-    (not under the panel or a control), and that point on the screen."""
+    (not under the panel or a control) with nothing but the grid drawn around it (no
+    event, site, coverage issue or boundary), and that point on the screen."""
     candidates = [f for f in api_grids(base) if bool(f["properties"]["has_branch"]) == has_branch]
     if not candidates:
         pytest.skip(f"the demo has no grid with has_branch={has_branch}")
-    covers = page.evaluate(
-        """() => [...document.querySelectorAll('#panel, .maplibregl-ctrl')].map((e) => {
-            const r = e.getBoundingClientRect();
-            return [r.left - 8, r.top - 8, r.right + 8, r.bottom + 8];
-        })"""
-    )
     shapes = {f["properties"]["code"]: shape(f["geometry"]) for f in api_grids(base)}
     for grid in sorted(candidates, key=lambda f: shapes[f["properties"]["code"]].area, reverse=True):
         lon, lat = inner_point(grid["geometry"])
@@ -143,26 +276,62 @@ def pick_grid(page, base: str, has_branch: bool) -> tuple[dict, tuple[float, flo
         if any(g.intersects(here) for c, g in shapes.items() if c != grid["properties"]["code"]):
             continue  # an overlap (the demo draws a few on purpose): the click is ambiguous
         x, y = to_screen(page, lon, lat)
-        inside = 10 < x < VIEWPORT_W - 10 and 10 < y < VIEWPORT_H - 10
-        if inside and not any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in covers):
+        if on_open_map(page, x, y) and everything_at(page, x, y, 8) <= GRID_ONLY:
             return grid, (x, y)
     raise AssertionError(f"no grid with has_branch={has_branch} is visible on the map")
 
 
-SOURCE_CODES = """(source) => {
-    const map = window.gridbranchMap;
-    return map.getSource(source).getData().then((data) => ({
-        data: data.features.map((f) => f.properties.code),
-        // what the worker has cut into tiles for the current view
-        tiles: [...new Set(map.querySourceFeatures(source).map((f) => f.properties.code))],
-    }));
-}"""
+STATE_RANK = {"normal": 1, "warning": 2, "overdue": 3}  # the map's circle-sort-key
+
+
+def event_state(properties: dict) -> str:
+    return "overdue" if properties.get("overdue") else "warning" if properties.get("warning") else "normal"
+
+
+def isolated_event(page, state: str) -> dict:
+    """An open event in ``state`` (normal, warning, overdue) drawn on the open map with no
+    other event that could be drawn over it within 8 px (the map draws overdue above
+    warning above the rest), and its screen position. Zooms in on one when the
+    whole-district view has none."""
+
+    def find() -> dict | None:
+        for e in rendered(page, ["events-circle"]):
+            if event_state(e["properties"]) != state or e["properties"]["status"] in TERMINAL:
+                continue
+            x, y = to_screen(page, *e["point"])
+            if not on_open_map(page, x, y):
+                continue
+            others = [f for f in rendered(page, ["events-circle"], (x, y), 8) if f["id"] != e["id"]]
+            if all(STATE_RANK[event_state(f["properties"])] < STATE_RANK[state] for f in others):
+                return {**e, "xy": (x, y)}
+        return None
+
+    found = find()
+    if found is None:
+        some = next((e for e in source_features(page, "events")
+                     if event_state(e["properties"]) == state and e["properties"]["status"] not in TERMINAL), None)
+        if some is None:
+            pytest.skip(f"no open event in state {state} on the map")
+        point = page.evaluate(
+            """(id) => window.gridbranchMap.querySourceFeatures('gridbranch', {sourceLayer: 'events'})
+                .find((f) => f.id === id).geometry.coordinates""",
+            some["id"],
+        )
+        move_to(page, point[0], point[1], 15)
+        found = find()
+    assert found is not None, f"no event in state {state} stands clear of the others"
+    return found
+
+
+def beijing(iso: str) -> str:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo("Asia/Shanghai")).strftime(
+        "%Y-%m-%d %H:%M")
 
 
 # --- tests ----------------------------------------------------------------------
 
 
-def test_page_loads_offline_without_errors(page, page_log, live_server):
+def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
     open_map(page, live_server)
 
     assert page.title() == "金水区网格党支部地图 · gridbranch"
@@ -178,40 +347,46 @@ def test_page_loads_offline_without_errors(page, page_log, live_server):
         assert parts.scheme in ("http", "data", "blob"), url
         assert parts.scheme != "http" or parts.netloc == server, url
     paths = {urlsplit(u).path for u in page_log.requests}
-    assert {"/map", "/static/map/map.js", "/static/vendor/maplibre-gl/maplibre-gl.mjs", "/v1/grids"} <= paths
+    composite = ",".join(PUBLIC_LAYERS)
+    assert {"/map", "/static/map/map.js", "/static/vendor/maplibre-gl/maplibre-gl.mjs",
+            f"/tiles/{composite}.json"} <= paths
+    tiles = tile_requests(page_log.requests)
+    assert tiles and all(layers == PUBLIC_LAYERS for layers, _ in tiles)
+    # the summary came from the tiles: the grid list was not fetched
+    assert page.evaluate("document.body.dataset.stats") == "tiles"
+    assert not any(p.startswith("/v1/") for p in paths), paths
+    assert_public_only(page_log.requests, PUBLIC_LAYERS)
     assert page.is_hidden("#status")
-    # the style asks for nothing remote: no glyphs, no sprite, no symbol layers
+    # the style asks for nothing remote: no glyphs, no sprite, no symbol layers; one
+    # vector source on our own composite tiles
     style = page.evaluate("window.gridbranchMap.getStyle()")
     assert "glyphs" not in style and "sprite" not in style
     assert all(layer["type"] != "symbol" for layer in style["layers"])
-    assert all(src["type"] == "geojson" for src in style["sources"].values())
+    assert style["sources"] == {"gridbranch": {**style["sources"]["gridbranch"], "type": "vector",
+                                               "tiles": [f"{live_server}/tiles/{composite}/{{z}}/{{x}}/{{y}}.mvt"]}}
 
 
-def test_sources_hold_what_the_api_serves(page, live_server):
+def test_tiles_hold_what_the_api_serves(page, live_server):
     open_map(page, live_server)
 
-    expected = {
-        "district": [f["properties"]["code"] for f in api_areas(live_server, "district")],
-        "streets": [f["properties"]["code"] for f in api_areas(live_server, "street")],
-        "communities": [f["properties"]["code"] for f in api_areas(live_server, "community")],
-        "grids": [f["properties"]["code"] for f in api_grids(live_server)],
-    }
-    assert len(expected["district"]) == 1
-    assert expected["streets"] and expected["communities"] and expected["grids"]
-    for source, codes in expected.items():
-        got = page.evaluate(SOURCE_CODES, source)
-        assert sorted(got["data"]) == sorted(codes), source
-        # the whole district is in view, so every feature is in the loaded tiles
-        assert sorted(got["tiles"]) == sorted(codes), source
+    areas = source_features(page, "areas")
+    for level in ("district", "street", "community"):
+        expected = {f["properties"]["code"] for f in api_areas(live_server, level)}
+        assert expected
+        assert {f["properties"]["code"] for f in areas if f["properties"]["level"] == level} == expected, level
+    assert len(api_areas(live_server, "district")) == 1
 
-    rendered = page.evaluate(
-        "() => [...new Set(window.gridbranchMap.queryRenderedFeatures({layers: ['grids-fill']}).map((f) => f.properties.code))]"
-    )
-    assert sorted(rendered) == sorted(expected["grids"])
-    without = sum(1 for f in api_grids(live_server) if not f["properties"]["has_branch"])
+    grids = {f["properties"]["code"]: f["properties"] for f in api_grids(live_server)}
+    in_tiles = {f["properties"]["code"]: f["properties"] for f in source_features(page, "grids")}
+    assert set(in_tiles) == set(grids)
+    assert all(in_tiles[c]["has_branch"] == grids[c]["has_branch"] for c in grids)
+    drawn = {f["properties"]["code"] for f in rendered(page, ["grids-fill"])}
+    assert drawn == set(grids)
+
+    without = sum(1 for p in grids.values() if not p["has_branch"])
     assert page.inner_text("#stats") == (
-        f"共 {len(expected['grids'])} 个网格，其中 {without} 个无党支部；"
-        f"党支部覆盖率 {(len(expected['grids']) - without) / len(expected['grids']) * 100:.1f}%。"
+        f"共 {len(grids)} 个网格，其中 {without} 个无党支部；"
+        f"党支部覆盖率 {(len(grids) - without) / len(grids) * 100:.1f}%。"
     )
 
 
@@ -230,35 +405,57 @@ def test_map_renders_in_legend_colours(page, live_server):
     row = png_pixels(page.screenshot(clip={"x": 0, "y": VIEWPORT_H // 2, "width": VIEWPORT_W, "height": 1}))[0]
     assert any(r > 150 and g < 90 and b < 90 for r, g, b in row), "no district boundary on the middle row"
 
+    # event dots in their state's colour
+    for state, colour in EVENT_RGB.items():
+        event = isolated_event(page, state)
+        rgb = pixel_at(page, *event["xy"])
+        assert near(rgb, colour, 30), (state, event, rgb)
+
 
 @pytest.mark.parametrize("has_branch", [True, False], ids=["with-branch", "without-branch"])
 def test_click_on_a_grid_shows_it(page, live_server, has_branch):
     open_map(page, live_server)
-    grid, (x, y) = pick_grid(page, live_server, has_branch)
-    code = grid["properties"]["code"]
+    _, (x, y) = pick_grid(page, live_server, has_branch)
+    # what the service says lies at the very point clicked
+    lon, lat = to_lonlat(page, x, y)
+    located = get_json(f"{live_server}/v1/locate?lon={lon}&lat={lat}")
+    assert located["match"] == "inside"
+    code = located["grid"]["code"]
     detail = get_json(f"{live_server}/v1/grids/{code}")["properties"]
+    stats = get_json(f"{live_server}/v1/registrations/stats?level=grid&within={located['community']['code']}",
+                     bearer(live_server, "admin"))
+    figures = next(u for u in stats["units"] if u["code"] == code)
 
     page.mouse.click(x, y)
     page.wait_for_selector(f'#grid-info[data-code="{code}"][data-state="ready"]')
 
     info = page.inner_text("#grid-info")
-    for text in ("网格编码", code, "网格名称", detail["name"], "所属社区", detail["community_name"], detail["community"], "网格员"):
+    for text in ("网格编码", code, "网格名称", located["grid"]["name"], "所属社区", located["community"]["name"],
+                 located["community"]["code"], "网格员"):
         assert text in info, (text, info)
-    if detail["grid_worker"]:
-        assert detail["grid_worker"] in info
+    if located["grid_worker"]:
+        assert located["grid_worker"]["name"] in info
     assert detail["has_branch"] == has_branch
     if has_branch:
-        assert detail["branches"]
-        for b in detail["branches"]:
+        assert located["branches"]
+        for b in located["branches"]:
             assert b["name"] in info
         assert "无党支部" not in info
     else:
-        assert detail["branches"] == []
+        assert located["branches"] == []
         assert "无党支部" in info
 
     popup = page.locator(".maplibregl-popup")
     assert popup.is_visible()
-    assert code in popup.inner_text() and detail["name"] in popup.inner_text()
+    text = popup.inner_text()
+    assert code in text and located["grid"]["name"] in text
+    # registration figures, as the admin's statistics count them
+    assert f"{figures['registered']} 人" in text
+    rate = "—（无在住党员）" if figures["rate"] is None else f"{figures['rate'] * 100:.1f}%"
+    assert rate in text
+    roles = "六员齐全" if not figures["roles_missing"] else f"缺 {len(figures['roles_missing'])} 项：" + ",".join(
+        figures["roles_missing"])
+    assert roles in text
     assert page.evaluate("JSON.stringify(window.gridbranchMap.getFilter('grids-selected'))") == json.dumps(
         ["==", ["get", "code"], code], separators=(",", ":")
     )
@@ -266,7 +463,81 @@ def test_click_on_a_grid_shows_it(page, live_server, has_branch):
         page.screenshot(path=SCREENSHOT_POPUP)
 
 
-def test_legend_toggles_layers(page, live_server):
+def test_events_are_drawn_by_time_state(page, live_server):
+    overdue_before, warning_before = api_events(live_server, "overdue"), api_events(live_server, "warning")
+    open_map(page, live_server)
+    overdue_after, warning_after = api_events(live_server, "overdue"), api_events(live_server, "warning")
+    assert overdue_before and warning_before, "the demo has events in warning and overdue"
+
+    west, south, east, north = page.evaluate("window.gridbranchMap.getSource('gridbranch').bounds")
+    inside = lambda e: west <= e["point"][0] <= east and south <= e["point"][1] <= north  # noqa: E731
+    in_tiles = {f["id"]: f["properties"] for f in source_features(page, "events")}
+    tile_overdue = {i for i, p in in_tiles.items() if p.get("overdue")}
+    tile_warning = {i for i, p in in_tiles.items() if p.get("warning")}
+    # the clock moves on while the page loads: overdue only grows, warnings turn overdue
+    assert {i for i, e in overdue_before.items() if inside(e)} <= tile_overdue <= set(overdue_after)
+    assert tile_warning <= set(warning_before) | set(warning_after) | set(overdue_after)
+    assert {i for i, e in warning_before.items() if inside(e)} - set(overdue_after) <= tile_warning
+
+    # by default the map draws open events only; the legend's switch adds the others
+    drawn = rendered(page, ["events-circle"])
+    assert drawn and {f["id"] for f in drawn if f["properties"].get("overdue")} == tile_overdue
+    assert not any(f["properties"]["status"] in TERMINAL for f in drawn)
+    page.get_by_label("显示已结束的事件（结案、不予受理、重复）").check()
+    wait_idle(page)
+    drawn = rendered(page, ["events-circle"])
+    assert {f["properties"]["status"] for f in drawn} & TERMINAL
+
+
+@pytest.mark.parametrize("state", ["overdue", "warning"])
+def test_click_on_an_event_explains_it(page, live_server, state):
+    open_map(page, live_server)
+    event = isolated_event(page, state)
+    page.mouse.click(*event["xy"])
+    section = page.locator(".maplibregl-popup .popup-event", has_text=f"#{event['id']}")
+    section.wait_for()
+    text = section.inner_text()
+
+    truth = get_json(f"{live_server}/v1/events/{event['id']}", bearer(live_server, "dispatcher"))
+    assert f"#{truth['id']}" in text
+    assert truth["category"]["name"] in text and truth["category"]["code"] in text
+    assert EVENT_STATUS[truth["status"]] in text
+    assert beijing(truth["due_at"]) in text
+    label = {"overdue": "超期", "warning": "预警"}[state]
+    assert section.locator(".event-state").inner_text() == label
+    if truth["time_state"] in ("warning", "overdue"):
+        assert truth["time_state"] == state or (state, truth["time_state"]) == ("warning", "overdue")
+    # and the grid the event lies in follows it in the popup
+    assert page.locator(".maplibregl-popup .popup-grid").count() == 1
+
+
+def test_coverage_issues_are_drawn_and_explained(page, live_server):
+    issues = get_json(f"{live_server}/v1/coverage/issues?kind=topology", bearer(live_server, "admin"))["features"]
+    assert {f["properties"]["kind"] for f in issues} >= {"gap", "overlap"}, "the demo has gaps and overlaps"
+    open_map(page, live_server)
+    assert rendered(page, ["coverage-issues-fill"]), "no coverage issue on the whole-district view"
+
+    for issue in issues:
+        p = issue["properties"]
+        move_to(page, *p["point"], 17)
+        x, y = to_screen(page, *p["point"])
+        here = [f["properties"] for f in rendered(page, ["coverage-issues-fill"], (x, y))]
+        assert {"kind": p["kind"], "form": p["form"], "codes": ",".join(p["codes"]), "area_m2": p["area_m2"]} in here, (
+            p, here)
+
+    gap = next(f["properties"] for f in issues if f["properties"]["kind"] == "gap")
+    move_to(page, *gap["point"], 17)
+    page.mouse.click(*to_screen(page, *gap["point"]))
+    section = page.locator(".maplibregl-popup .popup-issue")
+    section.wait_for()
+    text = section.inner_text()
+    assert "缺口" in text
+    for code in gap["codes"]:
+        assert code in text
+    assert f"{gap['area_m2']:,.1f} m²" in text
+
+
+def test_layer_panel_switches_layers_and_the_legend_follows(page, live_server):
     open_map(page, live_server)
     visibility = "(id) => window.gridbranchMap.getLayoutProperty(id, 'visibility') || 'visible'"
 
@@ -276,15 +547,97 @@ def test_legend_toggles_layers(page, live_server):
     assert page.evaluate(visibility, "streets-line") == "visible"
 
     page.get_by_label("有党支部的网格").uncheck()
-    page.wait_for_function("window.gridbranchMap.loaded()")
-    shown = page.evaluate(
-        "() => window.gridbranchMap.queryRenderedFeatures({layers: ['grids-fill']}).map((f) => f.properties.has_branch)"
-    )
+    wait_idle(page)
+    shown = [f["properties"]["has_branch"] for f in rendered(page, ["grids-fill"])]
     assert shown and not any(shown)
+    page.get_by_label("有党支部的网格").check()
+
+    for label, layers, group in (("事件 Events", ["events-circle"], "events"),
+                                 ("覆盖问题 Coverage issues", ["coverage-issues-fill", "coverage-issues-line"],
+                                  "coverage_issues"),
+                                 ("党支部活动阵地", ["branches-circle"], "branches")):
+        legend = page.locator(f'.layer-group[data-group="{group}"] .legend-items')
+        assert rendered(page, layers) and legend.is_visible(), label
+        page.get_by_label(label, exact=True).uncheck()
+        wait_idle(page)
+        assert all(page.evaluate(visibility, id) == "none" for id in layers), label
+        assert rendered(page, layers) == [] and legend.is_hidden(), label
+        page.get_by_label(label, exact=True).check()
+        wait_idle(page)
+        assert rendered(page, layers) and legend.is_visible(), label
+
+    # member density: off at first; on, it draws the public (suppressed) H3 cells
+    legend = page.locator('.layer-group[data-group="members_h3"] .legend-items')
+    assert rendered(page, ["members-h3-fill"]) == [] and legend.is_hidden()
+    page.get_by_label("党员分布密度 H3").check()
+    wait_idle(page)
+    cells = {f["properties"]["cell"]: f["properties"]["count"] for f in rendered(page, ["members-h3-fill"])}
+    assert cells and legend.is_visible()
+    zoom = page.evaluate("window.gridbranchMap.getZoom()")
+    res = {10: 7, 11: 7, 12: 8, 13: 8}[int(zoom)]
+    public = get_json(f"{live_server}/v1/coverage/h3?res={res}&metric=members")
+    assert public["suppressed"]
+    assert set(cells) <= {f["properties"]["cell"] for f in public["features"]}
+    assert all(count >= public["k"] for count in cells.values())
+
+
+def test_zoom_hints_follow_the_zoom(page, live_server):
+    open_map(page, live_server)
+    hint = page.locator('.layer-group[data-group="events"] .zoom-hint')
+    assert hint.is_hidden()
+    page.evaluate("() => { window.gridbranchMap.zoomTo(10.2, {animate: false}); }")
+    wait_idle(page)
+    assert hint.is_visible() and "11" in hint.inner_text()
+    assert rendered(page, ["events-circle"]) == []
+
+
+def test_anonymous_map_never_asks_for_members(page, page_log, live_server):
+    open_map(page, live_server)
+    grid, _ = pick_grid(page, live_server, True)
+    lon, lat = inner_point(grid["geometry"])
+    for zoom in (15.2, 16.5, 18):
+        move_to(page, lon, lat, zoom)
+    assert {z for _, z in tile_requests(page_log.requests)} >= {15, 16}
+    assert_public_only(page_log.requests, PUBLIC_LAYERS)
+    assert page_log.bad_status == [] and page_log.failed == []
+    # the layer is there for an entitled admin, so leaving it out is the page's doing
+    style = get_json(f"{live_server}/tiles/style.json", bearer(live_server, "admin"))
+    assert "members" in style["sources"]
+
+
+def test_embed_mode_shows_public_aggregates_only(page, page_log, live_server):
+    open_map(page, live_server, "?embed=1")
+
+    assert page.is_hidden("#panel") and page.is_visible("#embed-legend")
+    composite = ",".join(EMBED_LAYERS)
+    style = page.evaluate("window.gridbranchMap.getStyle()")
+    assert style["sources"]["gridbranch"]["tiles"] == [f"{live_server}/tiles/{composite}/{{z}}/{{x}}/{{y}}.mvt"]
+    layer_ids = {layer["id"] for layer in style["layers"]}
+    assert not layer_ids & {"events-circle", "coverage-issues-fill", "coverage-issues-line"}
+    assert rendered(page, ["grids-fill"]) and rendered(page, ["branches-circle"])
+
+    grid, (x, y) = pick_grid(page, live_server, True)
+    page.mouse.click(x, y)
+    popup = page.locator(".maplibregl-popup .popup-grid")
+    popup.wait_for()
+    code = grid["properties"]["code"]
+    assert code in popup.inner_text() and grid["properties"]["name"] in popup.inner_text()
+    assert "网格员" not in popup.inner_text()
+    lon, lat = inner_point(grid["geometry"])
+    move_to(page, lon, lat, 16)
+
+    tiles = tile_requests(page_log.requests)
+    assert tiles and all(layers == EMBED_LAYERS for layers, _ in tiles)
+    assert 16 in {z for _, z in tiles}
+    assert_public_only(page_log.requests, EMBED_LAYERS)
+    # nothing but the page, its scripts and the tiles: no API call at all
+    paths = {urlsplit(u).path for u in page_log.requests}
+    assert not any(p.startswith("/v1/") for p in paths), paths
+    assert page_log.page_errors == [] and page_log.bad_status == [] and page_log.foreign == []
 
 
 def test_data_error_is_shown_in_chinese(page, live_server):
-    page.route("**/v1/grids?*", lambda route: route.fulfill(status=503, json={"detail": "维护中"}))
+    page.route("**/tiles/*.json", lambda route: route.fulfill(status=503, json={"detail": "维护中"}))
     page.goto(f"{live_server}/map")
     page.wait_for_function(READY)
 
@@ -296,7 +649,9 @@ def test_data_error_is_shown_in_chinese(page, live_server):
     assert "503" in status.inner_text()
 
 
-def test_grids_are_fetched_page_by_page(page, page_log, live_server):
+def test_small_screens_count_grids_from_the_paged_list(page, page_log, live_server):
+    """Below the grids' first zoom the tiles carry no grid: the summary then comes from
+    the public grid list, following its "next" links."""
     grids = api_grids(live_server)
     page_size = 50
     if len(grids) <= page_size:
@@ -307,12 +662,19 @@ def test_grids_are_fetched_page_by_page(page, page_log, live_server):
         route.fulfill(response=route.fetch(url=route.request.url.replace("limit=1000", f"limit={page_size}")))
 
     page.route(lambda url: urlsplit(url).path == "/v1/grids" and "limit=1000" in url, small_pages)
+    page.set_viewport_size({"width": 360, "height": 560})
     open_map(page, live_server)
 
-    got = page.evaluate(SOURCE_CODES, "grids")
-    assert sorted(got["data"]) == sorted(f["properties"]["code"] for f in grids)
+    assert page.evaluate("window.gridbranchMap.getZoom()") < 10
+    assert page.evaluate("document.body.dataset.stats") == "api"
+    without = sum(1 for f in grids if not f["properties"]["has_branch"])
+    assert page.inner_text("#stats") == (
+        f"共 {len(grids)} 个网格，其中 {without} 个无党支部；"
+        f"党支部覆盖率 {(len(grids) - without) / len(grids) * 100:.1f}%。"
+    )
     pages = [u for u in page_log.requests if urlsplit(u).path == "/v1/grids"]
     assert len(pages) == -(-len(grids) // page_size)
+    assert page.is_visible('.layer-group[data-group="grids"] .zoom-hint')
 
 
 def test_works_behind_a_path_prefix(page, page_log, prefixed_server):
@@ -326,6 +688,8 @@ def test_works_behind_a_path_prefix(page, page_log, prefixed_server):
         parts = urlsplit(url)
         if parts.scheme == "http":
             assert parts.netloc == proxy.netloc and parts.path.startswith(proxy.path + "/"), url
+    assert tile_requests(page_log.requests, PROXY_PREFIX)
+    assert rendered(page, ["grids-fill"])
     grid, (x, y) = pick_grid(page, prefixed_server, True)
     page.mouse.click(x, y)
     page.wait_for_selector(f'#grid-info[data-code="{grid["properties"]["code"]}"][data-state="ready"]')

@@ -1,14 +1,22 @@
-// The gridbranch web map: district, streets, communities and grids of Jinshui District,
-// grids coloured by whether a party branch covers them.
+// The gridbranch web map: Jinshui District drawn from the service's own vector tiles
+// (/tiles/…/{z}/{x}/{y}.mvt, one composite source) — district, street and community
+// boundaries, grids coloured by branch coverage, branch activity sites, events by their
+// time state, coverage issues and member density per H3 cell.
 //
-// No basemap and no external URL of any kind (no tiles, glyphs or sprites): the map
-// must work with no internet access, so there are no `symbol` layers and all text lives
-// in HTML (the side panel and the popup).
+// No basemap and no external URL of any kind (no glyphs or sprites): the map must work
+// with no internet access, so there are no `symbol` layers and all text lives in HTML
+// (the side panel and the popup).
+//
+// Personal data stays out: the page asks only for public tile layers (never `members`)
+// and public endpoints. /map?embed=1 (for other portals) hides the side panel and draws
+// only public aggregate layers; its popups show tile attributes only.
 //
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
-//   document.body.dataset.ready   "1" once every source is loaded and rendered
-//   document.body.dataset.error   "1" when loading the data failed
+//   window.gridbranchTileLayers   the tile layers the page's source asks for
+//   document.body.dataset.ready   "1" once the tiles of the first view are rendered
+//   document.body.dataset.error   "1" when loading the map's data failed
+//   document.body.dataset.stats   "tiles" or "api": where the summary line came from
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
@@ -16,6 +24,17 @@ import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
 // <base>/map, so <base>/ is two levels up, whatever reverse-proxy prefix <base> carries.
 const API_BASE = new URL('../../', import.meta.url);
+
+const EMBED = new URLSearchParams(window.location.search).get('embed') === '1';
+
+// Public tile layers, in the order of /tiles/style.json. `members` (individual
+// residences) is never among them.
+const FULL_LAYERS = ['areas', 'grids', 'branches', 'events', 'coverage_issues', 'members_h3'];
+// The embedded map: aggregates and organisation sites only — no events (single reports)
+// and no coverage findings (internal work lists).
+const EMBED_LAYERS = ['areas', 'grids', 'branches', 'members_h3'];
+const TILE_LAYERS = EMBED ? EMBED_LAYERS : FULL_LAYERS;
+const SOURCE = 'gridbranch';
 
 const COLORS = {
   outside: '#e6e9ed',
@@ -28,21 +47,70 @@ const COLORS = {
   districtLine: '#b3261e',
   hover: '#1f2d3d',
   selected: '#f5a700',
+  branch: { grid: '#c8102e', community: '#7a0019', work_unit: '#e07a1f' },
+  event: { normal: '#2f6fdb', warning: '#f2a900', overdue: '#d7191c', closed: '#9aa5b1' },
+  issue: {
+    gap: '#7b2cbf',
+    overlap: '#ff6d00',
+    sliver: '#e6c200',
+    outside_community: '#0b8f6a',
+    invalid: '#111111',
+    stray_part: '#8d5b4c',
+  },
+  h3: ['#eff3ff', '#bdd7e7', '#6baed6', '#2171b5', '#08306b'],
 };
 
-const BRANCH_KINDS = {
-  grid: '网格党支部',
-  community: '社区党组织',
-  work_unit: '单位党组织',
+const BRANCH_KINDS = { grid: '网格党支部', community: '社区党组织', work_unit: '单位党组织' };
+const EVENT_STATUS = {
+  reported: '已上报',
+  registered: '已登记',
+  dispatched: '已派遣',
+  in_progress: '处置中',
+  handled: '已处置',
+  returned: '已退回',
+  deferred: '暂缓',
+  closed: '已结案',
+  rejected: '不予受理',
+  duplicate: '重复事件',
 };
+const TERMINAL = ['closed', 'rejected', 'duplicate'];
+const ISSUE_KINDS = {
+  gap: '缺口（未被网格覆盖）',
+  overlap: '重叠（多个网格重复覆盖）',
+  sliver: '细碎缺口或重叠',
+  outside_community: '超出所属社区',
+  invalid: '无效几何',
+  stray_part: '游离碎块',
+};
+const ISSUE_FORMS = { gap: '缺口', overlap: '重叠' };
+
+if (EMBED) {
+  document.body.classList.add('embed');
+}
+window.gridbranchTileLayers = TILE_LAYERS;
 
 const statusEl = document.getElementById('status');
 const statsEl = document.getElementById('stats');
 const infoEl = document.getElementById('grid-info');
 const panelEl = document.getElementById('panel');
+const embedLegendEl = document.getElementById('embed-legend');
+if (EMBED) {
+  panelEl.hidden = true;
+  embedLegendEl.hidden = false;
+}
 
 function apiUrl(path) {
   return new URL(path, API_BASE);
+}
+
+// The tile URL template, relative to the page like every other URL. (Not the TileJSON's
+// own `tiles`: the service builds those from the host and prefix it sees, which behind a
+// proxy that sets no X-Forwarded-* headers are not the ones the browser reached.)
+function tileTemplate(layers) {
+  if (layers.includes('members')) {
+    throw new Error('the public map never asks for the members layer');
+  }
+  return `${API_BASE.href}tiles/${layers.join(',')}/{z}/{x}/{y}.mvt`;
 }
 
 function showStatus(message, kind = 'info') {
@@ -64,54 +132,6 @@ async function fetchJson(url) {
     throw new Error(`HTTP ${response.status}${detail ? `：${detail}` : ''}（${url.pathname}）`);
   }
   return response.json();
-}
-
-// All current grids, following the OGC-API-Features "next" links. The server builds
-// those links from the URL it saw, which may lack a reverse proxy's prefix, so only
-// their query string is taken and applied to our own (relative) grids URL.
-async function fetchAllGrids() {
-  const features = [];
-  let url = apiUrl('v1/grids?limit=1000');
-  for (let page = 0; page < 1000; page += 1) {
-    const body = await fetchJson(url);
-    features.push(...body.features);
-    const next = (body.links || []).find((link) => link.rel === 'next');
-    if (!next || body.features.length === 0) {
-      break;
-    }
-    const nextUrl = apiUrl('v1/grids');
-    nextUrl.search = new URL(next.href, url).search;
-    url = nextUrl;
-  }
-  return { type: 'FeatureCollection', features };
-}
-
-function boundaries(level) {
-  return fetchJson(apiUrl(`v1/areas/boundaries?level=${level}`));
-}
-
-// [[minLon, minLat], [maxLon, maxLat]] of a FeatureCollection, or null when empty.
-function boundsOf(collection) {
-  let minX = Infinity;
-  let minY = Infinity;
-  let maxX = -Infinity;
-  let maxY = -Infinity;
-  const visit = (coords) => {
-    if (typeof coords[0] === 'number') {
-      minX = Math.min(minX, coords[0]);
-      maxX = Math.max(maxX, coords[0]);
-      minY = Math.min(minY, coords[1]);
-      maxY = Math.max(maxY, coords[1]);
-    } else {
-      coords.forEach(visit);
-    }
-  };
-  for (const f of collection.features) {
-    if (f.geometry) {
-      visit(f.geometry.coordinates);
-    }
-  }
-  return Number.isFinite(minX) ? [[minX, minY], [maxX, maxY]] : null;
 }
 
 // Padding that keeps the fitted district clear of the panel floating over the map.
@@ -136,6 +156,41 @@ function fitPadding() {
     pad.bottom = base;
   }
   return pad;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) {
+    node.className = className;
+  }
+  if (text !== undefined && text !== null) {
+    node.textContent = text;
+  }
+  return node;
+}
+
+function formatNumber(value, digits = 1) {
+  return Number(value).toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+// ISO 8601 → "YYYY-MM-DD HH:MM" in Beijing time (what the time limits are reckoned in).
+const BEIJING = new Intl.DateTimeFormat('en-CA', {
+  timeZone: 'Asia/Shanghai',
+  year: 'numeric',
+  month: '2-digit',
+  day: '2-digit',
+  hour: '2-digit',
+  minute: '2-digit',
+  hourCycle: 'h23',
+});
+
+function formatTime(iso) {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) {
+    return iso;
+  }
+  const p = Object.fromEntries(BEIJING.formatToParts(date).map((part) => [part.type, part.value]));
+  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}`;
 }
 
 // --- the map --------------------------------------------------------------------
@@ -176,40 +231,88 @@ map.on('error', (event) => {
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
-function addLayers(data) {
-  map.addSource('district', { type: 'geojson', data: data.district });
-  map.addSource('streets', { type: 'geojson', data: data.streets });
-  map.addSource('communities', { type: 'geojson', data: data.communities });
-  map.addSource('grids', { type: 'geojson', data: data.grids, promoteId: 'code' });
+// The map layers drawn from each tile layer (for toggles, zoom hints and clicks).
+const LAYER_IDS = {
+  areas: ['district-fill', 'communities-line', 'streets-line', 'district-casing', 'district-line'],
+  grids: ['grids-fill', 'grids-line', 'grids-hover', 'grids-selected'],
+  members_h3: ['members-h3-fill', 'members-h3-line'],
+  coverage_issues: ['coverage-issues-fill', 'coverage-issues-line'],
+  branches: ['branches-circle'],
+  events: ['events-circle'],
+};
+
+function addLayers(tilejson) {
+  const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
+  map.addSource(SOURCE, {
+    type: 'vector',
+    tiles: [tileTemplate(TILE_LAYERS)],
+    minzoom: tilejson.minzoom,
+    maxzoom: tilejson.maxzoom,
+    bounds: tilejson.bounds,
+    attribution: tilejson.attribution,
+    // no promoteId: features keep their tile ids (grid, event, branch ids), which the
+    // hover state and the popups use; a per-layer promoteId would drop the others' ids
+  });
 
   const widthBy = (z10, z16) => ['interpolate', ['linear'], ['zoom'], 10, z10, 16, z16];
+  const level = (name) => ['==', ['get', 'level'], name];
+  const add = (tileLayer, layer) => {
+    if (!TILE_LAYERS.includes(tileLayer)) {
+      return;
+    }
+    const spec = { source: SOURCE, 'source-layer': tileLayer, ...layer };
+    if (minzoom[tileLayer] !== undefined) {
+      spec.minzoom = minzoom[tileLayer];
+    }
+    map.addLayer(spec);
+  };
+  const terminal = ['in', ['get', 'status'], ['literal', TERMINAL]];
+  const overdue = ['to-boolean', ['get', 'overdue']];
+  const warning = ['to-boolean', ['get', 'warning']];
 
-  map.addLayer({
-    id: 'district-fill',
-    type: 'fill',
-    source: 'district',
-    paint: { 'fill-color': COLORS.district },
-  });
-  map.addLayer({
+  add('areas', { id: 'district-fill', type: 'fill', filter: level('district'), paint: { 'fill-color': COLORS.district } });
+  add('grids', {
     id: 'grids-fill',
     type: 'fill',
-    source: 'grids',
     paint: {
       'fill-color': ['case', ['to-boolean', ['get', 'has_branch']], COLORS.withBranch, COLORS.withoutBranch],
       'fill-opacity': ['case', ['boolean', ['feature-state', 'hover'], false], 0.95, 0.7],
     },
   });
-  map.addLayer({
+  add('members_h3', {
+    id: 'members-h3-fill',
+    type: 'fill',
+    layout: { visibility: 'none' },
+    paint: {
+      'fill-color': ['interpolate', ['linear'], ['get', 'count'],
+        5, COLORS.h3[0], 20, COLORS.h3[1], 100, COLORS.h3[2], 400, COLORS.h3[3], 1000, COLORS.h3[4]],
+      'fill-opacity': 0.72,
+    },
+  });
+  add('members_h3', {
+    id: 'members-h3-line',
+    type: 'line',
+    layout: { visibility: 'none' },
+    paint: { 'line-color': '#ffffff', 'line-width': 0.6, 'line-opacity': 0.8 },
+  });
+  add('coverage_issues', {
+    id: 'coverage-issues-fill',
+    type: 'fill',
+    paint: {
+      'fill-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.issue).flat(), '#555555'],
+      'fill-opacity': 0.75,
+    },
+  });
+  add('grids', {
     id: 'grids-line',
     type: 'line',
-    source: 'grids',
     layout: { 'line-join': 'round' },
     paint: { 'line-color': COLORS.gridLine, 'line-width': widthBy(0.5, 1.5), 'line-opacity': 0.9 },
   });
-  map.addLayer({
+  add('areas', {
     id: 'communities-line',
     type: 'line',
-    source: 'communities',
+    filter: level('community'),
     layout: { 'line-join': 'round' },
     paint: {
       'line-color': COLORS.community,
@@ -218,48 +321,77 @@ function addLayers(data) {
       'line-dasharray': [3, 2],
     },
   });
-  map.addLayer({
+  add('areas', {
     id: 'streets-line',
     type: 'line',
-    source: 'streets',
+    filter: level('street'),
     layout: { 'line-join': 'round', 'line-cap': 'round' },
     paint: { 'line-color': COLORS.street, 'line-width': widthBy(1.4, 3), 'line-opacity': 0.85 },
   });
-  map.addLayer({
+  add('coverage_issues', {
+    id: 'coverage-issues-line',
+    type: 'line',
+    paint: {
+      'line-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.issue).flat(), '#555555'],
+      'line-width': widthBy(1.2, 2.5),
+    },
+  });
+  add('grids', {
     id: 'grids-hover',
     type: 'line',
-    source: 'grids',
     paint: {
       'line-color': COLORS.hover,
       'line-width': 1.6,
       'line-opacity': ['case', ['boolean', ['feature-state', 'hover'], false], 0.9, 0],
     },
   });
-  map.addLayer({
+  add('areas', {
     id: 'district-casing',
     type: 'line',
-    source: 'district',
+    filter: level('district'),
     layout: { 'line-join': 'round', 'line-cap': 'round' },
     paint: { 'line-color': '#ffffff', 'line-width': widthBy(6, 10), 'line-opacity': 0.9 },
   });
-  map.addLayer({
+  add('areas', {
     id: 'district-line',
     type: 'line',
-    source: 'district',
+    filter: level('district'),
     layout: { 'line-join': 'round', 'line-cap': 'round' },
     paint: { 'line-color': COLORS.districtLine, 'line-width': widthBy(2.6, 4.5) },
   });
-  map.addLayer({
+  add('grids', {
     id: 'grids-selected',
     type: 'line',
-    source: 'grids',
     filter: ['==', ['get', 'code'], ''],
     layout: { 'line-join': 'round' },
     paint: { 'line-color': COLORS.selected, 'line-width': widthBy(2.5, 4) },
   });
+  add('branches', {
+    id: 'branches-circle',
+    type: 'circle',
+    paint: {
+      'circle-color': '#ffffff',
+      'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 2.5, 16, 7],
+      'circle-stroke-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.branch).flat(), '#666666'],
+      'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 11, 1.2, 16, 3],
+    },
+  });
+  add('events', {
+    id: 'events-circle',
+    type: 'circle',
+    filter: ['!', terminal],
+    layout: { 'circle-sort-key': ['case', overdue, 3, warning, 2, terminal, 0, 1] },
+    paint: {
+      'circle-color': ['case', overdue, COLORS.event.overdue, warning, COLORS.event.warning, terminal,
+        COLORS.event.closed, COLORS.event.normal],
+      'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 2.5, 16, 6],
+      'circle-stroke-color': '#ffffff',
+      'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 11, 0.5, 16, 1.5],
+    },
+  });
 }
 
-// --- legend toggles -------------------------------------------------------------
+// --- layer panel and legend -----------------------------------------------------
 
 function gridFilter() {
   const withBranch = document.querySelector('[data-toggle="with-branch"]').checked;
@@ -277,6 +409,10 @@ const TOGGLED_LAYERS = {
   communities: ['communities-line'],
   streets: ['streets-line'],
   district: ['district-casing', 'district-line'],
+  branches: ['branches-circle'],
+  events: ['events-circle'],
+  'coverage-issues': ['coverage-issues-fill', 'coverage-issues-line'],
+  'members-h3': ['members-h3-fill', 'members-h3-line'],
 };
 
 function applyToggle(input) {
@@ -288,37 +424,60 @@ function applyToggle(input) {
     }
     return;
   }
+  if (what === 'events-closed') {
+    map.setFilter('events-circle', input.checked ? null : ['!', ['in', ['get', 'status'], ['literal', TERMINAL]]]);
+    return;
+  }
   for (const id of TOGGLED_LAYERS[what] || []) {
-    map.setLayoutProperty(id, 'visibility', input.checked ? 'visible' : 'none');
+    if (map.getLayer(id)) {
+      map.setLayoutProperty(id, 'visibility', input.checked ? 'visible' : 'none');
+    }
+  }
+  // the legend follows: a switched-off layer's legend entries fold away
+  const group = input.closest('.layer-group');
+  const items = group && group.querySelector('.legend-items');
+  if (items && group.querySelector('h3 input') === input) {
+    items.hidden = !input.checked;
+    group.classList.toggle('off', !input.checked);
   }
 }
 
 function wireToggles() {
-  for (const input of document.querySelectorAll('[data-toggle]')) {
-    input.addEventListener('change', () => applyToggle(input));
-    if (!input.checked) {
-      applyToggle(input);
+  for (const group of document.querySelectorAll('.layer-group')) {
+    if (!TILE_LAYERS.includes(group.dataset.tileLayer)) {
+      group.remove(); // not drawn here (the embedded map)
     }
   }
+  if (EMBED && new URLSearchParams(window.location.search).get('h3') === '1') {
+    document.querySelector('[data-toggle="members-h3"]').checked = true; // /map?embed=1&h3=1
+  }
+  for (const input of document.querySelectorAll('[data-toggle]')) {
+    input.addEventListener('change', () => applyToggle(input));
+    applyToggle(input);
+  }
 }
 
-// --- grid details ---------------------------------------------------------------
-
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
+// Below a layer's first zoom its legend says how far to zoom in.
+function updateZoomHints(minzoom) {
+  const zoom = map.getZoom();
+  for (const group of document.querySelectorAll('.layer-group')) {
+    const hint = group.querySelector('.zoom-hint');
+    const first = minzoom[group.dataset.tileLayer];
+    if (!hint || first === undefined) {
+      continue;
+    }
+    const out = zoom < first;
+    hint.hidden = !out;
+    hint.textContent = out ? `放大到第 ${first} 级以上显示（当前 ${zoom.toFixed(1)} 级）` : '';
+    group.classList.toggle('out-of-range', out);
   }
-  if (text !== undefined) {
-    node.textContent = text;
-  }
-  return node;
 }
 
-// A <dl> describing a grid; `branches` is an array, null while loading, or an Error.
-function gridDetails(props, branches) {
+// --- details: grids, events, branches, coverage issues --------------------------
+
+function detailsList(rows) {
   const dl = el('dl', 'grid-details');
-  const row = (label, value, className) => {
+  for (const [label, value, className] of rows) {
     dl.append(el('dt', null, label));
     const dd = el('dd', className);
     if (value instanceof Node) {
@@ -327,24 +486,46 @@ function gridDetails(props, branches) {
       dd.textContent = value;
     }
     dl.append(dd);
-    return dd;
-  };
-  row('网格编码', props.code, 'grid-code');
-  row('网格名称', props.name, 'grid-name');
-  row('所属社区', `${props.community_name || '—'}（${props.community || '—'}）`, 'grid-community');
-  const worker = props.grid_worker
-    ? `${props.grid_worker}${props.grid_worker_phone ? `（${props.grid_worker_phone}）` : ''}`
-    : '未配备';
-  row('网格员', worker, 'grid-worker');
+  }
+  return dl;
+}
 
+function rateText(props) {
+  if (props.rate === undefined || props.rate === null) {
+    return '—（无在住党员）';
+  }
+  return `${(Number(props.rate) * 100).toFixed(1)}%`;
+}
+
+function rolesText(props) {
+  if (props.roles_missing === undefined || props.roles_missing === null) {
+    return '—';
+  }
+  if (Number(props.roles_missing) === 0) {
+    return '六员齐全';
+  }
+  return `缺 ${props.roles_missing} 项：${props.roles_missing_names || ''}`;
+}
+
+// A <dl> describing a grid from its tile attributes and, once fetched, /v1/grids/{code};
+// `branches` is an array, null while loading (or not to be loaded), or an Error.
+function gridDetails(props, branches, { full = false } = {}) {
+  const rows = [
+    ['网格编码', props.code, 'grid-code'],
+    ['网格名称', props.name, 'grid-name'],
+  ];
+  const community = props.community_name ? `${props.community_name}（${props.community}）` : props.community || '—';
+  rows.push(['所属社区', community, 'grid-community']);
+  if (full) {
+    const worker = props.grid_worker
+      ? `${props.grid_worker}${props.grid_worker_phone ? `（${props.grid_worker_phone}）` : ''}`
+      : '未配备';
+    rows.push(['网格员', worker, 'grid-worker']);
+  }
   let value;
-  if (branches === null) {
-    value = el('span', 'muted', '正在加载…');
-  } else if (branches instanceof Error) {
+  if (branches instanceof Error) {
     value = el('span', 'error-text', `党支部信息加载失败：${branches.message}`);
-  } else if (branches.length === 0) {
-    value = el('span', 'no-branch', '无党支部');
-  } else {
+  } else if (Array.isArray(branches) && branches.length > 0) {
     value = el('ul', 'branch-list');
     for (const b of branches) {
       const li = el('li');
@@ -353,94 +534,229 @@ function gridDetails(props, branches) {
       li.title = b.code;
       value.append(li);
     }
+  } else if (props.has_branch === false || (Array.isArray(branches) && branches.length === 0)) {
+    value = el('span', 'no-branch', '无党支部');
+  } else {
+    value = el('span', 'branch-name', props.branch || '—');
   }
-  row('党支部', value, 'grid-branches');
-  return dl;
+  rows.push(['党支部', value, 'grid-branches']);
+  rows.push(['报到党员', props.registered === undefined ? '—' : `${props.registered} 人`, 'grid-registered']);
+  rows.push(['报到率', rateText(props), 'grid-rate']);
+  rows.push(['六员缺额', rolesText(props), 'grid-roles']);
+  return detailsList(rows);
+}
+
+function eventDetails(feature) {
+  const p = feature.properties;
+  let state;
+  let stateClass;
+  if (p.overdue) {
+    state = '超期';
+    stateClass = 'state-overdue';
+  } else if (p.warning) {
+    state = '预警';
+    stateClass = 'state-warning';
+  } else if (TERMINAL.includes(p.status)) {
+    state = '已结束';
+    stateClass = 'state-closed';
+  } else {
+    state = '正常';
+    stateClass = 'state-normal';
+  }
+  return detailsList([
+    ['事件编号', `#${feature.id ?? '—'}`, 'event-id'],
+    ['事件类别', `${p.category_name || p.category}（${p.category}）`, 'event-category'],
+    ['办理状态', EVENT_STATUS[p.status] || p.status, 'event-status'],
+    ['办理时限', p.due_at ? formatTime(p.due_at) : '未派遣，尚未起算', 'event-due'],
+    ['时限状态', el('span', `time-state ${stateClass}`, state), 'event-state'],
+  ]);
+}
+
+function branchDetails(feature) {
+  const p = feature.properties;
+  return detailsList([
+    ['党组织编码', p.code, 'branch-code'],
+    ['类型', BRANCH_KINDS[p.kind] || p.kind, 'branch-kind-text'],
+    ['所属社区', p.community || '—', 'branch-community'],
+    ['覆盖网格', p.grids === undefined ? '—' : `${p.grids} 个`, 'branch-grids'],
+  ]);
+}
+
+function issueDetails(feature) {
+  const p = feature.properties;
+  const codes = el('ul', 'code-list');
+  for (const code of String(p.codes || '').split(',').filter(Boolean)) {
+    codes.append(el('li', 'grid-code', code));
+  }
+  const kind = ISSUE_KINDS[p.kind] || p.kind;
+  return detailsList([
+    ['问题类型', `${kind}${p.kind === 'sliver' && ISSUE_FORMS[p.form] ? `（${ISSUE_FORMS[p.form]}）` : ''}`, 'issue-kind'],
+    ['涉及编码', codes.childElementCount ? codes : '—', 'issue-codes'],
+    ['面积', p.area_m2 === undefined ? '—' : `${formatNumber(p.area_m2)} m²`, 'issue-area'],
+  ]);
 }
 
 let selectedCode = null;
-let hoveredCode = null;
-const popup = new maplibregl.Popup({ closeButton: true, closeOnClick: false, maxWidth: '340px', className: 'grid-popup' });
+let hoveredId = null;
+const popup = new maplibregl.Popup({ closeButton: true, closeOnClick: false, maxWidth: '360px', className: 'grid-popup' });
+// what the popup shows, section by section: {kind, title, body}
+let popupSections = [];
 
-function renderSelection(props, branches, state) {
-  const title = el('div', 'popup-title', props.name);
-  const popupBody = el('div');
-  popupBody.append(title, gridDetails(props, branches));
-  popup.setDOMContent(popupBody);
+function section(kind, title, body) {
+  const node = el('section', `popup-section popup-${kind}`);
+  node.dataset.kind = kind;
+  node.append(el('div', 'popup-title', title), body);
+  return node;
+}
 
-  infoEl.replaceChildren(gridDetails(props, branches));
+function renderPopup() {
+  const body = el('div', 'popup-body');
+  for (const s of popupSections) {
+    body.append(section(s.kind, s.title, s.body()));
+  }
+  popup.setDOMContent(body);
+}
+
+function renderGrid(props, branches, state) {
+  const full = !EMBED && state === 'ready';
+  const gridSection = popupSections.find((s) => s.kind === 'grid');
+  if (gridSection) {
+    gridSection.title = props.name;
+    gridSection.body = () => gridDetails(props, branches, { full });
+  }
+  renderPopup();
+  infoEl.replaceChildren(gridDetails(props, branches, { full }));
   infoEl.dataset.code = props.code;
   infoEl.dataset.state = state;
 }
 
-async function selectGrid(props, lngLat) {
+async function selectGrid(props) {
   selectedCode = props.code;
   map.setFilter('grids-selected', ['==', ['get', 'code'], props.code]);
-  popup.setLngLat(lngLat);
-  renderSelection(props, null, 'loading');
-  if (!popup.isOpen()) {
-    popup.addTo(map);
+  if (EMBED) {
+    // tile attributes only: the grid endpoint names the grid worker and their phone
+    renderGrid(props, null, 'tiles');
+    return;
   }
+  renderGrid(props, null, 'loading');
   try {
     const full = await fetchJson(apiUrl(`v1/grids/${encodeURIComponent(props.code)}`));
     if (selectedCode !== props.code) {
       return; // another grid was clicked meanwhile
     }
-    renderSelection({ ...props, ...full.properties }, full.properties.branches || [], 'ready');
+    renderGrid({ ...props, ...full.properties }, full.properties.branches || [], 'ready');
   } catch (err) {
     if (selectedCode === props.code) {
-      renderSelection(props, err, 'error');
+      renderGrid(props, err, 'error');
     }
   }
 }
 
 function clearSelection() {
   selectedCode = null;
-  map.setFilter('grids-selected', ['==', ['get', 'code'], '']);
+  if (map.getLayer('grids-selected')) {
+    map.setFilter('grids-selected', ['==', ['get', 'code'], '']);
+  }
 }
 
-function setHover(code) {
-  if (hoveredCode === code) {
+function setHover(id) {
+  if (hoveredId === id) {
     return;
   }
-  if (hoveredCode !== null) {
-    map.setFeatureState({ source: 'grids', id: hoveredCode }, { hover: false });
+  if (hoveredId !== null) {
+    map.setFeatureState({ source: SOURCE, sourceLayer: 'grids', id: hoveredId }, { hover: false });
   }
-  hoveredCode = code;
-  if (code !== null) {
-    map.setFeatureState({ source: 'grids', id: code }, { hover: true });
+  hoveredId = id;
+  if (id !== null) {
+    map.setFeatureState({ source: SOURCE, sourceLayer: 'grids', id }, { hover: true });
+  }
+}
+
+const POINT_LAYERS = ['events-circle', 'branches-circle'];
+const MAX_PER_KIND = 4;
+
+function visibleLayers(ids) {
+  return ids.filter((id) => map.getLayer(id) && map.getLayoutProperty(id, 'visibility') !== 'none');
+}
+
+// Features under a click: points within a few pixels, polygons exactly under it; one
+// of each feature (a feature cut by tile edges comes back once per tile).
+function featuresAt(point) {
+  const pad = 5;
+  const box = [[point.x - pad, point.y - pad], [point.x + pad, point.y + pad]];
+  const points = visibleLayers(POINT_LAYERS).length
+    ? map.queryRenderedFeatures(box, { layers: visibleLayers(POINT_LAYERS) })
+    : [];
+  const polygons = visibleLayers(['coverage-issues-fill', 'grids-fill']).length
+    ? map.queryRenderedFeatures(point, { layers: visibleLayers(['coverage-issues-fill', 'grids-fill']) })
+    : [];
+  const seen = new Set();
+  const out = { events: [], branches: [], issues: [], grids: [] };
+  const bucket = { 'events-circle': 'events', 'branches-circle': 'branches', 'coverage-issues-fill': 'issues', 'grids-fill': 'grids' };
+  for (const f of [...points, ...polygons]) {
+    const kind = bucket[f.layer.id];
+    const key = `${kind}:${f.id ?? f.properties.code}`;
+    if (!seen.has(key)) {
+      seen.add(key);
+      out[kind].push(f);
+    }
+  }
+  return out;
+}
+
+function onClick(event) {
+  const hits = featuresAt(event.point);
+  const sections = [];
+  const more = (list, noun) => (list.length > MAX_PER_KIND ? `（另有 ${list.length - MAX_PER_KIND} 个${noun}）` : '');
+  hits.events.slice(0, MAX_PER_KIND).forEach((f, i) => {
+    sections.push({
+      kind: 'event',
+      title: `事件：${f.properties.category_name || f.properties.category}${i === 0 ? more(hits.events, '事件') : ''}`,
+      body: () => eventDetails(f),
+    });
+  });
+  hits.branches.slice(0, MAX_PER_KIND).forEach((f) => {
+    sections.push({ kind: 'branch', title: `党支部活动阵地：${f.properties.name}`, body: () => branchDetails(f) });
+  });
+  hits.issues.slice(0, MAX_PER_KIND).forEach((f) => {
+    sections.push({ kind: 'issue', title: `覆盖问题：${ISSUE_KINDS[f.properties.kind] || f.properties.kind}`, body: () => issueDetails(f) });
+  });
+  const grid = hits.grids[0];
+  if (grid) {
+    sections.push({ kind: 'grid', title: grid.properties.name, body: () => gridDetails(grid.properties, null) });
+  }
+  if (sections.length === 0) {
+    popup.remove();
+    return;
+  }
+  popupSections = sections;
+  popup.setLngLat(event.lngLat);
+  renderPopup();
+  if (!popup.isOpen()) {
+    popup.addTo(map);
+  }
+  if (grid) {
+    selectGrid(grid.properties);
+  } else {
+    clearSelection();
   }
 }
 
 function wireInteraction() {
-  map.on('click', 'grids-fill', (event) => {
-    const feature = event.features && event.features[0];
-    if (feature) {
-      selectGrid(feature.properties, event.lngLat);
-    }
+  map.on('click', onClick);
+  map.on('mousemove', (event) => {
+    const hits = featuresAt(event.point);
+    const any = hits.events.length || hits.branches.length || hits.issues.length || hits.grids.length;
+    map.getCanvas().style.cursor = any ? 'pointer' : '';
+    setHover(hits.grids.length && hits.grids[0].id !== undefined ? hits.grids[0].id : null);
   });
-  map.on('mousemove', 'grids-fill', (event) => {
-    map.getCanvas().style.cursor = 'pointer';
-    const feature = event.features && event.features[0];
-    setHover(feature ? feature.properties.code : null);
-  });
-  map.on('mouseleave', 'grids-fill', () => {
-    map.getCanvas().style.cursor = '';
-    setHover(null);
-  });
-  // a click beside every grid closes the popup (closeOnClick would also close it when
-  // the click selects another grid)
-  map.on('click', (event) => {
-    if (map.queryRenderedFeatures(event.point, { layers: ['grids-fill'] }).length === 0) {
-      popup.remove();
-    }
-  });
+  map.on('mouseout', () => setHover(null));
   popup.on('close', clearSelection);
 }
 
-function showStats(grids) {
-  const total = grids.features.length;
-  const without = grids.features.filter((f) => !f.properties.has_branch).length;
+// --- the summary line -----------------------------------------------------------
+
+function showStats(total, without) {
   const rate = total ? (((total - without) / total) * 100).toFixed(1) : '0.0';
   statsEl.replaceChildren(
     document.createTextNode(`共 ${total} 个网格，其中 `),
@@ -450,18 +766,76 @@ function showStats(grids) {
   statsEl.hidden = false;
 }
 
+// Branch coverage per grid is public (the coverage summary is not, for anonymous
+// callers), so the figures come from the grids the tiles of the whole-district view
+// carry — every grid, unless the view is below the grids' first zoom or a tile was cut
+// by its feature limit; then from the paged public grid list.
+function statsFromTiles(gridsMinzoom) {
+  if (map.getZoom() < gridsMinzoom) {
+    return null;
+  }
+  const cut = map.querySourceFeatures(SOURCE, { sourceLayer: 'truncated' }).some((f) => f.properties.layer === 'grids');
+  if (cut) {
+    return null;
+  }
+  const grids = new Map();
+  for (const f of map.querySourceFeatures(SOURCE, { sourceLayer: 'grids' })) {
+    grids.set(f.properties.code, Boolean(f.properties.has_branch));
+  }
+  const without = [...grids.values()].filter((has) => !has).length;
+  return { total: grids.size, without };
+}
+
+// All current grids' branch flags, following the OGC-API-Features "next" links. The
+// server builds those links from the URL it saw, which may lack a reverse proxy's
+// prefix, so only their query string is taken and applied to our own grids URL.
+async function statsFromApi() {
+  let total = 0;
+  let without = 0;
+  let url = apiUrl('v1/grids?limit=1000');
+  for (let page = 0; page < 1000; page += 1) {
+    const body = await fetchJson(url);
+    total += body.features.length;
+    without += body.features.filter((f) => !f.properties.has_branch).length;
+    const next = (body.links || []).find((link) => link.rel === 'next');
+    if (!next || body.features.length === 0) {
+      break;
+    }
+    const nextUrl = apiUrl('v1/grids');
+    nextUrl.search = new URL(next.href, url).search;
+    url = nextUrl;
+  }
+  return { total, without };
+}
+
+async function summarise(gridsMinzoom) {
+  let figures = statsFromTiles(gridsMinzoom);
+  let from = 'tiles';
+  if (figures === null) {
+    figures = await statsFromApi();
+    from = 'api';
+  }
+  showStats(figures.total, figures.without);
+  document.body.dataset.stats = from;
+  return figures;
+}
+
+function idle() {
+  return new Promise((resolve) => {
+    if (map.loaded() && map.areTilesLoaded()) {
+      resolve();
+    } else {
+      map.once('idle', resolve);
+    }
+  });
+}
+
 // --- start ----------------------------------------------------------------------
 
 async function main() {
-  let data;
+  let tilejson;
   try {
-    const [district, streets, communities, grids] = await Promise.all([
-      boundaries('district'),
-      boundaries('street'),
-      boundaries('community'),
-      fetchAllGrids(),
-    ]);
-    data = { district, streets, communities, grids };
+    tilejson = await fetchJson(apiUrl(`tiles/${TILE_LAYERS.join(',')}.json`));
   } catch (err) {
     console.warn('loading the map data failed', err);
     showStatus(`地图数据加载失败：${err.message}。请检查网络或稍后刷新重试。`, 'error');
@@ -469,23 +843,26 @@ async function main() {
     return;
   }
   await mapLoaded;
-  addLayers(data);
+  addLayers(tilejson);
   wireToggles();
   wireInteraction();
-  showStats(data.grids);
+  const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
+  map.on('zoomend', () => updateZoomHints(minzoom));
 
-  const bounds = boundsOf(data.district) || boundsOf(data.grids);
-  if (bounds) {
-    map.fitBounds(bounds, { padding: fitPadding(), animate: false });
+  if (Array.isArray(tilejson.bounds)) {
+    const [w, s, e, n] = tilejson.bounds;
+    map.fitBounds([[w, s], [e, n]], { padding: EMBED ? 12 : fitPadding(), animate: false });
   }
-  if (data.grids.features.length === 0) {
-    showStatus('暂无网格数据。', 'warning');
-  } else {
-    showStatus('');
+  updateZoomHints(minzoom);
+  await idle();
+  try {
+    const figures = await summarise(minzoom.grids ?? 10);
+    showStatus(figures.total === 0 ? '暂无网格数据。' : '', 'warning');
+  } catch (err) {
+    console.warn('counting the grids failed', err);
+    showStatus(`网格统计加载失败：${err.message}`, 'error');
   }
-  map.once('idle', () => {
-    document.body.dataset.ready = '1';
-  });
+  document.body.dataset.ready = '1';
 }
 
 main();
