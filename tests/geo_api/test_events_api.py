@@ -324,3 +324,57 @@ def test_a_redrawn_grid_layer_is_picked_up_between_reports(world):
     add_grid(world["db"], COMMUNITY + "004", "测试社区第4网格", rect(X + 0.05, Y + 0.05, X + 0.0502, Y + 0.1))
     r = post(world, lon=strip[0], lat=strip[1])
     assert r.status_code == 201 and r.json()["grid"]["code"] == COMMUNITY + "004" and r.json()["match"] == "inside"
+
+
+def _refuse_routed(world):
+    """Make the routed endpoint fail for anonymous callers: only the fast path can answer."""
+    from geo_api.deps import get_caller
+
+    def boom():
+        raise RuntimeError("the routed endpoint was used")
+
+    world["c"].app.dependency_overrides[get_caller] = boom
+
+
+def test_anonymous_reports_take_the_fast_path_and_answer_as_the_route_does(world):
+    app = world["c"].app
+    _refuse_routed(world)
+    fast = post(world, description="快速通道", lon=P[0], lat=P[1], contact="李 139", ignored="extra keys are ignored")
+    assert fast.status_code == 201, fast.text
+    with pytest.raises(RuntimeError):  # a signed-in caller goes through the route
+        post(world, "gw_a", channel="grid_worker")
+    del app.dependency_overrides[next(k for k in app.dependency_overrides if k.__name__ == "get_caller")]
+    app.state.settings.events.fast_path = False
+    try:
+        routed = post(world, description="路由", contact="李 139")
+    finally:
+        app.state.settings.events.fast_path = True
+    assert routed.status_code == 201, routed.text
+    assert fast.headers["content-type"] == routed.headers["content-type"] == "application/json"
+    a, b = fast.json(), routed.json()
+    assert [d["id"] for d in b.pop("possible_duplicates")] == [a["id"]] and a.pop("possible_duplicates") == []
+    assert b.pop("id") > a.pop("id") and a.pop("reported_at") <= b.pop("reported_at")
+    assert a == b
+    row = world["db"].execute(text("SELECT reporter, reporter_contact, channel FROM events WHERE id = :i"),
+                              {"i": fast.json()["id"]}).first()
+    assert tuple(row) == (None, "李 139", "public")
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ({"lon": str(P[0])}, 201, None),  # a numeric string: the model takes it, so the route answers
+    ({"lat": int(P[1])}, 422, "lon"),  # an integer (34): the fast path takes it; outside → the route's 422
+    ({"photos": None}, 422, "photos"),
+    ({"crs": None}, 422, "crs"),
+    ({"channel": "public", "category": 7}, 422, "category"),
+])
+def test_bodies_the_fast_path_leaves_to_the_route(world, body, status, field):
+    r = post(world, **body)
+    assert r.status_code == status, r.text
+    assert r.json().get("field") == field
+
+
+def test_a_report_with_a_nul_character_is_refused_and_nothing_is_written(world):
+    before = count(world["db"])
+    r = post(world, description="含\x00字符")
+    assert r.status_code == 422 and r.json()["field"] == "description"
+    assert count(world["db"]) == before
