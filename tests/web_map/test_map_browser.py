@@ -605,6 +605,47 @@ def test_anonymous_map_never_asks_for_members(page, page_log, live_server):
     assert "members" in style["sources"]
 
 
+def test_signed_in_admin_sees_members_from_zoom_15_only(page, page_log, live_server):
+    open_map(page, live_server)
+    authorised = []  # tile URLs sent with an Authorization header
+    page.on("request", lambda r: "authorization" in r.headers and authorised.append(r.url))
+
+    page.fill("#signin input[name=username]", "admin")
+    page.fill("#signin input[name=password]", TEST_PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_function("document.body.dataset.role === 'admin' && document.body.dataset.stats === 'coverage'")
+    total = get_json(f"{live_server}/v1/coverage/summary", bearer(live_server, "admin"))["total"]
+    without = total["grids"] - total["grids_with_branch"]
+    assert page.inner_text("#stats").startswith(
+        f"共 {total['grids']} 个网格，其中 {without} 个无党支部；党支部覆盖率 "
+        f"{total['grids_with_branch'] / total['grids'] * 100:.1f}%。")
+    assert f"党员报到率 {total['registration_rate'] * 100:.1f}%" in page.inner_text("#stats")
+    wait_idle(page)
+    # the whole-district view is below zoom 15: no residence is asked for yet
+    assert not any("members" in layers for layers, _ in tile_requests(page_log.requests))
+    assert page.is_visible('.layer-group[data-group="members"] .zoom-hint')
+
+    grid, _ = pick_grid(page, live_server, True)
+    lon, lat = inner_point(grid["geometry"])
+    move_to(page, lon, lat, 14.5)
+    assert not any("members" in layers for layers, _ in tile_requests(page_log.requests))
+    assert rendered(page, ["members-circle"]) == []
+    move_to(page, lon, lat, 15.5)
+    members = [z for layers, z in tile_requests(page_log.requests) if layers == ("members",)]
+    assert members and min(members) >= 15
+    assert rendered(page, ["members-circle"]), "no residence drawn at zoom 15.5"
+    assert page.is_hidden('.layer-group[data-group="members"] .zoom-hint')
+    # the token goes with the members tiles and with nothing else on the map
+    tiles_with_token = [u for u in authorised if "/tiles/" in u]
+    assert tiles_with_token and all(urlsplit(u).path.startswith("/tiles/members/") for u in tiles_with_token)
+    assert page_log.bad_status == [] and page_log.failed == []
+
+    page.click("#signout")
+    page.wait_for_function("document.body.dataset.role === undefined && document.body.dataset.stats === 'tiles'")
+    assert page.evaluate("window.gridbranchMap.getSource('members') === undefined")
+    assert page.is_hidden('.layer-group[data-group="members"]')
+
+
 def test_embed_mode_shows_public_aggregates_only(page, page_log, live_server):
     open_map(page, live_server, "?embed=1")
 

@@ -9,14 +9,19 @@
 //
 // Personal data stays out: the page asks only for public tile layers (never `members`)
 // and public endpoints. /map?embed=1 (for other portals) hides the side panel and draws
-// only public aggregate layers; its popups show tile attributes only.
+// only public aggregate layers; its popups show tile attributes only. Staff may sign in
+// (the token lives in this page's memory only): an admin then also gets the residences
+// of members in their area (the `members` tiles, zoom 15 and above, a source of their
+// own that alone carries the Authorization header), and admins and dispatchers get the
+// summary line from the coverage analysis.
 //
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
 //   window.gridbranchTileLayers   the tile layers the page's source asks for
 //   document.body.dataset.ready   "1" once the tiles of the first view are rendered
 //   document.body.dataset.error   "1" when loading the map's data failed
-//   document.body.dataset.stats   "tiles" or "api": where the summary line came from
+//   document.body.dataset.stats   "tiles", "api" or "coverage": where the summary line came from
+//   document.body.dataset.role    the signed-in account's role (absent when anonymous)
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
@@ -119,8 +124,12 @@ function showStatus(message, kind = 'info') {
   statusEl.hidden = !message;
 }
 
-async function fetchJson(url) {
-  const response = await fetch(url, { headers: { Accept: 'application/geo+json, application/json' } });
+async function fetchJson(url, { auth = false } = {}) {
+  const headers = { Accept: 'application/geo+json, application/json' };
+  if (auth && session) {
+    headers.Authorization = `Bearer ${session.token}`;
+  }
+  const response = await fetch(url, { headers });
   if (!response.ok) {
     let detail = '';
     try {
@@ -212,6 +221,13 @@ try {
     pitchWithRotate: false,
     touchPitch: false,
     attributionControl: { compact: true, customAttribution: 'gridbranch' },
+    // the signed-in admin's token goes with the members tiles and nothing else
+    transformRequest: (url, resourceType) => {
+      if (session && resourceType === 'Tile' && url.startsWith(`${API_BASE.href}tiles/members/`)) {
+        return { url, headers: { Authorization: `Bearer ${session.token}` } };
+      }
+      return { url };
+    },
   });
 } catch (err) {
   showStatus('无法创建地图：浏览器可能不支持 WebGL。', 'error');
@@ -228,6 +244,9 @@ map.on('error', (event) => {
   console.error('map error', event.error);
   showStatus(`地图出错：${event.error?.message || '未知错误'}`, 'error');
 });
+
+// The signed-in account: {token, username, role, area_code}, or null.
+let session = null;
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
@@ -413,6 +432,7 @@ const TOGGLED_LAYERS = {
   events: ['events-circle'],
   'coverage-issues': ['coverage-issues-fill', 'coverage-issues-line'],
   'members-h3': ['members-h3-fill', 'members-h3-line'],
+  members: ['members-circle'],
 };
 
 function applyToggle(input) {
@@ -444,7 +464,8 @@ function applyToggle(input) {
 
 function wireToggles() {
   for (const group of document.querySelectorAll('.layer-group')) {
-    if (!TILE_LAYERS.includes(group.dataset.tileLayer)) {
+    const layer = group.dataset.tileLayer;
+    if (layer === 'members' ? EMBED : !TILE_LAYERS.includes(layer)) {
       group.remove(); // not drawn here (the embedded map)
     }
   }
@@ -808,16 +829,149 @@ async function statsFromApi() {
   return { total, without };
 }
 
+// Admins (their area) and dispatchers (the district) may read the coverage analysis.
+async function statsFromCoverage() {
+  const summary = await fetchJson(apiUrl('v1/coverage/summary'), { auth: true });
+  const t = summary.total;
+  return { total: t.grids, without: t.grids - t.grids_with_branch, name: t.name, rate: t.registration_rate };
+}
+
+let publicFigures = null;
+
 async function summarise(gridsMinzoom) {
-  let figures = statsFromTiles(gridsMinzoom);
-  let from = 'tiles';
+  let figures = null;
+  let from = 'coverage';
+  if (session && ['admin', 'dispatcher'].includes(session.role)) {
+    figures = await statsFromCoverage();
+  }
+  if (figures === null && publicFigures !== null) {
+    ({ figures, from } = publicFigures); // counted once, on the whole-district view
+  }
   if (figures === null) {
-    figures = await statsFromApi();
-    from = 'api';
+    figures = statsFromTiles(gridsMinzoom);
+    from = 'tiles';
+    if (figures === null) {
+      figures = await statsFromApi();
+      from = 'api';
+    }
+    publicFigures = { figures, from };
   }
   showStats(figures.total, figures.without);
+  if (figures.name) {
+    const rate = figures.rate === null || figures.rate === undefined ? '—' : `${(figures.rate * 100).toFixed(1)}%`;
+    statsEl.append(el('span', 'stats-extra', `${figures.name}（覆盖分析）：党员报到率 ${rate}`));
+  }
   document.body.dataset.stats = from;
   return figures;
+}
+
+// --- staff sign-in --------------------------------------------------------------
+
+const ROLE_NAMES = { admin: '管理员', dispatcher: '指挥中心', grid_worker: '网格员', member: '党员' };
+const signinForm = document.getElementById('signin');
+const signedInEl = document.getElementById('signed-in');
+const signinError = signinForm.querySelector('.signin-error');
+const membersGroup = document.querySelector('.layer-group[data-group="members"]');
+let gridsMinzoom = 10;
+
+// The members tiles are served to admins only (inside their area, zoom 15 and above).
+function addMembers(bounds) {
+  if (!session || session.role !== 'admin' || !session.area_code || map.getSource('members')) {
+    return;
+  }
+  map.addSource('members', {
+    type: 'vector',
+    tiles: [`${API_BASE.href}tiles/members/{z}/{x}/{y}.mvt`],
+    minzoom: 15,
+    maxzoom: 16,
+    bounds,
+  });
+  map.addLayer({
+    id: 'members-circle',
+    type: 'circle',
+    source: 'members',
+    'source-layer': 'members',
+    minzoom: 15,
+    paint: {
+      'circle-color': ['match', ['get', 'status'], 'confirmed', '#2a9d8f', 'pending', '#9d4edd', '#8d99ae'],
+      'circle-radius': 3.5,
+      'circle-stroke-color': '#ffffff',
+      'circle-stroke-width': 0.8,
+    },
+  }, 'events-circle');
+  membersGroup.hidden = false;
+  applyToggle(membersGroup.querySelector('input'));
+}
+
+function removeMembers() {
+  if (map.getLayer('members-circle')) {
+    map.removeLayer('members-circle');
+  }
+  if (map.getSource('members')) {
+    map.removeSource('members');
+  }
+  membersGroup.hidden = true;
+}
+
+function showSession() {
+  signinForm.hidden = Boolean(session);
+  signedInEl.hidden = !session;
+  if (session) {
+    signedInEl.querySelector('.who').textContent =
+      `已登录：${session.username}（${ROLE_NAMES[session.role] || session.role}${session.area_code ? `，${session.area_code}` : ''}）`;
+    document.body.dataset.role = session.role;
+  } else {
+    delete document.body.dataset.role;
+  }
+}
+
+async function signIn(username, password, bounds) {
+  const response = await fetch(apiUrl('v1/auth/token'), {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' },
+    body: new URLSearchParams({ username, password }),
+  });
+  if (!response.ok) {
+    throw new Error(response.status === 401 ? '用户名或密码错误' : `HTTP ${response.status}`);
+  }
+  const { access_token: token } = await response.json();
+  session = { token, username };
+  try {
+    const me = await fetchJson(apiUrl('v1/auth/me'), { auth: true });
+    session = { token, username: me.username, role: me.role, area_code: me.area_code };
+  } catch (err) {
+    session = null;
+    throw err;
+  }
+  showSession();
+  addMembers(bounds);
+  await summarise(gridsMinzoom);
+}
+
+function signOut() {
+  session = null;
+  removeMembers();
+  showSession();
+  summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
+}
+
+function wireSignIn(bounds) {
+  if (EMBED) {
+    return;
+  }
+  signinForm.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(signinForm);
+    signinError.hidden = true;
+    try {
+      await signIn(String(data.get('username')), String(data.get('password')), bounds);
+      signinForm.reset();
+    } catch (err) {
+      signinError.textContent = `登录失败：${err.message}`;
+      signinError.hidden = false;
+    }
+  });
+  document.getElementById('signout').addEventListener('click', signOut);
 }
 
 function idle() {
@@ -847,7 +1001,10 @@ async function main() {
   wireToggles();
   wireInteraction();
   const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
+  minzoom.members = 15;
+  gridsMinzoom = minzoom.grids ?? 10;
   map.on('zoomend', () => updateZoomHints(minzoom));
+  wireSignIn(tilejson.bounds);
 
   if (Array.isArray(tilejson.bounds)) {
     const [w, s, e, n] = tilejson.bounds;
@@ -856,7 +1013,7 @@ async function main() {
   updateZoomHints(minzoom);
   await idle();
   try {
-    const figures = await summarise(minzoom.grids ?? 10);
+    const figures = await summarise(gridsMinzoom);
     showStatus(figures.total === 0 ? '暂无网格数据。' : '', 'warning');
   } catch (err) {
     console.warn('counting the grids failed', err);
