@@ -676,6 +676,13 @@ def test_embed_mode_shows_public_aggregates_only(page, page_log, live_server):
     assert not any(p.startswith("/v1/") for p in paths), paths
     assert page_log.page_errors == [] and page_log.bad_status == [] and page_log.foreign == []
 
+    # a portal may ask for the member density too: still aggregates only
+    assert rendered(page, ["members-h3-fill"]) == []
+    open_map(page, live_server, "?embed=1&h3=1")
+    assert rendered(page, ["members-h3-fill"]) and page.is_visible("#embed-legend-h3")
+    assert_public_only(page_log.requests, EMBED_LAYERS)
+    assert not any(urlsplit(u).path.startswith("/v1/") for u in page_log.requests)
+
 
 def test_data_error_is_shown_in_chinese(page, live_server):
     page.route("**/tiles/*.json", lambda route: route.fulfill(status=503, json={"detail": "维护中"}))

@@ -471,6 +471,7 @@ function wireToggles() {
   }
   if (EMBED && new URLSearchParams(window.location.search).get('h3') === '1') {
     document.querySelector('[data-toggle="members-h3"]').checked = true; // /map?embed=1&h3=1
+    document.getElementById('embed-legend-h3').hidden = false;
   }
   for (const input of document.querySelectorAll('[data-toggle]')) {
     input.addEventListener('change', () => applyToggle(input));
