@@ -13,19 +13,23 @@ The cache is bounded in bytes and evicts the least recently used tiles first.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import threading
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 
 FORMAT = "mvt"
+#: Bodies up to this size are compressed with smaller zlib tables (:func:`gzip_body`).
+SMALL_GZIP_BYTES = 16 * 1024
 
 
 @dataclass
 class CachedTile:
-    versions: tuple[tuple[str, int], ...]
+    #: the data versions it was drawn at; None when its layers were drawn at different
+    #: versions (a write landed between them): such a tile is served but never cached
+    versions: tuple[tuple[str, int], ...] | None
     etag: str  # strong ETag of the identity representation, without quotes
     body: bytes
     truncated: dict[str, int] = field(default_factory=dict)
@@ -37,7 +41,7 @@ class CachedTile:
         return len(self.body) + len(self.gzipped or b"") + 200
 
     def fresh(self, versions: tuple[tuple[str, int], ...], now: datetime) -> bool:
-        return self.versions == versions and (self.valid_until is None or now < self.valid_until)
+        return self.versions is not None and self.versions == versions and (self.valid_until is None or now < self.valid_until)
 
 
 def make_etag(layers: tuple[str, ...], z: int, x: int, y: int, versions: tuple[tuple[str, int], ...],
@@ -69,8 +73,18 @@ def if_none_match(header: str | None, etag: str) -> bool:
 
 
 def gzip_body(body: bytes, level: int) -> bytes:
-    """gzip with a fixed header (no name, mtime 0), so equal tiles give equal bytes."""
-    return gzip.compress(body, compresslevel=level, mtime=0)
+    """gzip with a fixed header (no name, mtime 0), so equal tiles give equal bytes.
+
+    Most tiles are a few hundred bytes to a few kilobytes, and for those zlib's default
+    state (a 32 KiB window, 64 KiB hash and 64 KiB literal buffers, set up and torn down
+    per call) costs more than compressing: the window is fitted to the body (it cannot
+    reach further back than the body's start anyway, so the output is as small) and a
+    small body gets smaller hash tables (``memLevel`` 5; its literal buffer then takes a
+    new block every 2 Ki symbols — a few bytes each)."""
+    n = len(body)
+    window = max(9, min(15, (n - 1).bit_length()))
+    c = zlib.compressobj(level, zlib.DEFLATED, 16 + window, 5 if n <= SMALL_GZIP_BYTES else 8)
+    return c.compress(body) + c.flush()
 
 
 class TileCache:
@@ -105,8 +119,15 @@ class TileCache:
             self.hits += 1
             return entry
 
+    def holds(self, key: tuple) -> bool:
+        """Whether anything is filed under ``key`` (counted as a miss when not)."""
+        if key in self._entries:
+            return True
+        self.misses += 1
+        return False
+
     def put(self, key: tuple, entry: CachedTile) -> None:
-        if entry.size > self.max_bytes:
+        if entry.versions is None or entry.size > self.max_bytes:
             return
         with self._lock:
             if key in self._entries:

@@ -9,10 +9,11 @@ whose only inputs are bound parameters:
     what the layer needs besides (below).
 
 and which answers one row ``(mvt bytea, truncated boolean, epoch text, next_change
-timestamptz)``: the layer encoded by ST_AsMVT (ST_AsMVTGeom clips to the tile plus a
-64-unit buffer, at 4096 units per tile); whether the feature limit cut it; and, for
-layers whose content moves with the clock, an epoch naming the current content and the
-next instant it changes (:mod:`tiles.cache`).
+timestamptz, versions bigint[])``: the layer encoded by ST_AsMVT (ST_AsMVTGeom clips to
+the tile plus a 64-unit buffer, at 4096 units per tile); whether the feature limit cut
+it; for layers whose content moves with the clock, an epoch naming the current content
+and the next instant it changes (:mod:`tiles.cache`); and the data versions the tile was
+drawn at (:attr:`TileLayer.version_keys`, in that order).
 
 Candidates are found in the storage SRID (EPSG:4326) with ``geom && <tile envelope with
 its buffer, transformed to 4326>`` so that the GiST index answers; their geometries are
@@ -30,13 +31,17 @@ coverage findings, H3 counts) reach the statement as a JSON parameter ``$6`` hol
 records of the features whose bounding box meets the tile (:mod:`tiles.derived`).
 
 Data versions: each layer names the ``data_versions`` layers it is drawn from
-(:attr:`TileLayer.depends`). ``event_categories`` has no version: a renamed category or a
+(:attr:`TileLayer.depends`), and its statement reads their versions itself: one
+statement, one snapshot, so the versions it answers are exactly those of the rows it
+encoded (the triggers bump a version in the writing transaction), and serving a tile
+needs no separate round trip to learn them. ``event_categories`` has no version: a renamed category or a
 changed warning share reaches cached event tiles with the next write to ``events``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from layers.events import CLOCK, TERMINAL
 from tiles.tms import BUFFER, EXTENT, MARGIN
@@ -73,7 +78,13 @@ class TileLayer:
     personal: bool = False  # served only to entitled callers, scoped to their area
     timed: bool = False  # content moves with the clock ($6 is now)
     simplify: bool = False
+    derived: bool = False  # $6 holds records built at the layer's data versions (tiles.derived)
     sql: str = field(default="", compare=False)
+
+    @cached_property
+    def version_keys(self) -> tuple[str, ...]:
+        """The ``data_versions`` layers whose versions the statement answers, in order."""
+        return tuple(sorted(set(self.depends)))
 
     @property
     def statement(self) -> str:
@@ -100,7 +111,16 @@ SELECT (SELECT ST_AsMVT(t, '{layer.name}', {EXTENT}, 'geom', 'fid')
          WHERE t.geom IS NOT NULL) AS mvt,
        (SELECT count(*) > $4 FROM c) AS truncated,
        {epoch} AS epoch,
-       {next_change} AS next_change"""
+       {next_change} AS next_change,
+       {_versions(layer)} AS versions"""
+
+
+def _versions(layer: TileLayer) -> str:
+    """The layer's data versions, read in the statement's own snapshot (0 for a layer
+    without a row, as :func:`tiles.service` counts it)."""
+    reads = ", ".join(f"COALESCE((SELECT version FROM data_versions WHERE layer = '{k}'), 0)"
+                      for k in layer.version_keys)
+    return f"ARRAY[{reads}]::bigint[]"
 
 
 def _build(layer: TileLayer, **kw) -> TileLayer:
@@ -153,6 +173,7 @@ GRIDS = _build(TileLayer(
     order="has_branch, area_m2 DESC, code",
     extra_types=("json",),
     simplify=True,
+    derived=True,
 ))
 
 BRANCHES = _build(TileLayer(
@@ -257,6 +278,7 @@ COVERAGE_ISSUES = _build(TileLayer(
     order="area_m2 DESC NULLS LAST, fid",
     extra_types=("json",),
     simplify=True,
+    derived=True,
 ))
 
 MEMBERS_H3 = _build(TileLayer(
@@ -277,6 +299,7 @@ MEMBERS_H3 = _build(TileLayer(
          WHERE ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) && {ENV_4326}""",
     order="count DESC, cell",
     extra_types=("json",),
+    derived=True,
 ))
 
 # The events layer keeps every candidate until encoding: its epoch and next change are
@@ -322,12 +345,12 @@ def prepare(cursor) -> None:
         cursor.execute(sql)
 
 
-def execute(cursor, layer: TileLayer, params: tuple) -> tuple[bytes, bool, str | None, object]:
+def execute(cursor, layer: TileLayer, params: tuple) -> tuple[bytes, bool, str | None, object, tuple[int, ...]]:
     """Run the layer's prepared statement on a synchronous cursor: (mvt, truncated,
-    epoch, next_change)."""
+    epoch, next_change, versions)."""
     cursor.execute(execute_sql(layer, len(params)), params)
-    mvt, truncated, epoch, next_change = cursor.fetchone()
-    return (bytes(mvt) if mvt is not None else b""), bool(truncated), epoch, next_change
+    mvt, truncated, epoch, next_change, versions = cursor.fetchone()
+    return (bytes(mvt) if mvt is not None else b""), bool(truncated), epoch, next_change, tuple(versions)
 
 
 def read_versions(cursor) -> dict[str, int]:

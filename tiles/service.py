@@ -1,17 +1,24 @@
 """Serving tiles: layer selection and entitlement, the data-version read, the cache,
 rendering through the prepared statements, ETags, gzip.
 
-Everything runs on the event loop, with no thread in the way (:mod:`tiles.pg`): a tile
-request reads the data versions (one round trip, shared by the requests waiting at the
-same moment), answers from the in-process cache when the cached tile is still current,
-and otherwise runs each layer's prepared statement on a pooled connection — one round
-trip per layer. The statement runs after the version read, so a tile is never older than
-the versions it is filed under: a write committed before the request is in it.
+Everything runs on the event loop, with no thread in the way (:mod:`tiles.pg`). A tile
+is drawn by each layer's prepared statement on a pooled connection — one round trip per
+layer — and every statement also answers the data versions it was drawn at, in its own
+snapshot (:mod:`tiles.layers`): the tile is filed under, and its ETag made of, exactly
+the versions of the rows it holds. A statement starts after its request arrived, so a
+write committed before the request is in the tile, with no separate version read.
+Derived parameters (grid figures, coverage findings, H3 counts) are built at the versions
+last seen; a statement answering other versions is run again with records at those.
 
-Connections: ``GRIDBRANCH_POOL_SIZE`` in all — one reads the versions, the others draw
-tiles (prepared statements, planned once, set up when a connection opens). Attributes
-computed per data version (:mod:`tiles.derived`) are built in a worker thread on one more
-connection, opened only for the build.
+The in-process cache: a request for a key with a cached copy reads the data versions
+(one round trip, shared by the requests waiting at the same moment) and serves the copy
+when they still match; a request for a key with nothing cached is drawn at once.
+
+Connections: ``GRIDBRANCH_POOL_SIZE`` in all — one reads the versions (cache lookups,
+and once before the first derived build), the others draw tiles (prepared statements,
+planned once, set up when a connection opens). Attributes computed per data version
+(:mod:`tiles.derived`) are built in a worker thread on one more connection, opened only
+for the build.
 
 Entitlement: the ``members`` layer (individual residences) exists only for admins —
 anyone else asking for it, alone or in a composite, gets 404. An admin gets it at zoom
@@ -50,6 +57,8 @@ ENTITLED_ROLES = frozenset({"admin"})
 BOX_SLACK = 1e-5
 #: Bodies larger than this are compressed in a worker thread rather than on the loop.
 GZIP_INLINE_BYTES = 64 * 1024
+#: Draws of a tile whose derived parameters a concurrent write keeps making stale.
+RENDER_ATTEMPTS = 3
 
 
 @dataclass
@@ -140,6 +149,8 @@ class TileService:
         self.pool = AsyncPool(dsn, settings.database.pool_size - 1, setup=setup_statements)
         self.cache = TileCache(self.settings.cache_mb * 1024 * 1024)
         self.derived = derived.DerivedCache()
+        #: The data versions last seen (:meth:`observe`).
+        self.known: dict[str, int] = {}
         self._build_engine = None
 
     def close(self) -> None:
@@ -205,20 +216,57 @@ class TileService:
         return params + (records.json_within(bbox),)
 
     # -- tiles -------------------------------------------------------------------------
+    def observe(self, versions: dict[str, int]) -> None:
+        """Remember data versions just seen (a version read, or a tile statement's own)."""
+        self.known = {**self.known, **versions}
+
+    async def assumed(self, layers: tuple[TileLayer, ...]) -> dict[str, int]:
+        """The versions to build derived parameters at: the last seen (each statement
+        checks them against its own snapshot), read afresh only when none are known."""
+        if any(d not in self.known for layer in layers if layer.derived for d in layer.version_keys):
+            self.observe(await self.reader.read())
+        return self.known
+
     async def render(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None,
                      versions: dict[str, int], now: datetime) -> CachedTile:
-        """Draw the tile: each layer's prepared statement, joined, and the truncation layer."""
-        bound = [(layer, await self.params(layer, tile, scope, versions, now)) for layer in layers]
+        """Draw the tile: each layer's prepared statement, joined, and the truncation layer.
 
-        async def work(conn):
-            return [await execute(conn, execute_sql(layer, len(p)), p, fetch="one") for layer, p in bound]
+        ``versions`` are the data versions to build derived parameters (``$6`` of the
+        grids, coverage and H3 layers) at. Every statement answers the versions it was
+        drawn at, in its own snapshot; a derived layer whose records were built at other
+        versions is drawn again with records at the versions it answered (a write
+        committed between the two), up to ``RENDER_ATTEMPTS`` times. The tile is filed
+        under — and its ETag made of — the versions the statements answered."""
+        assumed = versions
+        for attempt in range(1, RENDER_ATTEMPTS + 1):
+            bound = [(layer, await self.params(layer, tile, scope, assumed, now)) for layer in layers]
 
-        rows = await self.pool.run(work)
+            async def work(conn):
+                return [await execute(conn, execute_sql(layer, len(p)), p, fetch="one") for layer, p in bound]
+
+            rows = await self.pool.run(work)
+            drawn = [tuple(zip(layer.version_keys, row[4])) for (layer, _), row in zip(bound, rows)]
+            seen: dict[str, int] = {}
+            consistent = True
+            for pairs in drawn:
+                for k, v in pairs:
+                    consistent &= seen.setdefault(k, v) == v
+            stale = [layer for (layer, _), pairs in zip(bound, drawn)
+                     if layer.derived and any(assumed.get(k, 0) != v for k, v in pairs)]
+            self.observe(seen)
+            if not stale:
+                break
+            if attempt == RENDER_ATTEMPTS:
+                log.warning("tile %s: data kept changing while it was drawn; served, not cached", tile)
+                consistent = False
+                drawn.append(tuple((f"assumed:{k}", assumed.get(k, 0)) for layer in stale for k in layer.version_keys))
+                break
+            assumed = {**assumed, **seen}
         parts, truncated, epochs = [], {}, []
         valid_until = None
-        for (layer, p), (mvt, cut, epoch, next_change) in zip(bound, rows):
+        for (layer, p), (mvt, cut, epoch, next_change, _) in zip(bound, rows):
             if mvt:
-                parts.append(bytes(mvt))
+                parts.append(mvt)
             if cut:
                 truncated[layer.name] = p[3]
             if layer.timed:
@@ -226,9 +274,9 @@ class TileService:
                 if next_change is not None and (valid_until is None or next_change < valid_until):
                     valid_until = next_change
         body = b"".join(parts) + truncated_layer(truncated)
-        used = _used_versions(layers, versions)
-        etag = make_etag(tuple(layer.name for layer in layers), tile.z, tile.x, tile.y, used, scope,
-                         tuple(epochs), self.config_tag)
+        used = _used_versions(layers, seen) if consistent else None
+        etag = make_etag(tuple(layer.name for layer in layers), tile.z, tile.x, tile.y,
+                         used if used is not None else tuple(drawn), scope, tuple(epochs), self.config_tag)
         return CachedTile(versions=used, etag=etag, body=body, truncated=truncated, valid_until=valid_until)
 
     def key(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None) -> tuple:
@@ -236,16 +284,24 @@ class TileService:
 
     async def tile(self, layers: tuple[TileLayer, ...], tile: Tile, *, scope: str | None, gzip: bool,
                    if_none_match_header: str | None) -> TileReply:
-        """The reply for a tile request (layers already checked for the caller and zoom)."""
-        versions = await self.reader.read()
+        """The reply for a tile request (layers already checked for the caller and zoom).
+
+        A cached copy is revalidated against data versions read after the request
+        arrived (one round trip). Without one — cache off, or nothing cached under the
+        key — the tile is drawn at once: its statements start after the request arrived
+        and answer their own versions, so a write committed before the request is in it,
+        in one round trip per layer and no version read."""
         now = datetime.now(timezone.utc)
         key = self.key(layers, tile, scope)
         entry = None
-        if self.settings.cache:
+        cache = self.settings.cache
+        if cache and self.cache.holds(key):
+            versions = await self.reader.read()
+            self.observe(versions)
             entry = self.cache.get(key, _used_versions(layers, versions), now)
         if entry is None:
-            entry = await self.render(layers, tile, scope, versions, now)
-            if self.settings.cache:
+            entry = await self.render(layers, tile, scope, await self.assumed(layers), now)
+            if cache:
                 self.cache.put(key, entry)
         return await self.reply(key, entry, gzip=gzip, if_none_match_header=if_none_match_header,
                                 private=scope is not None, now=now)

@@ -393,6 +393,92 @@ def test_events_tiles_expire_when_the_clock_flips_a_flag(tiles_client, demo_engi
 
 
 # --------------------------------------------------------------------------------------
+# Data versions answered by the tile statements
+# --------------------------------------------------------------------------------------
+
+
+def test_cache_off_a_write_reaches_the_next_tile_without_a_version_read(demo_engine):
+    row = one(demo_engine, """SELECT g.id, g.code, g.name, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+                              FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+                              ORDER BY g.code LIMIT 1""")
+    grid_id, code, name, lon, lat = row
+    url = path("grids,events", tile_at(lon, lat, 15))
+    with make_client(demo_engine, cache=False) as c:
+        service = c.app.state.tiles
+        before = c.get(url)
+        assert before.status_code == 200
+        assert c.get(url, headers={"If-None-Match": before.headers["etag"]}).status_code == 304
+        reads, builds = service.reader.reads, service.derived.builds
+        event_id = None
+        try:
+            with demo_engine.begin() as conn:
+                conn.execute(text("UPDATE grids SET name = :n WHERE id = :g"), {"n": name + "（新）", "g": grid_id})
+                event_id = _event_insert(conn, lon, lat)
+            after = c.get(url, headers={"If-None-Match": before.headers["etag"]})
+            assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
+            assert [f["properties"]["name"] for f in features(after.content, "grids")
+                    if f["properties"]["code"] == code] == [name + "（新）"]
+            assert event_id in {f["id"] for f in features(after.content, "events")}
+            # the grid figures were rebuilt at the versions the statement answered,
+            # and no request read data_versions on its own
+            assert service.derived.builds == builds + 1 and service.reader.reads == reads
+            again = c.get(url)
+            assert again.headers["etag"] == after.headers["etag"] and again.content == after.content
+        finally:
+            with demo_engine.begin() as conn:
+                if event_id is not None:
+                    conn.execute(text("DELETE FROM events WHERE id = :e"), {"e": event_id})
+                conn.execute(text("UPDATE grids SET name = :n WHERE id = :g"), {"n": name, "g": grid_id})
+        restored = c.get(url)
+        assert restored.content == before.content and restored.headers["etag"] != before.headers["etag"]
+
+
+def test_a_tile_drawn_with_stale_derived_records_is_drawn_again(tiles_client, demo_engine):
+    service = tiles_client.app.state.tiles
+    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                              "WHERE level = 'district'")
+    tile = tile_at(centre[0], centre[1], 13)
+    layers = (LAYERS["grids"],)
+    now = datetime.now(timezone.utc)
+
+    async def draw(stale: bool):
+        versions = await service.reader.read()
+        if stale:  # records as of another grids version than the database's
+            versions = {**versions, "grids": versions["grids"] - 1_000_000}
+        return await service.render(layers, tile, None, versions, now)
+
+    right = tiles_client.portal.call(draw, False)
+    redrawn = tiles_client.portal.call(draw, True)
+    assert redrawn.body == right.body and redrawn.etag == right.etag and redrawn.versions == right.versions
+    current = dict(every(demo_engine, "SELECT layer, version FROM data_versions"))
+    assert dict(right.versions) == {k: current[k] for k in ("areas", "grids", "members")}
+
+
+def test_tiles_drawn_at_mixed_versions_are_served_but_not_cached():
+    from tiles.cache import CachedTile, TileCache
+
+    cache = TileCache(1 << 20)
+    mixed = CachedTile(versions=None, etag="e", body=b"x")
+    cache.put(("grids", 1, 0, 0, None), mixed)
+    assert len(cache) == 0 and not mixed.fresh((), datetime.now(timezone.utc))
+    assert not cache.holds(("grids", 1, 0, 0, None)) and cache.misses == 1
+
+
+@pytest.mark.parametrize("size", [1, 200, 511, 513, 4000, 16 * 1024, 16 * 1024 + 1, 70_000, 300_000])
+def test_gzip_bodies_round_trip_and_repeat(size):
+    import random
+
+    from tiles.cache import gzip_body
+
+    rng = random.Random(size)
+    body = bytes(rng.choice(b"abcdefgh\x00\x01\x02") for _ in range(size))
+    for level in (1, 6, 9):
+        packed = gzip_body(body, level)
+        assert gzip.decompress(packed) == body and packed == gzip_body(body, level)
+        assert packed[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + packed[8:10]  # no name, mtime 0
+
+
+# --------------------------------------------------------------------------------------
 # Feature limits
 # --------------------------------------------------------------------------------------
 
