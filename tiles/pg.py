@@ -25,22 +25,67 @@ import psycopg2.extensions as pgx
 log = logging.getLogger("gridbranch.tiles")
 
 
-async def _wait(conn) -> None:
-    """Drive ``conn`` until its current operation completes (poll / add_reader)."""
+class Connection(pgx.connection):
+    """A psycopg2 connection that remembers how the event loop watches it: the reader
+    stays registered between statements (registering and unregistering it around every
+    statement costs more than a small tile's whole Python side)."""
+
+    _loop: asyncio.AbstractEventLoop | None = None
+    _fd: int = -1
+    _waiter: asyncio.Future | None = None
+
+
+def _readable(conn: Connection) -> None:
+    waiter = conn._waiter
+    if waiter is not None:
+        conn._waiter = None
+        if not waiter.done():
+            waiter.set_result(None)
+    else:  # nothing in flight (a notice, or the server closing an idle connection): stop
+        _unwatch(conn)  # watching; the next statement watches again
+
+
+def _unwatch(conn: Connection) -> None:
+    loop, conn._loop = conn._loop, None
+    if loop is not None and not loop.is_closed():
+        try:
+            loop.remove_reader(conn._fd)
+        except Exception:  # noqa: BLE001 - the loop is going away
+            pass
+
+
+def close(conn) -> None:
+    """Close ``conn``, unwatching it first (its descriptor may be reused at once)."""
+    if isinstance(conn, Connection):
+        _unwatch(conn)
+        conn._waiter = None
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def _wait(conn: Connection) -> None:
+    """Drive ``conn`` until its current operation completes (poll / readiness)."""
     loop = asyncio.get_running_loop()
-    fd = conn.fileno()
     while True:
         state = conn.poll()
         if state == pgx.POLL_OK:
             return
-        ready = loop.create_future()
         if state == pgx.POLL_READ:
-            loop.add_reader(fd, _set, ready)
+            if conn._loop is not loop:
+                _unwatch(conn)
+                conn._fd = conn.fileno()
+                loop.add_reader(conn._fd, _readable, conn)
+                conn._loop = loop
+            ready = conn._waiter = loop.create_future()
             try:
                 await ready
             finally:
-                loop.remove_reader(fd)
+                conn._waiter = None
         elif state == pgx.POLL_WRITE:
+            ready = loop.create_future()
+            fd = conn.fileno()
             loop.add_writer(fd, _set, ready)
             try:
                 await ready
@@ -56,13 +101,13 @@ def _set(future: asyncio.Future) -> None:
 
 
 async def connect(dsn: str, setup: Callable[[], list[str]] | None = None):
-    conn = psycopg2.connect(dsn, async_=True)
+    conn = psycopg2.connect(dsn, async_=True, connection_factory=Connection)
     try:
         await _wait(conn)
         for sql in setup() if setup else ():
             await execute(conn, sql)
     except BaseException:
-        conn.close()
+        close(conn)
         raise
     return conn
 
@@ -141,10 +186,7 @@ class AsyncPool:
 
     def release(self, conn, *, broken: bool = False) -> None:
         if broken or conn.closed:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            close(conn)
             self._open = max(0, self._open - 1)
             self._wake()
             return
@@ -178,10 +220,7 @@ class AsyncPool:
         """Close the idle connections and forget the rest (at shutdown, or when the app
         moves to another event loop)."""
         for conn in self._idle:
-            try:
-                conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            close(conn)
         self._idle.clear()
         for waiter in self._waiters:
             if not waiter.done():
@@ -245,10 +284,7 @@ class VersionReader:
 
     def _drop(self) -> None:
         if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:  # noqa: BLE001
-                pass
+            close(self._conn)
             self._conn = None
 
     def close(self) -> None:
