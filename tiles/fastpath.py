@@ -21,14 +21,35 @@ from __future__ import annotations
 
 import logging
 import re
+from functools import lru_cache
 
-from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from layers.errors import GridbranchError
-from tiles.service import accepts_gzip, check_tile, layers_at_zoom, parse_layers
+from tiles.service import TileReply, accepts_gzip, check_tile, layers_at_zoom, parse_layers
 
 log = logging.getLogger("gridbranch.tiles")
+
+@lru_cache(maxsize=512)
+def _public_layers(raw: str, z: int):
+    """The layers an anonymous caller gets for ``raw`` at zoom ``z`` (errors not kept)."""
+    return layers_at_zoom(parse_layers(raw, role=None, area_code=None), z)
+
+
+@lru_cache(maxsize=64)
+def _gzip_ok(header: str | None) -> bool:
+    return accepts_gzip(header)
+
+
+async def send_reply(reply: TileReply, send: Send) -> None:
+    """The reply as ASGI messages — what ``starlette.responses.Response`` sends (lower-case
+    names; a Content-Length except on 204 and 304), without building a Response."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+    if reply.status not in (204, 304):
+        headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
 
 _TILE_PATH = re.compile(r"^/tiles/([a-z0-9_,]{1,200})/([0-9]{1,2})/([0-9]{1,10})/([0-9]{1,10})\.mvt$")
 
@@ -65,8 +86,8 @@ class TileFastPath:
         raw_layers, z, x, y = match.group(1), int(match.group(2)), int(match.group(3)), int(match.group(4))
         try:
             address = check_tile(z, x, y)
-            layers = layers_at_zoom(parse_layers(raw_layers, role=None, area_code=None), z)
-            reply = await service.tile(layers, address, scope=None, gzip=accepts_gzip(accept),
+            layers = _public_layers(raw_layers, z)
+            reply = await service.tile(layers, address, scope=None, gzip=_gzip_ok(accept),
                                        if_none_match_header=if_none_match)
         except GridbranchError:
             await self.app(scope, receive, send)  # the route answers with the problem details
@@ -75,4 +96,4 @@ class TileFastPath:
             log.warning("tile fast path failed on %s; handing over to the route", path, exc_info=True)
             await self.app(scope, receive, send)
             return
-        await Response(reply.body, status_code=reply.status, headers=reply.headers)(scope, receive, send)
+        await send_reply(reply, send)
