@@ -46,7 +46,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ingest.crs import parse_crs
-from ingest.points import points_from_columns
+from ingest.points import PointBatch, points_from_columns
 from layers.errors import Conflict, InvalidInput
 from layers.events import _OPEN_SQL, CHANNEL_NAMES, _positional, category_codes
 from layers.locate import MATCH_NAMES, OUTSIDE, Describer, GridIndexCache
@@ -161,6 +161,31 @@ def _text_error(p: Pending) -> InvalidInput | None:
     return None
 
 
+#: The index each cache last located a group with: used optimistically (the statement
+#: checks its data versions, and a stale one costs a retry), sparing a round trip.
+_LAST_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CRS_NAMES: dict[str, str] = {}
+
+
+def _crs_name(name: str) -> str:
+    known = _CRS_NAMES.get(name)
+    if known is None:
+        known = _CRS_NAMES[name] = parse_crs(name).name
+    return known
+
+
+def _points(reports: Sequence[Pending]) -> PointBatch:
+    """The reports' points in WGS84 (:func:`ingest.points.points_from_columns`, whose
+    checks and errors apply); plain in-range WGS84 floats are taken as they are."""
+    if all((p.crs is None or p.crs == "wgs84") and type(p.x) is float and type(p.y) is float
+           and abs(p.x) <= 180 and abs(p.y) <= 90 for p in reports):
+        x = np.array([p.x for p in reports])
+        y = np.array([p.y for p in reports])
+        return PointBatch(list(range(len(reports))), x, y, ["wgs84"] * len(reports), x, y, {})
+    return points_from_columns(list(range(len(reports))), [p.x for p in reports], [p.y for p in reports],
+                               [p.crs for p in reports], default_crs="wgs84")
+
+
 def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pending], *, tolerance_m: float,
                   edge_m: float, duplicate_radius_m: float, duplicate_window_hours: float) -> list[Outcome]:
     """Locate, route and store ``reports`` in one transaction (committed here); one outcome
@@ -170,8 +195,7 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
     out: list[Outcome | None] = [None] * n
     for k, p in enumerate(reports):
         out[k] = _text_error(p)
-    points = points_from_columns(list(range(n)), [p.x for p in reports], [p.y for p in reports],
-                                 [p.crs for p in reports], default_crs="wgs84")
+    points = _points(reports)
     for k, err in points.errors.items():
         if out[k] is None:
             out[k] = InvalidInput(err["detail"], field=err["field"])
@@ -182,10 +206,12 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
     for k in live:
         name = points.crs[k] or "wgs84"
         if name not in crs_names:
-            crs_names[name] = parse_crs(name).name
+            crs_names[name] = _crs_name(name)
+    index = _LAST_INDEX.get(cache)
     try:
-        for _ in range(3):
-            index = cache.get(session)
+        for attempt in range(3):
+            if index is None or attempt:
+                index = cache.get(session)
             grids: dict[int, dict[str, Any]] = {}
             idx = np.asarray(live)
             lon, lat = points.lon[idx], points.lat[idx]
@@ -208,6 +234,7 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
             head = rows[0]
             if all(r.id is None for r in rows) and (head.grids_version, head.areas_version) != tuple(index.version):
                 continue  # the grid layer changed since the index was built (nothing written): locate again
+            _LAST_INDEX[cache] = index
             break
         else:
             session.commit()  # nothing written

@@ -72,6 +72,9 @@ async def report(request: Request, body: EventReport, session: SessionDep, calle
     ev.check_channel(body.channel, caller.role)
     ev.check_report_size(body.description, body.photos, max_description=es.max_description,
                          max_photos=es.max_photos, max_photo_url=es.max_photo_url)
+    # End the transaction the caller lookup may have opened: a request must not hold a
+    # pooled connection while its report waits for a writer (which needs one).
+    session.commit()
     result = await report_batcher(request.app).submit(Pending(
         body.lon, body.lat, body.crs, body.category, body.channel, body.description, tuple(body.photos), body.contact,
         reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"]))
