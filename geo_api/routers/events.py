@@ -80,10 +80,16 @@ async def report(request: Request, body: EventReport, session: SessionDep, calle
         reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"]))
     out = report_answer(result, body.channel, body.lon, body.lat)
     if caller.role in ("dispatcher", "admin"):
+        # a few at a time (half the pool): more only queue in PostgreSQL and churn the
+        # pool's overflow connections
+        limiter = getattr(request.app.state, "event_suggest_limiter", None)
+        if limiter is None:
+            limiter = request.app.state.event_suggest_limiter = anyio.CapacityLimiter(
+                max(1, settings.database.pool_size // 2))
         out["routing"]["suggestions"] = await anyio.to_thread.run_sync(
             lambda: ev.suggest_members(session, result.stored["id"], result.stored["role_code"],
                                        radius_m=es.suggest_radius_m, limit=es.suggest_limit,
-                                       max_open_tasks=es.max_open_tasks))
+                                       max_open_tasks=es.max_open_tasks), limiter=limiter)
     return _json(out, 201)
 
 
