@@ -18,6 +18,7 @@ records whose box meets the tile (a superset of what its spatial filter keeps).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 
 import h3
@@ -35,22 +36,63 @@ Versions = tuple[tuple[str, int], ...]
 class FeatureRecords:
     """JSON records of features and their bounding boxes (minlon, minlat, maxlon, maxlat)."""
 
+    #: Cell size (degrees) of the bucket index, and how many cells a query or a record
+    #: may span before it goes the vectorised way (a large tile, a large finding).
+    CELL = 0.01
+    MAX_QUERY_CELLS = 16
+    MAX_RECORD_CELLS = 64
+
     def __init__(self, bounds: np.ndarray, records: list[dict]):
         self.bounds = np.asarray(bounds, dtype=float).reshape(-1, 4)
         self.fragments = [orjson.dumps(r).decode() for r in records]
+        # a bucket index for small queries (most tiles are z15–z16, a few hundred metres)
+        self._boxes = [tuple(b) for b in self.bounds.tolist()]
+        self._cells: dict[tuple[int, int], list[int]] = {}
+        self._large: list[int] = []
+        for i, (minx, miny, maxx, maxy) in enumerate(self._boxes):
+            if not all(math.isfinite(v) for v in (minx, miny, maxx, maxy)):
+                self._large.append(i)
+                continue
+            x0, y0, x1, y1 = self._cell(minx), self._cell(miny), self._cell(maxx), self._cell(maxy)
+            if (x1 - x0 + 1) * (y1 - y0 + 1) > self.MAX_RECORD_CELLS:
+                self._large.append(i)
+                continue
+            for cx in range(x0, x1 + 1):
+                for cy in range(y0, y1 + 1):
+                    self._cells.setdefault((cx, cy), []).append(i)
+
+    def _cell(self, v: float) -> int:
+        return math.floor(v / self.CELL)
 
     def __len__(self) -> int:
         return len(self.fragments)
 
-    def json_within(self, bbox: tuple[float, float, float, float]) -> str:
-        """A JSON array of the records whose box meets ``bbox`` (WGS84 degrees)."""
+    def indices_within(self, bbox: tuple[float, float, float, float]) -> list[int]:
+        """Indices (ascending) of the records whose box meets ``bbox`` (WGS84 degrees)."""
         if not self.fragments:
-            return "[]"
+            return []
         minx, miny, maxx, maxy = bbox
-        b = self.bounds
-        hit = np.flatnonzero((b[:, 0] <= maxx) & (b[:, 2] >= minx) & (b[:, 1] <= maxy) & (b[:, 3] >= miny))
+        x0, y0, x1, y1 = self._cell(minx), self._cell(miny), self._cell(maxx), self._cell(maxy)
+        if (x1 - x0 + 1) * (y1 - y0 + 1) > self.MAX_QUERY_CELLS:
+            b = self.bounds
+            hit = np.flatnonzero((b[:, 0] <= maxx) & (b[:, 2] >= minx) & (b[:, 1] <= maxy) & (b[:, 3] >= miny))
+            return hit.tolist()
+        found = set(self._large)
+        cells = self._cells
+        for cx in range(x0, x1 + 1):
+            for cy in range(y0, y1 + 1):
+                ids = cells.get((cx, cy))
+                if ids:
+                    found.update(ids)
+        boxes = self._boxes
+        return sorted(i for i in found
+                      if boxes[i][0] <= maxx and boxes[i][2] >= minx and boxes[i][1] <= maxy and boxes[i][3] >= miny)
+
+    def json_within(self, bbox: tuple[float, float, float, float]) -> str:
+        """A JSON array of the records whose box meets ``bbox`` (WGS84 degrees), in the
+        records' order."""
         frags = self.fragments
-        return "[" + ",".join([frags[i] for i in hit.tolist()]) + "]"
+        return "[" + ",".join([frags[i] for i in self.indices_within(bbox)]) + "]"
 
 
 _GRIDS_SQL = text(
