@@ -32,6 +32,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import partial
 
 import anyio.to_thread
 from sqlalchemy import create_engine, text
@@ -57,6 +58,11 @@ ENTITLED_ROLES = frozenset({"admin"})
 BOX_SLACK = 1e-5
 #: Bodies larger than this are compressed in a worker thread rather than on the loop.
 GZIP_INLINE_BYTES = 64 * 1024
+#: Bodies smaller than this are sent as they are even to clients accepting gzip: they
+#: fit in one TCP segment with their headers either way, and deflate's set-up costs more
+#: than the tile's whole Python side (tipg and Starlette's GZipMiddleware draw the line
+#: at 500 bytes). ETags stay per representation ("…-gz" only on gzip bodies).
+GZIP_MIN_BYTES = 512
 #: Draws of a tile whose derived parameters a concurrent write keeps making stale.
 RENDER_ATTEMPTS = 3
 
@@ -238,27 +244,27 @@ class TileService:
         committed between the two), up to ``RENDER_ATTEMPTS`` times. The tile is filed
         under — and its ETag made of — the versions the statements answered."""
         assumed = versions
-        for attempt in range(1, RENDER_ATTEMPTS + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             bound = [(layer, await self.params(layer, tile, scope, assumed, now)) for layer in layers]
-
-            async def work(conn):
-                return [await execute(conn, execute_sql(layer, len(p)), p, fetch="one") for layer, p in bound]
-
-            rows = await self.pool.run(work)
-            drawn = [tuple(zip(layer.version_keys, row[4])) for (layer, _), row in zip(bound, rows)]
+            rows = await self.pool.run(partial(_draw, bound))
             seen: dict[str, int] = {}
-            consistent = True
-            for pairs in drawn:
-                for k, v in pairs:
-                    consistent &= seen.setdefault(k, v) == v
-            stale = [layer for (layer, _), pairs in zip(bound, drawn)
-                     if layer.derived and any(assumed.get(k, 0) != v for k, v in pairs)]
+            consistent, stale = True, []
+            for (layer, _), row in zip(bound, rows):
+                for k, v in zip(layer.version_keys, row[4]):
+                    if seen.setdefault(k, v) != v:
+                        consistent = False
+                    if layer.derived and assumed.get(k, 0) != v and layer not in stale:
+                        stale.append(layer)
             self.observe(seen)
             if not stale:
+                drawn = None
                 break
             if attempt == RENDER_ATTEMPTS:
                 log.warning("tile %s: data kept changing while it was drawn; served, not cached", tile)
                 consistent = False
+                drawn = [tuple(zip(layer.version_keys, row[4])) for (layer, _), row in zip(bound, rows)]
                 drawn.append(tuple((f"assumed:{k}", assumed.get(k, 0)) for layer in stale for k in layer.version_keys))
                 break
             assumed = {**assumed, **seen}
@@ -275,6 +281,8 @@ class TileService:
                     valid_until = next_change
         body = b"".join(parts) + truncated_layer(truncated)
         used = _used_versions(layers, seen) if consistent else None
+        if used is None and drawn is None:  # layers drawn in snapshots a write fell between
+            drawn = [tuple(zip(layer.version_keys, row[4])) for (layer, _), row in zip(bound, rows)]
         etag = make_etag(tuple(layer.name for layer in layers), tile.z, tile.x, tile.y,
                          used if used is not None else tuple(drawn), scope, tuple(epochs), self.config_tag)
         return CachedTile(versions=used, etag=etag, body=body, truncated=truncated, valid_until=valid_until)
@@ -308,7 +316,7 @@ class TileService:
 
     async def reply(self, key: tuple, entry: CachedTile, *, gzip: bool, if_none_match_header: str | None,
                     private: bool, now: datetime) -> TileReply:
-        compressed = gzip and bool(entry.body)
+        compressed = gzip and len(entry.body) >= GZIP_MIN_BYTES
         etag = etag_for(entry.etag, compressed)
         base = self.settings.cache_control_private if private else self.settings.cache_control
         headers = {
@@ -354,6 +362,11 @@ class TileService:
         value = None if row is None or row[0] is None else tuple(float(v) for v in row)
         self._extent_key, self._extent = key, value
         return value
+
+
+async def _draw(bound, conn) -> list[tuple]:
+    """Each bound layer's statement on ``conn``, one after the other."""
+    return [await execute(conn, execute_sql(layer, len(p)), p, fetch="one") for layer, p in bound]
 
 
 def libpq_dsn(url) -> str:

@@ -316,6 +316,23 @@ def test_raw_gzip_bytes(tiles_client, demo_engine):
     assert gzip.decompress(raw) == tiles_client.get(url, headers={"Accept-Encoding": "identity"}).content
 
 
+def test_small_tiles_are_sent_uncompressed_even_when_gzip_is_accepted(tiles_client, demo_engine):
+    from tiles.service import GZIP_MIN_BYTES
+
+    site = one(demo_engine, "SELECT ST_X(site), ST_Y(site) FROM branches WHERE active AND site IS NOT NULL "
+                            "ORDER BY code LIMIT 1")
+    url = path("branches", tile_at(site[0], site[1], 16))
+    plain = tiles_client.get(url, headers={"Accept-Encoding": "identity"})
+    assert plain.status_code == 200 and 0 < len(plain.content) < GZIP_MIN_BYTES
+    with tiles_client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
+        assert "content-encoding" not in r.headers and r.headers["etag"] == plain.headers["etag"]
+        assert r.headers["vary"] == "Accept-Encoding" and int(r.headers["content-length"]) == len(raw)
+    assert raw == plain.content
+    assert tiles_client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["etag"]}) \
+        .status_code == 304
+
+
 def test_empty_tiles_are_204_with_validators(tiles_client):
     for url in ("/tiles/grids/14/0/0.mvt", f"/tiles/{PUBLIC}/14/0/0.mvt", "/tiles/events/16/0/65535.mvt"):
         for headers in ({}, token_for("dispatcher"), {"Accept-Encoding": "gzip"}):
