@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
 
 from geo_api import errors
+from geo_api.fastpath import LocateFastPath
 from geo_api.routers import areas, auth, branches, coverage, events, grids, health, locate, open311, registrations, tiles
 from geo_api.settings import Settings
 from layers import db, migrate
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
         app.include_router(module.router)
     app.add_middleware(TileFastPath)  # anonymous public tiles ahead of routing (tiles/fastpath.py)
     app.add_middleware(events.EventReportFastPath)  # anonymous reports ahead of routing (routers/events.py)
+    app.add_middleware(LocateFastPath)  # anonymous single locates ahead of routing (geo_api/fastpath.py)
 
     from web_map import mount as mount_web_map
 

@@ -110,9 +110,12 @@ class GridIndex:
         )
         self.metric_geoms = shapely.transform(geoms, self._metric_coords) if len(geoms) else geoms
         self.metric_tree = STRtree(self.metric_geoms)
+        if len(geoms):
+            shapely.prepare(geoms)  # same predicates, faster repeated tests
         # Grids arrive ordered by code, so a lower index is a lower code: ties between
         # grids are broken by index throughout.
         self._build_lattice()
+        self.describer = Describer(self)  # grid parts of answers, built once per grid
 
     def _metric_coords(self, coords: np.ndarray) -> np.ndarray:
         x, y = self._to_metric.transform(coords[:, 0], coords[:, 1])
@@ -156,6 +159,10 @@ class GridIndex:
         order = np.argsort(all_cells, kind="stable")
         self._cell_grids = all_grids[order]
         self._cell_start = np.searchsorted(all_cells[order], np.arange(cells * cells + 1))
+        # the same, as Python lists, for one point at a time (no numpy call per step)
+        self._cell_grids_list = self._cell_grids.tolist()
+        self._cell_start_list = self._cell_start.tolist()
+        self._bounds_list = self.bounds.tolist()
 
     def _cell_of(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the points inside the extent, and their lattice cells."""
@@ -212,6 +219,35 @@ class GridIndex:
             cand = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
             if len(cand):
                 yield g, cand
+
+    def _containing_one(self, lon: float, lat: float) -> list[int]:
+        """The grids (ascending index) strictly containing one point: the same lattice
+        cell, candidates and ``contains_xy`` test as :meth:`_containing`, in plain Python."""
+        minx, miny, maxx, maxy = self.extent
+        if not (minx <= lon <= maxx and miny <= lat <= maxy):  # also False for NaN
+            return []
+        cells = self._cells
+        cx = min(int((lon - minx) * self._sx), cells - 1)
+        cy = min(int((lat - miny) * self._sy), cells - 1)
+        cell = cx * cells + cy
+        start, end = self._cell_start_list[cell], self._cell_start_list[cell + 1]
+        hits = []
+        bounds = self._bounds_list
+        for g in self._cell_grids_list[start:end]:
+            b = bounds[g]
+            if b[0] <= lon <= b[2] and b[1] <= lat <= b[3] and shapely.contains_xy(self.geoms[g], lon, lat):
+                hits.append(g)
+        hits.sort()
+        return hits
+
+    def locate_one(self, lon: float, lat: float, *, tolerance_m: float, edge_m: float = 0.05) -> Located:
+        """:meth:`locate` for one point, cheaper: a point strictly inside grids is
+        answered without the vectorised passes; any other point goes through them."""
+        hits = self._containing_one(lon, lat) if len(self.grids) else []
+        if not hits:
+            return self.locate(np.array([lon], float), np.array([lat], float), tolerance_m=tolerance_m, edge_m=edge_m)
+        return Located(np.array([INSIDE], np.int8), np.array([hits[0]], np.int32), np.zeros(1),
+                       {0: hits} if len(hits) > 1 else {}, np.zeros(1, bool))
 
     # -- the whole answer ------------------------------------------------------------
     def locate(self, lon: np.ndarray, lat: np.ndarray, *, tolerance_m: float, edge_m: float = 0.05) -> Located:
@@ -316,10 +352,41 @@ class GridIndexCache:
             index = self._indexes.get(version)
             if index is None:
                 index = build_grid_index(session)
-                self._indexes[index.version] = index
-                while len(self._indexes) > self.keep:
-                    self._indexes.pop(next(iter(self._indexes)))
+                self._store(index)
         return index
+
+    def _store(self, index: GridIndex) -> None:
+        self._indexes[index.version] = index
+        while len(self._indexes) > self.keep:
+            self._indexes.pop(next(iter(self._indexes)))
+
+    def at(self, version: tuple[int, int]) -> GridIndex | None:
+        """The index built at exactly ``version`` (grids, areas), if it is held."""
+        return self._indexes.get(version)
+
+    def build_at(self, version: tuple[int, int], session_factory) -> GridIndex:
+        """The index at ``version`` (just read by the caller) or newer: built from a
+        new session of ``session_factory`` when it is not held (blocking: call it in a
+        worker thread). The build reads the layer after the caller's version read, so it
+        is never older than ``version``."""
+        with self._lock:
+            index = self._indexes.get(version)
+            if index is None:
+                session = session_factory()
+                try:
+                    index = build_grid_index(session)
+                finally:
+                    session.close()
+                self._store(index)
+        return index
+
+
+def locate_point(index: GridIndex, lon: float, lat: float, *, tolerance_m: float, edge_m: float):
+    """One validated WGS84 point → (found, the ``/v1/locate`` answer as a dict); not
+    found means ``outside`` (the answer then carries the message and nearest grid)."""
+    located = index.locate_one(lon, lat, tolerance_m=tolerance_m, edge_m=edge_m)
+    result = index.describer.describe(located, 0, lon, lat, tolerance_m)
+    return bool(located.match[0] != OUTSIDE), result
 
 
 def _area(code: str, name: str) -> dict[str, str]:

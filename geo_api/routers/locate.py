@@ -1,17 +1,36 @@
+from contextlib import asynccontextmanager
 from typing import Annotated
 
-import numpy as np
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from ingest.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
-from layers.locate import OUTSIDE, Describer, locate_rows, locate_rows_csv
+from layers.locate import locate_point, locate_rows, locate_rows_csv
 
-router = APIRouter(prefix="/v1/locate", tags=["locate"])
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    """The data-version reader of the anonymous fast path (:mod:`geo_api.fastpath`):
+    coalesced reads on a connection of its own, each started after the requests it
+    answers arrived."""
+    from tiles.pg import VersionReader
+    from tiles.service import libpq_dsn
+
+    reader = VersionReader(libpq_dsn(app.state.engine.url))
+    app.state.locate_versions = reader
+    try:
+        yield
+    finally:
+        app.state.locate_versions = None
+        reader.close()
+
+
+router = APIRouter(prefix="/v1/locate", tags=["locate"], lifespan=lifespan)
 
 
 @router.get("", summary="Which grid, community, street and district a point falls in (anonymous; no personal data)")
@@ -32,12 +51,18 @@ def locate(
             exc.detail += "; with longitude and latitude swapped the point would fall inside the service area"
             exc.extra["swapped"] = True
         raise
-    located = index.locate(np.array([wlon]), np.array([wlat]), tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)
-    result = Describer(index).describe(located, 0, wlon, wlat, settings.tolerance_m)
-    if located.match[0] == OUTSIDE:
+    return Response(point_answer(index, wlon, wlat, settings), media_type="application/json")
+
+
+def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
+    """The body of a found point's answer; :class:`NotFound` (404 naming the nearest
+    grid) for an ``outside`` point. Shared by the route and the fast path
+    (:mod:`geo_api.fastpath`), so both answer the same bytes."""
+    found, result = locate_point(index, wlon, wlat, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)
+    if not found:
         raise NotFound(result["message"], field="lon", nearest_grid=result.get("nearest_grid"),
                        swapped=bool(result.get("swapped", False)), point=result["point"])
-    return Response(orjson.dumps(result), media_type="application/json")
+    return orjson.dumps(result)
 
 
 @router.post(

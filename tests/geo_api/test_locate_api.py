@@ -2,9 +2,10 @@
 
 import pytest
 from shapely.geometry import shape
+from sqlalchemy import text
 
 from ingest.crs import from_wgs84
-from tests.factories import GRID_A, GRID_B, small_layout
+from tests.factories import GRID_A, GRID_B, add_grid, rect, small_layout
 
 X, Y = 113.60, 34.70
 
@@ -171,3 +172,128 @@ def test_batch_answers_csv_when_asked(layout):
     assert rows[0]["match"] == "inside" and rows[0]["grid_code"] == GRID_A and rows[0]["branches"] == "B001"
     assert rows[1]["match"] == "outside" and rows[1]["grid_code"] == GRID_B and float(rows[1]["distance_m"]) > 18000
     assert rows[2]["match"] == "" and rows[2]["error"].startswith("lon:")
+
+
+# --- the anonymous fast path (geo_api/fastpath.py) -----------------------------------
+
+
+@pytest.fixture
+def fast_answers(monkeypatch):
+    """Bodies the fast path answered itself (None where it handed over to the route)."""
+    from geo_api.fastpath import LocateFastPath
+
+    seen = []
+    original = LocateFastPath.answer
+
+    async def counting(app, *args):
+        try:
+            body = await original(app, *args)
+        except Exception:
+            seen.append(None)
+            raise
+        seen.append(body)
+        return body
+
+    monkeypatch.setattr(LocateFastPath, "answer", staticmethod(counting))
+    return seen
+
+
+def _routed(client, params, headers=None):
+    client.app.state.locate_fast_path = False
+    try:
+        return client.get("/v1/locate", params=params, headers=headers)
+    finally:
+        client.app.state.locate_fast_path = True
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"lon": X + 0.02, "lat": Y + 0.02},  # inside
+        {"lon": X + 0.05, "lat": Y + 0.01},  # boundary, two candidates
+        {"lon": X + 0.05005, "lat": Y + 0.08},  # nearest
+        {"lon": X + 0.06, "lat": Y + 0.07, "crs": "gcj02"},
+        {"lon": X + 0.02, "lat": Y + 0.02, "crs": "wgs84"},
+    ],
+)
+def test_fast_path_answers_the_same_bytes_as_the_route(layout, fast_answers, params):
+    fast = layout.get("/v1/locate", params=params)
+    assert fast_answers and fast_answers[-1] is not None, "the fast path should have answered"
+    routed = _routed(layout, params)
+    assert len(fast_answers) == 1, "the routed request must not go through the fast path"
+    assert fast.status_code == routed.status_code == 200
+    assert fast.content == routed.content
+    assert fast.headers.items() == routed.headers.items()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"lon": X + 0.3, "lat": Y + 0.02},  # outside: 404 naming the nearest grid
+        {"lon": Y + 0.02, "lat": X + 0.02},  # swapped: 422 with the hint
+        {"lon": "nan", "lat": Y},
+        {"lon": "1e2", "lat": Y},
+        {"lon": X, "lat": Y, "crs": "EPSG:999999"},
+        {"lon": X + 0.02, "lat": Y + 0.02, "extra": "1"},  # unusual: the route answers (200)
+        {"lat": Y},
+    ],
+)
+def test_fast_path_leaves_errors_and_oddities_to_the_route(layout, fast_answers, params):
+    fast = layout.get("/v1/locate", params=params)
+    assert all(body is None for body in fast_answers)
+    routed = _routed(layout, params)
+    assert fast.status_code == routed.status_code and fast.content == routed.content
+    if "extra" not in params:
+        assert fast.status_code in (404, 422)
+
+
+def test_signed_in_callers_take_the_route(client, fast_answers):
+    r = client.get("/v1/locate", params={"lon": 113.66, "lat": 34.78}, headers={"Authorization": "Bearer nonsense"})
+    assert r.status_code == 401 and fast_answers == []
+
+
+def test_fast_path_sees_a_grid_edit_in_the_same_session(layout, empty_db, fast_answers):
+    assert layout.get("/v1/locate", params={"lon": X + 0.25, "lat": Y + 0.05}).status_code == 404
+    add_grid(empty_db, "410105001001009", "新网格", rect(X + 0.2, Y, X + 0.3, Y + 0.1))
+    r = layout.get("/v1/locate", params={"lon": X + 0.25, "lat": Y + 0.05})
+    assert r.status_code == 200 and r.json()["grid"]["code"] == "410105001001009"
+    assert fast_answers[-1] is not None
+
+
+@pytest.fixture(scope="module")
+def committed_engine(server_url):
+    """A database of its own whose writes are committed (the production path: versions
+    read by the fast path's own connection, indexes built from new sessions)."""
+    from tests.conftest import scratch_engine
+
+    with scratch_engine(server_url, "locatefp", pool=3, migrated=True) as engine:
+        yield engine
+
+
+def test_fast_path_on_committed_data_sees_the_next_edit(committed_engine, fast_answers):
+    from fastapi.testclient import TestClient
+    from sqlalchemy.orm import Session
+
+    from geo_api.app import create_app
+    from tests.conftest import make_settings
+
+    with Session(committed_engine) as session:
+        small_layout(session, X, Y)
+        session.commit()
+    with TestClient(create_app(make_settings(), engine=committed_engine)) as client:
+        params = {"lon": X + 0.02, "lat": Y + 0.02}
+        first = client.get("/v1/locate", params=params)
+        assert first.status_code == 200 and fast_answers[-1] is not None
+        assert first.content == _routed(client, params).content
+        for k in range(3):  # an edit committed just before a request is in its answer, every time
+            x0 = X + 0.2 + 0.02 * k
+            far = {"lon": x0 + 0.01, "lat": Y + 0.05}
+            assert client.get("/v1/locate", params=far).status_code == 404
+            with Session(committed_engine) as session:
+                n = session.execute(text("SELECT count(*) FROM grids")).scalar()
+                code = f"410105001001{n + 1:03d}"
+                add_grid(session, code, f"新网格{n}", rect(x0, Y, x0 + 0.02, Y + 0.1))
+                session.commit()
+            r = client.get("/v1/locate", params=far)
+            assert r.status_code == 200 and r.json()["grid"]["code"] == code, r.text
+            assert fast_answers[-1] is not None
