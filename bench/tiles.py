@@ -131,67 +131,82 @@ def tipg_served(python: Path, database_url: str, pool: int, limit: int):
 
 
 # -- raw SQL ---------------------------------------------------------------------------
-def raw_sql(tiles: list[tuple[int, int, int]], connections: int) -> dict[str, float]:
+class RawSQL:
     """The grids layer's prepared statement run directly on the same tiles (parameters
-    prepared beforehand): mean ms per tile on one connection, and tiles/s over
-    ``connections`` connections in threads."""
-    from geo_api.settings import Settings
-    from layers import db
-    from tiles.layers import GRIDS, execute, prepare
-    from tiles.service import TileService
-    from tiles.tms import Tile
+    prepared beforehand — the derived records at the current versions): :meth:`one`,
+    mean ms per tile on one connection; :meth:`many`, tiles/s over ``connections``
+    connections in threads."""
 
-    settings = Settings.from_env()
-    service = TileService(settings, db.database_url(settings.database))
-    now = datetime.now(timezone.utc)
+    def __init__(self, tiles: list[tuple[int, int, int]], connections: int):
+        from geo_api.settings import Settings
+        from layers import db
+        from tiles.layers import GRIDS
+        from tiles.service import TileService
+        from tiles.tms import Tile
 
-    async def all_params():
-        versions = await service.reader.read()
-        out = [await service.params(GRIDS, Tile(*t), None, versions, now) for t in tiles]
-        service.close()
-        return out
+        settings = Settings.from_env()
+        service = TileService(settings, db.database_url(settings.database))
+        now = datetime.now(timezone.utc)
 
-    params = asyncio.run(all_params())
+        async def all_params():
+            versions = await service.reader.read()
+            out = [await service.params(GRIDS, Tile(*t), None, versions, now) for t in tiles]
+            service.close()
+            return out
 
-    import psycopg2
+        self.params = asyncio.run(all_params())
+        self.connections = connections
+        self.dsn = db.database_url(settings.database).replace("postgresql+psycopg2://", "postgresql://")
+        self.conn = self.connect()
+        for p in self.params[:50]:
+            self.execute(self.conn.cursor(), p)
 
-    dsn = db.database_url(settings.database).replace("postgresql+psycopg2://", "postgresql://")
+    def connect(self):
+        import psycopg2
 
-    def connect():
-        c = psycopg2.connect(dsn)
+        from tiles.layers import prepare
+
+        c = psycopg2.connect(self.dsn)
         c.autocommit = True
         with c.cursor() as cur:
             prepare(cur)
         return c
 
-    one = connect()
-    cur = one.cursor()
-    for p in params[:50]:
+    @staticmethod
+    def execute(cur, p):
+        from tiles.layers import GRIDS, execute
+
         execute(cur, GRIDS, p)
-    t0 = time.perf_counter()
-    for p in params:
-        execute(cur, GRIDS, p)
-    mean_ms = (time.perf_counter() - t0) / len(params) * 1000
-    one.close()
 
-    conns = [connect() for _ in range(connections)]
-    chunks = [params[i::connections] for i in range(connections)]
+    def one(self) -> float:
+        cur = self.conn.cursor()
+        t0 = time.perf_counter()
+        for p in self.params:
+            self.execute(cur, p)
+        return (time.perf_counter() - t0) / len(self.params) * 1000
 
-    def run(c, chunk):
-        with c.cursor() as k:
-            for p in chunk:
-                execute(k, GRIDS, p)
+    def many(self) -> float:
+        conns = [self.connect() for _ in range(self.connections)]
+        chunks = [self.params[i::self.connections] for i in range(self.connections)]
 
-    threads = [threading.Thread(target=run, args=(c, ch)) for c, ch in zip(conns, chunks)]
-    t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    per_s = len(params) / (time.perf_counter() - t0)
-    for c in conns:
-        c.close()
-    return {"mean_ms": mean_ms, "per_s": per_s}
+        def run(c, chunk):
+            with c.cursor() as k:
+                for p in chunk:
+                    self.execute(k, p)
+
+        threads = [threading.Thread(target=run, args=(c, ch)) for c, ch in zip(conns, chunks)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        per_s = len(self.params) / (time.perf_counter() - t0)
+        for c in conns:
+            c.close()
+        return per_s
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def in_process(tiles: list[tuple[int, int, int]], pool: int, rounds: int) -> dict[str, float]:
@@ -409,6 +424,9 @@ def run(args, engine) -> None:
           f"{args.clients} clients; median of {args.rounds} interleaved rounds", flush=True)
 
     runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1")}
+    raw_sql = RawSQL(tiles, args.pool)
+    raw_runs: list[float] = []
+    raw_many: list[float] = []
     with tipg_served(python, url, args.pool, args.limit) as tport, \
             served({**env, "GRIDBRANCH_TILES_CACHE": "false"}) as off_port, \
             served({**env, "GRIDBRANCH_TILES_CACHE": "true"}) as warm_port:
@@ -422,8 +440,11 @@ def run(args, engine) -> None:
             runs["warm"].append(load(warm_port, ours_req, args.clients))
             runs["tipg1"].append(load(tport, tipg_req, 1))
             runs["off1"].append(load(off_port, ours_req, 1))
+            raw_runs.append(raw_sql.one())  # right after ours with one client, on the same machine state
             runs["warm1"].append(load(warm_port, ours_req, 1))
-    raw = raw_sql(tiles, args.pool)
+            raw_many.append(raw_sql.many())
+    raw_sql.close()
+    raw = {"mean_ms": statistics.median(raw_runs), "per_s": statistics.median(raw_many)}
     ip = in_process(tiles, args.pool, max(3, args.rounds))
     app_ms = ip["app_ms"]
 
@@ -439,7 +460,8 @@ def run(args, engine) -> None:
     print(row(f"tipg {TIPG_VERSION} (no tile cache)", m["tipg1"]))
     print(row("gridbranch, cache off", m["off1"]))
     print(row("gridbranch, cache warm", m["warm1"]))
-    print("raw SQL (the grids layer's prepared statement via psycopg2, same tiles and parameters):")
+    print("raw SQL (the grids layer's prepared statement via psycopg2, same tiles and parameters, "
+          "run in each round right after ours with one client; median):")
     print(f"  1 connection: {raw['mean_ms']:.3f} ms per tile; {args.pool} connections: {raw['per_s']:,.1f} tiles/s")
 
     off_ratio = m["off"]["per_s"] / m["tipg"]["per_s"]
@@ -474,6 +496,7 @@ def run(args, engine) -> None:
           f"{m['off']['per_s'] / raw['per_s'] * 100:.0f} %")
     for name, r in runs.items():
         print(f"  rounds {name}: " + ", ".join(f"{x['per_s']:,.0f}/s" for x in r))
+    print("  rounds raw SQL, 1 connection: " + ", ".join(f"{x:.3f} ms" for x in raw_runs))
     print("(medians of the rounds; full figures of the median rounds:)")
     for name in ("tipg", "off", "warm"):
         print(f"  {name}: {fmt(m[name])}")
