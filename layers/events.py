@@ -316,7 +316,10 @@ _LAST_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def report_anywhere(session: Session, cache: GridIndexCache, report: Report, *, tolerance_m: float, edge_m: float,
                     reporter: str | None, actor: str, duplicate_radius_m: float,
                     duplicate_window_hours: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Locate ``report`` (see :func:`locate_report`) and store it (:func:`report_event`);
+    """One report on its own. (The API stores reports in groups instead, through
+    :mod:`layers.events_batch`, whose tests check it gives what this gives.)
+
+    Locate ``report`` (see :func:`locate_report`) and store it (:func:`report_event`);
     returns (stored, grid row). Uses the grid index of the last report optimistically —
     the insert itself checks that the layer has not changed since — and falls back to
     ``cache.get`` (which reads the data versions) when it has. The caller commits."""

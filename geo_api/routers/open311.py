@@ -16,9 +16,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
+from geo_api.routers.events import report_batcher
 from layers import events as ev
 from layers import events_open311 as o311
 from layers.errors import GridbranchError, InvalidInput, NotFound
+from layers.events_batch import Pending
 
 router = APIRouter(prefix="/open311/v2", tags=["open311"])
 
@@ -157,7 +159,7 @@ async def create_request(request: Request, session: SessionDep, caller: Public) 
     except GridbranchError as exc:
         return _error(exc)
 
-    def work() -> Response:
+    def check() -> Pending:
         es = settings.events
         _check_jurisdiction(session, _text(data["jurisdiction_id"]))
         code = _text(data["service_code"])
@@ -177,20 +179,20 @@ async def create_request(request: Request, session: SessionDep, caller: Public) 
                              max_photo_url=es.max_photo_url)
         contact = " ".join(x for x in (_text(data["last_name"]), _text(data["first_name"]), _text(data["phone"]),
                                        _text(data["email"])) if x) or None
-        stored, _ = ev.report_anywhere(
-            session, request.app.state.grid_index,
-            ev.Report(lon, lat, "wgs84", lon, lat, code, "public", description, tuple(photos),
-                      contact[:200] if contact else None),
-            tolerance_m=settings.locate.tolerance_m, edge_m=settings.locate.edge_m, reporter=None, actor="open311",
-            duplicate_radius_m=es.duplicate_radius_m, duplicate_window_hours=es.duplicate_window_hours,
-        )
-        session.commit()
+        session.commit()  # the jurisdiction check's transaction: no pooled connection held while queued
+        return Pending(lon, lat, "wgs84", code, "public", description, tuple(photos),
+                       contact[:200] if contact else None, reporter=None, actor="open311")
+
+    async def work() -> Response:
+        # stored like every report: in a group with the reports arriving meanwhile
+        result = await report_batcher(request.app).submit(await run_in_threadpool(check))
+        stored = result.stored
         return _json([{"service_request_id": str(stored["id"]),
                        "service_notice": o311.service_notice(stored["time_limit_hours"]),
                        "account_id": None}])
 
     try:
-        return await run_in_threadpool(work)
+        return await work()
     except GridbranchError as exc:
         session.rollback()
         return _error(exc)
