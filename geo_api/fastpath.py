@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -38,39 +38,46 @@ from layers.errors import GridbranchError
 
 log = logging.getLogger("gridbranch.locate")
 
-_NUMBER = re.compile(r"-?[0-9]{1,3}(?:\.[0-9]{1,20})?")
+_NUMBER = re.compile(rb"-?[0-9]{1,3}(?:\.[0-9]{1,20})?")
+_KEYS = frozenset({b"lon", b"lat", b"crs"})
 _WGS84 = frozenset({"wgs84", "WGS84"})
 _JSON_HEADERS = b"application/json"
 
 
 def fast_path_enabled(app) -> bool:
+    """On unless ``app.state.locate_fast_path`` is False (tests compare with the route)
+    or the locate settings say ``fast_path = False``; the setting is read once."""
     state = app.state
-    if getattr(state, "locate_fast_path", True) is False:
-        return False
-    return bool(getattr(state.settings.locate, "fast_path", True))
+    enabled = getattr(state, "locate_fast_path", None)
+    if enabled is None:
+        enabled = state.locate_fast_path = bool(getattr(state.settings.locate, "fast_path", True))
+    return enabled is not False
 
 
 def plain_query(query: bytes) -> tuple[float, float, str | None] | None:
     """``lon``, ``lat`` (plain decimals) and ``crs`` (or None) of a query the fast path
-    takes; None for anything else."""
-    if not query:
+    takes; None for anything else (the route then reads the query its own way)."""
+    if not query or len(query) > 200:
         return None
-    try:
-        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
-    except ValueError:
-        return None
-    values: dict[str, str] = {}
-    for key, value in pairs:
-        if key not in ("lon", "lat", "crs") or key in values:
+    values: dict[bytes, bytes] = {}
+    for pair in query.split(b"&"):
+        key, eq, value = pair.partition(b"=")
+        if not eq or key not in _KEYS or key in values:
             return None
         values[key] = value
-    lon, lat = values.get("lon"), values.get("lat")
+    lon, lat = values.get(b"lon"), values.get(b"lat")
     if lon is None or lat is None or not _NUMBER.fullmatch(lon) or not _NUMBER.fullmatch(lat):
         return None
-    crs = values.get("crs")
-    if crs is not None and not crs:
+    crs = values.get(b"crs")
+    if crs is None:
+        return float(lon), float(lat), None
+    if not crs:
         return None
-    return float(lon), float(lat), crs
+    try:
+        text = unquote_plus(crs.decode("ascii"), errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return float(lon), float(lat), text
 
 
 async def grid_index_now(app):
