@@ -15,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ingest.crs import from_wgs84
+from ingest.points import to_wgs84_point
 from layers import events as ev
 from layers.errors import InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
@@ -51,6 +52,20 @@ def run(engine, reports, cache=None):
         return store_reports(s, cache or GridIndexCache(), reports, **KW)
 
 
+def alone(engine, p: Pending) -> Stored:
+    """``p`` stored on its own by :func:`layers.events.report_anywhere` (one statement,
+    one transaction), as a :class:`Stored`."""
+    lon, lat, spec = to_wgs84_point(p.x, p.y, p.crs)
+    with Session(engine, expire_on_commit=False) as s:
+        stored, grid = ev.report_anywhere(
+            s, GridIndexCache(), ev.Report(lon, lat, spec.name, p.x, p.y, p.category, p.channel, p.description,
+                                           p.photos, p.contact),
+            tolerance_m=30, edge_m=0.05, reporter=p.reporter, actor=p.actor, duplicate_radius_m=100,
+            duplicate_window_hours=72)
+        s.commit()
+    return Stored(stored, grid, lon, lat, spec.name)
+
+
 def shape(outcomes, first_id: int | None = None):
     """Outcomes without what differs between databases: ids become their order in the
     run, times are dropped."""
@@ -85,10 +100,12 @@ def reports():
 
 
 def test_a_group_gives_what_its_reports_give_one_after_another(worlds):
+    """The same reports, grouped in one database and one by one through the single-report
+    path (layers.events.report_anywhere) in the other: the same answers and rows."""
     one, two = worlds
     before_one, before_two = counts(one), counts(two)
     grouped = run(one, reports())
-    single = [run(two, [r])[0] for r in reports()]
+    single = [alone(two, r) for r in reports()]
     assert all(isinstance(o, Stored) for o in grouped + single)
     assert shape(grouped) == shape(single)
     # what was checked: routing (override for zdjy), CRS, grids, and duplicates within the group
