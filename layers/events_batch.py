@@ -339,12 +339,18 @@ class ReportBatcher:
         self.max_batch = max_batch
         self.writers = writers
         self._queues: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → state
+        self._last: tuple[Any, dict] | None = None  # (loop, state) of the last call, sparing a weak reference
 
     async def submit(self, report: Any) -> Stored:
         loop = asyncio.get_running_loop()
-        state = self._queues.get(loop)
-        if state is None:
-            state = self._queues[loop] = {"queue": [], "running": 0}
+        last = self._last
+        if last is not None and last[0] is loop:
+            state = last[1]
+        else:
+            state = self._queues.get(loop)
+            if state is None:
+                state = self._queues[loop] = {"queue": [], "running": 0}
+            self._last = (loop, state)
         future = loop.create_future()
         state["queue"].append((report, future))
         if state["running"] < self.writers:
