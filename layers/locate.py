@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import shapely
 from pyproj import Transformer
 from shapely import STRtree
@@ -524,3 +525,126 @@ def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: floa
                 lines.append(f"{id_text[i]},{MATCH_NAMES[m]},{prefix[g] if g >= 0 else empty},"
                              f"{distance[i]},{lon[i]},{lat[i]},")
     return "\n".join(lines) + "\n"
+
+
+# -- clean CSV batches: parsed and answered in bulk --------------------------------------
+_PLAIN_HEADER = b"id,lon,lat"
+_INSIDE_DISTANCE = 0.0
+
+
+def plain_csv_points(body: bytes, max_rows: int) -> tuple[list[bytes], np.ndarray, np.ndarray] | None:
+    """A CSV body of exactly ``id,lon,lat`` rows whose every row is clean — printable
+    ASCII, no quotes, spaces, backslashes or blank lines, three fields, numbers that are
+    valid WGS84 degrees — as (ids, lon, lat), parsed in a few whole-body passes. None
+    for any other body: the general reader (``ingest.points``) then takes it, with its
+    per-row errors. The answer for a clean body is the one the general reader gives."""
+    if not body.startswith(_PLAIN_HEADER + b"\n") or not body.isascii():
+        return None
+    if b'"' in body or b" " in body or b"\\" in body or b"\r" in body or b"\t" in body:
+        return None
+    raw = np.frombuffer(body, np.uint8)
+    if (raw < 32).sum() != (raw == 10).sum():  # control characters other than newlines
+        return None
+    data = body[len(_PLAIN_HEADER) + 1:]
+    if not data:
+        return None
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    buf = np.frombuffer(data, np.uint8)
+    newlines = np.flatnonzero(buf == 10)
+    n = len(newlines)
+    if n > max_rows:
+        return None
+    commas = np.flatnonzero(buf == 44)
+    per_line = np.diff(np.searchsorted(commas, newlines), prepend=0)
+    if len(commas) != 2 * n or (per_line != 2).any():  # also refuses blank lines
+        return None
+    fields = data[:-1].replace(b"\n", b",").split(b",")
+    try:
+        lon = np.array(fields[1::3]).astype(np.float64)
+        lat = np.array(fields[2::3]).astype(np.float64)
+    except ValueError:
+        return None
+    if not (np.isfinite(lon).all() and np.isfinite(lat).all()
+            and (np.abs(lon) <= 180).all() and (np.abs(lat) <= 90).all()):
+        return None
+    return fields[0::3], lon, lat
+
+
+class _Fragments:
+    """Per-grid pieces of CSV and JSON answers, encoded once per index."""
+
+    def __init__(self, index: GridIndex):
+        describer = index.describer
+        self.csv_prefix = []
+        self.csv_inside = []
+        self.json_inside = []
+        for g, r in enumerate(index.grids):
+            branches = ";".join(b["code"] for b in r["branches"])
+            prefix = ",".join(_csv_field(v) for v in (
+                r["code"], r["name"], r["community_code"], r["community_name"], r["street_code"], r["street_name"],
+                r["district_code"], r["district_name"], branches,
+            ))
+            self.csv_prefix.append(prefix)
+            self.csv_inside.append(f",inside,{prefix},{_INSIDE_DISTANCE},".encode())
+            part = orjson.dumps(describer.grid_part(g))[1:-1]
+            self.json_inside.append(b'","match":"inside",' + part + b',"point":[')
+
+
+def _fragments(index: GridIndex) -> _Fragments:
+    frags = getattr(index, "_fragments", None)
+    if frags is None:
+        frags = index._fragments = _Fragments(index)
+    return frags
+
+
+def locate_plain(index: GridIndex, ids: list[bytes], lon: np.ndarray, lat: np.ndarray, *, tolerance_m: float,
+                 edge_m: float, answer: str) -> bytes | None:
+    """The body :func:`locate_rows_csv` (``answer="csv"``) or ``{"results":
+    locate_rows(...)}`` as JSON would give for a clean batch (see
+    :func:`plain_csv_points`), byte for byte: rows inside one grid are assembled from
+    per-grid fragments encoded once; the others are built as those functions build them."""
+    if not len(index.grids):
+        return None  # nothing to assemble from: the general path answers
+    located = index.locate(lon, lat, tolerance_m=tolerance_m, edge_m=edge_m)
+    match, grid = located.match, located.grid
+    frags = _fragments(index)
+    plain = match == INSIDE
+    if located.candidates:
+        plain[list(located.candidates)] = False
+    lon_r = np.round(lon, 7).tolist()
+    lat_r = np.round(lat, 7).tolist()
+    grid_l = grid.tolist()
+    special = np.flatnonzero(~plain).tolist()
+    n = len(ids)
+    with no_gc():
+        if answer == "csv":
+            inside = frags.csv_inside
+            lon_t = ",".join(map(repr, lon_r)).encode().split(b",")
+            lat_t = ",".join(map(repr, lat_r)).encode().split(b",")
+            lines = [b"%s%s%s,%s," % (ids[i], inside[grid_l[i]], lon_t[i], lat_t[i]) for i in range(n)]
+            distance = np.round(located.distance_m, 2)
+            empty = "," * 8
+            for i in special:
+                m, g = int(match[i]), grid_l[i]
+                lines[i] = (f"{ids[i].decode()},{MATCH_NAMES[m]},{frags.csv_prefix[g] if g >= 0 else empty},"
+                            f"{float(distance[i])},{lon_r[i]},{lat_r[i]},").encode()
+            return ",".join(CSV_COLUMNS).encode() + b"\n" + b"\n".join(lines) + b"\n"
+        inside = frags.json_inside
+        lon_t = orjson.dumps(lon_r)[1:-1].split(b",")
+        lat_t = orjson.dumps(lat_r)[1:-1].split(b",")
+        rows = [b'{"id":"%s%s%s,%s],"distance_m":0.0}' % (ids[i], inside[grid_l[i]], lon_t[i], lat_t[i])
+                for i in range(n)]
+        if special:
+            describer = index.describer
+            distance = np.round(located.distance_m, 2).tolist()
+            for i in special:
+                m, g = int(match[i]), grid_l[i]
+                if m == OUTSIDE or i in located.candidates:
+                    row = {"id": ids[i].decode(), **describer.describe(located, i, float(lon[i]), float(lat[i]),
+                                                                       tolerance_m)}
+                else:
+                    row = {"id": ids[i].decode(), "match": MATCH_NAMES[m], **describer.grid_part(g),
+                           "point": [lon_r[i], lat_r[i]], "distance_m": distance[i]}
+                rows[i] = orjson.dumps(row)
+        return b'{"results":[' + b",".join(rows) + b"]}"

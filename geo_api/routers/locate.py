@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from geo_api.deps import Public, SessionDep
 from ingest.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
-from layers.locate import locate_point, locate_rows, locate_rows_csv
+from layers.locate import locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points
 
 
 
@@ -84,6 +84,14 @@ async def locate_batch(
     want_csv = "text/csv" in request.headers.get("accept", "")
 
     def work():
+        if content_type.startswith("text/csv") and crs == "wgs84":
+            plain = plain_csv_points(body, settings.batch_max_rows)  # a clean body, parsed in bulk
+            if plain is not None:
+                index = request.app.state.grid_index.get(session)
+                data = locate_plain(index, *plain, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m,
+                                    answer="csv" if want_csv else "json")
+                if data is not None:
+                    return data
         batch = _read_batch(content_type, body, crs, settings.batch_max_rows)
         index = request.app.state.grid_index.get(session)
         if want_csv:

@@ -115,3 +115,66 @@ def test_small_and_large_batches_agree(index, monkeypatch):
     assert (big.match == small.match).all() and (big.grid == small.grid).all()
     assert np.allclose(big.distance_m, small.distance_m)
     assert {INSIDE, NEAREST, OUTSIDE} <= set(big.match.tolist())
+
+
+def _general(index, body, answer):
+    import orjson
+
+    from ingest.points import columns_from_csv, points_from_columns
+    from layers.locate import locate_rows, locate_rows_csv
+
+    cols = columns_from_csv(body)
+    batch = points_from_columns(cols["id"], cols["lon"], cols["lat"], cols.get("crs"), default_crs="wgs84")
+    if answer == "csv":
+        return locate_rows_csv(index, batch, tolerance_m=30, edge_m=0.05).encode()
+    return orjson.dumps({"results": locate_rows(index, batch, tolerance_m=30, edge_m=0.05)})
+
+
+@pytest.mark.parametrize("answer", ["csv", "json"])
+def test_clean_csv_batches_answer_byte_for_byte_as_the_general_path(empty_db, answer):
+    from layers.locate import locate_plain, plain_csv_points
+
+    small_layout(empty_db, X, Y)
+    add_grid(empty_db, "410105001001004", "重叠网格", rect(X + 0.01, Y + 0.01, X + 0.03, Y + 0.03))
+    index = build_grid_index(empty_db)
+    rng = np.random.default_rng(11)
+    lon = np.round(rng.uniform(X - 0.02, X + 0.12, 3000), 7)
+    lat = np.round(rng.uniform(Y - 0.02, Y + 0.12, 3000), 7)
+    # every kind: inside, overlap (candidates), shared edge, gap (nearest), outside, tiny values
+    extra = [(X + 0.02, Y + 0.02), (X + 0.05, Y + 0.01), (X + 0.05005, Y + 0.08), (X + 0.3, Y + 0.02),
+             (0.00001, 0.00002), (X + 0.06, Y + 0.01)]
+    rows = [f"{i},{x!r},{y!r}" for i, (x, y) in enumerate(zip(lon.tolist(), lat.tolist()))]
+    rows += [f"x{i},{x},{y}" for i, (x, y) in enumerate(extra)] + ["a-b_c,113.6000000,34.70"]
+    body = ("id,lon,lat\n" + "\n".join(rows) + "\n").encode()
+    plain = plain_csv_points(body, 10**6)
+    assert plain is not None
+    fast = locate_plain(index, *plain, tolerance_m=30, edge_m=0.05, answer=answer)
+    assert fast == _general(index, body, answer)
+    kinds = set(locate(index, list(zip(plain[1], plain[2]))).match.tolist())
+    assert kinds == {INSIDE, BOUNDARY, NEAREST, OUTSIDE}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"id,lon,lat\n1,113.6,34.7\n\n2,113.6,34.7\n",  # blank line
+        b'id,lon,lat\n"1",113.6,34.7\n',  # quoted
+        b"id,lon,lat\n1,113.6\n",  # short row
+        b"id,lon,lat\n1,113.6,34.7,x\n",  # long row
+        b"id,lon,lat\n1,nan,34.7\n",
+        b"id,lon,lat\n1,113.6,95\n",
+        b"id,lon,lat\n1,east,34.7\n",
+        b"id,lon,lat\n1, 113.6,34.7\n",
+        b"id,lon,lat,crs\n1,113.6,34.7,gcj02\n",
+        b"lon,lat,id\n113.6,34.7,1\n",
+        b"id,lon,lat\r\n1,113.6,34.7\r\n",
+        "id,lon,lat\n点,113.6,34.7\n".encode(),
+        b"id,lon,lat\n",
+        b"id,lon,lat\n1,113.6,34.7\n2,113.6,34.7\n",  # too many rows for max_rows=1
+    ],
+)
+def test_other_csv_bodies_go_to_the_general_reader(body):
+    from layers.locate import plain_csv_points
+
+    assert plain_csv_points(body, 1) is None
+    assert plain_csv_points(b"id,lon,lat\n1,113.6,34.7\n", 1) is not None
