@@ -165,6 +165,7 @@ def test_clean_csv_batches_answer_byte_for_byte_as_the_general_path(empty_db, an
         b"id,lon,lat\n1,113.6,95\n",
         b"id,lon,lat\n1,east,34.7\n",
         b"id,lon,lat\n1, 113.6,34.7\n",
+        b"id,lon,lat\na_1,113_6,34.7\n",
         b"id,lon,lat,crs\n1,113.6,34.7,gcj02\n",
         b"lon,lat,id\n113.6,34.7,1\n",
         b"id,lon,lat\r\n1,113.6,34.7\r\n",
@@ -178,3 +179,14 @@ def test_other_csv_bodies_go_to_the_general_reader(body):
 
     assert plain_csv_points(body, 1) is None
     assert plain_csv_points(b"id,lon,lat\n1,113.6,34.7\n", 1) is not None
+
+
+def test_repr_texts_are_repr():
+    from layers.locate import _repr_texts
+
+    rng = np.random.default_rng(5)
+    values = np.round(np.concatenate([rng.uniform(-180, 180, 20000), rng.uniform(-0.001, 0.001, 2000)]), 7)
+    values = values.tolist() + [0.0, -0.0, 1e-4, 1e-5, 179.9999999, 12345.67]
+    assert _repr_texts(values) == [repr(v).encode() for v in values]
+    big = [v for v in values if v == 0 or abs(v) >= 1e-4]
+    assert _repr_texts(big) == [repr(v).encode() for v in big]
