@@ -24,7 +24,8 @@ A group produces exactly what its reports would produce one after another, in or
 the same grid, routing and first log entry, and as possible duplicates the earlier
 open events nearby (:func:`layers.events.report_event`) *plus* the earlier reports of
 the same group (same category, within the radius; same ``reported_at``, as they share
-the transaction).
+the transaction — so with a duplicate window of zero they still count, where reports
+committed one after another would not).
 
 :class:`ReportBatcher` gathers the reports of concurrent requests (asyncio) and hands
 each group to a worker thread: while one group is written, the next one gathers, so a
