@@ -306,6 +306,7 @@ class TileService:
         if cache and self.cache.holds(key):
             versions = await self.reader.read()
             self.observe(versions)
+            now = datetime.now(timezone.utc)  # the clock after the read, as the versions
             entry = self.cache.get(key, _used_versions(layers, versions), now)
         if entry is None:
             entry = await self.render(layers, tile, scope, await self.assumed(layers), now)
