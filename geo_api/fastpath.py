@@ -34,6 +34,7 @@ from urllib.parse import unquote_plus
 import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from geo_api.asgi import route_path
 from layers.errors import GridbranchError
 
 log = logging.getLogger("gridbranch.locate")
@@ -104,13 +105,10 @@ class LocateFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET":
+        path = route_path(scope, "GET")
+        if path is None:
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        root = scope.get("root_path") or ""
-        if root and path.startswith(root):
-            path = path[len(root):]
         app = scope.get("app")
         if (path != "/v1/locate" or app is None or getattr(app.state, "locate_versions", None) is None
                 or not fast_path_enabled(app)):

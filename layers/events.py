@@ -253,16 +253,34 @@ _REPORT_PREPARED, _REPORT_PARAMS = _positional(_REPORT_SQL)
 _REPORT_STATEMENT = "gridbranch_report_event_v2"
 
 
-def _execute_prepared(session: Session, name: str, sql: str, names: tuple[str, ...], params: dict[str, Any]):
+def execute_prepared(session: Session, name: str, sql: str, names: tuple[str, ...], params: dict[str, Any]):
     """Run ``sql`` as a server-side prepared statement of this connection (prepared on
-    first use; PREPARE outlives transactions), sparing the planner on every report."""
+    first use; PREPARE outlives transactions), sparing the planner on every report;
+    returns the result."""
     conn = session.connection()
     info = conn.connection.info
     if name not in info:
         conn.exec_driver_sql(f"PREPARE {name} AS {sql}")
         info[name] = True
     placeholders = ", ".join("%s" for _ in names)
-    return conn.exec_driver_sql(f"EXECUTE {name}({placeholders})", tuple(params[n] for n in names)).first()
+    return conn.exec_driver_sql(f"EXECUTE {name}({placeholders})", tuple(params[n] for n in names))
+
+
+def stored_report(row: Any, category_code: str) -> dict[str, Any]:
+    """The answer's fields for a report just stored, from a row of the report statement
+    (single or group)."""
+    return {
+        "id": row.id,
+        "status": "reported",
+        "version": row.version,
+        "reported_at": row.reported_at,
+        "category": {"code": category_code, "name": row.category_name},
+        "time_limit_hours": float(row.time_limit_hours),
+        "department": {"code": row.department_code, "name": row.department_name},
+        "routing_override": bool(row.overridden),
+        "role_code": row.role_code,
+        "possible_duplicates": row.duplicates,
+    }
 
 
 class StaleIndex(Exception):
@@ -290,24 +308,13 @@ def report_event(session: Session, report: Report, grid: dict[str, Any], *, inde
         "window_s": duplicate_window_hours * 3600.0, "radius": duplicate_radius_m,
         "grids_version": index_version[0], "areas_version": index_version[1],
     }
-    row = _execute_prepared(session, _REPORT_STATEMENT, _REPORT_PREPARED, _REPORT_PARAMS, params)
+    row = execute_prepared(session, _REPORT_STATEMENT, _REPORT_PREPARED, _REPORT_PARAMS, params).first()
     if row.id is None:
         if (row.grids_version, row.areas_version) != tuple(index_version):
             raise StaleIndex(f"grid layer {tuple(index_version)} is now {(row.grids_version, row.areas_version)}")
         raise InvalidInput(f"unknown category {report.category!r}; one of: {', '.join(category_codes(session))}",
                            field="category")
-    return {
-        "id": row.id,
-        "status": "reported",
-        "version": row.version,
-        "reported_at": row.reported_at,
-        "category": {"code": report.category, "name": row.category_name},
-        "time_limit_hours": float(row.time_limit_hours),
-        "department": {"code": row.department_code, "name": row.department_name},
-        "routing_override": bool(row.overridden),
-        "role_code": row.role_code,
-        "possible_duplicates": row.duplicates,
-    }
+    return stored_report(row, report.category)
 
 
 _LAST_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session
 from ingest.crs import parse_crs
 from ingest.points import PointBatch, points_from_columns
 from layers.errors import Conflict, InvalidInput
-from layers.events import _OPEN_SQL, CHANNEL_NAMES, _positional, category_codes
+from layers.events import _OPEN_SQL, CHANNEL_NAMES, _positional, category_codes, execute_prepared, stored_report
 from layers.locate import MATCH_NAMES, OUTSIDE, Describer, GridIndexCache
 
 
@@ -274,18 +274,7 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
             continue
         p = reports[k]
         out[k] = Stored(
-            stored={
-                "id": r.id,
-                "status": "reported",
-                "version": r.version,
-                "reported_at": r.reported_at,
-                "category": {"code": p.category, "name": r.category_name},
-                "time_limit_hours": float(r.time_limit_hours),
-                "department": {"code": r.department_code, "name": r.department_name},
-                "routing_override": bool(r.overridden),
-                "role_code": r.role_code,
-                "possible_duplicates": r.duplicates,
-            },
+            stored=stored_report(r, p.category),
             grid=grids[k], lon=float(points.lon[k]), lat=float(points.lat[k]),
             crs=crs_names[points.crs[k] or "wgs84"],
         )
@@ -311,14 +300,7 @@ def _insert(session: Session, reports: Sequence[Pending], grids: dict[int, dict[
         })
     params = {"rows": orjson.dumps(rows).decode(), "grids_version": version[0], "areas_version": version[1],
               "radius": duplicate_radius_m, "window_s": duplicate_window_hours * 3600.0}
-    conn = session.connection()
-    info = conn.connection.info
-    if _BATCH_STATEMENT not in info:
-        conn.exec_driver_sql(f"PREPARE {_BATCH_STATEMENT} AS {_BATCH_PREPARED}")
-        info[_BATCH_STATEMENT] = True
-    placeholders = ", ".join("%s" for _ in _BATCH_PARAMS)
-    return conn.exec_driver_sql(f"EXECUTE {_BATCH_STATEMENT}({placeholders})",
-                                tuple(params[name] for name in _BATCH_PARAMS)).all()
+    return execute_prepared(session, _BATCH_STATEMENT, _BATCH_PREPARED, _BATCH_PARAMS, params).all()
 
 
 # --------------------------------------------------------------------------------------

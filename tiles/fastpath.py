@@ -25,6 +25,7 @@ from functools import lru_cache
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from geo_api.asgi import route_path
 from layers.errors import GridbranchError
 from tiles.service import TileReply, accepts_gzip, check_tile, layers_at_zoom, parse_layers
 
@@ -61,13 +62,10 @@ class TileFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET":
+        path = route_path(scope, "GET")
+        if path is None:
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        root = scope.get("root_path") or ""
-        if root and path.startswith(root):
-            path = path[len(root):]
         match = _TILE_PATH.match(path)
         state = getattr(scope.get("app"), "state", None)
         service = getattr(state, "tiles", None) if state is not None else None

@@ -14,6 +14,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from layers import events as ev
 from layers import events_eval
@@ -220,13 +221,10 @@ class EventReportFastPath:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
+        path = route_path(scope, "POST")
+        if path is None:
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        root = scope.get("root_path") or ""
-        if root and path.startswith(root):
-            path = path[len(root):]
         app = scope.get("app")
         settings = getattr(getattr(app, "state", None), "settings", None)
         if path != "/v1/events" or settings is None or not settings.events.fast_path:
