@@ -107,16 +107,46 @@ def cmd_demo(args, settings: Settings) -> int:
     return cmd_serve(args, settings)
 
 
+def worker_app():
+    """The app of one worker process when ``gridbranch serve`` runs several (uvicorn
+    imports this factory in each): settings from the environment ``cmd_serve`` prepared."""
+    from geo_api.app import create_app
+
+    return create_app(Settings.from_env())
+
+
+def _worker_env(settings: Settings) -> dict[str, str]:
+    """What the worker processes must share with this one: demo mode, and one JWT secret
+    (a token signed by one worker is checked by another)."""
+    env = {"GRIDBRANCH_DEMO": "true" if settings.service.demo else "false"}
+    if settings.auth.auth_secret is None and settings.service.demo:
+        env["GRIDBRANCH_AUTH_SECRET"] = secrets.token_urlsafe(48)
+    return env
+
+
 def cmd_serve(args, settings: Settings) -> int:
+    import os
+
     import uvicorn
 
     from geo_api.app import create_app
 
     host = args.host or settings.service.host
     port = args.port or settings.service.port
-    app = create_app(settings)
-    print(f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=True)
+    workers = args.workers or settings.service.workers
+    options = {"host": host, "port": port, "log_level": "info", "access_log": settings.service.access_log,
+               "proxy_headers": True}
+    if workers == 1:
+        app = create_app(settings)
+    else:
+        _engine(settings).dispose()  # start the database and migrate once, not in every worker
+        os.environ.update(_worker_env(settings))
+    print(f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
+          f"{f' with {workers} worker processes' if workers > 1 else ''}", flush=True)
+    if workers == 1:
+        uvicorn.run(app, **options)
+    else:
+        uvicorn.run("geo_api.cli:worker_app", factory=True, workers=workers, **options)
     return 0
 
 
@@ -171,6 +201,13 @@ def cmd_coverage_report(args, settings: Settings) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridbranch", description="Spatial service for grid party branches (网格党支部)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--host")
         p.add_argument("--port", type=int)
+        p.add_argument("--workers", type=_positive, help="worker processes (default GRIDBRANCH_WORKERS, 1)")
         p.set_defaults(func=func)
         if name == "demo":
             p.add_argument("--no-serve", action="store_true", help="prepare everything, do not serve")

@@ -56,5 +56,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(500, "Internal error", "An unexpected error occurred; it has been logged.")
+        return internal_error(request.method, request.url.path)
+
+
+def internal_error(method: str, path: str) -> JSONResponse:
+    """Log the exception being handled and answer a 500 that says nothing of it."""
+    log.exception("unhandled error on %s %s", method, path)
+    return problem(500, "Internal error", "An unexpected error occurred; it has been logged.")

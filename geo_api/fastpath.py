@@ -99,7 +99,7 @@ async def grid_index_now(app):
 
 
 class LocateFastPath:
-    """ASGI middleware; registered by ``geo_api.app.create_app``."""
+    """ASGI middleware; put in front of the whole app by ``geo_api.app.GridbranchAPI``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -167,6 +167,8 @@ def empty_db(migrated_engine) -> Iterator[Session]:
 
 
 def make_settings(**service) -> Settings:
+    # many apps live in one test process: none freezes the heap unless a test asks
+    service.setdefault("gc_freeze", False)
     return Settings(
         database=DatabaseSettings(database_url="postgresql://unused@127.0.0.1:1/unused"),
         auth=AuthSettings(auth_secret=TEST_SECRET),

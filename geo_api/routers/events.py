@@ -205,7 +205,7 @@ def _plain_report(data) -> tuple[float, float, str, str, str, str, tuple[str, ..
 
 class EventReportFastPath:
     """ASGI middleware: anonymous ``POST /v1/events`` ahead of FastAPI's routing, body
-    validation and dependencies (registered by ``geo_api.app.create_app``).
+    validation and dependencies (put in front of the whole app by ``geo_api.app.GridbranchAPI``).
 
     It takes only requests the route would take as they are — no ``Authorization``
     header, a JSON body whose fields are all plainly valid (see :func:`_plain_report`),
