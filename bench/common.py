@@ -36,14 +36,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_factory():
-    """The app as ``gridbranch serve`` builds it (uvicorn imports this in each worker)."""
-    from geo_api.app import create_app
-    from geo_api.settings import Settings
-
-    return create_app(Settings.from_env(demo=True))
-
-
 def wait_port(port: int, proc: subprocess.Popen, what: str, seconds: float = 90) -> None:
     """Wait until ``proc`` accepts connections on ``port``; raise if it dies or times out."""
     deadline = time.monotonic() + seconds
@@ -59,12 +51,15 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, seconds: float = 90)
 
 @contextmanager
 def served(extra_env: dict[str, str] | None = None, workers: int = 1):
-    """The real app served by uvicorn (``workers`` processes) in a child process; yields its port."""
+    """The real app served by ``gridbranch serve`` (``workers`` uvicorn processes) in a
+    child process, demo settings, access log off (as behind a reverse proxy that logs);
+    yields its port."""
     port = free_port()
-    env = {**os.environ, "GRIDBRANCH_DEMO": "true", "PYTHONPATH": str(ROOT), **(extra_env or {})}
-    code = ("import uvicorn; uvicorn.run('bench.common:app_factory', factory=True, host='127.0.0.1', "
-            f"port={port}, log_level='warning', workers={workers})")
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
+    env = {**os.environ, "GRIDBRANCH_DEMO": "true", "GRIDBRANCH_ACCESS_LOG": "false", "PYTHONPATH": str(ROOT),
+           **(extra_env or {})}
+    code = ("import sys; from geo_api.cli import main; "
+            f"sys.exit(main(['serve', '--host', '127.0.0.1', '--port', '{port}', '--workers', '{workers}']))")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     try:
         wait_port(port, proc, "the app")
         yield port
@@ -153,3 +148,97 @@ def summary(latencies: list[float], elapsed: float, statuses: list[int] | None =
 
 def fmt(d: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:,.2f}" if isinstance(v, float) else f"{k} {v:,}" for k, v in d.items())
+
+
+# wrk (Debian package ``wrk``): a load client in C, so that at thousands of requests a
+# second the client does not take the CPU the server is measured on. Each thread cycles
+# through the paths from its own offset; the ``done`` hook prints the figures.
+_WRK_SCRIPT = """
+local paths = {}
+for line in io.lines(os.getenv("GRIDBRANCH_WRK_PATHS")) do paths[#paths + 1] = line end
+local i = 0
+local threads = 0
+function setup(thread)
+  thread:set("offset", threads * 7919)
+  threads = threads + 1
+end
+function init(args)
+  i = offset or 0
+end
+function request()
+  i = i % #paths + 1
+  return wrk.format("GET", paths[i])
+end
+function done(summary, latency, requests)
+  io.write(string.format("WRK %d %d %d %d %d %d %d %f\\n", summary.requests, summary.duration,
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.mean))
+end
+"""
+
+
+def wrk_available() -> bool:
+    import shutil
+
+    return shutil.which("wrk") is not None
+
+
+def wrk_load(port: int, paths: list[str], clients: int, seconds: float) -> dict[str, float]:
+    """``clients`` keep-alive connections (closed loop) on wrk's threads (at most 2) for
+    ``seconds``, cycling through ``paths``; the same keys as :func:`load`."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        script, listing = Path(tmp) / "paths.lua", Path(tmp) / "paths.txt"
+        script.write_text(_WRK_SCRIPT)
+        listing.write_text("\n".join(paths) + "\n")
+        out = subprocess.run(
+            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "-s", str(script),
+             f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, check=True, env={**os.environ, "GRIDBRANCH_WRK_PATHS": str(listing)},
+        ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("WRK "))
+    n, duration_us, non_2xx, errors, p50, p95, p99, mean = line.split()[1:]
+    return {
+        "n": int(n),
+        "per_s": int(n) / (int(duration_us) / 1e6),
+        "p50_ms": int(p50) / 1000,
+        "p95_ms": int(p95) / 1000,
+        "p99_ms": int(p99) / 1000,
+        "mean_ms": float(mean) / 1000,
+        "non_2xx": int(non_2xx) + int(errors),
+    }
+
+
+_BARE_APP = '''
+import os
+BODY = open(os.environ["GRIDBRANCH_BARE_BODY"], "rb").read()
+HEADERS = [(b"content-length", str(len(BODY)).encode()), (b"content-type", b"application/json")]
+async def app(scope, receive, send):
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": BODY})
+'''
+
+
+@contextmanager
+def bare_served(body: bytes, workers: int = 1):
+    """uvicorn (as ``gridbranch serve`` runs it: httptools, uvloop, no access log)
+    answering every request with ``body`` and no app at all: the HTTP stack's own
+    ceiling on this machine. Yields its port."""
+    import tempfile
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "bare_app.py").write_text(_BARE_APP)
+        (Path(tmp) / "body").write_bytes(body)
+        code = ("import uvicorn; uvicorn.run('bare_app:app', host='127.0.0.1', "
+                f"port={port}, log_level='warning', access_log=False, workers={workers})")
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp,
+                                env={**os.environ, "GRIDBRANCH_BARE_BODY": str(Path(tmp) / "body")})
+        try:
+            wait_port(port, proc, "the bare server")
+            yield port
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)

@@ -56,7 +56,7 @@ _TILE_PATH = re.compile(r"^/tiles/([a-z0-9_,]{1,200})/([0-9]{1,2})/([0-9]{1,10})
 
 
 class TileFastPath:
-    """ASGI middleware; registered by ``geo_api.app.create_app``."""
+    """ASGI middleware; put in front of the whole app by ``geo_api.app.GridbranchAPI``."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app

@@ -34,8 +34,8 @@ Data versions: each layer names the ``data_versions`` layers it is drawn from
 (:attr:`TileLayer.depends`), and its statement reads their versions itself: one
 statement, one snapshot, so the versions it answers are exactly those of the rows it
 encoded (the triggers bump a version in the writing transaction), and serving a tile
-needs no separate round trip to learn them. ``event_categories`` has no version: a renamed category or a
-changed warning share reaches cached event tiles with the next write to ``events``.
+needs no separate round trip to learn them. A write to ``event_categories`` (a renamed
+category, a changed warning share) bumps the ``events`` version (migration 0006).
 """
 
 from __future__ import annotations
