@@ -103,7 +103,7 @@ def _cpu_s(pid: int) -> float:
 
 
 def server_pids(port: int) -> list[int]:
-    """The uvicorn process serving ``port`` and its worker processes."""
+    """The ``gridbranch serve`` process serving ``port`` and its worker processes."""
     master = None
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -111,7 +111,7 @@ def server_pids(port: int) -> list[int]:
                 cmd = (proc / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"uvicorn" in cmd and f"port={port},".encode() in cmd:
+            if b"geo_api.cli import main" in cmd and f"'--port', '{port}'".encode() in cmd:  # bench.common.served
                 master = int(proc.name)
     if master is None:
         return []
