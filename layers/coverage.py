@@ -21,7 +21,8 @@ version.
 **Public functions for other packages (tiles):**
 
 - :func:`current_findings` — topology findings as plain dicts with WKB geometry;
-- :func:`h3_cells` — counts per H3 cell with their boundary rings.
+- :func:`h3_cells` — counts per H3 cell with their boundary rings (one hierarchy over
+  resolutions 7–10; what unentitled callers get is described in the H3 section).
 
 **Findings** (:func:`issues`): topology kinds ``gap``, ``overlap``, ``sliver`` (``form``
 gap or overlap), ``outside_community``, ``invalid``, ``stray_part``; branch kinds
@@ -55,7 +56,7 @@ from layers.errors import InvalidInput
 
 __all__ = [
     "BRANCH_KINDS", "CACHE", "H3_METRICS", "H3_RESOLUTIONS", "KINDS", "LEVELS", "TOPOLOGY_KINDS", "Thresholds",
-    "coverage_model", "current_findings", "h3_aggregate", "h3_cells", "issues", "summary",
+    "H3Counts", "coverage_model", "current_findings", "h3_aggregate", "h3_cells", "h3_counts", "issues", "summary",
 ]
 
 BRANCH_KINDS = ("no_branch", "branch_without_grid", "site_outside_grids", "no_worker", "roles_missing")
@@ -740,6 +741,30 @@ class _Aggregates:
 # ======================================================================================
 # H3 aggregation
 # ======================================================================================
+#
+# One hierarchy. Points are placed in their resolution-10 cell (h3.latlng_to_cell) and
+# the coarser resolutions 9, 8, 7 are the sums of their children (h3.cell_to_parent), so
+# a coarse cell counts the points of its res-10 descendants — H3 children overhang their
+# parent slightly, so a point near a coarse cell's edge may be counted in the neighbour
+# whose hexagon does not contain it, but every cell's count is exactly the sum of its
+# children's, at every resolution.
+#
+# What callers not entitled to member data get (anonymous users, the public tiles, the
+# embed map), so that nothing they can combine gives back a count below k:
+#
+# - whole-cell counts: a cell's count is over the whole service area, whatever the
+#   ``within``; ``within`` only selects the cells listed (those holding at least one
+#   point inside it). Two ``within`` values never give two counts of one cell to
+#   subtract.
+# - complementary suppression over the hierarchy, once per (data versions, metric, k)
+#   for resolutions 7–10 together, top-down: a cell counting fewer than k is suppressed;
+#   under a published parent the suppressed children must sum to 0 or ≥ k, under a
+#   suppressed parent counting ≥ k (suppressed to protect a sibling) to ≥ k — otherwise
+#   the smallest published children (then by cell id) are suppressed too, until they do
+#   (or all are). A parent minus its published children, at any pair of zooms, therefore
+#   never reveals fewer than k people. The overall total is withheld.
+#
+# Entitled callers get exact counts of the points inside ``within``, nothing suppressed.
 
 _H3_POINTS = {
     # members: registered members (active registration: confirmed or pending) at the
@@ -757,6 +782,8 @@ _WITHIN_GEOM = {
     "grid": """(SELECT gv.geom FROM grid_versions gv JOIN grids g ON g.id = gv.grid_id
                WHERE g.code = :within AND gv.valid_to IS NULL AND g.retired_at IS NULL)""",
 }
+#: The resolution points are counted at; the others are sums of children.
+H3_FINEST = H3_RESOLUTIONS[-1]
 
 
 def check_h3(res: int, metric: str) -> None:
@@ -767,86 +794,191 @@ def check_h3(res: int, metric: str) -> None:
         raise InvalidInput(f"unknown metric {metric!r}; one of {', '.join(H3_METRICS)}", field="metric")
 
 
+class H3Counts:
+    """Counts per cell of resolutions 7–10 of one set of points (all of a metric's
+    points, or those inside one ``within``), every coarse cell the sum of its children;
+    with the suppressed cells per minimum ``k`` (:meth:`suppressed`, computed on first
+    use) and the cells' boundary rings (likewise)."""
+
+    def __init__(self, fine: dict[str, int]):
+        self.levels: dict[int, dict[str, int]] = {H3_FINEST: fine}
+        #: children (with points) of each cell, per resolution of the parent
+        self.children: dict[int, dict[str, list[str]]] = {}
+        to_parent = h3.cell_to_parent
+        for res in range(H3_FINEST - 1, H3_RESOLUTIONS[0] - 1, -1):
+            counts: dict[str, int] = {}
+            kids: dict[str, list[str]] = {}
+            for cell, n in self.levels[res + 1].items():
+                parent = to_parent(cell, res)
+                counts[parent] = counts.get(parent, 0) + n
+                kids.setdefault(parent, []).append(cell)
+            self.levels[res] = counts
+            self.children[res] = kids
+        self.order = {res: sorted(counts) for res, counts in self.levels.items()}
+        self.total = sum(fine.values())
+        self._suppressed: dict[int, frozenset[str]] = {}
+        self._rings: dict[str, list[list[float]]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of_points(cls, xy: np.ndarray) -> H3Counts:
+        fine: dict[str, int] = {}
+        to_cell = h3.latlng_to_cell
+        for x, y in xy.tolist():
+            cell = to_cell(y, x, H3_FINEST)
+            fine[cell] = fine.get(cell, 0) + 1
+        return cls(fine)
+
+    def suppressed(self, k: int) -> frozenset[str]:
+        """The cells (all resolutions) withheld from callers not entitled to member data."""
+        found = self._suppressed.get(k)
+        if found is None:
+            with self._lock:
+                found = self._suppressed.get(k)
+                if found is None:
+                    found = self._suppressed[k] = frozenset(self._suppress(k))
+        return found
+
+    def _suppress(self, k: int) -> set[str]:
+        levels = self.levels
+        out = {cell for counts in levels.values() for cell, n in counts.items() if n < k}  # primary
+        for res in H3_RESOLUTIONS[:-1]:  # top-down: a parent's children are settled before theirs
+            counts, below = levels[res], levels[res + 1]
+            for parent in self.order[res]:
+                hidden = parent in out
+                if hidden and counts[parent] < k:
+                    continue  # its children all count < k: suppressed already
+                kids = self.children[res][parent]
+                s = sum(below[c] for c in kids if c in out)
+                # a published parent minus its published children gives s away: 0 or ≥ k;
+                # a suppressed parent (≥ k) would be pinned down by its published children
+                if (s < k) if hidden else (0 < s < k):
+                    for n, cell in sorted((below[c], c) for c in kids if c not in out):
+                        out.add(cell)
+                        s += n
+                        if s >= k:
+                            break
+        return out
+
+    def ring(self, cell: str) -> list[list[float]]:
+        """The cell's boundary: a closed ring of [lon, lat] (WGS84, 7 decimals)."""
+        ring = self._rings.get(cell)
+        if ring is None:
+            ring = [[round(lng, 7), round(lat, 7)] for lat, lng in h3.cell_to_boundary(cell)]
+            ring.append(ring[0])
+            self._rings[cell] = ring
+        return ring
+
+
 class _H3Cache:
-    """Unsuppressed cells per (database, data versions, res, metric, within), so map
-    and tile requests do not recount; suppression is applied on the way out."""
+    """:class:`H3Counts` per (database, data versions, metric, within), so that map and
+    tile requests do not recount: those of all points (``within`` None, keyed on the
+    metric's layer version) and those of the points inside each ``within`` asked about
+    (keyed on the ``grids`` and ``areas`` versions too, for its boundary)."""
 
     keep = 64
 
     def __init__(self) -> None:
-        self._cells: dict[tuple, list[dict[str, Any]]] = {}
+        self._cells: dict[tuple, H3Counts] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple):
+    def get(self, key: tuple) -> H3Counts | None:
         with self._lock:
             cells = self._cells.pop(key, None)
             if cells is not None:
                 self._cells[key] = cells  # most recently used last
             return cells
 
-    def put(self, key: tuple, cells: list[dict[str, Any]]) -> None:
+    def put(self, key: tuple, cells: H3Counts) -> None:
         with self._lock:
             self._cells[key] = cells
             while len(self._cells) > self.keep:
                 self._cells.pop(next(iter(self._cells)))
 
+    def clear(self) -> None:
+        with self._lock:
+            self._cells.clear()
+
 
 H3_CACHE = _H3Cache()
 
 
-def _count_cells(session: Session, res: int, metric: str, within: str | None) -> list[dict[str, Any]]:
+def _count_cells(session: Session, metric: str, within: str | None) -> H3Counts:
+    """The points of ``metric`` inside ``within`` (None: all) counted per cell, res 7–10."""
     where, params = "", {}
     if within is not None:
         kind = "grid" if len(within) == 15 else "area"
         where = f" AND ST_Intersects(s.geom, {_WITHIN_GEOM[kind]})"
         params["within"] = within
-    xy = _xy(session, _H3_POINTS[metric].format(where=where), params)
-    counts: dict[str, int] = {}
-    to_cell = h3.latlng_to_cell
-    for x, y in xy.tolist():
-        cell = to_cell(y, x, res)
-        counts[cell] = counts.get(cell, 0) + 1
-    cells = []
-    for cell in sorted(counts):
-        ring = [[round(lng, 7), round(lat, 7)] for lat, lng in h3.cell_to_boundary(cell)]
-        ring.append(ring[0])
-        cells.append({"cell": cell, "count": counts[cell], "boundary": ring})
-    return cells
+    return H3Counts.of_points(_xy(session, _H3_POINTS[metric].format(where=where), params))
+
+
+def h3_counts(session: Session, metric: str, within: str | None) -> H3Counts:
+    """The cached :class:`H3Counts` of ``metric`` inside ``within`` (None: everywhere)."""
+    v = _versions(session)
+    layer = "events" if metric == "events" else "members"
+    key = (_database_url(session), v["db"], v[layer], metric)
+    if within is not None:
+        key += (v["grids"], v["areas"], within)
+    counts = H3_CACHE.get(key)
+    if counts is None:
+        counts = _count_cells(session, metric, within)
+        if _versions(session) == v:  # not read across a concurrent write
+            H3_CACHE.put(key, counts)
+    return counts
 
 
 def h3_aggregate(session: Session, *, res: int, metric: str, within: str | None,
                  suppress_below: int | None) -> dict[str, Any]:
     """Counts per H3 cell (see :func:`h3_cells`) and how many cells were suppressed:
-    ``{"cells": [...], "suppressed_cells": int, "total": int | None}`` — ``total`` (all
-    points counted) only when nothing is suppressed (it would give suppressed cells away).
-    Cached in process on the data versions (``members`` or ``events``, and ``grids`` and
-    ``areas`` for the boundary of ``within``)."""
+    ``{"cells": [...], "suppressed_cells": int, "total": int | None}``.
+
+    Entitled callers (``suppress_below`` None) get the points inside ``within`` counted
+    per cell, ``total`` their number and nothing suppressed. Otherwise each listed
+    cell's count is the whole cell's (all the metric's points, inside ``within`` or
+    not), cells are suppressed over the whole H3 hierarchy as the section comment above
+    says, ``suppressed_cells`` is how many of the listed cells were left out and
+    ``total`` is None (with the published cells it would give the suppressed ones away).
+    Cached in process on the data versions (``members`` or ``events``, and ``grids``
+    and ``areas`` for the boundary of ``within``)."""
     check_h3(res, metric)
     if within is not None:
         check_within_exists(session, within)
-    v = _versions(session)
-    layer = "events" if metric == "events" else "members"
-    key = (_database_url(session), v["db"], v["grids"], v["areas"], v[layer], res, metric, within)
-    cells = H3_CACHE.get(key)
-    if cells is None:
-        cells = _count_cells(session, res, metric, within)
-        if _versions(session) == v:
-            H3_CACHE.put(key, cells)
-    kept = [dict(c) for c in cells if suppress_below is None or c["count"] >= suppress_below]
-    return {"cells": kept, "suppressed_cells": len(cells) - len(kept),
-            "total": sum(c["count"] for c in cells) if suppress_below is None else None}
+    inside = h3_counts(session, metric, within)
+    if suppress_below is None:
+        counts = inside.levels[res]
+        cells = [{"cell": c, "count": counts[c], "boundary": inside.ring(c)} for c in inside.order[res]]
+        return {"cells": cells, "suppressed_cells": 0, "total": inside.total}
+    whole = inside if within is None else h3_counts(session, metric, None)
+    counts, hidden = whole.levels[res], whole.suppressed(suppress_below)
+    cells, left_out = [], 0
+    for c in inside.order[res]:
+        n = counts.get(c, 0)  # 0 only when a write came between the two reads
+        if c in hidden:
+            left_out += 1
+        elif n:
+            cells.append({"cell": c, "count": n, "boundary": whole.ring(c)})
+    return {"cells": cells, "suppressed_cells": left_out, "total": None}
 
 
 def h3_cells(session: Session, *, res: int, metric: str, within: str | None,
              suppress_below: int | None) -> list[dict[str, Any]]:
-    """Points of ``metric`` counted per H3 cell at resolution ``res`` (7–10) inside area
-    or grid ``within`` (None: everywhere): ``[{"cell": h3 index, "count": int, "boundary":
-    [[lon, lat], ...] closed ring (WGS84)}]`` ordered by cell.
+    """Points of ``metric`` counted per H3 cell at resolution ``res`` (7–10):
+    ``[{"cell": h3 index, "count": int, "boundary": [[lon, lat], ...] closed ring
+    (WGS84)}]`` ordered by cell. A point is counted in its res-10 cell and in that
+    cell's ancestors (``h3.cell_to_parent``), so a coarse cell's count is the sum of its
+    children's (H3 children overhang their parent slightly: a coarse cell counts the
+    points of its res-10 descendants, not exactly those inside its hexagon).
 
     Metrics: ``members`` — members with an active (confirmed or pending) registration,
     at the residence they registered; ``residences`` — every member's current residence;
-    ``events`` — every reported event. Cells counting fewer than ``suppress_below`` are
-    left out (None: nothing suppressed — only for callers entitled to individual data)."""
+    ``events`` — every reported event.
+
+    ``suppress_below`` None (only for callers entitled to individual data): the points
+    inside area or grid ``within`` (None: everywhere), nothing suppressed. Otherwise the
+    cells holding a point inside ``within`` with their whole counts, those below
+    ``suppress_below`` and their complements in the hierarchy left out (see
+    :func:`h3_aggregate`)."""
     return h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=suppress_below)["cells"]
 
 

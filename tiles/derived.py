@@ -8,7 +8,9 @@ Three layers carry figures that are too costly to derive inside every tile query
 - ``coverage_issues``: the topology findings of :func:`layers.coverage.current_findings`
   (``grids`` and ``areas`` versions);
 - ``members_h3``: counts per H3 cell from :func:`layers.coverage.h3_cells`
-  (``members`` version), per resolution, small counts suppressed.
+  (``members`` version), per resolution, as published to anyone: one hierarchy over
+  resolutions 7–10 (every cell the sum of its children), small counts and their
+  complements suppressed, so that the cells of two zooms cannot be subtracted.
 
 Each is held as :class:`FeatureRecords`: one JSON record per feature, serialised once,
 with the feature's WGS84 bounding box; a tile query receives as its ``$6`` parameter the
@@ -161,9 +163,13 @@ def coverage_records(session: Session, thresholds=None) -> FeatureRecords:
 
 
 def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRecords:
-    """Members with an active registration per H3 cell at resolution ``res`` (cells
-    counting fewer than ``suppress_below`` left out), as tile records: fid (the H3 index
-    as an integer), cell, count, res and the cell's hexagon (WKB, hex)."""
+    """Members with an active registration per H3 cell at resolution ``res``, as the
+    public answer of :func:`layers.coverage.h3_cells` (``within`` None): each cell's
+    count the sum of its res-10 descendants', cells counting fewer than
+    ``suppress_below`` left out and, with them, the complementary cells that would let
+    a coarser cell minus its published children (another zoom's tiles) give them away.
+    As tile records: fid (the H3 index as an integer), cell, count, res and the cell's
+    hexagon (WKB, hex)."""
     from layers.coverage import h3_cells
 
     items = []

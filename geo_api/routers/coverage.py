@@ -1,7 +1,8 @@
 """Coverage analysis: summary metrics, issues (gaps, overlaps, branchless grids …) and
 H3 aggregates. Summary and issues carry no personal data but are internal (admins of
-the area, dispatchers); H3 is public, with small cells suppressed for anyone not
-entitled to individual member data."""
+the area, dispatchers); H3 is public: anyone not entitled to individual member data gets
+whole-cell counts of one H3 hierarchy with small cells and their complements suppressed
+(see :func:`layers.coverage.h3_aggregate`)."""
 
 from typing import Annotated, Literal
 
@@ -107,8 +108,32 @@ def _entitled(caller: Caller, metric: str, within: str | None) -> bool:
     return caller.role in ("admin", "grid_worker") and within is not None and caller.covers(within)
 
 
+H3_DESCRIPTION = """\
+Points are counted in their resolution-10 cell; a coarser cell's count is the sum of its
+children's (`h3.cell_to_parent`), so it counts the points of its res-10 descendants (H3
+children overhang their parent slightly).
+
+**Entitled callers** (admins and grid workers whose area covers `within`; dispatchers for
+`events`) get the points lying inside `within` counted per cell, nothing suppressed, and
+`total`.
+
+**Everyone else** gets figures that cannot be combined into a count below `k`
+(`GRIDBRANCH_COVERAGE_H3_MIN_COUNT`):
+
+- each cell's count is the whole cell's, over the whole service area: `within` only selects
+  which cells are listed (those holding at least one point inside it), so asking with
+  different `within` values gives nothing to subtract;
+- cells counting fewer than `k` are suppressed, and so are the smallest published cells
+  wherever a parent cell minus its published children (at any two resolutions, e.g. the
+  tiles of two zooms) would reveal between 1 and `k − 1` people, or would pin down a
+  suppressed parent;
+- `suppressed_cells` is how many of the listed cells were left out; `total` is withheld.
+"""
+
+
 @router.get("/h3", summary="Registered members, residences or events counted per H3 cell (GeoJSON); "
-                           "small cells suppressed unless you may see the people themselves")
+                           "small cells suppressed unless you may see the people themselves",
+            description=H3_DESCRIPTION)
 async def coverage_h3(
     request: Request,
     session: SessionDep,

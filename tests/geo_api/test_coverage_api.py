@@ -11,9 +11,13 @@ import pytest
 from shapely.geometry import shape
 
 from tests.conftest import token_for
+from tests.layers.test_coverage import points, true_counts
 
 DISTRICT = "410105000000"
 STREET = "410105003000"  # holds the demo's hole (community 003) and an overlap (community 008)
+COMMUNITY = "410105003003"
+GRID = "410105003003005"
+OTHER_STREET = "410105001000"
 
 
 def rows(body: bytes) -> list[dict[str, str]]:
@@ -172,19 +176,47 @@ def h3(client, user=None, **params):
     return r.json()
 
 
-def test_h3_public_is_suppressed_admin_is_not(client):
+def test_h3_public_is_suppressed_admin_is_not(client, demo_db):
     public = h3(client, res=10, metric="members", within=STREET)
     assert public["suppressed"] is True and public["k"] == 5 and public["total"] is None
     assert public["suppressed_cells"] > 0
     assert all(f["properties"]["count"] >= 5 for f in public["features"])
     full = h3(client, "admin", res=10, metric="members", within=STREET)
     assert full["suppressed"] is False and full["suppressed_cells"] == 0
+    # the admin: members inside the street, exactly, every cell
+    assert {f["properties"]["cell"]: f["properties"]["count"] for f in full["features"]} == \
+        true_counts(points(demo_db, "members", STREET))[10]
     assert full["total"] == sum(f["properties"]["count"] for f in full["features"])
-    small = [f for f in full["features"] if f["properties"]["count"] < 5]
-    assert len(small) == public["suppressed_cells"]
-    assert len(full["features"]) == len(public["features"]) + len(small)
+    # the public: the same cells listed, some left out, whole-cell counts (≥ the admin's)
+    inside = {f["properties"]["cell"]: f["properties"]["count"] for f in full["features"]}
+    shown = {f["properties"]["cell"]: f["properties"]["count"] for f in public["features"]}
+    assert set(shown) <= set(inside) and len(shown) + public["suppressed_cells"] == len(inside)
+    assert all(n >= inside[c] for c, n in shown.items())
     poly = shape(full["features"][0]["geometry"])
     assert poly.is_valid and poly.geom_type == "Polygon"
+
+
+@pytest.mark.parametrize("res", [8, 9, 10])
+def test_h3_differencing_across_within_recovers_nothing(client, demo_db, res):
+    """A cell has one public count (or none) whatever the ``within``: no difference of
+    two answers tells how many of its people live in one street, community or grid."""
+    whole = true_counts(points(demo_db, "members"))[res]
+    answers = {}
+    for within in (None, DISTRICT, STREET, COMMUNITY, GRID, OTHER_STREET):
+        body = h3(client, res=res, metric="members", **({"within": within} if within else {}))
+        shown = {f["properties"]["cell"]: f["properties"]["count"] for f in body["features"]}
+        listed = set(true_counts(points(demo_db, "members", within))[res])
+        # listed: the cells holding a member inside ``within``; counted whole
+        assert set(shown) <= listed and body["suppressed_cells"] == len(listed - set(shown)), within
+        assert shown == {c: whole[c] for c in shown}, within
+        answers[within] = shown, listed
+    published = set(answers[None][0])
+    for within, (shown, listed) in answers.items():
+        assert set(shown) == listed & published, within  # suppressed in one answer, suppressed in all
+    # the street's edge cells hold members outside it too: counted inside the street only,
+    # as they were, the district's figure minus the street's gave the others away
+    street = true_counts(points(demo_db, "members", STREET))[res]
+    assert any(street[c] < n for c, n in answers[STREET][0].items())
 
 
 @pytest.mark.parametrize("user, metric, within, suppressed", [

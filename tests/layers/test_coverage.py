@@ -338,31 +338,180 @@ def test_stored_manifest_is_the_generators():
 # --------------------------------------------------------------------------------------
 
 STREET = "410105001000"
+K = 5
 
 
-def test_h3_counts_and_suppression(demo_db):
+def true_counts(xy) -> dict[int, dict[str, int]]:
+    """The test's own count per cell and resolution: each point in its res-10 cell and
+    in that cell's ancestors."""
+    fine: dict[str, int] = {}
+    for x, y in xy:
+        cell = h3.latlng_to_cell(y, x, 10)
+        fine[cell] = fine.get(cell, 0) + 1
+    out = {10: fine}
+    for res in (9, 8, 7):
+        out[res] = {}
+        for cell, n in fine.items():
+            parent = h3.cell_to_parent(cell, res)
+            out[res][parent] = out[res].get(parent, 0) + n
+    return out
+
+
+def points(session, metric: str, within: str | None = None) -> list[tuple[float, float]]:
+    sql = {
+        "members": """SELECT ST_X(s.geom), ST_Y(s.geom) FROM registrations r JOIN residences s
+                      ON s.id = r.residence_id WHERE r.status IN ('confirmed', 'pending')""",
+        "residences": "SELECT ST_X(s.geom), ST_Y(s.geom) FROM residences s WHERE s.ended_at IS NULL",
+        "events": "SELECT ST_X(s.geom), ST_Y(s.geom) FROM events s WHERE true",
+    }[metric]
+    if within is not None:
+        table = "grid_versions gv JOIN grids g ON g.id = gv.grid_id AND gv.valid_to IS NULL" if len(within) == 15 \
+            else "admin_areas g"
+        sql += f" AND ST_Intersects(s.geom, (SELECT geom FROM {table} WHERE g.code = :w))"
+    return [tuple(r) for r in session.execute(text(sql), {"w": within}).all()]
+
+
+def public(session, metric: str, within: str | None = None, k: int = K) -> dict[int, dict]:
+    return {res: cov.h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=k)
+            for res in cov.H3_RESOLUTIONS}
+
+
+def assert_nothing_recoverable(published: dict[int, dict[str, int]], true: dict[int, dict[str, int]], k: int):
+    """Whatever a parent minus its published children leaves is 0 or ≥ k for a published
+    parent, ≥ k for a suppressed parent counting ≥ k (≥ k people stay hidden under it)."""
+    checked = 0
+    for res in (7, 8, 9):
+        for parent, n in true[res].items():
+            kids = [c for c in h3.cell_to_children(parent, res + 1) if c in true[res + 1]]
+            rest = n - sum(published[res + 1].get(c, 0) for c in kids)
+            if parent in published[res]:
+                assert published[res][parent] == n
+                assert rest == 0 or rest >= k, (parent, n, rest)
+                checked += 1
+            elif n >= k:
+                assert rest >= k, (parent, n, rest)
+                checked += 1
+    return checked
+
+
+def test_h3_entitled_counts_are_exact_inside_within(demo_db):
     full = cov.h3_aggregate(demo_db, res=9, metric="members", within=STREET, suppress_below=None)
-    expected = demo_db.execute(text(
-        """SELECT count(*) FROM registrations r JOIN residences s ON s.id = r.residence_id
-           WHERE r.status IN ('confirmed', 'pending')
-             AND ST_Intersects(s.geom, (SELECT geom FROM admin_areas WHERE code = :c))"""), {"c": STREET}).scalar()
-    assert full["total"] == expected == sum(c["count"] for c in full["cells"]) and expected > 1000
+    inside = points(demo_db, "members", STREET)
+    assert full["total"] == len(inside) == sum(c["count"] for c in full["cells"]) and len(inside) > 1000
     assert full["suppressed_cells"] == 0
+    assert {c["cell"]: c["count"] for c in full["cells"]} == true_counts(inside)[9]
+    assert any(c["count"] < K for c in full["cells"]), "res 9 should have cells with fewer than 5 members"
     for c in full["cells"][:20]:
         assert h3.get_resolution(c["cell"]) == 9
         ring = c["boundary"]
         assert ring[0] == ring[-1] and len(ring) == 7
         lat, lon = h3.cell_to_latlng(c["cell"])
         assert shapely.Polygon(ring).contains(shapely.Point(lon, lat))
-    small = {c["cell"] for c in full["cells"] if c["count"] < 5}
-    assert small, "res 9 should have cells with fewer than 5 members"
-    kept = cov.h3_aggregate(demo_db, res=9, metric="members", within=STREET, suppress_below=5)
-    assert kept["suppressed_cells"] == len(small) and kept["total"] is None
-    assert all(c["count"] >= 5 for c in kept["cells"])
-    assert {c["cell"]: c["count"] for c in kept["cells"]} == {
-        c["cell"]: c["count"] for c in full["cells"] if c["cell"] not in small}
+
+
+def test_h3_public_counts_are_whole_cells_listed_by_within(demo_db):
+    everywhere = true_counts(points(demo_db, "members"))[9]
+    listed = true_counts(points(demo_db, "members", STREET))[9]
+    kept = cov.h3_aggregate(demo_db, res=9, metric="members", within=STREET, suppress_below=K)
+    counts = {c["cell"]: c["count"] for c in kept["cells"]}
+    assert kept["total"] is None and all(n >= K for n in counts.values())
+    # listed: the cells holding a member inside the street; counted whole
+    assert set(counts) <= set(listed) and kept["suppressed_cells"] == len(listed) - len(counts) > 0
+    assert counts == {c: everywhere[c] for c in counts}
+    assert any(everywhere[c] > listed[c] for c in counts), "some boundary cell should count beyond the street"
     # the tile engineer's entry point gives the same cells
-    assert cov.h3_cells(demo_db, res=9, metric="members", within=STREET, suppress_below=5) == kept["cells"]
+    assert cov.h3_cells(demo_db, res=9, metric="members", within=STREET, suppress_below=K) == kept["cells"]
+
+
+@pytest.mark.parametrize("metric", cov.H3_METRICS)
+def test_h3_hierarchy_is_exact_and_differencing_across_resolutions_recovers_nothing(demo_db, metric):
+    true = true_counts(points(demo_db, metric))
+    entitled = {res: cov.h3_aggregate(demo_db, res=res, metric=metric, within=None, suppress_below=None)
+                for res in cov.H3_RESOLUTIONS}
+    for res, out in entitled.items():
+        assert {c["cell"]: c["count"] for c in out["cells"]} == true[res]
+        assert out["total"] == sum(true[10].values())
+    answers = public(demo_db, metric)
+    published = {res: {c["cell"]: c["count"] for c in out["cells"]} for res, out in answers.items()}
+    for res in (7, 8, 9):  # every published parent is the sum of all its children
+        for parent, n in published[res].items():
+            assert n == sum(true[res + 1].get(c, 0) for c in h3.cell_to_children(parent, res + 1))
+    for res, out in answers.items():
+        assert all(n >= K for n in published[res].values()) and out["total"] is None
+        assert out["suppressed_cells"] == len(true[res]) - len(published[res])
+    assert assert_nothing_recoverable(published, true, K) > 100
+    # more than the small cells are withheld on the demo: the complementary step bites
+    assert any(n >= K and c not in published[res] for res in (8, 9) for c, n in true[res].items())
+
+
+def add_residences(session, xy) -> None:
+    """One member per point, living there."""
+    for i, (x, y) in enumerate(xy):
+        member = add_member(session, f"测试党员{i}")
+        session.execute(text(
+            """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
+               VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y)"""), {"m": member, "x": x, "y": y})
+    session.flush()
+
+
+def centre(cell: str) -> tuple[float, float]:
+    lat, lon = h3.cell_to_latlng(cell)
+    assert h3.latlng_to_cell(lat, lon, h3.get_resolution(cell)) == cell
+    return lon, lat
+
+
+def test_h3_complementary_suppression_on_a_small_layout(empty_db):
+    """Three places in the small layout (k = 5), each a differencing attack on the old
+    per-resolution, per-``within`` suppression:
+
+    1. res-9 cell P1 with res-10 children A (10 people) and B (2): P1 (12) − A gave B;
+    2. res-8 cell R with res-9 children Q (3 people) and P2 (20 = C1 12 + C2 8): R − P2
+       gave Q, and once P2 is hidden, C1 + C2 would give P2 back;
+    3. res-10 cell X across the edge of grids A and B, 2 people in grid A and 6 in B:
+       X asked within the district (8) minus X within grid B (6) gave grid A's 2."""
+    small_layout(empty_db, X0, Y0)
+    p1 = h3.latlng_to_cell(Y0 + 0.01, X0 + 0.01, 9)
+    a, b = h3.cell_to_children(p1, 10)[:2]
+    p2 = h3.latlng_to_cell(Y0 + 0.08, X0 + 0.02, 9)
+    r = h3.cell_to_parent(p2, 8)
+    q = next(c for c in h3.cell_to_children(r, 9) if c != p2)
+    q10 = h3.cell_to_center_child(q, 10)
+    c1, c2 = h3.cell_to_children(p2, 10)[:2]
+    x_cell = h3.latlng_to_cell(Y0 + 0.02, X0 + 0.05, 10)
+    west, east = (X0 + 0.05 - 0.00003, Y0 + 0.02), (X0 + 0.05 + 0.00003, Y0 + 0.02)
+    assert h3.latlng_to_cell(west[1], west[0], 10) == h3.latlng_to_cell(east[1], east[0], 10) == x_cell
+    assert len({h3.cell_to_parent(c, 7) for c in (p1, r, x_cell)}) == 3, "three places apart"
+    xy = ([centre(a)] * 10 + [centre(b)] * 2 + [centre(q10)] * 3 + [centre(c1)] * 12 + [centre(c2)] * 8
+          + [west] * 2 + [east] * 6)
+    add_residences(empty_db, xy)
+    true = true_counts(xy)
+    assert true[9][p1] == 12 and true[8][r] == 23 and true[9][p2] == 20 and true[10][x_cell] == 8
+
+    answers = public(empty_db, "residences")
+    published = {res: {c["cell"]: c["count"] for c in out["cells"]} for res, out in answers.items()}
+    assert assert_nothing_recoverable(published, true, K) > 0
+    # 1: A is withheld with B, P1 and its ancestors stay
+    assert a not in published[10] and b not in published[10] and published[9][p1] == 12
+    assert published[8][h3.cell_to_parent(p1, 8)] == 12
+    # 2: P2 is withheld with Q, and C2 with P2 (the smaller child); R and C1 stay
+    assert q not in published[9] and p2 not in published[9] and published[8][r] == 23
+    assert published[10][c1] == 12 and c2 not in published[10]
+    assert answers[9]["suppressed_cells"] == 2 and answers[10]["suppressed_cells"] == 4
+    # 3: X counts 8 whichever the within; listed where it holds a person inside
+    for within in (None, "410105000000", STREET, COMMUNITY, GRID_A, GRID_B):
+        out = cov.h3_aggregate(empty_db, res=10, metric="residences", within=within, suppress_below=K)
+        assert {c["cell"]: c["count"] for c in out["cells"]}.get(x_cell) == 8, within
+    only_b = cov.h3_aggregate(empty_db, res=10, metric="residences", within=GRID_B, suppress_below=K)
+    assert [c["cell"] for c in only_b["cells"]] == [x_cell] and only_b["suppressed_cells"] == 0
+    in_a = cov.h3_aggregate(empty_db, res=10, metric="residences", within=GRID_A, suppress_below=K)
+    assert [c["cell"] for c in in_a["cells"]] == sorted([c1, x_cell]) and in_a["suppressed_cells"] == 4
+    assert cov.h3_cells(empty_db, res=10, metric="residences", within=GRID_C, suppress_below=K) == []
+    # entitled callers: the people inside, exactly
+    for within, n in ((GRID_A, 2), (GRID_B, 6), (COMMUNITY, 8)):
+        out = cov.h3_aggregate(empty_db, res=10, metric="residences", within=within, suppress_below=None)
+        assert {c["cell"]: c["count"] for c in out["cells"]}[x_cell] == n
+    everything = cov.h3_aggregate(empty_db, res=7, metric="residences", within=None, suppress_below=None)
+    assert everything["total"] == len(xy) and everything["suppressed_cells"] == 0
 
 
 @pytest.mark.parametrize("metric, sql", [

@@ -188,6 +188,37 @@ def test_h3_counts_are_suppressed_below_the_minimum(tiles_client, demo_engine):
     assert small and not shown & set(small)
 
 
+@pytest.mark.parametrize("z", [11, 13, 15, 16])  # resolutions 7, 8, 9, 10
+def test_h3_tiles_agree_with_the_public_api(tiles_client, demo_engine, z):
+    """The public members_h3 layer is the API's unentitled answer, cell for cell: the
+    same hierarchy and complementary suppression at every zoom, counts ≥ k only."""
+    from tests.layers.test_coverage import points, true_counts
+    from tiles.service import H3_RES
+
+    res, k = H3_RES[z], tiles_client.app.state.settings.coverage.h3_min_count
+    r = tiles_client.get("/v1/coverage/h3", params={"res": res, "metric": "members"})
+    assert r.status_code == 200 and r.json()["suppressed"] is True
+    api = {f["properties"]["cell"]: f["properties"]["count"] for f in r.json()["features"]}
+    with Session(demo_engine) as session:
+        true = true_counts(points(session, "members"))[res]
+    biggest = max(api, key=lambda c: (api[c], c))  # the tile of the most populous published cell
+    lat, lon = h3.cell_to_latlng(biggest)
+    tile = tile_at(lon, lat, z)
+    found = features(tiles_client.get(path("members_h3", tile)).content, "members_h3")
+    shown = {f["properties"]["cell"]: f["properties"]["count"] for f in found}
+    assert found and all(f["properties"]["res"] == res for f in found)
+    assert all(n >= k for n in shown.values())
+    assert shown == {c: api[c] for c in shown} and all(api[c] == true[c] for c in shown)
+    bounds = box(*tile_bounds(tile))
+    here = {c for c in true if bounds.contains(shapely.Point(h3.cell_to_latlng(c)[::-1]))}
+    assert here & set(api) <= set(shown)  # what the API publishes in the tile is drawn
+    assert not (here - set(api)) & set(shown)  # what it withholds is not
+    if z == 13:  # on the demo this tile withholds a cell of ≥ k people (a complement)
+        assert any(true[c] >= k for c in here - set(api))
+    if z == 16:
+        assert len(here - set(api)) > len(shown)
+
+
 def test_coverage_issues_show_the_demo_defects(tiles_client, demo_engine):
     with Session(demo_engine) as session:
         findings = [f for f in current_findings(session) if f["kind"] in ("gap", "overlap", "sliver")]
