@@ -116,6 +116,7 @@ class GridIndex:
         # Grids arrive ordered by code, so a lower index is a lower code: ties between
         # grids are broken by index throughout.
         self._build_lattice()
+        self._build_pure_cells(lat0)
         self.describer = Describer(self)  # grid parts of answers, built once per grid
 
     def _metric_coords(self, coords: np.ndarray) -> np.ndarray:
@@ -164,6 +165,67 @@ class GridIndex:
         self._cell_grids_list = self._cell_grids.tolist()
         self._cell_start_list = self._cell_start.tolist()
         self._bounds_list = self.bounds.tolist()
+
+    # A finer lattice for single points (``pure_grid``): cells of about PURE_CELL_M that
+    # lie wholly in the interior of exactly one grid and meet no grid's boundary hold
+    # that grid; every other cell holds -1 and its points take the exact path.
+    PURE_CELL_M = 10.0
+    PURE_CELLS_MAX = 2048  # per side
+
+    def _build_pure_cells(self, lat0: float) -> None:
+        from array import array
+
+        self._pure = array("i")
+        self._pnx, self._pny, self._psx, self._psy = 0, 0, 0.0, 0.0
+        if not len(self.grids):
+            return
+        minx, miny, maxx, maxy = self.extent
+        m_per_deg_y = 110_574.0
+        m_per_deg_x = 111_320.0 * max(np.cos(np.radians(lat0)), 1e-6)
+        nx = int(min(max(np.ceil((maxx - minx) * m_per_deg_x / self.PURE_CELL_M), 1), self.PURE_CELLS_MAX))
+        ny = int(min(max(np.ceil((maxy - miny) * m_per_deg_y / self.PURE_CELL_M), 1), self.PURE_CELLS_MAX))
+        sx, sy = nx / max(maxx - minx, 1e-12), ny / max(maxy - miny, 1e-12)
+        # every cell a grid boundary passes through: boundary points no further apart than
+        # half a cell fall in that cell or in one of its eight neighbours, so marking the
+        # cells of the points and their neighbours marks every such cell
+        step = 0.5 * min(1.0 / sx, 1.0 / sy)
+        xy = shapely.get_coordinates(shapely.segmentize(shapely.boundary(self.geoms), step))
+        near = np.zeros((nx + 2, ny + 2), bool)  # one cell of margin on every side
+        ix = np.clip(((xy[:, 0] - minx) * sx).astype(np.int64), 0, nx - 1) + 1
+        iy = np.clip(((xy[:, 1] - miny) * sy).astype(np.int64), 0, ny - 1) + 1
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                near[ix + dx, iy + dy] = True
+        near = near[1:-1, 1:-1]
+        # cells no boundary meets lie wholly inside the grids that hold their centre
+        owner = np.full((nx, ny), -1, np.int32)
+        claims = np.zeros((nx, ny), np.int8)
+        b = self.bounds
+        gx0 = np.clip(((b[:, 0] - minx) * sx).astype(np.int64), 0, nx - 1)
+        gx1 = np.clip(((b[:, 2] - minx) * sx).astype(np.int64), 0, nx - 1)
+        gy0 = np.clip(((b[:, 1] - miny) * sy).astype(np.int64), 0, ny - 1)
+        gy1 = np.clip(((b[:, 3] - miny) * sy).astype(np.int64), 0, ny - 1)
+        for g in range(len(self.grids)):
+            cx, cy = np.meshgrid(np.arange(gx0[g], gx1[g] + 1), np.arange(gy0[g], gy1[g] + 1), indexing="ij")
+            free = ~near[cx, cy]
+            cx, cy = cx[free], cy[free]
+            inside = shapely.contains_xy(self.geoms[g], minx + (cx + 0.5) / sx, miny + (cy + 0.5) / sy)
+            cx, cy = cx[inside], cy[inside]
+            owner[cx, cy] = g
+            claims[cx, cy] = np.minimum(claims[cx, cy] + 1, 2)
+        owner[claims != 1] = -1
+        self._pure = array("i", owner.astype(np.int32).ravel().tobytes())
+        self._pnx, self._pny, self._psx, self._psy = nx, ny, sx, sy
+
+    def pure_grid(self, lon: float, lat: float) -> int:
+        """The one grid whose interior holds the point's whole pure cell, or -1 (the
+        point then needs the exact tests). Points outside the extent (or NaN) get -1."""
+        minx, miny, maxx, maxy = self.extent
+        if not (minx <= lon <= maxx and miny <= lat <= maxy) or not self._pnx:  # also for NaN
+            return -1
+        px = min(int((lon - minx) * self._psx), self._pnx - 1)
+        py = min(int((lat - miny) * self._psy), self._pny - 1)
+        return self._pure[px * self._pny + py]
 
     def _cell_of(self, lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the points inside the extent, and their lattice cells."""
@@ -227,6 +289,9 @@ class GridIndex:
         minx, miny, maxx, maxy = self.extent
         if not (minx <= lon <= maxx and miny <= lat <= maxy):  # also False for NaN
             return []
+        pure = self.pure_grid(lon, lat)
+        if pure >= 0:
+            return [pure]
         cells = self._cells
         cx = min(int((lon - minx) * self._sx), cells - 1)
         cy = min(int((lat - miny) * self._sy), cells - 1)
@@ -401,6 +466,7 @@ class Describer:
     def __init__(self, index: GridIndex):
         self.index = index
         self._parts: dict[int, dict[str, Any]] = {}
+        self._inside_heads: dict[int, bytes] = {}
 
     def grid_part(self, g: int) -> dict[str, Any]:
         part = self._parts.get(g)
@@ -416,6 +482,15 @@ class Describer:
             }
             self._parts[g] = part
         return part
+
+    def inside_answer(self, g: int, lon: float, lat: float) -> bytes:
+        """``orjson.dumps(describe(...))`` of a point strictly inside grid ``g`` alone,
+        byte for byte, from the grid's part encoded once: only the point is encoded."""
+        head = self._inside_heads.get(g)
+        if head is None:
+            head = orjson.dumps({"match": MATCH_NAMES[INSIDE], **self.grid_part(g)})[:-1] + b',"point":'
+            self._inside_heads[g] = head
+        return head + orjson.dumps([round(lon, 7), round(lat, 7)]) + b',"distance_m":0.0}'
 
     def describe(self, located: Located, i: int, lon: float, lat: float, tolerance_m: float) -> dict[str, Any]:
         m = int(located.match[i])

@@ -57,7 +57,11 @@ def locate(
 def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
     """The body of a found point's answer; :class:`NotFound` (404 naming the nearest
     grid) for an ``outside`` point. Shared by the route and the fast path
-    (:mod:`geo_api.fastpath`), so both answer the same bytes."""
+    (:mod:`geo_api.fastpath`), so both answer the same bytes. A point whose pure cell
+    lies inside one grid (nine in ten) is answered from that grid's encoded part."""
+    g = index.pure_grid(wlon, wlat)
+    if g >= 0:
+        return index.describer.inside_answer(g, wlon, wlat)
     found, result = locate_point(index, wlon, wlat, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)
     if not found:
         raise NotFound(result["message"], field="lon", nearest_grid=result.get("nearest_grid"),

@@ -190,3 +190,46 @@ def test_repr_texts_are_repr():
     assert _repr_texts(values) == [repr(v).encode() for v in values]
     big = [v for v in values if v == 0 or abs(v) >= 1e-4]
     assert _repr_texts(big) == [repr(v).encode() for v in big]
+
+
+def _pure_agrees_with_the_exact_path(index, lon, lat):
+    """Every point ``pure_grid`` answers is strictly inside that grid alone by the
+    vectorised exact path, and its single-point answer is the exact path's bytes."""
+    import orjson
+
+    from geo_api.routers.locate import point_answer
+    from geo_api.settings import LocateSettings
+
+    pure = np.array([index.pure_grid(x, y) for x, y in zip(lon.tolist(), lat.tolist())])
+    exact = index.locate(lon, lat, tolerance_m=30, edge_m=0.05)
+    sel = np.flatnonzero(pure >= 0)
+    assert (exact.match[sel] == INSIDE).all() and (exact.grid[sel] == pure[sel]).all()
+    assert not set(exact.candidates) & set(sel.tolist())
+    settings = LocateSettings()
+    for i in sel[:3000].tolist():
+        assert point_answer(index, float(lon[i]), float(lat[i]), settings) == orjson.dumps(
+            index.describer.describe(exact, i, float(lon[i]), float(lat[i]), 30.0))
+    return pure
+
+
+def test_pure_cells_answer_only_points_strictly_inside_one_grid(index, empty_db):
+    add_grid(empty_db, "410105001001004", "重叠网格", rect(X + 0.01, Y + 0.01, X + 0.03, Y + 0.03))
+    index = build_grid_index(empty_db)
+    rng = np.random.default_rng(5)
+    lon = rng.uniform(X - 0.01, X + 0.11, 40_000)
+    lat = rng.uniform(Y - 0.01, Y + 0.11, 40_000)
+    pure = _pure_agrees_with_the_exact_path(index, lon, lat)
+    assert (pure >= 0).mean() > 0.5  # most of the layer is far from every edge
+    # in the overlap, on a shared edge, in a gap, outside: never pure
+    for x, y in [(X + 0.02, Y + 0.02), (X + 0.05, Y + 0.02), (X + 0.2, Y + 0.2), (float("nan"), Y)]:
+        assert index.pure_grid(x, y) == -1
+
+
+def test_pure_cells_on_the_demo_district(demo_db):
+    index = build_grid_index(demo_db)
+    minx, miny, maxx, maxy = index.extent
+    rng = np.random.default_rng(11)
+    lon = rng.uniform(minx, maxx, 60_000)
+    lat = rng.uniform(miny, maxy, 60_000)
+    pure = _pure_agrees_with_the_exact_path(index, lon, lat)
+    assert (pure >= 0).sum() > 10_000
