@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geo_api import errors
 from geo_api.fastpath import LocateFastPath
@@ -67,23 +67,7 @@ class GridbranchAPI(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self  # the fast paths read the app's state from the scope, as routes do
-        if scope["type"] != "http":
-            await self._stack(scope, receive, send)
-            return
-        started = False
-
-        async def watched(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self._front(scope, receive, watched)
-        except Exception:
-            if started:  # the full stack has answered already (and re-raises for the server's log)
-                raise
-            # a fast path failed where it cannot hand over: the same 500 as the stack's
-            await errors.internal_error(scope["method"], scope["path"])(scope, receive, send)
+        await self._front(scope, receive, send)
 
 
 def create_app(settings: Settings, *, engine=None) -> FastAPI:

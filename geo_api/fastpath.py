@@ -35,6 +35,9 @@ import anyio.to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geo_api.asgi import route_path
+from geo_api.deps import get_session
+from geo_api.routers.locate import point_answer
+from ingest.points import to_wgs84_point
 from layers.errors import GridbranchError
 
 log = logging.getLogger("gridbranch.locate")
@@ -83,10 +86,8 @@ def plain_query(query: bytes) -> tuple[float, float, str | None] | None:
 
 async def grid_index_now(app):
     """The grid index at the data versions read now (see the module docstring)."""
-    from geo_api.deps import get_session
-
     cache = app.state.grid_index
-    override = app.dependency_overrides.get(get_session)
+    override = app.dependency_overrides.get(get_session) if app.dependency_overrides else None
     if override is not None:  # a test's session: its own (uncommitted) view
         session = override()
         return await anyio.to_thread.run_sync(cache.get, session)
@@ -138,9 +139,6 @@ class LocateFastPath:
 
     @staticmethod
     async def answer(app, lon: float, lat: float, crs: str | None) -> bytes | None:
-        from geo_api.routers.locate import point_answer
-        from ingest.points import to_wgs84_point
-
         if crs is None or crs in _WGS84:
             if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
                 return None

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
+from geo_api.errors import internal_error
 from layers import events as ev
 from layers import events_eval
 from layers.codes import check_code, level_of
@@ -281,6 +282,9 @@ class EventReportFastPath:
                                                               actor=ev.CHANNEL_NAMES["public"]))
         except GridbranchError:
             await self.app(scope, replay, send)  # nothing was stored: the route answers with the problem details
+            return
+        except Exception:  # noqa: BLE001 - it may have been stored: not handed over, the stack's 500
+            await internal_error("POST", path)(scope, receive, send)
             return
         await _json(report_answer(result, channel, x, y), 201)(scope, receive, send)
 
