@@ -36,17 +36,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, proc: subprocess.Popen, what: str, seconds: float = 90) -> None:
-    """Wait until ``proc`` accepts connections on ``port``; raise if it dies or times out."""
+@contextmanager
+def listening(proc: subprocess.Popen, port: int, what: str, seconds: float = 90):
+    """Wait until ``proc`` accepts connections on ``port`` (raise if it dies or times
+    out), yield the port, and terminate ``proc`` on the way out."""
     deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"{what} did not start")
-            time.sleep(0.2)
+    try:
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"{what} did not start")
+                time.sleep(0.2)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 @contextmanager
@@ -60,12 +67,8 @@ def served(extra_env: dict[str, str] | None = None, workers: int = 1):
     code = ("import sys; from geo_api.cli import main; "
             f"sys.exit(main(['serve', '--host', '127.0.0.1', '--port', '{port}', '--workers', '{workers}']))")
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-    try:
-        wait_port(port, proc, "the app")
+    with listening(proc, port, "the app"):
         yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 async def _request(reader, writer, raw: bytes) -> tuple[int, bytes]:
@@ -236,9 +239,5 @@ def bare_served(body: bytes, workers: int = 1):
                 f"port={port}, log_level='warning', access_log=False, workers={workers})")
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp,
                                 env={**os.environ, "GRIDBRANCH_BARE_BODY": str(Path(tmp) / "body")})
-        try:
-            wait_port(port, proc, "the bare server")
+        with listening(proc, port, "the bare server"):
             yield port
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)

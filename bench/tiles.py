@@ -51,7 +51,7 @@ import mapbox_vector_tile  # noqa: E402
 import shapely  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from bench.common import ROOT, demo_engine, fmt, free_port, get_request, load, served, wait_port  # noqa: E402
+from bench.common import ROOT, demo_engine, fmt, free_port, get_request, listening, load, served  # noqa: E402
 
 TIPG_VERSION = "1.6.1"
 TIPG_VENV = ROOT / ".gridbranch" / "bench-tipg-venv"
@@ -122,12 +122,8 @@ def tipg_served(python: Path, database_url: str, pool: int, limit: int):
     with tempfile.TemporaryDirectory() as cwd:  # tipg reads a .env from its working directory
         proc = subprocess.Popen([str(python), "-m", "uvicorn", "tipg.main:app", "--host", "127.0.0.1",
                                  "--port", str(port), "--workers", "1", "--log-level", "warning"], env=env, cwd=cwd)
-        try:
-            wait_port(port, proc, "tipg")
+        with listening(proc, port, "tipg"):
             yield port
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
 
 
 # -- raw SQL ---------------------------------------------------------------------------
