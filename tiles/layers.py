@@ -285,8 +285,10 @@ MEMBERS_H3 = _build(TileLayer(
     name="members_h3",
     title="党员分布（H3）",
     description=("Members with an active registration counted per H3 cell at their registered residence; "
-                 "the resolution follows the zoom (z10–11: 7, z12–13: 8, z14–15: 9, z16: 10); cells counting "
-                 "fewer than the configured minimum are left out"),
+                 "the resolution follows the zoom (z10–11: 7, z12–13: 8, z14–15: 9, z16: 10); the same counts "
+                 "as /v1/coverage/h3 (every cell the sum of its resolution-10 children): cells counting fewer "
+                 "than the configured minimum are left out, and so are the cells withheld with them so that no "
+                 "left-out count can be recovered by subtracting a parent's shown children"),
     geometry="polygon",
     minzoom=10,
     maxzoom=16,
