@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for gridbranch on Debian 12: system packages, the virtualenv with
 # pinned dependencies, and the web map's npm packages. `setup.sh --test` also installs
-# what the tests need (Debian's chromium for the browser tests).
+# what the tests need (Debian's chromium for the browser tests). wrk (a load client in C)
+# is for the benchmarks in bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -11,7 +12,7 @@ want_test=0
 
 say() { printf '[setup] %s\n' "$*"; }
 
-packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm)
+packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk)
 [ $want_test = 1 ] && packages+=(chromium)
 
 missing=()
