@@ -108,6 +108,10 @@ def batch_over_http(port: int, bodies: list[bytes], n: int, answer: str = "json"
     located = [0]
     failures: list[str] = []
 
+    def post(conn, body: bytes):
+        conn.request("POST", "/v1/locate/batch", body=body, headers={"Content-Type": "text/csv", "Accept": accept})
+        return conn.getresponse()
+
     def client():
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         while True:
@@ -115,8 +119,15 @@ def batch_over_http(port: int, bodies: list[bytes], n: int, answer: str = "json"
                 if not pending or failures:
                     break
                 body = pending.pop()
-            conn.request("POST", "/v1/locate/batch", body=body, headers={"Content-Type": "text/csv", "Accept": accept})
-            resp = conn.getresponse()
+            try:
+                resp = post(conn, body)
+            except (ConnectionError, http.client.RemoteDisconnected):
+                # the server closed the idle keep-alive connection (uvicorn does after 5 s)
+                # as the request went out: a new connection, as HTTP clients do (batch
+                # locate changes nothing, so sending it again is safe)
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                resp = post(conn, body)
             data = resp.read()
             if resp.status != 200:
                 failures.append(f"batch failed: {resp.status} {data[:200]!r}")
