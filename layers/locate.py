@@ -26,6 +26,7 @@ Match kinds:
 from __future__ import annotations
 
 import threading
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,7 +117,7 @@ class GridIndex:
         # Grids arrive ordered by code, so a lower index is a lower code: ties between
         # grids are broken by index throughout.
         self._build_lattice()
-        self._build_pure_cells(lat0)
+        self._build_pure_cells()
         self.describer = Describer(self)  # grid parts of answers, built once per grid
 
     def _metric_coords(self, coords: np.ndarray) -> np.ndarray:
@@ -172,18 +173,15 @@ class GridIndex:
     PURE_CELL_M = 10.0
     PURE_CELLS_MAX = 2048  # per side
 
-    def _build_pure_cells(self, lat0: float) -> None:
-        from array import array
-
+    def _build_pure_cells(self) -> None:
         self._pure = array("i")
         self._pnx, self._pny, self._psx, self._psy = 0, 0, 0.0, 0.0
         if not len(self.grids):
             return
         minx, miny, maxx, maxy = self.extent
-        m_per_deg_y = 110_574.0
-        m_per_deg_x = 111_320.0 * max(np.cos(np.radians(lat0)), 1e-6)
-        nx = int(min(max(np.ceil((maxx - minx) * m_per_deg_x / self.PURE_CELL_M), 1), self.PURE_CELLS_MAX))
-        ny = int(min(max(np.ceil((maxy - miny) * m_per_deg_y / self.PURE_CELL_M), 1), self.PURE_CELLS_MAX))
+        (x0, x1), (y0, y1) = self._to_metric.transform([minx, maxx], [miny, maxy])  # the extent in metres
+        nx = int(min(max(np.ceil(abs(x1 - x0) / self.PURE_CELL_M), 1), self.PURE_CELLS_MAX))
+        ny = int(min(max(np.ceil(abs(y1 - y0) / self.PURE_CELL_M), 1), self.PURE_CELLS_MAX))
         sx, sy = nx / max(maxx - minx, 1e-12), ny / max(maxy - miny, 1e-12)
         # every cell a grid boundary passes through: boundary points no further apart than
         # half a cell fall in that cell or in one of its eight neighbours, so marking the
@@ -289,9 +287,6 @@ class GridIndex:
         minx, miny, maxx, maxy = self.extent
         if not (minx <= lon <= maxx and miny <= lat <= maxy):  # also False for NaN
             return []
-        pure = self.pure_grid(lon, lat)
-        if pure >= 0:
-            return [pure]
         cells = self._cells
         cx = min(int((lon - minx) * self._sx), cells - 1)
         cy = min(int((lat - miny) * self._sy), cells - 1)
