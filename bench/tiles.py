@@ -22,7 +22,9 @@ reads its data versions itself, as ours does) and prints our uncached time per t
 it — end to end through HTTP with one client, and for the app alone (its ASGI interface
 driven in process, interleaved tile by tile with the raw statement) — with the split of
 our time: PostgreSQL as we wait for it, derived parameters, gzip (which raw SQL does not
-pay), the rest of the app, and HTTP.
+pay), the rest of the app, and HTTP. Beside it, the HTTP floor: uvicorn alone, no app,
+answering every request with one median-size tile, through the same client — what
+any Python HTTP server on this machine costs per request before it does anything.
 
 Goals: grids uncached ≥ 1.5× tipg's throughput, warm ≥ 10×, overhead over raw SQL ≤ 25 %.
 
@@ -51,7 +53,9 @@ import mapbox_vector_tile  # noqa: E402
 import shapely  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
-from bench.common import ROOT, demo_engine, fmt, free_port, get_request, listening, load, served  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT, bare_served, demo_engine, fmt, free_port, get_request, listening, load, served,
+)
 
 TIPG_VERSION = "1.6.1"
 TIPG_VENV = ROOT / ".gridbranch" / "bench-tipg-venv"
@@ -377,6 +381,25 @@ def same_features(port_ours: int, port_tipg: int, tiles, tipg_path) -> tuple[int
     return same, more, len(sample)
 
 
+def median_tile(port: int, tiles: list[tuple[int, int, int]], sample: int = 200) -> bytes:
+    """The median-size body (gzipped) of the first ``sample`` grids tiles served on ``port``."""
+    import http.client
+
+    bodies = []
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for z, x, y in tiles[:sample]:
+            conn.request("GET", f"/tiles/grids/{z}/{x}/{y}.mvt", headers=ACCEPT)
+            reply = conn.getresponse()
+            body = reply.read()
+            if reply.status == 200:
+                bodies.append(body)
+    finally:
+        conn.close()
+    bodies.sort(key=len)
+    return bodies[len(bodies) // 2] if bodies else b""
+
+
 def median_run(results: list[dict]) -> dict:
     ordered = sorted(results, key=lambda r: r["per_s"])
     return ordered[len(ordered) // 2]
@@ -419,7 +442,7 @@ def run(args, engine) -> None:
           f"shuffled (seed {SEED}); Accept-Encoding: gzip; one worker and a pool of {args.pool} connections each; "
           f"{args.clients} clients; median of {args.rounds} interleaved rounds", flush=True)
 
-    runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1", "floor1")}
     raw_sql = RawSQL(tiles, args.pool)
     raw_runs: list[float] = []
     raw_many: list[float] = []
@@ -430,6 +453,11 @@ def run(args, engine) -> None:
         for port, reqs in ((tport, tipg_req), (off_port, ours_req), (warm_port, ours_req)):
             load(port, reqs, args.clients)
         same, more, sample = same_features(off_port, tport, tiles, tipg_path)
+        floor_body = median_tile(off_port, tiles)
+        with bare_served(floor_body) as bare_port:
+            load(bare_port, ours_req, args.clients)
+            for _ in range(args.rounds):
+                runs["floor1"].append(load(bare_port, ours_req, 1))
         for _ in range(args.rounds):
             runs["tipg"].append(load(tport, tipg_req, args.clients))
             runs["off"].append(load(off_port, ours_req, args.clients))
@@ -488,13 +516,18 @@ def run(args, engine) -> None:
     print(f"    ours: the rest — ASGI, routing, ETag and headers                             {ip['rest_ms']:7.3f}")
     print(f"    HTTP: uvicorn and the load client (1 client end to end minus in process)     "
           f"{m['off1']['mean_ms'] - app_ms:7.3f}")
+    floor = m["floor1"]["mean_ms"]
+    print(f"  the HTTP floor: uvicorn alone (no app) answering every request with one median-size tile "
+          f"({len(floor_body):,} bytes gzipped), the same client, 1 client: {floor:.3f} ms per request = "
+          f"{floor / raw['mean_ms'] * 100:.0f} % of the raw SQL time (the 25 % budget is "
+          f"{raw['mean_ms'] * 0.25:.3f} ms per tile)")
     print(f"  our throughput ({args.clients} clients, cache off) over raw SQL ({args.pool} connections): "
           f"{m['off']['per_s'] / raw['per_s'] * 100:.0f} %")
     for name, r in runs.items():
         print(f"  rounds {name}: " + ", ".join(f"{x['per_s']:,.0f}/s" for x in r))
     print("  rounds raw SQL, 1 connection: " + ", ".join(f"{x:.3f} ms" for x in raw_runs))
     print("(medians of the rounds; full figures of the median rounds:)")
-    for name in ("tipg", "off", "warm"):
+    for name in ("tipg", "off", "warm", "floor1"):
         print(f"  {name}: {fmt(m[name])}")
 
 
