@@ -234,15 +234,21 @@ VERSIONS_SQL = "SELECT layer, version FROM data_versions"
 
 
 class VersionReader:
-    """Coalesced reads of ``data_versions`` (see the module docstring)."""
+    """Coalesced reads of ``data_versions`` (see the module docstring).
+
+    A request arriving while a read is in flight joins the next read, which starts when
+    the current one ends; each request waits on a future of its own (a request that gives
+    up cancels only its own wait). A read is bounded by ``timeout_s``; one whose
+    connection had gone bad (a server restart) is made again once on a new connection,
+    and a read that fails reaches every request waiting on it."""
 
     def __init__(self, dsn: str, timeout_s: float = 10.0):
         self.dsn = dsn
         self.timeout_s = timeout_s
         self._conn = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._current: asyncio.Future | None = None
-        self._next: asyncio.Future | None = None
+        self._current: list[asyncio.Future] | None = None
+        self._next: list[asyncio.Future] | None = None
         self.reads = 0
 
     async def read(self) -> dict[str, int]:
@@ -250,25 +256,30 @@ class VersionReader:
         if self._loop is not loop:
             self.close()
             self._loop = loop
+        waiter = loop.create_future()
         if self._current is None:
-            self._current = loop.create_future()
+            self._current = [waiter]
             loop.create_task(self._run(self._current))
-            return await asyncio.shield(self._current)
-        if self._next is None:
-            self._next = loop.create_future()
-        return await asyncio.shield(self._next)
+        elif self._next is None:
+            self._next = [waiter]
+        else:
+            self._next.append(waiter)
+        return await waiter
 
-    async def _run(self, future: asyncio.Future) -> None:
+    async def _run(self, waiters: list[asyncio.Future]) -> None:
         try:
-            result = await asyncio.wait_for(self._query(), self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                result = await self._query()
         except BaseException as exc:  # noqa: BLE001 - handed to every waiter
             self._drop()
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # retrieved: the waiters may all have gone
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+                    waiter.exception()  # retrieved: the waiter may have gone
         else:
-            if not future.done():
-                future.set_result(result)
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(result)
         finally:
             following, self._next = self._next, None
             self._current = following
@@ -276,11 +287,20 @@ class VersionReader:
                 asyncio.get_running_loop().create_task(self._run(following))
 
     async def _query(self) -> dict[str, int]:
-        if self._conn is None:
-            self._conn = await connect(self.dsn)
-        rows = await execute(self._conn, VERSIONS_SQL, fetch="all")
-        self.reads += 1
-        return dict(rows)
+        while True:
+            fresh = self._conn is None
+            if fresh:
+                self._conn = await connect(self.dsn)
+            try:
+                rows = await execute(self._conn, VERSIONS_SQL, fetch="all")
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                self._drop()
+                if fresh:
+                    raise
+                log.warning("version reader's connection lost, reading on a new one: %s", exc)
+                continue
+            self.reads += 1
+            return dict(rows)
 
     def _drop(self) -> None:
         if self._conn is not None:
