@@ -67,6 +67,9 @@ class GridbranchAPI(FastAPI):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self  # the fast paths read the app's state from the scope, as routes do
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
+            await errors.nul_in_request(scope)(scope, receive, send)
+            return
         await self._front(scope, receive, send)
 
 

@@ -4,6 +4,7 @@ naming the offending field."""
 from __future__ import annotations
 
 import logging
+from urllib.parse import parse_qsl
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,6 +58,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         return internal_error(request.method, request.url.path)
+
+
+def nul_in_request(scope) -> JSONResponse:
+    """The 422 for a request whose path or a query parameter holds a NUL character, which
+    no text column can store (PostgreSQL refuses it); answered before any route runs."""
+    if "\x00" in scope["path"]:
+        field = "path"
+    else:
+        query = scope.get("query_string", b"").decode("latin-1")
+        field = next((k for k, v in parse_qsl(query, keep_blank_values=True) if "\x00" in k + v), "query")
+    return problem(422, "Invalid input", f"{field}: contains a NUL character (%00)", field=field)
 
 
 def internal_error(method: str, path: str) -> JSONResponse:

@@ -1,0 +1,128 @@
+"""Every route of the API, fed malformed input — garbage path parameters, each query
+parameter set to something unusable, broken or mistyped bodies — anonymously and as the
+district admin: nothing may answer a 5xx, and every refusal is a problem+json naming
+what was wrong (non-negotiable: bad input gets a clear 4xx, never a 500).
+
+Runs on the demo data with the test's writes rolled back; the anonymous events fast
+path is off so that nothing could be stored outside that transaction."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+
+from geo_api.app import create_app
+from geo_api.deps import get_session
+from tests.conftest import make_settings, token_for
+from tests.geo_api.test_api import api_routes
+
+PATH_VALUES = ["x", "-1", "0", "99999999999999999999999", "1e309", "NaN", "%E4%B8%AD%00", "a" * 300]
+QUERY_VALUES = ["", "NaN", "-inf", "1e400", "x" * 300, "-1", "a\x00b", "2026-13-45"]
+BODIES = [
+    (b"", "application/json"),
+    (b"{", "application/json"),
+    (b"null", "application/json"),
+    (b"[]", "application/json"),
+    (b"{}", "application/json"),
+    (b'{"lon": "x", "lat": NaN, "id": [], "crs": 4, "points": {}}', "application/json"),
+    (b'{"category": "a\\u0000", "description": "\\u0000", "reason": "\\u0000", "name": "\\u0000", '
+     b'"lon": 113.68, "lat": 34.8, "role": "\\u0000", "department": "\\u0000", "status": "\\u0000"}',
+     "application/json"),
+    (b'[{"id": 1, "lon": 1e999, "lat": -1e999}]', "application/json"),
+    (b"[" * 5000 + b"]" * 5000, "application/json"),
+    (b"\xff\xfe\x00garbage", "application/json"),
+    (b"id,lon,lat\n1,abc,\n2,NaN,inf\n", "text/csv"),
+    (b"\xff\xfe\x00\n,,,,\n", "text/csv"),
+    (b"--x\r\nbroken", "multipart/form-data"),
+    (b"username=&password=", "application/x-www-form-urlencoded"),
+]
+
+
+@pytest.fixture(scope="module")
+def sweep_client(demo_engine):
+    from sqlalchemy.orm import Session
+
+    conn = demo_engine.connect()
+    outer = conn.begin()
+    session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
+    settings = make_settings()
+    settings.events.fast_path = False
+    app = create_app(settings, engine=demo_engine)
+    app.dependency_overrides[get_session] = lambda: session
+    try:
+        with TestClient(app, raise_server_exceptions=False) as c:
+            yield c
+    finally:
+        session.close()
+        outer.rollback()
+        conn.close()
+
+
+def _routes(app):
+    for route in api_routes(app.routes):
+        for method in sorted(route.methods - {"HEAD"}):
+            yield route, method
+
+
+def _requests(route: APIRoute, method: str):
+    """(url, query, body, content type) of every malformed request tried on ``route``."""
+    names = [p.name for p in route.dependant.path_params]
+    queries = [p.alias for p in route.dependant.query_params]
+
+    def url(value: str) -> str:
+        out = route.path
+        for n in names:
+            out = out.replace("{" + n + "}", value)
+        return out
+
+    plain = url("1")
+    for value in PATH_VALUES if names else []:
+        yield url(value), {}, None, None
+    for q, value in itertools.product(queries, QUERY_VALUES):
+        yield plain, {q: value}, None, None
+    if method in ("POST", "PUT", "PATCH"):
+        for body, kind in BODIES:
+            yield plain, {}, body, kind
+
+
+def test_no_route_answers_malformed_input_with_a_server_error(sweep_client):
+    app = sweep_client.app
+    callers = {"anonymous": {}, "admin": token_for("admin")}
+    failures, refused, tried = [], 0, 0
+    for route, method in _routes(app):
+        for (url, query, body, kind), (who, headers) in itertools.product(list(_requests(route, method)),
+                                                                          callers.items()):
+            h = dict(headers)
+            if kind:
+                h["Content-Type"] = kind
+            r = sweep_client.request(method, url, params=query, content=body, headers=h)
+            tried += 1
+            what = f"{who} {method} {url} {query} {body[:40] if body else ''!r} {kind or ''}"
+            if r.status_code >= 500:
+                failures.append(f"{r.status_code} {what}: {r.text[:200]}")
+            elif r.status_code >= 400:
+                refused += 1
+                body = r.json()
+                if isinstance(body, list) and url.startswith("/open311/"):  # GeoReport v2's own error format
+                    ok = bool(body and body[0].get("description"))
+                else:
+                    ok = r.headers.get("content-type", "").startswith("application/problem+json") and body.get("detail")
+                if not ok:
+                    failures.append(f"{r.status_code} without problem details: {what}: {r.text[:200]}")
+    assert tried > 1000 and refused > tried // 2, (tried, refused)
+    assert not failures, f"{len(failures)} of {tried} malformed requests:\n" + "\n".join(failures[:40])
+
+
+@pytest.mark.parametrize("url, field", [
+    ("/v1/events?category=a%00b", "category"),
+    ("/v1/locate?lon=113.68&lat=34.79&crs=wgs84%00", "crs"),
+    ("/v1/branches/4101%00/unregistered", "path"),
+    ("/open311/v2/services/a%00.json", "path"),
+])
+def test_a_nul_character_in_the_path_or_query_is_named(sweep_client, url, field):
+    r = sweep_client.get(url, headers=token_for("admin"))
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["field"] == field and "NUL" in r.json()["detail"]
