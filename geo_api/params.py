@@ -1,10 +1,34 @@
-"""Parsing of query parameters that FastAPI's types cannot express alone."""
+"""Parsing of request parameters and bodies beyond what FastAPI's types express alone."""
 
 from __future__ import annotations
 
 import math
 
+from pydantic import BaseModel, field_validator
+
 from layers.errors import InvalidInput
+
+
+def _nul_free(value):
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError("contains a NUL character (\\u0000), which no text can hold")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _nul_free(item)
+    return value
+
+
+class Body(BaseModel):
+    """Base of the JSON request bodies: no string in them may hold a NUL character
+    (PostgreSQL refuses to store one), refused as a 422 naming the field. Query and
+    path parameters are checked for the same before any route runs
+    (:func:`geo_api.errors.nul_in_request`)."""
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value):
+        return _nul_free(value)
 
 
 def parse_bbox(raw: str | None, field: str = "bbox") -> tuple[float, float, float, float] | None:

@@ -74,6 +74,10 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
         number = (row.get("member_id") or "").strip() or None
         out = RowOutcome(row=i + 1, member_number=number, status="invalid", values=row)
         outcomes.append(out)
+        nul = sorted(k for k, v in row.items() if k and isinstance(v, str) and "\x00" in v)
+        if nul:  # no text column can store it
+            out.reason = f"a NUL character in {', '.join(nul)}"
+            continue
         problems = []
         if number is None:
             problems.append("member_id is missing")

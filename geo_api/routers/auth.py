@@ -7,7 +7,7 @@ from pydantic import BaseModel
 from geo_api.deps import CurrentUser, Public, SessionDep
 from geo_api.security import issue_token, verify_password
 from layers import users as user_queries
-from layers.errors import Unauthorized
+from layers.errors import InvalidInput, Unauthorized
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
 
@@ -26,6 +26,8 @@ class Me(BaseModel):
 
 @router.post("/token", response_model=Token, summary="OAuth2 password flow: exchange credentials for a JWT")
 def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, caller: Public):
+    if "\x00" in form.username:  # no account can have it, and PostgreSQL refuses it in a query
+        raise InvalidInput("username: contains a NUL character", field="username")
     user = user_queries.active_user(session, form.username)
     if user is None or not verify_password(form.password, user.password_hash):
         raise Unauthorized("wrong username or password", field="password")

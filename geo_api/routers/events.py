@@ -11,12 +11,13 @@ import anyio
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from geo_api.errors import internal_error
+from geo_api.params import Body
 from layers import events as ev
 from layers import events_eval
 from layers.codes import check_code, level_of
@@ -43,7 +44,7 @@ def calendar_of(request: Request, session):
                             workdays=s.workdays, timezone=s.timezone)
 
 
-class EventReport(BaseModel):
+class EventReport(Body):
     """An event reported from anywhere (采集上报)."""
 
     lon: float = Field(description="longitude or easting (x) in `crs`")
@@ -374,7 +375,7 @@ def evaluation(
                   "min_sample": es.min_sample, "units": units})
 
 
-class CalendarDay(BaseModel):
+class CalendarDay(Body):
     working: bool | None = Field(description="false: holiday; true: make-up working day (调休); null: drop the entry")
     note: str | None = Field(None, max_length=200)
 
@@ -402,7 +403,7 @@ def put_calendar_day(request: Request, session: SessionDep, caller: Centre, day:
     return get_calendar(request, session, caller, day.year)
 
 
-class RouteBody(BaseModel):
+class RouteBody(Body):
     department: str | None = Field(max_length=64, description="department code or name; null restores the category's")
 
 
@@ -447,7 +448,7 @@ def get_routing(request: Request, session: SessionDep, caller: Centre, event_id:
     return out
 
 
-class TransitionBody(BaseModel):
+class TransitionBody(Body):
     action: Action
     version: int = Field(ge=1, description="the version you last saw (optimistic concurrency)")
     note: str | None = Field(None, max_length=2000)

@@ -1,9 +1,10 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from geo_api.deps import Caller, SessionDep, require_roles
+from geo_api.params import Body
 from ingest.points import to_wgs84_point
 from layers import registrations as regs
 from layers.codes import check_code
@@ -16,7 +17,7 @@ Deciders = Annotated[Caller, require_roles("admin", "grid_worker")]
 Admins = Annotated[Caller, require_roles("admin")]
 
 
-class RegistrationCreate(BaseModel):
+class RegistrationCreate(Body):
     """Register at the grid of one's residence (到居住地网格报到)."""
 
     lon: float = Field(description="longitude or easting (x) in `crs`")
@@ -28,7 +29,7 @@ class RegistrationCreate(BaseModel):
     move: bool = Field(False, description="end the active registration (moving house) and register here")
 
 
-class Decision(BaseModel):
+class Decision(Body):
     reason: str | None = Field(None, max_length=500)
 
 

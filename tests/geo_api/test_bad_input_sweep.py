@@ -38,6 +38,9 @@ BODIES = [
     (b"\xff\xfe\x00\n,,,,\n", "text/csv"),
     (b"--x\r\nbroken", "multipart/form-data"),
     (b"username=&password=", "application/x-www-form-urlencoded"),
+    (b"username=a%00&password=b%00", "application/x-www-form-urlencoded"),
+    (b'{"reason": "\\u0000", "working": true, "note": "\\u0000", "action": "accept", "version": 1, '
+     b'"photos": ["\\u0000"], "department": null}', "application/json"),
 ]
 
 
@@ -67,18 +70,52 @@ def _routes(app):
             yield route, method
 
 
-def _requests(route: APIRoute, method: str):
-    """(url, query, body, content type) of every malformed request tried on ``route``."""
+# A real value for each path parameter, so malformed queries and bodies reach past the lookup.
+REAL_SQL = {
+    "code": None,  # by route, below
+    "registration_id": "SELECT id::text FROM registrations ORDER BY id LIMIT 1",
+    "event_id": "SELECT id::text FROM events ORDER BY id LIMIT 1",
+    "service_request_id": "SELECT id::text FROM events ORDER BY id LIMIT 1",
+    "category": "SELECT code FROM event_categories ORDER BY code LIMIT 1",
+    "service_code": "SELECT code FROM event_categories ORDER BY code LIMIT 1",
+    "street": "SELECT code FROM admin_areas WHERE level = 'street' ORDER BY code LIMIT 1",
+}
+CODE_SQL = {
+    "/v1/areas/": "SELECT code FROM admin_areas WHERE level = 'district' LIMIT 1",
+    "/v1/grids/": "SELECT code FROM grids ORDER BY code LIMIT 1",
+    "/v1/branches/": "SELECT code FROM branches WHERE kind = 'work_unit' ORDER BY code LIMIT 1",
+}
+REAL_FIXED = {"day": "2026-12-01", "layers": "grids", "z": "15", "x": "26701", "y": "13041"}
+
+
+def _real_values(engine) -> dict[str, str]:
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        out = {k: conn.execute(text(q)).scalar_one() for k, q in REAL_SQL.items() if q}
+        out.update({prefix: conn.execute(text(q)).scalar_one() for prefix, q in CODE_SQL.items()})
+    return {**out, **REAL_FIXED}
+
+
+def _requests(route: APIRoute, method: str, real: dict[str, str]):
+    """(url, query, body, content type) of every malformed request tried on ``route``:
+    garbage path parameters, then garbage queries and bodies on a path of real values."""
     names = [p.name for p in route.dependant.path_params]
     queries = [p.alias for p in route.dependant.query_params]
 
-    def url(value: str) -> str:
+    def url(value: str | None) -> str:
         out = route.path
         for n in names:
-            out = out.replace("{" + n + "}", value)
+            if value is not None:
+                v = value
+            elif n == "code":
+                v = next(real[prefix] for prefix in CODE_SQL if route.path.startswith(prefix))
+            else:
+                v = real[n]
+            out = out.replace("{" + n + "}", v)
         return out
 
-    plain = url("1")
+    plain = url(None)
     for value in PATH_VALUES if names else []:
         yield url(value), {}, None, None
     for q, value in itertools.product(queries, QUERY_VALUES):
@@ -88,12 +125,13 @@ def _requests(route: APIRoute, method: str):
             yield plain, {}, body, kind
 
 
-def test_no_route_answers_malformed_input_with_a_server_error(sweep_client):
+def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo_engine):
     app = sweep_client.app
+    real = _real_values(demo_engine)
     callers = {"anonymous": {}, "admin": token_for("admin")}
     failures, refused, tried = [], 0, 0
     for route, method in _routes(app):
-        for (url, query, body, kind), (who, headers) in itertools.product(list(_requests(route, method)),
+        for (url, query, body, kind), (who, headers) in itertools.product(list(_requests(route, method, real)),
                                                                           callers.items()):
             h = dict(headers)
             if kind:
@@ -126,3 +164,25 @@ def test_a_nul_character_in_the_path_or_query_is_named(sweep_client, url, field)
     r = sweep_client.get(url, headers=token_for("admin"))
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["field"] == field and "NUL" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("method, url, body, field", [
+    ("PUT", "/v1/events/routes/{category}/{street}", {"department": "区\u0000"}, "department"),
+    ("POST", "/v1/events", {"lon": 113.68, "lat": 34.79, "category": "{category}", "description": "积水",
+                            "photos": ["https://example.org/\u0000.jpg"]}, "photos"),
+    ("POST", "/v1/registrations/{registration_id}/reject", {"reason": "搬\u0000家"}, "reason"),
+    ("PUT", "/v1/events/calendar/2026-12-01", {"working": False, "note": "\u0000"}, "note"),
+])
+def test_a_nul_character_in_a_body_is_named(sweep_client, demo_engine, method, url, body, field):
+    real = _real_values(demo_engine)
+    url = url.format(**real)
+    body = {k: v.format(**real) if isinstance(v, str) else v for k, v in body.items()}
+    r = sweep_client.request(method, url, json=body, headers=token_for("admin"))
+    assert r.status_code == 422, r.text
+    problem = r.json()
+    assert problem["field"].startswith(field) and "NUL" in problem["detail"], problem
+
+
+def test_a_nul_character_in_a_username_is_named(sweep_client):
+    r = sweep_client.post("/v1/auth/token", data={"username": "admin\u0000", "password": "x"})
+    assert r.status_code == 422 and r.json()["field"] == "username"

@@ -143,3 +143,21 @@ def test_an_imported_member_with_a_bare_residence_gets_it_superseded(empty_db):
     assert counts["registrations_created"] == 4
     assert empty_db.execute(text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"),
                             {"m": m}).scalar() == 1
+
+
+def test_rows_with_a_nul_character_are_rejected_and_the_rest_commit(empty_db):
+    small_layout(empty_db, X, Y)
+    data = HEADER + "\n".join([
+        f"DY101,张\x00三,13800000101,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+        f"DY102,李四,13800000102,{X + 0.02},{Y + 0.02},wgs84,fu\x00wu",
+        f"DY1\x0003,王五,13800000103,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+        f"DY104,赵六,13800000104,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+    ]) + "\n"
+    p = plan(empty_db, data)
+    assert p.counts() == {"located": 1, "nearest": 0, "unmatched": 0, "invalid": 3}
+    reasons = {o.row: o.reason for o in p.outcomes if o.status == "invalid"}
+    assert "NUL" in reasons[1] and "name" in reasons[1]
+    assert "NUL" in reasons[2] and "role" in reasons[2]
+    assert "NUL" in reasons[3] and "member_id" in reasons[3]
+    bulk.commit_import(empty_db.connection(), p, actor="import:test")
+    assert empty_db.execute(text("SELECT array_agg(number) FROM members")).scalar() == ["DY104"]
