@@ -4,9 +4,18 @@ from __future__ import annotations
 
 import math
 
+from typing import Annotated
+
+from fastapi import Query
 from pydantic import BaseModel, field_validator
 
 from layers.errors import InvalidInput
+
+
+#: Paging of the list endpoints: a page of at most 1,000 items, starting at an offset
+#: PostgreSQL's OFFSET (a bigint) can take.
+Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
+Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="items to skip")]
 
 
 def _nul_free(value):

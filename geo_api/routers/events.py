@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from geo_api.errors import internal_error
-from geo_api.params import Body
+from geo_api.params import Body, Limit, Offset
 from layers import events as ev
 from layers import events_eval
 from layers.codes import check_code, level_of
@@ -328,8 +328,8 @@ def list_events(
                           Query(description="warning: past the warning share of the limit (预警); overdue: past it (超期)")] = None,
     start: Annotated[date | None, Query(alias="from", description="reported on or after this day")] = None,
     end: Annotated[date | None, Query(alias="to", description="reported on or before this day")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> Response:
     es = request.app.state.settings.events
     statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from geo_api.deps import Public, SessionDep
-from geo_api.params import parse_bbox
+from geo_api.params import Limit, Offset, parse_bbox
 from layers import grids
 from layers.codes import check_code
 from layers.geojson import collection
@@ -18,8 +18,8 @@ def list_grids(
     caller: Public,
     bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (WGS84)")] = None,
     within: Annotated[str | None, Query(description="an area code")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict:
     box = parse_bbox(bbox)
     if within is not None:

@@ -4,7 +4,7 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field
 
 from geo_api.deps import Caller, SessionDep, require_roles
-from geo_api.params import Body
+from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import registrations as regs
 from layers.codes import check_code
@@ -74,8 +74,8 @@ def list_registrations(
     caller: Deciders,
     within: Annotated[str | None, Query(description="area or grid code; default your area")] = None,
     status: Annotated[Literal["pending", "confirmed", "rejected", "ended"] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict:
     within = check_code(within, "within") if within is not None else caller.area_code
     if not caller.covers(within):
