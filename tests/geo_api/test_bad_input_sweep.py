@@ -116,27 +116,27 @@ def _real_values(engine) -> dict[str, str]:
     return {**out, **REAL_FIXED}
 
 
+def _url(route: APIRoute, value: str | None, real: dict[str, str]) -> str:
+    """``route``'s path with every parameter set to ``value``, or to a real value (None)."""
+    out = route.path
+    for p in route.dependant.path_params:
+        if value is not None:
+            v = value
+        elif p.name == "code":
+            v = next(real[prefix] for prefix in CODE_SQL if route.path.startswith(prefix))
+        else:
+            v = real[p.name]
+        out = out.replace("{" + p.name + "}", v)
+    return out
+
+
 def _requests(route: APIRoute, method: str, real: dict[str, str]):
     """(url, query, body, content type) of every malformed request tried on ``route``:
     garbage path parameters, then garbage queries and bodies on a path of real values."""
-    names = [p.name for p in route.dependant.path_params]
     queries = [p.alias for p in route.dependant.query_params]
-
-    def url(value: str | None) -> str:
-        out = route.path
-        for n in names:
-            if value is not None:
-                v = value
-            elif n == "code":
-                v = next(real[prefix] for prefix in CODE_SQL if route.path.startswith(prefix))
-            else:
-                v = real[n]
-            out = out.replace("{" + n + "}", v)
-        return out
-
-    plain = url(None)
-    for value in PATH_VALUES if names else []:
-        yield url(value), {}, None, None
+    plain = _url(route, None, real)
+    for value in PATH_VALUES if route.dependant.path_params else []:
+        yield _url(route, value, real), {}, None, None
     for q, value in itertools.product(queries, QUERY_VALUES):
         yield plain, {q: value}, None, None
     if method in ("POST", "PUT", "PATCH"):
@@ -205,3 +205,33 @@ def test_a_nul_character_in_a_body_is_named(sweep_client, demo_engine, method, u
 def test_a_nul_character_in_a_username_is_named(sweep_client):
     r = _send(sweep_client, "POST", "/v1/auth/token", data={"username": "admin\u0000", "password": "x"})
     assert r.status_code == 422 and r.json()["field"] == "username"
+
+
+HEADERS = [
+    {"Authorization": "Bearer"},
+    {"Authorization": "Bearer a.b.c"},
+    {"Authorization": "Bearer " + "A" * 8000},
+    {"Authorization": "Basic Zm9vOmJhcg=="},
+    {"Authorization": "bearer    "},
+    {"If-None-Match": '"unterminated, W/, *, "x"'},
+    {"Accept-Encoding": "gzip;q=NaN, br;q=-1, *;q=x"},
+    {"Accept": "text/csv;q=abc, */*"},
+    {"X-Forwarded-Host": "evil host:abc", "X-Forwarded-Proto": "javascript", "X-Forwarded-Prefix": "../../x y"},
+    {"Content-Length": "0", "Content-Type": "application/json; charset=latin-1"},
+]
+
+
+def test_no_route_answers_malformed_headers_with_a_server_error(sweep_client, demo_engine):
+    real = _real_values(demo_engine)
+    failures, tried = [], 0
+    for route, method in _routes(sweep_client.app):
+        if method != "GET":
+            continue
+        url = _url(route, None, real)
+        for headers in HEADERS:
+            r = _send(sweep_client, method, url, headers=headers)
+            tried += 1
+            if r.status_code >= 500:
+                failures.append(f"{r.status_code} GET {url} {headers}: {r.text[:200]}")
+    assert tried > 200
+    assert not failures, "\n".join(failures[:40])
