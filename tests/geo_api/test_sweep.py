@@ -1,7 +1,11 @@
-"""Every route of the API, fed malformed input — garbage path parameters, each query
-parameter set to something unusable, broken or mistyped bodies — anonymously and as the
-district admin: nothing may answer a 5xx, and every refusal is a problem+json naming
-what was wrong (non-negotiable: bad input gets a clear 4xx, never a 500).
+"""Sweeps over every route of the API.
+
+- Malformed input — garbage path parameters, each query parameter set to something
+  unusable, broken or mistyped bodies, bad headers — anonymously and as the district
+  admin: nothing may answer a 5xx, and every refusal is a problem+json naming what was
+  wrong (non-negotiable: bad input gets a clear 4xx, never a 500).
+- Personal data: anonymous callers and a member read every GET route, and no other
+  member's name, phone or residence is in any answer.
 
 Runs on the demo data with the test's writes rolled back; the anonymous events fast
 path is off so that nothing could be stored outside that transaction."""
@@ -235,3 +239,83 @@ def test_no_route_answers_malformed_headers_with_a_server_error(sweep_client, de
                 failures.append(f"{r.status_code} GET {url} {headers}: {r.text[:200]}")
     assert tried > 200
     assert not failures, "\n".join(failures[:40])
+
+
+def _strings(value):
+    """Every string and number in a decoded JSON document, as text."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(k)
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif value is not None:
+        yield str(value)
+
+
+def _pairs(value):
+    """Every coordinate pair in a decoded JSON document: [x, y] lists and objects with
+    lon/lat (or long/lat, x/y) members, rounded to 1e-6 degrees."""
+    if isinstance(value, dict):
+        for x, y in (("lon", "lat"), ("long", "lat"), ("x", "y")):
+            if isinstance(value.get(x), (int, float)) and isinstance(value.get(y), (int, float)):
+                yield round(value[x], 6), round(value[y], 6)
+        for v in value.values():
+            yield from _pairs(v)
+    elif isinstance(value, list):
+        if len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+            yield round(value[0], 6), round(value[1], 6)
+        else:
+            for v in value:
+                yield from _pairs(v)
+
+
+def _csv_pairs(text: str):
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        for a, b in zip(cells, cells[1:]):
+            try:
+                yield round(float(a), 6), round(float(b), 6)
+            except ValueError:
+                continue
+
+
+@pytest.mark.parametrize("user", [None, "member"])
+def test_no_get_route_shows_members_personal_data_to_the_public_or_another_member(sweep_client, demo_engine, user):
+    """Anonymous callers and a member read every GET route (real path values, default
+    queries, JSON and CSV): no other member's name or phone, nor a residence's
+    coordinates, is in any answer. (Grid workers' names and phones are the grid's public
+    contact — the locate answer's ``grid_worker`` — and are not counted where a member
+    happens to share them.)"""
+    from sqlalchemy import text
+
+    with demo_engine.connect() as conn:
+        own = conn.execute(text("SELECT member_id FROM users WHERE username = :u"), {"u": user}).scalar() if user else None
+        rows = conn.execute(text("SELECT id, name, phone FROM members")).all()
+        homes = conn.execute(text("SELECT member_id, ST_X(geom), ST_Y(geom) FROM residences")).all()
+        public = set(conn.execute(text("SELECT worker_name FROM grids UNION SELECT worker_phone FROM grids")).scalars())
+    mine = {v for mid, name, phone in rows if mid == own for v in (name, phone)}  # namesakes are not counted
+    secrets = {v for mid, name, phone in rows if mid != own for v in (name, phone) if v} - public - mine
+    places = {(round(x, 6), round(y, 6)) for mid, x, y in homes if mid != own}
+    assert len(secrets) > 10_000 and len(places) > 10_000
+    real = _real_values(demo_engine)
+    headers = token_for(user) if user else {}
+    read = 0
+    for route, method in _routes(sweep_client.app):
+        if method != "GET" or route.path.endswith(".mvt"):  # tiles: tests/tiles decodes them
+            continue
+        for accept in ("application/json", "text/csv"):
+            r = _send(sweep_client, "GET", _url(route, None, real), headers={**headers, "Accept": accept})
+            if r.status_code != 200:
+                continue
+            read += 1
+            if "json" in r.headers.get("content-type", ""):
+                body = r.json()
+                values, pairs = set(_strings(body)), set(_pairs(body))
+            else:
+                values = {cell.strip() for line in r.text.splitlines() for cell in line.split(",")}
+                pairs = set(_csv_pairs(r.text))
+            leaked, located = values & secrets, pairs & places
+            assert not leaked and not located, (route.path, accept, sorted(leaked)[:5], sorted(located)[:5])
+    assert read > 20
