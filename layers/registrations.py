@@ -36,13 +36,20 @@ class ResidencePoint:
     accuracy_m: float | None = None
 
 
+def service_roles(session: Session) -> list[dict[str, str]]:
+    """The active service roles a member can claim, in their configured order."""
+    rows = session.execute(select(ServiceRole.code, ServiceRole.name).where(ServiceRole.active.is_(True))
+                           .order_by(ServiceRole.position, ServiceRole.code)).all()
+    return [{"code": code, "name": name} for code, name in rows]
+
+
 def role_code(session: Session, role: str) -> str:
     """The code of an active service role given by code or name; 422 naming ``role`` otherwise."""
-    rows = session.execute(select(ServiceRole.code, ServiceRole.name).where(ServiceRole.active.is_(True))).all()
-    for code, name in rows:
-        if role in (code, name):
-            return code
-    listed = "、".join(name for _, name in rows)
+    roles = service_roles(session)
+    for r in roles:
+        if role in (r["code"], r["name"]):
+            return r["code"]
+    listed = "、".join(r["name"] for r in roles)
     raise InvalidInput(f"unknown service role {role!r}; one of: {listed}", field="role")
 
 
@@ -183,6 +190,12 @@ def registration_view(row, *, personal: bool) -> dict[str, Any]:
             "accuracy_m": row.accuracy_m,
         }
     return out
+
+
+def member_registrations(session: Session, member_id: int) -> list:
+    """Every registration of a member, newest first (rows for :func:`registration_view`)."""
+    return session.execute(text(_DETAIL_SQL.text + " WHERE r.member_id = :m ORDER BY r.created_at DESC, r.id DESC"),
+                           {"m": member_id}).all()
 
 
 def registration_row(session: Session, registration_id: int):

@@ -3,7 +3,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field
 
-from geo_api.deps import Caller, SessionDep, require_roles
+from geo_api.deps import Caller, Public, SessionDep, require_roles
 from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import registrations as regs
@@ -15,6 +15,7 @@ router = APIRouter(prefix="/v1/registrations", tags=["registrations"])
 MemberOrAdmin = Annotated[Caller, require_roles("member", "admin")]
 Deciders = Annotated[Caller, require_roles("admin", "grid_worker")]
 Admins = Annotated[Caller, require_roles("admin")]
+Members = Annotated[Caller, require_roles("member")]
 
 
 class RegistrationCreate(Body):
@@ -95,6 +96,19 @@ def registration_stats(
     if not caller.covers(within):
         raise Forbidden(f"{within} is outside your area {caller.area_code}", field="within")
     return {"level": level, "within": within, "units": regs.registration_stats(session, level=level, within=within)}
+
+
+@router.get("/roles", summary="The service roles a member can claim (六员), in their configured order")
+def list_roles(session: SessionDep, caller: Public) -> dict:
+    return {"roles": regs.service_roles(session)}
+
+
+@router.get("/mine", summary="The signed-in member's registrations, newest first, and the active one")
+def my_registrations(session: SessionDep, caller: Members) -> dict:
+    if caller.member_id is None:
+        raise Forbidden("this account is not linked to a member")
+    items = [regs.registration_view(r, personal=True) for r in regs.member_registrations(session, caller.member_id)]
+    return {"active": next((i for i in items if i["status"] in regs.ACTIVE), None), "items": items}
 
 
 @router.get("/{registration_id}", summary="One registration (the member, or admins of its area)")

@@ -187,3 +187,33 @@ def test_a_residence_without_registration_is_superseded(world):
     current = db.execute(text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"),
                          {"m": world["m1"]}).scalar()
     assert current == 1
+
+
+def test_roles_are_listed_for_anyone_in_their_configured_order(world):
+    r = world["c"].get("/v1/registrations/roles")
+    assert r.status_code == 200
+    roles = r.json()["roles"]
+    expected = world["db"].execute(text(
+        "SELECT code, name FROM service_roles WHERE active ORDER BY position, code")).all()
+    assert [(x["code"], x["name"]) for x in roles] == [tuple(e) for e in expected] and len(roles) >= 6
+    # the list is what a registration accepts, by code and by name
+    assert register(world, role=roles[-1]["name"]).json()["role"]["code"] == roles[-1]["code"]
+
+
+def test_a_member_reads_their_own_registrations_and_nobody_else_can(world):
+    c, h = world["c"], world["h"]
+    empty = c.get("/v1/registrations/mine", headers=h["m1"])
+    assert empty.status_code == 200 and empty.json() == {"active": None, "items": []}
+    first = register(world).json()
+    assert c.post(f"/v1/registrations/{first['id']}/reject", json={"reason": "地址不在本网格"},
+                  headers=h["cadmin"]).status_code == 200
+    second = register(world, **IN_B).json()
+    mine = c.get("/v1/registrations/mine", headers=h["m1"]).json()
+    assert [i["id"] for i in mine["items"]] == [second["id"], first["id"]]
+    assert mine["active"]["id"] == second["id"] and mine["active"]["status"] == "pending"
+    assert mine["items"][1]["status"] == "rejected" and mine["items"][1]["reason"] == "地址不在本网格"
+    assert mine["active"]["member"]["name"] == "李党员"
+    assert c.get("/v1/registrations/mine", headers=h["m2"]).json() == {"active": None, "items": []}
+    for staff in ("cadmin", "gw_a", "disp"):
+        assert c.get("/v1/registrations/mine", headers=h[staff]).status_code == 403, staff
+    assert c.get("/v1/registrations/mine").status_code == 401
