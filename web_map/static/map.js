@@ -9,11 +9,12 @@
 //
 // Personal data stays out: the page asks only for public tile layers (never `members`)
 // and public endpoints. /map?embed=1 (for other portals) hides the side panel and draws
-// only public aggregate layers; its popups show tile attributes only. Staff may sign in
-// (the token lives in this page's memory only): an admin then also gets the residences
-// of members in their area (the `members` tiles, zoom 15 and above, a source of their
-// own that alone carries the Authorization header), and admins and dispatchers get the
-// summary line from the coverage analysis.
+// only public aggregate layers; its popups show tile attributes only. Staff and members
+// may sign in (the token lives in this page's memory only): an admin then also gets the
+// residences of members in their area (the `members` tiles, zoom 15 and above, a source
+// of their own that alone carries the Authorization header), and admins and dispatchers
+// get the summary line from the coverage analysis. A member registers at the grid where
+// they live, and admins and grid workers confirm registrations (register.js).
 //
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
@@ -25,6 +26,7 @@
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
+import { wireRegistration } from './register.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
 // <base>/map, so <base>/ is two levels up, whatever reverse-proxy prefix <base> carries.
@@ -247,6 +249,8 @@ map.on('error', (event) => {
 
 // The signed-in account: {token, username, role, area_code}, or null.
 let session = null;
+// Member registration and the admins' confirmations (register.js); null on the embedded map.
+let registration = null;
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
@@ -727,6 +731,9 @@ function featuresAt(point) {
 }
 
 function onClick(event) {
+  if (registration && registration.isPicking()) {
+    return; // the click places the member's residence (register.js)
+  }
   const hits = featuresAt(event.point);
   const sections = [];
   const more = (list, noun) => (list.length > MAX_PER_KIND ? `（另有 ${list.length - MAX_PER_KIND} 个${noun}）` : '');
@@ -767,6 +774,10 @@ function onClick(event) {
 function wireInteraction() {
   map.on('click', onClick);
   map.on('mousemove', (event) => {
+    if (registration && registration.isPicking()) {
+      map.getCanvas().style.cursor = 'crosshair';
+      return;
+    }
     const hits = featuresAt(event.point);
     const any = hits.events.length || hits.branches.length || hits.issues.length || hits.grids.length;
     map.getCanvas().style.cursor = any ? 'pointer' : '';
@@ -866,7 +877,7 @@ async function summarise(gridsMinzoom) {
   return figures;
 }
 
-// --- staff sign-in --------------------------------------------------------------
+// --- sign-in (staff and members) ---------------------------------------------------
 
 const ROLE_NAMES = { admin: '管理员', dispatcher: '指挥中心', grid_worker: '网格员', member: '党员' };
 const signinForm = document.getElementById('signin');
@@ -923,6 +934,9 @@ function showSession() {
     document.body.dataset.role = session.role;
   } else {
     delete document.body.dataset.role;
+  }
+  if (registration) {
+    registration.sessionChanged();
   }
 }
 
@@ -1006,6 +1020,9 @@ async function main() {
   gridsMinzoom = minzoom.grids ?? 10;
   map.on('zoomend', () => updateZoomHints(minzoom));
   wireSignIn(tilejson.bounds);
+  if (!EMBED) {
+    registration = wireRegistration({ map, maplibregl, apiUrl, el, formatTime, session: () => session });
+  }
 
   if (Array.isArray(tilejson.bounds)) {
     const [w, s, e, n] = tilejson.bounds;

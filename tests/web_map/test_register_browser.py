@@ -1,0 +1,181 @@
+"""Registration at the residence grid on the web map, in a real browser: a member signs
+in, finds where they live (coordinates typed from Amap in GCJ-02, a click on the map,
+the phone's position), sees the grid it falls in, registers with a service role; an
+admin sees the pending registration, rejects it with a reason or confirms it; the
+member sees the outcome. Every step is checked against the database.
+
+The member and their account are made for each test and removed afterwards, with
+everything they registered, so the demo's figures are as before."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from ingest.crs import from_wgs84
+from tests.conftest import TEST_PASSWORD
+from tests.factories import add_member, add_user
+from tests.web_map.test_map_browser import get_json, inner_point, open_map, pick_grid, to_screen
+
+pytestmark = pytest.mark.browser
+
+MEMBER = "reg_member"
+NAME = "测试报到党员"
+
+
+@pytest.fixture
+def member(demo_engine):
+    with Session(demo_engine) as s:
+        mid = add_member(s, NAME, number="TEST-REG-0001", phone="13912345678")
+        add_user(s, MEMBER, "member", member_id=mid, password=TEST_PASSWORD)
+        s.commit()
+    try:
+        yield mid
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(text("DELETE FROM registrations WHERE member_id = :m"), {"m": mid})
+            conn.execute(text("DELETE FROM residences WHERE member_id = :m"), {"m": mid})
+            conn.execute(text("DELETE FROM users WHERE username = :u"), {"u": MEMBER})
+            conn.execute(text("DELETE FROM members WHERE id = :m"), {"m": mid})
+
+
+def sign_in(page, username: str) -> None:
+    if page.is_visible("#signout"):
+        page.click("#signout")
+        page.wait_for_function("document.body.dataset.role === undefined")
+    page.fill("#signin input[name=username]", username)
+    page.fill("#signin input[name=password]", TEST_PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_function("document.body.dataset.role !== undefined")
+
+
+def wait_state(page, state: str) -> None:
+    page.wait_for_function(f"document.getElementById('register').dataset.state === '{state}'")
+
+
+def wait_located(page, code: str) -> None:
+    page.wait_for_function(f"document.getElementById('register-located').dataset.grid === '{code}'")
+
+
+def registrations(engine, member_id: int) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text(
+            """SELECT r.id, r.status, r.reason, r.role_code, g.code, res.source_crs, res.source_x, res.source_y,
+                      ST_X(res.geom), ST_Y(res.geom), res.accuracy_m
+                 FROM registrations r JOIN grids g ON g.id = r.grid_id JOIN residences res ON res.id = r.residence_id
+                WHERE r.member_id = :m ORDER BY r.id"""), {"m": member_id}).all()
+
+
+def submit(page, role: str) -> None:
+    page.select_option("#register-form select[name=role]", role)
+    page.click("#register-form button[type=submit]")
+
+
+def test_member_registers_where_they_live_and_an_admin_decides(page, page_log, live_server, demo_engine, member):
+    open_map(page, live_server)
+    grid, _ = pick_grid(page, live_server, True)
+    code, lon, lat = grid["properties"]["code"], *inner_point(grid["geometry"])
+    roles = get_json(f"{live_server}/v1/registrations/roles")["roles"]
+
+    sign_in(page, MEMBER)
+    wait_state(page, "none")
+    assert page.inner_text("#register-current") == "尚未在居住地网格报到。"
+    assert page.is_hidden("#pending") and page.is_hidden(".register-move")
+    options = page.eval_on_selector_all("#register-form select[name=role] option", "os => os.map((o) => [o.value, o.text])")
+    assert options[1:] == [[r["code"], r["name"]] for r in roles]
+
+    # 1. coordinates copied from Amap (GCJ-02): converted and located by the service
+    gx, gy = from_wgs84(lon, lat, "gcj02")
+    page.select_option("#register-form select[name=crs]", "gcj02")
+    page.fill("#register-form input[name=lon]", f"{gx:.7f}")
+    page.fill("#register-form input[name=lat]", f"{gy:.7f}")
+    page.press("#register-form input[name=lat]", "Tab")
+    wait_located(page, code)
+    assert grid["properties"]["name"] in page.inner_text("#register-located")
+    submit(page, roles[0]["code"])
+    wait_state(page, "pending")
+    assert "已提交报到" in page.inner_text(".register-message")
+    assert f"当前报到：{grid['properties']['name']}" in page.inner_text("#register-current")
+    (first,) = registrations(demo_engine, member)
+    assert first[1:5] == ("pending", None, roles[0]["code"], code)
+    assert first[5] == "gcj02" and first[6] == pytest.approx(gx, abs=1e-7) and first[7] == pytest.approx(gy, abs=1e-7)
+    assert first[8] == pytest.approx(lon, abs=1e-6) and first[9] == pytest.approx(lat, abs=1e-6)
+
+    # 2. a second registration while one is active: refused, and the page says how to move house
+    assert page.is_visible(".register-move")
+    submit(page, roles[1]["code"])
+    page.wait_for_function("document.querySelector('.register-message').textContent.includes('已搬家')")
+    assert len(registrations(demo_engine, member)) == 1
+
+    # 3. the admin rejects it: a reason is required
+    sign_in(page, "admin")
+    item = f"#pending-list li[data-id='{first[0]}']"
+    page.wait_for_selector(item)
+    assert page.is_hidden("#register")
+    assert f"{NAME} → {grid['properties']['name']}" in page.inner_text(item)
+    page.click(f"{item} button.reject")
+    assert page.is_visible(f"{item} input.reason")
+    page.click(f"{item} button.reject")
+    assert page.inner_text(f"{item} .pending-error") == "请填写退回原因。"
+    assert registrations(demo_engine, member)[0][1] == "pending"
+    page.fill(f"{item} input.reason", "门牌号与网格不符")
+    page.click(f"{item} button.reject")
+    page.wait_for_selector(item, state="detached")
+    assert "已退回" in page.inner_text(".pending-summary")
+    assert registrations(demo_engine, member)[0][1:3] == ("rejected", "门牌号与网格不符")
+
+    # 4. the member sees why, and registers again by clicking where they live on the map
+    sign_in(page, MEMBER)
+    wait_state(page, "none")
+    assert "已被退回：门牌号与网格不符" in page.inner_text("#register-current")
+    page.click("#register-pick")
+    x, y = to_screen(page, lon, lat)
+    page.mouse.click(x, y)
+    wait_located(page, code)
+    assert page.query_selector(".maplibregl-popup") is None  # the click placed the residence, nothing else
+    assert page.input_value("#register-form select[name=crs]") == "wgs84"
+    submit(page, roles[2]["code"])
+    wait_state(page, "pending")
+    second = registrations(demo_engine, member)[-1]
+    assert second[1] == "pending" and second[3] == roles[2]["code"] and second[4] == code and second[5] == "wgs84"
+    assert second[8] == pytest.approx(lon, abs=2e-3) and second[9] == pytest.approx(lat, abs=2e-3)
+
+    # 5. the admin confirms it; the member sees it confirmed
+    sign_in(page, "admin")
+    item = f"#pending-list li[data-id='{second[0]}']"
+    page.click(f"{item} button.confirm")
+    page.wait_for_selector(item, state="detached")
+    assert registrations(demo_engine, member)[-1][1] == "confirmed"
+    sign_in(page, MEMBER)
+    wait_state(page, "confirmed")
+    assert page.inner_text("#register-current").endswith("已确认")
+
+    assert page_log.page_errors == [] and page_log.failed == [] and page_log.foreign == []
+    assert all(" 409 " in f" {b} " and b.endswith("/v1/registrations") for b in page_log.bad_status), page_log.bad_status
+
+
+def test_member_registers_from_the_phones_position(page, live_server, demo_engine, member):
+    open_map(page, live_server)
+    grid, _ = pick_grid(page, live_server, False)
+    code, lon, lat = grid["properties"]["code"], *inner_point(grid["geometry"])
+    sign_in(page, MEMBER)
+    wait_state(page, "none")
+
+    # without the permission the page says so and offers the other ways
+    page.click("#register-locate-me")
+    page.wait_for_function("document.querySelector('.register-message').textContent.includes('无法获取当前位置')")
+    assert page.is_hidden("#register-located")
+
+    page.context.grant_permissions(["geolocation"], origin=live_server)
+    page.context.set_geolocation({"longitude": lon, "latitude": lat, "accuracy": 18})
+    page.click("#register-locate-me")
+    wait_located(page, code)
+    assert page.input_value("#register-form input[name=lon]") == f"{lon:.7f}"
+    assert page.input_value("#register-form input[name=lat]") == f"{lat:.7f}"
+    page.wait_for_function("window.gridbranchMap.getZoom() >= 15 && !window.gridbranchMap.isMoving()")
+    submit(page, get_json(f"{live_server}/v1/registrations/roles")["roles"][0]["code"])
+    wait_state(page, "pending")
+    (reg,) = registrations(demo_engine, member)
+    assert reg[4] == code and reg[5] == "wgs84" and reg[10] == 18
+    assert reg[8] == pytest.approx(lon, abs=1e-7) and reg[9] == pytest.approx(lat, abs=1e-7)

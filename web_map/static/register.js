@@ -1,0 +1,319 @@
+// Registration at the residence grid (到居住地网格报到) on the web map.
+//
+// A signed-in member finds where they live — the phone's position (browser geolocation,
+// WGS84), a click on the map, or coordinates typed in from another map app in WGS84,
+// GCJ-02 (Amap, Tencent, WeChat) or BD-09 (Baidu) — sees the grid it falls in (the
+// service's /v1/locate converts and locates), picks a service role and registers; the
+// registration waits for a community or grid admin. Admins and grid workers get the
+// pending registrations of their area with 确认 / 退回 (a rejection needs a reason).
+//
+// Residences are personal: they are shown to the member themselves and to the
+// entitled staff only, through the API with the signed-in token, never in public tiles.
+//
+// Hooks for the browser tests:
+//   #register[data-state]     "none" | "pending" | "confirmed" (the member's active registration)
+//   #register-located[data-grid]  the grid code the chosen point falls in
+//   #pending-list li[data-id] one pending registration each
+
+const STATUS_NAMES = { pending: '待确认', confirmed: '已确认', rejected: '已退回', ended: '已结束' };
+const MATCH_NOTES = {
+  inside: '',
+  boundary: '（位于网格边界上，已按规则归入该网格）',
+};
+
+export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, session }) {
+  const section = document.getElementById('register');
+  const current = document.getElementById('register-current');
+  const form = document.getElementById('register-form');
+  const located = document.getElementById('register-located');
+  const message = form.querySelector('.register-message');
+  const moveLabel = form.querySelector('.register-move');
+  const pickButton = document.getElementById('register-pick');
+  const pendingSection = document.getElementById('pending');
+  const pendingList = document.getElementById('pending-list');
+  const pendingSummary = pendingSection.querySelector('.pending-summary');
+  let picking = false;
+  let marker = null;
+  let accuracy = null;
+  let lookup = 0; // the latest locate request; older answers are dropped
+
+  async function call(path, { method = 'GET', body } = {}) {
+    const s = session();
+    const headers = { Accept: 'application/json' };
+    if (s) {
+      headers.Authorization = `Bearer ${s.token}`;
+    }
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+    }
+    const response = await fetch(apiUrl(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      // no JSON body
+    }
+    if (!response.ok) {
+      const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  function say(node, text, kind = 'info') {
+    node.textContent = text;
+    node.className = `${node.className.split(' ')[0]} message-${kind}`;
+    node.hidden = !text;
+  }
+
+  // --- where the member lives -----------------------------------------------------
+
+  function setMarker(point) {
+    if (!marker) {
+      marker = new maplibregl.Marker({ color: '#c8102e' });
+    }
+    marker.setLngLat(point).addTo(map);
+  }
+
+  function clearPoint() {
+    if (marker) {
+      marker.remove();
+    }
+    located.hidden = true;
+    delete located.dataset.grid;
+  }
+
+  async function locate() {
+    const data = new FormData(form);
+    const lon = String(data.get('lon')).trim();
+    const lat = String(data.get('lat')).trim();
+    if (!lon || !lat) {
+      clearPoint();
+      return;
+    }
+    const mine = ++lookup;
+    const query = new URLSearchParams({ lon, lat, crs: String(data.get('crs')) });
+    try {
+      const found = await call(`v1/locate?${query}`);
+      if (mine !== lookup) {
+        return;
+      }
+      const note = found.match === 'nearest'
+        ? `（在网格间隙中，距该网格 ${Number(found.distance_m).toFixed(1)} 米）`
+        : MATCH_NOTES[found.match] || '';
+      located.replaceChildren(
+        document.createTextNode('该位置属于：'),
+        el('strong', 'register-grid', found.grid.name),
+        document.createTextNode(`（${found.community.name}，${found.street.name}）${note}`),
+      );
+      located.className = 'register-located';
+      located.hidden = false;
+      located.dataset.grid = found.grid.code;
+      setMarker(found.point);
+    } catch (err) {
+      if (mine !== lookup) {
+        return;
+      }
+      clearPoint();
+      const why = err.status === 404 ? '该位置不在服务范围内' : '坐标有误';
+      say(located, `${why}：${err.message}`, 'error');
+    }
+  }
+
+  function setPoint(lon, lat, crs, acc = null) {
+    form.elements.lon.value = lon.toFixed(7);
+    form.elements.lat.value = lat.toFixed(7);
+    form.elements.crs.value = crs;
+    accuracy = acc;
+    return locate();
+  }
+
+  function setPicking(on) {
+    picking = on;
+    pickButton.setAttribute('aria-pressed', String(on));
+    pickButton.classList.toggle('active', on);
+    map.getCanvas().style.cursor = on ? 'crosshair' : '';
+  }
+
+  pickButton.addEventListener('click', () => setPicking(!picking));
+  map.on('click', (event) => {
+    if (picking) {
+      setPicking(false);
+      setPoint(event.lngLat.lng, event.lngLat.lat, 'wgs84');
+    }
+  });
+
+  document.getElementById('register-locate-me').addEventListener('click', () => {
+    if (!navigator.geolocation) {
+      say(message, '此浏览器不支持定位，请在地图上点选或输入坐标。', 'error');
+      return;
+    }
+    say(message, '正在获取当前位置…');
+    navigator.geolocation.getCurrentPosition(
+      async (position) => {
+        say(message, '');
+        const { longitude, latitude, accuracy: acc } = position.coords;
+        await setPoint(longitude, latitude, 'wgs84', Number.isFinite(acc) ? Math.round(acc * 10) / 10 : null);
+        map.flyTo({ center: [longitude, latitude], zoom: Math.max(map.getZoom(), 15) });
+      },
+      (error) => {
+        const why = error.code === error.PERMISSION_DENIED ? '未获得定位权限' : error.message || '定位失败';
+        say(message, `无法获取当前位置：${why}。请在地图上点选或输入坐标。`, 'error');
+      },
+      { enableHighAccuracy: true, timeout: 15000, maximumAge: 0 },
+    );
+  });
+
+  for (const name of ['lon', 'lat', 'crs']) {
+    form.elements[name].addEventListener('change', () => {
+      accuracy = null; // typed coordinates carry no accuracy of their own
+      locate();
+    });
+  }
+
+  // --- the member's registration --------------------------------------------------
+
+  async function loadRoles() {
+    if (form.elements.role.options.length > 0) {
+      return;
+    }
+    const { roles } = await call('v1/registrations/roles');
+    form.elements.role.replaceChildren(
+      el('option', null, '请选择服务岗位'),
+      ...roles.map((r) => Object.assign(el('option', null, r.name), { value: r.code })),
+    );
+    form.elements.role.options[0].value = '';
+  }
+
+  async function loadMine() {
+    const { active, items } = await call('v1/registrations/mine');
+    section.dataset.state = active ? active.status : 'none';
+    moveLabel.hidden = !active;
+    if (active) {
+      const role = active.role ? ` · ${active.role.name}` : '';
+      current.textContent = `当前报到：${active.grid.name}（${active.community.name}）${role} · ${STATUS_NAMES[active.status]}`;
+    } else if (items.length && items[0].status === 'rejected') {
+      current.textContent = `上次报到（${items[0].grid.name}）已被退回：${items[0].reason || '未说明原因'}。请核对后重新报到。`;
+    } else {
+      current.textContent = '尚未在居住地网格报到。';
+    }
+  }
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    const body = {
+      lon: Number(data.get('lon')),
+      lat: Number(data.get('lat')),
+      crs: String(data.get('crs')),
+      role: String(data.get('role')),
+      move: data.get('move') === 'on',
+    };
+    if (accuracy !== null) {
+      body.accuracy_m = accuracy;
+    }
+    if (!body.role) {
+      say(message, '请选择服务岗位。', 'error');
+      return;
+    }
+    try {
+      const reg = await call('v1/registrations', { method: 'POST', body });
+      say(message, `已提交报到：${reg.grid.name}，等待社区或网格管理员确认。`, 'success');
+      form.elements.move.checked = false;
+      await loadMine();
+    } catch (err) {
+      const hint = err.status === 409 ? '如已搬家，请勾选“已搬家”后重新提交。' : '';
+      say(message, `提交失败：${err.message}${hint ? `。${hint}` : ''}`, 'error');
+    }
+  });
+
+  // --- pending registrations (admins, grid workers) -------------------------------
+
+  function pendingItem(reg) {
+    const li = el('li', 'pending-item');
+    li.dataset.id = String(reg.id);
+    const who = el('button', 'pending-who link', `${reg.member.name} → ${reg.grid.name}`);
+    who.type = 'button';
+    who.title = '在地图上查看居住地';
+    who.addEventListener('click', () => map.flyTo({ center: reg.residence.point, zoom: 16 }));
+    const role = reg.role ? reg.role.name : '未选岗位';
+    li.append(who, el('span', 'pending-meta', `${reg.community.name} · ${role} · ${formatTime(reg.created_at)}`));
+    const actions = el('div', 'pending-actions');
+    const confirm = el('button', 'confirm', '确认');
+    const reject = el('button', 'reject', '退回');
+    const reason = el('input', 'reason');
+    reason.placeholder = '退回原因（必填）';
+    reason.hidden = true;
+    const note = el('p', 'pending-error error-text');
+    note.hidden = true;
+    for (const b of [confirm, reject]) {
+      b.type = 'button';
+    }
+    confirm.addEventListener('click', () => decide(reg, 'confirm', null, note));
+    reject.addEventListener('click', () => {
+      if (reason.hidden) {
+        reason.hidden = false;
+        reason.focus();
+        return;
+      }
+      if (!reason.value.trim()) {
+        note.textContent = '请填写退回原因。';
+        note.hidden = false;
+        return;
+      }
+      decide(reg, 'reject', reason.value.trim(), note);
+    });
+    actions.append(confirm, reject, reason);
+    li.append(actions, note);
+    return li;
+  }
+
+  async function decide(reg, action, reason, note) {
+    try {
+      await call(`v1/registrations/${reg.id}/${action}`, { method: 'POST', body: action === 'reject' ? { reason } : {} });
+      await loadPending(action === 'confirm' ? `已确认 ${reg.member.name} 的报到。` : `已退回 ${reg.member.name} 的报到。`);
+    } catch (err) {
+      note.textContent = `操作失败：${err.message}`;
+      note.hidden = false;
+    }
+  }
+
+  async function loadPending(done = '') {
+    const { total, items } = await call('v1/registrations?status=pending&limit=50');
+    pendingList.replaceChildren(...items.map(pendingItem));
+    const more = total > items.length ? `（显示最新 ${items.length} 条）` : '';
+    pendingSummary.textContent = `${done}${total ? `本辖区有 ${total} 条报到待确认${more}。` : '本辖区没有待确认的报到。'}`;
+  }
+
+  // --- who is signed in -----------------------------------------------------------
+
+  async function sessionChanged() {
+    const s = session();
+    const member = Boolean(s && s.role === 'member');
+    const decider = Boolean(s && ['admin', 'grid_worker'].includes(s.role));
+    section.hidden = !member;
+    pendingSection.hidden = !decider;
+    if (!member) {
+      setPicking(false);
+      clearPoint();
+      form.reset();
+      say(message, '');
+      delete section.dataset.state;
+    }
+    if (!decider) {
+      pendingList.replaceChildren();
+    }
+    try {
+      if (member) {
+        await Promise.all([loadRoles(), loadMine()]);
+      } else if (decider) {
+        await loadPending();
+      }
+    } catch (err) {
+      say(member ? message : pendingSummary, `报到信息加载失败：${err.message}`, 'error');
+    }
+  }
+
+  return { sessionChanged, isPicking: () => picking };
+}
