@@ -179,3 +179,14 @@ def test_member_registers_from_the_phones_position(page, live_server, demo_engin
     (reg,) = registrations(demo_engine, member)
     assert reg[4] == code and reg[5] == "wgs84" and reg[10] == 18
     assert reg[8] == pytest.approx(lon, abs=1e-7) and reg[9] == pytest.approx(lat, abs=1e-7)
+
+
+def test_on_a_phone_the_form_comes_into_view_after_signing_in(page, live_server, member):
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 390, "height": 844})
+    open_map(page, live_server)
+    sign_in(page, MEMBER)
+    wait_state(page, "none")
+    expect(page.locator("#register-title")).to_be_in_viewport()
+    expect(page.locator("#register-locate-me")).to_be_in_viewport()

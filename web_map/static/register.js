@@ -304,6 +304,11 @@ export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, sess
     if (!decider) {
       pendingList.replaceChildren();
     }
+    if (member) {
+      // signed in from the bottom of the panel (on a phone, a sheet under the map): bring
+      // the registration form up
+      section.scrollIntoView({ block: 'start' });
+    }
     try {
       if (member) {
         await Promise.all([loadRoles(), loadMine()]);
