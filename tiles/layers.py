@@ -1,8 +1,8 @@
 """The tile layers and their SQL, built once per layer and prepared once per connection.
 
 Every layer is one prepared statement (``PREPARE gb_tile_<layer>``, see
-:func:`setup_statements`)
-whose only inputs are bound parameters:
+:func:`setup_statements`; a tile of several layers runs them all as one statement,
+:class:`Composite`) whose only inputs are bound parameters:
 
     $1 z, $2 x, $3 y — the tile; $4 the feature limit; $5 the polygon simplification
     tolerance (degrees, 0 for none; :func:`tiles.tms.simplify_tolerance`); $6, $7 —
@@ -40,8 +40,10 @@ category, a changed warning share) bumps the ``events`` version (migration 0006)
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from layers.events import CLOCK, TERMINAL
 from tiles.tms import BUFFER, EXTENT, MARGIN
@@ -334,6 +336,39 @@ def setup_statements() -> list[str]:
     for layer in LAYERS.values():
         out.append(f"PREPARE {layer.statement} ({', '.join(layer.param_types)}) AS {layer.sql}")
     return out
+
+
+@dataclass(frozen=True)
+class Composite:
+    """One statement drawing several layers in one round trip and one snapshot: each
+    layer's statement as a one-row subquery, its parameters numbered after the previous
+    layers' (``$1``–``$n`` of the first layer, then ``$n+1``… of the next), cross-joined
+    into one row of five columns per layer. Prepared per connection when first used."""
+
+    layers: tuple[str, ...]
+    statement: str
+    sql: str
+    param_types: tuple[str, ...]
+
+    def split(self, row: tuple) -> list[tuple]:
+        """The composite's row as one five-column row per layer."""
+        return [tuple(row[i:i + 5]) for i in range(0, len(row), 5)]
+
+
+@lru_cache(maxsize=256)
+def composite(names: tuple[str, ...]) -> Composite:
+    parts, types = [], []
+    for i, name in enumerate(names):
+        layer = LAYERS[name]
+        offset = len(types)
+        sql = _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", layer.sql)
+        parts.append(f"({sql}) AS l{i}")
+        types += layer.param_types
+    digest = hashlib.sha1(",".join(names).encode()).hexdigest()[:16]
+    return Composite(names, f"gb_tiles_{digest}", "SELECT * FROM " + ",\n".join(parts), tuple(types))
+
+
+_PARAM = re.compile(r"\$(\d+)")
 
 
 def execute_sql(layer: TileLayer, n_params: int) -> str:

@@ -2,10 +2,11 @@
 rendering through the prepared statements, ETags, gzip.
 
 Everything runs on the event loop, with no thread in the way (:mod:`tiles.pg`). A tile
-is drawn by each layer's prepared statement on a pooled connection — one round trip per
-layer — and every statement also answers the data versions it was drawn at, in its own
-snapshot (:mod:`tiles.layers`): the tile is filed under, and its ETag made of, exactly
-the versions of the rows it holds. A statement starts after its request arrived, so a
+is drawn on a pooled connection in one round trip — one layer by its prepared statement,
+several by one composite statement holding each layer's (:class:`tiles.layers.Composite`,
+prepared on the connection when first used) — and every layer also answers the data
+versions it was drawn at, in the statement's snapshot (:mod:`tiles.layers`): the tile is
+filed under, and its ETag made of, exactly the versions of the rows it holds. A statement starts after its request arrived, so a
 write committed before the request is in the tile, with no separate version read.
 Derived parameters (grid figures, coverage findings, H3 counts) are built at the versions
 last seen; a statement answering other versions is run again with records at those.
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import partial
@@ -42,7 +44,7 @@ from sqlalchemy.pool import NullPool
 from layers.errors import InvalidInput, NotFound
 from tiles import derived
 from tiles.cache import CachedTile, TileCache, etag_for, gzip_body, if_none_match, make_etag
-from tiles.layers import LAYERS, PUBLIC_LAYERS, TileLayer, execute_sql, setup_statements
+from tiles.layers import LAYERS, PUBLIC_LAYERS, TileLayer, composite, execute_sql, setup_statements
 from tiles.mvt import truncated_layer
 from tiles.pg import AsyncPool, VersionReader, execute
 from tiles.tms import MARGIN, Tile, check_tile, simplify_tolerance, tile_bounds
@@ -298,7 +300,7 @@ class TileService:
         arrived (one round trip). Without one — cache off, or nothing cached under the
         key — the tile is drawn at once: its statements start after the request arrived
         and answer their own versions, so a write committed before the request is in it,
-        in one round trip per layer and no version read."""
+        in one round trip and no version read."""
         now = datetime.now(timezone.utc)
         key = self.key(layers, tile, scope)
         entry = None
@@ -365,9 +367,33 @@ class TileService:
         return value
 
 
+#: Composite statements kept prepared on each tile connection (least recently used
+#: deallocated beyond): the map's own composites and a few more.
+COMPOSITES_PER_CONNECTION = 16
+
+
 async def _draw(bound, conn) -> list[tuple]:
-    """Each bound layer's statement on ``conn``, one after the other."""
-    return [await execute(conn, execute_sql(layer, len(p)), p, fetch="one") for layer, p in bound]
+    """The bound layers' rows: one layer, its own prepared statement; several, one
+    composite statement (:class:`tiles.layers.Composite`) — one round trip and one
+    snapshot for the whole tile — prepared on ``conn`` when first used there."""
+    if len(bound) == 1:
+        layer, p = bound[0]
+        return [await execute(conn, execute_sql(layer, len(p)), p, fetch="one")]
+    c = composite(tuple(layer.name for layer, _ in bound))
+    params = tuple(v for _, p in bound for v in p)
+    if len(params) != len(c.param_types):
+        raise ValueError(f"{len(params)} parameters bound for {len(c.param_types)} in {c.layers}")
+    prepared = conn.__dict__.setdefault("gb_composites", OrderedDict())
+    if c.statement in prepared:
+        prepared.move_to_end(c.statement)
+    else:
+        while len(prepared) >= COMPOSITES_PER_CONNECTION:
+            old, _ = prepared.popitem(last=False)
+            await execute(conn, f"DEALLOCATE {old}")
+        await execute(conn, f"PREPARE {c.statement} ({', '.join(c.param_types)}) AS {c.sql}")
+        prepared[c.statement] = True
+    row = await execute(conn, f"EXECUTE {c.statement} ({', '.join(['%s'] * len(params))})", params, fetch="one")
+    return c.split(row)
 
 
 def libpq_dsn(url) -> str:

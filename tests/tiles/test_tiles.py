@@ -141,6 +141,49 @@ def test_composite_tile_holds_each_layer_as_served_alone(tiles_client, demo_engi
     assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) == {"areas"}
 
 
+@pytest.mark.parametrize("z", range(10, 17))
+def test_composite_tile_is_the_layers_served_alone_byte_for_byte(tiles_client, demo_engine, z):
+    """One composite statement draws the same bytes as each layer's own statement."""
+    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                              "WHERE level = 'district'")
+    for dx, dy in ((0, 0), (1, 0), (0, 1)):
+        t = tile_at(centre[0], centre[1], z)
+        tile = Tile(z, t.x + dx, t.y + dy)
+        both = tiles_client.get(path(PUBLIC, tile), headers={"Accept-Encoding": "identity"})
+        drawn = [n for n in PUBLIC_LAYERS if LAYERS[n].minzoom <= z <= LAYERS[n].maxzoom]
+        assert len(drawn) >= 2
+        alone = [tiles_client.get(path(name, tile), headers={"Accept-Encoding": "identity"}) for name in drawn]
+        assert both.status_code in (200, 204) and all(r.status_code in (200, 204) for r in alone)
+        assert "x-tile-truncated" not in both.headers
+        assert both.content == b"".join(r.content for r in alone), (z, tile)
+
+
+def test_composite_statements_stay_prepared_within_a_bound(tiles_client, demo_engine):
+    from tiles.pg import execute
+    from tiles.service import COMPOSITES_PER_CONNECTION
+
+    service = tiles_client.app.state.tiles
+    row = one(demo_engine, "SELECT ST_X(site), ST_Y(site) FROM branches WHERE site IS NOT NULL ORDER BY code LIMIT 1")
+    tile = tile_at(row[0], row[1], 15)
+    names = list(PUBLIC_LAYERS)
+    combos = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]] + [tuple(names), tuple(names[:3])]
+    assert len(combos) > COMPOSITES_PER_CONNECTION
+    bodies = {}
+    for combo in combos + combos[:3]:  # the first three again, after they were deallocated
+        r = tiles_client.get(path(",".join(combo), tile), headers={"Accept-Encoding": "identity"})
+        assert r.status_code in (200, 204)
+        assert bodies.setdefault(combo, r.content) == r.content
+        assert r.content == b"".join(tiles_client.get(path(n, tile), headers={"Accept-Encoding": "identity"}).content
+                                     for n in combo)
+
+    async def prepared(conn):
+        return await execute(conn, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'gb_tiles_%'",
+                             fetch="all")
+
+    held = tiles_client.portal.call(service.pool.run, prepared)
+    assert 0 < len(held) <= COMPOSITES_PER_CONNECTION
+
+
 def test_event_flags_follow_the_events_module(tiles_client, demo_engine):
     warn_share = tiles_client.app.state.settings.events.warn_share
     centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
