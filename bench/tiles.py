@@ -24,7 +24,9 @@ driven in process, interleaved tile by tile with the raw statement) — with the
 our time: PostgreSQL as we wait for it, derived parameters, gzip (which raw SQL does not
 pay), the rest of the app, and HTTP. Beside it, the HTTP floor: uvicorn alone, no app,
 answering every request with one median-size tile, through the same client — what
-any Python HTTP server on this machine costs per request before it does anything.
+any Python HTTP server on this machine costs per request before it does anything — and
+the web map's own tile (every public layer, one composite statement) against the same
+statements run directly.
 
 Goals: grids uncached ≥ 1.5× tipg's throughput, warm ≥ 10×, overhead over raw SQL ≤ 25 %.
 
@@ -56,6 +58,7 @@ from sqlalchemy import text  # noqa: E402
 from bench.common import (  # noqa: E402
     ROOT, bare_served, demo_engine, fmt, free_port, get_request, listening, load, served,
 )
+from tiles.layers import PUBLIC_LAYERS  # noqa: E402
 
 TIPG_VERSION = "1.6.1"
 TIPG_VENV = ROOT / ".gridbranch" / "bench-tipg-venv"
@@ -132,29 +135,43 @@ def tipg_served(python: Path, database_url: str, pool: int, limit: int):
 
 # -- raw SQL ---------------------------------------------------------------------------
 class RawSQL:
-    """The grids layer's prepared statement run directly on the same tiles (parameters
-    prepared beforehand — the derived records at the current versions): :meth:`one`,
-    mean ms per tile on one connection; :meth:`many`, tiles/s over ``connections``
-    connections in threads."""
+    """The tile statements run directly on the same tiles, as our service runs them — the
+    grids layer's prepared statement by default, or for several layers the composite
+    statement of those drawn at each tile's zoom — with the parameters prepared
+    beforehand (the derived records at the current versions): :meth:`one`, mean ms per
+    tile on one connection; :meth:`many`, tiles/s over ``connections`` connections in
+    threads."""
 
-    def __init__(self, tiles: list[tuple[int, int, int]], connections: int):
+    def __init__(self, tiles: list[tuple[int, int, int]], connections: int, names: tuple[str, ...] = ("grids",)):
         from geo_api.settings import Settings
         from layers import db
-        from tiles.layers import GRIDS
-        from tiles.service import TileService
+        from tiles.layers import composite, execute_sql
+        from tiles.service import TileService, layers_at_zoom, parse_layers
         from tiles.tms import Tile
 
         settings = Settings.from_env()
         service = TileService(settings, db.database_url(settings.database))
         now = datetime.now(timezone.utc)
+        self.composites = {}
 
-        async def all_params():
+        async def all_statements():
             versions = await service.reader.read()
-            out = [await service.params(GRIDS, Tile(*t), None, versions, now) for t in tiles]
+            out = []
+            for t in tiles:
+                layers = layers_at_zoom(parse_layers(",".join(names), role=None, area_code=None), t[0])
+                bound = [(layer, await service.params(layer, Tile(*t), None, versions, now)) for layer in layers]
+                if len(bound) == 1:
+                    layer, p = bound[0]
+                    out.append((execute_sql(layer, len(p)), p))
+                else:
+                    c = composite(tuple(layer.name for layer in layers))
+                    self.composites[c.statement] = f"PREPARE {c.statement} ({', '.join(c.param_types)}) AS {c.sql}"
+                    p = tuple(v for _, lp in bound for v in lp)
+                    out.append((f"EXECUTE {c.statement} ({', '.join(['%s'] * len(p))})", p))
             service.close()
             return out
 
-        self.params = asyncio.run(all_params())
+        self.params = asyncio.run(all_statements())
         self.connections = connections
         self.dsn = db.database_url(settings.database).replace("postgresql+psycopg2://", "postgresql://")
         self.conn = self.connect()
@@ -170,13 +187,15 @@ class RawSQL:
         c.autocommit = True
         with c.cursor() as cur:
             prepare(cur)
+            for sql in self.composites.values():
+                cur.execute(sql)
         return c
 
     @staticmethod
-    def execute(cur, p):
-        from tiles.layers import GRIDS, execute
-
-        execute(cur, GRIDS, p)
+    def execute(cur, statement):
+        sql, params = statement
+        cur.execute(sql, params)
+        cur.fetchone()
 
     def one(self) -> float:
         cur = self.conn.cursor()
@@ -442,9 +461,12 @@ def run(args, engine) -> None:
           f"shuffled (seed {SEED}); Accept-Encoding: gzip; one worker and a pool of {args.pool} connections each; "
           f"{args.clients} clients; median of {args.rounds} interleaved rounds", flush=True)
 
-    runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1", "floor1")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1", "floor1", "map1")}
     raw_sql = RawSQL(tiles, args.pool)
+    raw_map = RawSQL(tiles, 1, PUBLIC_LAYERS)  # the web map's tile: every public layer, one statement
+    map_req = [get_request(f"/tiles/{','.join(PUBLIC_LAYERS)}/{z}/{x}/{y}.mvt", ACCEPT) for z, x, y in tiles]
     raw_runs: list[float] = []
+    raw_map_runs: list[float] = []
     raw_many: list[float] = []
     with tipg_served(python, url, args.pool, args.limit) as tport, \
             served({**env, "GRIDBRANCH_TILES_CACHE": "false"}) as off_port, \
@@ -465,9 +487,12 @@ def run(args, engine) -> None:
             runs["tipg1"].append(load(tport, tipg_req, 1))
             runs["off1"].append(load(off_port, ours_req, 1))
             raw_runs.append(raw_sql.one())  # right after ours with one client, on the same machine state
+            runs["map1"].append(load(off_port, map_req, 1))
+            raw_map_runs.append(raw_map.one())
             runs["warm1"].append(load(warm_port, ours_req, 1))
             raw_many.append(raw_sql.many())
     raw_sql.close()
+    raw_map.close()
     raw = {"mean_ms": statistics.median(raw_runs), "per_s": statistics.median(raw_many)}
     ip = in_process(tiles, args.pool, max(3, args.rounds))
     app_ms = ip["app_ms"]
@@ -521,13 +546,17 @@ def run(args, engine) -> None:
           f"({len(floor_body):,} bytes gzipped), the same client, 1 client: {floor:.3f} ms per request = "
           f"{floor / raw['mean_ms'] * 100:.0f} % of the raw SQL time (the 25 % budget is "
           f"{raw['mean_ms'] * 0.25:.3f} ms per tile)")
+    map_ms, raw_map_ms = m["map1"]["mean_ms"], statistics.median(raw_map_runs)
+    print(f"  the web map's tile ({len(PUBLIC_LAYERS)} public layers, those in range drawn by one composite "
+          f"statement), cache off, 1 client, HTTP end to end: {map_ms:.3f} ms per tile; the same statements run "
+          f"directly: {raw_map_ms:.3f} ms = +{(map_ms / raw_map_ms - 1) * 100:.0f} %")
     print(f"  our throughput ({args.clients} clients, cache off) over raw SQL ({args.pool} connections): "
           f"{m['off']['per_s'] / raw['per_s'] * 100:.0f} %")
     for name, r in runs.items():
         print(f"  rounds {name}: " + ", ".join(f"{x['per_s']:,.0f}/s" for x in r))
     print("  rounds raw SQL, 1 connection: " + ", ".join(f"{x:.3f} ms" for x in raw_runs))
     print("(medians of the rounds; full figures of the median rounds:)")
-    for name in ("tipg", "off", "warm", "floor1"):
+    for name in ("tipg", "off", "warm", "floor1", "map1"):
         print(f"  {name}: {fmt(m[name])}")
 
 
