@@ -190,3 +190,25 @@ def test_on_a_phone_the_form_comes_into_view_after_signing_in(page, live_server,
     wait_state(page, "none")
     expect(page.locator("#register-title")).to_be_in_viewport()
     expect(page.locator("#register-locate-me")).to_be_in_viewport()
+
+
+def test_pending_registrations_page_in_newest_first(page, live_server, demo_engine):
+    with demo_engine.connect() as conn:
+        expected = [r[0] for r in conn.execute(text(
+            "SELECT id FROM registrations WHERE status = 'pending' ORDER BY created_at DESC, id DESC"))]
+    if len(expected) <= 50:
+        pytest.skip("the demo has too few pending registrations to page")
+    open_map(page, live_server)
+    sign_in(page, "admin")
+    page.wait_for_selector("#pending-list li.pending-item")
+    ids = lambda: page.eval_on_selector_all("#pending-list li.pending-item", "ls => ls.map((l) => Number(l.dataset.id))")  # noqa: E731
+    assert ids() == expected[:50]
+    assert f"本辖区有 {len(expected)} 条报到待确认（已显示最新 50 条）" in page.inner_text(".pending-summary")
+    page.click("#pending-list li.pending-more button")
+    page.wait_for_function("document.querySelectorAll('#pending-list li.pending-item').length > 50")
+    assert ids() == expected[:100]
+    more = page.query_selector_all("#pending-list li.pending-more")
+    if len(expected) > 100:
+        assert len(more) == 1 and f"还有 {len(expected) - 100} 条" in more[0].inner_text()
+    else:
+        assert more == []

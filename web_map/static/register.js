@@ -16,6 +16,7 @@
 //   #pending-list li[data-id] one pending registration each
 
 const STATUS_NAMES = { pending: '待确认', confirmed: '已确认', rejected: '已退回', ended: '已结束' };
+const PAGE = 50; // pending registrations per page
 const MATCH_NOTES = {
   inside: '',
   boundary: '（位于网格边界上，已按规则归入该网格）',
@@ -279,11 +280,28 @@ export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, sess
     }
   }
 
-  async function loadPending(done = '') {
-    const { total, items } = await call('v1/registrations?status=pending&limit=50');
-    pendingList.replaceChildren(...items.map(pendingItem));
-    const more = total > items.length ? `（显示最新 ${items.length} 条）` : '';
-    pendingSummary.textContent = `${done}${total ? `本辖区有 ${total} 条报到待确认${more}。` : '本辖区没有待确认的报到。'}`;
+  // newest first, a page at a time ("显示更多" appends the next page)
+  async function loadPending(done = '', more = false) {
+    const offset = more ? pendingList.querySelectorAll('li.pending-item').length : 0;
+    const { total, items } = await call(`v1/registrations?status=pending&limit=${PAGE}&offset=${offset}`);
+    const rows = items.map(pendingItem);
+    if (more) {
+      pendingList.querySelector('li.pending-more')?.remove();
+      pendingList.append(...rows);
+    } else {
+      pendingList.replaceChildren(...rows);
+    }
+    const shown = pendingList.querySelectorAll('li.pending-item').length;
+    if (shown < total) {
+      const li = el('li', 'pending-more');
+      const button = el('button', 'link', `显示更多（还有 ${total - shown} 条）`);
+      button.type = 'button';
+      button.addEventListener('click', () => loadPending('', true).catch((err) => say(pendingSummary, `加载失败：${err.message}`, 'error')));
+      li.append(button);
+      pendingList.append(li);
+    }
+    const part = shown < total ? `（已显示最新 ${shown} 条）` : '';
+    pendingSummary.textContent = `${done}${total ? `本辖区有 ${total} 条报到待确认${part}。` : '本辖区没有待确认的报到。'}`;
   }
 
   // --- who is signed in -----------------------------------------------------------
