@@ -237,37 +237,36 @@ class TileService:
 
     async def render(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None,
                      versions: dict[str, int], now: datetime) -> CachedTile:
-        """Draw the tile: each layer's prepared statement, joined, and the truncation layer.
+        """Draw the tile in one statement (one snapshot): the layers, joined, and the
+        truncation layer.
 
         ``versions`` are the data versions to build derived parameters (``$6`` of the
-        grids, coverage and H3 layers) at. Every statement answers the versions it was
-        drawn at, in its own snapshot; a derived layer whose records were built at other
-        versions is drawn again with records at the versions it answered (a write
-        committed between the two), up to ``RENDER_ATTEMPTS`` times. The tile is filed
-        under — and its ETag made of — the versions the statements answered."""
+        grids, coverage and H3 layers) at. The statement answers the versions each layer
+        was drawn at; a derived layer whose records were built at other versions is drawn
+        again with records at the versions answered (a write committed between the two),
+        up to ``RENDER_ATTEMPTS`` times. The tile is filed under — and its ETag made of —
+        the versions the statement answered; one whose data kept changing is served, with
+        an ETag of what it holds, and not filed."""
         assumed = versions
         attempt = 0
         while True:
             attempt += 1
             bound = [(layer, await self.params(layer, tile, scope, assumed, now)) for layer in layers]
             rows = await self.pool.run(partial(_draw, bound))
-            seen: dict[str, int] = {}
-            consistent, stale = True, []
+            seen: dict[str, int] = {}  # one snapshot: a version is the same for every layer
+            stale = []
             for (layer, _), row in zip(bound, rows):
-                for k, v in zip(layer.version_keys, row[4]):
-                    if seen.setdefault(k, v) != v:
-                        consistent = False
-                    if layer.derived and assumed.get(k, 0) != v and layer not in stale:
-                        stale.append(layer)
+                seen.update(zip(layer.version_keys, row[4]))
+                if layer.derived and any(assumed.get(k, 0) != seen[k] for k in layer.version_keys):
+                    stale.append(layer)
             self.observe(seen)
             if not stale:
                 drawn = None
                 break
             if attempt == RENDER_ATTEMPTS:
                 log.warning("tile %s: data kept changing while it was drawn; served, not cached", tile)
-                consistent = False
-                drawn = [tuple(zip(layer.version_keys, row[4])) for (layer, _), row in zip(bound, rows)]
-                drawn.append(tuple((f"assumed:{k}", assumed.get(k, 0)) for layer in stale for k in layer.version_keys))
+                drawn = tuple(seen.items()) + tuple((f"assumed:{k}", assumed.get(k, 0))
+                                                    for layer in stale for k in layer.version_keys)
                 break
             assumed = {**assumed, **seen}
         parts, truncated, epochs = [], {}, []
@@ -282,11 +281,9 @@ class TileService:
                 if next_change is not None and (valid_until is None or next_change < valid_until):
                     valid_until = next_change
         body = b"".join(parts) + truncated_layer(truncated)
-        used = _used_versions(layers, seen) if consistent else None
-        if used is None and drawn is None:  # layers drawn in snapshots a write fell between
-            drawn = [tuple(zip(layer.version_keys, row[4])) for (layer, _), row in zip(bound, rows)]
+        used = _used_versions(layers, seen) if drawn is None else None
         etag = make_etag(tuple(layer.name for layer in layers), tile.z, tile.x, tile.y,
-                         used if used is not None else tuple(drawn), scope, tuple(epochs), self.config_tag)
+                         used if used is not None else drawn, scope, tuple(epochs), self.config_tag)
         return CachedTile(versions=used, etag=etag, body=body, truncated=truncated, valid_until=valid_until)
 
     def key(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None) -> tuple:

@@ -723,3 +723,38 @@ def test_style_passes_the_maplibre_style_spec_validator(tiles_client, tmp_path):
         done = subprocess.run([node, "-e", script], cwd=web_map, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == []
+
+
+def test_a_tile_whose_data_keeps_changing_is_served_but_not_filed(tiles_client, demo_engine, caplog):
+    from tiles.service import RENDER_ATTEMPTS
+
+    service = tiles_client.app.state.tiles
+    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
+                              "WHERE level = 'district'")
+    tile = tile_at(centre[0], centre[1], 13)
+    layers = (LAYERS["grids"], LAYERS["areas"])
+    now = datetime.now(timezone.utc)
+    run, draws = service.pool.run, []
+
+    async def written_then_drawn(work):
+        with demo_engine.begin() as conn:  # a grid edit commits between the records' build and every draw
+            conn.execute(text("UPDATE data_versions SET version = version + 1 WHERE layer = 'grids'"))
+        rows = await run(work)
+        draws.append(rows)
+        return rows
+
+    async def draw():
+        return await service.render(layers, tile, None, await service.reader.read(), now)
+
+    service.pool.run = written_then_drawn
+    try:
+        with caplog.at_level("WARNING", logger="gridbranch.tiles"):
+            changing = tiles_client.portal.call(draw)
+    finally:
+        service.pool.run = run
+    assert len(draws) == RENDER_ATTEMPTS
+    assert "kept changing" in caplog.text
+    assert changing.versions is None and changing.body  # served, with an ETag of its own, not filed
+    settled = tiles_client.portal.call(draw)
+    assert settled.versions is not None and settled.etag != changing.etag
+    assert decode(settled.body).keys() == decode(changing.body).keys() == {"grids", "areas"}
