@@ -150,6 +150,12 @@ def test_member_registers_where_they_live_and_an_admin_decides(page, page_log, l
     sign_in(page, MEMBER)
     wait_state(page, "confirmed")
     assert page.inner_text("#register-current").endswith("已确认")
+    home = [float(v) for v in page.get_attribute("#register", "data-home").split(",")]
+    assert home == [pytest.approx(second[8], abs=1e-7), pytest.approx(second[9], abs=1e-7)]
+    assert len(page.query_selector_all(".maplibregl-marker")) == 1  # the grey pin; no new point chosen yet
+    page.click("#signout")
+    page.wait_for_function("document.body.dataset.role === undefined")
+    assert page.query_selector_all(".maplibregl-marker") == [] and page.get_attribute("#register", "data-home") is None
 
     assert page_log.page_errors == [] and page_log.failed == [] and page_log.foreign == []
     assert all(" 409 " in f" {b} " and b.endswith("/v1/registrations") for b in page_log.bad_status), page_log.bad_status

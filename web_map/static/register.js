@@ -12,6 +12,7 @@
 //
 // Hooks for the browser tests:
 //   #register[data-state]     "none" | "pending" | "confirmed" (the member's active registration)
+//   #register[data-home]      "lon,lat" of that registration's residence (its grey pin)
 //   #register-located[data-grid]  the grid code the chosen point falls in
 //   #pending-list li[data-id] one pending registration each
 
@@ -35,6 +36,7 @@ export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, sess
   const pendingSummary = pendingSection.querySelector('.pending-summary');
   let picking = false;
   let marker = null;
+  let home = null;
   let accuracy = null;
   let lookup = 0; // the latest locate request; older answers are dropped
 
@@ -187,10 +189,28 @@ export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, sess
     form.elements.role.options[0].value = '';
   }
 
+  // where the active registration puts the member: a grey pin (the red one is a new point)
+  function showHome(point) {
+    if (!point) {
+      if (home) {
+        home.remove();
+      }
+      delete section.dataset.home;
+      return;
+    }
+    if (!home) {
+      home = new maplibregl.Marker({ color: '#6f7d8c' });
+      home.getElement().title = '当前报到的居住地';
+    }
+    home.setLngLat(point).addTo(map);
+    section.dataset.home = point.join(',');
+  }
+
   async function loadMine() {
     const { active, items } = await call('v1/registrations/mine');
     section.dataset.state = active ? active.status : 'none';
     moveLabel.hidden = !active;
+    showHome(active ? active.residence.point : null);
     if (active) {
       const role = active.role ? ` · ${active.role.name}` : '';
       current.textContent = `当前报到：${active.grid.name}（${active.community.name}）${role} · ${STATUS_NAMES[active.status]}`;
@@ -315,6 +335,7 @@ export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, sess
     if (!member) {
       setPicking(false);
       clearPoint();
+      showHome(null);
       form.reset();
       say(message, '');
       delete section.dataset.state;
