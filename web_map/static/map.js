@@ -14,7 +14,8 @@
 // residences of members in their area (the `members` tiles, zoom 15 and above, a source
 // of their own that alone carries the Authorization header), and admins and dispatchers
 // get the summary line from the coverage analysis. A member registers at the grid where
-// they live, and admins and grid workers confirm registrations (register.js).
+// they live, and admins and grid workers confirm registrations (register.js); staff
+// handle a clicked event through its lifecycle (dispatch.js).
 //
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
@@ -26,6 +27,7 @@
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
+import { wireDispatch } from './dispatch.js';
 import { wireRegistration } from './register.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
@@ -249,8 +251,10 @@ map.on('error', (event) => {
 
 // The signed-in account: {token, username, role, area_code}, or null.
 let session = null;
-// Member registration and the admins' confirmations (register.js); null on the embedded map.
+// Member registration and the admins' confirmations (register.js), and event handling
+// for staff (dispatch.js); null on the embedded map.
 let registration = null;
+let dispatch = null;
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
@@ -738,10 +742,19 @@ function onClick(event) {
   const sections = [];
   const more = (list, noun) => (list.length > MAX_PER_KIND ? `（另有 ${list.length - MAX_PER_KIND} 个${noun}）` : '');
   hits.events.slice(0, MAX_PER_KIND).forEach((f, i) => {
+    const handling = dispatch ? dispatch.panel(f.id) : null; // staff: the record and its actions (dispatch.js)
     sections.push({
       kind: 'event',
       title: `事件：${f.properties.category_name || f.properties.category}${i === 0 ? more(hits.events, '事件') : ''}`,
-      body: () => eventDetails(f),
+      body: () => {
+        const details = eventDetails(f);
+        if (!handling) {
+          return details;
+        }
+        const both = el('div', 'event-body');
+        both.append(details, handling);
+        return both;
+      },
     });
   });
   hits.branches.slice(0, MAX_PER_KIND).forEach((f) => {
@@ -1022,6 +1035,15 @@ async function main() {
   wireSignIn(tilejson.bounds);
   if (!EMBED) {
     registration = wireRegistration({ map, maplibregl, apiUrl, el, formatTime, session: () => session });
+    dispatch = wireDispatch({
+      apiUrl,
+      el,
+      formatTime,
+      session: () => session,
+      statusNames: EVENT_STATUS,
+      // the tiles again (revalidated: their ETags follow the data), so a changed event redraws
+      refreshTiles: () => map.getSource(SOURCE).setTiles([tileTemplate(TILE_LAYERS)]),
+    });
   }
 
   if (Array.isArray(tilejson.bounds)) {

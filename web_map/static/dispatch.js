@@ -1,0 +1,188 @@
+// Event handling on the web map (事件派遣与办理) for signed-in staff.
+//
+// A dispatcher, admin or grid worker who clicks an event gets, under the event's public
+// details, its record as they may see it (GET /v1/events/{id}) and a button for each
+// lifecycle action their role may take now. 派遣 (dispatch) proposes the department the
+// service routes the event to (GET /v1/events/{id}/routing) and the nearby members whose
+// role fits; 不予受理 / 暂缓 / 退回 need a reason; 标记重复 needs the original event's
+// number. Each action is sent with the version last seen (a stale one is refused with
+// 409 and the record reloaded). After a change the map's tiles are fetched again, so the
+// event's colour follows at once.
+//
+// Hooks for the browser tests:
+//   .event-actions[data-id][data-status]   the record shown (status after the last action)
+
+const ACTION_NAMES = {
+  register: '登记',
+  dispatch: '派遣',
+  start: '开始处置',
+  handle: '处置完毕',
+  close: '结案',
+  reject: '不予受理',
+  defer: '暂缓',
+  return: '退回',
+  mark_duplicate: '标记重复',
+};
+const NEEDS_REASON = ['reject', 'defer', 'return'];
+const STAFF = ['dispatcher', 'admin', 'grid_worker'];
+
+export function wireDispatch({ apiUrl, el, formatTime, session, statusNames, refreshTiles }) {
+  async function call(path, { method = 'GET', body } = {}) {
+    const s = session();
+    const headers = { Accept: 'application/json', Authorization: `Bearer ${s.token}` };
+    if (body !== undefined) {
+      headers['Content-Type'] = 'application/json';
+    }
+    const response = await fetch(apiUrl(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    let data = null;
+    try {
+      data = await response.json();
+    } catch {
+      // no JSON body
+    }
+    if (!response.ok) {
+      const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  function field(label, input) {
+    const l = el('label', 'action-field', label);
+    l.append(input);
+    return l;
+  }
+
+  // The inputs an action needs, and how they become the request's fields.
+  async function inputsFor(action, event) {
+    if (action === 'dispatch') {
+      const routing = await call(`v1/events/${event.id}/routing`);
+      const department = el('input', 'department');
+      department.value = routing.department ? routing.department.name : '';
+      department.required = true;
+      const member = el('select', 'member');
+      member.append(Object.assign(el('option', null, '（不指派协助党员）'), { value: '' }));
+      for (const m of routing.suggestions || []) {
+        const text = `${m.name}（${m.role ? m.role.name : ''}，${m.distance_band}，在办 ${m.open_tasks} 件）`;
+        member.append(Object.assign(el('option', null, text), { value: String(m.member_id) }));
+      }
+      return {
+        nodes: [field('承办部门', department), field('协助党员', member)],
+        values: () => ({ department: department.value.trim() || null, member_id: member.value ? Number(member.value) : null }),
+        check: () => (department.value.trim() ? '' : '请填写承办部门。'),
+      };
+    }
+    if (NEEDS_REASON.includes(action)) {
+      const reason = el('input', 'reason');
+      reason.placeholder = '原因（必填）';
+      return {
+        nodes: [field('原因', reason)],
+        values: () => ({ reason: reason.value.trim() }),
+        check: () => (reason.value.trim() ? '' : '请填写原因。'),
+      };
+    }
+    if (action === 'mark_duplicate') {
+      const original = el('input', 'duplicate-of');
+      original.inputMode = 'numeric';
+      return {
+        nodes: [field('原事件编号', original)],
+        values: () => ({ duplicate_of: Number(original.value.replace(/^#/, '')) }),
+        check: () => (/^#?[1-9][0-9]*$/.test(original.value.trim()) ? '' : '请填写原事件编号。'),
+      };
+    }
+    return { nodes: [], values: () => ({}), check: () => '' };
+  }
+
+  function render(box, event, message = '', kind = 'info') {
+    box.dataset.status = event.status;
+    const summary = [
+      `办理状态：${statusNames[event.status] || event.status}`,
+      event.department ? `承办：${event.department.name}` : null,
+      event.assignee ? `处置人：${event.assignee}` : null,
+      event.due_at ? `时限：${formatTime(event.due_at)}` : null,
+    ].filter(Boolean).join(' · ');
+    const buttons = el('div', 'action-buttons');
+    const form = el('div', 'action-form');
+    form.hidden = true;
+    const note = el('p', `action-message message-${kind}`, message);
+    note.hidden = !message;
+    for (const action of event.actions || []) {
+      const b = el('button', `action action-${action}`, ACTION_NAMES[action] || action);
+      b.type = 'button';
+      b.dataset.action = action;
+      b.addEventListener('click', () => open(box, event, action, form, note));
+      buttons.append(b);
+    }
+    if (!(event.actions || []).length) {
+      buttons.append(el('span', 'muted', '当前无可办理的操作。'));
+    }
+    box.replaceChildren(el('p', 'action-summary', summary), buttons, form, note);
+  }
+
+  async function open(box, event, action, form, note) {
+    note.hidden = true;
+    let inputs;
+    try {
+      inputs = await inputsFor(action, event);
+    } catch (err) {
+      note.textContent = `加载失败：${err.message}`;
+      note.className = 'action-message message-error';
+      note.hidden = false;
+      return;
+    }
+    const submit = el('button', 'action-submit', `确定${ACTION_NAMES[action] || action}`);
+    submit.type = 'button';
+    submit.addEventListener('click', async () => {
+      const problem = inputs.check();
+      if (problem) {
+        note.textContent = problem;
+        note.className = 'action-message message-error';
+        note.hidden = false;
+        return;
+      }
+      try {
+        const updated = await call(`v1/events/${event.id}/transitions`, {
+          method: 'POST',
+          body: { action, version: event.version, ...inputs.values() },
+        });
+        render(box, updated, `已${ACTION_NAMES[action] || action}。`, 'success');
+        refreshTiles();
+      } catch (err) {
+        if (err.status === 409) {
+          const fresh = await call(`v1/events/${event.id}`).catch(() => event);
+          render(box, fresh, `未能${ACTION_NAMES[action] || action}：${err.message}（已刷新）`, 'error');
+        } else {
+          note.textContent = `未能${ACTION_NAMES[action] || action}：${err.message}`;
+          note.className = 'action-message message-error';
+          note.hidden = false;
+        }
+      }
+    });
+    form.replaceChildren(...inputs.nodes, submit);
+    form.dataset.action = action;
+    form.hidden = false;
+    if (!inputs.nodes.length) {
+      submit.click(); // nothing to ask: the button was the decision
+    }
+  }
+
+  // The block under an event's details in the popup: null for anonymous callers and
+  // members (they see the public details only).
+  function panel(eventId) {
+    const s = session();
+    if (!s || !STAFF.includes(s.role) || eventId === undefined || eventId === null) {
+      return null;
+    }
+    const box = el('div', 'event-actions', '正在加载办理信息…');
+    box.dataset.id = String(eventId);
+    call(`v1/events/${eventId}`)
+      .then((event) => render(box, event))
+      .catch((err) => {
+        box.textContent = err.status === 403 ? '该事件不在您的辖区。' : `办理信息加载失败：${err.message}`;
+      });
+    return box;
+  }
+
+  return { panel };
+}
