@@ -26,28 +26,7 @@ const ACTION_NAMES = {
 const NEEDS_REASON = ['reject', 'defer', 'return'];
 const STAFF = ['dispatcher', 'admin', 'grid_worker'];
 
-export function wireDispatch({ apiUrl, el, formatTime, session, statusNames, refreshTiles }) {
-  async function call(path, { method = 'GET', body } = {}) {
-    const s = session();
-    const headers = { Accept: 'application/json', Authorization: `Bearer ${s.token}` };
-    if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-    }
-    const response = await fetch(apiUrl(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    let data = null;
-    try {
-      data = await response.json();
-    } catch {
-      // no JSON body
-    }
-    if (!response.ok) {
-      const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
-      error.status = response.status;
-      throw error;
-    }
-    return data;
-  }
-
+export function wireDispatch({ call, el, formatTime, session, statusNames, refreshTiles }) {
   function field(label, input) {
     const l = el('label', 'action-field', label);
     l.append(input);

@@ -27,6 +27,7 @@
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
+import { apiCaller } from './api.js';
 import { wireDispatch } from './dispatch.js';
 import { wireRegistration } from './register.js';
 
@@ -1034,9 +1035,10 @@ async function main() {
   map.on('zoomend', () => updateZoomHints(minzoom));
   wireSignIn(tilejson.bounds);
   if (!EMBED) {
-    registration = wireRegistration({ map, maplibregl, apiUrl, el, formatTime, session: () => session });
+    const call = apiCaller(apiUrl, () => session);
+    registration = wireRegistration({ map, maplibregl, call, el, formatTime, session: () => session });
     dispatch = wireDispatch({
-      apiUrl,
+      call,
       el,
       formatTime,
       session: () => session,

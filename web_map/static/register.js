@@ -23,7 +23,7 @@ const MATCH_NOTES = {
   boundary: '（位于网格边界上，已按规则归入该网格）',
 };
 
-export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, session }) {
+export function wireRegistration({ map, maplibregl, call, el, formatTime, session }) {
   const section = document.getElementById('register');
   const current = document.getElementById('register-current');
   const form = document.getElementById('register-form');
@@ -39,30 +39,6 @@ export function wireRegistration({ map, maplibregl, apiUrl, el, formatTime, sess
   let home = null;
   let accuracy = null;
   let lookup = 0; // the latest locate request; older answers are dropped
-
-  async function call(path, { method = 'GET', body } = {}) {
-    const s = session();
-    const headers = { Accept: 'application/json' };
-    if (s) {
-      headers.Authorization = `Bearer ${s.token}`;
-    }
-    if (body !== undefined) {
-      headers['Content-Type'] = 'application/json';
-    }
-    const response = await fetch(apiUrl(path), { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-    let data = null;
-    try {
-      data = await response.json();
-    } catch {
-      // no JSON body
-    }
-    if (!response.ok) {
-      const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
-      error.status = response.status;
-      throw error;
-    }
-    return data;
-  }
 
   function say(node, text, kind = 'info') {
     node.textContent = text;
