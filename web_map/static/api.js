@@ -1,7 +1,8 @@
-// Calls to the service's API from the map's modules: JSON in and out, with the signed-in
-// account's token when there is one. A refusal becomes an Error whose message is the
-// problem details' `detail` (the service names what was wrong) and whose `status` is the
-// HTTP status.
+// What the map's panels (register.js, dispatch.js) share: calls to the service's API —
+// JSON in and out, with the signed-in account's token when there is one; a refusal
+// becomes an Error whose message is the problem details' `detail` (the service names
+// what was wrong) and whose `status` is the HTTP status — and the way they show an
+// outcome in a message line.
 
 export function apiCaller(apiUrl, session) {
   return async function call(path, { method = 'GET', body } = {}) {
@@ -27,4 +28,12 @@ export function apiCaller(apiUrl, session) {
     }
     return data;
   };
+}
+
+// Show `text` in the message line `node` (hidden when empty), styled by `kind`: info,
+// success or error. The node keeps its first class name.
+export function say(node, text, kind = 'info') {
+  node.textContent = text;
+  node.className = `${node.className.split(' ')[0]} message-${kind}`;
+  node.hidden = !text;
 }

@@ -12,6 +12,8 @@
 // Hooks for the browser tests:
 //   .event-actions[data-id][data-status]   the record shown (status after the last action)
 
+import { say } from './api.js';
+
 const ACTION_NAMES = {
   register: '登记',
   dispatch: '派遣',
@@ -84,8 +86,8 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
     const buttons = el('div', 'action-buttons');
     const form = el('div', 'action-form');
     form.hidden = true;
-    const note = el('p', `action-message message-${kind}`, message);
-    note.hidden = !message;
+    const note = el('p', 'action-message');
+    say(note, message, kind);
     for (const action of event.actions || []) {
       const b = el('button', `action action-${action}`, ACTION_NAMES[action] || action);
       b.type = 'button';
@@ -105,9 +107,7 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
     try {
       inputs = await inputsFor(action, event);
     } catch (err) {
-      note.textContent = `加载失败：${err.message}`;
-      note.className = 'action-message message-error';
-      note.hidden = false;
+      say(note, `加载失败：${err.message}`, 'error');
       return;
     }
     const submit = el('button', 'action-submit', `确定${ACTION_NAMES[action] || action}`);
@@ -115,9 +115,7 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
     submit.addEventListener('click', async () => {
       const problem = inputs.check();
       if (problem) {
-        note.textContent = problem;
-        note.className = 'action-message message-error';
-        note.hidden = false;
+        say(note, problem, 'error');
         return;
       }
       try {
@@ -132,9 +130,7 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
           const fresh = await call(`v1/events/${event.id}`).catch(() => event);
           render(box, fresh, `未能${ACTION_NAMES[action] || action}：${err.message}（已刷新）`, 'error');
         } else {
-          note.textContent = `未能${ACTION_NAMES[action] || action}：${err.message}`;
-          note.className = 'action-message message-error';
-          note.hidden = false;
+          say(note, `未能${ACTION_NAMES[action] || action}：${err.message}`, 'error');
         }
       }
     });

@@ -16,6 +16,8 @@
 //   #register-located[data-grid]  the grid code the chosen point falls in
 //   #pending-list li[data-id] one pending registration each
 
+import { say } from './api.js';
+
 const STATUS_NAMES = { pending: '待确认', confirmed: '已确认', rejected: '已退回', ended: '已结束' };
 const PAGE = 50; // pending registrations per page
 const MATCH_NOTES = {
@@ -39,12 +41,6 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, sessio
   let home = null;
   let accuracy = null;
   let lookup = 0; // the latest locate request; older answers are dropped
-
-  function say(node, text, kind = 'info') {
-    node.textContent = text;
-    node.className = `${node.className.split(' ')[0]} message-${kind}`;
-    node.hidden = !text;
-  }
 
   // --- where the member lives -----------------------------------------------------
 
@@ -255,8 +251,7 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, sessio
         return;
       }
       if (!reason.value.trim()) {
-        note.textContent = '请填写退回原因。';
-        note.hidden = false;
+        say(note, '请填写退回原因。', 'error');
         return;
       }
       decide(reg, 'reject', reason.value.trim(), note);
@@ -271,8 +266,7 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, sessio
       await call(`v1/registrations/${reg.id}/${action}`, { method: 'POST', body: action === 'reject' ? { reason } : {} });
       await loadPending(action === 'confirm' ? `已确认 ${reg.member.name} 的报到。` : `已退回 ${reg.member.name} 的报到。`);
     } catch (err) {
-      note.textContent = `操作失败：${err.message}`;
-      note.hidden = false;
+      say(note, `操作失败：${err.message}`, 'error');
     }
   }
 
