@@ -129,7 +129,7 @@ class TileSettings(BaseSettings):
     cache_control_private: str = Field("private, no-cache", description="Cache-Control of tiles with personal data")
     feature_limit: int = Field(5000, ge=1, le=1_000_000, description="features per layer and tile")
     feature_limits: dict[str, int] = Field(default_factory=dict, description="per-layer feature limits")
-    gzip_level: int = Field(6, ge=1, le=9)
+    gzip_level: int = Field(1, ge=1, le=9, description="gzip level of tiles (zlib-ng; 1 is its fast strategy)")
     fast_path: bool = Field(True, description="serve anonymous public tiles ahead of the routing (tiles.fastpath)")
 
 
