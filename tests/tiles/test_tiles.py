@@ -91,6 +91,27 @@ def test_grid_tile_attributes_match_the_database(tiles_client, demo_engine):
         assert drawn.symmetric_difference(expected).area / expected.area < 0.01
 
 
+def test_the_whole_district_view_of_a_phone_carries_every_grid(tiles_client, demo_engine):
+    """At z9 (the district fitted on a phone's screen) the grids layer is drawn: the
+    tiles over the district's extent hold every current grid, with its branch flag."""
+    bounds = one(demo_engine, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                              "FROM (SELECT ST_Extent(geom) e FROM admin_areas WHERE level = 'district') s")
+    nw, se = tile_at(bounds[0], bounds[3], 9), tile_at(bounds[2], bounds[1], 9)
+    seen = {}
+    for x in range(nw.x, se.x + 1):
+        for y in range(nw.y, se.y + 1):
+            r = tiles_client.get(path("grids", Tile(9, x, y)))
+            assert r.status_code == 200 and "x-tile-truncated" not in r.headers
+            for f in features(r.content, "grids"):
+                seen[f["properties"]["code"]] = f["properties"]["has_branch"]
+    with demo_engine.connect() as conn:
+        expected = dict(conn.execute(text(
+            "SELECT g.code, EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id "
+            "                        WHERE bg.grid_id = g.id AND b.active) "
+            "  FROM grids g WHERE g.retired_at IS NULL")).all())
+    assert seen == expected and len(expected) >= 500
+
+
 def test_polygons_are_clipped_at_tile_edges_and_continue_across(tiles_client, demo_engine):
     # a grid crossing the boundary between two z16 tiles
     z = 16
@@ -136,12 +157,15 @@ def test_composite_tile_holds_each_layer_as_served_alone(tiles_client, demo_engi
     assert all(set(f["properties"]) == {"level", "code", "name"} for f in layers["areas"]["features"])
     branch = layers["branches"]["features"][0]["properties"]
     assert set(branch) <= set(LAYERS["branches"].fields) and "secretary" not in str(branch)
-    # zoom ranges: at z9 only the areas layer is drawn
+    # zoom ranges: at z8 only the areas layer is drawn, at z9 the grids too (a phone's
+    # whole-district view)
+    z8 = tile_at(row[0], row[1], 8)
+    assert set(decode(tiles_client.get(path(PUBLIC, z8)).content)) == {"areas"}
     z9 = tile_at(row[0], row[1], 9)
-    assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) == {"areas"}
+    assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) == {"areas", "grids"}
 
 
-@pytest.mark.parametrize("z", range(10, 17))
+@pytest.mark.parametrize("z", range(9, 17))
 def test_composite_tile_is_the_layers_served_alone_byte_for_byte(tiles_client, demo_engine, z):
     """One composite statement draws the same bytes as each layer's own statement."""
     centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
@@ -610,7 +634,7 @@ def test_feature_limit_keeps_the_stated_priority_and_says_so(demo_engine):
         ("/tiles/grids,grids/14/13368/6500.mvt", 422, "layers"),
         ("/tiles/grids,/14/13368/6500.mvt", 422, "layers"),
         ("/tiles/grids/17/13368/6500.mvt", 404, "z"),
-        ("/tiles/grids/9/400/200.mvt", 404, "z"),
+        ("/tiles/grids/8/200/100.mvt", 404, "z"),
         ("/tiles/grids/99/1/1.mvt", 404, "z"),
         ("/tiles/grids/14/16384/6500.mvt", 404, "x"),
         ("/tiles/grids/14/13368/16384.mvt", 404, "y"),
@@ -641,7 +665,7 @@ def test_tilejson_for_a_layer_and_a_composite(tiles_client, demo_engine):
     tj = tiles_client.get("/tiles/grids.json").json()
     assert tj["tilejson"] == "3.0.0" and tj["scheme"] == "xyz"
     assert tj["tiles"] == ["http://testserver/tiles/grids/{z}/{x}/{y}.mvt"]
-    assert (tj["minzoom"], tj["maxzoom"]) == (10, 16)
+    assert (tj["minzoom"], tj["maxzoom"]) == (9, 16)
     assert tj["bounds"] == pytest.approx(list(extent), abs=1e-5)
     layer = tj["vector_layers"][0]
     assert layer["id"] == "grids" and set(layer["fields"]) == set(LAYERS["grids"].fields)

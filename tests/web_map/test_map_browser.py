@@ -20,6 +20,7 @@ from shapely.geometry import Point, shape
 from shapely.ops import polylabel
 
 from tests.conftest import TEST_PASSWORD
+from tiles.layers import LAYERS
 from tests.web_map.conftest import PROXY_PREFIX, VIEWPORT
 
 pytestmark = pytest.mark.browser
@@ -710,10 +711,10 @@ def test_small_screens_count_grids_from_the_paged_list(page, page_log, live_serv
         route.fulfill(response=route.fetch(url=route.request.url.replace("limit=1000", f"limit={page_size}")))
 
     page.route(lambda url: urlsplit(url).path == "/v1/grids" and "limit=1000" in url, small_pages)
-    page.set_viewport_size({"width": 360, "height": 560})
+    page.set_viewport_size({"width": 240, "height": 400})
     open_map(page, live_server)
 
-    assert page.evaluate("window.gridbranchMap.getZoom()") < 10
+    assert page.evaluate("window.gridbranchMap.getZoom()") < LAYERS["grids"].minzoom
     assert page.evaluate("document.body.dataset.stats") == "api"
     without = sum(1 for f in grids if not f["properties"]["has_branch"])
     assert page.inner_text("#stats") == (

@@ -898,7 +898,7 @@ const signinForm = document.getElementById('signin');
 const signedInEl = document.getElementById('signed-in');
 const signinError = signinForm.querySelector('.signin-error');
 const membersGroup = document.querySelector('.layer-group[data-group="members"]');
-let gridsMinzoom = 10;
+let gridsMinzoom = 9;
 
 // The members tiles are served to admins only (inside their area, zoom 15 and above).
 function addMembers(bounds) {
@@ -1031,7 +1031,7 @@ async function main() {
   wireInteraction();
   const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
   minzoom.members = 15;
-  gridsMinzoom = minzoom.grids ?? 10;
+  gridsMinzoom = minzoom.grids ?? 9;
   map.on('zoomend', () => updateZoomHints(minzoom));
   wireSignIn(tilejson.bounds);
   if (!EMBED) {
