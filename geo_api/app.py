@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geo_api import errors
+from geo_api.asgi import as_get
 from geo_api.fastpath import LocateFastPath
 from geo_api.routers import areas, auth, branches, coverage, events, grids, health, locate, open311, registrations, tiles
 from geo_api.settings import Settings
@@ -56,7 +57,8 @@ class GridbranchAPI(FastAPI):
     only requests it can answer byte for byte as the route would and hands everything
     else, bad input included, to the full stack, so errors keep their one format. Their
     settings (``GRIDBRANCH_LOCATE_FAST_PATH``, ``_TILES_FAST_PATH``, ``_EVENTS_FAST_PATH``)
-    turn them off."""
+    turn them off. A HEAD request goes everywhere as its GET, without the body
+    (:func:`geo_api.asgi.as_get`)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -70,6 +72,8 @@ class GridbranchAPI(FastAPI):
         if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
             await errors.nul_in_request(scope)(scope, receive, send)
             return
+        if scope["type"] == "http" and scope["method"] == "HEAD":
+            scope, send = as_get(scope, send)
         await self._front(scope, receive, send)
 
 

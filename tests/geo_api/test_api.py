@@ -103,6 +103,41 @@ def test_bad_input_is_a_4xx_naming_the_field(client, path, params, status, field
     assert body["status"] == status and body["field"] == field and body["detail"]
 
 
+HEAD_URLS = [
+    ("/healthz", None),
+    ("/v1/grids?limit=2", None),
+    ("/v1/areas/410105000000", None),
+    ("/v1/grids/nope", None),  # a 404: its problem+json's length, no body
+    ("/v1/locate?lon=113.68&lat=34.79", None),  # the locate fast path
+    ("/v1/registrations/stats?level=street", "admin"),
+    ("/tiles/grids/14/13366/6495.mvt", None),  # the tile fast path
+    ("/tiles/grids/14/13366/6495.mvt", "dispatcher"),  # signed in: the tile route
+    ("/tiles/grids.json", None),
+    ("/tiles/style.json", None),
+    ("/map", None),  # the web map's page (static files)
+    ("/v1/auth/token", None),  # POST only: 405, as for GET
+]
+
+
+@pytest.mark.parametrize("url, user", HEAD_URLS)
+def test_head_answers_as_get_without_the_body(client, url, user):
+    """HEAD (RFC 9110) is answered everywhere — routes, fast paths, static files — with
+    GET's status and headers (ETag and Content-Length included) and no body."""
+    from tests.conftest import token_for
+
+    headers = {"Accept-Encoding": "gzip", **(token_for(user) if user else {})}
+    got = client.get(url, headers=headers)
+    head = client.head(url, headers=headers)
+    assert head.status_code == got.status_code and head.content == b""
+    drop = {"date"}
+    assert {k: v for k, v in head.headers.items() if k not in drop} == \
+        {k: v for k, v in got.headers.items() if k not in drop}
+    assert int(head.headers.get("content-length", len(got.content))) == len(got.content)
+    if "etag" in got.headers:  # conditional HEAD
+        again = client.head(url, headers={**headers, "If-None-Match": got.headers["etag"]})
+        assert again.status_code == 304 and again.content == b""
+
+
 def test_token_and_me(client, login):
     headers = login("street_admin")
     me = client.get("/v1/auth/me", headers=headers).json()
