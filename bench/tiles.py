@@ -22,7 +22,8 @@ reads its data versions itself, as ours does) and prints our uncached time per t
 it — end to end through HTTP with one client, and for the app alone (its ASGI interface
 driven in process, interleaved tile by tile with the raw statement) — with the split of
 our time: PostgreSQL as we wait for it, derived parameters, gzip (which raw SQL does not
-pay), the rest of the app, and HTTP. Beside it, the HTTP floor: uvicorn alone, no app,
+pay), the rest of the app, and HTTP; and the same end-to-end comparison zoom by zoom
+(low-zoom tiles take PostgreSQL milliseconds, z16 tiles a third of one). Beside it, the HTTP floor: uvicorn alone, no app,
 answering every request with one median-size tile, through the same client — what
 any Python HTTP server on this machine costs per request before it does anything — and
 the web map's own tile (every public layer, one composite statement) against the same
@@ -197,12 +198,14 @@ class RawSQL:
         cur.execute(sql, params)
         cur.fetchone()
 
-    def one(self) -> float:
+    def one(self, indices: list[int] | None = None) -> float:
+        """Mean ms per tile on one connection, over every tile or the tiles at ``indices``."""
+        chosen = self.params if indices is None else [self.params[i] for i in indices]
         cur = self.conn.cursor()
         t0 = time.perf_counter()
-        for p in self.params:
+        for p in chosen:
             self.execute(cur, p)
-        return (time.perf_counter() - t0) / len(self.params) * 1000
+        return (time.perf_counter() - t0) / len(chosen) * 1000
 
     def many(self) -> float:
         conns = [self.connect() for _ in range(self.connections)]
@@ -400,6 +403,25 @@ def same_features(port_ours: int, port_tipg: int, tiles, tipg_path) -> tuple[int
     return same, more, len(sample)
 
 
+def by_zoom(port: int, raw_sql: RawSQL, tiles: list[tuple[int, int, int]], rounds: int,
+            per_zoom: int = 300) -> list[tuple[int, int, float, float]]:
+    """Our time per tile (HTTP end to end, one client, cache off) against the raw
+    statement, zoom by zoom: each zoom's tiles (up to ``per_zoom``, repeated to about that
+    many requests), ours then raw, ``rounds`` times; the medians. Rows (z, tiles, ours
+    ms, raw ms)."""
+    out = []
+    for z in sorted({t[0] for t in tiles}):
+        indices = [i for i, t in enumerate(tiles) if t[0] == z][:per_zoom]
+        indices = (indices * -(-per_zoom // len(indices)))[:max(per_zoom, len(indices))]
+        reqs = [get_request(f"/tiles/grids/{tiles[i][0]}/{tiles[i][1]}/{tiles[i][2]}.mvt", ACCEPT) for i in indices]
+        ours, raw = [], []
+        for _ in range(rounds):
+            ours.append(load(port, reqs, 1)["mean_ms"])
+            raw.append(raw_sql.one(indices))
+        out.append((z, len(set(indices)), statistics.median(ours), statistics.median(raw)))
+    return out
+
+
 def median_tile(port: int, tiles: list[tuple[int, int, int]], sample: int = 200) -> bytes:
     """The median-size body (gzipped) of the first ``sample`` grids tiles served on ``port``."""
     import http.client
@@ -491,6 +513,7 @@ def run(args, engine) -> None:
             raw_map_runs.append(raw_map.one())
             runs["warm1"].append(load(warm_port, ours_req, 1))
             raw_many.append(raw_sql.many())
+        zooms_overhead = by_zoom(off_port, raw_sql, tiles, args.rounds)
     raw_sql.close()
     raw_map.close()
     raw = {"mean_ms": statistics.median(raw_runs), "per_s": statistics.median(raw_many)}
@@ -546,6 +569,11 @@ def run(args, engine) -> None:
           f"({len(floor_body):,} bytes gzipped), the same client, 1 client: {floor:.3f} ms per request = "
           f"{floor / raw['mean_ms'] * 100:.0f} % of the raw SQL time (the 25 % budget is "
           f"{raw['mean_ms'] * 0.25:.3f} ms per tile)")
+    print("  by zoom (1 client, cache off, HTTP end to end; the heavier the tile, the smaller the share of "
+          "the fixed HTTP and app cost):")
+    for z, n, ours_ms, raw_ms in zooms_overhead:
+        print(f"    z{z:<3} {n:>5} tiles  ours {ours_ms:7.3f} ms  raw SQL {raw_ms:7.3f} ms  "
+              f"+{(ours_ms / raw_ms - 1) * 100:3.0f} %  (+{ours_ms - raw_ms:.3f} ms)")
     map_ms, raw_map_ms = m["map1"]["mean_ms"], statistics.median(raw_map_runs)
     print(f"  the web map's tile ({len(PUBLIC_LAYERS)} public layers, those in range drawn by one composite "
           f"statement), cache off, 1 client, HTTP end to end: {map_ms:.3f} ms per tile; the same statements run "
