@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--within", required=True, help="area (or grid) code, e.g. 410105000000")
     q.add_argument("--level", choices=["district", "street", "community", "grid"],
                    help="units of the table (default: the level below --within)")
-    q.add_argument("--out", default=".", help="directory for coverage_<code>_{issues.geojson,issues.csv,summary.csv}")
+    q.add_argument("--out", default=".", help="directory for coverage_<code>_{issues.geojson,issues.csv,<level>_summary.csv}")
     q.set_defaults(func=cmd_coverage_report)
 
     for name, func, text in (

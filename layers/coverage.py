@@ -1061,6 +1061,12 @@ def _summary_row(u: dict[str, Any]) -> list:
     return out
 
 
+def summary_filename(result: dict[str, Any]) -> str:
+    """The file name of a summary's CSV: the area and the level of its units
+    (``coverage_410105000000_street_summary.csv``)."""
+    return f"coverage_{result['code']}_{result['level']}_summary.csv"
+
+
 def summary_csv(result: dict[str, Any]) -> str:
     """The units of :func:`summary` as CSV, then the whole area as the last row."""
     buf = io.StringIO()

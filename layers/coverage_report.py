@@ -60,12 +60,13 @@ def format_table(result: dict, found: list[dict]) -> str:
 def write_report(session: Session, *, within: str, out_dir: Path, level: str | None = None,
                  thresholds: Thresholds | None = None) -> tuple[str, list[Path]]:
     """Analyse ``within``, write ``coverage_<code>_issues.geojson``, ``…_issues.csv`` and
-    ``…_summary.csv`` into ``out_dir``; returns the table text and the paths written."""
+    ``coverage_<code>_<level>_summary.csv`` into ``out_dir``; returns the table text and
+    the paths written."""
     result = cov.summary(session, code=within, level=level, thresholds=thresholds)
     found = cov.issues(session, within=within, thresholds=thresholds)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"coverage_{within}_issues.geojson", out_dir / f"coverage_{within}_issues.csv",
-             out_dir / f"coverage_{within}_summary.csv"]
+             out_dir / cov.summary_filename(result)]
     collection = cov.issues_geojson(found, within=within)
     paths[0].write_text(json.dumps(collection, ensure_ascii=False), encoding="utf-8")
     paths[1].write_text(BOM + cov.issues_csv(found), encoding="utf-8")

@@ -68,7 +68,7 @@ def coverage_summary(
             raise InvalidInput("code is required: there is more than one district (or none)", field="code")
     result = cov.summary(session, code=code, level=level, thresholds=thresholds)
     if format == "csv":
-        return _csv(cov.summary_csv(result), f"coverage_{code}_summary.csv")
+        return _csv(cov.summary_csv(result), cov.summary_filename(result))
     if format == "geojson":
         return _json(cov.summary_geojson(session, result, thresholds), "application/geo+json")
     return _json(result)

@@ -76,7 +76,7 @@ def test_summary_csv_and_geojson(client):
     body = client.get("/v1/coverage/summary", params={"code": STREET}, headers=headers).json()
     r = client.get("/v1/coverage/summary", params={"code": STREET, "format": "csv"}, headers=headers)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
-    assert f"coverage_{STREET}_summary.csv" in r.headers["content-disposition"]
+    assert f"coverage_{STREET}_community_summary.csv" in r.headers["content-disposition"]
     table = rows(r.content)
     assert [t["code"] for t in table] == [u["code"] for u in body["units"]] + [STREET]
     for t, u in zip(table, body["units"]):
@@ -263,7 +263,7 @@ def test_coverage_report_command(demo_engine, tmp_path, monkeypatch, capsys):
     table = rows((tmp_path / f"coverage_{STREET}_issues.csv").read_bytes())
     assert len(issues["features"]) == len(table) > 2
     assert [f["id"] for f in issues["features"]] == [t["id"] for t in table]
-    summary = rows((tmp_path / f"coverage_{STREET}_summary.csv").read_bytes())
+    summary = rows((tmp_path / f"coverage_{STREET}_community_summary.csv").read_bytes())
     assert summary[-1]["code"] == STREET and all(s["code"].startswith(STREET[:9]) for s in summary)
     assert main(["coverage", "report", "--within", "410105999000", "--out", str(tmp_path)]) == 2
     assert "unknown within" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-// What the map's panels (register.js, dispatch.js) share: calls to the service's API —
+// What the map's panels (register.js, dispatch.js, ranking.js) share: calls to the service's API —
 // JSON in and out, with the signed-in account's token when there is one; a refusal
 // becomes an Error whose message is the problem details' `detail` (the service names
 // what was wrong) and whose `status` is the HTTP status — and the way they show an
@@ -22,12 +22,43 @@ export function apiCaller(apiUrl, session) {
       // no JSON body
     }
     if (!response.ok) {
-      const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
-      error.status = response.status;
-      throw error;
+      throw refusal(response, data);
     }
     return data;
   };
+}
+
+// A file from the API (a CSV export), saved by the browser under the name the service
+// gives it (Content-Disposition), or `fallback`.
+export function apiDownloader(apiUrl, session) {
+  return async function download(path, fallback) {
+    const s = session();
+    const response = await fetch(apiUrl(path), { headers: s ? { Authorization: `Bearer ${s.token}` } : {} });
+    if (!response.ok) {
+      let data = null;
+      try {
+        data = await response.json();
+      } catch {
+        // no JSON body
+      }
+      throw refusal(response, data);
+    }
+    const named = /filename="?([^";]+)"?/.exec(response.headers.get('Content-Disposition') || '');
+    const url = URL.createObjectURL(await response.blob());
+    const link = document.createElement('a');
+    link.href = url;
+    link.download = named ? named[1] : fallback;
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  };
+}
+
+function refusal(response, data) {
+  const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
+  error.status = response.status;
+  return error;
 }
 
 // Show `text` in the message line `node` (hidden when empty), styled by `kind`: info,

@@ -15,7 +15,8 @@
 // of their own that alone carries the Authorization header), and admins and dispatchers
 // get the summary line from the coverage analysis. A member registers at the grid where
 // they live, and admins and grid workers confirm registrations (register.js); staff
-// handle a clicked event through its lifecycle (dispatch.js).
+// handle a clicked event through its lifecycle (dispatch.js); admins and dispatchers rank
+// the units of their area (ranking.js).
 //
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
@@ -27,8 +28,9 @@
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
-import { apiCaller } from './api.js';
+import { apiCaller, apiDownloader } from './api.js';
 import { wireDispatch } from './dispatch.js';
+import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
@@ -172,6 +174,14 @@ function fitPadding() {
   return pad;
 }
 
+// Bring a place into the part of the map the panel leaves clear (beside the side panel,
+// above a phone's bottom sheet): `bounds`, or a `point` at `zoom`. Fitted with padding,
+// never by flyTo's padding option (which would stay set on the map).
+function reveal({ bounds, point, zoom = 16 }) {
+  const [w, s, e, n] = bounds ? [...bounds[0], ...bounds[1]] : [point[0], point[1], point[0], point[1]];
+  map.fitBounds([[w, s], [e, n]], { padding: fitPadding(), maxZoom: zoom });
+}
+
 function el(tag, className, text) {
   const node = document.createElement(tag);
   if (className) {
@@ -256,6 +266,7 @@ let session = null;
 // for staff (dispatch.js); null on the embedded map.
 let registration = null;
 let dispatch = null;
+let ranking = null; // rankings for admins and dispatchers (ranking.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
@@ -952,6 +963,9 @@ function showSession() {
   if (registration) {
     registration.sessionChanged();
   }
+  if (ranking) {
+    ranking.sessionChanged();
+  }
 }
 
 async function signIn(username, password, bounds) {
@@ -1036,7 +1050,8 @@ async function main() {
   wireSignIn(tilejson.bounds);
   if (!EMBED) {
     const call = apiCaller(apiUrl, () => session);
-    registration = wireRegistration({ map, maplibregl, call, el, formatTime, session: () => session });
+    registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, session: () => session });
+    ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
     dispatch = wireDispatch({
       call,
       el,

@@ -25,7 +25,7 @@ const MATCH_NOTES = {
   boundary: '（位于网格边界上，已按规则归入该网格）',
 };
 
-export function wireRegistration({ map, maplibregl, call, el, formatTime, session }) {
+export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal, session }) {
   const section = document.getElementById('register');
   const current = document.getElementById('register-current');
   const form = document.getElementById('register-form');
@@ -130,7 +130,7 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, sessio
         say(message, '');
         const { longitude, latitude, accuracy: acc } = position.coords;
         await setPoint(longitude, latitude, 'wgs84', Number.isFinite(acc) ? Math.round(acc * 10) / 10 : null);
-        map.flyTo({ center: [longitude, latitude], zoom: Math.max(map.getZoom(), 15) });
+        reveal({ point: [longitude, latitude], zoom: Math.max(map.getZoom(), 15) });
       },
       (error) => {
         const why = error.code === error.PERMISSION_DENIED ? '未获得定位权限' : error.message || '定位失败';
@@ -229,7 +229,7 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, sessio
     const who = el('button', 'pending-who link', `${reg.member.name} → ${reg.grid.name}`);
     who.type = 'button';
     who.title = '在地图上查看居住地';
-    who.addEventListener('click', () => map.flyTo({ center: reg.residence.point, zoom: 16 }));
+    who.addEventListener('click', () => reveal({ point: reg.residence.point, zoom: 16 }));
     const role = reg.role ? reg.role.name : '未选岗位';
     li.append(who, el('span', 'pending-meta', `${reg.community.name} · ${role} · ${formatTime(reg.created_at)}`));
     const actions = el('div', 'pending-actions');
