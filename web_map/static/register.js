@@ -30,7 +30,8 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
   const current = document.getElementById('register-current');
   const form = document.getElementById('register-form');
   const located = document.getElementById('register-located');
-  const message = form.querySelector('.register-message');
+  const message = section.querySelector('.register-message');
+  const again = document.getElementById('register-again');
   const moveLabel = form.querySelector('.register-move');
   const pickButton = document.getElementById('register-pick');
   const pendingSection = document.getElementById('pending');
@@ -182,6 +183,9 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
     const { active, items } = await call('v1/registrations/mine');
     section.dataset.state = active ? active.status : 'none';
     moveLabel.hidden = !active;
+    // with an active registration the form waits behind 重新报到 (it would end that one)
+    form.hidden = Boolean(active);
+    again.hidden = !active;
     showHome(active ? active.residence.point : null);
     if (active) {
       const role = active.role ? ` · ${active.role.name}` : '';
@@ -192,6 +196,13 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
       current.textContent = '尚未在居住地网格报到。';
     }
   }
+
+  again.addEventListener('click', () => {
+    again.hidden = true;
+    form.hidden = false;
+    form.elements.move.checked = true;
+    form.scrollIntoView({ block: 'nearest' });
+  });
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
