@@ -6,6 +6,7 @@ import argparse
 import secrets
 import sys
 import time
+from datetime import datetime, timedelta, timezone
 
 from geo_api.settings import Settings
 from layers.errors import GridbranchError
@@ -59,16 +60,28 @@ def cmd_migrate(args, settings: Settings) -> int:
     return 0
 
 
-def load_demo_if_missing(engine) -> None:
-    """Load the Jinshui demo district unless it is there; prints counts and timings."""
+#: A loaded demo whose newest event is older than this gets a hint to reload it.
+DEMO_STALE = timedelta(hours=24)
+
+
+def load_demo_if_missing(engine, as_of: datetime | None = None) -> None:
+    """Load the Jinshui demo district unless it is there, its timeline leading up to
+    ``as_of`` (default the generator's fixed instant); prints counts and timings, or, for
+    a demo loaded long ago, how to renew its timeline."""
+    from sqlalchemy import text
+
     from ingest.demo import generate, load
 
     with engine.begin() as conn:
         if load.is_loaded(conn):
             print("Jinshui demo district already loaded.")
+            newest = conn.execute(text("SELECT max(at) FROM event_log")).scalar()
+            hint = demo_staleness(newest, datetime.now(timezone.utc))
+            if hint:
+                print(hint)
             return
     t0 = time.perf_counter()
-    district = generate.build_demo()
+    district = generate.build_demo(as_of=as_of or generate.AS_OF)
     t1 = time.perf_counter()
     with engine.begin() as conn:
         counts = load.load_demo(conn, district)
@@ -77,7 +90,24 @@ def load_demo_if_missing(engine) -> None:
             raise GridbranchError("demo invariants failed:\n  " + "\n  ".join(problems))
     t2 = time.perf_counter()
     print(load.format_counts(counts))
-    print(f"built in {t1 - t0:.1f} s, loaded and checked in {t2 - t1:.1f} s; invariants hold.")
+    print(f"timeline up to {district.as_of:%Y-%m-%d %H:%M} (UTC+8); built in {t1 - t0:.1f} s, loaded and checked "
+          f"in {t2 - t1:.1f} s; invariants hold.")
+
+
+def demo_staleness(newest: datetime | None, now: datetime) -> str | None:
+    """The hint for a loaded demo whose newest event (``newest``) is long past: its open
+    events have all run over their time limits since it was loaded."""
+    if newest is None or now - newest <= DEMO_STALE:
+        return None
+    days = (now - newest) / timedelta(days=1)
+    return (f"The demo's newest event is from {newest.astimezone(timezone(timedelta(hours=8))):%Y-%m-%d %H:%M} "
+            f"(UTC+8), {days:.1f} days ago, so its open events now look overdue. `gridbranch demo --reload` "
+            "loads it afresh with a timeline up to now (changes made to the demo are lost).")
+
+
+def demo_now() -> datetime:
+    """The present in UTC+8, to the minute: the instant a freshly loaded demo leads up to."""
+    return datetime.now(timezone(timedelta(hours=8))).replace(second=0, microsecond=0)
 
 
 def _demo_password(settings: Settings) -> tuple[str, bool]:
@@ -92,8 +122,20 @@ def cmd_demo(args, settings: Settings) -> int:
     from geo_api.accounts import ensure_demo_accounts
 
     settings.service.demo = True
+    if args.reload:
+        if settings.database.database_url:
+            print("--reload drops and recreates the database: it is only for the private cluster, not for "
+                  "GRIDBRANCH_DATABASE_URL", file=sys.stderr)
+            return 2
+        from layers import db
+        from layers import cluster as pgcluster
+
+        c = db.private_cluster(settings.database)
+        pgcluster.start(c)
+        pgcluster.drop_database(c.url(), settings.database.db_name)
+        print(f"database {settings.database.db_name} dropped; loading the demo afresh")
     engine = _engine(settings)
-    load_demo_if_missing(engine)
+    load_demo_if_missing(engine, demo_now())
     password, generated = _demo_password(settings)
     with Session(engine) as session:
         accounts = ensure_demo_accounts(session, password)
@@ -250,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "demo":
             p.add_argument("--no-serve", action="store_true", help="prepare everything, do not serve")
+            p.add_argument("--reload", action="store_true",
+                           help="drop the private cluster's database and load the demo afresh, its timeline up to now")
     return parser
 
 

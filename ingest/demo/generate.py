@@ -18,7 +18,10 @@
 
 Geometry is computed in EPSG:4547 (CGCS2000 / 3-degree Gauss-Krüger CM 114E, metres)
 and stored in WGS84 lon/lat (EPSG:4326). Every random draw comes from one
-``numpy.random.default_rng(seed)``; timestamps are relative to the fixed :data:`AS_OF`.
+``numpy.random.default_rng(seed)``; the timeline (registrations, events and their logs)
+is relative to ``as_of`` — by default the fixed :data:`AS_OF`, so that a build is
+reproducible; the demo command passes the present, so that its open events are as fresh
+as designed whenever it is loaded.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ DISTRICT_NAME = "金水区"
 #: Projected CRS used for partitioning and all areas/distances (metres).
 METRIC_CRS = "EPSG:4547"
 CST = timezone(timedelta(hours=8))
-#: "Now" of the demo: every timestamp lies before it (keeps the build deterministic).
+#: The default "now" of the demo: every timestamp lies before it (a build is deterministic
+#: for a given seed and ``as_of``).
 AS_OF = datetime(2026, 11, 28, 9, 0, tzinfo=CST)
 #: When the current grid boundaries were drawn (valid_from of version 1).
 GRIDS_DRAWN = datetime(2024, 3, 1, 0, 0, tzinfo=CST)
@@ -866,8 +870,9 @@ def _random_times(rng, n: int, start: datetime, end: datetime) -> list[datetime]
 # --------------------------------------------------------------------------------------
 
 
-def build_demo(seed: int = DEFAULT_SEED) -> DemoDistrict:
-    """Build the whole demo district in memory (deterministic for a given ``seed``)."""
+def build_demo(seed: int = DEFAULT_SEED, as_of: datetime = AS_OF) -> DemoDistrict:
+    """Build the whole demo district in memory (deterministic for a given ``seed`` and
+    ``as_of``, the instant its timeline leads up to)."""
     rng = np.random.default_rng(seed)
     density = _Density()
     boundary_ll = district_boundary()
@@ -944,17 +949,18 @@ def build_demo(seed: int = DEFAULT_SEED) -> DemoDistrict:
 
     # ---- members, residences, registrations -------------------------------------------
     members, residences, registrations = _make_members(
-        rng, people, grids, branches, defects, district_m, district.geom, density, grid_at
+        rng, people, grids, branches, defects, district_m, district.geom, density, grid_at, as_of
     )
 
     # ---- events -----------------------------------------------------------------------
     events, event_log = _make_events(
-        rng, people, grids, categories, departments, members, defects, district_m, district.geom, density, grid_at
+        rng, people, grids, categories, departments, members, defects, district_m, district.geom, density, grid_at,
+        as_of,
     )
 
     return DemoDistrict(
         seed=seed,
-        as_of=AS_OF,
+        as_of=as_of,
         district=district,
         streets=streets,
         communities=communities,
@@ -1072,7 +1078,8 @@ def _make_branches(rng, layout: _Layout, grids: list[Grid], people: _People, dis
     return branches, [grids[g].code for g in branchless_idx]
 
 
-def _make_members(rng, people: _People, grids, branches, defects, district_m, district_ll, density, grid_at):
+def _make_members(rng, people: _People, grids, branches, defects, district_m, district_ll, density, grid_at,
+                  as_of: datetime):
     n = N_IN_SERVICE + N_FLOATING
     status = np.array(["in_service"] * N_IN_SERVICE + ["floating"] * N_FLOATING)
     status = status[rng.permutation(n)]
@@ -1121,10 +1128,10 @@ def _make_members(rng, people: _People, grids, branches, defects, district_m, di
         if registered[i] and g >= 0:
             grid = grids[g]
             if pending[i]:
-                at = AS_OF - timedelta(days=float(pending_age_days[i]))
+                at = as_of - timedelta(days=float(pending_age_days[i]))
                 decided, by, st = None, None, "pending"
             else:
-                at = AS_OF - timedelta(days=float(reg_age_days[i]))
+                at = as_of - timedelta(days=float(reg_age_days[i]))
                 decided = at + timedelta(hours=float(decide_hours[i]))
                 by, st = f"网格员{grid.worker_name}", "confirmed"
             at = at.replace(microsecond=0)
@@ -1133,7 +1140,7 @@ def _make_members(rng, people: _People, grids, branches, defects, district_m, di
                                               ROLE_CODES[roles[i]], st, at, decided, by))
             recorded = at - timedelta(minutes=float(rec_minutes[i]))
         else:
-            recorded = AS_OF - timedelta(days=float(reg_age_days[i]))
+            recorded = as_of - timedelta(days=float(reg_age_days[i]))
         residences.append(Residence(i, float(ll[i, 0]), float(ll[i, 1]), float(accuracy[i]),
                                     recorded.replace(microsecond=0)))
     return members, residences, registrations
@@ -1148,7 +1155,7 @@ DISPATCHER = "区指挥中心"
 
 
 def _make_events(rng, people: _People, grids, categories, departments, members, defects, district_m,
-                 district_ll, density, grid_at):
+                 district_ll, density, grid_at, as_of: datetime):
     n = N_EVENTS
     cat_w = np.array([c[5] for c in N.CATEGORIES], dtype=float)
     cat_idx = rng.choice(len(categories), size=n, p=cat_w / cat_w.sum())
@@ -1213,7 +1220,7 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
                         if status == "closed":
                             t += t_close
                             steps.append(("close", "closed", t))
-        # How long the event has rested in its final status before AS_OF.
+        # How long the event has rested in its final status before as_of.
         rest = {
             "reported": (0.05 + 2.5 * u[9]) * H,
             "registered": (0.1 + 8 * u[9]) * H,
@@ -1227,7 +1234,7 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
             age = t + rest[status]
         else:
             age = t + (365 * 24 * H - t) * u[10] ** 1.1 + 60
-        reported_at = (AS_OF - timedelta(seconds=age)).replace(microsecond=0)
+        reported_at = (as_of - timedelta(seconds=age)).replace(microsecond=0)
         records.append((reported_at, i, cat, status, steps, returned_before, u[11]))
 
     records.sort(key=lambda r: (r[0], r[1]))

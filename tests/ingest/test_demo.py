@@ -68,6 +68,31 @@ def test_build_is_deterministic(demo):
     assert json.dumps(again.manifest(), sort_keys=True) == json.dumps(demo.manifest(), sort_keys=True)
 
 
+def test_the_timeline_leads_up_to_as_of(demo):
+    """Built for another instant, the district is the same and every timestamp of its
+    timeline (residences, registrations, events, their logs) moves by exactly as much,
+    so a demo loaded today looks as fresh as the one built for AS_OF."""
+    later = generate.AS_OF + generate.timedelta(days=123, hours=5, minutes=7)
+    moved = build_demo(as_of=later)
+    shift = later - generate.AS_OF
+    assert moved.as_of == later and moved.geometry_digest() == demo.geometry_digest()
+
+    def times(d, delta):
+        def at(v):
+            return None if v is None else v + delta
+
+        return (
+            [at(r.recorded_at) for r in d.residences],
+            [(r.member_key, r.status, at(r.created_at), at(r.decided_at)) for r in d.registrations],
+            [(e.key, e.status, at(e.reported_at), at(e.dispatched_at), at(e.due_at), at(e.closed_at)) for e in d.events],
+            [(x.event_key, x.action, at(x.at)) for x in d.event_log],
+        )
+
+    assert times(moved, generate.timedelta(0)) == times(demo, shift)
+    assert max(e.reported_at for e in moved.events) <= later
+    assert [(m.name, m.created_at) for m in moved.members] == [(m.name, m.created_at) for m in demo.members]
+
+
 def test_another_seed_gives_another_district_of_the_same_shape(demo):
     other = build_demo(7)
     assert other.geometry_digest() != demo.geometry_digest()
