@@ -178,10 +178,16 @@ def cmd_serve(args, settings: Settings) -> int:
     workers = args.workers or settings.service.workers
     options = {"host": host, "port": port, "log_level": "info", "access_log": settings.service.access_log,
                "proxy_headers": True}
+    from layers.db import connection_shortfall
+
+    engine = _engine(settings)  # start the database and migrate once, not in every worker
+    shortfall = connection_shortfall(engine, settings.database.pool_size, workers)
+    engine.dispose()
+    if shortfall:
+        print(f"gridbranch: warning: {shortfall}", file=sys.stderr, flush=True)
     if workers == 1:
         app = create_app(settings)
     else:
-        _engine(settings).dispose()  # start the database and migrate once, not in every worker
         os.environ.update(_worker_env(settings))
     print(f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
           f"{f' with {workers} worker processes' if workers > 1 else ''}", flush=True)

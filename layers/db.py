@@ -31,6 +31,35 @@ def database_url(db: "DatabaseSettings", *, start: bool = True) -> str:
     return pgcluster.ensure_database(c, db.db_name)
 
 
+def connections_per_worker(pool_size: int) -> int:
+    """The most database connections one serving process opens with ``GRIDBRANCH_POOL_SIZE``
+    = ``pool_size``: the API's pool (``pool_size``, and as many again in bursts), the tile
+    renderer's (``pool_size - 1``), the tile and locate data-version readers (one each) and
+    the derived tile records' build (one, while it runs)."""
+    return 2 * pool_size + (pool_size - 1) + 3
+
+
+def connection_shortfall(engine: Engine, pool_size: int, workers: int) -> str | None:
+    """Why ``workers`` serving processes may run out of connections on ``engine``'s server
+    (its ``max_connections`` less the superuser reserve and the connections already open
+    by others), or None when they fit."""
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        allowed = int(conn.execute(text("SHOW max_connections")).scalar())
+        reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar())
+        others = int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                                        "AND pid <> pg_backend_pid()")).scalar())
+    need = workers * connections_per_worker(pool_size)
+    room = allowed - reserved - others
+    if need <= room:
+        return None
+    return (f"{workers} worker process(es) with GRIDBRANCH_POOL_SIZE={pool_size} may open {need} database "
+            f"connections ({connections_per_worker(pool_size)} each), but the server has room for {room} "
+            f"(max_connections {allowed}, {reserved} reserved, {others} open by others): lower "
+            "GRIDBRANCH_POOL_SIZE or the workers, or raise max_connections")
+
+
 def make_engine(url: str, pool_size: int = 10) -> Engine:
     # no pre-ping (a round trip per checkout); connections are recycled instead
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from geo_api.app import create_app
 from tests.conftest import TEST_PASSWORD, make_settings
@@ -92,3 +93,15 @@ def test_a_fast_path_failing_past_its_hand_over_answers_the_stacks_500(demo_engi
     assert r.status_code == 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["title"] == "Internal error" and "fire" not in r.text
+
+
+def test_serve_warns_when_the_workers_could_run_out_of_connections(demo_engine):
+    from layers.db import connection_shortfall, connections_per_worker
+
+    assert connections_per_worker(10) == 32 and connections_per_worker(1) == 5
+    assert connection_shortfall(demo_engine, 1, 1) is None
+    with demo_engine.connect() as conn:
+        allowed = int(conn.execute(text("SHOW max_connections")).scalar())
+    workers = allowed // connections_per_worker(10) + 1  # one worker more than fits even on an idle server
+    why = connection_shortfall(demo_engine, 10, workers)
+    assert why and f"may open {workers * 32} database connections" in why and f"max_connections {allowed}" in why
