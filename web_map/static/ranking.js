@@ -130,7 +130,7 @@ export function wireRanking({ call, download, el, reveal, session }) {
     for (const button of headRow.querySelectorAll('button.sort')) {
       const on = button.dataset.key === sortKey;
       button.classList.toggle('active', on);
-      button.setAttribute('aria-sort', on ? (ascending ? 'ascending' : 'descending') : 'none');
+      button.parentElement.setAttribute('aria-sort', on ? (ascending ? 'ascending' : 'descending') : 'none');
       button.textContent = `${COLUMNS.find(([k]) => k === button.dataset.key)[1]}${on ? (ascending ? ' ↑' : ' ↓') : ''}`;
     }
     body.replaceChildren(...sorted.map((unit, i) => {
