@@ -482,6 +482,37 @@ def test_a_write_reaches_the_very_next_tile(tiles_client, demo_engine):
     assert tiles_client.app.state.tiles.cache.hits > 0
 
 
+def test_a_new_service_role_reaches_the_grid_figures_at_once(tiles_client, demo_engine):
+    """The roles a grid misses follow the configured role list (service_roles): a role
+    added is missing in every grid in the very next tile and coverage summary, and gone
+    again once removed — no cache keeps the old list."""
+    row = one(demo_engine, """SELECT g.code, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+                              FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+                              ORDER BY g.code LIMIT 1""")
+    code, lon, lat = row
+    url = path("grids", tile_at(lon, lat, 15))
+    admin = token_for("admin")
+
+    def figures():
+        tile = {f["properties"]["code"]: f["properties"] for f in features(tiles_client.get(url).content, "grids")}
+        summary = tiles_client.get("/v1/coverage/summary", params={"code": code[:12], "level": "grid"},
+                                   headers=admin).json()
+        unit = next(u for u in summary["units"] if u["code"] == code)
+        return tile[code]["roles_missing"], tile[code]["roles_missing_names"], unit["roles_missing"]
+
+    before = figures()
+    try:
+        with demo_engine.begin() as conn:
+            conn.execute(text("INSERT INTO service_roles (code, name, position, active) "
+                              "VALUES ('test_role', '测试岗位', 99, true)"))
+        missing, names, listed = figures()
+        assert missing == before[0] + 1 and names.split(",")[-1] == "测试岗位" and listed[-1] == "测试岗位"
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(text("DELETE FROM service_roles WHERE code = 'test_role'"))
+    assert figures() == before
+
+
 def test_events_tiles_expire_when_the_clock_flips_a_flag(tiles_client, demo_engine):
     service = tiles_client.app.state.tiles
     due = one(demo_engine, """SELECT ST_X(geom), ST_Y(geom), due_at FROM events
