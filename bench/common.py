@@ -186,9 +186,10 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_load(port: int, paths: list[str], clients: int, seconds: float) -> dict[str, float]:
+def wrk_load(port: int, paths: list[str], clients: int, seconds: float,
+             headers: dict[str, str] | None = None) -> dict[str, float]:
     """``clients`` keep-alive connections (closed loop) on wrk's threads (at most 2) for
-    ``seconds``, cycling through ``paths``; the same keys as :func:`load`."""
+    ``seconds``, cycling through ``paths`` (with ``headers``); the same keys as :func:`load`."""
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,7 +198,7 @@ def wrk_load(port: int, paths: list[str], clients: int, seconds: float) -> dict[
         listing.write_text("\n".join(paths) + "\n")
         out = subprocess.run(
             ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "-s", str(script),
-             f"http://127.0.0.1:{port}"],
+             *(a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")), f"http://127.0.0.1:{port}"],
             capture_output=True, text=True, check=True, env={**os.environ, "GRIDBRANCH_WRK_PATHS": str(listing)},
         ).stdout
     line = next(x for x in out.splitlines() if x.startswith("WRK "))

@@ -31,7 +31,10 @@ statements run directly.
 
 Goals: grids uncached ≥ 1.5× tipg's throughput, warm ≥ 10×, overhead over raw SQL ≤ 25 %.
 
-Usage: .venv/bin/python bench/tiles.py [--clients 4] [--pool 4] [--rounds 3]
+With ``--writes`` it measures instead our cached grids tiles while registrations are
+being confirmed (0, 1 and 5 a second): the cost of keeping tiles exact under writes.
+
+Usage: .venv/bin/python bench/tiles.py [--clients 4] [--pool 4] [--rounds 3] [--writes]
 """
 
 from __future__ import annotations
@@ -422,6 +425,54 @@ def by_zoom(port: int, raw_sql: RawSQL, tiles: list[tuple[int, int, int]], round
     return out
 
 
+def under_writes(engine, args, rates=(0, 1, 5), seconds: float = 15) -> None:
+    """Our grids tiles (cache on, ``--clients`` wrk connections for ``seconds``, cycling
+    through the tile list) while pending registrations are confirmed at each of ``rates``
+    a second: every write bumps the members version, so cached grids tiles go stale and
+    the grid figures behind them are rebuilt (~65 ms on the demo) before the next grids
+    tile. The writes are undone."""
+    import threading
+
+    from bench.common import wrk_load
+
+    tiles = district_tiles(engine)
+    paths = [f"/tiles/grids/{z}/{x}/{y}.mvt" for z, x, y in tiles]
+    reqs = [get_request(p, ACCEPT) for p in paths]
+    with engine.connect() as conn:
+        pending = conn.execute(text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY id")).scalars().all()
+
+    def confirm(rate: float, stop: threading.Event, done: list) -> None:
+        for rid in pending:
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now(), "
+                                  "decided_by = 'bench:writes' WHERE id = :i"), {"i": rid})
+            done.append(rid)
+            if stop.wait(1 / rate):
+                return
+
+    print(f"grids tiles, cache on, {args.clients} clients (wrk) for {seconds:g} s per rate, cycling through "
+          f"{len(paths):,} tiles; registrations confirmed meanwhile (each bumps the members version):")
+    print(f"  {'writes/s':>8} {'writes':>6} {'tiles/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'non2xx':>6}")
+    try:
+        with served({"GRIDBRANCH_TILES_CACHE": "true", "GRIDBRANCH_POOL_SIZE": str(args.pool)}) as port:
+            load(port, reqs, args.clients)  # warm
+            for rate in rates:
+                stop, done = threading.Event(), []
+                writer = threading.Thread(target=confirm, args=(rate, stop, done)) if rate else None
+                if writer:
+                    writer.start()
+                r = wrk_load(port, paths, args.clients, seconds, ACCEPT)
+                stop.set()
+                if writer:
+                    writer.join()
+                print(f"  {rate:>8} {len(done):>6} {r['per_s']:>9,.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
+                      f"{r['p99_ms']:>8.2f} {r['non_2xx']:>6}")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL "
+                              "WHERE decided_by = 'bench:writes'"))
+
+
 def median_tile(port: int, tiles: list[tuple[int, int, int]], sample: int = 200) -> bytes:
     """The median-size body (gzipped) of the first ``sample`` grids tiles served on ``port``."""
     import http.client
@@ -456,9 +507,15 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=4, help="database pool size of each server")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the median is reported")
     parser.add_argument("--limit", type=int, default=5000, help="feature limit per tile of both servers")
+    parser.add_argument("--writes", action="store_true",
+                        help="instead: our cached grids tiles while registrations are confirmed at 0, 1 and 5 a second")
     args = parser.parse_args()
 
     engine = demo_engine()
+    if args.writes:
+        under_writes(engine, args)
+        engine.dispose()
+        return
     with engine.begin() as conn:
         conn.execute(text(VIEW_SQL))
     try:
