@@ -244,37 +244,38 @@ def registrations_within(session: Session, within: str, *, status: str | None, l
 
 _STATS_SQL = text(
     """
-    WITH cur AS (
-        SELECT g.id, g.code, gv.geom FROM grids g
+    WITH cur AS MATERIALIZED (
+        SELECT g.id, left(g.code, :width) AS unit, gv.geom FROM grids g
         JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
         WHERE g.code LIKE :prefix AND g.retired_at IS NULL
     ),
-    residents AS (
-        SELECT cur.code, count(DISTINCT r.member_id) AS n
-        FROM residences r JOIN cur ON ST_Intersects(cur.geom, r.geom)
+    residents AS (  -- one current residence per member (uq_residences_current_member)
+        SELECT cur.id, count(*) AS n
+        FROM cur JOIN residences r ON ST_Intersects(cur.geom, r.geom)
         WHERE r.ended_at IS NULL
-        GROUP BY cur.code
+        GROUP BY cur.id
     ),
     regs AS (
-        SELECT cur.code,
+        SELECT reg.grid_id AS id,
                count(*) FILTER (WHERE reg.status = 'confirmed') AS registered,
                count(*) FILTER (WHERE reg.status = 'pending') AS pending
-        FROM registrations reg JOIN cur ON cur.id = reg.grid_id
-        GROUP BY cur.code
+        FROM registrations reg WHERE reg.status IN ('confirmed', 'pending')
+        GROUP BY reg.grid_id
     ),
     unit_roles AS (
-        SELECT left(cur.code, :width) AS unit, array_agg(DISTINCT reg.role_code) AS roles
-        FROM registrations reg JOIN cur ON cur.id = reg.grid_id
-        WHERE reg.status = 'confirmed' AND reg.role_code IS NOT NULL
+        SELECT cur.unit, array_agg(DISTINCT reg.role_code) AS roles
+        FROM (SELECT DISTINCT grid_id, role_code FROM registrations
+               WHERE status = 'confirmed' AND role_code IS NOT NULL) reg
+        JOIN cur ON cur.id = reg.grid_id
         GROUP BY 1
     ),
     units AS (
-        SELECT left(cur.code, :width) AS unit,
+        SELECT cur.unit,
                COALESCE(sum(residents.n), 0) AS residents,
                COALESCE(sum(regs.registered), 0) AS registered,
                COALESCE(sum(regs.pending), 0) AS pending,
                count(*) AS grids
-        FROM cur LEFT JOIN residents USING (code) LEFT JOIN regs USING (code)
+        FROM cur LEFT JOIN residents USING (id) LEFT JOIN regs USING (id)
         GROUP BY 1
     )
     SELECT units.*, COALESCE(unit_roles.roles, '{}') AS roles
