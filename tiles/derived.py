@@ -181,8 +181,9 @@ def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRec
 
 
 class DerivedCache:
-    """Derived records per (kind, data versions, parameters); a few kept per kind. Builds
-    of one kind are serialised by :meth:`lock` (one asyncio lock per kind)."""
+    """Derived records per (kind, data versions, parameters); a few kept per kind, looked
+    up by :meth:`at_least`. Builds of one kind are serialised by :meth:`lock` (one
+    asyncio lock per kind)."""
 
     keep = 8
 
@@ -191,8 +192,17 @@ class DerivedCache:
         self._locks: dict[str, asyncio.Lock] = {}
         self.builds = 0
 
-    def get(self, key: tuple) -> FeatureRecords | None:
-        return self._entries.get(key)
+    def at_least(self, kind: str, versions: tuple, extra: tuple = ()) -> FeatureRecords | None:
+        """The newest records of ``kind`` (built with ``extra``) whose data versions are
+        each at least ``versions`` (versions only grow: such records are as fresh as those
+        asked for, or fresher); None when there are none."""
+        if any(v is None for v in versions):
+            return None
+        found = None
+        for (k, at, *rest), records in self._entries.items():  # oldest first
+            if k == kind and tuple(rest) == tuple(extra) and all(a >= v for a, v in zip(at, versions)):
+                found = records
+        return found
 
     def put(self, key: tuple, records: FeatureRecords) -> None:
         self.builds += 1

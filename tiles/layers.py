@@ -81,12 +81,22 @@ class TileLayer:
     timed: bool = False  # content moves with the clock ($6 is now)
     simplify: bool = False
     derived: bool = False  # $6 holds records built at the layer's data versions (tiles.derived)
+    #: of ``depends``, those the statement reads only through its records ($6): a derived
+    #: tile is a function of its other versions and of the records it is given, so it is
+    #: cached (and its ETag made) by those and a digest of the records, and a write that
+    #: changes no record of the tile leaves it as it is (tiles.service)
+    via_records: tuple[str, ...] = ()
     sql: str = field(default="", compare=False)
 
     @cached_property
     def version_keys(self) -> tuple[str, ...]:
         """The ``data_versions`` layers whose versions the statement answers, in order."""
         return tuple(sorted(set(self.depends)))
+
+    @cached_property
+    def direct_keys(self) -> tuple[str, ...]:
+        """The ``data_versions`` layers the statement reads itself (not through records)."""
+        return tuple(k for k in self.version_keys if k not in self.via_records)
 
     @property
     def statement(self) -> str:
@@ -176,6 +186,7 @@ GRIDS = _build(TileLayer(
     extra_types=("json",),
     simplify=True,
     derived=True,
+    via_records=("areas", "members"),  # names, community, branch and figures; geometry read directly
 ))
 
 BRANCHES = _build(TileLayer(
@@ -281,6 +292,7 @@ COVERAGE_ISSUES = _build(TileLayer(
     extra_types=("json",),
     simplify=True,
     derived=True,
+    via_records=("grids", "areas"),  # the findings, geometry included
 ))
 
 MEMBERS_H3 = _build(TileLayer(
@@ -304,6 +316,7 @@ MEMBERS_H3 = _build(TileLayer(
     order="count DESC, cell",
     extra_types=("json",),
     derived=True,
+    via_records=("members",),  # the cells, geometry included
 ))
 
 # The events layer keeps every candidate until encoding: its epoch and next change are

@@ -5,15 +5,22 @@ Everything runs on the event loop, with no thread in the way (:mod:`tiles.pg`). 
 is drawn on a pooled connection in one round trip — one layer by its prepared statement,
 several by one composite statement holding each layer's (:class:`tiles.layers.Composite`,
 prepared on the connection when first used) — and every layer also answers the data
-versions it was drawn at, in the statement's snapshot (:mod:`tiles.layers`): the tile is
-filed under, and its ETag made of, exactly the versions of the rows it holds. A statement starts after its request arrived, so a
-write committed before the request is in the tile, with no separate version read.
-Derived parameters (grid figures, coverage findings, H3 counts) are built at the versions
-last seen; a statement answering other versions is run again with records at those.
+versions it was drawn at, in the statement's snapshot (:mod:`tiles.layers`). A statement
+starts after its request arrived, so a write committed before the request is in the
+tile, with no separate version read. Derived parameters (grid figures, coverage
+findings, H3 counts) are built at the versions last seen; a statement answering other
+versions is run again with records at those.
+
+A tile is filed under, and its ETag made of, what its content is a function of
+(:func:`content_state`): the versions of the rows its statements read themselves and,
+for a derived layer, a digest of the records it was given — so a registration confirmed
+in one grid changes the grid figures of the tiles showing that grid only; every other
+grids tile stays cached, with its ETag.
 
 The in-process cache: a request for a key with a cached copy reads the data versions
-(one round trip, shared by the requests waiting at the same moment) and serves the copy
-when they still match; a request for a key with nothing cached is drawn at once.
+(one round trip, shared by the requests waiting at the same moment), picks the records
+of its derived layers at those versions, and serves the copy when the state still
+matches; a request for a key with nothing cached is drawn at once.
 
 Connections: ``GRIDBRANCH_POOL_SIZE`` in all — one reads the versions (cache lookups,
 and once before the first derived build), the others draw tiles (prepared statements,
@@ -29,6 +36,7 @@ anyone else asking for it, alone or in a composite, gets 404. An admin gets it a
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections import OrderedDict
@@ -169,31 +177,37 @@ class TileService:
             self._build_engine = None
 
     # -- derived records ---------------------------------------------------------------
-    def _build(self, depends: tuple[str, ...], build) -> tuple[derived.FeatureRecords, dict[str, int]]:
-        """(records, versions read after the build) — in a worker thread."""
+    def _build(self, build) -> tuple[derived.FeatureRecords, dict[str, int]]:
+        """(records, the data versions they are at) — in a worker thread, in one snapshot
+        (REPEATABLE READ) whose versions are read first: the records are exactly those of
+        the versions answered, whatever is written meanwhile."""
         if self._build_engine is None:
             self._build_engine = create_engine(self.url, poolclass=NullPool)
         with self._build_engine.connect() as conn:
-            with Session(bind=conn) as session:
-                records = build(session)
-            after = dict(conn.execute(text("SELECT layer, version FROM data_versions")).all())
-        return records, after
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                at = dict(conn.execute(text("SELECT layer, version FROM data_versions")).all())
+                with Session(bind=conn) as session:
+                    records = build(session)
+        return records, at
 
     async def records(self, kind: str, depends: tuple[str, ...], versions: dict[str, int], build,
                       *extra) -> derived.FeatureRecords:
-        """The derived records of ``kind`` at ``versions`` (built once; a build that raced a
-        write is used for this tile but not kept)."""
-        key = (kind, tuple(versions.get(d) for d in depends), *extra)
-        found = self.derived.get(key)
+        """The derived records of ``kind`` at ``versions`` — or at later versions, when a
+        build (or a write before it) has already gone past them: records as fresh as asked
+        for, or fresher, never older. Built once per snapshot; the requests arriving during
+        a build wait for it and share it."""
+        wanted = tuple(versions.get(d) for d in depends)
+        found = self.derived.at_least(kind, wanted, extra)
         if found is not None:
             return found
         async with self.derived.lock(kind):
-            found = self.derived.get(key)
+            found = self.derived.at_least(kind, wanted, extra)
             if found is not None:
                 return found
-            records, after = await anyio.to_thread.run_sync(self._build, depends, build)
-            if all(after.get(d) == versions.get(d) for d in depends):
-                self.derived.put(key, records)
+            records, at = await anyio.to_thread.run_sync(self._build, build)
+            self.derived.put((kind, tuple(at.get(d, 0) for d in depends), *extra), records)
+            self.observe(at)
             return records
 
     async def params(self, layer: TileLayer, tile: Tile, scope: str | None, versions: dict[str, int],
@@ -281,7 +295,7 @@ class TileService:
                 if next_change is not None and (valid_until is None or next_change < valid_until):
                     valid_until = next_change
         body = b"".join(parts) + truncated_layer(truncated)
-        used = _used_versions(layers, seen) if drawn is None else None
+        used = content_state(bound, seen) if drawn is None else None
         etag = make_etag(tuple(layer.name for layer in layers), tile.z, tile.x, tile.y,
                          used if used is not None else drawn, scope, tuple(epochs), self.config_tag)
         return CachedTile(versions=used, etag=etag, body=body, truncated=truncated, valid_until=valid_until)
@@ -306,7 +320,8 @@ class TileService:
             versions = await self.reader.read()
             self.observe(versions)
             now = datetime.now(timezone.utc)  # the clock after the read, as the versions
-            entry = self.cache.get(key, _used_versions(layers, versions), now)
+            bound = [(layer, await self.params(layer, tile, scope, versions, now)) for layer in layers]
+            entry = self.cache.get(key, content_state(bound, versions), now)
         if entry is None:
             entry = await self.render(layers, tile, scope, await self.assumed(layers), now)
             if cache:
@@ -400,9 +415,17 @@ def libpq_dsn(url) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _used_versions(layers: tuple[TileLayer, ...], versions: dict[str, int]) -> tuple[tuple[str, int], ...]:
-    deps = sorted({d for layer in layers for d in layer.depends})
-    return tuple((d, versions.get(d, 0)) for d in deps)
+def content_state(bound, versions: dict[str, int]) -> tuple[tuple[str, object], ...]:
+    """What a tile's content is a function of, besides the tile, the caller's scope, the
+    clock and the settings: the data versions its statements read themselves, and for
+    each derived layer a digest of the records it is given (``$6``,
+    :attr:`TileLayer.via_records`). Tiles are filed, looked up and given their ETags by
+    it, so a write that changes no record a derived tile holds — a registration confirmed
+    in another grid — leaves that tile, and its ETag, as they were."""
+    direct = sorted({k for layer, _ in bound for k in layer.direct_keys})
+    return tuple((k, versions.get(k, 0)) for k in direct) + tuple(
+        (f"records:{layer.name}", hashlib.blake2b(p[5].encode(), digest_size=16).hexdigest())
+        for layer, p in bound if layer.derived)
 
 
 __all__ = ["TileService", "TileReply", "parse_layers", "layers_at_zoom", "accepts_gzip", "check_tile", "entitled",

@@ -4,7 +4,9 @@ tiles, feature limits, bad input."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import hashlib
 import math
 from datetime import datetime, timedelta, timezone
 
@@ -482,6 +484,107 @@ def test_a_write_reaches_the_very_next_tile(tiles_client, demo_engine):
     assert tiles_client.app.state.tiles.cache.hits > 0
 
 
+def test_a_registration_changes_only_the_grids_tiles_showing_its_grid(tiles_client, demo_engine):
+    """Grid figures are filed by the records a tile holds: a registration confirmed in
+    one grid gives the tiles showing that grid new figures and a new ETag at once, while
+    a grids tile elsewhere keeps its ETag (304) and is served from the cache, not drawn
+    again."""
+    reg, code, lon, lat, far_lon, far_lat = one(demo_engine, """
+        WITH g AS (SELECT g.id, g.code, ST_PointOnSurface(gv.geom) AS p
+                     FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL)
+        SELECT r.id, g.code, ST_X(g.p), ST_Y(g.p), ST_X(far.p), ST_Y(far.p)
+          FROM registrations r JOIN g ON g.id = r.grid_id,
+               LATERAL (SELECT p FROM g AS o ORDER BY o.p <-> g.p DESC LIMIT 1) far
+         WHERE r.status = 'pending' ORDER BY r.id LIMIT 1""")
+    near, far = path("grids", tile_at(lon, lat, 15)), path("grids", tile_at(far_lon, far_lat, 15))
+    service = tiles_client.app.state.tiles
+
+    def registered(body: bytes) -> int:
+        return next(f["properties"]["registered"] for f in features(body, "grids") if f["properties"]["code"] == code)
+
+    before_near, before_far = tiles_client.get(near), tiles_client.get(far)
+    assert code not in {f["properties"]["code"] for f in features(before_far.content, "grids")}
+    try:
+        with demo_engine.begin() as conn:
+            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now(), "
+                              "decided_by = 'test' WHERE id = :r"), {"r": reg})
+        after_near = tiles_client.get(near, headers={"If-None-Match": before_near.headers["etag"]})
+        assert after_near.status_code == 200 and after_near.headers["etag"] != before_near.headers["etag"]
+        assert registered(after_near.content) == registered(before_near.content) + 1
+        hits = service.cache.hits
+        assert tiles_client.get(far, headers={"If-None-Match": before_far.headers["etag"]}).status_code == 304
+        again = tiles_client.get(far)
+        assert again.content == before_far.content and again.headers["etag"] == before_far.headers["etag"]
+        assert service.cache.hits == hits + 2  # both answered from the cached copy
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL "
+                              "WHERE id = :r"), {"r": reg})
+    restored = tiles_client.get(near)
+    assert restored.content == before_near.content and restored.headers["etag"] == before_near.headers["etag"]
+
+
+def test_requests_after_a_write_share_one_build_of_the_grid_figures(tiles_client, demo_engine):
+    """Twenty grids tiles asked for at once after a registration: one build of the grid
+    figures serves them all — even when another write lands as the build starts (its
+    snapshot is then newer than what the requests asked for, and fresher is as good) —
+    and none is served figures older than the registration."""
+    from tiles.service import layers_at_zoom, parse_layers
+
+    service = tiles_client.app.state.tiles
+    rows = every(demo_engine, """SELECT ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+                                   FROM grid_versions gv WHERE gv.valid_to IS NULL ORDER BY gv.grid_id LIMIT 20""")
+    tiles = [tile_at(x, y, 16) for x, y in rows]
+    reg = one(demo_engine, "SELECT id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 1")[0]
+    layers = layers_at_zoom(parse_layers("grids", role=None, area_code=None), 16)
+
+    async def all_at_once():
+        return await asyncio.gather(*(service.tile(layers, t, scope=None, gzip=False, if_none_match_header=None)
+                                      for t in tiles))
+
+    tiles_client.portal.call(all_at_once)  # cached, records built
+    try:
+        with demo_engine.begin() as conn:
+            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now(), "
+                              "decided_by = 'test' WHERE id = :r"), {"r": reg})
+            members = conn.execute(text("SELECT version FROM data_versions WHERE layer = 'members'")).scalar()
+        calls = []
+        build = service._build
+
+        def racing_build(*args):  # another member write commits just before the snapshot
+            calls.append(args)
+            with demo_engine.begin() as conn:
+                conn.execute(text("UPDATE data_versions SET version = nextval('data_version_seq') "
+                                  "WHERE layer = 'members'"))
+            return build(*args)
+
+        service._build = racing_build
+        try:
+            replies = tiles_client.portal.call(all_at_once)
+        finally:
+            service._build = build
+        assert len(calls) == 1 and all(r.status == 200 for r in replies)
+        assert service.known["members"] > members  # the build's snapshot holds the write, and the next
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL "
+                              "WHERE id = :r"), {"r": reg})
+
+
+def test_derived_records_as_fresh_as_asked_or_fresher():
+    from tiles.derived import DerivedCache
+
+    cache = DerivedCache()
+    for at in ((1, 5), (2, 5), (2, 7)):
+        cache.put(("grids", at), f"grids at {at}")
+    cache.put(("h3", (9,), 10, 5), "h3 res 10")
+    assert cache.at_least("grids", (2, 5)) == "grids at (2, 7)"  # the newest that is fresh enough
+    assert cache.at_least("grids", (1, 1)) == "grids at (2, 7)"
+    assert cache.at_least("grids", (2, 8)) is None and cache.at_least("grids", (3, 5)) is None
+    assert cache.at_least("grids", (None, 5)) is None
+    assert cache.at_least("h3", (9,), (10, 5)) == "h3 res 10" and cache.at_least("h3", (9,), (9, 5)) is None
+
+
 def test_a_new_service_role_reaches_the_grid_figures_at_once(tiles_client, demo_engine):
     """The roles a grid misses follow the configured role list (service_roles): a role
     added is missing in every grid in the very next tile and coverage summary, and gone
@@ -597,7 +700,10 @@ def test_a_tile_drawn_with_stale_derived_records_is_drawn_again(tiles_client, de
     redrawn = tiles_client.portal.call(draw, True)
     assert redrawn.body == right.body and redrawn.etag == right.etag and redrawn.versions == right.versions
     current = dict(every(demo_engine, "SELECT layer, version FROM data_versions"))
-    assert dict(right.versions) == {k: current[k] for k in ("areas", "grids", "members")}
+    # filed by the grids version its statement reads and the records at the current versions
+    records = tiles_client.portal.call(service.params, LAYERS["grids"], tile, None, current, now)[5]
+    assert dict(right.versions) == {"grids": current["grids"],
+                                    "records:grids": hashlib.blake2b(records.encode(), digest_size=16).hexdigest()}
 
 
 def test_tiles_drawn_at_mixed_versions_are_served_but_not_cached():
