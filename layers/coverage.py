@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 from layers.codes import AREA_CODE, GRID_CODE, area_prefix
 from layers.coverage_topology import TOPOLOGY_KINDS, Finding, Thresholds, analyse_topology, assign_ids
 from layers.errors import InvalidInput
+from layers.versions import database_url as _database_url
 
 __all__ = [
     "BRANCH_KINDS", "CACHE", "H3_METRICS", "H3_RESOLUTIONS", "KINDS", "LEVELS", "TOPOLOGY_KINDS", "Thresholds",
@@ -87,6 +88,7 @@ _KEY_SQL = text(
               (SELECT version FROM data_versions WHERE layer = 'grids') AS grids,
               (SELECT version FROM data_versions WHERE layer = 'areas') AS areas,
               (SELECT version FROM data_versions WHERE layer = 'members') AS members,
+              (SELECT version FROM data_versions WHERE layer = 'residences') AS residences,
               (SELECT version FROM data_versions WHERE layer = 'events') AS events"""
 )
 _AREAS_SQL = text(
@@ -109,12 +111,6 @@ _BRANCHES_SQL = text(
        WHERE b.active
        GROUP BY b.id, c.code ORDER BY b.code"""
 )
-
-
-def _database_url(session: Session) -> str:
-    bind = session.get_bind()
-    engine = getattr(bind, "engine", bind)
-    return engine.url.render_as_string(hide_password=True)
 
 
 def _versions(session: Session) -> dict[str, int]:
@@ -149,6 +145,7 @@ class CoverageModel:
     equal_area: Any
     built_s: float = 0.0
     member_cache: dict = field(default_factory=dict)
+    residents_cache: dict = field(default_factory=dict)
     #: Serialises the member figures: they use the model's prepared geometries, which
     #: GEOS does not let two threads initialise at once.
     lock: Any = field(default_factory=threading.RLock)
@@ -503,6 +500,36 @@ def _read_member_counts(session: Session, model: CoverageModel) -> MemberCounts:
     roles = [tuple(r) for r in session.execute(
         text("SELECT code, name FROM service_roles WHERE active ORDER BY position")).all()]
     bit = {code: 1 << i for i, (code, _) in enumerate(roles)}
+    grid_residents, area_residents = _residents(session, model)
+    grid_registered = np.zeros(n, np.int64)
+    grid_pending = np.zeros(n, np.int64)
+    grid_roles = np.zeros(n, np.int64)
+    rows = session.execute(text(
+        """SELECT r.grid_id, r.status, r.role_code, count(*) FROM registrations r
+           WHERE r.status IN ('confirmed', 'pending') GROUP BY 1, 2, 3""")).all()
+    by_id = {gid: i for i, gid in enumerate(model.grid_ids)}
+    for grid_id, status, role, count in rows:
+        g = by_id.get(grid_id)
+        if g is None:
+            continue
+        if status == "confirmed":
+            grid_registered[g] += count
+            grid_roles[g] |= bit.get(role, 0)
+        else:
+            grid_pending[g] += count
+    return MemberCounts(roles, grid_residents, area_residents, grid_registered, grid_pending, grid_roles)
+
+
+def _residents(session: Session, model: CoverageModel) -> tuple[np.ndarray, dict[str, int]]:
+    """Current residences per grid (the lowest code where grids overlap) and per area (by
+    the lowest area containing them, rolled up). Cached on the model under the
+    ``residences`` data version: a registration confirmed or rejected — the common write —
+    leaves them as they are."""
+    version = _versions(session)["residences"]
+    found = model.residents_cache.get(version)
+    if found is not None:
+        return found
+    n = len(model.grid_codes)
     xy = _xy(session, "SELECT ST_X(geom) AS x, ST_Y(geom) AS y FROM residences WHERE ended_at IS NULL")
     grid_residents = np.zeros(n, np.int64)
     area_residents: dict[str, int] = {}
@@ -525,23 +552,11 @@ def _read_member_counts(session: Session, model: CoverageModel) -> MemberCounts:
         for j, c in zip(*np.unique(best[best >= 0], return_counts=True)):
             for code in model.chain(model.areas[j]["code"]):
                 area_residents[code] = area_residents.get(code, 0) + int(c)
-    grid_registered = np.zeros(n, np.int64)
-    grid_pending = np.zeros(n, np.int64)
-    grid_roles = np.zeros(n, np.int64)
-    rows = session.execute(text(
-        """SELECT r.grid_id, r.status, r.role_code, count(*) FROM registrations r
-           WHERE r.status IN ('confirmed', 'pending') GROUP BY 1, 2, 3""")).all()
-    by_id = {gid: i for i, gid in enumerate(model.grid_ids)}
-    for grid_id, status, role, count in rows:
-        g = by_id.get(grid_id)
-        if g is None:
-            continue
-        if status == "confirmed":
-            grid_registered[g] += count
-            grid_roles[g] |= bit.get(role, 0)
-        else:
-            grid_pending[g] += count
-    return MemberCounts(roles, grid_residents, area_residents, grid_registered, grid_pending, grid_roles)
+    result = (grid_residents, area_residents)
+    if version is not None and _versions(session)["residences"] == version:
+        model.residents_cache.clear()
+        model.residents_cache[version] = result
+    return result
 
 
 def _xy(session: Session, sql: str, params: dict | None = None) -> np.ndarray:
@@ -794,11 +809,16 @@ def check_h3(res: int, metric: str) -> None:
         raise InvalidInput(f"unknown metric {metric!r}; one of {', '.join(H3_METRICS)}", field="metric")
 
 
+#: Boundary rings of the H3 cells drawn so far (:meth:`H3Counts.ring`), by cell.
+_RINGS: dict[str, list[list[float]]] = {}
+_RINGS_MAX = 200_000
+
+
 class H3Counts:
     """Counts per cell of resolutions 7–10 of one set of points (all of a metric's
     points, or those inside one ``within``), every coarse cell the sum of its children;
     with the suppressed cells per minimum ``k`` (:meth:`suppressed`, computed on first
-    use) and the cells' boundary rings (likewise)."""
+    use) and the cells' boundary rings (:meth:`ring`)."""
 
     def __init__(self, fine: dict[str, int]):
         self.levels: dict[int, dict[str, int]] = {H3_FINEST: fine}
@@ -817,7 +837,6 @@ class H3Counts:
         self.order = {res: sorted(counts) for res, counts in self.levels.items()}
         self.total = sum(fine.values())
         self._suppressed: dict[int, frozenset[str]] = {}
-        self._rings: dict[str, list[list[float]]] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -860,13 +879,17 @@ class H3Counts:
                             break
         return out
 
-    def ring(self, cell: str) -> list[list[float]]:
-        """The cell's boundary: a closed ring of [lon, lat] (WGS84, 7 decimals)."""
-        ring = self._rings.get(cell)
+    @staticmethod
+    def ring(cell: str) -> list[list[float]]:
+        """The cell's boundary: a closed ring of [lon, lat] (WGS84, 7 decimals). A cell's
+        shape never changes: rings are kept across counts (data versions), up to a bound."""
+        ring = _RINGS.get(cell)
         if ring is None:
             ring = [[round(lng, 7), round(lat, 7)] for lat, lng in h3.cell_to_boundary(cell)]
             ring.append(ring[0])
-            self._rings[cell] = ring
+            if len(_RINGS) >= _RINGS_MAX:
+                _RINGS.clear()
+            _RINGS[cell] = ring
         return ring
 
 
@@ -903,8 +926,54 @@ class _H3Cache:
 H3_CACHE = _H3Cache()
 
 
+#: The finest H3 cell of every residence, per database and ``residences`` data version:
+#: (residence ids, ascending; their cells as integers). Registrations — written far more
+#: often than residences — then count members per cell without locating a point again.
+_RESIDENCE_CELLS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+_RESIDENCE_CELLS_LOCK = threading.Lock()
+
+
+def _residence_cells(session: Session, versions: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    key = (_database_url(session), versions["db"], versions["residences"])
+    found = _RESIDENCE_CELLS.get(key)
+    if found is not None:
+        return found
+    listing = session.execute(text(
+        "SELECT string_agg(id::text || ',' || ST_X(geom)::text || ',' || ST_Y(geom)::text, ',' ORDER BY id) "
+        "FROM residences")).scalar()
+    rows = np.fromstring(listing, dtype=float, sep=",").reshape(-1, 3) if listing else np.zeros((0, 3))
+    to_cell = h3.latlng_to_cell
+    cells = np.array([h3.str_to_int(to_cell(y, x, H3_FINEST)) for x, y in rows[:, 1:].tolist()], dtype=np.uint64)
+    found = (rows[:, 0].astype(np.int64), cells)
+    if versions["residences"] is not None and _versions(session)["residences"] == versions["residences"]:
+        with _RESIDENCE_CELLS_LOCK:
+            _RESIDENCE_CELLS.clear()  # one database version at a time is enough
+            _RESIDENCE_CELLS[key] = found
+    return found
+
+
+def _registered_cells(session: Session) -> H3Counts | None:
+    """Members with an active registration per cell (everywhere), from the cells of the
+    residences they registered with; None when a residence is newer than the cells known
+    (written meanwhile): the caller then locates the points themselves."""
+    versions = _versions(session)
+    ids, cells = _residence_cells(session, versions)
+    listed = session.execute(text("SELECT string_agg(residence_id::text, ',') FROM registrations "
+                                  "WHERE status IN ('confirmed', 'pending')")).scalar()
+    wanted = np.fromstring(listed, dtype=np.int64, sep=",") if listed else np.zeros(0, np.int64)
+    at = np.searchsorted(ids, wanted)
+    if len(wanted) and (at.max() >= len(ids) or not np.array_equal(ids[at], wanted)):
+        return None
+    found, counts = np.unique(cells[at], return_counts=True)
+    return H3Counts({h3.int_to_str(int(c)): int(n) for c, n in zip(found, counts)})
+
+
 def _count_cells(session: Session, metric: str, within: str | None) -> H3Counts:
     """The points of ``metric`` inside ``within`` (None: all) counted per cell, res 7–10."""
+    if metric == "members" and within is None:
+        counts = _registered_cells(session)
+        if counts is not None:
+            return counts
     where, params = "", {}
     if within is not None:
         kind = "grid" if len(within) == 15 else "area"

@@ -20,6 +20,7 @@ from layers.codes import area_prefix, level_of
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.locate import OUTSIDE, Describer, GridIndex
 from layers.models import Member, Registration, Residence, ServiceRole
+from layers.versions import database_url
 
 ACTIVE = ("pending", "confirmed")
 
@@ -249,11 +250,8 @@ _STATS_SQL = text(
         JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
         WHERE g.code LIKE :prefix AND g.retired_at IS NULL
     ),
-    residents AS (  -- one current residence per member (uq_residences_current_member)
-        SELECT cur.id, count(*) AS n
-        FROM cur JOIN residences r ON ST_Intersects(cur.geom, r.geom)
-        WHERE r.ended_at IS NULL
-        GROUP BY cur.id
+    residents AS (  -- per grid id, from grid_residents()
+        SELECT * FROM unnest(CAST(:resident_grids AS integer[]), CAST(:resident_counts AS bigint[])) AS t(id, n)
     ),
     regs AS (
         SELECT reg.grid_id AS id,
@@ -286,6 +284,41 @@ _STATS_SQL = text(
 
 _UNIT_WIDTH = {"district": 6, "street": 9, "community": 12, "grid": 15}
 
+_RESIDENTS_SQL = text(
+    """
+    SELECT g.id, count(r.id) FROM grids g
+      JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+      JOIN residences r ON r.ended_at IS NULL AND ST_Intersects(gv.geom, r.geom)
+     WHERE g.retired_at IS NULL
+     GROUP BY g.id
+    """
+)
+_RESIDENTS_KEY_SQL = text(
+    """SELECT (SELECT oid FROM pg_database WHERE datname = current_database()),
+              (SELECT version FROM data_versions WHERE layer = 'grids'),
+              (SELECT version FROM data_versions WHERE layer = 'residences')"""
+)
+#: Residents per current grid, per database and (grids, residences) versions.
+_RESIDENTS: dict[tuple, tuple[list[int], list[int]]] = {}
+
+
+def grid_residents(session: Session) -> tuple[list[int], list[int]]:
+    """(grid ids, residents): members whose current residence falls in each current grid
+    (on a shared edge or in an overlap, in each such grid; one current residence per
+    member, uq_residences_current_member), grids without residents left out. A
+    point-in-polygon pass over every residence, so kept per database and (grids,
+    residences) data versions: registrations, written far more often, leave it as it is."""
+    key = (database_url(session), *session.execute(_RESIDENTS_KEY_SQL).one())
+    found = _RESIDENTS.get(key)
+    if found is not None:
+        return found
+    rows = session.execute(_RESIDENTS_SQL).all()
+    found = ([r[0] for r in rows], [r[1] for r in rows])
+    if None not in key and tuple(session.execute(_RESIDENTS_KEY_SQL).one()) == key[1:]:
+        _RESIDENTS.clear()  # one version at a time per process is enough
+        _RESIDENTS[key] = found
+    return found
+
 
 def registration_stats(session: Session, *, level: str, within: str) -> list[dict[str, Any]]:
     """Per unit of ``level`` inside ``within``: residents (members whose current residence
@@ -296,7 +329,9 @@ def registration_stats(session: Session, *, level: str, within: str) -> list[dic
     prefix = area_prefix(within)
     if _UNIT_WIDTH[level] < len(prefix):
         raise InvalidInput(f"level {level} is above the area {within} ({level_of(within)})", field="level")
-    rows = session.execute(_STATS_SQL, {"prefix": prefix + "%", "width": _UNIT_WIDTH[level]}).all()
+    ids, counts = grid_residents(session)
+    rows = session.execute(_STATS_SQL, {"prefix": prefix + "%", "width": _UNIT_WIDTH[level],
+                                        "resident_grids": ids, "resident_counts": counts}).all()
     roles = session.execute(
         select(ServiceRole.code, ServiceRole.name).where(ServiceRole.active.is_(True)).order_by(ServiceRole.position)
     ).all()

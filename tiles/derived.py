@@ -174,10 +174,18 @@ def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRec
 
     items = []
     for c in h3_cells(session, res=res, metric="members", within=None, suppress_below=suppress_below):
-        polygon = shapely.Polygon(c["boundary"])
-        items.append((shapely.to_wkb(polygon), {"fid": h3.str_to_int(c["cell"]), "cell": c["cell"],
-                                                "count": c["count"], "res": res}))
+        wkb = _CELL_WKB.get(c["cell"])
+        if wkb is None:  # a cell's hexagon never changes: drawn once, kept across data versions
+            if len(_CELL_WKB) >= _CELL_WKB_MAX:
+                _CELL_WKB.clear()
+            wkb = _CELL_WKB[c["cell"]] = shapely.to_wkb(shapely.Polygon(c["boundary"]))
+        items.append((wkb, {"fid": h3.str_to_int(c["cell"]), "cell": c["cell"], "count": c["count"], "res": res}))
     return _wkb_records(items)
+
+
+#: WKB of the H3 hexagons drawn so far, by cell (:func:`h3_records`).
+_CELL_WKB: dict[str, bytes] = {}
+_CELL_WKB_MAX = 200_000
 
 
 class DerivedCache:

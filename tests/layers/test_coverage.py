@@ -5,6 +5,7 @@ manifest defects found and nothing else; branch coverage; metrics; H3; the cache
 from __future__ import annotations
 
 import h3
+import numpy as np
 import pytest
 import shapely
 from sqlalchemy import text
@@ -578,6 +579,61 @@ def test_h3_cache_follows_the_members_layer(demo_db):
     cell = h3.latlng_to_cell(y, x, 10)
     counts = lambda out: {c["cell"]: c["count"] for c in out["cells"]}  # noqa: E731
     assert counts(after)[cell] == counts(before).get(cell, 0) + 1
+
+
+def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, monkeypatch):
+    """Members with an active registration per H3 cell, everywhere, are counted from the
+    cells of the residences they registered with (located once per residences version):
+    the same counts as locating every registered residence; a registration confirmed or
+    rejected reuses the residence cells, a residence written locates them again; a
+    residence the cells do not know yet falls back to locating the points."""
+    points = cov._xy(demo_db, cov._H3_POINTS["members"].format(where=""))
+    assert cov._registered_cells(demo_db).levels == cov.H3Counts.of_points(points).levels
+
+    reg, x, y = demo_db.execute(text(
+        """SELECT r.id, ST_X(s.geom), ST_Y(s.geom) FROM registrations r JOIN residences s ON s.id = r.residence_id
+            WHERE r.status = 'pending' ORDER BY r.id LIMIT 1""")).one()
+    cell = h3.latlng_to_cell(y, x, cov.H3_FINEST)
+    located = []
+    real = cov.h3.latlng_to_cell
+    monkeypatch.setattr(cov.h3, "latlng_to_cell", lambda *a: located.append(a) or real(*a))
+    before = cov._registered_cells(demo_db).levels[cov.H3_FINEST][cell]
+    demo_db.execute(text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"), {"r": reg})
+    after = cov._registered_cells(demo_db)
+    assert after.levels[cov.H3_FINEST].get(cell, 0) == before - 1 and located == []  # no point located again
+    demo_db.execute(text("UPDATE residences SET source_x = source_x WHERE id = (SELECT min(id) FROM residences)"))
+    cov._registered_cells(demo_db)
+    assert len(located) >= len(points)  # a residences write: every residence located again
+
+    monkeypatch.setattr(cov, "_residence_cells", lambda session, versions: (np.zeros(0, np.int64),
+                                                                             np.zeros(0, np.uint64)))
+    assert cov._registered_cells(demo_db) is None  # registrations of residences it does not know
+    fallback = cov._count_cells(demo_db, "members", None)
+    assert fallback.levels == cov.H3Counts.of_points(cov._xy(demo_db, cov._H3_POINTS["members"].format(where=""))).levels
+
+
+def test_residents_are_recounted_only_when_residences_change(demo_db, monkeypatch):
+    """The member figures are read again after any member write, but the residents per
+    grid and area (a point-in-polygon pass over every residence) only after a residences
+    write: a registration confirmed reuses them."""
+    model = cov.coverage_model(demo_db, None)
+    before = cov.member_counts(demo_db, model)
+    reg, grid_id = demo_db.execute(text(
+        "SELECT id, grid_id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 1")).one()
+    g = model.grid_ids.index(grid_id)
+    passes = []
+    real = cov.points_in
+    monkeypatch.setattr(cov, "points_in", lambda *a, **k: passes.append(1) or real(*a, **k))
+    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now() WHERE id = :r"),
+                    {"r": reg})
+    after = cov.member_counts(demo_db, model)
+    assert after is not before and passes == []
+    assert after.grid_registered[g] == before.grid_registered[g] + 1
+    assert after.grid_pending[g] == before.grid_pending[g] - 1
+    assert (after.grid_residents == before.grid_residents).all() and after.area_residents == before.area_residents
+    demo_db.execute(text("UPDATE residences SET source_x = source_x WHERE id = (SELECT min(id) FROM residences)"))
+    cov.member_counts(demo_db, model)
+    assert passes  # located again
 
 
 def test_finding_ids_are_stable_across_filters(demo_db):

@@ -99,7 +99,7 @@ def test_writes_bump_their_layer_version_in_the_same_transaction(empty_db):
     from layers.versions import data_versions
 
     before = data_versions(empty_db)
-    assert set(before) == {"areas", "grids", "branches", "members", "events"}
+    assert set(before) == {"areas", "grids", "branches", "members", "residences", "events"}
     _insert_area(empty_db, "410105000000", "MULTIPOLYGON(((113 34,114 34,114 35,113 34)))")
     after = data_versions(empty_db)
     assert after["areas"] > before["areas"]
