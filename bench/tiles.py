@@ -31,8 +31,9 @@ statements run directly.
 
 Goals: grids uncached ≥ 1.5× tipg's throughput, warm ≥ 10×, overhead over raw SQL ≤ 25 %.
 
-With ``--writes`` it measures instead our cached grids tiles while registrations are
-being confirmed (0, 1 and 5 a second): the cost of keeping tiles exact under writes.
+With ``--writes`` it measures instead our cached grids tiles and the web map's tiles
+while registrations are being confirmed (0, 1 and 5 a second): the cost of keeping
+tiles exact under writes.
 
 Usage: .venv/bin/python bench/tiles.py [--clients 4] [--pool 4] [--rounds 3] [--writes]
 """
@@ -426,8 +427,9 @@ def by_zoom(port: int, raw_sql: RawSQL, tiles: list[tuple[int, int, int]], round
 
 
 def under_writes(engine, args, rates=(0, 1, 5), seconds: float = 15) -> None:
-    """Our grids tiles (cache on, ``--clients`` wrk connections for ``seconds``, cycling
-    through the tile list) while pending registrations are confirmed at each of ``rates``
+    """Our grids tiles and the web map's (every public layer; cache on, ``--clients`` wrk
+    connections for ``seconds``, cycling through the tile list) while pending
+    registrations are confirmed at each of ``rates``
     a second: every write bumps the members version, so the grid figures are rebuilt
     (~50 ms on the demo) before the next grids tile, and the tiles showing the changed
     grid are drawn again (the others stay cached). The writes are undone."""
@@ -436,8 +438,7 @@ def under_writes(engine, args, rates=(0, 1, 5), seconds: float = 15) -> None:
     from bench.common import wrk_load
 
     tiles = district_tiles(engine)
-    paths = [f"/tiles/grids/{z}/{x}/{y}.mvt" for z, x, y in tiles]
-    reqs = [get_request(p, ACCEPT) for p in paths]
+    kinds = {"grids": "grids", "web map (6 layers)": ",".join(PUBLIC_LAYERS)}
     with engine.connect() as conn:
         pending = conn.execute(text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY id")).scalars().all()
 
@@ -450,23 +451,26 @@ def under_writes(engine, args, rates=(0, 1, 5), seconds: float = 15) -> None:
             if stop.wait(1 / rate):
                 return
 
-    print(f"grids tiles, cache on, {args.clients} clients (wrk) for {seconds:g} s per rate, cycling through "
-          f"{len(paths):,} tiles; registrations confirmed meanwhile (each bumps the members version):")
-    print(f"  {'writes/s':>8} {'writes':>6} {'tiles/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'non2xx':>6}")
+    print(f"tiles, cache on, {args.clients} clients (wrk) for {seconds:g} s per rate, cycling through "
+          f"{len(tiles):,} tiles z10–z16; registrations confirmed meanwhile (each bumps the members version):")
+    print(f"  {'tiles':<20} {'writes/s':>8} {'writes':>6} {'tiles/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} "
+          f"{'non2xx':>6}")
     try:
         with served({"GRIDBRANCH_TILES_CACHE": "true", "GRIDBRANCH_POOL_SIZE": str(args.pool)}) as port:
-            load(port, reqs, args.clients)  # warm
-            for rate in rates:
-                stop, done = threading.Event(), []
-                writer = threading.Thread(target=confirm, args=(rate, stop, done)) if rate else None
-                if writer:
-                    writer.start()
-                r = wrk_load(port, paths, args.clients, seconds, ACCEPT)
-                stop.set()
-                if writer:
-                    writer.join()
-                print(f"  {rate:>8} {len(done):>6} {r['per_s']:>9,.1f} {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} "
-                      f"{r['p99_ms']:>8.2f} {r['non_2xx']:>6}")
+            for kind, layers in kinds.items():
+                paths = [f"/tiles/{layers}/{z}/{x}/{y}.mvt" for z, x, y in tiles]
+                load(port, [get_request(p, ACCEPT) for p in paths], args.clients)  # warm
+                for rate in rates:
+                    stop, done = threading.Event(), []
+                    writer = threading.Thread(target=confirm, args=(rate, stop, done)) if rate else None
+                    if writer:
+                        writer.start()
+                    r = wrk_load(port, paths, args.clients, seconds, ACCEPT)
+                    stop.set()
+                    if writer:
+                        writer.join()
+                    print(f"  {kind:<20} {rate:>8} {len(done):>6} {r['per_s']:>9,.1f} {r['p50_ms']:>8.2f} "
+                          f"{r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['non_2xx']:>6}")
     finally:
         with engine.begin() as conn:
             conn.execute(text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL "
