@@ -841,12 +841,17 @@ class H3Counts:
 
     @classmethod
     def of_points(cls, xy: np.ndarray) -> H3Counts:
+        return cls(cls.finest_of_points(xy))
+
+    @staticmethod
+    def finest_of_points(xy: np.ndarray) -> dict[str, int]:
+        """Points (n×2, lon/lat) counted per cell of the finest resolution."""
         fine: dict[str, int] = {}
         to_cell = h3.latlng_to_cell
         for x, y in xy.tolist():
             cell = to_cell(y, x, H3_FINEST)
             fine[cell] = fine.get(cell, 0) + 1
-        return cls(fine)
+        return fine
 
     def suppressed(self, k: int) -> frozenset[str]:
         """The cells (all resolutions) withheld from callers not entitled to member data."""
@@ -903,7 +908,12 @@ class _H3Cache:
 
     def __init__(self) -> None:
         self._cells: dict[tuple, H3Counts] = {}
+        self._last: dict[tuple, H3Counts] = {}  # by key without the layer version
         self._lock = threading.Lock()
+
+    def last(self, identity: tuple) -> H3Counts | None:
+        """The counts last filed for ``identity`` (a key without its layer version)."""
+        return self._last.get(identity)
 
     def get(self, key: tuple) -> H3Counts | None:
         with self._lock:
@@ -915,12 +925,18 @@ class _H3Cache:
     def put(self, key: tuple, cells: H3Counts) -> None:
         with self._lock:
             self._cells[key] = cells
+            identity = key[:2] + key[3:]
+            self._last.pop(identity, None)
+            self._last[identity] = cells
+            while len(self._last) > self.keep:
+                self._last.pop(next(iter(self._last)))
             while len(self._cells) > self.keep:
                 self._cells.pop(next(iter(self._cells)))
 
     def clear(self) -> None:
         with self._lock:
             self._cells.clear()
+            self._last.clear()
 
 
 H3_CACHE = _H3Cache()
@@ -952,10 +968,10 @@ def _residence_cells(session: Session, versions: dict[str, int]) -> tuple[np.nda
     return found
 
 
-def _registered_cells(session: Session) -> H3Counts | None:
-    """Members with an active registration per cell (everywhere), from the cells of the
-    residences they registered with; None when a residence is newer than the cells known
-    (written meanwhile): the caller then locates the points themselves."""
+def _registered_cells(session: Session) -> dict[str, int] | None:
+    """Members with an active registration per finest cell (everywhere), from the cells
+    of the residences they registered with; None when a residence is newer than the cells
+    known (written meanwhile): the caller then locates the points themselves."""
     versions = _versions(session)
     ids, cells = _residence_cells(session, versions)
     listed = session.execute(text("SELECT string_agg(residence_id::text, ',') FROM registrations "
@@ -965,11 +981,11 @@ def _registered_cells(session: Session) -> H3Counts | None:
     if len(wanted) and (at.max() >= len(ids) or not np.array_equal(ids[at], wanted)):
         return None
     found, counts = np.unique(cells[at], return_counts=True)
-    return H3Counts({h3.int_to_str(int(c)): int(n) for c, n in zip(found, counts)})
+    return {h3.int_to_str(int(c)): int(n) for c, n in zip(found, counts)}
 
 
-def _count_cells(session: Session, metric: str, within: str | None) -> H3Counts:
-    """The points of ``metric`` inside ``within`` (None: all) counted per cell, res 7–10."""
+def _finest_cells(session: Session, metric: str, within: str | None) -> dict[str, int]:
+    """The points of ``metric`` inside ``within`` (None: all) counted per finest cell."""
     if metric == "members" and within is None:
         counts = _registered_cells(session)
         if counts is not None:
@@ -979,7 +995,7 @@ def _count_cells(session: Session, metric: str, within: str | None) -> H3Counts:
         kind = "grid" if len(within) == 15 else "area"
         where = f" AND ST_Intersects(s.geom, {_WITHIN_GEOM[kind]})"
         params["within"] = within
-    return H3Counts.of_points(_xy(session, _H3_POINTS[metric].format(where=where), params))
+    return H3Counts.finest_of_points(_xy(session, _H3_POINTS[metric].format(where=where), params))
 
 
 def h3_counts(session: Session, metric: str, within: str | None) -> H3Counts:
@@ -991,7 +1007,11 @@ def h3_counts(session: Session, metric: str, within: str | None) -> H3Counts:
         key += (v["grids"], v["areas"], within)
     counts = H3_CACHE.get(key)
     if counts is None:
-        counts = _count_cells(session, metric, within)
+        fine = _finest_cells(session, metric, within)
+        # a write that left every cell's count as it was (a registration confirmed: still
+        # active) keeps the counts already built, with their suppression and rings
+        last = H3_CACHE.last(key[:2] + key[3:])
+        counts = last if last is not None and last.levels[H3_FINEST] == fine else H3Counts(fine)
         if _versions(session) == v:  # not read across a concurrent write
             H3_CACHE.put(key, counts)
     return counts

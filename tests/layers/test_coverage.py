@@ -588,7 +588,7 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     rejected reuses the residence cells, a residence written locates them again; a
     residence the cells do not know yet falls back to locating the points."""
     points = cov._xy(demo_db, cov._H3_POINTS["members"].format(where=""))
-    assert cov._registered_cells(demo_db).levels == cov.H3Counts.of_points(points).levels
+    assert cov._registered_cells(demo_db) == cov.H3Counts.finest_of_points(points)
 
     reg, x, y = demo_db.execute(text(
         """SELECT r.id, ST_X(s.geom), ST_Y(s.geom) FROM registrations r JOIN residences s ON s.id = r.residence_id
@@ -597,10 +597,10 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     located = []
     real = cov.h3.latlng_to_cell
     monkeypatch.setattr(cov.h3, "latlng_to_cell", lambda *a: located.append(a) or real(*a))
-    before = cov._registered_cells(demo_db).levels[cov.H3_FINEST][cell]
+    before = cov._registered_cells(demo_db)[cell]
     demo_db.execute(text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"), {"r": reg})
     after = cov._registered_cells(demo_db)
-    assert after.levels[cov.H3_FINEST].get(cell, 0) == before - 1 and located == []  # no point located again
+    assert after.get(cell, 0) == before - 1 and located == []  # no point located again
     demo_db.execute(text("UPDATE residences SET source_x = source_x WHERE id = (SELECT min(id) FROM residences)"))
     cov._registered_cells(demo_db)
     assert len(located) >= len(points)  # a residences write: every residence located again
@@ -608,8 +608,23 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     monkeypatch.setattr(cov, "_residence_cells", lambda session, versions: (np.zeros(0, np.int64),
                                                                              np.zeros(0, np.uint64)))
     assert cov._registered_cells(demo_db) is None  # registrations of residences it does not know
-    fallback = cov._count_cells(demo_db, "members", None)
-    assert fallback.levels == cov.H3Counts.of_points(cov._xy(demo_db, cov._H3_POINTS["members"].format(where=""))).levels
+    fallback = cov._finest_cells(demo_db, "members", None)
+    assert fallback == cov.H3Counts.finest_of_points(cov._xy(demo_db, cov._H3_POINTS["members"].format(where="")))
+
+
+def test_h3_counts_are_kept_when_a_write_leaves_every_cell_as_it_was(demo_db):
+    """A registration confirmed (still active) changes the members version but no cell:
+    the counts already built — hierarchy, suppression, rings — are kept; a registration
+    rejected changes a cell and gets new counts."""
+    before = cov.h3_counts(demo_db, "members", None)
+    pending = demo_db.execute(text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 2")).scalars().all()
+    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now() WHERE id = :r"),
+                    {"r": pending[0]})
+    assert cov.h3_counts(demo_db, "members", None) is before
+    demo_db.execute(text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"),
+                    {"r": pending[1]})
+    after = cov.h3_counts(demo_db, "members", None)
+    assert after is not before and after.total == before.total - 1
 
 
 def test_residents_are_recounted_only_when_residences_change(demo_db, monkeypatch):
