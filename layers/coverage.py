@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session
 from layers.codes import AREA_CODE, GRID_CODE, area_prefix
 from layers.coverage_topology import TOPOLOGY_KINDS, Finding, Thresholds, analyse_topology, assign_ids
 from layers.errors import InvalidInput
-from layers.versions import database_url as _database_url
+from layers.versions import VersionedCache, database_url as _database_url
 
 __all__ = [
     "BRANCH_KINDS", "CACHE", "H3_METRICS", "H3_RESOLUTIONS", "KINDS", "LEVELS", "TOPOLOGY_KINDS", "Thresholds",
@@ -945,35 +945,24 @@ H3_CACHE = _H3Cache()
 #: The finest H3 cell of every residence, per database and ``residences`` data version:
 #: (residence ids, ascending; their cells as integers). Registrations — written far more
 #: often than residences — then count members per cell without locating a point again.
-_RESIDENCE_CELLS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
-_RESIDENCE_CELLS_LOCK = threading.Lock()
+_RESIDENCE_CELLS = VersionedCache("residences")
 
 
-def _residence_cells(session: Session, versions: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    key = (_database_url(session), versions["db"], versions["residences"])
-    found = _RESIDENCE_CELLS.get(key)
-    if found is not None:
-        return found
+def _locate_residences(session: Session) -> tuple[np.ndarray, np.ndarray]:
     listing = session.execute(text(
         "SELECT string_agg(id::text || ',' || ST_X(geom)::text || ',' || ST_Y(geom)::text, ',' ORDER BY id) "
         "FROM residences")).scalar()
     rows = np.fromstring(listing, dtype=float, sep=",").reshape(-1, 3) if listing else np.zeros((0, 3))
     to_cell = h3.latlng_to_cell
     cells = np.array([h3.str_to_int(to_cell(y, x, H3_FINEST)) for x, y in rows[:, 1:].tolist()], dtype=np.uint64)
-    found = (rows[:, 0].astype(np.int64), cells)
-    if versions["residences"] is not None and _versions(session)["residences"] == versions["residences"]:
-        with _RESIDENCE_CELLS_LOCK:
-            _RESIDENCE_CELLS.clear()  # one database version at a time is enough
-            _RESIDENCE_CELLS[key] = found
-    return found
+    return rows[:, 0].astype(np.int64), cells
 
 
 def _registered_cells(session: Session) -> dict[str, int] | None:
     """Members with an active registration per finest cell (everywhere), from the cells
     of the residences they registered with; None when a residence is newer than the cells
     known (written meanwhile): the caller then locates the points themselves."""
-    versions = _versions(session)
-    ids, cells = _residence_cells(session, versions)
+    ids, cells = _RESIDENCE_CELLS.get(session, _locate_residences)
     listed = session.execute(text("SELECT string_agg(residence_id::text, ',') FROM registrations "
                                   "WHERE status IN ('confirmed', 'pending')")).scalar()
     wanted = np.fromstring(listed, dtype=np.int64, sep=",") if listed else np.zeros(0, np.int64)

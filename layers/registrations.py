@@ -20,7 +20,7 @@ from layers.codes import area_prefix, level_of
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.locate import OUTSIDE, Describer, GridIndex
 from layers.models import Member, Registration, Residence, ServiceRole
-from layers.versions import database_url
+from layers.versions import VersionedCache
 
 ACTIVE = ("pending", "confirmed")
 
@@ -293,13 +293,8 @@ _RESIDENTS_SQL = text(
      GROUP BY g.id
     """
 )
-_RESIDENTS_KEY_SQL = text(
-    """SELECT (SELECT oid FROM pg_database WHERE datname = current_database()),
-              (SELECT version FROM data_versions WHERE layer = 'grids'),
-              (SELECT version FROM data_versions WHERE layer = 'residences')"""
-)
 #: Residents per current grid, per database and (grids, residences) versions.
-_RESIDENTS: dict[tuple, tuple[list[int], list[int]]] = {}
+_RESIDENTS = VersionedCache("grids", "residences")
 
 
 def grid_residents(session: Session) -> tuple[list[int], list[int]]:
@@ -308,16 +303,11 @@ def grid_residents(session: Session) -> tuple[list[int], list[int]]:
     member, uq_residences_current_member), grids without residents left out. A
     point-in-polygon pass over every residence, so kept per database and (grids,
     residences) data versions: registrations, written far more often, leave it as it is."""
-    key = (database_url(session), *session.execute(_RESIDENTS_KEY_SQL).one())
-    found = _RESIDENTS.get(key)
-    if found is not None:
-        return found
-    rows = session.execute(_RESIDENTS_SQL).all()
-    found = ([r[0] for r in rows], [r[1] for r in rows])
-    if None not in key and tuple(session.execute(_RESIDENTS_KEY_SQL).one()) == key[1:]:
-        _RESIDENTS.clear()  # one version at a time per process is enough
-        _RESIDENTS[key] = found
-    return found
+    def count(s: Session) -> tuple[list[int], list[int]]:
+        rows = s.execute(_RESIDENTS_SQL).all()
+        return [r[0] for r in rows], [r[1] for r in rows]
+
+    return _RESIDENTS.get(session, count)
 
 
 def registration_stats(session: Session, *, level: str, within: str) -> list[dict[str, Any]]:

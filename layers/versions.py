@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from layers.models import DataVersion
@@ -22,3 +26,39 @@ def database_url(session: Session) -> str:
     bind = session.get_bind()
     engine = getattr(bind, "engine", bind)
     return engine.url.render_as_string(hide_password=True)
+
+
+T = TypeVar("T")
+
+
+class VersionedCache:
+    """Values computed from the database, kept per database and the data versions of the
+    ``layers`` they are computed from (the ``keep`` latest filed). The versions are read
+    before the value and again after it: a value is filed only when no write came
+    between, so it is never filed under versions older than its data; one read across a
+    write is simply not kept."""
+
+    keep = 4
+
+    def __init__(self, *layers: str) -> None:
+        self.layers = layers
+        self._key_sql = text("SELECT (SELECT oid FROM pg_database WHERE datname = current_database())"
+                             + "".join(f", (SELECT version FROM data_versions WHERE layer = '{k}')" for k in layers))
+        self._entries: dict[tuple, object] = {}
+        self._lock = threading.Lock()
+        self.computed = 0
+
+    def get(self, session: Session, compute: Callable[[Session], T]) -> T:
+        key = (database_url(session), *session.execute(self._key_sql).one())
+        found = self._entries.get(key)
+        if found is not None:
+            return found  # type: ignore[return-value]
+        value = compute(session)
+        self.computed += 1
+        if None not in key and (database_url(session), *session.execute(self._key_sql).one()) == key:
+            with self._lock:
+                self._entries.pop(key, None)
+                self._entries[key] = value
+                while len(self._entries) > self.keep:
+                    self._entries.pop(next(iter(self._entries)))
+        return value

@@ -31,6 +31,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from layers.registrations import registration_stats
+from layers.versions import VersionedCache
 
 Versions = tuple[tuple[str, int], ...]
 
@@ -113,6 +114,11 @@ _GRIDS_SQL = text(
 )
 
 
+#: The current grids' own rows (names, community, branch, bounds, area): they change
+#: with the grids and areas versions only (a branch write bumps grids), not with members.
+_GRID_ROWS = VersionedCache("grids", "areas")
+
+
 def grid_records(session: Session) -> FeatureRecords:
     """The current grids' tile attributes: code, name, community (code), has_branch and
     branch (the name of the active branch covering the grid, grid branches first, then by
@@ -121,7 +127,7 @@ def grid_records(session: Session) -> FeatureRecords:
     many active service roles no confirmed member holds) and roles_missing_names (their
     names, comma-separated), area_m2 (m², on the ellipsoid; for the priority order).
     Registration figures are those of :func:`layers.registrations.registration_stats`."""
-    rows = session.execute(_GRIDS_SQL).all()
+    rows = _GRID_ROWS.get(session, lambda s: s.execute(_GRIDS_SQL).all())
     stats: dict[str, dict] = {}
     districts = session.execute(text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code")).scalars()
     for district in districts.all():

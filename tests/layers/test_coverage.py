@@ -605,8 +605,8 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     cov._registered_cells(demo_db)
     assert len(located) >= len(points)  # a residences write: every residence located again
 
-    monkeypatch.setattr(cov, "_residence_cells", lambda session, versions: (np.zeros(0, np.int64),
-                                                                             np.zeros(0, np.uint64)))
+    monkeypatch.setattr(cov._RESIDENCE_CELLS, "get", lambda session, compute: (np.zeros(0, np.int64),
+                                                                                np.zeros(0, np.uint64)))
     assert cov._registered_cells(demo_db) is None  # registrations of residences it does not know
     fallback = cov._finest_cells(demo_db, "members", None)
     assert fallback == cov.H3Counts.finest_of_points(cov._xy(demo_db, cov._H3_POINTS["members"].format(where="")))
