@@ -78,7 +78,8 @@ class GridbranchAPI(FastAPI):
 
 
 def create_app(settings: Settings, *, engine=None) -> FastAPI:
-    """Build the service. ``engine`` may be given (tests); otherwise the lifespan creates
+    """Build the service. ``engine`` may be given (tests; ``gridbranch serve``, which has
+    migrated it already) and is then used as it is; otherwise the lifespan creates
     one from ``settings.database`` (starting the private cluster when no URL is set)
     and applies the migrations."""
     auth_secret = _auth_secret(settings)

@@ -182,12 +182,12 @@ def cmd_serve(args, settings: Settings) -> int:
 
     engine = _engine(settings)  # start the database and migrate once, not in every worker
     shortfall = connection_shortfall(engine, settings.database.pool_size, workers)
-    engine.dispose()
     if shortfall:
         print(f"gridbranch: warning: {shortfall}", file=sys.stderr, flush=True)
     if workers == 1:
-        app = create_app(settings)
+        app = create_app(settings, engine=engine)  # migrated already: the app uses it as it is
     else:
+        engine.dispose()
         os.environ.update(_worker_env(settings))
     print(f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
           f"{f' with {workers} worker processes' if workers > 1 else ''}", flush=True)

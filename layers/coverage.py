@@ -145,7 +145,7 @@ class CoverageModel:
     equal_area: Any
     built_s: float = 0.0
     member_cache: dict = field(default_factory=dict)
-    residents_cache: dict = field(default_factory=dict)
+    residents_cache: VersionedCache = field(default_factory=lambda: VersionedCache("residences"))
     #: Serialises the member figures: they use the model's prepared geometries, which
     #: GEOS does not let two threads initialise at once.
     lock: Any = field(default_factory=threading.RLock)
@@ -522,13 +522,13 @@ def _read_member_counts(session: Session, model: CoverageModel) -> MemberCounts:
 
 def _residents(session: Session, model: CoverageModel) -> tuple[np.ndarray, dict[str, int]]:
     """Current residences per grid (the lowest code where grids overlap) and per area (by
-    the lowest area containing them, rolled up). Cached on the model under the
+    the lowest area containing them, rolled up). Kept on the model under the
     ``residences`` data version: a registration confirmed or rejected — the common write —
     leaves them as they are."""
-    version = _versions(session)["residences"]
-    found = model.residents_cache.get(version)
-    if found is not None:
-        return found
+    return model.residents_cache.get(session, lambda s: _count_residents(s, model))
+
+
+def _count_residents(session: Session, model: CoverageModel) -> tuple[np.ndarray, dict[str, int]]:
     n = len(model.grid_codes)
     xy = _xy(session, "SELECT ST_X(geom) AS x, ST_Y(geom) AS y FROM residences WHERE ended_at IS NULL")
     grid_residents = np.zeros(n, np.int64)
@@ -552,11 +552,7 @@ def _residents(session: Session, model: CoverageModel) -> tuple[np.ndarray, dict
         for j, c in zip(*np.unique(best[best >= 0], return_counts=True)):
             for code in model.chain(model.areas[j]["code"]):
                 area_residents[code] = area_residents.get(code, 0) + int(c)
-    result = (grid_residents, area_residents)
-    if version is not None and _versions(session)["residences"] == version:
-        model.residents_cache.clear()
-        model.residents_cache[version] = result
-    return result
+    return grid_residents, area_residents
 
 
 def _xy(session: Session, sql: str, params: dict | None = None) -> np.ndarray:

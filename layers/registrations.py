@@ -322,9 +322,7 @@ def registration_stats(session: Session, *, level: str, within: str) -> list[dic
     ids, counts = grid_residents(session)
     rows = session.execute(_STATS_SQL, {"prefix": prefix + "%", "width": _UNIT_WIDTH[level],
                                         "resident_grids": ids, "resident_counts": counts}).all()
-    roles = session.execute(
-        select(ServiceRole.code, ServiceRole.name).where(ServiceRole.active.is_(True)).order_by(ServiceRole.position)
-    ).all()
+    roles = [(r["code"], r["name"]) for r in service_roles(session)]
     names = _unit_names(session, level, [r.unit for r in rows])
     out = []
     for r in rows:

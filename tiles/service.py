@@ -320,7 +320,9 @@ class TileService:
             versions = await self.reader.read()
             self.observe(versions)
             now = datetime.now(timezone.utc)  # the clock after the read, as the versions
-            bound = [(layer, await self.params(layer, tile, scope, versions, now)) for layer in layers]
+            # only the derived layers' records enter the state (the others' versions do)
+            bound = [(layer, await self.params(layer, tile, scope, versions, now) if layer.derived else None)
+                     for layer in layers]
             entry = self.cache.get(key, content_state(bound, versions), now)
         if entry is None:
             entry = await self.render(layers, tile, scope, await self.assumed(layers), now)
