@@ -25,8 +25,10 @@ our time: PostgreSQL as we wait for it, derived parameters, gzip (which raw SQL 
 pay), the rest of the app, and HTTP; and the same end-to-end comparison zoom by zoom
 (low-zoom tiles take PostgreSQL milliseconds, z16 tiles a third of one). Beside it, the HTTP floor: uvicorn alone, no app,
 answering every request with one median-size tile, through the same client — what
-any Python HTTP server on this machine costs per request before it does anything — and
-the web map's own tile (every public layer, one composite statement) against the same
+any Python HTTP server on this machine costs per request before it does anything. The
+one-client figures are taken twice: with the benchmark's Python client, and with wrk (a
+client in C, as libpq is on the raw SQL side), cache off and warm, and the floor again.
+And the web map's own tile (every public layer, one composite statement) against the same
 statements run directly.
 
 Goals: grids uncached ≥ 1.5× tipg's throughput, warm ≥ 10×, overhead over raw SQL ≤ 25 %.
@@ -61,7 +63,7 @@ import shapely  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    ROOT, bare_served, demo_engine, fmt, free_port, get_request, listening, load, served,
+    ROOT, bare_served, demo_engine, fmt, free_port, get_request, listening, load, served, wrk_available, wrk_load,
 )
 from tiles.layers import PUBLIC_LAYERS  # noqa: E402
 
@@ -69,6 +71,8 @@ TIPG_VERSION = "1.6.1"
 TIPG_VENV = ROOT / ".gridbranch" / "bench-tipg-venv"
 ACCEPT = {"Accept-Encoding": "gzip"}
 SEED = 42
+#: Seconds of each one-connection wrk run (the tile list takes about one at cache off).
+WRK_SECONDS = 3
 VIEW_SQL = """
 CREATE OR REPLACE VIEW current_grids AS
 SELECT g.id, g.code, g.name, c.code AS community, gv.geom
@@ -435,8 +439,6 @@ def under_writes(engine, args, rates=(0, 1, 5), seconds: float = 15) -> None:
     grid are drawn again (the others stay cached). The writes are undone."""
     import threading
 
-    from bench.common import wrk_load
-
     tiles = district_tiles(engine)
     kinds = {"grids": "grids", "web map (6 layers)": ",".join(PUBLIC_LAYERS)}
     with engine.connect() as conn:
@@ -544,13 +546,17 @@ def run(args, engine) -> None:
           f"shuffled (seed {SEED}); Accept-Encoding: gzip; one worker and a pool of {args.pool} connections each; "
           f"{args.clients} clients; median of {args.rounds} interleaved rounds", flush=True)
 
-    runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1", "floor1", "map1")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("tipg", "off", "warm", "tipg1", "off1", "warm1", "floor1", "map1",
+                                                    "floor_c", "off_c", "warm_c")}
+    paths = [f"/tiles/grids/{z}/{x}/{y}.mvt" for z, x, y in tiles]
+    wrk = wrk_available()
     raw_sql = RawSQL(tiles, args.pool)
     raw_map = RawSQL(tiles, 1, PUBLIC_LAYERS)  # the web map's tile: every public layer, one statement
     map_req = [get_request(f"/tiles/{','.join(PUBLIC_LAYERS)}/{z}/{x}/{y}.mvt", ACCEPT) for z, x, y in tiles]
     raw_runs: list[float] = []
     raw_map_runs: list[float] = []
     raw_many: list[float] = []
+    raw_c_runs: list[float] = []
     with tipg_served(python, url, args.pool, args.limit) as tport, \
             served({**env, "GRIDBRANCH_TILES_CACHE": "false"}) as off_port, \
             served({**env, "GRIDBRANCH_TILES_CACHE": "true"}) as warm_port:
@@ -563,6 +569,8 @@ def run(args, engine) -> None:
             load(bare_port, ours_req, args.clients)
             for _ in range(args.rounds):
                 runs["floor1"].append(load(bare_port, ours_req, 1))
+                if wrk:  # the same with a client in C (as psycopg2's libpq is for raw SQL)
+                    runs["floor_c"].append(wrk_load(bare_port, paths, 1, WRK_SECONDS, ACCEPT))
         for _ in range(args.rounds):
             runs["tipg"].append(load(tport, tipg_req, args.clients))
             runs["off"].append(load(off_port, ours_req, args.clients))
@@ -573,6 +581,10 @@ def run(args, engine) -> None:
             runs["map1"].append(load(off_port, map_req, 1))
             raw_map_runs.append(raw_map.one())
             runs["warm1"].append(load(warm_port, ours_req, 1))
+            if wrk:
+                runs["off_c"].append(wrk_load(off_port, paths, 1, WRK_SECONDS, ACCEPT))
+                raw_c_runs.append(raw_sql.one())
+                runs["warm_c"].append(wrk_load(warm_port, paths, 1, WRK_SECONDS, ACCEPT))
             raw_many.append(raw_sql.many())
         zooms_overhead = by_zoom(off_port, raw_sql, tiles, args.rounds)
     raw_sql.close()
@@ -581,7 +593,7 @@ def run(args, engine) -> None:
     ip = in_process(tiles, args.pool, max(3, args.rounds))
     app_ms = ip["app_ms"]
 
-    m = {k: median_run(v) for k, v in runs.items()}
+    m = {k: median_run(v) for k, v in runs.items() if v}
     print(f"grid codes in {sample} sampled tiles: the same through both servers in {same}; in {more} ours also holds "
           "grids that only reach into the tile's buffer (tipg selects by the tile itself)")
     print(f"  {'':<34} {'tiles/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'mean ms':>8} {'non2xx':>6}")
@@ -635,6 +647,16 @@ def run(args, engine) -> None:
     for z, n, ours_ms, raw_ms in zooms_overhead:
         print(f"    z{z:<3} {n:>5} tiles  ours {ours_ms:7.3f} ms  raw SQL {raw_ms:7.3f} ms  "
               f"+{(ours_ms / raw_ms - 1) * 100:3.0f} %  (+{ours_ms - raw_ms:.3f} ms)")
+    if wrk:
+        raw_c = statistics.median(raw_c_runs)
+        per = {k: 1000 / m[k]["per_s"] for k in ("floor_c", "off_c", "warm_c")}
+        print(f"  with a load client in C (wrk, one connection cycling through the same tiles for {WRK_SECONDS:g} s; "
+              "time per tile = 1 / tiles per second), raw SQL run right after ours:")
+        print(f"    cache off: {per['off_c']:.3f} / {raw_c:.3f} ms = +{(per['off_c'] / raw_c - 1) * 100:.0f} %; "
+              f"cache warm (a data-version read, then the cached tile): {per['warm_c']:.3f} ms = "
+              f"{(per['warm_c'] / raw_c - 1) * 100:+.0f} %")
+        print(f"    the HTTP floor (uvicorn alone, no app): {per['floor_c']:.3f} ms per request = "
+              f"{per['floor_c'] / raw_c * 100:.0f} % of the raw SQL time, against the 25 % budget")
     map_ms, raw_map_ms = m["map1"]["mean_ms"], statistics.median(raw_map_runs)
     print(f"  the web map's tile ({len(PUBLIC_LAYERS)} public layers, those in range drawn by one composite "
           f"statement), cache off, 1 client, HTTP end to end: {map_ms:.3f} ms per tile; the same statements run "
@@ -642,10 +664,11 @@ def run(args, engine) -> None:
     print(f"  our throughput ({args.clients} clients, cache off) over raw SQL ({args.pool} connections): "
           f"{m['off']['per_s'] / raw['per_s'] * 100:.0f} %")
     for name, r in runs.items():
-        print(f"  rounds {name}: " + ", ".join(f"{x['per_s']:,.0f}/s" for x in r))
+        if r:
+            print(f"  rounds {name}: " + ", ".join(f"{x['per_s']:,.0f}/s" for x in r))
     print("  rounds raw SQL, 1 connection: " + ", ".join(f"{x:.3f} ms" for x in raw_runs))
     print("(medians of the rounds; full figures of the median rounds:)")
-    for name in ("tipg", "off", "warm", "floor1", "map1"):
+    for name in ("tipg", "off", "warm", "floor1", "map1", *(("floor_c", "off_c", "warm_c") if wrk else ())):
         print(f"  {name}: {fmt(m[name])}")
 
 
