@@ -10,7 +10,9 @@ Three layers carry figures that are too costly to derive inside every tile query
 - ``members_h3``: counts per H3 cell from :func:`layers.coverage.h3_cells`
   (``members`` version), per resolution, as published to anyone: one hierarchy over
   resolutions 7–10 (every cell the sum of its children), small counts and their
-  complements suppressed, so that the cells of two zooms cannot be subtracted.
+  complements suppressed, so that the cells of two zooms cannot be subtracted;
+- ``labels``: one point per district, street, community and current grid at which to
+  write its name (``areas`` and ``grids`` versions), per set of levels labelled at a zoom.
 
 Each is held as :class:`FeatureRecords`: one JSON record per feature, serialised once,
 with the feature's WGS84 bounding box; a tile query receives as its ``$6`` parameter the
@@ -20,6 +22,7 @@ records whose box meets the tile (a superset of what its spatial filter keeps).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 from collections import OrderedDict
 
@@ -27,6 +30,7 @@ import h3
 import numpy as np
 import orjson
 import shapely
+from shapely.ops import polylabel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -187,6 +191,79 @@ def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRec
             wkb = _CELL_WKB[c["cell"]] = shapely.to_wkb(shapely.Polygon(c["boundary"]))
         items.append((wkb, {"fid": h3.str_to_int(c["cell"]), "cell": c["cell"], "count": c["count"], "res": res}))
     return _wkb_records(items)
+
+
+#: The zooms at which each level's name is written (the ``labels`` layer): the district
+#: on the whole-city views, streets and communities as they fill the screen, grids close in.
+LABEL_ZOOMS = {"district": (8, 10), "street": (11, 13), "community": (13, 15), "grid": (15, 16)}
+_LABEL_RANK = {level: i for i, level in enumerate(LABEL_ZOOMS)}
+
+
+def label_levels(z: int) -> tuple[str, ...]:
+    """The levels whose names are written at zoom ``z`` (:data:`LABEL_ZOOMS`)."""
+    return tuple(level for level, (lo, hi) in LABEL_ZOOMS.items() if lo <= z <= hi)
+
+
+_LABEL_SQL = text(
+    """
+    SELECT a.level::text AS level, a.code::text AS code, a.name, ST_AsBinary(a.geom) AS wkb
+      FROM admin_areas a
+    UNION ALL
+    SELECT 'grid', g.code::text, g.name, ST_AsBinary(gv.geom)
+      FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+     WHERE g.retired_at IS NULL
+    """
+)
+#: (level, code, name, lon, lat) of every unit, per areas and grids versions.
+_LABEL_POINTS = VersionedCache("areas", "grids")
+#: Label points already found, by (level, code, WKB digest): a write that leaves a
+#: boundary as it was (a branch, a renamed grid) finds its point again for nothing.
+_POINT_OF: dict[tuple[str, str, bytes], tuple[float, float]] = {}
+
+
+def label_point(geom) -> tuple[float, float]:
+    """Where to write a unit's name (WGS84 lon, lat): the pole of inaccessibility of its
+    largest polygon — the inside point farthest from the boundary, found to 1/200 of
+    the polygon's diagonal — which, unlike the centroid, is inside every shape (an L,
+    a ring). A geometry it cannot take (invalid, or no polygon) gets a point on its
+    surface."""
+    try:
+        shape = geom if geom.is_valid else shapely.make_valid(geom)
+        polygons = [p for p in shapely.get_parts(shape) if p.geom_type == "Polygon" and not p.is_empty]
+        largest = max(polygons, key=lambda p: p.area)
+        minx, miny, maxx, maxy = largest.bounds
+        point = polylabel(largest, tolerance=max(math.hypot(maxx - minx, maxy - miny) / 200, 1e-7))
+    except Exception:  # noqa: BLE001 - any shape still gets a point to write its name at
+        point = geom.representative_point()
+    return point.x, point.y
+
+
+def _label_points(session: Session) -> list[tuple[str, str, str, float, float]]:
+    out = []
+    for level, code, name, wkb in session.execute(_LABEL_SQL).all():
+        wkb = bytes(wkb)
+        key = (level, code, hashlib.blake2b(wkb, digest_size=16).digest())
+        xy = _POINT_OF.get(key)
+        if xy is None:
+            if len(_POINT_OF) >= _CELL_WKB_MAX:
+                _POINT_OF.clear()
+            xy = _POINT_OF[key] = label_point(shapely.from_wkb(wkb))
+        out.append((level, code, name, *xy))
+    return out
+
+
+def label_records(session: Session, levels: tuple[str, ...]) -> FeatureRecords:
+    """The label points of the units at ``levels`` as tile records: fid (a stable 48-bit
+    number of level and code), level, code, name, rank (the level's, for the priority
+    order) and the point (lon, lat)."""
+    records, bounds = [], []
+    for level, code, name, lon, lat in _LABEL_POINTS.get(session, _label_points):
+        if level in levels:
+            fid = int.from_bytes(hashlib.blake2b(f"{level}:{code}".encode(), digest_size=6).digest(), "big")
+            records.append({"fid": fid, "level": level, "code": code, "name": name, "rank": _LABEL_RANK[level],
+                            "lon": lon, "lat": lat})
+            bounds.append((lon, lat, lon, lat))
+    return FeatureRecords(np.array(bounds).reshape(-1, 4), records)
 
 
 #: WKB of the H3 hexagons drawn so far, by cell (:func:`h3_records`).

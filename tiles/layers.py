@@ -319,6 +319,30 @@ MEMBERS_H3 = _build(TileLayer(
     via_records=("members",),  # the cells, geometry included
 ))
 
+LABELS = _build(TileLayer(
+    name="labels",
+    title="名称标注",
+    description=("One point per district, street, community and current grid at which to write its name — "
+                 "the inside point farthest from its boundary (tiles.derived.label_point), so a name is written "
+                 "once, not once per tile its polygon crosses; by zoom: the district z8–10, streets z11–13, "
+                 "communities z13–15, grids z15–16 (level says which)"),
+    geometry="point",
+    minzoom=8,
+    maxzoom=16,
+    depends=("areas", "grids"),
+    fields={"level": "String", "code": "String", "name": "String"},
+    priority="the district, then streets, then communities, then grids; by code",
+    candidates=f"""
+        SELECT f.fid, f.level, f.code, f.name, f.rank, ST_SetSRID(ST_MakePoint(f.lon, f.lat), 4326) AS geom
+          FROM json_to_recordset($6) AS f(fid bigint, level text, code text, name text, rank integer,
+                                          lon double precision, lat double precision)
+         WHERE ST_SetSRID(ST_MakePoint(f.lon, f.lat), 4326) && {ENV_4326}""",
+    order="rank, code",
+    extra_types=("json",),
+    derived=True,
+    via_records=("areas", "grids"),  # the points and names
+))
+
 # The events layer keeps every candidate until encoding: its epoch and next change are
 # taken over all events of the tile, since the clock reorders them too.
 object.__setattr__(EVENTS, "sql", _statement(
@@ -331,7 +355,7 @@ object.__setattr__(EVENTS, "sql", _statement(
 ))
 
 LAYERS: dict[str, TileLayer] = {
-    layer.name: layer for layer in (AREAS, GRIDS, BRANCHES, EVENTS, COVERAGE_ISSUES, MEMBERS_H3, MEMBERS)
+    layer.name: layer for layer in (AREAS, GRIDS, BRANCHES, EVENTS, COVERAGE_ISSUES, MEMBERS_H3, LABELS, MEMBERS)
 }
 #: Layers every caller may read, in drawing order (the style's and the default composite's).
 PUBLIC_LAYERS = tuple(name for name, layer in LAYERS.items() if not layer.personal)

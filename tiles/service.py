@@ -231,6 +231,10 @@ class TileService:
             k = self.h3_min_count
             records = await self.records("h3", layer.depends, versions,
                                          lambda s: derived.h3_records(s, res=res, suppress_below=k), res, k)
+        elif name == "labels":
+            levels = derived.label_levels(tile.z)
+            records = await self.records("labels", layer.depends, versions,
+                                         lambda s: derived.label_records(s, levels), levels)
         else:
             return params
         minx, miny, maxx, maxy = tile_bounds(tile, MARGIN)

@@ -1,5 +1,7 @@
 """A MapLibre style (spec v8) over the tiles, usable offline as it stands: no glyphs, no
-sprite, no text or symbol layers, no URL but this service's own.
+sprite, no URL but this service's own. Its one symbol layer writes the names of the
+``labels`` layer; with no glyphs named, MapLibre GL JS (5.11 and later) draws that text in
+the browser's own fonts, and desktop GIS in the system's.
 
 One vector source ``gridbranch`` reads the composite tile of every public layer (one
 request per tile); for admins a second source ``members`` reads their residences layer
@@ -25,6 +27,11 @@ def _source(layers, base, extent) -> dict:
         "bounds": [round(v, 6) for v in bounds],
         "attribution": "gridbranch",
     }
+
+
+def by_level(district, street, community, grid) -> list:
+    """A style expression choosing by the label's level."""
+    return ["match", ["get", "level"], "district", district, "street", street, "community", community, grid]
 
 
 def _layers() -> list[dict]:
@@ -69,6 +76,11 @@ def _layers() -> list[dict]:
                                     "#9e9e9e", "#3a86ff"],
                    "circle-radius": ["interpolate", ["linear"], ["zoom"], 11, 2, 16, 5],
                    "circle-stroke-color": "#ffffff", "circle-stroke-width": 0.5}},
+        {"id": "labels", "type": "symbol", "source": SOURCE, "source-layer": "labels",
+         "layout": {"text-field": ["get", "name"], "text-size": by_level(17, 14, 12.5, 11.5),
+                    "symbol-sort-key": by_level(0, 1, 2, 3), "text-max-width": 7, "text-padding": 3},
+         "paint": {"text-color": by_level("#1d3557", "#355070", "#4a5563", "#2b2f33"),
+                   "text-halo-color": "rgba(255, 255, 255, 0.92)", "text-halo-width": 1.4}},
     ]
 
 

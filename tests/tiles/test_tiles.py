@@ -14,6 +14,7 @@ import h3
 import pytest
 import shapely
 from shapely.geometry import box, shape
+from shapely.ops import polylabel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -148,7 +149,7 @@ def test_composite_tile_holds_each_layer_as_served_alone(tiles_client, demo_engi
     r = tiles_client.get(path(PUBLIC, tile))
     assert r.status_code == 200
     layers = decode(r.content)
-    assert {"areas", "grids", "branches", "events", "coverage_issues", "members_h3"} >= set(layers)
+    assert {"areas", "grids", "branches", "events", "coverage_issues", "members_h3", "labels"} >= set(layers)
     assert {"areas", "grids", "branches", "members_h3"} <= set(layers)
     for name in PUBLIC_LAYERS:
         alone = decode(tiles_client.get(path(name, tile)).content).get(name, {"features": []})["features"]
@@ -159,12 +160,12 @@ def test_composite_tile_holds_each_layer_as_served_alone(tiles_client, demo_engi
     assert all(set(f["properties"]) == {"level", "code", "name"} for f in layers["areas"]["features"])
     branch = layers["branches"]["features"][0]["properties"]
     assert set(branch) <= set(LAYERS["branches"].fields) and "secretary" not in str(branch)
-    # zoom ranges: at z8 only the areas layer is drawn, at z9 the grids too (a phone's
-    # whole-district view)
+    # zoom ranges: at z8 only the areas layer is drawn (and the district's name, in the
+    # tile it lies in), at z9 the grids too (a phone's whole-district view)
     z8 = tile_at(row[0], row[1], 8)
-    assert set(decode(tiles_client.get(path(PUBLIC, z8)).content)) == {"areas"}
+    assert set(decode(tiles_client.get(path(PUBLIC, z8)).content)) - {"labels"} == {"areas"}
     z9 = tile_at(row[0], row[1], 9)
-    assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) == {"areas", "grids"}
+    assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) - {"labels"} == {"areas", "grids"}
 
 
 @pytest.mark.parametrize("z", range(9, 17))
@@ -182,6 +183,91 @@ def test_composite_tile_is_the_layers_served_alone_byte_for_byte(tiles_client, d
         assert both.status_code in (200, 204) and all(r.status_code in (200, 204) for r in alone)
         assert "x-tile-truncated" not in both.headers
         assert both.content == b"".join(r.content for r in alone), (z, tile)
+
+
+def district_tiles_at(engine, z: int) -> list[Tile]:
+    """Every tile at zoom ``z`` meeting the district."""
+    district = shapely.from_wkb(bytes(one(engine, "SELECT ST_AsBinary(geom) FROM admin_areas "
+                                                  "WHERE level = 'district'")[0]))
+    minx, miny, maxx, maxy = district.bounds
+    nw, se = tile_at(minx, maxy, z), tile_at(maxx, miny, z)
+    return [Tile(z, x, y) for x in range(nw.x, se.x + 1) for y in range(nw.y, se.y + 1)
+            if district.intersects(box(*tile_bounds(Tile(z, x, y))))]
+
+
+def label_units(engine) -> dict[tuple[str, str], tuple[str, object]]:
+    """(level, code) → (name, geometry) of the district, streets, communities and current grids."""
+    rows = every(engine, """
+        SELECT level::text, code::text, name, ST_AsBinary(geom) FROM admin_areas
+        UNION ALL
+        SELECT 'grid', g.code, g.name, ST_AsBinary(gv.geom)
+          FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+         WHERE g.retired_at IS NULL""")
+    return {(level, code): (name, shapely.from_wkb(bytes(wkb))) for level, code, name, wkb in rows}
+
+
+@pytest.mark.parametrize("z", [8, 10, 11, 13, 14, 15, 16])
+def test_labels_write_each_name_once_inside_its_unit(tiles_client, demo_engine, z):
+    """Over every tile of the district at a zoom: each unit of the levels labelled there
+    has its name written exactly once (a point in the buffer belongs to the neighbour),
+    inside its own boundary; no other level is labelled."""
+    from tiles.derived import label_levels
+
+    units = label_units(demo_engine)
+    seen: dict[tuple[str, str], tuple[str, object, Tile]] = {}
+    for tile in district_tiles_at(demo_engine, z):
+        r = tiles_client.get(path("labels", tile))
+        assert r.status_code in (200, 204)
+        for f in features(r.content, "labels"):
+            x, y = f["geometry"]["coordinates"]
+            if not (0 <= x < EXTENT and 0 <= y < EXTENT):
+                continue  # in the buffer: written by the tile it lies in
+            props = f["properties"]
+            assert set(props) == {"level", "code", "name"}
+            key = (props["level"], props["code"])
+            assert key not in seen, (key, tile, seen.get(key))
+            seen[key] = (props["name"], to_lonlat(tile, f["geometry"]), tile)
+    levels = label_levels(z)
+    assert levels and set(seen) == {k for k in units if k[0] in levels}
+    for key, (name, point, tile) in seen.items():
+        assert name == units[key][0], key
+        minx, _, maxx, _ = tile_bounds(tile)
+        assert units[key][1].distance(point) <= 2 * (maxx - minx) / EXTENT, key  # the encoding's rounding
+        # well inside, not by an edge: at least a fifth of the largest inscribed circle's radius away
+        largest = max(shapely.get_parts(units[key][1]), key=lambda g: g.area)
+        radius = polylabel(largest, 1e-6).distance(largest.boundary)  # its inscribed circle's
+        assert units[key][1].boundary.distance(point) > 0.2 * radius, key
+
+
+def test_a_renamed_grid_is_relabelled_at_once_and_only_where_it_is_written(tiles_client, demo_engine):
+    from tiles.derived import label_point
+
+    grids = sorted((k, v) for k, v in label_units(demo_engine).items() if k[0] == "grid")
+    (_, code), (name, geom) = grids[0]
+    (_, far_code), (far_name, far_geom) = grids[-1]
+    tile, far = tile_at(*label_point(geom), 15), tile_at(*label_point(far_geom), 15)
+    assert tile != far
+
+    def names(t):
+        r = tiles_client.get(path("labels", t))
+        return r, {f["properties"]["code"]: f["properties"]["name"] for f in features(r.content, "labels")}
+
+    before, shown = names(tile)
+    far_before, far_shown = names(far)
+    assert shown[code] == name and far_shown[far_code] == far_name
+    renamed = f"{name}（更名）"
+    with demo_engine.begin() as conn:
+        conn.execute(text("UPDATE grids SET name = :n WHERE code = :c"), {"n": renamed, "c": code})
+    try:
+        after, shown = names(tile)
+        assert shown[code] == renamed and after.headers["etag"] != before.headers["etag"]
+        # the grids version moved, but the far tile's labels did not: same ETag, a 304
+        again = tiles_client.get(path("labels", far), headers={"If-None-Match": far_before.headers["etag"]})
+        assert again.status_code == 304
+    finally:
+        with demo_engine.begin() as conn:
+            conn.execute(text("UPDATE grids SET name = :n WHERE code = :c"), {"n": name, "c": code})
+    assert names(tile)[1][code] == name
 
 
 def test_composite_statements_stay_prepared_within_a_bound(tiles_client, demo_engine):
@@ -832,13 +918,18 @@ def test_style_is_usable_offline_by_maplibre(tiles_client):
     assert r.status_code == 200
     style = r.json()
     assert style["version"] == 8 and "glyphs" not in style and "sprite" not in style
-    assert all(layer["type"] in ("background", "fill", "line", "circle") for layer in style["layers"])
+    assert all(layer["type"] in ("background", "fill", "line", "circle", "symbol") for layer in style["layers"])
     source = style["sources"]["gridbranch"]
     assert source["tiles"] == [f"http://testserver/tiles/{PUBLIC}/{{z}}/{{x}}/{{y}}.mvt"]
     for layer in style["layers"]:
         if layer["type"] != "background":
             assert layer["source"] == "gridbranch" and layer["source-layer"] in PUBLIC_LAYERS
+        if layer["type"] == "symbol":  # names only, in local fonts: no icons, no named fonts
+            assert layer["source-layer"] == "labels" and layer["layout"]["text-field"] == ["get", "name"]
+            assert not {"icon-image", "text-font"} & set(layer["layout"])
+        else:
             assert "text-field" not in layer.get("layout", {})
+    assert [layer["id"] for layer in style["layers"]][-1] == "labels"  # names over everything
     urls = [u for s in style["sources"].values() for u in s["tiles"]]
     assert all(u.startswith("http://testserver/") for u in urls)
     admin = tiles_client.get("/tiles/style.json", headers=token_for("admin"))

@@ -30,8 +30,8 @@ SCREENSHOT_POPUP = "/tmp/gridbranch-map-popup.png"
 READY = "document.body.dataset.ready === '1' || document.body.dataset.error === '1'"
 
 # the tile layers the full map and the embedded map ask for; never "members"
-PUBLIC_LAYERS = ("areas", "grids", "branches", "events", "coverage_issues", "members_h3")
-EMBED_LAYERS = ("areas", "grids", "branches", "members_h3")
+PUBLIC_LAYERS = ("areas", "grids", "branches", "events", "coverage_issues", "members_h3", "labels")
+EMBED_LAYERS = ("areas", "grids", "branches", "members_h3", "labels")
 # endpoints that answer with personal data (or only to staff): the public map never calls them
 PERSONAL_PATHS = ("/v1/registrations", "/v1/events", "/v1/auth", "/v1/coverage/summary", "/v1/coverage/issues",
                   "/v1/branches", "/open311")
@@ -303,6 +303,8 @@ def isolated_event(page, state: str) -> dict:
             if not on_open_map(page, x, y):
                 continue
             others = [f for f in rendered(page, ["events-circle"], (x, y), 8) if f["id"] != e["id"]]
+            if rendered(page, ["labels-text"], (x, y), 8):
+                continue  # a name is written over it
             if all(STATE_RANK[event_state(f["properties"])] < STATE_RANK[state] for f in others):
                 return {**e, "xy": (x, y)}
         return None
@@ -358,11 +360,12 @@ def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
     assert not any(p.startswith("/v1/") for p in paths), paths
     assert_public_only(page_log.requests, PUBLIC_LAYERS)
     assert page.is_hidden("#status")
-    # the style asks for nothing remote: no glyphs, no sprite, no symbol layers; one
-    # vector source on our own composite tiles
+    # the style asks for nothing remote: no glyphs, no sprite, no icons (the names are
+    # written in the browser's own fonts); one vector source on our own composite tiles
     style = page.evaluate("window.gridbranchMap.getStyle()")
     assert "glyphs" not in style and "sprite" not in style
-    assert all(layer["type"] != "symbol" for layer in style["layers"])
+    assert [layer["id"] for layer in style["layers"] if layer["type"] == "symbol"] == ["labels-text"]
+    assert not any("icon-image" in layer.get("layout", {}) for layer in style["layers"])
     assert style["sources"] == {"gridbranch": {**style["sources"]["gridbranch"], "type": "vector",
                                                "tiles": [f"{live_server}/tiles/{composite}/{{z}}/{{x}}/{{y}}.mvt"]}}
 
@@ -580,6 +583,46 @@ def test_layer_panel_switches_layers_and_the_legend_follows(page, live_server):
     assert public["suppressed"]
     assert set(cells) <= {f["properties"]["cell"] for f in public["features"]}
     assert all(count >= public["k"] for count in cells.values())
+
+
+def test_names_are_written_once_per_unit_by_zoom(page, page_log, live_server):
+    """The labels layer writes each unit's name once, the levels the zoom calls for, at
+    the unit's own label point; the panel's 名称标注 switches them off and on."""
+    from tiles.derived import label_levels
+
+    open_map(page, live_server)
+    units = {("grid", f["properties"]["code"]): f for f in api_grids(live_server)}
+    for level in ("district", "street", "community"):
+        units.update({(level, f["properties"]["code"]): f for f in api_areas(live_server, level)})
+
+    def written() -> dict[tuple[str, str], dict]:
+        out = {}
+        for f in rendered(page, ["labels-text"]):
+            key = (f["properties"]["level"], f["properties"]["code"])
+            assert key not in out, key  # once, though its polygon spans several tiles
+            out[key] = f
+        return out
+
+    names = written()
+    zoom = page.evaluate("window.gridbranchMap.getZoom()")
+    assert names and {level for level, _ in names} <= set(label_levels(int(zoom)))
+    for key, f in names.items():
+        assert f["properties"]["name"] == units[key]["properties"]["name"], key
+        assert shape(units[key]["geometry"]).contains(Point(*f["point"])), key
+
+    # close in on a grid: its name and its neighbours', nothing else
+    grid, _ = pick_grid(page, live_server, True)
+    move_to(page, *inner_point(grid["geometry"]), 16.2)
+    names = written()
+    assert ("grid", grid["properties"]["code"]) in names
+    assert {level for level, _ in names} == {"grid"}
+    page.get_by_label("名称标注 Names").uncheck()
+    wait_idle(page)
+    assert rendered(page, ["labels-text"]) == []
+    page.get_by_label("名称标注 Names").check()
+    wait_idle(page)
+    assert ("grid", grid["properties"]["code"]) in written()
+    assert page_log.page_errors == [] and page_log.errors() == []
 
 
 def test_zoom_hints_follow_the_zoom(page, live_server):

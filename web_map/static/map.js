@@ -4,8 +4,10 @@
 // time state, coverage issues and member density per H3 cell.
 //
 // No basemap and no external URL of any kind (no glyphs or sprites): the map must work
-// with no internet access, so there are no `symbol` layers and all text lives in HTML
-// (the side panel and the popup).
+// with no internet access. The names of the district, streets, communities and grids are
+// written from the `labels` tile layer (one point per unit) in the browser's own fonts
+// (MapLibre draws text locally when the style names no glyphs); every other text lives
+// in HTML (the side panel and the popup).
 //
 // Personal data stays out: the page asks only for public tile layers (never `members`)
 // and public endpoints. /map?embed=1 (for other portals) hides the side panel and draws
@@ -41,10 +43,10 @@ const EMBED = new URLSearchParams(window.location.search).get('embed') === '1';
 
 // Public tile layers, in the order of /tiles/style.json. `members` (individual
 // residences) is never among them.
-const FULL_LAYERS = ['areas', 'grids', 'branches', 'events', 'coverage_issues', 'members_h3'];
-// The embedded map: aggregates and organisation sites only — no events (single reports)
-// and no coverage findings (internal work lists).
-const EMBED_LAYERS = ['areas', 'grids', 'branches', 'members_h3'];
+const FULL_LAYERS = ['areas', 'grids', 'branches', 'events', 'coverage_issues', 'members_h3', 'labels'];
+// The embedded map: aggregates, organisation sites and names only — no events (single
+// reports) and no coverage findings (internal work lists).
+const EMBED_LAYERS = ['areas', 'grids', 'branches', 'members_h3', 'labels'];
 const TILE_LAYERS = EMBED ? EMBED_LAYERS : FULL_LAYERS;
 const SOURCE = 'gridbranch';
 
@@ -270,16 +272,6 @@ let ranking = null; // rankings for admins and dispatchers (ranking.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
-// The map layers drawn from each tile layer (for toggles, zoom hints and clicks).
-const LAYER_IDS = {
-  areas: ['district-fill', 'communities-line', 'streets-line', 'district-casing', 'district-line'],
-  grids: ['grids-fill', 'grids-line', 'grids-hover', 'grids-selected'],
-  members_h3: ['members-h3-fill', 'members-h3-line'],
-  coverage_issues: ['coverage-issues-fill', 'coverage-issues-line'],
-  branches: ['branches-circle'],
-  events: ['events-circle'],
-};
-
 function addLayers(tilejson) {
   const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
   map.addSource(SOURCE, {
@@ -428,6 +420,25 @@ function addLayers(tilejson) {
       'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 11, 0.5, 16, 1.5],
     },
   });
+  // names last, over everything; the higher level wins where two would collide
+  const byLevel = (district, street, community, grid) =>
+    ['match', ['get', 'level'], 'district', district, 'street', street, 'community', community, grid];
+  add('labels', {
+    id: 'labels-text',
+    type: 'symbol',
+    layout: {
+      'text-field': ['get', 'name'],
+      'text-size': byLevel(17, 14, 12.5, 11.5),
+      'symbol-sort-key': byLevel(0, 1, 2, 3),
+      'text-max-width': 7,
+      'text-padding': 3,
+    },
+    paint: {
+      'text-color': byLevel('#6b1d17', COLORS.street, '#4a5563', '#2b2f33'),
+      'text-halo-color': 'rgba(255, 255, 255, 0.92)',
+      'text-halo-width': 1.4,
+    },
+  });
 }
 
 // --- layer panel and legend -----------------------------------------------------
@@ -453,6 +464,7 @@ const TOGGLED_LAYERS = {
   'coverage-issues': ['coverage-issues-fill', 'coverage-issues-line'],
   'members-h3': ['members-h3-fill', 'members-h3-line'],
   members: ['members-circle'],
+  labels: ['labels-text'],
 };
 
 function applyToggle(input) {
