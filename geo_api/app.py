@@ -14,7 +14,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from geo_api import errors
 from geo_api.asgi import as_get
 from geo_api.fastpath import LocateFastPath
-from geo_api.routers import areas, auth, branches, coverage, events, grids, health, locate, open311, registrations, tiles
+from geo_api.routers import (
+    areas, auth, branches, coverage, events, grids, health, locate, open311, places, registrations, tiles,
+)
 from geo_api.settings import Settings
 from layers import db, migrate
 from layers.errors import ConfigError
@@ -112,7 +114,8 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache()
     errors.install(app)
-    for module in (health, auth, areas, grids, locate, registrations, branches, coverage, events, open311, tiles):
+    for module in (health, auth, areas, grids, places, locate, registrations, branches, coverage, events, open311,
+                   tiles):
         app.include_router(module.router)
 
     from web_map import mount as mount_web_map

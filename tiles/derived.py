@@ -30,10 +30,10 @@ import h3
 import numpy as np
 import orjson
 import shapely
-from shapely.ops import polylabel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from layers.places import LEVEL_RANK, all_places
 from layers.registrations import registration_stats
 from layers.versions import VersionedCache
 
@@ -196,7 +196,6 @@ def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRec
 #: The zooms at which each level's name is written (the ``labels`` layer): the district
 #: on the whole-city views, streets and communities as they fill the screen, grids close in.
 LABEL_ZOOMS = {"district": (8, 10), "street": (11, 13), "community": (13, 15), "grid": (15, 16)}
-_LABEL_RANK = {level: i for i, level in enumerate(LABEL_ZOOMS)}
 
 
 def label_levels(z: int) -> tuple[str, ...]:
@@ -204,65 +203,17 @@ def label_levels(z: int) -> tuple[str, ...]:
     return tuple(level for level, (lo, hi) in LABEL_ZOOMS.items() if lo <= z <= hi)
 
 
-_LABEL_SQL = text(
-    """
-    SELECT a.level::text AS level, a.code::text AS code, a.name, ST_AsBinary(a.geom) AS wkb
-      FROM admin_areas a
-    UNION ALL
-    SELECT 'grid', g.code::text, g.name, ST_AsBinary(gv.geom)
-      FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
-     WHERE g.retired_at IS NULL
-    """
-)
-#: (level, code, name, lon, lat) of every unit, per areas and grids versions.
-_LABEL_POINTS = VersionedCache("areas", "grids")
-#: Label points already found, by (level, code, WKB digest): a write that leaves a
-#: boundary as it was (a branch, a renamed grid) finds its point again for nothing.
-_POINT_OF: dict[tuple[str, str, bytes], tuple[float, float]] = {}
-
-
-def label_point(geom) -> tuple[float, float]:
-    """Where to write a unit's name (WGS84 lon, lat): the pole of inaccessibility of its
-    largest polygon — the inside point farthest from the boundary, found to 1/200 of
-    the polygon's diagonal — which, unlike the centroid, is inside every shape (an L,
-    a ring). A geometry it cannot take (invalid, or no polygon) gets a point on its
-    surface."""
-    try:
-        shape = geom if geom.is_valid else shapely.make_valid(geom)
-        polygons = [p for p in shapely.get_parts(shape) if p.geom_type == "Polygon" and not p.is_empty]
-        largest = max(polygons, key=lambda p: p.area)
-        minx, miny, maxx, maxy = largest.bounds
-        point = polylabel(largest, tolerance=max(math.hypot(maxx - minx, maxy - miny) / 200, 1e-7))
-    except Exception:  # noqa: BLE001 - any shape still gets a point to write its name at
-        point = geom.representative_point()
-    return point.x, point.y
-
-
-def _label_points(session: Session) -> list[tuple[str, str, str, float, float]]:
-    out = []
-    for level, code, name, wkb in session.execute(_LABEL_SQL).all():
-        wkb = bytes(wkb)
-        key = (level, code, hashlib.blake2b(wkb, digest_size=16).digest())
-        xy = _POINT_OF.get(key)
-        if xy is None:
-            if len(_POINT_OF) >= _CELL_WKB_MAX:
-                _POINT_OF.clear()
-            xy = _POINT_OF[key] = label_point(shapely.from_wkb(wkb))
-        out.append((level, code, name, *xy))
-    return out
-
-
 def label_records(session: Session, levels: tuple[str, ...]) -> FeatureRecords:
-    """The label points of the units at ``levels`` as tile records: fid (a stable 48-bit
-    number of level and code), level, code, name, rank (the level's, for the priority
-    order) and the point (lon, lat)."""
+    """The label points (:func:`layers.places.label_point`) of the units at ``levels`` as
+    tile records: fid (a stable 48-bit number of level and code), level, code, name,
+    rank (the level's, for the priority order) and the point (lon, lat)."""
     records, bounds = [], []
-    for level, code, name, lon, lat in _LABEL_POINTS.get(session, _label_points):
-        if level in levels:
-            fid = int.from_bytes(hashlib.blake2b(f"{level}:{code}".encode(), digest_size=6).digest(), "big")
-            records.append({"fid": fid, "level": level, "code": code, "name": name, "rank": _LABEL_RANK[level],
-                            "lon": lon, "lat": lat})
-            bounds.append((lon, lat, lon, lat))
+    for p in all_places(session):
+        if p.level in levels:
+            fid = int.from_bytes(hashlib.blake2b(f"{p.level}:{p.code}".encode(), digest_size=6).digest(), "big")
+            records.append({"fid": fid, "level": p.level, "code": p.code, "name": p.name,
+                            "rank": LEVEL_RANK[p.level], "lon": p.lon, "lat": p.lat})
+            bounds.append((p.lon, p.lat, p.lon, p.lat))
     return FeatureRecords(np.array(bounds).reshape(-1, 4), records)
 
 

@@ -323,7 +323,7 @@ LABELS = _build(TileLayer(
     name="labels",
     title="名称标注",
     description=("One point per district, street, community and current grid at which to write its name — "
-                 "the inside point farthest from its boundary (tiles.derived.label_point), so a name is written "
+                 "the inside point farthest from its boundary (layers.places.label_point), so a name is written "
                  "once, not once per tile its polygon crosses; by zoom: the district z8–10, streets z11–13, "
                  "communities z13–15, grids z15–16 (level says which)"),
     geometry="point",

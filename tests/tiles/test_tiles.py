@@ -240,7 +240,7 @@ def test_labels_write_each_name_once_inside_its_unit(tiles_client, demo_engine, 
 
 
 def test_a_renamed_grid_is_relabelled_at_once_and_only_where_it_is_written(tiles_client, demo_engine):
-    from tiles.derived import label_point
+    from layers.places import label_point
 
     grids = sorted((k, v) for k, v in label_units(demo_engine).items() if k[0] == "grid")
     (_, code), (name, geom) = grids[0]

@@ -625,6 +625,49 @@ def test_names_are_written_once_per_unit_by_zoom(page, page_log, live_server):
     assert page_log.page_errors == [] and page_log.errors() == []
 
 
+def test_search_finds_a_place_and_shows_it(page, page_log, live_server):
+    """搜索: a grid by the characters of its name in order → its result first → the map
+    flies there and selects it as a click would; a street by its code and Enter; a name
+    nowhere says so."""
+    open_map(page, live_server)
+    grid = next(g for g in sorted(api_grids(live_server), key=lambda g: g["properties"]["code"])
+                if g["properties"]["name"].endswith("第3网格"))
+    code, name = grid["properties"]["code"], grid["properties"]["name"]
+    box = page.locator("#place-q")
+    box.fill(name[:2] + "3")
+    page.wait_for_function("document.getElementById('place-results').dataset.state === 'ready'")
+    first = page.locator("#place-results li").first
+    assert first.get_attribute("data-code") == code
+    assert name in first.inner_text() and "网格" in first.inner_text()
+    first.locator("button").click()
+    page.wait_for_function(f"document.getElementById('grid-info').dataset.code === '{code}' && "
+                           "document.getElementById('grid-info').dataset.state === 'ready'", timeout=30_000)
+    assert page.is_hidden("#place-results") and box.input_value() == name
+    centre = page.evaluate("window.gridbranchMap.getCenter().toArray()")
+    assert shape(grid["geometry"]).buffer(0.002).contains(Point(centre))
+    assert page.evaluate("window.gridbranchMap.getZoom()") >= 15
+    assert json.loads(page.evaluate("JSON.stringify(window.gridbranchMap.getFilter('grids-selected'))")) == [
+        "==", ["get", "code"], code]
+
+    street = api_areas(live_server, "street")[0]
+    box.fill(street["properties"]["code"])
+    box.press("Enter")  # at once: searched, then the best result taken
+    page.wait_for_function("(name) => document.getElementById('place-q').value === name",
+                           arg=street["properties"]["name"])
+    assert page.is_hidden("#place-results")
+    wait_idle(page)
+    west, south, east, north = page.evaluate("window.gridbranchMap.getBounds().toArray().flat()")
+    minx, miny, maxx, maxy = shape(street["geometry"]).bounds
+    assert west <= minx + 1e-3 and east >= maxx - 1e-3 and south <= miny + 1e-3 and north >= maxy - 1e-3
+
+    box.fill("不存在的地方")
+    page.wait_for_function("document.getElementById('place-results').dataset.state === 'empty'")
+    assert "未找到" in page.inner_text("#place-note")
+    box.press("Escape")
+    assert page.is_hidden("#place-note") and box.input_value() == ""
+    assert page_log.page_errors == [] and page_log.errors() == [] and page_log.bad_status == []
+
+
 def test_zoom_hints_follow_the_zoom(page, live_server):
     open_map(page, live_server)
     hint = page.locator('.layer-group[data-group="events"] .zoom-hint')

@@ -18,7 +18,7 @@
 // get the summary line from the coverage analysis. A member registers at the grid where
 // they live, and admins and grid workers confirm registrations (register.js); staff
 // handle a clicked event through its lifecycle (dispatch.js); admins and dispatchers rank
-// the units of their area (ranking.js).
+// the units of their area (ranking.js); anyone finds a place by name or code (search.js).
 //
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
@@ -34,6 +34,7 @@ import { apiCaller, apiDownloader } from './api.js';
 import { wireDispatch } from './dispatch.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
+import { wireSearch } from './search.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
 // <base>/map, so <base>/ is two levels up, whatever reverse-proxy prefix <base> carries.
@@ -706,6 +707,21 @@ async function selectGrid(props) {
   }
 }
 
+// A place found by the search: a grid is selected as a click would select it, once the
+// map has moved there and drawn its tiles.
+function selectPlace(place) {
+  const { level, code } = place.properties;
+  if (level !== 'grid') {
+    return;
+  }
+  map.once('idle', () => {
+    const [grid] = map.querySourceFeatures(SOURCE, { sourceLayer: 'grids', filter: ['==', ['get', 'code'], code] });
+    if (grid) {
+      selectGrid(grid.properties);
+    }
+  });
+}
+
 function clearSelection() {
   selectedCode = null;
   if (map.getLayer('grids-selected')) {
@@ -1064,6 +1080,7 @@ async function main() {
     const call = apiCaller(apiUrl, () => session);
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
+    wireSearch({ call, el, reveal, onPlace: selectPlace });
     dispatch = wireDispatch({
       call,
       el,
