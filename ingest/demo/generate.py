@@ -1152,6 +1152,8 @@ EVENT_STATUS_SHARES = {
     "reported": 0.008, "rejected": 0.015, "duplicate": 0.017, "deferred": 0.01, "returned": 0.01,
 }
 DISPATCHER = "区指挥中心"
+#: The statuses in which an event's time limit runs (layers.events.CLOCK).
+CLOCK_STATUSES = ("dispatched", "in_progress", "handled", "returned")
 
 
 def _make_events(rng, people: _People, grids, categories, departments, members, defects, district_m,
@@ -1220,16 +1222,23 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
                         if status == "closed":
                             t += t_close
                             steps.append(("close", "closed", t))
-        # How long the event has rested in its final status before as_of.
+        # How long the event has rested in its final status before as_of. While its time
+        # limit runs, most are still within it (a share of what was left of it, more often
+        # early than late: about a fifth in warning at as_of); the late ones — the same
+        # draw as a late handling, about one in nine — are past it by up to half the
+        # limit again.
         rest = {
             "reported": (0.05 + 2.5 * u[9]) * H,
             "registered": (0.1 + 8 * u[9]) * H,
-            "dispatched": (0.2 + 20 * u[9]) * H,
-            "in_progress": (0.5 + 1.6 * limit * u[9]) * H,
-            "handled": (0.5 + 30 * u[9]) * H,
             "deferred": (1 + 45 * 24 * u[9]) * H,
-            "returned": (0.5 + 40 * u[9]) * H,
         }
+        if status in CLOCK_STATUSES:
+            dispatched_at_offset = max(off for action, _, off in steps if action == "dispatch")
+            left = limit * H - (t - dispatched_at_offset)
+            if overdue or left <= 0:
+                rest[status] = max(0.0, left) + (0.02 + 0.5 * u[9]) * limit * H
+            else:
+                rest[status] = left * (0.02 + 0.93 * u[9] ** 1.5)
         if status in rest:
             age = t + rest[status]
         else:
