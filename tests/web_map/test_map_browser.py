@@ -643,6 +643,7 @@ def test_search_finds_a_place_and_shows_it(page, page_log, live_server):
     page.wait_for_function(f"document.getElementById('grid-info').dataset.code === '{code}' && "
                            "document.getElementById('grid-info').dataset.state === 'ready'", timeout=30_000)
     assert page.is_hidden("#place-results") and box.input_value() == name
+    assert page.url.endswith(f"/map?focus={code}")  # a link to share
     centre = page.evaluate("window.gridbranchMap.getCenter().toArray()")
     assert shape(grid["geometry"]).buffer(0.002).contains(Point(centre))
     assert page.evaluate("window.gridbranchMap.getZoom()") >= 15
@@ -666,6 +667,41 @@ def test_search_finds_a_place_and_shows_it(page, page_log, live_server):
     box.press("Escape")
     assert page.is_hidden("#place-note") and box.input_value() == ""
     assert page_log.page_errors == [] and page_log.errors() == [] and page_log.bad_status == []
+
+
+def test_a_focus_link_opens_the_map_on_its_place(page, page_log, live_server):
+    """/map?focus=<code>: on a grid (selected, with its details), the coverage line still
+    the whole district's; with embed=1 on a street, asking the API for nothing but the
+    place; a code that is malformed or names nothing shows the district and says so."""
+    grids = api_grids(live_server)
+    grid = sorted(grids, key=lambda g: g["properties"]["code"])[7]
+    code = grid["properties"]["code"]
+    open_map(page, live_server, f"?focus={code}")
+    assert page.evaluate("document.getElementById('grid-info').dataset.code") == code
+    page.wait_for_function("document.getElementById('grid-info').dataset.state === 'ready'")
+    centre = page.evaluate("window.gridbranchMap.getCenter().toArray()")
+    assert shape(grid["geometry"]).buffer(0.002).contains(Point(centre))
+    assert page.evaluate("window.gridbranchMap.getZoom()") >= 15
+    assert page.inner_text("#stats").startswith(f"共 {len(grids)} 个网格")
+    assert page.is_hidden("#status")
+
+    street = api_areas(live_server, "street")[3]
+    page_log.requests.clear()
+    open_map(page, live_server, f"?embed=1&focus={street['properties']['code']}")
+    west, south, east, north = page.evaluate("window.gridbranchMap.getBounds().toArray().flat()")
+    minx, miny, maxx, maxy = shape(street["geometry"]).bounds
+    assert west <= minx + 1e-3 and east >= maxx - 1e-3 and south <= miny + 1e-3 and north >= maxy - 1e-3
+    assert (east - west) < 3 * (maxx - minx)  # the street, not the district
+    api = {urlsplit(u).path for u in page_log.requests if urlsplit(u).path.startswith("/v1/")}
+    assert api == {"/v1/places"}
+    assert_public_only(page_log.requests, EMBED_LAYERS)
+
+    for bad in ("12345", "410105999999"):
+        open_map(page, live_server, f"?focus={bad}")
+        assert bad in page.inner_text("#status") and "显示全区" in page.inner_text("#status")
+        zoom = page.evaluate("window.gridbranchMap.getZoom()")
+        assert zoom < 12  # the whole district
+    assert page_log.page_errors == [] and page_log.bad_status == []
 
 
 def test_zoom_hints_follow_the_zoom(page, live_server):

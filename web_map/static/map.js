@@ -41,6 +41,10 @@ import { wireSearch } from './search.js';
 const API_BASE = new URL('../../', import.meta.url);
 
 const EMBED = new URLSearchParams(window.location.search).get('embed') === '1';
+// /map?focus=<code> (also with embed=1): open on a street, community or grid — a link to
+// share, or a portal's own part of the district. The search keeps the address on the
+// place it found.
+const FOCUS = new URLSearchParams(window.location.search).get('focus');
 
 // Public tile layers, in the order of /tiles/style.json. `members` (individual
 // residences) is never among them.
@@ -722,6 +726,27 @@ function selectPlace(place) {
   });
 }
 
+// The place of /map?focus=<code>, fitted like the district (the first summary has been
+// counted on the whole district by then); a code that is malformed or names nothing
+// leaves the district in view and says so.
+async function focusOn(code) {
+  if (!/^[0-9]{12}([0-9]{3})?$/.test(code)) {
+    showStatus(`链接中的地点代码“${code}”无效（应为 12 位区划代码或 15 位网格代码），显示全区。`, 'warning');
+    return;
+  }
+  const found = await fetchJson(apiUrl(`v1/places?${new URLSearchParams({ q: code, limit: '1' })}`));
+  const place = found.features.find((f) => f.properties.code === code);
+  if (!place) {
+    showStatus(`未找到代码为 ${code} 的地点，显示全区。`, 'warning');
+    return;
+  }
+  const [w, s, e, n] = place.bbox;
+  const maxZoom = place.properties.level === 'grid' ? 16 : 15;
+  map.fitBounds([[w, s], [e, n]], { padding: EMBED ? 12 : fitPadding(), maxZoom, animate: false });
+  selectPlace(place);
+  await idle();
+}
+
 function clearSelection() {
   selectedCode = null;
   if (map.getLayer('grids-selected')) {
@@ -1104,6 +1129,14 @@ async function main() {
   } catch (err) {
     console.warn('counting the grids failed', err);
     showStatus(`网格统计加载失败：${err.message}`, 'error');
+  }
+  if (FOCUS !== null) {
+    try {
+      await focusOn(FOCUS);
+    } catch (err) {
+      console.warn('finding the linked place failed', err);
+      showStatus(`定位链接中的地点失败：${err.message}`, 'warning');
+    }
   }
   document.body.dataset.ready = '1';
 }

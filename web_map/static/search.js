@@ -1,8 +1,8 @@
 // Finding a place on the web map (搜索): the district, a street, community or grid by
 // name, part of a name (its characters in order suffice: 凤鸣3 → 凤鸣社区第3网格) or code,
 // from GET /v1/places — public names and boundaries only, so anyone may search. A result
-// flies the map to the place, clear of the panel; a grid is then selected as a click
-// would select it.
+// flies the map to the place, clear of the panel (a grid is then selected as a click
+// would select it) and puts the place in the address (/map?focus=<code>).
 //
 // Hooks for the browser tests:
 //   #place-results[data-state]      "loading" | "ready" | "empty" | "error"
@@ -37,6 +37,10 @@ export function wireSearch({ call, el, reveal, onPlace }) {
     clear();
     reveal({ bounds: [[w, s], [e, n]], zoom: place.properties.level === 'grid' ? 16 : 15 });
     onPlace(place);
+    // the address now opens the map on this place (/map?focus=<code>): a link to share
+    const address = new URL(window.location.href);
+    address.searchParams.set('focus', place.properties.code);
+    window.history.replaceState(null, '', address);
   }
 
   function render(places, matched, q) {
