@@ -120,17 +120,17 @@ def _match_rank(name: str, code: str, q: str) -> int | None:
     return None
 
 
-def search_places(session: Session, q: str, limit: int = 10) -> tuple[list[Place], int]:
-    """Places named by ``q`` (a name, part of one, or a code or its prefix), best first —
-    by how well it matches (:func:`_match_rank`), then top level first, shorter names
-    first, by code — at most ``limit`` of them, and how many matched in all."""
+def search_places(places: list[Place], q: str, limit: int = 10) -> tuple[list[Place], int]:
+    """Of ``places``, those named by ``q`` (a name, part of one, or a code or its prefix),
+    best first — by how well it matches (:func:`_match_rank`), then top level first,
+    shorter names first, by code — at most ``limit`` of them, and how many matched in all."""
     query = re.sub(r"\s+", " ", q).strip().casefold()
     if not query:
         raise InvalidInput("q must name a place: part of a street, community or grid name, or a code", field="q")
     if len(query) > MAX_QUERY:
         raise InvalidInput(f"q is longer than {MAX_QUERY} characters", field="q")
     found = []
-    for place in all_places(session):
+    for place in places:
         rank = _match_rank(place.name, place.code, query)
         if rank is not None:
             found.append(((rank, LEVEL_RANK[place.level], len(place.name), place.code), place))
@@ -153,9 +153,10 @@ def place_feature(place: Place, names: dict[str, str], parents: dict[str, str | 
 
 def place_collection(session: Session, q: str, limit: int = 10) -> dict:
     """:func:`search_places` as a GeoJSON FeatureCollection (``numberMatched``, ``numberReturned``)."""
-    places, matched = search_places(session, q, limit)
-    areas = [p for p in all_places(session) if p.level != "grid"]
+    everything = all_places(session)
+    found, matched = search_places(everything, q, limit)
+    areas = [p for p in everything if p.level != "grid"]
     names = {p.code: p.name for p in areas}
     parents = {p.code: p.parent for p in areas}
-    return collection([place_feature(p, names, parents) for p in places], numberMatched=matched,
-                      numberReturned=len(places))
+    return collection([place_feature(p, names, parents) for p in found], numberMatched=matched,
+                      numberReturned=len(found))

@@ -1,6 +1,6 @@
 """Feature attributes computed once per data version, not once per tile.
 
-Three layers carry figures that are too costly to derive inside every tile query:
+Four layers carry what is too costly to derive inside every tile query:
 
 - ``grids``: each grid's covering branch and registration figures (a spatial join of
   every current residence against the grids), recomputed when the ``grids``, ``areas``
@@ -191,16 +191,6 @@ def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRec
             wkb = _CELL_WKB[c["cell"]] = shapely.to_wkb(shapely.Polygon(c["boundary"]))
         items.append((wkb, {"fid": h3.str_to_int(c["cell"]), "cell": c["cell"], "count": c["count"], "res": res}))
     return _wkb_records(items)
-
-
-#: The zooms at which each level's name is written (the ``labels`` layer): the district
-#: on the whole-city views, streets and communities as they fill the screen, grids close in.
-LABEL_ZOOMS = {"district": (8, 10), "street": (11, 13), "community": (13, 15), "grid": (15, 16)}
-
-
-def label_levels(z: int) -> tuple[str, ...]:
-    """The levels whose names are written at zoom ``z`` (:data:`LABEL_ZOOMS`)."""
-    return tuple(level for level, (lo, hi) in LABEL_ZOOMS.items() if lo <= z <= hi)
 
 
 def label_records(session: Session, levels: tuple[str, ...]) -> FeatureRecords:

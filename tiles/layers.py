@@ -319,13 +319,24 @@ MEMBERS_H3 = _build(TileLayer(
     via_records=("members",),  # the cells, geometry included
 ))
 
+#: The zooms at which each level's name is written (the ``labels`` layer): the district
+#: on the whole-city views, streets and communities as they fill the screen, grids close in.
+LABEL_ZOOMS = {"district": (8, 10), "street": (11, 13), "community": (13, 15), "grid": (15, 16)}
+
+
+def label_levels(z: int) -> tuple[str, ...]:
+    """The levels whose names are written at zoom ``z`` (:data:`LABEL_ZOOMS`)."""
+    return tuple(level for level, (lo, hi) in LABEL_ZOOMS.items() if lo <= z <= hi)
+
+
 LABELS = _build(TileLayer(
     name="labels",
     title="名称标注",
     description=("One point per district, street, community and current grid at which to write its name — "
                  "the inside point farthest from its boundary (layers.places.label_point), so a name is written "
-                 "once, not once per tile its polygon crosses; by zoom: the district z8–10, streets z11–13, "
-                 "communities z13–15, grids z15–16 (level says which)"),
+                 "once, not once per tile its polygon crosses; by zoom: "
+                 + ", ".join(f"{level} z{lo}–{hi}" for level, (lo, hi) in LABEL_ZOOMS.items())
+                 + " (level says which)"),
     geometry="point",
     minzoom=8,
     maxzoom=16,

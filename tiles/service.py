@@ -52,7 +52,7 @@ from sqlalchemy.pool import NullPool
 from layers.errors import InvalidInput, NotFound
 from tiles import derived
 from tiles.cache import CachedTile, TileCache, etag_for, gzip_body, if_none_match, make_etag
-from tiles.layers import LAYERS, PUBLIC_LAYERS, TileLayer, composite, execute_sql, setup_statements
+from tiles.layers import LAYERS, PUBLIC_LAYERS, TileLayer, composite, execute_sql, label_levels, setup_statements
 from tiles.mvt import truncated_layer
 from tiles.pg import AsyncPool, VersionReader, execute
 from tiles.tms import MARGIN, Tile, check_tile, simplify_tolerance, tile_bounds
@@ -232,7 +232,7 @@ class TileService:
             records = await self.records("h3", layer.depends, versions,
                                          lambda s: derived.h3_records(s, res=res, suppress_below=k), res, k)
         elif name == "labels":
-            levels = derived.label_levels(tile.z)
+            levels = label_levels(tile.z)
             records = await self.records("labels", layer.depends, versions,
                                          lambda s: derived.label_records(s, levels), levels)
         else:

@@ -211,7 +211,7 @@ def test_labels_write_each_name_once_inside_its_unit(tiles_client, demo_engine, 
     """Over every tile of the district at a zoom: each unit of the levels labelled there
     has its name written exactly once (a point in the buffer belongs to the neighbour),
     inside its own boundary; no other level is labelled."""
-    from tiles.derived import label_levels
+    from tiles.layers import label_levels
 
     units = label_units(demo_engine)
     seen: dict[tuple[str, str], tuple[str, object, Tile]] = {}

@@ -588,7 +588,7 @@ def test_layer_panel_switches_layers_and_the_legend_follows(page, live_server):
 def test_names_are_written_once_per_unit_by_zoom(page, page_log, live_server):
     """The labels layer writes each unit's name once, the levels the zoom calls for, at
     the unit's own label point; the panel's 名称标注 switches them off and on."""
-    from tiles.derived import label_levels
+    from tiles.layers import label_levels
 
     open_map(page, live_server)
     units = {("grid", f["properties"]["code"]): f for f in api_grids(live_server)}
