@@ -9,6 +9,8 @@ everything they registered, so the demo's figures are as before."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -70,6 +72,18 @@ def registrations(engine, member_id: int) -> list:
 def submit(page, role: str) -> None:
     page.select_option("#register-form select[name=role]", role)
     page.click("#register-form button[type=submit]")
+
+
+REGISTERED_ON_MAP = """(code) => {
+    const found = window.gridbranchMap.querySourceFeatures('gridbranch',
+        {sourceLayer: 'grids', filter: ['==', ['get', 'code'], code]});
+    return found.length ? found[0].properties.registered : null;
+}"""
+
+
+def registered_on_map(page, code: str):
+    """The grid's confirmed registrations as the map's grids tiles hold them."""
+    return page.evaluate(REGISTERED_ON_MAP, code)
 
 
 def test_member_registers_where_they_live_and_an_admin_decides(page, page_log, live_server, demo_engine, member):
@@ -146,12 +160,17 @@ def test_member_registers_where_they_live_and_an_admin_decides(page, page_log, l
     assert second[1] == "pending" and second[3] == roles[2]["code"] and second[4] == code and second[5] == "wgs84"
     assert second[8] == pytest.approx(lon, abs=2e-3) and second[9] == pytest.approx(lat, abs=2e-3)
 
-    # 5. the admin confirms it; the member sees it confirmed
+    # 5. the admin confirms it: the grid's figure on the map follows at once (the page
+    # fetches its tiles again, revalidated); the member sees it confirmed
     sign_in(page, "admin")
     item = f"#pending-list li[data-id='{second[0]}']"
+    page.wait_for_selector(item)
+    before = registered_on_map(page, code)
+    assert isinstance(before, int)
     page.click(f"{item} button.confirm")
     page.wait_for_selector(item, state="detached")
     assert registrations(demo_engine, member)[-1][1] == "confirmed"
+    page.wait_for_function(f"({REGISTERED_ON_MAP})({json.dumps(code)}) === {before + 1}", timeout=30_000)
     sign_in(page, MEMBER)
     wait_state(page, "confirmed")
     assert page.inner_text("#register-current").endswith("已确认")

@@ -965,13 +965,23 @@ const membersGroup = document.querySelector('.layer-group[data-group="members"]'
 let gridsMinzoom = 9;
 
 // The members tiles are served to admins only (inside their area, zoom 15 and above).
+const MEMBERS_TILES = `${API_BASE.href}tiles/members/{z}/{x}/{y}.mvt`;
+
+// After a write through the page (an event handled, a registration made or decided): the
+// tiles again — revalidated, their ETags follow the data, so only what changed comes
+// back — so the map shows the write at once.
+function refreshTiles() {
+  map.getSource(SOURCE).setTiles([tileTemplate(TILE_LAYERS)]);
+  map.getSource('members')?.setTiles([MEMBERS_TILES]);
+}
+
 function addMembers(bounds) {
   if (!session || session.role !== 'admin' || !session.area_code || map.getSource('members')) {
     return;
   }
   map.addSource('members', {
     type: 'vector',
-    tiles: [`${API_BASE.href}tiles/members/{z}/{x}/{y}.mvt`],
+    tiles: [MEMBERS_TILES],
     minzoom: 15,
     maxzoom: 16,
     bounds,
@@ -1103,7 +1113,7 @@ async function main() {
   wireSignIn(tilejson.bounds);
   if (!EMBED) {
     const call = apiCaller(apiUrl, () => session);
-    registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, session: () => session });
+    registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
     wireSearch({ call, el, reveal, onPlace: selectPlace });
     dispatch = wireDispatch({
@@ -1112,8 +1122,7 @@ async function main() {
       formatTime,
       session: () => session,
       statusNames: EVENT_STATUS,
-      // the tiles again (revalidated: their ETags follow the data), so a changed event redraws
-      refreshTiles: () => map.getSource(SOURCE).setTiles([tileTemplate(TILE_LAYERS)]),
+      refreshTiles,
     });
   }
 

@@ -25,7 +25,7 @@ const MATCH_NOTES = {
   boundary: '（位于网格边界上，已按规则归入该网格）',
 };
 
-export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal, session }) {
+export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session }) {
   const section = document.getElementById('register');
   const current = document.getElementById('register-current');
   const form = document.getElementById('register-form');
@@ -225,6 +225,7 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
       const reg = await call('v1/registrations', { method: 'POST', body });
       say(message, `已提交报到：${reg.grid.name}，等待社区或网格管理员确认。`, 'success');
       form.elements.move.checked = false;
+      refreshTiles();
       await loadMine();
     } catch (err) {
       const hint = err.status === 409 ? '如已搬家，请勾选“已搬家”后重新提交。' : '';
@@ -275,6 +276,7 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
   async function decide(reg, action, reason, note) {
     try {
       await call(`v1/registrations/${reg.id}/${action}`, { method: 'POST', body: action === 'reject' ? { reason } : {} });
+      refreshTiles(); // the grid's figures, the residence's colour
       await loadPending(action === 'confirm' ? `已确认 ${reg.member.name} 的报到。` : `已退回 ${reg.member.name} 的报到。`);
     } catch (err) {
       say(note, `操作失败：${err.message}`, 'error');
