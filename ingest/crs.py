@@ -479,11 +479,11 @@ def _check_field(name: str, value: Any, limit: float) -> np.ndarray:
         raise CoordinateError(f"{name} is NaN ({bad.size} value(s), first at index {bad[0]})", field=name)
     bad = np.flatnonzero(np.isinf(flat))
     if bad.size:
-        raise CoordinateError(f"{name} is infinite: {flat[bad[0]]} (index {bad[0]})", field=name)
+        raise CoordinateError(f"{name} is infinite: {float(flat[bad[0]])} (index {bad[0]})", field=name)
     bad = np.flatnonzero(np.abs(flat) > limit)
     if bad.size:
         raise CoordinateError(
-            f"{name} out of range [-{limit:g}, {limit:g}]: {flat[bad[0]]!r} (index {bad[0]})", field=name
+            f"{name} out of range [-{limit:g}, {limit:g}]: {float(flat[bad[0]])!r} (index {bad[0]})", field=name
         )
     return arr
 

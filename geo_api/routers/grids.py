@@ -1,11 +1,13 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from pydantic import Field
 
-from geo_api.deps import Public, SessionDep
-from geo_api.params import Limit, Offset, parse_bbox
-from layers import grids
+from geo_api.deps import Caller, Public, SessionDep, require_roles
+from geo_api.params import Body, Limit, Offset, parse_bbox
+from layers import branches, grids
 from layers.codes import check_code
+from layers.errors import Forbidden
 from layers.geojson import collection
 
 router = APIRouter(prefix="/v1/grids", tags=["grids"])
@@ -36,4 +38,21 @@ def list_grids(
 
 @router.get("/{code}", summary="One grid with the branches covering it")
 def get_grid(session: SessionDep, caller: Public, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -> dict:
+    return grids.grid_feature(session, code)
+
+
+class WorkerUpdate(Body):
+    """The grid's worker (网格员): a name and a phone, or both null for nobody."""
+
+    name: str | None = Field(None, max_length=200)
+    phone: str | None = Field(None, max_length=64, description="a mobile number, or a landline with its area code")
+
+
+@router.put("/{code}/worker", summary="Put a grid worker in charge of a grid (admins of an area holding it)")
+def set_worker(session: SessionDep, caller: Annotated[Caller, require_roles("admin")],
+               code: Annotated[str, Path(pattern=r"^[0-9]{15}$")], body: WorkerUpdate) -> dict:
+    if not caller.covers(code):
+        raise Forbidden(f"grid {code} is outside your area {caller.area_code}", field="code")
+    branches.set_grid_worker(session, code, body.name, body.phone)
+    session.commit()
     return grids.grid_feature(session, code)

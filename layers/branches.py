@@ -1,0 +1,208 @@
+"""Keeping grids' workers and party branches current (community and grid admins' duty).
+
+A grid's worker (网格员) is a name and a phone on the grid. A branch (党支部) of a
+community — ``grid`` (a grid branch: one or more grids of its community, none of them
+with another active grid branch) or ``community`` (the community's party organisation,
+covering grids of it) — has a name, an activity site (a WGS84 point within 50 m of the
+community), its secretary's name and phone, the grids it covers and whether it is
+active. A branch is never deleted: it is dissolved (``active`` false) and keeps its code.
+
+Every change is one transaction; the data-version triggers bump ``grids`` (worker,
+coverage, names) and ``branches`` (sites) in it, so tiles, the locate answers and the
+coverage analysis follow at once.
+"""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from layers.errors import Conflict, InvalidInput, NotFound
+from layers.models import SRID, AdminArea, Branch, BranchGrid, Grid
+
+#: The kinds of branch kept here: those of a community (work units' branches belong to
+#: no community and are the district's to keep).
+KINDS = ("grid", "community")
+KIND_PREFIX = {"grid": "G", "community": "C"}
+#: A mainland mobile number, or a landline with its area code (an optional hyphen).
+PHONE = re.compile(r"^(?:1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})$")
+NAME_MAX = 64
+#: How far outside its community a branch's activity site may lie (the road in front).
+SITE_SLACK_M = 50.0
+
+
+def check_contact(name: str | None, phone: str | None, field: str) -> tuple[str | None, str | None]:
+    """A person's name and phone as stored: both given (the name not blank, the phone a
+    mainland mobile or a landline with area code), or both None (nobody)."""
+    name = name.strip() if isinstance(name, str) else name
+    phone = re.sub(r"\s+", "", phone) if isinstance(phone, str) else phone
+    if not name and not phone:
+        return None, None
+    if not name:
+        raise InvalidInput(f"{field}_name is required with a phone", field=f"{field}_name")
+    if len(name) > NAME_MAX:
+        raise InvalidInput(f"{field}_name is longer than {NAME_MAX} characters", field=f"{field}_name")
+    if not phone:
+        raise InvalidInput(f"{field}_phone is required with a name", field=f"{field}_phone")
+    if not PHONE.match(phone):
+        raise InvalidInput(f"{field}_phone must be a mobile number (11 digits, 1[3-9]…) or a landline with its "
+                           f"area code (0371-12345678), got {phone!r}", field=f"{field}_phone")
+    return name, phone
+
+
+def _name(value: str, field: str = "name") -> str:
+    value = value.strip()
+    if not value:
+        raise InvalidInput(f"{field} must not be blank", field=field)
+    if len(value) > NAME_MAX:
+        raise InvalidInput(f"{field} is longer than {NAME_MAX} characters", field=field)
+    return value
+
+
+def _current_grid(session: Session, code: str) -> Grid:
+    grid = session.scalar(select(Grid).where(Grid.code == code, Grid.retired_at.is_(None)))
+    if grid is None:
+        raise NotFound(f"no current grid with code {code}", field="code")
+    return grid
+
+
+def set_grid_worker(session: Session, code: str, name: str | None, phone: str | None) -> None:
+    """Put ``name`` (``phone``) in charge of grid ``code`` as its worker, or nobody (both
+    None)."""
+    grid = _current_grid(session, code)
+    grid.worker_name, grid.worker_phone = check_contact(name, phone, "worker")
+    session.flush()
+
+
+def branch_view(session: Session, code: str) -> dict:
+    """One branch with its secretary, site (WGS84) and the grids it covers (codes)."""
+    row = session.execute(
+        select(Branch, AdminArea.code.label("community"), func.ST_X(Branch.site), func.ST_Y(Branch.site))
+        .outerjoin(AdminArea, AdminArea.id == Branch.community_id)
+        .where(Branch.code == code)
+    ).first()
+    if row is None:
+        raise NotFound(f"no branch with code {code}", field="code")
+    branch, community, x, y = row
+    grids = session.scalars(
+        select(Grid.code).join(BranchGrid, BranchGrid.grid_id == Grid.id)
+        .where(BranchGrid.branch_id == branch.id).order_by(Grid.code)
+    ).all()
+    return {
+        "code": branch.code, "name": branch.name, "kind": branch.kind, "community": community,
+        "active": branch.active, "secretary_name": branch.secretary_name, "secretary_phone": branch.secretary_phone,
+        "site": None if x is None else {"lon": x, "lat": y}, "grids": list(grids),
+    }
+
+
+def branch_community(session: Session, code: str) -> str | None:
+    """The code of the community branch ``code`` belongs to (404 when there is no such branch)."""
+    return branch_view(session, code)["community"]
+
+
+def _community(session: Session, code: str) -> AdminArea:
+    area = session.scalar(select(AdminArea).where(AdminArea.code == code))
+    if area is None or area.level != "community":
+        raise InvalidInput(f"community must be the code of a community, got {code!r}", field="community")
+    return area
+
+
+def _grids(session: Session, kind: str, codes: list[str], community: AdminArea, branch_id: int | None,
+           *, exclusive: bool = True) -> list[Grid]:
+    """The grids a branch of ``kind`` in ``community`` is to cover, checked; with
+    ``exclusive``, a grid branch may not take a grid another active grid branch covers."""
+    if len(set(codes)) != len(codes):
+        raise InvalidInput("a grid is listed twice", field="grids")
+    if not codes:
+        raise InvalidInput(f"a {kind} branch covers at least one grid", field="grids")
+    out = []
+    for code in codes:
+        grid = session.scalar(select(Grid).where(Grid.code == code, Grid.retired_at.is_(None)))
+        if grid is None:
+            raise InvalidInput(f"no current grid with code {code}", field="grids")
+        if grid.community_id != community.id:
+            raise InvalidInput(f"grid {code} is not in community {community.code} ({community.name})",
+                               field="grids")
+        if kind == "grid" and exclusive:
+            other = session.execute(
+                select(Branch.code).join(BranchGrid, BranchGrid.branch_id == Branch.id)
+                .where(BranchGrid.grid_id == grid.id, Branch.kind == "grid", Branch.active.is_(True),
+                       Branch.id != (branch_id or -1))
+            ).scalar()
+            if other is not None:
+                raise Conflict(f"grid {code} already has the active grid branch {other}; dissolve it first",
+                               field="grids")
+        out.append(grid)
+    return out
+
+
+def _site(session: Session, community: AdminArea, site: tuple[float, float] | None):
+    if site is None:
+        return None
+    lon, lat = site
+    point = func.ST_SetSRID(func.ST_MakePoint(lon, lat), SRID)
+    near = session.scalar(select(func.ST_DWithin(
+        func.Geography(AdminArea.geom), func.Geography(point), SITE_SLACK_M)).where(AdminArea.id == community.id))
+    if not near:
+        raise InvalidInput(f"the site ({lon:.6f}, {lat:.6f}) lies outside community {community.code} "
+                           f"({community.name})", field="site")
+    return point
+
+
+def _new_code(session: Session, kind: str, community: AdminArea, grids: list[Grid]) -> str:
+    base = KIND_PREFIX[kind] + (grids[0].code if kind == "grid" else community.code)
+    code, n = base, 1
+    while session.scalar(select(func.count()).where(Branch.code == code)):
+        n += 1
+        code = f"{base}-{n}"
+    return code
+
+
+def create_branch(session: Session, *, name: str, kind: str, community: str, grids: list[str],
+                  site: tuple[float, float] | None, secretary_name: str | None,
+                  secretary_phone: str | None) -> str:
+    """A new active branch; its code (``G`` + its first grid's code, ``C`` + the
+    community's; ``-2``… when taken)."""
+    if kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}, got {kind!r}", field="kind")
+    area = _community(session, community)
+    covered = _grids(session, kind, grids, area, None)
+    secretary = check_contact(secretary_name, secretary_phone, "secretary")
+    branch = Branch(code=_new_code(session, kind, area, covered), name=_name(name), kind=kind,
+                    community_id=area.id, site=_site(session, area, site), active=True,
+                    secretary_name=secretary[0], secretary_phone=secretary[1])
+    session.add(branch)
+    session.flush()
+    session.add_all(BranchGrid(branch_id=branch.id, grid_id=g.id) for g in covered)
+    session.flush()
+    return branch.code
+
+
+def update_branch(session: Session, code: str, changes: dict) -> None:
+    """Change what ``changes`` holds of branch ``code``: ``name``, ``grids`` (the full
+    list), ``site`` ((lon, lat) or None), ``secretary`` ((name, phone)) and ``active``
+    (False dissolves it; True restores it, when its grids have no other grid branch)."""
+    branch = session.scalar(select(Branch).where(Branch.code == code).with_for_update())
+    if branch is None:
+        raise NotFound(f"no branch with code {code}", field="code")
+    if branch.kind not in KINDS or branch.community_id is None:
+        raise InvalidInput(f"branch {code} is a {branch.kind} branch, kept by the district, not here", field="code")
+    area = session.get(AdminArea, branch.community_id)
+    # everything checked before anything changes
+    name = _name(changes["name"]) if "name" in changes else branch.name
+    secretary = (check_contact(*changes["secretary"], "secretary") if "secretary" in changes
+                 else (branch.secretary_name, branch.secretary_phone))
+    site = _site(session, area, changes["site"]) if "site" in changes else branch.site
+    active = changes.get("active", branch.active)
+    covered = None
+    if "grids" in changes or (active and not branch.active):
+        codes = changes["grids"] if "grids" in changes else branch_view(session, code)["grids"]
+        covered = _grids(session, branch.kind, codes, area, branch.id, exclusive=active)
+    branch.name, (branch.secretary_name, branch.secretary_phone), branch.site = name, secretary, site
+    branch.active = active
+    if "grids" in changes:
+        session.execute(delete(BranchGrid).where(BranchGrid.branch_id == branch.id))
+        session.add_all(BranchGrid(branch_id=branch.id, grid_id=g.id) for g in covered)
+    session.flush()
