@@ -35,6 +35,7 @@ import { wireDispatch } from './dispatch.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
+import { wireUpkeep } from './upkeep.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
 // <base>/map, so <base>/ is two levels up, whatever reverse-proxy prefix <base> carries.
@@ -274,6 +275,7 @@ let session = null;
 let registration = null;
 let dispatch = null;
 let ranking = null; // rankings for admins and dispatchers (ranking.js)
+let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
@@ -656,6 +658,7 @@ function issueDetails(feature) {
 }
 
 let selectedCode = null;
+let selectedProps = null; // the selected grid's tile attributes (to read it again)
 let hoveredId = null;
 const popup = new maplibregl.Popup({ closeButton: true, closeOnClick: false, maxWidth: '360px', className: 'grid-popup' });
 // what the popup shows, section by section: {kind, title, body}
@@ -685,12 +688,17 @@ function renderGrid(props, branches, state) {
   }
   renderPopup();
   infoEl.replaceChildren(gridDetails(props, branches, { full }));
+  const keep = full && upkeep ? upkeep.panelFor(props, branches) : null;
+  if (keep) {
+    infoEl.append(keep);
+  }
   infoEl.dataset.code = props.code;
   infoEl.dataset.state = state;
 }
 
 async function selectGrid(props) {
   selectedCode = props.code;
+  selectedProps = props;
   map.setFilter('grids-selected', ['==', ['get', 'code'], props.code]);
   if (EMBED) {
     // tile attributes only: the grid endpoint names the grid worker and their phone
@@ -749,6 +757,7 @@ async function focusOn(code) {
 
 function clearSelection() {
   selectedCode = null;
+  selectedProps = null;
   if (map.getLayer('grids-selected')) {
     map.setFilter('grids-selected', ['==', ['get', 'code'], '']);
   }
@@ -799,9 +808,13 @@ function featuresAt(point) {
   return out;
 }
 
+function picking() {
+  return Boolean((registration && registration.isPicking()) || (upkeep && upkeep.isPicking()));
+}
+
 function onClick(event) {
-  if (registration && registration.isPicking()) {
-    return; // the click places the member's residence (register.js)
+  if (picking()) {
+    return; // the click places a residence (register.js) or a branch's site (upkeep.js)
   }
   const hits = featuresAt(event.point);
   const sections = [];
@@ -852,7 +865,7 @@ function onClick(event) {
 function wireInteraction() {
   map.on('click', onClick);
   map.on('mousemove', (event) => {
-    if (registration && registration.isPicking()) {
+    if (picking()) {
       map.getCanvas().style.cursor = 'crosshair';
       return;
     }
@@ -1029,6 +1042,9 @@ function showSession() {
   if (ranking) {
     ranking.sessionChanged();
   }
+  if (selectedProps) {
+    selectGrid(selectedProps); // its details again: the upkeep panel comes or goes with the account
+  }
 }
 
 async function signIn(username, password, bounds) {
@@ -1116,6 +1132,18 @@ async function main() {
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
     wireSearch({ call, el, reveal, onPlace: selectPlace });
+    upkeep = wireUpkeep({
+      map,
+      call,
+      el,
+      session: () => session,
+      refreshTiles,
+      reload: async (code) => {
+        if (selectedProps && selectedProps.code === code) {
+          await selectGrid(selectedProps);
+        }
+      },
+    });
     dispatch = wireDispatch({
       call,
       el,
