@@ -220,7 +220,8 @@ class DerivedCache:
     keep = 8
 
     def __init__(self) -> None:
-        self._entries: OrderedDict[tuple, FeatureRecords] = OrderedDict()
+        #: kind → (data versions, parameters) → records, oldest first
+        self._kinds: dict[str, OrderedDict[tuple, FeatureRecords]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.builds = 0
 
@@ -231,17 +232,19 @@ class DerivedCache:
         if any(v is None for v in versions):
             return None
         found = None
-        for (k, at, *rest), records in self._entries.items():  # oldest first
-            if k == kind and tuple(rest) == tuple(extra) and all(a >= v for a, v in zip(at, versions)):
+        for (at, rest), records in self._kinds.get(kind, {}).items():  # oldest first
+            if rest == extra and all(a >= v for a, v in zip(at, versions)):
                 found = records
         return found
 
     def put(self, key: tuple, records: FeatureRecords) -> None:
+        """File ``records`` under ``key`` = (kind, data versions, *parameters)."""
+        kind, at, *extra = key
         self.builds += 1
-        self._entries[key] = records
-        same_kind = [k for k in self._entries if k[0] == key[0]]
-        for old in same_kind[: max(0, len(same_kind) - self.keep)]:
-            self._entries.pop(old, None)
+        entries = self._kinds.setdefault(kind, OrderedDict())
+        entries[(at, tuple(extra))] = records
+        while len(entries) > self.keep:
+            entries.popitem(last=False)
 
     def lock(self, kind: str) -> asyncio.Lock:
         return self._locks.setdefault(kind, asyncio.Lock())
