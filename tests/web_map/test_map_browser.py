@@ -661,6 +661,17 @@ def test_search_finds_a_place_and_shows_it(page, page_log, live_server):
     minx, miny, maxx, maxy = shape(street["geometry"]).bounds
     assert west <= minx + 1e-3 and east >= maxx - 1e-3 and south <= miny + 1e-3 and north >= maxy - 1e-3
 
+    # the keyboard: down into the results, down again, Enter takes that one
+    box.fill(name[:2])
+    page.wait_for_function("document.getElementById('place-results').dataset.state === 'ready'")
+    second = page.locator("#place-results li").nth(1)
+    second_code = second.get_attribute("data-code")
+    box.press("ArrowDown")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.closest('li')?.dataset.code") == second_code
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"window.location.search === '?focus={second_code}'")
+
     box.fill("不存在的地方")
     page.wait_for_function("document.getElementById('place-results').dataset.state === 'empty'")
     assert "未找到" in page.inner_text("#place-note")

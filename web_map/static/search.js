@@ -103,6 +103,21 @@ export function wireSearch({ call, el, reveal, onPlace }) {
       input.value = '';
       asked += 1;
       clear();
+    } else if (event.key === 'ArrowDown' && !list.hidden) {
+      event.preventDefault();
+      list.querySelector('button')?.focus();
+    }
+  });
+  // the arrow keys walk the results; Escape goes back to the box
+  list.addEventListener('keydown', (event) => {
+    const buttons = [...list.querySelectorAll('button')];
+    const at = buttons.indexOf(document.activeElement);
+    if (event.key === 'ArrowDown' || event.key === 'ArrowUp') {
+      event.preventDefault();
+      const next = at + (event.key === 'ArrowDown' ? 1 : -1);
+      (next < 0 ? input : buttons[Math.min(next, buttons.length - 1)]).focus();
+    } else if (event.key === 'Escape') {
+      input.focus();
     }
   });
   // Enter: the best result (searching at once when the list is not there yet)
