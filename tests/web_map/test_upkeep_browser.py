@@ -94,7 +94,17 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         branch_row = f"{panel} .upkeep-branch[data-code='{row[0]}']"
         assert page.is_visible(branch_row) and page.query_selector(f"{panel} button.new-branch") is None
 
-        # 3. dissolved (a second click confirms): the grid is branchless on the map again
+        # 3. renamed: the site, not picked again, stays where it was
+        page.click(f"{branch_row} button.edit")
+        page.wait_for_selector(f"{branch_row} form")
+        page.fill(f"{branch_row} input[name=name]", "郑新网格党支部")
+        page.click(f"{branch_row} button.save")
+        wait_message(page, panel, "已保存：郑新网格党支部")
+        with demo_engine.connect() as conn:
+            assert conn.execute(text("SELECT name, ST_X(site), ST_Y(site) FROM branches WHERE code = :c"),
+                                {"c": row[0]}).one() == ("郑新网格党支部", row[4], row[5])
+
+        # 4. dissolved (a second click confirms): the grid is branchless on the map again
         page.click(f"{branch_row} button.edit")
         page.wait_for_selector(f"{branch_row} form")
         assert page.input_value(f"{branch_row} input[name=secretary_phone]") == "13600002222"
@@ -107,7 +117,7 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         page.wait_for_function(f"({HAS_BRANCH_ON_MAP})('{code}') === false", timeout=30_000)
         assert page.is_visible(f"{panel} button.new-branch")
 
-        # 4. signed out, the panel goes
+        # 5. signed out, the panel goes
         page.click("#signout")
         page.wait_for_function("document.body.dataset.role === undefined")
         page.wait_for_selector(panel, state="detached")

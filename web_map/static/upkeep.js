@@ -97,6 +97,7 @@ export function wireUpkeep({ map, call, el, session, refreshTiles, reload }) {
   function branchForm(props, branch, message, close) {
     const form = el('form', branch ? 'upkeep-branch-form' : 'upkeep-branch-form upkeep-new-branch');
     let site = branch && branch.site ? [branch.site.lon, branch.site.lat] : null;
+    let siteMoved = false; // an edit sends the site only when it was picked anew
     const siteText = el('span', 'upkeep-site');
     const showSite = () => {
       siteText.textContent = site ? `阵地：${site[0].toFixed(6)}, ${site[1].toFixed(6)}` : '阵地：未设置';
@@ -108,6 +109,7 @@ export function wireUpkeep({ map, call, el, session, refreshTiles, reload }) {
       map.getCanvas().style.cursor = 'crosshair';
       picking = (point) => {
         site = point;
+        siteMoved = true;
         showSite();
       };
     });
@@ -151,8 +153,10 @@ export function wireUpkeep({ map, call, el, session, refreshTiles, reload }) {
         name: form.elements.name.value.trim(),
         secretary_name: secretaryName || null,
         secretary_phone: secretaryPhone || null,
-        site: site ? { lon: site[0], lat: site[1] } : null,
       };
+      if (!branch || siteMoved) {
+        body.site = site ? { lon: site[0], lat: site[1] } : null;
+      }
       attempt(message, async () => {
         if (branch) {
           await call(`v1/branches/${encodeURIComponent(branch.code)}`, { method: 'PATCH', body });
