@@ -117,6 +117,7 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
     for module in (health, auth, areas, grids, places, locate, registrations, branches, coverage, events, open311,
                    tiles):
         app.include_router(module.router)
+    app.include_router(branches.log_router)
 
     from web_map import mount as mount_web_map
 

@@ -9,16 +9,19 @@ active. A branch is never deleted: it is dissolved (``active`` false) and keeps 
 
 Every change is one transaction; the data-version triggers bump ``grids`` (worker,
 coverage, names) and ``branches`` (sites) in it, so tiles, the locate answers and the
-coverage analysis follow at once.
+coverage analysis follow at once. The same transaction writes the change to the upkeep
+log (append-only, migration 0009): who, when, what it was and what it became.
 """
 
 from __future__ import annotations
 
+import json
 import re
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from layers.codes import area_prefix
 from layers.errors import Conflict, InvalidInput, NotFound
 from layers.models import SRID, AdminArea, Branch, BranchGrid, Grid
 
@@ -68,12 +71,25 @@ def _current_grid(session: Session, code: str) -> Grid:
     return grid
 
 
-def set_grid_worker(session: Session, code: str, name: str | None, phone: str | None) -> None:
+def _log(session: Session, actor: str, subject: str, code: str, area: str, action: str,
+         before: dict | None, after: dict) -> None:
+    session.execute(
+        text("INSERT INTO upkeep_log (actor, subject, code, area, action, before, after) "
+             "VALUES (:actor, :subject, :code, :area, :action, CAST(:before AS jsonb), CAST(:after AS jsonb))"),
+        {"actor": actor, "subject": subject, "code": code, "area": area, "action": action,
+         "before": None if before is None else json.dumps(before, ensure_ascii=False),
+         "after": json.dumps(after, ensure_ascii=False)},
+    )
+
+
+def set_grid_worker(session: Session, code: str, name: str | None, phone: str | None, actor: str) -> None:
     """Put ``name`` (``phone``) in charge of grid ``code`` as its worker, or nobody (both
-    None)."""
+    None); logged as ``actor``'s."""
     grid = _current_grid(session, code)
+    before = {"name": grid.worker_name, "phone": grid.worker_phone}
     grid.worker_name, grid.worker_phone = check_contact(name, phone, "worker")
     session.flush()
+    _log(session, actor, "grid", code, code, "worker", before, {"name": grid.worker_name, "phone": grid.worker_phone})
 
 
 def branch_view(session: Session, code: str) -> dict:
@@ -162,7 +178,7 @@ def _new_code(session: Session, kind: str, community: AdminArea, grids: list[Gri
 
 def create_branch(session: Session, *, name: str, kind: str, community: str, grids: list[str],
                   site: tuple[float, float] | None, secretary_name: str | None,
-                  secretary_phone: str | None) -> str:
+                  secretary_phone: str | None, actor: str) -> str:
     """A new active branch; its code (``G`` + its first grid's code, ``C`` + the
     community's; ``-2``… when taken)."""
     if kind not in KINDS:
@@ -177,10 +193,11 @@ def create_branch(session: Session, *, name: str, kind: str, community: str, gri
     session.flush()
     session.add_all(BranchGrid(branch_id=branch.id, grid_id=g.id) for g in covered)
     session.flush()
+    _log(session, actor, "branch", branch.code, area.code, "create", None, branch_view(session, branch.code))
     return branch.code
 
 
-def update_branch(session: Session, code: str, changes: dict) -> None:
+def update_branch(session: Session, code: str, changes: dict, actor: str) -> None:
     """Change what ``changes`` holds of branch ``code``: ``name``, ``grids`` (the full
     list), ``site`` ((lon, lat) or None), ``secretary`` ((name, phone)) and ``active``
     (False dissolves it; True restores it, when its grids have no other grid branch)."""
@@ -190,6 +207,7 @@ def update_branch(session: Session, code: str, changes: dict) -> None:
     if branch.kind not in KINDS or branch.community_id is None:
         raise InvalidInput(f"branch {code} is a {branch.kind} branch, kept by the district, not here", field="code")
     area = session.get(AdminArea, branch.community_id)
+    before = branch_view(session, code)
     # everything checked before anything changes
     name = _name(changes["name"]) if "name" in changes else branch.name
     secretary = (check_contact(*changes["secretary"], "secretary") if "secretary" in changes
@@ -206,3 +224,20 @@ def update_branch(session: Session, code: str, changes: dict) -> None:
         session.execute(delete(BranchGrid).where(BranchGrid.branch_id == branch.id))
         session.add_all(BranchGrid(branch_id=branch.id, grid_id=g.id) for g in covered)
     session.flush()
+    after = branch_view(session, code)
+    action = ("dissolve" if before["active"] and not active else "restore" if active and not before["active"]
+              else "update")
+    _log(session, actor, "branch", code, area.code, action, before, after)
+
+
+def upkeep_log(session: Session, within: str, limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+    """The upkeep log of the grids and the branches of communities inside area (or grid)
+    ``within``, newest first: a page of entries, and how many there are in all."""
+    prefix = area_prefix(within)
+    total = session.execute(text("SELECT count(*) FROM upkeep_log WHERE area LIKE :p"), {"p": prefix + "%"}).scalar()
+    rows = session.execute(
+        text("SELECT id, at, actor, subject, code, action, before, after FROM upkeep_log WHERE area LIKE :p "
+             "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset"),
+        {"p": prefix + "%", "limit": limit, "offset": offset},
+    ).mappings().all()
+    return [{**r, "at": r["at"].isoformat()} for r in rows], total

@@ -1,14 +1,14 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from pydantic import Field
 
 from geo_api.deps import Caller, SessionDep, require_roles
-from geo_api.params import Body
+from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import branches
 from layers import registrations as regs
-from layers.codes import level_of
+from layers.codes import check_code, level_of
 from layers.errors import Forbidden, InvalidInput
 
 router = APIRouter(prefix="/v1/branches", tags=["branches"])
@@ -77,7 +77,7 @@ def create_branch(session: SessionDep, caller: Admins, body: BranchCreate) -> di
         raise Forbidden(f"community {body.community} is outside your area {caller.area_code}", field="community")
     code = branches.create_branch(
         session, name=body.name, kind=body.kind, community=body.community, grids=body.grids, site=_site(body.site),
-        secretary_name=body.secretary_name, secretary_phone=body.secretary_phone,
+        secretary_name=body.secretary_name, secretary_phone=body.secretary_phone, actor=caller.username,
     )
     session.commit()
     return branches.branch_view(session, code)
@@ -92,7 +92,7 @@ def update_branch(session: SessionDep, caller: Admins, code: BranchCode, body: B
         changes["site"] = _site(body.site)
     if sent & {"secretary_name", "secretary_phone"}:
         changes["secretary"] = (body.secretary_name, body.secretary_phone)
-    branches.update_branch(session, code, changes)
+    branches.update_branch(session, code, changes, actor=caller.username)
     session.commit()
     return branches.branch_view(session, code)
 
@@ -104,3 +104,20 @@ def unregistered(session: SessionDep, caller: Annotated[Caller, require_roles("a
         raise Forbidden("only district-level admins see work-unit branch rosters")
     branch, members = regs.unregistered_members(session, code)
     return {"branch": branch, "total": len(members), "members": members}
+
+
+log_router = APIRouter(prefix="/v1/upkeep", tags=["branches"])
+
+
+@log_router.get("", summary="Who changed which grid worker or branch, when, from what to what (admins of the area)")
+def upkeep_log(session: SessionDep, caller: Admins,
+               within: Annotated[str | None, Query(description="an area or grid code inside yours; default yours")] = None,
+               limit: Limit = 50, offset: Offset = 0) -> dict:
+    area = within or caller.area_code
+    if area is None:
+        raise Forbidden("an admin without an area has no upkeep log", field="within")
+    check_code(area, "within")
+    if not caller.covers(area):
+        raise Forbidden(f"{area} is outside your area {caller.area_code}", field="within")
+    items, total = branches.upkeep_log(session, area, limit, offset)
+    return {"within": area, "total": total, "items": items}

@@ -53,6 +53,6 @@ def set_worker(session: SessionDep, caller: Annotated[Caller, require_roles("adm
                code: Annotated[str, Path(pattern=r"^[0-9]{15}$")], body: WorkerUpdate) -> dict:
     if not caller.covers(code):
         raise Forbidden(f"grid {code} is outside your area {caller.area_code}", field="code")
-    branches.set_grid_worker(session, code, body.name, body.phone)
+    branches.set_grid_worker(session, code, body.name, body.phone, actor=caller.username)
     session.commit()
     return grids.grid_feature(session, code)

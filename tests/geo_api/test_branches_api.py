@@ -239,3 +239,61 @@ def test_the_map_shows_a_new_branch_at_once(demo_engine):
                 conn.execute(text("DELETE FROM branches WHERE code = :c"), {"c": code})
     with make_client(demo_engine) as c:
         assert drawn(c) == before
+
+
+# --- the upkeep log ----------------------------------------------------------------
+
+
+def test_every_change_is_logged_with_who_and_what_it_was(client, demo_db):
+    grid = branchless_grid(demo_db)
+    old_worker = one(demo_db, "SELECT worker_name, worker_phone FROM grids WHERE code = :c", c=grid.code)
+    since = one(demo_db, "SELECT coalesce(max(id), 0) FROM upkeep_log")[0]  # other tests' entries stay
+    client.put(f"/v1/grids/{grid.code}/worker", headers=ADMIN, json={"name": "赵新", "phone": "13900001234"})
+    code = client.post("/v1/branches", headers=ADMIN, json=new_branch(grid)).json()["code"]
+    client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"name": "改名党支部"})
+    client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"active": False})
+    client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"active": True})
+    # a refused change leaves no entry
+    client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"secretary_phone": "110", "secretary_name": "x"})
+
+    r = client.get("/v1/upkeep", headers=ADMIN, params={"within": grid.community})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    mine = [e for e in body["items"] if e["id"] > since]
+    assert [(e["subject"], e["action"]) for e in mine] == [
+        ("branch", "restore"), ("branch", "dissolve"), ("branch", "update"), ("branch", "create"), ("grid", "worker")]
+    assert all(e["actor"] == "admin" for e in mine)
+    restore, dissolve, update, create, worker = mine
+    assert worker["before"] == {"name": old_worker[0], "phone": old_worker[1]}
+    assert worker["after"] == {"name": "赵新", "phone": "13900001234"}
+    assert create["before"] is None and create["after"]["name"] == f"{grid.name}党支部"
+    assert (update["before"]["name"], update["after"]["name"]) == (f"{grid.name}党支部", "改名党支部")
+    assert (dissolve["before"]["active"], dissolve["after"]["active"]) == (True, False)
+    assert restore["after"]["active"] is True and restore["after"]["grids"] == [grid.code]
+    # a grid's own entries, paged; the log of another street is not a street admin's
+    own = client.get("/v1/upkeep", headers=ADMIN, params={"within": grid.code}).json()
+    assert [e["action"] for e in own["items"]][:1] == ["worker"] and own["total"] >= 1
+    assert client.get("/v1/upkeep", headers=ADMIN, params={"within": grid.community, "limit": 2}).json()["items"] == \
+        body["items"][:2]
+    street = me(client, "street_admin")["area_code"]
+    elsewhere = one(demo_db, "SELECT code FROM admin_areas WHERE level = 'community' AND code NOT LIKE :p "
+                             "ORDER BY code LIMIT 1", p=street[:9] + "%")[0]
+    problem(client.get("/v1/upkeep", headers=token_for("street_admin"), params={"within": elsewhere}), 403, "within")
+    theirs = client.get("/v1/upkeep", headers=token_for("street_admin")).json()
+    assert theirs["within"] == street
+    assert all(e["code"].startswith(street[:9]) or e["code"][1:].startswith(street[:9]) for e in theirs["items"])
+    assert any(e["id"] > since for e in theirs["items"]) == grid.code.startswith(street[:9])
+    for user in ("member", "dispatcher", "gridworker"):
+        assert client.get("/v1/upkeep", headers=token_for(user)).status_code == 403, user
+    problem(client.get("/v1/upkeep", headers=ADMIN, params={"within": "41"}), 422, "within")
+
+
+def test_the_upkeep_log_is_append_only(demo_db):
+    from sqlalchemy.exc import DBAPIError
+
+    demo_db.execute(text("INSERT INTO upkeep_log (actor, subject, code, area, action, after) "
+                         "VALUES ('t', 'grid', '410105001001001', '410105001001001', 'worker', '{}')"))
+    for sql in ("UPDATE upkeep_log SET actor = 'someone else'", "DELETE FROM upkeep_log", "TRUNCATE upkeep_log"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            with demo_db.begin_nested():
+                demo_db.execute(text(sql))
