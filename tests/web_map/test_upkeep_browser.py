@@ -117,6 +117,15 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         page.wait_for_function(f"({HAS_BRANCH_ON_MAP})('{code}') === false", timeout=30_000)
         assert page.is_visible(f"{panel} button.new-branch")
 
+        # the panel's record of it all, newest first, by whom
+        log = page.locator(f"{panel} .upkeep-log li")
+        page.wait_for_function(f"document.querySelectorAll(\"{panel} .upkeep-log li\").length >= 5")
+        lines = log.all_inner_texts()
+        assert lines[0] == "最近维护记录"
+        assert "admin 撤销：郑新网格党支部" in lines[1] and "admin 修改：郑新网格党支部" in lines[2]
+        assert f"admin 建立：{name}党支部" in lines[3]
+        assert "admin 网格员变更" in lines[4] and "→ 郑新" in lines[4]
+
         # 5. signed out, the panel goes
         page.click("#signout")
         page.wait_for_function("document.body.dataset.role === undefined")

@@ -1136,6 +1136,7 @@ async function main() {
       map,
       call,
       el,
+      formatTime,
       session: () => session,
       refreshTiles,
       reload: async (code) => {

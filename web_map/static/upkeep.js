@@ -4,7 +4,8 @@
 // (GET /v1/branches/{code}) to rename, give a new secretary, move its activity site by a
 // click on the map, or dissolve (PATCH /v1/branches/{code}); and a new grid branch for a
 // grid without one (POST /v1/branches). After each change the map fetches its tiles again
-// and the grid's details are read afresh.
+// and the grid's details are read afresh. The panel ends with the last changes made to
+// the grid's worker and branches, and by whom (GET /v1/upkeep).
 //
 // Hooks for the browser tests:
 //   .upkeep[data-code]                    the grid the panel keeps
@@ -26,7 +27,17 @@ function areaPrefix(code) {
   return code;
 }
 
-export function wireUpkeep({ map, call, el, session, refreshTiles, reload }) {
+const ACTIONS = { worker: '网格员变更', create: '建立', update: '修改', dissolve: '撤销', restore: '恢复' };
+
+// One line of the upkeep log: when, who, what.
+function logLine(entry, formatTime) {
+  const what = entry.subject === 'grid'
+    ? `${ACTIONS.worker}：${entry.before?.name || '未配备'} → ${entry.after?.name || '未配备'}`
+    : `${ACTIONS[entry.action] || entry.action}：${entry.after?.name || entry.code}`;
+  return `${formatTime(entry.at)} ${entry.actor} ${what}`;
+}
+
+export function wireUpkeep({ map, call, el, formatTime, session, refreshTiles, reload }) {
   let picking = null; // while a site is being picked: the function taking the clicked point
 
   map.on('click', (event) => {
@@ -219,6 +230,21 @@ export function wireUpkeep({ map, call, el, session, refreshTiles, reload }) {
       panel.append(add);
     }
     panel.append(message);
+    // the last changes to this grid's worker and branches (GET /v1/upkeep)
+    const history = el('ul', 'upkeep-log');
+    history.hidden = true;
+    panel.append(history);
+    // the grid's own entries, and those of branches that covered it before or after
+    const concerns = (e) => e.code === props.code
+      || [e.before, e.after].some((view) => Array.isArray(view?.grids) && view.grids.includes(props.code));
+    call(`v1/upkeep?${new URLSearchParams({ within: props.community, limit: '200' })}`)
+      .then(({ items }) => {
+        const mine = items.filter(concerns).slice(0, 5);
+        history.replaceChildren(el('li', 'upkeep-log-head', '最近维护记录'),
+          ...mine.map((e) => el('li', null, logLine(e, formatTime))));
+        history.hidden = mine.length === 0;
+      })
+      .catch(() => {}); // the record is a help, not the panel's purpose
     return panel;
   }
 
