@@ -126,7 +126,18 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         assert f"admin 建立：{name}党支部" in lines[3]
         assert "admin 网格员变更" in lines[4] and "→ 郑新" in lines[4]
 
-        # 5. signed out, the panel goes
+        # 5. restored from the record: the grid has its branch again
+        restore = f"{panel} .upkeep-log li:nth-child(2) button.restore"
+        page.click(restore)
+        wait_message(page, panel, "已恢复：郑新网格党支部")
+        page.wait_for_function(f"({HAS_BRANCH_ON_MAP})('{code}') === true", timeout=30_000)
+        with demo_engine.connect() as conn:
+            assert conn.execute(text("SELECT active FROM branches WHERE code = :c"), {"c": row[0]}).scalar() is True
+        page.wait_for_function(f"document.querySelectorAll(\"{panel} .upkeep-log li\").length >= 2")
+        assert "admin 恢复：郑新网格党支部" in page.locator(f"{panel} .upkeep-log li").nth(1).inner_text()
+        assert page.query_selector(f"{panel} .upkeep-log button.restore") is None  # restored: nothing to restore
+
+        # 6. signed out, the panel goes
         page.click("#signout")
         page.wait_for_function("document.body.dataset.role === undefined")
         page.wait_for_selector(panel, state="detached")

@@ -2,8 +2,8 @@
 // clicked grid, for a signed-in admin whose area holds it — the grid worker's name and
 // phone (PUT /v1/grids/{code}/worker); each grid or community branch covering the grid
 // (GET /v1/branches/{code}) to rename, give a new secretary, move its activity site by a
-// click on the map, or dissolve (PATCH /v1/branches/{code}); and a new grid branch for a
-// grid without one (POST /v1/branches). After each change the map fetches its tiles again
+// click on the map, or dissolve (PATCH /v1/branches/{code}); a new grid branch for a
+// grid without one (POST /v1/branches); and 恢复 for a branch the log shows dissolved last. After each change the map fetches its tiles again
 // and the grid's details are read afresh. The panel ends with the last changes made to
 // the grid's worker and branches, and by whom (GET /v1/upkeep).
 //
@@ -237,11 +237,29 @@ export function wireUpkeep({ map, call, el, formatTime, session, refreshTiles, r
     // the grid's own entries, and those of branches that covered it before or after
     const concerns = (e) => e.code === props.code
       || [e.before, e.after].some((view) => Array.isArray(view?.grids) && view.grids.includes(props.code));
+    const hasGridBranch = branches.some((b) => b.kind === 'grid');
     call(`v1/upkeep?${new URLSearchParams({ within: props.community, limit: '200' })}`)
       .then(({ items }) => {
-        const mine = items.filter(concerns).slice(0, 5);
-        history.replaceChildren(el('li', 'upkeep-log-head', '最近维护记录'),
-          ...mine.map((e) => el('li', null, logLine(e, formatTime))));
+        const mine = items.filter(concerns);
+        const latest = new Map(); // branch code → its newest entry (the list is newest first)
+        for (const e of mine) {
+          if (e.subject === 'branch' && !latest.has(e.code)) {
+            latest.set(e.code, e);
+          }
+        }
+        history.replaceChildren(el('li', 'upkeep-log-head', '最近维护记录'), ...mine.slice(0, 5).map((e) => {
+          const li = el('li', null, logLine(e, formatTime));
+          // a branch dissolved last of all may be restored (if the grid has no other grid branch)
+          if (e.action === 'dissolve' && latest.get(e.code) === e && !(e.after.kind === 'grid' && hasGridBranch)) {
+            const restore = button('恢复', 'restore link');
+            restore.addEventListener('click', () => attempt(message, async () => {
+              await call(`v1/branches/${encodeURIComponent(e.code)}`, { method: 'PATCH', body: { active: true } });
+              await done(message, `已恢复：${e.after.name}。`, props.code);
+            }));
+            li.append(' ', restore);
+          }
+          return li;
+        }));
         history.hidden = mine.length === 0;
       })
       .catch(() => {}); // the record is a help, not the panel's purpose
