@@ -45,8 +45,7 @@ def check_contact(name: str | None, phone: str | None, field: str) -> tuple[str 
         return None, None
     if not name:
         raise InvalidInput(f"{field}_name is required with a phone", field=f"{field}_name")
-    if len(name) > NAME_MAX:
-        raise InvalidInput(f"{field}_name is longer than {NAME_MAX} characters", field=f"{field}_name")
+    name = _name(name, f"{field}_name")
     if not phone:
         raise InvalidInput(f"{field}_phone is required with a name", field=f"{field}_phone")
     if not PHONE.match(phone):
@@ -111,11 +110,6 @@ def branch_view(session: Session, code: str) -> dict:
         "active": branch.active, "secretary_name": branch.secretary_name, "secretary_phone": branch.secretary_phone,
         "site": None if x is None else {"lon": x, "lat": y}, "grids": list(grids),
     }
-
-
-def branch_community(session: Session, code: str) -> str | None:
-    """The code of the community branch ``code`` belongs to (404 when there is no such branch)."""
-    return branch_view(session, code)["community"]
 
 
 def _community(session: Session, code: str) -> AdminArea:

@@ -1,4 +1,4 @@
-// What the map's panels (register.js, dispatch.js, ranking.js) share: calls to the service's API —
+// What the map's panels (register.js, dispatch.js, ranking.js, search.js, upkeep.js) share: calls to the service's API —
 // JSON in and out, with the signed-in account's token when there is one; a refusal
 // becomes an Error whose message is the problem details' `detail` (the service names
 // what was wrong) and whose `status` is the HTTP status — and the way they show an
@@ -67,4 +67,23 @@ export function say(node, text, kind = 'info') {
   node.textContent = text;
   node.className = `${node.className.split(' ')[0]} message-${kind}`;
   node.hidden = !text;
+}
+
+// Statistical division codes, as layers.codes reads them (12 digits for an area, 15 for
+// a grid): the prefix every area and grid inside `code` shares, and the level it names.
+export function areaPrefix(code) {
+  if (code.length === 12 && code.endsWith('000000')) {
+    return code.slice(0, 6);
+  }
+  if (code.length === 12 && code.endsWith('000')) {
+    return code.slice(0, 9);
+  }
+  return code;
+}
+
+export function levelOf(code) {
+  if (code.length > 12) {
+    return 'grid';
+  }
+  return { 6: 'district', 9: 'street' }[areaPrefix(code).length] || 'community';
 }

@@ -185,9 +185,9 @@ function fitPadding() {
 // Bring a place into the part of the map the panel leaves clear (beside the side panel,
 // above a phone's bottom sheet): `bounds`, or a `point` at `zoom`. Fitted with padding,
 // never by flyTo's padding option (which would stay set on the map).
-function reveal({ bounds, point, zoom = 16 }) {
+function reveal({ bounds, point, zoom = 16, animate = true }) {
   const [w, s, e, n] = bounds ? [...bounds[0], ...bounds[1]] : [point[0], point[1], point[0], point[1]];
-  map.fitBounds([[w, s], [e, n]], { padding: fitPadding(), maxZoom: zoom });
+  map.fitBounds([[w, s], [e, n]], { padding: EMBED ? 12 : fitPadding(), maxZoom: zoom, animate });
 }
 
 function el(tag, className, text) {
@@ -719,10 +719,13 @@ async function selectGrid(props) {
   }
 }
 
-// A place found by the search: a grid is selected as a click would select it, once the
-// map has moved there and drawn its tiles.
-function selectPlace(place) {
+// A place (GET /v1/places), found by the search or named by a link: fitted (a grid
+// closer in than an area), and a grid selected as a click would select it once the map
+// has moved there and drawn its tiles.
+function showPlace(place, { animate = true } = {}) {
   const { level, code } = place.properties;
+  const [w, s, e, n] = place.bbox;
+  reveal({ bounds: [[w, s], [e, n]], zoom: level === 'grid' ? 16 : 15, animate });
   if (level !== 'grid') {
     return;
   }
@@ -748,10 +751,7 @@ async function focusOn(code) {
     showStatus(`未找到代码为 ${code} 的地点，显示全区。`, 'warning');
     return;
   }
-  const [w, s, e, n] = place.bbox;
-  const maxZoom = place.properties.level === 'grid' ? 16 : 15;
-  map.fitBounds([[w, s], [e, n]], { padding: EMBED ? 12 : fitPadding(), maxZoom, animate: false });
-  selectPlace(place);
+  showPlace(place, { animate: false });
   await idle();
 }
 
@@ -1131,7 +1131,7 @@ async function main() {
     const call = apiCaller(apiUrl, () => session);
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
-    wireSearch({ call, el, reveal, onPlace: selectPlace });
+    wireSearch({ call, el, showPlace });
     upkeep = wireUpkeep({
       map,
       call,

@@ -15,7 +15,7 @@
 //   #ranking[data-state]          "loading" | "ready" | "error"
 //   #ranking-table tbody tr[data-code]   one unit each, in the order shown
 
-import { say } from './api.js';
+import { levelOf, say } from './api.js';
 
 const LEVELS = ['district', 'street', 'community', 'grid'];
 const LEVEL_NAMES = { street: '街道', community: '社区', grid: '网格' };
@@ -40,20 +40,6 @@ const ISSUE_NAMES = {
   no_branch: '无党支部',
   roles_missing: '缺岗位',
 };
-
-// The level of an area or grid code (12-digit statistical division codes; grids 15).
-function levelOf(code) {
-  if (!code) {
-    return 'district'; // dispatchers: the whole district
-  }
-  if (code.length > 12) {
-    return 'grid';
-  }
-  if (code.endsWith('000000')) {
-    return 'district';
-  }
-  return code.endsWith('000') ? 'street' : 'community';
-}
 
 function issueTotal(issues) {
   return Object.values(issues || {}).reduce((sum, n) => sum + n, 0);
@@ -214,7 +200,7 @@ export function wireRanking({ call, download, el, reveal, session }) {
       say(message, '');
       return;
     }
-    const own = levelOf(s.role === 'admin' ? s.area_code : null);
+    const own = s.role === 'admin' && s.area_code ? levelOf(s.area_code) : 'district'; // dispatchers: the district
     const below = LEVELS.slice(LEVELS.indexOf(own) + 1);
     if (!below.length) {
       section.hidden = true; // a grid's admin: nothing below to rank

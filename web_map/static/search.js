@@ -14,7 +14,7 @@ const LEVEL_NAMES = { district: '区', street: '街道', community: '社区', gr
 const LIMIT = 8;
 const DELAY_MS = 150; // typing pauses this long before a search goes out
 
-export function wireSearch({ call, el, reveal, onPlace }) {
+export function wireSearch({ call, el, showPlace }) {
   const form = document.getElementById('place-search');
   const input = document.getElementById('place-q');
   const list = document.getElementById('place-results');
@@ -32,11 +32,9 @@ export function wireSearch({ call, el, reveal, onPlace }) {
   }
 
   function choose(place) {
-    const [w, s, e, n] = place.bbox;
     input.value = place.properties.name;
     clear();
-    reveal({ bounds: [[w, s], [e, n]], zoom: place.properties.level === 'grid' ? 16 : 15 });
-    onPlace(place);
+    showPlace(place);
     // the address now opens the map on this place (/map?focus=<code>): a link to share
     const address = new URL(window.location.href);
     address.searchParams.set('focus', place.properties.code);

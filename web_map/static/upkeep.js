@@ -12,20 +12,9 @@
 //   .upkeep-branch[data-code]             a branch covering it; .upkeep-new-branch: the form for a new one
 //   .upkeep-message                       the outcome of the last change
 
-import { say } from './api.js';
+import { areaPrefix, say } from './api.js';
 
 const KINDS = { grid: '网格党支部', community: '社区党组织' };
-
-// The code prefix of everything inside an area (layers.codes.area_prefix).
-function areaPrefix(code) {
-  if (code.length === 12 && code.endsWith('000000')) {
-    return code.slice(0, 6);
-  }
-  if (code.length === 12 && code.endsWith('000')) {
-    return code.slice(0, 9);
-  }
-  return code;
-}
 
 const ACTIONS = { worker: '网格员变更', create: '建立', update: '修改', dissolve: '撤销', restore: '恢复' };
 
