@@ -19,6 +19,8 @@ from geo_api.routers import (
 )
 from geo_api.settings import Settings
 from layers import db, migrate
+from layers.clock import SYSTEM, Clock, clock_of
+from layers.clock import bind as bind_clock
 from layers.errors import ConfigError
 from layers.locate import GridIndexCache
 from tiles.fastpath import TileFastPath
@@ -79,12 +81,20 @@ class GridbranchAPI(FastAPI):
         await self._front(scope, receive, send)
 
 
-def create_app(settings: Settings, *, engine=None) -> FastAPI:
+def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -> FastAPI:
     """Build the service. ``engine`` may be given (tests; ``gridbranch serve``, which has
     migrated it already) and is then used as it is; otherwise the lifespan creates
     one from ``settings.database`` (starting the private cluster when no URL is set)
-    and applies the migrations."""
+    and applies the migrations.
+
+    ``clock`` is the one clock the service reads the present from (:mod:`layers.clock`);
+    it is bound to the engine, so that the database sees it too. Without one the app
+    keeps the clock already bound to a given engine, else the wall clock."""
     auth_secret = _auth_secret(settings)
+    if clock is None:
+        clock = clock_of(engine) if engine is not None else SYSTEM
+    elif engine is not None:
+        bind_clock(engine, clock)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -93,6 +103,8 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
         if own:
             url = db.database_url(settings.database)
             eng = db.make_engine(url, settings.database.pool_size)
+            if clock is not SYSTEM:
+                bind_clock(eng, clock)
             migrate.upgrade(eng)
         app.state.engine = eng
         app.state.sessionmaker = sessionmaker(bind=eng, expire_on_commit=False)
@@ -111,6 +123,7 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.clock = clock
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache()
     errors.install(app)

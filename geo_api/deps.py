@@ -68,7 +68,8 @@ async def get_caller(request: Request, session: SessionDep, token: Annotated[str
     # in the thread pool
     if not token:
         return ANONYMOUS
-    username = read_token(request.app.state.auth_secret, token)
+    username = read_token(request.app.state.auth_secret, token, now=request.app.state.clock.now(),
+                          max_minutes=request.app.state.settings.auth.token_minutes)
     user = await run_in_threadpool(user_queries.active_user, session, username)
     if user is None:
         raise Unauthorized("unknown or disabled account")

@@ -25,18 +25,35 @@ def verify_password(password: str, hashed: str) -> bool:
         return False
 
 
-def issue_token(secret: str, username: str, minutes: int) -> str:
-    now = datetime.now(timezone.utc)
-    payload = {"sub": username, "iat": now, "exp": now + timedelta(minutes=minutes)}
+def issue_token(secret: str, username: str, minutes: int, *, now: datetime) -> str:
+    """A token for ``username`` valid for ``minutes`` from ``now`` (the service's clock)."""
+    payload = {"sub": username, "iat": int(now.timestamp()), "exp": int((now + timedelta(minutes=minutes)).timestamp())}
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
-def read_token(secret: str, token: str) -> str:
-    """The username a valid token was issued to; :class:`Unauthorized` otherwise."""
+#: Tolerated difference between the clock that issued a token and the one reading it.
+LEEWAY = timedelta(seconds=30)
+
+
+def read_token(secret: str, token: str, *, now: datetime, max_minutes: int) -> str:
+    """The username a valid token was issued to; :class:`Unauthorized` otherwise.
+
+    Expiry is judged by ``now`` (the service's clock, not PyJWT's own), and a token lives
+    at most ``max_minutes`` after it was issued whatever its ``exp`` says: a token signed
+    with a longer life (an old configuration, a leaked secret's forgery) ends when the
+    configured lifetime does."""
     try:
-        payload = jwt.decode(token, secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]})
-    except jwt.ExpiredSignatureError:
-        raise Unauthorized("token expired")
+        payload = jwt.decode(token, secret, algorithms=[ALGORITHM],
+                             options={"require": ["sub", "exp", "iat"], "verify_exp": False, "verify_iat": False})
     except jwt.PyJWTError:
         raise Unauthorized("invalid token")
+    try:
+        issued = datetime.fromtimestamp(float(payload["iat"]), timezone.utc)
+        expires = datetime.fromtimestamp(float(payload["exp"]), timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        raise Unauthorized("invalid token")
+    if issued > now + LEEWAY:
+        raise Unauthorized("token issued in the future")
+    if now >= expires or now - issued >= timedelta(minutes=max_minutes):
+        raise Unauthorized("token expired")
     return str(payload["sub"])

@@ -186,15 +186,15 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
     if counts["moves"]:
         conn.execute(text(
             """WITH ended AS (
-                   UPDATE registrations r SET status = 'ended', ended_at = now(), reason = 'moved (import)', decided_by = :actor
+                   UPDATE registrations r SET status = 'ended', ended_at = gridbranch_now(), reason = 'moved (import)', decided_by = :actor
                    FROM import_diff d WHERE r.id = d.active_id AND NOT d.unchanged
                    RETURNING r.residence_id)
-               UPDATE residences SET ended_at = now() WHERE id IN (SELECT residence_id FROM ended)"""
+               UPDATE residences SET ended_at = gridbranch_now() WHERE id IN (SELECT residence_id FROM ended)"""
         ), {"actor": actor})
     if counts["registrations_created"]:
         # a new residence supersedes any current one (e.g. recorded without a registration)
         conn.execute(text(
-            """UPDATE residences r SET ended_at = now() FROM import_diff d JOIN members m ON m.number = d.number
+            """UPDATE residences r SET ended_at = gridbranch_now() FROM import_diff d JOIN members m ON m.number = d.number
                WHERE (NOT d.unchanged OR d.unchanged IS NULL) AND r.member_id = m.id AND r.ended_at IS NULL"""
         ))
         conn.execute(text(
@@ -207,7 +207,7 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
                    RETURNING id, member_id)
                INSERT INTO registrations (member_id, residence_id, grid_id, grid_version_id, branch_id, role_code,
                                           status, decided_at, decided_by)
-               SELECT t.mid, res.id, t.grid_id, t.grid_version_id, t.branch_id, t.role_code, 'confirmed', now(), :actor
+               SELECT t.mid, res.id, t.grid_id, t.grid_version_id, t.branch_id, t.role_code, 'confirmed', gridbranch_now(), :actor
                FROM todo t JOIN res ON res.member_id = t.mid"""
         ), {"actor": actor})
     conn.execute(text("DROP TABLE import_diff, import_registrations"))

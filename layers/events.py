@@ -623,7 +623,7 @@ class Move:
 
 _CURRENT_SQL = text(
     """SELECT e.id, e.status, e.version, e.reported_at, e.assignee, e.department_id, e.member_id,
-              g.code AS grid_code, c.time_limit_hours, c.warn_share, d.name AS department_name, now() AS now
+              g.code AS grid_code, c.time_limit_hours, c.warn_share, d.name AS department_name, gridbranch_now() AS now
        FROM events e JOIN event_categories c ON c.code = e.category_code
        LEFT JOIN grids g ON g.id = e.grid_id LEFT JOIN departments d ON d.id = e.department_id
        WHERE e.id = :id"""
@@ -775,8 +775,8 @@ _EVENT_SQL = f"""
            e.reported_at, e.dispatched_at, e.due_at, e.handled_at, e.closed_at,
            COALESCE(e.warn_at, e.dispatched_at + (e.due_at - e.dispatched_at) * COALESCE(c.warn_share, :share)) AS warn_at,
            CASE WHEN e.status IN ({_CLOCK_SQL}) AND e.due_at IS NOT NULL THEN
-                CASE WHEN now() >= e.due_at THEN 'overdue'
-                     WHEN now() >= COALESCE(e.warn_at, e.dispatched_at
+                CASE WHEN gridbranch_now() >= e.due_at THEN 'overdue'
+                     WHEN gridbranch_now() >= COALESCE(e.warn_at, e.dispatched_at
                                             + (e.due_at - e.dispatched_at) * COALESCE(c.warn_share, :share))
                      THEN 'warning' ELSE 'normal' END
            END AS time_state,

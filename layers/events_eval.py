@@ -86,7 +86,7 @@ def evaluate(session: Session, *, level: str, period_from: datetime, period_to: 
     if period_to <= period_from:
         raise InvalidInput("the period ends before it starts", field="to")
     if as_of is None:
-        as_of = session.execute(text("SELECT now()")).scalar()
+        as_of = session.execute(text("SELECT gridbranch_now()")).scalar()
     rows = session.execute(_ROWS_SQL, {"from_": period_from, "to_": period_to,
                                        "prefix": (prefix + "%") if prefix else None}).all()
     units: dict[str, _Unit] = {}

@@ -143,7 +143,7 @@ def requests(session: Session, *, ids: list[int] | None, service_codes: list[str
             where.append("e.category_code = ANY(:codes)")
             params["codes"] = service_codes
         if start is None and end is None:
-            where.append(f"e.reported_at >= now() - interval '{DEFAULT_DAYS} days'")
+            where.append(f"e.reported_at >= gridbranch_now() - interval '{DEFAULT_DAYS} days'")
         if start is not None:
             where.append("e.reported_at >= :start")
             params["start"] = start

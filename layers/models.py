@@ -48,7 +48,8 @@ def point(nullable: bool = False):
 
 
 def created_at():
-    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+    # the service's clock (layers.clock), not PostgreSQL's own now(): migration 0010
+    return mapped_column(DateTime(timezone=True), server_default=func.gridbranch_now(), nullable=False)
 
 
 class Base(DeclarativeBase):
@@ -300,4 +301,4 @@ class DataVersion(Base):
 
     layer: Mapped[str] = mapped_column(String(32), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
-    changed_at: Mapped[datetime] = created_at()
+    changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)

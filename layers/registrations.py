@@ -105,7 +105,7 @@ def register_member(
             end_registration(session, current, actor=actor, reason="moved house")
         # a new residence supersedes any current one (e.g. recorded without a registration)
         session.execute(
-            update(Residence).where(Residence.member_id == member_id, Residence.ended_at.is_(None)).values(ended_at=func.now())
+            update(Residence).where(Residence.member_id == member_id, Residence.ended_at.is_(None)).values(ended_at=func.gridbranch_now())
         )
         residence = Residence(
             member_id=member_id,
@@ -137,10 +137,10 @@ def register_member(
 def end_registration(session: Session, registration: Registration, *, actor: str, reason: str) -> None:
     """End an active registration and its residence (history is kept, nothing deleted)."""
     registration.status = "ended"
-    registration.ended_at = func.now()
+    registration.ended_at = func.gridbranch_now()
     registration.reason = reason
     registration.decided_by = actor
-    session.execute(update(Residence).where(Residence.id == registration.residence_id).values(ended_at=func.now()))
+    session.execute(update(Residence).where(Residence.id == registration.residence_id).values(ended_at=func.gridbranch_now()))
     session.flush()
 
 
@@ -222,10 +222,10 @@ def decide_registration(session: Session, registration_id: int, *, confirm: bool
         raise InvalidInput("a rejection needs a reason", field="reason")
     reg.status = "confirmed" if confirm else "rejected"
     reg.reason = None if confirm else reason.strip()
-    reg.decided_at = func.now()
+    reg.decided_at = func.gridbranch_now()
     reg.decided_by = actor
     if not confirm:
-        session.execute(update(Residence).where(Residence.id == reg.residence_id).values(ended_at=func.now()))
+        session.execute(update(Residence).where(Residence.id == reg.residence_id).values(ended_at=func.gridbranch_now()))
     session.flush()
 
 

@@ -1,11 +1,19 @@
 """Test fixtures: a real PostGIS (the private cluster, or GRIDBRANCH_TEST_DATABASE_URL),
 fresh migrated databases, the Jinshui demo loaded once into a template database, and
-per-test rolled-back sessions."""
+per-test rolled-back sessions.
+
+Time: the whole suite reads the present from one frozen clock (:data:`TEST_CLOCK`,
+layers.clock), bound to every engine the tests make, so that it passes at any wall-clock
+instant. It stands at ``--clock-at`` (or ``GRIDBRANCH_TEST_CLOCK``; default the demo
+generator's fixed instant), and the demo the tests load leads up to that instant.
+``scripts/test.sh`` runs the tests marked ``clock`` again at the instants of
+:data:`CLOCK_INSTANTS`."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +25,74 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
 from geo_api.settings import AuthSettings, DatabaseSettings, ServiceSettings, Settings
+from ingest.demo.generate import AS_OF
 from layers import cluster as pg
 from layers import db, migrate
+from layers.clock import FrozenClock
+from layers.clock import bind as bind_clock
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PASSWORD = "test-demo-password"
 TEST_SECRET = "test-secret-" + "x" * 40
+
+#: Instants (Asia/Shanghai) the time-sensitive tests (marker ``clock``) are also run at by
+#: scripts/test.sh: the working calendar's hard cases. The demo loads the 2026 official
+#: holiday calendar (ingest/demo/data/calendar.json) these refer to.
+CLOCK_INSTANTS = {
+    "weekday-morning": "2026-12-02T10:15:00+08:00",  # a Wednesday, in working hours
+    "weekday-night": "2026-12-03T03:55:00+08:00",  # a Thursday night (CI went red here)
+    "saturday": "2026-12-05T15:00:00+08:00",
+    "holiday": "2026-10-03T11:00:00+08:00",  # National Day (国庆节), 10-01 to 10-07
+    "before-long-holiday": "2026-09-30T16:45:00+08:00",  # the last working hour before it
+}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--clock-at", default=os.environ.get("GRIDBRANCH_TEST_CLOCK"),
+                     help="the instant (ISO 8601 with offset, or a name of CLOCK_INSTANTS) the tests' clock "
+                          "stands at and their demo leads up to; default the demo's fixed instant")
+
+
+def _instant(value: str | None):
+    from datetime import datetime
+
+    if not value:
+        return AS_OF
+    at = datetime.fromisoformat(CLOCK_INSTANTS.get(value, value))
+    if at.tzinfo is None:
+        raise pytest.UsageError(f"--clock-at needs an offset (e.g. +08:00): {value}")
+    return at.replace(microsecond=0)
+
+
+#: The one clock of the test process; :func:`pytest_configure` sets its instant.
+TEST_CLOCK = FrozenClock(AS_OF)
+#: The instant the tests' clock stands at (and is put back to after each test).
+TEST_INSTANT = [AS_OF]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "clock: depends on the present; run again at CLOCK_INSTANTS by scripts/test.sh")
+    TEST_INSTANT[0] = _instant(config.getoption("--clock-at"))
+    TEST_CLOCK.set(TEST_INSTANT[0])
+
+
+@pytest.fixture(autouse=True)
+def _clock_back():
+    """A test may move the clock (``clock.advance``); the next one starts at the instant again."""
+    yield
+    TEST_CLOCK.set(TEST_INSTANT[0])
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """The tests' clock, standing at the test instant; a test may move it."""
+    return TEST_CLOCK
+
+
+def clocked(engine: Engine) -> Engine:
+    """``engine`` bound to the tests' clock."""
+    bind_clock(engine, TEST_CLOCK)
+    return engine
 
 
 def _server_url() -> str:
@@ -60,7 +130,7 @@ def scratch_engine(server_url: str, base: str, pool: int = 1, migrated: bool = F
     """An empty database private to this test process (migrated to head if asked),
     dropped when the block ends."""
     name = f"gridbranch_{base}_{_worker()}"
-    engine = db.make_engine(_fresh_database(server_url, name), pool)
+    engine = clocked(db.make_engine(_fresh_database(server_url, name), pool))
     try:
         if migrated:
             migrate.upgrade(engine)
@@ -71,8 +141,9 @@ def scratch_engine(server_url: str, base: str, pool: int = 1, migrated: bool = F
 
 
 def _demo_fingerprint() -> str:
-    """Changes whenever the demo generator, its data or the migrations change."""
-    h = hashlib.sha256()
+    """Changes whenever the demo generator, its data, the migrations or the instant it
+    leads up to change."""
+    h = hashlib.sha256(TEST_INSTANT[0].isoformat().encode())
     for folder in (ROOT / "ingest", ROOT / "layers" / "migrations"):
         for path in sorted(folder.rglob("*")):
             if path.is_file() and path.suffix in (".py", ".geojson", ".json"):
@@ -105,9 +176,14 @@ def _demo_template(server_url: str) -> str:
         probe = db.make_engine(server_url, 1)
         with probe.connect() as conn:
             exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            # templates of other fingerprints (other instants, other checkouts sharing the
+            # server) are dropped only once unused for a day: a concurrent run may be
+            # copying one right now (their last use is written in their comment)
             stale = conn.execute(
-                text("SELECT datname FROM pg_database WHERE datname LIKE 'gridbranch_tpl_%' AND datname <> :n"),
-                {"n": name},
+                text("""SELECT d.datname FROM pg_database d
+                        WHERE d.datname LIKE 'gridbranch_tpl_%' AND d.datname <> :n
+                          AND shobj_description(d.oid, 'pg_database') < :cutoff"""),
+                {"n": name, "cutoff": _used_mark(time.time() - TEMPLATE_UNUSED_S)},
             ).scalars().all()
         probe.dispose()
         for old in stale:
@@ -118,16 +194,27 @@ def _demo_template(server_url: str) -> str:
             from geo_api.cli import load_demo_if_missing
 
             url = _fresh_database(server_url, name + "_build")
-            engine = db.make_engine(url, 2)
+            engine = clocked(db.make_engine(url, 2))
             migrate.upgrade(engine)
-            load_demo_if_missing(engine)
+            load_demo_if_missing(engine, TEST_INSTANT[0])
             with Session(engine) as session:
                 ensure_demo_accounts(session, TEST_PASSWORD)
                 session.commit()
             engine.dispose()
             _admin(server_url, f'ALTER DATABASE "{name}_build" RENAME TO "{name}"')
             _admin(server_url, f'ALTER DATABASE "{name}" IS_TEMPLATE true')
+        _admin(server_url, f"COMMENT ON DATABASE \"{name}\" IS '{_used_mark(time.time())}'")
     return name
+
+
+#: A demo template of another fingerprint unused this long is dropped (housekeeping by
+#: the wall clock: it decides no test's outcome).
+TEMPLATE_UNUSED_S = 24 * 3600
+
+
+def _used_mark(t: float) -> str:
+    """A comment recording a template's last use that sorts by time."""
+    return f"used {int(t):012d}"
 
 
 @pytest.fixture(scope="session")
@@ -136,7 +223,7 @@ def demo_engine(server_url) -> Iterator[Engine]:
     (password ``TEST_PASSWORD``), private to this test worker."""
     template = _demo_template(server_url)
     name = f"gridbranch_demo_{_worker()}"
-    engine = db.make_engine(_fresh_database(server_url, name, template=template), 10)
+    engine = clocked(db.make_engine(_fresh_database(server_url, name, template=template), 10))
     yield engine
     engine.dispose()
     pg.drop_database(server_url, name)
@@ -218,4 +305,4 @@ def token_for(username: str) -> dict[str, str]:
     flow itself is tested in tests/geo_api/test_api.py)."""
     from geo_api.security import issue_token
 
-    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, username, 60)}"}
+    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, username, 60, now=TEST_CLOCK.now())}"}

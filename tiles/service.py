@@ -49,6 +49,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from layers.clock import SYSTEM, Clock
+from layers.clock import bind as bind_clock
 from layers.errors import InvalidInput, NotFound
 from tiles import derived
 from tiles.cache import CachedTile, TileCache, etag_for, gzip_body, if_none_match, make_etag
@@ -146,9 +148,11 @@ def _cache_control(base: str, valid_until: datetime | None, now: datetime) -> st
 
 class TileService:
     """Tiles for one app. ``settings`` is the app's :class:`geo_api.settings.Settings`,
-    ``url`` the database URL (SQLAlchemy form or libpq)."""
+    ``url`` the database URL (SQLAlchemy form or libpq), ``clock`` the app's
+    (:mod:`layers.clock`): the instant the events' flags are drawn at."""
 
-    def __init__(self, settings, url):
+    def __init__(self, settings, url, clock: Clock = SYSTEM):
+        self.clock = clock
         self.settings = settings.tiles
         events = getattr(settings, "events", None)
         self.warn_share = float(getattr(events, "warn_share", 0.8))
@@ -183,6 +187,7 @@ class TileService:
         the versions answered, whatever is written meanwhile."""
         if self._build_engine is None:
             self._build_engine = create_engine(self.url, poolclass=NullPool)
+            bind_clock(self._build_engine, self.clock)
         with self._build_engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
@@ -316,14 +321,14 @@ class TileService:
         key — the tile is drawn at once: its statements start after the request arrived
         and answer their own versions, so a write committed before the request is in it,
         in one round trip and no version read."""
-        now = datetime.now(timezone.utc)
+        now = self.clock.now()
         key = self.key(layers, tile, scope)
         entry = None
         cache = self.settings.cache
         if cache and self.cache.holds(key):
             versions = await self.reader.read()
             self.observe(versions)
-            now = datetime.now(timezone.utc)  # the clock after the read, as the versions
+            now = self.clock.now()  # the clock after the read, as the versions
             # only the derived layers' records enter the state (the others' versions do)
             bound = [(layer, await self.params(layer, tile, scope, versions, now) if layer.derived else None)
                      for layer in layers]

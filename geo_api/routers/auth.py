@@ -32,7 +32,8 @@ def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()
     if user is None or not verify_password(form.password, user.password_hash):
         raise Unauthorized("wrong username or password", field="password")
     minutes = request.app.state.settings.auth.token_minutes
-    return Token(access_token=issue_token(request.app.state.auth_secret, user.username, minutes))
+    now = request.app.state.clock.now()
+    return Token(access_token=issue_token(request.app.state.auth_secret, user.username, minutes, now=now))
 
 
 @router.get("/me", response_model=Me, summary="The signed-in account")

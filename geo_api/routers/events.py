@@ -360,7 +360,7 @@ def evaluation(
 ) -> Response:
     es = request.app.state.settings.events
     cal = calendar_of(request, session)
-    end = end or datetime.now(cal.tz).date()
+    end = end or request.app.state.clock.now().astimezone(cal.tz).date()
     start = start or end - timedelta(days=29)
     pfrom, pto = _period(start, end, cal.tz)
     prefix = _within(caller, within)

@@ -18,7 +18,7 @@ from tiles.tilejson import VARY, public_base_url, tilejson as build_tilejson
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     """The tile service lives as long as the app (after the app's engine exists)."""
-    service = TileService(app.state.settings, app.state.engine.url)
+    service = TileService(app.state.settings, app.state.engine.url, clock=app.state.clock)
     app.state.tiles = service
     try:
         yield

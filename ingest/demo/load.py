@@ -26,6 +26,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from ingest.calendar import load_national_calendar
 from ingest.demo.generate import DISTRICT_CODE, GRIDS_DRAWN, DemoDistrict
 from layers.errors import Conflict
 
@@ -261,6 +262,10 @@ def load_demo(conn: Connection, district: DemoDistrict) -> dict[str, int]:
         (i, event_ids[x.event_key], x.at, x.actor, x.action, x.from_status, x.to_status, x.note)
         for x, i in zip(d.event_log, log_ids)
     ))
+
+    # the State Council's holidays and make-up days: new dispatches count their time
+    # limits on the district's real working calendar
+    load_national_calendar(conn)
 
     conn.execute(text(
         "ANALYZE admin_areas, grids, grid_versions, departments, event_categories, branches, branch_grids, "

@@ -19,6 +19,8 @@ from tests.conftest import token_for
 from tests.factories import COMMUNITY, GRID_A, GRID_B, add_user
 from tests.layers.test_events import P, X, Y, evaluation_world, event_world, insert_event
 
+pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
+
 USERS = {
     "disp": ("dispatcher", None, None),
     "cadmin": ("admin", COMMUNITY, None),
@@ -171,7 +173,7 @@ def test_the_lifecycle_over_http(world):
 
 def test_warning_and_overdue_lists(world):
     db, a = world["db"], world["grids"]["A"]
-    now = db.execute(text("SELECT now()")).scalar()
+    now = db.execute(text("SELECT gridbranch_now()")).scalar()
     overdue = insert_event(db, a, "in_progress", dispatched_at=now - timedelta(hours=30), due_at=now - timedelta(hours=1))
     warning = insert_event(db, a, "dispatched", dispatched_at=now - timedelta(hours=9), due_at=now + timedelta(hours=1))
     normal = insert_event(db, a, "dispatched", dispatched_at=now - timedelta(hours=1), due_at=now + timedelta(hours=9))
@@ -199,7 +201,7 @@ def test_warning_and_overdue_lists(world):
 
 def test_dispatch_due_time_follows_the_working_calendar(world):
     c, db = world["c"], world["db"]
-    now = db.execute(text("SELECT now()")).scalar()
+    now = db.execute(text("SELECT gridbranch_now()")).scalar()
     today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
     for k in (1, 2, 3):
         r = c.put(f"/v1/events/calendar/{today + timedelta(days=k)}", json={"working": False, "note": "节日"},
@@ -296,10 +298,10 @@ def test_demo_overdue_list_and_evaluation(client, demo_db):
     h = token_for("dispatcher")
     r = client.get("/v1/events", params={"time_state": "overdue", "limit": 1000}, headers=h)
     items = r.json()["items"]
-    now = demo_db.execute(text("SELECT now()")).scalar()
+    now = demo_db.execute(text("SELECT gridbranch_now()")).scalar()
     assert items and all(i["status"] in CLOCK and datetime.fromisoformat(i["due_at"]) <= now for i in items)
     expected = demo_db.execute(text(
-        f"SELECT count(*) FROM events WHERE status IN ({', '.join(repr(s) for s in CLOCK)}) AND due_at <= now()"
+        f"SELECT count(*) FROM events WHERE status IN ({', '.join(repr(s) for s in CLOCK)}) AND due_at <= gridbranch_now()"
     )).scalar()
     assert r.json()["total"] == expected
     params = {"level": "street", "from": "2026-01-01", "to": "2026-11-27"}

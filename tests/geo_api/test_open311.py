@@ -9,6 +9,8 @@ from tests.conftest import token_for
 from tests.factories import add_user
 from tests.layers.test_events import P, X, Y, east, event_world
 
+pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
+
 BASE = "/open311/v2"
 
 

@@ -18,6 +18,8 @@ from ingest.crs import haversine_m
 from ingest.demo import generate, load
 from ingest.demo.generate import build_demo, to_metric
 
+pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
+
 NOISE_M2 = 0.5
 
 

@@ -618,7 +618,7 @@ def test_h3_counts_are_kept_when_a_write_leaves_every_cell_as_it_was(demo_db):
     rejected changes a cell and gets new counts."""
     before = cov.h3_counts(demo_db, "members", None)
     pending = demo_db.execute(text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 2")).scalars().all()
-    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now() WHERE id = :r"),
+    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"),
                     {"r": pending[0]})
     assert cov.h3_counts(demo_db, "members", None) is before
     demo_db.execute(text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"),
@@ -639,7 +639,7 @@ def test_residents_are_recounted_only_when_residences_change(demo_db, monkeypatc
     passes = []
     real = cov.points_in
     monkeypatch.setattr(cov, "points_in", lambda *a, **k: passes.append(1) or real(*a, **k))
-    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now() WHERE id = :r"),
+    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"),
                     {"r": reg})
     after = cov.member_counts(demo_db, model)
     assert after is not before and passes == []

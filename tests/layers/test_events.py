@@ -20,8 +20,10 @@ from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.events_eval import evaluate, evaluation_csv
 from layers.locate import build_grid_index
 from layers.workcal import WorkCalendar, add_working_hours
-from tests.conftest import scratch_engine
+from tests.conftest import TEST_CLOCK, scratch_engine
 from tests.factories import COMMUNITY, GRID_A, GRID_B, add_area, add_grid, add_member, rect, small_layout
+
+pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
 
 X, Y = 113.60, 34.70
 P = (X + 0.02, Y + 0.02)  # an event point inside grid A
@@ -220,7 +222,7 @@ LEGAL = {
 
 
 def insert_event(session: Session, grid_id: int, status: str, category: str = "xfyh", **cols) -> int:
-    """An event in ``status`` with timestamps consistent with it (relative to now())."""
+    """An event in ``status`` with timestamps consistent with it (relative to the clock: gridbranch_now())."""
     dispatched = status in ("dispatched", "in_progress", "handled", "closed", "deferred", "returned")
     values = {
         "reported_at": cols.pop("reported_at", None),
@@ -240,10 +242,10 @@ def insert_event(session: Session, grid_id: int, status: str, category: str = "x
                                    duplicate_of, return_count)
                SELECT ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :cat, 'public', '测试事件', :status, :g, gv.id,
                       COALESCE((SELECT id FROM departments WHERE code = :dept), c.department_id),
-                      COALESCE(:reported_at, now() - interval '2 days'),
-                      COALESCE(:dispatched_at, CASE WHEN :dispatched THEN now() - interval '1 day' END),
-                      COALESCE(:due_at, CASE WHEN :dispatched THEN now() + interval '1 day' END),
-                      COALESCE(:closed_at, CASE WHEN :status IN ('closed', 'rejected', 'duplicate') THEN now() END),
+                      COALESCE(:reported_at, gridbranch_now() - interval '2 days'),
+                      COALESCE(:dispatched_at, CASE WHEN :dispatched THEN gridbranch_now() - interval '1 day' END),
+                      COALESCE(:due_at, CASE WHEN :dispatched THEN gridbranch_now() + interval '1 day' END),
+                      COALESCE(:closed_at, CASE WHEN :status IN ('closed', 'rejected', 'duplicate') THEN gridbranch_now() END),
                       :handled_at,
                       CASE WHEN :status = 'duplicate' THEN COALESCE(:duplicate_of, (SELECT min(id) FROM events)) END,
                       :return_count
@@ -288,7 +290,7 @@ def test_every_legal_and_illegal_transition(empty_db):
 def test_transition_side_effects(empty_db):
     w = event_world(empty_db)
     e = report(empty_db)["id"]
-    now = empty_db.execute(text("SELECT now()")).scalar()
+    now = empty_db.execute(text("SELECT gridbranch_now()")).scalar()
     move(empty_db, e, "register")
     move(empty_db, e, "dispatch", department="D03", assignee="区市场监督管理局·王五")
     row = status_of(empty_db, e)
@@ -351,7 +353,7 @@ def test_reasons_references_and_versions_are_checked(empty_db):
         move(empty_db, c, "dispatch", department="没有这个部门")
     assert info.value.field == "department"
     # the database itself refuses a duplicate without its original and a dispatch before the report
-    for stmt in ("UPDATE events SET status = 'duplicate', closed_at = now() WHERE id = :e",
+    for stmt in ("UPDATE events SET status = 'duplicate', closed_at = gridbranch_now() WHERE id = :e",
                  "UPDATE events SET dispatched_at = reported_at - interval '1 hour', due_at = reported_at WHERE id = :e"):
         with pytest.raises(IntegrityError):
             with empty_db.begin_nested():
@@ -503,11 +505,11 @@ def test_possible_duplicates_same_category_nearby_recent_and_open(empty_db):
     assert first not in [d["id"] for d in beyond] and second["id"] in [d["id"] for d in beyond]  # 150 m vs 90 m
     assert first in [d["id"] for d in report(empty_db, point=east(150), radius=200)["possible_duplicates"]]
     # closed (here: rejected) events are not duplicates
-    empty_db.execute(text("UPDATE events SET status = 'rejected', closed_at = now(), reason = 'x' "
+    empty_db.execute(text("UPDATE events SET status = 'rejected', closed_at = gridbranch_now(), reason = 'x' "
                           "WHERE category_code = 'xfyh'"))
     assert report(empty_db)["possible_duplicates"] == []
     # nor are events older than the window
-    empty_db.execute(text("UPDATE events SET reported_at = now() - interval '4 days' WHERE category_code = 'xfyh'"))
+    empty_db.execute(text("UPDATE events SET reported_at = gridbranch_now() - interval '4 days' WHERE category_code = 'xfyh'"))
     assert report(empty_db, window=72)["possible_duplicates"] == []
     assert len(report(empty_db, window=24 * 5)["possible_duplicates"]) == 2  # the aged one and the one just above
 
@@ -523,11 +525,18 @@ def at(mo, d, h, mi=0):
     return datetime(2026, mo, d, h, mi, tzinfo=SH)
 
 
+#: The instant the evaluation world is judged at (its figures count what is overdue then).
+EVALUATED_AT = at(11, 28, 9)
+
+
 def evaluation_world(session: Session) -> None:
     """Two streets (S1 west, S2 east), one community and one grid each; ten events.
 
-    All in October 2026 (Mon 12 … Fri 23), except e7 (30 September, outside the period).
+    All in October 2026 (Mon 12 … Fri 23), except e7 (30 September, outside the period),
+    judged at :data:`EVALUATED_AT` (the tests' clock is moved there, before the session's
+    first statement, so that the database sees it too).
     """
+    TEST_CLOCK.set(EVALUATED_AT)
     add_area(session, "410105000000", "测试区", "district", rect(X, Y, X + 0.2, Y + 0.1))
     add_area(session, "410105001000", "西街道", "street", rect(X, Y, X + 0.1, Y + 0.1), "410105000000")
     add_area(session, "410105002000", "东街道", "street", rect(X + 0.1, Y, X + 0.2, Y + 0.1), "410105000000")

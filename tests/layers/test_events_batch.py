@@ -24,6 +24,8 @@ from tests.conftest import scratch_engine
 from tests.factories import GRID_A, GRID_B
 from tests.layers.test_events import P, X, Y, east, event_world
 
+pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
+
 KW = dict(tolerance_m=30, edge_m=0.05, duplicate_radius_m=100, duplicate_window_hours=72)
 
 

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from layers.coverage import current_findings, h3_cells
 from layers.events import event_row
 from layers.registrations import registration_stats
-from tests.conftest import token_for
+from tests.conftest import TEST_CLOCK, token_for
 from tests.tiles.conftest import decode, make_client, path, tile_at, to_lonlat
 from tiles.layers import LAYERS, PUBLIC_LAYERS
 from tiles.tms import BUFFER, EXTENT, MARGIN, Tile, tile_bounds
@@ -296,6 +296,7 @@ def test_composite_statements_stay_prepared_within_a_bound(tiles_client, demo_en
     assert 0 < len(held) <= COMPOSITES_PER_CONNECTION
 
 
+@pytest.mark.clock
 def test_event_flags_follow_the_events_module(tiles_client, demo_engine):
     warn_share = tiles_client.app.state.settings.events.warn_share
     centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
@@ -592,7 +593,7 @@ def test_a_registration_changes_only_the_grids_tiles_showing_its_grid(tiles_clie
     assert code not in {f["properties"]["code"] for f in features(before_far.content, "grids")}
     try:
         with demo_engine.begin() as conn:
-            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now(), "
+            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
                               "decided_by = 'test' WHERE id = :r"), {"r": reg})
         after_near = tiles_client.get(near, headers={"If-None-Match": before_near.headers["etag"]})
         assert after_near.status_code == 200 and after_near.headers["etag"] != before_near.headers["etag"]
@@ -631,7 +632,7 @@ def test_requests_after_a_write_share_one_build_of_the_grid_figures(tiles_client
     tiles_client.portal.call(all_at_once)  # cached, records built
     try:
         with demo_engine.begin() as conn:
-            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = now(), "
+            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
                               "decided_by = 'test' WHERE id = :r"), {"r": reg})
             members = conn.execute(text("SELECT version FROM data_versions WHERE layer = 'members'")).scalar()
         calls = []
@@ -702,6 +703,7 @@ def test_a_new_service_role_reaches_the_grid_figures_at_once(tiles_client, demo_
     assert figures() == before
 
 
+@pytest.mark.clock
 def test_events_tiles_expire_when_the_clock_flips_a_flag(tiles_client, demo_engine):
     service = tiles_client.app.state.tiles
     due = one(demo_engine, """SELECT ST_X(geom), ST_Y(geom), due_at FROM events
@@ -724,7 +726,7 @@ def test_events_tiles_expire_when_the_clock_flips_a_flag(tiles_client, demo_engi
     # drawn at a later simulated instant with the same flags: the same validator
     same_flags = render(due[2] + timedelta(seconds=2))
     assert late.etag == same_flags.etag
-    now = datetime.now(timezone.utc)
+    now = TEST_CLOCK.now()
     current = render(now)
     assert current.valid_until is None or current.valid_until > now
 
@@ -776,7 +778,7 @@ def test_a_tile_drawn_with_stale_derived_records_is_drawn_again(tiles_client, de
                               "WHERE level = 'district'")
     tile = tile_at(centre[0], centre[1], 13)
     layers = (LAYERS["grids"],)
-    now = datetime.now(timezone.utc)
+    now = TEST_CLOCK.now()
 
     async def draw(stale: bool):
         versions = await service.reader.read()
@@ -800,7 +802,7 @@ def test_tiles_drawn_at_mixed_versions_are_served_but_not_cached():
     cache = TileCache(1 << 20)
     mixed = CachedTile(versions=None, etag="e", body=b"x")
     cache.put(("grids", 1, 0, 0, None), mixed)
-    assert len(cache) == 0 and not mixed.fresh((), datetime.now(timezone.utc))
+    assert len(cache) == 0 and not mixed.fresh((), TEST_CLOCK.now())
     assert not cache.holds(("grids", 1, 0, 0, None)) and cache.misses == 1
 
 
@@ -967,7 +969,7 @@ def test_style_passes_the_maplibre_style_spec_validator(tiles_client, tmp_path):
     spec = web_map / "node_modules" / "@maplibre" / "maplibre-gl-style-spec"
     node = shutil.which("node")
     if node is None or not spec.exists():
-        pytest.skip("node or web_map's npm packages are not installed")
+        pytest.fail("node or web_map's npm packages are not installed: scripts/test.sh installs them")
     for headers in ({}, token_for("admin")):
         path_ = tmp_path / "style.json"
         path_.write_text(json.dumps(tiles_client.get("/tiles/style.json", headers=headers).json()))
@@ -987,7 +989,7 @@ def test_a_tile_whose_data_keeps_changing_is_served_but_not_filed(tiles_client, 
                               "WHERE level = 'district'")
     tile = tile_at(centre[0], centre[1], 13)
     layers = (LAYERS["grids"], LAYERS["areas"])
-    now = datetime.now(timezone.utc)
+    now = TEST_CLOCK.now()
     run, draws = service.pool.run, []
 
     async def written_then_drawn(work):

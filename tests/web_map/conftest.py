@@ -121,7 +121,8 @@ def prefixed_server(live_server) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium); Playwright must not download one")
+        pytest.fail(f"no chromium at {CHROMIUM}: scripts/test.sh installs it (apt-get install chromium); "
+                    "Playwright must not download one")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

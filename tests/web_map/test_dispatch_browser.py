@@ -17,7 +17,7 @@ from tests.web_map.test_map_browser import (
 )
 from tests.web_map.test_register_browser import sign_in
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.clock]
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from shapely.geometry import Point, shape
 from shapely.ops import polylabel
 
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_CLOCK, TEST_PASSWORD
 from tiles.layers import LAYERS
 from tests.web_map.conftest import PROXY_PREFIX, VIEWPORT
 
@@ -269,7 +269,7 @@ def pick_grid(page, base: str, has_branch: bool) -> tuple[dict, tuple[float, flo
     event, site, coverage issue or boundary), and that point on the screen."""
     candidates = [f for f in api_grids(base) if bool(f["properties"]["has_branch"]) == has_branch]
     if not candidates:
-        pytest.skip(f"the demo has no grid with has_branch={has_branch}")
+        raise AssertionError(f"the demo has no grid with has_branch={has_branch}: it is deterministic, so this is a defect")
     shapes = {f["properties"]["code"]: shape(f["geometry"]) for f in api_grids(base)}
     for grid in sorted(candidates, key=lambda f: shapes[f["properties"]["code"]].area, reverse=True):
         lon, lat = inner_point(grid["geometry"])
@@ -314,7 +314,7 @@ def isolated_event(page, state: str) -> dict:
         some = next((e for e in source_features(page, "events")
                      if event_state(e["properties"]) == state and e["properties"]["status"] not in TERMINAL), None)
         if some is None:
-            pytest.skip(f"no open event in state {state} on the map")
+            raise AssertionError(f"the demo has no open event in state {state} on the map at {TEST_CLOCK.now()}")
         point = page.evaluate(
             """(id) => window.gridbranchMap.querySourceFeatures('gridbranch', {sourceLayer: 'events'})
                 .find((f) => f.id === id).geometry.coordinates""",
@@ -467,6 +467,7 @@ def test_click_on_a_grid_shows_it(page, live_server, has_branch):
         page.screenshot(path=SCREENSHOT_POPUP)
 
 
+@pytest.mark.clock
 def test_events_are_drawn_by_time_state(page, live_server):
     overdue_before, warning_before = api_events(live_server, "overdue"), api_events(live_server, "warning")
     open_map(page, live_server)
@@ -493,6 +494,7 @@ def test_events_are_drawn_by_time_state(page, live_server):
     assert {f["properties"]["status"] for f in drawn} & TERMINAL
 
 
+@pytest.mark.clock
 @pytest.mark.parametrize("state", ["overdue", "warning"])
 def test_click_on_an_event_explains_it(page, live_server, state):
     open_map(page, live_server)
@@ -837,7 +839,7 @@ def test_small_screens_count_grids_from_the_paged_list(page, page_log, live_serv
     grids = api_grids(live_server)
     page_size = 50
     if len(grids) <= page_size:
-        pytest.skip("too few grids to page")
+        raise AssertionError(f"the demo has only {len(grids)} grids: too few to page")
 
     # make the page's first request ask for small pages; it must follow the "next" links
     def small_pages(route):
