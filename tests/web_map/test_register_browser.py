@@ -96,6 +96,9 @@ def test_member_registers_where_they_live_and_an_admin_decides(page, page_log, l
     wait_state(page, "none")
     assert page.inner_text("#register-current") == "尚未在居住地网格报到。"
     assert page.is_hidden("#pending") and page.is_hidden(".register-move")
+    # the roles arrive by their own request: wait for them rather than read a half-filled list
+    page.wait_for_function("(n) => document.querySelectorAll('#register-form select[name=role] option').length > n",
+                           arg=len(roles))
     options = page.eval_on_selector_all("#register-form select[name=role] option", "os => os.map((o) => [o.value, o.text])")
     assert options[1:] == [[r["code"], r["name"]] for r in roles]
 

@@ -35,6 +35,7 @@ import { wireDispatch } from './dispatch.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
+import { wireSheet } from './sheet.js';
 import { wireUpkeep } from './upkeep.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
@@ -671,12 +672,48 @@ function section(kind, title, body) {
   return node;
 }
 
+// On a phone the panel is a bottom sheet (sheet.js), and what a tap found opens inside it,
+// above everything else in the sheet: a popup on the map would lie under the sheet.
+const detailsEl = document.getElementById('details');
+const detailsBodyEl = document.getElementById('details-body');
+const sheet = EMBED ? null : wireSheet(panelEl, document.getElementById('sheet-handle'));
+
+function inSheet() {
+  return sheet !== null && sheet.narrow();
+}
+
 function renderPopup() {
   const body = el('div', 'popup-body');
   for (const s of popupSections) {
     body.append(section(s.kind, s.title, s.body()));
   }
-  popup.setDOMContent(body);
+  if (inSheet()) {
+    detailsBodyEl.replaceChildren(body);
+  } else {
+    popup.setDOMContent(body);
+  }
+}
+
+function openDetails(lngLat) {
+  if (inSheet()) {
+    detailsEl.hidden = false;
+    sheet.atLeast('half');
+    panelEl.scrollTop = 0;
+    return;
+  }
+  popup.setLngLat(lngLat);
+  if (!popup.isOpen()) {
+    popup.addTo(map);
+  }
+}
+
+function closeDetails() {
+  popup.remove(); // its close event clears the selection
+  if (!detailsEl.hidden) {
+    detailsEl.hidden = true;
+    detailsBodyEl.replaceChildren();
+    clearSelection();
+  }
 }
 
 function renderGrid(props, branches, state) {
@@ -846,15 +883,12 @@ function onClick(event) {
     sections.push({ kind: 'grid', title: grid.properties.name, body: () => gridDetails(grid.properties, null) });
   }
   if (sections.length === 0) {
-    popup.remove();
+    closeDetails();
     return;
   }
   popupSections = sections;
-  popup.setLngLat(event.lngLat);
   renderPopup();
-  if (!popup.isOpen()) {
-    popup.addTo(map);
-  }
+  openDetails(event.lngLat);
   if (grid) {
     selectGrid(grid.properties);
   } else {
@@ -876,6 +910,10 @@ function wireInteraction() {
   });
   map.on('mouseout', () => setHover(null));
   popup.on('close', clearSelection);
+  document.getElementById('details-close').addEventListener('click', closeDetails);
+  if (sheet) {
+    sheet.onChange(closeDetails); // turned between phone and wide layout
+  }
 }
 
 // --- the summary line -----------------------------------------------------------
