@@ -199,31 +199,52 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_ingest_registrations(args, settings: Settings) -> int:
+    """Exit status 0 when the file was read (and, with --commit, written); 1 when the file
+    cannot be read or the write failed (nothing written). The rejects file is written
+    whatever happens, dry run included."""
     from pathlib import Path
 
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import Session
 
     from ingest import registrations as bulk
     from layers.locate import build_grid_index
 
     path = Path(args.file)
-    if not path.is_file():
-        raise GridbranchError(f"no such file: {path}")
-    engine = _engine(settings)
-    loc = settings.locate
-    with Session(engine) as session:
-        index = build_grid_index(session)
-        plan = bulk.plan_import(session, path.read_bytes(), index, tolerance_m=loc.tolerance_m, edge_m=loc.edge_m,
-                                default_crs=args.crs)
-        print(bulk.format_report(plan))
-        if not args.commit:
-            print("dry run: nothing written (add --commit to write the located and nearest rows)")
-            return 0
-        counts = bulk.commit_import(session.connection(), plan, actor=f"import:{path.name}")
-        session.commit()
     rejects = Path(args.rejects) if args.rejects else path.with_name(path.stem + ".rejects.csv")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        plan = bulk.ImportPlan([], [], file_error=f"cannot read {path}: {exc.strerror or exc}")
+        data = None
+    if data is not None:
+        engine = _engine(settings)
+        loc = settings.locate
+        with Session(engine) as session:
+            index = build_grid_index(session)
+            plan = bulk.plan_import(session, data, index, tolerance_m=loc.tolerance_m, edge_m=loc.edge_m,
+                                    default_crs=args.crs, encoding=args.encoding)
+            print(bulk.format_report(plan))
+            if plan.file_error is None and args.commit:
+                try:
+                    counts = bulk.commit_import(session.connection(), plan, actor=f"import:{path.name}")
+                    session.commit()
+                except DBAPIError as exc:  # nothing is written: the import is one transaction
+                    session.rollback()
+                    n = bulk.write_rejects(rejects, plan)
+                    print(f"gridbranch: the import failed and wrote nothing: {str(exc.orig or exc).strip()}",
+                          file=sys.stderr)
+                    print(f"{n} rejected rows written to {rejects}")
+                    return 1
+                print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+            elif plan.file_error is None:
+                print("dry run: nothing written (add --commit to write the located and nearest rows)")
+        engine.dispose()
     n = bulk.write_rejects(rejects, plan)
-    print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    if plan.file_error is not None:
+        print(f"gridbranch: {path}: the file cannot be read, nothing imported: {plan.file_error}", file=sys.stderr)
+        print(f"the reason is written to {rejects}")
+        return 1
     print(f"{n} rejected rows written to {rejects}")
     return 0
 
@@ -276,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--commit", action="store_true", help="write (default: a dry-run report only)")
     q.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
     q.add_argument("--crs", default="wgs84", help="CRS of rows whose crs column is empty")
+    q.add_argument("--encoding", default="utf-8", help="text encoding of the file (default UTF-8, with or "
+                   "without BOM; gb18030 for GBK files saved by Chinese Excel)")
     q.set_defaults(func=cmd_ingest_registrations)
 
     p = sub.add_parser("coverage", help="coverage analysis: gaps, overlaps, branchless grids, metrics")

@@ -7,6 +7,7 @@ from geo_api.deps import Caller, Public, SessionDep, require_roles
 from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import registrations as regs
+from layers import textfields
 from layers.codes import check_code
 from layers.errors import Forbidden, InvalidInput
 
@@ -31,7 +32,7 @@ class RegistrationCreate(Body):
 
 
 class Decision(Body):
-    reason: str | None = Field(None, max_length=500)
+    reason: textfields.Text(500) | None = None
 
 
 def _view(session, registration_id: int, caller: Caller) -> dict:
