@@ -159,10 +159,13 @@ def worker_app():
 
 def _worker_env(settings: Settings) -> dict[str, str]:
     """What the worker processes must share with this one: demo mode, and one JWT secret
-    (a token signed by one worker is checked by another)."""
+    (a token signed by one worker is checked by another; the demo's is the one it keeps
+    beside its database, see :func:`geo_api.app.demo_secret_path`)."""
+    from geo_api.app import _auth_secret
+
     env = {"GRIDBRANCH_DEMO": "true" if settings.service.demo else "false"}
     if settings.auth.auth_secret is None and settings.service.demo:
-        env["GRIDBRANCH_AUTH_SECRET"] = secrets.token_urlsafe(48)
+        env["GRIDBRANCH_AUTH_SECRET"] = _auth_secret(settings)
     return env
 
 
