@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from geo_api.errors import internal_error
+from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.params import Body, Limit, Offset
 from layers import events as ev
 from layers import events_eval, textfields
@@ -70,7 +71,8 @@ def _readable(caller: Caller, row, event_id: int) -> None:
 
 
 @router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)")
-async def report(request: Request, body: EventReport, session: SessionDep, caller: Public) -> Response:
+async def report(request: Request, body: EventReport, session: SessionDep, caller: Public,
+                 idempotency_key: IdempotencyKey = None) -> Response:
     settings = request.app.state.settings
     es = settings.events
     ev.check_channel(body.channel, caller.role)
@@ -79,9 +81,14 @@ async def report(request: Request, body: EventReport, session: SessionDep, calle
     # End the transaction the caller lookup may have opened: a request must not hold a
     # pooled connection while its report waits for a writer (which needs one).
     session.commit()
-    result = await report_batcher(request.app).submit(Pending(
+    pending = Pending(
         body.lon, body.lat, body.crs, body.category, body.channel, body.description, tuple(body.photos), body.contact,
-        reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"]))
+        reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"])
+    if idempotency_key is not None:  # stored alone, with its key; member suggestions: GET /v1/events/{id}/routing
+        once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
+        return await report_once(request, once, pending,
+                                 lambda result: _json(report_answer(result, body.channel, body.lon, body.lat), 201))
+    result = await report_batcher(request.app).submit(pending)
     out = report_answer(result, body.channel, body.lon, body.lat)
     if caller.role in ("dispatcher", "admin"):
         # a few at a time (half the pool): more only queue in PostgreSQL and churn the
@@ -237,7 +244,7 @@ class EventReportFastPath:
             return
         json_body = False
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            if name in (b"authorization", b"idempotency-key"):  # the route keeps the key with the report
                 await self.app(scope, receive, send)
                 return
             if name == b"content-type":
