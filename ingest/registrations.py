@@ -44,9 +44,10 @@ from layers.registrations import role_code
 
 COLUMNS = ("member_id", "name", "phone", "lon", "lat", "crs", "role")
 REQUIRED = COLUMNS[:5]
-#: Longest role and CRS names taken (role codes and names, ``source_crs``, are shorter).
-ROLE_MAX = CRS_MAX = 32
-_LINES = re.compile(r"[^\r\n]*(?:\r\n|\n|\r)|[^\r\n]+$")
+#: Longest role and CRS cell taken (role codes and names and ``source_crs`` are no longer).
+CODE_MAX = 32
+_LINES = re.compile(r"[^\n]*\n|[^\n]+$")
+_CR_LINES = re.compile(r"[^\r]*\r|[^\r]+$")  # a file whose lines end in CR alone (old Mac Excel)
 _NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 
 
@@ -95,11 +96,17 @@ def _decode(data: bytes | str, encoding: str) -> str:
         raise InvalidInput(f"unknown encoding {encoding!r}", field="encoding")
 
 
+def _physical_lines(data: str) -> list[str]:
+    """The file's lines with their ends: split at LF (CRLF included); a CR alone ends a
+    line only in a file without any LF."""
+    return (_LINES if "\n" in data else _CR_LINES).findall(data)
+
+
 def _records(data: str) -> tuple[list[str], list[_Record]]:
     """The header and the records of a CSV text, each with the physical rows it spans; a
     record that spans several rows (a quote left open) or breaks the quoting rules
     comes back without fields, with the reason."""
-    lines = _LINES.findall(data)
+    lines = _physical_lines(data)
     reader = csv.reader(iter(lines), strict=True)
     records: list[_Record] = []
     done = 0  # physical lines read so far
@@ -110,8 +117,12 @@ def _records(data: str) -> tuple[list[str], list[_Record]]:
             break
         except csv.Error as exc:
             first, done = done, reader.line_num
-            problem = (f"a quote (\") opened in row {first} is never closed" if str(exc) == "unexpected end of data"
-                       else f"the CSV quoting is broken ({exc})")
+            if str(exc) == "unexpected end of data":
+                problem = f"a quote (\") opened in row {first} is never closed"
+            elif "new-line character" in str(exc):
+                problem = "a line break (CR) inside a field, which no field may hold"
+            else:
+                problem = f"the CSV quoting is broken ({exc})"
             records.append(_Record(first, done - 1, None, problem))
             continue
         first, done = done, reader.line_num
@@ -138,9 +149,9 @@ def _swallowed(record: _Record, lines: list[str], header: list[str]) -> list[tup
     if record.problem:
         reason = f"{span}: {record.problem}; nothing of {'it' if record.first == record.last else 'them'} is imported"
     else:
-        reason = (f"{span} read as one row: a quote (\") opened in row {record.first} is not closed on that row, so "
-                  "its field runs on into the next; no field may hold a line break, so nothing of these rows is "
-                  "imported (close or double the quote)")
+        reason = (f"{span} read as one row: a quoted field runs from row {record.first} into the next (a quote (\") "
+                  "left open, or a line break inside quotes); no field may hold a line break, so nothing of these "
+                  "rows is imported (close or double the quote)")
     out = []
     for row in range(record.first, record.last + 1):
         raw = lines[row].rstrip("\r\n") if row < len(lines) else ""
@@ -158,7 +169,7 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
         header, records = _records(content)
     except InvalidInput as exc:
         return ImportPlan([], [], file_error=exc.detail)
-    lines = _LINES.findall(content)
+    lines = _physical_lines(content)
     width = len(header)
     outcomes: list[RowOutcome] = []
     rows: list[dict[str, str]] = []  # the records to check, in order
@@ -261,17 +272,20 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
 
 def _cell_problems(row: dict[str, str]) -> list[tuple[str, str]]:
     """(column, reason) for each of our cells that is no text at all, too long to be what
-    it names, or formula-like (the number columns may start with a sign)."""
+    it names, or formula-like (the number columns may start with a sign). Member numbers,
+    names and phones are then checked by their own rules (formulas included), worded as
+    the API words them."""
     out = []
     for column in COLUMNS:
         value = row.get(column) or ""
         problem = textfields.text_problem(value)
         if problem:
             out.append((column, f"{column} contains {problem}"))
-        elif column in ("role", "crs") and len(value) > ROLE_MAX:
-            out.append((column, f"{column} has {len(value)} characters; at most {ROLE_MAX}"))
-        elif textfields.looks_like_formula(value) and not (column in ("lon", "lat") and _NUMBER.match(value)):
-            out.append((column, f"{column} starts with {value[0]!r}: a spreadsheet would run it as a formula"))
+        elif column in ("role", "crs") and len(value) > CODE_MAX:
+            out.append((column, f"{column} has {len(value)} characters; at most {CODE_MAX}"))
+        elif (column in ("role", "crs", "lon", "lat") and textfields.looks_like_formula(value)
+              and not (column in ("lon", "lat") and _NUMBER.match(value))):
+            out.append((column, f"{column} {textfields.formula_problem(value)}"))
     return out
 
 

@@ -28,7 +28,7 @@ import re
 import unicodedata
 from typing import Annotated
 
-from pydantic import AfterValidator, StringConstraints
+from pydantic import BeforeValidator, StringConstraints
 from pydantic_core import PydanticCustomError
 
 from layers.errors import InvalidInput
@@ -37,6 +37,8 @@ from layers.errors import InvalidInput
 NAME_MAX = 64
 #: A mainland mobile number, or a landline with its area code (an optional hyphen).
 PHONE = re.compile(r"^(?:1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})$")
+PHONE_MAX = 20
+_SPACES = re.compile(r"[ \u00a0\u3000]+")
 #: The organisation department's member number (党员编号, ``members.number``, 32 at most).
 MEMBER_NUMBER = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._/-]{0,31}$")
 #: What a spreadsheet takes for the start of a formula.
@@ -71,6 +73,14 @@ def looks_like_formula(value: str) -> bool:
     return value.startswith(FORMULA_PREFIXES)
 
 
+def formula_problem(value: str) -> str | None:
+    """Why ``value`` may not be a name (or a CSV cell taken as text): it starts like a
+    spreadsheet formula; None otherwise."""
+    if looks_like_formula(value):
+        return f"must not start with {value[0]!r} (a spreadsheet would run it as a formula)"
+    return None
+
+
 def _refuse(field: str, detail: str) -> InvalidInput:
     return InvalidInput(f"{field} {detail}", field=field)
 
@@ -90,15 +100,20 @@ def name(value: str, field: str = "name", *, max_length: int = NAME_MAX) -> str:
     problem = text_problem(value, format_chars=False)
     if problem:
         raise _refuse(field, f"contains {problem}")
-    if looks_like_formula(value):
-        raise _refuse(field, f"must not start with {value[0]!r} (a spreadsheet would run it as a formula)")
+    problem = formula_problem(value)
+    if problem:
+        raise _refuse(field, problem)
     return value
 
 
 def phone(value: str, field: str = "phone") -> str:
     """A phone as stored: a mainland mobile (11 digits, 1[3-9]…) or a landline with its
-    area code (0371-12345678), whitespace removed."""
-    value = re.sub(r"\s+", "", value)
+    area code (0371-12345678), spaces removed."""
+    value = _SPACES.sub("", value)  # only spaces: a line break or a tab is no part of a phone
+    _length(value, field, PHONE_MAX)
+    problem = text_problem(value)
+    if problem:
+        raise _refuse(field, f"contains {problem}")
     if not PHONE.match(value):
         shown = value[:40] + ("…" if len(value) > 40 else "")
         raise _refuse(field, f"must be a mobile number (11 digits, 1[3-9]…) or a landline with its area code "
@@ -150,15 +165,24 @@ def is_text(value: str | None) -> bool:
 # -- The same rules as pydantic types for the API's request bodies ----------------------
 
 
+def pydantic_error(detail: str) -> PydanticCustomError:
+    """A rule's message (``"value …"``) as a pydantic error: the body field's name comes
+    from pydantic's location, so the message goes without the placeholder."""
+    return PydanticCustomError("text", detail.removeprefix("value "))
+
+
 def _characters(check):
-    def validate(value: str) -> str:
+    def validate(value):
+        if not isinstance(value, str):
+            return value  # not text: pydantic's own type check answers
         try:
             return check(value, "value")
         except InvalidInput as exc:
-            # the body field's name comes from pydantic's location; the message without ours
-            raise PydanticCustomError("text", exc.detail.removeprefix("value ")) from None
+            raise pydantic_error(exc.detail) from None
 
-    return AfterValidator(validate)
+    # before pydantic's str and length checks, which would refuse lone surrogates in
+    # words of their own
+    return BeforeValidator(validate)
 
 
 def Line(max_length: int | None = None):  # noqa: N802 - a type factory

@@ -6,6 +6,7 @@ requests are anonymous public reports; the contact fields are kept private."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -135,10 +136,14 @@ _FIELDS = ("service_code", "lat", "long", "description", "media_url", "first_nam
 async def _read_form(request: Request) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json"):
+        raw = await request.body()
         try:
-            data = orjson.loads(await request.body())
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc}", field="body")
+            try:  # orjson refuses lone surrogates (\ud800): read them, the text rules name the field
+                data = json.loads(raw)
+            except ValueError:
+                raise InvalidInput(f"the body is not valid JSON: {exc}", field="body")
         if not isinstance(data, dict):
             raise InvalidInput("the body must be a JSON object", field="body")
         return {k: data.get(k) for k in _FIELDS}
