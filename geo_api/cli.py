@@ -215,11 +215,21 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
 
     path = Path(args.file)
     rejects = Path(args.rejects) if args.rejects else path.with_name(path.stem + ".rejects.csv")
+
+    def write_rejects(plan) -> bool:
+        try:
+            n = bulk.write_rejects(rejects, plan)
+        except OSError as exc:
+            print(f"gridbranch: cannot write the rejects file {rejects}: {exc.strerror or exc}", file=sys.stderr)
+            return False
+        print(f"the reason is written to {rejects}" if plan.file_error else f"{n} rejected rows written to {rejects}")
+        return True
+
     try:
         data = path.read_bytes()
     except OSError as exc:
-        plan = bulk.ImportPlan([], [], file_error=f"cannot read {path}: {exc.strerror or exc}")
-        data = None
+        data, plan = None, bulk.ImportPlan([], [], file_error=f"cannot read {path}: {exc.strerror or exc}")
+    failed = None
     if data is not None:
         engine = _engine(settings)
         loc = settings.locate
@@ -232,24 +242,19 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
                 try:
                     counts = bulk.commit_import(session.connection(), plan, actor=f"import:{path.name}")
                     session.commit()
+                    print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
                 except DBAPIError as exc:  # nothing is written: the import is one transaction
                     session.rollback()
-                    n = bulk.write_rejects(rejects, plan)
-                    print(f"gridbranch: the import failed and wrote nothing: {str(exc.orig or exc).strip()}",
-                          file=sys.stderr)
-                    print(f"{n} rejected rows written to {rejects}")
-                    return 1
-                print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+                    failed = str(exc.orig or exc).strip()
             elif plan.file_error is None:
                 print("dry run: nothing written (add --commit to write the located and nearest rows)")
         engine.dispose()
-    n = bulk.write_rejects(rejects, plan)
     if plan.file_error is not None:
         print(f"gridbranch: {path}: the file cannot be read, nothing imported: {plan.file_error}", file=sys.stderr)
-        print(f"the reason is written to {rejects}")
-        return 1
-    print(f"{n} rejected rows written to {rejects}")
-    return 0
+    if failed is not None:
+        print(f"gridbranch: the import failed and wrote nothing: {failed}", file=sys.stderr)
+    written = write_rejects(plan)
+    return 0 if written and plan.file_error is None and failed is None else 1
 
 
 def cmd_coverage_report(args, settings: Settings) -> int:

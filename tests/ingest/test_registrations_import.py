@@ -303,3 +303,21 @@ def test_the_command_writes_rejects_on_a_dry_run(cli_database, tmp_path, capsys)
     assert [r["row"] for r in rows] == ["2"] and "phone" in rows[0]["reason"]
     with cli_database.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM members")).scalar() == 0
+
+
+def test_a_write_the_database_refuses_is_reported_and_writes_nothing(cli_database, tmp_path, capsys):
+    with cli_database.begin() as conn:  # a rule of the database's the import cannot foresee
+        conn.execute(text("ALTER TABLE members ADD CONSTRAINT no_test_name CHECK (name <> '党员2')"))
+    try:
+        path = tmp_path / "members.csv"
+        path.write_text(HEADER + "\n".join([good_row(1), good_row(2), good_row(3, phone="x")]) + "\n",
+                        encoding="utf-8")
+        assert main(["ingest", "registrations", str(path), "--commit"]) == 1
+        assert "failed and wrote nothing" in capsys.readouterr().err
+        with cli_database.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM members")).scalar() == 0
+        with open(tmp_path / "members.rejects.csv", encoding="utf-8") as handle:
+            assert [r["row"] for r in csv.DictReader(handle)] == ["3"]
+    finally:
+        with cli_database.begin() as conn:
+            conn.execute(text("ALTER TABLE members DROP CONSTRAINT no_test_name"))
