@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import secrets
+import tempfile
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
@@ -28,14 +31,51 @@ from tiles.fastpath import TileFastPath
 log = logging.getLogger("gridbranch")
 
 
+def demo_secret_path(settings: Settings) -> Path:
+    """Where the demo keeps the signing secret it generated: beside the private cluster's
+    data directory (``.gridbranch/auth_secret`` by default), private to its owner."""
+    return settings.database.db_dir.parent / "auth_secret"
+
+
+def _kept_secret(path: Path) -> str:
+    """The secret kept in ``path`` (mode 0600), generated and written first if there is
+    none. The file appears whole or not at all (written aside, then linked into place),
+    so worker processes starting together all read the one that won."""
+    try:
+        secret = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".auth_secret.", dir=path.parent)  # mode 0600
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process was first: use its secret
+        finally:
+            os.unlink(tmp)
+        secret = path.read_text(encoding="ascii").strip()
+    if os.stat(path).st_mode & 0o077:
+        os.chmod(path, 0o600)  # a secret others could read is no secret
+        log.warning("%s was readable by others; its mode is now 0600", path)
+    if len(secret) < 32:
+        raise ConfigError(f"the demo's signing secret in {path} is shorter than 32 characters; delete the file "
+                          "(a new one is generated) or set GRIDBRANCH_AUTH_SECRET")
+    return secret
+
+
 def _auth_secret(settings: Settings) -> str:
+    """The JWT signing secret: GRIDBRANCH_AUTH_SECRET; in the demo without it, the one
+    kept in :func:`demo_secret_path` (so that sessions outlive a restart); otherwise
+    none, and the service refuses to start."""
     if settings.auth.auth_secret is not None:
         secret = settings.auth.auth_secret.get_secret_value()
         if len(secret) < 32:
             raise ConfigError("GRIDBRANCH_AUTH_SECRET must be at least 32 characters")
         return secret
     if settings.service.demo:
-        return secrets.token_urlsafe(48)
+        return _kept_secret(demo_secret_path(settings))
     raise ConfigError("GRIDBRANCH_AUTH_SECRET is not set; refusing a default secret outside the demo")
 
 

@@ -159,10 +159,13 @@ def worker_app():
 
 def _worker_env(settings: Settings) -> dict[str, str]:
     """What the worker processes must share with this one: demo mode, and one JWT secret
-    (a token signed by one worker is checked by another)."""
+    (a token signed by one worker is checked by another; the demo's is the one it keeps
+    beside its database, see :func:`geo_api.app.demo_secret_path`)."""
+    from geo_api.app import _auth_secret
+
     env = {"GRIDBRANCH_DEMO": "true" if settings.service.demo else "false"}
     if settings.auth.auth_secret is None and settings.service.demo:
-        env["GRIDBRANCH_AUTH_SECRET"] = secrets.token_urlsafe(48)
+        env["GRIDBRANCH_AUTH_SECRET"] = _auth_secret(settings)
     return env
 
 
@@ -199,33 +202,59 @@ def cmd_serve(args, settings: Settings) -> int:
 
 
 def cmd_ingest_registrations(args, settings: Settings) -> int:
+    """Exit status 0 when the file was read (and, with --commit, written); 1 when the file
+    cannot be read or the write failed (nothing written). The rejects file is written
+    whatever happens, dry run included."""
     from pathlib import Path
 
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.orm import Session
 
     from ingest import registrations as bulk
     from layers.locate import build_grid_index
 
     path = Path(args.file)
-    if not path.is_file():
-        raise GridbranchError(f"no such file: {path}")
-    engine = _engine(settings)
-    loc = settings.locate
-    with Session(engine) as session:
-        index = build_grid_index(session)
-        plan = bulk.plan_import(session, path.read_bytes(), index, tolerance_m=loc.tolerance_m, edge_m=loc.edge_m,
-                                default_crs=args.crs)
-        print(bulk.format_report(plan))
-        if not args.commit:
-            print("dry run: nothing written (add --commit to write the located and nearest rows)")
-            return 0
-        counts = bulk.commit_import(session.connection(), plan, actor=f"import:{path.name}")
-        session.commit()
     rejects = Path(args.rejects) if args.rejects else path.with_name(path.stem + ".rejects.csv")
-    n = bulk.write_rejects(rejects, plan)
-    print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
-    print(f"{n} rejected rows written to {rejects}")
-    return 0
+
+    def write_rejects(plan) -> bool:
+        try:
+            n = bulk.write_rejects(rejects, plan)
+        except OSError as exc:
+            print(f"gridbranch: cannot write the rejects file {rejects}: {exc.strerror or exc}", file=sys.stderr)
+            return False
+        print(f"the reason is written to {rejects}" if plan.file_error else f"{n} rejected rows written to {rejects}")
+        return True
+
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        data, plan = None, bulk.ImportPlan([], [], file_error=f"cannot read {path}: {exc.strerror or exc}")
+    failed = None
+    if data is not None:
+        engine = _engine(settings)
+        loc = settings.locate
+        with Session(engine) as session:
+            index = build_grid_index(session)
+            plan = bulk.plan_import(session, data, index, tolerance_m=loc.tolerance_m, edge_m=loc.edge_m,
+                                    default_crs=args.crs, encoding=args.encoding)
+            print(bulk.format_report(plan))
+            if plan.file_error is None and args.commit:
+                try:
+                    counts = bulk.commit_import(session.connection(), plan, actor=f"import:{path.name}")
+                    session.commit()
+                    print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+                except DBAPIError as exc:  # nothing is written: the import is one transaction
+                    session.rollback()
+                    failed = str(exc.orig or exc).strip()
+            elif plan.file_error is None:
+                print("dry run: nothing written (add --commit to write the located and nearest rows)")
+        engine.dispose()
+    if plan.file_error is not None:
+        print(f"gridbranch: {path}: the file cannot be read, nothing imported: {plan.file_error}", file=sys.stderr)
+    if failed is not None:
+        print(f"gridbranch: the import failed and wrote nothing: {failed}", file=sys.stderr)
+    written = write_rejects(plan)
+    return 0 if written and plan.file_error is None and failed is None else 1
 
 
 def cmd_coverage_report(args, settings: Settings) -> int:
@@ -276,6 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--commit", action="store_true", help="write (default: a dry-run report only)")
     q.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
     q.add_argument("--crs", default="wgs84", help="CRS of rows whose crs column is empty")
+    q.add_argument("--encoding", default="utf-8", help="text encoding of the file (default UTF-8, with or "
+                   "without BOM; gb18030 for GBK files saved by Chinese Excel)")
     q.set_defaults(func=cmd_ingest_registrations)
 
     p = sub.add_parser("coverage", help="coverage analysis: gaps, overlaps, branchless grids, metrics")

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Query
 from pydantic import BaseModel, field_validator
 
+from layers import textfields
 from layers.errors import InvalidInput
 
 
@@ -20,8 +21,8 @@ Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="items to skip")]
 
 def _nul_free(value):
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("contains a NUL character (\\u0000), which no text can hold")
+        if "\x00" in value:  # worded as the text rules word it (layers.textfields)
+            raise textfields.pydantic_error(f"value contains {textfields.text_problem(value)}")
     elif isinstance(value, (list, tuple)):
         for item in value:
             _nul_free(item)

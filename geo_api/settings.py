@@ -59,6 +59,8 @@ class ServiceSettings(BaseSettings):
     demo_password: SecretStr | None = None
     page_limit_max: int = Field(1000, ge=1)
     roles: tuple[str, ...] = DEFAULT_ROLES
+    idempotency_hours: float = Field(24.0, gt=0, le=24 * 365, description="how long an Idempotency-Key's answer "
+                                     "is kept (a retry within it gets the first answer)")
     gc_freeze: bool = Field(True, description="after start-up, exempt the long-lived objects from the cyclic garbage "
                                              "collector (gc.freeze): no ~100 ms full-collection pauses under load")
 

@@ -8,6 +8,17 @@ nothing. A commit loads the good rows through COPY into a staging table and writ
 members, residences and confirmed registrations set-based in ONE transaction; a member
 already registered at the same place with the same role is left unchanged, so a second
 run of the same file changes nothing. Every row not taken is reported with its reason.
+
+Every physical row of the file is accounted for: imported, or rejected with its row
+number (the header is row 0, so row *n* is line *n* + 1 of the file). The text rules are
+the API's (:mod:`layers.textfields`): names, phones and member numbers in the same
+formats and lengths, no control characters or lone surrogates, and no cell that a
+spreadsheet would run as a formula (``= + - @``, tab, CR at its start; plain numbers
+such as ``-12.5`` excepted) — such rows are refused, not neutralised. No field may hold
+a line break, so a quote left open (which makes the CSV reader run a field on into the
+following rows) rejects every row it swallowed instead of importing merged text. In the
+rejects file, cells that look like formulas are written with a leading ``'`` so that
+opening it in a spreadsheet runs nothing.
 """
 
 from __future__ import annotations
@@ -24,18 +35,25 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ingest.points import points_from_rows, rows_from_csv
+from ingest.crs import parse_crs
+from ingest.points import points_from_rows
+from layers import textfields
 from layers.locate import NEAREST, OUTSIDE, Describer, GridIndex
 from layers.errors import InvalidInput
 from layers.registrations import role_code
 
 COLUMNS = ("member_id", "name", "phone", "lon", "lat", "crs", "role")
-PHONE = re.compile(r"^\+?[0-9][0-9 -]{4,19}$")
+REQUIRED = COLUMNS[:5]
+#: Longest role and CRS cell taken (role codes and names and ``source_crs`` are no longer).
+CODE_MAX = 32
+_LINES = re.compile(r"[^\n]*\n|[^\n]+$")
+_CR_LINES = re.compile(r"[^\r]*\r|[^\r]+$")  # a file whose lines end in CR alone (old Mac Excel)
+_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
 
 
 @dataclass
 class RowOutcome:
-    row: int  # 1-based data row number (the header is row 0)
+    row: int  # the row number in the file: the header is row 0 (line 1 of the file)
     member_number: str | None
     status: str  # located, nearest, unmatched, invalid
     reason: str | None = None
@@ -47,6 +65,7 @@ class RowOutcome:
 class ImportPlan:
     outcomes: list[RowOutcome]
     good: list[dict[str, Any]]  # rows ready to write
+    file_error: str | None = None  # the file could not be read at all (then no outcomes)
 
     def counts(self) -> dict[str, int]:
         c = Counter(o.status for o in self.outcomes)
@@ -57,52 +76,174 @@ class ImportPlan:
         return [o for o in self.outcomes if o.status in ("unmatched", "invalid")]
 
 
+@dataclass
+class _Record:
+    first: int  # row numbers (header 0) of its first and last physical row
+    last: int
+    fields: list[str] | None  # None: not readable as a row (see problem)
+    problem: str | None = None
+
+
+def _decode(data: bytes | str, encoding: str) -> str:
+    if isinstance(data, str):
+        return data
+    try:
+        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the file is not {encoding} text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                           "save it as CSV UTF-8, or name its encoding (--encoding gb18030)", field="file")
+    except LookupError:
+        raise InvalidInput(f"unknown encoding {encoding!r}", field="encoding")
+
+
+def _physical_lines(data: str) -> list[str]:
+    """The file's lines with their ends: split at LF (CRLF included); a CR alone ends a
+    line only in a file without any LF."""
+    return (_LINES if "\n" in data else _CR_LINES).findall(data)
+
+
+def _records(data: str) -> tuple[list[str], list[_Record]]:
+    """The header and the records of a CSV text, each with the physical rows it spans; a
+    record that spans several rows (a quote left open) or breaks the quoting rules
+    comes back without fields, with the reason."""
+    lines = _physical_lines(data)
+    reader = csv.reader(iter(lines), strict=True)
+    records: list[_Record] = []
+    done = 0  # physical lines read so far
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            first, done = done, reader.line_num
+            if str(exc) == "unexpected end of data":
+                problem = f"a quote (\") opened in row {first} is never closed"
+            elif "new-line character" in str(exc):
+                problem = "a line break (CR) inside a field, which no field may hold"
+            else:
+                problem = f"the CSV quoting is broken ({exc})"
+            records.append(_Record(first, done - 1, None, problem))
+            continue
+        first, done = done, reader.line_num
+        last = done - 1
+        if last > first or any("\n" in f or "\r" in f for f in fields):
+            records.append(_Record(first, last, None, None))
+        elif fields:
+            records.append(_Record(first, last, fields))
+    if not records or records[0].first != 0 or records[0].fields is None:
+        raise InvalidInput("the file has no header row (member_id,name,phone,lon,lat,crs,role) on its first line",
+                           field="file")
+    header = [h.strip() for h in records[0].fields]
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise InvalidInput(
+            f"the CSV header must name the columns {', '.join(REQUIRED)}; missing {', '.join(missing)} "
+            f"(header: {header})", field="file")
+    return header, records[1:]
+
+
+def _swallowed(record: _Record, lines: list[str], header: list[str]) -> list[tuple[int, dict[str, str], str]]:
+    """One rejection per physical row of an unreadable record, with that row's own text."""
+    span = f"row {record.first}" if record.first == record.last else f"rows {record.first}–{record.last}"
+    if record.problem:
+        reason = f"{span}: {record.problem}; nothing of {'it' if record.first == record.last else 'them'} is imported"
+    else:
+        reason = (f"{span} read as one row: a quoted field runs from row {record.first} into the next (a quote (\") "
+                  "left open, or a line break inside quotes); no field may hold a line break, so nothing of these "
+                  "rows is imported (close or double the quote)")
+    out = []
+    for row in range(record.first, record.last + 1):
+        raw = lines[row].rstrip("\r\n") if row < len(lines) else ""
+        out.append((row, dict(zip(header, raw.split(","))), reason))
+    return out
+
+
 def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolerance_m: float, edge_m: float,
-                default_crs: str = "wgs84") -> ImportPlan:
-    """Validate and locate every row; nothing is written."""
-    rows = rows_from_csv(data, required=COLUMNS[:5])
-    batch = points_from_rows(rows, default_crs=default_crs, id_key="member_id")
-    roles: dict[str, str | None] = {}
+                default_crs: str = "wgs84", encoding: str = "utf-8") -> ImportPlan:
+    """Validate and locate every row; nothing is written. A file that cannot be read at
+    all (not text in ``encoding``, no header, required columns missing) gives a plan with
+    ``file_error`` and no rows."""
+    try:
+        content = _decode(data, encoding)
+        header, records = _records(content)
+    except InvalidInput as exc:
+        return ImportPlan([], [], file_error=exc.detail)
+    lines = _physical_lines(content)
+    width = len(header)
     outcomes: list[RowOutcome] = []
-    seen: dict[str, int] = {}
+    rows: list[dict[str, str]] = []  # the records to check, in order
+    checked: list[RowOutcome] = []
+    for record in records:
+        if record.fields is None:
+            for row, values, reason in _swallowed(record, lines, header):
+                number = (values.get("member_id") or "").strip() or None
+                outcomes.append(RowOutcome(row, number, "invalid", reason, values=values))
+            continue
+        values = {h: v.strip() for h, v in zip(header, record.fields)}
+        out = RowOutcome(record.first, values.get("member_id") or None, "invalid", values=values)
+        outcomes.append(out)
+        if len(record.fields) != width:
+            out.reason = (f"the row has {len(record.fields)} fields, the header {width} "
+                          "(a value with an unquoted comma?)")
+            continue
+        rows.append(values)
+        checked.append(out)
+
+    batch = points_from_rows(rows, default_crs=default_crs, id_key="member_id")
     good_idx = batch.good
     located = index.locate(batch.lon[good_idx], batch.lat[good_idx], tolerance_m=tolerance_m, edge_m=edge_m)
     where = {int(i): j for j, i in enumerate(good_idx)}
     describer = Describer(index)
+    roles: dict[str, str | None] = {}
+    seen: dict[str, int] = {}
     good: list[dict[str, Any]] = []
-    for i, row in enumerate(rows):
-        number = (row.get("member_id") or "").strip() or None
-        out = RowOutcome(row=i + 1, member_number=number, status="invalid", values=row)
-        outcomes.append(out)
-        nul = sorted(k for k, v in row.items() if k and isinstance(v, str) and "\x00" in v)
-        if nul:  # no text column can store it
-            out.reason = f"a NUL character in {', '.join(nul)}"
-            continue
-        problems = []
-        if number is None:
-            problems.append("member_id is missing")
-        elif number in seen:
-            problems.append(f"member_id {number} appears again (first on row {seen[number]})")
-        else:
-            seen[number] = i + 1
-        name = (row.get("name") or "").strip()
-        if not name:
-            problems.append("name is missing")
-        phone = (row.get("phone") or "").strip() or None
-        if phone is not None and not PHONE.match(phone):
-            problems.append(f"phone {phone!r} is not a phone number")
-        role = (row.get("role") or "").strip()
-        if role not in roles:
+    for i, (row, out) in enumerate(zip(rows, checked)):
+        problems = _cell_problems(row)
+        bad = {p[0] for p in problems}
+        problems = [p[1] for p in problems]
+        number = row.get("member_id") or None
+        if "member_id" not in bad:
             try:
-                roles[role] = role_code(session, role) if role else None
+                number = textfields.member_number(number, "member_id") if number else None
             except InvalidInput as exc:
-                roles[role] = None
                 problems.append(exc.detail)
-        elif role and roles[role] is None:
-            problems.append(f"unknown service role {role!r}")
-        if not role:
-            problems.append("role is missing")
-        if i in batch.errors:
+                number = None
+                bad.add("member_id")
+            if number is None and "member_id" not in bad:
+                problems.append("member_id is missing")
+            elif number in seen:
+                problems.append(f"member_id {number} appears again (first on row {seen[number]})")
+            elif number is not None:
+                seen[number] = out.row
+        name = row.get("name") or ""
+        if "name" not in bad:
+            if not name:
+                problems.append("name is missing")
+            else:
+                try:
+                    name = textfields.name(name, "name")
+                except InvalidInput as exc:
+                    problems.append(exc.detail)
+        phone = row.get("phone") or None
+        if "phone" not in bad and phone is not None:
+            try:
+                phone = textfields.phone(phone, "phone")
+            except InvalidInput as exc:
+                problems.append(exc.detail)
+        role = row.get("role") or ""
+        if "role" not in bad:
+            if not role:
+                problems.append("role is missing")
+            elif role not in roles:
+                try:
+                    roles[role] = role_code(session, role)
+                except InvalidInput as exc:
+                    roles[role] = None
+                    problems.append(exc.detail)
+            elif roles[role] is None:
+                problems.append(f"unknown service role {role!r}")
+        if i in batch.errors and not bad & {"lon", "lat", "crs"}:
             problems.append(batch.errors[i]["detail"])
         if problems:
             out.reason = "; ".join(problems)
@@ -120,11 +261,32 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
             {
                 "number": number, "name": name, "phone": phone, "role_code": roles[role],
                 "lon": float(batch.lon[i]), "lat": float(batch.lat[i]),
-                "source_crs": batch.crs[i] or default_crs, "source_x": float(batch.x[i]), "source_y": float(batch.y[i]),
+                "source_crs": parse_crs(batch.crs[i] or default_crs).name,
+                "source_x": float(batch.x[i]), "source_y": float(batch.y[i]),
                 "grid_id": g["grid_id"], "grid_version_id": g["grid_version_id"], "branch_id": g["branch_id"],
             }
         )
+    outcomes.sort(key=lambda o: o.row)
     return ImportPlan(outcomes, good)
+
+
+def _cell_problems(row: dict[str, str]) -> list[tuple[str, str]]:
+    """(column, reason) for each of our cells that is no text at all, too long to be what
+    it names, or formula-like (the number columns may start with a sign). Member numbers,
+    names and phones are then checked by their own rules (formulas included), worded as
+    the API words them."""
+    out = []
+    for column in COLUMNS:
+        value = row.get(column) or ""
+        problem = textfields.text_problem(value)
+        if problem:
+            out.append((column, f"{column} contains {problem}"))
+        elif column in ("role", "crs") and len(value) > CODE_MAX:
+            out.append((column, f"{column} has {len(value)} characters; at most {CODE_MAX}"))
+        elif (column in ("role", "crs", "lon", "lat") and textfields.looks_like_formula(value)
+              and not (column in ("lon", "lat") and _NUMBER.match(value))):
+            out.append((column, f"{column} {textfields.formula_problem(value)}"))
+    return out
 
 
 _STAGE = """
@@ -214,18 +376,33 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
     return counts
 
 
+def _cell(value: Any) -> Any:
+    """A cell as written to the rejects file: one a spreadsheet would take for a formula
+    gets a leading ``'`` (shown as text), plain numbers stay as they are."""
+    if isinstance(value, str) and textfields.looks_like_formula(value) and not _NUMBER.match(value):
+        return "'" + value
+    return value
+
+
 def write_rejects(path: Path, plan: ImportPlan) -> int:
-    """A CSV of every row not taken: its row number, status, reason and original values."""
+    """A CSV of every row not taken: its row number (header 0) and line in the file,
+    status, reason and original values; for a file that could not be read, one line
+    saying why. Returns the number of rejected rows."""
     rejects = plan.rejects
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["row", "status", "reason", *COLUMNS])
+        writer.writerow(["row", "line", "status", "reason", *COLUMNS])
+        if plan.file_error is not None:
+            writer.writerow(["", "", "unreadable", _cell(plan.file_error), *[""] * len(COLUMNS)])
         for o in rejects:
-            writer.writerow([o.row, o.status, o.reason, *[o.values.get(c, "") for c in COLUMNS]])
+            writer.writerow([o.row, o.row + 1, o.status, _cell(o.reason),
+                             *[_cell(o.values.get(c, "")) for c in COLUMNS]])
     return len(rejects)
 
 
 def format_report(plan: ImportPlan) -> str:
+    if plan.file_error is not None:
+        return f"the file cannot be read: {plan.file_error}"
     counts = plan.counts()
     lines = [
         f"rows: {len(plan.outcomes)}",
@@ -235,5 +412,6 @@ def format_report(plan: ImportPlan) -> str:
         f"  invalid:                                {counts['invalid']}",
     ]
     for o in plan.rejects:
-        lines.append(f"  row {o.row} ({o.member_number or '-'}): {o.status}: {o.reason}")
+        number = o.member_number if o.member_number and not textfields.text_problem(o.member_number) else "-"
+        lines.append(f"  row {o.row} ({number[:40]}): {o.status}: {o.reason}")
     return "\n".join(lines)

@@ -16,11 +16,11 @@ log (append-only, migration 0009): who, when, what it was and what it became.
 from __future__ import annotations
 
 import json
-import re
 
 from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
+from layers import textfields
 from layers.codes import area_prefix
 from layers.errors import Conflict, InvalidInput, NotFound
 from layers.models import SRID, AdminArea, Branch, BranchGrid, Grid
@@ -29,18 +29,16 @@ from layers.models import SRID, AdminArea, Branch, BranchGrid, Grid
 #: no community and are the district's to keep).
 KINDS = ("grid", "community")
 KIND_PREFIX = {"grid": "G", "community": "C"}
-#: A mainland mobile number, or a landline with its area code (an optional hyphen).
-PHONE = re.compile(r"^(?:1[3-9][0-9]{9}|0[0-9]{2,3}-?[0-9]{7,8})$")
-NAME_MAX = 64
 #: How far outside its community a branch's activity site may lie (the road in front).
 SITE_SLACK_M = 50.0
 
 
 def check_contact(name: str | None, phone: str | None, field: str) -> tuple[str | None, str | None]:
-    """A person's name and phone as stored: both given (the name not blank, the phone a
-    mainland mobile or a landline with area code), or both None (nobody)."""
+    """A person's name and phone as stored: both given (the name a name, the phone a
+    mainland mobile or a landline with area code: :mod:`layers.textfields`), or both None
+    (nobody)."""
     name = name.strip() if isinstance(name, str) else name
-    phone = re.sub(r"\s+", "", phone) if isinstance(phone, str) else phone
+    phone = phone.strip() if isinstance(phone, str) else phone
     if not name and not phone:
         return None, None
     if not name:
@@ -48,19 +46,11 @@ def check_contact(name: str | None, phone: str | None, field: str) -> tuple[str 
     name = _name(name, f"{field}_name")
     if not phone:
         raise InvalidInput(f"{field}_phone is required with a name", field=f"{field}_phone")
-    if not PHONE.match(phone):
-        raise InvalidInput(f"{field}_phone must be a mobile number (11 digits, 1[3-9]…) or a landline with its "
-                           f"area code (0371-12345678), got {phone!r}", field=f"{field}_phone")
-    return name, phone
+    return name, textfields.phone(phone, f"{field}_phone")
 
 
 def _name(value: str, field: str = "name") -> str:
-    value = value.strip()
-    if not value:
-        raise InvalidInput(f"{field} must not be blank", field=field)
-    if len(value) > NAME_MAX:
-        raise InvalidInput(f"{field} is longer than {NAME_MAX} characters", field=field)
-    return value
+    return textfields.name(value, field)
 
 
 def _current_grid(session: Session, code: str) -> Grid:

@@ -8,6 +8,7 @@ from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import branches
 from layers import registrations as regs
+from layers import textfields
 from layers.codes import check_code, level_of
 from layers.errors import Forbidden, InvalidInput
 
@@ -25,23 +26,24 @@ class Site(Body):
 class BranchCreate(Body):
     """A new branch of a community: a grid branch (网格党支部) or the community's own."""
 
-    name: str = Field(max_length=200)
+    # names' and phones' lengths and formats: layers.textfields, through the upkeep checks (declared here)
+    name: str = Field(json_schema_extra={"maxLength": textfields.NAME_MAX})
     kind: Literal["grid", "community"]
     community: str = Field(pattern=r"^[0-9]{12}$", description="the community's 12-digit code")
     grids: list[str] = Field(max_length=200, description="codes of the grids it covers (at least one)")
     site: Site | None = Field(None, description="the activity site (阵地)")
-    secretary_name: str | None = Field(None, max_length=200)
-    secretary_phone: str | None = Field(None, max_length=64)
+    secretary_name: str | None = Field(None, json_schema_extra={"maxLength": textfields.NAME_MAX})
+    secretary_phone: str | None = Field(None, json_schema_extra={"maxLength": textfields.PHONE_MAX})
 
 
 class BranchUpdate(Body):
     """What changes; fields left out stay as they are (``site`` null removes the site)."""
 
-    name: str | None = Field(None, max_length=200)
+    name: str | None = Field(None, json_schema_extra={"maxLength": textfields.NAME_MAX})
     grids: list[str] | None = Field(None, max_length=200, description="the full list of grids it covers")
     site: Site | None = None
-    secretary_name: str | None = Field(None, max_length=200)
-    secretary_phone: str | None = Field(None, max_length=64)
+    secretary_name: str | None = Field(None, json_schema_extra={"maxLength": textfields.NAME_MAX})
+    secretary_phone: str | None = Field(None, json_schema_extra={"maxLength": textfields.PHONE_MAX})
     active: bool | None = Field(None, description="false dissolves the branch; true restores it")
 
 

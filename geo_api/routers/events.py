@@ -17,9 +17,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from geo_api.errors import internal_error
+from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.params import Body, Limit, Offset
 from layers import events as ev
-from layers import events_eval
+from layers import events_eval, textfields
 from layers.codes import check_code, level_of
 from layers.errors import Forbidden, GridbranchError, InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
@@ -51,10 +52,11 @@ class EventReport(Body):
     lat: float = Field(description="latitude or northing (y) in `crs`")
     crs: str = Field("wgs84", max_length=32, description="wgs84, gcj02, bd09, cgcs2000 or EPSG:nnnn")
     category: str = Field(max_length=32, description="event category code (see /v1/events/categories)")
-    description: str = Field(description="what happened (limited in length, see GRIDBRANCH_EVENTS_MAX_DESCRIPTION)")
+    description: textfields.Text() = Field(description="what happened (limited in length, see GRIDBRANCH_EVENTS_MAX_DESCRIPTION)")
     channel: Channel = Field("public", description="source channel; anonymous callers report as public")
-    photos: list[str] = Field(default_factory=list, description="photo URLs")
-    contact: str | None = Field(None, max_length=200, description="how to reach the reporter (kept private)")
+    photos: list[textfields.Line()] = Field(default_factory=list, description="photo URLs")
+    # (max_length on the field as well: the fast path reads it from there)
+    contact: textfields.Line(200) | None = Field(None, max_length=200, description="how to reach the reporter (kept private)")
 
 
 def _personal(caller: Caller, row) -> bool:
@@ -69,7 +71,8 @@ def _readable(caller: Caller, row, event_id: int) -> None:
 
 
 @router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)")
-async def report(request: Request, body: EventReport, session: SessionDep, caller: Public) -> Response:
+async def report(request: Request, body: EventReport, session: SessionDep, caller: Public,
+                 idempotency_key: IdempotencyKey = None) -> Response:
     settings = request.app.state.settings
     es = settings.events
     ev.check_channel(body.channel, caller.role)
@@ -78,9 +81,14 @@ async def report(request: Request, body: EventReport, session: SessionDep, calle
     # End the transaction the caller lookup may have opened: a request must not hold a
     # pooled connection while its report waits for a writer (which needs one).
     session.commit()
-    result = await report_batcher(request.app).submit(Pending(
+    pending = Pending(
         body.lon, body.lat, body.crs, body.category, body.channel, body.description, tuple(body.photos), body.contact,
-        reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"]))
+        reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"])
+    if idempotency_key is not None:  # stored alone, with its key; member suggestions: GET /v1/events/{id}/routing
+        once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
+        return await report_once(request, once, pending,
+                                 lambda result: _json(report_answer(result, body.channel, body.lon, body.lat), 201))
+    result = await report_batcher(request.app).submit(pending)
     out = report_answer(result, body.channel, body.lon, body.lat)
     if caller.role in ("dispatcher", "admin"):
         # a few at a time (half the pool): more only queue in PostgreSQL and churn the
@@ -202,6 +210,8 @@ def _plain_report(data) -> tuple[float, float, str, str, str, str, tuple[str, ..
             or type(photos) is not list or any(type(u) is not str for u in photos)
             or (contact is not None and (type(contact) is not str or len(contact) > _MAX_CONTACT))):
         return None
+    if not (textfields.is_text(description) and textfields.is_line(contact) and all(map(textfields.is_line, photos))):
+        return None  # the model's text rules (layers.textfields) refuse it: the route answers
     return x, y, crs, category, description, channel, tuple(photos), contact
 
 
@@ -234,7 +244,7 @@ class EventReportFastPath:
             return
         json_body = False
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            if name in (b"authorization", b"idempotency-key"):  # the route keeps the key with the report
                 await self.app(scope, receive, send)
                 return
             if name == b"content-type":
@@ -377,7 +387,7 @@ def evaluation(
 
 class CalendarDay(Body):
     working: bool | None = Field(description="false: holiday; true: make-up working day (调休); null: drop the entry")
-    note: str | None = Field(None, max_length=200)
+    note: textfields.Line(200) | None = None
 
 
 def _district_centre(caller: Caller) -> None:
@@ -404,7 +414,7 @@ def put_calendar_day(request: Request, session: SessionDep, caller: Centre, day:
 
 
 class RouteBody(Body):
-    department: str | None = Field(max_length=64, description="department code or name; null restores the category's")
+    department: textfields.Line(64) | None = Field(description="department code or name; null restores the category's")
 
 
 @router.get("/routes", summary="Routing overrides: category × street → department")
@@ -451,11 +461,11 @@ def get_routing(request: Request, session: SessionDep, caller: Centre, event_id:
 class TransitionBody(Body):
     action: Action
     version: int = Field(ge=1, description="the version you last saw (optimistic concurrency)")
-    note: str | None = Field(None, max_length=2000)
-    reason: str | None = Field(None, max_length=2000, description="reject, defer, return: why")
+    note: textfields.Text(2000) | None = None
+    reason: textfields.Text(2000) | None = Field(None, description="reject, defer, return: why")
     duplicate_of: int | None = Field(None, ge=1, description="mark_duplicate: the original event")
-    department: str | None = Field(None, max_length=64, description="dispatch: department code or name (default: routed)")
-    assignee: str | None = Field(None, max_length=200, description="dispatch/start: who handles it")
+    department: textfields.Line(64) | None = Field(None, description="dispatch: department code or name (default: routed)")
+    assignee: textfields.Line(200) | None = Field(None, description="dispatch/start: who handles it")
     member_id: int | None = Field(None, ge=1, description="dispatch: an assisting member from the suggestions")
 
 

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from geo_api.deps import Caller, Public, SessionDep, require_roles
 from geo_api.params import Body, Limit, Offset, parse_bbox
-from layers import branches, grids
+from layers import branches, grids, textfields
 from layers.codes import check_code
 from layers.errors import Forbidden
 from layers.geojson import collection
@@ -44,8 +44,10 @@ def get_grid(session: SessionDep, caller: Public, code: Annotated[str, Path(patt
 class WorkerUpdate(Body):
     """The grid's worker (网格员): a name and a phone, or both null for nobody."""
 
-    name: str | None = Field(None, max_length=200)
-    phone: str | None = Field(None, max_length=64, description="a mobile number, or a landline with its area code")
+    # lengths and formats: layers.textfields, through the upkeep checks (declared here)
+    name: str | None = Field(None, json_schema_extra={"maxLength": textfields.NAME_MAX})
+    phone: str | None = Field(None, json_schema_extra={"maxLength": textfields.PHONE_MAX},
+                              description="a mobile number, or a landline with its area code")
 
 
 @router.put("/{code}/worker", summary="Put a grid worker in charge of a grid (admins of an area holding it)")

@@ -6,6 +6,7 @@ requests are anonymous public reports; the contact fields are kept private."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated
 from zoneinfo import ZoneInfo
@@ -16,9 +17,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
+from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.routers.events import report_batcher
 from layers import events as ev
 from layers import events_open311 as o311
+from layers import textfields
 from layers.errors import GridbranchError, InvalidInput, NotFound
 from layers.events_batch import Pending
 
@@ -133,10 +136,14 @@ _FIELDS = ("service_code", "lat", "long", "description", "media_url", "first_nam
 async def _read_form(request: Request) -> dict:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith("application/json"):
+        raw = await request.body()
         try:
-            data = orjson.loads(await request.body())
+            data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise InvalidInput(f"the body is not valid JSON: {exc}", field="body")
+            try:  # orjson refuses lone surrogates (\ud800): read them, the text rules name the field
+                data = json.loads(raw)
+            except ValueError:
+                raise InvalidInput(f"the body is not valid JSON: {exc}", field="body")
         if not isinstance(data, dict):
             raise InvalidInput("the body must be a JSON object", field="body")
         return {k: data.get(k) for k in _FIELDS}
@@ -144,15 +151,20 @@ async def _read_form(request: Request) -> dict:
     return {k: form.get(k) for k in _FIELDS}
 
 
-def _text(value) -> str | None:
+def _text(value, field: str | None = None, *, multiline: bool = False) -> str | None:
+    """A form field as text (None when blank); with ``field``, checked by the API's text
+    rules (:mod:`layers.textfields`: one line, or several with ``multiline``)."""
     if value is None:
         return None
     value = str(value).strip()
+    if value and field is not None:
+        (textfields.text if multiline else textfields.line)(value, field)
     return value or None
 
 
 @router.post("/requests.json", summary="Open311: create a service request (an anonymous public report)")
-async def create_request(request: Request, session: SessionDep, caller: Public) -> Response:
+async def create_request(request: Request, session: SessionDep, caller: Public,
+                         idempotency_key: IdempotencyKey = None) -> Response:
     settings = request.app.state.settings
     try:
         data = await _read_form(request)
@@ -173,23 +185,28 @@ async def create_request(request: Request, session: SessionDep, caller: Public) 
             raise InvalidInput("lat and long must be numbers (WGS84 degrees)", field="lat")
         if not (abs(lat) <= 90 and abs(lon) <= 180):
             raise InvalidInput(f"({lat}, {lon}) is not a valid latitude, longitude", field="lat")
-        description = _text(data["description"]) or ""
-        photos = [str(data["media_url"])] if _text(data["media_url"]) else []
+        description = _text(data["description"], "description", multiline=True) or ""
+        photos = [str(data["media_url"])] if _text(data["media_url"], "media_url") else []
         ev.check_report_size(description, photos, max_description=es.max_description, max_photos=es.max_photos,
                              max_photo_url=es.max_photo_url)
-        contact = " ".join(x for x in (_text(data["last_name"]), _text(data["first_name"]), _text(data["phone"]),
-                                       _text(data["email"])) if x) or None
+        contact = " ".join(x for x in (_text(data[k], k) for k in ("last_name", "first_name", "phone", "email"))
+                           if x) or None
         session.commit()  # the jurisdiction check's transaction: no pooled connection held while queued
         return Pending(lon, lat, "wgs84", code, "public", description, tuple(photos),
                        contact[:200] if contact else None, reporter=None, actor="open311")
 
-    async def work() -> Response:
-        # stored like every report: in a group with the reports arriving meanwhile
-        result = await report_batcher(request.app).submit(await run_in_threadpool(check))
+    def answer(result) -> Response:
         stored = result.stored
         return _json([{"service_request_id": str(stored["id"]),
                        "service_notice": o311.service_notice(stored["time_limit_hours"]),
                        "account_id": None}])
+
+    async def work() -> Response:
+        pending = await run_in_threadpool(check)
+        if idempotency_key is not None:  # stored alone, with its key (geo_api.idempotency)
+            return await report_once(request, Once.of(request, caller, idempotency_key, data), pending, answer)
+        # stored like every report: in a group with the reports arriving meanwhile
+        return answer(await report_batcher(request.app).submit(pending))
 
     try:
         return await work()

@@ -4,9 +4,11 @@ from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field
 
 from geo_api.deps import Caller, Public, SessionDep, require_roles
+from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import registrations as regs
+from layers import textfields
 from layers.codes import check_code
 from layers.errors import Forbidden, InvalidInput
 
@@ -31,7 +33,7 @@ class RegistrationCreate(Body):
 
 
 class Decision(Body):
-    reason: str | None = Field(None, max_length=500)
+    reason: textfields.Text(500) | None = None
 
 
 def _view(session, registration_id: int, caller: Caller) -> dict:
@@ -44,8 +46,13 @@ def _view(session, registration_id: int, caller: Caller) -> dict:
 
 
 @router.post("", status_code=201, summary="Register a member at the grid where they live (pending until confirmed)")
-def create_registration(request: Request, body: RegistrationCreate, session: SessionDep, caller: MemberOrAdmin) -> dict:
+def create_registration(request: Request, body: RegistrationCreate, session: SessionDep, caller: MemberOrAdmin,
+                        idempotency_key: IdempotencyKey = None) -> dict:
     settings = request.app.state.settings.locate
+    once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
+    replay = once.claim(session)
+    if replay is not None:
+        return replay
     if caller.role == "member":
         if body.member_id not in (None, caller.member_id):
             raise Forbidden("a member registers only themselves", field="member_id")
@@ -65,8 +72,9 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
         session, member_id=member_id, point=point, role=body.role, index=index,
         tolerance_m=settings.tolerance_m, edge_m=settings.edge_m, move=body.move, actor=caller.username,
     )
+    answer = once.answer(session, 201, _view(session, registration_id, caller))  # kept in the same transaction
     session.commit()
-    return _view(session, registration_id, caller)
+    return answer
 
 
 @router.get("", summary="Registrations in an area (admins of that area)")
