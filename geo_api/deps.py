@@ -1,7 +1,15 @@
-"""Typed dependencies: the session, the caller, and who may call what.
+"""Typed dependencies: the session, the caller, who may call what, and on what.
 
 Every route declares its access with exactly one of :data:`Public` or
 :func:`require_roles` (a test walks the routes to hold us to it).
+
+Every argument of a non-public route that names a member, a registration, an event, a
+grid, a branch or an area is checked against the caller's scope here and only here: the
+``Scoped*`` dependencies for path and query arguments, :func:`scoped_member`,
+:func:`scoped_event` and :func:`area_in_scope` for the same in a body. Each loads the
+object's area code (lookups in ``layers``) and asks :meth:`Caller.covers`. A route
+declares them after its access, so that a caller without the role hears 401/403 first
+(tests/geo_api/test_scope_matrix.py walks every route, role and inside/outside argument).
 """
 
 from __future__ import annotations
@@ -10,15 +18,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from geo_api.security import read_token
+from layers import branches as branch_queries
+from layers import events as event_queries
+from layers import registrations as registration_queries
 from layers import users as user_queries
-from layers.codes import area_prefix
-from layers.errors import Forbidden, Unauthorized
+from layers.codes import area_prefix, check_code, level_of
+from layers.errors import Forbidden, NotFound, Unauthorized
 
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
@@ -59,6 +70,13 @@ class Caller:
             return False
         return code.startswith(area_prefix(self.area_code))
 
+    @property
+    def district_wide(self) -> bool:
+        """An admin of a whole district, or a dispatcher: they cover what lies in no
+        smaller area (a work-unit branch, a member known by no grid or community)."""
+        return self.role == "dispatcher" or (
+            self.role == "admin" and bool(self.area_code) and level_of(self.area_code) == "district")
+
 
 ANONYMOUS = Caller()
 
@@ -98,3 +116,124 @@ def require_roles(*roles: str):
 
 Public = Annotated[Caller, Depends(Access())]
 CurrentUser = Annotated[Caller, Depends(Access("admin", "dispatcher", "grid_worker", "member"))]
+
+
+# -- Scope: the one place where arguments are checked against the caller's area ---------
+
+Caller_ = Annotated[Caller, Depends(get_caller)]
+STAFF = ("dispatcher", "admin", "grid_worker")
+
+
+def area_in_scope(caller: Caller, code: str | None, field: str) -> str | None:
+    """An area or grid code argument inside the caller's area (403 naming ``field``
+    otherwise); without one, the caller's own area — dispatchers: None, everything; an
+    account of no area must name one."""
+    if code is None:
+        if caller.role == "dispatcher":
+            return None
+        if not caller.area_code:
+            raise Forbidden(f"an account without an area must name {field}", field=field)
+        return caller.area_code
+    check_code(code, field)
+    if not caller.covers(code):
+        raise Forbidden(f"{code} is outside your area {caller.area_code}", field=field)
+    return code
+
+
+def scoped_area(name: str = "within", description: str = "area or grid code; default your area "
+                                                              "(dispatchers: everything)"):
+    """A dependency for the query argument ``name`` naming an area or grid: its value
+    through :func:`area_in_scope`."""
+
+    def dependency(caller: Caller_, code=None) -> str | None:
+        return area_in_scope(caller, code, name)
+
+    # a real object, not a string (this module's annotations are postponed): FastAPI
+    # could not resolve the closure's name and description from a string
+    dependency.__annotations__["code"] = Annotated[str | None, Query(alias=name, description=description)]
+    dependency.__name__ = f"scoped_{name}"
+    return Depends(dependency)
+
+
+def scoped_area_path(name: str):
+    """A dependency for the path argument ``name`` naming an area (12 digits)."""
+
+    def dependency(caller: Caller_, code) -> str:
+        return area_in_scope(caller, code, name)
+
+    dependency.__annotations__["code"] = Annotated[str, Path(alias=name, pattern=r"^[0-9]{12}$")]
+    dependency.__name__ = f"scoped_{name}"
+    return Depends(dependency)
+
+
+ScopedWithin = Annotated[str | None, scoped_area()]
+
+
+def scoped_member(session: Session, caller: Caller, member_id: int, *, lock: bool = False,
+                  field: str = "member_id") -> int:
+    """Member ``member_id`` if the caller may act on them: a member only on themselves;
+    others when their area covers the member's (:func:`layers.registrations.member_area`;
+    a member of no known area: district admins and dispatchers). An unknown member and
+    one outside the area get the same 404, so that ids cannot be probed for members
+    elsewhere. With ``lock`` the member's row stays locked until the transaction ends
+    (the first lock of any write on a member: :func:`layers.registrations.lock_member`)."""
+    if caller.role == "member":
+        if member_id != caller.member_id:
+            raise Forbidden("a member acts only for themselves", field=field)
+        if lock:
+            registration_queries.lock_member(session, member_id)
+        return member_id
+    hidden = NotFound(f"no member with id {member_id} in your area", field=field)
+    try:
+        area = registration_queries.member_area(session, member_id, lock=lock)
+    except NotFound:
+        raise hidden from None
+    if not (caller.covers(area) if area else caller.district_wide):
+        raise hidden
+    return member_id
+
+
+def scoped_event(session: Session, caller: Caller, event_id: int, *, field: str = "event_id") -> int:
+    """Event ``event_id`` if the caller may see it: staff whose area covers its grid
+    (dispatchers: every event), the member who reported it; 403 otherwise, 404 unknown."""
+    grid, reporter = event_queries.event_area(session, event_id)
+    if caller.role == "member":
+        entitled = reporter is not None and reporter == caller.username
+    else:
+        entitled = caller.role in STAFF and caller.covers(grid)
+    if not entitled:
+        raise Forbidden(f"event {event_id} is not yours to see", field=field)
+    return event_id
+
+
+def _event(session: SessionDep, caller: Caller_, event_id: Annotated[int, Path(ge=1)]) -> int:
+    return scoped_event(session, caller, event_id)
+
+
+def _registration(session: SessionDep, caller: Caller_, registration_id: Annotated[int, Path(ge=1)]) -> int:
+    grid, member_id = registration_queries.registration_area(session, registration_id)
+    own = caller.role == "member" and caller.member_id == member_id
+    if not (own or (caller.role in ("admin", "grid_worker") and caller.covers(grid))):
+        raise Forbidden(f"registration {registration_id} is not yours to see", field="registration_id")
+    return registration_id
+
+
+def _grid(caller: Caller_, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -> str:
+    if not caller.covers(code):
+        raise Forbidden(f"grid {code} is outside your area {caller.area_code}", field="code")
+    return code
+
+
+def _branch(session: SessionDep, caller: Caller_, code: Annotated[str, Path(max_length=32)]) -> str:
+    community = branch_queries.branch_area(session, code)
+    if not (caller.covers(community) if community else caller.district_wide):
+        raise Forbidden(f"branch {code} is outside your area {caller.area_code}"
+                        + ("" if community else " (a branch of no community: district admins only)"), field="code")
+    return code
+
+
+#: Path arguments, checked against the caller's scope.
+ScopedEvent = Annotated[int, Depends(_event)]
+ScopedRegistration = Annotated[int, Depends(_registration)]
+ScopedGrid = Annotated[str, Depends(_grid)]
+ScopedBranch = Annotated[str, Depends(_branch)]

@@ -105,6 +105,8 @@ class EventSettings(BaseSettings):
     suggest_radius_m: float = Field(1500.0, gt=0, le=50_000, description="member suggestions within")
     suggest_limit: int = Field(10, ge=1, le=100)
     max_open_tasks: int = Field(3, ge=1, description="members holding this many open tasks are not suggested")
+    routing_probes_per_hour: int = Field(60, ge=1, le=100_000,
+                                         description="member suggestions: distinct events per account and hour")
     min_sample: int = Field(5, ge=1, description="evaluation: rates over fewer due events are not rated")
     max_description: int = Field(2000, ge=1, description="characters")
     max_photos: int = Field(9, ge=0)

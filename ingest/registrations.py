@@ -311,6 +311,12 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
     cursor = conn.connection.driver_connection.cursor()
     cursor.copy_expert(f"COPY import_registrations ({', '.join(keys)}) FROM STDIN WITH (FORMAT csv)", buf)
 
+    # The members the file names are locked first, in id order, as every API write on a
+    # member starts (layers.registrations): the diff below cannot race an API write, and
+    # the data_versions rows are taken after the member rows, never before.
+    conn.execute(text("SELECT m.id FROM members m JOIN import_registrations s ON m.number = s.number "
+                      "ORDER BY m.id FOR UPDATE OF m"))
+
     # Which rows change anything? (statements that would touch no row are not run, so
     # a second import of the same file leaves even the data versions alone)
     conn.execute(text(

@@ -81,6 +81,18 @@ def set_grid_worker(session: Session, code: str, name: str | None, phone: str | 
     _log(session, actor, "grid", code, code, "worker", before, {"name": grid.worker_name, "phone": grid.worker_phone})
 
 
+def branch_area(session: Session, code: str) -> str | None:
+    """The code of branch ``code``'s community (None: a work unit's branch, of no
+    community); :class:`NotFound`."""
+    row = session.execute(
+        select(AdminArea.code).select_from(Branch).outerjoin(AdminArea, AdminArea.id == Branch.community_id)
+        .where(Branch.code == code)
+    ).first()
+    if row is None:
+        raise NotFound(f"no branch with code {code}", field="code")
+    return row[0]
+
+
 def branch_view(session: Session, code: str) -> dict:
     """One branch with its secretary, site (WGS84) and the grids it covers (codes)."""
     row = session.execute(

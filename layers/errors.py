@@ -48,3 +48,10 @@ class Unauthorized(GridbranchError):
 class Forbidden(GridbranchError):
     status = 403
     title = "Forbidden"
+
+
+class TooManyRequests(GridbranchError):
+    """Over a per-caller limit; ``retry_after`` (seconds, in ``extra``) says when to try again."""
+
+    status = 429
+    title = "Too many requests"

@@ -56,7 +56,7 @@ from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from layers.codes import area_prefix
-from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
+from layers.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyRequests
 from layers.locate import MATCH_NAMES, OUTSIDE, Describer, GridIndex, GridIndexCache, Located
 from layers.models import Event
 from layers.workcal import WorkCalendar, add_working_hours
@@ -376,12 +376,18 @@ def categories(session: Session) -> list[dict[str, Any]]:
 # Routing
 # --------------------------------------------------------------------------------------
 
-#: Distance bands (upper bounds, metres) shown instead of a member's distance.
-BANDS = (200, 500, 1000, 2000, 5000)
+#: Distance bands (upper bounds, metres) shown instead of a member's distance. The
+#: distance is the event's to the member's registered grid, never to their residence.
+BANDS = (500, 1000, 2000, 5000)
+#: The band of a member whose registered grid holds the event (distance 0).
+SAME_GRID = "本网格"
 
 
 def distance_band(metres: float) -> str:
-    """A coarse band such as ``"200–500 m"`` (never the distance itself)."""
+    """A coarse band such as ``"500 m–1 km"`` (never the distance itself); 0 m (the event
+    lies in the member's grid) is :data:`SAME_GRID`."""
+    if metres <= 0:
+        return SAME_GRID
     lower = 0
     for upper in BANDS:
         if metres < upper:
@@ -404,64 +410,94 @@ _TASK_OPEN_SQL = ", ".join(f"'{s}'" for s in TASK_OPEN)
 
 _SUGGEST_SQL = text(
     f"""
-    WITH near AS MATERIALIZED (
-        -- the current residences nearest the event, by KNN on the geography index
-        SELECT res.id, res.member_id,
-               res.geom::geography <-> (SELECT geom::geography FROM events WHERE id = :id) AS distance_m
-        FROM residences res
-        WHERE res.ended_at IS NULL
-        ORDER BY res.geom::geography <-> (SELECT geom::geography FROM events WHERE id = :id)
-        LIMIT :scan
-    ), reach AS (
-        SELECT count(*) AS scanned, max(distance_m) AS farthest FROM near
+    WITH ev AS (SELECT geom, geom::geography AS geog FROM events WHERE id = :id),
+    near AS MATERIALIZED (
+        -- current grids of the caller's area within the radius of the event, with the
+        -- event's distance to the grid (0 inside it); the box in degrees is a little
+        -- wider than the radius, for the GiST index
+        SELECT g.id AS grid_id, ST_Distance(gv.geom::geography, ev.geog) AS distance_m
+        FROM ev
+        JOIN grid_versions gv ON gv.valid_to IS NULL
+         AND gv.geom && ST_Expand(ev.geom, :radius / (110000 * cos(radians(ST_Y(ev.geom)))), :radius / 110000.0)
+         AND ST_DWithin(gv.geom::geography, ev.geog, :radius)
+        JOIN grids g ON g.id = gv.grid_id AND g.retired_at IS NULL AND g.code LIKE :prefix
     )
-    SELECT reach.scanned, reach.farthest, fit.*
-    FROM reach LEFT JOIN LATERAL (
-        SELECT near.member_id, m.name, sr.code AS role_code, sr.name AS role_name, near.distance_m, t.open_tasks
-        FROM near
-        JOIN registrations r ON r.member_id = near.member_id AND r.residence_id = near.id
-                            AND r.status = 'confirmed' AND r.role_code = :role
-        JOIN members m ON m.id = near.member_id
-        JOIN service_roles sr ON sr.code = r.role_code
-        CROSS JOIN LATERAL (SELECT count(*) AS open_tasks FROM events x
-                            WHERE x.member_id = near.member_id AND x.status IN ({_TASK_OPEN_SQL})) t
-        WHERE near.distance_m <= :radius AND t.open_tasks < :max_open
-        ORDER BY near.distance_m, near.member_id
-        LIMIT :limit
-    ) fit ON true
-    ORDER BY fit.distance_m, fit.member_id
+    SELECT r.member_id, m.name, sr.code AS role_code, sr.name AS role_name, near.distance_m, t.open_tasks
+    FROM near
+    JOIN registrations r ON r.grid_id = near.grid_id AND r.status = 'confirmed' AND r.role_code = :role
+    JOIN members m ON m.id = r.member_id
+    JOIN service_roles sr ON sr.code = r.role_code
+    CROSS JOIN LATERAL (SELECT count(*) AS open_tasks FROM events x
+                        WHERE x.member_id = r.member_id AND x.status IN ({_TASK_OPEN_SQL})) t
+    WHERE t.open_tasks < :max_open
+    ORDER BY near.distance_m, t.open_tasks, r.member_id
+    LIMIT :limit
     """
 )
 
 
 def suggest_members(session: Session, event_id: int, role_code: str | None, *, radius_m: float, limit: int,
-                    max_open_tasks: int) -> list[dict[str, Any]]:
-    """Registered (confirmed) members whose service role fits the event's category,
-    nearest first (KNN on the geography of current residences), within ``radius_m``
-    metres, skipping those already holding ``max_open_tasks`` open tasks. Each comes as
-    id, name, role and distance band only — never the residence or the distance.
+                    max_open_tasks: int, within: str | None = None) -> list[dict[str, Any]]:
+    """Registered (confirmed) members whose service role fits the event's category and
+    whose registered grid lies within ``radius_m`` metres of the event and inside area
+    (or grid) ``within`` (None: anywhere), nearest grid first, skipping those already
+    holding ``max_open_tasks`` open tasks. Each comes as id, name, role and the distance
+    band of their grid only.
 
-    The nearest residences are scanned in growing batches until ``limit`` members fit or
-    the batch reaches beyond the radius (or runs out)."""
+    Everything here is a function of the member's registered grid, never of their
+    residence: two members of one grid are answered alike (ordered by open tasks, then
+    id) whatever probe points an event is reported at, so no number of probes locates a
+    residence more finely than its grid."""
     if role_code is None:
         return []
-    scan = max(100, 10 * limit)
-    while True:
-        rows = session.execute(
-            _SUGGEST_SQL,
-            {"id": event_id, "role": role_code, "radius": radius_m, "max_open": max_open_tasks, "limit": limit,
-             "scan": scan},
-        ).all()
-        found = [r for r in rows if r.member_id is not None]
-        head = rows[0]
-        if len(found) >= limit or head.scanned < scan or head.farthest is None or head.farthest > radius_m:
-            break
-        scan *= 4
+    rows = session.execute(
+        _SUGGEST_SQL,
+        {"id": event_id, "role": role_code, "radius": radius_m, "max_open": max_open_tasks, "limit": limit,
+         "prefix": (area_prefix(within) if within else "") + "%"},
+    ).all()
     return [
         {"member_id": r.member_id, "name": r.name, "role": {"code": r.role_code, "name": r.role_name},
          "distance_band": distance_band(r.distance_m), "open_tasks": int(r.open_tasks)}
-        for r in found
+        for r in rows
     ]
+
+
+def event_area(session: Session, event_id: int) -> tuple[str | None, str | None]:
+    """(grid code, reporting account) of event ``event_id``: who may see it, and act on
+    it, is decided from these (``geo_api.deps.scoped_event``). :class:`NotFound`."""
+    row = session.execute(
+        text("SELECT g.code, e.reporter FROM events e LEFT JOIN grids g ON g.id = e.grid_id WHERE e.id = :id"),
+        {"id": event_id},
+    ).first()
+    if row is None:
+        raise NotFound(f"no event with id {event_id}", field="id")
+    return row.code, row.reporter
+
+
+def count_routing_probe(session: Session, username: str, event_id: int, *, per_hour: int) -> None:
+    """Count a caller's look at an event's member suggestions: at most ``per_hour``
+    distinct events per account in any hour (looking again at one already counted is
+    free); past it :class:`TooManyRequests` saying when the oldest look leaves the hour.
+    Kept in the database (``routing_probes``), so the limit holds across worker processes
+    and restarts; an advisory lock per account makes concurrent looks count exactly.
+    The caller commits (a refused look is not counted)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(hashtext('routing_probes'), hashtext(:u))"), {"u": username})
+    session.execute(text("DELETE FROM routing_probes WHERE username = :u AND at < gridbranch_now() - interval '1 hour'"),
+                    {"u": username})
+    seen = session.execute(text("SELECT 1 FROM routing_probes WHERE username = :u AND event_id = :e"),
+                           {"u": username, "e": event_id}).first()
+    if seen is not None:
+        return
+    count, oldest = session.execute(
+        text("SELECT count(*), extract(epoch FROM min(at) + interval '1 hour' - gridbranch_now()) FROM routing_probes "
+             "WHERE username = :u"), {"u": username}).one()
+    if count >= per_hour:
+        retry = max(1, int(np.ceil(float(oldest))))
+        raise TooManyRequests(
+            f"member suggestions of at most {per_hour} events an hour per account; try again in {retry} s",
+            field="event_id", retry_after=retry)
+    session.execute(text("INSERT INTO routing_probes (username, event_id) VALUES (:u, :e)"),
+                    {"u": username, "e": event_id})
 
 
 _ROUTING_SQL = text(

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from layers.codes import area_prefix, level_of
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.locate import OUTSIDE, Describer, GridIndex
-from layers.models import Member, Registration, Residence, ServiceRole
+from layers.models import Registration, Residence, ServiceRole
 from layers.versions import VersionedCache
 
 ACTIVE = ("pending", "confirmed")
@@ -66,6 +66,65 @@ def residence_grid(index: GridIndex, point: ResidencePoint, *, tolerance_m: floa
     return {**described, "grid_id": row["grid_id"], "grid_version_id": row["grid_version_id"], "branch_id": row["branch_id"]}
 
 
+def lock_member(session: Session, member_id: int) -> bool:
+    """Lock member ``member_id``'s row (``FOR UPDATE``) until the transaction ends;
+    False when there is no such member.
+
+    Every write on a member's registrations and residences takes this lock first, before
+    any row it writes and so before the ``data_versions`` rows its triggers update: two
+    writes on one member queue here and then run one after the other, each reading what
+    the other committed; writes on different members share only the ``data_versions``
+    rows, which every write takes in the same order (``members``, then ``residences``, by
+    trigger name). No cycle of waits, hence no deadlock."""
+    found = session.execute(text("SELECT 1 FROM members WHERE id = :m FOR UPDATE"), {"m": member_id}).first()
+    return found is not None
+
+
+_MEMBER_AREA_SQL = text(
+    """
+    SELECT
+        (SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id
+          WHERE r.member_id = m.id AND r.status IN ('pending', 'confirmed')) AS registered,
+        (SELECT g.code FROM residences res
+           JOIN grid_versions gv ON gv.valid_to IS NULL AND ST_Intersects(gv.geom, res.geom)
+           JOIN grids g ON g.id = gv.grid_id AND g.retired_at IS NULL
+          WHERE res.member_id = m.id AND res.ended_at IS NULL
+          ORDER BY g.code LIMIT 1) AS resident,
+        (SELECT c.code FROM branches b JOIN admin_areas c ON c.id = b.community_id
+          WHERE b.id = m.work_branch_id) AS work_community
+    FROM members m WHERE m.id = :m
+    """
+)
+
+
+def member_area(session: Session, member_id: int, *, lock: bool = False) -> str | None:
+    """The area (a grid or community code) member ``member_id`` belongs to, for deciding
+    who may see and act on their data: the grid of their active registration; without
+    one, the grid their current residence lies in (the lowest code on a shared edge);
+    without one, the community of their work-unit branch; None when none of these is
+    known (the district's admins only). :class:`NotFound` for an unknown member.
+
+    With ``lock`` the member's row is locked first (:func:`lock_member`), so the area
+    cannot change until the transaction ends."""
+    if lock and not lock_member(session, member_id):
+        raise NotFound(f"no member with id {member_id}", field="member_id")
+    row = session.execute(_MEMBER_AREA_SQL, {"m": member_id}).first()
+    if row is None:
+        raise NotFound(f"no member with id {member_id}", field="member_id")
+    return row.registered or row.resident or row.work_community
+
+
+def registration_area(session: Session, registration_id: int) -> tuple[str, int]:
+    """(grid code, member id) of registration ``registration_id``; :class:`NotFound`."""
+    row = session.execute(
+        text("SELECT g.code, r.member_id FROM registrations r JOIN grids g ON g.id = r.grid_id WHERE r.id = :id"),
+        {"id": registration_id},
+    ).first()
+    if row is None:
+        raise NotFound(f"no registration with id {registration_id}", field="id")
+    return row.code, row.member_id
+
+
 def active_registration(session: Session, member_id: int, *, lock: bool = False) -> Registration | None:
     stmt = select(Registration).where(Registration.member_id == member_id, Registration.status.in_(ACTIVE))
     if lock:
@@ -88,7 +147,8 @@ def register_member(
     """Store the residence and a pending registration at its grid; returns the
     registration id. With ``move`` an active registration is ended first (kept as
     history); without it, an active registration is a 409. The caller commits."""
-    if session.get(Member, member_id) is None:
+    # the member's row first: concurrent writes on one member queue here (lock_member)
+    if not lock_member(session, member_id):
         raise NotFound(f"no member with id {member_id}", field="member_id")
     code = role_code(session, role)
     located = residence_grid(index, point, tolerance_m=tolerance_m, edge_m=edge_m)
@@ -209,10 +269,13 @@ def registration_row(session: Session, registration_id: int):
 def decide_registration(session: Session, registration_id: int, *, confirm: bool, actor: str,
                         covers, reason: str | None = None) -> None:
     """Confirm or reject a pending registration. ``covers(grid_code)`` says whether the
-    acting admin's area contains the registration's grid (403 otherwise)."""
-    reg = session.scalar(select(Registration).where(Registration.id == registration_id).with_for_update())
-    if reg is None:
+    acting admin's area contains the registration's grid (403 otherwise). Locks the
+    member's row first, as every write on a member does (:func:`lock_member`)."""
+    member_id = session.execute(select(Registration.member_id).where(Registration.id == registration_id)).scalar()
+    if member_id is None:
         raise NotFound(f"no registration with id {registration_id}", field="id")
+    lock_member(session, member_id)
+    reg = session.scalar(select(Registration).where(Registration.id == registration_id).with_for_update())
     grid_code = session.execute(text("SELECT code FROM grids WHERE id = :g"), {"g": reg.grid_id}).scalar()
     if not covers(grid_code):
         raise Forbidden(f"registration {registration_id} is in grid {grid_code}, outside your area")

@@ -1,20 +1,18 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter
 from pydantic import Field
 
-from geo_api.deps import Caller, SessionDep, require_roles
+from geo_api.deps import Caller, ScopedBranch, ScopedWithin, SessionDep, area_in_scope, require_roles
 from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import branches
 from layers import registrations as regs
 from layers import textfields
-from layers.codes import check_code, level_of
 from layers.errors import Forbidden, InvalidInput
 
 router = APIRouter(prefix="/v1/branches", tags=["branches"])
 Admins = Annotated[Caller, require_roles("admin")]
-BranchCode = Annotated[str, Path(max_length=32)]
 
 
 class Site(Body):
@@ -56,27 +54,14 @@ def _site(site: Site | None) -> tuple[float, float] | None:
         raise InvalidInput(exc.detail, field=f"site.{exc.field}") from exc
 
 
-def _check_area(caller: Caller, community: str | None, code: str) -> None:
-    """Admins of an area holding the branch's community; a branch of no community (a
-    work unit's) is the district admins'."""
-    if community is None:
-        if not caller.area_code or level_of(caller.area_code) != "district":
-            raise Forbidden(f"branch {code} belongs to no community: district admins only", field="code")
-    elif not caller.covers(community):
-        raise Forbidden(f"branch {code} is outside your area {caller.area_code}", field="code")
-
-
 @router.get("/{code}", summary="One branch with its secretary, site and grids (admins of its community)")
-def get_branch(session: SessionDep, caller: Admins, code: BranchCode) -> dict:
-    view = branches.branch_view(session, code)
-    _check_area(caller, view["community"], code)
-    return view
+def get_branch(session: SessionDep, caller: Admins, code: ScopedBranch) -> dict:
+    return branches.branch_view(session, code)
 
 
 @router.post("", status_code=201, summary="Set up a branch of a community (admins of an area holding it)")
 def create_branch(session: SessionDep, caller: Admins, body: BranchCreate) -> dict:
-    if not caller.covers(body.community):
-        raise Forbidden(f"community {body.community} is outside your area {caller.area_code}", field="community")
+    area_in_scope(caller, body.community, "community")  # its grids must lie in it (layers.branches)
     code = branches.create_branch(
         session, name=body.name, kind=body.kind, community=body.community, grids=body.grids, site=_site(body.site),
         secretary_name=body.secretary_name, secretary_phone=body.secretary_phone, actor=caller.username,
@@ -86,8 +71,7 @@ def create_branch(session: SessionDep, caller: Admins, body: BranchCreate) -> di
 
 
 @router.patch("/{code}", summary="Rename a branch, change its grids, site or secretary, dissolve or restore it")
-def update_branch(session: SessionDep, caller: Admins, code: BranchCode, body: BranchUpdate) -> dict:
-    _check_area(caller, branches.branch_view(session, code)["community"], code)
+def update_branch(session: SessionDep, caller: Admins, code: ScopedBranch, body: BranchUpdate) -> dict:
     sent = body.model_fields_set
     changes: dict = {k: getattr(body, k) for k in ("name", "grids", "active") if k in sent and getattr(body, k) is not None}
     if "site" in sent:
@@ -100,9 +84,8 @@ def update_branch(session: SessionDep, caller: Admins, code: BranchCode, body: B
 
 
 @router.get("/{code}/unregistered", summary="In-service members of a work-unit branch not registered at any residence grid")
-def unregistered(session: SessionDep, caller: Annotated[Caller, require_roles("admin")],
-                 code: Annotated[str, Path(max_length=32)]) -> dict:
-    if caller.area_code is None or len(caller.area_code) != 12 or caller.area_code[6:] != "000000":
+def unregistered(session: SessionDep, caller: Annotated[Caller, require_roles("admin")], code: ScopedBranch) -> dict:
+    if not caller.district_wide:  # members of no residence grid: the district's to see
         raise Forbidden("only district-level admins see work-unit branch rosters")
     branch, members = regs.unregistered_members(session, code)
     return {"branch": branch, "total": len(members), "members": members}
@@ -112,14 +95,6 @@ log_router = APIRouter(prefix="/v1/upkeep", tags=["branches"])
 
 
 @log_router.get("", summary="Who changed which grid worker or branch, when, from what to what (admins of the area)")
-def upkeep_log(session: SessionDep, caller: Admins,
-               within: Annotated[str | None, Query(description="an area or grid code inside yours; default yours")] = None,
-               limit: Limit = 50, offset: Offset = 0) -> dict:
-    area = within or caller.area_code
-    if area is None:
-        raise Forbidden("an admin without an area has no upkeep log", field="within")
-    check_code(area, "within")
-    if not caller.covers(area):
-        raise Forbidden(f"{area} is outside your area {caller.area_code}", field="within")
+def upkeep_log(session: SessionDep, caller: Admins, area: ScopedWithin, limit: Limit = 50, offset: Offset = 0) -> dict:
     items, total = branches.upkeep_log(session, area, limit, offset)
     return {"within": area, "total": total, "items": items}

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import Caller, Public, SessionDep, require_roles
+from geo_api.deps import Caller, Public, SessionDep, require_roles, scoped_area
 from layers import coverage as cov
-from layers.errors import Forbidden, InvalidInput
+from layers.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/coverage", tags=["coverage"])
 
@@ -31,18 +31,11 @@ def _csv(body: str, filename: str) -> Response:
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 
-def _scoped(request: Request, session, caller: Caller, code: str | None, field: str) -> str | None:
-    """The area an internal caller asks about: ``code`` (which must exist and lie in an
-    admin's area) or, by default, the admin's own area (dispatchers: everything)."""
-    thresholds = request.app.state.settings.coverage.thresholds()
-    model = cov.coverage_model(session, thresholds)
-    if code is None:
-        if caller.role != "admin":
-            return None
-        code = caller.area_code
-    model.check_code(code, field)
-    if not caller.covers(code):
-        raise Forbidden(f"{code} is outside your area {caller.area_code}", field=field)
+def _existing(request: Request, session, code: str | None, field: str) -> str | None:
+    """``code`` (already in the caller's scope: ``scoped_area``), which must exist in the
+    coverage model; None stays None (dispatchers: everything)."""
+    if code is not None:
+        cov.coverage_model(session, request.app.state.settings.coverage.thresholds()).check_code(code, field)
     return code
 
 
@@ -51,8 +44,8 @@ def coverage_summary(
     request: Request,
     session: SessionDep,
     caller: Internal,
-    code: Annotated[str | None, Query(description="area or grid code; default your area (dispatchers: the "
-                                                  "district)")] = None,
+    code: Annotated[str | None, scoped_area("code", "area or grid code; default your area (dispatchers: the "
+                                                    "district)")],
     level: Annotated[str | None, Query(description="district, street, community or grid; default the level "
                                                    "below `code`")] = None,
     format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson (units with "
@@ -61,7 +54,7 @@ def coverage_summary(
     thresholds = request.app.state.settings.coverage.thresholds()
     if level is not None and level not in cov.LEVELS:
         raise InvalidInput(f"unknown level {level!r}; one of {', '.join(cov.LEVELS)}", field="level")
-    code = _scoped(request, session, caller, code, "code")
+    code = _existing(request, session, code, "code")
     if code is None:
         code = cov.root_code(session, thresholds)
         if code is None:
@@ -80,15 +73,15 @@ def coverage_issues(
     request: Request,
     session: SessionDep,
     caller: Internal,
+    within: Annotated[str | None, scoped_area("within", "area or grid code; default your area (dispatchers: "
+                                                        "everywhere)")],
     kind: Annotated[list[str] | None, Query(description="kinds, repeated or comma-separated; `topology` or `branch` "
                                                         "for a group; default all")] = None,
-    within: Annotated[str | None, Query(description="area or grid code; default your area (dispatchers: "
-                                                    "everywhere)")] = None,
     format: Annotated[Literal["geojson", "csv"], Query()] = "geojson",
 ):
     thresholds = request.app.state.settings.coverage.thresholds()
     kinds = cov.parse_kinds(kind)
-    within = _scoped(request, session, caller, within, "within")
+    within = _existing(request, session, within, "within")
     found = cov.issues(session, kinds=kinds, within=within, thresholds=thresholds)
     name = within or "all"
     if format == "csv":

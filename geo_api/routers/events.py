@@ -7,7 +7,6 @@ from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal
 
-import anyio
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
@@ -15,14 +14,15 @@ from pydantic import Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_api.asgi import route_path
-from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
-from geo_api.errors import internal_error
+from geo_api.deps import (Caller, Public, ScopedEvent, SessionDep, get_session, require_roles, scoped_area,
+                          scoped_area_path, scoped_event, scoped_member)
+from geo_api.errors import internal_error, problem
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.params import Body, Limit, Offset
 from layers import events as ev
 from layers import events_eval, textfields
-from layers.codes import check_code, level_of
-from layers.errors import Forbidden, GridbranchError, InvalidInput
+from layers.codes import level_of
+from layers.errors import Forbidden, GridbranchError, InvalidInput, TooManyRequests
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -65,11 +65,6 @@ def _personal(caller: Caller, row) -> bool:
     return caller.role in ("dispatcher", "admin", "grid_worker") and caller.covers(row.grid_code)
 
 
-def _readable(caller: Caller, row, event_id: int) -> None:
-    if not _personal(caller, row):
-        raise Forbidden(f"event {event_id} is not yours to see")
-
-
 @router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)")
 async def report(request: Request, body: EventReport, session: SessionDep, caller: Public,
                  idempotency_key: IdempotencyKey = None) -> Response:
@@ -84,24 +79,14 @@ async def report(request: Request, body: EventReport, session: SessionDep, calle
     pending = Pending(
         body.lon, body.lat, body.crs, body.category, body.channel, body.description, tuple(body.photos), body.contact,
         reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"])
-    if idempotency_key is not None:  # stored alone, with its key; member suggestions: GET /v1/events/{id}/routing
+    if idempotency_key is not None:  # stored alone, with its key
         once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
         return await report_once(request, once, pending,
                                  lambda result: _json(report_answer(result, body.channel, body.lon, body.lat), 201))
     result = await report_batcher(request.app).submit(pending)
-    out = report_answer(result, body.channel, body.lon, body.lat)
-    if caller.role in ("dispatcher", "admin"):
-        # a few at a time (half the pool): more only queue in PostgreSQL and churn the
-        # pool's overflow connections
-        limiter = getattr(request.app.state, "event_suggest_limiter", None)
-        if limiter is None:
-            limiter = request.app.state.event_suggest_limiter = anyio.CapacityLimiter(
-                max(1, settings.database.pool_size // 2))
-        out["routing"]["suggestions"] = await anyio.to_thread.run_sync(
-            lambda: ev.suggest_members(session, result.stored["id"], result.stored["role_code"],
-                                       radius_m=es.suggest_radius_m, limit=es.suggest_limit,
-                                       max_open_tasks=es.max_open_tasks), limiter=limiter)
-    return _json(out, 201)
+    # never member suggestions here, whoever reports: they are the routing endpoint's,
+    # under its scope and probe limit (a report at a chosen point is a probe)
+    return _json(report_answer(result, body.channel, body.lon, body.lat), 201)
 
 
 # -- Reporting: group commit and the anonymous fast path ---------------------------------
@@ -312,17 +297,8 @@ def _period(start: date | None, end: date | None, tz) -> tuple[datetime, datetim
             datetime.combine(end + timedelta(days=1), time(0), tz) if end else None)
 
 
-def _within(caller: Caller, within: str | None) -> str | None:
-    """The area/grid prefix a list or evaluation covers (None: everything, dispatchers)."""
-    if within is not None:
-        within = check_code(within, "within")
-    elif caller.role != "dispatcher":
-        within = caller.area_code
-    if within is None:
-        return None
-    if not caller.covers(within):
-        raise Forbidden(f"{within} is outside your area {caller.area_code}", field="within")
-    return ev.scope_prefix(within)
+ScopedWithin = Annotated[str | None, scoped_area(
+    description="area or grid code; default your area (dispatchers: all)")]
 
 
 @router.get("", summary="Events in an area, newest first; filter by status, category, department, warning/overdue, period")
@@ -330,7 +306,7 @@ def list_events(
     request: Request,
     session: SessionDep,
     caller: Staff,
-    within: Annotated[str | None, Query(description="area or grid code; default your area (dispatchers: all)")] = None,
+    within: ScopedWithin,
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     category: Annotated[str | None, Query(max_length=32)] = None,
     department: Annotated[str | None, Query(max_length=32, description="department code")] = None,
@@ -349,7 +325,7 @@ def list_events(
     cal = calendar_of(request, session)
     rfrom, rto = _period(start, end, cal.tz)
     rows, total = ev.events_within(
-        session, prefix=_within(caller, within), statuses=statuses, category=category, time_state=time_state,
+        session, prefix=ev.scope_prefix(within), statuses=statuses, category=category, time_state=time_state,
         reported_from=rfrom, reported_to=rto, department=department, warn_share=es.warn_share,
         limit=limit, offset=offset,
     )
@@ -362,10 +338,10 @@ def evaluation(
     request: Request,
     session: SessionDep,
     caller: Centre,
+    within: ScopedWithin,
     level: Annotated[Literal["department", "street", "community", "grid"], Query()] = "street",
     start: Annotated[date | None, Query(alias="from", description="first day (default: 30 days before `to`)")] = None,
     end: Annotated[date | None, Query(alias="to", description="last day, inclusive (default: today)")] = None,
-    within: Annotated[str | None, Query(description="area code; default your area (dispatchers: all)")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     es = request.app.state.settings.events
@@ -373,7 +349,7 @@ def evaluation(
     end = end or request.app.state.clock.now().astimezone(cal.tz).date()
     start = start or end - timedelta(days=29)
     pfrom, pto = _period(start, end, cal.tz)
-    prefix = _within(caller, within)
+    prefix = ev.scope_prefix(within)
     units = events_eval.evaluate(session, level=level, period_from=pfrom, period_to=pto, prefix=prefix,
                                  calendar=cal, min_sample=es.min_sample)
     if format == "csv":
@@ -425,36 +401,44 @@ def list_routes(session: SessionDep, caller: Centre) -> dict:
 
 @router.put("/routes/{category}/{street}", summary="Send a category to another department in one street")
 def put_route(session: SessionDep, caller: Centre, category: Annotated[str, Path(max_length=32)],
-              street: Annotated[str, Path(pattern=r"^[0-9]{12}$")], body: RouteBody) -> dict:
-    if not caller.covers(street):
-        raise Forbidden(f"street {street} is outside your area {caller.area_code}", field="street")
+              street: Annotated[str, scoped_area_path("street")], body: RouteBody) -> dict:
     ev.set_route(session, category, street, body.department)
     session.commit()
     return {"routes": ev.routes(session, street[:9])}
 
 
 @router.get("/{event_id}", summary="One event with its due time and warning state")
-def get_event(request: Request, session: SessionDep, caller: Readers, event_id: Annotated[int, Path(ge=1)]) -> Response:
+def get_event(request: Request, session: SessionDep, caller: Readers, event_id: ScopedEvent) -> Response:
     row = ev.event_row(session, event_id, warn_share=request.app.state.settings.events.warn_share)
-    _readable(caller, row, event_id)
     return _json(ev.event_view(row, personal=True, role=caller.role))
 
 
 @router.get("/{event_id}/log", summary="The event's track (append-only)")
-def get_event_log(request: Request, session: SessionDep, caller: Readers, event_id: Annotated[int, Path(ge=1)]) -> dict:
-    row = ev.event_row(session, event_id, warn_share=request.app.state.settings.events.warn_share)
-    _readable(caller, row, event_id)
+def get_event_log(session: SessionDep, caller: Readers, event_id: ScopedEvent) -> dict:
     return {"event_id": event_id, "log": ev.event_log(session, event_id)}
 
 
-@router.get("/{event_id}/routing", summary="Where the event goes, with nearby members whose role fits (name, role, distance band)")
-def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: Annotated[int, Path(ge=1)]) -> dict:
+@router.get("/{event_id}/routing",
+            summary="Where the event goes, with nearby members of your area whose role fits (name, role, band)",
+            description="Members are suggested by the distance from the event to the grid they are registered "
+                        "in (a band: 本网格, < 500 m, 500 m–1 km, 1–2 km, 2–5 km), never by their residence, and "
+                        "only members registered inside your area (dispatchers: anywhere). Each account may see "
+                        "the suggestions of at most `GRIDBRANCH_EVENTS_ROUTING_PROBES_PER_HOUR` distinct events "
+                        "an hour; past that, 429 with `Retry-After`.",
+            responses={429: {"description": "too many distinct events asked about this hour"}})
+def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: ScopedEvent):
     es = request.app.state.settings.events
     out = ev.routing(session, event_id)
-    if not caller.covers(out["grid"]["code"] if out["grid"] else None):
-        raise Forbidden(f"event {event_id} is outside your area")
+    try:
+        ev.count_routing_probe(session, caller.username, event_id, per_hour=es.routing_probes_per_hour)
+    except TooManyRequests as exc:
+        # the Retry-After header: geo_api.errors maps no header for project errors yet
+        return problem(exc.status, exc.title, exc.detail, field=exc.field,
+                       headers={"Retry-After": str(exc.extra["retry_after"])}, **exc.extra)
     out["suggestions"] = ev.suggest_members(session, event_id, out.pop("role_code"), radius_m=es.suggest_radius_m,
-                                            limit=es.suggest_limit, max_open_tasks=es.max_open_tasks)
+                                            limit=es.suggest_limit, max_open_tasks=es.max_open_tasks,
+                                            within=None if caller.role == "dispatcher" else caller.area_code)
+    session.commit()
     return out
 
 
@@ -470,9 +454,14 @@ class TransitionBody(Body):
 
 
 @router.post("/{event_id}/transitions", summary="Move an event through its lifecycle (409 if illegal or stale)")
-def transition(request: Request, session: SessionDep, caller: Staff, event_id: Annotated[int, Path(ge=1)],
+def transition(request: Request, session: SessionDep, caller: Staff, event_id: ScopedEvent,
                body: TransitionBody) -> Response:
     es = request.app.state.settings.events
+    # the other things the body names, in the caller's scope like the event itself
+    if body.member_id is not None:
+        scoped_member(session, caller, body.member_id)
+    if body.duplicate_of is not None:
+        scoped_event(session, caller, body.duplicate_of, field="duplicate_of")
     ev.transition_event(
         session, event_id,
         ev.Move(body.action, body.version, body.note, body.reason, body.duplicate_of, body.department,

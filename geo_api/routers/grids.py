@@ -3,11 +3,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field
 
-from geo_api.deps import Caller, Public, SessionDep, require_roles
+from geo_api.deps import Caller, Public, ScopedGrid, SessionDep, require_roles
 from geo_api.params import Body, Limit, Offset, parse_bbox
 from layers import branches, grids, textfields
 from layers.codes import check_code
-from layers.errors import Forbidden
 from layers.geojson import collection
 
 router = APIRouter(prefix="/v1/grids", tags=["grids"])
@@ -52,9 +51,7 @@ class WorkerUpdate(Body):
 
 @router.put("/{code}/worker", summary="Put a grid worker in charge of a grid (admins of an area holding it)")
 def set_worker(session: SessionDep, caller: Annotated[Caller, require_roles("admin")],
-               code: Annotated[str, Path(pattern=r"^[0-9]{15}$")], body: WorkerUpdate) -> dict:
-    if not caller.covers(code):
-        raise Forbidden(f"grid {code} is outside your area {caller.area_code}", field="code")
+               code: ScopedGrid, body: WorkerUpdate) -> dict:
     branches.set_grid_worker(session, code, body.name, body.phone, actor=caller.username)
     session.commit()
     return grids.grid_feature(session, code)

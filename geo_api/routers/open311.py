@@ -142,7 +142,7 @@ async def _read_form(request: Request) -> dict:
         except orjson.JSONDecodeError as exc:
             try:  # orjson refuses lone surrogates (\ud800): read them, the text rules name the field
                 data = json.loads(raw)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested deeper than orjson's limit
                 raise InvalidInput(f"the body is not valid JSON: {exc}", field="body")
         if not isinstance(data, dict):
             raise InvalidInput("the body must be a JSON object", field="body")

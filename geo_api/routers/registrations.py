@@ -1,15 +1,14 @@
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
-from geo_api.deps import Caller, Public, SessionDep, require_roles
+from geo_api.deps import Caller, Public, ScopedRegistration, ScopedWithin, SessionDep, require_roles, scoped_member
 from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
 from ingest.points import to_wgs84_point
 from layers import registrations as regs
 from layers import textfields
-from layers.codes import check_code
 from layers.errors import Forbidden, InvalidInput
 
 router = APIRouter(prefix="/v1/registrations", tags=["registrations"])
@@ -36,13 +35,10 @@ class Decision(Body):
     reason: textfields.Text(500) | None = None
 
 
-def _view(session, registration_id: int, caller: Caller) -> dict:
-    row = regs.registration_row(session, registration_id)
-    own = caller.role == "member" and caller.member_id == row.member_id
-    entitled = own or (caller.role in ("admin", "grid_worker") and caller.covers(row.grid_code))
-    if not entitled:
-        raise Forbidden(f"registration {registration_id} is not yours to see")
-    return regs.registration_view(row, personal=True)
+def _view(session, registration_id: int) -> dict:
+    """A registration the caller may see (checked by ``ScopedRegistration``, or made by
+    them in their area)."""
+    return regs.registration_view(regs.registration_row(session, registration_id), personal=True)
 
 
 @router.post("", status_code=201, summary="Register a member at the grid where they live (pending until confirmed)")
@@ -54,13 +50,14 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
     if replay is not None:
         return replay
     if caller.role == "member":
-        if body.member_id not in (None, caller.member_id):
-            raise Forbidden("a member registers only themselves", field="member_id")
-        member_id = caller.member_id
+        member_id = caller.member_id if body.member_id is None else body.member_id
     else:
         if body.member_id is None:
             raise InvalidInput("member_id is required when an admin registers on a member's behalf", field="member_id")
         member_id = body.member_id
+    # the member's row locked first (every write on a member starts there), and only a
+    # member of the caller's area — or the caller themselves — before anything is written
+    scoped_member(session, caller, member_id, lock=True)
     lon, lat, spec = to_wgs84_point(body.lon, body.lat, body.crs)
     point = regs.ResidencePoint(lon, lat, spec.name, body.lon, body.lat, body.accuracy_m)
     index = request.app.state.grid_index.get(session)
@@ -72,7 +69,7 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
         session, member_id=member_id, point=point, role=body.role, index=index,
         tolerance_m=settings.tolerance_m, edge_m=settings.edge_m, move=body.move, actor=caller.username,
     )
-    answer = once.answer(session, 201, _view(session, registration_id, caller))  # kept in the same transaction
+    answer = once.answer(session, 201, _view(session, registration_id))  # kept in the same transaction
     session.commit()
     return answer
 
@@ -81,14 +78,11 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
 def list_registrations(
     session: SessionDep,
     caller: Deciders,
-    within: Annotated[str | None, Query(description="area or grid code; default your area")] = None,
+    within: ScopedWithin,
     status: Annotated[Literal["pending", "confirmed", "rejected", "ended"] | None, Query()] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict:
-    within = check_code(within, "within") if within is not None else caller.area_code
-    if not caller.covers(within):
-        raise Forbidden(f"{within} is outside your area {caller.area_code}", field="within")
     rows, total = regs.registrations_within(session, within, status=status, limit=limit, offset=offset)
     return {"total": total, "items": [regs.registration_view(r, personal=True) for r in rows]}
 
@@ -97,12 +91,9 @@ def list_registrations(
 def registration_stats(
     session: SessionDep,
     caller: Admins,
+    within: ScopedWithin,
     level: Annotated[Literal["district", "street", "community", "grid"], Query()] = "street",
-    within: Annotated[str | None, Query(description="area code; default your area")] = None,
 ) -> dict:
-    within = check_code(within, "within") if within is not None else caller.area_code
-    if not caller.covers(within):
-        raise Forbidden(f"{within} is outside your area {caller.area_code}", field="within")
     return {"level": level, "within": within, "units": regs.registration_stats(session, level=level, within=within)}
 
 
@@ -121,20 +112,20 @@ def my_registrations(session: SessionDep, caller: Members) -> dict:
 
 @router.get("/{registration_id}", summary="One registration (the member, or admins of its area)")
 def get_registration(session: SessionDep, caller: Annotated[Caller, require_roles("member", "admin", "grid_worker")],
-                     registration_id: Annotated[int, Path(ge=1)]) -> dict:
-    return _view(session, registration_id, caller)
+                     registration_id: ScopedRegistration) -> dict:
+    return _view(session, registration_id)
 
 
 @router.post("/{registration_id}/confirm", summary="Confirm a pending registration (admin or grid worker of its area)")
-def confirm(session: SessionDep, caller: Deciders, registration_id: Annotated[int, Path(ge=1)]) -> dict:
+def confirm(session: SessionDep, caller: Deciders, registration_id: ScopedRegistration) -> dict:
     regs.decide_registration(session, registration_id, confirm=True, actor=caller.username, covers=caller.covers)
     session.commit()
-    return _view(session, registration_id, caller)
+    return _view(session, registration_id)
 
 
 @router.post("/{registration_id}/reject", summary="Reject a pending registration with a reason")
-def reject(session: SessionDep, caller: Deciders, body: Decision, registration_id: Annotated[int, Path(ge=1)]) -> dict:
+def reject(session: SessionDep, caller: Deciders, registration_id: ScopedRegistration, body: Decision) -> dict:
     regs.decide_registration(session, registration_id, confirm=False, actor=caller.username, covers=caller.covers,
                              reason=body.reason)
     session.commit()
-    return _view(session, registration_id, caller)
+    return _view(session, registration_id)

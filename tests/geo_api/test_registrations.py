@@ -20,11 +20,12 @@ def world(empty_db, empty_client):
     add_user(empty_db, "m1", "member", member_id=m1)
     add_user(empty_db, "m2", "member", member_id=m2)
     add_user(empty_db, "cadmin", "admin", area_code=COMMUNITY)
+    add_user(empty_db, "dadmin", "admin", area_code="410105000000")
     add_user(empty_db, "other", "admin", area_code="410105002000")
     add_user(empty_db, "gw_a", "grid_worker", area_code=GRID_A)
     add_user(empty_db, "gw_b", "grid_worker", area_code=GRID_B)
     add_user(empty_db, "disp", "dispatcher")
-    h = {u: token_for(u) for u in ("m1", "m2", "cadmin", "other", "gw_a", "gw_b", "disp")}
+    h = {u: token_for(u) for u in ("m1", "m2", "cadmin", "dadmin", "other", "gw_a", "gw_b", "disp")}
     return {"m1": m1, "m2": m2, "h": h, "c": empty_client, "db": empty_db}
 
 
@@ -103,10 +104,19 @@ def test_moving_house_ends_the_old_registration_and_keeps_it(world):
 def test_members_register_only_themselves_and_admins_only_in_their_area(world):
     r = register(world, member_id=world["m2"])
     assert r.status_code == 403
+    # m2 has no registration, residence or work-unit branch yet: a member of no area below
+    # the district, so only the district's admins act for them (the same 404 as no member)
     r = register(world, user="cadmin", member_id=world["m2"])
+    assert r.status_code == 404 and r.json()["field"] == "member_id" and "王党员" not in r.text
+    assert r.json()["detail"] == register(world, user="cadmin", member_id=10**6).json()["detail"].replace(
+        str(10**6), str(world["m2"]))
+    r = register(world, user="dadmin", member_id=world["m2"])
     assert r.status_code == 201 and r.json()["member_id"] == world["m2"]
-    r = register(world, user="other", member_id=world["m1"])
-    assert r.status_code == 403
+    # now registered in the community: its admin may move them within it
+    r = register(world, user="cadmin", member_id=world["m2"], move=True, **IN_B)
+    assert r.status_code == 201 and r.json()["grid"]["code"] == GRID_B
+    r = register(world, user="other", member_id=world["m2"], move=True)
+    assert r.status_code == 404 and "王党员" not in r.text
     assert register(world, user="disp", member_id=world["m1"]).status_code == 403
     assert world["c"].post("/v1/registrations", json={**IN_A, "role": "fuwu"}).status_code == 401
 
@@ -162,7 +172,7 @@ def test_stats_per_grid_with_roles_filled_and_missing(world):
     c, h = world["c"], world["h"]
     reg = register(world).json()
     c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h["cadmin"])
-    register(world, user="cadmin", member_id=world["m2"], role="fuwu", **IN_B)
+    register(world, user="dadmin", member_id=world["m2"], role="fuwu", **IN_B)
     units = c.get("/v1/registrations/stats", params={"level": "grid", "within": COMMUNITY}, headers=h["cadmin"]).json()["units"]
     by = {u["code"]: u for u in units}
     assert by[GRID_A]["registered"] == 1 and by[GRID_A]["residents"] == 1 and by[GRID_A]["rate"] == 1.0
@@ -191,7 +201,7 @@ def test_residents_per_grid_are_counted_again_only_after_a_residence_write(world
     assert dict(zip(*first)) == dict(db.execute(direct).all()) and sum(first[1]) == 1
     assert c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h["cadmin"]).status_code == 200
     assert grid_residents(db) is first  # a registration write: kept
-    register(world, user="cadmin", member_id=world["m2"], role="fuwu", **IN_B)  # a new residence
+    register(world, user="dadmin", member_id=world["m2"], role="fuwu", **IN_B)  # a new residence
     second = grid_residents(db)
     assert second is not first and dict(zip(*second)) == dict(db.execute(direct).all()) and sum(second[1]) == 2
 

@@ -174,13 +174,22 @@ def test_outside_the_service_area_names_the_nearest_grid(empty_db):
             assert ev.locate_report(index, *p, tolerance_m=30, edge_m=0.05)["code"] == index.grids[full.grid[k]]["code"]
 
 
-def test_member_suggestions_fit_the_role_nearest_first_within_the_radius(empty_db):
+def test_member_suggestions_fit_the_role_nearest_grid_first_within_the_radius(empty_db):
     w = event_world(empty_db)
     out = report(empty_db)
     got = ev.suggest_members(empty_db, out["id"], "pingan", radius_m=1500, limit=10, max_open_tasks=3)
-    assert [g["name"] for g in got] == ["近党员", "忙党员", "中党员"]  # 50 m, 100 m, 300 m; not 3 km, not pending
-    assert got[0]["distance_band"] == "< 200 m" and got[2]["distance_band"] == "200–500 m"
+    # all three in the event's grid A (by open tasks, then id — never by residence); not the
+    # one in grid B 2.7 km away, not the pending one, not the wrong role
+    assert [g["name"] for g in got] == ["近党员", "中党员", "忙党员"]
+    assert {g["distance_band"] for g in got} == {"本网格"}
     assert got[0]["role"] == {"code": "pingan", "name": "平安创建示范员"}
+    wider = ev.suggest_members(empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3)
+    assert [(g["name"], g["distance_band"]) for g in wider][-1] == ("远党员", "2–5 km")
+    # only members registered inside ``within``
+    assert ev.suggest_members(empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3,
+                              within=GRID_B)[0]["name"] == "远党员"
+    assert ev.suggest_members(empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3,
+                              within="410105002000") == []
     assert set(got[0]) == {"member_id", "name", "role", "distance_band", "open_tasks"}  # no residence, no distance
     # the busy member holds three open tasks: skipped
     for _ in range(3):
@@ -199,6 +208,7 @@ def test_member_suggestions_fit_the_role_nearest_first_within_the_radius(empty_d
     assert ev.suggest_members(empty_db, out["id"], "pingan", radius_m=60, limit=10, max_open_tasks=3)[0]["name"] == "近党员"
     assert ev.suggest_members(empty_db, out["id"], None, radius_m=1500, limit=10, max_open_tasks=3) == []
     assert ev.distance_band(1999) == "1–2 km" and ev.distance_band(700) == "500 m–1 km" and ev.distance_band(7000) == "≥ 5 km"
+    assert ev.distance_band(0) == "本网格" and ev.distance_band(120) == "< 500 m"
 
 
 # --------------------------------------------------------------------------------------
