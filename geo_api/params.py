@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-
+from datetime import date
 from typing import Annotated
 
+from annotated_types import Interval
 from fastapi import Query
 from pydantic import BaseModel, field_validator
 
@@ -16,6 +17,12 @@ from layers.errors import InvalidInput
 #: PostgreSQL's OFFSET (a bigint) can take.
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="items to skip")]
+
+#: The days the service answers for: the working calendar's years. Beyond them a day is
+#: refused as a 422 naming the parameter — a period's arithmetic (the day after ``to``,
+#: the 30 days before it) would otherwise leave Python's calendar (years 1–9999).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
+Day = Annotated[date, Interval(ge=FIRST_DAY, le=LAST_DAY)]
 
 
 def _nul_free(value):

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from geo_api.errors import internal_error
-from geo_api.params import Body, Limit, Offset
+from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset
 from layers import events as ev
 from layers import events_eval
 from layers.codes import check_code, level_of
@@ -326,8 +326,8 @@ def list_events(
     department: Annotated[str | None, Query(max_length=32, description="department code")] = None,
     time_state: Annotated[Literal["normal", "warning", "overdue"] | None,
                           Query(description="warning: past the warning share of the limit (预警); overdue: past it (超期)")] = None,
-    start: Annotated[date | None, Query(alias="from", description="reported on or after this day")] = None,
-    end: Annotated[date | None, Query(alias="to", description="reported on or before this day")] = None,
+    start: Annotated[Day | None, Query(alias="from", description="reported on or after this day")] = None,
+    end: Annotated[Day | None, Query(alias="to", description="reported on or before this day")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:
@@ -353,15 +353,15 @@ def evaluation(
     session: SessionDep,
     caller: Centre,
     level: Annotated[Literal["department", "street", "community", "grid"], Query()] = "street",
-    start: Annotated[date | None, Query(alias="from", description="first day (default: 30 days before `to`)")] = None,
-    end: Annotated[date | None, Query(alias="to", description="last day, inclusive (default: today)")] = None,
+    start: Annotated[Day | None, Query(alias="from", description="first day (default: 30 days before `to`)")] = None,
+    end: Annotated[Day | None, Query(alias="to", description="last day, inclusive (default: today)")] = None,
     within: Annotated[str | None, Query(description="area code; default your area (dispatchers: all)")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     es = request.app.state.settings.events
     cal = calendar_of(request, session)
     end = end or datetime.now(cal.tz).date()
-    start = start or end - timedelta(days=29)
+    start = start or max(FIRST_DAY, end - timedelta(days=29))
     pfrom, pto = _period(start, end, cal.tz)
     prefix = _within(caller, within)
     units = events_eval.evaluate(session, level=level, period_from=pfrom, period_to=pto, prefix=prefix,
@@ -387,7 +387,7 @@ def _district_centre(caller: Caller) -> None:
 
 @router.get("/calendar", summary="The working calendar: working hours, weekend, holidays and make-up working days")
 def get_calendar(request: Request, session: SessionDep, caller: Centre,
-                 year: Annotated[int | None, Query(ge=2000, le=2100)] = None) -> dict:
+                 year: Annotated[int | None, Query(ge=FIRST_DAY.year, le=LAST_DAY.year)] = None) -> dict:
     s = request.app.state.settings.events
     return {"timezone": s.timezone, "work_periods": s.work_periods, "weekend": list(s.weekend),
             "configured_holidays": [d.isoformat() for d in s.holidays],
@@ -396,7 +396,8 @@ def get_calendar(request: Request, session: SessionDep, caller: Centre,
 
 
 @router.put("/calendar/{day}", summary="Mark a day a holiday or a make-up working day (or drop the mark)")
-def put_calendar_day(request: Request, session: SessionDep, caller: Centre, day: date, body: CalendarDay) -> dict:
+def put_calendar_day(request: Request, session: SessionDep, caller: Centre, day: Annotated[Day, Path()],
+                     body: CalendarDay) -> dict:
     _district_centre(caller)
     ev.set_calendar_day(session, day, body.working, body.note)
     session.commit()
