@@ -10,6 +10,7 @@ from annotated_types import Interval
 from fastapi import Query
 from pydantic import BaseModel, field_validator
 
+from layers.text import text_fault
 from layers.errors import InvalidInput
 
 
@@ -25,26 +26,33 @@ FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
 Day = Annotated[date, Interval(ge=FIRST_DAY, le=LAST_DAY)]
 
 
-def _nul_free(value):
+def _storable(value):
     if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError("contains a NUL character (\\u0000), which no text can hold")
+        fault = text_fault(value)
+        if fault:
+            raise ValueError(fault)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _nul_free(item)
+            _storable(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
     return value
 
 
 class Body(BaseModel):
     """Base of the JSON request bodies: no string in them may hold a NUL character
-    (PostgreSQL refuses to store one), refused as a 422 naming the field. Query and
-    path parameters are checked for the same before any route runs
-    (:func:`geo_api.errors.nul_in_request`)."""
+    (PostgreSQL refuses to store one) or a lone surrogate (``"\\ud800"``, which JSON
+    lets through and UTF-8 cannot encode): refused as a 422 naming the field
+    (:func:`layers.text.text_fault`). Query and path parameters are checked for NUL
+    before any route runs (:func:`geo_api.errors.nul_in_request`); their percent-decoding
+    cannot produce a surrogate."""
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value):
-        return _nul_free(value)
+    def _no_unstorable_text(cls, value):
+        return _storable(value)
 
 
 def parse_bbox(raw: str | None, field: str = "bbox") -> tuple[float, float, float, float] | None:
