@@ -48,3 +48,11 @@ class Unauthorized(GridbranchError):
 class Forbidden(GridbranchError):
     status = 403
     title = "Forbidden"
+
+
+class Unavailable(GridbranchError):
+    """The service cannot answer now (the database is down or restarting); the same
+    request may succeed shortly (``Retry-After``)."""
+
+    status = 503
+    title = "Service unavailable"

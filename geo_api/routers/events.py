@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
-from geo_api.errors import internal_error
+from geo_api.errors import unexpected_error
 from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset
 from layers import events as ev
 from layers import events_eval
@@ -284,8 +284,8 @@ class EventReportFastPath:
         except GridbranchError:
             await self.app(scope, replay, send)  # nothing was stored: the route answers with the problem details
             return
-        except Exception:  # noqa: BLE001 - it may have been stored: not handed over, the stack's 500
-            await internal_error("POST", path)(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - it may have been stored: not handed over (503 or 500)
+            await unexpected_error("POST", path, exc)(scope, receive, send)
             return
         await _json(report_answer(result, channel, x, y), 201)(scope, receive, send)
 
