@@ -54,6 +54,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, ContentTooLarge):
+            return exc.response()
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None))
 
@@ -93,6 +95,20 @@ def project_error(exc: GridbranchError) -> JSONResponse:
     if exc.status >= 500:
         log.error("%s: %s", exc.title, exc.detail)
     return problem(exc.status, exc.title, exc.detail, field=exc.field, headers=headers, **exc.extra)
+
+
+class ContentTooLarge(StarletteHTTPException):
+    """A request body over its limit (:class:`geo_api.asgi.BodyLimit`). An HTTP exception,
+    so that FastAPI's body reading passes it on as it is rather than as a parsing error."""
+
+    def __init__(self, limit: int, setting: str):
+        super().__init__(413, f"the request body exceeds {limit} bytes ({setting})")
+        self.limit = limit
+        self.setting = setting
+
+    def response(self) -> JSONResponse:
+        return problem(413, "Content too large", str(self.detail), field="body", limit_bytes=self.limit,
+                       setting=self.setting)
 
 
 def nul_in_request(scope) -> JSONResponse:
