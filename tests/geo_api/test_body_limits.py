@@ -51,7 +51,6 @@ def _asgi(client, method: str, path: str, chunks: list[bytes], headers: dict[str
     pulled = 0
 
     async def run():
-        nonlocal pulled
         pending = list(chunks)
         messages = []
 
