@@ -192,7 +192,10 @@ def main() -> None:
     bodies = chunk_bodies(lon, lat, args.chunk)
     fifty_by_workers, wrk_by_workers, batch_by_workers = {}, {}, {}
     for w in workers:
-        with served(workers=w) as port:
+        # the batches go anonymously, in chunks above the anonymous caps: raised to the chunk
+        anonymous_caps = {"GRIDBRANCH_LOCATE_BATCH_MAX_ROWS_ANONYMOUS": str(max(args.chunk, 1)),
+                          "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES_ANONYMOUS": str(max(len(b) for b in bodies))}
+        with served(anonymous_caps, workers=w) as port:
             # warm up at 50 connections: every worker builds its grid index
             load(port, singles[:2000], 50)
             one = load(port, singles, 1)

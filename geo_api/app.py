@@ -15,7 +15,7 @@ from sqlalchemy.orm import sessionmaker
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geo_api import errors
-from geo_api.asgi import as_get
+from geo_api.asgi import BodyLimit, as_get
 from geo_api.fastpath import LocateFastPath
 from geo_api.routers import (
     areas, auth, branches, coverage, events, grids, health, locate, open311, places, registrations, tiles,
@@ -99,14 +99,15 @@ class GridbranchAPI(FastAPI):
     answered before FastAPI's own layers (telemetry hooks, body limit, error middleware,
     routing), which cost more per request than the answer itself. Each fast path takes
     only requests it can answer byte for byte as the route would and hands everything
-    else, bad input included, to the full stack, so errors keep their one format. Their
+    else, bad input included, to the full stack, so errors keep their one format. Request
+    bodies are bounded in front of them all (:class:`geo_api.asgi.BodyLimit`). Their
     settings (``GRIDBRANCH_LOCATE_FAST_PATH``, ``_TILES_FAST_PATH``, ``_EVENTS_FAST_PATH``)
     turn them off. A HEAD request goes everywhere as its GET, without the body
     (:func:`geo_api.asgi.as_get`)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._front: ASGIApp = LocateFastPath(events.EventReportFastPath(TileFastPath(self._stack)))
+        self._front: ASGIApp = BodyLimit(LocateFastPath(events.EventReportFastPath(TileFastPath(self._stack))))
 
     async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from starlette.types import Message, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 def route_path(scope: Scope, method: str) -> str | None:
@@ -29,3 +29,71 @@ def as_get(scope: Scope, send: Send) -> tuple[Scope, Send]:
         await send(message)
 
     return {**scope, "method": "GET"}, send_head
+
+
+def body_limit(scope: Scope, settings) -> tuple[int, str]:
+    """The most bytes a request's body may hold, and the setting that says so: the locate
+    batch's own limits (signed-in callers — any ``Authorization`` header, checked by the
+    route before it reads a byte — and anonymous ones), else ``GRIDBRANCH_MAX_BODY_BYTES``."""
+    if route_path(scope, "POST") == "/v1/locate/batch":
+        if any(name == b"authorization" for name, _ in scope["headers"]):
+            return settings.locate.batch_max_bytes, "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES"
+        return settings.locate.batch_max_bytes_anonymous, "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES_ANONYMOUS"
+    return settings.service.max_body_bytes, "GRIDBRANCH_MAX_BODY_BYTES"
+
+
+class BodyLimit:
+    """ASGI middleware bounding request bodies before they are read, for the routes and
+    the fast paths alike (put in front of them by ``geo_api.app.GridbranchAPI``): a
+    declared ``Content-Length`` over the limit is answered 413 at once, without reading;
+    a body streamed without one (chunked) is counted as it is received and refused the
+    moment it passes the limit (:class:`geo_api.errors.ContentTooLarge`), so no reader —
+    FastAPI's JSON parsing, a route's ``request.body()``, a fast path — ever holds more
+    than the limit."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from geo_api.errors import ContentTooLarge
+
+        app = scope.get("app")
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        if scope["type"] != "http" or settings is None:
+            await self.app(scope, receive, send)
+            return
+        limit, setting = body_limit(scope, settings)
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    declared = 0  # the server refuses malformed lengths itself
+                if declared > limit:
+                    await ContentTooLarge(limit, setting).response()(scope, receive, send)
+                    return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise ContentTooLarge(limit, setting)
+            return message
+
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counted, sending)
+        except ContentTooLarge as exc:  # raised outside a route (a fast path reading the body)
+            if started:
+                raise
+            await exc.response()(scope, receive, send)

@@ -11,11 +11,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from layers.errors import GridbranchError
+from layers.db import database_unavailable
+from layers.errors import GridbranchError, Unavailable
 
 log = logging.getLogger("gridbranch")
 
 PROBLEM = "application/problem+json"
+
+#: Seconds a client is asked to wait before trying again while the database is out of
+#: reach (a restart takes a few seconds; the pools reconnect by themselves).
+RETRY_AFTER_S = 5
 
 
 def problem(status: int, title: str, detail: str, *, field: str | None = None, headers=None, **extra) -> JSONResponse:
@@ -34,10 +39,7 @@ def _field_of(loc) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(GridbranchError)
     async def _project(request: Request, exc: GridbranchError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        if exc.status >= 500:
-            log.error("%s: %s", exc.title, exc.detail)
-        return problem(exc.status, exc.title, exc.detail, field=exc.field, headers=headers, **exc.extra)
+        return project_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -52,12 +54,64 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if isinstance(exc, ContentTooLarge):
+            return exc.response()
         title = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, "Error")
         return problem(exc.status_code, title, str(exc.detail), headers=getattr(exc, "headers", None))
 
+    # The database out of reach is not the caller's fault nor a bug: 503, with Retry-After.
+    # Handled here (Starlette's ExceptionMiddleware) rather than by the catch-all below,
+    # which re-raises to the server after answering.
+    async def _database(request: Request, exc: Exception):
+        if not database_unavailable(exc):
+            raise exc  # a failing statement is a bug: the catch-all's logged 500
+        return unexpected_error(request.method, request.url.path, exc)
+
+    for kind in _DATABASE_ERRORS:
+        app.add_exception_handler(kind, _database)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
-        return internal_error(request.method, request.url.path)
+        return unexpected_error(request.method, request.url.path, exc)
+
+
+def _database_errors() -> tuple[type[BaseException], ...]:
+    import psycopg2
+    from sqlalchemy import exc as sa
+
+    return sa.DBAPIError, sa.TimeoutError, sa.InvalidRequestError, psycopg2.Error, TimeoutError
+
+
+_DATABASE_ERRORS = _database_errors()
+
+
+def project_error(exc: GridbranchError) -> JSONResponse:
+    """A project error as its problem detail (``Retry-After`` on a 503, and on a 429 that
+    says when: ``retry_after`` in its extra)."""
+    headers = None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif exc.status == 503:
+        headers = {"Retry-After": str(exc.extra.get("retry_after", RETRY_AFTER_S))}
+    elif exc.status == 429 and "retry_after" in exc.extra:
+        headers = {"Retry-After": str(exc.extra["retry_after"])}
+    if exc.status >= 500:
+        log.error("%s: %s", exc.title, exc.detail)
+    return problem(exc.status, exc.title, exc.detail, field=exc.field, headers=headers, **exc.extra)
+
+
+class ContentTooLarge(StarletteHTTPException):
+    """A request body over its limit (:class:`geo_api.asgi.BodyLimit`). An HTTP exception,
+    so that FastAPI's body reading passes it on as it is rather than as a parsing error."""
+
+    def __init__(self, limit: int, setting: str):
+        super().__init__(413, f"the request body exceeds {limit} bytes ({setting})")
+        self.limit = limit
+        self.setting = setting
+
+    def response(self) -> JSONResponse:
+        return problem(413, "Content too large", str(self.detail), field="body", limit_bytes=self.limit,
+                       setting=self.setting)
 
 
 def nul_in_request(scope) -> JSONResponse:
@@ -69,6 +123,18 @@ def nul_in_request(scope) -> JSONResponse:
         query = scope.get("query_string", b"").decode("latin-1")
         field = next((k for k, v in parse_qsl(query, keep_blank_values=True) if "\x00" in k + v), "query")
     return problem(422, "Invalid input", f"{field}: contains a NUL character (%00)", field=field)
+
+
+def unexpected_error(method: str, path: str, exc: BaseException) -> JSONResponse:
+    """The answer to an exception nothing else handled, on a route or a fast path alike:
+    a 503 with ``Retry-After`` when the database is out of reach
+    (:func:`layers.db.database_unavailable`), otherwise the logged 500 of
+    :func:`internal_error`."""
+    if database_unavailable(exc):
+        log.warning("database unavailable on %s %s: %s", method, path, str(exc).strip().splitlines()[0] if str(exc)
+                    else type(exc).__name__)
+        return project_error(Unavailable("the database is unavailable (down or restarting); try again shortly"))
+    return internal_error(method, path)
 
 
 def internal_error(method: str, path: str) -> JSONResponse:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-
+from datetime import date
 from typing import Annotated
 
+from annotated_types import Interval
 from fastapi import Query
 from pydantic import BaseModel, field_validator
 
-from layers import textfields
+from layers.textfields import text_fault
 from layers.errors import InvalidInput
 
 
@@ -18,27 +19,40 @@ from layers.errors import InvalidInput
 Limit = Annotated[int, Query(ge=1, le=1000, description="items per page")]
 Offset = Annotated[int, Query(ge=0, le=2**63 - 1, description="items to skip")]
 
+#: The days the service answers for: the working calendar's years. Beyond them a day is
+#: refused as a 422 naming the parameter — a period's arithmetic (the day after ``to``,
+#: the 30 days before it) would otherwise leave Python's calendar (years 1–9999).
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)
+Day = Annotated[date, Interval(ge=FIRST_DAY, le=LAST_DAY)]
 
-def _nul_free(value):
+
+def _storable(value):
     if isinstance(value, str):
-        if "\x00" in value:  # worded as the text rules word it (layers.textfields)
-            raise textfields.pydantic_error(f"value contains {textfields.text_problem(value)}")
+        fault = text_fault(value)
+        if fault:
+            raise ValueError(fault)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            _nul_free(item)
+            _storable(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key)
+            _storable(item)
     return value
 
 
 class Body(BaseModel):
     """Base of the JSON request bodies: no string in them may hold a NUL character
-    (PostgreSQL refuses to store one), refused as a 422 naming the field. Query and
-    path parameters are checked for the same before any route runs
-    (:func:`geo_api.errors.nul_in_request`)."""
+    (PostgreSQL refuses to store one) or a lone surrogate (``"\\ud800"``, which JSON
+    lets through and UTF-8 cannot encode): refused as a 422 naming the field
+    (:func:`layers.text.text_fault`). Query and path parameters are checked for NUL
+    before any route runs (:func:`geo_api.errors.nul_in_request`); their percent-decoding
+    cannot produce a surrogate."""
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value):
-        return _nul_free(value)
+    def _no_unstorable_text(cls, value):
+        return _storable(value)
 
 
 def parse_bbox(raw: str | None, field: str = "bbox") -> tuple[float, float, float, float] | None:

@@ -63,6 +63,9 @@ class ServiceSettings(BaseSettings):
                                      "is kept (a retry within it gets the first answer)")
     gc_freeze: bool = Field(True, description="after start-up, exempt the long-lived objects from the cyclic garbage "
                                              "collector (gc.freeze): no ~100 ms full-collection pauses under load")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies larger than this are refused (413) "
+                                                              "before they are read, unless a kind of endpoint has "
+                                                              "its own limit (the locate batch)")
 
 
 class LocateSettings(BaseSettings):
@@ -72,7 +75,10 @@ class LocateSettings(BaseSettings):
 
     tolerance_m: float = Field(30.0, ge=0, le=10_000, description="gap tolerance for a `nearest` match")
     edge_m: float = Field(0.05, ge=0, le=10, description="distance that counts as on a grid's edge")
-    batch_max_rows: int = Field(1_000_000, ge=1)
+    batch_max_rows: int = Field(1_000_000, ge=1, description="rows per batch for signed-in callers")
+    batch_max_rows_anonymous: int = Field(10_000, ge=1, description="rows per batch for anonymous callers")
+    batch_max_bytes: int = Field(64 << 20, ge=1024, description="batch bodies of signed-in callers, bytes")
+    batch_max_bytes_anonymous: int = Field(2 << 20, ge=1024, description="batch bodies of anonymous callers, bytes")
     fast_path: bool = Field(True, description="anonymous single locates ahead of the routing (geo_api.fastpath)")
 
 

@@ -63,3 +63,42 @@ def connection_shortfall(engine: Engine, pool_size: int, workers: int) -> str | 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
     # no pre-ping (a round trip per checkout); connections are recycled instead
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+
+
+#: SQLSTATE classes that say the server cannot serve now, not that a statement was wrong:
+#: connection exception, insufficient resources (too many connections), operator
+#: intervention (shutting down, starting up, terminated by the administrator).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` — or what caused it — says the database is out of reach now (down,
+    restarting, refusing or dropping connections, no pooled connection in time) rather
+    than that a statement failed: SQLAlchemy's errors, psycopg2's own (the tile
+    renderer's pool, ``tiles.pg``) and the version readers' time-out. Such a request may
+    succeed when tried again shortly (HTTP 503)."""
+    import psycopg2
+    from sqlalchemy import exc as sa
+
+    seen = 0
+    while exc is not None and seen < 8:
+        seen += 1
+        if isinstance(exc, sa.TimeoutError):  # the pool gave no connection within its timeout
+            return True
+        if isinstance(exc, sa.DBAPIError):
+            if exc.connection_invalidated:
+                return True
+            orig = exc.orig
+            if isinstance(orig, BaseException) and _psycopg2_unavailable(orig, psycopg2):
+                return True
+        elif _psycopg2_unavailable(exc, psycopg2) or isinstance(exc, TimeoutError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _psycopg2_unavailable(exc: BaseException, psycopg2) -> bool:
+    if not isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return False
+    code = getattr(exc, "pgcode", None)
+    return code is None or (code[:2] in _UNAVAILABLE_SQLSTATES and code != "57014")  # 57014: a statement timeout

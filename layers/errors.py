@@ -55,3 +55,11 @@ class TooManyRequests(GridbranchError):
 
     status = 429
     title = "Too many requests"
+
+
+class Unavailable(GridbranchError):
+    """The service cannot answer now (the database is down or restarting); the same
+    request may succeed shortly (``Retry-After``)."""
+
+    status = 503
+    title = "Service unavailable"

@@ -11,12 +11,14 @@ unchanged: nobody is answered before the commit that stored their report.
 
 Each report of a group is validated and located on its own, and has its own outcome:
 
-* refused before writing (bad coordinates or CRS, outside the service area, unknown
-  category): its own error, the others unaffected — the statement inserts only the rows
-  that passed;
-* the statement fails as a whole (a constraint the checks above did not foresee): the
-  transaction is rolled back (nothing of the group is written) and each report of the
-  group is stored again alone, in its own transaction, so that only the culprit fails;
+* refused before writing (text that cannot be stored — NUL, a lone surrogate —, bad
+  coordinates or CRS, outside the service area, unknown category): its own error, the
+  others unaffected — the statement inserts only the rows that passed;
+* the statement fails as a whole (a constraint the checks above did not foresee, a
+  value that cannot be encoded): the transaction is rolled back (nothing of the group
+  is written) and each report of the group is stored again alone, in its own
+  transaction, so that only the culprit fails — unless the database is out of reach
+  (:func:`layers.db.database_unavailable`), which every report of the group is told;
 * the commit fails: the outcome is unknown (the server may have committed), so every
   report of the group gets the error — never retried, never written twice.
 
@@ -43,11 +45,12 @@ from typing import Any
 import anyio
 import numpy as np
 import orjson
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from ingest.crs import parse_crs
 from ingest.points import PointBatch, points_from_columns
+from layers.textfields import text_fault
+from layers.db import database_unavailable
 from layers.errors import Conflict, InvalidInput
 from layers.events import _OPEN_SQL, CHANNEL_NAMES, _positional, category_codes, execute_prepared, stored_report
 from layers.locate import MATCH_NAMES, OUTSIDE, Describer, GridIndexCache
@@ -152,13 +155,18 @@ _BATCH_STATEMENT = "gridbranch_report_events_batch_v1"
 
 
 def _text_error(p: Pending) -> InvalidInput | None:
-    """PostgreSQL text cannot hold NUL characters: refuse them here, naming the field."""
-    for field, value in (("description", p.description), ("contact", p.contact), ("category", p.category)):
-        if value is not None and "\x00" in value:
-            return InvalidInput(f"the {field} contains a NUL character", field=field)
+    """A report whose text cannot be stored (:func:`layers.textfields.text_fault`: NUL, a lone
+    surrogate) is refused here, naming the field, before it joins its group's statement:
+    its encoding would otherwise fail the statement for every report of the group."""
+    for field, value in (("description", p.description), ("contact", p.contact), ("category", p.category),
+                         ("crs", p.crs), ("channel", p.channel), ("reporter", p.reporter), ("actor", p.actor)):
+        fault = text_fault(value) if isinstance(value, str) else None
+        if fault:
+            return InvalidInput(f"the {field} {fault}", field=field)
     for k, url in enumerate(p.photos):
-        if "\x00" in url:
-            return InvalidInput(f"photo {k} contains a NUL character", field=f"photos.{k}")
+        fault = text_fault(url) if isinstance(url, str) else None
+        if fault:
+            return InvalidInput(f"photo {k} {fault}", field=f"photos.{k}")
     return None
 
 
@@ -242,13 +250,19 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
             for k in grids:
                 out[k] = Conflict("the grid layer is changing: try again", field="lon")
             return out  # type: ignore[return-value]
-    except DBAPIError as exc:
-        session.rollback()
-        if len(live) == 1:
-            out[live[0]] = exc
+    except Exception as exc:  # noqa: BLE001 - isolated below
+        try:
+            session.rollback()
+        except Exception:  # noqa: BLE001 - a lost connection: the session starts afresh
+            pass
+        if len(live) == 1 or database_unavailable(exc):
+            # alone already, or the database is out of reach: the same for every report
+            # (storing each alone would only knock on a closed door once per report)
+            for k in live:
+                out[k] = exc
             return out  # type: ignore[return-value]
-        # Something in the group failed the statement: nothing was written. Store each
-        # report alone so that only the one at fault fails.
+        # Something in the group failed the statement (or encoding it): nothing was
+        # written. Store each report alone so that only the one at fault fails.
         for k in live:
             try:
                 out[k] = store_reports(session, cache, [reports[k]], tolerance_m=tolerance_m, edge_m=edge_m,

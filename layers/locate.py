@@ -568,9 +568,10 @@ def _csv_field(value: Any) -> str:
     return text_value
 
 
-def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: float) -> str:
+def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: float, header: bool = True) -> str:
     """The same answers as :func:`locate_rows`, flat, as CSV text with a header
-    (``outside`` rows name the nearest grid in ``grid_code`` with its distance)."""
+    (``outside`` rows name the nearest grid in ``grid_code`` with its distance); without
+    the header line when ``header`` is false (a part of a streamed answer)."""
     located, good, match, grid, distance, lon, lat = _answers(index, batch, tolerance_m, edge_m)
     prefix = []
     for r in index.grids:
@@ -580,7 +581,7 @@ def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: floa
             r["district_code"], r["district_name"], branches,
         )))
     empty = "," * 8
-    lines = [",".join(CSV_COLUMNS)]
+    lines = [",".join(CSV_COLUMNS)] if header else []
     ids = batch.ids
     errors = batch.errors
     quoted = any(isinstance(v, str) and any(c in v for c in ',"\n\r') for v in ids)
@@ -594,7 +595,7 @@ def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: floa
                 g = grid[i]
                 lines.append(f"{id_text[i]},{MATCH_NAMES[m]},{prefix[g] if g >= 0 else empty},"
                              f"{distance[i]},{lon[i]},{lat[i]},")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 # -- clean CSV batches: parsed and answered in bulk --------------------------------------
@@ -681,11 +682,13 @@ def _repr_texts(values: list[float]) -> list[bytes]:
 
 
 def locate_plain(index: GridIndex, ids: list[bytes], lon: np.ndarray, lat: np.ndarray, *, tolerance_m: float,
-                 edge_m: float, answer: str) -> bytes | None:
+                 edge_m: float, answer: str, part: bool = False) -> bytes | None:
     """The body :func:`locate_rows_csv` (``answer="csv"``) or ``{"results":
     locate_rows(...)}`` as JSON would give for a clean batch (see
     :func:`plain_csv_points`), byte for byte: rows inside one grid are assembled from
-    per-grid fragments encoded once; the others are built as those functions build them."""
+    per-grid fragments encoded once; the others are built as those functions build them.
+    With ``part``, only the rows (CSV lines; JSON objects separated by commas), as one
+    part of a streamed answer (:func:`batch_document`)."""
     if not len(index.grids):
         return None  # nothing to assemble from: the general path answers
     located = index.locate(lon, lat, tolerance_m=tolerance_m, edge_m=edge_m)
@@ -709,6 +712,8 @@ def locate_plain(index: GridIndex, ids: list[bytes], lon: np.ndarray, lat: np.nd
                 m, g = int(match[i]), grid_l[i]
                 lines[i] = (f"{ids[i].decode()},{MATCH_NAMES[m]},{frags.csv_prefix[g] if g >= 0 else empty},"
                             f"{float(distance[i])},{lon_r[i]},{lat_r[i]},").encode()
+            if part:
+                return b"\n".join(lines) + b"\n"
             return ",".join(CSV_COLUMNS).encode() + b"\n" + b"\n".join(lines) + b"\n"
         inside = frags.json_inside
         lon_t = orjson.dumps(lon_r)[1:-1].split(b",")
@@ -727,4 +732,73 @@ def locate_plain(index: GridIndex, ids: list[bytes], lon: np.ndarray, lat: np.nd
                     row = {"id": ids[i].decode(), "match": MATCH_NAMES[m], **describer.grid_part(g),
                            "point": [lon_r[i], lat_r[i]], "distance_m": distance[i]}
                 rows[i] = orjson.dumps(row)
+        if part:
+            return b",".join(rows)
         return b'{"results":[' + b",".join(rows) + b"]}"
+
+
+# -- large batches: split, answered part by part ------------------------------------------
+
+#: Rows located and encoded at a time in a batch answer: its memory is that of a part,
+#: whatever the number of rows.
+BATCH_PART_ROWS = 10_000
+
+
+@dataclass(frozen=True)
+class CsvParts:
+    """A CSV body cut at line ends into parts of at most ``BATCH_PART_ROWS`` data rows,
+    each read as a CSV of its own (the header line, then its rows): ``rows`` data rows in
+    all (lines that are not empty), ``ranges`` the byte range of each part's rows."""
+
+    body: bytes
+    header_end: int
+    rows: int
+    ranges: list[tuple[int, int]]
+
+    def __iter__(self):
+        header = self.body[: self.header_end]
+        for start, end in self.ranges or [(self.header_end, self.header_end)]:
+            yield header + self.body[start:end]
+
+
+def split_csv(body: bytes, part_rows: int = BATCH_PART_ROWS) -> CsvParts:
+    """Cut ``body`` (CSV with a header line) into parts at line ends outside quoted
+    fields — a line end is inside a quoted field when an odd number of ``"`` precede it,
+    as CSV doubles the quotes it holds — counting the data rows; a few passes over the
+    bytes, holding only the line ends' offsets."""
+    buf = np.frombuffer(body, np.uint8)
+    breaks = np.flatnonzero(buf == 10)
+    if b'"' in body:
+        quotes = np.flatnonzero(buf == 34)
+        breaks = breaks[np.searchsorted(quotes, breaks) % 2 == 0]
+    ends = breaks + 1
+    if not len(ends) or ends[-1] != len(body):
+        ends = np.append(ends, len(body))
+    header_end = int(ends[0])
+    line_end = ends[1:]
+    line_start = ends[:-1]
+    length = line_end - line_start
+    length = length - (buf[np.maximum(line_end - 1, 0)] == 10)  # without the "\n" (or "\r\n")
+    length = length - ((length > 0) & (buf[np.maximum(line_start + length - 1, 0)] == 13))
+    rows = np.flatnonzero(length > 0)
+    ranges = [(int(line_start[rows[k]]), int(line_end[rows[min(k + part_rows, len(rows)) - 1]]))
+              for k in range(0, len(rows), part_rows)]
+    return CsvParts(body, header_end, len(rows), ranges)
+
+
+def batch_document(parts, answer: str):
+    """The whole answer from its parts (bytes of rows, as :func:`locate_plain` gives
+    with ``part``): ``{"results":[...]}`` for JSON, the header line then the rows for
+    CSV — byte for byte the answer made at once."""
+    if answer == "csv":
+        yield ",".join(CSV_COLUMNS).encode() + b"\n"
+        yield from parts
+        return
+    yield b'{"results":['
+    first = True
+    for part in parts:
+        if not part:
+            continue
+        yield part if first else b"," + part
+        first = False
+    yield b"]}"

@@ -47,6 +47,24 @@ _BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _MULTILINE = frozenset("\n\r\t")
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_fault(value: str) -> str | None:
+    """The least any stored text must meet, whatever field it is (every string of every
+    request body, the report batch writer): why ``value`` cannot be stored at all — a
+    NUL (PostgreSQL's text refuses it) or a lone UTF-16 surrogate (Python's JSON reader
+    lets ``"\\ud800"`` through as a str no UTF-8 encoder can write) — as a phrase to
+    follow the field's name, or None. The kinds below are stricter."""
+    m = _UNSTORABLE.search(value)
+    if m is None:
+        return None
+    # worded as text_problem words them, so that a field refused by either reads the same
+    if m.group() == "\x00":
+        return f"contains a NUL character (U+0000) at character {m.start() + 1}"
+    return f"contains a lone surrogate (U+{ord(m.group()):04X}) at character {m.start() + 1}, which is not text"
+
+
 def text_problem(value: str, *, multiline: bool = False, format_chars: bool = True) -> str | None:
     """Why ``value`` cannot be kept as text (None when it can): a lone surrogate, a
     control character (besides LF, CR and tab in ``multiline`` text), a bidirectional

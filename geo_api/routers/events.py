@@ -16,13 +16,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from geo_api.asgi import route_path
 from geo_api.deps import (Caller, Public, ScopedEvent, SessionDep, get_session, require_roles, scoped_area,
                           scoped_area_path, scoped_event, scoped_member)
-from geo_api.errors import internal_error, problem
+from geo_api.errors import unexpected_error
 from geo_api.idempotency import IdempotencyKey, Once, report_once
-from geo_api.params import Body, Limit, Offset
+from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset
 from layers import events as ev
 from layers import events_eval, textfields
 from layers.codes import level_of
-from layers.errors import Forbidden, GridbranchError, InvalidInput, TooManyRequests
+from layers.errors import Forbidden, GridbranchError, InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
@@ -279,8 +279,8 @@ class EventReportFastPath:
         except GridbranchError:
             await self.app(scope, replay, send)  # nothing was stored: the route answers with the problem details
             return
-        except Exception:  # noqa: BLE001 - it may have been stored: not handed over, the stack's 500
-            await internal_error("POST", path)(scope, receive, send)
+        except Exception as exc:  # noqa: BLE001 - it may have been stored: not handed over (503 or 500)
+            await unexpected_error("POST", path, exc)(scope, receive, send)
             return
         await _json(report_answer(result, channel, x, y), 201)(scope, receive, send)
 
@@ -312,8 +312,8 @@ def list_events(
     department: Annotated[str | None, Query(max_length=32, description="department code")] = None,
     time_state: Annotated[Literal["normal", "warning", "overdue"] | None,
                           Query(description="warning: past the warning share of the limit (预警); overdue: past it (超期)")] = None,
-    start: Annotated[date | None, Query(alias="from", description="reported on or after this day")] = None,
-    end: Annotated[date | None, Query(alias="to", description="reported on or before this day")] = None,
+    start: Annotated[Day | None, Query(alias="from", description="reported on or after this day")] = None,
+    end: Annotated[Day | None, Query(alias="to", description="reported on or before this day")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Response:
@@ -340,14 +340,14 @@ def evaluation(
     caller: Centre,
     within: ScopedWithin,
     level: Annotated[Literal["department", "street", "community", "grid"], Query()] = "street",
-    start: Annotated[date | None, Query(alias="from", description="first day (default: 30 days before `to`)")] = None,
-    end: Annotated[date | None, Query(alias="to", description="last day, inclusive (default: today)")] = None,
+    start: Annotated[Day | None, Query(alias="from", description="first day (default: 30 days before `to`)")] = None,
+    end: Annotated[Day | None, Query(alias="to", description="last day, inclusive (default: today)")] = None,
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     es = request.app.state.settings.events
     cal = calendar_of(request, session)
     end = end or request.app.state.clock.now().astimezone(cal.tz).date()
-    start = start or end - timedelta(days=29)
+    start = start or max(FIRST_DAY, end - timedelta(days=29))
     pfrom, pto = _period(start, end, cal.tz)
     prefix = ev.scope_prefix(within)
     units = events_eval.evaluate(session, level=level, period_from=pfrom, period_to=pto, prefix=prefix,
@@ -373,7 +373,7 @@ def _district_centre(caller: Caller) -> None:
 
 @router.get("/calendar", summary="The working calendar: working hours, weekend, holidays and make-up working days")
 def get_calendar(request: Request, session: SessionDep, caller: Centre,
-                 year: Annotated[int | None, Query(ge=2000, le=2100)] = None) -> dict:
+                 year: Annotated[int | None, Query(ge=FIRST_DAY.year, le=LAST_DAY.year)] = None) -> dict:
     s = request.app.state.settings.events
     return {"timezone": s.timezone, "work_periods": s.work_periods, "weekend": list(s.weekend),
             "configured_holidays": [d.isoformat() for d in s.holidays],
@@ -382,7 +382,8 @@ def get_calendar(request: Request, session: SessionDep, caller: Centre,
 
 
 @router.put("/calendar/{day}", summary="Mark a day a holiday or a make-up working day (or drop the mark)")
-def put_calendar_day(request: Request, session: SessionDep, caller: Centre, day: date, body: CalendarDay) -> dict:
+def put_calendar_day(request: Request, session: SessionDep, caller: Centre, day: Annotated[Day, Path()],
+                     body: CalendarDay) -> dict:
     _district_centre(caller)
     ev.set_calendar_day(session, day, body.working, body.note)
     session.commit()
@@ -429,12 +430,7 @@ def get_event_log(session: SessionDep, caller: Readers, event_id: ScopedEvent) -
 def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: ScopedEvent):
     es = request.app.state.settings.events
     out = ev.routing(session, event_id)
-    try:
-        ev.count_routing_probe(session, caller.username, event_id, per_hour=es.routing_probes_per_hour)
-    except TooManyRequests as exc:
-        # the Retry-After header: geo_api.errors maps no header for project errors yet
-        return problem(exc.status, exc.title, exc.detail, field=exc.field,
-                       headers={"Retry-After": str(exc.extra["retry_after"])}, **exc.extra)
+    ev.count_routing_probe(session, caller.username, event_id, per_hour=es.routing_probes_per_hour)
     out["suggestions"] = ev.suggest_members(session, event_id, out.pop("role_code"), radius_m=es.suggest_radius_m,
                                             limit=es.suggest_limit, max_open_tasks=es.max_open_tasks,
                                             within=None if caller.role == "dispatcher" else caller.area_code)

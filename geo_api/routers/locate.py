@@ -1,15 +1,19 @@
+import itertools
 from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from ingest.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
-from layers.locate import locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points
+from layers.locate import (
+    BATCH_PART_ROWS, batch_document, locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points,
+    split_csv,
+)
 
 
 
@@ -74,7 +78,9 @@ def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
     summary="Locate many points at once: JSON list or CSV of id, lon, lat[, crs]; one result per row, same order",
     description="Send a JSON list of `{id, lon, lat[, crs]}` objects or CSV (`Content-Type: text/csv`) with a "
     "header naming id, lon, lat and optionally crs. The answer is JSON `{\"results\": [...]}`, each result shaped "
-    "like a single locate plus its `id`; with `Accept: text/csv` it is CSV, one flat row per input row.",
+    "like a single locate plus its `id`; with `Accept: text/csv` it is CSV, one flat row per input row. Batches are "
+    "bounded in bytes and rows (GRIDBRANCH_LOCATE_BATCH_MAX_BYTES / _MAX_ROWS signed in, lower anonymously: "
+    "_MAX_BYTES_ANONYMOUS / _MAX_ROWS_ANONYMOUS); the answer is streamed as it is made.",
 )
 async def locate_batch(
     request: Request,
@@ -84,36 +90,60 @@ async def locate_batch(
 ):
     settings = request.app.state.settings.locate
     content_type = request.headers.get("content-type", "")
-    body = await request.body()
-    want_csv = "text/csv" in request.headers.get("accept", "")
+    body = await request.body()  # bounded before it is read (geo_api.asgi.BodyLimit)
+    answer = "csv" if "text/csv" in request.headers.get("accept", "") else "json"
+    if caller.anonymous:
+        max_rows, setting = settings.batch_max_rows_anonymous, "GRIDBRANCH_LOCATE_BATCH_MAX_ROWS_ANONYMOUS"
+    else:
+        max_rows, setting = settings.batch_max_rows, "GRIDBRANCH_LOCATE_BATCH_MAX_ROWS"
 
-    def work():
-        if content_type.startswith("text/csv") and crs == "wgs84":
-            plain = plain_csv_points(body, settings.batch_max_rows)  # a clean body, parsed in bulk
-            if plain is not None:
-                index = request.app.state.grid_index.get(session)
-                data = locate_plain(index, *plain, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m,
-                                    answer="csv" if want_csv else "json")
-                if data is not None:
-                    return data
-        batch = _read_batch(content_type, body, crs, settings.batch_max_rows)
+    def first():
+        # everything that can refuse the whole batch happens before the answer starts:
+        # the body's form, its size in rows, the grid index, the first part
+        batches = _read_batch(content_type, body, crs, max_rows, setting)
         index = request.app.state.grid_index.get(session)
-        if want_csv:
-            return locate_rows_csv(index, batch, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m).encode()
-        return orjson.dumps({"results": locate_rows(index, batch, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)})
+        parts = (_answer_part(index, b, settings, answer) for b in batches)
+        return itertools.chain([next(parts)], parts)
 
-    data = await run_in_threadpool(work)
-    return Response(data, media_type="text/csv; charset=utf-8" if want_csv else "application/json")
+    parts = await run_in_threadpool(first)
+    return StreamingResponse(batch_document(parts, answer),
+                             media_type="text/csv; charset=utf-8" if answer == "csv" else "application/json")
 
 
-def _read_batch(content_type: str, body: bytes, crs: str, max_rows: int):
+def _answer_part(index, batch, settings, answer: str) -> bytes:
+    """One part's rows: a clean CSV part (bytes, see :func:`layers.locate.plain_csv_points`)
+    assembled in bulk, anything else read row by row (a :class:`ingest.points.PointBatch`)."""
+    kw = {"tolerance_m": settings.tolerance_m, "edge_m": settings.edge_m}
+    if isinstance(batch, bytes):
+        plain = plain_csv_points(batch, BATCH_PART_ROWS)
+        if plain is not None:
+            data = locate_plain(index, *plain, answer=answer, part=True, **kw)
+            if data is not None:
+                return data
+        columns = columns_from_csv(batch)
+        batch = points_from_columns(columns["id"], columns["lon"], columns["lat"], columns.get("crs"),
+                                    default_crs="wgs84")
+    if answer == "csv":
+        return locate_rows_csv(index, batch, header=False, **kw).encode()
+    return orjson.dumps(locate_rows(index, batch, **kw))[1:-1]
+
+
+def _read_batch(content_type: str, body: bytes, crs: str, max_rows: int, setting: str):
+    """The batch's parts: CSV parts as bytes (a CRS other than WGS84 for rows naming none
+    makes them point batches), JSON as point batches; at most ``max_rows`` rows in all."""
     if not body:
         raise InvalidInput("the request body is empty: send a JSON list or a CSV with id,lon,lat", field="body")
     if content_type.startswith("text/csv"):
-        columns = columns_from_csv(body)
-        n = len(columns["id"])
-        _check_size(n, max_rows)
-        return points_from_columns(columns["id"], columns["lon"], columns["lat"], columns.get("crs"), default_crs=crs)
+        if not body.isascii():
+            try:
+                body.decode("utf-8")  # checked whole before any part is answered
+            except UnicodeDecodeError as exc:
+                raise InvalidInput(f"the file is not UTF-8 text: {exc}", field="file")
+        parts = split_csv(body, BATCH_PART_ROWS)
+        _check_size(parts.rows, max_rows, setting)
+        if crs == "wgs84":
+            return iter(parts)
+        return (_csv_points(part, crs) for part in parts)
     if content_type.startswith("multipart/form-data"):
         raise InvalidInput("upload the CSV as the request body with Content-Type text/csv", field="body")
     try:
@@ -124,10 +154,18 @@ def _read_batch(content_type: str, body: bytes, crs: str, max_rows: int):
         data = data["points"]
     if not isinstance(data, list):
         raise InvalidInput("the body must be a JSON list of {id, lon, lat[, crs]} objects", field="body")
-    _check_size(len(data), max_rows)
-    return points_from_rows(data, default_crs=crs)
+    _check_size(len(data), max_rows, setting)
+    if not data:
+        return iter([points_from_rows([], default_crs=crs)])
+    return (points_from_rows(data[k:k + BATCH_PART_ROWS], default_crs=crs) for k in range(0, len(data), BATCH_PART_ROWS))
 
 
-def _check_size(n: int, max_rows: int) -> None:
+def _csv_points(part: bytes, crs: str):
+    columns = columns_from_csv(part)
+    return points_from_columns(columns["id"], columns["lon"], columns["lat"], columns.get("crs"), default_crs=crs)
+
+
+def _check_size(n: int, max_rows: int, setting: str) -> None:
     if n > max_rows:
-        raise InvalidInput(f"at most {max_rows} rows per batch, got {n}", field="body")
+        raise InvalidInput(f"at most {max_rows} rows per batch ({setting}), got {n}", field="body",
+                           max_rows=max_rows, setting=setting)
