@@ -109,6 +109,10 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
         summary="网格党支部空间服务 — grids, branches, member registration, coverage and events on PostGIS",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: the web map serves
+        # Swagger UI from its npm packages instead (web_map.docs_page); no ReDoc
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.auth_secret = auth_secret
