@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from geo_api import errors
 from geo_api.asgi import as_get
 from geo_api.fastpath import LocateFastPath
+from geo_api.headers import ResponseHeaders
 from geo_api.routers import (
     areas, auth, branches, coverage, events, grids, health, locate, open311, places, registrations, tiles,
 )
@@ -60,11 +61,13 @@ class GridbranchAPI(FastAPI):
     else, bad input included, to the full stack, so errors keep their one format. Their
     settings (``GRIDBRANCH_LOCATE_FAST_PATH``, ``_TILES_FAST_PATH``, ``_EVENTS_FAST_PATH``)
     turn them off. A HEAD request goes everywhere as its GET, without the body
-    (:func:`geo_api.asgi.as_get`)."""
+    (:func:`geo_api.asgi.as_get`). Behind the fast paths, :class:`geo_api.headers.ResponseHeaders`
+    answers OPTIONS, completes ``Allow`` on a 405 and keeps signed-in answers out of caches."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._front: ASGIApp = LocateFastPath(events.EventReportFastPath(TileFastPath(self._stack)))
+        self._front: ASGIApp = LocateFastPath(events.EventReportFastPath(TileFastPath(
+            ResponseHeaders(self._stack, self.router))))
 
     async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
