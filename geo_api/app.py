@@ -15,6 +15,7 @@ from geo_api import errors
 from geo_api.asgi import as_get
 from geo_api.fastpath import LocateFastPath
 from geo_api.headers import ResponseHeaders
+from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
     areas, auth, branches, coverage, events, grids, health, locate, open311, places, registrations, tiles,
 )
@@ -116,6 +117,7 @@ def create_app(settings: Settings, *, engine=None) -> FastAPI:
         # Swagger UI from its npm packages instead (web_map.docs_page); no ReDoc
         docs_url=None,
         redoc_url=None,
+        responses=EVERY_ROUTE,
     )
     app.state.settings = settings
     app.state.auth_secret = auth_secret

@@ -18,13 +18,14 @@ from geo_api.asgi import route_path
 from geo_api.deps import Caller, Public, SessionDep, get_session, require_roles
 from geo_api.errors import internal_error
 from geo_api.params import Body, Limit, Offset
+from geo_api.responses import CSV, media, problems
 from layers import events as ev
 from layers import events_eval
 from layers.codes import check_code, level_of
 from layers.errors import Forbidden, GridbranchError, InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=problems(400, 403, 404, 409))
 
 Staff = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker")]
 Readers = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker", "member")]
@@ -347,7 +348,8 @@ def list_events(
     return _json({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
-@router.get("/evaluation", summary="Performance per department, street, community or grid over a period (绩效一网考); CSV with format=csv")
+@router.get("/evaluation", summary="Performance per department, street, community or grid over a period (绩效一网考); CSV with format=csv",
+            responses=media(CSV))
 def evaluation(
     request: Request,
     session: SessionDep,

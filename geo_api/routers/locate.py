@@ -7,6 +7,7 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
+from geo_api.responses import CSV, media, problems
 from ingest.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
 from layers.locate import locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points
@@ -33,7 +34,8 @@ async def lifespan(app: FastAPI):
 router = APIRouter(prefix="/v1/locate", tags=["locate"], lifespan=lifespan)
 
 
-@router.get("", summary="Which grid, community, street and district a point falls in (anonymous; no personal data)")
+@router.get("", summary="Which grid, community, street and district a point falls in (anonymous; no personal data)",
+            responses=problems(404))
 def locate(
     request: Request,
     session: SessionDep,
@@ -75,6 +77,13 @@ def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
     description="Send a JSON list of `{id, lon, lat[, crs]}` objects or CSV (`Content-Type: text/csv`) with a "
     "header naming id, lon, lat and optionally crs. The answer is JSON `{\"results\": [...]}`, each result shaped "
     "like a single locate plus its `id`; with `Accept: text/csv` it is CSV, one flat row per input row.",
+    responses=media(CSV),
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "items": {
+            "type": "object", "required": ["id", "lon", "lat"],
+            "properties": {"id": {}, "lon": {"type": "number"}, "lat": {"type": "number"}, "crs": {"type": "string"}}}}},
+        "text/csv": {"schema": {"type": "string", "description": "a header naming id, lon, lat[, crs], then rows"}},
+    }}},
 )
 async def locate_batch(
     request: Request,
