@@ -17,6 +17,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from geo_api import errors
 from geo_api.asgi import BodyLimit, as_get
 from geo_api.fastpath import LocateFastPath
+from geo_api.headers import ResponseHeaders
+from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
     areas, auth, branches, coverage, events, grids, health, locate, open311, places, registrations, tiles,
 )
@@ -103,11 +105,13 @@ class GridbranchAPI(FastAPI):
     bodies are bounded in front of them all (:class:`geo_api.asgi.BodyLimit`). Their
     settings (``GRIDBRANCH_LOCATE_FAST_PATH``, ``_TILES_FAST_PATH``, ``_EVENTS_FAST_PATH``)
     turn them off. A HEAD request goes everywhere as its GET, without the body
-    (:func:`geo_api.asgi.as_get`)."""
+    (:func:`geo_api.asgi.as_get`). Behind the fast paths, :class:`geo_api.headers.ResponseHeaders`
+    answers OPTIONS, completes ``Allow`` on a 405 and keeps signed-in answers out of caches."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        self._front: ASGIApp = BodyLimit(LocateFastPath(events.EventReportFastPath(TileFastPath(self._stack))))
+        self._front: ASGIApp = BodyLimit(LocateFastPath(events.EventReportFastPath(TileFastPath(
+            ResponseHeaders(self._stack, self.router)))))
 
     async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
         await super().__call__(scope, receive, send)
@@ -162,6 +166,11 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         summary="网格党支部空间服务 — grids, branches, member registration, coverage and events on PostGIS",
         version="0.1.0",
         lifespan=lifespan,
+        # FastAPI's own /docs and /redoc load their scripts from a CDN: the web map serves
+        # Swagger UI from its npm packages instead (web_map.docs_page); no ReDoc
+        docs_url=None,
+        redoc_url=None,
+        responses=EVERY_ROUTE,
     )
     app.state.settings = settings
     app.state.clock = clock

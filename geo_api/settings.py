@@ -136,7 +136,7 @@ class TileSettings(BaseSettings):
     cache: bool = Field(True, description="keep rendered tiles in process (invalidated by data versions)")
     cache_mb: int = Field(256, ge=1, le=65_536, description="in-process tile cache size, MiB")
     cache_control: str = Field("public, no-cache", description="Cache-Control of tiles without personal data")
-    cache_control_private: str = Field("private, no-cache", description="Cache-Control of tiles with personal data")
+    cache_control_private: str = Field("private, no-store", description="Cache-Control of tiles with personal data")
     feature_limit: int = Field(5000, ge=1, le=1_000_000, description="features per layer and tile")
     feature_limits: dict[str, int] = Field(default_factory=dict, description="per-layer feature limits")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of tiles (zlib-ng; 1 is its fast strategy)")

@@ -75,6 +75,8 @@ def _floats(values: list[Any], key: str, errors: dict[int, dict[str, str]]) -> n
             out = np.array(values, dtype=float)
         except (ValueError, TypeError):
             out = None
+    if out is not None and out.shape != (len(values),):
+        out = None  # nested lists ([[1], [2]]) make a 2-D array: look at each row
     if out is not None:
         suspicious = np.flatnonzero(np.isnan(out))  # None and "nan" both become NaN
     else:
@@ -125,6 +127,11 @@ def points_from_columns(ids: list[Any], xs: list[Any], ys: list[Any], crs: list[
         crs_names: list[Any] = [default_crs] * n
     else:
         crs_names = [c if c else default_crs for c in crs]
+    for i, c in enumerate(crs_names):
+        if not isinstance(c, str) and i not in errors:  # a list or an object cannot even be grouped by
+            errors[i] = {"field": "crs", "detail": f"crs must be a string, got {c!r}"}
+    names = [c if isinstance(c, str) else None for c in crs_names]
+    crs_names = [c if isinstance(c, str) else default_crs for c in crs_names]
     groups: dict[Any, list[int]] = {}
     if len(set(crs_names)) == 1:
         groups[crs_names[0] if n else default_crs] = [i for i in range(n) if i not in errors]
@@ -136,10 +143,6 @@ def points_from_columns(ids: list[Any], xs: list[Any], ys: list[Any], crs: list[
     lat = np.full(n, np.nan)
     for name, members in groups.items():
         if not members:
-            continue
-        if not isinstance(name, str):
-            for i in members:
-                errors[i] = {"field": "crs", "detail": f"crs must be a string, got {name!r}"}
             continue
         idx = np.asarray(members)
         try:
@@ -164,7 +167,6 @@ def points_from_columns(ids: list[Any], xs: list[Any], ys: list[Any], crs: list[
             errors[int(i)] = {"field": x_key, "detail": f"({x[i]}, {y[i]}) in {spec.name} does not convert to a valid WGS84 point"}
         lon[good[valid]] = gl[valid]
         lat[good[valid]] = ga[valid]
-    names = [c if isinstance(c, str) else None for c in crs_names]
     return PointBatch(list(ids), lon, lat, names, x, y, errors)
 
 

@@ -23,7 +23,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from layers.errors import InvalidInput
+from layers.errors import Conflict, InvalidInput
 
 HEADER = "Idempotency-Key"
 _PURGE = 20  # expired rows deleted per key taken, at most
@@ -76,6 +76,11 @@ def claim(session: Session, owner: str, key: str, print_: str, *, ttl_s: float) 
         if row.fingerprint != print_:
             raise InvalidInput(f"the {HEADER} {key!r} was used for another request (another body or endpoint); "
                                "send a new key for a new request", field=HEADER)
+        if row.body is None:
+            # taken by a request whose transaction ended without an answer: nothing to
+            # replay, and its write (if any) is not known to be whole
+            raise Conflict(f"the {HEADER} {key!r} belongs to a request that gave no answer; send a new key",
+                           field=HEADER)
         return Answer(row.status, row.media_type, bytes(row.body))
     raise InvalidInput(f"the {HEADER} {key!r} keeps changing hands; send the request again", field=HEADER)
 

@@ -1,4 +1,5 @@
-"""The MapLibre web map, served by the API from local files (no CDN, works offline)."""
+"""The MapLibre web map and the API's Swagger UI (``/docs``), served by the API from
+local npm-installed files (no CDN, works offline)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import os
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from geo_api.deps import Public
@@ -16,6 +18,8 @@ from tiles.cache import if_none_match
 HERE = Path(__file__).resolve().parent
 STATIC = HERE / "static"
 MAPLIBRE_DIST = HERE / "node_modules" / "maplibre-gl" / "dist"
+SWAGGER_UI_DIST = HERE / "node_modules" / "swagger-ui-dist"
+NOT_INSTALLED = "the web map's npm packages are not installed: run `make setup` (npm ci in web_map/)"
 
 router = APIRouter(tags=["web map"])
 
@@ -24,7 +28,7 @@ router = APIRouter(tags=["web map"])
 def map_page(caller: Public, request: Request) -> Response:
     """The page; a revalidation whose ``If-None-Match`` holds its ETag is a 304."""
     if not (MAPLIBRE_DIST / "maplibre-gl.mjs").exists():
-        raise ConfigError("the web map's npm packages are not installed: run `make setup` (npm ci in web_map/)")
+        raise ConfigError(NOT_INSTALLED)
     page = STATIC / "index.html"
     response = FileResponse(page, media_type="text/html; charset=utf-8", stat_result=os.stat(page))
     if if_none_match(request.headers.get("if-none-match"), response.headers["etag"]):
@@ -33,7 +37,26 @@ def map_page(caller: Public, request: Request) -> Response:
     return response
 
 
+@router.get("/docs", include_in_schema=False)
+def docs_page(caller: Public, request: Request) -> HTMLResponse:
+    """Swagger UI on the service's own copy of ``swagger-ui-dist`` (the app is built with
+    ``docs_url=None``: FastAPI's own page loads it from a CDN). URLs are relative to
+    ``/docs``, so the page also works behind a proxy publishing the service at a
+    sub-path; the online validator badge is off (it would send the schema away)."""
+    if not (SWAGGER_UI_DIST / "swagger-ui-bundle.js").exists():
+        raise ConfigError(NOT_INSTALLED)
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url.lstrip("/"),
+        title=f"{request.app.title} · API",
+        swagger_js_url="static/vendor/swagger-ui/swagger-ui-bundle.js",
+        swagger_css_url="static/vendor/swagger-ui/swagger-ui.css",
+        swagger_favicon_url="static/vendor/swagger-ui/favicon-32x32.png",
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+
+
 def mount(app: FastAPI) -> None:
     app.include_router(router)
     app.mount("/static/map", StaticFiles(directory=STATIC), name="map-static")
     app.mount("/static/vendor/maplibre-gl", StaticFiles(directory=MAPLIBRE_DIST, check_dir=False), name="maplibre")
+    app.mount("/static/vendor/swagger-ui", StaticFiles(directory=SWAGGER_UI_DIST, check_dir=False), name="swagger-ui")

@@ -3,10 +3,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 
 from geo_api.deps import Public, SessionDep
+from geo_api.responses import problems
 from layers import areas
 from layers.codes import check_code
 
-router = APIRouter(prefix="/v1/areas", tags=["areas"])
+router = APIRouter(prefix="/v1/areas", tags=["areas"], responses=problems(404))
 
 
 @router.get("", summary="The area tree: district → streets/towns → communities")

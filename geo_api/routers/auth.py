@@ -5,6 +5,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import BaseModel
 
 from geo_api.deps import CurrentUser, Public, SessionDep
+from geo_api.responses import problems
 from geo_api.security import issue_token, verify_password
 from layers import users as user_queries
 from layers.errors import InvalidInput, Unauthorized
@@ -36,6 +37,6 @@ def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()
     return Token(access_token=issue_token(request.app.state.auth_secret, user.username, minutes, now=now))
 
 
-@router.get("/me", response_model=Me, summary="The signed-in account")
+@router.get("/me", response_model=Me, summary="The signed-in account", responses=problems(403))
 def me(caller: CurrentUser):
     return Me(username=caller.username, role=caller.role, area_code=caller.area_code, member_id=caller.member_id)

@@ -5,13 +5,14 @@ from pydantic import Field
 
 from geo_api.deps import Caller, ScopedBranch, ScopedWithin, SessionDep, area_in_scope, require_roles
 from geo_api.params import Body, Limit, Offset
+from geo_api.responses import problems
 from ingest.points import to_wgs84_point
 from layers import branches
 from layers import registrations as regs
 from layers import textfields
 from layers.errors import Forbidden, InvalidInput
 
-router = APIRouter(prefix="/v1/branches", tags=["branches"])
+router = APIRouter(prefix="/v1/branches", tags=["branches"], responses=problems(400, 403, 404, 409))
 Admins = Annotated[Caller, require_roles("admin")]
 
 
@@ -91,7 +92,7 @@ def unregistered(session: SessionDep, caller: Annotated[Caller, require_roles("a
     return {"branch": branch, "total": len(members), "members": members}
 
 
-log_router = APIRouter(prefix="/v1/upkeep", tags=["branches"])
+log_router = APIRouter(prefix="/v1/upkeep", tags=["branches"], responses=problems(403))
 
 
 @log_router.get("", summary="Who changed which grid worker or branch, when, from what to what (admins of the area)")

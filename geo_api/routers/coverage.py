@@ -12,10 +12,11 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Caller, Public, SessionDep, require_roles, scoped_area
+from geo_api.responses import CSV, GEOJSON, GeoJSONResponse, media, problems
 from layers import coverage as cov
 from layers.errors import InvalidInput
 
-router = APIRouter(prefix="/v1/coverage", tags=["coverage"])
+router = APIRouter(prefix="/v1/coverage", tags=["coverage"], responses=problems(403, 404))
 
 Internal = Annotated[Caller, require_roles("admin", "dispatcher")]
 CSV_TYPE = "text/csv; charset=utf-8"
@@ -39,7 +40,8 @@ def _existing(request: Request, session, code: str | None, field: str) -> str | 
     return code
 
 
-@router.get("/summary", summary="Coverage metrics of an area and of each unit of a level inside it, with rankings")
+@router.get("/summary", summary="Coverage metrics of an area and of each unit of a level inside it, with rankings",
+            responses=media(GEOJSON, CSV))
 def coverage_summary(
     request: Request,
     session: SessionDep,
@@ -68,7 +70,8 @@ def coverage_summary(
 
 
 @router.get("/issues", summary="Gaps, overlaps, slivers, grids outside their community, invalid or stray parts, "
-                               "branchless grids and other coverage findings (GeoJSON or CSV)")
+                               "branchless grids and other coverage findings (GeoJSON or CSV)",
+            response_class=GeoJSONResponse, responses=media(CSV))
 def coverage_issues(
     request: Request,
     session: SessionDep,
@@ -126,7 +129,7 @@ children overhang their parent slightly).
 
 @router.get("/h3", summary="Registered members, residences or events counted per H3 cell (GeoJSON); "
                            "small cells suppressed unless you may see the people themselves",
-            description=H3_DESCRIPTION)
+            description=H3_DESCRIPTION, response_class=GeoJSONResponse)
 async def coverage_h3(
     request: Request,
     session: SessionDep,

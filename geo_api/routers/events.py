@@ -19,13 +19,14 @@ from geo_api.deps import (Caller, Public, ScopedEvent, SessionDep, get_session, 
 from geo_api.errors import unexpected_error
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset
+from geo_api.responses import CSV, media, problems
 from layers import events as ev
 from layers import events_eval, textfields
 from layers.codes import level_of
 from layers.errors import Forbidden, GridbranchError, InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 
-router = APIRouter(prefix="/v1/events", tags=["events"])
+router = APIRouter(prefix="/v1/events", tags=["events"], responses=problems(400, 403, 404, 409))
 
 Staff = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker")]
 Readers = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker", "member")]
@@ -333,7 +334,8 @@ def list_events(
     return _json({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
-@router.get("/evaluation", summary="Performance per department, street, community or grid over a period (绩效一网考); CSV with format=csv")
+@router.get("/evaluation", summary="Performance per department, street, community or grid over a period (绩效一网考); CSV with format=csv",
+            responses=media(CSV))
 def evaluation(
     request: Request,
     session: SessionDep,
@@ -426,7 +428,7 @@ def get_event_log(session: SessionDep, caller: Readers, event_id: ScopedEvent) -
                         "only members registered inside your area (dispatchers: anywhere). Each account may see "
                         "the suggestions of at most `GRIDBRANCH_EVENTS_ROUTING_PROBES_PER_HOUR` distinct events "
                         "an hour; past that, 429 with `Retry-After`.",
-            responses={429: {"description": "too many distinct events asked about this hour"}})
+            responses=problems(429))
 def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: ScopedEvent):
     es = request.app.state.settings.events
     out = ev.routing(session, event_id)

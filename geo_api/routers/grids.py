@@ -5,11 +5,12 @@ from pydantic import Field
 
 from geo_api.deps import Caller, Public, ScopedGrid, SessionDep, require_roles
 from geo_api.params import Body, Limit, Offset, parse_bbox
+from geo_api.responses import problems
 from layers import branches, grids, textfields
 from layers.codes import check_code
 from layers.geojson import collection
 
-router = APIRouter(prefix="/v1/grids", tags=["grids"])
+router = APIRouter(prefix="/v1/grids", tags=["grids"], responses=problems(400, 403, 404))
 
 
 @router.get("", summary="Current grids as a GeoJSON FeatureCollection, paged (OGC API Features style)")

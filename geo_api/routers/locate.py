@@ -8,6 +8,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
+from geo_api.responses import CSV, media, problems
 from ingest.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
 from layers.locate import (
@@ -37,7 +38,8 @@ async def lifespan(app: FastAPI):
 router = APIRouter(prefix="/v1/locate", tags=["locate"], lifespan=lifespan)
 
 
-@router.get("", summary="Which grid, community, street and district a point falls in (anonymous; no personal data)")
+@router.get("", summary="Which grid, community, street and district a point falls in (anonymous; no personal data)",
+            responses=problems(404))
 def locate(
     request: Request,
     session: SessionDep,
@@ -81,6 +83,13 @@ def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
     "like a single locate plus its `id`; with `Accept: text/csv` it is CSV, one flat row per input row. Batches are "
     "bounded in bytes and rows (GRIDBRANCH_LOCATE_BATCH_MAX_BYTES / _MAX_ROWS signed in, lower anonymously: "
     "_MAX_BYTES_ANONYMOUS / _MAX_ROWS_ANONYMOUS); the answer is streamed as it is made.",
+    responses=media(CSV),
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "items": {
+            "type": "object", "required": ["id", "lon", "lat"],
+            "properties": {"id": {}, "lon": {"type": "number"}, "lat": {"type": "number"}, "crs": {"type": "string"}}}}},
+        "text/csv": {"schema": {"type": "string", "description": "a header naming id, lon, lat[, crs], then rows"}},
+    }}},
 )
 async def locate_batch(
     request: Request,

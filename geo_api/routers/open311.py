@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from geo_api.idempotency import IdempotencyKey, Once, report_once
+from geo_api.responses import open311_errors
 from geo_api.routers.events import report_batcher
 from layers import events as ev
 from layers import events_open311 as o311
@@ -25,7 +26,7 @@ from layers import textfields
 from layers.errors import GridbranchError, InvalidInput, NotFound
 from layers.events_batch import Pending
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"])
+router = APIRouter(prefix="/open311/v2", tags=["open311"], responses=open311_errors(400, 404, 409))
 
 Jurisdiction = Annotated[str | None, Query(max_length=32, description="optional; the district code")]
 

@@ -6,12 +6,13 @@ from pydantic import Field
 from geo_api.deps import Caller, Public, ScopedRegistration, ScopedWithin, SessionDep, require_roles, scoped_member
 from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
+from geo_api.responses import problems
 from ingest.points import to_wgs84_point
 from layers import registrations as regs
 from layers import textfields
 from layers.errors import Forbidden, InvalidInput
 
-router = APIRouter(prefix="/v1/registrations", tags=["registrations"])
+router = APIRouter(prefix="/v1/registrations", tags=["registrations"], responses=problems(400, 403, 404, 409))
 
 MemberOrAdmin = Annotated[Caller, require_roles("member", "admin")]
 Deciders = Annotated[Caller, require_roles("admin", "grid_worker")]

@@ -9,6 +9,7 @@ from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 
 from geo_api.deps import Public
+from geo_api.responses import MVT, problems
 from tiles.layers import LAYERS
 from tiles.service import TileService, accepts_gzip, check_tile, entitled, layers_at_zoom, parse_layers
 from tiles.style import style as build_style
@@ -26,7 +27,7 @@ async def lifespan(app: FastAPI):
         service.close()
 
 
-router = APIRouter(prefix="/tiles", tags=["tiles"], lifespan=lifespan)
+router = APIRouter(prefix="/tiles", tags=["tiles"], lifespan=lifespan, responses=problems(404))
 
 LAYERS_DOC = f"a layer or comma-separated layers: {', '.join(LAYERS)}"
 
@@ -62,7 +63,8 @@ async def tilejson(request: Request, caller: Public,
 @router.get(
     "/{layers}/{z}/{x}/{y}.mvt",
     summary="A vector tile (MVT) of a layer or of several layers in one tile",
-    responses={200: {"content": {"application/vnd.mapbox-vector-tile": {}}}, 204: {"description": "empty tile"},
+    response_class=Response,
+    responses={200: {"content": {MVT: {}}}, 204: {"description": "empty tile"},
                304: {"description": "not modified (If-None-Match)"}},
 )
 async def tile(request: Request, caller: Public,

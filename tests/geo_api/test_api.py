@@ -14,10 +14,14 @@ from layers.errors import ConfigError
 from tests.conftest import TEST_SECRET, make_settings
 
 
-def test_healthz_reports_versions(client):
-    r = client.get("/healthz")
-    assert r.status_code == 200
-    body = r.json()
+def test_healthz_tells_versions_to_admins_only(client):
+    from tests.conftest import token_for
+
+    for headers in ({}, token_for("dispatcher"), token_for("member"), token_for("gridworker")):
+        r = client.get("/healthz", headers=headers)
+        assert r.status_code == 200 and r.json() == {"status": "ok"}, headers
+    body = client.get("/healthz", headers=token_for("admin")).json()
+    assert body["status"] == "ok"
     assert body["database"]["postgresql"].startswith("15")
     assert body["database"]["postgis"].startswith("3.")
 

@@ -261,6 +261,7 @@ CASES: dict[tuple[str, str], list[Case]] = {
     # the members layer: residences of the caller's area only (no names or phones at all)
     ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"): [Case(lambda c, w, r: _tile(c, w), scope="public")],
     ("GET", "/map"): [Case(lambda c, w, r: req("GET", "/map"))],
+    ("GET", "/docs"): [Case(lambda c, w, r: req("GET", "/docs"))],
 }
 
 

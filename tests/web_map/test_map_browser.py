@@ -334,10 +334,9 @@ def beijing(iso: str) -> str:
 # --- tests ----------------------------------------------------------------------
 
 
-def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
-    open_map(page, live_server)
-
-    assert page.title() == "金水区网格党支部地图 · gridbranch"
+def assert_offline(page_log, live_server) -> set[str]:
+    """The page loaded cleanly and asked nothing of any host but ours (no CDN, no
+    fonts, no validator); the paths it asked for."""
     assert page_log.page_errors == []
     assert page_log.errors() == []
     assert page_log.failed == []
@@ -349,7 +348,14 @@ def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
         parts = urlsplit(url)
         assert parts.scheme in ("http", "data", "blob"), url
         assert parts.scheme != "http" or parts.netloc == server, url
-    paths = {urlsplit(u).path for u in page_log.requests}
+    return {urlsplit(u).path for u in page_log.requests}
+
+
+def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
+    open_map(page, live_server)
+
+    assert page.title() == "金水区网格党支部地图 · gridbranch"
+    paths = assert_offline(page_log, live_server)
     composite = ",".join(PUBLIC_LAYERS)
     assert {"/map", "/static/map/map.js", "/static/vendor/maplibre-gl/maplibre-gl.mjs",
             f"/tiles/{composite}.json"} <= paths
@@ -368,6 +374,24 @@ def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
     assert not any("icon-image" in layer.get("layout", {}) for layer in style["layers"])
     assert style["sources"] == {"gridbranch": {**style["sources"]["gridbranch"], "type": "vector",
                                                "tiles": [f"{live_server}/tiles/{composite}/{{z}}/{{x}}/{{y}}.mvt"]}}
+
+
+def test_api_docs_load_offline(page, page_log, live_server):
+    """/docs is Swagger UI from the service's own npm copy: it renders every operation of
+    /openapi.json and asks no other host for anything."""
+    operations = [(method.upper(), path) for path, item in get_json(f"{live_server}/openapi.json")["paths"].items()
+                  for method in item]
+    page.goto(f"{live_server}/docs")
+    page.wait_for_function(f"document.querySelectorAll('.opblock').length >= {len(operations)}", timeout=60_000)
+    shown = page.evaluate("""() => [...document.querySelectorAll('.opblock')].map(b => [
+        b.querySelector('.opblock-summary-method').textContent.trim(),
+        b.querySelector('.opblock-summary-path').getAttribute('data-path')])""")
+    assert sorted(map(tuple, shown)) == sorted(operations)
+    assert page.is_visible("button.authorize")  # the password flow is offered
+    assert page.title() == "gridbranch · API"
+    paths = assert_offline(page_log, live_server)
+    assert {"/docs", "/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/vendor/swagger-ui/swagger-ui.css",
+            "/openapi.json"} <= paths
 
 
 def test_tiles_hold_what_the_api_serves(page, live_server):

@@ -1,0 +1,125 @@
+"""Response headers every route of the full stack shares: ``Cache-Control: no-store`` on
+answers that may hold personal data, and ``Allow`` (on a 405, and as the answer to
+OPTIONS) naming every method of the path, not only those of the first route matching it.
+
+Applied by :class:`geo_api.app.GridbranchAPI` around FastAPI's own stack. The fast paths in
+front of it answer only anonymous requests to public routes with public data, so they
+need neither.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from geo_api.deps import Access
+
+NO_STORE = (b"cache-control", b"no-store")
+#: The order methods are listed in ``Allow``.
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+_PROBED = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(routes, scope: Scope) -> tuple[str, ...]:
+    """The methods answered at the request's path, HEAD wherever GET is (every route
+    answers HEAD as its GET) and OPTIONS; empty when no route takes the path at all.
+
+    Each method is matched as the router would match it, since a path may be served by
+    several routes (``GET`` and ``POST /v1/events``), of which Starlette's own 405 names
+    only the first. A mount (static files) answers GET and HEAD."""
+    found: set[str] = set()
+    for method in _PROBED:
+        probe = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""), "method": method,
+                 "headers": [], "query_string": b""}
+        for route in routes:
+            match, _ = route.matches(probe)
+            if match is Match.FULL:
+                found.add("GET" if isinstance(route, Mount) else method)
+                break
+    if not found:
+        return ()
+    if "GET" in found:
+        found.add("HEAD")
+    found.add("OPTIONS")
+    return tuple(m for m in METHODS if m in found)
+
+
+def declared_personal(route) -> bool:
+    """Whether ``route`` is declared for signed-in roles only (``require_roles``), i.e.
+    may answer with personal data. Remembered on the route: routes are built once."""
+    personal = getattr(route, "_gridbranch_personal", None)
+    if personal is None:
+        dependant = getattr(route, "dependant", None)
+        calls = [d.call for d in dependant.dependencies] if dependant is not None else []
+        personal = any(isinstance(c, Access) and c.roles for c in calls)
+        try:
+            route._gridbranch_personal = personal
+        except AttributeError:  # a route type that takes no attributes: not one of ours
+            return False
+    return personal
+
+
+def _keeps_own_policy(value: bytes, personal_route: bool) -> bool:
+    """A Cache-Control a response set itself stands when it keeps the answer out of
+    shared caches (``private``, ``no-store``); on a public route any policy it set stands,
+    since such a route chose it for this caller (the tiles: ``public`` only for tiles
+    without personal layers, whoever asks)."""
+    value = value.lower()
+    return not personal_route or b"private" in value or b"no-store" in value
+
+
+class ResponseHeaders:
+    """ASGI middleware: answers OPTIONS itself; completes ``Allow`` on a 405; adds
+    ``Cache-Control: no-store`` to every answer to a request carrying ``Authorization``
+    and to every answer of a route declared for signed-in roles, unless the answer set a
+    policy of its own that :func:`_keeps_own_policy` lets stand.
+
+    ``no-store`` keeps member names, phones and residences out of browser and proxy
+    caches (a shared office computer's disk, an nginx in front): a signed-in answer is
+    never stored, whatever the route."""
+
+    def __init__(self, app: ASGIApp, router) -> None:
+        self.app = app
+        self.router = router  # its routes are read per request: they are added after this is built
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            allow = allowed_methods(self.router.routes, scope)
+            if allow:
+                await send({"type": "http.response.start", "status": 204,
+                            "headers": [(b"allow", ", ".join(allow).encode())]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        signed_in = any(name == b"authorization" for name, _ in scope["headers"])
+        # routing rewrites the scope in place (a mount extends root_path): keep what was asked
+        asked = {"path": scope["path"], "root_path": scope.get("root_path", "")}
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = self._complete(scope, asked, message, signed_in)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    def _complete(self, scope: Scope, asked: Scope, message: Message, signed_in: bool) -> Message:
+        status = message["status"]
+        route = scope.get("route")
+        personal_route = route is not None and declared_personal(route)
+        headers = list(message.get("headers", ()))
+        changed = False
+        if status == 405:
+            allow = allowed_methods(self.router.routes, asked)
+            if allow:
+                headers = [(k, v) for k, v in headers if k.lower() != b"allow"]
+                headers.append((b"allow", ", ".join(allow).encode()))
+                changed = True
+        if signed_in or personal_route:
+            own = next((v for k, v in headers if k.lower() == b"cache-control"), None)
+            if own is None or not _keeps_own_policy(own, personal_route):
+                headers = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+                headers.append(NO_STORE)
+                changed = True
+        return {**message, "headers": headers} if changed else message
