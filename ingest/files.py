@@ -315,9 +315,9 @@ def _redecode(strings: list[str]) -> tuple[str, str | None]:
     return "latin-1", "ISO-8859-1"
 
 
-def _recode(value: str, enc: str) -> str:
+def _recode(value: str, enc: str, lossy: bool = False) -> str:
     try:
-        return value.encode("latin-1").decode(enc)
+        return value.encode("latin-1").decode(enc, errors="replace" if lossy else "strict")
     except (UnicodeEncodeError, UnicodeDecodeError):
         return value
 
@@ -340,13 +340,26 @@ def _read_ogr(path: Path, name: str, driver: str, layer: str | None, encoding: s
 
     layer = _pick_layer(path, name, layer) if driver not in ("ESRI Shapefile", "CSV") else None
     detect = encoding is None and (driver == "CSV" or (driver == "ESRI Shapefile" and _sibling(path, ".cpg") is None))
-    read_as = "ISO-8859-1" if detect else encoding
-    try:
+    tabular = driver == "CSV"
+    lossy = None
+
+    def read(read_as):
         info = pyogrio.read_info(path, layer=layer, encoding=read_as)
         if info["features"] > limits.max_features:
             raise FileError(f"{name}: {info['features']} features, more than the {limits.max_features} gridbranch reads")
-        tabular = driver == "CSV"
-        meta, _, wkb, columns = pyogrio.raw.read(path, layer=layer, encoding=read_as, read_geometry=not tabular)
+        return info, pyogrio.raw.read(path, layer=layer, encoding=read_as, read_geometry=not tabular)
+
+    try:
+        try:
+            info, (meta, _, wkb, columns) = read("ISO-8859-1" if detect else encoding)
+        except UnicodeDecodeError as exc:
+            if detect:
+                raise
+            # text that is not what the .cpg (or --encoding) says, typically a DBF field
+            # name cut at its 10 bytes in the middle of a character: read it byte for byte
+            lossy = f"not valid {encoding or 'in the .cpg encoding'} ({exc.reason} at byte {exc.start})"
+            detect = True
+            info, (meta, _, wkb, columns) = read("ISO-8859-1")
     except FileError:
         raise
     except Exception as exc:
@@ -356,12 +369,19 @@ def _read_ogr(path: Path, name: str, driver: str, layer: str | None, encoding: s
     enc_used, enc_note = encoding, ("given" if encoding else None)
     if detect:
         strings = fields + [v for col in values for v in col if isinstance(v, str)]
-        py_enc, label = _redecode(strings)
+        py_enc, label = _redecode(strings) if lossy is None else ("utf-8", "UTF-8")
+        if lossy is not None:
+            # the values may be fine; what is not is shown with replacement characters
+            py_enc = "gb18030" if (encoding or "").lower().replace("-", "") in ("gbk", "gb18030", "cp936", "936") \
+                else "utf-8"
+            label = py_enc.upper()
         if label is not None:
-            fields = [_recode(f, py_enc) for f in fields]
-            values = [[_recode(v, py_enc) if isinstance(v, str) else v for v in col] for col in values]
+            fields = [_recode(f, py_enc, lossy is not None) for f in fields]
+            values = [[_recode(v, py_enc, lossy is not None) if isinstance(v, str) else v for v in col]
+                      for col in values]
             enc_used = label
-            enc_note = "detected" + (", no .cpg" if driver == "ESRI Shapefile" else "")
+            enc_note = ("detected" + (", no .cpg" if driver == "ESRI Shapefile" else "")) if lossy is None else \
+                f"{lossy}: undecodable bytes shown as \ufffd (a DBF field name cut at 10 bytes?)"
     elif driver == "ESRI Shapefile" and encoding is None:
         enc_used, enc_note = meta.get("encoding") or info.get("encoding"), "from the .cpg"
     if fields and fields[0].startswith("\ufeff"):

@@ -70,14 +70,14 @@ def _versions(engine):
 
 
 def _write(path, geoms_wgs, codes, names, parents, crs="EPSG:4547", declare=None, driver="GPKG", layer=None,
-           geometry_type="MultiPolygon", z=None):
+           geometry_type="MultiPolygon", z=None, encoding=None):
     geoms = np.asarray(geoms_from_wgs84(np.asarray(geoms_wgs, dtype=object), crs), dtype=object)
     if z is not None:
         geoms = shapely.force_3d(geoms, z)
     pyogrio.raw.write(path, shapely.to_wkb(geoms),
                       [np.array(codes, dtype=object), np.array(names, dtype=object), np.array(parents, dtype=object)],
                       ["网格编码", "网格名称", "所属社区"], driver=driver, geometry_type=geometry_type,
-                      crs=declare or crs, layer=layer)
+                      crs=declare or crs, layer=layer, encoding=encoding)
     return path
 
 
@@ -328,3 +328,64 @@ def test_redrawn_renamed_and_absent_grids(server_url, district, tmp_path, clock)
             conn.execute(text("UPDATE grids SET worker_name = '张三' WHERE code = :c"), {"c": grids[3].code})
         with pytest.raises(Conflict):
             _commit(engine, stale)
+
+
+# ---- every format reads the same -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["geojson", "kml", "kmz", "fgb", "shp-folder", "csv", "xlsx"])
+def test_every_format_gives_the_same_plan(tmp_path, deployment, district, kind):
+    grids = district.grids[5:10]
+    codes, names, parents = [g.code for g in grids], [g.name for g in grids], [g.parent for g in grids]
+    geoms = [g.geom for g in grids]
+    crs = None
+    if kind in ("geojson", "fgb"):
+        path = _write(tmp_path / f"g.{kind}", geoms, codes, names, parents, crs="EPSG:4326",
+                      driver={"geojson": "GeoJSON", "fgb": "FlatGeobuf"}[kind])
+    elif kind in ("kml", "kmz"):
+        path = _write(tmp_path / "doc.kml", geoms, codes, names, parents, crs="EPSG:4326", driver="KML")
+        if kind == "kmz":
+            kmz = tmp_path / "g.kmz"
+            with zipfile.ZipFile(kmz, "w", zipfile.ZIP_DEFLATED) as z:
+                z.write(path, "doc.kml")
+            path = kmz
+    elif kind == "shp-folder":
+        (tmp_path / "shp").mkdir()
+        _write(tmp_path / "shp" / "grids.shp", geoms, codes, names, parents, crs="EPSG:4547",
+               driver="ESRI Shapefile", encoding="GBK")
+        path = tmp_path / "shp"
+    else:
+        crs = "EPSG:4547"
+        gk = geoms_from_wgs84(np.asarray(geoms, dtype=object), crs)
+        rows = [["网格编码", "网格名称", "所属社区", "WKT"]] + [[c, n, p, g.wkt] for c, n, p, g in
+                                                          zip(codes, names, parents, gk)]
+        path = tmp_path / f"g.{kind}"
+        if kind == "csv":
+            path.write_text("\n".join(",".join(f'"{v}"' for v in r) for r in rows), encoding="utf-8")
+        else:
+            import openpyxl
+
+            wb = openpyxl.Workbook()
+            for r in rows:
+                # codes as numbers, as Excel keeps them
+                wb.active.append([int(v) if isinstance(v, str) and v.isdigit() else v for v in r])
+            wb.save(path)
+    plan = _plan(deployment, "grids", path, crs=crs)
+    assert plan.ok, format_report(plan)
+    # (FlatGeobuf's spatial index stores features in its own order)
+    outcomes = sorted(plan.outcomes, key=lambda o: o.code) if kind == "fgb" else plan.outcomes
+    assert [(o.code, o.name, o.parent, o.action) for o in outcomes] == [
+        (c, n, p, "add") for c, n, p in zip(codes, names, parents)]
+    for o, g in zip(outcomes, geoms):
+        assert shapely.hausdorff_distance(o.geom, g) < 1e-7  # ~1 cm
+
+
+def test_utf8_dbf_field_names_cut_mid_character_still_read(tmp_path, district):
+    """A DBF field name has 10 bytes: 网格编码 in UTF-8 (12) is cut inside 码."""
+    g = district.grids[0]
+    with pytest.warns(RuntimeWarning, match="laundered"):  # GDAL says it cuts them
+        path = _write(tmp_path / "cut.shp", [g.geom], [g.code], [g.name], [g.parent], driver="ESRI Shapefile")
+    src = read_features(path)
+    assert "\ufffd" in src.fields[0] and src.fields[0].startswith("网格编")
+    assert src.records[0][src.fields[1]] == g.name  # the values are fine
+    assert "10 bytes" in src.encoding_note
