@@ -1,4 +1,5 @@
-"""Demo accounts: one per role, scoped to the Jinshui demo district."""
+"""Demo accounts: one per role, scoped to the loaded district (the Jinshui demo's, or any
+other a deployment holds)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,26 @@ from sqlalchemy.orm import Session
 
 from geo_api.security import hash_password
 from layers import users
+from layers.errors import ConfigError
 from layers.models import AdminArea, Grid, Registration
-
-DISTRICT = "410105000000"
 
 
 def demo_accounts(session: Session) -> list[dict]:
-    """The five demo accounts with their scopes, read from the loaded demo data."""
+    """The five demo accounts with their scopes, read from the loaded data: the
+    district's code and name, its first street and grid, a confirmed member."""
+    row = session.execute(
+        select(AdminArea.code, AdminArea.name).where(AdminArea.level == "district").order_by(AdminArea.code)
+    ).first()
+    if row is None:
+        raise ConfigError("no district is loaded: the demo accounts are scoped to one")
+    district, district_name = row
     street = session.scalar(select(AdminArea.code).where(AdminArea.level == "street").order_by(AdminArea.code))
     grid = session.scalar(select(Grid.code).order_by(Grid.code))
     member = session.scalar(
         select(Registration.member_id).where(Registration.status == "confirmed").order_by(Registration.member_id)
     )
     return [
-        {"username": "admin", "role": "admin", "area_code": DISTRICT, "display_name": "金水区委组织部"},
+        {"username": "admin", "role": "admin", "area_code": district, "display_name": f"{district_name}委组织部"},
         {"username": "street_admin", "role": "admin", "area_code": street, "display_name": "街道党工委"},
         {"username": "dispatcher", "role": "dispatcher", "area_code": None, "display_name": "区指挥中心"},
         {"username": "gridworker", "role": "grid_worker", "area_code": grid, "display_name": "网格员"},

@@ -257,6 +257,93 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
     return 0 if written and plan.file_error is None and failed is None else 1
 
 
+def _admin_password(username: str) -> str:
+    """The first admin's password: GRIDBRANCH_INIT_ADMIN_PASSWORD (for scripts), else
+    asked twice on the terminal."""
+    import getpass
+    import os
+
+    password = os.environ.get("GRIDBRANCH_INIT_ADMIN_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise GridbranchError("no terminal to ask the admin's password on: set GRIDBRANCH_INIT_ADMIN_PASSWORD",
+                                  field="password")
+        password = getpass.getpass(f"password of the district admin {username!r}: ")
+        if getpass.getpass("the same password again: ") != password:
+            raise GridbranchError("the two passwords differ", field="password")
+    if len(password) < 8:
+        raise GridbranchError("the admin's password needs at least 8 characters", field="password")
+    return password
+
+
+def cmd_init(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from geo_api.security import hash_password
+    from ingest.district import check_empty, start_district
+    from ingest.files import read_features
+
+    boundary = read_features(Path(args.boundary), layer=args.layer, encoding=args.encoding)
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            check_empty(session)  # before asking for a password
+            hashed = hash_password(_admin_password(args.admin))
+            done = start_district(session, code=args.district, boundary=boundary, crs=args.crs, name=args.name,
+                                  admin_username=args.admin, admin_password_hash=hashed)
+            session.commit()
+    finally:
+        engine.dispose()
+    for note in done["notes"]:
+        print(f"note: {note}")
+    print(f"district {done['code']} {done['name']}: {done['area_km2']:,.1f} km² in {done['parts']} part(s)")
+    print(f"service roles: {', '.join(done['roles'])}")
+    print(f"national calendar: {done['calendar_days']} days added")
+    print(f"district admin account: {done['admin']}")
+    print("next: gridbranch ingest areas FILE, then gridbranch ingest grids FILE (dry runs until --commit)")
+    return 0
+
+
+def cmd_ingest_boundaries(args, settings: Settings) -> int:
+    import json
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from ingest import boundaries
+    from ingest.files import read_features
+
+    mapping = boundaries.parse_mapping(args.map)
+    src = read_features(Path(args.file), layer=args.layer, encoding=args.encoding,
+                        geometry_field=mapping.get("geometry"))
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            plan = boundaries.plan_import(session, args.kind, src, crs=args.crs, mapping=mapping,
+                                          do_repair=args.repair, tolerance_m2=args.tolerance,
+                                          thresholds=settings.coverage.thresholds())
+            print(boundaries.format_report(plan))
+            if args.report:
+                Path(args.report).write_text(json.dumps(plan.as_dict(), ensure_ascii=False, indent=1), "utf-8")
+            if not plan.ok:
+                print(f"nothing written: {len(plan.errors)} error(s) above", file=sys.stderr)
+                return 1
+            if not args.commit:
+                print("dry run: nothing written (add --commit to write it)")
+                return 0
+            counts = boundaries.commit_plan(session, plan)
+            session.commit()
+    finally:
+        engine.dispose()
+    if counts["unchanged"] == len(plan.outcomes):
+        print("nothing to write: every feature is as stored")
+    else:
+        print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    return 0
+
+
 def cmd_coverage_report(args, settings: Settings) -> int:
     from pathlib import Path
 
@@ -308,6 +395,34 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--encoding", default="utf-8", help="text encoding of the file (default UTF-8, with or "
                    "without BOM; gb18030 for GBK files saved by Chinese Excel)")
     q.set_defaults(func=cmd_ingest_registrations)
+    for kind, text in (("areas", "streets and communities (12-digit codes) from a boundary file"),
+                       ("grids", "grids (15-digit codes) from a boundary file")):
+        q = kinds.add_parser(kind, help=text + ": GeoPackage, Shapefile (folder or .zip), GeoJSON, KML/KMZ, "
+                                              "FlatGeobuf, CSV/XLSX with a WKT column")
+        q.add_argument("file")
+        q.add_argument("--commit", action="store_true", help="write it, in one transaction (default: a dry run)")
+        q.add_argument("--crs", help="the file's CRS (wgs84, gcj02, bd09, cgcs2000, EPSG:n); overrides the file's")
+        q.add_argument("--map", help="attribute names, e.g. code=BM,name=MC,parent=SQBM (geometry=COL for a WKT "
+                                     "column)")
+        q.add_argument("--layer", help="the layer (GeoPackage, KML), sheet (XLSX) or Shapefile (in a .zip) to read")
+        q.add_argument("--encoding", help="attribute encoding (default: the .cpg, else detected: UTF-8 or GBK/GB18030)")
+        q.add_argument("--repair", action="store_true", help="repair invalid geometries with make_valid")
+        q.add_argument("--tolerance", type=float, default=100.0,
+                       help="m² a unit may reach outside its parent (default 100)")
+        q.add_argument("--report", help="also write the report as JSON to this file")
+        q.set_defaults(func=cmd_ingest_boundaries, kind=kind)
+
+    p = sub.add_parser("init", help="start an empty deployment: migrations, the district's boundary, roles, "
+                                    "calendar, a first district admin")
+    p.add_argument("--district", required=True, help="the county-level division code, 6 or 12 digits (e.g. 410102)")
+    p.add_argument("--boundary", required=True, help="the district's boundary file (any format ingest reads)")
+    p.add_argument("--name", help="the district's name (default: from the boundary file)")
+    p.add_argument("--crs", help="the boundary file's CRS (default: the file's)")
+    p.add_argument("--layer", help="the layer to read when the file holds several")
+    p.add_argument("--encoding", help="attribute encoding of the boundary file")
+    p.add_argument("--admin", default="admin", help="username of the first district admin (default admin); "
+                                                    "password from GRIDBRANCH_INIT_ADMIN_PASSWORD or asked")
+    p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("coverage", help="coverage analysis: gaps, overlaps, branchless grids, metrics")
     kinds = p.add_subparsers(dest="action", required=True)

@@ -25,6 +25,11 @@ module:
 * Validation helpers (:func:`check_lonlat`, :func:`looks_swapped`) and a
   great-circle distance (:func:`haversine_m`).
 
+* For files: geometries to and from WGS84 (:func:`geoms_to_wgs84`), the CGCS2000
+  Gauss-Krüger zones (:func:`gauss_kruger`) and the zone-prefix mistake
+  (:func:`zone_prefix_mismatch`), and a guess at coordinates given without a CRS
+  (:func:`crs_hint`).
+
 Axis-order convention (important)
 ---------------------------------
 Every function here takes and returns coordinates as ``x, y`` in the
@@ -61,13 +66,19 @@ __all__ = [
     "EARTH_RADIUS_M",
     "CoordinateError",
     "CrsSpec",
+    "GaussKruger",
     "UnknownCRSError",
     "bd09_to_gcj02",
     "bd09_to_wgs84",
     "check_lonlat",
+    "crs_hint",
     "from_wgs84",
     "gcj02_to_bd09",
+    "gauss_kruger",
+    "gauss_kruger_for",
     "gcj02_to_wgs84",
+    "geoms_from_wgs84",
+    "geoms_to_wgs84",
     "haversine_m",
     "in_china_rough",
     "looks_swapped",
@@ -75,6 +86,7 @@ __all__ = [
     "to_wgs84",
     "wgs84_to_bd09",
     "wgs84_to_gcj02",
+    "zone_prefix_mismatch",
 ]
 
 
@@ -537,3 +549,172 @@ def haversine_m(lon1: Any, lat1: Any, lon2: Any, lat2: Any):
     h = np.sin(dphi / 2.0) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dlmb / 2.0) ** 2
     d = 2.0 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
     return float(d) if scalar else d
+
+
+# --------------------------------------------------------------------------
+# Geometries, CGCS2000 Gauss-Krüger zones, hints for files
+# --------------------------------------------------------------------------
+
+
+def geoms_to_wgs84(geoms, crs: str | CrsSpec):
+    """Shapely geometries (2D, x first) in *crs* → the same geometries in WGS84 lon/lat.
+
+    Vertices PROJ cannot transform come back as ``inf`` (see :func:`to_wgs84`)."""
+    import shapely
+
+    spec = parse_crs(crs)
+
+    def xy(coords: np.ndarray) -> np.ndarray:
+        lon, lat = to_wgs84(coords[:, 0], coords[:, 1], spec)
+        return np.column_stack([lon, lat])
+
+    return shapely.transform(geoms, xy)
+
+
+def geoms_from_wgs84(geoms, crs: str | CrsSpec):
+    """Shapely geometries in WGS84 lon/lat → the same geometries in *crs* (x first)."""
+    import shapely
+
+    spec = parse_crs(crs)
+
+    def xy(coords: np.ndarray) -> np.ndarray:
+        x, y = from_wgs84(coords[:, 0], coords[:, 1], spec)
+        return np.column_stack([x, y])
+
+    return shapely.transform(geoms, xy)
+
+
+@dataclass(frozen=True)
+class GaussKruger:
+    """A CGCS2000 Gauss-Krüger CRS (EPSG:4491–4554): zone width (3 or 6 degrees), its
+    central meridian, its zone number and whether eastings carry the zone number as a
+    prefix (false easting zone × 1,000,000 + 500,000, e.g. 38 512 345.6 m in EPSG:4526)
+    or not (500,000, e.g. 512 345.6 m in EPSG:4547)."""
+
+    epsg: int
+    width: int
+    central_meridian: int
+    zone: int
+    prefixed: bool
+
+    @property
+    def crs(self) -> CrsSpec:
+        return parse_crs(f"EPSG:{self.epsg}")
+
+    @property
+    def title(self) -> str:
+        return f"EPSG:{self.epsg} ({_pyproj_crs(self.epsg).name})"
+
+
+def gauss_kruger(crs: str | CrsSpec) -> GaussKruger | None:
+    """The :class:`GaussKruger` description of a CGCS2000 Gauss-Krüger CRS, else None.
+
+    EPSG:4491–4501 are the 6-degree zones 13–23 with prefix, 4502–4512 the same without
+    (CM 75°E–135°E); 4513–4533 the 3-degree zones 25–45 with prefix, 4534–4554 without."""
+    spec = parse_crs(crs)
+    e = spec.epsg
+    if e is None or not 4491 <= e <= 4554:
+        return None
+    if e <= 4501:
+        zone = 13 + e - 4491
+        return GaussKruger(e, 6, 6 * zone - 3, zone, True)
+    if e <= 4512:
+        cm = 75 + 6 * (e - 4502)
+        return GaussKruger(e, 6, cm, (cm + 3) // 6, False)
+    if e <= 4533:
+        zone = 25 + e - 4513
+        return GaussKruger(e, 3, 3 * zone, zone, True)
+    cm = 75 + 3 * (e - 4534)
+    return GaussKruger(e, 3, cm, cm // 3, False)
+
+
+def gauss_kruger_for(width: int, zone: int, prefixed: bool) -> GaussKruger | None:
+    """The CGCS2000 Gauss-Krüger CRS of a zone (3- or 6-degree), with or without the
+    zone prefix on eastings; None for a zone outside China's (6°: 13–23, 3°: 25–45)."""
+    if width == 6 and 13 <= zone <= 23:
+        epsg = 4491 + zone - 13 if prefixed else 4502 + zone - 13
+    elif width == 3 and 25 <= zone <= 45:
+        epsg = 4513 + zone - 25 if prefixed else 4534 + zone - 25
+    else:
+        return None
+    return gauss_kruger(f"EPSG:{epsg}")
+
+
+def _prefix_zone(easting: float) -> GaussKruger | None:
+    """The prefixed zone an easting like 38 512 345.6 names (the two leading digits; the
+    3- and 6-degree zone numbers used in China do not overlap), if it is one."""
+    zone, rest = divmod(easting, 1_000_000)
+    if not 100_000 <= rest <= 900_000:
+        return None
+    zone = int(zone)
+    return gauss_kruger_for(3, zone, True) or gauss_kruger_for(6, zone, True)
+
+
+def zone_prefix_mismatch(crs: str | CrsSpec, eastings) -> tuple[GaussKruger, str] | None:
+    """Detect the common Gauss-Krüger mistake: eastings carrying the zone prefix
+    (38xxxxxx.x) in a file declared without it (EPSG:4547), or the reverse.
+
+    *eastings* are the file's x values (metres). Returns the CRS the coordinates fit and
+    an explanation, or None when they fit *crs* (or *crs* is no CGCS2000 Gauss-Krüger CRS).
+    """
+    gk = gauss_kruger(crs)
+    e = np.asarray(eastings, dtype=float).reshape(-1)
+    e = e[np.isfinite(e)]
+    if gk is None or not len(e):
+        return None
+    median = float(np.median(e))
+    sample = f"{median:.1f}"
+    if not gk.prefixed and median >= 1_000_000:
+        fit = _prefix_zone(median)
+        if fit is None:
+            return None
+        return fit, (f"the eastings carry a zone prefix (e.g. {sample}: zone {fit.zone}) but {gk.title} has none "
+                     f"(eastings about 500000 ± 300000 m): the coordinates are {fit.title}; give --crs EPSG:{fit.epsg}")
+    if gk.prefixed:
+        zone = int(median // 1_000_000)
+        if zone == gk.zone:
+            return None
+        if median < 1_000_000:
+            fit = gauss_kruger_for(gk.width, gk.zone, False)
+            return fit, (f"the eastings have no zone prefix (e.g. {sample}) but {gk.title} expects them to start with "
+                         f"its zone number {gk.zone} ({gk.zone}xxxxxx.x): the coordinates are {fit.title}; "
+                         f"give --crs EPSG:{fit.epsg}")
+        fit = _prefix_zone(median)
+        if fit is not None:
+            return fit, (f"the eastings carry the prefix of zone {fit.zone} (e.g. {sample}), not of zone {gk.zone} "
+                         f"as {gk.title} says: the coordinates are {fit.title}; give --crs EPSG:{fit.epsg}")
+    return None
+
+
+def crs_hint(x, y, near_lon: float | None = None) -> str:
+    """A guess at the CRS of coordinates given without one, for error messages: degrees
+    (WGS84, GCJ-02 or CGCS2000 cannot be told apart by their values), Gauss-Krüger
+    eastings with a zone prefix, or without (the zone then from *near_lon*, e.g. the
+    district's longitude)."""
+    xa = np.asarray(x, dtype=float).reshape(-1)
+    ya = np.asarray(y, dtype=float).reshape(-1)
+    ok = np.isfinite(xa) & np.isfinite(ya)
+    if not ok.any():
+        return "the file has no usable coordinates"
+    mx, my = float(np.median(xa[ok])), float(np.median(ya[ok]))
+    if abs(mx) <= 180 and abs(my) <= 180:
+        if abs(my) <= 90 and in_china_rough(mx, my):
+            return (f"the coordinates look like longitude/latitude in China (e.g. {mx:.6f}, {my:.6f}): wgs84, "
+                    "cgcs2000, or gcj02 if they come from Amap, Tencent or WeChat")
+        if in_china_rough(my, mx):
+            return (f"the coordinates look like latitude/longitude in China with the axes swapped, latitude first "
+                    f"(e.g. {mx:.6f}, {my:.6f})")
+        if abs(my) <= 90:
+            return f"the coordinates look like longitude/latitude, but outside China (e.g. {mx:.6f}, {my:.6f})"
+    fit = _prefix_zone(mx)
+    if fit is not None and 2_000_000 <= my <= 6_500_000:
+        return f"the coordinates look like CGCS2000 Gauss-Krüger with a zone prefix (e.g. {mx:.1f}, {my:.1f}): {fit.title}"
+    if 100_000 <= mx <= 900_000 and 2_000_000 <= my <= 6_500_000:
+        guess = ""
+        if near_lon is not None:
+            fit = gauss_kruger_for(3, int(round(near_lon / 3)), False)
+            if fit is not None:
+                guess = f"; near the district that is {fit.title}"
+        return (f"the coordinates look like CGCS2000 Gauss-Krüger metres without a zone prefix (e.g. {mx:.1f}, "
+                f"{my:.1f}){guess}")
+    return f"the coordinates (e.g. {mx:.1f}, {my:.1f}) fit no CRS gridbranch can guess"

@@ -1,4 +1,4 @@
-// The gridbranch web map: Jinshui District drawn from the service's own vector tiles
+// The gridbranch web map: the district the service holds drawn from its own vector tiles
 // (/tiles/…/{z}/{x}/{y}.mvt, one composite source) — district, street and community
 // boundaries, grids coloured by branch coverage, branch activity sites, events by their
 // time state, coverage issues and member density per H3 cell.
@@ -237,6 +237,7 @@ try {
       sources: {},
       layers: [{ id: 'background', type: 'background', paint: { 'background-color': COLORS.outside } }],
     },
+    // only until the data's own bounds (TileJSON) are fitted, whatever the district
     center: [113.68, 34.8],
     zoom: 11,
     minZoom: 8,
@@ -1146,7 +1147,24 @@ function idle() {
 
 // --- start ----------------------------------------------------------------------
 
+// The page is named after the district the service holds (the Jinshui demo's or any
+// other deployment's); the embed map has no title to write and asks for nothing more.
+async function nameTheMap() {
+  try {
+    const { areas } = await fetchJson(apiUrl('v1/areas'));
+    const district = (areas || []).find((a) => a.level === 'district');
+    if (district) {
+      const title = `${district.name}网格党支部地图`;
+      document.querySelector('#panel h1').textContent = title;
+      document.title = `${title} · gridbranch`;
+    }
+  } catch (err) {
+    console.warn('naming the map failed', err);
+  }
+}
+
 async function main() {
+  const naming = EMBED ? Promise.resolve() : nameTheMap();
   let tilejson;
   try {
     tilejson = await fetchJson(apiUrl(`tiles/${TILE_LAYERS.join(',')}.json`));
@@ -1214,6 +1232,7 @@ async function main() {
       showStatus(`定位链接中的地点失败：${err.message}`, 'warning');
     }
   }
+  await naming;
   document.body.dataset.ready = '1';
 }
 
