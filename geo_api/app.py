@@ -20,7 +20,7 @@ from geo_api.fastpath import LocateFastPath
 from geo_api.headers import ResponseHeaders
 from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
-    areas, auth, branches, coverage, events, grids, health, locate, open311, places, registrations, tiles,
+    areas, auth, branches, coverage, events, grids, health, locate, open311, pages, places, registrations, tiles,
 )
 from geo_api.settings import Settings
 from layers import db, migrate
@@ -28,7 +28,7 @@ from layers.clock import SYSTEM, Clock, clock_of
 from layers.clock import bind as bind_clock
 from layers.errors import ConfigError
 from layers.locate import GridIndexCache
-from tiles.fastpath import TileFastPath
+from geo_api.tile_fastpath import TileFastPath
 
 log = logging.getLogger("gridbranch")
 
@@ -97,7 +97,7 @@ class GridbranchAPI(FastAPI):
     """FastAPI with the fast paths in front of its whole stack.
 
     The three hottest anonymous requests — single locates (``geo_api/fastpath.py``), public
-    tiles (``tiles/fastpath.py``) and public event reports (``routers/events.py``) — are
+    tiles (``geo_api/tile_fastpath.py``) and public event reports (``routers/events.py``) — are
     answered before FastAPI's own layers (telemetry hooks, body limit, error middleware,
     routing), which cost more per request than the answer itself. Each fast path takes
     only requests it can answer byte for byte as the route would and hands everything
@@ -167,7 +167,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         version="0.1.0",
         lifespan=lifespan,
         # FastAPI's own /docs and /redoc load their scripts from a CDN: the web map serves
-        # Swagger UI from its npm packages instead (web_map.docs_page); no ReDoc
+        # Swagger UI from its npm packages instead (geo_api.routers.pages.docs_page); no ReDoc
         docs_url=None,
         redoc_url=None,
         responses=EVERY_ROUTE,
@@ -181,8 +181,5 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
                    tiles):
         app.include_router(module.router)
     app.include_router(branches.log_router)
-
-    from web_map import mount as mount_web_map
-
-    mount_web_map(app)
+    pages.mount(app)  # /map and /docs, with their static files
     return app

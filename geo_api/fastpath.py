@@ -1,6 +1,6 @@
 """The anonymous locate fast path: an ASGI middleware answering anonymous
 ``GET /v1/locate`` ahead of FastAPI's routing and dependencies (the pattern of
-:mod:`tiles.fastpath`).
+:mod:`geo_api.tile_fastpath`).
 
 Why: the routed endpoint resolves its session and caller dependencies, runs in the
 thread pool and reads the data versions through its session — about a millisecond of
@@ -8,7 +8,7 @@ machinery per request on a small machine against tens of microseconds for locati
 point. Anonymous callers are exactly what ``Public`` admits without a look at the
 database, and the answer does not depend on who asks.
 
-Freshness is the route's: the data versions are read (``tiles.pg.VersionReader``: reads
+Freshness is the route's: the data versions are read (``layers.pg.VersionReader``: reads
 shared by the requests waiting at the same time, each request answered by a read that
 *started after it arrived*), so a grid edit committed before a request is always in its
 answer; a new version builds a new index (in a worker thread) before answering.
@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from geo_api.asgi import route_path
 from geo_api.deps import get_session
 from geo_api.routers.locate import point_answer
-from ingest.points import to_wgs84_point
+from layers.points import to_wgs84_point
 from layers.errors import GridbranchError
 
 log = logging.getLogger("gridbranch.locate")

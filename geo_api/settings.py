@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import date
-from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from layers.coverage_topology import Thresholds
+from layers.db import DatabaseSettings  # the database concern lives in the core (layers.db)
+
 
 DEFAULT_ROLES = (
     "法治建设宣传员",
@@ -23,18 +24,6 @@ DEFAULT_ROLES = (
     "民主管理监督员",
     "党员服务协理员",
 )
-
-
-class DatabaseSettings(BaseSettings):
-    """Where PostGIS is. ``url`` set: use it and start nothing; unset: the private cluster."""
-
-    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_", extra="ignore")
-
-    database_url: str | None = None
-    db_dir: Path = PROJECT_ROOT / ".gridbranch" / "pg"
-    db_port: int = Field(55432, ge=1024, le=65535)
-    db_name: str = "gridbranch"
-    pool_size: int = Field(10, ge=1, le=200)
 
 
 class AuthSettings(BaseSettings):
@@ -87,14 +76,14 @@ class CoverageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_COVERAGE_", extra="ignore")
 
-    sliver_m2: float = Field(100.0, ge=0, description="gaps and overlaps smaller than this (m²) are slivers")
-    noise_m2: float = Field(1.0, ge=0, description="parts smaller than this (m²) are overlay residue, not findings")
-    stray_part_m2: float = Field(1000.0, ge=0, description="a multipart grid's non-largest part below this (m²) is stray")
+    # defaults: the analysis' own (layers.coverage_topology.Thresholds), written once
+    sliver_m2: float = Field(Thresholds.sliver_m2, ge=0, description="gaps and overlaps smaller than this (m²) are slivers")
+    noise_m2: float = Field(Thresholds.noise_m2, ge=0, description="parts smaller than this (m²) are overlay residue, not findings")
+    stray_part_m2: float = Field(Thresholds.stray_part_m2, ge=0,
+                                 description="a multipart grid's non-largest part below this (m²) is stray")
     h3_min_count: int = Field(5, ge=1, description="H3 cells counting fewer people are suppressed for unentitled callers")
 
-    def thresholds(self):
-        from layers.coverage_topology import Thresholds
-
+    def thresholds(self) -> Thresholds:
         return Thresholds(sliver_m2=self.sliver_m2, noise_m2=self.noise_m2, stray_part_m2=self.stray_part_m2)
 
 
@@ -140,7 +129,7 @@ class TileSettings(BaseSettings):
     feature_limit: int = Field(5000, ge=1, le=1_000_000, description="features per layer and tile")
     feature_limits: dict[str, int] = Field(default_factory=dict, description="per-layer feature limits")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of tiles (zlib-ng; 1 is its fast strategy)")
-    fast_path: bool = Field(True, description="serve anonymous public tiles ahead of the routing (tiles.fastpath)")
+    fast_path: bool = Field(True, description="serve anonymous public tiles ahead of the routing (geo_api.tile_fastpath)")
 
 
 @dataclass

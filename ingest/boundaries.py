@@ -43,7 +43,7 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ingest.crs import (
+from layers.crs import (
     BD09,
     GCJ02,
     WGS84,

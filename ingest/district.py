@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from ingest.boundaries import DEFAULT_COLUMNS, resolve_crs
 from ingest.calendar import load_national_calendar
-from ingest.crs import crs_hint, geoms_to_wgs84, in_china_rough
+from layers.crs import crs_hint, geoms_to_wgs84, in_china_rough
 from ingest.files import FileError, SourceFile
 from layers import boundaries as store
 from layers import users

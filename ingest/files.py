@@ -6,7 +6,7 @@ openpyxl, which — unlike GDAL's XLSX driver — tells a formula cell from a va
 formula is refused instead of its cached result silently taken. What comes out is a
 :class:`SourceFile`: the attribute records and the shapely geometries *in the file's own
 coordinates* (2D, x first), with the CRS the file declares. Assigning a CRS and
-reprojecting are the caller's business (``ingest.boundaries``, through ``ingest.crs``).
+reprojecting are the caller's business (``ingest.boundaries``, through ``layers.crs``).
 
 Everything that can make a file unreadable is a :class:`FileError` (an
 :class:`~layers.errors.InvalidInput` naming ``file``, or the feature and field) whose
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from ingest.crs import CrsSpec, UnknownCRSError, parse_crs
+from layers.crs import CrsSpec, UnknownCRSError, parse_crs
 from layers.errors import InvalidInput
 
 #: File suffixes read, and the GDAL driver (or reader) for each.

@@ -35,8 +35,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from ingest.crs import parse_crs
-from ingest.points import points_from_rows
+from layers.crs import parse_crs
+from layers.points import points_from_rows
 from layers import textfields
 from layers.locate import NEAREST, OUTSIDE, Describer, GridIndex
 from layers.errors import InvalidInput

@@ -72,13 +72,6 @@ RANKED = ("coverage_share", "branch_share", "registration_rate", "member_density
           "members_registered")
 
 
-def default_thresholds() -> Thresholds:
-    """The thresholds of ``GRIDBRANCH_COVERAGE_*`` (read now, not at import)."""
-    from geo_api.settings import CoverageSettings
-
-    return CoverageSettings().thresholds()
-
-
 # ======================================================================================
 # Reading the layer
 # ======================================================================================
@@ -346,8 +339,9 @@ CACHE = CoverageCache()
 
 
 def coverage_model(session: Session, thresholds: Thresholds | None = None, *, cached: bool = True) -> CoverageModel:
-    """The analysed current grid layer (cached; ``cached=False`` always reads and analyses)."""
-    thresholds = thresholds or default_thresholds()
+    """The analysed current grid layer (cached; ``cached=False`` always reads and analyses)
+    under ``thresholds`` (the service passes its configured ones; default the built-in)."""
+    thresholds = thresholds or Thresholds()
     if not cached:
         return _read_model(session, thresholds, CACHE.key(session, thresholds))
     return CACHE.get(session, thresholds)

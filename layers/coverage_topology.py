@@ -63,7 +63,7 @@ TOPOLOGY_KINDS = ("gap", "overlap", "sliver", "outside_community", "invalid", "s
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Sizes that decide what is reported (m²). Defaults match ``CoverageSettings``."""
+    """Sizes that decide what is reported (m²); the defaults are ``GRIDBRANCH_COVERAGE_*``'s."""
 
     sliver_m2: float = 100.0
     noise_m2: float = 1.0

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine
 
 from layers import cluster as pgcluster
 
-if TYPE_CHECKING:
-    from geo_api.settings import DatabaseSettings
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def private_cluster(db: "DatabaseSettings") -> pgcluster.Cluster:
+class DatabaseSettings(BaseSettings):
+    """Where PostGIS is. ``url`` set: use it and start nothing; unset: the private cluster.
+    (In the core: the CLI, the service, the importers and the tests all reach the
+    database through it; ``geo_api.settings.Settings`` holds one.)"""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_", extra="ignore")
+
+    database_url: str | None = None
+    db_dir: Path = PROJECT_ROOT / ".gridbranch" / "pg"
+    db_port: int = Field(55432, ge=1024, le=65535)
+    db_name: str = "gridbranch"
+    pool_size: int = Field(10, ge=1, le=200)
+
+
+def private_cluster(db: DatabaseSettings) -> pgcluster.Cluster:
     return pgcluster.Cluster(root=db.db_dir, port=db.db_port)
 
 
-def database_url(db: "DatabaseSettings", *, start: bool = True) -> str:
+def database_url(db: DatabaseSettings, *, start: bool = True) -> str:
     """The URL to use. With no ``database_url`` set, starts the private cluster (if
     ``start``) and creates the database in it."""
     if db.database_url:
@@ -75,7 +90,7 @@ def database_unavailable(exc: BaseException) -> bool:
     """Whether ``exc`` — or what caused it — says the database is out of reach now (down,
     restarting, refusing or dropping connections, no pooled connection in time) rather
     than that a statement failed: SQLAlchemy's errors, psycopg2's own (the tile
-    renderer's pool, ``tiles.pg``) and the version readers' time-out. Such a request may
+    renderer's pool, ``layers.pg``) and the version readers' time-out. Such a request may
     succeed when tried again shortly (HTTP 503)."""
     import psycopg2
     from sqlalchemy import exc as sa
@@ -102,3 +117,11 @@ def _psycopg2_unavailable(exc: BaseException, psycopg2) -> bool:
         return False
     code = getattr(exc, "pgcode", None)
     return code is None or (code[:2] in _UNAVAILABLE_SQLSTATES and code != "57014")  # 57014: a statement timeout
+
+
+def libpq_dsn(url) -> str:
+    """A libpq URI for ``url`` (an SQLAlchemy URL or string), without the driver name
+    (the asynchronous pool and version readers of :mod:`layers.pg` connect with it)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)

@@ -47,8 +47,8 @@ import numpy as np
 import orjson
 from sqlalchemy.orm import Session
 
-from ingest.crs import parse_crs
-from ingest.points import PointBatch, points_from_columns
+from layers.crs import parse_crs
+from layers.points import PointBatch, points_from_columns
 from layers.textfields import text_fault
 from layers.db import database_unavailable
 from layers.errors import Conflict, InvalidInput
@@ -184,7 +184,7 @@ def _crs_name(name: str) -> str:
 
 
 def _points(reports: Sequence[Pending]) -> PointBatch:
-    """The reports' points in WGS84 (:func:`ingest.points.points_from_columns`, whose
+    """The reports' points in WGS84 (:func:`layers.points.points_from_columns`, whose
     checks and errors apply); plain in-range WGS84 floats are taken as they are."""
     if all((p.crs is None or p.crs == "wgs84") and type(p.x) is float and type(p.y) is float
            and abs(p.x) <= 180 and abs(p.y) <= 90 for p in reports):

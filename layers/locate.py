@@ -532,7 +532,7 @@ def _answers(index: GridIndex, batch, tolerance_m: float, edge_m: float):
 
 
 def locate_rows(index: GridIndex, batch, *, tolerance_m: float, edge_m: float) -> list[dict[str, Any]]:
-    """One result per row of ``batch`` (an ``ingest.points.PointBatch``), in order:
+    """One result per row of ``batch`` (an ``layers.points.PointBatch``), in order:
     ``{"id", **describe(...)}`` for good rows, ``{"id", "match": None, "error"}`` for bad."""
     located, good, match, grid, distance, lon, lat = _answers(index, batch, tolerance_m, edge_m)
     describer = Describer(index)
@@ -607,7 +607,7 @@ def plain_csv_points(body: bytes, max_rows: int) -> tuple[list[bytes], np.ndarra
     """A CSV body of exactly ``id,lon,lat`` rows whose every row is clean — printable
     ASCII, no quotes, spaces, backslashes or blank lines, three fields, numbers that are
     valid WGS84 degrees — as (ids, lon, lat), parsed in a few whole-body passes. None
-    for any other body: the general reader (``ingest.points``) then takes it, with its
+    for any other body: the general reader (``layers.points``) then takes it, with its
     per-row errors. The answer for a clean body is the one the general reader gives."""
     if not body.startswith(_PLAIN_HEADER + b"\n") or not body.isascii():
         return None

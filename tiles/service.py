@@ -1,7 +1,7 @@
 """Serving tiles: layer selection and entitlement, the data-version read, the cache,
 rendering through the prepared statements, ETags, gzip.
 
-Everything runs on the event loop, with no thread in the way (:mod:`tiles.pg`). A tile
+Everything runs on the event loop, with no thread in the way (:mod:`layers.pg`). A tile
 is drawn on a pooled connection in one round trip — one layer by its prepared statement,
 several by one composite statement holding each layer's (:class:`tiles.layers.Composite`,
 prepared on the connection when first used) — and every layer also answers the data
@@ -56,7 +56,8 @@ from tiles import derived
 from tiles.cache import CachedTile, TileCache, etag_for, gzip_body, if_none_match, make_etag
 from tiles.layers import LAYERS, PUBLIC_LAYERS, TileLayer, composite, execute_sql, label_levels, setup_statements
 from tiles.mvt import truncated_layer
-from tiles.pg import AsyncPool, VersionReader, execute
+from layers.db import libpq_dsn
+from layers.pg import AsyncPool, VersionReader, execute
 from tiles.tms import MARGIN, Tile, check_tile, simplify_tolerance, tile_bounds
 
 log = logging.getLogger("gridbranch.tiles")
@@ -417,13 +418,6 @@ async def _draw(bound, conn) -> list[tuple]:
         prepared[c.statement] = True
     row = await execute(conn, f"EXECUTE {c.statement} ({', '.join(['%s'] * len(params))})", params, fetch="one")
     return c.split(row)
-
-
-def libpq_dsn(url) -> str:
-    """A libpq URI for ``url`` (an SQLAlchemy URL or string), without the driver name."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def content_state(bound, versions: dict[str, int]) -> tuple[tuple[str, object], ...]:

@@ -6,7 +6,7 @@ from pydantic import Field
 from geo_api.deps import Caller, ScopedBranch, ScopedWithin, SessionDep, area_in_scope, require_roles
 from geo_api.params import Body, Limit, Offset
 from geo_api.responses import problems
-from ingest.points import to_wgs84_point
+from layers.points import to_wgs84_point
 from layers import branches
 from layers import registrations as regs
 from layers import textfields

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from geo_api.responses import CSV, media, problems
-from ingest.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
+from layers.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
 from layers.locate import (
     BATCH_PART_ROWS, batch_document, locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points,
@@ -23,8 +23,8 @@ async def lifespan(app: FastAPI):
     """The data-version reader of the anonymous fast path (:mod:`geo_api.fastpath`):
     coalesced reads on a connection of its own, each started after the requests it
     answers arrived."""
-    from tiles.pg import VersionReader
-    from tiles.service import libpq_dsn
+    from layers.pg import VersionReader
+    from layers.db import libpq_dsn
 
     reader = VersionReader(libpq_dsn(app.state.engine.url))
     app.state.locate_versions = reader
@@ -121,7 +121,7 @@ async def locate_batch(
 
 def _answer_part(index, batch, settings, answer: str) -> bytes:
     """One part's rows: a clean CSV part (bytes, see :func:`layers.locate.plain_csv_points`)
-    assembled in bulk, anything else read row by row (a :class:`ingest.points.PointBatch`)."""
+    assembled in bulk, anything else read row by row (a :class:`layers.points.PointBatch`)."""
     kw = {"tolerance_m": settings.tolerance_m, "edge_m": settings.edge_m}
     if isinstance(batch, bytes):
         plain = plain_csv_points(batch, BATCH_PART_ROWS)

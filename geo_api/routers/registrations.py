@@ -7,7 +7,7 @@ from geo_api.deps import Caller, Public, ScopedRegistration, ScopedWithin, Sessi
 from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
 from geo_api.responses import problems
-from ingest.points import to_wgs84_point
+from layers.points import to_wgs84_point
 from layers import registrations as regs
 from layers import textfields
 from layers.errors import Forbidden, InvalidInput

@@ -38,7 +38,7 @@ import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, shape
 from shapely.strtree import STRtree
 
-from ingest.crs import from_wgs84, gcj02_to_wgs84, to_wgs84
+from layers.crs import from_wgs84, gcj02_to_wgs84, to_wgs84
 from ingest.demo import names as N
 
 DATA_DIR = Path(__file__).resolve().parent / "data"

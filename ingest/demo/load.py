@@ -576,9 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m ingest.demo.load [--commit] [--seed N] [--manifest FILE]``."""
     import json
 
-    from geo_api.settings import DatabaseSettings
     from ingest.demo.generate import DEFAULT_SEED, build_demo
     from layers import db, migrate
+    from layers.db import DatabaseSettings
 
     parser = argparse.ArgumentParser(description="Build, load and check the Jinshui demo district.")
     parser.add_argument("--commit", action="store_true", help="commit (default: a dry run, rolled back)")

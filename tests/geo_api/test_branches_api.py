@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from ingest.crs import from_wgs84
+from layers.crs import from_wgs84
 from tests.conftest import token_for
 from tests.tiles.conftest import decode, make_client, path, tile_at
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import text
 
-from ingest.crs import from_wgs84
+from layers.crs import from_wgs84
 from layers.events import CLOCK, load_calendar
 from layers.workcal import add_working_hours
 from tests.conftest import token_for

@@ -4,7 +4,7 @@ import pytest
 from shapely.geometry import shape
 from sqlalchemy import text
 
-from ingest.crs import from_wgs84
+from layers.crs import from_wgs84
 from tests.factories import GRID_A, GRID_B, add_grid, rect, small_layout
 
 X, Y = 113.60, 34.70

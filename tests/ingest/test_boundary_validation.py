@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from geo_api.security import hash_password
 from ingest.boundaries import commit_plan, format_report, parse_mapping, plan_import
-from ingest.crs import geoms_from_wgs84
+from layers.crs import geoms_from_wgs84
 from ingest.district import start_district
 from ingest.files import FileError, Limits, read_features
 from layers.errors import Conflict, InvalidInput

@@ -14,7 +14,7 @@ import shapely
 import shapely.geometry
 from sqlalchemy import text
 
-from ingest.crs import haversine_m
+from layers.crs import haversine_m
 from ingest.demo import generate, load
 from ingest.demo.generate import build_demo, to_metric
 

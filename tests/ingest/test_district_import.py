@@ -190,7 +190,7 @@ def test_areas_and_locate_answer_on_the_new_district(api, district):
         assert r.status_code == 200, r.text
         assert r.json()["grid"]["code"] == grid.code
         # the same point as a GCJ-02 map app sends it
-        from ingest.crs import wgs84_to_gcj02
+        from layers.crs import wgs84_to_gcj02
 
         gx, gy = wgs84_to_gcj02(p.x, p.y)
         assert api.get("/v1/locate", params={"lon": gx, "lat": gy, "crs": "gcj02"}).json()["grid"]["code"] == grid.code

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from geo_api.cli import main
 from ingest import registrations as bulk
-from ingest.crs import from_wgs84
+from layers.crs import from_wgs84
 from layers.locate import build_grid_index
 from layers.versions import data_versions
 from tests.conftest import scratch_engine

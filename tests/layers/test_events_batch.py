@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from ingest.crs import from_wgs84
-from ingest.points import to_wgs84_point
+from layers.crs import from_wgs84
+from layers.points import to_wgs84_point
 from layers import events as ev
 from layers.errors import InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from pyproj import Geod
 
-from ingest.crs import haversine_m
+from layers.crs import haversine_m
 from layers.locate import BOUNDARY, INSIDE, NEAREST, OUTSIDE, GridIndexCache, build_grid_index
 from tests.factories import GRID_A, GRID_B, GRID_C, add_grid, rect, small_layout
 
@@ -120,7 +120,7 @@ def test_small_and_large_batches_agree(index, monkeypatch):
 def _general(index, body, answer):
     import orjson
 
-    from ingest.points import columns_from_csv, points_from_columns
+    from layers.points import columns_from_csv, points_from_columns
     from layers.locate import locate_rows, locate_rows_csv
 
     cols = columns_from_csv(body)

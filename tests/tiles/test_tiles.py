@@ -271,7 +271,7 @@ def test_a_renamed_grid_is_relabelled_at_once_and_only_where_it_is_written(tiles
 
 
 def test_composite_statements_stay_prepared_within_a_bound(tiles_client, demo_engine):
-    from tiles.pg import execute
+    from layers.pg import execute
     from tiles.service import COMPOSITES_PER_CONNECTION
 
     service = tiles_client.app.state.tiles

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from ingest.crs import from_wgs84
+from layers.crs import from_wgs84
 from tests.conftest import TEST_PASSWORD
 from tests.factories import add_member, add_user
 from tests.web_map.test_map_browser import get_json, inner_point, open_map, pick_grid, to_screen

@@ -1,7 +1,7 @@
 """Reading point rows (``id, lon, lat[, crs]``) from JSON or CSV and bringing them to
 WGS84, validating every row and keeping bad rows in place with the reason.
 
-Coordinates are always x then y: longitude/easting first (see ``ingest.crs``). For a
+Coordinates are always x then y: longitude/easting first (see ``layers.crs``). For a
 geographic CRS (wgs84, gcj02, bd09, cgcs2000, any geographic EPSG) they are degrees and
 must be finite with |lon| ≤ 180 and |lat| ≤ 90; for a projected CRS (such as EPSG:4547)
 they are metres and must be finite, and the converted point must be a valid lon/lat.
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.crs import CrsSpec, check_lonlat, parse_crs, to_wgs84
+from layers.crs import CrsSpec, check_lonlat, parse_crs, to_wgs84
 from layers.errors import InvalidInput
 from layers.gcpause import no_gc
 

@@ -1,4 +1,4 @@
-"""Tests for ingest.crs (coordinate-system handling). No database needed.
+"""Tests for layers.crs (coordinate-system handling). No database needed.
 
 The references here are independent of the module:
 
@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from pyproj import CRS
 
-from ingest import crs as C
-from ingest.crs import (
+from layers import crs as C
+from layers.crs import (
     CoordinateError,
     CrsSpec,
     UnknownCRSError,

@@ -1,4 +1,4 @@
-"""The coalesced data-version reader (tiles.pg.VersionReader) against a real PostgreSQL:
+"""The coalesced data-version reader (layers.pg.VersionReader) against a real PostgreSQL:
 reads shared by the requests waiting together, each answered by a read that started
 after it arrived, cancellation of one wait only, timeouts and lost connections."""
 
@@ -11,8 +11,8 @@ import psycopg2
 import pytest
 
 from tests.conftest import scratch_engine
-from tiles.pg import VersionReader
-from tiles.service import libpq_dsn
+from layers.pg import VersionReader
+from layers.db import libpq_dsn
 
 
 @pytest.fixture(scope="module")
