@@ -257,9 +257,9 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
     return 0 if written and plan.file_error is None and failed is None else 1
 
 
-def _admin_password(username: str) -> str:
+def _admin_password(username: str, policy) -> str:
     """The first admin's password: GRIDBRANCH_INIT_ADMIN_PASSWORD (for scripts), else
-    asked twice on the terminal."""
+    asked twice on the terminal; held to the password policy as every account's is."""
     import getpass
     import os
 
@@ -271,9 +271,9 @@ def _admin_password(username: str) -> str:
         password = getpass.getpass(f"password of the district admin {username!r}: ")
         if getpass.getpass("the same password again: ") != password:
             raise GridbranchError("the two passwords differ", field="password")
-    if len(password) < 8:
-        raise GridbranchError("the admin's password needs at least 8 characters", field="password")
-    return password
+    from layers.accounts import check_password
+
+    return check_password(password, username, policy)
 
 
 def cmd_init(args, settings: Settings) -> int:
@@ -290,7 +290,7 @@ def cmd_init(args, settings: Settings) -> int:
     try:
         with Session(engine) as session:
             check_empty(session)  # before asking for a password
-            hashed = hash_password(_admin_password(args.admin))
+            hashed = hash_password(_admin_password(args.admin, settings.auth.password_policy()))
             done = start_district(session, code=args.district, boundary=boundary, crs=args.crs, name=args.name,
                                   admin_username=args.admin, admin_password_hash=hashed)
             session.commit()
@@ -404,7 +404,8 @@ def _add_users_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--role", choices=ROLES)
     q.add_argument("--active", choices=["true", "false"])
     for action, text in (("disable", "disable an account (its tokens stop working at once)"),
-                         ("enable", "re-enable a disabled account"), ("reset-password", "give an account a new password")):
+                         ("enable", "re-enable a disabled account"),
+                         ("reset-password", "give an account a new password")):
         q = actions.add_parser(action, help=text)
         q.add_argument("username")
         if action == "reset-password":

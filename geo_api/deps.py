@@ -4,8 +4,8 @@ Every route declares its access with exactly one of :data:`Public` or
 :func:`require_roles` (a test walks the routes to hold us to it).
 
 Every argument of a non-public route that names a member, a registration, an event, a
-grid, a branch or an area is checked against the caller's scope here and only here: the
-``Scoped*`` dependencies for path and query arguments, :func:`scoped_member`,
+grid, a branch, an area or an account is checked against the caller's scope here and
+only here: the ``Scoped*`` dependencies for path and query arguments, :func:`scoped_member`,
 :func:`scoped_event` and :func:`area_in_scope` for the same in a body. Each loads the
 object's area code (lookups in ``layers``) and asks :meth:`Caller.covers`. A route
 declares them after its access, so that a caller without the role hears 401/403 first

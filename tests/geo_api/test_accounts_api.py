@@ -367,3 +367,16 @@ def test_the_cli_adds_lists_disables_enables_and_resets(demo_db, monkeypatch, ca
     monkeypatch.setenv("GRIDBRANCH_USER_PASSWORD", "weak")
     with pytest.raises(Exception, match="password"):
         cli.users_command(demo_db, ["add", "t_cli2", "--role", "dispatcher"])
+
+
+def test_the_first_admins_password_follows_the_policy(monkeypatch):
+    from geo_api import cli
+    from layers.accounts import PasswordPolicy
+    from layers.errors import InvalidInput
+
+    monkeypatch.setenv("GRIDBRANCH_INIT_ADMIN_PASSWORD", "shortpass1")
+    with pytest.raises(InvalidInput) as refused:
+        cli._admin_password("admin", PasswordPolicy())
+    assert refused.value.field == "password"
+    monkeypatch.setenv("GRIDBRANCH_INIT_ADMIN_PASSWORD", "Long-enough-2026")
+    assert cli._admin_password("admin", PasswordPolicy()) == "Long-enough-2026"
