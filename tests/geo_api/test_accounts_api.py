@@ -380,3 +380,30 @@ def test_the_first_admins_password_follows_the_policy(monkeypatch):
     assert refused.value.field == "password"
     monkeypatch.setenv("GRIDBRANCH_INIT_ADMIN_PASSWORD", "Long-enough-2026")
     assert cli._admin_password("admin", PasswordPolicy()) == "Long-enough-2026"
+
+
+def test_a_change_whose_log_row_fails_leaves_nothing(demo_db):
+    """The account and its log row are one transaction: when the log insert fails, the
+    account is not there either."""
+    from layers import accounts
+
+    conn = demo_db.get_bind()
+    savepoint = conn.begin_nested()
+    try:
+        demo_db.execute(text("CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                             "$$ BEGIN RAISE EXCEPTION 'log refused'; END $$"))
+        demo_db.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON account_log "
+                             "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()"))
+        demo_db.commit()
+        with pytest.raises(DBAPIError, match="log refused"):
+            accounts.create_account(demo_db, actor="admin", username="t_half", password_hash="x", role="dispatcher")
+        demo_db.rollback()
+        assert demo_db.execute(text("SELECT count(*) FROM users WHERE username = 't_half'")).scalar() == 0
+        hashed = demo_db.execute(text("SELECT password_hash FROM users WHERE username = 'gridworker'")).scalar()
+        with pytest.raises(DBAPIError, match="log refused"):
+            accounts.reset_password(demo_db, actor="admin", username="gridworker", password_hash="y")
+        demo_db.rollback()
+        assert demo_db.execute(text("SELECT password_hash FROM users WHERE username = 'gridworker'")).scalar() == hashed
+    finally:
+        demo_db.rollback()
+        savepoint.rollback()
