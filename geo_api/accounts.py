@@ -1,5 +1,5 @@
 """Demo accounts: one per role, scoped to the loaded district (the Jinshui demo's, or any
-other a deployment holds)."""
+other a deployment holds); passwords for new accounts, checked or generated."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from geo_api.security import hash_password
-from layers import users
+from layers import accounts, users
+from layers.accounts import PasswordPolicy
 from layers.errors import ConfigError
 from layers.models import AdminArea, Grid, Registration
 
@@ -42,3 +43,31 @@ def ensure_demo_accounts(session: Session, password: str) -> list[dict]:
     for account in accounts:
         users.upsert_user(session, password_hash=hashed, **account)
     return accounts
+
+
+def generate_password(policy: PasswordPolicy) -> str:
+    """A random password that passes ``policy``: 16 characters or the policy's minimum,
+    from letters and digits without look-alikes (read out or copied by people) and a
+    few signs, one of each class."""
+    import secrets
+
+    alphabets = ("abcdefghijkmnpqrstuvwxyz", "ABCDEFGHJKLMNPQRSTUVWXYZ", "23456789", "-_.!@#%+")
+    length = max(16, policy.min_length)
+    while True:
+        chars = [secrets.choice(a) for a in alphabets]
+        chars += [secrets.choice("".join(alphabets)) for _ in range(length - len(chars))]
+        secrets.SystemRandom().shuffle(chars)
+        password = "".join(chars)
+        if accounts.password_fault(password, "", policy) is None:
+            return password
+
+
+def password_for(policy: PasswordPolicy, username: str, given: str | None,
+                 field: str = "password") -> tuple[str | None, str]:
+    """(the password to show once, its Argon2id hash): ``given`` checked against
+    ``policy`` (shown nothing), or a generated one."""
+    if given is None:
+        generated = generate_password(policy)
+        return generated, hash_password(generated)
+    accounts.check_password(given, username, policy, field)
+    return None, hash_password(given)

@@ -20,7 +20,8 @@ from geo_api.fastpath import LocateFastPath
 from geo_api.headers import ResponseHeaders
 from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
-    areas, auth, branches, coverage, events, grids, health, locate, open311, pages, places, registrations, tiles,
+    accounts, areas, auth, branches, coverage, events, grids, health, locate, open311, pages, places,
+    registrations, tiles,
 )
 from geo_api.settings import Settings
 from layers import db, migrate
@@ -177,7 +178,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache()
     errors.install(app)
-    for module in (health, auth, areas, grids, places, locate, registrations, branches, coverage, events, open311,
+    for module in (health, auth, accounts, areas, grids, places, locate, registrations, branches, coverage, events, open311,
                    tiles):
         app.include_router(module.router)
     app.include_router(branches.log_router)

@@ -257,9 +257,9 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
     return 0 if written and plan.file_error is None and failed is None else 1
 
 
-def _admin_password(username: str) -> str:
+def _admin_password(username: str, policy) -> str:
     """The first admin's password: GRIDBRANCH_INIT_ADMIN_PASSWORD (for scripts), else
-    asked twice on the terminal."""
+    asked twice on the terminal; held to the password policy as every account's is."""
     import getpass
     import os
 
@@ -271,9 +271,9 @@ def _admin_password(username: str) -> str:
         password = getpass.getpass(f"password of the district admin {username!r}: ")
         if getpass.getpass("the same password again: ") != password:
             raise GridbranchError("the two passwords differ", field="password")
-    if len(password) < 8:
-        raise GridbranchError("the admin's password needs at least 8 characters", field="password")
-    return password
+    from layers.accounts import check_password
+
+    return check_password(password, username, policy)
 
 
 def cmd_init(args, settings: Settings) -> int:
@@ -290,7 +290,7 @@ def cmd_init(args, settings: Settings) -> int:
     try:
         with Session(engine) as session:
             check_empty(session)  # before asking for a password
-            hashed = hash_password(_admin_password(args.admin))
+            hashed = hash_password(_admin_password(args.admin, settings.auth.password_policy()))
             done = start_district(session, code=args.district, boundary=boundary, crs=args.crs, name=args.name,
                                   admin_username=args.admin, admin_password_hash=hashed)
             session.commit()
@@ -365,6 +365,117 @@ def cmd_coverage_report(args, settings: Settings) -> int:
     return 0
 
 
+def _user_password(username: str, generate: bool, policy) -> tuple[str | None, str]:
+    """(the password to print once, its hash) for ``username``: generated with
+    ``--generate``, else GRIDBRANCH_USER_PASSWORD (scripts), else asked twice on the
+    terminal; checked against the password policy."""
+    import getpass
+    import os
+
+    from geo_api.accounts import password_for
+
+    if generate:
+        return password_for(policy, username, None)
+    password = os.environ.get("GRIDBRANCH_USER_PASSWORD")
+    if not password:
+        if not sys.stdin.isatty():
+            raise GridbranchError("no terminal to ask the password on: set GRIDBRANCH_USER_PASSWORD or use --generate",
+                                  field="password")
+        password = getpass.getpass(f"password of {username!r}: ")
+        if getpass.getpass("the same password again: ") != password:
+            raise GridbranchError("the two passwords differ", field="password")
+    return password_for(policy, username, password)
+
+
+def _add_users_arguments(parser: argparse.ArgumentParser) -> None:
+    from layers.accounts import ROLES
+
+    actions = parser.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("add", help="create an account (the first admin, scripts): no scope applies here")
+    q.add_argument("username")
+    q.add_argument("--role", required=True, choices=ROLES)
+    q.add_argument("--area", help="admins, grid workers: the 12-digit area or 15-digit grid code")
+    q.add_argument("--department", help="department staff: the department's code")
+    q.add_argument("--member-id", type=int, help="members: the member record's id")
+    q.add_argument("--name", help="display name")
+    q.add_argument("--generate", action="store_true", help="generate the password and print it once")
+    q = actions.add_parser("list", help="accounts of an area")
+    q.add_argument("--within", help="area or grid code (default: the district)")
+    q.add_argument("--role", choices=ROLES)
+    q.add_argument("--active", choices=["true", "false"])
+    for action, text in (("disable", "disable an account (its tokens stop working at once)"),
+                         ("enable", "re-enable a disabled account"),
+                         ("reset-password", "give an account a new password")):
+        q = actions.add_parser(action, help=text)
+        q.add_argument("username")
+        if action == "reset-password":
+            q.add_argument("--generate", action="store_true", help="generate the password and print it once")
+
+
+#: The account log's actor for what the command line does.
+CLI_ACTOR = "cli"
+
+
+def _users_run(session, args, policy) -> int:
+    from sqlalchemy import text
+
+    from layers import accounts
+
+    if args.action == "add":
+        shown, hashed = _user_password(args.username, args.generate, policy)
+        account = accounts.create_account(
+            session, actor=CLI_ACTOR, username=args.username, password_hash=hashed, role=args.role,
+            area_code=args.area, department=args.department, member_id=args.member_id, display_name=args.name)
+        session.commit()
+        print(f"created {account['username']} ({account['kind']})")
+    elif args.action == "list":
+        within = args.within or session.execute(
+            text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code LIMIT 1")).scalar()
+        if within is None:
+            raise GridbranchError("no district is loaded: name --within", field="within")
+        active = None if args.active is None else args.active == "true"
+        items, total = accounts.accounts_within(session, within, role=args.role, active=active, limit=10**9)
+        for a in items:
+            bound = a["area_code"] or a["department"] or (f"member {a['member_id']}" if a["member_id"] else "-")
+            print(f"{a['username']}\t{a['kind']}\t{bound}\t{'active' if a['active'] else 'disabled'}\t"
+                  f"{a['display_name'] or ''}")
+        print(f"{total} account(s) in {within}")
+        return 0
+    elif args.action in ("disable", "enable"):
+        account = accounts.set_account_active(session, actor=CLI_ACTOR, username=args.username,
+                                              active=args.action == "enable")
+        session.commit()
+        print(f"{account['username']}: {'active' if account['active'] else 'disabled'}")
+    else:
+        accounts.account(session, args.username)  # a clear error before asking for a password
+        shown, hashed = _user_password(args.username, args.generate, policy)
+        accounts.reset_password(session, actor=CLI_ACTOR, username=args.username, password_hash=hashed)
+        session.commit()
+        print(f"{args.username}: password reset")
+    if args.action in ("add", "reset-password") and shown:
+        print(f"password: {shown}  (shown this once)")
+    return 0
+
+
+def users_command(session, argv: list[str], settings: Settings | None = None) -> int:
+    """``gridbranch users ARGV`` on ``session`` (tests; :func:`cmd_users` opens one)."""
+    parser = argparse.ArgumentParser(prog="gridbranch users")
+    _add_users_arguments(parser)
+    policy = (settings or Settings()).auth.password_policy()
+    return _users_run(session, parser.parse_args(argv), policy)
+
+
+def cmd_users(args, settings: Settings) -> int:
+    from sqlalchemy.orm import Session
+
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            return _users_run(session, args, settings.auth.password_policy())
+    finally:
+        engine.dispose()
+
+
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -423,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin", default="admin", help="username of the first district admin (default admin); "
                                                     "password from GRIDBRANCH_INIT_ADMIN_PASSWORD or asked")
     p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("users", help="accounts: add, list, disable, enable, reset-password (logged as 'cli')")
+    _add_users_arguments(p)
+    p.set_defaults(func=cmd_users)
 
     p = sub.add_parser("coverage", help="coverage analysis: gaps, overlaps, branchless grids, metrics")
     kinds = p.add_subparsers(dest="action", required=True)

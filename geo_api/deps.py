@@ -4,8 +4,8 @@ Every route declares its access with exactly one of :data:`Public` or
 :func:`require_roles` (a test walks the routes to hold us to it).
 
 Every argument of a non-public route that names a member, a registration, an event, a
-grid, a branch or an area is checked against the caller's scope here and only here: the
-``Scoped*`` dependencies for path and query arguments, :func:`scoped_member`,
+grid, a branch, an area or an account is checked against the caller's scope here and
+only here: the ``Scoped*`` dependencies for path and query arguments, :func:`scoped_member`,
 :func:`scoped_event` and :func:`area_in_scope` for the same in a body. Each loads the
 object's area code (lookups in ``layers``) and asks :meth:`Caller.covers`. A route
 declares them after its access, so that a caller without the role hears 401/403 first
@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from geo_api.security import read_token
+from layers import accounts as account_queries
 from layers import branches as branch_queries
 from layers import events as event_queries
 from layers import registrations as registration_queries
@@ -71,6 +72,12 @@ class Caller:
         return code.startswith(area_prefix(self.area_code))
 
     @property
+    def kind(self) -> str | None:
+        """district_admin, street_admin, community_admin, grid_worker, dispatcher,
+        department_staff or member (layers.accounts.KINDS); None when anonymous."""
+        return account_queries.kind_of(self.role, self.area_code) if self.role else None
+
+    @property
     def district_wide(self) -> bool:
         """An admin of a whole district, or a dispatcher: they cover what lies in no
         smaller area (a work-unit branch, a member known by no grid or community)."""
@@ -115,7 +122,7 @@ def require_roles(*roles: str):
 
 
 Public = Annotated[Caller, Depends(Access())]
-CurrentUser = Annotated[Caller, Depends(Access("admin", "dispatcher", "grid_worker", "member"))]
+CurrentUser = Annotated[Caller, Depends(Access(*account_queries.ROLES))]
 
 
 # -- Scope: the one place where arguments are checked against the caller's area ---------
@@ -232,8 +239,26 @@ def _branch(session: SessionDep, caller: Caller_, code: Annotated[str, Path(max_
     return code
 
 
+def _account(session: SessionDep, caller: Caller_,
+             username: Annotated[str, Path(max_length=account_queries.USERNAME_MAX)]) -> str:
+    """An account the caller may see: one whose home area (layers.accounts.account)
+    lies in the caller's; a district-wide one (dispatchers, department staff, members of
+    no known area) for district-wide callers. Others are answered as no account at all
+    (404), so that usernames elsewhere cannot be probed."""
+    try:
+        home = account_queries.account(session, username)["home"]
+    except NotFound:
+        visible = False
+    else:
+        visible = caller.covers(home) if home else caller.district_wide
+    if not visible:
+        raise NotFound(f"no account {username!r} in your area", field="username")
+    return username
+
+
 #: Path arguments, checked against the caller's scope.
 ScopedEvent = Annotated[int, Depends(_event)]
 ScopedRegistration = Annotated[int, Depends(_registration)]
 ScopedGrid = Annotated[str, Depends(_grid)]
 ScopedBranch = Annotated[str, Depends(_branch)]
+ScopedAccount = Annotated[str, Depends(_account)]

@@ -33,6 +33,14 @@ class AuthSettings(BaseSettings):
 
     auth_secret: SecretStr | None = None
     token_minutes: int = Field(12 * 60, ge=1)
+    password_min_length: int = Field(10, ge=1, le=128, description="passwords: at least this many characters")
+    password_min_classes: int = Field(3, ge=1, le=4, description="passwords: at least this many of lower case, "
+                                                                 "upper case, digits and other characters")
+
+    def password_policy(self):
+        from layers.accounts import PasswordPolicy
+
+        return PasswordPolicy(min_length=self.password_min_length, min_classes=self.password_min_classes)
 
 
 class ServiceSettings(BaseSettings):

@@ -280,7 +280,8 @@ class EventLog(Base):
 
 
 class User(Base):
-    """An account with one role scoped to an area code."""
+    """An account with one role scoped to an area code (department staff: to a
+    department; members: to their member record)."""
 
     __tablename__ = "users"
 
@@ -290,6 +291,7 @@ class User(Base):
     role: Mapped[str] = mapped_column(String(16))
     area_code: Mapped[str | None] = mapped_column(String(15))
     member_id: Mapped[int | None] = mapped_column(ForeignKey("members.id"))
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
     display_name: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
 

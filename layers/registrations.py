@@ -80,9 +80,11 @@ def lock_member(session: Session, member_id: int) -> bool:
     return found is not None
 
 
-_MEMBER_AREA_SQL = text(
-    """
-    SELECT
+#: The columns that place member ``m`` (a row of ``members m`` in the enclosing query):
+#: the grid of their active registration, the grid their current residence lies in, the
+#: community of their work-unit branch (see :func:`member_area`). Also used to place the
+#: accounts of members (layers.accounts).
+MEMBER_AREA_COLUMNS = """
         (SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id
           WHERE r.member_id = m.id AND r.status IN ('pending', 'confirmed')) AS registered,
         (SELECT g.code FROM residences res
@@ -92,9 +94,8 @@ _MEMBER_AREA_SQL = text(
           ORDER BY g.code LIMIT 1) AS resident,
         (SELECT c.code FROM branches b JOIN admin_areas c ON c.id = b.community_id
           WHERE b.id = m.work_branch_id) AS work_community
-    FROM members m WHERE m.id = :m
-    """
-)
+"""
+_MEMBER_AREA_SQL = text(f"SELECT {MEMBER_AREA_COLUMNS} FROM members m WHERE m.id = :m")
 
 
 def member_area(session: Session, member_id: int, *, lock: bool = False) -> str | None:

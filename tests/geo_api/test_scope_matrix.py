@@ -131,6 +131,7 @@ def _centre(role, where):
 
 
 _AREA = {"in": G_IN, "out": G_OUT, None: G_IN}
+_ACCOUNT = {"in": "gridworker", "out": "matrix_gw_out"}  # grid workers of G_IN and G_OUT
 
 CASES: dict[tuple[str, str], list[Case]] = {
     ("GET", "/healthz"): [Case(lambda c, w, r: req("GET", "/healthz"))],
@@ -199,6 +200,17 @@ CASES: dict[tuple[str, str], list[Case]] = {
         entitled=_district_admin)],
     ("GET", "/v1/upkeep"): [Case(lambda c, w, r: req("GET", "/v1/upkeep", params={"within": {"in": C_IN, "out": C_OUT}[w]}),
                                  scope="area", entitled=_admins)],
+    # accounts: a grid worker's (below every admin) inside or outside the caller's area
+    ("POST", "/v1/accounts"): [Case(lambda c, w, r: req("POST", "/v1/accounts", json={
+        "username": "matrix_new", "role": "grid_worker", "area_code": _AREA[w], "password": "Matrix-probe-2026"}),
+        scope="area", write=True, entitled=_admins)],
+    ("GET", "/v1/accounts"): [Case(lambda c, w, r: req("GET", "/v1/accounts", params={"within": {"in": C_IN, "out": C_OUT}[w]}),
+                                   scope="area", entitled=_admins)],
+    ("GET", "/v1/accounts/{username}"): [Case(lambda c, w, r: req("GET", f"/v1/accounts/{_ACCOUNT[w]}"),
+                                              scope="account", entitled=_admins)],
+    **{("POST", f"/v1/accounts/{{username}}/{action}"): [Case(
+        lambda c, w, r, action=action: req("POST", f"/v1/accounts/{_ACCOUNT[w]}/{action}"),
+        scope="account", write=True, entitled=_admins)] for action in ("disable", "enable", "reset-password")},
     ("GET", "/v1/coverage/summary"): [Case(lambda c, w, r: req("GET", "/v1/coverage/summary",
                                                                params={"code": {"in": C_IN, "out": C_OUT}[w]}),
                                            scope="area", entitled=_centre)],
@@ -386,6 +398,7 @@ def _plant(db) -> dict:
     """The canaries: two members per side (a confirmed one with a fitting role, a pending
     one), events reported inside (by the demo member) and outside, and the accounts."""
     add_user(db, "matrix_cadmin", "admin", area_code=C_IN)
+    add_user(db, "matrix_gw_out", "grid_worker", area_code=G_OUT)
     ctx: dict = {"markers": {}}
     for where, grid, wiggle in (("in", G_IN, 0.0000137), ("out", G_OUT, 0.0000173)):
         # the residences, and a point of the same grid ≈ 100 m away for reports and locates
@@ -480,7 +493,10 @@ def _fingerprint(db):
     versions = db.execute(text("SELECT layer, version FROM data_versions ORDER BY layer")).all()
     counts = db.execute(text("SELECT (SELECT count(*) FROM event_log), (SELECT count(*) FROM upkeep_log), "
                              "(SELECT count(*) FROM events), (SELECT count(*) FROM registrations), "
-                             "(SELECT count(*) FROM work_calendar_days), (SELECT count(*) FROM event_routes)")).one()
+                             "(SELECT count(*) FROM work_calendar_days), (SELECT count(*) FROM event_routes), "
+                             "(SELECT count(*) FROM account_log), "
+                             "(SELECT md5(string_agg(username || password_hash || active, ',' ORDER BY username)) "
+                             "FROM users)")).one()
     return tuple(versions), tuple(counts)
 
 

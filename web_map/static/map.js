@@ -18,7 +18,9 @@
 // get the summary line from the coverage analysis. A member registers at the grid where
 // they live, and admins and grid workers confirm registrations (register.js); staff
 // handle a clicked event through its lifecycle (dispatch.js); admins and dispatchers rank
-// the units of their area (ranking.js); anyone finds a place by name or code (search.js).
+// the units of their area (ranking.js); admins create, disable and re-enable the
+// accounts below theirs in their area (accounts.js); anyone finds a place by name or code
+// (search.js).
 //
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
@@ -32,6 +34,7 @@
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
 import { apiCaller, apiDownloader } from './api.js';
 import { wireDispatch } from './dispatch.js';
+import { wireAccounts } from './accounts.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
@@ -277,6 +280,7 @@ let session = null;
 let registration = null;
 let dispatch = null;
 let ranking = null; // rankings for admins and dispatchers (ranking.js)
+let accounts = null; // admins hand out accounts in their area (accounts.js)
 let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
@@ -1009,7 +1013,7 @@ async function summarise(gridsMinzoom) {
 
 // --- sign-in (staff and members) ---------------------------------------------------
 
-const ROLE_NAMES = { admin: '管理员', dispatcher: '指挥中心', grid_worker: '网格员', member: '党员' };
+const ROLE_NAMES = { admin: '管理员', dispatcher: '指挥中心', grid_worker: '网格员', department_staff: '职能部门', member: '党员' };
 const signinForm = document.getElementById('signin');
 const signedInEl = document.getElementById('signed-in');
 const signinError = signinForm.querySelector('.signin-error');
@@ -1080,6 +1084,9 @@ function showSession() {
   }
   if (ranking) {
     ranking.sessionChanged();
+  }
+  if (accounts) {
+    accounts.sessionChanged();
   }
   if (selectedProps) {
     selectGrid(selectedProps); // its details again: the upkeep panel comes or goes with the account
@@ -1187,6 +1194,7 @@ async function main() {
     const call = apiCaller(apiUrl, () => session);
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
+    accounts = wireAccounts({ call, el, session: () => session });
     wireSearch({ call, el, showPlace });
     upkeep = wireUpkeep({
       map,
