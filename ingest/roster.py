@@ -55,6 +55,7 @@ from ingest.tables import Row, Table, TablePlan
 from layers import textfields
 from layers.branches import SITE_SLACK_M, check_contact
 from layers.errors import InvalidInput
+from layers.gcpause import no_gc
 from layers.models import BRANCH_KINDS, MEMBER_STATUSES
 
 
@@ -146,13 +147,26 @@ def read(path, kind: str, *, encoding: str | None = None, sheet: str | None = No
     return tables.read_table(path, header_hint=hint(kind), encoding=encoding, sheet=sheet, data=data)
 
 
+def _plain_problem(value: str, label: str, max_length: int) -> str | None:
+    """Why a cell that only names something looked up (a status, a CRS, a branch) is
+    refused: no text, too long, formula-like; None when it is fine."""
+    problem = textfields.text_problem(value)
+    if problem:
+        return f"{label} contains {problem}"
+    if len(value) > max_length:
+        return f"{label} has {len(value)} characters; at most {max_length}"
+    if textfields.looks_like_formula(value) and not tables.NUMBER.match(value):
+        return f"{label} {textfields.formula_problem(value)}"
+    return None
+
+
 class _Row:
     """One row's cells by key, collecting the problems found in it."""
 
     __slots__ = ("cells", "labels", "problems")
 
-    def __init__(self, cells: dict[str, str], columns: dict[str, str], labels: dict[str, str]):
-        self.cells = {k: cells.get(c, "") for k, c in columns.items()}
+    def __init__(self, fields: list[str], index: dict[str, int], labels: dict[str, str]):
+        self.cells = {k: fields[i].strip() for k, i in index.items()}
         self.labels = labels
         self.problems: list[str] = []
 
@@ -169,22 +183,16 @@ class _Row:
             return None
 
     def plain(self, key: str, max_length: int = CELL_MAX) -> str | None:
-        """A cell that only names something looked up (a status, a CRS, a branch): text, not
-        too long, not formula-like; None when empty or refused."""
+        """A cell that only names something looked up; None when empty or refused (see
+        :func:`_plain_problem`)."""
         value = self.cells.get(key, "")
         if not value:
             return None
-        label = self.labels[key]
-        problem = textfields.text_problem(value)
+        problem = _plain_problem(value, self.labels[key], max_length)
         if problem:
-            self.problems.append(f"{label} contains {problem}")
-        elif len(value) > max_length:
-            self.problems.append(f"{label} has {len(value)} characters; at most {max_length}")
-        elif textfields.looks_like_formula(value) and not tables.NUMBER.match(value):
-            self.problems.append(f"{label} {textfields.formula_problem(value)}")
-        else:
-            return value
-        return None
+            self.problems.append(problem)
+            return None
+        return value
 
     def code(self, key: str) -> str | None:
         value = self.plain(key)
@@ -205,38 +213,50 @@ def _labels(columns: dict[str, str]) -> dict[str, str]:
     return {k: k if c == k else f"{k} ({c})" for k, c in columns.items()}
 
 
-def _points(rows: list[_Row], default_crs: str) -> tuple[dict[int, tuple], dict[int, str]]:
-    """The WGS84 point of every row with coordinates (by index): (lon, lat, crs name, x,
-    y); and the reason for rows whose coordinates are refused."""
-    idx, xs, ys, crs = [], [], [], []
+def _points(rows: list[Row], index: dict[str, int], labels: dict[str, str], default_crs: str
+            ) -> tuple[dict[int, tuple], dict[int, str]]:
+    """The WGS84 point of every row with coordinates (by position in ``rows``): (lon,
+    lat, crs name, x, y); and the reason for rows whose coordinates are refused."""
+    i_lon, i_lat, i_crs = index.get("lon"), index.get("lat"), index.get("crs")
+    out: dict[int, tuple] = {}
     errors: dict[int, str] = {}
-    for i, r in enumerate(rows):
-        x, y = r.get("lon"), r.get("lat")
+    if i_lon is None and i_lat is None:
+        return out, errors
+    idx, xs, ys, crs = [], [], [], []
+    crs_problems: dict[str, str | None] = {}
+    for k, row in enumerate(rows):
+        f = row.fields
+        x = f[i_lon].strip() if i_lon is not None else ""
+        y = f[i_lat].strip() if i_lat is not None else ""
         if not x and not y:
             continue
-        c = r.plain("crs", 32)
-        if r.cells.get("crs") and c is None:
-            continue  # the crs cell's problem is the row's already
+        c = f[i_crs].strip() if i_crs is not None else ""
+        if c:
+            if c not in crs_problems:
+                crs_problems[c] = _plain_problem(c, labels["crs"], 32)
+            if crs_problems[c]:
+                errors[k] = crs_problems[c]
+                continue
         if not (x and y):
-            errors[i] = f"{r.labels['lat' if x else 'lon']} is missing (the other coordinate is given)"
+            errors[k] = f"{labels['lat' if x else 'lon']} is missing (the other coordinate is given)"
             continue
-        idx.append(i)
+        idx.append(k)
         xs.append(x)
         ys.append(y)
-        crs.append(c)
-    out: dict[int, tuple] = {}
+        crs.append(c or None)
     if not idx:
         return out, errors
     batch = points_from_columns(idx, xs, ys, crs, default_crs=default_crs)
     names: dict[str, str] = {}
-    for j, i in enumerate(idx):
+    lon, lat, bx, by = batch.lon.tolist(), batch.lat.tolist(), batch.x.tolist(), batch.y.tolist()
+    for j, k in enumerate(idx):
         if j in batch.errors:
-            errors[i] = batch.errors[j]["detail"]
+            errors[k] = batch.errors[j]["detail"]
             continue
         given = batch.crs[j] or default_crs
         if given not in names:
             names[given] = parse_crs(given).name
-        out[i] = (float(batch.lon[j]), float(batch.lat[j]), names[given], float(batch.x[j]), float(batch.y[j]))
+        out[k] = (lon[j], lat[j], names[given], bx[j], by[j])
     return out, errors
 
 
@@ -256,14 +276,17 @@ def plan(session: Session, kind: str, table: Table, *, mapping: dict[str, str] |
     if table.encoding:
         out.notes.append(f"read as {table.kind}, {table.encoding}")
     labels = _labels({k: out.columns.get(k, k) for k in spec.candidates})
-    readable: list[tuple[Row, _Row]] = []
-    for row in table.rows:
-        if row.problem:
-            key = row.cells.get(out.columns[spec.required[0]], "") or None
-            out.reject(row, key, row.problem)
-        else:
-            readable.append((row, _Row(row.cells, out.columns, labels)))
-    _CHECKS[kind](session, out, readable, default_crs)
+    index = {k: table.header.index(c) for k, c in out.columns.items()}
+    readable: list[Row] = []
+    first = index[spec.required[0]]
+    with no_gc():  # hundreds of thousands of small objects, no cycles
+        for row in table.rows:
+            if row.problem:
+                key = row.fields[first] if first < len(row.fields) else None
+                out.reject(row, key or None, row.problem)
+            else:
+                readable.append(row)
+        _CHECKS[kind](session, out, readable, index, labels, default_crs)
     return out
 
 
@@ -303,17 +326,39 @@ def _lookup(r: _Row, key: str, by_code: dict[str, Any], by_name: dict[str, list[
     return None
 
 
-def _check_members(session: Session, out: TablePlan, rows: list[tuple[Row, _Row]], default_crs: str) -> None:
+def _check_members(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
+                   labels: dict[str, str], default_crs: str) -> None:
     by_code: dict[str, int] = {}
     by_name: dict[str, list[int]] = {}
     for id_, code, name in session.execute(text("SELECT id, code, name FROM branches")):
         by_code[code] = id_
         by_name.setdefault(name, []).append(id_)
-    points, point_errors = _points([r for _, r in rows], default_crs)
+    points, point_errors = _points(rows, index, labels, default_crs)
     seen: dict[str, int] = {}
     has = set(out.columns)
     number_rule, name_rule, phone_rule = textfields.member_number, textfields.name, textfields.phone
-    for i, (row, r) in enumerate(rows):
+    # the common row, every cell of which the rules would take as it is, goes without
+    # calling them (a roster has a million rows); any other row is checked rule by rule
+    plain_number, plain_name = textfields.MEMBER_NUMBER.fullmatch, textfields.PLAIN_NAME.fullmatch
+    plain_phone = textfields.PLAIN_MOBILE.fullmatch
+    i_number, i_name = index["number"], index["name"]
+    i_phone, i_branch, i_status = index.get("phone"), index.get("branch"), index.get("status")
+    none = (None,) * 5
+    good = out.good.append
+    for i, row in enumerate(rows):
+        f = row.fields
+        number, name = f[i_number], f[i_name]
+        phone = f[i_phone] if i_phone is not None else ""
+        branch = f[i_branch] if i_branch is not None else ""
+        status = f[i_status] if i_status is not None else ""
+        if (plain_number(number) and number not in seen and plain_name(name) and (not phone or plain_phone(phone))
+                and (not branch or branch in by_code) and (not status or status in _STATUSES)
+                and i not in point_errors):
+            seen[number] = row.row
+            good((row.row, number, name, phone or None, _STATUSES[status] if status else None,
+                  by_code[branch] if branch else None, *points.get(i, none)))
+            continue
+        r = _Row(f, index, labels)
         cells = r.cells
         number = cells["number"]
         if number:
@@ -339,7 +384,8 @@ def _check_members(session: Session, out: TablePlan, rows: list[tuple[Row, _Row]
         _finish(out, row, r, number, (row.row, number, name, phone, status, branch, *p))
 
 
-def _check_branches(session: Session, out: TablePlan, rows: list[tuple[Row, _Row]], default_crs: str) -> None:
+def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
+                    labels: dict[str, str], default_crs: str) -> None:
     communities = dict(session.execute(text("SELECT code, id FROM admin_areas WHERE level = 'community'")).all())
     grids = {code: (gid, community) for code, gid, community in session.execute(text(
         "SELECT code, id, community_id FROM grids WHERE retired_at IS NULL"))}
@@ -349,11 +395,12 @@ def _check_branches(session: Session, out: TablePlan, rows: list[tuple[Row, _Row
             "SELECT bg.grid_id, b.code FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id "
             "WHERE b.kind = 'grid' AND b.active")):
         held.setdefault(gid, set()).add(bcode)
-    points, point_errors = _points([r for _, r in rows], default_crs)
+    points, point_errors = _points(rows, index, labels, default_crs)
     seen: dict[str, int] = {}
     taken: dict[int, tuple[str, int]] = {}  # grid id → (branch code, row) of a grid branch in this file
     todo = []
-    for i, (row, r) in enumerate(rows):
+    for i, row in enumerate(rows):
+        r = _Row(row.fields, index, labels)
         code = r.code("code")
         _once(seen, r, "code", code, row.row)
         name = r.check(textfields.name, "name")
@@ -427,11 +474,13 @@ def _check_branches(session: Session, out: TablePlan, rows: list[tuple[Row, _Row
         _finish(out, row, r, good[1], good)
 
 
-def _check_departments(session: Session, out: TablePlan, rows: list[tuple[Row, _Row]], default_crs: str) -> None:
+def _check_departments(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
+                       labels: dict[str, str], default_crs: str) -> None:
     stored = dict(session.execute(text("SELECT name, code FROM departments")).all())
     codes: dict[str, int] = {}
     names: dict[str, int] = {}
-    for row, r in rows:
+    for row in rows:
+        r = _Row(row.fields, index, labels)
         code = r.code("code")
         _once(codes, r, "code", code, row.row)
         name = r.check(textfields.name, "name")
@@ -441,7 +490,8 @@ def _check_departments(session: Session, out: TablePlan, rows: list[tuple[Row, _
         _finish(out, row, r, code, (row.row, code, name))
 
 
-def _check_categories(session: Session, out: TablePlan, rows: list[tuple[Row, _Row]], default_crs: str) -> None:
+def _check_categories(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
+                      labels: dict[str, str], default_crs: str) -> None:
     from layers.registrations import role_code
 
     by_code: dict[str, int] = {}
@@ -451,7 +501,8 @@ def _check_categories(session: Session, out: TablePlan, rows: list[tuple[Row, _R
         by_name.setdefault(name, []).append(id_)
     roles: dict[str, str | None] = {}
     codes: dict[str, int] = {}
-    for row, r in rows:
+    for row in rows:
+        r = _Row(row.fields, index, labels)
         code = r.code("code")
         _once(codes, r, "code", code, row.row)
         name = r.check(textfields.name, "name")
@@ -548,8 +599,9 @@ def _members(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict
     for (row,) in kept:
         plan.notes.append(f"row {row}: the member is registered at another residence; kept (they re-register to move)")
     _run(conn, counts, "members_created",
-         """INSERT INTO members (number, name, phone, status, work_branch_id)
-            SELECT number, name, phone, coalesce(status, 'in_service'), work_branch_id
+         # the clock read once for all rows (an init plan), not as a default per row
+         """INSERT INTO members (number, name, phone, status, work_branch_id, created_at)
+            SELECT number, name, phone, coalesce(status, 'in_service'), work_branch_id, (SELECT gridbranch_now())
             FROM import_members_diff WHERE new_member ORDER BY row""", write)
     _run(conn, counts, "members_updated",
          """UPDATE members m SET name = d.name, phone = coalesce(d.phone, m.phone),
@@ -559,12 +611,11 @@ def _members(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict
          """UPDATE residences r SET ended_at = gridbranch_now() FROM import_members_diff d
             WHERE d.moves AND NOT d.registered AND r.id = d.residence_id""", write)
     _run(conn, counts, "residences_recorded",
-         """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
-            SELECT m.id, ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326), d.source_crs, d.source_x, d.source_y
+         """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y, recorded_at)
+            SELECT m.id, ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326), d.source_crs, d.source_x, d.source_y,
+                   (SELECT gridbranch_now())
             FROM import_members_diff d JOIN members m ON m.number = d.number
             WHERE d.moves AND NOT d.registered""", write)
-    if write and (counts["members_created"] > 10_000 or counts["residences_recorded"] > 10_000):
-        conn.execute(text("ANALYZE members, residences"))
     conn.execute(text("DROP TABLE import_members_diff, import_members"))
     return counts
 

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Connection
 
 from layers import textfields
 from layers.errors import InvalidInput
+from layers.gcpause import no_gc
 
 _LINES = re.compile(r"[^\n]*\n|[^\n]+$")
 _CR_LINES = re.compile(r"[^\r]*\r|[^\r]+$")  # a file whose lines end in CR alone (old Mac Excel)
@@ -128,14 +129,15 @@ def swallowed(record: Record, lines: list[str], header: list[str]) -> list[tuple
 # ---- any table: CSV or XLSX -----------------------------------------------------------------
 
 
-@dataclass
 class Row:
-    """One row of a table: its number (header 0), its cells by header (text, stripped),
-    and why it cannot be read at all (then ``cells`` is what could be recovered)."""
+    """One row of a table: its number (header 0), its cells in the header's order
+    (text), and why it cannot be read at all (then ``fields`` is what could be
+    recovered)."""
 
-    row: int
-    cells: dict[str, str]
-    problem: str | None = None
+    __slots__ = ("row", "fields", "problem")
+
+    def __init__(self, row: int, fields: list[str], problem: str | None = None):
+        self.row, self.fields, self.problem = row, fields, problem
 
 
 @dataclass
@@ -182,6 +184,14 @@ def read_table(path: str | Path, *, header_hint: str, encoding: str | None = Non
             raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field="file")
     content = decode(data, encoding)
     used = encoding or ("UTF-8" if _is_utf8(data) else "GB18030 (detected: not UTF-8)")
+    with no_gc():  # hundreds of thousands of small objects, no cycles
+        return _csv_table(path.name, content, header_hint, used)
+
+
+def _csv_table(name: str, content: str, header_hint: str, used: str) -> Table:
+    if '"' not in content and content.count("\r") == content.count("\r\n"):
+        return _plain_csv_table(name, content.replace("\r\n", "\n") if "\r" in content else content,
+                                header_hint, used)
     lines = physical_lines(content)
     header, records = csv_records(lines, header_hint)
     width = len(header)
@@ -191,15 +201,38 @@ def read_table(path: str | Path, *, header_hint: str, encoding: str | None = Non
         fields = record.fields
         if fields is None:
             for row, values, reason in swallowed(record, lines, header):
-                append(Row(row, values, reason))
+                append(Row(row, list(values.values()), reason))
             continue
-        cells = dict(zip(header, [f.strip() for f in fields]))
-        if len(fields) != width:
-            append(Row(record.first, cells, f"the row has {len(fields)} fields, the header {width} "
-                                            "(a value with an unquoted comma?)"))
-        else:
-            append(Row(record.first, cells))
-    return Table(path.name, "CSV", header, rows, used)
+        fields = [f.strip() for f in fields]
+        append(Row(record.first, fields, _width_problem(fields, width)))
+    return Table(name, "CSV", header, rows, used)
+
+
+def _width_problem(fields: list[str], width: int) -> str | None:
+    if len(fields) == width:
+        return None
+    return f"the row has {len(fields)} fields, the header {width} (a value with an unquoted comma?)"
+
+
+def _plain_csv_table(name: str, content: str, header_hint: str, used: str) -> Table:
+    """A CSV without any quote and with LF (or CRLF) line ends: split, which gives the
+    same fields as the CSV reader, several times faster."""
+    lines = content.split("\n")
+    if not lines[0].strip(","):
+        raise InvalidInput(f"the file has no header row ({header_hint}) on its first line", field="file")
+    header = [h.strip() for h in lines[0].split(",")]
+    width = len(header)
+    rows: list[Row] = []
+    append = rows.append
+    for n in range(1, len(lines)):
+        line = lines[n]
+        if not line:
+            continue
+        fields = line.split(",")
+        if " " in line or "\t" in line or "\u3000" in line or "\xa0" in line:
+            fields = [f.strip() for f in fields]
+        append(Row(n, fields, None if len(fields) == width else _width_problem(fields, width)))
+    return Table(name, "CSV", header, rows, used)
 
 
 def _is_utf8(data: bytes) -> bool:
@@ -243,15 +276,16 @@ def _read_xlsx(path: Path, sheet: str | None, header_hint: str) -> Table:
                 top = cells[0].row
                 continue
             r = cells[0].row - top
-            record: dict[str, str] = {}
+            record: list[str] = []
             problem = None
             for k, c in enumerate(cells[:len(header)]):
                 if c.data_type == "f":
                     problem = problem or (f"column {header[k]!r} holds a formula ({c.value}); gridbranch reads "
                                           "values only — paste the column as values")
-                    record[header[k]] = str(c.value)
+                    record.append(str(c.value))
                 else:
-                    record[header[k]] = cell_text(c.value)
+                    record.append(cell_text(c.value))
+            record += [""] * (len(header) - len(record))
             if problem is None and any(v is not None for v in values[len(header):]):
                 problem = f"the row has cells beyond the header's {len(header)} columns"
             rows.append(Row(r, record, problem))
@@ -345,7 +379,7 @@ class TablePlan:
     notes: list[str] = field(default_factory=list)
 
     def reject(self, row: Row, key: str | None, reason: str) -> None:
-        self.rejects.append(Rejected(row.row, key, reason, row.cells))
+        self.rejects.append(Rejected(row.row, key, reason, dict(zip(self.header, row.fields))))
 
 
 def rejects_cell(value: Any) -> Any:
@@ -395,8 +429,9 @@ def copy_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: Iter
     """Load rows (sequences in ``columns`` order; None for NULL) into ``table`` through
     COPY in the connection's transaction."""
     buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerows(["" if v is None else (repr(v) if isinstance(v, float) else v) for v in r] for r in rows)
+    # the csv module writes None as an empty field (NULL to COPY) and a float as its
+    # repr (exact): the rows go in as they are
+    csv.writer(buf).writerows(rows)
     buf.seek(0)
     cursor = conn.connection.driver_connection.cursor()
     cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf)

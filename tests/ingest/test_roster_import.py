@@ -21,6 +21,7 @@ import pytest
 from sqlalchemy import text
 
 from geo_api.cli import main
+from ingest import tables
 from ingest.crs import from_wgs84
 from tests.conftest import scratch_engine
 from tests.ingest.district_files import AREA_MAP, CODE, GRID_MAP, NAME, build_district, write_areas_shapefile, \
@@ -377,3 +378,48 @@ def test_registered_member_keeps_the_residence(deployment, branches):
     assert rc == 0, out + err
     assert "residences kept registered 1" in out and "row 1: the member is registered" in out
     assert abs(_members(engine, ["RG0001"])["RG0001"][4] - p0.x) < 1e-9
+
+
+def test_quoted_and_plain_csv_read_alike(tmp_path, district):
+    """A CSV without quotes is split (the fast path), one with them goes through the CSV
+    reader: the same rows, fields and row numbers either way (CRLF line ends too)."""
+    rows = [MEMBER_HEADER, ["A1", " 王五 ", "13900000001", "W001", "在职", "", "", ""], [],
+            ["A2", "赵六", "", "", "", "113.6", "34.7", "gcj02"], ["A3", "孙七"]]
+    plain = tmp_path / "plain.csv"
+    quoted = tmp_path / "quoted.csv"
+    with open(plain, "w", newline="", encoding="utf-8-sig") as handle:
+        csv.writer(handle, lineterminator="\r\n").writerows(rows)
+    with open(quoted, "w", newline="", encoding="utf-8-sig") as handle:
+        csv.writer(handle, quoting=csv.QUOTE_NONNUMERIC).writerows(rows)
+    assert '"' not in plain.read_text("utf-8-sig") and '"' in quoted.read_text("utf-8-sig")
+    a, b = tables.read_table(plain, header_hint="-"), tables.read_table(quoted, header_hint="-")
+    assert a.header == b.header == MEMBER_HEADER
+    assert [(r.row, r.fields, r.problem) for r in a.rows] == [(r.row, r.fields, r.problem) for r in b.rows]
+    assert [r.row for r in a.rows] == [1, 3, 4] and a.rows[0].fields[1] == "王五"
+    assert a.rows[2].problem and "2 fields, the header 8" in a.rows[2].problem
+
+
+@pytest.mark.parametrize("value", ["王建国", "欧阳·娜娜", "Li", "长" * 64, "长" * 65, "=A1", "王\u202e国", "王 国",
+                                   "13900000001", "12900000001", "1390000000", "0371-66668888", "ZY0001", "-1",
+                                   "\u3000王", "Ａ１", "a\x00b", "\ud800"])
+def test_plain_patterns_only_take_what_the_rules_take_as_it_is(value):
+    """The shortcuts a bulk import takes before the text rules never let through what a
+    rule would refuse or change."""
+    from layers import textfields
+
+    def outcome(rule):
+        try:
+            return rule(value)
+        except Exception:
+            return None
+
+    if textfields.PLAIN_NAME.fullmatch(value):
+        assert outcome(textfields.name) == value
+    if textfields.PLAIN_MOBILE.fullmatch(value):
+        assert outcome(textfields.phone) == value
+    if textfields.MEMBER_NUMBER.fullmatch(value):
+        assert outcome(textfields.member_number) == value
+    if textfields._PLAIN_TEXT.fullmatch(value):
+        # the character-by-character check agrees there is nothing wrong
+        assert textfields.character_problem(value) is None
+        assert textfields.character_problem(value, format_chars=False) is None
