@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import multiprocessing as mp
+import os
 import resource
 import sys
 import tempfile
@@ -43,8 +44,6 @@ STATUSES = ("在职党员", "在职党员", "在职党员", "流动党员", "退
 
 
 def server_url() -> str:
-    import os
-
     from geo_api.settings import DatabaseSettings
     from layers import cluster as pg
     from layers import db
@@ -120,12 +119,20 @@ def write_xlsx(path: Path, n: int) -> None:
 # ---- measured phases, each in a child process -------------------------------------------------
 
 
+def _cpu() -> float:
+    """CPU seconds of this process so far (the machine may be shared: wall time alone
+    says little)."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _phase(url: str, path: str, commit: bool, out) -> None:
     from sqlalchemy.orm import Session
 
     from ingest import roster
     from layers import db
 
+    c0 = _cpu()
     t0 = time.perf_counter()
     table = roster.read(Path(path), "members")
     t1 = time.perf_counter()
@@ -140,7 +147,8 @@ def _phase(url: str, path: str, commit: bool, out) -> None:
             session.rollback()
     t3 = time.perf_counter()
     engine.dispose()
-    out.put({"read": t1 - t0, "check": t2 - t1, "db": t3 - t2, "total": t3 - t0, "rows": plan.total,
+    out.put({"read": t1 - t0, "check": t2 - t1, "db": t3 - t2, "total": t3 - t0, "cpu": _cpu() - c0,
+             "rows": plan.total,
              "good": len(plan.good), "rejected": len(plan.rejects), "counts": counts,
              "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
 
@@ -180,6 +188,8 @@ def _line(what: str, r: dict) -> str:
     parts = [f"{what}: {r['rows']:,} rows in {r['total']:,.1f} s = {r['rows'] / r['total']:,.0f} rows/s"]
     if "read" in r:
         parts.append(f"(read {r['read']:.1f} s, check {r['check']:.1f} s, database {r['db']:.1f} s)")
+    if "cpu" in r:
+        parts.append(f"[this process's CPU {r['cpu']:,.1f} s = {r['rows'] / r['cpu']:,.0f} rows per CPU-s]")
     parts.append(f"peak RSS {r['rss_mib']:,.0f} MiB")
     return " ".join(parts)
 
@@ -199,6 +209,8 @@ def roster_part(rows: int, xlsx_rows: int, keep: bool) -> None:
                   f"{time.perf_counter() - t0:.1f} s")
             base = in_child(_baseline, url, str(path))
             print(_line("baseline COPY into a bare text table", base))
+            print(f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+                  f"({os.cpu_count()} CPUs)")
             dry = in_child(_phase, url, str(path), False)
             print(_line("CSV dry run", dry) + f"; would write {dry['counts']}")
             commit = in_child(_phase, url, str(path), True)
