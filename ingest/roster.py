@@ -565,6 +565,7 @@ def _members(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict
            ON COMMIT DROP"""))
     tables.copy_rows(conn, "import_members", ("row", "number", "name", "phone", "status", "work_branch_id", "lon",
                                               "lat", "source_crs", "source_x", "source_y"), plan.good)
+    conn.execute(text("ANALYZE import_members"))
     if write:
         # the members the file names are locked first, in id order, as every API write on
         # a member starts (layers.registrations); the data_versions rows after them
@@ -587,6 +588,7 @@ def _members(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict
            FROM import_members s
            LEFT JOIN members m ON m.number = s.number
            LEFT JOIN residences res ON res.member_id = m.id AND res.ended_at IS NULL"""))
+    conn.execute(text("ANALYZE import_members_diff"))  # a temporary table has no statistics until told
     c = conn.execute(text(
         """SELECT count(*) FILTER (WHERE new_member), count(*) FILTER (WHERE changed),
                   count(*) FILTER (WHERE moves AND NOT registered), count(*) FILTER (WHERE moves AND registered),
