@@ -257,6 +257,63 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
     return 0 if written and plan.file_error is None and failed is None else 1
 
 
+def cmd_ingest_table(args, settings: Settings) -> int:
+    """Members, branches, departments or categories from a CSV or XLSX. Exit status 0
+    when the file was read (and, with --commit, written); 1 when it cannot be read or the
+    write failed (nothing written). The rejects file is written whatever happens."""
+    from pathlib import Path
+
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.orm import Session
+
+    from ingest import roster, tables
+
+    path = Path(args.file)
+    rejects = Path(args.rejects) if args.rejects else path.with_name(path.stem + ".rejects.csv")
+    failed = None
+    try:
+        mapping = tables.parse_mapping(args.map, roster.SPECS[args.kind].candidates)
+        table = roster.read(path, args.kind, encoding=args.encoding, sheet=args.sheet)
+    except GridbranchError as exc:
+        plan = tables.TablePlan(args.kind, path.name, file_error=exc.detail)
+    else:
+        engine = _engine(settings)
+        try:
+            with Session(engine) as session:
+                plan = roster.plan(session, args.kind, table, mapping=mapping, default_crs=args.crs)
+                if plan.file_error is None:
+                    try:
+                        counts = roster.changes(session.connection(), plan, write=args.commit,
+                                                actor=f"import:{path.name}")
+                        if args.commit:
+                            session.commit()
+                        else:
+                            session.rollback()  # the dry run wrote temporary tables only
+                    except DBAPIError as exc:  # nothing is written: the import is one transaction
+                        session.rollback()
+                        failed = str(exc.orig or exc).strip()
+                print(tables.format_report(plan))
+                if plan.file_error is None and failed is None:
+                    if args.commit:
+                        print("committed: " + roster.format_counts(counts))
+                    else:
+                        print("dry run, nothing written; it would write: " + roster.format_counts(counts)
+                              + " (add --commit to write it)")
+        finally:
+            engine.dispose()
+    if plan.file_error is not None:
+        print(f"gridbranch: {path}: the file cannot be read, nothing imported: {plan.file_error}", file=sys.stderr)
+    if failed is not None:
+        print(f"gridbranch: the import failed and wrote nothing: {failed}", file=sys.stderr)
+    try:
+        n = tables.write_rejects(rejects, plan)
+        print(f"the reason is written to {rejects}" if plan.file_error else f"{n} rejected rows written to {rejects}")
+    except OSError as exc:
+        print(f"gridbranch: cannot write the rejects file {rejects}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0 if plan.file_error is None and failed is None else 1
+
+
 def _admin_password(username: str, policy) -> str:
     """The first admin's password: GRIDBRANCH_INIT_ADMIN_PASSWORD (for scripts), else
     asked twice on the terminal; held to the password policy as every account's is."""
@@ -522,6 +579,22 @@ def build_parser() -> argparse.ArgumentParser:
                        help="m² a unit may reach outside its parent (default 100)")
         q.add_argument("--report", help="also write the report as JSON to this file")
         q.set_defaults(func=cmd_ingest_boundaries, kind=kind)
+
+    for kind, text in (
+            ("members", "the member roster (党员花名册): number, name, phone, branch, status, residence lon/lat/crs"),
+            ("branches", "branches: code, name, kind, secretary, secretary_phone, community, grids, site lon/lat/crs"),
+            ("departments", "functional departments: code, name"),
+            ("categories", "event categories: code, name, department, time_limit (working hours), role, "
+                           "warn_share")):
+        q = kinds.add_parser(kind, help=text + " — from a CSV or XLSX")
+        q.add_argument("file")
+        q.add_argument("--commit", action="store_true", help="write it, in one transaction (default: a dry run)")
+        q.add_argument("--map", help="column names, e.g. number=党员编号,name=姓名 (default: found by name)")
+        q.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
+        q.add_argument("--encoding", help="CSV text encoding (default: UTF-8 with or without BOM, else GB18030)")
+        q.add_argument("--sheet", help="the XLSX sheet to read when the workbook holds several")
+        q.add_argument("--crs", default="wgs84", help="CRS of coordinates whose crs cell is empty (default wgs84)")
+        q.set_defaults(func=cmd_ingest_table, kind=kind)
 
     p = sub.add_parser("init", help="start an empty deployment: migrations, the district's boundary, roles, "
                                     "calendar, a first district admin")

@@ -54,6 +54,7 @@ from layers.crs import (
     parse_crs,
     zone_prefix_mismatch,
 )
+from ingest import tables
 from ingest.files import FileError, SourceFile
 from layers import boundaries as store
 from layers.codes import area_code_problem, grid_code_problem, level_of, parent_code
@@ -168,21 +169,8 @@ class BoundaryPlan:
 
 
 def parse_mapping(text_: str | None) -> dict[str, str]:
-    """``code=BM,name=MC,parent=SQBM`` → {"code": "BM", ...}; :class:`InvalidInput`
-    naming ``map`` for anything else."""
-    out: dict[str, str] = {}
-    if not text_:
-        return out
-    for part in text_.split(","):
-        if not part.strip():
-            continue
-        key, sep, column = part.partition("=")
-        key, column = key.strip().lower(), column.strip()
-        if not sep or key not in MAP_KEYS or not column:
-            raise InvalidInput(f"--map takes KEY=COLUMN pairs with KEY one of {', '.join(MAP_KEYS)}, got {part!r}",
-                               field="map")
-        out[key] = column
-    return out
+    """``code=BM,name=MC,parent=SQBM`` → {"code": "BM", ...} (see :func:`ingest.tables.parse_mapping`)."""
+    return tables.parse_mapping(text_, MAP_KEYS)
 
 
 def _column(src: SourceFile, key: str, mapping: dict[str, str], required: bool) -> str | None:

@@ -24,8 +24,6 @@ opening it in a spreadsheet runs nothing.
 from __future__ import annotations
 
 import csv
-import io
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from ingest import tables
 from layers.crs import parse_crs
 from layers.points import points_from_rows
 from layers import textfields
@@ -46,11 +45,6 @@ COLUMNS = ("member_id", "name", "phone", "lon", "lat", "crs", "role")
 REQUIRED = COLUMNS[:5]
 #: Longest role and CRS cell taken (role codes and names and ``source_crs`` are no longer).
 CODE_MAX = 32
-_LINES = re.compile(r"[^\n]*\n|[^\n]+$")
-_CR_LINES = re.compile(r"[^\r]*\r|[^\r]+$")  # a file whose lines end in CR alone (old Mac Excel)
-_NUMBER = re.compile(r"^[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$")
-
-
 @dataclass
 class RowOutcome:
     row: int  # the row number in the file: the header is row 0 (line 1 of the file)
@@ -76,87 +70,14 @@ class ImportPlan:
         return [o for o in self.outcomes if o.status in ("unmatched", "invalid")]
 
 
-@dataclass
-class _Record:
-    first: int  # row numbers (header 0) of its first and last physical row
-    last: int
-    fields: list[str] | None  # None: not readable as a row (see problem)
-    problem: str | None = None
-
-
-def _decode(data: bytes | str, encoding: str) -> str:
-    if isinstance(data, str):
-        return data
-    try:
-        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"the file is not {encoding} text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                           "save it as CSV UTF-8, or name its encoding (--encoding gb18030)", field="file")
-    except LookupError:
-        raise InvalidInput(f"unknown encoding {encoding!r}", field="encoding")
-
-
-def _physical_lines(data: str) -> list[str]:
-    """The file's lines with their ends: split at LF (CRLF included); a CR alone ends a
-    line only in a file without any LF."""
-    return (_LINES if "\n" in data else _CR_LINES).findall(data)
-
-
-def _records(data: str) -> tuple[list[str], list[_Record]]:
-    """The header and the records of a CSV text, each with the physical rows it spans; a
-    record that spans several rows (a quote left open) or breaks the quoting rules
-    comes back without fields, with the reason."""
-    lines = _physical_lines(data)
-    reader = csv.reader(iter(lines), strict=True)
-    records: list[_Record] = []
-    done = 0  # physical lines read so far
-    while True:
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            first, done = done, reader.line_num
-            if str(exc) == "unexpected end of data":
-                problem = f"a quote (\") opened in row {first} is never closed"
-            elif "new-line character" in str(exc):
-                problem = "a line break (CR) inside a field, which no field may hold"
-            else:
-                problem = f"the CSV quoting is broken ({exc})"
-            records.append(_Record(first, done - 1, None, problem))
-            continue
-        first, done = done, reader.line_num
-        last = done - 1
-        if last > first or any("\n" in f or "\r" in f for f in fields):
-            records.append(_Record(first, last, None, None))
-        elif fields:
-            records.append(_Record(first, last, fields))
-    if not records or records[0].first != 0 or records[0].fields is None:
-        raise InvalidInput("the file has no header row (member_id,name,phone,lon,lat,crs,role) on its first line",
-                           field="file")
-    header = [h.strip() for h in records[0].fields]
+def _records(data: str) -> tuple[list[str], list[tables.Record]]:
+    header, records = tables.csv_records(tables.physical_lines(data), ",".join(COLUMNS))
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise InvalidInput(
             f"the CSV header must name the columns {', '.join(REQUIRED)}; missing {', '.join(missing)} "
             f"(header: {header})", field="file")
-    return header, records[1:]
-
-
-def _swallowed(record: _Record, lines: list[str], header: list[str]) -> list[tuple[int, dict[str, str], str]]:
-    """One rejection per physical row of an unreadable record, with that row's own text."""
-    span = f"row {record.first}" if record.first == record.last else f"rows {record.first}–{record.last}"
-    if record.problem:
-        reason = f"{span}: {record.problem}; nothing of {'it' if record.first == record.last else 'them'} is imported"
-    else:
-        reason = (f"{span} read as one row: a quoted field runs from row {record.first} into the next (a quote (\") "
-                  "left open, or a line break inside quotes); no field may hold a line break, so nothing of these "
-                  "rows is imported (close or double the quote)")
-    out = []
-    for row in range(record.first, record.last + 1):
-        raw = lines[row].rstrip("\r\n") if row < len(lines) else ""
-        out.append((row, dict(zip(header, raw.split(","))), reason))
-    return out
+    return header, records
 
 
 def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolerance_m: float, edge_m: float,
@@ -165,18 +86,18 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
     all (not text in ``encoding``, no header, required columns missing) gives a plan with
     ``file_error`` and no rows."""
     try:
-        content = _decode(data, encoding)
+        content = tables.decode(data, encoding)
         header, records = _records(content)
     except InvalidInput as exc:
         return ImportPlan([], [], file_error=exc.detail)
-    lines = _physical_lines(content)
+    lines = tables.physical_lines(content)
     width = len(header)
     outcomes: list[RowOutcome] = []
     rows: list[dict[str, str]] = []  # the records to check, in order
     checked: list[RowOutcome] = []
     for record in records:
         if record.fields is None:
-            for row, values, reason in _swallowed(record, lines, header):
+            for row, values, reason in tables.swallowed(record, lines, header):
                 number = (values.get("member_id") or "").strip() or None
                 outcomes.append(RowOutcome(row, number, "invalid", reason, values=values))
             continue
@@ -284,7 +205,7 @@ def _cell_problems(row: dict[str, str]) -> list[tuple[str, str]]:
         elif column in ("role", "crs") and len(value) > CODE_MAX:
             out.append((column, f"{column} has {len(value)} characters; at most {CODE_MAX}"))
         elif (column in ("role", "crs", "lon", "lat") and textfields.looks_like_formula(value)
-              and not (column in ("lon", "lat") and _NUMBER.match(value))):
+              and not (column in ("lon", "lat") and tables.NUMBER.match(value))):
             out.append((column, f"{column} {textfields.formula_problem(value)}"))
     return out
 
@@ -301,15 +222,9 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
     """Write the plan's good rows in the caller's transaction. Returns counts of members
     created and updated, registrations created (of which moves) and rows unchanged."""
     conn.execute(text(_STAGE))
-    buf = io.StringIO()
-    writer = csv.writer(buf)
     keys = ("number", "name", "phone", "role_code", "lon", "lat", "source_crs", "source_x", "source_y",
             "grid_id", "grid_version_id", "branch_id")
-    for r in plan.good:
-        writer.writerow(["" if r[k] is None else (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in keys])
-    buf.seek(0)
-    cursor = conn.connection.driver_connection.cursor()
-    cursor.copy_expert(f"COPY import_registrations ({', '.join(keys)}) FROM STDIN WITH (FORMAT csv)", buf)
+    tables.copy_rows(conn, "import_registrations", keys, ([r[k] for k in keys] for r in plan.good))
 
     # The members the file names are locked first, in id order, as every API write on a
     # member starts (layers.registrations): the diff below cannot race an API write, and
@@ -382,14 +297,6 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
     return counts
 
 
-def _cell(value: Any) -> Any:
-    """A cell as written to the rejects file: one a spreadsheet would take for a formula
-    gets a leading ``'`` (shown as text), plain numbers stay as they are."""
-    if isinstance(value, str) and textfields.looks_like_formula(value) and not _NUMBER.match(value):
-        return "'" + value
-    return value
-
-
 def write_rejects(path: Path, plan: ImportPlan) -> int:
     """A CSV of every row not taken: its row number (header 0) and line in the file,
     status, reason and original values; for a file that could not be read, one line
@@ -399,10 +306,10 @@ def write_rejects(path: Path, plan: ImportPlan) -> int:
         writer = csv.writer(handle)
         writer.writerow(["row", "line", "status", "reason", *COLUMNS])
         if plan.file_error is not None:
-            writer.writerow(["", "", "unreadable", _cell(plan.file_error), *[""] * len(COLUMNS)])
+            writer.writerow(["", "", "unreadable", tables.rejects_cell(plan.file_error), *[""] * len(COLUMNS)])
         for o in rejects:
-            writer.writerow([o.row, o.row + 1, o.status, _cell(o.reason),
-                             *[_cell(o.values.get(c, "")) for c in COLUMNS]])
+            writer.writerow([o.row, o.row + 1, o.status, tables.rejects_cell(o.reason),
+                             *[tables.rejects_cell(o.values.get(c, "")) for c in COLUMNS]])
     return len(rejects)
 
 
