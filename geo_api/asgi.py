@@ -42,6 +42,11 @@ def body_limit(scope: Scope, settings) -> tuple[int, str]:
     return settings.service.max_body_bytes, "GRIDBRANCH_MAX_BODY_BYTES"
 
 
+#: Methods whose requests carry no body unless they are chunked (RFC 9112 6.3: without
+#: Content-Length or Transfer-Encoding a request has none).
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE"})
+
+
 class BodyLimit:
     """ASGI middleware bounding request bodies before they are read, for the routes and
     the fast paths alike (put in front of them by ``geo_api.app.GridbranchAPI``): a
@@ -63,15 +68,24 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit, setting = body_limit(scope, settings)
+        declared = chunked = False
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    declared = int(value)
+                    length = int(value)
                 except ValueError:
-                    declared = 0  # the server refuses malformed lengths itself
-                if declared > limit:
+                    length = 0  # the server refuses malformed lengths itself
+                if length > limit:
                     await ContentTooLarge(limit, setting).response()(scope, receive, send)
                     return
+                declared = True
+            elif name == b"transfer-encoding":
+                chunked = True
+        if not chunked and (declared or scope["method"] in _BODYLESS):
+            # the HTTP framing bounds the body already (the declared length, or none at
+            # all): nothing to count, and the hot GETs keep their receive and send
+            await self.app(scope, receive, send)
+            return
         seen = 0
 
         async def counted() -> Message:

@@ -317,20 +317,27 @@ def cmd_ingest_table(args, settings: Settings) -> int:
 def _admin_password(username: str, policy) -> str:
     """The first admin's password: GRIDBRANCH_INIT_ADMIN_PASSWORD (for scripts), else
     asked twice on the terminal; held to the password policy as every account's is."""
+    from layers.accounts import check_password
+
+    password = _given_password("GRIDBRANCH_INIT_ADMIN_PASSWORD", f"the district admin {username!r}")
+    return check_password(password, username, policy)
+
+
+def _given_password(variable: str, whose: str, hint: str = "") -> str:
+    """A password from the environment ``variable`` (for scripts), else asked twice on
+    the terminal; :class:`GridbranchError` without a terminal or when the two differ."""
     import getpass
     import os
 
-    password = os.environ.get("GRIDBRANCH_INIT_ADMIN_PASSWORD")
-    if not password:
-        if not sys.stdin.isatty():
-            raise GridbranchError("no terminal to ask the admin's password on: set GRIDBRANCH_INIT_ADMIN_PASSWORD",
-                                  field="password")
-        password = getpass.getpass(f"password of the district admin {username!r}: ")
-        if getpass.getpass("the same password again: ") != password:
-            raise GridbranchError("the two passwords differ", field="password")
-    from layers.accounts import check_password
-
-    return check_password(password, username, policy)
+    password = os.environ.get(variable)
+    if password:
+        return password
+    if not sys.stdin.isatty():
+        raise GridbranchError(f"no terminal to ask the password of {whose} on: set {variable}{hint}", field="password")
+    password = getpass.getpass(f"password of {whose}: ")
+    if getpass.getpass("the same password again: ") != password:
+        raise GridbranchError("the two passwords differ", field="password")
+    return password
 
 
 def cmd_init(args, settings: Settings) -> int:
@@ -426,21 +433,11 @@ def _user_password(username: str, generate: bool, policy) -> tuple[str | None, s
     """(the password to print once, its hash) for ``username``: generated with
     ``--generate``, else GRIDBRANCH_USER_PASSWORD (scripts), else asked twice on the
     terminal; checked against the password policy."""
-    import getpass
-    import os
-
     from geo_api.accounts import password_for
 
     if generate:
         return password_for(policy, username, None)
-    password = os.environ.get("GRIDBRANCH_USER_PASSWORD")
-    if not password:
-        if not sys.stdin.isatty():
-            raise GridbranchError("no terminal to ask the password on: set GRIDBRANCH_USER_PASSWORD or use --generate",
-                                  field="password")
-        password = getpass.getpass(f"password of {username!r}: ")
-        if getpass.getpass("the same password again: ") != password:
-            raise GridbranchError("the two passwords differ", field="password")
+    password = _given_password("GRIDBRANCH_USER_PASSWORD", repr(username), " or use --generate")
     return password_for(policy, username, password)
 
 

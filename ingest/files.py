@@ -451,23 +451,31 @@ def _geoms_from_wkt(src: SourceFile, geometry_field: str | None) -> None:
 # ---- XLSX through openpyxl ----------------------------------------------------------------
 
 
-def _read_xlsx(path: Path, name: str, sheet: str | None, geometry_field: str | None, limits: Limits) -> SourceFile:
+def open_xlsx_sheet(path: Path, name: str, sheet: str | None, option: str):
+    """(the workbook, opened read-only with formulas kept, and the sheet to read): the
+    one named, else the only one; :class:`FileError` for an unreadable workbook, an
+    unknown sheet, or several sheets and none chosen (``option`` says how to choose).
+    The caller closes the workbook."""
     import openpyxl
 
     try:
         wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
     except Exception as exc:  # zipfile, XML and openpyxl's own errors
         raise FileError(f"{name}: not a readable XLSX workbook: {exc}") from exc
+    sheets = wb.sheetnames
+    if sheet is not None and sheet not in sheets:
+        wb.close()
+        raise FileError(f"{name}: has no sheet {sheet!r}; its sheets: {', '.join(sheets)}", field="layer")
+    if sheet is None and len(sheets) > 1:
+        wb.close()
+        raise FileError(f"{name}: holds several sheets ({', '.join(sheets)}); choose one with {option} NAME",
+                        field="layer")
+    return wb, sheet if sheet is not None else sheets[0]
+
+
+def _read_xlsx(path: Path, name: str, sheet: str | None, geometry_field: str | None, limits: Limits) -> SourceFile:
+    wb, sheet = open_xlsx_sheet(path, name, sheet, "--layer")
     try:
-        sheets = wb.sheetnames
-        if sheet is not None:
-            if sheet not in sheets:
-                raise FileError(f"{name}: has no sheet {sheet!r}; its sheets: {', '.join(sheets)}", field="layer")
-        elif len(sheets) > 1:
-            raise FileError(f"{name}: holds several sheets ({', '.join(sheets)}); choose one with --layer NAME",
-                            field="layer")
-        else:
-            sheet = sheets[0]
         rows = wb[sheet].iter_rows()
         header: list[str] | None = None
         records: list[dict[str, Any]] = []

@@ -244,26 +244,12 @@ def _is_utf8(data: bytes) -> bool:
 
 
 def _read_xlsx(path: Path, sheet: str | None, header_hint: str) -> Table:
-    import openpyxl
-
-    from ingest.files import Limits, _check_archive
+    from ingest.files import Limits, _check_archive, open_xlsx_sheet
 
     name = path.name
     _check_archive(path, name, Limits())  # the zip-bomb checks of the boundary files
+    wb, sheet = open_xlsx_sheet(path, name, sheet, "--sheet")
     try:
-        wb = openpyxl.load_workbook(path, read_only=True, data_only=False)
-    except Exception as exc:  # zipfile, XML and openpyxl's own errors
-        raise InvalidInput(f"{name}: not a readable XLSX workbook: {exc}", field="file") from exc
-    try:
-        sheets = wb.sheetnames
-        if sheet is not None:
-            if sheet not in sheets:
-                raise InvalidInput(f"{name}: has no sheet {sheet!r}; its sheets: {', '.join(sheets)}", field="layer")
-        elif len(sheets) > 1:
-            raise InvalidInput(f"{name}: holds several sheets ({', '.join(sheets)}); choose one with --sheet NAME",
-                               field="layer")
-        else:
-            sheet = sheets[0]
         header: list[str] | None = None
         top = 0
         rows: list[Row] = []
