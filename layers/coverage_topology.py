@@ -82,8 +82,8 @@ class Finding:
     form: str | None
     codes: list[str]
     area_code: str | None
-    area_m2: float
-    point: tuple[float, float]
+    area_m2: float | None  # None where a finding has no area (a branch without grids)
+    point: tuple[float, float] | tuple[None, None]  # (None, None): nowhere to put it
     geom: Any
     extra: dict[str, Any] = field(default_factory=dict)
     #: A stable id: ``kind:code+code…``, with ``:n`` when several parts share them.
@@ -436,7 +436,7 @@ def analyse_topology(
         if f.form == "gap" and f.area_code:
             code = f.area_code
             while code is not None:
-                uncovered_m2[code] = uncovered_m2.get(code, 0.0) + f.area_m2
+                uncovered_m2[code] = uncovered_m2.get(code, 0.0) + (f.area_m2 or 0.0)
                 j = area_index.get(code)
                 code = area_parents[j] if j is not None else None
     findings.sort(key=lambda f: (TOPOLOGY_KINDS.index(f.kind), f.area_code or "", f.codes, f.point))
