@@ -75,7 +75,7 @@ def install(app: FastAPI) -> None:
         return unexpected_error(request.method, request.url.path, exc)
 
 
-def _database_errors() -> tuple[type[BaseException], ...]:
+def _database_errors() -> tuple[type[Exception], ...]:
     import psycopg2
     from sqlalchemy import exc as sa
 

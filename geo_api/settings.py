@@ -155,6 +155,6 @@ class Settings:
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":
         """Every concern read from the environment now (never at import)."""
-        values = {f.name: f.default_factory() for f in fields(cls)}
+        values = {f.name: f.default_factory() for f in fields(cls)}  # type: ignore[operator]  # every field has one
         values["service"] = ServiceSettings(**service_overrides)
         return cls(**values)

@@ -86,7 +86,7 @@ def evaluate(session: Session, *, level: str, period_from: datetime, period_to: 
     if period_to <= period_from:
         raise InvalidInput("the period ends before it starts", field="to")
     if as_of is None:
-        as_of = session.execute(text("SELECT gridbranch_now()")).scalar()
+        as_of = session.execute(text("SELECT gridbranch_now()")).scalar_one()
     rows = session.execute(_ROWS_SQL, {"from_": period_from, "to_": period_to,
                                        "prefix": (prefix + "%") if prefix else None}).all()
     units: dict[str, _Unit] = {}
@@ -175,7 +175,7 @@ def _name_units(session: Session, level: str, units: dict[str, _Unit]) -> None:
         return
     if level == "grid":
         rows = session.execute(text("SELECT code, name FROM grids WHERE code = ANY(:c)"), {"c": list(units)}).all()
-        names = dict(rows)
+        names: dict[str, str] = {code: name for code, name in rows}
         for key, u in units.items():
             u.name = names.get(key)
         return
