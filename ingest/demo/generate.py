@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -536,7 +537,7 @@ def _reading_order(geoms: list, band: float) -> list[int]:
 class _Layout:
     """The metric partition (EPSG:4547 geometries) with names and codes, in code order."""
 
-    district: object
+    district: Any  # a metric shapely geometry
     streets: list  # metric geoms
     street_names: list[str]
     street_codes: list[str]
@@ -670,7 +671,7 @@ def _shared_line(a, b):
 
 
 def _longest_segment(line) -> tuple[np.ndarray, np.ndarray, float]:
-    best = (None, None, 0.0)
+    best = (np.zeros(2), np.zeros(2), 0.0)  # no segment: length 0, which every caller skips
     for part in shapely.get_parts(line):
         xy = shapely.get_coordinates(part)
         if len(xy) < 2:

@@ -128,7 +128,9 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[S
         buf.write("\n")
         n += 1
     buf.seek(0)
-    cur = conn.connection.driver_connection.cursor()
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a checked-out connection has its driver's
+    cur = raw.cursor()
     try:
         cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)
     finally:
