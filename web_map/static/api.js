@@ -56,7 +56,7 @@ export function apiDownloader(apiUrl, session) {
 }
 
 function refusal(response, data) {
-  const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
+  const error = new Error((data && (data.detail_zh || data.detail || data.title)) || `HTTP ${response.status}`);
   error.status = response.status;
   return error;
 }

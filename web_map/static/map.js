@@ -153,7 +153,7 @@ async function fetchJson(url, { auth = false } = {}) {
     let detail = '';
     try {
       const body = await response.json();
-      detail = body.detail || body.title || '';
+      detail = body.detail_zh || body.detail || body.title || '';
     } catch {
       // not JSON: the status line is all we have
     }
