@@ -17,7 +17,7 @@ from tests.web_map.test_map_browser import bearer, get_json, inner_point, open_m
 from tests.web_map.test_phone_browser import PHONE, pressable
 from tests.web_map.test_register_browser import sign_in
 
-pytestmark = [pytest.mark.browser, pytest.mark.clock]
+pytestmark = pytest.mark.browser  # compared with the service, whatever the instant
 
 
 def post_json(url: str, body: dict, headers: dict) -> dict:

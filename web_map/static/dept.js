@@ -202,8 +202,9 @@ export function wireDepartment({ map, call, el, formatTime, reveal, session, sta
       list.replaceChildren(...events.map(item));
       const late = events.filter((e) => e.time_state === 'overdue').length;
       const warned = events.filter((e) => e.time_state === 'warning').length;
+      const shown = answer.total > events.length ? `，显示最新 ${events.length} 件` : '';
       say(message, events.length
-        ? `${scope === 'open' ? '待办' : '共'} ${answer.total} 件（超期 ${late}，预警 ${warned}）`
+        ? `${scope === 'open' ? '待办' : '共'} ${answer.total} 件（超期 ${late}，预警 ${warned}${shown}）`
         : (scope === 'open' ? '暂无待办事件。' : '暂无派至本部门的事件。'));
       map.getSource(SOURCE)?.setData({
         type: 'FeatureCollection',

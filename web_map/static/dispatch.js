@@ -174,7 +174,8 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
     call(`v1/events/${eventId}`)
       .then((event) => render(box, event))
       .catch((err) => {
-        box.textContent = err.status === 403 ? '该事件不在您的辖区。' : `办理信息加载失败：${err.message}`;
+        const outside = s.role === 'department_staff' ? '该事件未派至本部门。' : '该事件不在您的辖区。';
+        box.textContent = err.status === 403 ? outside : `办理信息加载失败：${err.message}`;
       });
     return box;
   }
