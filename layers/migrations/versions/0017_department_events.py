@@ -8,9 +8,10 @@ Which events a department's staff see (every event dispatched to it, now or befo
 its own send-backs (退回, not rework) and the evaluation per department are read from
 these columns (layers.events, layers.events_eval).
 
-Existing tracks are filled in from the events: the entries from an event's first
-dispatch on name its current department (the department a dispatch's note names, where
-it names one). The log stays append-only: its trigger is disabled for this one update.
+Existing tracks are filled in: each entry from an event's first dispatch on names the
+department of the last dispatch before it — the one the dispatch's note names (派遣至…),
+else the event's current department. The log stays append-only: its trigger is disabled
+for this one update.
 
 Revision ID: 0017
 Revises: 0013
@@ -29,15 +30,19 @@ def upgrade() -> None:
     op.execute("ALTER TABLE event_log ADD COLUMN department_id integer REFERENCES departments (id)")
     op.execute("ALTER TABLE event_log ADD COLUMN photos jsonb")
     op.execute("ALTER TABLE event_log DISABLE TRIGGER event_log_append_only")
+    # each entry: the department of the last dispatch at or before it — the one its note
+    # names (派遣至…), else the event's current one
     op.execute(
         """
-        UPDATE event_log l
-        SET department_id = COALESCE(
-            (SELECT d.id FROM departments d WHERE l.action = 'dispatch' AND l.note = '派遣至' || d.name),
-            e.department_id)
-        FROM events e
-        WHERE e.id = l.event_id AND e.department_id IS NOT NULL
-          AND l.at >= (SELECT min(f.at) FROM event_log f WHERE f.event_id = e.id AND f.action = 'dispatch')
+        UPDATE event_log l SET department_id = x.department_id
+        FROM (
+            SELECT l.id, (SELECT COALESCE(nd.id, e.department_id)
+                          FROM event_log p LEFT JOIN departments nd ON p.note = '派遣至' || nd.name
+                          WHERE p.event_id = l.event_id AND p.action = 'dispatch' AND (p.at, p.id) <= (l.at, l.id)
+                          ORDER BY p.at DESC, p.id DESC LIMIT 1) AS department_id
+            FROM event_log l JOIN events e ON e.id = l.event_id
+        ) x
+        WHERE x.id = l.id AND x.department_id IS NOT NULL
         """
     )
     op.execute("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
