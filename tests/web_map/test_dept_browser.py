@@ -138,4 +138,7 @@ def test_a_department_works_its_queue_on_desktop_and_phone(page, page_log, live_
     page.click(f"{row} .event-actions button.action-submit")
     page.wait_for_function(f"!document.querySelector(\"{row}\")")
     assert db_track(demo_engine, second) == ("returned", ("department", "return", "非本单位职责", None))
-    assert page_log.page_errors == [] and page_log.failed == [] and page_log.bad_status == []
+    # tiles the map no longer needs (it flew to a row's event, or fetched its tiles again
+    # after an action) are cancelled by MapLibre: not failures
+    failed = [f for f in page_log.failed if not ("/tiles/" in f and f.endswith("net::ERR_ABORTED"))]
+    assert page_log.page_errors == [] and failed == [] and page_log.bad_status == []
