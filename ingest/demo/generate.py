@@ -219,6 +219,8 @@ class EventLogEntry:
     from_status: str | None
     to_status: str
     note: str | None
+    #: the department the event was with (from its dispatch on)
+    department_code: str | None = None
 
 
 @dataclass
@@ -1305,10 +1307,14 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
         department = cat.department_code if dispatched_at else None
         handler = f"{dept_name[cat.department_code]}·{handler_names[handler_pick[key]]}"
         assignee = handler if any(a == "accept" for a, _, _ in steps) else None
-        return_count = sum(1 for a, _, _ in steps if a == "return")
+        # rework only: a return after handling (the demo's returns come before it)
+        return_count = sum(1 for (a, _, _), (b, _, _) in zip(steps[1:], steps) if a == "return" and b == "handle")
 
         prev = None
+        with_department = None
         for (action, to, _), at in zip(steps, times):
+            if action == "dispatch":
+                with_department = cat.department_code
             if action == "report":
                 actor, note = reporter or "群众", f"{ch}上报"
             elif action in ("register", "dispatch", "reject", "mark_duplicate"):
@@ -1326,7 +1332,7 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
                 actor = handler if action != "return" else dept_name[cat.department_code]
                 note = {"accept": "已签收，处置中", "handle": "已处置完毕", "defer": "需协调资金，申请缓办",
                         "return": "非本单位职责，退回指挥中心"}[action]
-            log.append(EventLogEntry(key, at, actor, action, prev, to, note))
+            log.append(EventLogEntry(key, at, actor, action, prev, to, note, with_department))
             prev = to
         events.append(Event(
             key=key, lon=lon, lat=lat, category_code=cat.code, channel=ch, description=description,

@@ -33,6 +33,7 @@
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
 import { apiCaller, apiDownloader } from './api.js';
+import { wireDepartment } from './dept.js';
 import { wireDispatch } from './dispatch.js';
 import { wireAccounts } from './accounts.js';
 import { wireRanking } from './ranking.js';
@@ -280,6 +281,7 @@ let session = null;
 let registration = null;
 let dispatch = null;
 let ranking = null; // rankings for admins and dispatchers (ranking.js)
+let department = null; // a department's own events and figures (dept.js)
 let accounts = null; // admins hand out accounts in their area (accounts.js)
 let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
 
@@ -1085,6 +1087,9 @@ function showSession() {
   if (ranking) {
     ranking.sessionChanged();
   }
+  if (department) {
+    department.sessionChanged();
+  }
   if (accounts) {
     accounts.sessionChanged();
   }
@@ -1216,6 +1221,9 @@ async function main() {
       session: () => session,
       statusNames: EVENT_STATUS,
       refreshTiles,
+    });
+    department = wireDepartment({
+      map, call, el, formatTime, reveal, session: () => session, statusNames: EVENT_STATUS, refreshTiles,
     });
   }
 
