@@ -228,8 +228,11 @@ class Uploads:
         try:
             with maker() as session:
                 row = store.import_row(session, id)
-            if row is None or row["status"] != "checking":
-                return  # expired meanwhile, or never committed (a rolled-back request)
+            if row is None:
+                self.remove(id)  # its request was rolled back: nothing will ever ask for it
+                return
+            if row["status"] != "checking":
+                return  # expired meanwhile
 
             def progress(phase: str, share: float) -> None:
                 with maker() as s:
