@@ -77,10 +77,11 @@ def _sweep(request: Request, session) -> None:
 
 @router.post("", status_code=202, response_model=ImportPublic, responses=problems(422),
              summary="Upload a file for import: its dry run starts (district and street admins)",
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
-                     "file": {"type": "string", "format": "binary"}}}},
-                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+             # the raw body; a multipart/form-data body with the part `file` (its other parts
+             # the query's options) is read too
+             openapi_extra={"requestBody": {"required": True, "description": "the file itself (or "
+                            "multipart/form-data with the part `file`)", "content": {
+                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
 async def create_import(
     request: Request,
     session: SessionDep,
