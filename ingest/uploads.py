@@ -43,8 +43,6 @@ from layers.versions import data_versions
 KINDS = ("areas", "grids", "members", "branches", "departments", "categories", "registrations")
 KIND_NAMES = {"areas": "街道和社区", "grids": "网格", "members": "党员花名册", "branches": "党支部",
               "departments": "职能部门", "categories": "事件类别", "registrations": "报到名单"}
-#: Kinds whose files hold personal data (names, phones, residences).
-PERSONAL = ("members", "branches", "registrations")
 #: Kinds that are the district's as a whole: its admins import them, nobody else.
 DISTRICT_ONLY = ("departments", "categories")
 _GIS = tuple(sorted(set(FORMATS) | set(ARCHIVES)))

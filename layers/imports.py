@@ -19,6 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 KINDS = ("areas", "grids", "members", "branches", "departments", "categories", "registrations")
+#: Kinds whose files (and reports: rejected rows' reasons may quote a cell) hold personal
+#: data: their report is dropped once the import is committed or expires.
+PERSONAL = ("members", "branches", "registrations")
 #: States in which the uploaded file is still kept.
 OPEN = ("checking", "ready", "failed")
 
@@ -70,18 +73,21 @@ def finish_check(session: Session, id: str, *, report: dict | None = None, error
 
 
 def mark_committed(session: Session, id: str, result: dict) -> None:
+    """Committed, with what was written (the report of a :data:`PERSONAL` kind dropped)."""
     session.execute(text(
-        """UPDATE imports SET status = 'committed', committed_at = gridbranch_now(), result = CAST(:r AS jsonb)
-           WHERE id = :id"""), {"id": id, "r": _json(result)})
+        """UPDATE imports SET status = 'committed', committed_at = gridbranch_now(), result = CAST(:r AS jsonb),
+                  report = CASE WHEN kind = ANY(:personal) THEN NULL ELSE report END
+           WHERE id = :id"""), {"id": id, "r": _json(result), "personal": list(PERSONAL)})
 
 
 def expire_imports(session: Session) -> list[str]:
-    """Mark every open import whose time has run out ``expired``; their ids (the caller
-    deletes their files)."""
+    """Mark every open import whose time has run out ``expired`` (dropping the reports
+    of :data:`PERSONAL` kinds); their ids (the caller deletes their files)."""
     return list(session.execute(text(
-        """UPDATE imports SET status = 'expired', phase = NULL
+        """UPDATE imports SET status = 'expired', phase = NULL,
+                  report = CASE WHEN kind = ANY(:personal) THEN NULL ELSE report END
            WHERE status IN ('checking', 'ready', 'failed') AND expires_at <= gridbranch_now()
-           RETURNING id""")).scalars())
+           RETURNING id"""), {"personal": list(PERSONAL)}).scalars())
 
 
 def restart_check(session: Session, id: str) -> None:

@@ -176,7 +176,7 @@ def test_a_roster_through_multipart_by_a_street_admin(zy):
     assert "李四" not in str(job) and "13912345679" not in str(job)  # no names or phones in the report
     c = client.post(f"/v1/imports/{job['id']}/commit", headers=token_for("street1"))
     assert c.status_code == 200 and c.json()["result"]["members_created"] == 1
-    assert not path.exists()
+    assert not path.exists() and c.json()["report"] is None  # a roster's report goes with its file
     with engine.connect() as conn:
         assert conn.execute(text("SELECT number FROM members")).scalars().all() == ["ZY0001"]
 
@@ -212,3 +212,23 @@ def test_bad_files_are_refused_in_chinese_and_write_nothing(zy, tmp_path):
     assert not (zy["root"] / job["id"]).exists()
     assert state(engine) == before
     assert set(zy["root"].iterdir()) == leftovers
+
+
+def test_registrations_by_a_street_admin_stay_in_their_street(zy):
+    d, client, engine = zy["district"], zy["client"], zy["engine"]
+    inside = shapely.point_on_surface(d.grids[1].geom)  # street 1
+    outside = shapely.point_on_surface(d.grids[-2].geom)  # street 3
+    csv = ("member_id,name,phone,lon,lat,crs,role\n"
+           f"ZY0001,张三,13912345678,{inside.x:.6f},{inside.y:.6f},wgs84,平安创建示范员\n"
+           f"ZY0003,王六,13912345670,{outside.x:.6f},{outside.y:.6f},wgs84,平安创建示范员\n").encode()
+    r = client.post("/v1/imports", params={"kind": "registrations", "filename": "报到.csv"}, content=csv,
+                    headers=token_for("street1"))
+    job = checked(zy, "street1", r)
+    assert (job["report"]["good"], job["report"]["rejected"]) == (1, 1), job["report"]
+    assert job["report"]["rejects"][0]["key"] == "ZY0003" and "outside your area" in job["report"]["rejects"][0]["reason"]
+    c = client.post(f"/v1/imports/{job['id']}/commit", headers=token_for("street1"))
+    assert c.status_code == 200 and c.json()["result"]["registrations_created"] == 1
+    with engine.connect() as conn:
+        assert conn.execute(text(
+            "SELECT m.number, g.code FROM registrations r JOIN members m ON m.id = r.member_id "
+            "JOIN grids g ON g.id = r.grid_id")).all() == [("ZY0001", d.grids[1].code)]
