@@ -255,11 +255,15 @@ class Uploads:
                           "preview": checked.preview is not None}
                 if checked.preview is not None:
                     self._write_preview(id, checked.preview)
+            if error is not None and row["kind"] in store.PERSONAL:
+                # a file with personal data that cannot be read: nothing to keep it for (a
+                # boundary file waits for a dry run with other options, or its expiry)
+                self.remove(id)
             with maker() as session:
                 done = store.finish_check(session, id, report=report, error=error)
                 session.commit()
-            if error is not None or not done:
-                self.remove(id)  # unreadable, or expired while checked: nothing to keep it for
+            if not done:
+                self.remove(id)  # expired while checked
         except Exception:
             log.exception("the dry run of import %s failed", id)
             try:

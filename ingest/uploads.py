@@ -20,6 +20,7 @@ Nothing here touches the HTTP layer or the file's life on disk (``geo_api.import
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,11 +86,23 @@ class Checked:
     plan: Any = field(default=None, repr=False)
 
 
+_SUGGESTED = re.compile(r"give --crs ([\w:]+)|(?:near the district that is |zone prefix \([^)]*\): )(EPSG:\d+)")
+
+
+def crs_suggestion(reason: str) -> str | None:
+    """The one CRS a reason of the importers names as the file's real one (``give --crs
+    gcj02``, the Gauss-Krüger zone the coordinates fit), or None: the map offers a new
+    dry run in it."""
+    m = _SUGGESTED.search(reason)
+    return (m.group(1) or m.group(2)) if m else None
+
+
 def zh_error(exc: InvalidInput, filename: str) -> dict[str, Any]:
-    """A refusal of the file as a problem detail with its Chinese wording."""
+    """A refusal of the file as a problem detail with its Chinese wording (and the CRS to
+    try, when the reason names one)."""
     detail_zh = exc.extra.get("detail_zh") or f"文件“{filename}”无法导入：{exc.detail}"
     return {"status": exc.status, "title": exc.title, "detail": exc.detail, "detail_zh": detail_zh,
-            "field": exc.field}
+            "field": exc.field, "crs_suggestion": crs_suggestion(exc.detail) if exc.field == "crs" else None}
 
 
 def allowed_kind(kind: str, scope_code: str) -> None:
@@ -181,6 +194,8 @@ def _boundaries(session: Session, kind: str, path: Path, options: Options, scope
     progress("preview", 0.85)
     report = plan.as_dict()
     report["summary"] = boundaries.format_report(plan).splitlines()[-1]
+    report["crs_suggestion"] = next((c for p in plan.errors if p.field == "crs" and (c := crs_suggestion(p.reason))),
+                                    None)
     return Checked(report, _preview(session, plan), plan.ok and bool(plan.outcomes),
                    {"versions": plan.versions, "counts": plan.counts()}, plan)
 

@@ -90,9 +90,12 @@ def expire_imports(session: Session) -> list[str]:
            RETURNING id"""), {"personal": list(PERSONAL)}).scalars())
 
 
-def restart_check(session: Session, id: str) -> None:
-    """Back to ``checking`` (its file kept): the data changed since its dry run, which is
-    run again."""
-    session.execute(text(
-        """UPDATE imports SET status = 'checking', phase = 'queued', progress = 0, report = NULL, error = NULL
-           WHERE id = :id AND status = 'ready'"""), {"id": id})
+def restart_check(session: Session, id: str, *, kind: str | None = None, options: dict | None = None) -> bool:
+    """Back to ``checking`` with its file kept — the data changed since its dry run, or
+    the admin asks for it again, with another ``kind`` or ``options`` if given. False
+    when the import is neither ``ready`` nor ``failed``."""
+    done = session.execute(text(
+        """UPDATE imports SET status = 'checking', phase = 'queued', progress = 0, report = NULL, error = NULL,
+                  kind = coalesce(:k, kind), options = coalesce(CAST(:o AS jsonb), options)
+           WHERE id = :id AND status IN ('ready', 'failed')"""), {"id": id, "k": kind, "o": _json(options)})
+    return done.rowcount == 1

@@ -50,13 +50,15 @@ class ImportPublic(BaseModel):
     error: dict[str, Any] | None = Field(description="why the file cannot be imported (a problem detail with "
                                                      "`detail_zh`)")
     result: dict[str, Any] | None = Field(description="what the commit wrote")
+    kept: bool = Field(description="whether the file is still kept (another dry run may be asked: /check)")
     created_at: datetime
     expires_at: datetime
     committed_at: datetime | None
 
 
-def _public(row: dict) -> ImportPublic:
-    return ImportPublic(**{k: row[k] for k in ImportPublic.model_fields})
+def _public(request: Request, row: dict) -> ImportPublic:
+    kept = row["status"] in store.OPEN and _uploads(request).file(row["id"], row["filename"]).is_file()
+    return ImportPublic(**{k: row[k] for k in ImportPublic.model_fields if k != "kept"}, kept=kept)
 
 
 def _uploads(request: Request):
@@ -126,14 +128,14 @@ async def create_import(
         ups.remove(id_)
         raise
     ups.submit(request.app, id_)
-    return _public(row)
+    return _public(request, row)
 
 
 @router.get("/{import_id}", response_model=ImportPublic,
             summary="An import: its dry run's state and progress, its report, or the commit's result")
 def get_import(request: Request, session: SessionDep, caller: Admins, import_id: ScopedImport) -> ImportPublic:
     _sweep(request, session)
-    return _public(store.import_row(session, import_id))
+    return _public(request, store.import_row(session, import_id))
 
 
 @router.get("/{import_id}/preview", response_class=FileResponse,
@@ -150,6 +152,39 @@ def preview(request: Request, session: SessionDep, caller: Admins, import_id: Sc
     return FileResponse(path, media_type=GEOJSON)
 
 
+@router.post("/{import_id}/check", status_code=202, response_model=ImportPublic, responses=problems(422),
+             summary="Check an uploaded file again, as another kind or with other options (another CRS)")
+def check_again(
+    request: Request,
+    session: SessionDep,
+    caller: Admins,
+    import_id: ScopedImport,
+    kind: Annotated[Kind | None, Query(description="what the file holds; default as before")] = None,
+    crs: Annotated[str | None, Query(max_length=64, description="the file's CRS; empty: the file's own")] = None,
+    map: Annotated[str | None, Query(max_length=1000, description="columns: key=列名,…")] = None,
+    layer: Annotated[str | None, Query(max_length=200)] = None,
+    encoding: Annotated[str | None, Query(max_length=32)] = None,
+    repair: Annotated[bool, Query(description="boundaries: repair invalid geometries")] = False,
+) -> ImportPublic:
+    _sweep(request, session)
+    area = _district_or_street(caller)
+    ups = _uploads(request)
+    row = store.import_row(session, import_id, lock=True)
+    path = ups.file(import_id, row["filename"])
+    if row["status"] not in ("ready", "failed") or not path.is_file():
+        raise Conflict(f"import {import_id} cannot be checked again ({row['status']}): upload the file again",
+                       field="import_id", detail_zh="无法重新预检（文件已不在）：请重新上传")
+    kind_ = kind or row["kind"]
+    uploads.allowed_kind(kind_, area)
+    uploads.check_file(kind_, path, row["filename"])
+    options = uploads.Options(crs=crs or None, map=map or None, layer=layer or None, encoding=encoding or None,
+                              repair=repair)
+    store.restart_check(session, import_id, kind=kind_, options=options.as_dict())
+    session.commit()
+    ups.submit(request.app, import_id)
+    return _public(request, store.import_row(session, import_id))
+
+
 @router.post("/{import_id}/commit", response_model=ImportPublic, responses=problems(422),
              summary="Write an import as its dry run showed it; again: the same result")
 def commit_import(request: Request, session: SessionDep, caller: Admins, import_id: ScopedImport) -> ImportPublic:
@@ -158,7 +193,7 @@ def commit_import(request: Request, session: SessionDep, caller: Admins, import_
     ups = _uploads(request)
     row = store.import_row(session, import_id, lock=True)  # a second commit waits for the first, then answers it
     if row["status"] == "committed":
-        return _public(row)
+        return _public(request, row)
     if row["status"] != "ready":
         why = {"checking": ("its dry run is not finished", "预检尚未完成"),
                "failed": ("its file cannot be imported", "文件无法导入"),
@@ -185,4 +220,4 @@ def commit_import(request: Request, session: SessionDep, caller: Admins, import_
     store.mark_committed(session, import_id, result)
     session.commit()
     ups.remove(import_id)  # committed: the file is not needed any more
-    return _public(store.import_row(session, import_id))
+    return _public(request, store.import_row(session, import_id))

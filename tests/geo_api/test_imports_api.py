@@ -209,9 +209,35 @@ def test_bad_files_are_refused_in_chinese_and_write_nothing(zy, tmp_path):
     roster.write_text("党员编号,姓名\nZY9,王五\n", encoding="utf-8")
     job = checked(zy, "admin", upload(zy, "admin", roster, "grids"))
     assert job["status"] == "failed" and job["error"]["status"] == 422 and "无法导入" in job["error"]["detail_zh"]
-    assert not (zy["root"] / job["id"]).exists()
+    assert job["kept"]  # a boundary file waits for another dry run (the right kind, here)
+    again = client.post(f"/v1/imports/{job['id']}/check", params={"kind": "members"}, headers=admin)
+    assert again.status_code == 202, again.text
+    zy["app"].state.uploads.drain()
+    job = client.get(f"/v1/imports/{job['id']}", headers=admin).json()
+    assert job["status"] == "ready" and job["kind"] == "members" and job["report"]["counts"]["members_created"] == 1
+    # a roster that cannot be read is deleted at once
+    bad = tmp_path / "坏名册.csv"
+    bad.write_text("编号,名称\n1,x\n", encoding="utf-8")
+    failed = checked(zy, "admin", upload(zy, "admin", bad, "members"))
+    assert failed["status"] == "failed" and not failed["kept"] and not (zy["root"] / failed["id"]).exists()
     assert state(engine) == before
-    assert set(zy["root"].iterdir()) == leftovers
+    assert set(zy["root"].iterdir()) - leftovers == {zy["root"] / job["id"]}
+
+
+def test_a_file_in_another_crs_than_it_says_is_checked_again_in_the_one_named(zy):
+    """The areas Shapefile (GCJ-02 in a .prj saying WGS84): the dry run names gcj02, and
+    the same upload checked again in it matches what is stored."""
+    d, client = zy["district"], zy["client"]
+    admin = token_for("admin")
+    job = checked(zy, "admin", upload(zy, "admin", zy["files"]["areas"], "areas"))
+    assert job["status"] == "ready" and not job["report"]["committable"] and job["kept"]
+    assert job["report"]["crs_suggestion"] == "gcj02"
+    r = client.post(f"/v1/imports/{job['id']}/check", params={"crs": "gcj02"}, headers=admin)
+    assert r.status_code == 202 and r.json()["status"] == "checking"
+    zy["app"].state.uploads.drain()
+    job = client.get(f"/v1/imports/{job['id']}", headers=admin).json()
+    n = len(d.streets) + len(d.communities)
+    assert job["report"]["committable"] and job["report"]["counts"]["unchanged"] == n
 
 
 def test_registrations_by_a_street_admin_stay_in_their_street(zy):

@@ -219,7 +219,7 @@ CASES: dict[tuple[str, str], list[Case]] = {
     **{(method, f"/v1/imports/{{import_id}}{tail}"): [Case(
         lambda c, w, r, method=method, tail=tail: req(method, f"/v1/imports/{'0' * 32}{tail}"),
         write=method == "POST", entitled=lambda r, w: False)]
-       for method, tail in (("GET", ""), ("GET", "/preview"), ("POST", "/commit"))},
+       for method, tail in (("GET", ""), ("GET", "/preview"), ("POST", "/check"), ("POST", "/commit"))},
     ("GET", "/v1/coverage/summary"): [Case(lambda c, w, r: req("GET", "/v1/coverage/summary",
                                                                params={"code": {"in": C_IN, "out": C_OUT}[w]}),
                                            scope="area", entitled=_centre)],

@@ -1,7 +1,8 @@
 """A second real district in the browser (issue 16, item 6): 中原区 (410102) started from
 files through the command line (its boundary and areas, no grids), then its district
-admin imports the grids through 数据导入 in chromium — upload, dry run with its progress,
-the report and the preview on the map, commit — and the map draws 中原区's grids, locates
+admin imports through 数据导入 in chromium — the areas in the CRS the dry run names, then
+the grids: upload, dry run with its progress, the report and the preview on the map,
+commit — and the map draws 中原区's grids, locates
 in them and counts them in the coverage line. On a phone (390×844) the import form is
 usable in the bottom sheet."""
 
@@ -56,9 +57,26 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
     assert page.is_hidden("#imports")  # anonymous: no import
     sign_in(page)
     page.wait_for_selector("#imports", state="visible")
+    # the areas again, as their Shapefile says (WGS84, though GCJ-02): the dry run names
+    # the CRS they fit, and one click checks the same upload again in it
+    page.set_input_files("#imports-form input[name=file]", str(zhongyuan["files"]["areas"]))
+    page.select_option("#imports-form select[name=kind]", "areas")
+    page.click("#imports-form button[type=submit]")
+    page.wait_for_function("document.getElementById('imports').dataset.state === 'ready'", timeout=60_000)
+    assert page.is_hidden("#imports-commit") and "give --crs gcj02" in page.inner_text(".imports-problems")
+    assert "GCJ-02" in page.inner_text("#imports-recheck")
+    page.click("#imports-recheck")
+    page.wait_for_function("document.getElementById('imports').dataset.state === 'ready' && "
+                           "!document.getElementById('imports-commit').hidden", timeout=60_000)
+    n_areas = len(d.streets) + len(d.communities)
+    assert f"不变 {n_areas}" in page.inner_text(".imports-summary")
+    assert page.input_value("#imports-form select[name=crs]") == "gcj02"
+    page.click("#imports-cancel")
+
     page.set_input_files("#imports-form input[name=file]", str(zhongyuan["files"]["grids"]))
+    page.select_option("#imports-form select[name=crs]", "")
     page.select_option("#imports-form select[name=kind]", "grids")
-    assert page.input_value("#imports-form select[name=crs]") == ""  # the file says (EPSG:4547)
+    # the CRS left to the file, which says EPSG:4547
     # the progress bar shows while the file goes up and is checked
     page.click("#imports-form button[type=submit]")
     page.wait_for_function("['uploading', 'checking'].includes(document.getElementById('imports').dataset.state)"

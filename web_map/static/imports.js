@@ -9,6 +9,7 @@
 //
 // Hooks for the browser tests:
 //   #imports[data-state]      "idle" | "uploading" | "checking" | "ready" | "failed" | "committing" | "committed"
+//   #imports-recheck          a new dry run of the uploaded file with the form's options (or the CRS named)
 //   #imports[data-preview]    the preview's features per action, as JSON (boundaries only)
 //   the map layers            import-preview-fill, import-preview-line (while previewed)
 
@@ -77,6 +78,8 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
   const summary = reportBox.querySelector('.imports-summary');
   const legend = reportBox.querySelector('.imports-legend');
   const problems = reportBox.querySelector('.imports-problems');
+  const retry = section.querySelector('.imports-retry');
+  const recheckButton = document.getElementById('imports-recheck');
   const commitButton = document.getElementById('imports-commit');
   const cancelButton = document.getElementById('imports-cancel');
   let current = null; // the import being shown: {id, kind}
@@ -118,9 +121,69 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
     current = null;
     dropPreview();
     reportBox.hidden = true;
+    retry.hidden = true;
     showProgress(null);
     say(message, '');
     setState('idle');
+  }
+
+  // the options of the form, as the query of an upload or of a new dry run
+  function options() {
+    const params = new URLSearchParams({ kind: kindSelect.value });
+    if (crsSelect.value) {
+      params.set('crs', crsSelect.value);
+    }
+    const mapping = form.elements.map.value.trim();
+    if (mapping) {
+      params.set('map', mapping);
+    }
+    return params;
+  }
+
+  // the file is kept for another dry run (a boundary file, until it expires): offer it,
+  // in the CRS the service names as the file's real one when it names one
+  function offerRecheck(suggested) {
+    retry.hidden = false;
+    recheckButton.textContent = '按所选选项重新预检';
+    if (suggested) {
+      if (![...crsSelect.options].some((o) => o.value === suggested)) {
+        const option = el('option', null, suggested);
+        option.value = suggested;
+        crsSelect.append(option);
+      }
+      crsSelect.value = suggested;
+      const label = crsSelect.selectedOptions[0].textContent;
+      recheckButton.textContent = `按 ${label} 重新预检`;
+    }
+  }
+
+  // from an import just created (or checked again) to its report, preview and state
+  async function follow(id, mine) {
+    setState('checking');
+    const job = await poll(id, mine);
+    if (!job) {
+      return;
+    }
+    showProgress(null);
+    if (job.status === 'failed') {
+      setState('failed');
+      say(message, `预检失败：${job.error.detail_zh || job.error.detail}`, 'error');
+      if (job.kept) {
+        offerRecheck(job.error.crs_suggestion);
+      }
+      return;
+    }
+    showReport(job);
+    if (job.report.preview) {
+      await showPreview(job.id, mine);
+    }
+    setState('ready');
+    if (job.report.committable) {
+      say(message, '预检完成：请核对报告和地图预览，再确认导入。', 'info');
+    } else {
+      say(message, '预检发现错误：不能导入，请修正文件或选项后重新预检。', 'error');
+      offerRecheck(job.report.crs_suggestion);
+    }
   }
 
   // the upload, through XMLHttpRequest for its upload progress (fetch reports none)
@@ -229,6 +292,7 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
     problems.replaceChildren(...problemItems(r), ...(r.notes || []).map((n) => el('li', 'imports-note', `说明：${n}`)));
     legend.replaceChildren();
     commitButton.hidden = !r.committable;
+    retry.hidden = true;
     commitButton.disabled = false;
     reportBox.hidden = false;
   }
@@ -242,14 +306,8 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
     }
     reset();
     const mine = ticket;
-    const params = new URLSearchParams({ kind: kindSelect.value, filename: file.name });
-    if (crsSelect.value) {
-      params.set('crs', crsSelect.value);
-    }
-    const mapping = form.elements.map.value.trim();
-    if (mapping) {
-      params.set('map', mapping);
-    }
+    const params = options();
+    params.set('filename', file.name);
     setState('uploading');
     showProgress(0, '上传中 0%');
     try {
@@ -258,29 +316,36 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
         return;
       }
       current = { id: created.id, kind: created.kind };
-      setState('checking');
-      const job = await poll(created.id, mine);
-      if (!job) {
-        return;
-      }
-      showProgress(null);
-      if (job.status === 'failed') {
-        setState('failed');
-        say(message, `预检失败：${job.error.detail_zh || job.error.detail}`, 'error');
-        return;
-      }
-      showReport(job);
-      if (job.report.preview) {
-        await showPreview(job.id, mine);
-      }
-      setState('ready');
-      say(message, job.report.committable ? '预检完成：请核对报告和地图预览，再确认导入。' : '预检发现错误：不能导入，请修正文件后重新上传。',
-        job.report.committable ? 'info' : 'error');
+      await follow(created.id, mine);
     } catch (err) {
       if (mine === ticket) {
         showProgress(null);
         setState('failed');
         say(message, `导入失败：${err.message}`, 'error');
+      }
+    }
+  });
+
+  recheckButton.addEventListener('click', async () => {
+    if (!current) {
+      return;
+    }
+    ticket += 1;
+    const mine = ticket;
+    dropPreview();
+    reportBox.hidden = true;
+    retry.hidden = true;
+    say(message, '');
+    showProgress(0.3, '重新预检…');
+    try {
+      const job = await call(`v1/imports/${current.id}/check?${options()}`, { method: 'POST' });
+      current = { id: job.id, kind: job.kind };
+      await follow(job.id, mine);
+    } catch (err) {
+      if (mine === ticket) {
+        showProgress(null);
+        setState('failed');
+        say(message, `重新预检失败：${err.message}`, 'error');
       }
     }
   });
