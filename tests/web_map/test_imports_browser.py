@@ -82,6 +82,7 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
     page.wait_for_function("['uploading', 'checking'].includes(document.getElementById('imports').dataset.state)"
                            " || document.getElementById('imports').dataset.state === 'ready'")
     page.wait_for_function("document.getElementById('imports').dataset.state === 'ready'", timeout=60_000)
+    assert page.is_hidden(".imports-progress")  # the bar goes once the dry run is done
     summary = page.inner_text(".imports-summary")
     assert f"新增 {len(d.grids)}" in summary and "EPSG:4547" in summary, summary
     assert page.evaluate("JSON.parse(document.getElementById('imports').dataset.preview)") == {"add": len(d.grids)}
@@ -135,7 +136,7 @@ def test_the_import_form_is_usable_on_a_phone(browser, zhongyuan):
         page.select_option("#imports-form select[name=kind]", "members")
         page.click("#imports-form button[type=submit]")
         page.wait_for_function("document.getElementById('imports').dataset.state === 'failed'")
-        assert "文件类型" in page.inner_text(".imports-message")
+        assert "文件类型" in page.inner_text(".imports-message") and page.is_hidden(".imports-progress")
         assert pressable(page, ".imports-message")
     finally:
         context.close()

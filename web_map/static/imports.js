@@ -255,7 +255,7 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
     const colour = ['match', ['get', 'action'], ...Object.entries(PREVIEW).flatMap(([k, [c]]) => [k, c]), '#9aa5b1'];
     const shown = ['!=', ['get', 'action'], 'unchanged'];
     map.addLayer({ id: 'import-preview-fill', type: 'fill', source: SOURCE, filter: shown,
-      paint: { 'fill-color': colour, 'fill-opacity': 0.45 } });
+      paint: { 'fill-color': colour, 'fill-opacity': 0.6 } });
     map.addLayer({ id: 'import-preview-line', type: 'line', source: SOURCE,
       paint: { 'line-color': colour, 'line-width': ['case', shown, 2, 0.8] } });
     const counts = {};
