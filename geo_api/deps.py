@@ -27,6 +27,7 @@ from geo_api.security import read_token
 from layers import accounts as account_queries
 from layers import branches as branch_queries
 from layers import events as event_queries
+from layers import imports as import_queries
 from layers import registrations as registration_queries
 from layers import users as user_queries
 from layers.codes import area_prefix, check_code, level_of
@@ -279,9 +280,20 @@ def _account(session: SessionDep, caller: Caller_,
     return username
 
 
+def _import(session: SessionDep, caller: Caller_, import_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]) -> str:
+    """An import (数据导入) of the caller's own: imports are seen and committed only by the
+    account that uploaded them (its file may hold personal data of its area); any other
+    is answered as no import at all (404)."""
+    row = import_queries.import_row(session, import_id)
+    if row is None or row["username"] != caller.username:
+        raise NotFound(f"no import {import_id} of yours", field="import_id", detail_zh="没有这次导入（或不是您上传的）")
+    return import_id
+
+
 #: Path arguments, checked against the caller's scope.
 ScopedEvent = Annotated[int, Depends(_event)]
 ScopedRegistration = Annotated[int, Depends(_registration)]
 ScopedGrid = Annotated[str, Depends(_grid)]
 ScopedBranch = Annotated[str, Depends(_branch)]
 ScopedAccount = Annotated[str, Depends(_account)]
+ScopedImport = Annotated[str, Depends(_import)]

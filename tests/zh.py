@@ -1,13 +1,13 @@
 """The check that a refusal speaks Chinese to the web map's zh-CN users: every problem
-detail carries ``title_zh`` and ``detail_zh`` in Chinese, and its English ``detail`` is
-one the catalogue (layers.messages_zh) knows, so the Chinese says what the English says
-rather than a sentence by status alone."""
+detail carries ``title_zh`` and ``detail_zh`` in Chinese, and that Chinese says what the
+English ``detail`` says (the catalogue of layers.messages_zh knows it, or the raise site
+gave its own), not only the sentence by status and field."""
 
 from __future__ import annotations
 
 import re
 
-from layers.messages_zh import known
+from layers.messages_zh import fallback_zh
 
 _CJK = re.compile(r"[\u3400-\u9fff]")
 
@@ -20,6 +20,6 @@ def zh_fault(problem: dict) -> str | None:
             return f"no Chinese {key}: {problem}"
     if problem.get("errors"):
         return None  # validation: the Chinese of each error by its type (pydantic's, not ours)
-    if not known(str(problem.get("detail", "")), problem.get("field")):
-        return f"the catalogue has no Chinese for {problem.get('detail')!r}"
+    if problem["detail_zh"] == fallback_zh(int(problem.get("status", 0)), problem.get("field")):
+        return f"the catalogue has no Chinese for {problem.get('detail')!r}"  # nor the raise site
     return None

@@ -213,6 +213,15 @@ CASES: dict[tuple[str, str], list[Case]] = {
     **{("POST", f"/v1/accounts/{{username}}/{action}"): [Case(
         lambda c, w, r, action=action: req("POST", f"/v1/accounts/{_ACCOUNT[w]}/{action}"),
         scope="account", write=True, entitled=_admins)] for action in ("disable", "enable", "reset-password")},
+    # imports (数据导入): district and street admins upload; an import is its uploader's alone,
+    # so a stranger's (here: nobody's) id is a 404 to every caller
+    ("POST", "/v1/imports"): [Case(lambda c, w, r: req("POST", "/v1/imports", params={
+        "kind": "grids", "filename": "matrix.geojson"}, content=b'{"type": "FeatureCollection", "features": []}'),
+        write=True, entitled=lambda r, w: r in ("admin", "street_admin"))],
+    **{(method, f"/v1/imports/{{import_id}}{tail}"): [Case(
+        lambda c, w, r, method=method, tail=tail: req(method, f"/v1/imports/{'0' * 32}{tail}"),
+        write=method == "POST", entitled=lambda r, w: False)]
+       for method, tail in (("GET", ""), ("GET", "/preview"), ("POST", "/check"), ("POST", "/commit"))},
     ("GET", "/v1/coverage/summary"): [Case(lambda c, w, r: req("GET", "/v1/coverage/summary",
                                                                params={"code": {"in": C_IN, "out": C_OUT}[w]}),
                                            scope="area", entitled=_centre)],

@@ -19,7 +19,8 @@
 // they live, and admins and grid workers confirm registrations (register.js); staff
 // handle a clicked event through its lifecycle (dispatch.js); admins and dispatchers rank
 // the units of their area (ranking.js); admins create, disable and re-enable the
-// accounts below theirs in their area (accounts.js); anyone finds a place by name or code
+// accounts below theirs in their area (accounts.js); district and street admins import
+// their files (imports.js); anyone finds a place by name or code
 // (search.js).
 //
 // Hooks for the browser tests:
@@ -36,6 +37,7 @@ import { apiCaller, apiDownloader } from './api.js';
 import { wireDepartment } from './dept.js';
 import { wireDispatch } from './dispatch.js';
 import { wireAccounts } from './accounts.js';
+import { wireImports } from './imports.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
@@ -284,6 +286,7 @@ let ranking = null; // rankings for admins and dispatchers (ranking.js)
 let department = null; // a department's own events and figures (dept.js)
 let accounts = null; // admins hand out accounts in their area (accounts.js)
 let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
+let imports = null; // district and street admins import their data (imports.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
@@ -1093,6 +1096,9 @@ function showSession() {
   if (accounts) {
     accounts.sessionChanged();
   }
+  if (imports) {
+    imports.sessionChanged();
+  }
   if (selectedProps) {
     selectGrid(selectedProps); // its details again: the upkeep panel comes or goes with the account
   }
@@ -1200,6 +1206,12 @@ async function main() {
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
     accounts = wireAccounts({ call, el, session: () => session });
+    // an import changes the district's layers: its tiles and the summary line again
+    const imported = () => {
+      refreshTiles();
+      summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
+    };
+    imports = wireImports({ map, apiUrl, call, el, session: () => session, refreshTiles: imported, reveal });
     wireSearch({ call, el, showPlace });
     upkeep = wireUpkeep({
       map,
