@@ -5,10 +5,11 @@ which the web map shows to its zh-CN users.
 Why a catalogue over the English texts rather than a second text at every raise site:
 the messages are composed where the fault is found (with the caller's values in them),
 by some two hundred raise sites across the packages; one table here, matched against
-the English, keeps the Chinese in one room, and the sweeps over every route (tests/geo_api/test_sweep.py,
-test_hostile_input.py, by tests/zh.py)
-fail when a refusal they provoke has no Chinese of its own. What the table does not
-know still gets a Chinese sentence (by status and field), never English prose.
+the English, keeps the Chinese in one room. A raise site may still give its own
+(``detail_zh=``). The sweeps over every route (tests/geo_api/test_sweep.py and
+test_hostile_input.py, through tests/zh.py) fail when a refusal they provoke has no
+Chinese of its own. What the table does not know still gets a Chinese sentence (by
+status and field), never English prose.
 """
 
 from __future__ import annotations
