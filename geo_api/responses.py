@@ -33,6 +33,7 @@ class Problem(BaseModel):
     status: int
     detail: str = Field(description="what went wrong (Chinese where the message is for people)")
     field: str | None = Field(None, description="the parameter or body member at fault")
+    detail_zh: str | None = Field(None, description="the detail in Chinese, where it is for people (429)")
     errors: list[dict[str, Any]] | None = Field(None, description="422 from validation: every invalid member")
 
 

@@ -19,7 +19,6 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from geo_api.app import create_app
-from geo_api.deps import get_session
 from tests.conftest import make_settings, token_for
 from tests.geo_api.test_api import api_routes
 
@@ -69,7 +68,7 @@ def sweep_client(demo_engine):
     settings = make_settings()
     settings.events.fast_path = False
     app = create_app(settings, engine=demo_engine)
-    app.dependency_overrides[get_session] = lambda: session
+    app.state.bound_session = session  # geo_api.deps.bound_session
     try:
         with TestClient(app, raise_server_exceptions=False) as c:
             c.session = session
