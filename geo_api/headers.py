@@ -135,10 +135,11 @@ class ResponseHeaders:
 # -- Security headers ------------------------------------------------------------------
 
 #: The web map's Content-Security-Policy: everything from the service's own origin only.
-#: What the page needs beyond plain same-origin files: MapLibre starts its workers from
-#: blob: URLs (worker-src, and child-src for browsers without worker-src), draws images
-#: it decoded itself from blob: and data: URLs (the icon is a data: URL too), and
-#: writes inline styles through the CSSOM only (no 'unsafe-inline' needed).
+#: Beyond plain same-origin files (MapLibre 6 starts its worker from its own module URL):
+#: blob: workers, MapLibre's fallback where the page's origin is opaque (a portal's
+#: sandboxed iframe of /map?embed=1); blob: and data: images, which MapLibre decodes
+#: images through and the page's icon is; styles only from files and through the CSSOM
+#: (no 'unsafe-inline'). tests/web_map/test_map_browser.py runs the map under it.
 MAP_POLICY = ("default-src 'self'; script-src 'self'; worker-src 'self' blob:; child-src 'self' blob:; "
               "img-src 'self' data: blob:; style-src 'self'; font-src 'self'; connect-src 'self'; "
               "object-src 'none'; base-uri 'self'; form-action 'self'; ")

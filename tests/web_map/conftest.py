@@ -48,7 +48,12 @@ def live_server(demo_engine) -> Iterator[str]:
 
     from geo_api.app import create_app
 
-    app = create_app(make_settings(), engine=demo_engine)
+    settings = make_settings()
+    # every browser test of the session signs in and reports from loopback while the
+    # tests' clock stands still, so no bucket would ever refill: the rate limits are
+    # tested on their own (tests/geo_api/test_middleware.py), not through the browser
+    settings.rate_limit.exempt = ("127.0.0.1",)
+    app = create_app(settings, engine=demo_engine)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -158,7 +163,11 @@ def page_log(live_server) -> PageLog:
 def page(browser, page_log: PageLog) -> Iterator:
     """A fresh browser context and page that records what happens and blocks (and
     records) any request to a host other than the test servers."""
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, locale="zh-CN", service_workers="block")
+    # bypass_csp: Playwright's wait_for_function evaluates its predicate with eval, which
+    # the map's policy refuses; test_the_map_runs_under_its_content_security_policy
+    # drives the page with the policy in force
+    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, locale="zh-CN", service_workers="block",
+                                  bypass_csp=True)
 
     def guard(route):
         url = urlsplit(route.request.url)
