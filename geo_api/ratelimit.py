@@ -4,8 +4,8 @@ sign-in attempts (``POST /v1/auth/token``), each per client address and overall.
 
 An ASGI middleware added to the app like any other (``geo_api.app.create_app``), so it
 stands in front of the fast paths as well as the routes. A caller over a limit gets 429
-with ``Retry-After`` (seconds) and a Chinese ``detail_zh``; Open311 callers get it in
-Open311's own error shape. A request carrying ``Authorization`` is not anonymous and is
+with ``Retry-After`` (seconds) and a Chinese ``detail_zh``, a problem detail like every
+answer not in Open311's own vocabulary (401, 413, 503). A request carrying ``Authorization`` is not anonymous and is
 not limited here (the route checks its token before it does any work) — except a
 sign-in attempt, which is always counted.
 
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from geo_api.asgi import route_path
+from geo_api.errors import project_error
 from layers.errors import TooManyRequests
 
 #: Kinds of anonymous write, by path; their limits are settings (``RateLimitSettings``).
@@ -78,7 +79,7 @@ class Limit:
 
 
 class Limiter:
-    """Per-address and overall buckets for each kind, on ``clock`` (``now()`` → datetime)."""
+    """Per-address and overall buckets for each kind, on ``clock`` (a :class:`layers.clock.Clock`)."""
 
     def __init__(self, limits: dict[str, Limit], clock, exempt=()) -> None:
         self.limits = limits
@@ -157,14 +158,4 @@ class RateLimit:
         if not wait:
             await self.app(scope, receive, send)
             return
-        await _answer(scope, refusal(kind, wait))(scope, receive, send)
-
-
-def _answer(scope: Scope, exc: TooManyRequests):
-    from geo_api.errors import project_error
-
-    if route_path(scope, "POST").startswith("/open311/"):
-        from geo_api.routers.open311 import open311_error
-
-        return open311_error(exc)
-    return project_error(exc)
+        await project_error(refusal(kind, wait))(scope, receive, send)

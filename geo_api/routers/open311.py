@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from geo_api.idempotency import IdempotencyKey, Once, report_once
-from geo_api.responses import open311_errors
+from geo_api.responses import open311_errors, problems
 from geo_api.routers.events import report_batcher
 from layers import events as ev
 from layers import events_open311 as o311
@@ -35,14 +35,9 @@ def _json(data, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status_code, media_type="application/json; charset=utf-8")
 
 
-def open311_error(exc: GridbranchError) -> Response:
-    """A project error in Open311's own shape (a 422 is Open311's 400); a 429 says when
-    to try again (``Retry-After``)."""
+def _error(exc: GridbranchError) -> Response:
     status = 400 if exc.status == 422 else exc.status
-    response = _json([{"code": status, "description": exc.detail}], status)
-    if "retry_after" in exc.extra:
-        response.headers["Retry-After"] = str(exc.extra["retry_after"])
-    return response
+    return _json([{"code": status, "description": exc.detail}], status)
 
 
 def _check_jurisdiction(session, jurisdiction_id: str | None) -> None:
@@ -70,7 +65,7 @@ def services(session: SessionDep, caller: Public, jurisdiction_id: Jurisdiction 
         _check_jurisdiction(session, jurisdiction_id)
         return _json(o311.services(session))
     except GridbranchError as exc:
-        return open311_error(exc)
+        return _error(exc)
 
 
 @router.get("/services/{service_code}.json", summary="Open311 service definition (no extra attributes)")
@@ -80,7 +75,7 @@ def service_definition(session: SessionDep, caller: Public, service_code: Annota
         _check_jurisdiction(session, jurisdiction_id)
         return _json(o311.service_definition(session, service_code))
     except GridbranchError as exc:
-        return open311_error(exc)
+        return _error(exc)
 
 
 def _when(raw: str | None, field: str, tz: ZoneInfo) -> datetime | None:
@@ -120,7 +115,7 @@ def list_requests(
         return _json(o311.requests(session, ids=ids, service_codes=codes, start=_when(start_date, "start_date", tz),
                                    end=_when(end_date, "end_date", tz), status=status or None))
     except GridbranchError as exc:
-        return open311_error(exc)
+        return _error(exc)
 
 
 @router.get("/requests/{service_request_id}.json", summary="One Open311 service request")
@@ -132,7 +127,7 @@ def get_request(session: SessionDep, caller: Public, service_request_id: Annotat
             raise NotFound(f"no service request {service_request_id}", field="service_request_id")
         return _json([o311.request(session, int(service_request_id))])
     except GridbranchError as exc:
-        return open311_error(exc)
+        return _error(exc)
 
 
 _FIELDS = ("service_code", "lat", "long", "description", "media_url", "first_name", "last_name", "email", "phone",
@@ -169,14 +164,14 @@ def _text(value, field: str | None = None, *, multiline: bool = False) -> str | 
 
 
 @router.post("/requests.json", summary="Open311: create a service request (an anonymous public report)",
-             responses=open311_errors(429))
+             responses=problems(429))
 async def create_request(request: Request, session: SessionDep, caller: Public,
                          idempotency_key: IdempotencyKey = None) -> Response:
     settings = request.app.state.settings
     try:
         data = await _read_form(request)
     except GridbranchError as exc:
-        return open311_error(exc)
+        return _error(exc)
 
     def check() -> Pending:
         es = settings.events
@@ -219,4 +214,4 @@ async def create_request(request: Request, session: SessionDep, caller: Public,
         return await work()
     except GridbranchError as exc:
         session.rollback()
-        return open311_error(exc)
+        return _error(exc)
