@@ -7,7 +7,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from layers.errors import GridbranchError
 
 log = logging.getLogger("gridbranch")
 
@@ -288,10 +291,6 @@ class FastPaths:
         await self._serve(fast, app, match, asked, scope, send)
 
     async def _serve(self, fast: FastPath, app, match, asked: Asked, scope: Scope, send: Send) -> None:
-        from starlette.exceptions import HTTPException
-
-        from layers.errors import GridbranchError
-
         try:
             reply = await fast.answer(app, match, asked)
         except GridbranchError:
