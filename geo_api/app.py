@@ -12,12 +12,16 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from sqlalchemy.orm import sessionmaker
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from geo_api import errors
-from geo_api.asgi import BodyLimit, as_get
+from geo_api.asgi import BodyLimit, FastPaths, RejectNul, as_get
 from geo_api.fastpath import LocateFastPath
-from geo_api.headers import ResponseHeaders
+from geo_api.headers import METHODS, ResponseHeaders, SecurityHeaders
+from geo_api.ratelimit import Limiter, RateLimit
 from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
     accounts, areas, auth, branches, coverage, events, grids, health, imports, locate, open311, pages, places,
@@ -96,36 +100,70 @@ def settle_heap() -> None:
 
 
 class GridbranchAPI(FastAPI):
-    """FastAPI with the fast paths in front of its whole stack.
+    """FastAPI with the fast paths in front of its own layers, behind the app's middleware.
 
     The three hottest anonymous requests — single locates (``geo_api/fastpath.py``), public
     tiles (``geo_api/tile_fastpath.py``) and public event reports (``routers/events.py``) — are
-    answered before FastAPI's own layers (telemetry hooks, body limit, error middleware,
-    routing), which cost more per request than the answer itself. Each fast path takes
-    only requests it can answer byte for byte as the route would and hands everything
-    else, bad input included, to the full stack, so errors keep their one format. Request
-    bodies are bounded in front of them all (:class:`geo_api.asgi.BodyLimit`). Their
-    settings (``GRIDBRANCH_LOCATE_FAST_PATH``, ``_TILES_FAST_PATH``, ``_EVENTS_FAST_PATH``)
-    turn them off. A HEAD request goes everywhere as its GET, without the body
-    (:func:`geo_api.asgi.as_get`). Behind the fast paths, :class:`geo_api.headers.ResponseHeaders`
-    answers OPTIONS, completes ``Allow`` on a 405 and keeps signed-in answers out of caches."""
+    answered ahead of FastAPI's own layers (telemetry hooks, error middleware, routing,
+    dependencies), which cost more per request than the answer itself, by one prelude
+    (:class:`geo_api.asgi.FastPaths`). Each fast path takes only requests it can answer
+    byte for byte as the route would and hands everything else, bad input included, to
+    the routes, so errors keep their one format. Their settings
+    (``GRIDBRANCH_LOCATE_FAST_PATH``, ``_TILES_FAST_PATH``, ``_EVENTS_FAST_PATH``) turn them off.
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self._front: ASGIApp = BodyLimit(LocateFastPath(events.EventReportFastPath(TileFastPath(
-            ResponseHeaders(self._stack, self.router)))))
+    The stack, from the server in::
 
-    async def _stack(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await super().__call__(scope, receive, send)
+        HEAD as GET (geo_api.asgi.as_get)
+        ServerErrorMiddleware (a failure in a middleware: the logged 500)
+        the app's middleware, added with add_middleware: the proxy headers, the security
+            headers, CORS, the rate limits (create_app), and whatever comes
+        BodyLimit, NUL in the request (geo_api.asgi)
+        FastPaths
+        ResponseHeaders (OPTIONS, Allow on a 405, no-store for signed-in answers)
+        FastAPI's own stack and the routes
+
+    so that every middleware added to the app applies to the fast paths' requests and
+    answers as to the routes' (tests/geo_api/test_middleware.py adds one and checks)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        added, self.user_middleware = self.user_middleware, []
+        try:
+            routes = super().build_middleware_stack()  # FastAPI's own layers around the router
+        finally:
+            self.user_middleware = added
+        app: ASGIApp = BodyLimit(RejectNul(FastPaths(ResponseHeaders(routes, self.router), FAST_PATHS)))
+        for cls, args, kwargs in reversed(added):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=self.exception_handlers.get(Exception), debug=self.debug)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope["app"] = self  # the fast paths read the app's state from the scope, as routes do
-        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
-            await errors.nul_in_request(scope)(scope, receive, send)
-            return
         if scope["type"] == "http" and scope["method"] == "HEAD":
             scope, send = as_get(scope, send)
-        await self._front(scope, receive, send)
+        await super().__call__(scope, receive, send)
+
+
+#: The fast paths, tried in this order by :class:`geo_api.asgi.FastPaths`.
+FAST_PATHS = (TileFastPath(), LocateFastPath(), events.EventReportFastPath())
+
+
+def add_middleware(app: FastAPI, settings: Settings, clock: Clock) -> None:
+    """The app's own middleware, outermost last: the rate limits of anonymous writes,
+    CORS for the configured origins (Starlette's, only when there are any), the security
+    headers, and the client's address and scheme from a trusted proxy (uvicorn's)."""
+    if settings.rate_limit.enabled:
+        app.add_middleware(RateLimit, limiter=Limiter.from_settings(settings.rate_limit, clock))
+    if settings.security.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.security.cors_origins),
+                           allow_methods=list(METHODS), allow_headers=list(CORS_REQUEST_HEADERS),
+                           expose_headers=list(CORS_RESPONSE_HEADERS), max_age=600)
+    app.add_middleware(SecurityHeaders, settings=settings.security)
+    if settings.security.trusted_proxies:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.security.trusted_proxies))
+
+
+#: What a page of another origin may send and read (CORS).
+CORS_REQUEST_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "If-None-Match", "Accept-Encoding")
+CORS_RESPONSE_HEADERS = ("ETag", "Retry-After", "X-Tile-Truncated", "Idempotent-Replayed", "Content-Disposition")
 
 
 def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -> FastAPI:
@@ -181,6 +219,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.grid_index = GridIndexCache()
     app.state.uploads = Uploads(settings.imports.folder(settings.database), settings.imports.max_bytes)
     errors.install(app)
+    add_middleware(app, settings, clock)
     for module in (health, auth, accounts, areas, grids, places, locate, registrations, branches, coverage, events, open311,
                    imports, tiles):
         app.include_router(module.router)

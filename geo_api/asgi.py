@@ -1,8 +1,18 @@
-"""What the fast-path ASGI middlewares (locate, tiles, event reports) share."""
+"""What the fast paths (locate, tiles, event reports) and the app's own ASGI layers share:
+the one prelude of the fast paths (:class:`FastPaths`), the HEAD-as-GET rule and the
+request body limit."""
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass, field
+
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from layers.errors import GridbranchError
+
+log = logging.getLogger("gridbranch")
 
 
 def route_path(scope: Scope, method: str) -> str | None:
@@ -44,6 +54,22 @@ def body_limit(scope: Scope, settings) -> tuple[int, str]:
         # an upload, streamed to disk by the route (geo_api.imports) after it checked the caller
         return settings.imports.max_bytes, "GRIDBRANCH_IMPORTS_MAX_BYTES"
     return settings.service.max_body_bytes, "GRIDBRANCH_MAX_BODY_BYTES"
+
+
+class RejectNul:
+    """ASGI middleware answering a request whose path or query holds a NUL character with
+    the 422 of :func:`geo_api.errors.nul_in_request`, before any fast path or route."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"] or b"%00" in scope.get("query_string", b"")):
+            from geo_api.errors import nul_in_request
+
+            await nul_in_request(scope)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
 
 
 #: Methods whose requests carry no body unless they are chunked (RFC 9112 6.3: without
@@ -115,3 +141,176 @@ class BodyLimit:
             if started:
                 raise
             await exc.response()(scope, receive, send)
+
+
+# -- The fast paths ----------------------------------------------------------------------
+
+
+@dataclass
+class Reply:
+    """A fast path's answer, sent as ``starlette.responses.Response`` sends it (the same
+    headers in the same order: its own, then Content-Length except on 204 and 304, then
+    Content-Type), so that it is byte for byte the route's."""
+
+    status: int
+    body: bytes
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    content_type: bytes | None = None
+
+    async def send(self, send: Send) -> None:
+        headers = list(self.headers)
+        if self.status not in (204, 304):
+            headers.append((b"content-length", str(len(self.body)).encode()))
+        if self.content_type is not None:
+            headers.append((b"content-type", self.content_type))
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+class Asked:
+    """What the prelude read of a request a fast path may take: the path below the
+    ``root_path``, the headers the fast path asked for (``None`` when absent), the query
+    string, and the body on demand — read once, replayed to the route on a hand-over."""
+
+    __slots__ = ("scope", "path", "headers", "_receive", "_body", "_complete")
+
+    def __init__(self, scope: Scope, path: str, headers: dict[bytes, bytes], receive: Receive) -> None:
+        self.scope = scope
+        self.path = path
+        self.headers = headers
+        self._receive = receive
+        self._body: bytes | None = None
+        self._complete = True
+
+    @property
+    def query(self) -> bytes:
+        return self.scope.get("query_string", b"")
+
+    async def body(self, limit: int) -> bytes | None:
+        """The whole body, or None when it is longer than ``limit`` or the client left
+        (what was read is replayed to the route all the same)."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await self._receive()
+            if message["type"] != "http.request":  # the client went away
+                self._body, self._complete = b"".join(chunks), False
+                return None
+            chunk = message.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
+            more = message.get("more_body", False)
+            if size > limit:
+                break
+        self._body, self._complete = b"".join(chunks), not more
+        return None if more else self._body
+
+    @property
+    def receive(self) -> Receive:
+        """The request's receive for the route: the body read so far first, if any."""
+        if self._body is None:
+            return self._receive
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": self._body, "more_body": not self._complete}
+            return await self._receive()
+
+        return replay
+
+
+class FastPath:
+    """One fast path: an anonymous request answered ahead of FastAPI's routing and
+    dependencies, byte for byte as its route would answer it (see :class:`FastPaths`).
+
+    A subclass names its ``method``, the request ``headers`` it reads, and implements
+    :meth:`match` (the path: a match object, or None), :meth:`enabled` (the app's
+    settings) and :meth:`answer` (a :class:`Reply`, or None to hand over to the route)."""
+
+    method: str = "GET"
+    headers: frozenset[bytes] = frozenset()
+    #: Whether a failure in :meth:`answer` may be handed over to the route (False where
+    #: the request may have had its effect already: the route must not run it twice).
+    retry_on_failure: bool = True
+
+    def match(self, path: str):
+        raise NotImplementedError
+
+    def enabled(self, app) -> bool:
+        raise NotImplementedError
+
+    async def answer(self, app, match, asked: Asked) -> Reply | None:
+        raise NotImplementedError
+
+
+class FastPaths:
+    """ASGI middleware: the one prelude of every fast path. It takes only an HTTP request
+    whose method and path a fast path matches, that fast path being enabled, and that
+    carries no ``Authorization`` header (signed-in callers always take the routes, whose
+    dependencies check them); reads the headers that fast path asks for in the same pass;
+    and hands the request to the routes (``app``) whenever the fast path answers None or
+    raises a project error (bad input: the route answers with its problem details, so
+    errors keep their one format). Any other failure is logged and handed over too,
+    unless the fast path says the request may have had its effect already
+    (:attr:`FastPath.retry_on_failure`): then it is the app's 500 (or 503).
+
+    It sits inside the app's middleware (``geo_api.app.GridbranchAPI``), so that every
+    middleware added to the app sees the fast paths' requests and answers too."""
+
+    def __init__(self, app: ASGIApp, paths) -> None:
+        self.app = app
+        self.paths = tuple(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        path = None
+        for fast in self.paths:
+            if fast.method != method:
+                continue
+            if path is None:
+                path = route_path(scope, method)
+            match = fast.match(path)
+            if match is not None:
+                break
+        else:
+            await self.app(scope, receive, send)
+            return
+        app = scope.get("app")
+        if app is None or not fast.enabled(app):
+            await self.app(scope, receive, send)
+            return
+        wanted, headers = fast.headers, {}
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                await self.app(scope, receive, send)
+                return
+            if name in wanted:
+                headers[name] = value
+        asked = Asked(scope, path, headers, receive)
+        await self._serve(fast, app, match, asked, scope, send)
+
+    async def _serve(self, fast: FastPath, app, match, asked: Asked, scope: Scope, send: Send) -> None:
+        try:
+            reply = await fast.answer(app, match, asked)
+        except GridbranchError:
+            reply = None  # nothing done: the route answers with the problem details
+        except HTTPException:
+            raise  # the body limit's 413 (geo_api.asgi.BodyLimit answers it)
+        except Exception as exc:  # noqa: BLE001 - the route answers (and logs) whatever went wrong
+            if not fast.retry_on_failure:
+                from geo_api.errors import unexpected_error
+
+                await unexpected_error(scope["method"], asked.path, exc)(scope, asked.receive, send)
+                return
+            log.warning("fast path %s failed on %s; handing over to the route", type(fast).__name__, asked.path,
+                        exc_info=True)
+            reply = None
+        if reply is None:
+            await self.app(scope, asked.receive, send)
+            return
+        await reply.send(send)

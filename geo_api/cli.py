@@ -180,8 +180,9 @@ def cmd_serve(args, settings: Settings) -> int:
     host = args.host or settings.service.host
     port = args.port or settings.service.port
     workers = args.workers or settings.service.workers
+    # the app reads the proxy headers itself, from GRIDBRANCH_TRUSTED_PROXIES (geo_api.app.add_middleware)
     options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": settings.service.access_log,
-               "proxy_headers": True}
+               "proxy_headers": False}
     from layers.db import connection_shortfall
 
     engine = _engine(settings)  # start the database and migrate once, not in every worker

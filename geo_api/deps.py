@@ -14,7 +14,8 @@ declares them after its access, so that a caller without the role hears 401/403 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -36,15 +37,35 @@ from layers.errors import Forbidden, NotFound, Unauthorized
 oauth2 = OAuth2PasswordBearer(tokenUrl="/v1/auth/token", auto_error=False)
 
 
-async def get_session(request: Request) -> AsyncIterator[Session]:
-    """A session for the request. Async so that it costs no thread hand-offs: creating
-    a Session does no I/O; closing it returns the connection to the pool (a rollback
-    round trip of well under a millisecond on the event loop)."""
-    session = request.app.state.sessionmaker()
+def bound_session(app) -> Session | None:
+    """The one session a test bound the app to (``app.state.bound_session``: its
+    uncommitted data, rolled back after the test), or None — always in production. Every
+    reader of the app's sessions asks here, the routes (:func:`get_session`) as well as
+    the fast paths and the report writers, so that all of them see the same data."""
+    return getattr(app.state, "bound_session", None)
+
+
+@contextmanager
+def app_session(app) -> Iterator[Session]:
+    """A session of the app's sessionmaker, closed after; or the bound one
+    (:func:`bound_session`), left open — the test owns it."""
+    bound = bound_session(app)
+    if bound is not None:
+        yield bound
+        return
+    session = app.state.sessionmaker()
     try:
         yield session
     finally:
         session.close()
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """A session for the request (:func:`app_session`). Async so that it costs no thread
+    hand-offs: creating a Session does no I/O; closing it returns the connection to the
+    pool (a rollback round trip of well under a millisecond on the event loop)."""
+    with app_session(request.app) as session:
+        yield session
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

@@ -18,34 +18,31 @@ It takes only a GET of ``/v1/locate`` without an ``Authorization`` header whose 
 answers found points through the same :func:`geo_api.routers.locate.point_answer` as the
 route — the same bytes and headers. Everything else — signed-in callers, unusual or bad
 input, points outside every grid (404), a failure here — goes on to the app unchanged,
-so errors keep their one format. Where a test overrides the app's session (uncommitted
-test data), versions are read and indexes built through that session instead.
+so errors keep their one format. Where a test binds the app to one session
+(:func:`geo_api.deps.bound_session`: uncommitted test data), versions are read and
+indexes built through that session instead. The prelude — the method, the path, no
+``Authorization`` — is the one every fast path shares (:class:`geo_api.asgi.FastPaths`).
 The fast path is on unless ``app.state.locate_fast_path`` is False or the locate
 settings carry ``fast_path = False``.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from urllib.parse import unquote_plus
 
 import anyio.to_thread
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from geo_api.asgi import route_path
-from geo_api.deps import get_session
+from geo_api.asgi import Asked, FastPath, Reply
+from geo_api.deps import bound_session
 from geo_api.routers.locate import point_answer
 from layers.points import to_wgs84_point
-from layers.errors import GridbranchError
-
-log = logging.getLogger("gridbranch.locate")
 
 _NUMBER = re.compile(rb"-?[0-9]{1,3}(?:\.[0-9]{1,20})?")
 _KEYS = frozenset({b"lon", b"lat", b"crs"})
 _WGS84 = frozenset({"wgs84", "WGS84"})
-_JSON_HEADERS = b"application/json"
+_JSON = b"application/json"
 
 
 def fast_path_enabled(app) -> bool:
@@ -87,9 +84,8 @@ def plain_query(query: bytes) -> tuple[float, float, str | None] | None:
 async def grid_index_now(app):
     """The grid index at the data versions read now (see the module docstring)."""
     cache = app.state.grid_index
-    override = app.dependency_overrides.get(get_session) if app.dependency_overrides else None
-    if override is not None:  # a test's session: its own (uncommitted) view
-        session = override()
+    session = bound_session(app)
+    if session is not None:  # a test's session: its own (uncommitted) view
         return await anyio.to_thread.run_sync(cache.get, session)
     versions = await app.state.locate_versions.read()
     version = (versions.get("grids", 0), versions.get("areas", 0))
@@ -99,46 +95,26 @@ async def grid_index_now(app):
     return index
 
 
-class LocateFastPath:
-    """ASGI middleware; put in front of the whole app by ``geo_api.app.GridbranchAPI``."""
+class LocateFastPath(FastPath):
+    """Anonymous ``GET /v1/locate`` of a plain query (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    method = "GET"
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = route_path(scope, "GET")
-        if path is None:
-            await self.app(scope, receive, send)
-            return
-        app = scope.get("app")
-        if (path != "/v1/locate" or app is None or getattr(app.state, "locate_versions", None) is None
-                or not fast_path_enabled(app)):
-            await self.app(scope, receive, send)
-            return
-        for name, _ in scope["headers"]:
-            if name == b"authorization":
-                await self.app(scope, receive, send)
-                return
-        query = plain_query(scope.get("query_string", b""))
+    def match(self, path: str):
+        return True if path == "/v1/locate" else None
+
+    def enabled(self, app) -> bool:
+        return getattr(app.state, "locate_versions", None) is not None and fast_path_enabled(app)
+
+    async def answer(self, app, match, asked: Asked) -> Reply | None:
+        query = plain_query(asked.query)
         if query is None:
-            await self.app(scope, receive, send)
-            return
-        try:
-            body = await self.answer(app, *query)
-        except GridbranchError:
-            body = None  # bad input or outside every grid: the route answers with the problem details
-        except Exception:  # noqa: BLE001 - the route answers (and logs) whatever went wrong
-            log.warning("locate fast path failed; handing over to the route", exc_info=True)
-            body = None
-        if body is None:
-            await self.app(scope, receive, send)
-            return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(body)).encode()), (b"content-type", _JSON_HEADERS)]})
-        await send({"type": "http.response.body", "body": body})
+            return None
+        body = await LocateFastPath.locate(app, *query)  # GridbranchError: the route answers
+        return None if body is None else Reply(200, body, content_type=_JSON)
 
     @staticmethod
-    async def answer(app, lon: float, lat: float, crs: str | None) -> bytes | None:
+    async def locate(app, lon: float, lat: float, crs: str | None) -> bytes | None:
         if crs is None or crs in _WGS84:
             if not (math.isfinite(lon) and math.isfinite(lat) and abs(lon) <= 180 and abs(lat) <= 90):
                 return None

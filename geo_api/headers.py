@@ -1,17 +1,24 @@
-"""Response headers every route of the full stack shares: ``Cache-Control: no-store`` on
-answers that may hold personal data, and ``Allow`` (on a 405, and as the answer to
-OPTIONS) naming every method of the path, not only those of the first route matching it.
+"""Response headers: the security headers on every answer, fast paths included
+(:class:`SecurityHeaders`); and for the routes, ``Cache-Control: no-store`` on answers
+that may hold personal data, and ``Allow`` (on a 405, and as the answer to OPTIONS)
+naming every method of the path, not only those of the first route matching it
+(:class:`ResponseHeaders`).
 
-Applied by :class:`geo_api.app.GridbranchAPI` around FastAPI's own stack. The fast paths in
-front of it answer only anonymous requests to public routes with public data, so they
-need neither.
+:class:`SecurityHeaders` is middleware added to the app (``geo_api.app.create_app``), in
+front of everything; :class:`ResponseHeaders` is applied by
+:class:`geo_api.app.GridbranchAPI` around FastAPI's own stack, behind the fast paths —
+which answer only anonymous requests to public routes with public data, so they need it
+not.
 """
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from geo_api.asgi import route_path
 from geo_api.deps import Access
 
 NO_STORE = (b"cache-control", b"no-store")
@@ -123,3 +130,68 @@ class ResponseHeaders:
                 headers.append(NO_STORE)
                 changed = True
         return {**message, "headers": headers} if changed else message
+
+
+# -- Security headers ------------------------------------------------------------------
+
+#: The web map's Content-Security-Policy: everything from the service's own origin only.
+#: Beyond plain same-origin files (MapLibre 6 starts its worker from its own module URL):
+#: blob: workers, MapLibre's fallback where the page's origin is opaque (a portal's
+#: sandboxed iframe of /map?embed=1); blob: and data: images, which MapLibre decodes
+#: images through and the page's icon is; styles only from files and through the CSSOM
+#: (no 'unsafe-inline'). tests/web_map/test_map_browser.py runs the map under it.
+MAP_POLICY = ("default-src 'self'; script-src 'self'; worker-src 'self' blob:; child-src 'self' blob:; "
+              "img-src 'self' data: blob:; style-src 'self'; font-src 'self'; connect-src 'self'; "
+              "object-src 'none'; base-uri 'self'; form-action 'self'; ")
+_CSP = b"content-security-policy"
+
+
+def _embedded(scope: Scope) -> bool:
+    """Whether the request asks for the embeddable map (``/map?embed=1``, as map.js reads it)."""
+    query = scope.get("query_string", b"")
+    return b"embed" in query and ("embed", "1") in parse_qsl(query.decode("latin-1"))
+
+
+class SecurityHeaders:
+    """ASGI middleware adding the security headers to every answer:
+
+    * ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: same-origin`` (no URL of
+      ours — a grid, an event id in a path — leaves for another site);
+    * on ``/map`` the page's policy (:data:`MAP_POLICY`) with ``frame-ancestors 'none'``
+      and ``X-Frame-Options: DENY``; on ``/map?embed=1`` ``frame-ancestors 'self'`` and
+      the portal origins of ``GRIDBRANCH_EMBED_ORIGINS`` instead; on every other answer
+      ``frame-ancestors 'none'`` alone (Swagger UI's page has an inline script; the API's
+      answers are not documents);
+    * ``Strict-Transport-Security`` when the request came over HTTPS — directly, or
+      through a trusted proxy that says so (``X-Forwarded-Proto: https``, read by
+      uvicorn's ``ProxyHeadersMiddleware`` in front of this one).
+
+    Answers made in front of it (the proxy-header middleware makes none) are the only
+    ones without them."""
+
+    def __init__(self, app: ASGIApp, settings) -> None:
+        self.app = app
+        base = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"same-origin")]
+        ancestors = " ".join(("'self'", *settings.embed_origins))
+        self.plain = [*base, (_CSP, b"frame-ancestors 'none'")]
+        self.map = [*base, (_CSP, (MAP_POLICY + "frame-ancestors 'none'").encode()), (b"x-frame-options", b"DENY")]
+        self.embed = [*base, (_CSP, (MAP_POLICY + f"frame-ancestors {ancestors}").encode("latin-1"))]
+        self.hsts = [(b"strict-transport-security", f"max-age={settings.hsts_max_age}".encode())] \
+            if settings.hsts_max_age else []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        extra = self.plain
+        if route_path(scope, "GET") == "/map":  # HEAD too: it is a GET by now (geo_api.asgi.as_get)
+            extra = self.embed if _embedded(scope) else self.map
+        if self.hsts and scope.get("scheme") == "https":
+            extra = extra + self.hsts
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, sending)

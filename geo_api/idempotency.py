@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from geo_api.deps import Caller, get_session
+from geo_api.deps import Caller, bound_session
 from layers import idempotency as keys
 from layers.events_batch import Pending, Stored, store_reports
 
@@ -78,9 +78,9 @@ async def report_once(request: Request, once: Once, report: Pending, answer: Cal
     settings = app.state.settings
 
     def work() -> Response:
-        override = app.dependency_overrides.get(get_session)
-        if override is not None:  # a test's session: inside its transaction
-            conn = override().connection()
+        bound = bound_session(app)
+        if bound is not None:  # a test's session: inside its transaction
+            conn = bound.connection()
             outer = conn.begin_nested()
         else:
             conn = app.state.engine.connect()
@@ -106,7 +106,7 @@ async def report_once(request: Request, once: Once, report: Pending, answer: Cal
             outer.rollback()
             raise
         finally:
-            if override is None:
+            if bound is None:
                 conn.close()
 
     return await anyio.to_thread.run_sync(work)

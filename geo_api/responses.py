@@ -35,6 +35,7 @@ class Problem(BaseModel):
     title_zh: str | None = Field(None, description="the title in Simplified Chinese")
     detail_zh: str | None = Field(None, description="the detail in Simplified Chinese, for people (the web map shows it)")
     field: str | None = Field(None, description="the parameter or body member at fault")
+    detail_zh: str | None = Field(None, description="the detail in Chinese, where it is for people (429)")
     errors: list[dict[str, Any]] | None = Field(None, description="422 from validation: every invalid member")
 
 

@@ -157,6 +157,46 @@ class ImportSettings(BaseSettings):
         return self.dir if self.dir is not None else database.db_dir.parent / "imports"
 
 
+class SecuritySettings(BaseSettings):
+    """Who is trusted to say where a request came from, which other sites may call the API
+    or embed the map, and the security headers that follow (``geo_api.headers``). Lists
+    are JSON in the environment, e.g. ``GRIDBRANCH_CORS_ORIGINS='["https://portal.example.cn"]'``."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_", extra="ignore")
+
+    trusted_proxies: tuple[str, ...] = Field(
+        ("127.0.0.1",), description="addresses or networks (CIDR) of the reverse proxies whose X-Forwarded-For and "
+                                    "X-Forwarded-Proto are believed: the client's address (rate limits) and scheme "
+                                    "(HSTS) come from them; empty: from the connection itself")
+    cors_origins: tuple[str, ...] = Field((), description="origins (scheme://host[:port]) whose pages may call the "
+                                                          "API from a browser (CORS); empty: none but our own")
+    embed_origins: tuple[str, ...] = Field((), description="portal origins that may embed /map?embed=1 in a frame "
+                                                           "(CSP frame-ancestors); the plain /map is never framed")
+    hsts_max_age: int = Field(31_536_000, ge=0, description="Strict-Transport-Security max-age (seconds) on "
+                                                            "answers served over HTTPS; 0: no HSTS header")
+
+
+class RateLimitSettings(BaseSettings):
+    """Rate limits of anonymous writes (``geo_api.ratelimit``): for each kind, requests a
+    minute per client address and in all, with bursts of as many. In-process: each worker
+    process counts its own requests (a shared store for several workers is to come)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_RATE_LIMIT_", extra="ignore")
+
+    enabled: bool = Field(True, description="off: no rate limits at all")
+    reports_per_address: int = Field(60, ge=1, description="anonymous event reports and Open311 requests a minute "
+                                                           "per address (a mobile carrier's NAT puts many "
+                                                           "residents behind one)")
+    reports_overall: int = Field(3000, ge=1, description="anonymous event reports and Open311 requests a minute "
+                                                         "from all addresses together")
+    locate_batches_per_address: int = Field(30, ge=1, description="anonymous locate batches a minute per address")
+    locate_batches_overall: int = Field(300, ge=1, description="anonymous locate batches a minute in all")
+    tokens_per_address: int = Field(60, ge=1, description="sign-in attempts (POST /v1/auth/token) a minute per address")
+    tokens_overall: int = Field(1200, ge=1, description="sign-in attempts a minute in all")
+    exempt: tuple[str, ...] = Field((), description="addresses or networks (CIDR) never limited, e.g. the "
+                                                    "benchmarks' loopback: '[\"127.0.0.1\"]'")
+
+
 @dataclass
 class Settings:
     """All settings of one app instance."""
@@ -169,6 +209,8 @@ class Settings:
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     tiles: TileSettings = field(default_factory=TileSettings)
     imports: ImportSettings = field(default_factory=ImportSettings)
+    security: SecuritySettings = field(default_factory=SecuritySettings)
+    rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
 
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":

@@ -57,20 +57,16 @@ Coordinates: storage EPSG:4326 (degrees); distances in metres on the geography t
 from __future__ import annotations
 
 import re
-import weakref
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
-import orjson
-import shapely
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
 from layers.codes import area_prefix
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound, TooManyRequests
-from layers.locate import MATCH_NAMES, OUTSIDE, Describer, GridIndex, GridIndexCache, Located
 from layers.models import Event
 from layers.workcal import WorkCalendar, add_working_hours
 
@@ -139,22 +135,6 @@ def actions_from(status: str, role: str | None) -> list[str]:
 # --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Report:
-    """An event as reported; ``lon``/``lat`` are WGS84 degrees, ``x``/``y`` as sent in ``crs``."""
-
-    lon: float
-    lat: float
-    crs: str
-    x: float
-    y: float
-    category: str
-    channel: str
-    description: str
-    photos: tuple[str, ...] = ()
-    contact: str | None = None
-
-
 def check_channel(channel: str, role: str | None) -> None:
     """403 unless the caller may report on ``channel`` (see the module docstring)."""
     if channel not in CHANNEL_ROLES:
@@ -190,73 +170,7 @@ def check_photos(photos: list[str] | tuple[str, ...], *, max_photos: int, max_ph
                                field=f"photos.{i}")
 
 
-def locate_report(index: GridIndex, lon: float, lat: float, *, tolerance_m: float, edge_m: float) -> dict[str, Any]:
-    """The grid row (see :class:`layers.locate.GridIndex`) a WGS84 point falls in, with the
-    match; 422 naming the nearest grid when it is outside the service area.
-
-    Points strictly inside one grid's bounding box are answered by testing only the grids
-    whose bounding boxes contain them (the same containment rule and tie break — lowest
-    code — as :meth:`GridIndex.locate`); anything else goes through the full locate."""
-    b = index.bounds
-    if len(b):
-        cand = np.flatnonzero((b[:, 0] <= lon) & (lon <= b[:, 2]) & (b[:, 1] <= lat) & (lat <= b[:, 3]))
-        if len(cand):
-            hit = cand[shapely.contains_xy(index.geoms[cand], lon, lat)]
-            if len(hit):
-                return {**index.grids[int(hit.min())], "match": "inside", "distance_m": 0.0}
-    located: Located = index.locate(np.array([lon]), np.array([lat]), tolerance_m=tolerance_m, edge_m=edge_m)
-    if located.match[0] == OUTSIDE:
-        described = Describer(index).describe(located, 0, lon, lat, tolerance_m)
-        raise InvalidInput(f"the event is outside the service area: {described['message']}", field="lon",
-                           nearest_grid=described.get("nearest_grid"), swapped=bool(described.get("swapped", False)))
-    g = int(located.grid[0])
-    return {**index.grids[g], "match": MATCH_NAMES[int(located.match[0])], "distance_m": round(float(located.distance_m[0]), 2)}
-
-
 _OPEN_SQL = ", ".join(f"'{s}'" for s in OPEN)
-
-#: One statement: check the grid layer is the one the point was located in, resolve the
-#: category and its department (street override first), insert the event and its first
-#: log entry, and find the possible duplicates. Always returns one row: the grid layer's
-#: versions, and the event's columns when it was written.
-_REPORT_SQL = f"""
-    WITH v AS (
-        SELECT (SELECT version FROM data_versions WHERE layer = 'grids') AS grids_version,
-               (SELECT version FROM data_versions WHERE layer = 'areas') AS areas_version
-    ), c AS (
-        SELECT c.code, c.name, c.time_limit_hours, c.role_code,
-               COALESCE(r.department_id, c.department_id) AS department_id, (r.department_id IS NOT NULL) AS overridden
-        FROM v CROSS JOIN event_categories c
-        LEFT JOIN event_routes r ON r.category_code = c.code AND r.street_code = :street
-        WHERE c.code = :category AND v.grids_version = :grids_version AND v.areas_version = :areas_version
-    ), e AS (
-        INSERT INTO events (geom, source_crs, source_x, source_y, category_code, channel, description, photos,
-                            reporter, reporter_contact, grid_id, grid_version_id, department_id, status)
-        SELECT ST_SetSRID(ST_MakePoint(:lon, :lat), 4326), :crs, :x, :y, c.code, :channel, :description,
-               CAST(:photos AS jsonb), :reporter, :contact, :grid_id, :grid_version_id, c.department_id, 'reported'
-        FROM c
-        RETURNING id, reported_at, version
-    ), l AS (
-        INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, note)
-        SELECT id, reported_at, :actor, 'report', NULL, 'reported', :note FROM e
-    )
-    SELECT v.grids_version, v.areas_version, e.id, e.reported_at, e.version, c.name AS category_name, c.time_limit_hours, c.role_code, c.overridden,
-           d.code AS department_code, d.name AS department_name,
-           (SELECT COALESCE(json_agg(json_build_object('id', x.id, 'status', x.status,
-                                                       'reported_at', x.reported_at,
-                                                       'distance_m', round(x.distance_m::numeric, 1))
-                                     ORDER BY x.distance_m, x.id), '[]'::json)
-            FROM (SELECT o.id, o.status, o.reported_at,
-                         ST_Distance(o.geom::geography, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography) AS distance_m
-                  FROM (SELECT id, status, reported_at, category_code, geom FROM events
-                        WHERE status IN ({_OPEN_SQL})
-                          AND ST_DWithin(geom::geography, ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :radius)
-                        OFFSET 0) o  -- planned alone: the nearby open events, from the geography index
-                  WHERE o.category_code = :category AND o.reported_at >= e.reported_at - make_interval(secs => :window_s)
-                  ORDER BY distance_m, o.id LIMIT 20) x) AS duplicates
-    FROM v LEFT JOIN e ON true LEFT JOIN c ON true LEFT JOIN departments d ON d.id = c.department_id
-"""
-
 
 def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
     """``:name`` parameters → ``$n`` (in order of first use) for a server-side PREPARE."""
@@ -268,10 +182,6 @@ def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
         return f"${names.index(m.group(1)) + 1}"
 
     return re.sub(r"(?<![:\w]):([a-z_][a-z0-9_]*)", number, sql), tuple(names)
-
-
-_REPORT_PREPARED, _REPORT_PARAMS = _positional(_REPORT_SQL)
-_REPORT_STATEMENT = "gridbranch_report_event_v2"
 
 
 def execute_prepared(session: Session, name: str, sql: str, names: tuple[str, ...], params: dict[str, Any]):
@@ -288,8 +198,8 @@ def execute_prepared(session: Session, name: str, sql: str, names: tuple[str, ..
 
 
 def stored_report(row: Any, category_code: str) -> dict[str, Any]:
-    """The answer's fields for a report just stored, from a row of the report statement
-    (single or group)."""
+    """The answer's fields for a report just stored, from a row of the group report
+    statement (:mod:`layers.events_batch`)."""
     return {
         "id": row.id,
         "status": "reported",
@@ -302,69 +212,6 @@ def stored_report(row: Any, category_code: str) -> dict[str, Any]:
         "role_code": row.role_code,
         "possible_duplicates": row.duplicates,
     }
-
-
-class StaleIndex(Exception):
-    """The grid layer changed after the index used to locate the point was built."""
-
-
-def report_event(session: Session, report: Report, grid: dict[str, Any], *, index_version: tuple[int, int],
-                 reporter: str | None, actor: str, duplicate_radius_m: float,
-                 duplicate_window_hours: float) -> dict[str, Any]:
-    """Store a located report (status ``reported``, with its first log entry) and route it
-    in one statement: department from the category, or the street's override. Returns
-    the stored id, time, routing and possible duplicates (open events of the category
-    within ``duplicate_radius_m`` metres reported in the last ``duplicate_window_hours``).
-
-    ``grid`` must come from the grid index of data versions ``index_version`` (grids,
-    areas); if the layer has changed since, nothing is written and :class:`StaleIndex`
-    is raised. 422 naming ``category`` when the category is unknown (nothing is
-    written). The caller commits."""
-    params = {
-        "lon": report.lon, "lat": report.lat, "crs": report.crs, "x": report.x, "y": report.y,
-        "category": report.category, "channel": report.channel, "description": report.description,
-        "photos": orjson.dumps(list(report.photos)).decode(), "reporter": reporter, "contact": report.contact,
-        "grid_id": grid["grid_id"], "grid_version_id": grid["grid_version_id"], "street": grid["street_code"],
-        "actor": actor, "note": f"{CHANNEL_NAMES[report.channel]}上报",
-        "window_s": duplicate_window_hours * 3600.0, "radius": duplicate_radius_m,
-        "grids_version": index_version[0], "areas_version": index_version[1],
-    }
-    row = execute_prepared(session, _REPORT_STATEMENT, _REPORT_PREPARED, _REPORT_PARAMS, params).first()
-    if row.id is None:
-        if (row.grids_version, row.areas_version) != tuple(index_version):
-            raise StaleIndex(f"grid layer {tuple(index_version)} is now {(row.grids_version, row.areas_version)}")
-        raise InvalidInput(f"unknown category {report.category!r}; one of: {', '.join(category_codes(session))}",
-                           field="category")
-    return stored_report(row, report.category)
-
-
-_LAST_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def report_anywhere(session: Session, cache: GridIndexCache, report: Report, *, tolerance_m: float, edge_m: float,
-                    reporter: str | None, actor: str, duplicate_radius_m: float,
-                    duplicate_window_hours: float) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One report on its own. (The API stores reports in groups instead, through
-    :mod:`layers.events_batch`, whose tests check it gives what this gives.)
-
-    Locate ``report`` (see :func:`locate_report`) and store it (:func:`report_event`);
-    returns (stored, grid row). Uses the grid index of the last report optimistically —
-    the insert itself checks that the layer has not changed since — and falls back to
-    ``cache.get`` (which reads the data versions) when it has. The caller commits."""
-    index = _LAST_INDEX.get(cache)
-    if index is None:
-        index = cache.get(session)
-    for _ in range(3):
-        grid = locate_report(index, report.lon, report.lat, tolerance_m=tolerance_m, edge_m=edge_m)
-        try:
-            stored = report_event(session, report, grid, index_version=index.version, reporter=reporter, actor=actor,
-                                  duplicate_radius_m=duplicate_radius_m, duplicate_window_hours=duplicate_window_hours)
-        except StaleIndex:
-            index = cache.get(session)
-            continue
-        _LAST_INDEX[cache] = index
-        return stored, grid
-    raise Conflict("the grid layer is changing: try again", field="lon")
 
 
 def category_codes(session: Session) -> list[str]:

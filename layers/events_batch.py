@@ -24,7 +24,7 @@ Each report of a group is validated and located on its own, and has its own outc
 
 A group produces exactly what its reports would produce one after another, in order:
 the same grid, routing and first log entry, and as possible duplicates the earlier
-open events nearby (:func:`layers.events.report_event`) *plus* the earlier reports of
+open events nearby (of the category, within the radius and the window) *plus* the earlier reports of
 the same group (same category, within the radius; same ``reported_at``, as they share
 the transaction — so with a duplicate window of zero they still count, where reports
 committed one after another would not).
@@ -74,7 +74,7 @@ class Pending:
 
 @dataclass(frozen=True)
 class Stored:
-    """A stored report: what :func:`layers.events.report_event` returns (``stored``), the
+    """A stored report: its answer's fields (``stored``, :func:`layers.events.stored_report`), the
     grid row it was located in (``grid``, with ``match`` and ``distance_m``), its WGS84
     point and the name of the CRS it was sent in."""
 

@@ -186,17 +186,6 @@ def text(value: str, field: str, *, max_length: int | None = None) -> str:
     return value
 
 
-def is_line(value: str | None) -> bool:
-    """Whether :func:`line` takes ``value`` (None: nothing to check) — for callers that
-    only decide who checks, such as the event report fast path."""
-    return value is None or text_problem(value) is None
-
-
-def is_text(value: str | None) -> bool:
-    """Whether :func:`text` takes ``value`` (characters only; lengths are the caller's)."""
-    return value is None or text_problem(value, multiline=True) is None
-
-
 # -- The same rules as pydantic types for the API's request bodies ----------------------
 
 

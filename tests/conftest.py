@@ -265,10 +265,9 @@ def make_settings(**service) -> Settings:
 
 def _client_for(engine: Engine, session: Session) -> TestClient:
     from geo_api.app import create_app
-    from geo_api.deps import get_session
 
     app = create_app(make_settings(), engine=engine)
-    app.dependency_overrides[get_session] = lambda: session
+    app.state.bound_session = session  # geo_api.deps.bound_session
     return TestClient(app)
 
 

@@ -25,7 +25,8 @@ class Me(BaseModel):
     member_id: int | None
 
 
-@router.post("/token", response_model=Token, summary="OAuth2 password flow: exchange credentials for a JWT")
+@router.post("/token", response_model=Token, summary="OAuth2 password flow: exchange credentials for a JWT",
+             responses=problems(429))
 def token(request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()], session: SessionDep, caller: Public):
     if "\x00" in form.username:  # no account can have it, and PostgreSQL refuses it in a query
         raise InvalidInput("username: contains a NUL character", field="username")

@@ -3,27 +3,24 @@ evaluate; the working calendar and the routing overrides. Access rules: ``layers
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import Field
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import Field, ValidationError
 
-from geo_api.asgi import route_path
-from geo_api.deps import (Caller, Public, ScopedEvent, SessionDep, get_session, require_roles,
-                          scoped_area_path, scoped_event, scoped_event_area, scoped_member)
-from geo_api.errors import unexpected_error
+from geo_api.asgi import Asked, FastPath, Reply
+from geo_api.deps import (ANONYMOUS, Caller, Public, ScopedEvent, SessionDep, app_session, require_roles, scoped_area_path, scoped_event, scoped_event_area,
+                          scoped_member)
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset
 from geo_api.responses import CSV, media, problems
 from layers import events as ev
 from layers import events_eval, textfields
 from layers.codes import level_of
-from layers.errors import Forbidden, GridbranchError, InvalidInput
+from layers.errors import Forbidden, InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=problems(400, 403, 404, 409))
@@ -59,8 +56,7 @@ class EventReport(Body):
     description: textfields.Text() = Field(description="what happened (limited in length, see GRIDBRANCH_EVENTS_MAX_DESCRIPTION)")
     channel: Channel = Field("public", description="source channel; anonymous callers report as public")
     photos: list[textfields.Line()] = Field(default_factory=list, description="photo URLs")
-    # (max_length on the field as well: the fast path reads it from there)
-    contact: textfields.Line(200) | None = Field(None, max_length=200, description="how to reach the reporter (kept private)")
+    contact: textfields.Line(200) | None = Field(None, description="how to reach the reporter (kept private)")
 
 
 def _personal(caller: Caller, row) -> bool:
@@ -71,20 +67,14 @@ def _personal(caller: Caller, row) -> bool:
     return caller.role in ("dispatcher", "admin", "grid_worker") and caller.covers(row.grid_code)
 
 
-@router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)")
+@router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)",
+             responses=problems(429))
 async def report(request: Request, body: EventReport, session: SessionDep, caller: Public,
                  idempotency_key: IdempotencyKey = None) -> Response:
-    settings = request.app.state.settings
-    es = settings.events
-    ev.check_channel(body.channel, caller.role)
-    ev.check_report_size(body.description, body.photos, max_description=es.max_description,
-                         max_photos=es.max_photos, max_photo_url=es.max_photo_url)
+    pending = checked_report(body, caller, request.app.state.settings.events)
     # End the transaction the caller lookup may have opened: a request must not hold a
     # pooled connection while its report waits for a writer (which needs one).
     session.commit()
-    pending = Pending(
-        body.lon, body.lat, body.crs, body.category, body.channel, body.description, tuple(body.photos), body.contact,
-        reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"])
     if idempotency_key is not None:  # stored alone, with its key
         once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
         return await report_once(request, once, pending,
@@ -95,22 +85,17 @@ async def report(request: Request, body: EventReport, session: SessionDep, calle
     return _json(report_answer(result, body.channel, body.lon, body.lat), 201)
 
 
+def checked_report(body: EventReport, caller: Caller, es) -> Pending:
+    """The report of ``body`` by ``caller``, checked for its channel and size (403/422
+    naming the field): what the route and the fast path both hand to the batcher."""
+    ev.check_channel(body.channel, caller.role)
+    ev.check_report_size(body.description, body.photos, max_description=es.max_description,
+                         max_photos=es.max_photos, max_photo_url=es.max_photo_url)
+    return Pending(body.lon, body.lat, body.crs, body.category, body.channel, body.description, tuple(body.photos),
+                   body.contact, reporter=caller.username, actor=caller.username or ev.CHANNEL_NAMES["public"])
+
+
 # -- Reporting: group commit and the anonymous fast path ---------------------------------
-
-
-@contextmanager
-def _batch_session(app):
-    """The session a group of reports is written in: the app's (or, where a test overrides
-    ``get_session``, the test's — left open, as the override owns it)."""
-    override = app.dependency_overrides.get(get_session)
-    if override is not None:
-        yield override()
-        return
-    session = app.state.sessionmaker()
-    try:
-        yield session
-    finally:
-        session.close()
 
 
 def report_batcher(app) -> ReportBatcher:
@@ -123,7 +108,7 @@ def report_batcher(app) -> ReportBatcher:
         es = settings.events
 
         def process(reports: list[Pending]):
-            with _batch_session(app) as session:
+            with app_session(app) as session:
                 return store_reports(session, app.state.grid_index, reports, tolerance_m=settings.locate.tolerance_m,
                                      edge_m=settings.locate.edge_m, duplicate_radius_m=es.duplicate_radius_m,
                                      duplicate_window_hours=es.duplicate_window_hours)
@@ -162,133 +147,52 @@ def report_answer(result: Stored, channel: str, x: float, y: float) -> dict:
     }
 
 
-_CHANNELS = frozenset(Channel.__args__)
-_REPORT_FIELDS = {name: f for name, f in EventReport.model_fields.items()}
-
-
-def _max_length(name: str) -> int | None:
-    for m in _REPORT_FIELDS[name].metadata:
-        if hasattr(m, "max_length"):
-            return m.max_length
-    return None
-
-
-_MAX_CRS, _MAX_CATEGORY, _MAX_CONTACT = _max_length("crs"), _max_length("category"), _max_length("contact")
 _MAX_BODY = 1 << 20
+_JSON_TYPE = b"application/json"
 
 
-def _plain_report(data) -> tuple[float, float, str, str, str, str, tuple[str, ...], str | None] | None:
-    """The fields of an :class:`EventReport` body when every one is plainly valid (as the
-    model would take it unchanged); None when anything would need the model's coercion or
-    its errors — then the routed endpoint answers."""
-    if type(data) is not dict:
-        return None
-    x, y = data.get("lon"), data.get("lat")
-    if type(x) not in (float, int) or type(y) not in (float, int):
-        return None
-    try:
-        x, y = float(x), float(y)
-    except OverflowError:
-        return None
-    crs = data.get("crs", "wgs84")
-    category = data.get("category")
-    description = data.get("description")
-    channel = data.get("channel", "public")
-    photos = data.get("photos", [])
-    contact = data.get("contact")
-    if (type(crs) is not str or len(crs) > _MAX_CRS or type(category) is not str or len(category) > _MAX_CATEGORY
-            or type(description) is not str or type(channel) is not str or channel not in _CHANNELS
-            or type(photos) is not list or any(type(u) is not str for u in photos)
-            or (contact is not None and (type(contact) is not str or len(contact) > _MAX_CONTACT))):
-        return None
-    if not (textfields.is_text(description) and textfields.is_line(contact) and all(map(textfields.is_line, photos))):
-        return None  # the model's text rules (layers.textfields) refuse it: the route answers
-    return x, y, crs, category, description, channel, tuple(photos), contact
+class EventReportFastPath(FastPath):
+    """Anonymous ``POST /v1/events`` ahead of FastAPI's routing, body validation and
+    dependencies (one of the app's :class:`geo_api.asgi.FastPaths`).
 
+    It takes only requests the route would take as they are — no ``Authorization`` or
+    ``Idempotency-Key`` header (the route keeps the key with the report), a JSON body
+    that :class:`EventReport` — the route's own model — validates — and answers them
+    through the same :func:`checked_report`, :func:`report_batcher` and
+    :func:`report_answer` as :func:`report`, hence the same bytes. Anything else, and any
+    report refused before it was written (bad input, outside the service area, unknown
+    category: nothing stored), is handed to the routed endpoint with the body replayed,
+    so errors keep their one format. An unexpected failure after a report may have been
+    stored is not retried: it becomes the app's 500. ``GRIDBRANCH_EVENTS_FAST_PATH=false``
+    turns it off."""
 
-class EventReportFastPath:
-    """ASGI middleware: anonymous ``POST /v1/events`` ahead of FastAPI's routing, body
-    validation and dependencies (put in front of the whole app by ``geo_api.app.GridbranchAPI``).
+    method = "POST"
+    headers = frozenset({b"content-type", b"idempotency-key"})
+    retry_on_failure = False  # the report may have been stored: never twice
 
-    It takes only requests the route would take as they are — no ``Authorization``
-    header, a JSON body whose fields are all plainly valid (see :func:`_plain_report`),
-    the public channel — and answers them through the same checks, the same
-    :func:`report_batcher` and the same :func:`report_answer` as :func:`report`, hence
-    the same bytes. Anything else, and any report refused before it was written (bad
-    input, outside the service area, unknown category: nothing stored), is handed to the
-    routed endpoint with the body replayed, so errors keep their one format. An
-    unexpected failure after a report may have been stored is not retried: it becomes the
-    app's 500. ``GRIDBRANCH_EVENTS_FAST_PATH=false`` turns it off."""
+    def match(self, path: str):
+        return True if path == "/v1/events" else None
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    def enabled(self, app) -> bool:
+        settings = getattr(app.state, "settings", None)
+        return settings is not None and settings.events.fast_path
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = route_path(scope, "POST")
-        if path is None:
-            await self.app(scope, receive, send)
-            return
-        app = scope.get("app")
-        settings = getattr(getattr(app, "state", None), "settings", None)
-        if path != "/v1/events" or settings is None or not settings.events.fast_path:
-            await self.app(scope, receive, send)
-            return
-        json_body = False
-        for name, value in scope["headers"]:
-            if name in (b"authorization", b"idempotency-key"):  # the route keeps the key with the report
-                await self.app(scope, receive, send)
-                return
-            if name == b"content-type":
-                json_body = value.split(b";", 1)[0].strip().lower() == b"application/json"
-        if not json_body:
-            await self.app(scope, receive, send)
-            return
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away
-                return
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > _MAX_BODY:
-                break
-        body = b"".join(chunks)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": more}
-            return await receive()
-
-        fields = None
-        if not more:
-            try:
-                fields = _plain_report(orjson.loads(body))
-            except orjson.JSONDecodeError:
-                fields = None
-        if fields is None:
-            await self.app(scope, replay, send)
-            return
-        x, y, crs, category, description, channel, photos, contact = fields
-        es = settings.events
+    async def answer(self, app, match, asked: Asked) -> Reply | None:
+        kind = asked.headers.get(b"content-type")
+        if (b"idempotency-key" in asked.headers or kind is None
+                or kind.split(b";", 1)[0].strip().lower() != _JSON_TYPE):
+            return None
+        raw = await asked.body(_MAX_BODY)
+        if raw is None:
+            return None
         try:
-            ev.check_channel(channel, None)
-            ev.check_report_size(description, photos, max_description=es.max_description, max_photos=es.max_photos,
-                                 max_photo_url=es.max_photo_url)
-            result = await report_batcher(app).submit(Pending(x, y, crs, category, channel, description, photos,
-                                                              contact, reporter=None,
-                                                              actor=ev.CHANNEL_NAMES["public"]))
-        except GridbranchError:
-            await self.app(scope, replay, send)  # nothing was stored: the route answers with the problem details
-            return
-        except Exception as exc:  # noqa: BLE001 - it may have been stored: not handed over (503 or 500)
-            await unexpected_error("POST", path, exc)(scope, receive, send)
-            return
-        await _json(report_answer(result, channel, x, y), 201)(scope, receive, send)
+            body = EventReport.model_validate_json(raw)
+        except ValidationError:
+            return None  # the route answers with its 422
+        pending = checked_report(body, ANONYMOUS, app.state.settings.events)  # refused: the route answers
+        result = await report_batcher(app).submit(pending)  # refused before writing: the route answers
+        return Reply(201, orjson.dumps(report_answer(result, body.channel, body.lon, body.lat)),
+                     content_type=_JSON_TYPE)
 
 
 @router.get("/categories", summary="Event categories with department, time limit (working hours) and fitting role")

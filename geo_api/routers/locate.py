@@ -83,7 +83,7 @@ def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
     "like a single locate plus its `id`; with `Accept: text/csv` it is CSV, one flat row per input row. Batches are "
     "bounded in bytes and rows (GRIDBRANCH_LOCATE_BATCH_MAX_BYTES / _MAX_ROWS signed in, lower anonymously: "
     "_MAX_BYTES_ANONYMOUS / _MAX_ROWS_ANONYMOUS); the answer is streamed as it is made.",
-    responses=media(CSV),
+    responses={**media(CSV), **problems(429)},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "array", "items": {
             "type": "object", "required": ["id", "lon", "lat"],

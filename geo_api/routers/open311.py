@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from geo_api.idempotency import IdempotencyKey, Once, report_once
-from geo_api.responses import open311_errors
+from geo_api.responses import open311_errors, problems
 from geo_api.routers.events import report_batcher
 from layers import events as ev
 from layers import events_open311 as o311
@@ -163,7 +163,8 @@ def _text(value, field: str | None = None, *, multiline: bool = False) -> str | 
     return value or None
 
 
-@router.post("/requests.json", summary="Open311: create a service request (an anonymous public report)")
+@router.post("/requests.json", summary="Open311: create a service request (an anonymous public report)",
+             responses=problems(429))
 async def create_request(request: Request, session: SessionDep, caller: Public,
                          idempotency_key: IdempotencyKey = None) -> Response:
     settings = request.app.state.settings

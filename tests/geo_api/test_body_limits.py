@@ -17,7 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from geo_api.app import create_app
-from geo_api.deps import get_session
 from tests.conftest import make_settings, token_for
 from tests.factories import small_layout
 from tests.geo_api.test_api import api_routes
@@ -42,7 +41,7 @@ def _settings():
 @pytest.fixture
 def limited(demo_engine, demo_db):
     app = create_app(_settings(), engine=demo_engine)
-    app.dependency_overrides[get_session] = lambda: demo_db
+    app.state.bound_session = demo_db  # geo_api.deps.bound_session
     with TestClient(app) as client:
         yield client
 

@@ -8,7 +8,6 @@ from fastapi.testclient import TestClient
 
 from geo_api.app import create_app, demo_secret_path
 from geo_api.cli import _worker_env
-from geo_api.deps import get_session
 from geo_api.settings import AuthSettings, DatabaseSettings, ServiceSettings, Settings
 from layers.errors import ConfigError
 from tests.conftest import TEST_PASSWORD
@@ -24,7 +23,7 @@ def demo_settings(db_dir, secret=None) -> Settings:
 
 def client_for(settings, engine, session) -> TestClient:
     app = create_app(settings, engine=engine)
-    app.dependency_overrides[get_session] = lambda: session
+    app.state.bound_session = session  # geo_api.deps.bound_session
     return TestClient(app)
 
 

@@ -183,7 +183,7 @@ def fast_answers(monkeypatch):
     from geo_api.fastpath import LocateFastPath
 
     seen = []
-    original = LocateFastPath.answer
+    original = LocateFastPath.locate
 
     async def counting(app, *args):
         try:
@@ -194,7 +194,7 @@ def fast_answers(monkeypatch):
         seen.append(body)
         return body
 
-    monkeypatch.setattr(LocateFastPath, "answer", staticmethod(counting))
+    monkeypatch.setattr(LocateFastPath, "locate", staticmethod(counting))
     return seen
 
 

@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from layers import events as ev
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.events_eval import evaluate, evaluation_csv
-from layers.locate import build_grid_index
+from layers.events_batch import Pending, Stored, store_reports
+from layers.locate import GridIndexCache, build_grid_index
 from layers.workcal import WorkCalendar, add_working_hours
 from tests.conftest import TEST_CLOCK, scratch_engine
 from tests.factories import COMMUNITY, GRID_A, GRID_B, add_area, add_grid, add_member, rect, small_layout
@@ -89,11 +90,18 @@ def event_world(session: Session) -> dict:
 
 def report(session: Session, category: str = "xfyh", point=P, channel: str = "public", description: str = "楼道堆放杂物",
            radius: float = 100, window: float = 72) -> dict:
-    index = build_grid_index(session)
-    grid = ev.locate_report(index, point[0], point[1], tolerance_m=30, edge_m=0.05)
-    return ev.report_event(session, ev.Report(point[0], point[1], "wgs84", point[0], point[1], category, channel,
-                                              description), grid, index_version=index.version, reporter=None,
-                           actor="群众", duplicate_radius_m=radius, duplicate_window_hours=window)
+    """One anonymous report stored through the writer the service uses (a group of one,
+    committed — in the tests' sessions a savepoint); its answer's fields, or its error."""
+    return stored_alone(session, Pending(point[0], point[1], "wgs84", category, channel, description),
+                        radius=radius, window=window).stored
+
+
+def stored_alone(session: Session, pending: Pending, radius: float = 100, window: float = 72) -> Stored:
+    (out,) = store_reports(session, GridIndexCache(), [pending], tolerance_m=30, edge_m=0.05,
+                           duplicate_radius_m=radius, duplicate_window_hours=window)
+    if isinstance(out, BaseException):
+        raise out
+    return out
 
 
 def covers_all(code):
@@ -159,19 +167,21 @@ def test_outside_the_service_area_names_the_nearest_grid(empty_db):
     event_world(empty_db)
     index = build_grid_index(empty_db)
     with pytest.raises(InvalidInput) as info:
-        ev.locate_report(index, X + 0.3, Y + 0.05, tolerance_m=30, edge_m=0.05)
+        report(empty_db, point=(X + 0.3, Y + 0.05))
     assert info.value.field == "lon" and info.value.extra["nearest_grid"]["code"] in (GRID_B, "410105001001003")
     # in the gap strip beside A (within the tolerance): the nearest grid, not an error
-    got = ev.locate_report(index, X + 0.0501, Y + 0.07, tolerance_m=30, edge_m=0.05)
+    got = stored_alone(empty_db, Pending(X + 0.0501, Y + 0.07, "wgs84", "xfyh", "public", "缝隙")).grid
     assert got["match"] == "nearest" and got["code"] in (GRID_A, "410105001001003")
-    # the quick path agrees with the full locate on inside points
+    # the writer agrees with the full locate on inside points
     import numpy as np
 
     pts = [(X + 0.01 * i + 0.003, Y + 0.01 * j + 0.004) for i in range(10) for j in range(10)]
     full = index.locate(np.array([p[0] for p in pts]), np.array([p[1] for p in pts]), tolerance_m=30, edge_m=0.05)
-    for k, p in enumerate(pts):
-        if full.match[k] == 0:
-            assert ev.locate_report(index, *p, tolerance_m=30, edge_m=0.05)["code"] == index.grids[full.grid[k]]["code"]
+    inside = [k for k in range(len(pts)) if full.match[k] == 0]
+    stored = store_reports(empty_db, GridIndexCache(), [Pending(*pts[k], "wgs84", "xfyh", "public", "点") for k in inside],
+                           tolerance_m=30, edge_m=0.05, duplicate_radius_m=0, duplicate_window_hours=0)
+    for k, out in zip(inside, stored):
+        assert out.grid["code"] == index.grids[full.grid[k]]["code"]
 
 
 def test_member_suggestions_fit_the_role_nearest_grid_first_within_the_radius(empty_db):

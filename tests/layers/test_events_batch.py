@@ -15,7 +15,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from layers.crs import from_wgs84
-from layers.points import to_wgs84_point
 from layers import events as ev
 from layers.errors import InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
@@ -55,17 +54,10 @@ def run(engine, reports, cache=None):
 
 
 def alone(engine, p: Pending) -> Stored:
-    """``p`` stored on its own by :func:`layers.events.report_anywhere` (one statement,
-    one transaction), as a :class:`Stored`."""
-    lon, lat, spec = to_wgs84_point(p.x, p.y, p.crs)
-    with Session(engine, expire_on_commit=False) as s:
-        stored, grid = ev.report_anywhere(
-            s, GridIndexCache(), ev.Report(lon, lat, spec.name, p.x, p.y, p.category, p.channel, p.description,
-                                           p.photos, p.contact),
-            tolerance_m=30, edge_m=0.05, reporter=p.reporter, actor=p.actor, duplicate_radius_m=100,
-            duplicate_window_hours=72)
-        s.commit()
-    return Stored(stored, grid, lon, lat, spec.name)
+    """``p`` stored on its own (a group of one: its own statement, its own transaction)."""
+    (out,) = run(engine, [p])
+    assert isinstance(out, Stored), out
+    return out
 
 
 def shape(outcomes, first_id: int | None = None):
@@ -102,8 +94,8 @@ def reports():
 
 
 def test_a_group_gives_what_its_reports_give_one_after_another(worlds):
-    """The same reports, grouped in one database and one by one through the single-report
-    path (layers.events.report_anywhere) in the other: the same answers and rows."""
+    """The same reports, grouped in one database and one by one (each a group of its own)
+    in the other: the same answers and rows."""
     one, two = worlds
     before_one, before_two = counts(one), counts(two)
     grouped = run(one, reports())

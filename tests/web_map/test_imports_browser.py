@@ -14,9 +14,9 @@ import pytest
 import shapely
 from sqlalchemy import text
 
-from tests.conftest import make_settings, scratch_engine
+from tests.conftest import scratch_engine
 from tests.ingest.district_files import ADMIN_PASSWORD, NAME, build_district, start_deployment
-from tests.web_map.conftest import PageLog, serving
+from tests.web_map.conftest import PageLog, browser_settings, serving
 from tests.web_map.test_map_browser import move_to, open_map, to_screen
 from tests.web_map.test_phone_browser import PHONE, pressable
 
@@ -32,7 +32,7 @@ def zhongyuan(server_url, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("zhongyuan-browser")
     with scratch_engine(server_url, "imports_browser", pool=4, migrated=True) as engine:
         files = start_deployment(engine, tmp / "files", d, grids=False)
-        settings = make_settings()
+        settings = browser_settings()
         settings.imports = ImportSettings(dir=tmp / "uploads")
         with serving(create_app(settings, engine=engine)) as url:
             yield {"url": url, "engine": engine, "district": d, "files": files}

@@ -377,6 +377,40 @@ def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
                                                "tiles": [f"{live_server}/tiles/{composite}/{{z}}/{{x}}/{{y}}.mvt"]}}
 
 
+def test_the_map_runs_under_its_content_security_policy(browser, live_server):
+    """The map loads and draws its tiles with nothing refused under the page's own policy
+    (geo_api.headers.MAP_POLICY: MapLibre's blob: workers, data: images) — in a browser
+    context that does not bypass it; the embeddable map has the same policy but for
+    its frame ancestors."""
+    context = browser.new_context(viewport=VIEWPORT, locale="zh-CN", service_workers="block")
+    context.add_init_script("window.__refused = []; document.addEventListener('securitypolicyviolation', "
+                            "(e) => window.__refused.push(`${e.effectiveDirective} ${e.blockedURI}`));")
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    try:
+        answer = page.goto(f"{live_server}/map")
+        policy = answer.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        embed = page.request.get(f"{live_server}/map?embed=1").headers["content-security-policy"]
+        assert embed.replace("frame-ancestors 'self'", "frame-ancestors 'none'") == policy  # the same page policy
+        # waited for by a promise in the page (wait_for_function's eval is refused here)
+        page.evaluate(f"""() => new Promise((resolve) => {{
+            const ready = () => {READY};
+            const tick = () => (ready() ? resolve() : requestAnimationFrame(tick));
+            tick();
+        }})""")
+        assert page.evaluate("document.body.dataset.error") is None
+        page.evaluate("() => new Promise((resolve) => { const map = window.gridbranchMap; "
+                      "map.once('idle', () => resolve()); map.triggerRepaint(); })")
+        assert page.evaluate("window.gridbranchMap.queryRenderedFeatures().length") > 0  # tiles drawn
+        assert page.evaluate("window.__refused") == []
+        assert errors == []
+    finally:
+        context.close()
+
+
 def test_api_docs_load_offline(page, page_log, live_server):
     """/docs is Swagger UI from the service's own npm copy: it renders every operation of
     /openapi.json and asks no other host for anything."""
