@@ -62,6 +62,7 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+import orjson
 from sqlalchemy import text, update
 from sqlalchemy.orm import Session
 
