@@ -116,7 +116,7 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
 
 def test_the_import_form_is_usable_on_a_phone(browser, zhongyuan):
     context = browser.new_context(viewport=PHONE, device_scale_factor=1, locale="zh-CN", is_mobile=True,
-                                  has_touch=True)
+                                  has_touch=True, bypass_csp=True)  # (waits are evaluated JavaScript)
     page = context.new_page()
     try:
         open_map(page, zhongyuan["url"])
