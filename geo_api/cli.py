@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from geo_api.settings import Settings
+from layers.accounts import CLI_ACTOR
 from layers.errors import GridbranchError
 
 
@@ -464,10 +465,6 @@ def _add_users_arguments(parser: argparse.ArgumentParser) -> None:
         q.add_argument("username")
         if action == "reset-password":
             q.add_argument("--generate", action="store_true", help="generate the password and print it once")
-
-
-#: The account log's actor for what the command line does.
-CLI_ACTOR = "cli"
 
 
 def _users_run(session, args, policy) -> int:
