@@ -17,7 +17,7 @@ from geo_api.security import REASONS_ZH, hash_password, refused, verify_password
 from geo_api.signin import Token
 from layers import accounts, activation
 from layers import users as user_queries
-from layers.errors import Forbidden, InvalidInput, Unauthorized
+from layers.errors import Forbidden, GridbranchError, InvalidInput, Unauthorized
 from layers.textfields import text_fault
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -89,29 +89,36 @@ def activate(request: Request, response: Response, body: Activation, session: Se
         signin.record_failure(request, session, name, None)
         raise Unauthorized("member number, phone or activation code is wrong", field="code",
                            detail_zh="党员编号、手机号或激活码不正确")
+    try:
+        username = _activate_account(request, session, body, member_id, number)
+    except GridbranchError:
+        session.rollback()  # the code stays unused: the member tries again
+        raise
+    signin.record_success(request, session, name)
+    return signin.open_session(request, response, session, username, False)
+
+
+def _activate_account(request: Request, session, body: Activation, member_id: int, number: str) -> str:
+    """Set the password of member ``member_id``'s account, created if it has none; its username."""
     existing = accounts.member_account(session, member_id)
     policy = request.app.state.settings.auth.password_policy()
     if existing is not None:
         if not existing.active:
-            session.rollback()
             raise Forbidden("this member's account is disabled", field="number",
                             detail_zh="该党员账号已停用，请联系社区")
-        username = existing.username
-        accounts.check_password(body.password, username, policy)
-        user_queries.set_password(session, username, hash_password(body.password))
-        accounts.log_action(session, actor=username, username=username, action="activate",
+        accounts.check_password(body.password, existing.username, policy)
+        user_queries.set_password(session, existing.username, hash_password(body.password))
+        accounts.log_action(session, actor=existing.username, username=existing.username, action="activate",
                             after={"password": "set", "activation_code": "used"})
-    else:
-        username = body.username or number
-        if not accounts.USERNAME.match(username):
-            raise InvalidInput("username: the member number cannot be a username (3–64 letters, digits, '.', "
-                               "'_', '-'): choose one", field="username",
-                               detail_zh="党员编号不能用作用户名，请另选用户名")
-        accounts.check_password(body.password, username, policy)
-        accounts.create_account(session, actor=username, username=username, password_hash=hash_password(body.password),
-                                role="member", member_id=member_id, action="activate")
-    signin.record_success(request, session, name)
-    return signin.open_session(request, response, session, username, False)
+        return existing.username
+    username = body.username or number
+    if not accounts.USERNAME.match(username):
+        raise InvalidInput("username: the member number cannot be a username (3–64 letters, digits, '.', "
+                           "'_', '-'): choose one", field="username", detail_zh="党员编号不能用作用户名，请另选用户名")
+    accounts.check_password(body.password, username, policy)
+    accounts.create_account(session, actor=username, username=username, password_hash=hash_password(body.password),
+                            role="member", member_id=member_id, action="activate")
+    return username
 
 
 @router.post("/refresh", response_model=Token,
