@@ -131,6 +131,7 @@ def open_session(request: Request, response: Response, session: Session, usernam
     session.commit()
     path, secure = _cookie_place(request)
     max_age = int((row["expires_at"] - request.app.state.clock.now()).total_seconds())
+    response.headers["Cache-Control"] = "no-store"  # a token in the answer (RFC 6749 5.1)
     response.set_cookie(COOKIE, secret, max_age=max(0, max_age), path=path, secure=secure, httponly=True,
                         samesite="strict")
     return token_for_session(request, username, {**row, "must_change_password": must_change})

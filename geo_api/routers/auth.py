@@ -124,7 +124,7 @@ def _activate_account(request: Request, session, body: Activation, member_id: in
 @router.post("/refresh", response_model=Token,
              summary="Renew the session of the httpOnly session cookie: a new access token (the idle timeout "
                      "starts again)")
-def refresh(request: Request, session: SessionDep, caller: Public) -> Token:
+def refresh(request: Request, response: Response, session: SessionDep, caller: Public) -> Token:
     digest = signin.cookie_digest(request)
     if digest is None:
         raise Unauthorized("no session cookie", field="cookie", reason="invalid", detail_zh="未登录")
@@ -134,10 +134,11 @@ def refresh(request: Request, session: SessionDep, caller: Public) -> Token:
         session.commit()
         raise Unauthorized(f"the session is over ({why})", field="cookie", reason=why, detail_zh=REASONS_ZH[why])
     session.commit()
+    response.headers["Cache-Control"] = "no-store"
     return signin.token_for_session(request, row["username"], row)
 
 
-@router.post("/password", response_model=Token, responses=problems(429),
+@router.post("/password", response_model=Token, responses=problems(403, 429),
              summary="Change the signed-in account's password: every token and session of it ends, a new one "
                      "begins")
 def change_password(request: Request, response: Response, body: PasswordChange, session: SessionDep,
@@ -169,7 +170,7 @@ def change_password(request: Request, response: Response, body: PasswordChange, 
 AnyoneSigningOut = Annotated[Caller, Depends(Access(password_pending=True))]
 
 
-@router.post("/logout", status_code=204, response_class=Response,
+@router.post("/logout", status_code=204, response_class=Response, responses=problems(403),
              summary="Sign out: every token and session of the account (of the token, or of the session cookie) "
                      "ends; the cookie is cleared")
 def logout(request: Request, session: SessionDep, caller: AnyoneSigningOut) -> Response:

@@ -46,12 +46,20 @@ def test_tokens_live_the_idle_timeout_renewed_by_the_cookie_up_to_the_session_li
     cookie = r.headers["set-cookie"]
     assert f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert "Path=/v1/auth" in cookie and "Secure" not in cookie  # plain http here; Secure behind https
+    assert r.headers["cache-control"] == "no-store"
+    behind = client.post("/v1/auth/token", data={"username": "dispatcher", "password": TEST_PASSWORD},
+                         headers={"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/gb"})
+    assert "Secure" in behind.headers["set-cookie"] and "Path=/gb/v1/auth" in behind.headers["set-cookie"]
+    client.cookies.clear()
+    r = _token(client, "dispatcher")
+    body = r.json()
+    claims = jwt.decode(body["access_token"], options={"verify_signature": False})
     headers = _auth(r)
 
     clock.advance(minutes=idle - 1)
     assert _me(client, headers) == 200
     renewed = client.post("/v1/auth/refresh")
-    assert renewed.status_code == 200, renewed.text
+    assert renewed.status_code == 200 and renewed.headers["cache-control"] == "no-store", renewed.text
     again = jwt.decode(renewed.json()["access_token"], options={"verify_signature": False})
     assert again["jti"] == claims["jti"] and again["auth_time"] == claims["auth_time"]
     clock.advance(minutes=1)
