@@ -1,6 +1,6 @@
 """A member's session on a phone, in a real browser (issue 17 items 3–4, issue 22 build 2):
-the member activates their account with the code the community issued, sets a
-password, reloads and is still signed in (the httpOnly session cookie), registers at
+the street's admin issues the community's activation codes on the map; the member
+activates their account with the code, sets a password, reloads and is still signed in (the httpOnly session cookie), registers at
 the grid where they live, signs out; a reload after the account's tokens were revoked
 elsewhere signs the page out and says why, and so does the idle timeout.
 
@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from layers import activation
+from tests.conftest import TEST_PASSWORD
 from tests.factories import add_member
 from shapely.geometry import Point, shape
 
@@ -24,16 +24,22 @@ pytestmark = pytest.mark.browser
 NUMBER, PHONE, PASSWORD = "TEST-ACT-0001", "13912345601", "Phone-member-2026"
 
 
+COMMUNITY = "410105001001"  # in the demo street admin's street
+
+
 @pytest.fixture
-def coded_member(demo_engine):
+def new_member(demo_engine):
+    """A member of COMMUNITY (by their work-unit branch there) without an account."""
     with Session(demo_engine) as s:
-        mid = add_member(s, "测试激活党员", number=NUMBER, phone=PHONE)
-        [issued] = activation.issue_codes(s, actor="admin", member_ids=[mid], days=14)
+        branch = s.execute(text("SELECT b.id FROM branches b JOIN admin_areas a ON a.id = b.community_id "
+                                "WHERE a.code = :c ORDER BY b.id LIMIT 1"), {"c": COMMUNITY}).scalar_one()
+        mid = add_member(s, "测试激活党员", number=NUMBER, phone=PHONE, work_branch=branch)
         s.commit()
     try:
-        yield mid, issued["code"]
+        yield mid
     finally:
         with demo_engine.begin() as conn:
+            conn.execute(text("DELETE FROM activation_codes WHERE issued_by = 'street_admin'"))
             conn.execute(text("DELETE FROM registrations WHERE member_id = :m"), {"m": mid})
             conn.execute(text("DELETE FROM residences WHERE member_id = :m"), {"m": mid})
             conn.execute(text("DELETE FROM users WHERE member_id = :m"), {"m": mid})
@@ -56,12 +62,29 @@ SIGNED_OUT = "document.body.dataset.role === undefined"
 
 
 def test_a_member_activates_on_a_phone_reloads_registers_and_signs_out(page, page_log, live_server, demo_engine,
-                                                                       coded_member):
-    member_id, code = coded_member
+                                                                       new_member):
+    member_id = new_member
     page.set_viewport_size({"width": 390, "height": 844})
     page.clock.install()  # the page's timers, so the idle timeout can be skipped to below
     open_map(page, live_server)
     grid_code, lon, lat = _a_grid(live_server)
+
+    # the street's admin issues the community's codes, to print and hand out
+    page.fill("#signin input[name=username]", "street_admin")
+    page.fill("#signin input[name=password]", TEST_PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_function("document.body.dataset.role === 'admin'")
+    page.fill("#codes-form input[name=within]", COMMUNITY)
+    page.click("#codes-form button[type=submit]")
+    page.wait_for_function("document.getElementById('codes').dataset.state === 'ready'", timeout=60_000)
+    code = page.inner_text(f"#codes-table tr[data-number='{NUMBER}'] .code")
+    with demo_engine.connect() as conn:
+        issued = conn.execute(text("SELECT count(*) FROM activation_codes WHERE issued_by = 'street_admin' "
+                                   "AND used_at IS NULL AND voided_at IS NULL")).scalar()
+    assert issued == page.locator("#codes-table tbody tr").count() > 1
+    page.click("#signout")
+    page.wait_for_function(SIGNED_OUT)
+    assert page.is_hidden("#codes")
 
     # activation, as a member types it on a phone: the code in lower case, without dashes
     page.click("#activate-toggle")

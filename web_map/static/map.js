@@ -36,6 +36,7 @@ import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
 import { apiCaller, apiDownloader } from './api.js';
 import { wireDispatch } from './dispatch.js';
 import { wireAccounts } from './accounts.js';
+import { wireCodes } from './codes.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
@@ -287,6 +288,7 @@ let registration = null;
 let dispatch = null;
 let ranking = null; // rankings for admins and dispatchers (ranking.js)
 let accounts = null; // admins hand out accounts in their area (accounts.js)
+let codes = null; // and activation codes to its members (codes.js)
 let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
@@ -1090,6 +1092,9 @@ function showSession() {
   if (accounts) {
     accounts.sessionChanged();
   }
+  if (codes) {
+    codes.sessionChanged();
+  }
   if (selectedProps) {
     selectGrid(selectedProps); // its details again: the upkeep panel comes or goes with the account
   }
@@ -1170,6 +1175,7 @@ async function main() {
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
     accounts = wireAccounts({ call, el, session: () => session });
+    codes = wireCodes({ call, el, session: () => session });
     wireSearch({ call, el, showPlace });
     upkeep = wireUpkeep({
       map,
