@@ -13,7 +13,7 @@ from geo_api.deps import Access, Caller, Public, SessionDep, SignedIn
 from geo_api.params import Body
 from geo_api.responses import problems
 from geo_api.routers.accounts import Password
-from geo_api.security import REASONS_ZH, hash_password, refused, verify_password
+from geo_api.security import REASONS_ZH, hash_password, verify_password
 from geo_api.signin import Token
 from layers import accounts, activation
 from layers import users as user_queries

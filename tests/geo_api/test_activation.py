@@ -89,7 +89,8 @@ def test_an_admin_reset_of_a_member_is_a_new_code_that_voids_the_last(client, de
     first = client.post("/v1/activation-codes", headers=token_for("t_cadmin"),
                         json={"member_ids": [one["id"]], "days": 3}).json()["codes"][0]["code"]
     assert _activate(client, one, first).status_code == 200
-    old = {"Authorization": f"Bearer {client.post('/v1/auth/token', data={'username': one['number'], 'password': PASSWORD}).json()['access_token']}"}
+    signed = client.post("/v1/auth/token", data={"username": one["number"], "password": PASSWORD})
+    old = {"Authorization": f"Bearer {signed.json()['access_token']}"}
     r = client.post(f"/v1/accounts/{one['number']}/reset-password", headers=token_for("t_cadmin"))
     assert r.status_code == 200 and r.json()["password"] is None
     code = r.json()["activation_code"]

@@ -11,7 +11,7 @@ from geo_api.app import create_app
 from geo_api.deps import Access
 from geo_api.settings import AuthSettings, DatabaseSettings, ServiceSettings, Settings
 from layers.errors import ConfigError
-from tests.conftest import TEST_SECRET, make_settings
+from tests.conftest import make_settings
 
 
 def test_healthz_tells_versions_to_admins_only(client):
