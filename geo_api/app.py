@@ -224,5 +224,6 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
                    imports, tiles):
         app.include_router(module.router)
     app.include_router(branches.log_router)
+    app.include_router(accounts.codes_router)
     pages.mount(app)  # /map and /docs, with their static files
     return app

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from geo_api.settings import Settings
+from layers.accounts import CLI_ACTOR
 from layers.errors import GridbranchError
 
 
@@ -466,10 +467,6 @@ def _add_users_arguments(parser: argparse.ArgumentParser) -> None:
         q.add_argument("username")
         if action == "reset-password":
             q.add_argument("--generate", action="store_true", help="generate the password and print it once")
-
-
-#: The account log's actor for what the command line does.
-CLI_ACTOR = "cli"
 
 
 def _users_run(session, args, policy) -> int:

@@ -24,7 +24,7 @@ from fastapi.security import OAuth2PasswordBearer
 from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
-from geo_api.security import read_token
+from geo_api.security import read_token, refused
 from layers import accounts as account_queries
 from layers import branches as branch_queries
 from layers import events as event_queries
@@ -81,6 +81,10 @@ class Caller:
     area_code: str | None = None
     member_id: int | None = None
     department_id: int | None = None
+    #: an admin reset the password: nothing but changing it (and signing out) until then
+    must_change_password: bool = False
+    #: the session (the token's ``jti``)
+    session_id: str | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -117,22 +121,36 @@ async def get_caller(request: Request, session: SessionDep, token: Annotated[str
     # in the thread pool
     if not token:
         return ANONYMOUS
-    username = read_token(request.app.state.auth_secret, token, now=request.app.state.clock.now(),
-                          max_minutes=request.app.state.settings.auth.token_minutes)
-    user = await run_in_threadpool(user_queries.active_user, session, username)
+    auth = request.app.state.settings.auth
+    claims = read_token(request.app.state.auth_secret, token, now=request.app.state.clock.now(),
+                        max_minutes=auth.token_minutes, idle_minutes=auth.token_idle_minutes)
+    # the one account read a signed-in request makes (it was made before tokens were
+    # revocable: a disabled account stops at once); comparing the token's epoch with the
+    # account's is what revokes every token of the account at once (bench/auth.py)
+    user = await run_in_threadpool(user_queries.caller_account, session, claims.username)
     if user is None:
-        raise Unauthorized("unknown or disabled account")
+        raise refused("unknown or disabled account", "disabled")
+    if user.token_epoch != claims.epoch:
+        raise refused("token revoked: signed out, password changed or account changed", "revoked")
     return Caller(username=user.username, role=user.role, area_code=user.area_code, member_id=user.member_id,
-                  department_id=user.department_id)
+                  department_id=user.department_id, must_change_password=user.must_change_password,
+                  session_id=claims.session_id)
 
 
 class Access:
-    """A route's declared access: anonymous allowed (no roles) or one of ``roles``."""
+    """A route's declared access: anonymous allowed (no roles) or one of ``roles``. An
+    account whose password an admin reset may call only the routes declared
+    ``password_pending`` (who am I, change the password, sign out) until it changed it."""
 
-    def __init__(self, *roles: str):
+    def __init__(self, *roles: str, password_pending: bool = False):
         self.roles = frozenset(roles)
+        self.password_pending = password_pending
 
     async def __call__(self, caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+        if caller.must_change_password and not self.password_pending:
+            raise Forbidden("change your password first (POST /v1/auth/password): an admin reset it",
+                            field="password", reason="must_change_password",
+                            detail_zh="管理员已重置密码，请先修改密码")
         if not self.roles:
             return caller
         if caller.anonymous:
@@ -148,6 +166,8 @@ def require_roles(*roles: str):
 
 Public = Annotated[Caller, Depends(Access())]
 CurrentUser = Annotated[Caller, Depends(Access(*account_queries.ROLES))]
+#: signed in, also with a password still to change (geo_api.routers.auth)
+SignedIn = Annotated[Caller, Depends(Access(*account_queries.ROLES, password_pending=True))]
 
 
 # -- Scope: the one place where arguments are checked against the caller's area ---------

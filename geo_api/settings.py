@@ -37,6 +37,17 @@ class AuthSettings(BaseSettings):
     password_min_length: int = Field(10, ge=1, le=128, description="passwords: at least this many characters")
     password_min_classes: int = Field(3, ge=1, le=4, description="passwords: at least this many of lower case, "
                                                                  "upper case, digits and other characters")
+    token_idle_minutes: int = Field(30, ge=1, description="a session not renewed for this long ends (the idle "
+                                                          "timeout); an access token lives at most this long")
+    signin_lock_failures: int = Field(5, ge=1, description="failed sign-ins in a row that lock a username")
+    signin_lock_minutes: float = Field(15, gt=0, description="how long a locked username stays locked")
+    signin_address_failures: int = Field(20, ge=1, description="failed sign-ins from one address within the window "
+                                                               "that slow the address down")
+    signin_address_window_minutes: float = Field(10, gt=0, description="the window of signin_address_failures")
+    signin_address_delay_seconds: int = Field(30, ge=1, description="a slowed address gets one attempt per this "
+                                                                    "many seconds")
+    activation_days: int = Field(14, ge=1, le=365, description="members' activation codes are valid this many days "
+                                                               "unless the issuer says otherwise")
 
     def password_policy(self):
         from layers.accounts import PasswordPolicy

@@ -20,7 +20,7 @@ from ingest.calendar import load_national_calendar
 from layers.crs import crs_hint, geoms_to_wgs84, in_china_rough
 from ingest.files import FileError, SourceFile
 from layers import boundaries as store
-from layers import users
+from layers import accounts, users
 from layers.codes import district_code
 from layers.coverage_topology import lonlat_area, polygon_parts, repair
 from layers.errors import ConfigError, Conflict, InvalidInput
@@ -98,8 +98,9 @@ def start_district(session: Session, *, code: str, boundary: SourceFile, crs: st
         raise ConfigError("no service roles: the migrations seed the default six (migration 0001); run gridbranch "
                           "migrate on an empty database")
     days = load_national_calendar(conn)
-    users.upsert_user(session, username=admin_username, password_hash=admin_password_hash, role="admin",
-                      area_code=code, display_name=f"{name}委组织部")
+    # through the accounts' one way in, so that the first admin has its account_log row too
+    accounts.create_account(session, actor=accounts.CLI_ACTOR, username=admin_username, password_hash=admin_password_hash,
+                            role="admin", area_code=code, display_name=f"{name}委组织部")
     area_km2 = float(lonlat_area([geom])[0]) / 1e6
     return {"code": code, "name": name, "area_km2": area_km2, "parts": int(shapely.get_num_geometries(geom)),
             "roles": roles, "calendar_days": days, "admin": admin_username, "notes": notes}

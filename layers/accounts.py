@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from layers import textfields
+from layers import textfields, users
 from layers.codes import AREA_CODE, GRID_CODE, area_prefix, level_of
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.registrations import MEMBER_AREA_COLUMNS
@@ -41,6 +41,9 @@ CREATES: dict[str, frozenset[str]] = {
     "street_admin": frozenset({"community_admin", "grid_worker", "member"}),
     "community_admin": frozenset({"grid_worker", "member"}),
 }
+
+#: The account log's actor for what the command line does (``gridbranch init``, ``users``).
+CLI_ACTOR = "cli"
 
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$")
 USERNAME_MAX = 64
@@ -167,6 +170,11 @@ def account(session: Session, username: str, *, lock: bool = False) -> dict:
     return _view(row)
 
 
+def member_account(session: Session, member_id: int):
+    """The account of member ``member_id`` (its username and whether it is active), or None."""
+    return session.execute(text("SELECT username, active FROM users WHERE member_id = :m"), {"m": member_id}).first()
+
+
 def accounts_within(session: Session, within: str, *, role: str | None = None, active: bool | None = None,
                     limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
     """The accounts belonging to area (or grid) ``within`` — those whose home lies in it,
@@ -211,10 +219,11 @@ def _log(session: Session, actor: str, account: dict, action: str, before: dict 
 
 def create_account(session: Session, *, actor: str, username: str, password_hash: str, role: str,
                    area_code: str | None = None, department: str | None = None, member_id: int | None = None,
-                   display_name: str | None = None) -> dict:
+                   display_name: str | None = None, action: str = "create") -> dict:
     """Create account ``username`` (checked by :func:`check_binding`; the caller has
-    checked that ``actor`` may); logged as ``actor``'s. :class:`Conflict` naming the
-    field when the username is taken or the member has an account already."""
+    checked that ``actor`` may); logged as ``actor``'s ``action`` (``activate`` when a
+    member activates their own). :class:`Conflict` naming the field when the username
+    is taken or the member has an account already."""
     if not USERNAME.match(username):
         raise InvalidInput("username: 3–64 letters, digits, '.', '_' or '-', starting with a letter or digit",
                            field="username")
@@ -232,7 +241,7 @@ def create_account(session: Session, *, actor: str, username: str, password_hash
     if created is None:
         raise Conflict(f"username {username!r} is taken", field="username")
     view = account(session, username)
-    _log(session, actor, view, "create", None, _public(view))
+    _log(session, actor, view, action, None, _public(view))
     return view
 
 
@@ -249,11 +258,22 @@ def set_account_active(session: Session, *, actor: str, username: str, active: b
     return after
 
 
-def reset_password(session: Session, *, actor: str, username: str, password_hash: str) -> dict:
-    """Give account ``username`` the password hashed as ``password_hash``; logged as
-    ``actor``'s (never the hash)."""
+def reset_password(session: Session, *, actor: str, username: str, password_hash: str,
+                   must_change: bool = True, activation_code: bool = False) -> dict:
+    """Give account ``username`` the password hashed as ``password_hash`` (a void one and
+    ``activation_code`` when a member activates anew with a code); logged as ``actor``'s
+    (never the hash). With ``must_change`` the account must choose its own password at
+    its next sign-in before it may do anything else. Its tokens and sessions end (the
+    token epoch of migration 0015)."""
     view = account(session, username, lock=True)
-    session.execute(text("UPDATE users SET password_hash = :h WHERE username = :u"),
-                    {"h": password_hash, "u": username})
-    _log(session, actor, view, "reset_password", None, {"password": "reset"})
+    users.set_password(session, username, password_hash, must_change=must_change)
+    _log(session, actor, view, "reset_password", None,
+         {"password": "reset", **({"activation_code": "issued"} if activation_code else {})})
     return view
+
+
+def log_action(session: Session, *, actor: str, username: str, action: str, after: dict,
+               before: dict | None = None) -> None:
+    """A row of ``account_log`` about account ``username``: a password change, an
+    activation, a lock, a sign-out (the caller commits)."""
+    _log(session, actor, account(session, username), action, before, after)

@@ -298,6 +298,10 @@ class User(Base):
     department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
     display_name: Mapped[str | None] = mapped_column(Text)
     active: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    #: bumped by a trigger on any change of password, role, binding or state, and by a
+    #: sign-out: tokens of an older epoch are refused (migration 0015)
+    token_epoch: Mapped[int] = mapped_column(Integer, server_default="0")
+    must_change_password: Mapped[bool] = mapped_column(Boolean, server_default="false")
 
 
 class DataVersion(Base):

@@ -302,6 +302,13 @@ def bearer(client: TestClient, username: str, password: str = TEST_PASSWORD) -> 
 def token_for(username: str) -> dict[str, str]:
     """A valid token for ``username`` without the password round (fast; the password
     flow itself is tested in tests/geo_api/test_api.py)."""
+    from datetime import timedelta
+
     from geo_api.security import issue_token
 
-    return {"Authorization": f"Bearer {issue_token(TEST_SECRET, username, 60, now=TEST_CLOCK.now())}"}
+    # the accounts' first token epoch (migration 0015); a session of no row, which only
+    # its refresh would need
+    now = TEST_CLOCK.now()
+    token = issue_token(TEST_SECRET, username, epoch=0, session_id="test", started=now,
+                        session_end=now + timedelta(hours=12), idle_minutes=30, now=now)
+    return {"Authorization": f"Bearer {token}"}

@@ -1,6 +1,8 @@
 """Accounts (账号管理): admins create, list, disable and re-enable the accounts of the
-kinds below their own inside their area, and reset their passwords (layers.accounts)."""
+kinds below their own inside their area, and reset their passwords (layers.accounts);
+they hand members activation codes (layers.activation)."""
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -9,9 +11,13 @@ from pydantic import BaseModel, Field
 from geo_api.accounts import password_for
 from geo_api.deps import Caller, ScopedAccount, ScopedWithin, SessionDep, area_in_scope, require_roles, scoped_member
 from geo_api.params import Body, Limit, Offset
-from geo_api.responses import problems
-from layers import accounts
+from geo_api.responses import CSV, media, problems
+from geo_api.routers.coverage import _csv
+from geo_api.security import VOID_PASSWORD
+from layers import accounts, activation
 from layers import textfields
+from layers.codes import level_of
+from layers.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"], responses=problems(400, 403, 404, 409))
 Admins = Annotated[Caller, require_roles("admin")]
@@ -61,7 +67,11 @@ class AccountPublic(BaseModel):
 
 class AccountCreated(BaseModel):
     account: AccountPublic
-    password: str | None = Field(description="the generated password, answered this once (null when given)")
+    password: str | None = Field(description="the generated password, answered this once (null when given, and "
+                                             "for a member's reset: see activation_code)")
+    activation_code: str | None = Field(None, description="a member's reset: the new activation code (激活码) the "
+                                                          "member activates the account with, answered this once")
+    activation_expires_at: datetime | None = None
 
 
 class AccountPage(BaseModel):
@@ -137,8 +147,86 @@ def enable_account(session: SessionDep, caller: Admins, username: ScopedAccount)
              summary="Give an account a new password (generated and answered once unless given)")
 def reset_password(request: Request, session: SessionDep, caller: Admins, username: ScopedAccount,
                    body: PasswordReset | None = None) -> AccountCreated:
+    """The account must choose its own password at its next sign-in. A member's account
+    gets a new activation code instead of a password: the member activates it again."""
     _manageable(session, caller, username)
+    target = accounts.account(session, username)
+    if target["role"] == "member":
+        if body is not None and body.password is not None:
+            raise InvalidInput("password: a member's reset is a new activation code; give no password",
+                               field="password", detail_zh="党员账号重置后由本人用激活码设置密码，请勿指定密码")
+        [issued] = activation.issue_codes(session, actor=caller.username, member_ids=[target["member_id"]],
+                                          days=request.app.state.settings.auth.activation_days)
+        account = accounts.reset_password(session, actor=caller.username, username=username,
+                                          password_hash=VOID_PASSWORD, must_change=False, activation_code=True)
+        session.commit()
+        return AccountCreated(account=_public(caller, account), password=None, activation_code=issued["code"],
+                              activation_expires_at=issued["expires_at"])
     shown, hashed = password_for(_policy(request), username, body.password if body else None)
     account = accounts.reset_password(session, actor=caller.username, username=username, password_hash=hashed)
     session.commit()
     return AccountCreated(account=_public(caller, account), password=shown)
+
+
+# -- activation codes -------------------------------------------------------------------
+
+codes_router = APIRouter(prefix="/v1/activation-codes", tags=["accounts"], responses=problems(400, 403, 404))
+
+
+class CodesRequest(Body):
+    """Activation codes for the members of a community (or grid) who have no account yet,
+    or for the members named (each inside the caller's area; one with an account
+    activates it anew)."""
+
+    within: str | None = Field(None, max_length=15, description="a community or grid code; default the "
+                                                                "caller's area (a community admin's community)")
+    member_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] | None = Field(
+        None, max_length=activation.MAX_CODES, description="these members instead")
+    days: int | None = Field(None, ge=1, le=365, description="valid this many days (default "
+                                                             "GRIDBRANCH_ACTIVATION_DAYS)")
+
+
+class IssuedCode(BaseModel):
+    member_id: int
+    number: str | None
+    name: str
+    code: str = Field(description="answered this once: only its hash is kept")
+    expires_at: datetime
+
+
+class IssuedCodes(BaseModel):
+    within: str | None
+    issued_at: datetime
+    codes: list[IssuedCode]
+
+
+CODES_CSV_HEADER = ("党员编号", "姓名", "激活码", "有效期至")
+
+
+@codes_router.post("", response_model=IssuedCodes, responses=media(CSV, status=200),
+                   summary="Issue one-time activation codes (激活码) to members of the caller's area: JSON, or a "
+                           "printable CSV list (format=csv)")
+def issue_codes(request: Request, session: SessionDep, caller: Admins, body: CodesRequest,
+                format: Annotated[Literal["json", "csv"], Query(description="json, or csv to print")] = "json"):
+    days = body.days or request.app.state.settings.auth.activation_days
+    within = None
+    if body.member_ids is None:
+        within = area_in_scope(caller, body.within, "within")
+        if level_of(within) not in ("community", "grid"):
+            raise InvalidInput("within: codes are issued for one community (or grid) at a time", field="within",
+                               detail_zh="激活码按社区（或网格）发放，请选择一个社区")
+        member_ids = activation.members_without_account(session, within)
+    else:
+        if body.within is not None:
+            raise InvalidInput("within: give within or member_ids, not both", field="within")
+        member_ids = sorted({scoped_member(session, caller, m, lock=True) for m in body.member_ids})
+    if len(member_ids) > activation.MAX_CODES:
+        raise InvalidInput(f"within: more than {activation.MAX_CODES} members at once", field="within")
+    issued = activation.issue_codes(session, actor=caller.username, member_ids=member_ids, days=days)
+    now = request.app.state.clock.now()
+    session.commit()
+    if format == "csv":
+        rows = [CODES_CSV_HEADER] + [(c["number"] or "", c["name"], c["code"], c["expires_at"].isoformat())
+                                     for c in issued]
+        return _csv(activation.as_csv(rows), f"activation-codes-{within or 'members'}.csv")
+    return IssuedCodes(within=within, issued_at=now, codes=[IssuedCode(**c) for c in issued])

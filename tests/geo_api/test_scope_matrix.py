@@ -140,6 +140,14 @@ CASES: dict[tuple[str, str], list[Case]] = {
     ("POST", "/v1/auth/token"): [Case(lambda c, w, r: req("POST", "/v1/auth/token",
                                                           data={"username": "admin", "password": "wrong"}))],
     ("GET", "/v1/auth/me"): [Case(lambda c, w, r: req("GET", "/v1/auth/me"))],
+    # sign-in's own writes (guards, sign-in log, sessions) are no data of anyone's area
+    ("POST", "/v1/auth/activate"): [Case(lambda c, w, r: req("POST", "/v1/auth/activate", json={
+        "number": "MATRIX-1", "phone": "19912340001", "code": "AAAA-BBBB-CCCC", "password": "Matrix-probe-2026"}),
+        write=True)],
+    ("POST", "/v1/auth/refresh"): [Case(lambda c, w, r: req("POST", "/v1/auth/refresh"))],
+    ("POST", "/v1/auth/password"): [Case(lambda c, w, r: req("POST", "/v1/auth/password", json={
+        "current_password": "wrong", "new_password": "Matrix-probe-2026"}), write=True)],
+    ("POST", "/v1/auth/logout"): [Case(lambda c, w, r: req("POST", "/v1/auth/logout"), write=True)],
     ("GET", "/v1/areas"): [Case(lambda c, w, r: req("GET", "/v1/areas"))],
     # public: boundaries, grids, places and locations carry no personal data
     ("GET", "/v1/areas/boundaries"): [Case(lambda c, w, r: req("GET", "/v1/areas/boundaries",
@@ -222,6 +230,10 @@ CASES: dict[tuple[str, str], list[Case]] = {
         lambda c, w, r, method=method, tail=tail: req(method, f"/v1/imports/{'0' * 32}{tail}"),
         write=method == "POST", entitled=lambda r, w: False)]
        for method, tail in (("GET", ""), ("GET", "/preview"), ("POST", "/check"), ("POST", "/commit"))},
+    # activation codes name the members of the grid (or community) they are issued for
+    ("POST", "/v1/activation-codes"): [Case(lambda c, w, r: req("POST", "/v1/activation-codes",
+                                                                json={"within": _AREA[w]}),
+                                            scope="area", write=True, entitled=_admins)],
     ("GET", "/v1/coverage/summary"): [Case(lambda c, w, r: req("GET", "/v1/coverage/summary",
                                                                params={"code": {"in": C_IN, "out": C_OUT}[w]}),
                                            scope="area", entitled=_centre)],
@@ -536,7 +548,7 @@ def _fingerprint(db):
     counts = db.execute(text("SELECT (SELECT count(*) FROM event_log), (SELECT count(*) FROM upkeep_log), "
                              "(SELECT count(*) FROM events), (SELECT count(*) FROM registrations), "
                              "(SELECT count(*) FROM work_calendar_days), (SELECT count(*) FROM event_routes), "
-                             "(SELECT count(*) FROM account_log), "
+                             "(SELECT count(*) FROM account_log), (SELECT count(*) FROM activation_codes), "
                              "(SELECT md5(string_agg(username || password_hash || active, ',' ORDER BY username)) "
                              "FROM users)")).one()
     return tuple(versions), tuple(counts)

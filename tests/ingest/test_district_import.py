@@ -94,6 +94,7 @@ def test_init_starts_an_empty_deployment(built):
         roles = conn.execute(text("SELECT count(*) FROM service_roles WHERE active")).scalar()
         days = conn.execute(text("SELECT count(*) FROM work_calendar_days")).scalar()
         admin = conn.execute(text("SELECT role, area_code, display_name FROM users")).all()
+        logged = conn.execute(text("SELECT actor, username, action, area FROM account_log")).all()
         nothing_else = conn.execute(text(
             "SELECT (SELECT count(*) FROM members) + (SELECT count(*) FROM events) + (SELECT count(*) FROM branches)"
             " + (SELECT count(*) FROM departments)")).scalar()
@@ -102,6 +103,7 @@ def test_init_starts_an_empty_deployment(built):
     assert roles == 6 and "法治建设宣传员" in init["out"]
     assert days > 0 and f"{days} days added" in init["out"]
     assert admin == [("admin", DISTRICT, f"{NAME}委组织部")]
+    assert logged == [("cli", "admin", "create", DISTRICT)]  # the first admin has its log row too
     assert nothing_else == 0  # no demo data at all
     # a second init refuses and says which district is there
     again = steps["init_again"]

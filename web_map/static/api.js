@@ -4,7 +4,9 @@
 // what was wrong) and whose `status` is the HTTP status — and the way they show an
 // outcome in a message line.
 
-export function apiCaller(apiUrl, session) {
+// `refused(status, problem)` hears of every refusal of a signed-in request (session.js
+// signs the page out when the service no longer takes the token, and says why).
+export function apiCaller(apiUrl, session, refused = () => {}) {
   return async function call(path, { method = 'GET', body } = {}) {
     const s = session();
     const headers = { Accept: 'application/json' };
@@ -22,6 +24,9 @@ export function apiCaller(apiUrl, session) {
       // no JSON body
     }
     if (!response.ok) {
+      if (s) {
+        refused(response.status, data);
+      }
       throw refusal(response, data);
     }
     return data;

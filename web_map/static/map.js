@@ -12,7 +12,8 @@
 // Personal data stays out: the page asks only for public tile layers (never `members`)
 // and public endpoints. /map?embed=1 (for other portals) hides the side panel and draws
 // only public aggregate layers; its popups show tile attributes only. Staff and members
-// may sign in (the token lives in this page's memory only): an admin then also gets the
+// may sign in (session.js: the token lives in this page's memory, the session in an
+// httpOnly cookie that survives a reload; members activate their own accounts): an admin then also gets the
 // residences of members in their area (the `members` tiles, zoom 15 and above, a source
 // of their own that alone carries the Authorization header), and admins and dispatchers
 // get the summary line from the coverage analysis. A member registers at the grid where
@@ -38,9 +39,11 @@ import { wireDepartment } from './dept.js';
 import { wireDispatch } from './dispatch.js';
 import { wireAccounts } from './accounts.js';
 import { wireImports } from './imports.js';
+import { wireCodes } from './codes.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
+import { wireSession } from './session.js';
 import { wireSheet } from './sheet.js';
 import { wireUpkeep } from './upkeep.js';
 
@@ -157,6 +160,9 @@ async function fetchJson(url, { auth = false } = {}) {
     try {
       const body = await response.json();
       detail = body.detail_zh || body.detail || body.title || '';
+      if (auth && sessions) {
+        sessions.refused(response.status, body);
+      }
     } catch {
       // not JSON: the status line is all we have
     }
@@ -276,8 +282,9 @@ map.on('error', (event) => {
   showStatus(`地图出错：${event.error?.message || '未知错误'}`, 'error');
 });
 
-// The signed-in account: {token, username, role, area_code}, or null.
+// The signed-in account: {token, username, role, area_code}, or null (session.js keeps it).
 let session = null;
+let sessions = null;
 // Member registration and the admins' confirmations (register.js), and event handling
 // for staff (dispatch.js); null on the embedded map.
 let registration = null;
@@ -285,6 +292,7 @@ let dispatch = null;
 let ranking = null; // rankings for admins and dispatchers (ranking.js)
 let department = null; // a department's own events and figures (dept.js)
 let accounts = null; // admins hand out accounts in their area (accounts.js)
+let codes = null; // and activation codes to its members (codes.js)
 let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
 let imports = null; // district and street admins import their data (imports.js)
 
@@ -1019,9 +1027,7 @@ async function summarise(gridsMinzoom) {
 // --- sign-in (staff and members) ---------------------------------------------------
 
 const ROLE_NAMES = { admin: '管理员', dispatcher: '指挥中心', grid_worker: '网格员', department_staff: '职能部门', member: '党员' };
-const signinForm = document.getElementById('signin');
 const signedInEl = document.getElementById('signed-in');
-const signinError = signinForm.querySelector('.signin-error');
 const membersGroup = document.querySelector('.layer-group[data-group="members"]');
 let gridsMinzoom = 9;
 
@@ -1075,8 +1081,6 @@ function removeMembers() {
 }
 
 function showSession() {
-  signinForm.hidden = Boolean(session);
-  signedInEl.hidden = !session;
   if (session) {
     signedInEl.querySelector('.who').textContent =
       `已登录：${session.username}（${ROLE_NAMES[session.role] || session.role}${session.area_code ? `，${session.area_code}` : ''}）`;
@@ -1099,58 +1103,34 @@ function showSession() {
   if (imports) {
     imports.sessionChanged();
   }
+  if (codes) {
+    codes.sessionChanged();
+  }
   if (selectedProps) {
     selectGrid(selectedProps); // its details again: the upkeep panel comes or goes with the account
   }
 }
 
-async function signIn(username, password, bounds) {
-  const response = await fetch(apiUrl('v1/auth/token'), {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/x-www-form-urlencoded', Accept: 'application/json' },
-    body: new URLSearchParams({ username, password }),
-  });
-  if (!response.ok) {
-    throw new Error(response.status === 401 ? '用户名或密码错误' : `HTTP ${response.status}`);
-  }
-  const { access_token: token } = await response.json();
-  session = { token, username };
-  try {
-    const me = await fetchJson(apiUrl('v1/auth/me'), { auth: true });
-    session = { token, username: me.username, role: me.role, area_code: me.area_code };
-  } catch (err) {
-    session = null;
-    throw err;
-  }
-  showSession();
-  addMembers(bounds);
-  await summarise(gridsMinzoom);
-}
-
-function signOut() {
-  session = null;
-  removeMembers();
-  showSession();
-  summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
-}
-
+// Signing in and out, and the session across reloads (session.js); the map follows the
+// account: its members tiles, its summary line, the panels of its role.
 function wireSignIn(bounds) {
   if (EMBED) {
     return;
   }
-  signinForm.addEventListener('submit', async (event) => {
-    event.preventDefault();
-    const data = new FormData(signinForm);
-    signinError.hidden = true;
-    try {
-      await signIn(String(data.get('username')), String(data.get('password')), bounds);
-      signinForm.reset();
-    } catch (err) {
-      signinError.textContent = `登录失败：${err.message}`;
-      signinError.hidden = false;
-    }
+  sessions = wireSession({
+    apiUrl,
+    onChange: async (account) => {
+      session = account;
+      if (session) {
+        showSession();
+        addMembers(bounds);
+      } else {
+        removeMembers();
+        showSession();
+      }
+      await summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
+    },
   });
-  document.getElementById('signout').addEventListener('click', signOut);
 }
 
 function idle() {
@@ -1202,7 +1182,7 @@ async function main() {
   map.on('zoomend', () => updateZoomHints(minzoom));
   wireSignIn(tilejson.bounds);
   if (!EMBED) {
-    const call = apiCaller(apiUrl, () => session);
+    const call = apiCaller(apiUrl, () => session, (status, data) => sessions.refused(status, data));
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
     accounts = wireAccounts({ call, el, session: () => session });
@@ -1212,6 +1192,7 @@ async function main() {
       summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
     };
     imports = wireImports({ map, apiUrl, call, el, session: () => session, refreshTiles: imported, reveal });
+    codes = wireCodes({ call, el, session: () => session });
     wireSearch({ call, el, showPlace });
     upkeep = wireUpkeep({
       map,
@@ -1239,6 +1220,9 @@ async function main() {
     });
   }
 
+  // a reload keeps the session (its cookie); the panels are wired to follow it
+  const restoring = sessions ? sessions.restore() : Promise.resolve();
+
   if (Array.isArray(tilejson.bounds)) {
     const [w, s, e, n] = tilejson.bounds;
     map.fitBounds([[w, s], [e, n]], { padding: EMBED ? 12 : fitPadding(), animate: false });
@@ -1261,6 +1245,7 @@ async function main() {
     }
   }
   await naming;
+  await restoring;
   document.body.dataset.ready = '1';
 }
 
