@@ -20,7 +20,7 @@ def active_user(session: Session, username: str) -> User | None:
     return session.scalar(select(User).where(User.username == username, User.active.is_(True)))
 
 
-_CALLER = select(User.username, User.role, User.area_code, User.member_id, User.token_epoch,
+_CALLER = select(User.username, User.role, User.area_code, User.member_id, User.department_id, User.token_epoch,
                  User.must_change_password)
 
 

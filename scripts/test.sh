@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
-pytest=(.venv/bin/python -m pytest -n 2 -p no:cacheprovider)
+pytest=(.venv/bin/python -m pytest -n 2 --dist loadgroup -p no:cacheprovider)
 if [ $# -gt 0 ]; then
   exec "${pytest[@]}" "$@"
 fi

@@ -23,6 +23,10 @@ from tests.ingest.district_files import CODE, Unit, build_district, start_deploy
 
 STREET1, STREET2 = f"{CODE}001000", f"{CODE}002000"
 
+# The tests walk one deployment in order (its grids come in with the first, the later ones
+# import on top of them): one worker runs them all (scripts/test.sh: --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("zhongyuan-imports")
+
 
 @pytest.fixture(scope="module")
 def zy(server_url, tmp_path_factory):
