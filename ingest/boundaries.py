@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -57,9 +58,11 @@ from layers.crs import (
 from ingest import tables
 from ingest.files import FileError, SourceFile
 from layers import boundaries as store
+from layers.boundaries import day as _day
 from layers.codes import area_code_problem, grid_code_problem, level_of, parent_code
 from layers.coverage_topology import Thresholds, analyse_topology, lonlat_area, polygon_parts, repair
 from layers.errors import Conflict, InvalidInput
+from layers.clock import now_of
 from layers.versions import data_versions
 
 KINDS = ("areas", "grids")
@@ -139,6 +142,10 @@ class BoundaryPlan:
     notes: list[str]
     #: data versions read when planning: a commit refuses if they moved since
     versions: dict[str, int]
+    #: grids: the instant the generation takes effect (None: when committed)
+    effective: datetime | None = None
+    #: grids: the absent ones are retired by the generation (``--retire-missing``)
+    retire_missing: bool = False
 
     @property
     def errors(self) -> list[Problem]:
@@ -153,6 +160,7 @@ class BoundaryPlan:
         for o in self.outcomes:
             c[o.action] += 1
         c["absent"] = len(self.absent)
+        c["retire"] = len(self.absent) if self.retire_missing else 0
         c["errors"] = len(self.errors)
         c["warnings"] = len(self.problems) - len(self.errors)
         return c
@@ -162,7 +170,8 @@ class BoundaryPlan:
         return {"kind": self.kind, "source": self.source, "district": self.district, "counts": self.counts(),
                 "ok": self.ok, "outcomes": [o.as_dict() for o in self.outcomes],
                 "problems": [asdict(p) for p in self.problems], "absent": self.absent, "notes": self.notes,
-                "versions": self.versions}
+                "versions": self.versions, "retire_missing": self.retire_missing,
+                "effective": self.effective.isoformat() if self.effective else None}
 
 
 # ---- reading attributes ---------------------------------------------------------------------
@@ -431,11 +440,17 @@ def _district(session: Session) -> tuple[str, str, Any]:
 
 def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None = None,
                 mapping: dict[str, str] | None = None, do_repair: bool = False,
-                tolerance_m2: float = 100.0, thresholds: Thresholds = Thresholds()) -> BoundaryPlan:
+                tolerance_m2: float = 100.0, thresholds: Thresholds = Thresholds(),
+                effective: datetime | None = None, retire_missing: bool = False) -> BoundaryPlan:
     """Validate ``src`` as ``areas`` or ``grids`` and compare it with the database;
-    nothing is written (see the module docstring)."""
+    nothing is written (see the module docstring). Grids only: ``effective`` is when
+    the generation takes effect (default: when committed), ``retire_missing`` retires
+    the stored grids of the file's communities that it does not hold."""
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
+    if kind != "grids" and (effective is not None or retire_missing):
+        raise InvalidInput("only grids come in generations: --effective and --retire-missing are for "
+                           "ingest grids", field="effective" if effective is not None else "retire_missing")
     mapping = mapping or {}
     conn = session.connection()
     versions = data_versions(session, ["areas", "grids"])
@@ -526,6 +541,8 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
         _check_parent(o, kind, in_file, stored_areas, parent_geom, tolerance_m2, problems, c_parent)
     _topology(kind, outcomes, stored_areas, stored_grids, thresholds, problems)
     absent = _diff(kind, outcomes, stored_areas, stored_grids)
+    if kind == "grids":
+        _check_generation(conn, now_of(session), effective, outcomes, problems, c_code)
 
     if src.dropped:
         notes.append(f"{src.dropped} values dropped: boundaries are stored 2D")
@@ -537,7 +554,34 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
               "geometry_type": src.geometry_type,
               "columns": {"code": c_code, "name": c_name, "parent": c_parent}}
     problems.sort(key=lambda p: (p.feature is not None, p.feature or 0))
-    return BoundaryPlan(kind, source, {"code": dcode, "name": dname}, outcomes, problems, absent, notes, versions)
+    return BoundaryPlan(kind, source, {"code": dcode, "name": dname}, outcomes, problems, absent, notes, versions,
+                        effective, retire_missing)
+
+
+def _check_generation(conn, now: datetime, effective: datetime | None, outcomes: list[Outcome],
+                      problems: list[Problem], c_code: str | None) -> None:
+    """A generation takes effect now or later, after the last one; a later one carries
+    only boundaries (names and communities are not versioned: they change at once)."""
+    at = effective or now
+    if effective is not None and effective < now:
+        problems.append(Problem(None, None, "effective", f"{_day(effective)} has passed (now {_day(now)}): a "
+                                                         "generation takes effect now or later, history stays as it was"))
+        return
+    last = store.last_start(conn)
+    if last is not None and at < last:
+        problems.append(Problem(None, None, "effective", f"the last generation takes effect on {_day(last)}: a new "
+                                                         "one takes effect after it (--effective a later day)"))
+    if effective is not None and effective > now:
+        for o in outcomes:
+            if o.action == CHANGE and o.reparented_from:
+                problems.append(Problem(o.feature, o.code, c_code or "code",
+                                        f"moved from {o.reparented_from} to {o.parent}: a grid changes its "
+                                        "community at once, not on a later day (import it without --effective)"))
+                o.action = REJECT
+            elif o.action == CHANGE and o.renamed_from:
+                problems.append(Problem(o.feature, o.code, "name",
+                                        f"renamed from {o.renamed_from} at once: names are not versioned, only "
+                                        f"the boundary waits for {_day(effective)}", "warning"))
 
 
 def _check_parent(o: Outcome, kind: str, good: dict[str, Outcome], stored: dict[str, store.StoredArea],
@@ -669,8 +713,11 @@ def _ewkb(geoms: list) -> list[str]:
 def commit_plan(session: Session, plan: BoundaryPlan) -> dict[str, int]:
     """Write ``plan`` in the session's transaction (the caller commits): added units,
     renamed/reparented ones, redrawn boundaries (a grid's as a new version, the old one
-    closed). Refuses a plan with errors, and one planned on data that has changed since
-    (re-plan). Returns what was written per kind of change."""
+    closed), retired grids. Grids that change anything make a new generation taking
+    effect at ``plan.effective`` (or now): its versions start and the ones they replace
+    end there. Refuses a plan with errors, and one planned on data that has changed
+    since (re-plan). Returns what was written per kind of change (and the generation's
+    id, for grids that wrote anything)."""
     if not plan.ok:
         raise InvalidInput(f"the import has {len(plan.errors)} error(s): nothing written", field="file")
     conn = session.connection()
@@ -684,6 +731,9 @@ def commit_plan(session: Session, plan: BoundaryPlan) -> dict[str, int]:
     moved = [o for o in change if o.moved_m2]
     counts = {"added": len(add), "renamed_or_reparented": len(attrs), "redrawn": len(moved),
               "unchanged": sum(1 for o in plan.outcomes if o.action == UNCHANGED)}
+    retire = [a["code"] for a in plan.absent] if plan.kind == "grids" and plan.retire_missing else []
+    if plan.kind == "grids":
+        counts["retired"] = len(retire)
     if plan.kind == "areas":
         if add:
             store.insert_areas(conn, [o.code for o in add], [o.name for o in add], [o.level for o in add],
@@ -693,15 +743,23 @@ def commit_plan(session: Session, plan: BoundaryPlan) -> dict[str, int]:
             geoms = _ewkb([o.geom for o in change])
             store.update_areas(conn, [o.code for o in change], [o.name for o in change],
                                [o.parent for o in change], [g if o.moved_m2 else None for o, g in zip(change, geoms)])
-    else:
+    elif add or change or retire:
+        if plan.effective is not None and plan.effective < now_of(session):
+            raise Conflict(f"{_day(plan.effective)} has passed since this import was planned: plan it again",
+                           field="effective")
+        generation, at = store.create_generation(conn, effective=plan.effective, source=plan.source.get("file"),
+                                                 retire_missing=plan.retire_missing, counts=counts)
+        counts["generation"] = generation
         if add:
             store.insert_grids(conn, [o.code for o in add], [o.name for o in add], [o.parent for o in add],
-                               _ewkb([o.geom for o in add]))
+                               _ewkb([o.geom for o in add]), generation=generation, effective=at)
         if attrs:
             store.update_grids(conn, [o.code for o in attrs], [o.name for o in attrs], [o.parent for o in attrs])
         if moved:
-            store.redraw_grids(conn, [o.code for o in moved], _ewkb([o.geom for o in moved]))
-    if add or change:
+            store.redraw_grids(conn, [o.code for o in moved], _ewkb([o.geom for o in moved]),
+                               generation=generation, effective=at)
+        store.retire_grids(conn, retire, generation=generation, effective=at)
+    if add or change or retire:
         conn.execute(text("ANALYZE admin_areas" if plan.kind == "areas" else "ANALYZE grids, grid_versions"))
     return counts
 
@@ -733,9 +791,14 @@ def format_report(plan: BoundaryPlan) -> str:
             if o.reparented_from:
                 what.append(f"moved from {o.reparented_from} to {o.parent}")
             lines.append(f"  change {o.code} {o.name}: {'; '.join(what)}")
+    when = f"on {_day(plan.effective)}" if plan.effective else "when committed"
     for a in plan.absent:
-        lines.append(f"  absent {a['code']} {a['name']}: stored, not in the file (kept)")
+        lines.append(f"  retire {a['code']} {a['name']}: stored, not in the file (retired {when})"
+                     if plan.retire_missing else f"  absent {a['code']} {a['name']}: stored, not in the file (kept)")
+    absent = f"retired {when}" if plan.retire_missing else "kept, none retired"
+    if plan.kind == "grids":
+        lines.append(f"  generation: the changes take effect {when}")
     lines.append(f"summary: {c['add']} to add, {c['change']} to change, {c['unchanged']} unchanged, "
-                 f"{c['reject']} rejected, {c['absent']} absent from the file (kept, none retired); "
+                 f"{c['reject']} rejected, {c['absent']} absent from the file ({absent}); "
                  f"{c['errors']} error(s), {c['warnings']} warning(s)")
     return "\n".join(lines)
