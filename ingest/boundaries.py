@@ -276,6 +276,33 @@ def _as_multipolygon(parts: np.ndarray):
     return shapely.multipolygons(parts) if len(parts) else None
 
 
+def _plain_geometries(wgs: np.ndarray, district) -> tuple[np.ndarray, np.ndarray]:
+    """For every feature at once (the per-feature checks cost more in calls than in
+    work): whether its geometry needs none of :func:`_check_geometry`'s treatment — a
+    valid Polygon or MultiPolygon with finite coordinates and no part without area, which
+    it would return as it is — and whether a point on its surface lies in the district
+    (so that :func:`_where` has nothing to say)."""
+    n = len(wgs)
+    plain, near = np.zeros(n, bool), np.zeros(n, bool)
+    present = np.flatnonzero([g is not None for g in wgs])
+    if not len(present):
+        return plain, near
+    g = wgs[present]
+    kind = shapely.get_type_id(g)
+    ok = ((kind == 3) | (kind == 6)) & ~shapely.is_empty(g)
+    xy, cidx = shapely.get_coordinates(g, return_index=True)
+    ok &= np.bincount(cidx, weights=~np.isfinite(xy).all(axis=1), minlength=len(g)) == 0
+    ok[ok] = shapely.is_valid(g[ok])
+    parts, pidx = polygon_parts(g[ok])
+    smallest = np.full(int(ok.sum()), np.inf)
+    np.minimum.at(smallest, pidx, lonlat_area(parts))
+    ok[ok] = smallest >= ZERO_AREA_M2
+    plain[present] = ok
+    shapely.prepare(district)
+    near[present[ok]] = shapely.intersects(district, shapely.point_on_surface(g[ok]))
+    return plain, near
+
+
 def _check_geometry(i: int, code: str | None, geom, *, do_repair: bool, problems: list[Problem],
                     out: Outcome) -> Any:
     """The feature's WGS84 geometry as a valid MultiPolygon, or None (rejected)."""
@@ -339,11 +366,11 @@ def _check_geometry(i: int, code: str | None, geom, *, do_repair: bool, problems
 def _outside_share(geoms: np.ndarray, district) -> float:
     """The share of the geometries' area (m²) outside the district: 1 for geometries that
     do not convert."""
-    def usable(g) -> bool:
-        xy = shapely.get_coordinates(g)
-        return bool(np.isfinite(xy).all() and (np.abs(xy[:, 0]) <= 180).all() and (np.abs(xy[:, 1]) <= 90).all())
-
-    ok = np.array([g is not None and usable(g) for g in geoms], bool)
+    ok = np.array([g is not None for g in geoms], bool)
+    if ok.any():  # every coordinate finite and on the globe
+        xy, cidx = shapely.get_coordinates(geoms[ok], return_index=True)
+        bad = ~(np.isfinite(xy).all(axis=1) & (np.abs(xy[:, 0]) <= 180) & (np.abs(xy[:, 1]) <= 90))
+        ok[ok] = np.bincount(cidx, weights=bad, minlength=int(ok.sum())) == 0
     if not ok.any():
         return 1.0
     g = geoms[ok]
@@ -473,6 +500,7 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
         problems.append(guess)
 
     # ---- every feature on its own ----------------------------------------------------------
+    plain, near = _plain_geometries(wgs, dgeom)
     outcomes: list[Outcome] = []
     first_at: dict[str, int] = {}
     for i, record in enumerate(src.records):
@@ -511,7 +539,14 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
                     err(c_code, f"{code} is another district than this deployment's {dcode}")
         if name is None:
             err(c_name, "name is missing")
-        if i not in src.feature_errors:
+        if i not in src.feature_errors and plain[i]:
+            g = wgs[i]
+            out.geom = g if shapely.get_type_id(g) == 6 else shapely.multipolygons([g])
+            if not near[i]:
+                where = _where(out.geom, dgeom, dname)
+                if where:
+                    err("geometry", where + (" (see the CRS problem above)" if guess else ""))
+        elif i not in src.feature_errors:
             out.geom = _check_geometry(i, code, wgs[i], do_repair=do_repair, problems=problems, out=out)
             if out.geom is not None:
                 where = _where(out.geom, dgeom, dname)
@@ -528,6 +563,8 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
     in_file = {o.code: o for o in outcomes if o.level is not None}
     if kind == "areas":
         parent_geom.update({c: o.geom for c, o in in_file.items() if o.geom is not None})
+    # valid and prepared once per parent, not once per child
+    parent_geom = {c: g if g is None else _prepared(shapely.make_valid(g)) for c, g in parent_geom.items()}
     rank = {"district": 0, "street": 1, "community": 2, "grid": 3}
     # parents before children: a child of a unit rejected here is rejected too
     for o in sorted(outcomes, key=lambda o: (rank.get(o.level, 9), o.feature)):
@@ -584,6 +621,11 @@ def _check_generation(conn, now: datetime, effective: datetime | None, outcomes:
                                         f"the boundary waits for {_day(effective)}", "warning"))
 
 
+def _prepared(geom):
+    shapely.prepare(geom)
+    return geom
+
+
 def _check_parent(o: Outcome, kind: str, good: dict[str, Outcome], stored: dict[str, store.StoredArea],
                   parent_geom: dict[str, Any], tolerance_m2: float, problems: list[Problem],
                   c_parent: str | None) -> None:
@@ -611,7 +653,9 @@ def _check_parent(o: Outcome, kind: str, good: dict[str, Outcome], stored: dict[
     pg = parent_geom.get(o.parent)
     if pg is None:
         return
-    outside = float(lonlat_area([shapely.difference(o.geom, shapely.make_valid(pg))])[0])
+    if shapely.covers(pg, o.geom):  # the usual case, decided on the prepared parent
+        return
+    outside = float(lonlat_area([shapely.difference(o.geom, pg)])[0])
     if outside > tolerance_m2:
         problems.append(Problem(o.feature, o.code, "geometry",
                                 f"{outside:,.1f} m² lie outside its parent {o.parent} (tolerance {tolerance_m2:g} m²)"))
