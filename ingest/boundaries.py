@@ -566,16 +566,22 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
     # valid and prepared once per parent, not once per child
     parent_geom = {c: g if g is None else _prepared(shapely.make_valid(g)) for c, g in parent_geom.items()}
     rank = {"district": 0, "street": 1, "community": 2, "grid": 3}
-    # parents before children: a child of a unit rejected here is rejected too
-    for o in sorted(outcomes, key=lambda o: (rank.get(o.level, 9), o.feature)):
-        if o.action == REJECT:
-            continue
-        if o.code in stored_grids and stored_grids[o.code].retired:
-            problems.append(Problem(o.feature, o.code, c_code, f"grid {o.code} was retired: this import does not "
-                                                                 "bring retired grids back"))
-            o.action = REJECT
-            continue
-        _check_parent(o, kind, in_file, stored_areas, parent_geom, tolerance_m2, problems, c_parent)
+    # parents before children, a level at a time: a child of a unit rejected here is
+    # rejected too; each level's place in its parents is measured for the level at once
+    for level in sorted({o.level for o in outcomes}, key=lambda lv: rank.get(lv, 9)):
+        placed: list[tuple[Outcome, Any]] = []
+        for o in outcomes:
+            if o.level != level or o.action == REJECT:
+                continue
+            if o.code in stored_grids and stored_grids[o.code].retired:
+                problems.append(Problem(o.feature, o.code, c_code, f"grid {o.code} was retired: this import does "
+                                                                     "not bring retired grids back"))
+                o.action = REJECT
+                continue
+            pg = _check_parent(o, kind, in_file, stored_areas, parent_geom, problems, c_parent)
+            if pg is not None:
+                placed.append((o, pg))
+        _outside_parents(placed, tolerance_m2, problems)
     _topology(kind, outcomes, stored_areas, stored_grids, thresholds, problems)
     absent = _diff(kind, outcomes, stored_areas, stored_grids)
     if kind == "grids":
@@ -627,39 +633,50 @@ def _prepared(geom):
 
 
 def _check_parent(o: Outcome, kind: str, good: dict[str, Outcome], stored: dict[str, store.StoredArea],
-                  parent_geom: dict[str, Any], tolerance_m2: float, problems: list[Problem],
-                  c_parent: str | None) -> None:
+                  parent_geom: dict[str, Any], problems: list[Problem], c_parent: str | None) -> Any:
+    """Reject ``o`` when its parent is rejected, unknown or of the wrong level; else the
+    parent's geometry to measure it against (:func:`_outside_parents`), or None."""
     if o.parent is None:
-        return
+        return None
     want = {"grid": "community", "community": "street", "street": "district"}[o.level]
     mine = good.get(o.parent) if kind == "areas" else None
     if mine is not None and mine.action == REJECT:
         problems.append(Problem(o.feature, o.code, c_parent or "parent",
                                 f"its parent {o.parent} (feature {mine.feature}) is rejected"))
         o.action = REJECT
-        return
+        return None
     level = mine.level if mine else (stored[o.parent].level if o.parent in stored else None)
     if level is None:
         problems.append(Problem(o.feature, o.code, c_parent or "parent",
                                 f"its parent {o.parent} is neither in the file nor in the database"
                                 + (" (import the areas first)" if kind == "grids" else "")))
         o.action = REJECT
-        return
+        return None
     if level != want:
         problems.append(Problem(o.feature, o.code, c_parent or "parent",
                                 f"its parent {o.parent} is a {level}, a {o.level}'s parent is a {want}"))
         o.action = REJECT
+        return None
+    return parent_geom.get(o.parent)
+
+
+def _outside_parents(placed: list[tuple[Outcome, Any]], tolerance_m2: float, problems: list[Problem]) -> None:
+    """Reject the units lying more than ``tolerance_m2`` outside their (valid, prepared)
+    parent; most are covered by it, which a predicate decides without an overlay."""
+    if not placed:
         return
-    pg = parent_geom.get(o.parent)
-    if pg is None:
+    geoms = np.asarray([o.geom for o, _ in placed], dtype=object)
+    parents = np.asarray([pg for _, pg in placed], dtype=object)
+    todo = np.flatnonzero(~shapely.covers(parents, geoms))
+    if not len(todo):
         return
-    if shapely.covers(pg, o.geom):  # the usual case, decided on the prepared parent
-        return
-    outside = float(lonlat_area([shapely.difference(o.geom, pg)])[0])
-    if outside > tolerance_m2:
-        problems.append(Problem(o.feature, o.code, "geometry",
-                                f"{outside:,.1f} m² lie outside its parent {o.parent} (tolerance {tolerance_m2:g} m²)"))
-        o.action = REJECT
+    outside = lonlat_area(shapely.difference(geoms[todo], parents[todo]))
+    for k, m2 in zip(todo.tolist(), outside.tolist()):
+        if m2 > tolerance_m2:
+            o = placed[k][0]
+            problems.append(Problem(o.feature, o.code, "geometry",
+                                    f"{m2:,.1f} m² lie outside its parent {o.parent} (tolerance {tolerance_m2:g} m²)"))
+            o.action = REJECT
 
 
 def _topology(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.StoredArea],
