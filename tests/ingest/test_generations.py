@@ -97,6 +97,10 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
                    SELECT :m, res.id, g.id, v.id, 'confirmed' FROM res, grids g
                      JOIN grid_versions v ON v.grid_id = g.id WHERE g.code = :g"""),
                 {"m": member, "x": p.x, "y": p.y, "g": a.code})
+            dept = session.execute(text(
+                "INSERT INTO departments (code, name) VALUES ('CG', '城管局') RETURNING id")).scalar()
+            session.execute(text("INSERT INTO event_categories (code, name, department_id, time_limit_hours) "
+                                 "VALUES ('ljdf', '垃圾堆放', :d, 24)"), {"d": dept})
             session.commit()
 
         clock.advance(days=1)
@@ -142,6 +146,18 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
                 assert r.status_code == 200, r.text
                 return sorted(u["code"] for u in r.json()["units"])
 
+            def report() -> int:
+                r = api.post("/v1/events", json={"lon": p.x, "lat": p.y, "category": "ljdf", "channel": "public",
+                                                 "description": "楼下垃圾堆放"})
+                assert r.status_code == 201, r.text
+                return r.json()["id"]
+
+            def fell_in(event_id: int):
+                with engine.connect() as conn:
+                    return tuple(conn.execute(text(
+                        """SELECT g.code, v.version FROM events e JOIN grids g ON g.id = e.grid_id
+                           JOIN grid_versions v ON v.id = e.grid_version_id WHERE e.id = :e"""), {"e": event_id}).one())
+
             def moved(**kw):
                 r = api.get("/v1/registrations/moved", params={"within": a.parent, **kw}, headers=admin)
                 assert r.status_code == 200, r.text
@@ -155,6 +171,8 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
             assert gone.code in grids_of_community()
             assert moved() == [] and moved(at=day.isoformat()) == [("Z0001", a.code, b.code)]
             assert _versions(engine) == pending
+            early = report()
+            assert fell_in(early) == (a.code, 1)
 
             # the clock passes the day: no write, no restart
             clock.set(clock.now().replace(year=day.year, month=day.month, day=day.day) + timedelta(hours=1))
@@ -167,6 +185,8 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
             sign_in()
             assert gone.code not in grids_of_community() and len(grids_of_community()) == 4
             assert moved() == [("Z0001", a.code, b.code)]
+            # events keep the grid version they fell in; a new one falls in the new layer
+            assert fell_in(early) == (a.code, 1) and fell_in(report()) == (b.code, 2)
             # history still answers, with the version the point fell in
             yesterday = (day - timedelta(days=1)).isoformat()
             old = api.get("/v1/locate", params={"lon": p.x, "lat": p.y, "at": yesterday}).json()
