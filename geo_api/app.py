@@ -28,7 +28,7 @@ from layers import db, migrate
 from layers.clock import SYSTEM, Clock, clock_of
 from layers.clock import bind as bind_clock
 from layers.errors import ConfigError
-from layers.locate import GridIndexCache
+from layers.locate import GridIndexCache, HistoryIndexCache
 from geo_api.tile_fastpath import TileFastPath
 
 log = logging.getLogger("gridbranch")
@@ -177,6 +177,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.clock = clock
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache()
+    app.state.history_index = HistoryIndexCache()  # /v1/locate?at=
     errors.install(app)
     for module in (health, auth, accounts, areas, grids, places, locate, registrations, branches, coverage, events, open311,
                    tiles):

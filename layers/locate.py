@@ -39,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from layers.gcpause import no_gc
-from layers.versions import data_versions
+from layers.versions import data_versions, database_url
 
 INSIDE, BOUNDARY, NEAREST, OUTSIDE = 0, 1, 2, 3
 MATCH_NAMES = ("inside", "boundary", "nearest", "outside")
@@ -394,6 +394,50 @@ def build_grid_index(session: Session, at=None) -> GridIndex:
         version = (versions.get("grids", 0), versions.get("areas", 0))
     service_area = session.execute(_SERVICE_AREA_SQL).scalar()
     return GridIndex(rows, service_area, version)
+
+
+#: What fixes the layer in force at ``:at``: the data versions, and the last instant at or
+#: before it at which a version began or ended or a grid was retired.
+_EPOCH_SQL = text(
+    """SELECT (SELECT version FROM layer_versions WHERE layer = 'grids'),
+              (SELECT version FROM layer_versions WHERE layer = 'areas'),
+              GREATEST((SELECT max(valid_from) FROM grid_versions WHERE valid_from <= :at),
+                       (SELECT max(valid_to) FROM grid_versions WHERE valid_to <= :at),
+                       (SELECT max(retired_at) FROM grids WHERE retired_at <= :at))"""
+)
+
+
+class HistoryIndexCache:
+    """Indexes of the layer in force at past (or future) instants (``/v1/locate?at=``),
+    the ``keep`` latest, per database and epoch (``_EPOCH_SQL``): every instant between
+    two changes of the layer shares one index, so asking about many days costs one build
+    per generation, not one per request. As :class:`layers.versions.VersionedCache`, an
+    index is kept only when the epoch read again after its build is unchanged."""
+
+    keep = 4
+
+    def __init__(self) -> None:
+        self._indexes: dict[tuple, GridIndex] = {}
+        self._lock = threading.Lock()
+        self.built = 0
+
+    def get(self, session: Session, at) -> GridIndex:
+        def epoch() -> tuple:
+            return (database_url(session), *session.execute(_EPOCH_SQL, {"at": at}).one())
+
+        key = epoch()
+        index = self._indexes.get(key)
+        if index is not None:
+            return index
+        index = build_grid_index(session, at=at)
+        self.built += 1
+        if epoch() == key:
+            with self._lock:
+                self._indexes.pop(key, None)
+                self._indexes[key] = index
+                while len(self._indexes) > self.keep:
+                    self._indexes.pop(next(iter(self._indexes)))
+        return index
 
 
 class GridIndexCache:

@@ -13,7 +13,7 @@ from layers.points import columns_from_csv, points_from_columns, points_from_row
 from layers.errors import InvalidInput, NotFound
 from layers.boundaries import parse_instant
 from layers.locate import (
-    BATCH_PART_ROWS, batch_document, build_grid_index, locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points,
+    BATCH_PART_ROWS, batch_document, locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points,
     split_csv,
 )
 
@@ -56,9 +56,9 @@ def locate(
     if at is None:
         index = request.app.state.grid_index.get(session)
     else:
-        # history is asked for rarely: the layer of that instant is read for the request
-        # (the fast path never takes a query with ``at``)
-        index = build_grid_index(session, at=parse_instant(at, "at"))
+        # the layer in force then, one index per generation (the fast path never takes a
+        # query with ``at``)
+        index = request.app.state.history_index.get(session, parse_instant(at, "at"))
     try:
         wlon, wlat, _ = to_wgs84_point(lon, lat, crs)
     except InvalidInput as exc:
