@@ -3,19 +3,21 @@ other a deployment holds); passwords for new accounts, checked or generated."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from geo_api.security import hash_password
 from layers import accounts, users
 from layers.accounts import PasswordPolicy
 from layers.errors import ConfigError
-from layers.models import AdminArea, Grid, Registration
+from layers.models import AdminArea, Department, Event, Grid, Registration
 
 
 def demo_accounts(session: Session) -> list[dict]:
-    """The five demo accounts with their scopes, read from the loaded data: the
-    district's code and name, its first street and grid, a confirmed member."""
+    """The demo accounts with their scopes, read from the loaded data: the district's
+    code and name, its first street and grid, a confirmed member, and the department
+    with the most events in hand (dispatched or in progress; the first by code when none
+    has any; no department account when the district has no departments)."""
     row = session.execute(
         select(AdminArea.code, AdminArea.name).where(AdminArea.level == "district").order_by(AdminArea.code)
     ).first()
@@ -27,12 +29,20 @@ def demo_accounts(session: Session) -> list[dict]:
     member = session.scalar(
         select(Registration.member_id).where(Registration.status == "confirmed").order_by(Registration.member_id)
     )
+    department = session.execute(
+        select(Department.id, Department.name)
+        .outerjoin(Event, (Event.department_id == Department.id) & Event.status.in_(("dispatched", "in_progress")))
+        .group_by(Department.id).order_by(func.count(Event.id).desc(), Department.code)
+    ).first()
+    staff = [{"username": "department", "role": "department_staff", "area_code": None,
+              "department_id": department.id, "display_name": department.name}] if department else []
     return [
         {"username": "admin", "role": "admin", "area_code": district, "display_name": f"{district_name}委组织部"},
         {"username": "street_admin", "role": "admin", "area_code": street, "display_name": "街道党工委"},
         {"username": "dispatcher", "role": "dispatcher", "area_code": None, "display_name": "区指挥中心"},
         {"username": "gridworker", "role": "grid_worker", "area_code": grid, "display_name": "网格员"},
         {"username": "member", "role": "member", "area_code": None, "member_id": member, "display_name": "党员"},
+        *staff,
     ]
 
 

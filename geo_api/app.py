@@ -20,9 +20,10 @@ from geo_api.fastpath import LocateFastPath
 from geo_api.headers import ResponseHeaders
 from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
-    accounts, areas, auth, branches, coverage, events, grids, health, locate, open311, pages, places,
+    accounts, areas, auth, branches, coverage, events, grids, health, imports, locate, open311, pages, places,
     registrations, tiles,
 )
+from geo_api.imports import Uploads
 from geo_api.settings import Settings
 from layers import db, migrate
 from layers.clock import SYSTEM, Clock, clock_of
@@ -159,6 +160,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         try:
             yield
         finally:
+            app.state.uploads.shutdown()
             if own:
                 eng.dispose()
 
@@ -178,9 +180,10 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache()
     app.state.history_index = HistoryIndexCache()  # /v1/locate?at=
+    app.state.uploads = Uploads(settings.imports.folder(settings.database), settings.imports.max_bytes)
     errors.install(app)
     for module in (health, auth, accounts, areas, grids, places, locate, registrations, branches, coverage, events, open311,
-                   tiles):
+                   imports, tiles):
         app.include_router(module.router)
     app.include_router(branches.log_router)
     pages.mount(app)  # /map and /docs, with their static files

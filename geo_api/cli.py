@@ -7,6 +7,7 @@ import secrets
 import sys
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from geo_api.settings import Settings
 from layers.errors import GridbranchError
@@ -179,7 +180,7 @@ def cmd_serve(args, settings: Settings) -> int:
     host = args.host or settings.service.host
     port = args.port or settings.service.port
     workers = args.workers or settings.service.workers
-    options = {"host": host, "port": port, "log_level": "info", "access_log": settings.service.access_log,
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": settings.service.access_log,
                "proxy_headers": True}
     from layers.db import connection_shortfall
 

@@ -27,6 +27,7 @@ from geo_api.security import read_token
 from layers import accounts as account_queries
 from layers import branches as branch_queries
 from layers import events as event_queries
+from layers import imports as import_queries
 from layers import registrations as registration_queries
 from layers import users as user_queries
 from layers.codes import area_prefix, check_code, level_of
@@ -51,12 +52,14 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: an account with a role scoped to an area, or anonymous."""
+    """Who is calling: an account with a role scoped to an area (department staff: to a
+    department, by id), or anonymous."""
 
     username: str | None = None
     role: str | None = None
     area_code: str | None = None
     member_id: int | None = None
+    department_id: int | None = None
 
     @property
     def anonymous(self) -> bool:
@@ -98,7 +101,8 @@ async def get_caller(request: Request, session: SessionDep, token: Annotated[str
     user = await run_in_threadpool(user_queries.active_user, session, username)
     if user is None:
         raise Unauthorized("unknown or disabled account")
-    return Caller(username=user.username, role=user.role, area_code=user.area_code, member_id=user.member_id)
+    return Caller(username=user.username, role=user.role, area_code=user.area_code, member_id=user.member_id,
+                  department_id=user.department_id)
 
 
 class Access:
@@ -176,6 +180,23 @@ def scoped_area_path(name: str):
 ScopedWithin = Annotated[str | None, scoped_area()]
 
 
+def scoped_event_area(description: str):
+    """The ``within`` query argument of the event lists and figures: as :func:`scoped_area`;
+    department staff, who see their own department's events across the district, name
+    none (403 naming ``within``) and get None."""
+
+    def dependency(caller: Caller_, code=None) -> str | None:
+        if caller.role == "department_staff":
+            if code is not None:
+                raise Forbidden("department staff see their department's events across the district: "
+                                "leave out within", field="within")
+            return None
+        return area_in_scope(caller, code, "within")
+
+    dependency.__annotations__["code"] = Annotated[str | None, Query(alias="within", description=description)]
+    return Depends(dependency)
+
+
 def scoped_member(session: Session, caller: Caller, member_id: int, *, lock: bool = False,
                   field: str = "member_id") -> int:
     """Member ``member_id`` if the caller may act on them: a member only on themselves;
@@ -202,10 +223,13 @@ def scoped_member(session: Session, caller: Caller, member_id: int, *, lock: boo
 
 def scoped_event(session: Session, caller: Caller, event_id: int, *, field: str = "event_id") -> int:
     """Event ``event_id`` if the caller may see it: staff whose area covers its grid
-    (dispatchers: every event), the member who reported it; 403 otherwise, 404 unknown."""
-    grid, reporter = event_queries.event_area(session, event_id)
+    (dispatchers: every event), the member who reported it, the staff of a department it
+    was ever dispatched to (layers.events: now or before); 403 otherwise, 404 unknown."""
+    grid, reporter, departments = event_queries.event_area(session, event_id)
     if caller.role == "member":
         entitled = reporter is not None and reporter == caller.username
+    elif caller.role == "department_staff":
+        entitled = caller.department_id in departments
     else:
         entitled = caller.role in STAFF and caller.covers(grid)
     if not entitled:
@@ -256,9 +280,20 @@ def _account(session: SessionDep, caller: Caller_,
     return username
 
 
+def _import(session: SessionDep, caller: Caller_, import_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]) -> str:
+    """An import (数据导入) of the caller's own: imports are seen and committed only by the
+    account that uploaded them (its file may hold personal data of its area); any other
+    is answered as no import at all (404)."""
+    row = import_queries.import_row(session, import_id)
+    if row is None or row["username"] != caller.username:
+        raise NotFound(f"no import {import_id} of yours", field="import_id", detail_zh="没有这次导入（或不是您上传的）")
+    return import_id
+
+
 #: Path arguments, checked against the caller's scope.
 ScopedEvent = Annotated[int, Depends(_event)]
 ScopedRegistration = Annotated[int, Depends(_registration)]
 ScopedGrid = Annotated[str, Depends(_grid)]
 ScopedBranch = Annotated[str, Depends(_branch)]
 ScopedAccount = Annotated[str, Depends(_account)]
+ScopedImport = Annotated[str, Depends(_import)]

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from layers.db import database_unavailable
 from layers.errors import GridbranchError, Unavailable
+from layers.messages_zh import detail_zh, title_zh, validation_zh
 
 log = logging.getLogger("gridbranch")
 
@@ -24,11 +25,19 @@ RETRY_AFTER_S = 5
 
 
 def problem(status: int, title: str, detail: str, *, field: str | None = None, headers=None, **extra) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body = problem_body(status, title, detail, field=field, **extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def problem_body(status: int, title: str, detail: str, *, field: str | None = None, **extra) -> dict:
+    """A problem's JSON: the stable English ``title``/``detail`` and their Chinese
+    (``title_zh``/``detail_zh``, which the web map shows; layers.messages_zh)."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            "title_zh": title_zh(status), "detail_zh": detail_zh(detail, status=status, field=field)}
     if field is not None:
         body["field"] = field
     body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return body
 
 
 def _field_of(loc) -> str:
@@ -48,9 +57,12 @@ def install(app: FastAPI) -> None:
         field = _field_of(first.get("loc", ()))
         detail = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
         invalid = [
-            {"field": _field_of(e.get("loc", ())), "message": e.get("msg"), "type": e.get("type")} for e in errors
+            {"field": _field_of(e.get("loc", ())), "message": e.get("msg"), "type": e.get("type"),
+             "message_zh": validation_zh(e, _field_of(e.get("loc", ())))} for e in errors
         ]
-        return problem(422, "Invalid input", detail, field=field, errors=invalid)
+        body = problem_body(422, "Invalid input", detail, field=field, errors=invalid)
+        body["detail_zh"] = invalid[0]["message_zh"] if invalid else body["detail_zh"]
+        return JSONResponse(body, status_code=422, media_type=PROBLEM)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
@@ -75,7 +87,7 @@ def install(app: FastAPI) -> None:
         return unexpected_error(request.method, request.url.path, exc)
 
 
-def _database_errors() -> tuple[type[BaseException], ...]:
+def _database_errors() -> tuple[type[Exception], ...]:
     import psycopg2
     from sqlalchemy import exc as sa
 

@@ -31,7 +31,9 @@ class Problem(BaseModel):
     type: str = Field(description="always about:blank")
     title: str
     status: int
-    detail: str = Field(description="what went wrong (Chinese where the message is for people)")
+    detail: str = Field(description="what went wrong, in English (stable: clients may match on it)")
+    title_zh: str | None = Field(None, description="the title in Simplified Chinese")
+    detail_zh: str | None = Field(None, description="the detail in Simplified Chinese, for people (the web map shows it)")
     field: str | None = Field(None, description="the parameter or body member at fault")
     errors: list[dict[str, Any]] | None = Field(None, description="422 from validation: every invalid member")
 

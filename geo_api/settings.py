@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 from datetime import date
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -140,6 +141,22 @@ class TileSettings(BaseSettings):
     fast_path: bool = Field(True, description="serve anonymous public tiles ahead of the routing (geo_api.tile_fastpath)")
 
 
+class ImportSettings(BaseSettings):
+    """Imports through the web map (数据导入, ``/v1/imports``): where uploaded files wait for
+    their commit, how large they may be and how long they are kept."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_IMPORTS_", extra="ignore")
+
+    dir: Path | None = Field(None, description="uploaded files (mode 0600) until committed or expired; default "
+                                               "`imports` beside the private cluster's directory")
+    max_bytes: int = Field(256 << 20, ge=1024, description="largest file accepted, bytes (413 beyond)")
+    ttl_minutes: float = Field(120.0, gt=0, le=7 * 24 * 60,
+                               description="an import not committed within this is expired and its file deleted")
+
+    def folder(self, database: DatabaseSettings) -> Path:
+        return self.dir if self.dir is not None else database.db_dir.parent / "imports"
+
+
 @dataclass
 class Settings:
     """All settings of one app instance."""
@@ -151,10 +168,11 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings)
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     tiles: TileSettings = field(default_factory=TileSettings)
+    imports: ImportSettings = field(default_factory=ImportSettings)
 
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":
         """Every concern read from the environment now (never at import)."""
-        values = {f.name: f.default_factory() for f in fields(cls)}
+        values = {f.name: f.default_factory() for f in fields(cls)}  # type: ignore[operator]  # every field has one
         values["service"] = ServiceSettings(**service_overrides)
         return cls(**values)

@@ -98,6 +98,12 @@ class Problem:
     field: str | None
     reason: str
     severity: str = "error"  # or "warning"
+    #: where, for the preview of an upload (ingest.uploads): a gap's or overlap's WGS84
+    #: geometry from the coverage analysis; not serialised
+    geom: Any = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "geom"}
 
     def line(self) -> str:
         where = f"feature {self.feature}" if self.feature is not None else "file"
@@ -169,7 +175,7 @@ class BoundaryPlan:
         """JSON-ready: the report an upload API returns before its commit."""
         return {"kind": self.kind, "source": self.source, "district": self.district, "counts": self.counts(),
                 "ok": self.ok, "outcomes": [o.as_dict() for o in self.outcomes],
-                "problems": [asdict(p) for p in self.problems], "absent": self.absent, "notes": self.notes,
+                "problems": [p.as_dict() for p in self.problems], "absent": self.absent, "notes": self.notes,
                 "versions": self.versions, "retire_missing": self.retire_missing,
                 "effective": self.effective.isoformat() if self.effective else None}
 
@@ -717,13 +723,13 @@ def _topology(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.
                 other = b if mine == a else a
                 problems.append(Problem(feature_of.get(mine), mine, "geometry",
                                         f"overlaps {other} by {f.area_m2:,.1f} m² {at}"
-                                        + (" (a sliver)" if f.kind == "sliver" else ""), "warning"))
+                                        + (" (a sliver)" if f.kind == "sliver" else ""), "warning", f.geom))
             elif f.form == "gap":
                 bordered = f", bordered by {', '.join(f.codes[1:])}" if len(f.codes) > 1 else ""
                 problems.append(Problem(None, f.codes[0], "geometry",
                                         f"{'a sliver' if f.kind == 'sliver' else 'a gap'} of {f.area_m2:,.1f} m² "
                                         f"in {f.codes[0]} that none of its {level}s covers {at}{bordered}",
-                                        "warning"))
+                                        "warning", f.geom))
             elif f.kind == "stray_part" and f.codes[0] in feature_of:
                 problems.append(Problem(feature_of[f.codes[0]], f.codes[0], "geometry",
                                         f"a stray part of {f.area_m2:,.1f} m² {at} (multipart kept)", "warning"))

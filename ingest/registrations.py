@@ -119,11 +119,11 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
     roles: dict[str, str | None] = {}
     seen: dict[str, int] = {}
     good: list[dict[str, Any]] = []
-    for i, (row, out) in enumerate(zip(rows, checked)):
-        problems = _cell_problems(row)
-        bad = {p[0] for p in problems}
-        problems = [p[1] for p in problems]
-        number = row.get("member_id") or None
+    for i, (cells, out) in enumerate(zip(rows, checked)):
+        faults = _cell_problems(cells)
+        bad = {p[0] for p in faults}
+        problems = [p[1] for p in faults]
+        number = cells.get("member_id") or None
         if "member_id" not in bad:
             try:
                 number = textfields.member_number(number, "member_id") if number else None
@@ -137,7 +137,7 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
                 problems.append(f"member_id {number} appears again (first on row {seen[number]})")
             elif number is not None:
                 seen[number] = out.row
-        name = row.get("name") or ""
+        name = cells.get("name") or ""
         if "name" not in bad:
             if not name:
                 problems.append("name is missing")
@@ -146,13 +146,13 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
                     name = textfields.name(name, "name")
                 except InvalidInput as exc:
                     problems.append(exc.detail)
-        phone = row.get("phone") or None
+        phone = cells.get("phone") or None
         if "phone" not in bad and phone is not None:
             try:
                 phone = textfields.phone(phone, "phone")
             except InvalidInput as exc:
                 problems.append(exc.detail)
-        role = row.get("role") or ""
+        role = cells.get("role") or ""
         if "role" not in bad:
             if not role:
                 problems.append("role is missing")

@@ -200,12 +200,12 @@ class _Row:
             if not self.cells.get(key) and key in self.labels:
                 self.problems.append(f"{self.labels[key]} is missing")
             return None
-        value = tables.code(value)
-        if not CODE.match(value):
+        coded = tables.code(value)  # (not None: value is not empty)
+        if coded is None or not CODE.match(coded):
             self.problems.append(f"{self.labels[key]} must be 1–32 letters, digits or . _ / - (starting with a "
-                                 f"letter or digit), got {value[:40]!r}")
+                                 f"letter or digit), got {(coded or value)[:40]!r}")
             return None
-        return value
+        return coded
 
 
 def _labels(columns: dict[str, str]) -> dict[str, str]:
@@ -224,6 +224,7 @@ def _points(rows: list[Row], index: dict[str, int], labels: dict[str, str], defa
         return out, errors
     idx, xs, ys, crs = [], [], [], []
     crs_problems: dict[str, str | None] = {}
+    problem: str | None
     for k, row in enumerate(rows):
         f = row.fields
         x = f[i_lon].strip() if i_lon is not None else ""
@@ -234,8 +235,9 @@ def _points(rows: list[Row], index: dict[str, int], labels: dict[str, str], defa
         if c:
             if c not in crs_problems:
                 crs_problems[c] = _plain_problem(c, labels["crs"], 32)
-            if crs_problems[c]:
-                errors[k] = crs_problems[c]
+            problem = crs_problems[c]
+            if problem:
+                errors[k] = problem
                 continue
         if not (x and y):
             errors[k] = f"{labels['lat' if x else 'lon']} is missing (the other coordinate is given)"
@@ -313,7 +315,7 @@ def _lookup(r: _Row, key: str, by_code: dict[str, Any], by_name: dict[str, list[
     value = r.plain(key)
     if value is None:
         return None
-    found = by_code.get(tables.code(value))
+    found = by_code.get(tables.code(value) or value)
     if found is not None:
         return found
     named = by_name.get(value, [])
@@ -345,6 +347,11 @@ def _check_members(session: Session, out: TablePlan, rows: list[Row], index: dic
     i_phone, i_branch, i_status = index.get("phone"), index.get("branch"), index.get("status")
     none = (None,) * 5
     good = out.good.append
+    # text on the common path below, each checked value (or None) on the other
+    number: str | None
+    phone: str | None
+    status: str | None
+    branch: Any
     for i, row in enumerate(rows):
         f = row.fields
         number, name = f[i_number], f[i_name]
@@ -386,7 +393,8 @@ def _check_members(session: Session, out: TablePlan, rows: list[Row], index: dic
 
 def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
                     labels: dict[str, str], default_crs: str) -> None:
-    communities = dict(session.execute(text("SELECT code, id FROM admin_areas WHERE level = 'community'")).all())
+    communities: dict[str, int] = dict(session.execute(
+        text("SELECT code, id FROM admin_areas WHERE level = 'community'")).all())
     grids = {code: (gid, community) for code, gid, community in session.execute(text(
         "SELECT code, id, community_id FROM grids WHERE gridbranch_live(retired_at)"))}
     # the active grid branch of each grid (by branch code), as stored
@@ -397,7 +405,7 @@ def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: di
         held.setdefault(gid, set()).add(bcode)
     points, point_errors = _points(rows, index, labels, default_crs)
     seen: dict[str, int] = {}
-    taken: dict[int, tuple[str, int]] = {}  # grid id → (branch code, row) of a grid branch in this file
+    taken: dict[int, tuple[str | None, int]] = {}  # grid id → (branch code, row) of a grid branch in this file
     todo = []
     for i, row in enumerate(rows):
         r = _Row(row.fields, index, labels)
@@ -425,7 +433,7 @@ def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: di
         elif kind in ("grid", "community") and not r.get("community"):
             r.problems.append(f"{r.labels['community']} is missing (a {kind} branch belongs to a community)")
         codes = [c for c in _GRID_SPLIT.split(r.plain("grids", 4000) or "") if c]
-        covered = []
+        covered: list[tuple[str, int]] = []
         for c in codes:
             if c in {g for g, _ in covered}:
                 r.problems.append(f"{r.labels['grids']}: grid {c} is listed twice")
@@ -476,7 +484,7 @@ def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: di
 
 def _check_departments(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
                        labels: dict[str, str], default_crs: str) -> None:
-    stored = dict(session.execute(text("SELECT name, code FROM departments")).all())
+    stored: dict[str, str] = {name: code for name, code in session.execute(text("SELECT name, code FROM departments"))}
     codes: dict[str, int] = {}
     names: dict[str, int] = {}
     for row in rows:

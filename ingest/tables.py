@@ -419,5 +419,7 @@ def copy_rows(conn: Connection, table: str, columns: tuple[str, ...], rows: Iter
     # repr (exact): the rows go in as they are
     csv.writer(buf).writerows(rows)
     buf.seek(0)
-    cursor = conn.connection.driver_connection.cursor()
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a checked-out connection has its driver's
+    cursor = raw.cursor()
     cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", buf)

@@ -17,7 +17,7 @@ def area_tree(session: Session) -> list[dict]:
         select(AdminArea.id, AdminArea.code, AdminArea.name, AdminArea.level, AdminArea.parent_id).order_by(AdminArea.code)
     ).all()
     nodes = {r.id: {"code": r.code, "name": r.name, "level": r.level, "children": []} for r in rows}
-    roots = []
+    roots: list[dict] = []
     for r in rows:
         (nodes[r.parent_id]["children"] if r.parent_id in nodes else roots).append(nodes[r.id])
     return roots

@@ -82,8 +82,8 @@ class Finding:
     form: str | None
     codes: list[str]
     area_code: str | None
-    area_m2: float
-    point: tuple[float, float]
+    area_m2: float | None  # None where a finding has no area (a branch without grids)
+    point: tuple[float, float] | tuple[None, None]  # (None, None): nowhere to put it
     geom: Any
     extra: dict[str, Any] = field(default_factory=dict)
     #: A stable id: ``kind:code+code…``, with ``:n`` when several parts share them.
@@ -361,9 +361,9 @@ def analyse_topology(
     # ---- gaps: communities by grids, streets and districts by their child areas ------------
     gaps: list[tuple[str, Any]] = []  # (area code, polygon) above the noise floor
     by_area: dict[int, list[int]] = {}
-    for g, ai in enumerate(grid_area_idx.tolist()):
+    for gi, ai in enumerate(grid_area_idx.tolist()):
         if ai >= 0:
-            by_area.setdefault(ai, []).append(g)
+            by_area.setdefault(ai, []).append(gi)
     children: dict[int, list[int]] = {}
     for j, parent in enumerate(area_parents):
         if parent is not None and parent in area_index:
@@ -440,11 +440,11 @@ def analyse_topology(
     uncovered_m2: dict[str, float] = {}
     for f in findings:
         if f.form == "gap" and f.area_code:
-            code = f.area_code
-            while code is not None:
-                uncovered_m2[code] = uncovered_m2.get(code, 0.0) + f.area_m2
-                j = area_index.get(code)
-                code = area_parents[j] if j is not None else None
+            up: str | None = f.area_code
+            while up is not None:
+                uncovered_m2[up] = uncovered_m2.get(up, 0.0) + (f.area_m2 or 0.0)
+                at = area_index.get(up)
+                up = area_parents[at] if at is not None else None
     findings.sort(key=lambda f: (TOPOLOGY_KINDS.index(f.kind), f.area_code or "", f.codes, f.point))
     assign_ids(findings)
     return Topology(findings, grid_geoms, grid_area_m2, area_area_m2, uncovered_m2, ea, tree)

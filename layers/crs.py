@@ -205,7 +205,7 @@ def _gcj_offset(lon: np.ndarray, lat: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return dlon, dlat
 
 
-def wgs84_to_gcj02(lon: Any, lat: Any):
+def wgs84_to_gcj02(lon: Any, lat: Any) -> tuple[Any, Any]:
     """Convert WGS84 (lon, lat) in degrees to GCJ-02 (lon, lat) in degrees.
 
     Points outside the rough :data:`CHINA_BBOX` come back unchanged.
@@ -220,7 +220,7 @@ def wgs84_to_gcj02(lon: Any, lat: Any):
     return _result(out_lon, out_lat, scalar)
 
 
-def gcj02_to_wgs84(lon: Any, lat: Any):
+def gcj02_to_wgs84(lon: Any, lat: Any) -> tuple[Any, Any]:
     """Convert GCJ-02 (lon, lat) in degrees to WGS84 (lon, lat) in degrees.
 
     This is an exact inverse of :func:`wgs84_to_gcj02`, found by fixed-point
@@ -296,13 +296,13 @@ def bd09_to_gcj02(lon: Any, lat: Any):
     return _result(g_lon, g_lat, scalar)
 
 
-def wgs84_to_bd09(lon: Any, lat: Any):
+def wgs84_to_bd09(lon: Any, lat: Any) -> tuple[Any, Any]:
     """Convert WGS84 (lon, lat) in degrees to BD-09 (lon, lat) in degrees (via GCJ-02)."""
     g_lon, g_lat = wgs84_to_gcj02(lon, lat)
     return gcj02_to_bd09(g_lon, g_lat)
 
 
-def bd09_to_wgs84(lon: Any, lat: Any):
+def bd09_to_wgs84(lon: Any, lat: Any) -> tuple[Any, Any]:
     """Convert BD-09 (lon, lat) in degrees to WGS84 (lon, lat) in degrees (via GCJ-02)."""
     g_lon, g_lat = bd09_to_gcj02(lon, lat)
     return gcj02_to_wgs84(g_lon, g_lat)
@@ -676,6 +676,7 @@ def zone_prefix_mismatch(crs: str | CrsSpec, eastings) -> tuple[GaussKruger, str
             return None
         if median < 1_000_000:
             fit = gauss_kruger_for(gk.width, gk.zone, False)
+            assert fit is not None  # the unprefixed twin of a prefixed zone always exists
             return fit, (f"the eastings have no zone prefix (e.g. {sample}) but {gk.title} expects them to start with "
                          f"its zone number {gk.zone} ({gk.zone}xxxxxx.x): the coordinates are {fit.title}; "
                          f"give --crs EPSG:{fit.epsg}")

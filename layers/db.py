@@ -61,10 +61,10 @@ def connection_shortfall(engine: Engine, pool_size: int, workers: int) -> str | 
     from sqlalchemy import text
 
     with engine.connect() as conn:
-        allowed = int(conn.execute(text("SHOW max_connections")).scalar())
-        reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar())
+        allowed = int(conn.execute(text("SHOW max_connections")).scalar_one())
+        reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar_one())
         others = int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                                        "AND pid <> pg_backend_pid()")).scalar())
+                                        "AND pid <> pg_backend_pid()")).scalar_one())
     need = workers * connections_per_worker(pool_size)
     room = allowed - reserved - others
     if need <= room:
@@ -108,7 +108,7 @@ def database_unavailable(exc: BaseException) -> bool:
                 return True
         elif _psycopg2_unavailable(exc, psycopg2) or isinstance(exc, TimeoutError):
             return True
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]  # None ends the loop
     return False
 
 

@@ -26,11 +26,24 @@ event's grid; dispatchers cover everything):
   ``member`` members, ``grid_worker`` grid workers, ``hotline`` and ``video`` the command
   centre (dispatchers) and admins. Dispatchers and admins may file any channel.
 * register, dispatch, defer, reject, mark_duplicate, close — dispatchers, admins covering.
-* start, handle — dispatchers, admins covering, and the grid worker of the event's grid,
-  who records the assigned department's work on site (departments have no accounts:
-  their feedback reaches the centre by phone or through the grid worker).
+* start, handle — dispatchers, admins covering, the staff of the department the event is
+  dispatched to now (``department_staff``; handling with their feedback: a note and photo
+  URLs), and the grid worker of the event's grid, who records the department's work on
+  site where it asks them to.
 * return — from ``handled`` (verification failed, 返工): dispatchers and admins covering;
-  from ``dispatched``/``in_progress`` (not the assignee's job): also the grid worker.
+  from ``dispatched``/``in_progress`` (not the assignee's job, 退回): also the grid worker
+  and the staff of the department holding it, sending it back to the centre, which
+  dispatches it again (to another department, or the same).
+
+Only a return after handling is rework: it counts in ``return_count`` (返工). A send-back
+from ``dispatched``/``in_progress`` is recorded in the track (with the department it was
+with) and counted in the evaluation as that department's ``returned``, never as its close.
+
+Every track entry names the department the event was with when it was written
+(``event_log.department_id``; a dispatch: the department it was dispatched to).
+Department staff see the events dispatched to their department now or before (the track
+says so), read only once they are gone elsewhere, and never personal data (reporter,
+contact, assisting member).
 
 Time limits: the category's ``time_limit_hours`` in working hours on the working
 calendar (:mod:`layers.workcal`), the clock starting at each dispatch; ``warn_at`` at the
@@ -69,7 +82,9 @@ CLOCK = ("dispatched", "in_progress", "handled", "returned")
 TASK_OPEN = ("dispatched", "in_progress", "handled", "returned")
 
 DISPATCHERS = frozenset({"dispatcher", "admin"})
-ON_SITE = frozenset({"dispatcher", "admin", "grid_worker"})
+DEPARTMENT = "department_staff"
+#: Who handles a dispatched event: the centre, the grid worker on site, the department.
+HANDLERS = frozenset({"dispatcher", "admin", "grid_worker", DEPARTMENT})
 
 
 @dataclass(frozen=True)
@@ -84,11 +99,11 @@ TRANSITIONS: dict[str, Transition] = {
     "reject": Transition(("reported", "registered", "returned"), "rejected", DISPATCHERS),
     "mark_duplicate": Transition(("reported", "registered"), "duplicate", DISPATCHERS),
     "dispatch": Transition(("registered", "returned", "deferred"), "dispatched", DISPATCHERS),
-    "start": Transition(("dispatched",), "in_progress", ON_SITE),
-    "handle": Transition(("in_progress",), "handled", ON_SITE),
+    "start": Transition(("dispatched",), "in_progress", HANDLERS),
+    "handle": Transition(("in_progress",), "handled", HANDLERS),
     "close": Transition(("handled",), "closed", DISPATCHERS),
     "defer": Transition(("dispatched", "in_progress"), "deferred", DISPATCHERS),
-    "return": Transition(("dispatched", "in_progress", "handled"), "returned", ON_SITE),
+    "return": Transition(("dispatched", "in_progress", "handled"), "returned", HANDLERS),
 }
 ACTIONS = tuple(TRANSITIONS)
 #: Actions needing a reason (stored on the event and in the log).
@@ -109,7 +124,7 @@ def allowed(action: str, status: str, role: str | None) -> bool:
     t = TRANSITIONS.get(action)
     if t is None or status not in t.sources or role not in t.roles:
         return False
-    if action == "return" and status == "handled" and role == "grid_worker":
+    if action == "return" and status == "handled" and role not in DISPATCHERS:
         return False  # verifying the work (and sending it back) is the centre's
     return True
 
@@ -161,6 +176,12 @@ def check_report_size(description: str, photos: list[str] | tuple[str, ...], *, 
     if len(description) > max_description:
         raise InvalidInput(f"the description has {len(description)} characters; at most {max_description}",
                            field="description", max_length=max_description)
+    check_photos(photos, max_photos=max_photos, max_photo_url=max_photo_url)
+
+
+def check_photos(photos: list[str] | tuple[str, ...], *, max_photos: int, max_photo_url: int) -> None:
+    """422 naming the field when there are too many photos or one is not an http(s) URL
+    of reasonable length (a report's, or a handling's feedback)."""
     if len(photos) > max_photos:
         raise InvalidInput(f"{len(photos)} photos; at most {max_photos}", field="photos", max_items=max_photos)
     for i, url in enumerate(photos):
@@ -462,16 +483,19 @@ def suggest_members(session: Session, event_id: int, role_code: str | None, *, r
     ]
 
 
-def event_area(session: Session, event_id: int) -> tuple[str | None, str | None]:
-    """(grid code, reporting account) of event ``event_id``: who may see it, and act on
-    it, is decided from these (``geo_api.deps.scoped_event``). :class:`NotFound`."""
+def event_area(session: Session, event_id: int) -> tuple[str | None, str | None, frozenset[int]]:
+    """(grid code, reporting account, ids of the departments it was ever dispatched to)
+    of event ``event_id``: who may see it, and act on it, is decided from these
+    (``geo_api.deps.scoped_event``). :class:`NotFound`."""
     row = session.execute(
-        text("SELECT g.code, e.reporter FROM events e LEFT JOIN grids g ON g.id = e.grid_id WHERE e.id = :id"),
+        text("SELECT g.code, e.reporter, ARRAY(SELECT l.department_id FROM event_log l WHERE l.event_id = e.id "
+             "AND l.action = 'dispatch' AND l.department_id IS NOT NULL) AS departments "
+             "FROM events e LEFT JOIN grids g ON g.id = e.grid_id WHERE e.id = :id"),
         {"id": event_id},
     ).first()
     if row is None:
         raise NotFound(f"no event with id {event_id}", field="id")
-    return row.code, row.reporter
+    return row.code, row.reporter, frozenset(row.departments)
 
 
 def count_routing_probe(session: Session, username: str, event_id: int, *, per_hour: int) -> None:
@@ -590,6 +614,14 @@ def routes(session: Session, prefix: str = "") -> list[dict[str, Any]]:
     ]
 
 
+def department_code(session: Session, department_id: int) -> str:
+    """The code of department ``department_id`` (:class:`NotFound` when there is none)."""
+    code = session.execute(text("SELECT code FROM departments WHERE id = :d"), {"d": department_id}).scalar()
+    if code is None:
+        raise NotFound(f"no department with id {department_id}", field="department")
+    return code
+
+
 def department_id(session: Session, department: str, field: str = "department") -> int:
     """The id of a department given by code or name; 422 naming ``field`` otherwise."""
     dept = session.execute(
@@ -655,10 +687,11 @@ class Move:
     department: str | None = None
     assignee: str | None = None
     member_id: int | None = None
+    photos: tuple[str, ...] = ()
 
 
 _CURRENT_SQL = text(
-    """SELECT e.id, e.status, e.version, e.reported_at, e.assignee, e.department_id, e.member_id,
+    """SELECT e.id, e.status, e.version, e.reported_at, e.assignee, e.department_id, e.member_id, e.dispatched_at,
               g.code AS grid_code, c.time_limit_hours, c.warn_share, d.name AS department_name, gridbranch_now() AS now
        FROM events e JOIN event_categories c ON c.code = e.category_code
        LEFT JOIN grids g ON g.id = e.grid_id LEFT JOIN departments d ON d.id = e.department_id
@@ -667,9 +700,11 @@ _CURRENT_SQL = text(
 
 
 def transition_event(session: Session, event_id: int, move: Move, *, actor: str, role: str | None, covers,
-                     calendar: WorkCalendar, warn_share: float, max_open_tasks: int) -> int:
+                     calendar: WorkCalendar, warn_share: float, max_open_tasks: int,
+                     actor_department: int | None = None) -> int:
     """Apply ``move`` to event ``event_id`` as ``actor`` (``role``; ``covers(grid_code)``
-    tells whether the actor's area contains the event's grid). Returns the new version.
+    tells whether the actor's area contains the event's grid; department staff act on the
+    events dispatched to their department, ``actor_department``, now). Returns the new version.
 
     404 unknown event; 403 not the actor's to do; 409 an illegal transition from the
     current status, a stale ``version``, or a concurrent change that got there first;
@@ -682,7 +717,10 @@ def transition_event(session: Session, event_id: int, move: Move, *, actor: str,
     t = TRANSITIONS[move.action]
     if role not in t.roles:
         raise Forbidden(f"a {role} may not {move.action} events", field="action")
-    if not covers(cur.grid_code):
+    if role == DEPARTMENT:
+        if actor_department is None or cur.dispatched_at is None or cur.department_id != actor_department:
+            raise Forbidden(f"event {event_id} is not dispatched to your department")
+    elif not covers(cur.grid_code):
         raise Forbidden(f"event {event_id} (grid {cur.grid_code}) is outside your area")
     if cur.status not in t.sources:
         raise Conflict(
@@ -705,6 +743,8 @@ def transition_event(session: Session, event_id: int, move: Move, *, actor: str,
             raise InvalidInput(f"{move.action} needs a reason", field="reason")
         values["reason"] = reason
         note = note or reason
+    if move.photos and move.action != "handle":
+        raise InvalidInput("photos come with a handling's feedback (handle) only", field="photos")
     if move.action == "mark_duplicate":
         original = _check_original(session, event_id, move.duplicate_of, cur.reported_at)
         values.update(duplicate_of=original, closed_at=now)
@@ -740,8 +780,8 @@ def transition_event(session: Session, event_id: int, move: Move, *, actor: str,
         values["handled_at"] = now
     elif move.action == "close":
         values["closed_at"] = now
-    elif move.action == "return":
-        values["return_count"] = Event.return_count + 1
+    elif move.action == "return" and cur.status == "handled":
+        values["return_count"] = Event.return_count + 1  # rework; a send-back before handling is not
 
     stmt = (
         update(Event)
@@ -753,11 +793,15 @@ def transition_event(session: Session, event_id: int, move: Move, *, actor: str,
     if new_version is None:
         raise Conflict(f"event {event_id} was changed by someone else meanwhile: reload and retry",
                        field="version")
+    # the department the event is with: once dispatched, the (new) assignee department
+    with_department = (values.get("department_id", cur.department_id)
+                       if move.action == "dispatch" or cur.dispatched_at is not None else None)
     session.execute(
-        text("INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, note) "
-             "VALUES (:e, :at, :actor, :action, :from_, :to, :note)"),
+        text("INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, note, department_id, "
+             "photos) VALUES (:e, :at, :actor, :action, :from_, :to, :note, :dept, CAST(:photos AS jsonb))"),
         {"e": event_id, "at": now, "actor": actor, "action": move.action, "from_": cur.status, "to": t.target,
-         "note": note},
+         "note": note, "dept": with_department,
+         "photos": orjson.dumps(list(move.photos)).decode() if move.photos else None},
     )
     return new_version
 
@@ -806,7 +850,7 @@ _EVENT_SQL = f"""
            ST_X(e.geom) AS lon, ST_Y(e.geom) AS lat, e.source_crs, e.source_x, e.source_y,
            g.code AS grid_code, g.name AS grid_name, gv.version AS grid_version,
            cm.code AS community_code, cm.name AS community_name, st.code AS street_code, st.name AS street_name,
-           d.code AS department_code, d.name AS department_name, e.assignee, e.member_id, m.name AS member_name,
+           e.department_id, d.code AS department_code, d.name AS department_name, e.assignee, e.member_id, m.name AS member_name,
            e.return_count, e.duplicate_of, e.reason,
            e.reported_at, e.dispatched_at, e.due_at, e.handled_at, e.closed_at,
            COALESCE(e.warn_at, e.dispatched_at + (e.due_at - e.dispatched_at) * COALESCE(c.warn_share, :share)) AS warn_at,
@@ -840,9 +884,10 @@ def event_row(session: Session, event_id: int, *, warn_share: float):
     return row
 
 
-def event_view(row, *, personal: bool, role: str | None = None) -> dict[str, Any]:
+def event_view(row, *, personal: bool, role: str | None = None, department_id: int | None = None) -> dict[str, Any]:
     """The shape of an event. ``personal`` adds who reported it (account and the contact
-    they left) and the assisting member; ``role`` adds the actions that role may take."""
+    they left) and the assisting member; ``role`` adds the actions that role may take
+    (department staff, of department ``department_id``: only while it holds the event)."""
     out: dict[str, Any] = {
         "id": row.id,
         "status": row.status,
@@ -877,27 +922,40 @@ def event_view(row, *, personal: bool, role: str | None = None) -> dict[str, Any
         out["contact"] = row.reporter_contact
         out["member"] = {"id": row.member_id, "name": row.member_name} if row.member_id else None
     if role is not None:
-        out["actions"] = actions_from(row.status, role)
+        holds = role != DEPARTMENT or (row.dispatched_at is not None and row.department_id == department_id)
+        out["actions"] = actions_from(row.status, role) if holds else []
     return out
 
 
-def event_log(session: Session, event_id: int) -> list[dict[str, Any]]:
-    """The event's track, oldest first."""
+def event_log(session: Session, event_id: int, *, personal: bool = True) -> list[dict[str, Any]]:
+    """The event's track, oldest first: each entry with the department the event was with
+    (a dispatch: sent to) and a handling's feedback photos. Without ``personal`` the
+    report's actor (the reporting account) is left out."""
     rows = session.execute(
-        text("SELECT at, actor, action, from_status, to_status, note FROM event_log "
-             "WHERE event_id = :id ORDER BY at, id"), {"id": event_id}
+        text("SELECT l.at, l.actor, l.action, l.from_status, l.to_status, l.note, l.photos, d.code, d.name "
+             "FROM event_log l LEFT JOIN departments d ON d.id = l.department_id "
+             "WHERE l.event_id = :id ORDER BY l.at, l.id"), {"id": event_id}
     ).all()
-    return [{"at": r.at.isoformat(), "actor": r.actor, "action": r.action, "from": r.from_status,
-             "to": r.to_status, "note": r.note} for r in rows]
+    return [{"at": r.at.isoformat(), "actor": r.actor if personal or r.action != "report" else None,
+             "action": r.action, "from": r.from_status,
+             "to": r.to_status, "note": r.note, "photos": r.photos or [],
+             "department": {"code": r.code, "name": r.name} if r.code else None} for r in rows]
 
 
 def events_within(session: Session, *, prefix: str | None, statuses: list[str] | None, category: str | None,
                   time_state: str | None, reported_from: datetime | None, reported_to: datetime | None,
-                  department: str | None, warn_share: float, limit: int, offset: int):
+                  department: str | None, warn_share: float, limit: int, offset: int,
+                  dispatched_to: int | None = None):
     """Events whose grid code starts with ``prefix`` (None: all, including events in no
     grid), newest first, filtered by status, category, department code, time state
-    (``warning``/``overdue``/``normal``) and report time [from, to). Returns (rows, total)."""
+    (``warning``/``overdue``/``normal``), report time [from, to) and, with
+    ``dispatched_to`` (a department's id), to the events ever dispatched to that
+    department (its queue and its history). Returns (rows, total)."""
     where, params = [], {"share": warn_share, "limit": limit, "offset": offset}
+    if dispatched_to is not None:
+        where.append("EXISTS (SELECT 1 FROM event_log l WHERE l.event_id = q.id AND l.action = 'dispatch' "
+                     "AND l.department_id = :dispatched_to)")
+        params["dispatched_to"] = dispatched_to
     if prefix:
         where.append("q.grid_code LIKE :prefix")
         params["prefix"] = prefix + "%"

@@ -69,7 +69,7 @@ def grids_page(
         stmt = stmt.where(GridVersion.geom.op("&&")(envelope), func.ST_Intersects(GridVersion.geom, envelope))
     if within is not None:
         stmt = stmt.where(Grid.code.startswith(area_prefix(within)))
-    matched = session.scalar(select(func.count()).select_from(stmt.subquery()))
+    matched = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(stmt.order_by(Grid.code).limit(limit).offset(offset)).all()
     return [_feature(r) for r in rows], matched
 

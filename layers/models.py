@@ -277,6 +277,10 @@ class EventLog(Base):
     from_status: Mapped[str | None] = mapped_column(String(16))
     to_status: Mapped[str] = mapped_column(String(16))
     note: Mapped[str | None] = mapped_column(Text)
+    #: the department the event was with (dispatch: sent to); migration 0017
+    department_id: Mapped[int | None] = mapped_column(ForeignKey("departments.id"))
+    #: feedback photos (URLs) of a handling
+    photos: Mapped[list | None] = mapped_column(JSONB)
 
 
 class User(Base):

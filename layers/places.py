@@ -87,7 +87,8 @@ def _read_places(session: Session) -> list[Place]:
             if len(_POINT_OF) >= _POINT_OF_MAX:
                 _POINT_OF.clear()
             xy = _POINT_OF[key] = label_point(geom)
-        out.append(Place(level, code, name, parent, *xy, tuple(float(v) for v in geom.bounds)))
+        x0, y0, x1, y1 = (float(v) for v in geom.bounds)
+        out.append(Place(level, code, name, parent, *xy, (x0, y0, x1, y1)))
     out.sort(key=lambda p: (LEVEL_RANK[p.level], p.code))
     return out
 
@@ -141,7 +142,8 @@ def search_places(places: list[Place], q: str, limit: int = 10) -> tuple[list[Pl
 def place_feature(place: Place, names: dict[str, str], parents: dict[str, str | None]) -> dict:
     """A place as a GeoJSON Point feature (its label point) with its level, code, name,
     bounds (``bbox``) and the names of the areas it lies in, top first (``within``)."""
-    within, code = [], place.parent
+    within: list[str] = []
+    code = place.parent
     while code is not None and code in names:
         within.insert(0, names[code])
         code = parents.get(code)

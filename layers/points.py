@@ -81,7 +81,7 @@ def _floats(values: list[Any], key: str, errors: dict[int, dict[str, str]]) -> n
         suspicious = np.flatnonzero(np.isnan(out))  # None and "nan" both become NaN
     else:
         out = np.full(len(values), np.nan)
-        suspicious = range(len(values))
+        suspicious = np.arange(len(values))
     for i in suspicious:
         value = values[i]
         if value is None or (isinstance(value, str) and not value.strip()):

@@ -76,13 +76,20 @@ _HASH_CACHE: dict[str, str] = {}
 
 
 def add_user(session: Session, username: str, role: str, area_code: str | None = None,
-             member_id: int | None = None, password: str = "test-demo-password") -> None:
+             member_id: int | None = None, password: str = "test-demo-password",
+             department: str | None = None) -> None:
+    """An account; department staff name their department by code."""
     from geo_api.security import hash_password
     from layers.users import upsert_user
 
     if password not in _HASH_CACHE:
         _HASH_CACHE[password] = hash_password(password)
-    upsert_user(session, username, _HASH_CACHE[password], role, area_code=area_code, member_id=member_id)
+    department_id = None
+    if department is not None:
+        department_id = session.execute(text("SELECT id FROM departments WHERE code = :c"),
+                                        {"c": department}).scalar_one()
+    upsert_user(session, username, _HASH_CACHE[password], role, area_code=area_code, member_id=member_id,
+                department_id=department_id)
     session.flush()
 
 

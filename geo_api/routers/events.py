@@ -14,8 +14,8 @@ from pydantic import Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_api.asgi import route_path
-from geo_api.deps import (Caller, Public, ScopedEvent, SessionDep, get_session, require_roles, scoped_area,
-                          scoped_area_path, scoped_event, scoped_member)
+from geo_api.deps import (Caller, Public, ScopedEvent, SessionDep, get_session, require_roles,
+                          scoped_area_path, scoped_event, scoped_event_area, scoped_member)
 from geo_api.errors import unexpected_error
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset
@@ -28,9 +28,12 @@ from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=problems(400, 403, 404, 409))
 
-Staff = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker")]
-Readers = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker", "member")]
+#: who handles events: the centre, grid workers, and department staff (their department's)
+Staff = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker", "department_staff")]
+Readers = Annotated[Caller, require_roles("dispatcher", "admin", "grid_worker", "department_staff", "member")]
 Centre = Annotated[Caller, require_roles("dispatcher", "admin")]
+#: the evaluation: the centre's, and each department's own figures
+Evaluated = Annotated[Caller, require_roles("dispatcher", "admin", "department_staff")]
 
 Channel = Literal["grid_worker", "member", "public", "hotline", "video"]
 Action = Literal["register", "dispatch", "start", "handle", "close", "reject", "defer", "return", "mark_duplicate"]
@@ -61,6 +64,8 @@ class EventReport(Body):
 
 
 def _personal(caller: Caller, row) -> bool:
+    """Whether the caller sees who reported the event and the assisting member: the
+    reporter themselves, staff covering its grid; never department staff."""
     if caller.role == "member":
         return row.reporter is not None and row.reporter == caller.username
     return caller.role in ("dispatcher", "admin", "grid_worker") and caller.covers(row.grid_code)
@@ -298,8 +303,9 @@ def _period(start: date | None, end: date | None, tz) -> tuple[datetime, datetim
             datetime.combine(end + timedelta(days=1), time(0), tz) if end else None)
 
 
-ScopedWithin = Annotated[str | None, scoped_area(
-    description="area or grid code; default your area (dispatchers: all)")]
+ScopedWithin = Annotated[str | None, scoped_event_area(
+    description="area or grid code; default your area (dispatchers: all; department staff: none, "
+                "their department's events across the district)")]
 
 
 @router.get("", summary="Events in an area, newest first; filter by status, category, department, warning/overdue, period")
@@ -329,17 +335,21 @@ def list_events(
         session, prefix=ev.scope_prefix(within), statuses=statuses, category=category, time_state=time_state,
         reported_from=rfrom, reported_to=rto, department=department, warn_share=es.warn_share,
         limit=limit, offset=offset,
+        dispatched_to=caller.department_id if caller.role == ev.DEPARTMENT else None,
     )
-    items = [ev.event_view(r, personal=_personal(caller, r), role=caller.role) for r in rows]
+    items = [ev.event_view(r, personal=_personal(caller, r), role=caller.role, department_id=caller.department_id)
+             for r in rows]
     return _json({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
 @router.get("/evaluation", summary="Performance per department, street, community or grid over a period (绩效一网考); CSV with format=csv",
+            description="Department staff: `level=department` only, and only their own department's figures "
+                        "with its rank among the rated departments (`ranked`).",
             responses=media(CSV))
 def evaluation(
     request: Request,
     session: SessionDep,
-    caller: Centre,
+    caller: Evaluated,
     within: ScopedWithin,
     level: Annotated[Literal["department", "street", "community", "grid"], Query()] = "street",
     start: Annotated[Day | None, Query(alias="from", description="first day (default: 30 days before `to`)")] = None,
@@ -347,6 +357,8 @@ def evaluation(
     format: Annotated[Literal["json", "csv"], Query()] = "json",
 ) -> Response:
     es = request.app.state.settings.events
+    if caller.role == ev.DEPARTMENT and level != "department":
+        raise Forbidden("department staff see the figures per department (level=department)", field="level")
     cal = calendar_of(request, session)
     end = end or request.app.state.clock.now().astimezone(cal.tz).date()
     start = start or max(FIRST_DAY, end - timedelta(days=29))
@@ -354,13 +366,20 @@ def evaluation(
     prefix = ev.scope_prefix(within)
     units = events_eval.evaluate(session, level=level, period_from=pfrom, period_to=pto, prefix=prefix,
                                  calendar=cal, min_sample=es.min_sample)
+    ranked = None
+    if caller.role == ev.DEPARTMENT:  # its own row and rank, nobody else's figures
+        own = events_eval.own_unit(units, ev.department_code(session, caller.department_id))
+        units, ranked = [own["unit"]] if own["unit"] else [], own["ranked"]
     if format == "csv":
         name = f"evaluation-{level}-{start.isoformat()}-{end.isoformat()}.csv"
         return Response(("\ufeff" + events_eval.evaluation_csv(units)).encode("utf-8"),
                         media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
-    return _json({"level": level, "from": start.isoformat(), "to": end.isoformat(), "within": within,
-                  "min_sample": es.min_sample, "units": units})
+    out = {"level": level, "from": start.isoformat(), "to": end.isoformat(), "within": within,
+           "min_sample": es.min_sample, "units": units}
+    if ranked is not None:
+        out["ranked"] = ranked
+    return _json(out)
 
 
 class CalendarDay(Body):
@@ -413,12 +432,13 @@ def put_route(session: SessionDep, caller: Centre, category: Annotated[str, Path
 @router.get("/{event_id}", summary="One event with its due time and warning state")
 def get_event(request: Request, session: SessionDep, caller: Readers, event_id: ScopedEvent) -> Response:
     row = ev.event_row(session, event_id, warn_share=request.app.state.settings.events.warn_share)
-    return _json(ev.event_view(row, personal=True, role=caller.role))
+    return _json(ev.event_view(row, personal=_personal(caller, row), role=caller.role,
+                                department_id=caller.department_id))
 
 
 @router.get("/{event_id}/log", summary="The event's track (append-only)")
 def get_event_log(session: SessionDep, caller: Readers, event_id: ScopedEvent) -> dict:
-    return {"event_id": event_id, "log": ev.event_log(session, event_id)}
+    return {"event_id": event_id, "log": ev.event_log(session, event_id, personal=caller.role != ev.DEPARTMENT)}
 
 
 @router.get("/{event_id}/routing",
@@ -449,6 +469,8 @@ class TransitionBody(Body):
     department: textfields.Line(64) | None = Field(None, description="dispatch: department code or name (default: routed)")
     assignee: textfields.Line(200) | None = Field(None, description="dispatch/start: who handles it")
     member_id: int | None = Field(None, ge=1, description="dispatch: an assisting member from the suggestions")
+    photos: list[textfields.Line()] = Field(default_factory=list,
+                                            description="handle: photo URLs of the feedback (with the note)")
 
 
 @router.post("/{event_id}/transitions", summary="Move an event through its lifecycle (409 if illegal or stale)")
@@ -460,13 +482,15 @@ def transition(request: Request, session: SessionDep, caller: Staff, event_id: S
         scoped_member(session, caller, body.member_id)
     if body.duplicate_of is not None:
         scoped_event(session, caller, body.duplicate_of, field="duplicate_of")
+    ev.check_photos(body.photos, max_photos=es.max_photos, max_photo_url=es.max_photo_url)
     ev.transition_event(
         session, event_id,
         ev.Move(body.action, body.version, body.note, body.reason, body.duplicate_of, body.department,
-                body.assignee, body.member_id),
+                body.assignee, body.member_id, tuple(body.photos)),
         actor=caller.username, role=caller.role, covers=caller.covers, calendar=calendar_of(request, session),
-        warn_share=es.warn_share, max_open_tasks=es.max_open_tasks,
+        warn_share=es.warn_share, max_open_tasks=es.max_open_tasks, actor_department=caller.department_id,
     )
     session.commit()
     row = ev.event_row(session, event_id, warn_share=es.warn_share)
-    return _json(ev.event_view(row, personal=True, role=caller.role))
+    return _json(ev.event_view(row, personal=_personal(caller, row), role=caller.role,
+                                department_id=caller.department_id))

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -218,6 +219,8 @@ class EventLogEntry:
     from_status: str | None
     to_status: str
     note: str | None
+    #: the department the event was with (from its dispatch on)
+    department_code: str | None = None
 
 
 @dataclass
@@ -536,7 +539,7 @@ def _reading_order(geoms: list, band: float) -> list[int]:
 class _Layout:
     """The metric partition (EPSG:4547 geometries) with names and codes, in code order."""
 
-    district: object
+    district: Any  # a metric shapely geometry
     streets: list  # metric geoms
     street_names: list[str]
     street_codes: list[str]
@@ -670,7 +673,7 @@ def _shared_line(a, b):
 
 
 def _longest_segment(line) -> tuple[np.ndarray, np.ndarray, float]:
-    best = (None, None, 0.0)
+    best = (np.zeros(2), np.zeros(2), 0.0)  # no segment: length 0, which every caller skips
     for part in shapely.get_parts(line):
         xy = shapely.get_coordinates(part)
         if len(xy) < 2:
@@ -1304,10 +1307,14 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
         department = cat.department_code if dispatched_at else None
         handler = f"{dept_name[cat.department_code]}·{handler_names[handler_pick[key]]}"
         assignee = handler if any(a == "accept" for a, _, _ in steps) else None
-        return_count = sum(1 for a, _, _ in steps if a == "return")
+        # rework only: a return after handling (the demo's returns come before it)
+        return_count = sum(1 for (a, _, _), (b, _, _) in zip(steps[1:], steps) if a == "return" and b == "handle")
 
         prev = None
+        with_department = None
         for (action, to, _), at in zip(steps, times):
+            if action == "dispatch":
+                with_department = cat.department_code
             if action == "report":
                 actor, note = reporter or "群众", f"{ch}上报"
             elif action in ("register", "dispatch", "reject", "mark_duplicate"):
@@ -1325,7 +1332,7 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
                 actor = handler if action != "return" else dept_name[cat.department_code]
                 note = {"accept": "已签收，处置中", "handle": "已处置完毕", "defer": "需协调资金，申请缓办",
                         "return": "非本单位职责，退回指挥中心"}[action]
-            log.append(EventLogEntry(key, at, actor, action, prev, to, note))
+            log.append(EventLogEntry(key, at, actor, action, prev, to, note, with_department))
             prev = to
         events.append(Event(
             key=key, lon=lon, lat=lat, category_code=cat.code, channel=ch, description=description,

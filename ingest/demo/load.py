@@ -128,7 +128,9 @@ def _copy(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[S
         buf.write("\n")
         n += 1
     buf.seek(0)
-    cur = conn.connection.driver_connection.cursor()
+    raw = conn.connection.driver_connection
+    assert raw is not None  # a checked-out connection has its driver's
+    cur = raw.cursor()
     try:
         cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", buf)
     finally:
@@ -258,8 +260,10 @@ def load_demo(conn: Connection, district: DemoDistrict) -> dict[str, int]:
         for e, i, g in zip(d.events, event_ids, ev_geoms)
     ))
     log_ids = _reserve_ids(conn, "event_log", len(d.event_log))
-    _copy(conn, "event_log", ("id", "event_id", "at", "actor", "action", "from_status", "to_status", "note"), (
-        (i, event_ids[x.event_key], x.at, x.actor, x.action, x.from_status, x.to_status, x.note)
+    _copy(conn, "event_log", ("id", "event_id", "at", "actor", "action", "from_status", "to_status", "note",
+                              "department_id"), (
+        (i, event_ids[x.event_key], x.at, x.actor, x.action, x.from_status, x.to_status, x.note,
+         dept_id[x.department_code] if x.department_code else None)
         for x, i in zip(d.event_log, log_ids)
     ))
 

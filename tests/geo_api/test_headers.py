@@ -41,6 +41,7 @@ def values(demo_db) -> dict[str, str]:
         "day": "2024-10-01",
         "layers": "grids", "z": "14", "x": "13366", "y": "6495",
         "username": "gridworker",
+        "import_id": "0" * 32,  # an import is its uploader's alone: here nobody's (404)
         # {code} names a grid, an area or a branch, by the path it is in
         "/v1/grids/": one("SELECT code FROM grids ORDER BY code LIMIT 1"),
         "/v1/areas/": one("SELECT code FROM admin_areas WHERE level = 'community' ORDER BY code LIMIT 1"),

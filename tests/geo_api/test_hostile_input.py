@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from tests.conftest import make_settings, token_for
 from tests.geo_api.test_api import api_routes
 from tests.geo_api.test_sweep import _real_values, _send, _url, sweep_client  # noqa: F401 - a fixture
+from tests.zh import zh_fault
 
 ROLES = (None, "admin", "dispatcher", "member")
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -146,6 +147,8 @@ def _check(r, what: str) -> None:
         assert r.headers["content-type"].startswith(PROBLEM), f"{what}: {r.headers['content-type']} {r.text[:200]}"
         problem = r.json()
         assert problem["status"] == r.status_code and problem["detail"], what
+        fault = zh_fault(problem)
+        assert fault is None, f"{what}: {fault}"
 
 
 @pytest.fixture(scope="module")

@@ -50,10 +50,12 @@ ROLES = {
     "dispatcher": ("dispatcher", ""),
     "gridworker": ("gridworker", G_IN),
     "member": ("member", None),
+    "department": ("department", None),  # department staff: no area; "in" is their department's
     "anonymous": (None, None),
 }
 ACCOUNT_ROLE = {"admin": "admin", "street_admin": "admin", "community_admin": "admin", "dispatcher": "dispatcher",
-                "gridworker": "grid_worker", "member": "member", "anonymous": None}
+                "gridworker": "grid_worker", "member": "member", "department": "department_staff",
+                "anonymous": None}
 
 #: Argument names that name a member, registration, event, grid, branch or area.
 SCOPED_NAMES = {"member_id", "registration_id", "event_id", "code", "within", "street", "community", "grids",
@@ -214,6 +216,15 @@ CASES: dict[tuple[str, str], list[Case]] = {
     **{("POST", f"/v1/accounts/{{username}}/{action}"): [Case(
         lambda c, w, r, action=action: req("POST", f"/v1/accounts/{_ACCOUNT[w]}/{action}"),
         scope="account", write=True, entitled=_admins)] for action in ("disable", "enable", "reset-password")},
+    # imports (数据导入): district and street admins upload; an import is its uploader's alone,
+    # so a stranger's (here: nobody's) id is a 404 to every caller
+    ("POST", "/v1/imports"): [Case(lambda c, w, r: req("POST", "/v1/imports", params={
+        "kind": "grids", "filename": "matrix.geojson"}, content=b'{"type": "FeatureCollection", "features": []}'),
+        write=True, entitled=lambda r, w: r in ("admin", "street_admin"))],
+    **{(method, f"/v1/imports/{{import_id}}{tail}"): [Case(
+        lambda c, w, r, method=method, tail=tail: req(method, f"/v1/imports/{'0' * 32}{tail}"),
+        write=method == "POST", entitled=lambda r, w: False)]
+       for method, tail in (("GET", ""), ("GET", "/preview"), ("POST", "/check"), ("POST", "/commit"))},
     ("GET", "/v1/coverage/summary"): [Case(lambda c, w, r: req("GET", "/v1/coverage/summary",
                                                                params={"code": {"in": C_IN, "out": C_OUT}[w]}),
                                            scope="area", entitled=_centre)],
@@ -242,15 +253,25 @@ CASES: dict[tuple[str, str], list[Case]] = {
         lambda c, w, r: req("PUT", f"/v1/events/routes/xfyh/{ {'in': S_IN, 'out': S_OUT}[w]}", json={"department": "D01"}),
         scope="area", write=True,
         entitled=lambda r, w: r == "dispatcher" or (r in ("admin", "street_admin") and covers(r, _AREA[w])))],
-    ("GET", "/v1/events/{event_id}"): [Case(lambda c, w, r: req("GET", f"/v1/events/{c[f'event_{w}']}"),
-                                            scope="event", entitled=lambda r, w: _staff(r, w) or (r == "member" and w == "in"))],
-    ("GET", "/v1/events/{event_id}/log"): [Case(lambda c, w, r: req("GET", f"/v1/events/{c[f'event_{w}']}/log"),
-                                                scope="event", entitled=lambda r, w: _staff(r, w) or (r == "member" and w == "in"))],
+    ("GET", "/v1/events/{event_id}"): [
+        Case(lambda c, w, r: req("GET", f"/v1/events/{c[f'event_{w}']}"),
+             scope="event", entitled=lambda r, w: _staff(r, w) or (r == "member" and w == "in")),
+        # dispatched to the department account's department (in G_IN) or another one (in G_OUT)
+        Case(lambda c, w, r: req("GET", f"/v1/events/{c[f'dept_event_{w}']}"), scope="event", entitled=lambda r, w: _handlers(r, w))],
+    ("GET", "/v1/events/{event_id}/log"): [
+        Case(lambda c, w, r: req("GET", f"/v1/events/{c[f'event_{w}']}/log"),
+             scope="event", entitled=lambda r, w: _staff(r, w) or (r == "member" and w == "in")),
+        Case(lambda c, w, r: req("GET", f"/v1/events/{c[f'dept_event_{w}']}/log"), scope="event",
+             entitled=lambda r, w: _handlers(r, w))],
     ("GET", "/v1/events/{event_id}/routing"): [Case(lambda c, w, r: req("GET", f"/v1/events/{c[f'event_{w}']}/routing"),
                                                     scope="event", entitled=_centre)],
     ("POST", "/v1/events/{event_id}/transitions"): [
         Case(lambda c, w, r: req("POST", f"/v1/events/{c[f'event_{w}']}/transitions",
                                  json={"action": "register", "version": 1}), scope="event", write=True, entitled=_centre),
+        # a department's start, handle or return: its own department's events only
+        *[Case(lambda c, w, r, action=action: req("POST", f"/v1/events/{c[f'dept_event_{w}']}/transitions",
+                                                  json={"action": action, "version": 3, "reason": "矩阵退回"}),
+               scope="event", write=True, entitled=lambda r, w: _handlers(r, w)) for action in ("start", "return")],
         # an event inside, the assisting member inside or outside
         Case(lambda c, w, r: req("POST", f"/v1/events/{c['registered_in']}/transitions",
                                  json={"action": "dispatch", "version": 2, "member_id": c[f"member_{w}"]}),
@@ -283,6 +304,11 @@ CASES: dict[tuple[str, str], list[Case]] = {
 def _staff(role, where):
     return role == "dispatcher" or (role in ("admin", "street_admin", "community_admin", "gridworker")
                                     and covers(role, _AREA[where]))
+
+
+def _handlers(role, where):
+    """Who handles a dispatched event: staff covering it, and its department's staff."""
+    return _staff(role, where) or (role == "department" and where == "in")
 
 
 def _route_params(route: APIRoute) -> tuple[set[str], set[str]]:
@@ -437,6 +463,22 @@ def _plant(db) -> dict:
                  "s": status, "g": grid}).scalar()
 
         ctx[f"event_{where}"] = event("reported", "member" if where == "in" else "someone_else", CONTACTS[where])
+        # dispatched (with an assisting member and the reporter's contact) to the demo
+        # department account's department inside, to another department outside
+        dept = ctx[f"dept_event_{where}"] = event("dispatched", "someone_else", CONTACTS[where])
+        db.execute(text(
+            """WITH d AS (SELECT CASE WHEN :w = 'in' THEN (SELECT department_id FROM users WHERE username = 'department')
+                                      ELSE (SELECT min(id) FROM departments WHERE id <> (
+                                            SELECT department_id FROM users WHERE username = 'department')) END AS id),
+                    e AS (UPDATE events SET department_id = d.id, version = 3, member_id = :m,
+                                            dispatched_at = gridbranch_now(), due_at = gridbranch_now() + interval '1 day'
+                          FROM d WHERE events.id = :e RETURNING events.id, d.id AS department_id)
+               INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, department_id)
+               SELECT e.id, gridbranch_now(), 'dispatcher', a.action, a.from_status, a.to_status,
+                      CASE WHEN a.action = 'dispatch' THEN e.department_id END
+               FROM e, (VALUES ('report', NULL, 'reported'), ('register', 'reported', 'registered'),
+                               ('dispatch', 'registered', 'dispatched')) a (action, from_status, to_status)"""),
+            {"w": where, "e": dept, "m": ctx[f"member_{where}"]})
         ctx["markers"][f"contact_{where}"] = (grid, [CONTACTS[where]])
         if where == "in":
             ctx["registered_in"] = event("registered", None, None)
@@ -479,9 +521,9 @@ def _leaks(ctx, role: str, path: str, body: bytes) -> list[str]:
             continue
         for i, marker in enumerate(markers):
             # dispatchers route events: member names (only) in the suggestions and in the
-            # events they dispatch with an assisting member
-            if role == "dispatcher" and path.startswith("/v1/events/{event_id}") and key.startswith("member") \
-                    and i == 0:
+            # events they dispatch with an assisting member (one by one and in the list)
+            if role == "dispatcher" and (path == "/v1/events" or path.startswith("/v1/events/{event_id}")) \
+                    and key.startswith("member") and i == 0:
                 continue
             if marker.encode() in body:
                 found.append(f"{key}:{marker}")

@@ -22,6 +22,7 @@ from geo_api.app import create_app
 from geo_api.deps import get_session
 from tests.conftest import make_settings, token_for
 from tests.geo_api.test_api import api_routes
+from tests.zh import zh_fault
 
 PATH_VALUES = ["x", "-1", "0", "99999999999999999999999", "1e309", "NaN", "%E4%B8%AD%00", "a" * 300]
 QUERY_VALUES = ["", "NaN", "-inf", "1e400", "x" * 300, "-1", "a\x00b", "2026-13-45", "99999999999999999999",
@@ -153,6 +154,7 @@ def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo
     real = _real_values(demo_engine)
     callers = {"anonymous": {}, "admin": token_for("admin")}
     failures, refused, tried = [], 0, 0
+    untranslated: set[str] = set()  # refusals a zh-CN user would read without their own Chinese
     for route, method in _routes(app):
         for (url, query, body, kind), (who, headers) in itertools.product(list(_requests(route, method, real)),
                                                                           callers.items()):
@@ -173,8 +175,11 @@ def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo
                     ok = r.headers.get("content-type", "").startswith("application/problem+json") and body.get("detail")
                 if not ok:
                     failures.append(f"{r.status_code} without problem details: {what}: {r.text[:200]}")
+                elif not isinstance(body, list) and (fault := zh_fault(body)):
+                    untranslated.add(fault)
     assert tried > 1000 and refused > tried // 2, (tried, refused)
     assert not failures, f"{len(failures)} of {tried} malformed requests:\n" + "\n".join(failures[:40])
+    assert not untranslated, f"{len(untranslated)} refusals without Chinese:\n" + "\n".join(sorted(untranslated)[:60])
 
 
 @pytest.mark.parametrize("url, field", [

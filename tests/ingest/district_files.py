@@ -153,3 +153,42 @@ def write_grids_gpkg(d: District, path: Path, grids: list[Unit] | None = None, c
 
 GRID_MAP = "code=网格编码,name=网格名称,parent=所属社区"
 AREA_MAP = "code=编码,name=名称,parent=上级编码"
+
+
+ADMIN_PASSWORD = "Zhongyuan-2026"
+
+
+def start_deployment(engine, folder: Path, d: District, *, grids: bool = True) -> dict[str, Path]:
+    """The 中原区 deployment on ``engine`` (migrated, empty) through the command line, as
+    an operator starts one: ``init`` with the real boundary, the areas committed from
+    the GBK Shapefile and, with ``grids``, the grids from the GeoPackage. The district
+    admin is ``admin`` (:data:`ADMIN_PASSWORD`). Returns the files written."""
+    import contextlib
+    import io
+    import os
+
+    from geo_api.cli import main
+
+    files = {"areas": write_areas_shapefile(d, folder / "areas"), "grids": write_grids_gpkg(d, folder / "grids.gpkg")}
+    env = {"GRIDBRANCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+           "GRIDBRANCH_INIT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    saved = {k: os.environ.get(k) for k in env}
+    steps = [("init", "--district", CODE, "--boundary", str(d.boundary_file), "--crs", "gcj02", "--name", NAME),
+             ("ingest", "areas", str(files["areas"]), "--crs", "gcj02", "--map", AREA_MAP, "--commit")]
+    if grids:
+        steps.append(("ingest", "grids", str(files["grids"]), "--map", GRID_MAP, "--commit"))
+    os.environ.update(env)
+    try:
+        for argv in steps:
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                rc = main(list(argv))
+            if rc != 0:
+                raise RuntimeError(f"gridbranch {' '.join(argv[:2])} failed: {out.getvalue()}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return files

@@ -18,7 +18,8 @@ from layers.crs import haversine_m
 from ingest.demo import generate, load
 from ingest.demo.generate import build_demo, to_metric
 
-pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
+# The district (geometry, codes, people) does not depend on the present; its timeline
+# does: only the tests of the timeline are marked ``clock`` (run at every CLOCK_INSTANT).
 
 NOISE_M2 = 0.5
 
@@ -70,6 +71,7 @@ def test_build_is_deterministic(demo):
     assert json.dumps(again.manifest(), sort_keys=True) == json.dumps(demo.manifest(), sort_keys=True)
 
 
+@pytest.mark.clock
 def test_the_timeline_leads_up_to_as_of(demo):
     """Built for another instant, the district is the same and every timestamp of its
     timeline (residences, registrations, events, their logs) moves by exactly as much,
@@ -233,6 +235,7 @@ def test_branches(demo):
         assert re.fullmatch(r"1\d{2}0000\d{4}", b.secretary_phone)
 
 
+@pytest.mark.clock
 def test_members_residences_registrations(demo):
     district = demo.district.geom
     xy = np.array([(r.lon, r.lat) for r in demo.residences])
@@ -264,6 +267,7 @@ def test_members_residences_registrations(demo):
     assert in_gap >= 3
 
 
+@pytest.mark.clock
 def test_events(demo):
     limits = {c.code: c.time_limit_hours for c in demo.categories}
     depts = {c.code: c.department_code for c in demo.categories}
@@ -305,6 +309,7 @@ def test_events(demo):
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.clock
 def test_load_and_check_invariants(migrated_engine, demo):
     with migrated_engine.connect() as conn:
         trans = conn.begin()

@@ -246,3 +246,77 @@ def test_pending_registrations_page_in_newest_first(page, live_server, demo_engi
         assert len(more) == 1 and f"还有 {len(expected) - 100} 条" in more[0].inner_text()
     else:
         assert more == []
+
+
+ENGLISH = r"[A-Za-z]{3,}"  # a word of English prose (codes and numbers are digits)
+
+
+def test_on_a_phone_typed_points_speak_chinese_paste_whole_and_move_the_map(page, live_server, demo_engine,
+                                                                              member):
+    """Found on a phone (issue 22, item 4): the service's refusals reached the member in
+    English, a geolocation failure stayed after coordinates were typed, a pasted
+    ``lon,lat`` pair did nothing, typed points did not move the map, and registering
+    again in the grid of a confirmed registration made it pending without a word."""
+    import re
+
+    open_map(page, live_server)
+    grid, _ = pick_grid(page, live_server, False)  # (at desktop size: a grid clear of overlaps)
+    code, lon, lat = grid["properties"]["code"], *inner_point(grid["geometry"])
+    roles = get_json(f"{live_server}/v1/registrations/roles")["roles"]
+    page.set_viewport_size({"width": 390, "height": 844})
+    sign_in(page, MEMBER)
+    wait_state(page, "none")
+    page.click("#register-locate-me")  # no permission: the page says so
+    page.wait_for_function("document.querySelector('.register-message').textContent.includes('无法获取当前位置')")
+
+    # a latitude out of range: refused in Chinese, and the geolocation failure is gone
+    page.fill("#register-form input[name=lon]", "113.69")
+    page.fill("#register-form input[name=lat]", "95")
+    page.press("#register-form input[name=lat]", "Tab")
+    page.wait_for_function("!document.getElementById('register-located').hidden")
+    refusal = page.inner_text("#register-located")
+    assert "纬度" in refusal and not re.search(ENGLISH, refusal), refusal
+    assert page.is_hidden(".register-message")
+    # far from every grid: the nearest one named, in Chinese
+    page.fill("#register-form input[name=lon]", "114.30")
+    page.fill("#register-form input[name=lat]", "34.80")
+    page.press("#register-form input[name=lat]", "Tab")
+    page.wait_for_function("document.getElementById('register-located').textContent.includes('米')")
+    refusal = page.inner_text("#register-located")
+    assert "最近的网格" in refusal and not re.search(ENGLISH, refusal), refusal
+
+    # a pair copied from a map app, pasted into 经度: both fields, located, the map there
+    assert page.evaluate("window.gridbranchMap.getZoom()") < 15  # (refusals leave the map as it was)
+    page.fill("#register-form input[name=lon]", f"{lon:.7f},{lat:.7f}")
+    wait_located(page, code)
+    assert page.input_value("#register-form input[name=lon]") == f"{lon:.7f}"
+    assert page.input_value("#register-form input[name=lat]") == f"{lat:.7f}"
+    page.wait_for_function("([x, y]) => { const m = window.gridbranchMap; "
+                           "return !m.isMoving() && m.getZoom() >= 15 && m.getBounds().contains([x, y]); }",
+                           arg=[lon, lat])
+    # in Baidu's and Google's order (lat, lon) with a full-width comma: the same point
+    page.fill("#register-form input[name=lat]", f"{lat:.7f}，{lon:.7f}")
+    assert page.input_value("#register-form input[name=lon]") == f"{lon:.7f}"
+    wait_located(page, code)
+    submit(page, roles[0]["code"])
+    wait_state(page, "pending")
+
+    # confirmed (by the grid's admin); registering again there with another role warns first
+    (reg,) = registrations(demo_engine, member)
+    with demo_engine.begin() as conn:
+        conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
+                          "decided_by = 'admin' WHERE id = :r"), {"r": reg[0]})
+    page.reload()
+    open_map(page, live_server)
+    if page.is_visible("#signin input[name=username]"):
+        sign_in(page, MEMBER)
+    wait_state(page, "confirmed")
+    page.click("#register-again")
+    page.fill("#register-form input[name=lon]", f"{lon:.7f},{lat:.7f}")
+    wait_located(page, code)
+    submit(page, roles[1]["code"])
+    page.wait_for_function("document.querySelector('.register-message').textContent.includes('重新审核')")
+    assert [r[1] for r in registrations(demo_engine, member)] == ["confirmed"]  # nothing sent yet
+    page.click("#register-form button[type=submit]")
+    wait_state(page, "pending")
+    assert [r[1] for r in registrations(demo_engine, member)][-1] == "pending"

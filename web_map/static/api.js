@@ -1,6 +1,6 @@
 // What the map's panels (register.js, dispatch.js, ranking.js, search.js, upkeep.js) share: calls to the service's API —
 // JSON in and out, with the signed-in account's token when there is one; a refusal
-// becomes an Error whose message is the problem details' `detail` (the service names
+// becomes an Error whose message is the problem details' `detail_zh` or `detail` (the service names
 // what was wrong) and whose `status` is the HTTP status — and the way they show an
 // outcome in a message line.
 
@@ -56,7 +56,7 @@ export function apiDownloader(apiUrl, session) {
 }
 
 function refusal(response, data) {
-  const error = new Error((data && (data.detail || data.title)) || `HTTP ${response.status}`);
+  const error = new Error((data && (data.detail_zh || data.detail || data.title)) || `HTTP ${response.status}`);
   error.status = response.status;
   return error;
 }

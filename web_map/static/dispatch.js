@@ -5,7 +5,8 @@
 // lifecycle action their role may take now. 派遣 (dispatch) proposes the department the
 // service routes the event to (GET /v1/events/{id}/routing) and the nearby members whose
 // role fits; 不予受理 / 暂缓 / 退回 need a reason; 标记重复 needs the original event's
-// number. Each action is sent with the version last seen (a stale one is refused with
+// number; 处置完毕 asks for the feedback (处置反馈: what was done, and photo URLs, one a
+// line). Department staff get the same block for their department's events (dept.js). Each action is sent with the version last seen (a stale one is refused with
 // 409 and the record reloaded). After a change the map's tiles are fetched again, so the
 // event's colour follows at once.
 //
@@ -26,7 +27,7 @@ const ACTION_NAMES = {
   mark_duplicate: '标记重复',
 };
 const NEEDS_REASON = ['reject', 'defer', 'return'];
-const STAFF = ['dispatcher', 'admin', 'grid_worker'];
+const STAFF = ['dispatcher', 'admin', 'grid_worker', 'department_staff'];
 
 export function wireDispatch({ call, el, formatTime, session, statusNames, refreshTiles }) {
   function field(label, input) {
@@ -61,6 +62,25 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
         nodes: [field('原因', reason)],
         values: () => ({ reason: reason.value.trim() }),
         check: () => (reason.value.trim() ? '' : '请填写原因。'),
+      };
+    }
+    if (action === 'handle') {
+      const note = el('textarea', 'feedback');
+      note.rows = 3;
+      note.placeholder = '处置情况（必填）';
+      const photos = el('textarea', 'feedback-photos');
+      photos.rows = 2;
+      photos.placeholder = 'https://…（每行一个，可不填）';
+      const urls = () => photos.value.split('\n').map((u) => u.trim()).filter(Boolean);
+      return {
+        nodes: [field('处置反馈', note), field('照片链接', photos)],
+        values: () => ({ note: note.value.trim(), photos: urls() }),
+        check: () => {
+          if (!note.value.trim()) {
+            return '请填写处置情况。';
+          }
+          return urls().every((u) => /^https?:\/\//.test(u)) ? '' : '照片链接须以 http:// 或 https:// 开头。';
+        },
       };
     }
     if (action === 'mark_duplicate') {
@@ -154,7 +174,8 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
     call(`v1/events/${eventId}`)
       .then((event) => render(box, event))
       .catch((err) => {
-        box.textContent = err.status === 403 ? '该事件不在您的辖区。' : `办理信息加载失败：${err.message}`;
+        const outside = s.role === 'department_staff' ? '该事件未派至本部门。' : '该事件不在您的辖区。';
+        box.textContent = err.status === 403 ? outside : `办理信息加载失败：${err.message}`;
       });
     return box;
   }

@@ -19,7 +19,8 @@
 // they live, and admins and grid workers confirm registrations (register.js); staff
 // handle a clicked event through its lifecycle (dispatch.js); admins and dispatchers rank
 // the units of their area (ranking.js); admins create, disable and re-enable the
-// accounts below theirs in their area (accounts.js); anyone finds a place by name or code
+// accounts below theirs in their area (accounts.js); district and street admins import
+// their files (imports.js); anyone finds a place by name or code
 // (search.js).
 //
 // Hooks for the browser tests:
@@ -33,8 +34,10 @@
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
 import { apiCaller, apiDownloader } from './api.js';
+import { wireDepartment } from './dept.js';
 import { wireDispatch } from './dispatch.js';
 import { wireAccounts } from './accounts.js';
+import { wireImports } from './imports.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
@@ -153,7 +156,7 @@ async function fetchJson(url, { auth = false } = {}) {
     let detail = '';
     try {
       const body = await response.json();
-      detail = body.detail || body.title || '';
+      detail = body.detail_zh || body.detail || body.title || '';
     } catch {
       // not JSON: the status line is all we have
     }
@@ -280,8 +283,10 @@ let session = null;
 let registration = null;
 let dispatch = null;
 let ranking = null; // rankings for admins and dispatchers (ranking.js)
+let department = null; // a department's own events and figures (dept.js)
 let accounts = null; // admins hand out accounts in their area (accounts.js)
 let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
+let imports = null; // district and street admins import their data (imports.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
@@ -1085,8 +1090,14 @@ function showSession() {
   if (ranking) {
     ranking.sessionChanged();
   }
+  if (department) {
+    department.sessionChanged();
+  }
   if (accounts) {
     accounts.sessionChanged();
+  }
+  if (imports) {
+    imports.sessionChanged();
   }
   if (selectedProps) {
     selectGrid(selectedProps); // its details again: the upkeep panel comes or goes with the account
@@ -1195,6 +1206,12 @@ async function main() {
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
     ranking = wireRanking({ call, download: apiDownloader(apiUrl, () => session), el, reveal, session: () => session });
     accounts = wireAccounts({ call, el, session: () => session });
+    // an import changes the district's layers: its tiles and the summary line again
+    const imported = () => {
+      refreshTiles();
+      summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
+    };
+    imports = wireImports({ map, apiUrl, call, el, session: () => session, refreshTiles: imported, reveal });
     wireSearch({ call, el, showPlace });
     upkeep = wireUpkeep({
       map,
@@ -1216,6 +1233,9 @@ async function main() {
       session: () => session,
       statusNames: EVENT_STATUS,
       refreshTiles,
+    });
+    department = wireDepartment({
+      map, call, el, formatTime, reveal, session: () => session, statusNames: EVENT_STATUS, refreshTiles,
     });
   }
 

@@ -21,8 +21,9 @@ const LEVELS = ['district', 'street', 'community', 'grid'];
 const LEVEL_NAMES = { street: '街道', community: '社区', grid: '网格' };
 // The figures a table can be sorted by: [key, heading, how a value is shown]. Those the
 // service ranks carry its rank; the others are numbered in the order shown.
-const percent = (v) => (v === null || v === undefined ? '—' : `${(v * 100).toFixed(1)}%`);
-const count = (v) => (v === null || v === undefined ? '—' : Number(v).toLocaleString('zh-CN'));
+// (shared with the department's own figures, dept.js)
+export const percent = (v) => (v === null || v === undefined ? '—' : `${(v * 100).toFixed(1)}%`);
+export const count = (v) => (v === null || v === undefined ? '—' : Number(v).toLocaleString('zh-CN'));
 const COLUMNS = [
   ['registration_rate', '报到率', percent],
   ['members_registered', '已报到', count],

@@ -42,6 +42,8 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
   let home = null;
   let accuracy = null;
   let lookup = 0; // the latest locate request; older answers are dropped
+  let activeReg = null; // the member's active registration, as /v1/registrations/mine gave it
+  let confirmedAgain = null; // the grid whose confirmed registration the member was warned about
 
   // --- where the member lives -----------------------------------------------------
 
@@ -60,7 +62,8 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
     delete located.dataset.grid;
   }
 
-  async function locate() {
+  // typed (or pasted) coordinates bring the map to them; a click on the map is there already
+  async function locate({ fly = false } = {}) {
     const data = new FormData(form);
     const lon = String(data.get('lon')).trim();
     const lat = String(data.get('lat')).trim();
@@ -87,6 +90,9 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
       located.hidden = false;
       located.dataset.grid = found.grid.code;
       setMarker(found.point);
+      if (fly) {
+        reveal({ point: found.point, zoom: Math.max(map.getZoom(), 15) });
+      }
     } catch (err) {
       if (mine !== lookup) {
         return;
@@ -141,11 +147,41 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
     );
   });
 
-  for (const name of ['lon', 'lat', 'crs']) {
-    form.elements[name].addEventListener('change', () => {
-      accuracy = null; // typed coordinates carry no accuracy of their own
-      locate();
+  // A pair copied from another map app ("113.6956271,34.8045814", Amap's order, or with
+  // a space or a full-width comma) pasted into either field fills both; a pair whose
+  // first number can only be a latitude and whose second only a longitude is taken in
+  // that order (Baidu's and Google's "lat,lon").
+  function splitPair(value) {
+    const parts = value.trim().split(/\s*[,，;；\s]\s*/).filter(Boolean);
+    if (parts.length !== 2 || !parts.every((p) => /^[+-]?\d+(\.\d+)?$/.test(p))) {
+      return null;
+    }
+    let [a, b] = parts;
+    if (Math.abs(Number(a)) <= 90 && Math.abs(Number(b)) > 90) {
+      [a, b] = [b, a];
+    }
+    return [a, b];
+  }
+
+  function typed() {
+    accuracy = null; // typed coordinates carry no accuracy of their own
+    if (message.classList.contains('message-error')) {
+      say(message, ''); // a geolocation failure is past once the member types a point
+    }
+    locate({ fly: true });
+  }
+
+  for (const name of ['lon', 'lat']) {
+    form.elements[name].addEventListener('input', () => {
+      const pair = splitPair(form.elements[name].value);
+      if (pair) {
+        [form.elements.lon.value, form.elements.lat.value] = pair;
+        typed();
+      }
     });
+  }
+  for (const name of ['lon', 'lat', 'crs']) {
+    form.elements[name].addEventListener('change', typed);
   }
 
   // --- the member's registration --------------------------------------------------
@@ -181,6 +217,8 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
 
   async function loadMine() {
     const { active, items } = await call('v1/registrations/mine');
+    activeReg = active;
+    confirmedAgain = null;
     section.dataset.state = active ? active.status : 'none';
     moveLabel.hidden = !active;
     // with an active registration the form waits behind 重新报到 (it would end that one)
@@ -221,6 +259,14 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
       say(message, '请选择服务岗位。', 'error');
       return;
     }
+    // registering again in the grid of a confirmed registration (another role, say) sends
+    // it back to 待确认: say so once, and go ahead on the second press
+    const sameGrid = activeReg && activeReg.status === 'confirmed' && located.dataset.grid === activeReg.grid.code;
+    if (sameGrid && confirmedAgain !== activeReg.grid.code) {
+      confirmedAgain = activeReg.grid.code;
+      say(message, `您在${activeReg.grid.name}的报到已确认；重新提交后将变为待确认，需管理员重新审核。确需修改请再次点击“提交报到”。`, 'warning');
+      return;
+    }
     try {
       const reg = await call('v1/registrations', { method: 'POST', body });
       say(message, `已提交报到：${reg.grid.name}，等待社区或网格管理员确认。`, 'success');
@@ -228,8 +274,7 @@ export function wireRegistration({ map, maplibregl, call, el, formatTime, reveal
       refreshTiles();
       await loadMine();
     } catch (err) {
-      const hint = err.status === 409 ? '如已搬家，请勾选“已搬家”后重新提交。' : '';
-      say(message, `提交失败：${err.message}${hint ? `。${hint}` : ''}`, 'error');
+      say(message, `提交失败：${err.message}`, 'error'); // (a 409 says how to move house)
     }
   });
 

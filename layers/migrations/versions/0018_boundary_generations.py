@@ -17,14 +17,14 @@ What is in force is decided by the clock alone, with no write at the effective i
   bumping ``data_versions`` (migration 0002).
 
 Revision ID: 0018
-Revises: 0013
+Revises: 0019
 Create Date: 2026-12-03
 """
 
 from alembic import op
 
 revision = "0018"
-down_revision = "0013"
+down_revision = "0019"
 branch_labels = None
 depends_on = None
 
