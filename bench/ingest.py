@@ -16,7 +16,26 @@ its peak resident memory is its own):
 
 Prints rows per second and peak memory (``ru_maxrss``). Goal: ≥ 50,000 rows/s from CSV.
 
+``--boundaries``: the grids import (``gridbranch ingest grids``). Generates a district
+of 100 communities and 50,000 grids (``--grids``; cells of about 150 m with a vertex
+every ~20 m, so a few dozen vertices each, as digitised grids have) written as a
+GeoPackage in EPSG:4547 (CGCS2000 Gauss-Krüger, no zone prefix) into a scratch database
+holding the district, its streets and communities; then times, each in a fresh process:
+
+* the dry run: read, reproject, validate every grid fully (geometry, codes, parents,
+  the place in its community, overlaps and gaps among siblings) and compare it with the
+  stored layer, writing nothing;
+* the commit into the empty layer (one generation: 50,000 grids and versions), read and
+  validation included, as ``--commit`` does;
+* the same file again (nothing changes, no generation);
+* the baseline: GDAL's ``ogr2ogr`` loading the same file into a bare PostGIS table in
+  EPSG:4326 (reprojecting, COPY, a spatial index; no checks), and the ratios. Debian's
+  ``gdal-bin`` is installed when missing (as root), or the baseline is skipped saying so.
+
+Goals: the dry run under 60 s, the commit within 2x of ogr2ogr.
+
 Usage: .venv/bin/python bench/ingest.py --roster [--rows 1000000] [--xlsx-rows 100000] [--keep]
+       .venv/bin/python bench/ingest.py --boundaries [--grids 50000] [--keep]
 """
 
 from __future__ import annotations
@@ -235,16 +254,279 @@ def roster_part(rows: int, xlsx_rows: int, keep: bool) -> None:
             pg.drop_database(server, SCRATCH_DB)
 
 
+# ---- boundaries --------------------------------------------------------------------------------
+
+DISTRICT = "410102"
+#: the synthetic district's corner (WGS84) and its lattice: streets × communities per street,
+#: and grids per community as columns × rows
+ORIGIN = (113.50, 34.70)
+STREETS, COMMUNITIES_PER_STREET = 10, 10
+
+
+def _lattice(n_grids: int) -> tuple[int, int]:
+    per = max(1, n_grids // (STREETS * COMMUNITIES_PER_STREET))
+    cols = max(1, int(round((per * 1.2) ** 0.5)))
+    while per % cols:  # exactly ``per`` cells where it divides (500 = 20 × 25)
+        cols -= 1
+    return cols, per // cols
+
+
+def boundary_files(folder: Path, n_grids: int) -> tuple[Path, Path, Path, int]:
+    """(district GeoJSON, areas GeoJSON — both WGS84 —, grids GeoPackage in EPSG:4547,
+    grids written)."""
+    import json
+
+    import pyogrio.raw
+    import shapely
+
+    from layers.crs import geoms_from_wgs84
+
+    cols, rows = _lattice(n_grids)
+    cw, ch = cols * 0.0016, rows * 0.0013  # a community's size in degrees: cells of ~150 m
+    x0, y0 = ORIGIN
+    sw, sh = cw * COMMUNITIES_PER_STREET, ch
+    district = shapely.box(x0, y0, x0 + sw, y0 + sh * STREETS)
+    dpath = folder / "district.geojson"
+    dpath.write_text(json.dumps({"type": "Feature", "properties": {"name": "基准区"},
+                                 "geometry": shapely.geometry.mapping(district)}), encoding="utf-8")
+    features, codes, names, parents, geoms = [], [], [], [], []
+    for s in range(STREETS):
+        scode = f"{DISTRICT}{s + 1:03d}000"
+        street = shapely.box(x0, y0 + s * sh, x0 + sw, y0 + (s + 1) * sh)
+        features.append((scode, f"第{s + 1}街道", f"{DISTRICT}000000", street))
+        for c in range(COMMUNITIES_PER_STREET):
+            ccode = f"{scode[:9]}{c + 1:03d}"
+            cx, cy = x0 + c * cw, y0 + s * sh
+            features.append((ccode, f"第{s + 1}街道第{c + 1}社区", scode, shapely.box(cx, cy, cx + cw, cy + ch)))
+            xs = np.linspace(cx, cx + cw, cols + 1)
+            ys = np.linspace(cy, cy + ch, rows + 1)
+            k = 0
+            for j in range(rows):
+                for i in range(cols):
+                    k += 1
+                    codes.append(f"{ccode}{k:03d}")
+                    names.append(f"{ccode[-3:]}社区第{k}网格")
+                    parents.append(ccode)
+                    geoms.append(shapely.box(xs[i], ys[j], xs[i + 1], ys[j + 1]))
+    apath = folder / "areas.geojson"
+    apath.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"code": c, "name": n, "parent": p},
+         "geometry": shapely.geometry.mapping(g)} for c, n, p, g in features]}, ensure_ascii=False), encoding="utf-8")
+    # a vertex every ~20 m: shared edges are cut at the same points from both sides
+    cells = shapely.multipolygons([[g] for g in shapely.segmentize(np.asarray(geoms, dtype=object), 0.0002)])
+    gk = np.asarray(geoms_from_wgs84(np.asarray(cells, dtype=object), "EPSG:4547"), dtype=object)
+    gpath = folder / "grids.gpkg"
+    pyogrio.raw.write(gpath, shapely.to_wkb(gk), [np.array(codes, dtype=object), np.array(names, dtype=object),
+                                                  np.array(parents, dtype=object)],
+                      ["网格编码", "网格名称", "所属社区"], driver="GPKG", geometry_type="MultiPolygon",
+                      crs="EPSG:4547", layer="网格")
+    return dpath, apath, gpath, len(codes)
+
+
+def _start_boundary_district(url: str, dpath: Path, apath: Path) -> None:
+    from sqlalchemy.orm import Session
+
+    from ingest import boundaries
+    from ingest.district import start_district
+    from ingest.files import read_features
+    from layers import db
+
+    engine = db.make_engine(url, 1)
+    with Session(engine) as session:
+        start_district(session, code=DISTRICT, boundary=read_features(dpath), crs="wgs84", name="基准区",
+                       admin_password_hash="not-a-hash: the bench signs nobody in")
+        session.commit()
+    with Session(engine) as session:
+        plan = boundaries.plan_import(session, "areas", read_features(apath), crs="wgs84")
+        assert plan.ok, boundaries.format_report(plan)
+        boundaries.commit_plan(session, plan)
+        session.commit()
+    engine.dispose()
+
+
+def _grids_phase(url: str, path: str, commit: bool, profile: str | None, out) -> None:
+    from sqlalchemy.orm import Session
+
+    from ingest import boundaries
+    from ingest.files import read_features
+    from layers import db
+
+    profiler = None
+    if profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler()
+        profiler.start()
+    c0 = _cpu()
+    t0 = time.perf_counter()
+    src = read_features(Path(path), geometry_field=None)
+    t1 = time.perf_counter()
+    engine = db.make_engine(url, 1)
+    with Session(engine) as session:
+        plan = boundaries.plan_import(session, "grids", src, mapping=boundaries.parse_mapping(
+            "code=网格编码,name=网格名称,parent=所属社区"))
+        t2 = time.perf_counter()
+        counts = boundaries.commit_plan(session, plan) if commit else plan.counts()
+        session.commit() if commit else session.rollback()
+    t3 = time.perf_counter()
+    engine.dispose()
+    if profiler is not None:
+        profiler.stop()
+        Path(profile).write_text(profiler.output_text(unicode=True, color=False, show_all=False), "utf-8")
+    out.put({"read": t1 - t0, "check": t2 - t1, "db": t3 - t2, "total": t3 - t0, "cpu": _cpu() - c0,
+             "rows": len(src), "counts": counts, "errors": len(plan.errors),
+             "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+
+
+def ogr2ogr() -> str | None:
+    """The ogr2ogr command: installed from Debian's gdal-bin when missing (as root), else None."""
+    import shutil
+    import subprocess
+
+    found = shutil.which("ogr2ogr")
+    if found or os.geteuid() != 0 or not shutil.which("apt-get"):
+        return found
+    print("installing Debian's gdal-bin for the ogr2ogr baseline …")
+    subprocess.run(["apt-get", "install", "-y", "-q", "gdal-bin"], check=False, stdout=subprocess.DEVNULL)
+    return shutil.which("ogr2ogr")
+
+
+def _ogr2ogr_baseline(command: str, url: str, path: str, out) -> None:
+    import subprocess
+
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    pg = f"PG:host={u.host} port={u.port} dbname={u.database} user={u.username}" + (
+        f" password={u.password}" if u.password else "")
+    t0 = time.perf_counter()
+    subprocess.run([command, "-f", "PostgreSQL", pg, path, "-nln", "bench_ogr", "-overwrite", "-t_srs", "EPSG:4326",
+                    "-nlt", "MULTIPOLYGON", "-lco", "GEOMETRY_NAME=geom", "--config", "PG_USE_COPY", "YES"],
+                   check=True)
+    total = time.perf_counter() - t0
+    import psycopg2
+
+    conn = psycopg2.connect(host=u.host, port=u.port, user=u.username, password=u.password, dbname=u.database)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM bench_ogr")
+        rows = cur.fetchone()[0]
+        cur.execute("DROP TABLE bench_ogr")
+    conn.close()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out.put({"total": total, "rows": rows, "cpu": children.ru_utime + children.ru_stime,
+             "rss_mib": children.ru_maxrss / 1024})
+
+
+def server_cpu() -> float | None:
+    """CPU seconds the private cluster's PostgreSQL has used so far: the postmaster's own,
+    its ended backends' (reaped into its children's times) and its live processes'.
+    None when the cluster is not ours to read (another server)."""
+    if os.environ.get("GRIDBRANCH_TEST_DATABASE_URL"):
+        return None
+    from geo_api.settings import DatabaseSettings
+    from layers import cluster as pg
+
+    settings = DatabaseSettings()
+    try:
+        data_dir = pg.Cluster(root=settings.db_dir, port=settings.db_port).data_dir
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def fields(p: int) -> list[str]:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
+        own = fields(pid)
+        total = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            try:
+                total += sum(int(x) for x in fields(int(child))[11:13])
+            except OSError:
+                pass  # ended meanwhile: counted in the postmaster's children's times
+        return total / tick
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measured(target, *args) -> dict:
+    """``in_child`` with the server's CPU seconds over the phase (``server_cpu``)."""
+    before = server_cpu()
+    r = in_child(target, *args)
+    after = server_cpu()
+    r["server_cpu"] = after - before if before is not None and after is not None else None
+    return r
+
+
+def _cpu_line(r: dict) -> str:
+    if r.get("server_cpu") is None:
+        return ""
+    return f"; CPU {r['cpu']:,.1f} s here + {r['server_cpu']:,.1f} s PostgreSQL = {r['cpu'] + r['server_cpu']:,.1f} s"
+
+
+def boundaries_part(n_grids: int, keep: bool, profile: str | None) -> None:
+    from layers import cluster as pg
+
+    server = server_url()
+    url = scratch_url(server)
+    fresh_database(server)
+    try:
+        with tempfile.TemporaryDirectory(prefix="gridbranch-bench-") as tmp:
+            t0 = time.perf_counter()
+            dpath, apath, gpath, n = boundary_files(Path(tmp), n_grids)
+            print(f"generated {n:,} grids in 100 communities as a GeoPackage in EPSG:4547 "
+                  f"({gpath.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t0:.1f} s")
+            _start_boundary_district(url, dpath, apath)
+            print(f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
+                  f"({os.cpu_count()} CPUs)")
+            command = ogr2ogr()
+            base = measured(_ogr2ogr_baseline, command, url, str(gpath)) if command else None
+            if base:
+                print(_line("baseline ogr2ogr into a bare PostGIS table (EPSG:4326, COPY)", base) + _cpu_line(base))
+            else:
+                print("baseline skipped: ogr2ogr not found (apt-get install gdal-bin)")
+            dry = measured(_grids_phase, url, str(gpath), False, profile and f"{profile}.dry.txt")
+            print(_line("grids dry run (full validation)", dry) + _cpu_line(dry) + f"; {dry['counts']}")
+            commit = measured(_grids_phase, url, str(gpath), True, profile and f"{profile}.commit.txt")
+            print(_line("grids commit (empty layer)", commit) + _cpu_line(commit) + f"; wrote {commit['counts']}")
+            again = measured(_grids_phase, url, str(gpath), True, None)
+            print(_line("grids commit again (nothing changes)", again) + _cpu_line(again) + f"; {again['counts']}")
+            print(f"  commit's write alone (after its validation): {commit['db']:,.1f} s")
+            if base:
+                # on a shared machine the wall-clock ratio says as much about the neighbours
+                # as about the import: CPU seconds (ours and PostgreSQL's) are given beside it
+                both = base.get("server_cpu") is not None
+                for what, r in (("dry run", dry), ("commit", commit), ("again", again), ("commit's write", None)):
+                    wall = (r["total"] if r else commit["db"]) / base["total"]
+                    line = f"  {what}: {wall:,.2f}x the time of ogr2ogr"
+                    if both and r and r.get("server_cpu") is not None:
+                        line += (f", {(r['cpu'] + r['server_cpu']) / (base['cpu'] + base['server_cpu']):,.2f}x "
+                                 "its CPU seconds")
+                    print(line)
+            print(f"goal dry run < 60 s: {'met' if dry['total'] < 60 else 'NOT met'} ({dry['total']:.1f} s)")
+            if base:
+                ratio = commit["total"] / base["total"]
+                print(f"goal commit within 2x of ogr2ogr: {'met' if ratio <= 2 else 'NOT met'} ({ratio:.2f}x)")
+    finally:
+        if not keep:
+            pg.drop_database(server, SCRATCH_DB)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--roster", action="store_true", help="the member roster import")
     parser.add_argument("--rows", type=int, default=1_000_000, help="CSV roster rows")
     parser.add_argument("--xlsx-rows", type=int, default=100_000, help="XLSX roster rows (0: skip)")
+    parser.add_argument("--boundaries", action="store_true", help="the grids import, against ogr2ogr")
+    parser.add_argument("--grids", type=int, default=50_000, help="generated grids")
+    parser.add_argument("--profile", help="with --boundaries: write pyinstrument profiles to PREFIX.dry.txt, "
+                                          "PREFIX.commit.txt")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
-    if not args.roster:
-        parser.error("say which part: --roster")
-    roster_part(args.rows, args.xlsx_rows, args.keep)
+    if not (args.roster or args.boundaries):
+        parser.error("say which part: --roster or --boundaries")
+    if args.roster:
+        roster_part(args.rows, args.xlsx_rows, args.keep)
+    if args.boundaries:
+        boundaries_part(args.grids, args.keep, args.profile)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from layers import db, migrate
 from layers.clock import SYSTEM, Clock, clock_of
 from layers.clock import bind as bind_clock
 from layers.errors import ConfigError
-from layers.locate import GridIndexCache
+from layers.locate import GridIndexCache, HistoryIndexCache
 from geo_api.tile_fastpath import TileFastPath
 
 log = logging.getLogger("gridbranch")
@@ -217,6 +217,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.clock = clock
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache()
+    app.state.history_index = HistoryIndexCache()  # /v1/locate?at=
     app.state.uploads = Uploads(settings.imports.folder(settings.database), settings.imports.max_bytes)
     errors.install(app)
     add_middleware(app, settings, clock)

@@ -382,7 +382,10 @@ def cmd_ingest_boundaries(args, settings: Settings) -> int:
     from ingest import boundaries
     from ingest.files import read_features
 
+    from layers.boundaries import day, parse_instant
+
     mapping = boundaries.parse_mapping(args.map)
+    effective = parse_instant(args.effective) if getattr(args, "effective", None) else None
     src = read_features(Path(args.file), layer=args.layer, encoding=args.encoding,
                         geometry_field=mapping.get("geometry"))
     engine = _engine(settings)
@@ -390,7 +393,8 @@ def cmd_ingest_boundaries(args, settings: Settings) -> int:
         with Session(engine) as session:
             plan = boundaries.plan_import(session, args.kind, src, crs=args.crs, mapping=mapping,
                                           do_repair=args.repair, tolerance_m2=args.tolerance,
-                                          thresholds=settings.coverage.thresholds())
+                                          thresholds=settings.coverage.thresholds(), effective=effective,
+                                          retire_missing=getattr(args, "retire_missing", False))
             print(boundaries.format_report(plan))
             if args.report:
                 Path(args.report).write_text(json.dumps(plan.as_dict(), ensure_ascii=False, indent=1), "utf-8")
@@ -402,12 +406,64 @@ def cmd_ingest_boundaries(args, settings: Settings) -> int:
                 return 0
             counts = boundaries.commit_plan(session, plan)
             session.commit()
+            if "generation" in counts:
+                print(f"committed: generation {counts['generation']}, taking effect "
+                      + (f"on {day(plan.effective)}" if plan.effective else "now") + ": "
+                      + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "generation"))
+                _print_moved(session, plan.district["code"], plan.effective)
+                return 0
     finally:
         engine.dispose()
-    if counts["unchanged"] == len(plan.outcomes):
+    if counts["unchanged"] == len(plan.outcomes) and not counts.get("retired"):
         print("nothing to write: every feature is as stored")
     else:
         print("committed: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    return 0
+
+
+def _print_moved(session, within: str, at) -> None:
+    """The registrations whose residence the grid layer in force at ``at`` (default now)
+    puts outside their grid: listed for the admins, never moved silently."""
+    from layers.boundaries import day
+    from layers.registrations import moved_registrations
+
+    moved = moved_registrations(session, within, at=at)
+    when = f"from {day(at)}" if at else "now"
+    if not moved:
+        print(f"registrations: every active registration's residence lies in its grid {when}")
+        return
+    print(f"registrations whose residence lies in another grid {when} ({len(moved)}; not moved: the member "
+          "re-registers, or an admin on their behalf):")
+    for m in moved:
+        now_in = f"{m['now_in']['code']} {m['now_in']['name']}" if m["now_in"] else "no grid (a gap)"
+        print(f"  registration {m['id']} member {m['member_number'] or m['member_id']} ({m['status']}): "
+              f"{m['grid']['code']} v{m['grid']['version']} → {now_in}")
+
+
+def cmd_ingest_generations(args, settings: Settings) -> int:
+    """List the boundary generations (and, with --moved, the registrations to look at)."""
+    from sqlalchemy.orm import Session
+
+    from layers.boundaries import day, districts, generations, parse_instant
+    from layers.clock import now_of
+
+    engine = _engine(settings)
+    try:
+        with Session(engine) as session:
+            rows = generations(session.connection())
+            if not rows:
+                print("no generations yet: every grids import that writes makes one")
+            for g in rows:
+                state = "in force" if g.in_force else ("pending" if g.effective_at > now_of(session) else "past")
+                counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g.counts.items())
+                print(f"generation {g.id}: takes effect {day(g.effective_at)} ({state}), imported "
+                      f"{day(g.created_at)} from {g.source or '-'}"
+                      + (", retiring missing grids" if g.retire_missing else "") + f": {counts}")
+            if args.moved:
+                within = args.within or next((c for c, _ in districts(session.connection())), "")
+                _print_moved(session, within, parse_instant(args.at, "at") if args.at else None)
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -574,7 +630,20 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--tolerance", type=float, default=100.0,
                        help="m² a unit may reach outside its parent (default 100)")
         q.add_argument("--report", help="also write the report as JSON to this file")
+        if kind == "grids":
+            q.add_argument("--effective", help="the day (2027-01-01, China Standard Time) or instant the new "
+                                               "generation takes effect (default: when committed)")
+            q.add_argument("--retire-missing", action="store_true",
+                           help="retire the stored grids of the file's communities that it does not hold "
+                                "(default: kept)")
         q.set_defaults(func=cmd_ingest_boundaries, kind=kind)
+    q = kinds.add_parser("generations", help="list the boundary generations (grids imports) and when each "
+                                             "takes effect")
+    q.add_argument("--moved", action="store_true",
+                   help="also list the registrations whose residence lies outside their grid")
+    q.add_argument("--at", help="with --moved: at this day or instant (default now)")
+    q.add_argument("--within", help="with --moved: inside this area or grid code (default the district)")
+    q.set_defaults(func=cmd_ingest_generations)
 
     for kind, text in (
             ("members", "the member roster (党员花名册): number, name, phone, branch, status, residence lon/lat/crs"),

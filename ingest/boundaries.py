@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -57,9 +58,11 @@ from layers.crs import (
 from ingest import tables
 from ingest.files import FileError, SourceFile
 from layers import boundaries as store
+from layers.boundaries import day as _day
 from layers.codes import area_code_problem, grid_code_problem, level_of, parent_code
 from layers.coverage_topology import Thresholds, analyse_topology, lonlat_area, polygon_parts, repair
 from layers.errors import Conflict, InvalidInput
+from layers.clock import now_of
 from layers.versions import data_versions
 
 KINDS = ("areas", "grids")
@@ -145,6 +148,10 @@ class BoundaryPlan:
     notes: list[str]
     #: data versions read when planning: a commit refuses if they moved since
     versions: dict[str, int]
+    #: grids: the instant the generation takes effect (None: when committed)
+    effective: datetime | None = None
+    #: grids: the absent ones are retired by the generation (``--retire-missing``)
+    retire_missing: bool = False
 
     @property
     def errors(self) -> list[Problem]:
@@ -159,6 +166,7 @@ class BoundaryPlan:
         for o in self.outcomes:
             c[o.action] += 1
         c["absent"] = len(self.absent)
+        c["retire"] = len(self.absent) if self.retire_missing else 0
         c["errors"] = len(self.errors)
         c["warnings"] = len(self.problems) - len(self.errors)
         return c
@@ -168,7 +176,8 @@ class BoundaryPlan:
         return {"kind": self.kind, "source": self.source, "district": self.district, "counts": self.counts(),
                 "ok": self.ok, "outcomes": [o.as_dict() for o in self.outcomes],
                 "problems": [p.as_dict() for p in self.problems], "absent": self.absent, "notes": self.notes,
-                "versions": self.versions}
+                "versions": self.versions, "retire_missing": self.retire_missing,
+                "effective": self.effective.isoformat() if self.effective else None}
 
 
 # ---- reading attributes ---------------------------------------------------------------------
@@ -273,6 +282,33 @@ def _as_multipolygon(parts: np.ndarray):
     return shapely.multipolygons(parts) if len(parts) else None
 
 
+def _plain_geometries(wgs: np.ndarray, district) -> tuple[np.ndarray, np.ndarray]:
+    """For every feature at once (the per-feature checks cost more in calls than in
+    work): whether its geometry needs none of :func:`_check_geometry`'s treatment — a
+    valid Polygon or MultiPolygon with finite coordinates and no part without area, which
+    it would return as it is — and whether a point on its surface lies in the district
+    (so that :func:`_where` has nothing to say)."""
+    n = len(wgs)
+    plain, near = np.zeros(n, bool), np.zeros(n, bool)
+    present = np.flatnonzero([g is not None for g in wgs])
+    if not len(present):
+        return plain, near
+    g = wgs[present]
+    kind = shapely.get_type_id(g)
+    ok = ((kind == 3) | (kind == 6)) & ~shapely.is_empty(g)
+    xy, cidx = shapely.get_coordinates(g, return_index=True)
+    ok &= np.bincount(cidx, weights=~np.isfinite(xy).all(axis=1), minlength=len(g)) == 0
+    ok[ok] = shapely.is_valid(g[ok])
+    parts, pidx = polygon_parts(g[ok])
+    smallest = np.full(int(ok.sum()), np.inf)
+    np.minimum.at(smallest, pidx, lonlat_area(parts))
+    ok[ok] = smallest >= ZERO_AREA_M2
+    plain[present] = ok
+    shapely.prepare(district)
+    near[present[ok]] = shapely.intersects(district, shapely.point_on_surface(g[ok]))
+    return plain, near
+
+
 def _check_geometry(i: int, code: str | None, geom, *, do_repair: bool, problems: list[Problem],
                     out: Outcome) -> Any:
     """The feature's WGS84 geometry as a valid MultiPolygon, or None (rejected)."""
@@ -336,11 +372,11 @@ def _check_geometry(i: int, code: str | None, geom, *, do_repair: bool, problems
 def _outside_share(geoms: np.ndarray, district) -> float:
     """The share of the geometries' area (m²) outside the district: 1 for geometries that
     do not convert."""
-    def usable(g) -> bool:
-        xy = shapely.get_coordinates(g)
-        return bool(np.isfinite(xy).all() and (np.abs(xy[:, 0]) <= 180).all() and (np.abs(xy[:, 1]) <= 90).all())
-
-    ok = np.array([g is not None and usable(g) for g in geoms], bool)
+    ok = np.array([g is not None for g in geoms], bool)
+    if ok.any():  # every coordinate finite and on the globe
+        xy, cidx = shapely.get_coordinates(geoms[ok], return_index=True)
+        bad = ~(np.isfinite(xy).all(axis=1) & (np.abs(xy[:, 0]) <= 180) & (np.abs(xy[:, 1]) <= 90))
+        ok[ok] = np.bincount(cidx, weights=bad, minlength=int(ok.sum())) == 0
     if not ok.any():
         return 1.0
     g = geoms[ok]
@@ -437,11 +473,17 @@ def _district(session: Session) -> tuple[str, str, Any]:
 
 def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None = None,
                 mapping: dict[str, str] | None = None, do_repair: bool = False,
-                tolerance_m2: float = 100.0, thresholds: Thresholds = Thresholds()) -> BoundaryPlan:
+                tolerance_m2: float = 100.0, thresholds: Thresholds = Thresholds(),
+                effective: datetime | None = None, retire_missing: bool = False) -> BoundaryPlan:
     """Validate ``src`` as ``areas`` or ``grids`` and compare it with the database;
-    nothing is written (see the module docstring)."""
+    nothing is written (see the module docstring). Grids only: ``effective`` is when
+    the generation takes effect (default: when committed), ``retire_missing`` retires
+    the stored grids of the file's communities that it does not hold."""
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
+    if kind != "grids" and (effective is not None or retire_missing):
+        raise InvalidInput("only grids come in generations: --effective and --retire-missing are for "
+                           "ingest grids", field="effective" if effective is not None else "retire_missing")
     mapping = mapping or {}
     conn = session.connection()
     versions = data_versions(session, ["areas", "grids"])
@@ -464,6 +506,7 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
         problems.append(guess)
 
     # ---- every feature on its own ----------------------------------------------------------
+    plain, near = _plain_geometries(wgs, dgeom)
     outcomes: list[Outcome] = []
     first_at: dict[str, int] = {}
     for i, record in enumerate(src.records):
@@ -502,7 +545,14 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
                     err(c_code, f"{code} is another district than this deployment's {dcode}")
         if name is None:
             err(c_name, "name is missing")
-        if i not in src.feature_errors:
+        if i not in src.feature_errors and plain[i]:
+            g = wgs[i]
+            out.geom = g if shapely.get_type_id(g) == 6 else shapely.multipolygons([g])
+            if not near[i]:
+                where = _where(out.geom, dgeom, dname)
+                if where:
+                    err("geometry", where + (" (see the CRS problem above)" if guess else ""))
+        elif i not in src.feature_errors:
             out.geom = _check_geometry(i, code, wgs[i], do_repair=do_repair, problems=problems, out=out)
             if out.geom is not None:
                 where = _where(out.geom, dgeom, dname)
@@ -519,19 +569,29 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
     in_file = {o.code: o for o in outcomes if o.level is not None}
     if kind == "areas":
         parent_geom.update({c: o.geom for c, o in in_file.items() if o.geom is not None})
+    # valid and prepared once per parent, not once per child
+    parent_geom = {c: g if g is None else _prepared(shapely.make_valid(g)) for c, g in parent_geom.items()}
     rank = {"district": 0, "street": 1, "community": 2, "grid": 3}
-    # parents before children: a child of a unit rejected here is rejected too
-    for o in sorted(outcomes, key=lambda o: (rank.get(o.level, 9), o.feature)):
-        if o.action == REJECT:
-            continue
-        if o.code in stored_grids and stored_grids[o.code].retired:
-            problems.append(Problem(o.feature, o.code, c_code, f"grid {o.code} was retired: this import does not "
-                                                                 "bring retired grids back"))
-            o.action = REJECT
-            continue
-        _check_parent(o, kind, in_file, stored_areas, parent_geom, tolerance_m2, problems, c_parent)
+    # parents before children, a level at a time: a child of a unit rejected here is
+    # rejected too; each level's place in its parents is measured for the level at once
+    for level in sorted({o.level for o in outcomes}, key=lambda lv: rank.get(lv, 9)):
+        placed: list[tuple[Outcome, Any]] = []
+        for o in outcomes:
+            if o.level != level or o.action == REJECT:
+                continue
+            if o.code in stored_grids and stored_grids[o.code].retired:
+                problems.append(Problem(o.feature, o.code, c_code, f"grid {o.code} was retired: this import does "
+                                                                     "not bring retired grids back"))
+                o.action = REJECT
+                continue
+            pg = _check_parent(o, kind, in_file, stored_areas, parent_geom, problems, c_parent)
+            if pg is not None:
+                placed.append((o, pg))
+        _outside_parents(placed, tolerance_m2, problems)
     _topology(kind, outcomes, stored_areas, stored_grids, thresholds, problems)
     absent = _diff(kind, outcomes, stored_areas, stored_grids)
+    if kind == "grids":
+        _check_generation(conn, now_of(session), effective, outcomes, problems, c_code)
 
     if src.dropped:
         notes.append(f"{src.dropped} values dropped: boundaries are stored 2D")
@@ -543,41 +603,86 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
               "geometry_type": src.geometry_type,
               "columns": {"code": c_code, "name": c_name, "parent": c_parent}}
     problems.sort(key=lambda p: (p.feature is not None, p.feature or 0))
-    return BoundaryPlan(kind, source, {"code": dcode, "name": dname}, outcomes, problems, absent, notes, versions)
+    return BoundaryPlan(kind, source, {"code": dcode, "name": dname}, outcomes, problems, absent, notes, versions,
+                        effective, retire_missing)
+
+
+def _check_generation(conn, now: datetime, effective: datetime | None, outcomes: list[Outcome],
+                      problems: list[Problem], c_code: str | None) -> None:
+    """A generation takes effect now or later, after the last one; a later one carries
+    only boundaries (names and communities are not versioned: they change at once)."""
+    at = effective or now
+    if effective is not None and effective < now:
+        problems.append(Problem(None, None, "effective", f"{_day(effective)} has passed (now {_day(now)}): a "
+                                                         "generation takes effect now or later, history stays as it was"))
+        return
+    last = store.last_start(conn)
+    if last is not None and at < last:
+        problems.append(Problem(None, None, "effective", f"the last generation takes effect on {_day(last)}: a new "
+                                                         "one takes effect after it (--effective a later day)"))
+    if effective is not None and effective > now:
+        for o in outcomes:
+            if o.action == CHANGE and o.reparented_from:
+                problems.append(Problem(o.feature, o.code, c_code or "code",
+                                        f"moved from {o.reparented_from} to {o.parent}: a grid changes its "
+                                        "community at once, not on a later day (import it without --effective)"))
+                o.action = REJECT
+            elif o.action == CHANGE and o.renamed_from:
+                problems.append(Problem(o.feature, o.code, "name",
+                                        f"renamed from {o.renamed_from} at once: names are not versioned, only "
+                                        f"the boundary waits for {_day(effective)}", "warning"))
+
+
+def _prepared(geom):
+    shapely.prepare(geom)
+    return geom
 
 
 def _check_parent(o: Outcome, kind: str, good: dict[str, Outcome], stored: dict[str, store.StoredArea],
-                  parent_geom: dict[str, Any], tolerance_m2: float, problems: list[Problem],
-                  c_parent: str | None) -> None:
+                  parent_geom: dict[str, Any], problems: list[Problem], c_parent: str | None) -> Any:
+    """Reject ``o`` when its parent is rejected, unknown or of the wrong level; else the
+    parent's geometry to measure it against (:func:`_outside_parents`), or None."""
     if o.parent is None:
-        return
+        return None
     want = {"grid": "community", "community": "street", "street": "district"}[o.level]
     mine = good.get(o.parent) if kind == "areas" else None
     if mine is not None and mine.action == REJECT:
         problems.append(Problem(o.feature, o.code, c_parent or "parent",
                                 f"its parent {o.parent} (feature {mine.feature}) is rejected"))
         o.action = REJECT
-        return
+        return None
     level = mine.level if mine else (stored[o.parent].level if o.parent in stored else None)
     if level is None:
         problems.append(Problem(o.feature, o.code, c_parent or "parent",
                                 f"its parent {o.parent} is neither in the file nor in the database"
                                 + (" (import the areas first)" if kind == "grids" else "")))
         o.action = REJECT
-        return
+        return None
     if level != want:
         problems.append(Problem(o.feature, o.code, c_parent or "parent",
                                 f"its parent {o.parent} is a {level}, a {o.level}'s parent is a {want}"))
         o.action = REJECT
+        return None
+    return parent_geom.get(o.parent)
+
+
+def _outside_parents(placed: list[tuple[Outcome, Any]], tolerance_m2: float, problems: list[Problem]) -> None:
+    """Reject the units lying more than ``tolerance_m2`` outside their (valid, prepared)
+    parent; most are covered by it, which a predicate decides without an overlay."""
+    if not placed:
         return
-    pg = parent_geom.get(o.parent)
-    if pg is None:
+    geoms = np.asarray([o.geom for o, _ in placed], dtype=object)
+    parents = np.asarray([pg for _, pg in placed], dtype=object)
+    todo = np.flatnonzero(~shapely.covers(parents, geoms))
+    if not len(todo):
         return
-    outside = float(lonlat_area([shapely.difference(o.geom, shapely.make_valid(pg))])[0])
-    if outside > tolerance_m2:
-        problems.append(Problem(o.feature, o.code, "geometry",
-                                f"{outside:,.1f} m² lie outside its parent {o.parent} (tolerance {tolerance_m2:g} m²)"))
-        o.action = REJECT
+    outside = lonlat_area(shapely.difference(geoms[todo], parents[todo]))
+    for k, m2 in zip(todo.tolist(), outside.tolist()):
+        if m2 > tolerance_m2:
+            o = placed[k][0]
+            problems.append(Problem(o.feature, o.code, "geometry",
+                                    f"{m2:,.1f} m² lie outside its parent {o.parent} (tolerance {tolerance_m2:g} m²)"))
+            o.action = REJECT
 
 
 def _topology(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.StoredArea],
@@ -675,8 +780,11 @@ def _ewkb(geoms: list) -> list[str]:
 def commit_plan(session: Session, plan: BoundaryPlan) -> dict[str, int]:
     """Write ``plan`` in the session's transaction (the caller commits): added units,
     renamed/reparented ones, redrawn boundaries (a grid's as a new version, the old one
-    closed). Refuses a plan with errors, and one planned on data that has changed since
-    (re-plan). Returns what was written per kind of change."""
+    closed), retired grids. Grids that change anything make a new generation taking
+    effect at ``plan.effective`` (or now): its versions start and the ones they replace
+    end there. Refuses a plan with errors, and one planned on data that has changed
+    since (re-plan). Returns what was written per kind of change (and the generation's
+    id, for grids that wrote anything)."""
     if not plan.ok:
         raise InvalidInput(f"the import has {len(plan.errors)} error(s): nothing written", field="file")
     conn = session.connection()
@@ -690,6 +798,9 @@ def commit_plan(session: Session, plan: BoundaryPlan) -> dict[str, int]:
     moved = [o for o in change if o.moved_m2]
     counts = {"added": len(add), "renamed_or_reparented": len(attrs), "redrawn": len(moved),
               "unchanged": sum(1 for o in plan.outcomes if o.action == UNCHANGED)}
+    retire = [a["code"] for a in plan.absent] if plan.kind == "grids" and plan.retire_missing else []
+    if plan.kind == "grids":
+        counts["retired"] = len(retire)
     if plan.kind == "areas":
         if add:
             store.insert_areas(conn, [o.code for o in add], [o.name for o in add], [o.level for o in add],
@@ -699,15 +810,23 @@ def commit_plan(session: Session, plan: BoundaryPlan) -> dict[str, int]:
             geoms = _ewkb([o.geom for o in change])
             store.update_areas(conn, [o.code for o in change], [o.name for o in change],
                                [o.parent for o in change], [g if o.moved_m2 else None for o, g in zip(change, geoms)])
-    else:
+    elif add or change or retire:
+        if plan.effective is not None and plan.effective < now_of(session):
+            raise Conflict(f"{_day(plan.effective)} has passed since this import was planned: plan it again",
+                           field="effective")
+        generation, at = store.create_generation(conn, effective=plan.effective, source=plan.source.get("file"),
+                                                 retire_missing=plan.retire_missing, counts=counts)
+        counts["generation"] = generation
         if add:
             store.insert_grids(conn, [o.code for o in add], [o.name for o in add], [o.parent for o in add],
-                               _ewkb([o.geom for o in add]))
+                               _ewkb([o.geom for o in add]), generation=generation, effective=at)
         if attrs:
             store.update_grids(conn, [o.code for o in attrs], [o.name for o in attrs], [o.parent for o in attrs])
         if moved:
-            store.redraw_grids(conn, [o.code for o in moved], _ewkb([o.geom for o in moved]))
-    if add or change:
+            store.redraw_grids(conn, [o.code for o in moved], _ewkb([o.geom for o in moved]),
+                               generation=generation, effective=at)
+        store.retire_grids(conn, retire, generation=generation, effective=at)
+    if add or change or retire:
         conn.execute(text("ANALYZE admin_areas" if plan.kind == "areas" else "ANALYZE grids, grid_versions"))
     return counts
 
@@ -739,9 +858,14 @@ def format_report(plan: BoundaryPlan) -> str:
             if o.reparented_from:
                 what.append(f"moved from {o.reparented_from} to {o.parent}")
             lines.append(f"  change {o.code} {o.name}: {'; '.join(what)}")
+    when = f"on {_day(plan.effective)}" if plan.effective else "when committed"
     for a in plan.absent:
-        lines.append(f"  absent {a['code']} {a['name']}: stored, not in the file (kept)")
+        lines.append(f"  retire {a['code']} {a['name']}: stored, not in the file (retired {when})"
+                     if plan.retire_missing else f"  absent {a['code']} {a['name']}: stored, not in the file (kept)")
+    absent = f"retired {when}" if plan.retire_missing else "kept, none retired"
+    if plan.kind == "grids":
+        lines.append(f"  generation: the changes take effect {when}")
     lines.append(f"summary: {c['add']} to add, {c['change']} to change, {c['unchanged']} unchanged, "
-                 f"{c['reject']} rejected, {c['absent']} absent from the file (kept, none retired); "
+                 f"{c['reject']} rejected, {c['absent']} absent from the file ({absent}); "
                  f"{c['errors']} error(s), {c['warnings']} warning(s)")
     return "\n".join(lines)

@@ -396,7 +396,7 @@ def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: di
     communities: dict[str, int] = dict(session.execute(
         text("SELECT code, id FROM admin_areas WHERE level = 'community'")).all())
     grids = {code: (gid, community) for code, gid, community in session.execute(text(
-        "SELECT code, id, community_id FROM grids WHERE retired_at IS NULL"))}
+        "SELECT code, id, community_id FROM grids WHERE gridbranch_live(retired_at)"))}
     # the active grid branch of each grid (by branch code), as stored
     held: dict[int, set[str]] = {}
     for gid, bcode in session.execute(text(

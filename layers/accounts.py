@@ -124,7 +124,7 @@ def check_binding(session: Session, role: str, area_code: str | None, department
             raise InvalidInput(f"a {role} account is bound to a {' or '.join(allowed)}, not a {level}",
                                field="area_code")
         exists = session.execute(
-            text("SELECT 1 FROM grids WHERE code = :c AND retired_at IS NULL") if level == "grid"
+            text("SELECT 1 FROM grids WHERE code = :c AND gridbranch_live(retired_at)") if level == "grid"
             else text("SELECT 1 FROM admin_areas WHERE code = :c AND level = :l"),
             {"c": area_code, "l": level}).first()
         if exists is None:

@@ -54,7 +54,7 @@ def _name(value: str, field: str = "name") -> str:
 
 
 def _current_grid(session: Session, code: str) -> Grid:
-    grid = session.scalar(select(Grid).where(Grid.code == code, Grid.retired_at.is_(None)))
+    grid = session.scalar(select(Grid).where(Grid.code == code, func.gridbranch_live(Grid.retired_at)))
     if grid is None:
         raise NotFound(f"no current grid with code {code}", field="code")
     return grid
@@ -131,7 +131,7 @@ def _grids(session: Session, kind: str, codes: list[str], community: AdminArea, 
         raise InvalidInput(f"a {kind} branch covers at least one grid", field="grids")
     out = []
     for code in codes:
-        grid = session.scalar(select(Grid).where(Grid.code == code, Grid.retired_at.is_(None)))
+        grid = session.scalar(select(Grid).where(Grid.code == code, func.gridbranch_live(Grid.retired_at)))
         if grid is None:
             raise InvalidInput(f"no current grid with code {code}", field="grids")
         if grid.community_id != community.id:

@@ -1,9 +1,9 @@
 """Coverage analysis (网格党支部"建在网格上"): topology of the grid layer inside every
 parent area, branch coverage, metrics by level, H3 aggregation — and their exports.
 
-Everything reads the *current* grid layer (``grid_versions.valid_to IS NULL``,
-``grids.retired_at IS NULL``). Storage and output geometries are WGS84 (EPSG:4326);
-areas are m² on the WGS84 ellipsoid (see :mod:`layers.coverage_topology` for how),
+Everything reads the grid layer in force (``gridbranch_in_force`` on grid versions,
+``gridbranch_live`` on grids: migration 0018). Storage and output geometries are WGS84
+(EPSG:4326); areas are m² on the WGS84 ellipsoid (see :mod:`layers.coverage_topology` for how),
 distances m, densities per km².
 
 **The model and its cache.** :func:`coverage_model` returns a :class:`CoverageModel`:
@@ -78,11 +78,11 @@ RANKED = ("coverage_share", "branch_share", "registration_rate", "member_density
 
 _KEY_SQL = text(
     """SELECT (SELECT oid FROM pg_database WHERE datname = current_database()) AS db,
-              (SELECT version FROM data_versions WHERE layer = 'grids') AS grids,
-              (SELECT version FROM data_versions WHERE layer = 'areas') AS areas,
-              (SELECT version FROM data_versions WHERE layer = 'members') AS members,
-              (SELECT version FROM data_versions WHERE layer = 'residences') AS residences,
-              (SELECT version FROM data_versions WHERE layer = 'events') AS events"""
+              (SELECT version FROM layer_versions WHERE layer = 'grids') AS grids,
+              (SELECT version FROM layer_versions WHERE layer = 'areas') AS areas,
+              (SELECT version FROM layer_versions WHERE layer = 'members') AS members,
+              (SELECT version FROM layer_versions WHERE layer = 'residences') AS residences,
+              (SELECT version FROM layer_versions WHERE layer = 'events') AS events"""
 )
 _AREAS_SQL = text(
     """SELECT a.code, a.name, a.level, p.code AS parent, ST_AsBinary(a.geom) AS wkb
@@ -92,7 +92,7 @@ _GRIDS_SQL = text(
     """SELECT g.id, g.code, g.name, c.code AS area_code,
               COALESCE(btrim(g.worker_name), '') <> '' AS has_worker, ST_AsBinary(gv.geom) AS wkb
        FROM grid_versions gv JOIN grids g ON g.id = gv.grid_id JOIN admin_areas c ON c.id = g.community_id
-       WHERE gv.valid_to IS NULL AND g.retired_at IS NULL
+       WHERE gridbranch_in_force(gv.valid_from, gv.valid_to) AND gridbranch_live(g.retired_at)
        ORDER BY g.code"""
 )
 _BRANCHES_SQL = text(
@@ -785,7 +785,7 @@ _H3_POINTS = {
 _WITHIN_GEOM = {
     "area": "(SELECT geom FROM admin_areas WHERE code = :within)",
     "grid": """(SELECT gv.geom FROM grid_versions gv JOIN grids g ON g.id = gv.grid_id
-               WHERE g.code = :within AND gv.valid_to IS NULL AND g.retired_at IS NULL)""",
+               WHERE g.code = :within AND gridbranch_in_force(gv.valid_from, gv.valid_to) AND gridbranch_live(g.retired_at))""",
 }
 #: The resolution points are counted at; the others are sums of children.
 H3_FINEST = H3_RESOLUTIONS[-1]
@@ -1057,7 +1057,7 @@ def check_within_exists(session: Session, code: str, field: str = "within") -> s
     found = session.execute(
         text("""SELECT EXISTS (SELECT 1 FROM admin_areas WHERE code = :c)
                    OR EXISTS (SELECT 1 FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id
-                              WHERE g.code = :c AND gv.valid_to IS NULL AND g.retired_at IS NULL)"""),
+                              WHERE g.code = :c AND gridbranch_in_force(gv.valid_from, gv.valid_to) AND gridbranch_live(g.retired_at))"""),
         {"c": code},
     ).scalar()
     if not found:

@@ -334,6 +334,7 @@ def analyse_topology(
     # ST_Relate's T******** on those few pairs only.
     tree = STRtree(grid_geoms)
     in_overlap = np.zeros(n, bool)
+    flagged = np.zeros(n, bool)
     if n > 1:
         flagged = ~shapely.is_empty(shapely.coverage_invalid_edges(grid_geoms))
         a, b = tree.query(grid_geoms[flagged])
@@ -403,7 +404,12 @@ def analyse_topology(
             if (own_grids and inside[own_grids].all() and not in_overlap[own_grids].any()
                     and abs(area_area_m2[j] - grid_area_m2[own_grids].sum()) < th.noise_m2):
                 continue
-            cover = shapely.union_all(grid_geoms[own_grids]) if own_grids else None
+            if own_grids and not flagged[own_grids].any():
+                # a valid coverage (no edge the validator flags): dissolving the shared
+                # edges is its union, an order of magnitude cheaper than overlaying
+                cover = shapely.coverage_union_all(grid_geoms[own_grids])
+            else:
+                cover = shapely.union_all(grid_geoms[own_grids]) if own_grids else None
             uncovered(j, cover, set(own_grids))
         else:
             kids = children.get(j, [])

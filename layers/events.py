@@ -286,10 +286,10 @@ _SUGGEST_SQL = text(
         -- wider than the radius, for the GiST index
         SELECT g.id AS grid_id, ST_Distance(gv.geom::geography, ev.geog) AS distance_m
         FROM ev
-        JOIN grid_versions gv ON gv.valid_to IS NULL
+        JOIN grid_versions gv ON gridbranch_in_force(gv.valid_from, gv.valid_to)
          AND gv.geom && ST_Expand(ev.geom, :radius / (110000 * cos(radians(ST_Y(ev.geom)))), :radius / 110000.0)
          AND ST_DWithin(gv.geom::geography, ev.geog, :radius)
-        JOIN grids g ON g.id = gv.grid_id AND g.retired_at IS NULL AND g.code LIKE :prefix
+        JOIN grids g ON g.id = gv.grid_id AND gridbranch_live(g.retired_at) AND g.code LIKE :prefix
     )
     SELECT r.member_id, m.name, sr.code AS role_code, sr.name AS role_name, near.distance_m, t.open_tasks
     FROM near

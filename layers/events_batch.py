@@ -99,8 +99,8 @@ _BATCH_SQL = f"""
             description text, photos jsonb, reporter text, contact text, grid_id int, grid_version_id int,
             street text, actor text, note text)
     ), v AS (
-        SELECT (SELECT version FROM data_versions WHERE layer = 'grids') AS grids_version,
-               (SELECT version FROM data_versions WHERE layer = 'areas') AS areas_version
+        SELECT (SELECT version FROM layer_versions WHERE layer = 'grids') AS grids_version,
+               (SELECT version FROM layer_versions WHERE layer = 'areas') AS areas_version
     ), c0 AS (
         SELECT i.*, ST_SetSRID(ST_MakePoint(i.lon, i.lat), 4326) AS geom, c.name AS category_name,
                c.time_limit_hours, c.role_code, COALESCE(r.department_id, c.department_id) AS department_id,

@@ -31,7 +31,7 @@ def _current():
             has_branch.label("has_branch"),
             as_geojson(GridVersion.geom).label("geometry"),
         )
-        .join(GridVersion, and_(GridVersion.grid_id == Grid.id, GridVersion.valid_to.is_(None)))
+        .join(GridVersion, and_(GridVersion.grid_id == Grid.id, func.gridbranch_in_force(GridVersion.valid_from, GridVersion.valid_to)))
         .join(AdminArea, AdminArea.id == Grid.community_id)
     )
 

@@ -39,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from layers.gcpause import no_gc
-from layers.versions import data_versions
+from layers.versions import data_versions, database_url
 
 INSIDE, BOUNDARY, NEAREST, OUTSIDE = 0, 1, 2, 3
 MATCH_NAMES = ("inside", "boundary", "nearest", "outside")
@@ -55,8 +55,8 @@ _GRIDS_SQL = text(
            COALESCE((SELECT json_agg(json_build_object('code', b.code, 'name', b.name, 'kind', b.kind) ORDER BY b.code)
                      FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
                      WHERE bg.grid_id = g.id AND b.active), '[]'::json) AS branches,
-           (SELECT version FROM data_versions WHERE layer = 'grids') AS grids_version,
-           (SELECT version FROM data_versions WHERE layer = 'areas') AS areas_version,
+           (SELECT version FROM layer_versions WHERE layer = 'grids') AS grids_version,
+           (SELECT version FROM layer_versions WHERE layer = 'areas') AS areas_version,
            (SELECT b.id FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
              WHERE bg.grid_id = g.id AND b.active ORDER BY (b.kind <> 'grid'), b.code LIMIT 1) AS branch_id
     FROM grid_versions gv
@@ -64,10 +64,15 @@ _GRIDS_SQL = text(
     JOIN admin_areas c ON c.id = g.community_id
     JOIN admin_areas s ON s.id = c.parent_id
     JOIN admin_areas d ON d.id = s.parent_id
-    WHERE gv.valid_to IS NULL AND g.retired_at IS NULL
+    WHERE gridbranch_in_force(gv.valid_from, gv.valid_to) AND gridbranch_live(g.retired_at)
     ORDER BY g.code
     """
 )
+#: The layer in force at an instant ``:at`` (``/v1/locate?at=``): the same rows, history's versions.
+_CURRENT = "gridbranch_in_force(gv.valid_from, gv.valid_to) AND gridbranch_live(g.retired_at)"
+_GRIDS_AT_SQL = text(_GRIDS_SQL.text.replace(
+    _CURRENT, "gridbranch_in_force(gv.valid_from, gv.valid_to, :at) AND gridbranch_live(g.retired_at, :at)"))
+assert _CURRENT in _GRIDS_SQL.text
 _SERVICE_AREA_SQL = text("SELECT ST_AsBinary(ST_Union(geom)) FROM admin_areas WHERE level = 'district'")
 
 
@@ -377,10 +382,11 @@ class GridIndex:
         return Located(match, grid, distance, candidates, swapped)
 
 
-def build_grid_index(session: Session) -> GridIndex:
-    """Read the current grid layer into a :class:`GridIndex`, versioned by the data
-    versions read in the same statement (one snapshot)."""
-    rows = session.execute(_GRIDS_SQL).all()
+def build_grid_index(session: Session, at=None) -> GridIndex:
+    """Read the current grid layer — or the one in force at instant ``at`` — into a
+    :class:`GridIndex`, versioned by the data versions read in the same statement (one
+    snapshot)."""
+    rows = session.execute(_GRIDS_SQL).all() if at is None else session.execute(_GRIDS_AT_SQL, {"at": at}).all()
     if rows:
         version = (rows[0].grids_version, rows[0].areas_version)
     else:
@@ -388,6 +394,50 @@ def build_grid_index(session: Session) -> GridIndex:
         version = (versions.get("grids", 0), versions.get("areas", 0))
     service_area = session.execute(_SERVICE_AREA_SQL).scalar()
     return GridIndex(rows, service_area, version)
+
+
+#: What fixes the layer in force at ``:at``: the data versions, and the last instant at or
+#: before it at which a version began or ended or a grid was retired.
+_EPOCH_SQL = text(
+    """SELECT (SELECT version FROM layer_versions WHERE layer = 'grids'),
+              (SELECT version FROM layer_versions WHERE layer = 'areas'),
+              GREATEST((SELECT max(valid_from) FROM grid_versions WHERE valid_from <= :at),
+                       (SELECT max(valid_to) FROM grid_versions WHERE valid_to <= :at),
+                       (SELECT max(retired_at) FROM grids WHERE retired_at <= :at))"""
+)
+
+
+class HistoryIndexCache:
+    """Indexes of the layer in force at past (or future) instants (``/v1/locate?at=``),
+    the ``keep`` latest, per database and epoch (``_EPOCH_SQL``): every instant between
+    two changes of the layer shares one index, so asking about many days costs one build
+    per generation, not one per request. As :class:`layers.versions.VersionedCache`, an
+    index is kept only when the epoch read again after its build is unchanged."""
+
+    keep = 4
+
+    def __init__(self) -> None:
+        self._indexes: dict[tuple, GridIndex] = {}
+        self._lock = threading.Lock()
+        self.built = 0
+
+    def get(self, session: Session, at) -> GridIndex:
+        def epoch() -> tuple:
+            return (database_url(session), *session.execute(_EPOCH_SQL, {"at": at}).one())
+
+        key = epoch()
+        index = self._indexes.get(key)
+        if index is not None:
+            return index
+        index = build_grid_index(session, at=at)
+        self.built += 1
+        if epoch() == key:
+            with self._lock:
+                self._indexes.pop(key, None)
+                self._indexes[key] = index
+                while len(self._indexes) > self.keep:
+                    self._indexes.pop(next(iter(self._indexes)))
+        return index
 
 
 class GridIndexCache:

@@ -22,6 +22,8 @@ from collections.abc import Callable
 import psycopg2
 import psycopg2.extensions as pgx
 
+from layers.clock import SETTING, SYSTEM
+
 log = logging.getLogger("gridbranch.tiles")
 
 
@@ -33,6 +35,9 @@ class Connection(pgx.connection):
     _loop: asyncio.AbstractEventLoop | None = None
     _fd: int = -1
     _waiter: asyncio.Future | None = None
+    #: a clock other than the wall clock (layers.clock): every statement sets
+    #: ``gridbranch.now`` first, as a bound engine's transactions do
+    clock = None
 
 
 def _readable(conn: Connection) -> None:
@@ -100,8 +105,9 @@ def _set(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-async def connect(dsn: str, setup: Callable[[], list[str]] | None = None):
+async def connect(dsn: str, setup: Callable[[], list[str]] | None = None, clock=None):
     conn = psycopg2.connect(dsn, async_=True, connection_factory=Connection)
+    conn.clock = None if clock is None or clock is SYSTEM else clock
     try:
         await _wait(conn)
         for sql in setup() if setup else ():
@@ -115,6 +121,9 @@ async def connect(dsn: str, setup: Callable[[], list[str]] | None = None):
 async def execute(conn, sql: str, params=None, fetch: str | None = None):
     """Run one statement; ``fetch`` "one" or "all" returns its rows."""
     cur = conn.cursor()
+    clock = getattr(conn, "clock", None)
+    if clock is not None:  # an ISO 8601 instant needs no quoting; the last result is the statement's
+        sql = f"SELECT set_config('{SETTING}', '{clock.now().isoformat()}', false); " + sql
     try:
         cur.execute(sql, params)
         try:
@@ -132,8 +141,9 @@ async def execute(conn, sql: str, params=None, fetch: str | None = None):
 
 
 class AsyncPool:
-    def __init__(self, dsn: str, size: int, setup: Callable[[], list[str]] | None = None):
+    def __init__(self, dsn: str, size: int, setup: Callable[[], list[str]] | None = None, clock=None):
         self.dsn = dsn
+        self.clock = clock
         self.size = max(1, size)
         self.setup = setup
         self._idle: list = []
@@ -154,7 +164,7 @@ class AsyncPool:
         if self._open < self.size:
             self._open += 1
             try:
-                return await connect(self.dsn, self.setup)
+                return await connect(self.dsn, self.setup, self.clock)
             except BaseException:
                 self._open -= 1
                 self._wake()
@@ -170,7 +180,7 @@ class AsyncPool:
         if conn is None:  # a slot was freed: open a connection in it
             self._open += 1
             try:
-                return await connect(self.dsn, self.setup)
+                return await connect(self.dsn, self.setup, self.clock)
             except BaseException:
                 self._open -= 1
                 self._wake()
@@ -230,7 +240,7 @@ class AsyncPool:
         self._loop = None
 
 
-VERSIONS_SQL = "SELECT layer, version FROM data_versions"
+VERSIONS_SQL = "SELECT layer, version FROM layer_versions"
 
 
 class VersionReader:
@@ -242,8 +252,9 @@ class VersionReader:
     connection had gone bad (a server restart) is made again once on a new connection,
     and a read that fails reaches every request waiting on it."""
 
-    def __init__(self, dsn: str, timeout_s: float = 10.0):
+    def __init__(self, dsn: str, timeout_s: float = 10.0, clock=None):
         self.dsn = dsn
+        self.clock = clock
         self.timeout_s = timeout_s
         self._conn = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -290,7 +301,7 @@ class VersionReader:
         while True:
             fresh = self._conn is None
             if fresh:
-                self._conn = await connect(self.dsn)
+                self._conn = await connect(self.dsn, clock=self.clock)
             try:
                 rows = await execute(self._conn, VERSIONS_SQL, fetch="all")
             except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:

@@ -64,9 +64,9 @@ _PLACES_SQL = text(
     UNION ALL
     SELECT 'grid', g.code::text, g.name, c.code::text, ST_AsBinary(gv.geom)
       FROM grids g
-      JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+      JOIN grid_versions gv ON gv.grid_id = g.id AND gridbranch_in_force(gv.valid_from, gv.valid_to)
       JOIN admin_areas c ON c.id = g.community_id
-     WHERE g.retired_at IS NULL
+     WHERE gridbranch_live(g.retired_at)
     """
 )
 _PLACES = VersionedCache("areas", "grids")

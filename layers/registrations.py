@@ -88,8 +88,8 @@ MEMBER_AREA_COLUMNS = """
         (SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id
           WHERE r.member_id = m.id AND r.status IN ('pending', 'confirmed')) AS registered,
         (SELECT g.code FROM residences res
-           JOIN grid_versions gv ON gv.valid_to IS NULL AND ST_Intersects(gv.geom, res.geom)
-           JOIN grids g ON g.id = gv.grid_id AND g.retired_at IS NULL
+           JOIN grid_versions gv ON gridbranch_in_force(gv.valid_from, gv.valid_to) AND ST_Intersects(gv.geom, res.geom)
+           JOIN grids g ON g.id = gv.grid_id AND gridbranch_live(g.retired_at)
           WHERE res.member_id = m.id AND res.ended_at IS NULL
           ORDER BY g.code LIMIT 1) AS resident,
         (SELECT c.code FROM branches b JOIN admin_areas c ON c.id = b.community_id
@@ -311,8 +311,8 @@ _STATS_SQL = text(
     """
     WITH cur AS MATERIALIZED (
         SELECT g.id, left(g.code, :width) AS unit, gv.geom FROM grids g
-        JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
-        WHERE g.code LIKE :prefix AND g.retired_at IS NULL
+        JOIN grid_versions gv ON gv.grid_id = g.id AND gridbranch_in_force(gv.valid_from, gv.valid_to)
+        WHERE g.code LIKE :prefix AND gridbranch_live(g.retired_at)
     ),
     residents AS (  -- per grid id, from grid_residents()
         SELECT * FROM unnest(CAST(:resident_grids AS integer[]), CAST(:resident_counts AS bigint[])) AS t(id, n)
@@ -351,9 +351,9 @@ _UNIT_WIDTH = {"district": 6, "street": 9, "community": 12, "grid": 15}
 _RESIDENTS_SQL = text(
     """
     SELECT g.id, count(r.id) FROM grids g
-      JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+      JOIN grid_versions gv ON gv.grid_id = g.id AND gridbranch_in_force(gv.valid_from, gv.valid_to)
       JOIN residences r ON r.ended_at IS NULL AND ST_Intersects(gv.geom, r.geom)
-     WHERE g.retired_at IS NULL
+     WHERE gridbranch_live(g.retired_at)
      GROUP BY g.id
     """
 )
@@ -440,3 +440,44 @@ def unregistered_members(session: Session, branch_code: str) -> tuple[dict[str, 
         {"code": branch.code, "name": branch.name, "kind": branch.kind},
         [{"id": r.id, "number": r.number, "name": r.name, "phone": r.phone} for r in rows],
     )
+
+
+_MOVED_SQL = text(
+    """
+    WITH at AS (SELECT COALESCE(CAST(:at AS timestamptz), gridbranch_now()) AS t)
+    SELECT r.id, r.member_id, m.number AS member_number, m.name AS member_name, r.status, r.role_code,
+           g.code AS grid_code, g.name AS grid_name, gv.version AS grid_version,
+           now_in.code AS now_grid_code, now_in.name AS now_grid_name
+    FROM registrations r CROSS JOIN at
+    JOIN members m ON m.id = r.member_id
+    JOIN residences res ON res.id = r.residence_id
+    JOIN grids g ON g.id = r.grid_id
+    JOIN grid_versions gv ON gv.id = r.grid_version_id
+    LEFT JOIN LATERAL (
+        SELECT g2.code, g2.name FROM grid_versions v2 JOIN grids g2 ON g2.id = v2.grid_id
+         WHERE gridbranch_in_force(v2.valid_from, v2.valid_to, at.t) AND gridbranch_live(g2.retired_at, at.t)
+           AND ST_Intersects(v2.geom, res.geom)
+         ORDER BY g2.code LIMIT 1) now_in ON true
+    WHERE r.status IN ('pending', 'confirmed') AND g.code LIKE :prefix
+      AND NOT EXISTS (
+        SELECT 1 FROM grid_versions v WHERE v.grid_id = r.grid_id AND gridbranch_live(g.retired_at, at.t)
+           AND gridbranch_in_force(v.valid_from, v.valid_to, at.t) AND ST_Intersects(v.geom, res.geom))
+    ORDER BY g.code, r.id
+    """
+)
+
+
+def moved_registrations(session: Session, within: str, *, at=None) -> list[dict[str, Any]]:
+    """Active registrations (pending, confirmed) at grids inside area or grid ``within``
+    whose residence lies outside their grid in the layer in force at ``at`` (default
+    now): redrawn away, or the grid retired. Each with the grid (and version) it was made
+    at and the grid now holding the residence (the lowest code on a shared edge; None in
+    a gap). Nothing is moved: re-registering is the member's, or an admin's, act."""
+    rows = session.execute(_MOVED_SQL, {"prefix": area_prefix(within) + "%", "at": at}).all()
+    return [
+        {"id": r.id, "member_id": r.member_id, "member_number": r.member_number, "member_name": r.member_name,
+         "status": r.status, "role": r.role_code,
+         "grid": {"code": r.grid_code, "name": r.grid_name, "version": r.grid_version},
+         "now_in": {"code": r.now_grid_code, "name": r.now_grid_name} if r.now_grid_code else None}
+        for r in rows
+    ]

@@ -1,4 +1,5 @@
-"""Per-layer data versions (see migration 0002): what caches key on."""
+"""Per-layer data versions (migration 0002) as caches key on them: ``layer_versions``
+(migration 0018), the write counters plus what the clock brought into force."""
 
 from __future__ import annotations
 
@@ -6,18 +7,17 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from layers.models import DataVersion
 
 
 def data_versions(session: Session, layers: list[str] | None = None) -> dict[str, int]:
     """Current version of each layer (all layers when ``layers`` is None)."""
-    stmt = select(DataVersion.layer, DataVersion.version)
-    if layers is not None:
-        stmt = stmt.where(DataVersion.layer.in_(layers))
-    return dict(session.execute(stmt).all())
+    if layers is None:
+        return dict(session.execute(text("SELECT layer, version FROM layer_versions")).all())
+    return dict(session.execute(text("SELECT layer, version FROM layer_versions WHERE layer = ANY(:l)"),
+                                {"l": list(layers)}).all())
 
 
 def database_url(session: Session) -> str:
@@ -43,7 +43,7 @@ class VersionedCache:
     def __init__(self, *layers: str) -> None:
         self.layers = layers
         self._key_sql = text("SELECT (SELECT oid FROM pg_database WHERE datname = current_database())"
-                             + "".join(f", (SELECT version FROM data_versions WHERE layer = '{k}')" for k in layers))
+                             + "".join(f", (SELECT version FROM layer_versions WHERE layer = '{k}')" for k in layers))
         self._entries: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self.computed = 0

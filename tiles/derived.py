@@ -112,7 +112,7 @@ _GRIDS_SQL = text(
       FROM grid_versions gv
       JOIN grids g ON g.id = gv.grid_id
       JOIN admin_areas c ON c.id = g.community_id
-     WHERE gv.valid_to IS NULL AND g.retired_at IS NULL
+     WHERE gridbranch_in_force(gv.valid_from, gv.valid_to) AND gridbranch_live(g.retired_at)
      ORDER BY g.code
     """
 )

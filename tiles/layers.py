@@ -130,7 +130,7 @@ SELECT (SELECT ST_AsMVT(t, '{layer.name}', {EXTENT}, 'geom', 'fid')
 def _versions(layer: TileLayer) -> str:
     """The layer's data versions, read in the statement's own snapshot (0 for a layer
     without a row, as :func:`tiles.service` counts it)."""
-    reads = ", ".join(f"COALESCE((SELECT version FROM data_versions WHERE layer = '{k}'), 0)"
+    reads = ", ".join(f"COALESCE((SELECT version FROM layer_versions WHERE layer = '{k}'), 0)"
                       for k in layer.version_keys)
     return f"ARRAY[{reads}]::bigint[]"
 
@@ -181,7 +181,7 @@ GRIDS = _build(TileLayer(
                                            roles_missing integer, roles_missing_names text,
                                            area_m2 double precision)
             ON a.fid = gv.grid_id
-         WHERE gv.valid_to IS NULL AND gv.geom && {ENV_4326}""",
+         WHERE gridbranch_in_force(gv.valid_from, gv.valid_to) AND gv.geom && {ENV_4326}""",
     order="has_branch, area_m2 DESC, code",
     extra_types=("json",),
     simplify=True,
@@ -264,7 +264,7 @@ MEMBERS = _build(TileLayer(
          WHERE r.ended_at IS NULL AND r.geom && {ENV_4326}
            AND ST_Intersects(r.geom, COALESCE(
                  (SELECT geom FROM admin_areas WHERE code = $6),
-                 (SELECT gv.geom FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
+                 (SELECT gv.geom FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gridbranch_in_force(gv.valid_from, gv.valid_to)
                    WHERE g.code = $6)))""",
     order="fid",
     extra_types=("text",),
@@ -380,7 +380,7 @@ def setup_statements() -> list[str]:
     every tile, costing more than most tiles do), then PREPARE for every layer's
     statement and for the data-version read."""
     out = ["SET plan_cache_mode = force_generic_plan",
-           f"PREPARE {VERSIONS_STATEMENT} AS SELECT layer, version FROM data_versions"]
+           f"PREPARE {VERSIONS_STATEMENT} AS SELECT layer, version FROM layer_versions"]
     for layer in LAYERS.values():
         out.append(f"PREPARE {layer.statement} ({', '.join(layer.param_types)}) AS {layer.sql}")
     return out

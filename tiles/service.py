@@ -166,8 +166,8 @@ class TileService:
                                 self.warn_share, self.h3_min_count, repr(self.coverage_thresholds)))
         self.url = url
         dsn = libpq_dsn(url)
-        self.reader = VersionReader(dsn)
-        self.pool = AsyncPool(dsn, settings.database.pool_size - 1, setup=setup_statements)
+        self.reader = VersionReader(dsn, clock=clock)
+        self.pool = AsyncPool(dsn, settings.database.pool_size - 1, setup=setup_statements, clock=clock)
         self.cache = TileCache(self.settings.cache_mb * 1024 * 1024)
         self.derived = derived.DerivedCache()
         #: The data versions last seen (:meth:`observe`).
@@ -192,7 +192,7 @@ class TileService:
         with self._build_engine.connect() as conn:
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
             with conn.begin():
-                at = dict(conn.execute(text("SELECT layer, version FROM data_versions")).all())
+                at = dict(conn.execute(text("SELECT layer, version FROM layer_versions")).all())
                 with Session(bind=conn) as session:
                     records = build(session)
         return records, at

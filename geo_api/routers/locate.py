@@ -11,6 +11,7 @@ from geo_api.deps import Public, SessionDep
 from geo_api.responses import CSV, media, problems
 from layers.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 from layers.errors import InvalidInput, NotFound
+from layers.boundaries import parse_instant
 from layers.locate import (
     BATCH_PART_ROWS, batch_document, locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points,
     split_csv,
@@ -26,7 +27,7 @@ async def lifespan(app: FastAPI):
     from layers.pg import VersionReader
     from layers.db import libpq_dsn
 
-    reader = VersionReader(libpq_dsn(app.state.engine.url))
+    reader = VersionReader(libpq_dsn(app.state.engine.url), clock=app.state.clock)
     app.state.locate_versions = reader
     try:
         yield
@@ -47,9 +48,17 @@ def locate(
     lon: Annotated[float, Query(description="longitude or easting (x), in the CRS given")],
     lat: Annotated[float, Query(description="latitude or northing (y), in the CRS given")],
     crs: Annotated[str, Query(description="wgs84, gcj02, bd09, cgcs2000 or EPSG:nnnn")] = "wgs84",
+    at: Annotated[str | None, Query(description="the grid that held the point on this day (2027-01-01, from "
+                                                "midnight China Standard Time) or at this instant (ISO 8601 "
+                                                "with offset); default now")] = None,
 ):
     settings = request.app.state.settings.locate
-    index = request.app.state.grid_index.get(session)
+    if at is None:
+        index = request.app.state.grid_index.get(session)
+    else:
+        # the layer in force then, one index per generation (the fast path never takes a
+        # query with ``at``)
+        index = request.app.state.history_index.get(session, parse_instant(at, "at"))
     try:
         wlon, wlat, _ = to_wgs84_point(lon, lat, crs)
     except InvalidInput as exc:

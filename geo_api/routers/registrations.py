@@ -7,6 +7,7 @@ from geo_api.deps import Caller, Public, ScopedRegistration, ScopedWithin, Sessi
 from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
 from geo_api.responses import problems
+from layers.boundaries import parse_instant
 from layers.points import to_wgs84_point
 from layers import registrations as regs
 from layers import textfields
@@ -96,6 +97,22 @@ def registration_stats(
     level: Annotated[Literal["district", "street", "community", "grid"], Query()] = "street",
 ) -> dict:
     return {"level": level, "within": within, "units": regs.registration_stats(session, level=level, within=within)}
+
+
+@router.get("/moved", summary="Registrations whose residence now lies in another grid (after a boundary change)")
+def moved_registrations(
+    session: SessionDep,
+    caller: Admins,
+    within: ScopedWithin,
+    at: Annotated[str | None, Query(description="in the grid layer in force on this day (2027-01-01, China "
+                                                "Standard Time) or at this instant; default now")] = None,
+) -> dict:
+    """Active registrations at grids inside ``within`` whose residence a new boundary
+    generation puts outside their grid, with the grid now holding it: listed for the
+    admins, never moved silently (the member re-registers, or an admin on their behalf)."""
+    instant = parse_instant(at, "at") if at is not None else None
+    items = regs.moved_registrations(session, within, at=instant)
+    return {"within": within, "at": instant.isoformat() if instant else None, "total": len(items), "items": items}
 
 
 @router.get("/roles", summary="The service roles a member can claim (六员), in their configured order")

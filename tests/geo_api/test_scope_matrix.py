@@ -184,6 +184,9 @@ CASES: dict[tuple[str, str], list[Case]] = {
     ("GET", "/v1/registrations/stats"): [Case(lambda c, w, r: req("GET", "/v1/registrations/stats", params={
         "within": {"in": C_IN, "out": C_OUT}[w], "level": "grid"}), scope="area",
         entitled=lambda r, w: r in ("admin", "street_admin", "community_admin") and covers(r, {"in": C_IN, "out": C_OUT}[w]))],
+    ("GET", "/v1/registrations/moved"): [Case(lambda c, w, r: req("GET", "/v1/registrations/moved", params={
+        "within": {"in": C_IN, "out": C_OUT}[w]}), scope="area",
+        entitled=lambda r, w: r in ("admin", "street_admin", "community_admin") and covers(r, {"in": C_IN, "out": C_OUT}[w]))],
     ("GET", "/v1/registrations/roles"): [Case(lambda c, w, r: req("GET", "/v1/registrations/roles"))],
     ("GET", "/v1/registrations/mine"): [Case(lambda c, w, r: req("GET", "/v1/registrations/mine"))],
     ("GET", "/v1/registrations/{registration_id}"): [Case(

@@ -309,7 +309,8 @@ def test_redrawn_renamed_and_absent_grids(server_url, district, tmp_path, clock)
         report = format_report(plan)
         assert f"change {a.code}" in report and "boundary moved by" in report and "renamed from" in report
         counts = _commit(engine, plan)
-        assert counts == {"added": 0, "renamed_or_reparented": 1, "redrawn": 2, "unchanged": 1}
+        assert counts == {"added": 0, "renamed_or_reparented": 1, "redrawn": 2, "unchanged": 1, "retired": 0,
+                          "generation": 2}
         with engine.connect() as conn:
             history = conn.execute(text(
                 """SELECT g.code, v.version, v.valid_to IS NULL FROM grids g JOIN grid_versions v ON v.grid_id = g.id

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from geo_api.cli import main
 from layers.coverage_topology import EqualArea
-from tests.conftest import make_settings, scratch_engine
+from tests.conftest import clocked, make_settings, scratch_engine
 from tests.ingest.district_files import AREA_MAP, CODE, GRID_MAP, NAME, build_district, write_areas_shapefile, \
     write_grids_gpkg
 from tests.tiles.conftest import decode, path, tile_at, to_lonlat
@@ -67,6 +67,11 @@ def built(server_url, district, tmp_path_factory):
     with scratch_engine(server_url, "zhongyuan", pool=4, migrated=True) as engine, pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRIDBRANCH_DATABASE_URL", engine.url.render_as_string(hide_password=False))
         mp.setenv("GRIDBRANCH_INIT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        # the command line keeps the tests' clock: what it writes starts at the instant the service stands at
+        from geo_api import cli
+
+        engine_of = cli._engine
+        mp.setattr(cli, "_engine", lambda settings: clocked(engine_of(settings)))
         for name, argv in (
             ("init", ("init", "--district", CODE, "--boundary", str(district.boundary_file), "--crs", "gcj02",
                       "--name", NAME)),
