@@ -20,7 +20,7 @@ from geo_api.fastpath import LocateFastPath
 from geo_api.headers import ResponseHeaders
 from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
-    accounts, areas, auth, branches, coverage, events, grids, health, locate, open311, pages, places,
+    accounts, areas, audit, auth, branches, coverage, events, grids, health, locate, open311, pages, places,
     registrations, tiles,
 )
 from geo_api.settings import Settings
@@ -159,6 +159,10 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         try:
             yield
         finally:
+            writer = getattr(app.state, "audit_writer", None)
+            if writer is not None:  # the rows still queued are written before the engine goes
+                writer.close()
+                app.state.audit_writer = None
             if own:
                 eng.dispose()
 
@@ -176,10 +180,10 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.settings = settings
     app.state.clock = clock
     app.state.auth_secret = auth_secret
-    app.state.grid_index = GridIndexCache()
+    app.state.grid_index = GridIndexCache(public_worker=settings.audit.public_grid_worker)
     errors.install(app)
     for module in (health, auth, accounts, areas, grids, places, locate, registrations, branches, coverage, events, open311,
-                   tiles):
+                   tiles, audit):
         app.include_router(module.router)
     app.include_router(branches.log_router)
     pages.mount(app)  # /map and /docs, with their static files

@@ -140,6 +140,21 @@ class TileSettings(BaseSettings):
     fast_path: bool = Field(True, description="serve anonymous public tiles ahead of the routing (geo_api.tile_fastpath)")
 
 
+class AuditSettings(BaseSettings):
+    """The personal-data audit (geo_api.audit, layers.audit) and what public answers show."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_AUDIT_", extra="ignore")
+
+    enabled: bool = Field(True, description="record every answer carrying personal data (audit_log)")
+    wait: bool = Field(False, description="each such answer waits until its audit row is committed "
+                                          "(otherwise rows are written right after, in groups)")
+    batch_max: int = Field(500, ge=1, le=100_000, description="audit rows written together, at most")
+    retention_days: float = Field(365.0, ge=1, le=36_500, description="audit rows older than this are purged "
+                                                                      "(gridbranch audit purge)")
+    public_grid_worker: bool = Field(True, description="the grid worker's name and phone in public answers "
+                                                       "(locate, grids, reports): the residents' contact")
+
+
 @dataclass
 class Settings:
     """All settings of one app instance."""
@@ -151,6 +166,7 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings)
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     tiles: TileSettings = field(default_factory=TileSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":

@@ -14,6 +14,7 @@ from pydantic import Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from geo_api.asgi import route_path
+from geo_api.audit import Audited
 from geo_api.deps import (Caller, Public, ScopedEvent, SessionDep, get_session, require_roles, scoped_area,
                           scoped_area_path, scoped_event, scoped_member)
 from geo_api.errors import unexpected_error
@@ -66,6 +67,15 @@ def _personal(caller: Caller, row) -> bool:
     return caller.role in ("dispatcher", "admin", "grid_worker") and caller.covers(row.grid_code)
 
 
+def _audited(audit, views: list[dict]) -> None:
+    """Record the personal parts of event views answered: a reporter's contact, an
+    assisting member's name."""
+    contacts = [v["id"] for v in views if v.get("contact")]
+    members = [v["member"]["id"] for v in views if v.get("member")]
+    fields = (("contact",) if contacts else ()) + (("name",) if members else ())
+    audit.record(fields, members=members, events=contacts)
+
+
 @router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)")
 async def report(request: Request, body: EventReport, session: SessionDep, caller: Public,
                  idempotency_key: IdempotencyKey = None) -> Response:
@@ -83,11 +93,12 @@ async def report(request: Request, body: EventReport, session: SessionDep, calle
     if idempotency_key is not None:  # stored alone, with its key
         once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
         return await report_once(request, once, pending,
-                                 lambda result: _json(report_answer(result, body.channel, body.lon, body.lat), 201))
+                                 lambda result: _json(report_answer(result, body.channel, body.lon, body.lat,
+                                                                    settings.audit.public_grid_worker), 201))
     result = await report_batcher(request.app).submit(pending)
     # never member suggestions here, whoever reports: they are the routing endpoint's,
     # under its scope and probe limit (a report at a chosen point is a probe)
-    return _json(report_answer(result, body.channel, body.lon, body.lat), 201)
+    return _json(report_answer(result, body.channel, body.lon, body.lat, settings.audit.public_grid_worker), 201)
 
 
 # -- Reporting: group commit and the anonymous fast path ---------------------------------
@@ -128,8 +139,9 @@ def report_batcher(app) -> ReportBatcher:
     return batcher
 
 
-def report_answer(result: Stored, channel: str, x: float, y: float) -> dict:
-    """The answer to a stored report (without member suggestions)."""
+def report_answer(result: Stored, channel: str, x: float, y: float, public_worker: bool = True) -> dict:
+    """The answer to a stored report (without member suggestions; the grid worker unless
+    GRIDBRANCH_AUDIT_PUBLIC_GRID_WORKER is off)."""
     stored, grid = result.stored, result.grid
     branches = grid["branches"] or []
     return {
@@ -148,7 +160,8 @@ def report_answer(result: Stored, channel: str, x: float, y: float) -> dict:
             "department": stored["department"],
             "rule": "street override" if stored["routing_override"] else "category",
             "branch": branches[0] if branches else None,
-            "grid_worker": {"name": grid["worker_name"], "phone": grid["worker_phone"]} if grid["worker_name"] else None,
+            "grid_worker": ({"name": grid["worker_name"], "phone": grid["worker_phone"]}
+                            if grid["worker_name"] and public_worker else None),
         },
         "time_limit_hours": stored["time_limit_hours"],
         "reported_at": stored["reported_at"],
@@ -283,7 +296,8 @@ class EventReportFastPath:
         except Exception as exc:  # noqa: BLE001 - it may have been stored: not handed over (503 or 500)
             await unexpected_error("POST", path, exc)(scope, receive, send)
             return
-        await _json(report_answer(result, channel, x, y), 201)(scope, receive, send)
+        await _json(report_answer(result, channel, x, y, settings.audit.public_grid_worker), 201)(scope, receive,
+                                                                                                  send)
 
 
 @router.get("/categories", summary="Event categories with department, time limit (working hours) and fitting role")
@@ -308,6 +322,7 @@ def list_events(
     session: SessionDep,
     caller: Staff,
     within: ScopedWithin,
+    audit: Audited,
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     category: Annotated[str | None, Query(max_length=32)] = None,
     department: Annotated[str | None, Query(max_length=32, description="department code")] = None,
@@ -331,6 +346,7 @@ def list_events(
         limit=limit, offset=offset,
     )
     items = [ev.event_view(r, personal=_personal(caller, r), role=caller.role) for r in rows]
+    _audited(audit, items)
     return _json({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
@@ -411,9 +427,12 @@ def put_route(session: SessionDep, caller: Centre, category: Annotated[str, Path
 
 
 @router.get("/{event_id}", summary="One event with its due time and warning state")
-def get_event(request: Request, session: SessionDep, caller: Readers, event_id: ScopedEvent) -> Response:
+def get_event(request: Request, session: SessionDep, caller: Readers, event_id: ScopedEvent,
+              audit: Audited) -> Response:
     row = ev.event_row(session, event_id, warn_share=request.app.state.settings.events.warn_share)
-    return _json(ev.event_view(row, personal=True, role=caller.role))
+    view = ev.event_view(row, personal=True, role=caller.role)
+    _audited(audit, [view])
+    return _json(view)
 
 
 @router.get("/{event_id}/log", summary="The event's track (append-only)")
@@ -429,7 +448,7 @@ def get_event_log(session: SessionDep, caller: Readers, event_id: ScopedEvent) -
                         "the suggestions of at most `GRIDBRANCH_EVENTS_ROUTING_PROBES_PER_HOUR` distinct events "
                         "an hour; past that, 429 with `Retry-After`.",
             responses=problems(429))
-def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: ScopedEvent):
+def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: ScopedEvent, audit: Audited):
     es = request.app.state.settings.events
     out = ev.routing(session, event_id)
     ev.count_routing_probe(session, caller.username, event_id, per_hour=es.routing_probes_per_hour)
@@ -437,6 +456,8 @@ def get_routing(request: Request, session: SessionDep, caller: Centre, event_id:
                                             limit=es.suggest_limit, max_open_tasks=es.max_open_tasks,
                                             within=None if caller.role == "dispatcher" else caller.area_code)
     session.commit()
+    if out["suggestions"]:  # members' names (never their residence: a band of their grid's distance)
+        audit.record(("name",), members=[m["member_id"] for m in out["suggestions"]], detail={"event": event_id})
     return out
 
 
@@ -453,7 +474,7 @@ class TransitionBody(Body):
 
 @router.post("/{event_id}/transitions", summary="Move an event through its lifecycle (409 if illegal or stale)")
 def transition(request: Request, session: SessionDep, caller: Staff, event_id: ScopedEvent,
-               body: TransitionBody) -> Response:
+               body: TransitionBody, audit: Audited) -> Response:
     es = request.app.state.settings.events
     # the other things the body names, in the caller's scope like the event itself
     if body.member_id is not None:
@@ -469,4 +490,6 @@ def transition(request: Request, session: SessionDep, caller: Staff, event_id: S
     )
     session.commit()
     row = ev.event_row(session, event_id, warn_share=es.warn_share)
-    return _json(ev.event_view(row, personal=True, role=caller.role))
+    view = ev.event_view(row, personal=True, role=caller.role)
+    _audited(audit, [view])
+    return _json(view)
