@@ -1,0 +1,86 @@
+"""The personal-data audit's cost: a members read (``GET /v1/registrations``) and a private
+``members`` tile as a district admin, with the audit off, on (rows written in groups
+after the answer) and on with ``GRIDBRANCH_AUDIT_WAIT`` (each answer waits until its
+row is committed); single locates, which carry no personal data, alongside to show
+they are untouched. Same demo database, same requests, side by side; ratios against
+the audit off (goal: ≤ 1.05 on tiles and locate).
+
+    .venv/bin/python bench/audit.py [--requests 3000] [--clients 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import secrets
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import text  # noqa: E402
+
+from bench.common import demo_engine, fmt, get_request, load, served  # noqa: E402
+
+CONFIGS = {"off": {"GRIDBRANCH_AUDIT_ENABLED": "false"}, "on": {"GRIDBRANCH_AUDIT_ENABLED": "true"},
+           "on+wait": {"GRIDBRANCH_AUDIT_ENABLED": "true", "GRIDBRANCH_AUDIT_WAIT": "true"}}
+
+
+def _tiles(engine, n: int) -> list[str]:
+    """z15 members,grids tiles over current residences (the admin map's view)."""
+    with engine.connect() as conn:
+        pts = conn.execute(text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL "
+                                "ORDER BY id LIMIT 400")).all()
+    z, out = 15, set()
+    for lon, lat in pts:
+        x = int((lon + 180) / 360 * 2 ** z)
+        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2 ** z)
+        out.add(f"/tiles/members,grids/{z}/{x}/{y}.mvt")
+    tiles = sorted(out)
+    return [tiles[i % len(tiles)] for i in range(n)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=3000, help="requests per kind and configuration")
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+
+    from geo_api.security import issue_token
+
+    engine = demo_engine()
+    url = engine.url.render_as_string(hide_password=False)
+    tiles = _tiles(engine, args.requests)
+    with engine.connect() as conn:
+        lon, lat = conn.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM "
+                                     "grid_versions WHERE valid_to IS NULL ORDER BY id LIMIT 1) q")).one()
+        before = conn.execute(text("SELECT count(*) FROM audit_log")).scalar()
+    secret = secrets.token_urlsafe(48)
+    auth = {"Authorization": f"Bearer {issue_token(secret, 'admin', 120)}"}
+    kinds = {
+        "members read": [get_request("/v1/registrations?limit=50", auth)] * args.requests,
+        "members tile": [get_request(t, {**auth, "Accept-Encoding": "gzip"}) for t in tiles],
+        "locate": [get_request(f"/v1/locate?lon={lon:.6f}&lat={lat:.6f}")] * args.requests,
+    }
+    results: dict[str, dict[str, dict]] = {}
+    for name, env in CONFIGS.items():
+        with served({"GRIDBRANCH_DATABASE_URL": url, "GRIDBRANCH_AUTH_SECRET": secret, **env}) as port:
+            for kind, reqs in kinds.items():
+                load(port, reqs[: max(100, len(reqs) // 10)], args.clients)  # warm the caches
+                results.setdefault(kind, {})[name] = load(port, reqs, args.clients)
+    with engine.connect() as conn:
+        after = conn.execute(text("SELECT count(*) FROM audit_log")).scalar()
+    print(f"{args.requests:,} requests per kind, {args.clients} clients, 1 uvicorn worker; audit rows written "
+          f"{after - before:,}")
+    for kind, by in results.items():
+        base = by["off"]
+        print(f"\n{kind}")
+        for name, r in by.items():
+            ratio = base["per_s"] / r["per_s"] if r["per_s"] else float("inf")
+            print(f"  audit {name:8s} {fmt(r)}  | time per request ×{ratio:.3f} of off, "
+                  f"p50 ×{r['p50_ms'] / base['p50_ms']:.3f}")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
