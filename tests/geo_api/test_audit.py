@@ -111,3 +111,29 @@ def test_public_grids_hold_no_small_count_and_differencing_fails(client, demo_db
     # an admin of the area sees every figure
     full = client.get("/v1/grids", params={"limit": 50}, headers=token_for("admin")).json()["features"]
     assert all(not f["properties"]["suppressed"] for f in full)
+
+
+def test_the_grid_worker_can_be_kept_out_of_public_answers(demo_engine, demo_db):
+    from fastapi.testclient import TestClient
+
+    from geo_api.app import create_app
+    from geo_api.deps import get_session
+    from geo_api.settings import AuditSettings
+    from tests.conftest import make_settings
+
+    code, x, y = demo_db.execute(text(
+        "SELECT g.code, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom)) FROM grids g "
+        "JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL WHERE g.worker_name IS NOT NULL "
+        "ORDER BY g.code LIMIT 1")).one()
+    for public in (True, False):
+        settings = make_settings()
+        settings.audit = AuditSettings(public_grid_worker=public)
+        app = create_app(settings, engine=demo_engine)
+        app.dependency_overrides[get_session] = lambda: demo_db
+        with TestClient(app) as c:
+            located = c.get("/v1/locate", params={"lon": x, "lat": y}).json()
+            grid = c.get(f"/v1/grids/{code}").json()["properties"]
+            staff = c.get(f"/v1/grids/{code}", headers=token_for("admin")).json()["properties"]
+        assert (located["grid_worker"] is not None) is public
+        assert (grid["grid_worker"] is not None) is public and (grid["grid_worker_phone"] is not None) is public
+        assert staff["grid_worker"] is not None  # the staff of its area always see who is in charge

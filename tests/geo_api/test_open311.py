@@ -4,6 +4,7 @@ lifecycle; filters; errors in the specification's shape; nothing personal."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import token_for
 from tests.factories import add_user
@@ -103,6 +104,13 @@ def test_json_post_and_rejected_requests(world):
     assert c.get(f"{BASE}/requests/{rid}.json").json()[0]["media_url"] is None  # not accepted yet
     staff = c.get(f"{BASE}/requests/{rid}.json", headers=world["h"]).json()[0]
     assert staff["media_url"] == "https://img.example/1.jpg"
+    # outside public space the public sees the grid's label point; a category of public
+    # space (a road, a street light) shows where it was reported
+    [got] = c.get(f"{BASE}/requests/{rid}.json").json()
+    assert (got["lat"], got["long"]) != (pytest.approx(P[1]), pytest.approx(P[0]))
+    world["db"].execute(text("UPDATE event_categories SET public_space = true WHERE code = 'zdjy'"))
+    [got] = c.get(f"{BASE}/requests/{rid}.json").json()
+    assert got["lat"] == pytest.approx(P[1]) and got["long"] == pytest.approx(P[0])
     act(world, int(rid), "reject", reason="不属于受理范围")
     [got] = c.get(f"{BASE}/requests/{rid}.json").json()
     assert got["status"] == "closed" and "不属于受理范围" in got["status_notes"]
