@@ -149,6 +149,8 @@ class AuditSettings(BaseSettings):
     wait: bool = Field(False, description="each such answer waits until its audit row is committed "
                                           "(otherwise rows are written right after, in groups)")
     batch_max: int = Field(500, ge=1, le=100_000, description="audit rows written together, at most")
+    linger_ms: float = Field(200.0, ge=0, le=10_000, description="without wait: how long a group of audit rows "
+                                                                 "gathers before it is written")
     retention_days: float = Field(365.0, ge=1, le=36_500, description="audit rows older than this are purged "
                                                                       "(gridbranch audit purge)")
     public_grid_worker: bool = Field(True, description="the grid worker's name and phone in public answers "
