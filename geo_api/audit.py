@@ -207,8 +207,9 @@ def tile_members(tile, limit: int, scope: str, etag: str | None):
     return resolve
 
 
-def _auditor(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Auditor:
-    # the caller as the route's access resolved it (FastAPI caches it per request)
+async def _auditor(request: Request, caller: Annotated[Caller, Depends(get_caller)]) -> Auditor:
+    # the caller as the route's access resolved it (FastAPI caches it per request); async,
+    # so that it costs no thread hand-off (the tile route is async throughout)
     return Auditor(request, caller)
 
 

@@ -10,6 +10,7 @@ CSV export (:func:`entries_csv`) and the retention purge (:func:`purge`) are her
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,45 +49,56 @@ class Entry:
     #: writing time: session → member ids
     resolve: Callable[[Session], list[int]] | None = field(default=None, compare=False, repr=False)
 
-    def as_params(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor, "role": self.role, "area": self.area, "method": self.method,
-            "endpoint": self.endpoint, "path": self.path, "status": self.status, "fields": list(self.fields),
-            "member_ids": sorted(set(self.member_ids)), "event_ids": sorted(set(self.event_ids)),
-            "detail": orjson.dumps(self.detail).decode() if self.detail is not None else None, "at": self.at,
-        }
 
-
+_INSERT_RECORDS = text(
+    """
+    INSERT INTO audit_records (digest, member_ids, event_ids)
+    SELECT r.digest, r.member_ids, r.event_ids
+      FROM jsonb_to_recordset(CAST(:sets AS jsonb)) AS r(digest text, member_ids bigint[], event_ids bigint[])
+    ON CONFLICT (digest) DO NOTHING
+    """
+)
 _INSERT = text(
     """
-    INSERT INTO audit_log (at, actor, role, area, method, endpoint, path, status, fields, member_ids, event_ids,
-                           detail)
+    INSERT INTO audit_log (at, actor, role, area, method, endpoint, path, status, fields, records, detail)
     SELECT COALESCE(e.at, gridbranch_now()), e.actor, e.role, e.area, e.method, e.endpoint, e.path, e.status,
-           e.fields, e.member_ids, e.event_ids, e.detail
+           e.fields, e.records, e.detail
       FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS e(at timestamptz, actor text, role text, area text,
                                                         method text, endpoint text, path text, status integer,
-                                                        fields text[], member_ids bigint[], event_ids bigint[],
-                                                        detail jsonb)
+                                                        fields text[], records text, detail jsonb)
     """
 )
 
 
-def _json_row(entry: Entry) -> dict[str, Any]:
-    row = entry.as_params()
-    row["detail"] = entry.detail
-    row["at"] = entry.at.isoformat() if entry.at is not None else None
-    return row
+def records_digest(member_ids: list[int], event_ids: list[int]) -> str | None:
+    """The name of a set of records (``audit_records.digest``): the same members and
+    events, the same name; None for none."""
+    if not member_ids and not event_ids:
+        return None
+    raw = ("m" + ",".join(map(str, member_ids)) + "e" + ",".join(map(str, event_ids))).encode()
+    return hashlib.blake2b(raw, digest_size=16).hexdigest()
 
 
 def write(session: Session, entries: list[Entry]) -> int:
-    """Append ``entries`` in one statement (in the session's transaction; the caller
-    commits). Returns how many."""
+    """Append ``entries`` in two statements — the record sets not yet stored, then the
+    rows naming them — in the session's transaction (the caller commits). Returns how
+    many."""
     if not entries:
         return 0
+    rows, sets = [], {}
     for e in entries:
         if e.resolve is not None:
             e.member_ids, e.resolve = list(e.resolve(session)), None
-    session.execute(_INSERT, {"rows": orjson.dumps([_json_row(e) for e in entries]).decode()})
+        members, events = sorted(set(e.member_ids)), sorted(set(e.event_ids))
+        digest = records_digest(members, events)
+        if digest is not None and digest not in sets:
+            sets[digest] = {"digest": digest, "member_ids": members, "event_ids": events}
+        rows.append({"at": e.at.isoformat() if e.at is not None else None, "actor": e.actor, "role": e.role,
+                     "area": e.area, "method": e.method, "endpoint": e.endpoint, "path": e.path,
+                     "status": e.status, "fields": list(e.fields), "records": digest, "detail": e.detail})
+    if sets:
+        session.execute(_INSERT_RECORDS, {"sets": orjson.dumps(list(sets.values())).decode()})
+    session.execute(_INSERT, {"rows": orjson.dumps(rows).decode()})
     return len(entries)
 
 
@@ -97,25 +109,27 @@ def entries(session: Session, *, actor: str | None = None, member_id: int | None
     ``member_id``), time [start, end) and endpoint template. Returns (rows, total)."""
     where, params = [], {"limit": limit, "offset": offset}
     if actor is not None:
-        where.append("actor = :actor")
+        where.append("a.actor = :actor")
         params["actor"] = actor
     if member_id is not None:
-        where.append("member_ids @> ARRAY[CAST(:member AS bigint)]")
+        where.append("a.records IN (SELECT digest FROM audit_records WHERE member_ids @> ARRAY[CAST(:member AS bigint)])")
         params["member"] = member_id
     if start is not None:
-        where.append("at >= :start")
+        where.append("a.at >= :start")
         params["start"] = start
     if end is not None:
-        where.append("at < :end")
+        where.append("a.at < :end")
         params["end"] = end
     if endpoint is not None:
-        where.append("endpoint = :endpoint")
+        where.append("a.endpoint = :endpoint")
         params["endpoint"] = endpoint
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    total = session.execute(text("SELECT count(*) FROM audit_log" + clause), params).scalar()
+    total = session.execute(text("SELECT count(*) FROM audit_log a" + clause), params).scalar()
     rows = session.execute(text(
-        "SELECT id, at, actor, role, area, method, endpoint, path, status, fields, member_ids, event_ids, detail "
-        "FROM audit_log" + clause + " ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset"), params).all()
+        "SELECT a.id, a.at, a.actor, a.role, a.area, a.method, a.endpoint, a.path, a.status, a.fields, a.detail, "
+        "COALESCE(r.member_ids, '{}') AS member_ids, COALESCE(r.event_ids, '{}') AS event_ids "
+        "FROM audit_log a LEFT JOIN audit_records r ON r.digest = a.records" + clause
+        + " ORDER BY a.at DESC, a.id DESC LIMIT :limit OFFSET :offset"), params).all()
     return [{"id": r.id, "at": r.at.isoformat(), "actor": r.actor, "role": r.role, "area": r.area,
              "method": r.method, "endpoint": r.endpoint, "path": r.path, "status": r.status,
              "fields": list(r.fields), "member_ids": list(r.member_ids), "event_ids": list(r.event_ids),

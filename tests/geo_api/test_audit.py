@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from geo_api.audit import Audited, writer_of
+from geo_api.audit import writer_of
 from layers import audit as audit_log
-from layers.suppression import public_grid_figures, suppressed_grids
+from layers.suppression import suppressed_grids
 from tests.conftest import token_for
 from tests.geo_api.test_api import api_routes
 
@@ -35,7 +35,6 @@ def _audited(route) -> bool:
 def test_the_personal_routes_declare_the_audit(client):
     declared = {(m, r.path) for r in api_routes(client.app.routes) for m in r.methods - {"HEAD"} if _audited(r)}
     assert declared == PERSONAL_ROUTES
-    assert Audited is not None
 
 
 def test_rows_are_written_read_filtered_exported_and_never_changed(client, demo_db):
@@ -57,7 +56,8 @@ def test_rows_are_written_read_filtered_exported_and_never_changed(client, demo_
     # a street admin is no district admin
     assert client.get("/v1/audit", headers=token_for("street_admin")).status_code == 403
     # append-only: the database refuses changes, and a purge keeps at least a day
-    for sql in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"):
+    for sql in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log",
+                "UPDATE audit_records SET member_ids = '{}'", "DELETE FROM audit_records", "TRUNCATE audit_records"):
         with pytest.raises(DBAPIError, match="append-only"):
             with demo_db.begin_nested():
                 demo_db.execute(text(sql))
@@ -68,8 +68,13 @@ def test_rows_are_written_read_filtered_exported_and_never_changed(client, demo_
         demo_db.execute(text("INSERT INTO audit_log (at, actor, role, method, endpoint, path, status, fields) "
                              "VALUES (gridbranch_now() - interval '400 days', 'old', 'admin', 'GET', '/x', '/x', 200, "
                              "'{name}')"))
+        demo_db.execute(text("INSERT INTO audit_records (digest, member_ids, event_ids) VALUES ('orphan', '{1}', '{}')"))
         assert audit_log.purge(demo_db, 365) >= 1
         assert demo_db.execute(text("SELECT count(*) FROM audit_log WHERE actor = 'old'")).scalar() == 0
+        assert demo_db.execute(text("SELECT count(*) FROM audit_records WHERE digest = 'orphan'")).scalar() == 0
+        # the record sets rows still name are kept
+        assert demo_db.execute(text("SELECT count(*) FROM audit_log a WHERE a.records IS NOT NULL AND NOT EXISTS "
+                                    "(SELECT 1 FROM audit_records r WHERE r.digest = a.records)")).scalar() == 0
 
 
 def test_refusals_and_public_reads_are_not_audited(client, demo_db):

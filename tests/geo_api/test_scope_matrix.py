@@ -519,8 +519,8 @@ def _carries_personal(ctx, key, role, r) -> bool:
 
 
 def _audit_rows(db, after: int) -> list:
-    return db.execute(text("SELECT actor, endpoint, member_ids, event_ids, fields FROM audit_log WHERE id > :a"),
-                      {"a": after}).all()
+    return db.execute(text("SELECT a.actor, a.endpoint, r.member_ids, r.event_ids, a.fields FROM audit_log a "
+                           "LEFT JOIN audit_records r ON r.digest = a.records WHERE a.id > :a"), {"a": after}).all()
 
 
 def test_no_personal_data_out_of_scope_and_no_write_outside_the_area(client, demo_db):
