@@ -24,7 +24,7 @@ from geo_api.headers import METHODS, ResponseHeaders, SecurityHeaders
 from geo_api.ratelimit import Limiter, RateLimit
 from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
-    accounts, areas, auth, branches, coverage, events, grids, health, imports, locate, open311, pages, places,
+    accounts, areas, audit, auth, branches, coverage, events, grids, health, imports, locate, open311, pages, places,
     registrations, tiles,
 )
 from geo_api.imports import Uploads
@@ -199,6 +199,10 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
             yield
         finally:
             app.state.uploads.shutdown()
+            writer = getattr(app.state, "audit_writer", None)
+            if writer is not None:  # the rows still queued are written before the engine goes
+                writer.close()
+                app.state.audit_writer = None
             if own:
                 eng.dispose()
 
@@ -216,13 +220,13 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.settings = settings
     app.state.clock = clock
     app.state.auth_secret = auth_secret
-    app.state.grid_index = GridIndexCache()
+    app.state.grid_index = GridIndexCache(public_worker=settings.audit.public_grid_worker)
     app.state.history_index = HistoryIndexCache()  # /v1/locate?at=
     app.state.uploads = Uploads(settings.imports.folder(settings.database), settings.imports.max_bytes)
     errors.install(app)
     add_middleware(app, settings, clock)
     for module in (health, auth, accounts, areas, grids, places, locate, registrations, branches, coverage, events, open311,
-                   imports, tiles):
+                   imports, tiles, audit):
         app.include_router(module.router)
     app.include_router(branches.log_router)
     app.include_router(accounts.codes_router)

@@ -11,7 +11,7 @@ from typing import Any
 
 from geo_api.settings import Settings
 from layers.accounts import CLI_ACTOR
-from layers.errors import GridbranchError
+from layers.errors import GridbranchError, InvalidInput
 
 
 def _cluster(settings: Settings):
@@ -488,6 +488,23 @@ def cmd_coverage_report(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit_purge(args, settings: Settings) -> int:
+    from sqlalchemy.orm import Session
+
+    from layers import audit as audit_log
+
+    keep = args.keep_days if args.keep_days is not None else settings.audit.retention_days
+    if keep < 1:
+        raise InvalidInput("--keep-days must be at least 1 (a day of audit is always kept)", field="keep_days")
+    engine = _engine(settings)
+    with Session(engine) as session:
+        n = audit_log.purge(session, keep)
+        session.commit()
+    engine.dispose()
+    print(f"audit: {n} rows older than {keep:g} days purged")
+    return 0
+
+
 def _user_password(username: str, generate: bool, policy) -> tuple[str | None, str]:
     """(the password to print once, its hash) for ``username``: generated with
     ``--generate``, else GRIDBRANCH_USER_PASSWORD (scripts), else asked twice on the
@@ -685,6 +702,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="units of the table (default: the level below --within)")
     q.add_argument("--out", default=".", help="directory for coverage_<code>_{issues.geojson,issues.csv,<level>_summary.csv}")
     q.set_defaults(func=cmd_coverage_report)
+
+    p = sub.add_parser("audit", help="the personal-data audit (audit_log)")
+    kinds = p.add_subparsers(dest="action", required=True)
+    q = kinds.add_parser("purge", help="delete the audit rows older than the retention, by the clock")
+    q.add_argument("--keep-days", type=float, help="keep this many days (default GRIDBRANCH_AUDIT_RETENTION_DAYS, 365)")
+    q.set_defaults(func=cmd_audit_purge)
 
     for name, func, text in (
         ("serve", cmd_serve, "serve the API and web map"),

@@ -338,3 +338,12 @@ ScopedGrid = Annotated[str, Depends(_grid)]
 ScopedBranch = Annotated[str, Depends(_branch)]
 ScopedAccount = Annotated[str, Depends(_account)]
 ScopedImport = Annotated[str, Depends(_import)]
+
+
+def _member_query(session: SessionDep, caller: Caller_,
+                  member_id: Annotated[int | None, Query(ge=1, description="a member's id")] = None) -> int | None:
+    return None if member_id is None else scoped_member(session, caller, member_id)
+
+
+#: An optional ``member_id`` query argument, a member the caller may act on.
+ScopedMemberQuery = Annotated[int | None, Depends(_member_query)]

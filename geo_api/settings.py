@@ -208,6 +208,23 @@ class RateLimitSettings(BaseSettings):
                                                     "benchmarks' loopback: '[\"127.0.0.1\"]'")
 
 
+class AuditSettings(BaseSettings):
+    """The personal-data audit (geo_api.audit, layers.audit) and what public answers show."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_AUDIT_", extra="ignore")
+
+    enabled: bool = Field(True, description="record every answer carrying personal data (audit_log)")
+    wait: bool = Field(False, description="each such answer waits until its audit row is committed "
+                                          "(otherwise rows are written right after, in groups)")
+    batch_max: int = Field(500, ge=1, le=100_000, description="audit rows written together, at most")
+    linger_ms: float = Field(200.0, ge=0, le=10_000, description="without wait: how long a group of audit rows "
+                                                                 "gathers before it is written")
+    retention_days: float = Field(365.0, ge=1, le=36_500, description="audit rows older than this are purged "
+                                                                      "(gridbranch audit purge)")
+    public_grid_worker: bool = Field(True, description="the grid worker's name and phone in public answers "
+                                                       "(locate, grids, reports): the residents' contact")
+
+
 @dataclass
 class Settings:
     """All settings of one app instance."""
@@ -222,6 +239,7 @@ class Settings:
     imports: ImportSettings = field(default_factory=ImportSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
+    audit: AuditSettings = field(default_factory=AuditSettings)
 
     @classmethod
     def from_env(cls, **service_overrides) -> "Settings":

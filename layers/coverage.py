@@ -50,6 +50,7 @@ from shapely import STRtree
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from layers.suppression import complementary_suppression
 from layers.codes import AREA_CODE, GRID_CODE, area_prefix
 from layers.coverage_topology import TOPOLOGY_KINDS, Finding, Thresholds, analyse_topology, assign_ids
 from layers.errors import InvalidInput
@@ -854,25 +855,7 @@ class H3Counts:
         return found
 
     def _suppress(self, k: int) -> set[str]:
-        levels = self.levels
-        out = {cell for counts in levels.values() for cell, n in counts.items() if n < k}  # primary
-        for res in H3_RESOLUTIONS[:-1]:  # top-down: a parent's children are settled before theirs
-            counts, below = levels[res], levels[res + 1]
-            for parent in self.order[res]:
-                hidden = parent in out
-                if hidden and counts[parent] < k:
-                    continue  # its children all count < k: suppressed already
-                kids = self.children[res][parent]
-                s = sum(below[c] for c in kids if c in out)
-                # a published parent minus its published children gives s away: 0 or ≥ k;
-                # a suppressed parent (≥ k) would be pinned down by its published children
-                if (s < k) if hidden else (0 < s < k):
-                    for n, cell in sorted((below[c], c) for c in kids if c not in out):
-                        out.add(cell)
-                        s += n
-                        if s >= k:
-                            break
-        return out
+        return complementary_suppression(self.levels, self.children, k)
 
     @staticmethod
     def ring(cell: str) -> list[list[float]]:

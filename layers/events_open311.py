@@ -9,6 +9,7 @@ Coordinates are WGS84 degrees.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from layers.errors import NotFound
 from layers.events import TERMINAL
+from layers.places import all_places
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 #: Default window of GET requests.json without dates (the specification's 90 days).
@@ -67,7 +69,11 @@ _REQUESTS_SQL = """
            e.description, e.photos, ST_X(e.geom) AS lon, ST_Y(e.geom) AS lat,
            d.name AS department_name, e.reported_at, e.due_at,
            (SELECT max(l.at) FROM event_log l WHERE l.event_id = e.id) AS updated_at,
-           g.name AS grid_name, cm.name AS community_name, st.name AS street_name
+           g.name AS grid_name, cm.name AS community_name, st.name AS street_name, g.code AS grid_code,
+           c.public_space,
+           -- accepted by staff (立案): registered once, whatever became of it since
+           (e.status NOT IN ('reported', 'rejected', 'duplicate')
+            OR EXISTS (SELECT 1 FROM event_log l WHERE l.event_id = e.id AND l.action = 'register')) AS accepted
     FROM events e
     JOIN event_categories c ON c.code = e.category_code
     LEFT JOIN departments d ON d.id = COALESCE(e.department_id, c.department_id)
@@ -99,7 +105,33 @@ def _dt(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
+def _shown(session: Session, full: Callable[[str | None], bool]):
+    """How a request row is shown to a caller: ``full(grid_code)`` for staff entitled to
+    the event; anyone else gets a description and photos only once staff accepted the
+    report (立案), and the location of a report outside public space (a doorway, a
+    flat) moved to its grid's label point (layers.places.label_point), where the map
+    writes the grid's name — so no report pins down where its reporter lives."""
+    points = None
+
+    def view(r) -> dict[str, Any]:
+        nonlocal points
+        out = request_view(r)
+        if full(r.grid_code):
+            return out
+        if not r.accepted:
+            out["description"], out["media_url"] = None, None
+        if not r.public_space:
+            if points is None:
+                points = {p.code: (p.lon, p.lat) for p in all_places(session) if p.level == "grid"}
+            lon, lat = points.get(r.grid_code, (None, None))
+            out["lat"], out["long"] = (round(lat, 7), round(lon, 7)) if lon is not None else (None, None)
+        return out
+
+    return view
+
+
 def request_view(r) -> dict[str, Any]:
+    """A request as it is stored (for staff entitled to it; see :func:`_shown`)."""
     address = "".join(x for x in (r.street_name, r.community_name, r.grid_name) if x) or None
     photos = r.photos or []
     return {
@@ -123,17 +155,23 @@ def request_view(r) -> dict[str, Any]:
     }
 
 
-def request(session: Session, request_id: int) -> dict[str, Any]:
+def _nobody(grid_code: str | None) -> bool:
+    return False
+
+
+def request(session: Session, request_id: int, full: Callable[[str | None], bool] = _nobody) -> dict[str, Any]:
     r = session.execute(text(_REQUESTS_SQL + " WHERE e.id = :id"), {"id": request_id}).first()
     if r is None:
         raise NotFound(f"no service request {request_id}", field="service_request_id")
-    return request_view(r)
+    return _shown(session, full)(r)
 
 
 def requests(session: Session, *, ids: list[int] | None, service_codes: list[str] | None,
-             start: datetime | None, end: datetime | None, status: str | None) -> list[dict[str, Any]]:
+             start: datetime | None, end: datetime | None, status: str | None,
+             full: Callable[[str | None], bool] = _nobody) -> list[dict[str, Any]]:
     """Requests newest first; with ``ids`` the other filters are ignored (as the
-    specification says); without dates, the last 90 days. At most 1,000."""
+    specification says); without dates, the last 90 days. At most 1,000. Shown as
+    :func:`_shown` says (``full``: grid code → the caller is staff entitled to it)."""
     where, params = [], {"limit": MAX_RESULTS}
     if ids:
         where.append("e.id = ANY(:ids)")
@@ -157,7 +195,8 @@ def requests(session: Session, *, ids: list[int] | None, service_codes: list[str
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     rows = session.execute(text(_REQUESTS_SQL + clause + " ORDER BY e.reported_at DESC, e.id DESC LIMIT :limit"),
                            params).all()
-    return [request_view(r) for r in rows]
+    view = _shown(session, full)
+    return [view(r) for r in rows]
 
 
 def jurisdictions(session: Session) -> set[str]:

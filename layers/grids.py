@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
 
@@ -9,8 +12,38 @@ from layers.codes import area_prefix
 from layers.errors import NotFound
 from layers.geojson import as_geojson, feature
 from layers.models import SRID, AdminArea, Branch, BranchGrid, Grid, GridVersion
+from layers.suppression import grid_stats, public_grid_figures
 
 BBox = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """What a caller is shown of a grid: registration figures of grids counting fewer
+    than ``k`` registered members withheld, with their complements
+    (:func:`layers.suppression.suppressed_grids`, the public grids tiles' rule), and the
+    grid worker only if ``public_worker`` — unless ``full(code)``: a caller entitled to
+    the grid's members sees exact figures and its worker."""
+
+    k: int = 5
+    public_worker: bool = True
+    full: Callable[[str], bool] = lambda code: False
+
+
+class _Figures:
+    """Registration figures per grid code as a :class:`Disclosure` lets them out."""
+
+    def __init__(self, session: Session, disclosure: Disclosure):
+        self.stats = grid_stats(session)
+        self.hidden = public_grid_figures(self.stats, list(self.stats), disclosure.k)
+        self.disclosure = disclosure
+
+    def of(self, code: str) -> dict:
+        s = self.stats.get(code)
+        full = self.disclosure.full(code)
+        if not full and (s is None or code in self.hidden):
+            return {"registered": None, "rate": None, "suppressed": True}
+        return {"registered": s["registered"] if s else 0, "rate": s["rate"] if s else None, "suppressed": False}
 
 
 def _current():
@@ -36,16 +69,18 @@ def _current():
     )
 
 
-def _feature(row) -> dict:
+def _feature(row, figures: _Figures) -> dict:
+    worker = figures.disclosure.public_worker or figures.disclosure.full(row.code)
     props = {
         "code": row.code,
         "name": row.name,
         "community": row.community,
         "community_name": row.community_name,
-        "grid_worker": row.worker_name,
-        "grid_worker_phone": row.worker_phone,
+        "grid_worker": row.worker_name if worker else None,
+        "grid_worker_phone": row.worker_phone if worker else None,
         "version": row.version,
         "has_branch": row.has_branch,
+        **figures.of(row.code),
     }
     return feature(row.geometry, props, fid=row.code)
 
@@ -57,8 +92,10 @@ def grids_page(
     within: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    disclosure: Disclosure = Disclosure(),
 ) -> tuple[list[dict], int]:
-    """Current grids as GeoJSON features ordered by code, and the number matched.
+    """Current grids as GeoJSON features ordered by code, and the number matched, with
+    their registration figures (registered, rate, suppressed) as ``disclosure`` says.
 
     ``bbox`` is (minlon, minlat, maxlon, maxlat) in WGS84 degrees and selects grids whose
     boundary intersects it; ``within`` keeps grids inside an area (by code prefix).
@@ -71,15 +108,17 @@ def grids_page(
         stmt = stmt.where(Grid.code.startswith(area_prefix(within)))
     matched = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(stmt.order_by(Grid.code).limit(limit).offset(offset)).all()
-    return [_feature(r) for r in rows], matched
+    figures = _Figures(session, disclosure)
+    return [_feature(r, figures) for r in rows], matched
 
 
-def grid_feature(session: Session, code: str) -> dict:
-    """One current grid as a GeoJSON feature, with the branches covering it."""
+def grid_feature(session: Session, code: str, disclosure: Disclosure = Disclosure()) -> dict:
+    """One current grid as a GeoJSON feature, with the branches covering it and its
+    figures as ``disclosure`` says."""
     row = session.execute(_current().where(Grid.code == code)).first()
     if row is None:
         raise NotFound(f"no grid with code {code}", field="code")
-    out = _feature(row)
+    out = _feature(row, _Figures(session, disclosure))
     branches = session.execute(
         select(Branch.code, Branch.name, Branch.kind)
         .join(BranchGrid, BranchGrid.branch_id == Branch.id)

@@ -90,6 +90,9 @@ class Located:
 class GridIndex:
     """The current grid layer in memory. Build with :func:`build_grid_index`."""
 
+    #: whether answers name the grid's worker (:class:`GridIndexCache` sets it)
+    public_worker = True
+
     def __init__(self, rows: list[Any], service_area_wkb: bytes | None, version: tuple[int, ...]):
         self.version = version
         self.grids = [dict(r._mapping) for r in rows]
@@ -449,9 +452,11 @@ class GridIndexCache:
 
     keep = 4  # indexes kept, for transactions that see different versions at once
 
-    def __init__(self) -> None:
+    def __init__(self, *, public_worker: bool = True) -> None:
         self._indexes: dict[tuple[int, int], GridIndex] = {}
         self._lock = threading.Lock()
+        #: whether answers name the grid worker (GRIDBRANCH_AUDIT_PUBLIC_GRID_WORKER)
+        self.public_worker = public_worker
 
     def get(self, session: Session) -> GridIndex:
         versions = data_versions(session, ["grids", "areas"])
@@ -467,6 +472,7 @@ class GridIndexCache:
         return index
 
     def _store(self, index: GridIndex) -> None:
+        index.public_worker = self.public_worker
         self._indexes[index.version] = index
         while len(self._indexes) > self.keep:
             self._indexes.pop(next(iter(self._indexes)))
@@ -523,7 +529,8 @@ class Describer:
                 "street": _area(r["street_code"], r["street_name"]),
                 "district": _area(r["district_code"], r["district_name"]),
                 "branches": r["branches"],
-                "grid_worker": {"name": r["worker_name"], "phone": r["worker_phone"]} if r["worker_name"] else None,
+                "grid_worker": ({"name": r["worker_name"], "phone": r["worker_phone"]}
+                                if r["worker_name"] and self.index.public_worker else None),
             }
             self._parts[g] = part
         return part

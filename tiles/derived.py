@@ -34,7 +34,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from layers.places import LEVEL_RANK, all_places
-from layers.registrations import registration_stats
+from layers.suppression import grid_stats, public_grid_figures
 from layers.versions import VersionedCache
 
 Versions = tuple[tuple[str, int], ...]
@@ -123,31 +123,36 @@ _GRIDS_SQL = text(
 _GRID_ROWS = VersionedCache("grids", "areas")
 
 
-def grid_records(session: Session) -> FeatureRecords:
+def grid_records(session: Session, suppress_below: int | None = None) -> FeatureRecords:
     """The current grids' tile attributes: code, name, community (code), has_branch and
     branch (the name of the active branch covering the grid, grid branches first, then by
     code), registered (confirmed registrations), rate (registered / members whose current
     residence lies in the grid, 4 decimals; null without residents), roles_missing (how
     many active service roles no confirmed member holds) and roles_missing_names (their
     names, comma-separated), area_m2 (m², on the ellipsoid; for the priority order).
-    Registration figures are those of :func:`layers.registrations.registration_stats`."""
+    Registration figures are those of :func:`layers.registrations.registration_stats`;
+    with ``suppress_below`` (the public tiles) the figures of grids counting fewer
+    registered members, and of the grids withheld with them so that no street or
+    community total minus the published grids gives them away, are null and
+    ``suppressed`` is true (:func:`layers.suppression.suppressed_grids`)."""
     rows = _GRID_ROWS.get(session, lambda s: s.execute(_GRIDS_SQL).all())
-    stats: dict[str, dict] = {}
-    districts = session.execute(text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code")).scalars()
-    for district in districts.all():
-        for s in registration_stats(session, level="grid", within=district):
-            stats[s["code"]] = s
+    stats = grid_stats(session)
+    hidden = (public_grid_figures(stats, [r.code for r in rows], suppress_below)
+              if suppress_below is not None else set())
     records, bounds = [], []
     for r in rows:
         s = stats.get(r.code)
         missing = s["roles_missing"] if s else []
-        records.append({
+        record = {
             "fid": r.id, "code": r.code, "name": r.name, "community": r.community,
             "has_branch": r.branch is not None, "branch": r.branch,
             "registered": s["registered"] if s else 0, "rate": s["rate"] if s else None,
             "roles_missing": len(missing) if s else None, "roles_missing_names": ",".join(missing) if s else None,
-            "area_m2": round(float(r.area_m2), 1),
-        })
+            "area_m2": round(float(r.area_m2), 1), "suppressed": r.code in hidden,
+        }
+        if record["suppressed"]:
+            record.update(registered=None, rate=None, roles_missing=None, roles_missing_names=None)
+        records.append(record)
         bounds.append((r.minx, r.miny, r.maxx, r.maxy))
     return FeatureRecords(np.array(bounds), records)
 

@@ -164,14 +164,16 @@ GRIDS = _build(TileLayer(
     title="网格",
     description=("Current grids with their branch and registration figures: registered = confirmed "
                  "registrations, rate = registered / members whose current residence lies in the grid, "
-                 "roles_missing = how many of the active service roles no confirmed member holds"),
+                 "roles_missing = how many of the active service roles no confirmed member holds; "
+                 "suppressed = the figures are withheld (fewer registered than the configured minimum, "
+                 "or withheld with such a grid so that no area total minus the shown grids gives it away)"),
     geometry="polygon",
     minzoom=9,
     maxzoom=16,
     depends=("grids", "areas", "members"),
     fields={"code": "String", "name": "String", "community": "String", "has_branch": "Boolean",
             "branch": "String", "registered": "Number", "rate": "Number", "roles_missing": "Number",
-            "roles_missing_names": "String"},
+            "roles_missing_names": "String", "suppressed": "Boolean"},
     priority="grids without a branch first, then larger grids (area in m²) first, then by code",
     candidates=f"""
         SELECT a.*, gv.geom
@@ -179,7 +181,7 @@ GRIDS = _build(TileLayer(
           JOIN json_to_recordset($6) AS a(fid integer, code text, name text, community text, has_branch boolean,
                                            branch text, registered integer, rate double precision,
                                            roles_missing integer, roles_missing_names text,
-                                           area_m2 double precision)
+                                           area_m2 double precision, suppressed boolean)
             ON a.fid = gv.grid_id
          WHERE gridbranch_in_force(gv.valid_from, gv.valid_to) AND gv.geom && {ENV_4326}""",
     order="has_branch, area_m2 DESC, code",
@@ -417,6 +419,16 @@ def composite(names: tuple[str, ...]) -> Composite:
 
 
 _PARAM = re.compile(r"\$(\d+)")
+
+
+def member_ids_sql() -> str:
+    """The ids of the members whose residences a ``members`` tile holds — the layer's
+    own candidates, order and limit — with named parameters ``:p1``–``:p3`` (z/x/y),
+    ``:p4`` (the feature limit) and ``:p6`` (the caller's area), for the audit of who
+    received which residences (geo_api.audit)."""
+    sql = (f"SELECT COALESCE(array_agg(fid ORDER BY fid), '{{}}') FROM ("
+           f"{MEMBERS.candidates} ORDER BY {MEMBERS.order} LIMIT $4) c")
+    return _PARAM.sub(lambda m: f":p{m.group(1)}", sql)
 
 
 def execute_sql(layer: TileLayer, n_params: int) -> str:

@@ -226,8 +226,10 @@ class TileService:
             return params + (now, self.warn_share)
         if name == "members":
             return params + (scope,)
-        if name == "grids":
-            records = await self.records("grids", layer.depends, versions, derived.grid_records)
+        if name == "grids":  # public figures: small counts suppressed as the H3 counts are
+            k = self.h3_min_count
+            records = await self.records("grids", layer.depends, versions,
+                                         lambda s: derived.grid_records(s, suppress_below=k), k)
         elif name == "coverage_issues":
             thresholds = self.coverage_thresholds
             records = await self.records("coverage", layer.depends, versions,

@@ -3,6 +3,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 from pydantic import Field
 
+from geo_api.audit import Audited
 from geo_api.deps import Caller, ScopedBranch, ScopedWithin, SessionDep, area_in_scope, require_roles
 from geo_api.params import Body, Limit, Offset
 from geo_api.responses import problems
@@ -55,24 +56,32 @@ def _site(site: Site | None) -> tuple[float, float] | None:
         raise InvalidInput(exc.detail, field=f"site.{exc.field}") from exc
 
 
+def _audited(audit, view: dict, status: int = 200) -> dict:
+    """A branch's view, its secretary's name and phone recorded as answered."""
+    fields = [f for f, key in (("name", "secretary_name"), ("phone", "secretary_phone")) if view.get(key)]
+    audit.record(fields, status=status, detail={"branches": [view["code"]]})
+    return view
+
+
 @router.get("/{code}", summary="One branch with its secretary, site and grids (admins of its community)")
-def get_branch(session: SessionDep, caller: Admins, code: ScopedBranch) -> dict:
-    return branches.branch_view(session, code)
+def get_branch(session: SessionDep, caller: Admins, code: ScopedBranch, audit: Audited) -> dict:
+    return _audited(audit, branches.branch_view(session, code))
 
 
 @router.post("", status_code=201, summary="Set up a branch of a community (admins of an area holding it)")
-def create_branch(session: SessionDep, caller: Admins, body: BranchCreate) -> dict:
+def create_branch(session: SessionDep, caller: Admins, body: BranchCreate, audit: Audited) -> dict:
     area_in_scope(caller, body.community, "community")  # its grids must lie in it (layers.branches)
     code = branches.create_branch(
         session, name=body.name, kind=body.kind, community=body.community, grids=body.grids, site=_site(body.site),
         secretary_name=body.secretary_name, secretary_phone=body.secretary_phone, actor=caller.username,
     )
     session.commit()
-    return branches.branch_view(session, code)
+    return _audited(audit, branches.branch_view(session, code), 201)
 
 
 @router.patch("/{code}", summary="Rename a branch, change its grids, site or secretary, dissolve or restore it")
-def update_branch(session: SessionDep, caller: Admins, code: ScopedBranch, body: BranchUpdate) -> dict:
+def update_branch(session: SessionDep, caller: Admins, code: ScopedBranch, body: BranchUpdate,
+                  audit: Audited) -> dict:
     sent = body.model_fields_set
     changes: dict = {k: getattr(body, k) for k in ("name", "grids", "active") if k in sent and getattr(body, k) is not None}
     if "site" in sent:
@@ -81,14 +90,17 @@ def update_branch(session: SessionDep, caller: Admins, code: ScopedBranch, body:
         changes["secretary"] = (body.secretary_name, body.secretary_phone)
     branches.update_branch(session, code, changes, actor=caller.username)
     session.commit()
-    return branches.branch_view(session, code)
+    return _audited(audit, branches.branch_view(session, code))
 
 
 @router.get("/{code}/unregistered", summary="In-service members of a work-unit branch not registered at any residence grid")
-def unregistered(session: SessionDep, caller: Annotated[Caller, require_roles("admin")], code: ScopedBranch) -> dict:
+def unregistered(session: SessionDep, caller: Annotated[Caller, require_roles("admin")], code: ScopedBranch,
+                 audit: Audited) -> dict:
     if not caller.district_wide:  # members of no residence grid: the district's to see
         raise Forbidden("only district-level admins see work-unit branch rosters")
     branch, members = regs.unregistered_members(session, code)
+    if members:
+        audit.record(("name", "phone"), members=[m["id"] for m in members], detail={"branches": [code]})
     return {"branch": branch, "total": len(members), "members": members}
 
 
@@ -96,6 +108,15 @@ log_router = APIRouter(prefix="/v1/upkeep", tags=["branches"], responses=problem
 
 
 @log_router.get("", summary="Who changed which grid worker or branch, when, from what to what (admins of the area)")
-def upkeep_log(session: SessionDep, caller: Admins, area: ScopedWithin, limit: Limit = 50, offset: Offset = 0) -> dict:
+def upkeep_log(session: SessionDep, caller: Admins, area: ScopedWithin, audit: Audited, limit: Limit = 50,
+               offset: Offset = 0) -> dict:
     items, total = branches.upkeep_log(session, area, limit, offset)
+    # a branch's secretary (name, phone) before and after a change is personal; a grid
+    # worker's is the residents' public contact
+    secretaries = [i for i in items if i["subject"] == "branch"
+                   and any((s or {}).get(k) for s in (i["before"], i["after"]) for k in ("secretary_name",
+                                                                                       "secretary_phone"))]
+    if secretaries:
+        audit.record(("name", "phone"), detail={"upkeep": [i["id"] for i in secretaries],
+                                                "branches": sorted({i["code"] for i in secretaries})})
     return {"within": area, "total": total, "items": items}

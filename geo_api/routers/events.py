@@ -12,6 +12,7 @@ from fastapi.responses import Response
 from pydantic import Field, ValidationError
 
 from geo_api.asgi import Asked, FastPath, Reply
+from geo_api.audit import Audited
 from geo_api.deps import (ANONYMOUS, Caller, Public, ScopedEvent, SessionDep, app_session, require_roles, scoped_area_path, scoped_event, scoped_event_area,
                           scoped_member)
 from geo_api.idempotency import IdempotencyKey, Once, report_once
@@ -67,22 +68,33 @@ def _personal(caller: Caller, row) -> bool:
     return caller.role in ("dispatcher", "admin", "grid_worker") and caller.covers(row.grid_code)
 
 
+def _audited(audit, views: list[dict]) -> None:
+    """Record the personal parts of event views answered: a reporter's contact, an
+    assisting member's name."""
+    contacts = [v["id"] for v in views if v.get("contact")]
+    members = [v["member"]["id"] for v in views if v.get("member")]
+    fields = (("contact",) if contacts else ()) + (("name",) if members else ())
+    audit.record(fields, members=members, events=contacts)
+
+
 @router.post("", status_code=201, summary="Report an event anywhere: located, stored and routed (anonymous: public channel)",
              responses=problems(429))
 async def report(request: Request, body: EventReport, session: SessionDep, caller: Public,
                  idempotency_key: IdempotencyKey = None) -> Response:
-    pending = checked_report(body, caller, request.app.state.settings.events)
+    settings = request.app.state.settings
+    pending = checked_report(body, caller, settings.events)
     # End the transaction the caller lookup may have opened: a request must not hold a
     # pooled connection while its report waits for a writer (which needs one).
     session.commit()
     if idempotency_key is not None:  # stored alone, with its key
         once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
         return await report_once(request, once, pending,
-                                 lambda result: _json(report_answer(result, body.channel, body.lon, body.lat), 201))
+                                 lambda result: _json(report_answer(result, body.channel, body.lon, body.lat,
+                                                                    settings.audit.public_grid_worker), 201))
     result = await report_batcher(request.app).submit(pending)
     # never member suggestions here, whoever reports: they are the routing endpoint's,
     # under its scope and probe limit (a report at a chosen point is a probe)
-    return _json(report_answer(result, body.channel, body.lon, body.lat), 201)
+    return _json(report_answer(result, body.channel, body.lon, body.lat, settings.audit.public_grid_worker), 201)
 
 
 def checked_report(body: EventReport, caller: Caller, es) -> Pending:
@@ -118,8 +130,9 @@ def report_batcher(app) -> ReportBatcher:
     return batcher
 
 
-def report_answer(result: Stored, channel: str, x: float, y: float) -> dict:
-    """The answer to a stored report (without member suggestions)."""
+def report_answer(result: Stored, channel: str, x: float, y: float, public_worker: bool = True) -> dict:
+    """The answer to a stored report (without member suggestions; the grid worker unless
+    GRIDBRANCH_AUDIT_PUBLIC_GRID_WORKER is off)."""
     stored, grid = result.stored, result.grid
     branches = grid["branches"] or []
     return {
@@ -138,7 +151,8 @@ def report_answer(result: Stored, channel: str, x: float, y: float) -> dict:
             "department": stored["department"],
             "rule": "street override" if stored["routing_override"] else "category",
             "branch": branches[0] if branches else None,
-            "grid_worker": {"name": grid["worker_name"], "phone": grid["worker_phone"]} if grid["worker_name"] else None,
+            "grid_worker": ({"name": grid["worker_name"], "phone": grid["worker_phone"]}
+                            if grid["worker_name"] and public_worker else None),
         },
         "time_limit_hours": stored["time_limit_hours"],
         "reported_at": stored["reported_at"],
@@ -191,7 +205,8 @@ class EventReportFastPath(FastPath):
             return None  # the route answers with its 422
         pending = checked_report(body, ANONYMOUS, app.state.settings.events)  # refused: the route answers
         result = await report_batcher(app).submit(pending)  # refused before writing: the route answers
-        return Reply(201, orjson.dumps(report_answer(result, body.channel, body.lon, body.lat)),
+        return Reply(201, orjson.dumps(report_answer(result, body.channel, body.lon, body.lat,
+                                                 app.state.settings.audit.public_grid_worker)),
                      content_type=_JSON_TYPE)
 
 
@@ -218,6 +233,7 @@ def list_events(
     session: SessionDep,
     caller: Staff,
     within: ScopedWithin,
+    audit: Audited,
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     category: Annotated[str | None, Query(max_length=32)] = None,
     department: Annotated[str | None, Query(max_length=32, description="department code")] = None,
@@ -243,6 +259,7 @@ def list_events(
     )
     items = [ev.event_view(r, personal=_personal(caller, r), role=caller.role, department_id=caller.department_id)
              for r in rows]
+    _audited(audit, items)
     return _json({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
@@ -334,10 +351,12 @@ def put_route(session: SessionDep, caller: Centre, category: Annotated[str, Path
 
 
 @router.get("/{event_id}", summary="One event with its due time and warning state")
-def get_event(request: Request, session: SessionDep, caller: Readers, event_id: ScopedEvent) -> Response:
+def get_event(request: Request, session: SessionDep, caller: Readers, event_id: ScopedEvent,
+              audit: Audited) -> Response:
     row = ev.event_row(session, event_id, warn_share=request.app.state.settings.events.warn_share)
-    return _json(ev.event_view(row, personal=_personal(caller, row), role=caller.role,
-                                department_id=caller.department_id))
+    view = ev.event_view(row, personal=_personal(caller, row), role=caller.role, department_id=caller.department_id)
+    _audited(audit, [view])
+    return _json(view)
 
 
 @router.get("/{event_id}/log", summary="The event's track (append-only)")
@@ -353,7 +372,7 @@ def get_event_log(session: SessionDep, caller: Readers, event_id: ScopedEvent) -
                         "the suggestions of at most `GRIDBRANCH_EVENTS_ROUTING_PROBES_PER_HOUR` distinct events "
                         "an hour; past that, 429 with `Retry-After`.",
             responses=problems(429))
-def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: ScopedEvent):
+def get_routing(request: Request, session: SessionDep, caller: Centre, event_id: ScopedEvent, audit: Audited):
     es = request.app.state.settings.events
     out = ev.routing(session, event_id)
     ev.count_routing_probe(session, caller.username, event_id, per_hour=es.routing_probes_per_hour)
@@ -361,6 +380,8 @@ def get_routing(request: Request, session: SessionDep, caller: Centre, event_id:
                                             limit=es.suggest_limit, max_open_tasks=es.max_open_tasks,
                                             within=None if caller.role == "dispatcher" else caller.area_code)
     session.commit()
+    if out["suggestions"]:  # members' names (never their residence: a band of their grid's distance)
+        audit.record(("name",), members=[m["member_id"] for m in out["suggestions"]], detail={"event": event_id})
     return out
 
 
@@ -379,7 +400,7 @@ class TransitionBody(Body):
 
 @router.post("/{event_id}/transitions", summary="Move an event through its lifecycle (409 if illegal or stale)")
 def transition(request: Request, session: SessionDep, caller: Staff, event_id: ScopedEvent,
-               body: TransitionBody) -> Response:
+               body: TransitionBody, audit: Audited) -> Response:
     es = request.app.state.settings.events
     # the other things the body names, in the caller's scope like the event itself
     if body.member_id is not None:
@@ -396,5 +417,6 @@ def transition(request: Request, session: SessionDep, caller: Staff, event_id: S
     )
     session.commit()
     row = ev.event_row(session, event_id, warn_share=es.warn_share)
-    return _json(ev.event_view(row, personal=_personal(caller, row), role=caller.role,
-                                department_id=caller.department_id))
+    view = ev.event_view(row, personal=_personal(caller, row), role=caller.role, department_id=caller.department_id)
+    _audited(audit, [view])
+    return _json(view)

@@ -13,6 +13,16 @@ from layers.geojson import collection
 router = APIRouter(prefix="/v1/grids", tags=["grids"], responses=problems(400, 403, 404))
 
 
+def _disclosure(request: Request, caller: Caller) -> grids.Disclosure:
+    """Exact figures and the worker for staff of the grid's area (admins, grid workers;
+    dispatchers everywhere); for everyone else small counts suppressed as in the public
+    tiles, and the worker as the deployment says."""
+    settings = request.app.state.settings
+    staff = caller.role in ("admin", "grid_worker", "dispatcher")
+    return grids.Disclosure(k=settings.coverage.h3_min_count, public_worker=settings.audit.public_grid_worker,
+                            full=(lambda code: staff and caller.covers(code)))
+
+
 @router.get("", summary="Current grids as a GeoJSON FeatureCollection, paged (OGC API Features style)")
 def list_grids(
     request: Request,
@@ -26,7 +36,8 @@ def list_grids(
     box = parse_bbox(bbox)
     if within is not None:
         check_code(within, "within")
-    features, matched = grids.grids_page(session, bbox=box, within=within, limit=limit, offset=offset)
+    features, matched = grids.grids_page(session, bbox=box, within=within, limit=limit, offset=offset,
+                                         disclosure=_disclosure(request, caller))
     links = [{"rel": "self", "type": "application/geo+json", "href": str(request.url)}]
     if offset + len(features) < matched:
         links.append(
@@ -37,8 +48,9 @@ def list_grids(
 
 
 @router.get("/{code}", summary="One grid with the branches covering it")
-def get_grid(session: SessionDep, caller: Public, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -> dict:
-    return grids.grid_feature(session, code)
+def get_grid(request: Request, session: SessionDep, caller: Public,
+             code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -> dict:
+    return grids.grid_feature(session, code, _disclosure(request, caller))
 
 
 class WorkerUpdate(Body):
@@ -51,8 +63,8 @@ class WorkerUpdate(Body):
 
 
 @router.put("/{code}/worker", summary="Put a grid worker in charge of a grid (admins of an area holding it)")
-def set_worker(session: SessionDep, caller: Annotated[Caller, require_roles("admin")],
+def set_worker(request: Request, session: SessionDep, caller: Annotated[Caller, require_roles("admin")],
                code: ScopedGrid, body: WorkerUpdate) -> dict:
     branches.set_grid_worker(session, code, body.name, body.phone, actor=caller.username)
     session.commit()
-    return grids.grid_feature(session, code)
+    return grids.grid_feature(session, code, _disclosure(request, caller))

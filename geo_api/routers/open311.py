@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import Public, SessionDep
+from geo_api.deps import STAFF, Public, SessionDep
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.responses import open311_errors, problems
 from geo_api.routers.events import report_batcher
@@ -88,6 +88,13 @@ def _when(raw: str | None, field: str, tz: ZoneInfo) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=tz)
 
 
+def _entitled(caller):
+    """Staff of an event's area see its request as stored; others (anonymous callers
+    above all) without an unaccepted description, and outside public space at the
+    grid's label point (layers.events_open311)."""
+    return lambda grid: caller.role in STAFF and caller.covers(grid)
+
+
 @router.get("/requests.json", summary="Open311 service requests, filtered (default: the last 90 days)")
 def list_requests(
     request: Request,
@@ -113,7 +120,8 @@ def list_requests(
             raise InvalidInput(f"status must be open or closed, got {status!r}", field="status")
         codes = [c.strip() for c in service_code.split(",") if c.strip()] if service_code else None
         return _json(o311.requests(session, ids=ids, service_codes=codes, start=_when(start_date, "start_date", tz),
-                                   end=_when(end_date, "end_date", tz), status=status or None))
+                                   end=_when(end_date, "end_date", tz), status=status or None,
+                                   full=_entitled(caller)))
     except GridbranchError as exc:
         return _error(exc)
 
@@ -125,7 +133,7 @@ def get_request(session: SessionDep, caller: Public, service_request_id: Annotat
         _check_jurisdiction(session, jurisdiction_id)
         if not service_request_id.isdigit():
             raise NotFound(f"no service request {service_request_id}", field="service_request_id")
-        return _json([o311.request(session, int(service_request_id))])
+        return _json([o311.request(session, int(service_request_id), _entitled(caller))])
     except GridbranchError as exc:
         return _error(exc)
 

@@ -3,6 +3,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
+from geo_api.audit import Audited
 from geo_api.deps import Caller, Public, ScopedRegistration, ScopedWithin, SessionDep, require_roles, scoped_member
 from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
@@ -37,19 +38,31 @@ class Decision(Body):
     reason: textfields.Text(500) | None = None
 
 
+#: What a registration's personal view carries (layers.audit.FIELDS).
+PERSONAL = ("name", "phone", "residence")
+
+
 def _view(session, registration_id: int) -> dict:
     """A registration the caller may see (checked by ``ScopedRegistration``, or made by
     them in their area)."""
     return regs.registration_view(regs.registration_row(session, registration_id), personal=True)
 
 
+def _audited(audit, views: list[dict], status: int = 200) -> None:
+    """Record the personal views answered (registrations with their member's data)."""
+    if views:
+        audit.record(PERSONAL, members=[v["member_id"] for v in views], status=status,
+                     detail={"registrations": [v["id"] for v in views]})
+
+
 @router.post("", status_code=201, summary="Register a member at the grid where they live (pending until confirmed)")
 def create_registration(request: Request, body: RegistrationCreate, session: SessionDep, caller: MemberOrAdmin,
-                        idempotency_key: IdempotencyKey = None) -> dict:
+                        audit: Audited, idempotency_key: IdempotencyKey = None) -> dict:
     settings = request.app.state.settings.locate
     once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
     replay = once.claim(session)
     if replay is not None:
+        _audited(audit, [replay], 201)
         return replay
     if caller.role == "member":
         member_id = caller.member_id if body.member_id is None else body.member_id
@@ -73,6 +86,7 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
     )
     answer = once.answer(session, 201, _view(session, registration_id))  # kept in the same transaction
     session.commit()
+    _audited(audit, [answer], 201)
     return answer
 
 
@@ -81,12 +95,15 @@ def list_registrations(
     session: SessionDep,
     caller: Deciders,
     within: ScopedWithin,
+    audit: Audited,
     status: Annotated[Literal["pending", "confirmed", "rejected", "ended"] | None, Query()] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict:
     rows, total = regs.registrations_within(session, within, status=status, limit=limit, offset=offset)
-    return {"total": total, "items": [regs.registration_view(r, personal=True) for r in rows]}
+    items = [regs.registration_view(r, personal=True) for r in rows]
+    _audited(audit, items)
+    return {"total": total, "items": items}
 
 
 @router.get("/stats", summary="Registration rate and roles filled per grid, community, street or district")
@@ -121,29 +138,37 @@ def list_roles(session: SessionDep, caller: Public) -> dict:
 
 
 @router.get("/mine", summary="The signed-in member's registrations, newest first, and the active one")
-def my_registrations(session: SessionDep, caller: Members) -> dict:
+def my_registrations(session: SessionDep, caller: Members, audit: Audited) -> dict:
     if caller.member_id is None:
         raise Forbidden("this account is not linked to a member")
     items = [regs.registration_view(r, personal=True) for r in regs.member_registrations(session, caller.member_id)]
+    _audited(audit, items)
     return {"active": next((i for i in items if i["status"] in regs.ACTIVE), None), "items": items}
 
 
 @router.get("/{registration_id}", summary="One registration (the member, or admins of its area)")
 def get_registration(session: SessionDep, caller: Annotated[Caller, require_roles("member", "admin", "grid_worker")],
-                     registration_id: ScopedRegistration) -> dict:
-    return _view(session, registration_id)
+                     registration_id: ScopedRegistration, audit: Audited) -> dict:
+    view = _view(session, registration_id)
+    _audited(audit, [view])
+    return view
 
 
 @router.post("/{registration_id}/confirm", summary="Confirm a pending registration (admin or grid worker of its area)")
-def confirm(session: SessionDep, caller: Deciders, registration_id: ScopedRegistration) -> dict:
+def confirm(session: SessionDep, caller: Deciders, registration_id: ScopedRegistration, audit: Audited) -> dict:
     regs.decide_registration(session, registration_id, confirm=True, actor=caller.username, covers=caller.covers)
     session.commit()
-    return _view(session, registration_id)
+    view = _view(session, registration_id)
+    _audited(audit, [view])
+    return view
 
 
 @router.post("/{registration_id}/reject", summary="Reject a pending registration with a reason")
-def reject(session: SessionDep, caller: Deciders, registration_id: ScopedRegistration, body: Decision) -> dict:
+def reject(session: SessionDep, caller: Deciders, registration_id: ScopedRegistration, body: Decision,
+           audit: Audited) -> dict:
     regs.decide_registration(session, registration_id, confirm=False, actor=caller.username, covers=caller.covers,
                              reason=body.reason)
     session.commit()
-    return _view(session, registration_id)
+    view = _view(session, registration_id)
+    _audited(audit, [view])
+    return view

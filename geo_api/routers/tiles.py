@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import JSONResponse, Response
 
+from geo_api.audit import Audited, tile_members
 from geo_api.deps import Public
 from geo_api.responses import MVT, problems
 from tiles.layers import LAYERS
@@ -71,11 +72,16 @@ async def tile(request: Request, caller: Public,
                layers: Annotated[str, Path(description=LAYERS_DOC, max_length=200)],
                z: Annotated[int, Path(description="zoom")],
                x: Annotated[int, Path(description="column, from the west")],
-               y: Annotated[int, Path(description="row, from the north")]) -> Response:
+               y: Annotated[int, Path(description="row, from the north")], audit: Audited) -> Response:
     service: TileService = request.app.state.tiles
     address = check_tile(z, x, y)
     chosen = layers_at_zoom(parse_layers(layers, role=caller.role, area_code=caller.area_code), z)
     scope = caller.area_code if any(layer.personal for layer in chosen) else None
     reply = await service.tile(chosen, address, scope=scope, gzip=accepts_gzip(request.headers.get("accept-encoding")),
                                if_none_match_header=request.headers.get("if-none-match"))
+    if scope is not None and reply.status == 200:  # residences sent (not on 204 or 304)
+        names = [layer.name for layer in chosen]
+        limit = service.settings.feature_limits.get("members", service.settings.feature_limit)
+        await audit.record_async(("residence",), detail={"tile": f"{z}/{x}/{y}", "layers": names},
+                                 resolve=tile_members(address, limit, scope, reply.headers.get("ETag")))
     return Response(reply.body, status_code=reply.status, headers=reply.headers)

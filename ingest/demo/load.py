@@ -24,6 +24,8 @@ from datetime import datetime
 import numpy as np
 import shapely
 from sqlalchemy import text
+
+from ingest.demo.names import PUBLIC_SPACE_CATEGORIES
 from sqlalchemy.engine import Connection
 
 from ingest.calendar import load_national_calendar
@@ -200,6 +202,9 @@ def load_demo(conn: Connection, district: DemoDistrict) -> dict[str, int]:
     _copy(conn, "event_categories", ("code", "name", "department_id", "time_limit_hours", "role_code"), (
         (c.code, c.name, dept_id[c.department_code], f"{c.time_limit_hours:.2f}", c.role_code) for c in d.categories
     ))
+    # reports of these happen in the street, not at someone's door: Open311 shows where
+    conn.execute(text("UPDATE event_categories SET public_space = true WHERE code = ANY(:c)"),
+                 {"c": list(PUBLIC_SPACE_CATEGORIES)})
 
     # ---- branches ---------------------------------------------------------------------
     branch_ids = _reserve_ids(conn, "branches", len(d.branches))

@@ -75,6 +75,10 @@ DEPARTMENTS: tuple[str, ...] = (
 
 # (code, name, department index into DEPARTMENTS, time limit hours, role code, weight,
 #  description templates; {road}/{road2}/{pos} are filled in).
+#: Categories of public space (占道经营, 环境卫生, 井盖缺失, 路灯损坏): their reports are
+#: shown at their own location to anyone (Open311); others at their grid's label point.
+PUBLIC_SPACE_CATEGORIES = ("zdjy", "hjws", "jgqs", "ldsh")
+
 CATEGORIES: tuple[tuple[str, str, int, float, str, float, tuple[str, ...]], ...] = (
     ("zdjy", "占道经营", 31, 24, "wenming", 14, (
         "{road}{pos}有流动摊贩占道经营，影响行人通行",

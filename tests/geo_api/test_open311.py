@@ -4,6 +4,7 @@ lifecycle; filters; errors in the specification's shape; nothing personal."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 
 from tests.conftest import token_for
 from tests.factories import add_user
@@ -64,8 +65,14 @@ def test_round_trip_report_follow_and_close(world):
     [got] = c.get(f"{BASE}/requests/{rid}.json").json()
     assert got["service_request_id"] == rid and got["status"] == "open" and got["service_code"] == "xfyh"
     assert got["agency_responsible"] == "区应急管理局" and got["expected_datetime"] is None
-    assert got["lat"] == pytest.approx(P[1]) and got["long"] == pytest.approx(P[0])
-    assert got["description"] == "楼道内电动车充电" and got["requested_datetime"]
+    # anonymous: not accepted yet, so no description; not public space, so at the grid's
+    # label point (where the map writes its name), not at the reporter's door
+    assert got["description"] is None and got["media_url"] is None and got["requested_datetime"]
+    assert (got["lat"], got["long"]) != (pytest.approx(P[1]), pytest.approx(P[0]))
+    # the staff of its area see it as stored
+    [full] = c.get(f"{BASE}/requests/{rid}.json", headers=world["h"]).json()
+    assert full["lat"] == pytest.approx(P[1]) and full["long"] == pytest.approx(P[0])
+    assert full["description"] == "楼道内电动车充电"
     text = c.get(f"{BASE}/requests/{rid}.json").text
     for private in ("小明", "wang@example.cn", "13711112222"):
         assert private not in text
@@ -74,6 +81,8 @@ def test_round_trip_report_follow_and_close(world):
     assert internal["contact"] == "王 小明 13711112222 wang@example.cn" and internal["channel"] == "public"
 
     act(world, int(rid), "register")
+    [got] = c.get(f"{BASE}/requests/{rid}.json").json()
+    assert got["description"] == "楼道内电动车充电"  # accepted (立案): shown to anyone
     dispatched = act(world, int(rid), "dispatch", department="D03")
     [got] = c.get(f"{BASE}/requests/{rid}.json").json()
     assert got["expected_datetime"] is not None and got["agency_responsible"] == "区市场监督管理局"
@@ -92,10 +101,20 @@ def test_json_post_and_rejected_requests(world):
                                               "description": "占道经营", "media_url": "https://img.example/1.jpg"})
     assert r.status_code == 200, r.text
     rid = r.json()[0]["service_request_id"]
-    assert c.get(f"{BASE}/requests/{rid}.json").json()[0]["media_url"] == "https://img.example/1.jpg"
+    assert c.get(f"{BASE}/requests/{rid}.json").json()[0]["media_url"] is None  # not accepted yet
+    staff = c.get(f"{BASE}/requests/{rid}.json", headers=world["h"]).json()[0]
+    assert staff["media_url"] == "https://img.example/1.jpg"
+    # outside public space the public sees the grid's label point; a category of public
+    # space (a road, a street light) shows where it was reported
+    [got] = c.get(f"{BASE}/requests/{rid}.json").json()
+    assert (got["lat"], got["long"]) != (pytest.approx(P[1]), pytest.approx(P[0]))
+    world["db"].execute(text("UPDATE event_categories SET public_space = true WHERE code = 'zdjy'"))
+    [got] = c.get(f"{BASE}/requests/{rid}.json").json()
+    assert got["lat"] == pytest.approx(P[1]) and got["long"] == pytest.approx(P[0])
     act(world, int(rid), "reject", reason="不属于受理范围")
     [got] = c.get(f"{BASE}/requests/{rid}.json").json()
     assert got["status"] == "closed" and "不属于受理范围" in got["status_notes"]
+    assert got["description"] is None  # never accepted: never shown
 
 
 def test_filters(world):

@@ -32,6 +32,7 @@ from fastapi.routing import APIRoute
 from sqlalchemy import text
 
 from geo_api.app import create_app
+from geo_api.audit import writer_of
 from geo_api.deps import Access, Caller, ScopedEvent, require_roles
 from tests.conftest import make_settings, token_for
 from tests.factories import add_user
@@ -310,6 +311,9 @@ CASES: dict[tuple[str, str], list[Case]] = {
     ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"): [Case(lambda c, w, r: _tile(c, w), scope="public")],
     ("GET", "/map"): [Case(lambda c, w, r: req("GET", "/map"))],
     ("GET", "/docs"): [Case(lambda c, w, r: req("GET", "/docs"))],
+    # the district admins' only: who received personal data
+    ("GET", "/v1/audit"): [Case(lambda c, w, r: req("GET", "/v1/audit", params={"member_id": c[f"member_{w}"]}),
+                                scope="member", entitled=lambda r, w: r == "admin")],
 }
 
 
@@ -560,6 +564,22 @@ def _fingerprint(db):
 REFUSED = (401, 403, 404)
 
 
+def _carries_personal(ctx, key, role, r) -> bool:
+    """Whether an answer carries personal data (the canaries' or any demo member's phone;
+    a members tile's residences) — then an audit row must exist for it."""
+    if key == ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"):
+        return r.status_code == 200 and ACCOUNT_ROLE[role] == "admin"
+    body = r.content
+    if any(m.encode() in body for _, markers in ctx["markers"].values() for m in markers):
+        return True
+    return any(p.decode() in ctx["phones"] for p in PHONE.findall(body))
+
+
+def _audit_rows(db, after: int) -> list:
+    return db.execute(text("SELECT a.actor, a.endpoint, r.member_ids, r.event_ids, a.fields FROM audit_log a "
+                           "LEFT JOIN audit_records r ON r.digest = a.records WHERE a.id > :a"), {"a": after}).all()
+
+
 def test_no_personal_data_out_of_scope_and_no_write_outside_the_area(client, demo_db):
     ctx = _plant(demo_db)
     demo_db.commit()  # the canaries stay (in the test's outer transaction) under every case
@@ -567,7 +587,8 @@ def test_no_personal_data_out_of_scope_and_no_write_outside_the_area(client, dem
     headers = {role: token_for(account) if account else {} for role, (account, _) in ROLES.items()}
     routes = {(m, r.path): r for m, r in _routes()}
     problems: list[str] = []
-    checked = 0
+    checked = audited = 0
+    writer = writer_of(client.app)
     for key, cases in CASES.items():
         route = routes[key]
         allowed = _roles(route)
@@ -584,6 +605,7 @@ def test_no_personal_data_out_of_scope_and_no_write_outside_the_area(client, dem
                     savepoint = conn.begin_nested()
                     try:
                         before = _fingerprint(demo_db)
+                        last_audit = demo_db.execute(text("SELECT COALESCE(max(id), 0) FROM audit_log")).scalar()
                         r = client.request(spec.pop("method"), spec.pop("url"), headers=headers[role], **spec)
                         # what the request left uncommitted is undone, as closing its session would;
                         # what it committed stays until the savepoint's rollback below
@@ -601,10 +623,23 @@ def test_no_personal_data_out_of_scope_and_no_write_outside_the_area(client, dem
                         if case.write and r.status_code in REFUSED:
                             if _fingerprint(demo_db) != before:
                                 problems.append(f"{label}: refused but wrote something")
+                        # the audit: a row for each answer carrying personal data, by the
+                        # caller and naming the route; none for refusals or anonymous calls
+                        writer.flush()
+                        rows = _audit_rows(demo_db, last_audit)
+                        if r.status_code in REFUSED or role == "anonymous":
+                            if rows:
+                                problems.append(f"{label}: {r.status_code} but audited {rows}")
+                        elif r.status_code < 300 and _carries_personal(ctx, key, role, r):
+                            account = ROLES[role][0]
+                            if not any(a.actor == account and a.endpoint == key[1] for a in rows):
+                                problems.append(f"{label}: personal data answered without an audit row")
+                            audited += 1
                         checked += 1
                     finally:
                         demo_db.rollback()
                         savepoint.rollback()
                         demo_db.expire_all()
     assert checked > 300
+    assert audited > 20
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems)

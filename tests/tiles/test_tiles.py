@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import h3
 import pytest
+from fastapi.testclient import TestClient
 import shapely
 from shapely.geometry import box, shape
 from shapely.ops import polylabel
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from layers.coverage import current_findings, h3_cells
 from layers.events import event_row
 from layers.registrations import registration_stats
-from tests.conftest import TEST_CLOCK, token_for
+from tests.conftest import TEST_CLOCK, make_settings, token_for
 from tests.tiles.conftest import decode, make_client, path, tile_at, to_lonlat
 from tiles.layers import LAYERS, PUBLIC_LAYERS
 from tiles.tms import BUFFER, EXTENT, MARGIN, Tile, tile_bounds
@@ -1014,3 +1015,82 @@ def test_a_tile_whose_data_keeps_changing_is_served_but_not_filed(tiles_client, 
     settled = tiles_client.portal.call(draw)
     assert settled.versions is not None and settled.etag != changing.etag
     assert decode(settled.body).keys() == decode(changing.body).keys() == {"grids", "areas"}
+
+
+# --------------------------------------------------------------------------------------
+# Public aggregates and the audit of private tiles
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [None, 15], ids=["default-k", "k15"])
+def test_public_grid_figures_hold_no_small_count_and_resist_differencing(tiles_client, demo_engine, k):
+    """The public grids tiles over the whole district (z9): no registered count below k
+    (figures withheld instead, ``suppressed``), and no community's or street's true total
+    minus its shown grids leaves fewer than k (but more than 0) members unaccounted. The
+    demo's grids all count at least the default 5; at k = 15 a few dozen do not, and
+    some of their siblings are withheld with them."""
+    from geo_api.app import create_app
+    from geo_api.settings import CoverageSettings
+
+    if k is None:
+        client, k = tiles_client, make_settings().coverage.h3_min_count
+    else:
+        settings = make_settings()
+        settings.coverage = CoverageSettings(h3_min_count=k)
+        client = TestClient(create_app(settings, engine=demo_engine))
+        client.__enter__()
+    try:
+        _check_public_grid_figures(client, demo_engine, k)
+    finally:
+        if client is not tiles_client:
+            client.__exit__(None, None, None)
+
+
+def _check_public_grid_figures(tiles_client, demo_engine, k: int) -> None:
+    bounds = one(demo_engine, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                              "FROM (SELECT ST_Extent(geom) e FROM admin_areas WHERE level = 'district') s")
+    nw, se = tile_at(bounds[0], bounds[3], 9), tile_at(bounds[2], bounds[1], 9)
+    shown: dict[str, int | None] = {}
+    for x in range(nw.x, se.x + 1):
+        for y in range(nw.y, se.y + 1):
+            for f in features(tiles_client.get(path("grids", Tile(9, x, y))).content, "grids"):
+                p = f["properties"]
+                assert p["suppressed"] is ("registered" not in p) and p["suppressed"] is ("rate" not in p)
+                shown[p["code"]] = p.get("registered")
+    true = dict(every(demo_engine, """SELECT g.code, count(r.id) FROM grids g LEFT JOIN registrations r
+                                      ON r.grid_id = g.id AND r.status = 'confirmed'
+                                      WHERE g.retired_at IS NULL GROUP BY g.code"""))
+    assert set(shown) == set(true)
+    assert all(n is None or n >= k for n in shown.values())
+    assert all(n == true[c] for c, n in shown.items() if n is not None)
+    small = [c for c, n in true.items() if n < k]
+    assert all(shown[c] is None for c in small)
+    complements = [c for c, n in shown.items() if n is None and true[c] >= k]
+    if k == 15:  # the demo at 15: primary and complementary suppression both at work
+        assert len(small) > 10 and complements
+    for width in (12, 9, 6):  # community, street, district totals minus their shown grids
+        for unit in {c[:width] for c in true}:
+            left = sum(n for c, n in true.items() if c[:width] == unit and shown[c] is None)
+            assert left == 0 or left >= k, (unit, left)
+
+
+def test_a_members_tile_is_audited_with_the_members_it_holds(tiles_client, demo_engine):
+    from geo_api.audit import writer_of
+
+    lon, lat = one(demo_engine, "SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL "
+                                "ORDER BY id LIMIT 1")
+    tile = tile_at(lon, lat, 16)
+    before = one(demo_engine, "SELECT COALESCE(max(id), 0) FROM audit_log")[0]
+    r = tiles_client.get(path("members", tile), headers=token_for("admin"))
+    assert r.status_code == 200
+    again = tiles_client.get(path("members", tile), headers=token_for("admin"))  # from the cache
+    assert again.status_code == 200
+    assert tiles_client.get(path("grids", tile)).status_code == 200  # public: not audited
+    writer_of(tiles_client.app).flush()
+    rows = every(demo_engine, "SELECT a.actor, a.endpoint, a.fields, r.member_ids, a.detail FROM audit_log a "
+                              "JOIN audit_records r ON r.digest = a.records WHERE a.id > :b ORDER BY a.id", b=before)
+    ids = sorted(f["id"] for f in features(r.content, "members"))
+    assert ids
+    assert [(a, e, list(f), list(m)) for a, e, f, m, _ in rows] == [
+        ("admin", "/tiles/{layers}/{z}/{x}/{y}.mvt", ["residence"], ids)] * 2
+    assert rows[0].detail == {"tile": f"{tile.z}/{tile.x}/{tile.y}", "layers": ["members"]}

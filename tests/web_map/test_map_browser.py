@@ -512,13 +512,18 @@ def test_click_on_a_grid_shows_it(page, live_server, has_branch):
     assert popup.is_visible()
     text = popup.inner_text()
     assert code in text and located["grid"]["name"] in text
-    # registration figures, as the admin's statistics count them
-    assert f"{figures['registered']} 人" in text
-    rate = "—（无在住党员）" if figures["rate"] is None else f"{figures['rate'] * 100:.1f}%"
-    assert rate in text
-    roles = "六员齐全" if not figures["roles_missing"] else f"缺 {len(figures['roles_missing'])} 项：" + ",".join(
-        figures["roles_missing"])
-    assert roles in text
+    # registration figures, as the admin's statistics count them — unless withheld from
+    # the public (fewer registered than k, or withheld with such a grid)
+    if detail["suppressed"]:
+        assert detail["registered"] is None and "人数较少，不公开" in text and f"{figures['registered']} 人" not in text
+    else:
+        assert detail["registered"] == figures["registered"]
+        assert f"{figures['registered']} 人" in text
+        rate = "—（无在住党员）" if figures["rate"] is None else f"{figures['rate'] * 100:.1f}%"
+        assert rate in text
+        roles = "六员齐全" if not figures["roles_missing"] else f"缺 {len(figures['roles_missing'])} 项：" + ",".join(
+            figures["roles_missing"])
+        assert roles in text
     assert page.evaluate("JSON.stringify(window.gridbranchMap.getFilter('grids-selected'))") == json.dumps(
         ["==", ["get", "code"], code], separators=(",", ":")
     )

@@ -570,6 +570,8 @@ function detailsList(rows) {
   return dl;
 }
 
+const SUPPRESSED_TEXT = '—（人数较少，不公开）';
+
 function rateText(props) {
   if (props.rate === undefined || props.rate === null) {
     return '—（无在住党员）';
@@ -620,9 +622,12 @@ function gridDetails(props, branches, { full = false } = {}) {
     value = el('span', 'branch-name', props.branch || '—');
   }
   rows.push(['党支部', value, 'grid-branches']);
-  rows.push(['报到党员', props.registered === undefined ? '—' : `${props.registered} 人`, 'grid-registered']);
-  rows.push(['报到率', rateText(props), 'grid-rate']);
-  rows.push(['六员缺额', rolesText(props), 'grid-roles']);
+  // figures of grids with few registered members are withheld from the public (suppressed)
+  const withheld = props.suppressed === true;
+  const registered = props.registered === undefined || props.registered === null ? '—' : `${props.registered} 人`;
+  rows.push(['报到党员', withheld ? SUPPRESSED_TEXT : registered, 'grid-registered']);
+  rows.push(['报到率', withheld ? SUPPRESSED_TEXT : rateText(props), 'grid-rate']);
+  rows.push(['六员缺额', withheld ? SUPPRESSED_TEXT : rolesText(props), 'grid-roles']);
   return detailsList(rows);
 }
 
@@ -762,7 +767,8 @@ async function selectGrid(props) {
   }
   renderGrid(props, null, 'loading');
   try {
-    const full = await fetchJson(apiUrl(`v1/grids/${encodeURIComponent(props.code)}`));
+    // signed in: the staff of the grid's area get its exact figures (others, as the tiles, small counts withheld)
+    const full = await fetchJson(apiUrl(`v1/grids/${encodeURIComponent(props.code)}`), { auth: true });
     if (selectedCode !== props.code) {
       return; // another grid was clicked meanwhile
     }
