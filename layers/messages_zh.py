@@ -86,9 +86,20 @@ def _what(word: str) -> str:
 
 _Template = str | Callable[[Mapping[str, str]], str]
 
+_STATUS = {"pending": "待确认", "confirmed": "已确认", "rejected": "已退回", "reported": "已上报",
+           "registered": "已受理", "dispatched": "已派遣", "in_progress": "处置中", "handled": "已处置",
+           "closed": "已结案", "returned": "已退回", "deferred": "暂缓", "duplicate": "重复",
+           "cancelled": "已撤销", "ended": "已结束"}
+_ROLE = {"admin": "管理员", "dispatcher": "指挥中心调度员", "grid_worker": "网格员", "member": "党员",
+         "department_staff": "职能部门工作人员", "anonymous": "匿名用户", "public": "公众"}
+_ACTION = {"register": "受理", "dispatch": "派遣", "start": "开始处置", "handle": "处置", "close": "结案",
+           "reject": "不予受理", "return": "退回", "defer": "暂缓", "resume": "恢复", "reopen": "重新办理",
+           "mark_duplicate": "标记重复", "cancel": "撤销"}
+_LEVEL = {"district": "区县", "street": "街道", "community": "社区", "grid": "网格", "department": "职能部门"}
+
+
 #: (English pattern, Chinese), tried in order; the groups fill the Chinese template.
-_CATALOGUE: list[tuple[re.Pattern[str], _Template]] = [
-    (re.compile(p), t) for p, t in [
+_ENTRIES: list[tuple[str, _Template]] = [
         # a message written in Chinese with its English in brackets (the password policy)
         (r"^(?P<zh>[\u3000-\u9fff][^(]*?) \([^)]*\)$", "{zh}"),
         # ---- coordinates, locate, registration -------------------------------------------
@@ -238,19 +249,8 @@ _CATALOGUE: list[tuple[re.Pattern[str], _Template]] = [
         (r"^Missing boundary in multipart", "multipart 请求缺少分隔符（boundary）"),
         (r"^Method Not Allowed$", "不支持此请求方法"),
         (r"^Not authenticated$", "请先登录"),
-    ]
 ]
-
-_STATUS = {"pending": "待确认", "confirmed": "已确认", "rejected": "已退回", "reported": "已上报",
-           "registered": "已受理", "dispatched": "已派遣", "in_progress": "处置中", "handled": "已处置",
-           "closed": "已结案", "returned": "已退回", "deferred": "暂缓", "duplicate": "重复",
-           "cancelled": "已撤销", "ended": "已结束"}
-_ROLE = {"admin": "管理员", "dispatcher": "指挥中心调度员", "grid_worker": "网格员", "member": "党员",
-         "department_staff": "职能部门工作人员", "anonymous": "匿名用户", "public": "公众"}
-_ACTION = {"register": "受理", "dispatch": "派遣", "start": "开始处置", "handle": "处置", "close": "结案",
-           "reject": "不予受理", "return": "退回", "defer": "暂缓", "resume": "恢复", "reopen": "重新办理",
-           "mark_duplicate": "标记重复", "cancel": "撤销"}
-_LEVEL = {"district": "区县", "street": "街道", "community": "社区", "grid": "网格", "department": "职能部门"}
+_CATALOGUE = [(re.compile(p), t) for p, t in _ENTRIES]
 
 #: pydantic's error types → Chinese (``{ctx}`` values filled in).
 _PYDANTIC = {
