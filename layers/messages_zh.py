@@ -249,6 +249,25 @@ _ENTRIES: list[tuple[str, _Template]] = [
         (r"^Missing boundary in multipart", "multipart 请求缺少分隔符（boundary）"),
         (r"^Method Not Allowed$", "不支持此请求方法"),
         (r"^Not authenticated$", "请先登录"),
+        # ---- activation, sessions, audit -------------------------------------------------------
+        (r"^give within or member_ids, not both", "辖区与党员编号列表只能二选一"),
+        (r"^codes are issued for one community \(or grid\) at a time", "激活码每次只为一个社区（或网格）发放"),
+        (r"^more than (?P<n>\d+) members at once", "一次最多为 {n} 名党员发放激活码"),
+        (r"^member number, phone or activation code is wrong", "党员编号、手机号码或激活码有误"),
+        (r"^no session cookie", "登录已失效，请重新登录"),
+        (r"^the session is over", "登录已结束，请重新登录"),
+        (r"^token revoked", "登录已失效（已退出、改过密码或账号有变动），请重新登录"),
+        (r"^the current password is wrong", "原密码错误"),
+        (r"^must differ from the current one", "新密码不能与原密码相同"),
+        (r"^a member's reset is a new activation code", "党员账号的重置是发放新的激活码，不需填写密码"),
+        (r"^not a username", "这不是有效的用户名"),
+        (r"^the member number cannot be a username", "党员编号不能用作用户名"),
+        (r"^this member's account is disabled", "该党员的账号已停用"),
+        (r"^the audit of personal data is the district admins' to read", "个人信息访问记录仅区级管理员可查看"),
+        (r"^(?P<f>\w+) must be a day \(2027-01-01\) or an instant", lambda g: f"{field_zh(g['f'])}须为日期（如 2027-01-01）或带时区的时刻"),
+        (r"^(?P<f>\w+) must lie in the years 2000–2100", lambda g: f"{field_zh(g['f'])}须在 2000–2100 年之间"),
+        (r"^say the offset of", "请写明时区（如 +08:00）"),
+        (r"^(?P<f>\w+) must be a day", lambda g: f"{field_zh(g['f'])}须为日期（如 2027-01-01）"),
 ]
 _CATALOGUE = [(re.compile(p), t) for p, t in _ENTRIES]
 

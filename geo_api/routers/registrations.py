@@ -1,5 +1,7 @@
 from typing import Annotated, Literal
 
+import orjson
+
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
@@ -62,7 +64,7 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
     once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
     replay = once.claim(session)
     if replay is not None:
-        _audited(audit, [replay], 201)
+        _audited(audit, [orjson.loads(replay.body)], 201)  # the first answer, as stored
         return replay
     if caller.role == "member":
         member_id = caller.member_id if body.member_id is None else body.member_id
@@ -84,9 +86,10 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
         session, member_id=member_id, point=point, role=body.role, index=index,
         tolerance_m=settings.tolerance_m, edge_m=settings.edge_m, move=body.move, actor=caller.username,
     )
-    answer = once.answer(session, 201, _view(session, registration_id))  # kept in the same transaction
+    view = _view(session, registration_id)
+    answer = once.answer(session, 201, view)  # kept in the same transaction
     session.commit()
-    _audited(audit, [answer], 201)
+    _audited(audit, [view], 201)
     return answer
 
 
