@@ -22,7 +22,7 @@ PERSONAL_ROUTES = {
     ("POST", "/v1/branches"), ("PATCH", "/v1/branches/{code}"), ("GET", "/v1/branches/{code}/unregistered"),
     ("GET", "/v1/upkeep"), ("GET", "/v1/events"), ("GET", "/v1/events/{event_id}"),
     ("GET", "/v1/events/{event_id}/routing"), ("POST", "/v1/events/{event_id}/transitions"),
-    ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"),
+    ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"), ("POST", "/v1/activation-codes"),
 }
 
 

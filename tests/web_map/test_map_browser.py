@@ -60,10 +60,10 @@ def get_json(url: str, headers: dict | None = None) -> dict:
         return json.load(r)
 
 
-@cache
 def bearer(base: str, username: str) -> dict:
     """Sign in a demo account through the password flow (for the cross-checks only:
-    the map itself never signs in)."""
+    the map itself never signs in). Not cached: a page that signs the account out ends
+    all of its tokens (revocation), this one included."""
     body = urlencode({"username": username, "password": TEST_PASSWORD}).encode()
     with urlopen(Request(f"{base}/v1/auth/token", data=body), timeout=30) as r:
         return {"Authorization": f"Bearer {json.load(r)['access_token']}"}
