@@ -27,20 +27,24 @@ from bench.common import demo_engine, get_request, load, served  # noqa: E402
 
 #: "off again" is a second server with the audit off: how far two identical servers drift
 #: apart on this machine is the noise the other ratios are read against.
-CONFIGS = {"off": {"GRIDBRANCH_AUDIT_ENABLED": "false"}, "on": {"GRIDBRANCH_AUDIT_ENABLED": "true"},
-           "on+wait": {"GRIDBRANCH_AUDIT_ENABLED": "true", "GRIDBRANCH_AUDIT_WAIT": "true"},
-           "off again": {"GRIDBRANCH_AUDIT_ENABLED": "false"}}
+CONFIGS = {
+    "off": {"GRIDBRANCH_AUDIT_ENABLED": "false"},
+    "on": {"GRIDBRANCH_AUDIT_ENABLED": "true"},
+    "on+wait": {"GRIDBRANCH_AUDIT_ENABLED": "true", "GRIDBRANCH_AUDIT_WAIT": "true"},
+    "off again": {"GRIDBRANCH_AUDIT_ENABLED": "false"},
+}
 
 
 def _tiles(engine, n: int) -> list[str]:
     """z15 members,grids tiles over current residences (the admin map's view)."""
     with engine.connect() as conn:
-        pts = conn.execute(text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL "
-                                "ORDER BY id LIMIT 400")).all()
+        pts = conn.execute(
+            text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL ORDER BY id LIMIT 400")
+        ).all()
     z, out = 15, set()
     for lon, lat in pts:
-        x = int((lon + 180) / 360 * 2 ** z)
-        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2 ** z)
+        x = int((lon + 180) / 360 * 2**z)
+        y = int((1 - math.asinh(math.tan(math.radians(lat))) / math.pi) / 2 * 2**z)
         out.add(f"/tiles/members,grids/{z}/{x}/{y}.mvt")
     tiles = sorted(out)
     return [tiles[i % len(tiles)] for i in range(n)]
@@ -52,8 +56,12 @@ def _median(runs: list[dict]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=1000, help="requests per kind, configuration and round "
-                                                                   "(members reads: a twentieth)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1000,
+        help="requests per kind, configuration and round (members reads: a twentieth)",
+    )
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--clients", type=int, default=8)
     args = parser.parse_args()
@@ -65,8 +73,12 @@ def main() -> None:
     url = engine.url.render_as_string(hide_password=False)
     tiles = _tiles(engine, args.requests)
     with engine.connect() as conn:
-        lon, lat = conn.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM "
-                                     "grid_versions WHERE valid_to IS NULL ORDER BY id LIMIT 1) q")).one()
+        lon, lat = conn.execute(
+            text(
+                "SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) p FROM "
+                "grid_versions WHERE valid_to IS NULL ORDER BY id LIMIT 1) q"
+            )
+        ).one()
         before = conn.execute(text("SELECT count(*) FROM audit_log")).scalar()
     secret = secrets.token_urlsafe(48)
     auth = {"Authorization": f"Bearer {issue_token(secret, 'admin', 120, now=SYSTEM.now())}"}
@@ -79,28 +91,34 @@ def main() -> None:
     with ExitStack() as stack:
         # the configurations served at once and loaded in turn, round after round:
         # whatever else the machine does then weighs on all three alike
-        ports = {name: stack.enter_context(served({"GRIDBRANCH_DATABASE_URL": url, "GRIDBRANCH_AUTH_SECRET": secret,
-                                                   **env})) for name, env in CONFIGS.items()}
-        for name, port in ports.items():
+        ports = {
+            name: stack.enter_context(served({"GRIDBRANCH_DATABASE_URL": url, "GRIDBRANCH_AUTH_SECRET": secret, **env}))
+            for name, env in CONFIGS.items()
+        }
+        for _name, port in ports.items():
             for reqs in kinds.values():
                 load(port, reqs[: max(50, len(reqs) // 5)], args.clients)  # warm the caches
         names = list(ports)
         for i in range(args.rounds):
             for kind, reqs in kinds.items():
                 # each round starts at the next configuration: none always runs first or last
-                for name in names[i % len(names):] + names[:i % len(names)]:
+                for name in names[i % len(names) :] + names[: i % len(names)]:
                     results[kind][name].append(load(ports[name], reqs, args.clients))
     with engine.connect() as conn:
         after = conn.execute(text("SELECT count(*) FROM audit_log")).scalar()
-    print(f"{args.requests:,} requests per kind and round, {args.clients} clients, 1 uvicorn worker each; "
-          f"audit rows written {after - before:,}")
+    print(
+        f"{args.requests:,} requests per kind and round, {args.clients} clients, 1 uvicorn worker each; "
+        f"audit rows written {after - before:,}"
+    )
     for kind, by in results.items():
         base = _median(by["off"])
         print(f"\n{kind} (median of {args.rounds} rounds)")
         for name, runs in by.items():
             r = _median(runs)
-            print(f"  audit {name:9s} {r['per_s']:8,.1f}/s  p50 {r['p50_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms"
-                  f"  | time per request ×{base['per_s'] / r['per_s']:.3f} of off, p50 ×{r['p50_ms'] / base['p50_ms']:.3f}")
+            print(
+                f"  audit {name:9s} {r['per_s']:8,.1f}/s  p50 {r['p50_ms']:7.2f} ms  p95 {r['p95_ms']:7.2f} ms"
+                f"  | time per request ×{base['per_s'] / r['per_s']:.3f} of off, p50 ×{r['p50_ms'] / base['p50_ms']:.3f}"
+            )
     engine.dispose()
 
 

@@ -52,14 +52,15 @@ def _bare_get_caller():
     from layers import users
     from layers.errors import Unauthorized
 
-    async def bare_get_caller(request: Request, session: SessionDep,
-                              token: Annotated[str | None, Depends(oauth2)]) -> Caller:
+    async def bare_get_caller(
+        request: Request, session: SessionDep, token: Annotated[str | None, Depends(oauth2)]
+    ) -> Caller:
         if not token:
             return ANONYMOUS
         try:
             payload = jwt.decode(token, request.app.state.auth_secret, algorithms=["HS256"])
         except jwt.PyJWTError:
-            raise Unauthorized("invalid token")
+            raise Unauthorized("invalid token") from None
         user = await run_in_threadpool(users.caller_account, session, payload["sub"])
         if user is None:
             raise Unauthorized("unknown or disabled account")
@@ -87,8 +88,12 @@ uvicorn.run(app, host="127.0.0.1", port={port}, log_level="warning", access_log=
 def serve(off: bool):
     port = free_port()
     env = {**os.environ, "GRIDBRANCH_DEMO": "true", "GRIDBRANCH_ACCESS_LOG": "false", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", _SERVE.format(root=str(ROOT), off=off, port=port)], env=env,
-                            cwd=ROOT, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVE.format(root=str(ROOT), off=off, port=port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
     return listening(proc, port, "the app")
 
 
@@ -103,8 +108,16 @@ def _token(engine, username: str) -> str:
     with engine.connect() as conn:
         epoch = conn.execute(text("SELECT token_epoch FROM users WHERE username = :u"), {"u": username}).scalar_one()
     now = SYSTEM.now()  # the served app's clock
-    return issue_token(_auth_secret(Settings.from_env()), username, epoch=epoch, session_id="bench", started=now,
-                       session_end=now + timedelta(hours=12), idle_minutes=10**6, now=now)
+    return issue_token(
+        _auth_secret(Settings.from_env()),
+        username,
+        epoch=epoch,
+        session_id="bench",
+        started=now,
+        session_end=now + timedelta(hours=12),
+        idle_minutes=10**6,
+        now=now,
+    )
 
 
 def _tile_paths(engine, n: int) -> list[str]:
@@ -112,8 +125,9 @@ def _tile_paths(engine, n: int) -> list[str]:
     import math
 
     with engine.connect() as conn:
-        points = conn.execute(text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL "
-                                   "ORDER BY id LIMIT :n"), {"n": n}).all()
+        points = conn.execute(
+            text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL ORDER BY id LIMIT :n"), {"n": n}
+        ).all()
     paths = []
     for lon, lat in points:
         x = int((lon + 180) / 360 * 2**15)
@@ -140,13 +154,14 @@ def section_check(args) -> None:
     engine = demo_engine()
     _demo_accounts(engine)
     with engine.connect() as conn:
-        community = conn.execute(text("SELECT code FROM admin_areas WHERE level = 'community' ORDER BY code "
-                                      "LIMIT 1")).scalar_one()
+        community = conn.execute(
+            text("SELECT code FROM admin_areas WHERE level = 'community' ORDER BY code LIMIT 1")
+        ).scalar_one()
     auth = {"Authorization": f"Bearer {_token(engine, 'admin')}"}
     tiles = _tile_paths(engine, 200)
     cases = {
-        "members read (GET /v1/registrations)": [
-            get_request(f"/v1/registrations?within={community}&limit=50", auth)] * args.requests,
+        "members read (GET /v1/registrations)": [get_request(f"/v1/registrations?within={community}&limit=50", auth)]
+        * args.requests,
         "private tile (members,grids z15)": [get_request(tiles[i % len(tiles)], auth) for i in range(args.requests)],
         "GET /v1/auth/me": [get_request("/v1/auth/me", auth)] * args.requests,
     }
@@ -166,8 +181,10 @@ def section_check(args) -> None:
     for name in cases:
         off, on = max(results[(name, True)]), max(results[(name, False)])
         ratio = off / on
-        print(f"  {name:40s} off {off:8.1f}/s  on {on:8.1f}/s  ratio {ratio:.3f}  "
-              f"{'ok' if ratio <= GOAL_RATIO else 'ABOVE GOAL'}")
+        print(
+            f"  {name:40s} off {off:8.1f}/s  on {on:8.1f}/s  ratio {ratio:.3f}  "
+            f"{'ok' if ratio <= GOAL_RATIO else 'ABOVE GOAL'}"
+        )
 
 
 def section_signin(args) -> None:
@@ -185,14 +202,18 @@ def section_signin(args) -> None:
     for _ in range(n):
         hasher.verify(hashed, BENCH_PASSWORD)
     bare = n / (time.perf_counter() - t0)
-    print(f"signin: baseline, bare Argon2id verifications in one process: {bare:.1f}/s "
-          f"(time_cost {hasher.time_cost}, memory {hasher.memory_cost} KiB, parallelism {hasher.parallelism})")
+    print(
+        f"signin: baseline, bare Argon2id verifications in one process: {bare:.1f}/s "
+        f"(time_cost {hasher.time_cost}, memory {hasher.memory_cost} KiB, parallelism {hasher.parallelism})"
+    )
     with Session(engine) as s:
         upsert_user(s, BENCH_USER, hashed, "dispatcher")
         s.commit()
     body = f"username={BENCH_USER}&password={BENCH_PASSWORD}".encode()
-    raw = (f"POST /v1/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    raw = (
+        f"POST /v1/auth/token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     try:
         with serve(False) as port:
             load(port, [raw] * 4, 1)
@@ -200,8 +221,10 @@ def section_signin(args) -> None:
                 r = load(port, [raw] * n, clients)
                 if r.get("non_2xx"):
                     raise SystemExit(f"sign-in: {r['non_2xx']} answers were not 2xx")
-                print(f"signin: POST /v1/auth/token, {clients} client(s): {fmt(r)}; "
-                      f"{r['per_s'] / bare:.2f} × the bare verification rate")
+                print(
+                    f"signin: POST /v1/auth/token, {clients} client(s): {fmt(r)}; "
+                    f"{r['per_s'] / bare:.2f} × the bare verification rate"
+                )
     finally:
         with engine.begin() as conn:
             conn.execute(text("DELETE FROM users WHERE username = :u"), {"u": BENCH_USER})
@@ -214,8 +237,9 @@ SECTIONS = {"signin": section_signin, "check": section_check}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--section", choices=sorted(SECTIONS), action="append",
-                        help="run only this section (repeatable; default all)")
+    parser.add_argument(
+        "--section", choices=sorted(SECTIONS), action="append", help="run only this section (repeatable; default all)"
+    )
     parser.add_argument("--requests", type=int, default=3000, help="check: requests per case and round")
     parser.add_argument("--rounds", type=int, default=2, help="check: rounds (off and on alternate)")
     parser.add_argument("--clients", type=int, default=8, help="check: concurrent keep-alive clients")

@@ -48,7 +48,7 @@ def listening(proc: subprocess.Popen, port: int, what: str, seconds: float = 90)
                     break
             except OSError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"{what} did not start")
+                    raise RuntimeError(f"{what} did not start") from None
                 time.sleep(0.2)
         yield port
     finally:
@@ -64,10 +64,18 @@ def served(extra_env: dict[str, str] | None = None, workers: int = 1):
     port = free_port()
     # the load comes from loopback, thousands of anonymous writes a second: exempt from
     # the rate limits (GRIDBRANCH_RATE_LIMIT_EXEMPT), which the benchmarks do not measure
-    env = {**os.environ, "GRIDBRANCH_DEMO": "true", "GRIDBRANCH_ACCESS_LOG": "false", "PYTHONPATH": str(ROOT),
-           "GRIDBRANCH_RATE_LIMIT_EXEMPT": '["127.0.0.1"]', **(extra_env or {})}
-    code = ("import sys; from geo_api.cli import main; "
-            f"sys.exit(main(['serve', '--host', '127.0.0.1', '--port', '{port}', '--workers', '{workers}']))")
+    env = {
+        **os.environ,
+        "GRIDBRANCH_DEMO": "true",
+        "GRIDBRANCH_ACCESS_LOG": "false",
+        "PYTHONPATH": str(ROOT),
+        "GRIDBRANCH_RATE_LIMIT_EXEMPT": '["127.0.0.1"]',
+        **(extra_env or {}),
+    }
+    code = (
+        "import sys; from geo_api.cli import main; "
+        f"sys.exit(main(['serve', '--host', '127.0.0.1', '--port', '{port}', '--workers', '{workers}']))"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     with listening(proc, port, "the app"):
         yield port
@@ -188,8 +196,9 @@ def wrk_available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def wrk_load(port: int, paths: list[str], clients: int, seconds: float,
-             headers: dict[str, str] | None = None) -> dict[str, float]:
+def wrk_load(
+    port: int, paths: list[str], clients: int, seconds: float, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     """``clients`` keep-alive connections (closed loop) on wrk's threads (at most 2) for
     ``seconds``, cycling through ``paths`` (with ``headers``); the same keys as :func:`load`."""
     import tempfile
@@ -199,9 +208,23 @@ def wrk_load(port: int, paths: list[str], clients: int, seconds: float,
         script.write_text(_WRK_SCRIPT)
         listing.write_text("\n".join(paths) + "\n")
         out = subprocess.run(
-            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "-s", str(script),
-             *(a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")), f"http://127.0.0.1:{port}"],
-            capture_output=True, text=True, check=True, env={**os.environ, "GRIDBRANCH_WRK_PATHS": str(listing)},
+            [
+                "wrk",
+                "-t",
+                str(min(2, clients)),
+                "-c",
+                str(clients),
+                "-d",
+                f"{seconds:g}s",
+                "-s",
+                str(script),
+                *(a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")),
+                f"http://127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "GRIDBRANCH_WRK_PATHS": str(listing)},
         ).stdout
     line = next(x for x in out.splitlines() if x.startswith("WRK "))
     n, duration_us, non_2xx, errors, p50, p95, p99, mean = line.split()[1:]
@@ -216,7 +239,7 @@ def wrk_load(port: int, paths: list[str], clients: int, seconds: float,
     }
 
 
-_BARE_APP = '''
+_BARE_APP = """
 import os
 BODY = open(os.environ["GRIDBRANCH_BARE_BODY"], "rb").read()
 HEADERS = [(b"content-length", str(len(BODY)).encode()), (b"content-type", b"application/json")]
@@ -224,7 +247,7 @@ async def app(scope, receive, send):
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": BODY})
-'''
+"""
 
 
 @contextmanager
@@ -238,9 +261,12 @@ def bare_served(body: bytes, workers: int = 1):
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "bare_app.py").write_text(_BARE_APP)
         (Path(tmp) / "body").write_bytes(body)
-        code = ("import uvicorn; uvicorn.run('bare_app:app', host='127.0.0.1', "
-                f"port={port}, log_level='warning', access_log=False, workers={workers})")
-        proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp,
-                                env={**os.environ, "GRIDBRANCH_BARE_BODY": str(Path(tmp) / "body")})
+        code = (
+            "import uvicorn; uvicorn.run('bare_app:app', host='127.0.0.1', "
+            f"port={port}, log_level='warning', access_log=False, workers={workers})"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], cwd=tmp, env={**os.environ, "GRIDBRANCH_BARE_BODY": str(Path(tmp) / "body")}
+        )
         with listening(proc, port, "the bare server"):
             yield port

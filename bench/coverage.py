@@ -67,8 +67,14 @@ def full_analysis(session: Session, root: str) -> dict:
     for level in ("street", "community", "grid"):
         cov.summary(session, code=root, level=level)
     t4 = time.perf_counter()
-    return {"total_s": t4 - t0, "layer_s": t1 - t0, "members_s": t2 - t1, "issues_s": t3 - t2,
-            "summaries_s": t4 - t3, "findings": found}
+    return {
+        "total_s": t4 - t0,
+        "layer_s": t1 - t0,
+        "members_s": t2 - t1,
+        "issues_s": t3 - t2,
+        "summaries_s": t4 - t3,
+        "findings": found,
+    }
 
 
 def timed(session: Session, root: str, runs: int) -> tuple[dict, list[float]]:
@@ -145,8 +151,11 @@ def _laea(inverse: bool = False):
     centred on Henan) to WGS84, or back with ``inverse``."""
     lon0, lat0 = CENTRE
     crs = f"+proj=laea +lat_0={lat0} +lon_0={lon0} +ellps=WGS84 +units=m +no_defs"
-    t = Transformer.from_crs("EPSG:4326", crs, always_xy=True) if inverse else \
-        Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    t = (
+        Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+        if inverse
+        else Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+    )
 
     def convert(xy):
         x, y = t.transform(xy[:, 0], xy[:, 1])
@@ -281,17 +290,21 @@ def generate(n_grids: int, seed: int = 4) -> Layer:
     def groups(labels, n):
         order = np.argsort(labels, kind="stable")
         bounds = np.searchsorted(labels[order], np.arange(n + 1))
-        return [order[bounds[i]:bounds[i + 1]] for i in range(n)]
+        return [order[bounds[i] : bounds[i + 1]] for i in range(n)]
 
     comm_geoms = [shapely.coverage_union_all(cells_ll[ix]) if len(ix) else None for ix in groups(grid_comm, n_comm)]
     comm_alive = [c for c in range(n_comm) if comm_geoms[c] is not None]
     street_members = groups(comm_street[comm_alive], n_street)
-    street_geoms = [shapely.coverage_union_all([comm_geoms[comm_alive[i]] for i in ix]) if len(ix) else None
-                    for ix in street_members]
+    street_geoms = [
+        shapely.coverage_union_all([comm_geoms[comm_alive[i]] for i in ix]) if len(ix) else None
+        for ix in street_members
+    ]
     street_alive = [s for s in range(n_street) if street_geoms[s] is not None]
     dist_members = groups(street_dist[street_alive], n_dist)
-    dist_geoms = [shapely.coverage_union_all([street_geoms[street_alive[i]] for i in ix]) if len(ix) else None
-                  for ix in dist_members]
+    dist_geoms = [
+        shapely.coverage_union_all([street_geoms[street_alive[i]] for i in ix]) if len(ix) else None
+        for ix in dist_members
+    ]
 
     # codes: district 41ddd d, streets 001–, communities 001–, grids 001–
     dist_code, street_code, comm_code = {}, {}, {}
@@ -372,36 +385,56 @@ def load_layer(engine, layer: Layer) -> None:
     with engine.begin() as conn:
         for level in ("district", "street", "community"):
             rows = [a for a in layer.areas if a[2] == level]
-            conn.execute(text(
-                """INSERT INTO admin_areas (code, name, level, parent_id, geom)
+            conn.execute(
+                text(
+                    """INSERT INTO admin_areas (code, name, level, parent_id, geom)
                    SELECT t.code, t.name, t.level, p.id, ST_GeomFromEWKB(decode(t.g, 'hex'))
                    FROM unnest(CAST(:codes AS text[]), CAST(:names AS text[]), CAST(:levels AS text[]),
                                CAST(:parents AS text[]), CAST(:geoms AS text[])) AS t(code, name, level, parent, g)
-                   LEFT JOIN admin_areas p ON p.code = t.parent"""),
-                {"codes": [a[0] for a in rows], "names": [a[1] for a in rows], "levels": [a[2] for a in rows],
-                 "parents": [a[3] for a in rows], "geoms": _hex([a[4] for a in rows])})
+                   LEFT JOIN admin_areas p ON p.code = t.parent"""
+                ),
+                {
+                    "codes": [a[0] for a in rows],
+                    "names": [a[1] for a in rows],
+                    "levels": [a[2] for a in rows],
+                    "parents": [a[3] for a in rows],
+                    "geoms": _hex([a[4] for a in rows]),
+                },
+            )
         codes = [g[0] for g in layer.grids]
-        conn.execute(text(
-            """INSERT INTO grids (code, name, community_id, worker_name, worker_phone)
+        conn.execute(
+            text(
+                """INSERT INTO grids (code, name, community_id, worker_name, worker_phone)
                SELECT t.code, t.name, c.id, '网格员', '13800000000'
                FROM unnest(CAST(:codes AS text[]), CAST(:names AS text[])) AS t(code, name)
-               JOIN admin_areas c ON c.code = left(t.code, 12)"""),
-            {"codes": codes, "names": [g[1] for g in layer.grids]})
-        conn.execute(text(
-            """INSERT INTO grid_versions (grid_id, version, geom)
+               JOIN admin_areas c ON c.code = left(t.code, 12)"""
+            ),
+            {"codes": codes, "names": [g[1] for g in layer.grids]},
+        )
+        conn.execute(
+            text(
+                """INSERT INTO grid_versions (grid_id, version, geom)
                SELECT g.id, 1, ST_GeomFromEWKB(decode(t.g, 'hex'))
                FROM unnest(CAST(:codes AS text[]), CAST(:geoms AS text[])) AS t(code, g)
-               JOIN grids g ON g.code = t.code"""),
-            {"codes": codes, "geoms": _hex([g[2] for g in layer.grids])})
+               JOIN grids g ON g.code = t.code"""
+            ),
+            {"codes": codes, "geoms": _hex([g[2] for g in layer.grids])},
+        )
         branched = [c for c in codes if c not in layer.branchless]
-        conn.execute(text(
-            """INSERT INTO branches (code, name, kind, site, community_id)
+        conn.execute(
+            text(
+                """INSERT INTO branches (code, name, kind, site, community_id)
                SELECT 'G' || g.code, g.name || '党支部', 'grid', ST_PointOnSurface(gv.geom), g.community_id
-               FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id WHERE g.code = ANY(:codes)"""),
-            {"codes": branched})
-        conn.execute(text(
-            """INSERT INTO branch_grids (branch_id, grid_id)
-               SELECT b.id, g.id FROM branches b JOIN grids g ON 'G' || g.code = b.code"""))
+               FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id WHERE g.code = ANY(:codes)"""
+            ),
+            {"codes": branched},
+        )
+        conn.execute(
+            text(
+                """INSERT INTO branch_grids (branch_id, grid_id)
+               SELECT b.id, g.id FROM branches b JOIN grids g ON 'G' || g.code = b.code"""
+            )
+        )
         conn.execute(text("ANALYZE"))
 
 
@@ -419,18 +452,22 @@ def demo_part(runs: int, http_requests: int) -> float:
         for f in best["findings"]:
             kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
         grids = len(cov.coverage_model(session).grid_codes)
-        print(f"demo {root} ({grids} grids): full analysis median {statistics.median(totals) * 1000:,.0f} ms "
-              f"over {runs} runs (min {min(totals) * 1000:,.0f}, max {max(totals) * 1000:,.0f}); "
-              f"layer + topology + branches {best['layer_s'] * 1000:,.0f} ms, "
-              f"members {best['members_s'] * 1000:,.0f} ms, issues {best['issues_s'] * 1000:,.0f} ms, "
-              f"summaries (street, community, grid) {best['summaries_s'] * 1000:,.0f} ms")
+        print(
+            f"demo {root} ({grids} grids): full analysis median {statistics.median(totals) * 1000:,.0f} ms "
+            f"over {runs} runs (min {min(totals) * 1000:,.0f}, max {max(totals) * 1000:,.0f}); "
+            f"layer + topology + branches {best['layer_s'] * 1000:,.0f} ms, "
+            f"members {best['members_s'] * 1000:,.0f} ms, issues {best['issues_s'] * 1000:,.0f} ms, "
+            f"summaries (street, community, grid) {best['summaries_s'] * 1000:,.0f} ms"
+        )
         print("  findings: " + ", ".join(f"{k} {n}" for k, n in kinds.items()))
         base, counts = postgis_baseline(session, 600)
         layer_s = statistics.median(layer_runs(session, runs))
-        print(f"  baseline: the topology alone in PostGIS SQL {base * 1000:,.0f} ms "
-              f"({counts['gaps']} gap parts, {counts['overlaps']} overlapping pairs, {counts['outside']} grids outside "
-              f"above 1 m²) vs reading + topology + branch coverage in process {layer_s * 1000:,.0f} ms "
-              f"(median): {base / layer_s:,.1f}x")
+        print(
+            f"  baseline: the topology alone in PostGIS SQL {base * 1000:,.0f} ms "
+            f"({counts['gaps']} gap parts, {counts['overlaps']} overlapping pairs, {counts['outside']} grids outside "
+            f"above 1 m²) vs reading + topology + branch coverage in process {layer_s * 1000:,.0f} ms "
+            f"(median): {base / layer_s:,.1f}x"
+        )
     engine.dispose()
     median = statistics.median(totals)
     print(f"  goal < 1 s for the demo: {'met' if median < 1 else 'NOT met'}")
@@ -494,16 +531,23 @@ def province_part(sizes: list[int], runs: int, baseline_max: int, keep: bool) ->
             figures.append((n, med, base))
             inj = layer.injected
             found_topology = sum(kinds.get(k, 0) for k in cov.TOPOLOGY_KINDS)
-            print(f"{n:>6,} grids ({len(layer.areas):,} areas; generated in {t1 - t0:,.1f} s, loaded in "
-                  f"{t2 - t1:,.1f} s): full analysis median {med:,.2f} s over {len(totals)} runs — layer + "
-                  f"topology + branches {layer_s:,.2f} s, issues {issues_s:,.2f} s, {len(roots)} district "
-                  f"summaries {summaries_s:,.2f} s")
-            print("        found/injected: " + ", ".join(f"{k} {kinds.get(k, 0)}/{inj[k]}" for k in inj)
-                  + f" — {found_topology} topology findings for {sum(inj.values())} injected; "
-                  f"no_branch {kinds.get('no_branch', 0)}/{len(layer.branchless)}")
+            print(
+                f"{n:>6,} grids ({len(layer.areas):,} areas; generated in {t1 - t0:,.1f} s, loaded in "
+                f"{t2 - t1:,.1f} s): full analysis median {med:,.2f} s over {len(totals)} runs — layer + "
+                f"topology + branches {layer_s:,.2f} s, issues {issues_s:,.2f} s, {len(roots)} district "
+                f"summaries {summaries_s:,.2f} s"
+            )
+            print(
+                "        found/injected: "
+                + ", ".join(f"{k} {kinds.get(k, 0)}/{inj[k]}" for k in inj)
+                + f" — {found_topology} topology findings for {sum(inj.values())} injected; "
+                f"no_branch {kinds.get('no_branch', 0)}/{len(layer.branchless)}"
+            )
             if base is not None:
-                print(f"        baseline: the topology alone in PostGIS SQL {base:,.2f} s vs reading + topology + "
-                      f"branch coverage in process {layer_s:,.2f} s: {base / layer_s:,.1f}x")
+                print(
+                    f"        baseline: the topology alone in PostGIS SQL {base:,.2f} s vs reading + topology + "
+                    f"branch coverage in process {layer_s:,.2f} s: {base / layer_s:,.1f}x"
+                )
             elif n > baseline_max:
                 print(f"        baseline PostGIS SQL topology: skipped above {baseline_max:,} grids")
     finally:
@@ -511,8 +555,10 @@ def province_part(sizes: list[int], runs: int, baseline_max: int, keep: bool) ->
             pg.drop_database(server, SCRATCH_DB)
     if len(figures) > 1:
         n0, t0_, _ = figures[0]
-        print(f"growth from {n0:,} grids: " + "; ".join(
-            f"{n / n0:,.0f}x grids → {t / t0_:,.1f}x time" for n, t, _ in figures[1:]))
+        print(
+            f"growth from {n0:,} grids: "
+            + "; ".join(f"{n / n0:,.0f}x grids → {t / t0_:,.1f}x time" for n, t, _ in figures[1:])
+        )
         n1, t1_, _ = figures[-1]
         k = math.log(t1_ / t0_) / math.log(n1 / n0)
         print(f"fitted exponent (time ∝ grids^k) from {n0:,} to {n1:,}: k = {k:.2f}")

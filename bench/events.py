@@ -65,8 +65,11 @@ def scratch_database(source_url: str) -> str:
     try:
         with conn.cursor() as cur:
             try:
-                cur.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(SCRATCH),
-                                                                            sql.Identifier(u.database)))
+                cur.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(SCRATCH), sql.Identifier(u.database)
+                    )
+                )
             except psycopg2.errors.ObjectInUse:
                 print(f"(the demo database {u.database} is in use: loading the demo into {SCRATCH} afresh)")
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(SCRATCH)))
@@ -121,8 +124,13 @@ def server_pids(port: int) -> list[int]:
 
 def backend_pids(engine) -> list[int]:
     with engine.connect() as conn:
-        return conn.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"),
-                            {"d": SCRATCH}).scalars().all()
+        return (
+            conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"), {"d": SCRATCH}
+            )
+            .scalars()
+            .all()
+        )
 
 
 def cpu_per_request(port: int, engine, requests: list[bytes]) -> tuple[dict, float, float]:
@@ -141,11 +149,22 @@ def report_requests(lon, lat, categories, run: str, token: str | None, channel: 
     auth = f"Authorization: Bearer {token}\r\n" if token else ""
     out = []
     for i, (x, y, c) in enumerate(zip(lon.tolist(), lat.tolist(), cats.tolist())):
-        body = orjson.dumps({"lon": round(x, 7), "lat": round(y, 7), "crs": "wgs84", "category": c,
-                             "channel": channel, "description": f"{run}-{i} 压测上报：{c}"})
+        body = orjson.dumps(
+            {
+                "lon": round(x, 7),
+                "lat": round(y, 7),
+                "crs": "wgs84",
+                "category": c,
+                "channel": channel,
+                "description": f"{run}-{i} 压测上报：{c}",
+            }
+        )
         out.append(
-            (f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
-             f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            (
+                f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{auth}"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            + body
         )
     return out
 
@@ -173,13 +192,19 @@ CHECK_SQL = text(
 def check(engine, run: str, n: int) -> bool:
     with engine.connect() as conn:
         r = conn.execute(CHECK_SQL, {"run": f"{run}-%"}).first()
-        gapped = conn.execute(text(
-            "SELECT count(*) FROM events e JOIN grid_versions gv ON gv.id = e.grid_version_id "
-            "WHERE e.description LIKE :run AND NOT ST_Covers(gv.geom, e.geom)"), {"run": f"{run}-%"}).scalar()
+        gapped = conn.execute(
+            text(
+                "SELECT count(*) FROM events e JOIN grid_versions gv ON gv.id = e.grid_version_id "
+                "WHERE e.description LIKE :run AND NOT ST_Covers(gv.geom, e.geom)"
+            ),
+            {"run": f"{run}-%"},
+        ).scalar()
     ok = r.stored == n and r.routed == n and r.logged == n and r.distinct_reports == n
-    print(f"  check: {r.stored:,} of {n:,} stored, {r.routed:,} routed to their department, "
-          f"{r.in_their_grid:,} inside their grid's current version (+{gapped:,} in gaps/edges, "
-          f"attached to the nearest grid), {r.logged:,} with their report log entry — {'OK' if ok else 'MISMATCH'}")
+    print(
+        f"  check: {r.stored:,} of {n:,} stored, {r.routed:,} routed to their department, "
+        f"{r.in_their_grid:,} inside their grid's current version (+{gapped:,} in gaps/edges, "
+        f"attached to the nearest grid), {r.logged:,} with their report log entry — {'OK' if ok else 'MISMATCH'}"
+    )
     return ok
 
 
@@ -207,52 +232,82 @@ def main() -> None:
     secret = secrets.token_urlsafe(48)
     token = issue_token(secret, "dispatcher", 120)
     run = f"bench{int(time.time())}"
-    print(f"scratch database {SCRATCH}; {args.reports:,} public + {args.hotline:,} hotline reports at random points "
-          f"in 金水区, {len(categories)} categories, {args.clients} clients, {args.workers} uvicorn worker(s)")
+    print(
+        f"scratch database {SCRATCH}; {args.reports:,} public + {args.hotline:,} hotline reports at random points "
+        f"in 金水区, {len(categories)} categories, {args.clients} clients, {args.workers} uvicorn worker(s)"
+    )
     try:
         with served({"GRIDBRANCH_DATABASE_URL": url, "GRIDBRANCH_AUTH_SECRET": secret}, args.workers) as port:
             warm = report_requests(lon[-2000:-1000], lat[-2000:-1000], categories, run + "w", None, "public")
             load(port, warm, args.clients)
             base = [get_request(f"/v1/locate?lon={x:.7f}&lat={y:.7f}") for x, y in zip(lon[-1000:], lat[-1000:])]
             load(port, base, args.clients)  # warm
-            baseline = load(port, [get_request(f"/v1/locate?lon={x:.7f}&lat={y:.7f}")
-                                   for x, y in zip(lon[: args.reports], lat[: args.reports])], args.clients)
+            baseline = load(
+                port,
+                [
+                    get_request(f"/v1/locate?lon={x:.7f}&lat={y:.7f}")
+                    for x, y in zip(lon[: args.reports], lat[: args.reports])
+                ],
+                args.clients,
+            )
             app, pgs = server_pids(port), backend_pids(engine)
             a0, b0 = sum(map(_cpu_s, app)), sum(map(_cpu_s, pgs))
-            public = load(port, report_requests(lon[: args.reports], lat[: args.reports], categories, run + "p", None,
-                                                "public"), args.clients)
+            public = load(
+                port,
+                report_requests(lon[: args.reports], lat[: args.reports], categories, run + "p", None, "public"),
+                args.clients,
+            )
             gone = [p for p in pgs if not Path(f"/proc/{p}").exists()]
             load_app_ms = 1000 * (sum(map(_cpu_s, app)) - a0) / args.reports
             load_pg_ms = 1000 * (sum(map(_cpu_s, pgs)) - b0) / args.reports
             hot = args.reports + args.hotline
-            hotline = load(port, report_requests(lon[args.reports:hot], lat[args.reports:hot], categories, run + "h",
-                                                 token, "hotline"), args.clients)
-            single, app_ms, pg_ms = cpu_per_request(port, engine, report_requests(
-                lon[-1000:], lat[-1000:], categories, run + "s", None, "public"))
+            hotline = load(
+                port,
+                report_requests(
+                    lon[args.reports : hot], lat[args.reports : hot], categories, run + "h", token, "hotline"
+                ),
+                args.clients,
+            )
+            single, app_ms, pg_ms = cpu_per_request(
+                port, engine, report_requests(lon[-1000:], lat[-1000:], categories, run + "s", None, "public")
+            )
         print(f"public reports (POST /v1/events, anonymous): {fmt(public)}")
         print(f"hotline reports (dispatcher, with member suggestions): {fmt(hotline)}")
         print(f"baseline GET /v1/locate, same points, {args.clients} clients: {fmt(baseline)}")
-        print(f"ratio report / locate throughput: {public['per_s'] / baseline['per_s']:.2f}x; "
-              f"p95 report / locate: {public['p95_ms'] / baseline['p95_ms']:.1f}x")
+        print(
+            f"ratio report / locate throughput: {public['per_s'] / baseline['per_s']:.2f}x; "
+            f"p95 report / locate: {public['p95_ms'] / baseline['p95_ms']:.1f}x"
+        )
         print(f"one client, 1,000 public reports: {fmt(single)}")
         cores = os.cpu_count() or 1
 
         def ceilings(a_ms, p_ms):
-            return (f"ceilings on this machine ({cores} cores, nothing else running): "
-                    f"{1000 * args.workers / a_ms if a_ms else float('inf'):,.0f}/s for {args.workers} app process(es), "
-                    f"{cores * 1000 / (a_ms + p_ms) if a_ms + p_ms else float('inf'):,.0f}/s for all cores")
+            return (
+                f"ceilings on this machine ({cores} cores, nothing else running): "
+                f"{1000 * args.workers / a_ms if a_ms else float('inf'):,.0f}/s for {args.workers} app process(es), "
+                f"{cores * 1000 / (a_ms + p_ms) if a_ms + p_ms else float('inf'):,.0f}/s for all cores"
+            )
 
-        print(f"CPU per report, one client (each report its own transaction): app {app_ms:.2f} ms + PostgreSQL "
-              f"{pg_ms:.2f} ms; {ceilings(app_ms, pg_ms)}")
-        print(f"CPU per report, {args.clients} clients (reports stored in groups): app {load_app_ms:.2f} ms + "
-              f"PostgreSQL {load_pg_ms:.2f} ms{' (some backends left: PostgreSQL undercounted)' if gone else ''}; "
-              f"{ceilings(load_app_ms, load_pg_ms)}")
-        ok = check(engine, run + "p", args.reports) & check(engine, run + "h", args.hotline) & check(
-            engine, run + "s", 1000)
+        print(
+            f"CPU per report, one client (each report its own transaction): app {app_ms:.2f} ms + PostgreSQL "
+            f"{pg_ms:.2f} ms; {ceilings(app_ms, pg_ms)}"
+        )
+        print(
+            f"CPU per report, {args.clients} clients (reports stored in groups): app {load_app_ms:.2f} ms + "
+            f"PostgreSQL {load_pg_ms:.2f} ms{' (some backends left: PostgreSQL undercounted)' if gone else ''}; "
+            f"{ceilings(load_app_ms, load_pg_ms)}"
+        )
+        ok = (
+            check(engine, run + "p", args.reports)
+            & check(engine, run + "h", args.hotline)
+            & check(engine, run + "s", 1000)
+        )
         met = public["per_s"] >= GOAL_PER_S and public["p95_ms"] < GOAL_P95_MS and not public["non_2xx"]
-        print(f"goal >= {GOAL_PER_S} reports/s with p95 < {GOAL_P95_MS} ms at {args.clients} clients: "
-              f"{'met' if met else 'NOT met'} ({public['per_s']:,.0f}/s, p95 {public['p95_ms']:.1f} ms); "
-              f"stored and routed: {'all' if ok else 'NOT all'}")
+        print(
+            f"goal >= {GOAL_PER_S} reports/s with p95 < {GOAL_P95_MS} ms at {args.clients} clients: "
+            f"{'met' if met else 'NOT met'} ({public['per_s']:,.0f}/s, p95 {public['p95_ms']:.1f} ms); "
+            f"stored and routed: {'all' if ok else 'NOT all'}"
+        )
     finally:
         engine.dispose()
         if not args.keep:

@@ -94,8 +94,12 @@ def fresh_database(server: str) -> None:
     engine = db.make_engine(scratch_url(server), 1)
     migrate.upgrade(engine)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO branches (code, name, kind) SELECT 'W' || lpad(i::text, 3, '0'), "
-                          "'单位党支部' || i, 'work_unit' FROM generate_series(1, 100) i"))
+        conn.execute(
+            text(
+                "INSERT INTO branches (code, name, kind) SELECT 'W' || lpad(i::text, 3, '0'), "
+                "'单位党支部' || i, 'work_unit' FROM generate_series(1, 100) i"
+            )
+        )
     engine.dispose()
 
 
@@ -113,8 +117,14 @@ def roster_rows(n: int, prefix: str, seed: int):
     lat = rng.uniform(34.70, 34.85, n)
     for i in range(n):
         name = SURNAMES[s[i]] + GIVEN[g1[i]] + (GIVEN[g2[i]] if g2[i] >= 0 else "")
-        yield [f"{prefix}{i:08d}", name, f"139{phones[i]:08d}", f"W{branches[i]:03d}", STATUSES[statuses[i]],
-               *((f"{lon[i]:.6f}", f"{lat[i]:.6f}", "gcj02") if located[i] else ("", "", ""))]
+        yield [
+            f"{prefix}{i:08d}",
+            name,
+            f"139{phones[i]:08d}",
+            f"W{branches[i]:03d}",
+            STATUSES[statuses[i]],
+            *((f"{lon[i]:.6f}", f"{lat[i]:.6f}", "gcj02") if located[i] else ("", "", "")),
+        ]
 
 
 def write_csv(path: Path, n: int) -> None:
@@ -166,10 +176,20 @@ def _phase(url: str, path: str, commit: bool, out) -> None:
             session.rollback()
     t3 = time.perf_counter()
     engine.dispose()
-    out.put({"read": t1 - t0, "check": t2 - t1, "db": t3 - t2, "total": t3 - t0, "cpu": _cpu() - c0,
-             "rows": plan.total,
-             "good": len(plan.good), "rejected": len(plan.rejects), "counts": counts,
-             "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    out.put(
+        {
+            "read": t1 - t0,
+            "check": t2 - t1,
+            "db": t3 - t2,
+            "total": t3 - t0,
+            "cpu": _cpu() - c0,
+            "rows": plan.total,
+            "good": len(plan.good),
+            "rejected": len(plan.rejects),
+            "counts": counts,
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
 
 
 def _baseline(url: str, path: str, out) -> None:
@@ -181,8 +201,10 @@ def _baseline(url: str, path: str, out) -> None:
     t0 = time.perf_counter()
     with conn, conn.cursor() as cur, open(path, encoding="utf-8-sig") as handle:
         cur.execute("DROP TABLE IF EXISTS bench_copy")
-        cur.execute("CREATE TABLE bench_copy (number text, name text, phone text, branch text, status text, "
-                    "lon text, lat text, crs text)")
+        cur.execute(
+            "CREATE TABLE bench_copy (number text, name text, phone text, branch text, status text, "
+            "lon text, lat text, crs text)"
+        )
         cur.copy_expert("COPY bench_copy FROM STDIN WITH (FORMAT csv, HEADER true)", handle)
     t1 = time.perf_counter()
     with conn, conn.cursor() as cur:
@@ -224,12 +246,15 @@ def roster_part(rows: int, xlsx_rows: int, keep: bool) -> None:
             path = Path(tmp) / "roster.csv"
             t0 = time.perf_counter()
             write_csv(path, rows)
-            print(f"generated {rows:,} roster rows as CSV ({path.stat().st_size / 2**20:,.0f} MiB) in "
-                  f"{time.perf_counter() - t0:.1f} s")
+            print(
+                f"generated {rows:,} roster rows as CSV ({path.stat().st_size / 2**20:,.0f} MiB) in "
+                f"{time.perf_counter() - t0:.1f} s"
+            )
             base = in_child(_baseline, url, str(path))
             print(_line("baseline COPY into a bare text table", base))
-            print(f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-                  f"({os.cpu_count()} CPUs)")
+            print(
+                f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)"
+            )
             dry = in_child(_phase, url, str(path), False)
             print(_line("CSV dry run", dry) + f"; would write {dry['counts']}")
             commit = in_child(_phase, url, str(path), True)
@@ -239,14 +264,18 @@ def roster_part(rows: int, xlsx_rows: int, keep: bool) -> None:
             for what, r in (("dry run", dry), ("commit", commit), ("again", again)):
                 print(f"  {what}: {r['total'] / base['total']:,.1f}x the time of the bare COPY")
             goal = min(rows / dry["total"], rows / commit["total"])
-            print(f"goal ≥ 50,000 rows/s from CSV: {'met' if goal >= 50_000 else 'NOT met'} "
-                  f"(slowest of dry run and commit: {goal:,.0f} rows/s)")
+            print(
+                f"goal ≥ 50,000 rows/s from CSV: {'met' if goal >= 50_000 else 'NOT met'} "
+                f"(slowest of dry run and commit: {goal:,.0f} rows/s)"
+            )
             if xlsx_rows:
                 xpath = Path(tmp) / "roster.xlsx"
                 t0 = time.perf_counter()
                 write_xlsx(xpath, xlsx_rows)
-                print(f"generated {xlsx_rows:,} roster rows as XLSX ({xpath.stat().st_size / 2**20:,.0f} MiB) in "
-                      f"{time.perf_counter() - t0:.1f} s")
+                print(
+                    f"generated {xlsx_rows:,} roster rows as XLSX ({xpath.stat().st_size / 2**20:,.0f} MiB) in "
+                    f"{time.perf_counter() - t0:.1f} s"
+                )
                 print(_line("XLSX dry run", in_child(_phase, url, str(xpath), False)))
                 print(_line("XLSX commit", in_child(_phase, url, str(xpath), True)))
     finally:
@@ -287,8 +316,12 @@ def boundary_files(folder: Path, n_grids: int) -> tuple[Path, Path, Path, int]:
     sw, sh = cw * COMMUNITIES_PER_STREET, ch
     district = shapely.box(x0, y0, x0 + sw, y0 + sh * STREETS)
     dpath = folder / "district.geojson"
-    dpath.write_text(json.dumps({"type": "Feature", "properties": {"name": "基准区"},
-                                 "geometry": shapely.geometry.mapping(district)}), encoding="utf-8")
+    dpath.write_text(
+        json.dumps(
+            {"type": "Feature", "properties": {"name": "基准区"}, "geometry": shapely.geometry.mapping(district)}
+        ),
+        encoding="utf-8",
+    )
     features, codes, names, parents, geoms = [], [], [], [], []
     for s in range(STREETS):
         scode = f"{DISTRICT}{s + 1:03d}000"
@@ -309,17 +342,37 @@ def boundary_files(folder: Path, n_grids: int) -> tuple[Path, Path, Path, int]:
                     parents.append(ccode)
                     geoms.append(shapely.box(xs[i], ys[j], xs[i + 1], ys[j + 1]))
     apath = folder / "areas.geojson"
-    apath.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {"code": c, "name": n, "parent": p},
-         "geometry": shapely.geometry.mapping(g)} for c, n, p, g in features]}, ensure_ascii=False), encoding="utf-8")
+    apath.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {"code": c, "name": n, "parent": p},
+                        "geometry": shapely.geometry.mapping(g),
+                    }
+                    for c, n, p, g in features
+                ],
+            },
+            ensure_ascii=False,
+        ),
+        encoding="utf-8",
+    )
     # a vertex every ~20 m: shared edges are cut at the same points from both sides
     cells = shapely.multipolygons([[g] for g in shapely.segmentize(np.asarray(geoms, dtype=object), 0.0002)])
     gk = np.asarray(geoms_from_wgs84(np.asarray(cells, dtype=object), "EPSG:4547"), dtype=object)
     gpath = folder / "grids.gpkg"
-    pyogrio.raw.write(gpath, shapely.to_wkb(gk), [np.array(codes, dtype=object), np.array(names, dtype=object),
-                                                  np.array(parents, dtype=object)],
-                      ["网格编码", "网格名称", "所属社区"], driver="GPKG", geometry_type="MultiPolygon",
-                      crs="EPSG:4547", layer="网格")
+    pyogrio.raw.write(
+        gpath,
+        shapely.to_wkb(gk),
+        [np.array(codes, dtype=object), np.array(names, dtype=object), np.array(parents, dtype=object)],
+        ["网格编码", "网格名称", "所属社区"],
+        driver="GPKG",
+        geometry_type="MultiPolygon",
+        crs="EPSG:4547",
+        layer="网格",
+    )
     return dpath, apath, gpath, len(codes)
 
 
@@ -333,8 +386,14 @@ def _start_boundary_district(url: str, dpath: Path, apath: Path) -> None:
 
     engine = db.make_engine(url, 1)
     with Session(engine) as session:
-        start_district(session, code=DISTRICT, boundary=read_features(dpath), crs="wgs84", name="基准区",
-                       admin_password_hash="not-a-hash: the bench signs nobody in")
+        start_district(
+            session,
+            code=DISTRICT,
+            boundary=read_features(dpath),
+            crs="wgs84",
+            name="基准区",
+            admin_password_hash="not-a-hash: the bench signs nobody in",
+        )
         session.commit()
     with Session(engine) as session:
         plan = boundaries.plan_import(session, "areas", read_features(apath), crs="wgs84")
@@ -363,8 +422,9 @@ def _grids_phase(url: str, path: str, commit: bool, profile: str | None, out) ->
     t1 = time.perf_counter()
     engine = db.make_engine(url, 1)
     with Session(engine) as session:
-        plan = boundaries.plan_import(session, "grids", src, mapping=boundaries.parse_mapping(
-            "code=网格编码,name=网格名称,parent=所属社区"))
+        plan = boundaries.plan_import(
+            session, "grids", src, mapping=boundaries.parse_mapping("code=网格编码,name=网格名称,parent=所属社区")
+        )
         t2 = time.perf_counter()
         counts = boundaries.commit_plan(session, plan) if commit else plan.counts()
         session.commit() if commit else session.rollback()
@@ -373,9 +433,19 @@ def _grids_phase(url: str, path: str, commit: bool, profile: str | None, out) ->
     if profiler is not None:
         profiler.stop()
         Path(profile).write_text(profiler.output_text(unicode=True, color=False, show_all=False), "utf-8")
-    out.put({"read": t1 - t0, "check": t2 - t1, "db": t3 - t2, "total": t3 - t0, "cpu": _cpu() - c0,
-             "rows": len(src), "counts": counts, "errors": len(plan.errors),
-             "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+    out.put(
+        {
+            "read": t1 - t0,
+            "check": t2 - t1,
+            "db": t3 - t2,
+            "total": t3 - t0,
+            "cpu": _cpu() - c0,
+            "rows": len(src),
+            "counts": counts,
+            "errors": len(plan.errors),
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
+    )
 
 
 def ogr2ogr() -> str | None:
@@ -398,11 +468,31 @@ def _ogr2ogr_baseline(command: str, url: str, path: str, out) -> None:
 
     u = make_url(url)
     pg = f"PG:host={u.host} port={u.port} dbname={u.database} user={u.username}" + (
-        f" password={u.password}" if u.password else "")
+        f" password={u.password}" if u.password else ""
+    )
     t0 = time.perf_counter()
-    subprocess.run([command, "-f", "PostgreSQL", pg, path, "-nln", "bench_ogr", "-overwrite", "-t_srs", "EPSG:4326",
-                    "-nlt", "MULTIPOLYGON", "-lco", "GEOMETRY_NAME=geom", "--config", "PG_USE_COPY", "YES"],
-                   check=True)
+    subprocess.run(
+        [
+            command,
+            "-f",
+            "PostgreSQL",
+            pg,
+            path,
+            "-nln",
+            "bench_ogr",
+            "-overwrite",
+            "-t_srs",
+            "EPSG:4326",
+            "-nlt",
+            "MULTIPOLYGON",
+            "-lco",
+            "GEOMETRY_NAME=geom",
+            "--config",
+            "PG_USE_COPY",
+            "YES",
+        ],
+        check=True,
+    )
     total = time.perf_counter() - t0
     import psycopg2
 
@@ -413,8 +503,14 @@ def _ogr2ogr_baseline(command: str, url: str, path: str, out) -> None:
         cur.execute("DROP TABLE bench_ogr")
     conn.close()
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out.put({"total": total, "rows": rows, "cpu": children.ru_utime + children.ru_stime,
-             "rss_mib": children.ru_maxrss / 1024})
+    out.put(
+        {
+            "total": total,
+            "rows": rows,
+            "cpu": children.ru_utime + children.ru_stime,
+            "rss_mib": children.ru_maxrss / 1024,
+        }
+    )
 
 
 def server_cpu() -> float | None:
@@ -472,11 +568,14 @@ def boundaries_part(n_grids: int, keep: bool, profile: str | None) -> None:
         with tempfile.TemporaryDirectory(prefix="gridbranch-bench-") as tmp:
             t0 = time.perf_counter()
             dpath, apath, gpath, n = boundary_files(Path(tmp), n_grids)
-            print(f"generated {n:,} grids in 100 communities as a GeoPackage in EPSG:4547 "
-                  f"({gpath.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t0:.1f} s")
+            print(
+                f"generated {n:,} grids in 100 communities as a GeoPackage in EPSG:4547 "
+                f"({gpath.stat().st_size / 2**20:,.0f} MiB) in {time.perf_counter() - t0:.1f} s"
+            )
             _start_boundary_district(url, dpath, apath)
-            print(f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
-                  f"({os.cpu_count()} CPUs)")
+            print(
+                f"load average at the start: {', '.join(f'{x:.1f}' for x in os.getloadavg())} ({os.cpu_count()} CPUs)"
+            )
             command = ogr2ogr()
             base = measured(_ogr2ogr_baseline, command, url, str(gpath)) if command else None
             if base:
@@ -498,8 +597,10 @@ def boundaries_part(n_grids: int, keep: bool, profile: str | None) -> None:
                     wall = (r["total"] if r else commit["db"]) / base["total"]
                     line = f"  {what}: {wall:,.2f}x the time of ogr2ogr"
                     if both and r and r.get("server_cpu") is not None:
-                        line += (f", {(r['cpu'] + r['server_cpu']) / (base['cpu'] + base['server_cpu']):,.2f}x "
-                                 "its CPU seconds")
+                        line += (
+                            f", {(r['cpu'] + r['server_cpu']) / (base['cpu'] + base['server_cpu']):,.2f}x "
+                            "its CPU seconds"
+                        )
                     print(line)
             print(f"goal dry run < 60 s: {'met' if dry['total'] < 60 else 'NOT met'} ({dry['total']:.1f} s)")
             if base:
@@ -517,8 +618,9 @@ def main() -> None:
     parser.add_argument("--xlsx-rows", type=int, default=100_000, help="XLSX roster rows (0: skip)")
     parser.add_argument("--boundaries", action="store_true", help="the grids import, against ogr2ogr")
     parser.add_argument("--grids", type=int, default=50_000, help="generated grids")
-    parser.add_argument("--profile", help="with --boundaries: write pyinstrument profiles to PREFIX.dry.txt, "
-                                          "PREFIX.commit.txt")
+    parser.add_argument(
+        "--profile", help="with --boundaries: write pyinstrument profiles to PREFIX.dry.txt, PREFIX.commit.txt"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
     if not (args.roster or args.boundaries):

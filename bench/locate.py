@@ -35,7 +35,14 @@ import shapely  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from bench.common import (  # noqa: E402
-    bare_served, demo_engine, fmt, get_request, load, served, wrk_available, wrk_load,
+    bare_served,
+    demo_engine,
+    fmt,
+    get_request,
+    load,
+    served,
+    wrk_available,
+    wrk_load,
 )
 
 
@@ -73,9 +80,11 @@ def per_point_queries(engine, lon, lat) -> float:
 
 def strtree_ceiling(engine, lon, lat) -> float:
     with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT ST_AsBinary(geom) FROM grid_versions WHERE valid_to IS NULL ORDER BY id")
-        ).scalars().all()
+        rows = (
+            conn.execute(text("SELECT ST_AsBinary(geom) FROM grid_versions WHERE valid_to IS NULL ORDER BY id"))
+            .scalars()
+            .all()
+        )
     geoms = shapely.from_wkb([bytes(r) for r in rows])
     t0 = time.perf_counter()
     tree = shapely.STRtree(geoms)
@@ -88,14 +97,17 @@ def chunk_bodies(lon, lat, chunk: int) -> list[bytes]:
     bodies = []
     for start in range(0, len(lon), chunk):
         lines = ["id,lon,lat"]
-        lines += [f"{start + i},{x:.7f},{y:.7f}" for i, (x, y) in enumerate(zip(lon[start:start + chunk].tolist(),
-                                                                               lat[start:start + chunk].tolist()))]
+        lines += [
+            f"{start + i},{x:.7f},{y:.7f}"
+            for i, (x, y) in enumerate(zip(lon[start : start + chunk].tolist(), lat[start : start + chunk].tolist()))
+        ]
         bodies.append(("\n".join(lines) + "\n").encode())
     return bodies
 
 
-def batch_over_http(port: int, bodies: list[bytes], n: int, answer: str = "json",
-                    connections: int = 1) -> tuple[float, int]:
+def batch_over_http(
+    port: int, bodies: list[bytes], n: int, answer: str = "json", connections: int = 1
+) -> tuple[float, int]:
     """POST the CSV ``bodies`` (n points in all) over ``connections`` keep-alive
     connections (each takes the next chunk when its answer is in); every answer is read
     whole and its located rows counted (JSON answers parsed, as a client would)."""
@@ -173,16 +185,21 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=5_000, help="requests per single-locate run")
     parser.add_argument("--per-point-sample", type=int, default=5_000)
     parser.add_argument("--wrk-seconds", type=float, default=10, help="length of each wrk run")
-    parser.add_argument("--workers", default="1,2",
-                        help="uvicorn worker processes to serve with, comma-separated: each count is measured "
-                             "(single locates, and the batch over as many connections as workers)")
+    parser.add_argument(
+        "--workers",
+        default="1,2",
+        help="uvicorn worker processes to serve with, comma-separated: each count is measured "
+        "(single locates, and the batch over as many connections as workers)",
+    )
     args = parser.parse_args()
     workers = [int(w) for w in args.workers.split(",")]
 
     engine = demo_engine()
     lon, lat = random_points(engine, args.points)
-    print(f"{args.points:,} random points inside 金水区 (seeded); {os.cpu_count()} CPUs; "
-          f"server and client on this machine")
+    print(
+        f"{args.points:,} random points inside 金水区 (seeded); {os.cpu_count()} CPUs; "
+        f"server and client on this machine"
+    )
 
     paths = [f"/v1/locate?lon={x:.7f}&lat={y:.7f}" for x, y in zip(lon[: args.single], lat[: args.single])]
     singles = [get_request(p) for p in paths]
@@ -193,8 +210,10 @@ def main() -> None:
     fifty_by_workers, wrk_by_workers, batch_by_workers = {}, {}, {}
     for w in workers:
         # the batches go anonymously, in chunks above the anonymous caps: raised to the chunk
-        anonymous_caps = {"GRIDBRANCH_LOCATE_BATCH_MAX_ROWS_ANONYMOUS": str(max(args.chunk, 1)),
-                          "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES_ANONYMOUS": str(max(len(b) for b in bodies))}
+        anonymous_caps = {
+            "GRIDBRANCH_LOCATE_BATCH_MAX_ROWS_ANONYMOUS": str(max(args.chunk, 1)),
+            "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES_ANONYMOUS": str(max(len(b) for b in bodies)),
+        }
         with served(anonymous_caps, workers=w) as port:
             # warm up at 50 connections: every worker builds its grid index
             load(port, singles[:2000], 50)
@@ -211,14 +230,18 @@ def main() -> None:
                 with bare_served(answer, w) as bare_port:
                     wrk_load(bare_port, paths, 50, 2)
                     bare = wrk_load(bare_port, paths, 50, args.wrk_seconds)
-                print(f"  ceiling: uvicorn alone, {_workers(w)}, answering those bytes with no app, wrk, 50 clients: "
-                      f"{fmt(bare)}")
+                print(
+                    f"  ceiling: uvicorn alone, {_workers(w)}, answering those bytes with no app, wrk, 50 clients: "
+                    f"{fmt(bare)}"
+                )
             for answer in ("json", "csv"):
                 rate, located = batch_over_http(port, bodies, args.points, answer, connections=w)
                 batch_by_workers[w, answer] = rate
-                print(f"batch locate over HTTP, {_workers(w)}, {w} connection{'s' if w > 1 else ''} "
-                      f"(CSV in, {answer.upper()} out, chunks of {args.chunk:,}): {rate:,.0f} points/s, "
-                      f"{located:,} located")
+                print(
+                    f"batch locate over HTTP, {_workers(w)}, {w} connection{'s' if w > 1 else ''} "
+                    f"(CSV in, {answer.upper()} out, chunks of {args.chunk:,}): {rate:,.0f} points/s, "
+                    f"{located:,} located"
+                )
 
     sample = args.per_point_sample
     pp_rate = per_point_queries(engine, lon[:sample], lat[:sample])
@@ -226,16 +249,22 @@ def main() -> None:
     ceiling = strtree_ceiling(engine, lon, lat)
     print(f"(b) shapely STRtree in memory (build + query, {args.points:,} points): {ceiling:,.0f} points/s")
     for (w, answer), rate in batch_by_workers.items():
-        print(f"ratios, batch {answer.upper()} out on {_workers(w)}: {rate / pp_rate:,.1f}x per-point queries, "
-              f"{rate / ceiling:,.2f}x the STRtree ceiling")
+        print(
+            f"ratios, batch {answer.upper()} out on {_workers(w)}: {rate / pp_rate:,.1f}x per-point queries, "
+            f"{rate / ceiling:,.2f}x the STRtree ceiling"
+        )
     best = max(batch_by_workers.items(), key=lambda kv: kv[1])
-    print(f"goal batch >= 200,000 points/s: {'met' if best[1] >= 200_000 else 'NOT met'} "
-          f"(best {best[1]:,.0f} points/s, {best[0][1].upper()} out on {_workers(best[0][0])})")
+    print(
+        f"goal batch >= 200,000 points/s: {'met' if best[1] >= 200_000 else 'NOT met'} "
+        f"(best {best[1]:,.0f} points/s, {best[0][1].upper()} out on {_workers(best[0][0])})"
+    )
     for client, runs in (("Python client", fifty_by_workers), ("wrk", wrk_by_workers)):
         if runs:
             p99 = ", ".join(f"{_workers(w)} {runs[w]['p99_ms']:.2f} ms" for w in sorted(runs))
-            print(f"goal single p99 < 10 ms at 50 clients ({client}): "
-                  f"{'met' if min(f['p99_ms'] for f in runs.values()) < 10 else 'NOT met'} ({p99})")
+            print(
+                f"goal single p99 < 10 ms at 50 clients ({client}): "
+                f"{'met' if min(f['p99_ms'] for f in runs.values()) < 10 else 'NOT met'} ({p99})"
+            )
     engine.dispose()
 
 

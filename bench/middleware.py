@@ -47,10 +47,21 @@ def build(engine, middleware: bool):
 
 
 def scope_of(path: str, query: bytes = b"") -> dict:
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-            "path": path, "raw_path": path.encode(), "query_string": query, "root_path": "",
-            "headers": [(b"host", b"127.0.0.1"), (b"accept-encoding", b"gzip"), (b"user-agent", b"bench")],
-            "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 80), "state": {}}
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query,
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"accept-encoding", b"gzip"), (b"user-agent", b"bench")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 80),
+        "state": {},
+    }
 
 
 async def receive():
@@ -73,8 +84,9 @@ async def started(app):
     events: asyncio.Queue = asyncio.Queue()
     replies: asyncio.Queue = asyncio.Queue()
     await events.put({"type": "lifespan.startup"})
-    task = asyncio.ensure_future(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, events.get,
-                                     replies.put))
+    task = asyncio.ensure_future(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, events.get, replies.put)
+    )
     reply = await replies.get()
     assert reply["type"] == "lifespan.startup.complete", reply
 
@@ -87,8 +99,13 @@ async def started(app):
 
 
 async def instant(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", b"2"), (b"content-type", b"application/json")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"2"), (b"content-type", b"application/json")],
+        }
+    )
     await send({"type": "http.response.body", "body": b"{}"})
 
 
@@ -145,14 +162,18 @@ def main() -> None:
         return out
 
     results = uvloop.run(run())
-    print(f"in process, one request at a time, {args.blocks} alternating blocks of {args.per_block} requests; "
-          "median block, µs per request")
+    print(
+        f"in process, one request at a time, {args.blocks} alternating blocks of {args.per_block} requests; "
+        "median block, µs per request"
+    )
     print(f"  {'':<30} {'without':>9} {'with':>9} {'ratio':>7} {'added':>8}")
     for what, times in results.items():
         bare, full = statistics.median(times["without"]), statistics.median(times["with"])
         print(f"  {what:<30} {bare:9.1f} {full:9.1f} {full / bare:7.3f} {full - bare:+8.1f}")
-    print("without: the same app with its added middleware removed (the fast paths in front of everything); "
-          "with: as create_app builds it (proxy headers, security headers, rate limits)")
+    print(
+        "without: the same app with its added middleware removed (the fast paths in front of everything); "
+        "with: as create_app builds it (proxy headers, security headers, rate limits)"
+    )
     engine.dispose()
 
 

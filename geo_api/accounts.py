@@ -32,10 +32,22 @@ def demo_accounts(session: Session) -> list[dict]:
     department = session.execute(
         select(Department.id, Department.name)
         .outerjoin(Event, (Event.department_id == Department.id) & Event.status.in_(("dispatched", "in_progress")))
-        .group_by(Department.id).order_by(func.count(Event.id).desc(), Department.code)
+        .group_by(Department.id)
+        .order_by(func.count(Event.id).desc(), Department.code)
     ).first()
-    staff = [{"username": "department", "role": "department_staff", "area_code": None,
-              "department_id": department.id, "display_name": department.name}] if department else []
+    staff = (
+        [
+            {
+                "username": "department",
+                "role": "department_staff",
+                "area_code": None,
+                "department_id": department.id,
+                "display_name": department.name,
+            }
+        ]
+        if department
+        else []
+    )
     return [
         {"username": "admin", "role": "admin", "area_code": district, "display_name": f"{district_name}委组织部"},
         {"username": "street_admin", "role": "admin", "area_code": street, "display_name": "街道党工委"},
@@ -72,8 +84,9 @@ def generate_password(policy: PasswordPolicy) -> str:
             return password
 
 
-def password_for(policy: PasswordPolicy, username: str, given: str | None,
-                 field: str = "password") -> tuple[str | None, str]:
+def password_for(
+    policy: PasswordPolicy, username: str, given: str | None, field: str = "password"
+) -> tuple[str | None, str]:
     """(the password to show once, its Argon2id hash): ``given`` checked against
     ``policy`` (shown nothing), or a generated one."""
     if given is None:

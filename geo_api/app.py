@@ -21,20 +21,34 @@ from geo_api import errors
 from geo_api.asgi import BodyLimit, FastPaths, RejectNul, as_get
 from geo_api.fastpath import LocateFastPath
 from geo_api.headers import METHODS, ResponseHeaders, SecurityHeaders
+from geo_api.imports import Uploads
 from geo_api.ratelimit import Limiter, RateLimit
 from geo_api.responses import EVERY_ROUTE
 from geo_api.routers import (
-    accounts, areas, audit, auth, branches, coverage, events, grids, health, imports, locate, open311, pages, places,
-    registrations, tiles,
+    accounts,
+    areas,
+    audit,
+    auth,
+    branches,
+    coverage,
+    events,
+    grids,
+    health,
+    imports,
+    locate,
+    open311,
+    pages,
+    places,
+    registrations,
+    tiles,
 )
-from geo_api.imports import Uploads
 from geo_api.settings import Settings
+from geo_api.tile_fastpath import TileFastPath
 from layers import db, migrate
 from layers.clock import SYSTEM, Clock, clock_of
 from layers.clock import bind as bind_clock
 from layers.errors import ConfigError
 from layers.locate import GridIndexCache, HistoryIndexCache
-from geo_api.tile_fastpath import TileFastPath
 
 log = logging.getLogger("gridbranch")
 
@@ -68,8 +82,10 @@ def _kept_secret(path: Path) -> str:
         os.chmod(path, 0o600)  # a secret others could read is no secret
         log.warning("%s was readable by others; its mode is now 0600", path)
     if len(secret) < 32:
-        raise ConfigError(f"the demo's signing secret in {path} is shorter than 32 characters; delete the file "
-                          "(a new one is generated) or set GRIDBRANCH_AUTH_SECRET")
+        raise ConfigError(
+            f"the demo's signing secret in {path} is shorter than 32 characters; delete the file "
+            "(a new one is generated) or set GRIDBRANCH_AUTH_SECRET"
+        )
     return secret
 
 
@@ -153,9 +169,14 @@ def add_middleware(app: FastAPI, settings: Settings, clock: Clock) -> None:
     if settings.rate_limit.enabled:
         app.add_middleware(RateLimit, limiter=Limiter.from_settings(settings.rate_limit, clock))
     if settings.security.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(settings.security.cors_origins),
-                           allow_methods=list(METHODS), allow_headers=list(CORS_REQUEST_HEADERS),
-                           expose_headers=list(CORS_RESPONSE_HEADERS), max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.security.cors_origins),
+            allow_methods=list(METHODS),
+            allow_headers=list(CORS_REQUEST_HEADERS),
+            expose_headers=list(CORS_RESPONSE_HEADERS),
+            max_age=600,
+        )
     app.add_middleware(SecurityHeaders, settings=settings.security)
     if settings.security.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.security.trusted_proxies))
@@ -225,8 +246,23 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.uploads = Uploads(settings.imports.folder(settings.database), settings.imports.max_bytes)
     errors.install(app)
     add_middleware(app, settings, clock)
-    for module in (health, auth, accounts, areas, grids, places, locate, registrations, branches, coverage, events, open311,
-                   imports, tiles, audit):
+    for module in (
+        health,
+        auth,
+        accounts,
+        areas,
+        grids,
+        places,
+        locate,
+        registrations,
+        branches,
+        coverage,
+        events,
+        open311,
+        imports,
+        tiles,
+        audit,
+    ):
         app.include_router(module.router)
     app.include_router(branches.log_router)
     app.include_router(accounts.codes_router)

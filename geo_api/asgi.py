@@ -23,7 +23,7 @@ def route_path(scope: Scope, method: str) -> str | None:
     path = scope["path"]
     root = scope.get("root_path") or ""
     if root and path.startswith(root):
-        path = path[len(root):]
+        path = path[len(root) :]
     return path
 
 
@@ -307,8 +307,9 @@ class FastPaths:
 
                 await unexpected_error(scope["method"], asked.path, exc)(scope, asked.receive, send)
                 return
-            log.warning("fast path %s failed on %s; handing over to the route", type(fast).__name__, asked.path,
-                        exc_info=True)
+            log.warning(
+                "fast path %s failed on %s; handing over to the route", type(fast).__name__, asked.path, exc_info=True
+            )
             reply = None
         if reply is None:
             await self.app(scope, asked.receive, send)

@@ -81,8 +81,9 @@ class AuditWriter:
                 if self.linger_s > 0:
                     # fewer, larger groups: fewer transactions, and fewer hand-offs of
                     # the interpreter lock between this thread and the requests'
-                    self._ready.wait_for(lambda: self._closed or self._hurry or len(self._queue) >= self.batch_max,
-                                         timeout=self.linger_s)
+                    self._ready.wait_for(
+                        lambda: self._closed or self._hurry or len(self._queue) >= self.batch_max, timeout=self.linger_s
+                    )
                 group = [self._queue.popleft() for _ in range(min(self.batch_max, len(self._queue)))]
                 self._busy = len(group)
             try:
@@ -131,7 +132,8 @@ def writer_of(app) -> AuditWriter | None:
     writer = getattr(app.state, "audit_writer", None)
     if writer is None:
         writer = app.state.audit_writer = AuditWriter(
-            app.state.engine, batch_max=settings.batch_max, linger_s=0.0 if settings.wait else settings.linger_ms / 1000)
+            app.state.engine, batch_max=settings.batch_max, linger_s=0.0 if settings.wait else settings.linger_ms / 1000
+        )
     return writer
 
 
@@ -143,21 +145,28 @@ class Auditor:
         self.request = request
         self.caller = caller
 
-    def entry(self, fields, *, members=(), events=(), detail=None, status: int = 200,
-              resolve=None) -> Entry | None:
+    def entry(self, fields, *, members=(), events=(), detail=None, status: int = 200, resolve=None) -> Entry | None:
         caller = self.caller
         if caller is None or caller.anonymous or not fields:
             return None
         request = self.request
         route = request.scope.get("route")
         query = request.url.query
-        return Entry(actor=caller.username, role=caller.role, area=caller.area_code, method=request.method,
-                     endpoint=getattr(route, "path", request.url.path),
-                     path=request.url.path + (f"?{query}" if query else ""), status=status,
-                     fields=tuple(f for f in audit_log.FIELDS if f in set(fields)),
-                     member_ids=[int(m) for m in members if m is not None],
-                     event_ids=[int(e) for e in events if e is not None], detail=detail, resolve=resolve,
-                     at=request.app.state.clock.now())  # when answered, not when written
+        return Entry(
+            actor=caller.username,
+            role=caller.role,
+            area=caller.area_code,
+            method=request.method,
+            endpoint=getattr(route, "path", request.url.path),
+            path=request.url.path + (f"?{query}" if query else ""),
+            status=status,
+            fields=tuple(f for f in audit_log.FIELDS if f in set(fields)),
+            member_ids=[int(m) for m in members if m is not None],
+            event_ids=[int(e) for e in events if e is not None],
+            detail=detail,
+            resolve=resolve,
+            at=request.app.state.clock.now(),
+        )  # when answered, not when written
 
     def _submit(self, entry: Entry | None) -> Future | None:
         if entry is None:
@@ -172,10 +181,12 @@ class Auditor:
         if future is not None and self.request.app.state.settings.audit.wait:
             future.result()
 
-    async def record_async(self, fields, *, members=(), events=(), detail=None, status: int = 200,
-                           resolve=None) -> None:
-        future = self._submit(self.entry(fields, members=members, events=events, detail=detail, status=status,
-                                         resolve=resolve))
+    async def record_async(
+        self, fields, *, members=(), events=(), detail=None, status: int = 200, resolve=None
+    ) -> None:
+        future = self._submit(
+            self.entry(fields, members=members, events=events, detail=detail, status=status, resolve=resolve)
+        )
         if future is not None and self.request.app.state.settings.audit.wait:
             await asyncio.wrap_future(future)
 
@@ -196,8 +207,11 @@ def tile_members(tile, limit: int, scope: str, etag: str | None):
     def resolve(session: Session) -> list[int]:
         ids = _TILE_MEMBERS.get(key) if etag else None
         if ids is None:
-            ids = list(session.execute(_TILE_MEMBERS_SQL, {"p1": tile.z, "p2": tile.x, "p3": tile.y, "p4": limit,
-                                                           "p6": scope}).scalar())
+            ids = list(
+                session.execute(
+                    _TILE_MEMBERS_SQL, {"p1": tile.z, "p2": tile.x, "p3": tile.y, "p4": limit, "p6": scope}
+                ).scalar()
+            )
             if etag:
                 _TILE_MEMBERS[key] = ids
                 while len(_TILE_MEMBERS) > _TILE_MEMBERS_MAX:

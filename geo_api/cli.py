@@ -6,7 +6,7 @@ import argparse
 import secrets
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from geo_api.settings import Settings
@@ -78,7 +78,7 @@ def load_demo_if_missing(engine, as_of: datetime | None = None) -> None:
         if load.is_loaded(conn):
             print("Jinshui demo district already loaded.")
             newest = conn.execute(text("SELECT max(at) FROM event_log")).scalar()
-            hint = demo_staleness(newest, datetime.now(timezone.utc))
+            hint = demo_staleness(newest, datetime.now(UTC))
             if hint:
                 print(hint)
             return
@@ -92,8 +92,10 @@ def load_demo_if_missing(engine, as_of: datetime | None = None) -> None:
             raise GridbranchError("demo invariants failed:\n  " + "\n  ".join(problems))
     t2 = time.perf_counter()
     print(load.format_counts(counts))
-    print(f"timeline up to {district.as_of:%Y-%m-%d %H:%M} (UTC+8); built in {t1 - t0:.1f} s, loaded and checked "
-          f"in {t2 - t1:.1f} s; invariants hold.")
+    print(
+        f"timeline up to {district.as_of:%Y-%m-%d %H:%M} (UTC+8); built in {t1 - t0:.1f} s, loaded and checked "
+        f"in {t2 - t1:.1f} s; invariants hold."
+    )
 
 
 def demo_staleness(newest: datetime | None, now: datetime) -> str | None:
@@ -102,9 +104,11 @@ def demo_staleness(newest: datetime | None, now: datetime) -> str | None:
     if newest is None or now - newest <= DEMO_STALE:
         return None
     days = (now - newest) / timedelta(days=1)
-    return (f"The demo's newest event is from {newest.astimezone(timezone(timedelta(hours=8))):%Y-%m-%d %H:%M} "
-            f"(UTC+8), {days:.1f} days ago, so its open events now look overdue. `gridbranch demo --reload` "
-            "loads it afresh with a timeline up to now (changes made to the demo are lost).")
+    return (
+        f"The demo's newest event is from {newest.astimezone(timezone(timedelta(hours=8))):%Y-%m-%d %H:%M} "
+        f"(UTC+8), {days:.1f} days ago, so its open events now look overdue. `gridbranch demo --reload` "
+        "loads it afresh with a timeline up to now (changes made to the demo are lost)."
+    )
 
 
 def demo_now() -> datetime:
@@ -126,11 +130,14 @@ def cmd_demo(args, settings: Settings) -> int:
     settings.service.demo = True
     if args.reload:
         if settings.database.database_url:
-            print("--reload drops and recreates the database: it is only for the private cluster, not for "
-                  "GRIDBRANCH_DATABASE_URL", file=sys.stderr)
+            print(
+                "--reload drops and recreates the database: it is only for the private cluster, not for "
+                "GRIDBRANCH_DATABASE_URL",
+                file=sys.stderr,
+            )
             return 2
-        from layers import db
         from layers import cluster as pgcluster
+        from layers import db
 
         c = db.private_cluster(settings.database)
         pgcluster.start(c)
@@ -182,8 +189,13 @@ def cmd_serve(args, settings: Settings) -> int:
     port = args.port or settings.service.port
     workers = args.workers or settings.service.workers
     # the app reads the proxy headers itself, from GRIDBRANCH_TRUSTED_PROXIES (geo_api.app.add_middleware)
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": "info", "access_log": settings.service.access_log,
-               "proxy_headers": False}
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "info",
+        "access_log": settings.service.access_log,
+        "proxy_headers": False,
+    }
     from layers.db import connection_shortfall
 
     engine = _engine(settings)  # start the database and migrate once, not in every worker
@@ -195,8 +207,11 @@ def cmd_serve(args, settings: Settings) -> int:
     else:
         engine.dispose()
         os.environ.update(_worker_env(settings))
-    print(f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
-          f"{f' with {workers} worker processes' if workers > 1 else ''}", flush=True)
+    print(
+        f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
+        f"{f' with {workers} worker processes' if workers > 1 else ''}",
+        flush=True,
+    )
     if workers == 1:
         uvicorn.run(app, **options)
     else:
@@ -238,8 +253,15 @@ def cmd_ingest_registrations(args, settings: Settings) -> int:
         loc = settings.locate
         with Session(engine) as session:
             index = build_grid_index(session)
-            plan = bulk.plan_import(session, data, index, tolerance_m=loc.tolerance_m, edge_m=loc.edge_m,
-                                    default_crs=args.crs, encoding=args.encoding)
+            plan = bulk.plan_import(
+                session,
+                data,
+                index,
+                tolerance_m=loc.tolerance_m,
+                edge_m=loc.edge_m,
+                default_crs=args.crs,
+                encoding=args.encoding,
+            )
             print(bulk.format_report(plan))
             if plan.file_error is None and args.commit:
                 try:
@@ -286,8 +308,9 @@ def cmd_ingest_table(args, settings: Settings) -> int:
                 plan = roster.plan(session, args.kind, table, mapping=mapping, default_crs=args.crs)
                 if plan.file_error is None:
                     try:
-                        counts = roster.changes(session.connection(), plan, write=args.commit,
-                                                actor=f"import:{path.name}")
+                        counts = roster.changes(
+                            session.connection(), plan, write=args.commit, actor=f"import:{path.name}"
+                        )
                         if args.commit:
                             session.commit()
                         else:
@@ -300,8 +323,11 @@ def cmd_ingest_table(args, settings: Settings) -> int:
                     if args.commit:
                         print("committed: " + roster.format_counts(counts))
                     else:
-                        print("dry run, nothing written; it would write: " + roster.format_counts(counts)
-                              + " (add --commit to write it)")
+                        print(
+                            "dry run, nothing written; it would write: "
+                            + roster.format_counts(counts)
+                            + " (add --commit to write it)"
+                        )
         finally:
             engine.dispose()
     if plan.file_error is not None:
@@ -358,8 +384,15 @@ def cmd_init(args, settings: Settings) -> int:
         with Session(engine) as session:
             check_empty(session)  # before asking for a password
             hashed = hash_password(_admin_password(args.admin, settings.auth.password_policy()))
-            done = start_district(session, code=args.district, boundary=boundary, crs=args.crs, name=args.name,
-                                  admin_username=args.admin, admin_password_hash=hashed)
+            done = start_district(
+                session,
+                code=args.district,
+                boundary=boundary,
+                crs=args.crs,
+                name=args.name,
+                admin_username=args.admin,
+                admin_password_hash=hashed,
+            )
             session.commit()
     finally:
         engine.dispose()
@@ -381,20 +414,28 @@ def cmd_ingest_boundaries(args, settings: Settings) -> int:
 
     from ingest import boundaries
     from ingest.files import read_features
-
     from layers.boundaries import day, parse_instant
 
     mapping = boundaries.parse_mapping(args.map)
     effective = parse_instant(args.effective) if getattr(args, "effective", None) else None
-    src = read_features(Path(args.file), layer=args.layer, encoding=args.encoding,
-                        geometry_field=mapping.get("geometry"))
+    src = read_features(
+        Path(args.file), layer=args.layer, encoding=args.encoding, geometry_field=mapping.get("geometry")
+    )
     engine = _engine(settings)
     try:
         with Session(engine) as session:
-            plan = boundaries.plan_import(session, args.kind, src, crs=args.crs, mapping=mapping,
-                                          do_repair=args.repair, tolerance_m2=args.tolerance,
-                                          thresholds=settings.coverage.thresholds(), effective=effective,
-                                          retire_missing=getattr(args, "retire_missing", False))
+            plan = boundaries.plan_import(
+                session,
+                args.kind,
+                src,
+                crs=args.crs,
+                mapping=mapping,
+                do_repair=args.repair,
+                tolerance_m2=args.tolerance,
+                thresholds=settings.coverage.thresholds(),
+                effective=effective,
+                retire_missing=getattr(args, "retire_missing", False),
+            )
             print(boundaries.format_report(plan))
             if args.report:
                 Path(args.report).write_text(json.dumps(plan.as_dict(), ensure_ascii=False, indent=1), "utf-8")
@@ -407,9 +448,12 @@ def cmd_ingest_boundaries(args, settings: Settings) -> int:
             counts = boundaries.commit_plan(session, plan)
             session.commit()
             if "generation" in counts:
-                print(f"committed: generation {counts['generation']}, taking effect "
-                      + (f"on {day(plan.effective)}" if plan.effective else "now") + ": "
-                      + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "generation"))
+                print(
+                    f"committed: generation {counts['generation']}, taking effect "
+                    + (f"on {day(plan.effective)}" if plan.effective else "now")
+                    + ": "
+                    + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items() if k != "generation")
+                )
                 _print_moved(session, plan.district["code"], plan.effective)
                 return 0
     finally:
@@ -432,12 +476,16 @@ def _print_moved(session, within: str, at) -> None:
     if not moved:
         print(f"registrations: every active registration's residence lies in its grid {when}")
         return
-    print(f"registrations whose residence lies in another grid {when} ({len(moved)}; not moved: the member "
-          "re-registers, or an admin on their behalf):")
+    print(
+        f"registrations whose residence lies in another grid {when} ({len(moved)}; not moved: the member "
+        "re-registers, or an admin on their behalf):"
+    )
     for m in moved:
         now_in = f"{m['now_in']['code']} {m['now_in']['name']}" if m["now_in"] else "no grid (a gap)"
-        print(f"  registration {m['id']} member {m['member_number'] or m['member_id']} ({m['status']}): "
-              f"{m['grid']['code']} v{m['grid']['version']} → {now_in}")
+        print(
+            f"  registration {m['id']} member {m['member_number'] or m['member_id']} ({m['status']}): "
+            f"{m['grid']['code']} v{m['grid']['version']} → {now_in}"
+        )
 
 
 def cmd_ingest_generations(args, settings: Settings) -> int:
@@ -456,9 +504,12 @@ def cmd_ingest_generations(args, settings: Settings) -> int:
             for g in rows:
                 state = "in force" if g.in_force else ("pending" if g.effective_at > now_of(session) else "past")
                 counts = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in g.counts.items())
-                print(f"generation {g.id}: takes effect {day(g.effective_at)} ({state}), imported "
-                      f"{day(g.created_at)} from {g.source or '-'}"
-                      + (", retiring missing grids" if g.retire_missing else "") + f": {counts}")
+                print(
+                    f"generation {g.id}: takes effect {day(g.effective_at)} ({state}), imported "
+                    f"{day(g.created_at)} from {g.source or '-'}"
+                    + (", retiring missing grids" if g.retire_missing else "")
+                    + f": {counts}"
+                )
             if args.moved:
                 within = args.within or next((c for c, _ in districts(session.connection())), "")
                 _print_moved(session, within, parse_instant(args.at, "at") if args.at else None)
@@ -479,8 +530,9 @@ def cmd_coverage_report(args, settings: Settings) -> int:
     thresholds = settings.coverage.thresholds()
     with Session(engine) as session:
         coverage_model(session, thresholds).check_code(args.within, "within")
-        table, paths = write_report(session, within=args.within, out_dir=Path(args.out), level=args.level,
-                                    thresholds=thresholds)
+        table, paths = write_report(
+            session, within=args.within, out_dir=Path(args.out), level=args.level, thresholds=thresholds
+        )
     engine.dispose()
     print(table)
     for path in paths:
@@ -533,9 +585,11 @@ def _add_users_arguments(parser: argparse.ArgumentParser) -> None:
     q.add_argument("--within", help="area or grid code (default: the district)")
     q.add_argument("--role", choices=ROLES)
     q.add_argument("--active", choices=["true", "false"])
-    for action, text in (("disable", "disable an account (its tokens stop working at once)"),
-                         ("enable", "re-enable a disabled account"),
-                         ("reset-password", "give an account a new password")):
+    for action, text in (
+        ("disable", "disable an account (its tokens stop working at once)"),
+        ("enable", "re-enable a disabled account"),
+        ("reset-password", "give an account a new password"),
+    ):
         q = actions.add_parser(action, help=text)
         q.add_argument("username")
         if action == "reset-password":
@@ -550,26 +604,41 @@ def _users_run(session, args, policy) -> int:
     if args.action == "add":
         shown, hashed = _user_password(args.username, args.generate, policy)
         account = accounts.create_account(
-            session, actor=CLI_ACTOR, username=args.username, password_hash=hashed, role=args.role,
-            area_code=args.area, department=args.department, member_id=args.member_id, display_name=args.name)
+            session,
+            actor=CLI_ACTOR,
+            username=args.username,
+            password_hash=hashed,
+            role=args.role,
+            area_code=args.area,
+            department=args.department,
+            member_id=args.member_id,
+            display_name=args.name,
+        )
         session.commit()
         print(f"created {account['username']} ({account['kind']})")
     elif args.action == "list":
-        within = args.within or session.execute(
-            text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code LIMIT 1")).scalar()
+        within = (
+            args.within
+            or session.execute(
+                text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code LIMIT 1")
+            ).scalar()
+        )
         if within is None:
             raise GridbranchError("no district is loaded: name --within", field="within")
         active = None if args.active is None else args.active == "true"
         items, total = accounts.accounts_within(session, within, role=args.role, active=active, limit=10**9)
         for a in items:
             bound = a["area_code"] or a["department"] or (f"member {a['member_id']}" if a["member_id"] else "-")
-            print(f"{a['username']}\t{a['kind']}\t{bound}\t{'active' if a['active'] else 'disabled'}\t"
-                  f"{a['display_name'] or ''}")
+            print(
+                f"{a['username']}\t{a['kind']}\t{bound}\t{'active' if a['active'] else 'disabled'}\t"
+                f"{a['display_name'] or ''}"
+            )
         print(f"{total} account(s) in {within}")
         return 0
     elif args.action in ("disable", "enable"):
-        account = accounts.set_account_active(session, actor=CLI_ACTOR, username=args.username,
-                                              active=args.action == "enable")
+        account = accounts.set_account_active(
+            session, actor=CLI_ACTOR, username=args.username, active=args.action == "enable"
+        )
         session.commit()
         print(f"{account['username']}: {'active' if account['active'] else 'disabled'}")
     else:
@@ -610,7 +679,9 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gridbranch", description="Spatial service for grid party branches (网格党支部)")
+    parser = argparse.ArgumentParser(
+        prog="gridbranch", description="Spatial service for grid party branches (网格党支部)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("db", help="the private PostGIS cluster")
@@ -629,45 +700,61 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--commit", action="store_true", help="write (default: a dry-run report only)")
     q.add_argument("--rejects", help="where to write rejected rows (default FILE.rejects.csv)")
     q.add_argument("--crs", default="wgs84", help="CRS of rows whose crs column is empty")
-    q.add_argument("--encoding", default="utf-8", help="text encoding of the file (default UTF-8, with or "
-                   "without BOM; gb18030 for GBK files saved by Chinese Excel)")
+    q.add_argument(
+        "--encoding",
+        default="utf-8",
+        help="text encoding of the file (default UTF-8, with or "
+        "without BOM; gb18030 for GBK files saved by Chinese Excel)",
+    )
     q.set_defaults(func=cmd_ingest_registrations)
-    for kind, text in (("areas", "streets and communities (12-digit codes) from a boundary file"),
-                       ("grids", "grids (15-digit codes) from a boundary file")):
-        q = kinds.add_parser(kind, help=text + ": GeoPackage, Shapefile (folder or .zip), GeoJSON, KML/KMZ, "
-                                              "FlatGeobuf, CSV/XLSX with a WKT column")
+    for kind, text in (
+        ("areas", "streets and communities (12-digit codes) from a boundary file"),
+        ("grids", "grids (15-digit codes) from a boundary file"),
+    ):
+        q = kinds.add_parser(
+            kind,
+            help=text + ": GeoPackage, Shapefile (folder or .zip), GeoJSON, KML/KMZ, "
+            "FlatGeobuf, CSV/XLSX with a WKT column",
+        )
         q.add_argument("file")
         q.add_argument("--commit", action="store_true", help="write it, in one transaction (default: a dry run)")
         q.add_argument("--crs", help="the file's CRS (wgs84, gcj02, bd09, cgcs2000, EPSG:n); overrides the file's")
-        q.add_argument("--map", help="attribute names, e.g. code=BM,name=MC,parent=SQBM (geometry=COL for a WKT "
-                                     "column)")
+        q.add_argument(
+            "--map", help="attribute names, e.g. code=BM,name=MC,parent=SQBM (geometry=COL for a WKT column)"
+        )
         q.add_argument("--layer", help="the layer (GeoPackage, KML), sheet (XLSX) or Shapefile (in a .zip) to read")
         q.add_argument("--encoding", help="attribute encoding (default: the .cpg, else detected: UTF-8 or GBK/GB18030)")
         q.add_argument("--repair", action="store_true", help="repair invalid geometries with make_valid")
-        q.add_argument("--tolerance", type=float, default=100.0,
-                       help="m² a unit may reach outside its parent (default 100)")
+        q.add_argument(
+            "--tolerance", type=float, default=100.0, help="m² a unit may reach outside its parent (default 100)"
+        )
         q.add_argument("--report", help="also write the report as JSON to this file")
         if kind == "grids":
-            q.add_argument("--effective", help="the day (2027-01-01, China Standard Time) or instant the new "
-                                               "generation takes effect (default: when committed)")
-            q.add_argument("--retire-missing", action="store_true",
-                           help="retire the stored grids of the file's communities that it does not hold "
-                                "(default: kept)")
+            q.add_argument(
+                "--effective",
+                help="the day (2027-01-01, China Standard Time) or instant the new "
+                "generation takes effect (default: when committed)",
+            )
+            q.add_argument(
+                "--retire-missing",
+                action="store_true",
+                help="retire the stored grids of the file's communities that it does not hold (default: kept)",
+            )
         q.set_defaults(func=cmd_ingest_boundaries, kind=kind)
-    q = kinds.add_parser("generations", help="list the boundary generations (grids imports) and when each "
-                                             "takes effect")
-    q.add_argument("--moved", action="store_true",
-                   help="also list the registrations whose residence lies outside their grid")
+    q = kinds.add_parser("generations", help="list the boundary generations (grids imports) and when each takes effect")
+    q.add_argument(
+        "--moved", action="store_true", help="also list the registrations whose residence lies outside their grid"
+    )
     q.add_argument("--at", help="with --moved: at this day or instant (default now)")
     q.add_argument("--within", help="with --moved: inside this area or grid code (default the district)")
     q.set_defaults(func=cmd_ingest_generations)
 
     for kind, text in (
-            ("members", "the member roster (党员花名册): number, name, phone, branch, status, residence lon/lat/crs"),
-            ("branches", "branches: code, name, kind, secretary, secretary_phone, community, grids, site lon/lat/crs"),
-            ("departments", "functional departments: code, name"),
-            ("categories", "event categories: code, name, department, time_limit (working hours), role, "
-                           "warn_share")):
+        ("members", "the member roster (党员花名册): number, name, phone, branch, status, residence lon/lat/crs"),
+        ("branches", "branches: code, name, kind, secretary, secretary_phone, community, grids, site lon/lat/crs"),
+        ("departments", "functional departments: code, name"),
+        ("categories", "event categories: code, name, department, time_limit (working hours), role, warn_share"),
+    ):
         q = kinds.add_parser(kind, help=text + " — from a CSV or XLSX")
         q.add_argument("file")
         q.add_argument("--commit", action="store_true", help="write it, in one transaction (default: a dry run)")
@@ -678,16 +765,22 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--crs", default="wgs84", help="CRS of coordinates whose crs cell is empty (default wgs84)")
         q.set_defaults(func=cmd_ingest_table, kind=kind)
 
-    p = sub.add_parser("init", help="start an empty deployment: migrations, the district's boundary, roles, "
-                                    "calendar, a first district admin")
+    p = sub.add_parser(
+        "init",
+        help="start an empty deployment: migrations, the district's boundary, roles, calendar, a first district admin",
+    )
     p.add_argument("--district", required=True, help="the county-level division code, 6 or 12 digits (e.g. 410102)")
     p.add_argument("--boundary", required=True, help="the district's boundary file (any format ingest reads)")
     p.add_argument("--name", help="the district's name (default: from the boundary file)")
     p.add_argument("--crs", help="the boundary file's CRS (default: the file's)")
     p.add_argument("--layer", help="the layer to read when the file holds several")
     p.add_argument("--encoding", help="attribute encoding of the boundary file")
-    p.add_argument("--admin", default="admin", help="username of the first district admin (default admin); "
-                                                    "password from GRIDBRANCH_INIT_ADMIN_PASSWORD or asked")
+    p.add_argument(
+        "--admin",
+        default="admin",
+        help="username of the first district admin (default admin); "
+        "password from GRIDBRANCH_INIT_ADMIN_PASSWORD or asked",
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("users", help="accounts: add, list, disable, enable, reset-password (logged as 'cli')")
@@ -698,9 +791,14 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = p.add_subparsers(dest="action", required=True)
     q = kinds.add_parser("report", help="print the coverage table of an area and write its issues and summary files")
     q.add_argument("--within", required=True, help="area (or grid) code, e.g. 410105000000")
-    q.add_argument("--level", choices=["district", "street", "community", "grid"],
-                   help="units of the table (default: the level below --within)")
-    q.add_argument("--out", default=".", help="directory for coverage_<code>_{issues.geojson,issues.csv,<level>_summary.csv}")
+    q.add_argument(
+        "--level",
+        choices=["district", "street", "community", "grid"],
+        help="units of the table (default: the level below --within)",
+    )
+    q.add_argument(
+        "--out", default=".", help="directory for coverage_<code>_{issues.geojson,issues.csv,<level>_summary.csv}"
+    )
     q.set_defaults(func=cmd_coverage_report)
 
     p = sub.add_parser("audit", help="the personal-data audit (audit_log)")
@@ -720,8 +818,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         if name == "demo":
             p.add_argument("--no-serve", action="store_true", help="prepare everything, do not serve")
-            p.add_argument("--reload", action="store_true",
-                           help="drop the private cluster's database and load the demo afresh, its timeline up to now")
+            p.add_argument(
+                "--reload",
+                action="store_true",
+                help="drop the private cluster's database and load the demo afresh, its timeline up to now",
+            )
     return parser
 
 

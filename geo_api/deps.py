@@ -21,8 +21,8 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 from fastapi.security import OAuth2PasswordBearer
-from starlette.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from geo_api.security import read_token, refused
 from layers import accounts as account_queries
@@ -110,7 +110,8 @@ class Caller:
         """An admin of a whole district, or a dispatcher: they cover what lies in no
         smaller area (a work-unit branch, a member known by no grid or community)."""
         return self.role == "dispatcher" or (
-            self.role == "admin" and bool(self.area_code) and level_of(self.area_code) == "district")
+            self.role == "admin" and bool(self.area_code) and level_of(self.area_code) == "district"
+        )
 
 
 ANONYMOUS = Caller()
@@ -122,8 +123,13 @@ async def get_caller(request: Request, session: SessionDep, token: Annotated[str
     if not token:
         return ANONYMOUS
     auth = request.app.state.settings.auth
-    claims = read_token(request.app.state.auth_secret, token, now=request.app.state.clock.now(),
-                        max_minutes=auth.token_minutes, idle_minutes=auth.token_idle_minutes)
+    claims = read_token(
+        request.app.state.auth_secret,
+        token,
+        now=request.app.state.clock.now(),
+        max_minutes=auth.token_minutes,
+        idle_minutes=auth.token_idle_minutes,
+    )
     # the one account read a signed-in request makes (it was made before tokens were
     # revocable: a disabled account stops at once); comparing the token's epoch with the
     # account's is what revokes every token of the account at once (bench/auth.py)
@@ -132,9 +138,15 @@ async def get_caller(request: Request, session: SessionDep, token: Annotated[str
         raise refused("unknown or disabled account", "disabled")
     if user.token_epoch != claims.epoch:
         raise refused("token revoked: signed out, password changed or account changed", "revoked")
-    return Caller(username=user.username, role=user.role, area_code=user.area_code, member_id=user.member_id,
-                  department_id=user.department_id, must_change_password=user.must_change_password,
-                  session_id=claims.session_id)
+    return Caller(
+        username=user.username,
+        role=user.role,
+        area_code=user.area_code,
+        member_id=user.member_id,
+        department_id=user.department_id,
+        must_change_password=user.must_change_password,
+        session_id=claims.session_id,
+    )
 
 
 class Access:
@@ -148,15 +160,20 @@ class Access:
 
     async def __call__(self, caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
         if caller.must_change_password and not self.password_pending:
-            raise Forbidden("change your password first (POST /v1/auth/password): an admin reset it",
-                            field="password", reason="must_change_password",
-                            detail_zh="管理员已重置密码，请先修改密码")
+            raise Forbidden(
+                "change your password first (POST /v1/auth/password): an admin reset it",
+                field="password",
+                reason="must_change_password",
+                detail_zh="管理员已重置密码，请先修改密码",
+            )
         if not self.roles:
             return caller
         if caller.anonymous:
             raise Unauthorized("this endpoint needs a signed-in account")
         if caller.role not in self.roles:
-            raise Forbidden(f"role {caller.role!r} may not call this endpoint; allowed: {', '.join(sorted(self.roles))}")
+            raise Forbidden(
+                f"role {caller.role!r} may not call this endpoint; allowed: {', '.join(sorted(self.roles))}"
+            )
         return caller
 
 
@@ -192,8 +209,9 @@ def area_in_scope(caller: Caller, code: str | None, field: str) -> str | None:
     return code
 
 
-def scoped_area(name: str = "within", description: str = "area or grid code; default your area "
-                                                              "(dispatchers: everything)"):
+def scoped_area(
+    name: str = "within", description: str = "area or grid code; default your area (dispatchers: everything)"
+):
     """A dependency for the query argument ``name`` naming an area or grid: its value
     through :func:`area_in_scope`."""
 
@@ -229,8 +247,10 @@ def scoped_event_area(description: str):
     def dependency(caller: Caller_, code=None) -> str | None:
         if caller.role == "department_staff":
             if code is not None:
-                raise Forbidden("department staff see their department's events across the district: "
-                                "leave out within", field="within")
+                raise Forbidden(
+                    "department staff see their department's events across the district: leave out within",
+                    field="within",
+                )
             return None
         return area_in_scope(caller, code, "within")
 
@@ -238,8 +258,9 @@ def scoped_event_area(description: str):
     return Depends(dependency)
 
 
-def scoped_member(session: Session, caller: Caller, member_id: int, *, lock: bool = False,
-                  field: str = "member_id") -> int:
+def scoped_member(
+    session: Session, caller: Caller, member_id: int, *, lock: bool = False, field: str = "member_id"
+) -> int:
     """Member ``member_id`` if the caller may act on them: a member only on themselves;
     others when their area covers the member's (:func:`layers.registrations.member_area`;
     a member of no known area: district admins and dispatchers). An unknown member and
@@ -299,13 +320,17 @@ def _grid(caller: Caller_, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -
 def _branch(session: SessionDep, caller: Caller_, code: Annotated[str, Path(max_length=32)]) -> str:
     community = branch_queries.branch_area(session, code)
     if not (caller.covers(community) if community else caller.district_wide):
-        raise Forbidden(f"branch {code} is outside your area {caller.area_code}"
-                        + ("" if community else " (a branch of no community: district admins only)"), field="code")
+        raise Forbidden(
+            f"branch {code} is outside your area {caller.area_code}"
+            + ("" if community else " (a branch of no community: district admins only)"),
+            field="code",
+        )
     return code
 
 
-def _account(session: SessionDep, caller: Caller_,
-             username: Annotated[str, Path(max_length=account_queries.USERNAME_MAX)]) -> str:
+def _account(
+    session: SessionDep, caller: Caller_, username: Annotated[str, Path(max_length=account_queries.USERNAME_MAX)]
+) -> str:
     """An account the caller may see: one whose home area (layers.accounts.account)
     lies in the caller's; a district-wide one (dispatchers, department staff, members of
     no known area) for district-wide callers. Others are answered as no account at all
@@ -340,8 +365,11 @@ ScopedAccount = Annotated[str, Depends(_account)]
 ScopedImport = Annotated[str, Depends(_import)]
 
 
-def _member_query(session: SessionDep, caller: Caller_,
-                  member_id: Annotated[int | None, Query(ge=1, description="a member's id")] = None) -> int | None:
+def _member_query(
+    session: SessionDep,
+    caller: Caller_,
+    member_id: Annotated[int | None, Query(ge=1, description="a member's id")] = None,
+) -> int | None:
     return None if member_id is None else scoped_member(session, caller, member_id)
 
 

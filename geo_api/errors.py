@@ -32,8 +32,14 @@ def problem(status: int, title: str, detail: str, *, field: str | None = None, h
 def problem_body(status: int, title: str, detail: str, *, field: str | None = None, **extra) -> dict:
     """A problem's JSON: the stable English ``title``/``detail`` and their Chinese
     (``title_zh``/``detail_zh``, which the web map shows; layers.messages_zh)."""
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
-            "title_zh": title_zh(status), "detail_zh": detail_zh(detail, status=status, field=field)}
+    body = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "title_zh": title_zh(status),
+        "detail_zh": detail_zh(detail, status=status, field=field),
+    }
     if field is not None:
         body["field"] = field
     body.update(extra)
@@ -57,8 +63,13 @@ def install(app: FastAPI) -> None:
         field = _field_of(first.get("loc", ()))
         detail = f"{field}: {first.get('msg')}" if field else str(first.get("msg"))
         invalid = [
-            {"field": _field_of(e.get("loc", ())), "message": e.get("msg"), "type": e.get("type"),
-             "message_zh": validation_zh(e, _field_of(e.get("loc", ())))} for e in errors
+            {
+                "field": _field_of(e.get("loc", ())),
+                "message": e.get("msg"),
+                "type": e.get("type"),
+                "message_zh": validation_zh(e, _field_of(e.get("loc", ()))),
+            }
+            for e in errors
         ]
         body = problem_body(422, "Invalid input", detail, field=field, errors=invalid)
         body["detail_zh"] = invalid[0]["message_zh"] if invalid else body["detail_zh"]
@@ -122,8 +133,9 @@ class ContentTooLarge(StarletteHTTPException):
         self.setting = setting
 
     def response(self) -> JSONResponse:
-        return problem(413, "Content too large", str(self.detail), field="body", limit_bytes=self.limit,
-                       setting=self.setting)
+        return problem(
+            413, "Content too large", str(self.detail), field="body", limit_bytes=self.limit, setting=self.setting
+        )
 
 
 def nul_in_request(scope) -> JSONResponse:
@@ -143,8 +155,12 @@ def unexpected_error(method: str, path: str, exc: BaseException) -> JSONResponse
     (:func:`layers.db.database_unavailable`), otherwise the logged 500 of
     :func:`internal_error`."""
     if database_unavailable(exc):
-        log.warning("database unavailable on %s %s: %s", method, path, str(exc).strip().splitlines()[0] if str(exc)
-                    else type(exc).__name__)
+        log.warning(
+            "database unavailable on %s %s: %s",
+            method,
+            path,
+            str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__,
+        )
         return project_error(Unavailable("the database is unavailable (down or restarting); try again shortly"))
     return internal_error(method, path)
 

@@ -36,8 +36,14 @@ def allowed_methods(routes, scope: Scope) -> tuple[str, ...]:
     only the first. A mount (static files) answers GET and HEAD."""
     found: set[str] = set()
     for method in _PROBED:
-        probe = {"type": "http", "path": scope["path"], "root_path": scope.get("root_path", ""), "method": method,
-                 "headers": [], "query_string": b""}
+        probe = {
+            "type": "http",
+            "path": scope["path"],
+            "root_path": scope.get("root_path", ""),
+            "method": method,
+            "headers": [],
+            "query_string": b"",
+        }
         for route in routes:
             match, _ = route.matches(probe)
             if match is Match.FULL:
@@ -96,8 +102,9 @@ class ResponseHeaders:
         if scope["method"] == "OPTIONS":
             allow = allowed_methods(self.router.routes, scope)
             if allow:
-                await send({"type": "http.response.start", "status": 204,
-                            "headers": [(b"allow", ", ".join(allow).encode())]})
+                await send(
+                    {"type": "http.response.start", "status": 204, "headers": [(b"allow", ", ".join(allow).encode())]}
+                )
                 await send({"type": "http.response.body", "body": b""})
                 return
         signed_in = any(name == b"authorization" for name, _ in scope["headers"])
@@ -140,9 +147,11 @@ class ResponseHeaders:
 #: sandboxed iframe of /map?embed=1); blob: and data: images, which MapLibre decodes
 #: images through and the page's icon is; styles only from files and through the CSSOM
 #: (no 'unsafe-inline'). tests/web_map/test_map_browser.py runs the map under it.
-MAP_POLICY = ("default-src 'self'; script-src 'self'; worker-src 'self' blob:; child-src 'self' blob:; "
-              "img-src 'self' data: blob:; style-src 'self'; font-src 'self'; connect-src 'self'; "
-              "object-src 'none'; base-uri 'self'; form-action 'self'; ")
+MAP_POLICY = (
+    "default-src 'self'; script-src 'self'; worker-src 'self' blob:; child-src 'self' blob:; "
+    "img-src 'self' data: blob:; style-src 'self'; font-src 'self'; connect-src 'self'; "
+    "object-src 'none'; base-uri 'self'; form-action 'self'; "
+)
 _CSP = b"content-security-policy"
 
 
@@ -176,8 +185,11 @@ class SecurityHeaders:
         self.plain = [*base, (_CSP, b"frame-ancestors 'none'")]
         self.map = [*base, (_CSP, (MAP_POLICY + "frame-ancestors 'none'").encode()), (b"x-frame-options", b"DENY")]
         self.embed = [*base, (_CSP, (MAP_POLICY + f"frame-ancestors {ancestors}").encode("latin-1"))]
-        self.hsts = [(b"strict-transport-security", f"max-age={settings.hsts_max_age}".encode())] \
-            if settings.hsts_max_age else []
+        self.hsts = (
+            [(b"strict-transport-security", f"max-age={settings.hsts_max_age}".encode())]
+            if settings.hsts_max_age
+            else []
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -26,11 +26,17 @@ from layers import idempotency as keys
 from layers.events_batch import Pending, Stored, store_reports
 
 #: The request header, as a route parameter: printable ASCII, 1–255 characters.
-IdempotencyKey = Annotated[str | None, Header(
-    alias=keys.HEADER, min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
-    description="a key of your choosing (a UUID) that makes a retry of this request safe: the same key and body "
-                "answer as the first time and store nothing new; another body under the key is a 422",
-)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias=keys.HEADER,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="a key of your choosing (a UUID) that makes a retry of this request safe: the same key and body "
+        "answer as the first time and store nothing new; another body under the key is a 422",
+    ),
+]
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class Once:
     ttl_s: float
 
     @classmethod
-    def of(cls, request: Request, caller: Caller, key: str | None, content: Any) -> "Once":
+    def of(cls, request: Request, caller: Caller, key: str | None, content: Any) -> Once:
         hours = request.app.state.settings.service.idempotency_hours
         route = f"{request.method} {request.url.path}"
         return cls(key, caller.username or "", keys.fingerprint(route, content) if key else "", hours * 3600.0)
@@ -56,8 +62,9 @@ class Once:
         first = keys.claim(session, self.owner, self.key, self.fingerprint, ttl_s=self.ttl_s)
         if first is None:
             return None
-        return Response(first.body, status_code=first.status, media_type=first.media_type,
-                        headers={"Idempotent-Replayed": "true"})
+        return Response(
+            first.body, status_code=first.status, media_type=first.media_type, headers={"Idempotent-Replayed": "true"}
+        )
 
     def answer(self, session: Session, status: int, content: Any):
         """The answer to give, recorded under the key in the session's transaction (the
@@ -65,8 +72,12 @@ class Once:
         if self.key is None:
             return content
         response = content if isinstance(content, Response) else JSONResponse(content, status_code=status)
-        keys.record(session, self.owner, self.key,
-                    keys.Answer(response.status_code, response.headers["content-type"], bytes(response.body)))
+        keys.record(
+            session,
+            self.owner,
+            self.key,
+            keys.Answer(response.status_code, response.headers["content-type"], bytes(response.body)),
+        )
         return response
 
 
@@ -91,10 +102,15 @@ async def report_once(request: Request, once: Once, report: Pending, answer: Cal
             session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
             replay = once.claim(session)
             if replay is None:
-                outcome = store_reports(session, app.state.grid_index, [report],
-                                        tolerance_m=settings.locate.tolerance_m, edge_m=settings.locate.edge_m,
-                                        duplicate_radius_m=settings.events.duplicate_radius_m,
-                                        duplicate_window_hours=settings.events.duplicate_window_hours)[0]
+                outcome = store_reports(
+                    session,
+                    app.state.grid_index,
+                    [report],
+                    tolerance_m=settings.locate.tolerance_m,
+                    edge_m=settings.locate.edge_m,
+                    duplicate_radius_m=settings.events.duplicate_radius_m,
+                    duplicate_window_hours=settings.events.duplicate_window_hours,
+                )[0]
                 if isinstance(outcome, BaseException):
                     raise outcome
                 replay = once.answer(session, 0, answer(outcome))

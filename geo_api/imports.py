@@ -51,7 +51,7 @@ def safe_name(name: str | None) -> str:
     name = _UNSAFE.sub("_", name).strip(" .")
     if len(name) > 120:
         stem, dot, suffix = name.rpartition(".")
-        name = (stem[: 110] + dot + suffix[:9]) if dot else name[:120]
+        name = (stem[:110] + dot + suffix[:9]) if dot else name[:120]
     return name or "upload"
 
 
@@ -96,8 +96,11 @@ class Uploads:
                 return await self._multipart(request, id, content_type, given)
             name = safe_name(given.get("filename"))
             if not given.get("filename"):
-                raise InvalidInput("name the file: the query parameter filename (or send multipart/form-data)",
-                                   field="filename", detail_zh="缺少文件名（filename）")
+                raise InvalidInput(
+                    "name the file: the query parameter filename (or send multipart/form-data)",
+                    field="filename",
+                    detail_zh="缺少文件名（filename）",
+                )
             size = await self._write(request.stream(), self.file(id, name))
             return name, size, {}
         except BaseException:
@@ -124,10 +127,22 @@ class Uploads:
         _, params = parse_options_header(content_type)
         boundary = params.get(b"boundary")
         if not boundary:
-            raise InvalidInput("multipart/form-data without a boundary", field="body",
-                               detail_zh="上传格式有误（multipart 缺少 boundary）")
-        state: dict[str, Any] = {"headers": {}, "field": b"", "value": b"", "part": None, "out": None,
-                                 "name": None, "size": 0, "fields": {}, "files": 0}
+            raise InvalidInput(
+                "multipart/form-data without a boundary",
+                field="body",
+                detail_zh="上传格式有误（multipart 缺少 boundary）",
+            )
+        state: dict[str, Any] = {
+            "headers": {},
+            "field": b"",
+            "value": b"",
+            "part": None,
+            "out": None,
+            "name": None,
+            "size": 0,
+            "fields": {},
+            "files": 0,
+        }
 
         def on_part_begin():
             state["headers"] = {}
@@ -150,8 +165,9 @@ class Uploads:
                 state["files"] += 1
                 if state["files"] > 1:
                     raise InvalidInput("one file per import", field="file", detail_zh="每次只能导入一个文件")
-                state["name"] = safe_name(options.get(b"filename", b"").decode("utf-8", "replace")
-                                          or given.get("filename"))
+                state["name"] = safe_name(
+                    options.get(b"filename", b"").decode("utf-8", "replace") or given.get("filename")
+                )
                 fd = os.open(self.file(id, state["name"]), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 state["out"] = os.fdopen(fd, "wb")
             elif part in FIELDS:
@@ -176,10 +192,18 @@ class Uploads:
                 state["out"].close()
                 state["out"] = None
 
-        parser = MultipartParser(boundary, {
-            "on_part_begin": on_part_begin, "on_header_field": on_header_field, "on_header_value": on_header_value,
-            "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-            "on_part_data": on_part_data, "on_part_end": on_part_end})
+        parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": on_part_begin,
+                "on_header_field": on_header_field,
+                "on_header_value": on_header_value,
+                "on_header_end": on_header_end,
+                "on_headers_finished": on_headers_finished,
+                "on_part_data": on_part_data,
+                "on_part_end": on_part_end,
+            },
+        )
         try:
             async for chunk in request.stream():
                 parser.write(chunk)
@@ -189,8 +213,11 @@ class Uploads:
         except ContentTooLarge:
             raise
         except Exception as exc:  # python-multipart's parse errors: the body is not multipart
-            raise InvalidInput(f"the multipart body cannot be read: {exc}", field="body",
-                               detail_zh="上传内容无法解析（multipart 格式有误）") from None
+            raise InvalidInput(
+                f"the multipart body cannot be read: {exc}",
+                field="body",
+                detail_zh="上传内容无法解析（multipart 格式有误）",
+            ) from None
         finally:
             if state["out"] is not None:
                 state["out"].close()
@@ -243,16 +270,27 @@ class Uploads:
             with maker() as session:
                 try:
                     checked = uploads.dry_run(
-                        session, row["kind"], self.file(id, row["filename"]), uploads.Options.from_dict(row["options"]),
-                        scope_code=row["area_code"], thresholds=settings.coverage.thresholds(),
-                        tolerance_m=settings.locate.tolerance_m, edge_m=settings.locate.edge_m, progress=progress)
+                        session,
+                        row["kind"],
+                        self.file(id, row["filename"]),
+                        uploads.Options.from_dict(row["options"]),
+                        scope_code=row["area_code"],
+                        thresholds=settings.coverage.thresholds(),
+                        tolerance_m=settings.locate.tolerance_m,
+                        edge_m=settings.locate.edge_m,
+                        progress=progress,
+                    )
                 except InvalidInput as exc:
                     error = uploads.zh_error(exc, row["filename"])
                 finally:
                     session.rollback()
             if error is None:
-                report = {**checked.report, "committable": checked.committable, "fingerprint": checked.fingerprint,
-                          "preview": checked.preview is not None}
+                report = {
+                    **checked.report,
+                    "committable": checked.committable,
+                    "fingerprint": checked.fingerprint,
+                    "preview": checked.preview is not None,
+                }
                 if checked.preview is not None:
                     self._write_preview(id, checked.preview)
             if error is not None and row["kind"] in store.PERSONAL:
@@ -268,9 +306,17 @@ class Uploads:
             log.exception("the dry run of import %s failed", id)
             try:
                 with maker() as session:
-                    store.finish_check(session, id, error={
-                        "status": 500, "title": "Internal error", "detail": "the dry run failed; it has been logged",
-                        "detail_zh": "预检出错，已记录；请稍后重试", "field": None})
+                    store.finish_check(
+                        session,
+                        id,
+                        error={
+                            "status": 500,
+                            "title": "Internal error",
+                            "detail": "the dry run failed; it has been logged",
+                            "detail_zh": "预检出错，已记录；请稍后重试",
+                            "field": None,
+                        },
+                    )
                     session.commit()
             finally:
                 self.remove(id)

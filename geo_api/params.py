@@ -10,9 +10,8 @@ from annotated_types import Interval
 from fastapi import Query
 from pydantic import BaseModel, field_validator
 
-from layers.textfields import text_fault
 from layers.errors import InvalidInput
-
+from layers.textfields import text_fault
 
 #: Paging of the list endpoints: a page of at most 1,000 items, starting at an offset
 #: PostgreSQL's OFFSET (a bigint) can take.
@@ -61,11 +60,13 @@ def parse_bbox(raw: str | None, field: str = "bbox") -> tuple[float, float, floa
         return None
     parts = raw.split(",")
     if len(parts) != 4:
-        raise InvalidInput(f"{field} needs 4 comma-separated numbers minlon,minlat,maxlon,maxlat; got {len(parts)}", field=field)
+        raise InvalidInput(
+            f"{field} needs 4 comma-separated numbers minlon,minlat,maxlon,maxlat; got {len(parts)}", field=field
+        )
     try:
         values = [float(p) for p in parts]
     except ValueError:
-        raise InvalidInput(f"{field} must contain only numbers, got {raw!r}", field=field)
+        raise InvalidInput(f"{field} must contain only numbers, got {raw!r}", field=field) from None
     if not all(math.isfinite(v) for v in values):
         raise InvalidInput(f"{field} must contain finite numbers, got {raw!r}", field=field)
     minx, miny, maxx, maxy = values
@@ -74,5 +75,7 @@ def parse_bbox(raw: str | None, field: str = "bbox") -> tuple[float, float, floa
     if not (-90 <= miny <= 90 and -90 <= maxy <= 90):
         raise InvalidInput(f"{field} latitudes must be within ±90, got {raw!r}", field=field)
     if minx > maxx or miny > maxy:
-        raise InvalidInput(f"{field} minimum exceeds maximum in {raw!r} (order is minlon,minlat,maxlon,maxlat)", field=field)
+        raise InvalidInput(
+            f"{field} minimum exceeds maximum in {raw!r} (order is minlon,minlat,maxlon,maxlat)", field=field
+        )
     return minx, miny, maxx, maxy

@@ -89,11 +89,17 @@ class Limiter:
         self._addresses: dict[str, OrderedDict[str, Bucket]] = {kind: OrderedDict() for kind in limits}
 
     @classmethod
-    def from_settings(cls, settings, clock) -> "Limiter":
+    def from_settings(cls, settings, clock) -> Limiter:
         s = settings
-        return cls({"reports": Limit(s.reports_per_address, s.reports_overall),
-                    "locate_batches": Limit(s.locate_batches_per_address, s.locate_batches_overall),
-                    "tokens": Limit(s.tokens_per_address, s.tokens_overall)}, clock, s.exempt)
+        return cls(
+            {
+                "reports": Limit(s.reports_per_address, s.reports_overall),
+                "locate_batches": Limit(s.locate_batches_per_address, s.locate_batches_overall),
+                "tokens": Limit(s.tokens_per_address, s.tokens_overall),
+            },
+            clock,
+            s.exempt,
+        )
 
     def exempted(self, address: str | None) -> bool:
         if not self.exempt or not address:
@@ -135,7 +141,9 @@ class Limiter:
 def refusal(kind: str, retry_after: int) -> TooManyRequests:
     return TooManyRequests(
         f"too many anonymous {_WHAT[kind]}; try again in {retry_after} s",
-        retry_after=retry_after, detail_zh=f"{_WHAT_ZH[kind]}过于频繁，请 {retry_after} 秒后再试")
+        retry_after=retry_after,
+        detail_zh=f"{_WHAT_ZH[kind]}过于频繁，请 {retry_after} 秒后再试",
+    )
 
 
 class RateLimit:

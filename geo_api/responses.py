@@ -33,7 +33,9 @@ class Problem(BaseModel):
     status: int
     detail: str = Field(description="what went wrong, in English (stable: clients may match on it)")
     title_zh: str | None = Field(None, description="the title in Simplified Chinese")
-    detail_zh: str | None = Field(None, description="the detail in Simplified Chinese, for people (the web map shows it)")
+    detail_zh: str | None = Field(
+        None, description="the detail in Simplified Chinese, for people (the web map shows it)"
+    )
     field: str | None = Field(None, description="the parameter or body member at fault")
     detail_zh: str | None = Field(None, description="the detail in Chinese, where it is for people (429)")
     errors: list[dict[str, Any]] | None = Field(None, description="422 from validation: every invalid member")
@@ -74,10 +76,21 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 def open311_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` declaring ``statuses`` in Open311 GeoReport v2's own error shape
     (``[{"code": 404, "description": "..."}]``, ``application/json``)."""
-    schema = {"type": "array", "items": {"type": "object", "required": ["code", "description"],
-                                         "properties": {"code": {"type": "integer"}, "description": {"type": "string"}}}}
-    return {status: {"description": f"Open311 error ({_WHY.get(status, 'invalid input')})",
-                     "content": {"application/json": {"schema": schema}}} for status in statuses}
+    schema = {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "required": ["code", "description"],
+            "properties": {"code": {"type": "integer"}, "description": {"type": "string"}},
+        },
+    }
+    return {
+        status: {
+            "description": f"Open311 error ({_WHY.get(status, 'invalid input')})",
+            "content": {"application/json": {"schema": schema}},
+        }
+        for status in statuses
+    }
 
 
 def media(*types: str, status: int = 200, description: str = "Successful Response") -> dict[int | str, dict]:

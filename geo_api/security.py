@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import jwt
 from argon2 import PasswordHasher
@@ -84,14 +84,29 @@ class Claims:
     epoch: int
 
 
-def issue_token(secret: str, username: str, *, epoch: int, session_id: str, started: datetime,
-                session_end: datetime, idle_minutes: int, now: datetime) -> str:
+def issue_token(
+    secret: str,
+    username: str,
+    *,
+    epoch: int,
+    session_id: str,
+    started: datetime,
+    session_end: datetime,
+    idle_minutes: int,
+    now: datetime,
+) -> str:
     """An access token for session ``session_id`` of ``username`` (the account at token
     epoch ``epoch``), issued ``now`` by the service's clock: valid for the idle timeout,
     and never past the session's end."""
     expires = min(now + timedelta(minutes=idle_minutes), session_end)
-    payload = {"sub": username, "jti": session_id, "gen": epoch, "auth_time": int(started.timestamp()),
-               "iat": int(now.timestamp()), "exp": int(expires.timestamp())}
+    payload = {
+        "sub": username,
+        "jti": session_id,
+        "gen": epoch,
+        "auth_time": int(started.timestamp()),
+        "iat": int(now.timestamp()),
+        "exp": int(expires.timestamp()),
+    }
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
 
@@ -120,18 +135,25 @@ def read_token(secret: str, token: str, *, now: datetime, max_minutes: int, idle
     session at most ``max_minutes`` after it began: a token signed with a longer life
     (an old configuration, a leaked secret's forgery) ends when the configured ones do."""
     try:
-        payload = jwt.decode(token, secret, algorithms=[ALGORITHM],
-                             options={"require": ["sub", "exp", "iat", "jti", "gen", "auth_time"],
-                                      "verify_exp": False, "verify_iat": False})
+        payload = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            options={
+                "require": ["sub", "exp", "iat", "jti", "gen", "auth_time"],
+                "verify_exp": False,
+                "verify_iat": False,
+            },
+        )
     except jwt.PyJWTError:
-        raise refused("invalid token", "invalid")
+        raise refused("invalid token", "invalid") from None
     try:
-        issued = datetime.fromtimestamp(float(payload["iat"]), timezone.utc)
-        expires = datetime.fromtimestamp(float(payload["exp"]), timezone.utc)
-        started = datetime.fromtimestamp(float(payload["auth_time"]), timezone.utc)
+        issued = datetime.fromtimestamp(float(payload["iat"]), UTC)
+        expires = datetime.fromtimestamp(float(payload["exp"]), UTC)
+        started = datetime.fromtimestamp(float(payload["auth_time"]), UTC)
         epoch = int(payload["gen"])
     except (TypeError, ValueError, OverflowError, OSError):
-        raise refused("invalid token", "invalid")
+        raise refused("invalid token", "invalid") from None
     if issued > now + LEEWAY or started > issued + LEEWAY:
         raise refused("token issued in the future", "invalid")
     if now - started >= timedelta(minutes=max_minutes):

@@ -16,7 +16,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from layers.coverage_topology import Thresholds
 from layers.db import DatabaseSettings  # the database concern lives in the core (layers.db)
 
-
 DEFAULT_ROLES = (
     "法治建设宣传员",
     "社情民意联络员",
@@ -35,19 +34,33 @@ class AuthSettings(BaseSettings):
     auth_secret: SecretStr | None = None
     token_minutes: int = Field(12 * 60, ge=1)
     password_min_length: int = Field(10, ge=1, le=128, description="passwords: at least this many characters")
-    password_min_classes: int = Field(3, ge=1, le=4, description="passwords: at least this many of lower case, "
-                                                                 "upper case, digits and other characters")
-    token_idle_minutes: int = Field(30, ge=1, description="a session not renewed for this long ends (the idle "
-                                                          "timeout); an access token lives at most this long")
+    password_min_classes: int = Field(
+        3,
+        ge=1,
+        le=4,
+        description="passwords: at least this many of lower case, upper case, digits and other characters",
+    )
+    token_idle_minutes: int = Field(
+        30,
+        ge=1,
+        description="a session not renewed for this long ends (the idle "
+        "timeout); an access token lives at most this long",
+    )
     signin_lock_failures: int = Field(5, ge=1, description="failed sign-ins in a row that lock a username")
     signin_lock_minutes: float = Field(15, gt=0, description="how long a locked username stays locked")
-    signin_address_failures: int = Field(20, ge=1, description="failed sign-ins from one address within the window "
-                                                               "that slow the address down")
+    signin_address_failures: int = Field(
+        20, ge=1, description="failed sign-ins from one address within the window that slow the address down"
+    )
     signin_address_window_minutes: float = Field(10, gt=0, description="the window of signin_address_failures")
-    signin_address_delay_seconds: int = Field(30, ge=1, description="a slowed address gets one attempt per this "
-                                                                    "many seconds")
-    activation_days: int = Field(14, ge=1, le=365, description="members' activation codes are valid this many days "
-                                                               "unless the issuer says otherwise")
+    signin_address_delay_seconds: int = Field(
+        30, ge=1, description="a slowed address gets one attempt per this many seconds"
+    )
+    activation_days: int = Field(
+        14,
+        ge=1,
+        le=365,
+        description="members' activation codes are valid this many days unless the issuer says otherwise",
+    )
 
     def password_policy(self):
         from layers.accounts import PasswordPolicy
@@ -68,13 +81,24 @@ class ServiceSettings(BaseSettings):
     demo_password: SecretStr | None = None
     page_limit_max: int = Field(1000, ge=1)
     roles: tuple[str, ...] = DEFAULT_ROLES
-    idempotency_hours: float = Field(24.0, gt=0, le=24 * 365, description="how long an Idempotency-Key's answer "
-                                     "is kept (a retry within it gets the first answer)")
-    gc_freeze: bool = Field(True, description="after start-up, exempt the long-lived objects from the cyclic garbage "
-                                             "collector (gc.freeze): no ~100 ms full-collection pauses under load")
-    max_body_bytes: int = Field(1 << 20, ge=1024, description="request bodies larger than this are refused (413) "
-                                                              "before they are read, unless a kind of endpoint has "
-                                                              "its own limit (the locate batch)")
+    idempotency_hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 365,
+        description="how long an Idempotency-Key's answer is kept (a retry within it gets the first answer)",
+    )
+    gc_freeze: bool = Field(
+        True,
+        description="after start-up, exempt the long-lived objects from the cyclic garbage "
+        "collector (gc.freeze): no ~100 ms full-collection pauses under load",
+    )
+    max_body_bytes: int = Field(
+        1 << 20,
+        ge=1024,
+        description="request bodies larger than this are refused (413) "
+        "before they are read, unless a kind of endpoint has "
+        "its own limit (the locate batch)",
+    )
 
 
 class LocateSettings(BaseSettings):
@@ -97,11 +121,18 @@ class CoverageSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_COVERAGE_", extra="ignore")
 
     # defaults: the analysis' own (layers.coverage_topology.Thresholds), written once
-    sliver_m2: float = Field(Thresholds.sliver_m2, ge=0, description="gaps and overlaps smaller than this (m²) are slivers")
-    noise_m2: float = Field(Thresholds.noise_m2, ge=0, description="parts smaller than this (m²) are overlay residue, not findings")
-    stray_part_m2: float = Field(Thresholds.stray_part_m2, ge=0,
-                                 description="a multipart grid's non-largest part below this (m²) is stray")
-    h3_min_count: int = Field(5, ge=1, description="H3 cells counting fewer people are suppressed for unentitled callers")
+    sliver_m2: float = Field(
+        Thresholds.sliver_m2, ge=0, description="gaps and overlaps smaller than this (m²) are slivers"
+    )
+    noise_m2: float = Field(
+        Thresholds.noise_m2, ge=0, description="parts smaller than this (m²) are overlay residue, not findings"
+    )
+    stray_part_m2: float = Field(
+        Thresholds.stray_part_m2, ge=0, description="a multipart grid's non-largest part below this (m²) is stray"
+    )
+    h3_min_count: int = Field(
+        5, ge=1, description="H3 cells counting fewer people are suppressed for unentitled callers"
+    )
 
     def thresholds(self) -> Thresholds:
         return Thresholds(sliver_m2=self.sliver_m2, noise_m2=self.noise_m2, stray_part_m2=self.stray_part_m2)
@@ -120,8 +151,9 @@ class EventSettings(BaseSettings):
     suggest_radius_m: float = Field(1500.0, gt=0, le=50_000, description="member suggestions within")
     suggest_limit: int = Field(10, ge=1, le=100)
     max_open_tasks: int = Field(3, ge=1, description="members holding this many open tasks are not suggested")
-    routing_probes_per_hour: int = Field(60, ge=1, le=100_000,
-                                         description="member suggestions: distinct events per account and hour")
+    routing_probes_per_hour: int = Field(
+        60, ge=1, le=100_000, description="member suggestions: distinct events per account and hour"
+    )
     min_sample: int = Field(5, ge=1, description="evaluation: rates over fewer due events are not rated")
     max_description: int = Field(2000, ge=1, description="characters")
     max_photos: int = Field(9, ge=0)
@@ -149,7 +181,9 @@ class TileSettings(BaseSettings):
     feature_limit: int = Field(5000, ge=1, le=1_000_000, description="features per layer and tile")
     feature_limits: dict[str, int] = Field(default_factory=dict, description="per-layer feature limits")
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of tiles (zlib-ng; 1 is its fast strategy)")
-    fast_path: bool = Field(True, description="serve anonymous public tiles ahead of the routing (geo_api.tile_fastpath)")
+    fast_path: bool = Field(
+        True, description="serve anonymous public tiles ahead of the routing (geo_api.tile_fastpath)"
+    )
 
 
 class ImportSettings(BaseSettings):
@@ -158,11 +192,15 @@ class ImportSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_IMPORTS_", extra="ignore")
 
-    dir: Path | None = Field(None, description="uploaded files (mode 0600) until committed or expired; default "
-                                               "`imports` beside the private cluster's directory")
+    dir: Path | None = Field(
+        None,
+        description="uploaded files (mode 0600) until committed or expired; default "
+        "`imports` beside the private cluster's directory",
+    )
     max_bytes: int = Field(256 << 20, ge=1024, description="largest file accepted, bytes (413 beyond)")
-    ttl_minutes: float = Field(120.0, gt=0, le=7 * 24 * 60,
-                               description="an import not committed within this is expired and its file deleted")
+    ttl_minutes: float = Field(
+        120.0, gt=0, le=7 * 24 * 60, description="an import not committed within this is expired and its file deleted"
+    )
 
     def folder(self, database: DatabaseSettings) -> Path:
         return self.dir if self.dir is not None else database.db_dir.parent / "imports"
@@ -176,15 +214,26 @@ class SecuritySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_", extra="ignore")
 
     trusted_proxies: tuple[str, ...] = Field(
-        ("127.0.0.1",), description="addresses or networks (CIDR) of the reverse proxies whose X-Forwarded-For and "
-                                    "X-Forwarded-Proto are believed: the client's address (rate limits) and scheme "
-                                    "(HSTS) come from them; empty: from the connection itself")
-    cors_origins: tuple[str, ...] = Field((), description="origins (scheme://host[:port]) whose pages may call the "
-                                                          "API from a browser (CORS); empty: none but our own")
-    embed_origins: tuple[str, ...] = Field((), description="portal origins that may embed /map?embed=1 in a frame "
-                                                           "(CSP frame-ancestors); the plain /map is never framed")
-    hsts_max_age: int = Field(31_536_000, ge=0, description="Strict-Transport-Security max-age (seconds) on "
-                                                            "answers served over HTTPS; 0: no HSTS header")
+        ("127.0.0.1",),
+        description="addresses or networks (CIDR) of the reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed: the client's address (rate limits) and scheme "
+        "(HSTS) come from them; empty: from the connection itself",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        (),
+        description="origins (scheme://host[:port]) whose pages may call the "
+        "API from a browser (CORS); empty: none but our own",
+    )
+    embed_origins: tuple[str, ...] = Field(
+        (),
+        description="portal origins that may embed /map?embed=1 in a frame "
+        "(CSP frame-ancestors); the plain /map is never framed",
+    )
+    hsts_max_age: int = Field(
+        31_536_000,
+        ge=0,
+        description="Strict-Transport-Security max-age (seconds) on answers served over HTTPS; 0: no HSTS header",
+    )
 
 
 class RateLimitSettings(BaseSettings):
@@ -195,17 +244,23 @@ class RateLimitSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_RATE_LIMIT_", extra="ignore")
 
     enabled: bool = Field(True, description="off: no rate limits at all")
-    reports_per_address: int = Field(60, ge=1, description="anonymous event reports and Open311 requests a minute "
-                                                           "per address (a mobile carrier's NAT puts many "
-                                                           "residents behind one)")
-    reports_overall: int = Field(3000, ge=1, description="anonymous event reports and Open311 requests a minute "
-                                                         "from all addresses together")
+    reports_per_address: int = Field(
+        60,
+        ge=1,
+        description="anonymous event reports and Open311 requests a minute "
+        "per address (a mobile carrier's NAT puts many "
+        "residents behind one)",
+    )
+    reports_overall: int = Field(
+        3000, ge=1, description="anonymous event reports and Open311 requests a minute from all addresses together"
+    )
     locate_batches_per_address: int = Field(30, ge=1, description="anonymous locate batches a minute per address")
     locate_batches_overall: int = Field(300, ge=1, description="anonymous locate batches a minute in all")
     tokens_per_address: int = Field(60, ge=1, description="sign-in attempts (POST /v1/auth/token) a minute per address")
     tokens_overall: int = Field(1200, ge=1, description="sign-in attempts a minute in all")
-    exempt: tuple[str, ...] = Field((), description="addresses or networks (CIDR) never limited, e.g. the "
-                                                    "benchmarks' loopback: '[\"127.0.0.1\"]'")
+    exempt: tuple[str, ...] = Field(
+        (), description="addresses or networks (CIDR) never limited, e.g. the benchmarks' loopback: '[\"127.0.0.1\"]'"
+    )
 
 
 class AuditSettings(BaseSettings):
@@ -214,15 +269,23 @@ class AuditSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_AUDIT_", extra="ignore")
 
     enabled: bool = Field(True, description="record every answer carrying personal data (audit_log)")
-    wait: bool = Field(False, description="each such answer waits until its audit row is committed "
-                                          "(otherwise rows are written right after, in groups)")
+    wait: bool = Field(
+        False,
+        description="each such answer waits until its audit row is committed "
+        "(otherwise rows are written right after, in groups)",
+    )
     batch_max: int = Field(500, ge=1, le=100_000, description="audit rows written together, at most")
-    linger_ms: float = Field(200.0, ge=0, le=10_000, description="without wait: how long a group of audit rows "
-                                                                 "gathers before it is written")
-    retention_days: float = Field(365.0, ge=1, le=36_500, description="audit rows older than this are purged "
-                                                                      "(gridbranch audit purge)")
-    public_grid_worker: bool = Field(True, description="the grid worker's name and phone in public answers "
-                                                       "(locate, grids, reports): the residents' contact")
+    linger_ms: float = Field(
+        200.0, ge=0, le=10_000, description="without wait: how long a group of audit rows gathers before it is written"
+    )
+    retention_days: float = Field(
+        365.0, ge=1, le=36_500, description="audit rows older than this are purged (gridbranch audit purge)"
+    )
+    public_grid_worker: bool = Field(
+        True,
+        description="the grid worker's name and phone in public answers "
+        "(locate, grids, reports): the residents' contact",
+    )
 
 
 @dataclass
@@ -242,7 +305,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
 
     @classmethod
-    def from_env(cls, **service_overrides) -> "Settings":
+    def from_env(cls, **service_overrides) -> Settings:
         """Every concern read from the environment now (never at import)."""
         values = {f.name: f.default_factory() for f in fields(cls)}  # type: ignore[operator]  # every field has one
         values["service"] = ServiceSettings(**service_overrides)

@@ -40,8 +40,9 @@ def _gzip_ok(header: str | None) -> bool:
 
 def as_reply(reply: TileReply) -> Reply:
     """A tile reply as the ASGI messages ``starlette.responses.Response`` would send."""
-    return Reply(reply.status, reply.body,
-                 [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()])
+    return Reply(
+        reply.status, reply.body, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items()]
+    )
 
 
 _TILE_PATH = re.compile(r"^/tiles/([a-z0-9_,]{1,200})/([0-9]{1,2})/([0-9]{1,10})/([0-9]{1,10})\.mvt$")
@@ -67,6 +68,10 @@ class TileFastPath(FastPath):
         address = check_tile(z, x, y)  # GridbranchError: the route answers with the problem details
         layers = _public_layers(raw_layers, z)
         reply = await app.state.tiles.tile(
-            layers, address, scope=None, gzip=_gzip_ok(accept.decode("latin-1") if accept is not None else None),
-            if_none_match_header=if_none_match.decode("latin-1") if if_none_match is not None else None)
+            layers,
+            address,
+            scope=None,
+            gzip=_gzip_ok(accept.decode("latin-1") if accept is not None else None),
+            if_none_match_header=if_none_match.decode("latin-1") if if_none_match is not None else None,
+        )
         return as_reply(reply)

@@ -44,6 +44,13 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from ingest import tables
+from ingest.files import FileError, SourceFile
+from layers import boundaries as store
+from layers.boundaries import day as _day
+from layers.clock import now_of
+from layers.codes import area_code_problem, grid_code_problem, level_of, parent_code
+from layers.coverage_topology import Thresholds, analyse_topology, lonlat_area, polygon_parts, repair
 from layers.crs import (
     BD09,
     GCJ02,
@@ -55,14 +62,7 @@ from layers.crs import (
     parse_crs,
     zone_prefix_mismatch,
 )
-from ingest import tables
-from ingest.files import FileError, SourceFile
-from layers import boundaries as store
-from layers.boundaries import day as _day
-from layers.codes import area_code_problem, grid_code_problem, level_of, parent_code
-from layers.coverage_topology import Thresholds, analyse_topology, lonlat_area, polygon_parts, repair
 from layers.errors import Conflict, InvalidInput
-from layers.clock import now_of
 from layers.versions import data_versions
 
 KINDS = ("areas", "grids")
@@ -173,11 +173,20 @@ class BoundaryPlan:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: the report an upload API returns before its commit."""
-        return {"kind": self.kind, "source": self.source, "district": self.district, "counts": self.counts(),
-                "ok": self.ok, "outcomes": [o.as_dict() for o in self.outcomes],
-                "problems": [p.as_dict() for p in self.problems], "absent": self.absent, "notes": self.notes,
-                "versions": self.versions, "retire_missing": self.retire_missing,
-                "effective": self.effective.isoformat() if self.effective else None}
+        return {
+            "kind": self.kind,
+            "source": self.source,
+            "district": self.district,
+            "counts": self.counts(),
+            "ok": self.ok,
+            "outcomes": [o.as_dict() for o in self.outcomes],
+            "problems": [p.as_dict() for p in self.problems],
+            "absent": self.absent,
+            "notes": self.notes,
+            "versions": self.versions,
+            "retire_missing": self.retire_missing,
+            "effective": self.effective.isoformat() if self.effective else None,
+        }
 
 
 # ---- reading attributes ---------------------------------------------------------------------
@@ -191,17 +200,23 @@ def parse_mapping(text_: str | None) -> dict[str, str]:
 def _column(src: SourceFile, key: str, mapping: dict[str, str], required: bool) -> str | None:
     if key in mapping:
         if mapping[key] not in src.fields:
-            raise FileError(f"{src.name}: no attribute {mapping[key]!r} (--map {key}=…); its attributes: "
-                            f"{', '.join(src.fields) or '(none)'}", field="map")
+            raise FileError(
+                f"{src.name}: no attribute {mapping[key]!r} (--map {key}=…); its attributes: "
+                f"{', '.join(src.fields) or '(none)'}",
+                field="map",
+            )
         return mapping[key]
     lower = {f.strip().lower(): f for f in src.fields}
     for candidate in DEFAULT_COLUMNS[key]:
         if candidate in lower:
             return lower[candidate]
     if required:
-        raise FileError(f"{src.name}: which attribute holds the {key}? none is called "
-                        f"{', '.join(DEFAULT_COLUMNS[key])}; say it with --map {key}=COLUMN; its attributes: "
-                        f"{', '.join(src.fields) or '(none)'}", field="map")
+        raise FileError(
+            f"{src.name}: which attribute holds the {key}? none is called "
+            f"{', '.join(DEFAULT_COLUMNS[key])}; say it with --map {key}=COLUMN; its attributes: "
+            f"{', '.join(src.fields) or '(none)'}",
+            field="map",
+        )
     return None
 
 
@@ -250,15 +265,23 @@ def resolve_crs(src: SourceFile, given: str | None, *, near_lon: float | None = 
     elif src.declared_crs is not None:
         spec = src.declared_crs
         told = f"the file's CRS {src.crs_text}"
-        notes.append(f"CRS {src.crs_text} from the file"
-                     + (f" ({src.crs_by_definition}: data from Amap, Tencent or WeChat are gcj02 — say "
-                        "--crs gcj02)" if src.crs_by_definition else ""))
+        notes.append(
+            f"CRS {src.crs_text} from the file"
+            + (
+                f" ({src.crs_by_definition}: data from Amap, Tencent or WeChat are gcj02 — say --crs gcj02)"
+                if src.crs_by_definition
+                else ""
+            )
+        )
     else:
         xy = _sample_xy(src.geoms)
         hint = crs_hint(xy[:, 0], xy[:, 1], near_lon) if len(xy) else "it has no coordinates"
         says = f" (it says {src.crs_text})" if src.crs_text else ""
-        raise FileError(f"{src.name}: declares no CRS gridbranch can use{says}; give --crs (wgs84, gcj02, bd09, "
-                        f"cgcs2000, EPSG:4547, EPSG:4526 or any EPSG code): {hint}", field="crs")
+        raise FileError(
+            f"{src.name}: declares no CRS gridbranch can use{says}; give --crs (wgs84, gcj02, bd09, "
+            f"cgcs2000, EPSG:4547, EPSG:4526 or any EPSG code): {hint}",
+            field="crs",
+        )
     if not spec.is_geographic:
         xy = _sample_xy(src.geoms)
         mismatch = zone_prefix_mismatch(spec, xy[:, 0]) if len(xy) else None
@@ -309,8 +332,7 @@ def _plain_geometries(wgs: np.ndarray, district) -> tuple[np.ndarray, np.ndarray
     return plain, near
 
 
-def _check_geometry(i: int, code: str | None, geom, *, do_repair: bool, problems: list[Problem],
-                    out: Outcome) -> Any:
+def _check_geometry(i: int, code: str | None, geom, *, do_repair: bool, problems: list[Problem], out: Outcome) -> Any:
     """The feature's WGS84 geometry as a valid MultiPolygon, or None (rejected)."""
     number = i + 1
 
@@ -359,8 +381,10 @@ def _check_geometry(i: int, code: str | None, geom, *, do_repair: bool, problems
             err(f"invalid geometry: {reason}, and make_valid leaves no surface")
             return None
         before, after = float(lonlat_area([g])[0]), float(lonlat_area(fparts).sum())
-        out.repaired = (f"{reason}: repaired by make_valid, area {before:.1f} → {after:.1f} m² "
-                        f"({after - before:+.1f} m²), {len(parts)} → {len(fparts)} part(s)")
+        out.repaired = (
+            f"{reason}: repaired by make_valid, area {before:.1f} → {after:.1f} m² "
+            f"({after - before:+.1f} m²), {len(parts)} → {len(fparts)} part(s)"
+        )
         err(out.repaired, "warning")
         g = _as_multipolygon(fparts)
     return g
@@ -401,13 +425,18 @@ def _readings(spec: CrsSpec) -> list[tuple[str, str, Any]]:
     def swapped(geoms):
         return geoms_to_wgs84(shapely.transform(geoms, lambda xy: xy[:, ::-1]), spec)
 
-    out.append(("the axes are swapped (y first)", "swap the columns, or export x (longitude/easting) first",
-                swapped))
+    out.append(("the axes are swapped (y first)", "swap the columns, or export x (longitude/easting) first", swapped))
     if spec.kind == "proj" and spec.is_geographic:
-        out.append((f"GCJ-02 (Amap, Tencent, WeChat) coordinates declared as {spec.name}", "give --crs gcj02",
-                    lambda g: geoms_to_wgs84(g, GCJ02)))
-        out.append((f"BD-09 (Baidu) coordinates declared as {spec.name}", "give --crs bd09",
-                    lambda g: geoms_to_wgs84(g, BD09)))
+        out.append(
+            (
+                f"GCJ-02 (Amap, Tencent, WeChat) coordinates declared as {spec.name}",
+                "give --crs gcj02",
+                lambda g: geoms_to_wgs84(g, GCJ02),
+            )
+        )
+        out.append(
+            (f"BD-09 (Baidu) coordinates declared as {spec.name}", "give --crs bd09", lambda g: geoms_to_wgs84(g, BD09))
+        )
     elif spec is GCJ02:
         out.append(("WGS84 coordinates declared as GCJ-02", "give --crs wgs84", lambda g: geoms_to_wgs84(g, WGS84)))
         out.append(("BD-09 coordinates declared as GCJ-02", "give --crs bd09", lambda g: geoms_to_wgs84(g, BD09)))
@@ -415,13 +444,19 @@ def _readings(spec: CrsSpec) -> list[tuple[str, str, Any]]:
         out.append(("GCJ-02 coordinates declared as BD-09", "give --crs gcj02", lambda g: geoms_to_wgs84(g, GCJ02)))
         out.append(("WGS84 coordinates declared as BD-09", "give --crs wgs84", lambda g: geoms_to_wgs84(g, WGS84)))
     else:
-        out.append((f"longitude/latitude declared as {spec.name}", "give --crs wgs84 (or gcj02)",
-                    lambda g: geoms_to_wgs84(g, WGS84)))
+        out.append(
+            (
+                f"longitude/latitude declared as {spec.name}",
+                "give --crs wgs84 (or gcj02)",
+                lambda g: geoms_to_wgs84(g, WGS84),
+            )
+        )
     return out
 
 
-def _guess_reading(src_geoms: np.ndarray, spec: CrsSpec, wgs: np.ndarray, district, district_name: str
-                   ) -> Problem | None:
+def _guess_reading(
+    src_geoms: np.ndarray, spec: CrsSpec, wgs: np.ndarray, district, district_name: str
+) -> Problem | None:
     """When the features fit the district badly, the reading of the coordinates that
     fits it far better, if one does."""
     declared = _outside_share(wgs, district)
@@ -438,9 +473,16 @@ def _guess_reading(src_geoms: np.ndarray, spec: CrsSpec, wgs: np.ndarray, distri
             best = (share, what, advice)
     if best is None or best[0] > declared / 10 or best[0] > 0.05:
         return None
-    return Problem(None, None, "crs", (
-        f"{declared:.1%} of the features' area lies outside {district_name} as read in {spec.name}, "
-        f"{best[0]:.2%} if {best[1]}: {best[2]}"), "error")
+    return Problem(
+        None,
+        None,
+        "crs",
+        (
+            f"{declared:.1%} of the features' area lies outside {district_name} as read in {spec.name}, "
+            f"{best[0]:.2%} if {best[1]}: {best[2]}"
+        ),
+        "error",
+    )
 
 
 def _where(geom, district, district_name: str) -> str | None:
@@ -462,8 +504,10 @@ def _where(geom, district, district_name: str) -> str | None:
 def _district(session: Session) -> tuple[str, str, Any]:
     rows = store.districts(session.connection())
     if not rows:
-        raise Conflict("the database holds no district yet: start one with gridbranch init --district CODE "
-                       "--boundary FILE", field="district")
+        raise Conflict(
+            "the database holds no district yet: start one with gridbranch init --district CODE --boundary FILE",
+            field="district",
+        )
     if len(rows) > 1:
         raise Conflict(f"the database holds several districts ({', '.join(c for c, _ in rows)})", field="district")
     code, name = rows[0]
@@ -471,10 +515,19 @@ def _district(session: Session) -> tuple[str, str, Any]:
     return code, name, shapely.from_wkb(area.wkb)
 
 
-def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None = None,
-                mapping: dict[str, str] | None = None, do_repair: bool = False,
-                tolerance_m2: float = 100.0, thresholds: Thresholds = Thresholds(),
-                effective: datetime | None = None, retire_missing: bool = False) -> BoundaryPlan:
+def plan_import(
+    session: Session,
+    kind: str,
+    src: SourceFile,
+    *,
+    crs: str | None = None,
+    mapping: dict[str, str] | None = None,
+    do_repair: bool = False,
+    tolerance_m2: float = 100.0,
+    thresholds: Thresholds = Thresholds(),
+    effective: datetime | None = None,
+    retire_missing: bool = False,
+) -> BoundaryPlan:
     """Validate ``src`` as ``areas`` or ``grids`` and compare it with the database;
     nothing is written (see the module docstring). Grids only: ``effective`` is when
     the generation takes effect (default: when committed), ``retire_missing`` retires
@@ -482,8 +535,10 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
     if kind not in KINDS:
         raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind")
     if kind != "grids" and (effective is not None or retire_missing):
-        raise InvalidInput("only grids come in generations: --effective and --retire-missing are for "
-                           "ingest grids", field="effective" if effective is not None else "retire_missing")
+        raise InvalidInput(
+            "only grids come in generations: --effective and --retire-missing are for ingest grids",
+            field="effective" if effective is not None else "retire_missing",
+        )
     mapping = mapping or {}
     conn = session.connection()
     versions = data_versions(session, ["areas", "grids"])
@@ -517,8 +572,8 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
         outcomes.append(out)
         before = len(problems)
 
-        def err(fld: str, reason: str) -> None:
-            problems.append(Problem(i + 1, code, fld, reason))
+        def err(fld: str, reason: str) -> None:  # (called within this iteration only)
+            problems.append(Problem(i + 1, code, fld, reason))  # noqa: B023
 
         if i in src.feature_errors:
             fld, reason = src.feature_errors[i]
@@ -538,8 +593,10 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
                 out.level = "grid" if kind == "grids" else level_of(code)
                 derived = parent_code(code)
                 if given_parent is not None and given_parent != derived:
-                    err(c_parent, f"{code} is not under its parent's code {given_parent} "
-                                  f"(its code says its parent is {derived})")
+                    err(
+                        c_parent,
+                        f"{code} is not under its parent's code {given_parent} (its code says its parent is {derived})",
+                    )
                 out.parent = derived
                 if kind == "areas" and out.level == "district" and code != dcode:
                     err(c_code, f"{code} is another district than this deployment's {dcode}")
@@ -580,8 +637,14 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
             if o.level != level or o.action == REJECT:
                 continue
             if o.code in stored_grids and stored_grids[o.code].retired:
-                problems.append(Problem(o.feature, o.code, c_code, f"grid {o.code} was retired: this import does "
-                                                                     "not bring retired grids back"))
+                problems.append(
+                    Problem(
+                        o.feature,
+                        o.code,
+                        c_code,
+                        f"grid {o.code} was retired: this import does not bring retired grids back",
+                    )
+                )
                 o.action = REJECT
                 continue
             pg = _check_parent(o, kind, in_file, stored_areas, parent_geom, problems, c_parent)
@@ -598,39 +661,89 @@ def plan_import(session: Session, kind: str, src: SourceFile, *, crs: str | None
     multipart = sum(1 for o in outcomes if o.geom is not None and shapely.get_num_geometries(o.geom) > 1)
     if multipart:
         notes.append(f"{multipart} multipart feature(s) kept as multipolygons")
-    source = {"file": src.name, "driver": src.driver, "layer": src.layer, "features": n,
-              "encoding": src.encoding, "encoding_note": src.encoding_note, "crs": spec.name,
-              "geometry_type": src.geometry_type,
-              "columns": {"code": c_code, "name": c_name, "parent": c_parent}}
+    source = {
+        "file": src.name,
+        "driver": src.driver,
+        "layer": src.layer,
+        "features": n,
+        "encoding": src.encoding,
+        "encoding_note": src.encoding_note,
+        "crs": spec.name,
+        "geometry_type": src.geometry_type,
+        "columns": {"code": c_code, "name": c_name, "parent": c_parent},
+    }
     problems.sort(key=lambda p: (p.feature is not None, p.feature or 0))
-    return BoundaryPlan(kind, source, {"code": dcode, "name": dname}, outcomes, problems, absent, notes, versions,
-                        effective, retire_missing)
+    return BoundaryPlan(
+        kind,
+        source,
+        {"code": dcode, "name": dname},
+        outcomes,
+        problems,
+        absent,
+        notes,
+        versions,
+        effective,
+        retire_missing,
+    )
 
 
-def _check_generation(conn, now: datetime, effective: datetime | None, outcomes: list[Outcome],
-                      problems: list[Problem], c_code: str | None) -> None:
+def _check_generation(
+    conn,
+    now: datetime,
+    effective: datetime | None,
+    outcomes: list[Outcome],
+    problems: list[Problem],
+    c_code: str | None,
+) -> None:
     """A generation takes effect now or later, after the last one; a later one carries
     only boundaries (names and communities are not versioned: they change at once)."""
     at = effective or now
     if effective is not None and effective < now:
-        problems.append(Problem(None, None, "effective", f"{_day(effective)} has passed (now {_day(now)}): a "
-                                                         "generation takes effect now or later, history stays as it was"))
+        problems.append(
+            Problem(
+                None,
+                None,
+                "effective",
+                f"{_day(effective)} has passed (now {_day(now)}): a "
+                "generation takes effect now or later, history stays as it was",
+            )
+        )
         return
     last = store.last_start(conn)
     if last is not None and at < last:
-        problems.append(Problem(None, None, "effective", f"the last generation takes effect on {_day(last)}: a new "
-                                                         "one takes effect after it (--effective a later day)"))
+        problems.append(
+            Problem(
+                None,
+                None,
+                "effective",
+                f"the last generation takes effect on {_day(last)}: a new "
+                "one takes effect after it (--effective a later day)",
+            )
+        )
     if effective is not None and effective > now:
         for o in outcomes:
             if o.action == CHANGE and o.reparented_from:
-                problems.append(Problem(o.feature, o.code, c_code or "code",
-                                        f"moved from {o.reparented_from} to {o.parent}: a grid changes its "
-                                        "community at once, not on a later day (import it without --effective)"))
+                problems.append(
+                    Problem(
+                        o.feature,
+                        o.code,
+                        c_code or "code",
+                        f"moved from {o.reparented_from} to {o.parent}: a grid changes its "
+                        "community at once, not on a later day (import it without --effective)",
+                    )
+                )
                 o.action = REJECT
             elif o.action == CHANGE and o.renamed_from:
-                problems.append(Problem(o.feature, o.code, "name",
-                                        f"renamed from {o.renamed_from} at once: names are not versioned, only "
-                                        f"the boundary waits for {_day(effective)}", "warning"))
+                problems.append(
+                    Problem(
+                        o.feature,
+                        o.code,
+                        "name",
+                        f"renamed from {o.renamed_from} at once: names are not versioned, only "
+                        f"the boundary waits for {_day(effective)}",
+                        "warning",
+                    )
+                )
 
 
 def _prepared(geom):
@@ -638,8 +751,15 @@ def _prepared(geom):
     return geom
 
 
-def _check_parent(o: Outcome, kind: str, good: dict[str, Outcome], stored: dict[str, store.StoredArea],
-                  parent_geom: dict[str, Any], problems: list[Problem], c_parent: str | None) -> Any:
+def _check_parent(
+    o: Outcome,
+    kind: str,
+    good: dict[str, Outcome],
+    stored: dict[str, store.StoredArea],
+    parent_geom: dict[str, Any],
+    problems: list[Problem],
+    c_parent: str | None,
+) -> Any:
     """Reject ``o`` when its parent is rejected, unknown or of the wrong level; else the
     parent's geometry to measure it against (:func:`_outside_parents`), or None."""
     if o.parent is None:
@@ -647,20 +767,35 @@ def _check_parent(o: Outcome, kind: str, good: dict[str, Outcome], stored: dict[
     want = {"grid": "community", "community": "street", "street": "district"}[o.level]
     mine = good.get(o.parent) if kind == "areas" else None
     if mine is not None and mine.action == REJECT:
-        problems.append(Problem(o.feature, o.code, c_parent or "parent",
-                                f"its parent {o.parent} (feature {mine.feature}) is rejected"))
+        problems.append(
+            Problem(
+                o.feature, o.code, c_parent or "parent", f"its parent {o.parent} (feature {mine.feature}) is rejected"
+            )
+        )
         o.action = REJECT
         return None
     level = mine.level if mine else (stored[o.parent].level if o.parent in stored else None)
     if level is None:
-        problems.append(Problem(o.feature, o.code, c_parent or "parent",
-                                f"its parent {o.parent} is neither in the file nor in the database"
-                                + (" (import the areas first)" if kind == "grids" else "")))
+        problems.append(
+            Problem(
+                o.feature,
+                o.code,
+                c_parent or "parent",
+                f"its parent {o.parent} is neither in the file nor in the database"
+                + (" (import the areas first)" if kind == "grids" else ""),
+            )
+        )
         o.action = REJECT
         return None
     if level != want:
-        problems.append(Problem(o.feature, o.code, c_parent or "parent",
-                                f"its parent {o.parent} is a {level}, a {o.level}'s parent is a {want}"))
+        problems.append(
+            Problem(
+                o.feature,
+                o.code,
+                c_parent or "parent",
+                f"its parent {o.parent} is a {level}, a {o.level}'s parent is a {want}",
+            )
+        )
         o.action = REJECT
         return None
     return parent_geom.get(o.parent)
@@ -680,13 +815,25 @@ def _outside_parents(placed: list[tuple[Outcome, Any]], tolerance_m2: float, pro
     for k, m2 in zip(todo.tolist(), outside.tolist()):
         if m2 > tolerance_m2:
             o = placed[k][0]
-            problems.append(Problem(o.feature, o.code, "geometry",
-                                    f"{m2:,.1f} m² lie outside its parent {o.parent} (tolerance {tolerance_m2:g} m²)"))
+            problems.append(
+                Problem(
+                    o.feature,
+                    o.code,
+                    "geometry",
+                    f"{m2:,.1f} m² lie outside its parent {o.parent} (tolerance {tolerance_m2:g} m²)",
+                )
+            )
             o.action = REJECT
 
 
-def _topology(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.StoredArea],
-              stored_grids: dict[str, store.StoredGrid], thresholds: Thresholds, problems: list[Problem]) -> None:
+def _topology(
+    kind: str,
+    outcomes: list[Outcome],
+    stored_areas: dict[str, store.StoredArea],
+    stored_grids: dict[str, store.StoredGrid],
+    thresholds: Thresholds,
+    problems: list[Problem],
+) -> None:
     """Overlaps, gaps and stray parts among siblings, in the layer the import would
     leave: the file's good features and the stored siblings it does not replace."""
     good = [o for o in outcomes if o.action != REJECT]
@@ -699,11 +846,17 @@ def _topology(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.
             continue
         parents = sorted({o.parent for o in kids})
         if kind == "grids":
-            others = [(c, g.community, shapely.from_wkb(g.wkb)) for c, g in stored_grids.items()
-                      if c not in by_code and g.community in parents and not g.retired and g.wkb is not None]
+            others = [
+                (c, g.community, shapely.from_wkb(g.wkb))
+                for c, g in stored_grids.items()
+                if c not in by_code and g.community in parents and not g.retired and g.wkb is not None
+            ]
         else:
-            others = [(c, a.parent, shapely.from_wkb(a.wkb)) for c, a in stored_areas.items()
-                      if c not in by_code and a.level == level and a.parent in parents]
+            others = [
+                (c, a.parent, shapely.from_wkb(a.wkb))
+                for c, a in stored_areas.items()
+                if c not in by_code and a.level == level and a.parent in parents
+            ]
         children = sorted([(o.code, o.parent, o.geom) for o in kids] + others)
 
         def parent_geom(c: str):
@@ -712,31 +865,62 @@ def _topology(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.
 
         present = [c for c in parents if c in by_code or c in stored_areas]
         topo = analyse_topology(
-            area_codes=present, area_levels=[level_of(c) for c in present], area_parents=[None] * len(present),
-            area_geoms=[parent_geom(c) for c in present], grid_codes=[c for c, _, _ in children],
-            grid_areas=[p for _, p, _ in children], grid_geoms=[g for _, _, g in children], thresholds=thresholds)
+            area_codes=present,
+            area_levels=[level_of(c) for c in present],
+            area_parents=[None] * len(present),
+            area_geoms=[parent_geom(c) for c in present],
+            grid_codes=[c for c, _, _ in children],
+            grid_areas=[p for _, p, _ in children],
+            grid_geoms=[g for _, _, g in children],
+            thresholds=thresholds,
+        )
         for f in topo.findings:
             at = f"at {f.point[0]:.6f}, {f.point[1]:.6f}"
             if f.form == "overlap":
                 a, b = f.codes
                 mine = a if a in feature_of else b
                 other = b if mine == a else a
-                problems.append(Problem(feature_of.get(mine), mine, "geometry",
-                                        f"overlaps {other} by {f.area_m2:,.1f} m² {at}"
-                                        + (" (a sliver)" if f.kind == "sliver" else ""), "warning", f.geom))
+                problems.append(
+                    Problem(
+                        feature_of.get(mine),
+                        mine,
+                        "geometry",
+                        f"overlaps {other} by {f.area_m2:,.1f} m² {at}" + (" (a sliver)" if f.kind == "sliver" else ""),
+                        "warning",
+                        f.geom,
+                    )
+                )
             elif f.form == "gap":
                 bordered = f", bordered by {', '.join(f.codes[1:])}" if len(f.codes) > 1 else ""
-                problems.append(Problem(None, f.codes[0], "geometry",
-                                        f"{'a sliver' if f.kind == 'sliver' else 'a gap'} of {f.area_m2:,.1f} m² "
-                                        f"in {f.codes[0]} that none of its {level}s covers {at}{bordered}",
-                                        "warning", f.geom))
+                problems.append(
+                    Problem(
+                        None,
+                        f.codes[0],
+                        "geometry",
+                        f"{'a sliver' if f.kind == 'sliver' else 'a gap'} of {f.area_m2:,.1f} m² "
+                        f"in {f.codes[0]} that none of its {level}s covers {at}{bordered}",
+                        "warning",
+                        f.geom,
+                    )
+                )
             elif f.kind == "stray_part" and f.codes[0] in feature_of:
-                problems.append(Problem(feature_of[f.codes[0]], f.codes[0], "geometry",
-                                        f"a stray part of {f.area_m2:,.1f} m² {at} (multipart kept)", "warning"))
+                problems.append(
+                    Problem(
+                        feature_of[f.codes[0]],
+                        f.codes[0],
+                        "geometry",
+                        f"a stray part of {f.area_m2:,.1f} m² {at} (multipart kept)",
+                        "warning",
+                    )
+                )
 
 
-def _diff(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.StoredArea],
-          stored_grids: dict[str, store.StoredGrid]) -> list[dict[str, str]]:
+def _diff(
+    kind: str,
+    outcomes: list[Outcome],
+    stored_areas: dict[str, store.StoredArea],
+    stored_grids: dict[str, store.StoredGrid],
+) -> list[dict[str, str]]:
     """Set each good feature's action against what is stored; return the stored units of
     the file's scope (the parents its features belong to) that it does not hold."""
     for o in outcomes:
@@ -756,17 +940,26 @@ def _diff(kind: str, outcomes: list[Outcome], stored_areas: dict[str, store.Stor
         o.reparented_from = parent if parent != o.parent else None
         before = shapely.from_wkb(wkb) if wkb is not None else None
         if before is None or not shapely.equals_exact(before, o.geom, 0):
-            moved = float(lonlat_area([shapely.symmetric_difference(shapely.make_valid(before), o.geom)])[0]) \
-                if before is not None else float("inf")
+            moved = (
+                float(lonlat_area([shapely.symmetric_difference(shapely.make_valid(before), o.geom)])[0])
+                if before is not None
+                else float("inf")
+            )
             o.moved_m2 = moved if moved >= CHANGE_M2 else None
         o.action = CHANGE if (o.renamed_from or o.reparented_from or o.moved_m2) else UNCHANGED
     in_file = {o.code for o in outcomes if o.code}
     scope = {o.parent for o in outcomes if o.action != REJECT and o.parent}
     if kind == "grids":
-        return [{"code": c, "name": g.name} for c, g in stored_grids.items()
-                if c not in in_file and not g.retired and g.community in scope]
-    return [{"code": c, "name": a.name} for c, a in stored_areas.items()
-            if c not in in_file and a.parent in scope and a.level != "district"]
+        return [
+            {"code": c, "name": g.name}
+            for c, g in stored_grids.items()
+            if c not in in_file and not g.retired and g.community in scope
+        ]
+    return [
+        {"code": c, "name": a.name}
+        for c, a in stored_areas.items()
+        if c not in in_file and a.parent in scope and a.level != "district"
+    ]
 
 
 # ---- committing -------------------------------------------------------------------------------
@@ -796,35 +989,64 @@ def commit_plan(session: Session, plan: BoundaryPlan) -> dict[str, int]:
     change = [o for o in plan.outcomes if o.action == CHANGE]
     attrs = [o for o in change if o.renamed_from or o.reparented_from]
     moved = [o for o in change if o.moved_m2]
-    counts = {"added": len(add), "renamed_or_reparented": len(attrs), "redrawn": len(moved),
-              "unchanged": sum(1 for o in plan.outcomes if o.action == UNCHANGED)}
+    counts = {
+        "added": len(add),
+        "renamed_or_reparented": len(attrs),
+        "redrawn": len(moved),
+        "unchanged": sum(1 for o in plan.outcomes if o.action == UNCHANGED),
+    }
     retire = [a["code"] for a in plan.absent] if plan.kind == "grids" and plan.retire_missing else []
     if plan.kind == "grids":
         counts["retired"] = len(retire)
     if plan.kind == "areas":
         if add:
-            store.insert_areas(conn, [o.code for o in add], [o.name for o in add], [o.level for o in add],
-                               [o.parent for o in add], _ewkb([o.geom for o in add]))
+            store.insert_areas(
+                conn,
+                [o.code for o in add],
+                [o.name for o in add],
+                [o.level for o in add],
+                [o.parent for o in add],
+                _ewkb([o.geom for o in add]),
+            )
         if change:
             # one statement: a name, a parent or a boundary, as each changed
             geoms = _ewkb([o.geom for o in change])
-            store.update_areas(conn, [o.code for o in change], [o.name for o in change],
-                               [o.parent for o in change], [g if o.moved_m2 else None for o, g in zip(change, geoms)])
+            store.update_areas(
+                conn,
+                [o.code for o in change],
+                [o.name for o in change],
+                [o.parent for o in change],
+                [g if o.moved_m2 else None for o, g in zip(change, geoms)],
+            )
     elif add or change or retire:
         if plan.effective is not None and plan.effective < now_of(session):
-            raise Conflict(f"{_day(plan.effective)} has passed since this import was planned: plan it again",
-                           field="effective")
-        generation, at = store.create_generation(conn, effective=plan.effective, source=plan.source.get("file"),
-                                                 retire_missing=plan.retire_missing, counts=counts)
+            raise Conflict(
+                f"{_day(plan.effective)} has passed since this import was planned: plan it again", field="effective"
+            )
+        generation, at = store.create_generation(
+            conn,
+            effective=plan.effective,
+            source=plan.source.get("file"),
+            retire_missing=plan.retire_missing,
+            counts=counts,
+        )
         counts["generation"] = generation
         if add:
-            store.insert_grids(conn, [o.code for o in add], [o.name for o in add], [o.parent for o in add],
-                               _ewkb([o.geom for o in add]), generation=generation, effective=at)
+            store.insert_grids(
+                conn,
+                [o.code for o in add],
+                [o.name for o in add],
+                [o.parent for o in add],
+                _ewkb([o.geom for o in add]),
+                generation=generation,
+                effective=at,
+            )
         if attrs:
             store.update_grids(conn, [o.code for o in attrs], [o.name for o in attrs], [o.parent for o in attrs])
         if moved:
-            store.redraw_grids(conn, [o.code for o in moved], _ewkb([o.geom for o in moved]),
-                               generation=generation, effective=at)
+            store.redraw_grids(
+                conn, [o.code for o in moved], _ewkb([o.geom for o in moved]), generation=generation, effective=at
+            )
         store.retire_grids(conn, retire, generation=generation, effective=at)
     if add or change or retire:
         conn.execute(text("ANALYZE admin_areas" if plan.kind == "areas" else "ANALYZE grids, grid_versions"))
@@ -839,10 +1061,13 @@ def format_report(plan: BoundaryPlan) -> str:
     feature that changes anything, and a summary."""
     c = plan.counts()
     s = plan.source
-    lines = [f"{plan.kind} from {s['file']}" + (f" (layer {s['layer']})" if s.get("layer") else "")
-             + f": {s['features']} features, {s['driver']}"
-             + (f", encoding {s['encoding']} ({s['encoding_note']})" if s.get("encoding_note") else "")
-             + f"; district {plan.district['code']} {plan.district['name']}"]
+    lines = [
+        f"{plan.kind} from {s['file']}"
+        + (f" (layer {s['layer']})" if s.get("layer") else "")
+        + f": {s['features']} features, {s['driver']}"
+        + (f", encoding {s['encoding']} ({s['encoding_note']})" if s.get("encoding_note") else "")
+        + f"; district {plan.district['code']} {plan.district['name']}"
+    ]
     lines += [f"  note: {n}" for n in plan.notes]
     for p in plan.problems:
         lines.append("  " + p.line())
@@ -860,12 +1085,17 @@ def format_report(plan: BoundaryPlan) -> str:
             lines.append(f"  change {o.code} {o.name}: {'; '.join(what)}")
     when = f"on {_day(plan.effective)}" if plan.effective else "when committed"
     for a in plan.absent:
-        lines.append(f"  retire {a['code']} {a['name']}: stored, not in the file (retired {when})"
-                     if plan.retire_missing else f"  absent {a['code']} {a['name']}: stored, not in the file (kept)")
+        lines.append(
+            f"  retire {a['code']} {a['name']}: stored, not in the file (retired {when})"
+            if plan.retire_missing
+            else f"  absent {a['code']} {a['name']}: stored, not in the file (kept)"
+        )
     absent = f"retired {when}" if plan.retire_missing else "kept, none retired"
     if plan.kind == "grids":
         lines.append(f"  generation: the changes take effect {when}")
-    lines.append(f"summary: {c['add']} to add, {c['change']} to change, {c['unchanged']} unchanged, "
-                 f"{c['reject']} rejected, {c['absent']} absent from the file ({absent}); "
-                 f"{c['errors']} error(s), {c['warnings']} warning(s)")
+    lines.append(
+        f"summary: {c['add']} to add, {c['change']} to change, {c['unchanged']} unchanged, "
+        f"{c['reject']} rejected, {c['absent']} absent from the file ({absent}); "
+        f"{c['errors']} error(s), {c['warnings']} warning(s)"
+    )
     return "\n".join(lines)

@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from ingest.boundaries import DEFAULT_COLUMNS, resolve_crs
 from ingest.calendar import load_national_calendar
-from layers.crs import crs_hint, geoms_to_wgs84, in_china_rough
 from ingest.files import FileError, SourceFile
-from layers import boundaries as store
 from layers import accounts, users
+from layers import boundaries as store
 from layers.codes import district_code
 from layers.coverage_topology import lonlat_area, polygon_parts, repair
+from layers.crs import crs_hint, geoms_to_wgs84, in_china_rough
 from layers.errors import ConfigError, Conflict, InvalidInput
 
 NAME_COLUMNS = DEFAULT_COLUMNS["name"] + ("dist_name", "区县", "区县名称")
@@ -53,8 +53,11 @@ def district_boundary(src: SourceFile, crs: str | None) -> tuple[Any, list[str]]
     lon, lat = (float(np.median(xy[:, 0])), float(np.median(xy[:, 1]))) if np.isfinite(xy).all() else (np.nan, np.nan)
     if not (np.isfinite(xy).all() and in_china_rough(lon, lat)):
         src_xy = shapely.get_coordinates(parts)
-        raise FileError(f"{src.name}: read in {spec.name}, the boundary does not fall in China "
-                        f"(at {lon:.6f}, {lat:.6f}): {crs_hint(src_xy[:, 0], src_xy[:, 1])}", field="crs")
+        raise FileError(
+            f"{src.name}: read in {spec.name}, the boundary does not fall in China "
+            f"(at {lon:.6f}, {lat:.6f}): {crs_hint(src_xy[:, 0], src_xy[:, 1])}",
+            field="crs",
+        )
     invalid = ~shapely.is_valid(wgs)
     if invalid.any():
         reasons = sorted({shapely.is_valid_reason(g) for g in wgs[invalid]})
@@ -70,12 +73,21 @@ def check_empty(session: Session) -> None:
     existing = store.districts(session.connection())
     if existing:
         held = ", ".join(f"{c} ({n})" for c, n in existing)
-        raise Conflict(f"the database already holds the district {held}: init starts an empty deployment only",
-                       field="district")
+        raise Conflict(
+            f"the database already holds the district {held}: init starts an empty deployment only", field="district"
+        )
 
 
-def start_district(session: Session, *, code: str, boundary: SourceFile, crs: str | None = None,
-                   name: str | None = None, admin_username: str = "admin", admin_password_hash: str) -> dict[str, Any]:
+def start_district(
+    session: Session,
+    *,
+    code: str,
+    boundary: SourceFile,
+    crs: str | None = None,
+    name: str | None = None,
+    admin_username: str = "admin",
+    admin_password_hash: str,
+) -> dict[str, Any]:
     """Start the deployment of district ``code`` in the session's transaction (the caller
     commits). Refuses (:class:`Conflict`) when the database already holds a district or
     the admin account exists. Returns what was set up."""
@@ -90,17 +102,39 @@ def start_district(session: Session, *, code: str, boundary: SourceFile, crs: st
     if not name:
         raise InvalidInput(f"{boundary.name} does not name the district: give --name", field="name")
     geom, notes = district_boundary(boundary, crs)
-    store.insert_areas(conn, [code], [name], ["district"], [None],
-                       shapely.to_wkb(shapely.set_srid(np.asarray([geom], dtype=object), 4326), hex=True,
-                                      include_srid=True).tolist())
+    store.insert_areas(
+        conn,
+        [code],
+        [name],
+        ["district"],
+        [None],
+        shapely.to_wkb(shapely.set_srid(np.asarray([geom], dtype=object), 4326), hex=True, include_srid=True).tolist(),
+    )
     roles = [r for (r,) in conn.execute(text("SELECT name FROM service_roles WHERE active ORDER BY position"))]
     if not roles:
-        raise ConfigError("no service roles: the migrations seed the default six (migration 0001); run gridbranch "
-                          "migrate on an empty database")
+        raise ConfigError(
+            "no service roles: the migrations seed the default six (migration 0001); run gridbranch "
+            "migrate on an empty database"
+        )
     days = load_national_calendar(conn)
     # through the accounts' one way in, so that the first admin has its account_log row too
-    accounts.create_account(session, actor=accounts.CLI_ACTOR, username=admin_username, password_hash=admin_password_hash,
-                            role="admin", area_code=code, display_name=f"{name}委组织部")
+    accounts.create_account(
+        session,
+        actor=accounts.CLI_ACTOR,
+        username=admin_username,
+        password_hash=admin_password_hash,
+        role="admin",
+        area_code=code,
+        display_name=f"{name}委组织部",
+    )
     area_km2 = float(lonlat_area([geom])[0]) / 1e6
-    return {"code": code, "name": name, "area_km2": area_km2, "parts": int(shapely.get_num_geometries(geom)),
-            "roles": roles, "calendar_days": days, "admin": admin_username, "notes": notes}
+    return {
+        "code": code,
+        "name": name,
+        "area_km2": area_km2,
+        "parts": int(shapely.get_num_geometries(geom)),
+        "roles": roles,
+        "calendar_days": days,
+        "admin": admin_username,
+        "notes": notes,
+    }

@@ -104,8 +104,14 @@ class SourceFile:
         return len(self.records)
 
 
-def read_features(path: str | Path, *, layer: str | None = None, encoding: str | None = None,
-                  geometry_field: str | None = None, limits: Limits = Limits()) -> SourceFile:
+def read_features(
+    path: str | Path,
+    *,
+    layer: str | None = None,
+    encoding: str | None = None,
+    geometry_field: str | None = None,
+    limits: Limits = Limits(),
+) -> SourceFile:
     """Read every feature of one layer of ``path`` (see the module docstring)."""
     path = Path(path)
     name = path.name or str(path)
@@ -126,8 +132,10 @@ def read_features(path: str | Path, *, layer: str | None = None, encoding: str |
                 layer = None
         suffix = target.suffix.lower()
         if suffix not in FORMATS:
-            raise FileError(f"{name}: unsupported file type {suffix or '(none)'}; gridbranch reads "
-                            f"{', '.join(sorted(FORMATS))} and .zip/.kmz archives of them")
+            raise FileError(
+                f"{name}: unsupported file type {suffix or '(none)'}; gridbranch reads "
+                f"{', '.join(sorted(FORMATS))} and .zip/.kmz archives of them"
+            )
         if suffix == ".xlsx":
             _check_archive(target, name, limits)
             return _read_xlsx(target, name, layer, geometry_field, limits)
@@ -157,12 +165,16 @@ def _members(zf: zipfile.ZipFile, name: str, limits: Limits) -> list[zipfile.Zip
     members = [i for i in zf.infolist() if not i.is_dir()]
     declared = sum(i.file_size for i in members)
     if declared > limits.max_unpacked_bytes:
-        raise FileError(f"{name}: unpacks to {declared / 2**20:.0f} MiB, more than the "
-                        f"{limits.max_unpacked_bytes / 2**20:.0f} MiB gridbranch reads")
+        raise FileError(
+            f"{name}: unpacks to {declared / 2**20:.0f} MiB, more than the "
+            f"{limits.max_unpacked_bytes / 2**20:.0f} MiB gridbranch reads"
+        )
     for i in members:
         if i.file_size > (1 << 20) and i.file_size > limits.max_ratio * max(i.compress_size, 1):
-            raise FileError(f"{name}: member {i.filename} unpacks {i.file_size // max(i.compress_size, 1)} times its "
-                            f"packed size (more than {limits.max_ratio}×): refused as a zip bomb")
+            raise FileError(
+                f"{name}: member {i.filename} unpacks {i.file_size // max(i.compress_size, 1)} times its "
+                f"packed size (more than {limits.max_ratio}×): refused as a zip bomb"
+            )
     return members
 
 
@@ -173,12 +185,15 @@ def _stream(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out, name: str, budget: 
             while chunk := src.read(1 << 20):
                 budget[0] -= len(chunk)
                 if budget[0] < 0:
-                    raise FileError(f"{name}: unpacks to more than the {limits.max_unpacked_bytes / 2**20:.0f} MiB "
-                                    "gridbranch reads: refused as a zip bomb")
+                    raise FileError(
+                        f"{name}: unpacks to more than the {limits.max_unpacked_bytes / 2**20:.0f} MiB "
+                        "gridbranch reads: refused as a zip bomb"
+                    )
                 out.write(chunk)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise FileError(f"{name}: not a complete zip archive (member {info.filename} is truncated or damaged: "
-                        f"{exc})") from exc
+        raise FileError(
+            f"{name}: not a complete zip archive (member {info.filename} is truncated or damaged: {exc})"
+        ) from exc
 
 
 def _unpack(path: Path, dest: Path, limits: Limits) -> None:
@@ -211,8 +226,11 @@ class _Discard:
 def _dataset_in(folder: Path, name: str, layer: str | None, kmz: bool = False) -> Path:
     """The one dataset in a folder or unpacked archive (``layer`` names a Shapefile's stem
     when there are several)."""
-    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in FORMATS
-                   and "__MACOSX" not in p.parts and not p.name.startswith("._"))
+    found = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in FORMATS and "__MACOSX" not in p.parts and not p.name.startswith("._")
+    )
     if kmz:
         kml = [p for p in found if p.suffix.lower() == ".kml"]
         doc = [p for p in kml if p.name.lower() == "doc.kml"]
@@ -227,8 +245,10 @@ def _dataset_in(folder: Path, name: str, layer: str | None, kmz: bool = False) -
             return chosen[0]
     if len(found) > 1:
         names = ", ".join(str(p.relative_to(folder)) for p in found)
-        raise FileError(f"{name}: holds several datasets ({names}); choose one with --layer NAME (its name "
-                        "without the suffix)", field="layer")
+        raise FileError(
+            f"{name}: holds several datasets ({names}); choose one with --layer NAME (its name without the suffix)",
+            field="layer",
+        )
     return found[0]
 
 
@@ -242,16 +262,20 @@ def _sibling(shp: Path, suffix: str) -> Path | None:
 def _check_shapefile(shp: Path, name: str) -> None:
     for suffix, what in ((".dbf", "its attribute table"), (".shx", "its index")):
         if _sibling(shp, suffix) is None:
-            raise FileError(f"{name}: the Shapefile {shp.name} has no {suffix} ({what}); a Shapefile is several files "
-                            f"({shp.stem}.shp, .shx, .dbf, .prj, .cpg): send them all, e.g. zipped together")
+            raise FileError(
+                f"{name}: the Shapefile {shp.name} has no {suffix} ({what}); a Shapefile is several files "
+                f"({shp.stem}.shp, .shx, .dbf, .prj, .cpg): send them all, e.g. zipped together"
+            )
 
 
 def _check_kml(path: Path, name: str, limits: Limits) -> None:
     _check_size(name, path.stat().st_size, limits.max_kml_bytes)
     head = path.read_bytes()
     if b"<!ENTITY" in head or b"<!DOCTYPE" in head:
-        raise FileError(f"{name}: the KML declares a DTD or entities, which KML never needs (entity expansion is the "
-                        "'billion laughs' bomb): refused")
+        raise FileError(
+            f"{name}: the KML declares a DTD or entities, which KML never needs (entity expansion is the "
+            "'billion laughs' bomb): refused"
+        )
 
 
 # ---- GDAL formats through pyogrio ---------------------------------------------------------
@@ -275,8 +299,9 @@ def _pick_layer(path: Path, name: str, layer: str | None) -> str | None:
             raise FileError(f"{name}: has no layer {layer!r}; its layers: {', '.join(layers)}", field="layer")
         return layer
     if len(layers) > 1:
-        raise FileError(f"{name}: holds several layers ({', '.join(layers)}); choose one with --layer NAME",
-                        field="layer")
+        raise FileError(
+            f"{name}: holds several layers ({', '.join(layers)}); choose one with --layer NAME", field="layer"
+        )
     return layers[0]
 
 
@@ -333,8 +358,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _read_ogr(path: Path, name: str, driver: str, layer: str | None, encoding: str | None,
-              geometry_field: str | None, limits: Limits) -> SourceFile:
+def _read_ogr(
+    path: Path,
+    name: str,
+    driver: str,
+    layer: str | None,
+    encoding: str | None,
+    geometry_field: str | None,
+    limits: Limits,
+) -> SourceFile:
     import pyogrio
     import pyogrio.raw
 
@@ -346,7 +378,9 @@ def _read_ogr(path: Path, name: str, driver: str, layer: str | None, encoding: s
     def read(read_as):
         info = pyogrio.read_info(path, layer=layer, encoding=read_as)
         if info["features"] > limits.max_features:
-            raise FileError(f"{name}: {info['features']} features, more than the {limits.max_features} gridbranch reads")
+            raise FileError(
+                f"{name}: {info['features']} features, more than the {limits.max_features} gridbranch reads"
+            )
         return info, pyogrio.raw.read(path, layer=layer, encoding=read_as, read_geometry=not tabular)
 
     try:
@@ -372,25 +406,40 @@ def _read_ogr(path: Path, name: str, driver: str, layer: str | None, encoding: s
         py_enc, label = _redecode(strings) if lossy is None else ("utf-8", "UTF-8")
         if lossy is not None:
             # the values may be fine; what is not is shown with replacement characters
-            py_enc = "gb18030" if (encoding or "").lower().replace("-", "") in ("gbk", "gb18030", "cp936", "936") \
+            py_enc = (
+                "gb18030"
+                if (encoding or "").lower().replace("-", "") in ("gbk", "gb18030", "cp936", "936")
                 else "utf-8"
+            )
             label = py_enc.upper()
         if label is not None:
             fields = [_recode(f, py_enc, lossy is not None) for f in fields]
-            values = [[_recode(v, py_enc, lossy is not None) if isinstance(v, str) else v for v in col]
-                      for col in values]
+            values = [
+                [_recode(v, py_enc, lossy is not None) if isinstance(v, str) else v for v in col] for col in values
+            ]
             enc_used = label
-            enc_note = ("detected" + (", no .cpg" if driver == "ESRI Shapefile" else "")) if lossy is None else \
-                f"{lossy}: undecodable bytes shown as \ufffd (a DBF field name cut at 10 bytes?)"
+            enc_note = (
+                ("detected" + (", no .cpg" if driver == "ESRI Shapefile" else ""))
+                if lossy is None
+                else f"{lossy}: undecodable bytes shown as \ufffd (a DBF field name cut at 10 bytes?)"
+            )
     elif driver == "ESRI Shapefile" and encoding is None:
         enc_used, enc_note = meta.get("encoding") or info.get("encoding"), "from the .cpg"
     if fields and fields[0].startswith("\ufeff"):
         fields[0] = fields[0][1:]
     n = len(values[0]) if values else (len(wkb) if wkb is not None else 0)
     records = [dict(zip(fields, row)) for row in zip(*values)] if values else [{} for _ in range(n)]
-    src = SourceFile(name=name, driver=driver, layer=layer, fields=fields, records=records,
-                     geoms=np.full(n, None, dtype=object), encoding=enc_used, encoding_note=enc_note,
-                     geometry_type=meta.get("geometry_type"))
+    src = SourceFile(
+        name=name,
+        driver=driver,
+        layer=layer,
+        fields=fields,
+        records=records,
+        geoms=np.full(n, None, dtype=object),
+        encoding=enc_used,
+        encoding_note=enc_note,
+        geometry_type=meta.get("geometry_type"),
+    )
     if tabular:
         _geoms_from_wkt(src, geometry_field)
         return src
@@ -417,15 +466,20 @@ def _set_geoms(src: SourceFile, geoms: np.ndarray) -> None:
 def _geometry_column(src: SourceFile, geometry_field: str | None) -> str:
     if geometry_field is not None:
         if geometry_field not in src.fields:
-            raise FileError(f"{src.name}: no column {geometry_field!r} for the geometry; its columns: "
-                            f"{', '.join(src.fields)}", field="geometry")
+            raise FileError(
+                f"{src.name}: no column {geometry_field!r} for the geometry; its columns: {', '.join(src.fields)}",
+                field="geometry",
+            )
         return geometry_field
     lower = {f.strip().lower(): f for f in src.fields}
     for candidate in WKT_COLUMNS:
         if candidate in lower:
             return lower[candidate]
-    raise FileError(f"{src.name}: no WKT geometry column (looked for {', '.join(WKT_COLUMNS)}); name it with "
-                    f"--map geometry=COLUMN; its columns: {', '.join(src.fields)}", field="geometry")
+    raise FileError(
+        f"{src.name}: no WKT geometry column (looked for {', '.join(WKT_COLUMNS)}); name it with "
+        f"--map geometry=COLUMN; its columns: {', '.join(src.fields)}",
+        field="geometry",
+    )
 
 
 def _geoms_from_wkt(src: SourceFile, geometry_field: str | None) -> None:
@@ -468,8 +522,9 @@ def open_xlsx_sheet(path: Path, name: str, sheet: str | None, option: str):
         raise FileError(f"{name}: has no sheet {sheet!r}; its sheets: {', '.join(sheets)}", field="layer")
     if sheet is None and len(sheets) > 1:
         wb.close()
-        raise FileError(f"{name}: holds several sheets ({', '.join(sheets)}); choose one with {option} NAME",
-                        field="layer")
+        raise FileError(
+            f"{name}: holds several sheets ({', '.join(sheets)}); choose one with {option} NAME", field="layer"
+        )
     return wb, sheet if sheet is not None else sheets[0]
 
 
@@ -484,24 +539,35 @@ def _read_xlsx(path: Path, name: str, sheet: str | None, geometry_field: str | N
             if header is None:
                 if all(c.value is None for c in cells):
                     continue
-                header = [str(c.value).strip() if c.value is not None else f"column{k + 1}" for k, c in enumerate(cells)]
+                header = [
+                    str(c.value).strip() if c.value is not None else f"column{k + 1}" for k, c in enumerate(cells)
+                ]
                 continue
             if all(c.value is None for c in cells):
                 continue
             record: dict[str, Any] = {}
-            for k, c in enumerate(cells[:len(header)]):
+            for k, c in enumerate(cells[: len(header)]):
                 if c.data_type == "f":
                     raise FileError(
                         f"{name}: sheet {sheet}, row {c.row} (feature {len(records) + 1}), column {header[k]!r}: a "
                         f"formula ({c.value}); gridbranch reads values only — paste the column as values",
-                        field=header[k])
+                        field=header[k],
+                    )
                 record[header[k]] = c.value
             records.append(record)
             if len(records) > limits.max_features:
                 raise FileError(f"{name}: more than the {limits.max_features} features gridbranch reads")
     finally:
         wb.close()
-    src = SourceFile(name=name, driver="XLSX", layer=sheet, fields=header or [], records=records,
-                     geoms=np.full(len(records), None, dtype=object), encoding="UTF-8", encoding_note="XLSX")
+    src = SourceFile(
+        name=name,
+        driver="XLSX",
+        layer=sheet,
+        fields=header or [],
+        records=records,
+        geoms=np.full(len(records), None, dtype=object),
+        encoding="UTF-8",
+        encoding_note="XLSX",
+    )
     _geoms_from_wkt(src, geometry_field)
     return src

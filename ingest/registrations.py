@@ -34,17 +34,19 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ingest import tables
-from layers.crs import parse_crs
-from layers.points import points_from_rows
 from layers import textfields
-from layers.locate import NEAREST, OUTSIDE, Describer, GridIndex
+from layers.crs import parse_crs
 from layers.errors import InvalidInput
+from layers.locate import NEAREST, OUTSIDE, Describer, GridIndex
+from layers.points import points_from_rows
 from layers.registrations import role_code
 
 COLUMNS = ("member_id", "name", "phone", "lon", "lat", "crs", "role")
 REQUIRED = COLUMNS[:5]
 #: Longest role and CRS cell taken (role codes and names and ``source_crs`` are no longer).
 CODE_MAX = 32
+
+
 @dataclass
 class RowOutcome:
     row: int  # the row number in the file: the header is row 0 (line 1 of the file)
@@ -76,12 +78,22 @@ def _records(data: str) -> tuple[list[str], list[tables.Record]]:
     if missing:
         raise InvalidInput(
             f"the CSV header must name the columns {', '.join(REQUIRED)}; missing {', '.join(missing)} "
-            f"(header: {header})", field="file")
+            f"(header: {header})",
+            field="file",
+        )
     return header, records
 
 
-def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolerance_m: float, edge_m: float,
-                default_crs: str = "wgs84", encoding: str = "utf-8") -> ImportPlan:
+def plan_import(
+    session: Session,
+    data: bytes | str,
+    index: GridIndex,
+    *,
+    tolerance_m: float,
+    edge_m: float,
+    default_crs: str = "wgs84",
+    encoding: str = "utf-8",
+) -> ImportPlan:
     """Validate and locate every row; nothing is written. A file that cannot be read at
     all (not text in ``encoding``, no header, required columns missing) gives a plan with
     ``file_error`` and no rows."""
@@ -105,8 +117,9 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
         out = RowOutcome(record.first, values.get("member_id") or None, "invalid", values=values)
         outcomes.append(out)
         if len(record.fields) != width:
-            out.reason = (f"the row has {len(record.fields)} fields, the header {width} "
-                          "(a value with an unquoted comma?)")
+            out.reason = (
+                f"the row has {len(record.fields)} fields, the header {width} (a value with an unquoted comma?)"
+            )
             continue
         rows.append(values)
         checked.append(out)
@@ -173,18 +186,27 @@ def plan_import(session: Session, data: bytes | str, index: GridIndex, *, tolera
         m = int(located.match[j])
         if m == OUTSIDE:
             out.status = "unmatched"
-            out.reason = describer.describe(located, j, float(batch.lon[i]), float(batch.lat[i]), tolerance_m)["message"]
+            out.reason = describer.describe(located, j, float(batch.lon[i]), float(batch.lat[i]), tolerance_m)[
+                "message"
+            ]
             continue
         g = index.grids[int(located.grid[j])]
         out.status = "nearest" if m == NEAREST else "located"
         out.grid = g["code"]
         good.append(
             {
-                "number": number, "name": name, "phone": phone, "role_code": roles[role],
-                "lon": float(batch.lon[i]), "lat": float(batch.lat[i]),
+                "number": number,
+                "name": name,
+                "phone": phone,
+                "role_code": roles[role],
+                "lon": float(batch.lon[i]),
+                "lat": float(batch.lat[i]),
                 "source_crs": parse_crs(batch.crs[i] or default_crs).name,
-                "source_x": float(batch.x[i]), "source_y": float(batch.y[i]),
-                "grid_id": g["grid_id"], "grid_version_id": g["grid_version_id"], "branch_id": g["branch_id"],
+                "source_x": float(batch.x[i]),
+                "source_y": float(batch.y[i]),
+                "grid_id": g["grid_id"],
+                "grid_version_id": g["grid_version_id"],
+                "branch_id": g["branch_id"],
             }
         )
     outcomes.sort(key=lambda o: o.row)
@@ -204,8 +226,11 @@ def _cell_problems(row: dict[str, str]) -> list[tuple[str, str]]:
             out.append((column, f"{column} contains {problem}"))
         elif column in ("role", "crs") and len(value) > CODE_MAX:
             out.append((column, f"{column} has {len(value)} characters; at most {CODE_MAX}"))
-        elif (column in ("role", "crs", "lon", "lat") and textfields.looks_like_formula(value)
-              and not (column in ("lon", "lat") and tables.NUMBER.match(value))):
+        elif (
+            column in ("role", "crs", "lon", "lat")
+            and textfields.looks_like_formula(value)
+            and not (column in ("lon", "lat") and tables.NUMBER.match(value))
+        ):
             out.append((column, f"{column} {textfields.formula_problem(value)}"))
     return out
 
@@ -222,20 +247,37 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
     """Write the plan's good rows in the caller's transaction. Returns counts of members
     created and updated, registrations created (of which moves) and rows unchanged."""
     conn.execute(text(_STAGE))
-    keys = ("number", "name", "phone", "role_code", "lon", "lat", "source_crs", "source_x", "source_y",
-            "grid_id", "grid_version_id", "branch_id")
+    keys = (
+        "number",
+        "name",
+        "phone",
+        "role_code",
+        "lon",
+        "lat",
+        "source_crs",
+        "source_x",
+        "source_y",
+        "grid_id",
+        "grid_version_id",
+        "branch_id",
+    )
     tables.copy_rows(conn, "import_registrations", keys, ([r[k] for k in keys] for r in plan.good))
 
     # The members the file names are locked first, in id order, as every API write on a
     # member starts (layers.registrations): the diff below cannot race an API write, and
     # the data_versions rows are taken after the member rows, never before.
-    conn.execute(text("SELECT m.id FROM members m JOIN import_registrations s ON m.number = s.number "
-                      "ORDER BY m.id FOR UPDATE OF m"))
+    conn.execute(
+        text(
+            "SELECT m.id FROM members m JOIN import_registrations s ON m.number = s.number "
+            "ORDER BY m.id FOR UPDATE OF m"
+        )
+    )
 
     # Which rows change anything? (statements that would touch no row are not run, so
     # a second import of the same file leaves even the data versions alone)
-    conn.execute(text(
-        """CREATE TEMP TABLE import_diff ON COMMIT DROP AS
+    conn.execute(
+        text(
+            """CREATE TEMP TABLE import_diff ON COMMIT DROP AS
            SELECT s.*, m.id AS member_id,
                   (m.id IS NULL) AS new_member,
                   (m.id IS NOT NULL AND (m.name IS DISTINCT FROM s.name OR m.phone IS DISTINCT FROM s.phone)) AS changed_member,
@@ -246,42 +288,60 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
            LEFT JOIN members m ON m.number = s.number
            LEFT JOIN registrations r ON r.member_id = m.id AND r.status IN ('pending', 'confirmed')
            LEFT JOIN residences res ON res.id = r.residence_id"""
-    ))
-    c = conn.execute(text(
-        """SELECT count(*) FILTER (WHERE new_member), count(*) FILTER (WHERE changed_member),
+        )
+    )
+    c = conn.execute(
+        text(
+            """SELECT count(*) FILTER (WHERE new_member), count(*) FILTER (WHERE changed_member),
                   count(*) FILTER (WHERE NOT unchanged OR unchanged IS NULL),
                   count(*) FILTER (WHERE active_id IS NOT NULL AND NOT unchanged),
                   count(*) FILTER (WHERE unchanged)
            FROM import_diff"""
-    )).one()
-    counts = {"members_created": c[0], "members_updated": c[1], "registrations_created": c[2],
-              "moves": c[3], "unchanged": c[4]}
+        )
+    ).one()
+    counts = {
+        "members_created": c[0],
+        "members_updated": c[1],
+        "registrations_created": c[2],
+        "moves": c[3],
+        "unchanged": c[4],
+    }
     if counts["members_created"]:
-        conn.execute(text(
-            """INSERT INTO members (number, name, phone, status)
+        conn.execute(
+            text(
+                """INSERT INTO members (number, name, phone, status)
                SELECT number, name, phone, 'in_service' FROM import_diff WHERE new_member"""
-        ))
+            )
+        )
     if counts["members_updated"]:
-        conn.execute(text(
-            """UPDATE members m SET name = d.name, phone = d.phone
+        conn.execute(
+            text(
+                """UPDATE members m SET name = d.name, phone = d.phone
                FROM import_diff d WHERE d.changed_member AND m.id = d.member_id"""
-        ))
+            )
+        )
     if counts["moves"]:
-        conn.execute(text(
-            """WITH ended AS (
+        conn.execute(
+            text(
+                """WITH ended AS (
                    UPDATE registrations r SET status = 'ended', ended_at = gridbranch_now(), reason = 'moved (import)', decided_by = :actor
                    FROM import_diff d WHERE r.id = d.active_id AND NOT d.unchanged
                    RETURNING r.residence_id)
                UPDATE residences SET ended_at = gridbranch_now() WHERE id IN (SELECT residence_id FROM ended)"""
-        ), {"actor": actor})
+            ),
+            {"actor": actor},
+        )
     if counts["registrations_created"]:
         # a new residence supersedes any current one (e.g. recorded without a registration)
-        conn.execute(text(
-            """UPDATE residences r SET ended_at = gridbranch_now() FROM import_diff d JOIN members m ON m.number = d.number
+        conn.execute(
+            text(
+                """UPDATE residences r SET ended_at = gridbranch_now() FROM import_diff d JOIN members m ON m.number = d.number
                WHERE (NOT d.unchanged OR d.unchanged IS NULL) AND r.member_id = m.id AND r.ended_at IS NULL"""
-        ))
-        conn.execute(text(
-            """WITH todo AS (
+            )
+        )
+        conn.execute(
+            text(
+                """WITH todo AS (
                    SELECT d.*, m.id AS mid FROM import_diff d JOIN members m ON m.number = d.number
                    WHERE NOT d.unchanged OR d.unchanged IS NULL),
                res AS (
@@ -292,7 +352,9 @@ def commit_import(conn: Connection, plan: ImportPlan, *, actor: str) -> dict[str
                                           status, decided_at, decided_by)
                SELECT t.mid, res.id, t.grid_id, t.grid_version_id, t.branch_id, t.role_code, 'confirmed', gridbranch_now(), :actor
                FROM todo t JOIN res ON res.member_id = t.mid"""
-        ), {"actor": actor})
+            ),
+            {"actor": actor},
+        )
     conn.execute(text("DROP TABLE import_diff, import_registrations"))
     return counts
 
@@ -308,8 +370,15 @@ def write_rejects(path: Path, plan: ImportPlan) -> int:
         if plan.file_error is not None:
             writer.writerow(["", "", "unreadable", tables.rejects_cell(plan.file_error), *[""] * len(COLUMNS)])
         for o in rejects:
-            writer.writerow([o.row, o.row + 1, o.status, tables.rejects_cell(o.reason),
-                             *[tables.rejects_cell(o.values.get(c, "")) for c in COLUMNS]])
+            writer.writerow(
+                [
+                    o.row,
+                    o.row + 1,
+                    o.status,
+                    tables.rejects_cell(o.reason),
+                    *[tables.rejects_cell(o.values.get(c, "")) for c in COLUMNS],
+                ]
+            )
     return len(rejects)
 
 

@@ -49,14 +49,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ingest import tables
-from layers.crs import parse_crs
-from layers.points import points_from_columns
 from ingest.tables import Row, Table, TablePlan
 from layers import textfields
 from layers.branches import SITE_SLACK_M, check_contact
+from layers.crs import parse_crs
 from layers.errors import InvalidInput
 from layers.gcpause import no_gc
 from layers.models import BRANCH_KINDS, MEMBER_STATUSES
+from layers.points import points_from_columns
 
 
 @dataclass(frozen=True)
@@ -67,39 +67,58 @@ class Spec:
     required: tuple[str, ...]
 
 
-_COORDS = {"lon": ("经度", "x", "longitude", "居住地经度"), "lat": ("纬度", "y", "latitude", "居住地纬度"),
-           "crs": ("坐标系", "坐标系统")}
+_COORDS = {
+    "lon": ("经度", "x", "longitude", "居住地经度"),
+    "lat": ("纬度", "y", "latitude", "居住地纬度"),
+    "crs": ("坐标系", "坐标系统"),
+}
 SPECS = {
-    "members": Spec("members", {
-        "number": ("member_number", "member_id", "党员编号", "编号"),
-        "name": ("姓名", "党员姓名"),
-        "phone": ("手机号码", "手机号", "手机", "联系电话", "电话"),
-        "branch": ("work_branch", "组织关系所在支部", "所在支部", "所在党支部", "党支部", "支部", "支部编码"),
-        "status": ("党员类别", "党员类型", "类别", "状态", "党员状态"),
-        **_COORDS,
-    }, ("number", "name")),
-    "branches": Spec("branches", {
-        "code": ("支部编码", "编码", "代码"),
-        "name": ("支部名称", "名称"),
-        "kind": ("支部类型", "类型"),
-        "secretary": ("secretary_name", "书记", "书记姓名", "支部书记"),
-        "secretary_phone": ("书记电话", "书记手机", "书记联系电话"),
-        "community": ("community_code", "社区编码", "所属社区", "社区"),
-        "grids": ("覆盖网格", "网格编码", "网格"),
-        **_COORDS,
-    }, ("code", "name", "kind")),
-    "departments": Spec("departments", {
-        "code": ("部门编码", "编码", "代码"),
-        "name": ("部门名称", "名称", "部门"),
-    }, ("code", "name")),
-    "categories": Spec("categories", {
-        "code": ("类别编码", "事件类别编码", "编码", "代码"),
-        "name": ("类别名称", "事件类别", "名称"),
-        "department": ("department_code", "责任部门", "处置部门", "部门编码", "部门"),
-        "time_limit": ("time_limit_hours", "处置时限", "时限", "时限(工作小时)", "时限（工作小时）"),
-        "role": ("service_role", "role_code", "服务角色", "角色"),
-        "warn_share": ("预警比例",),
-    }, ("code", "name", "department", "time_limit")),
+    "members": Spec(
+        "members",
+        {
+            "number": ("member_number", "member_id", "党员编号", "编号"),
+            "name": ("姓名", "党员姓名"),
+            "phone": ("手机号码", "手机号", "手机", "联系电话", "电话"),
+            "branch": ("work_branch", "组织关系所在支部", "所在支部", "所在党支部", "党支部", "支部", "支部编码"),
+            "status": ("党员类别", "党员类型", "类别", "状态", "党员状态"),
+            **_COORDS,
+        },
+        ("number", "name"),
+    ),
+    "branches": Spec(
+        "branches",
+        {
+            "code": ("支部编码", "编码", "代码"),
+            "name": ("支部名称", "名称"),
+            "kind": ("支部类型", "类型"),
+            "secretary": ("secretary_name", "书记", "书记姓名", "支部书记"),
+            "secretary_phone": ("书记电话", "书记手机", "书记联系电话"),
+            "community": ("community_code", "社区编码", "所属社区", "社区"),
+            "grids": ("覆盖网格", "网格编码", "网格"),
+            **_COORDS,
+        },
+        ("code", "name", "kind"),
+    ),
+    "departments": Spec(
+        "departments",
+        {
+            "code": ("部门编码", "编码", "代码"),
+            "name": ("部门名称", "名称", "部门"),
+        },
+        ("code", "name"),
+    ),
+    "categories": Spec(
+        "categories",
+        {
+            "code": ("类别编码", "事件类别编码", "编码", "代码"),
+            "name": ("类别名称", "事件类别", "名称"),
+            "department": ("department_code", "责任部门", "处置部门", "部门编码", "部门"),
+            "time_limit": ("time_limit_hours", "处置时限", "时限", "时限(工作小时)", "时限（工作小时）"),
+            "role": ("service_role", "role_code", "服务角色", "角色"),
+            "warn_share": ("预警比例",),
+        },
+        ("code", "name", "department", "time_limit"),
+    ),
 }
 KINDS = tuple(SPECS)
 
@@ -142,8 +161,7 @@ def hint(kind: str) -> str:
     return ",".join(spec.candidates)
 
 
-def read(path, kind: str, *, encoding: str | None = None, sheet: str | None = None, data: bytes | None = None
-         ) -> Table:
+def read(path, kind: str, *, encoding: str | None = None, sheet: str | None = None, data: bytes | None = None) -> Table:
     return tables.read_table(path, header_hint=hint(kind), encoding=encoding, sheet=sheet, data=data)
 
 
@@ -202,8 +220,10 @@ class _Row:
             return None
         coded = tables.code(value)  # (not None: value is not empty)
         if coded is None or not CODE.match(coded):
-            self.problems.append(f"{self.labels[key]} must be 1–32 letters, digits or . _ / - (starting with a "
-                                 f"letter or digit), got {(coded or value)[:40]!r}")
+            self.problems.append(
+                f"{self.labels[key]} must be 1–32 letters, digits or . _ / - (starting with a "
+                f"letter or digit), got {(coded or value)[:40]!r}"
+            )
             return None
         return coded
 
@@ -213,8 +233,9 @@ def _labels(columns: dict[str, str]) -> dict[str, str]:
     return {k: k if c == k else f"{k} ({c})" for k, c in columns.items()}
 
 
-def _points(rows: list[Row], index: dict[str, int], labels: dict[str, str], default_crs: str
-            ) -> tuple[dict[int, tuple], dict[int, str]]:
+def _points(
+    rows: list[Row], index: dict[str, int], labels: dict[str, str], default_crs: str
+) -> tuple[dict[int, tuple], dict[int, str]]:
     """The WGS84 point of every row with coordinates (by position in ``rows``): (lon,
     lat, crs name, x, y); and the reason for rows whose coordinates are refused."""
     i_lon, i_lat, i_crs = index.get("lon"), index.get("lat"), index.get("crs")
@@ -262,16 +283,16 @@ def _points(rows: list[Row], index: dict[str, int], labels: dict[str, str], defa
     return out, errors
 
 
-def plan(session: Session, kind: str, table: Table, *, mapping: dict[str, str] | None = None,
-         default_crs: str = "wgs84") -> TablePlan:
+def plan(
+    session: Session, kind: str, table: Table, *, mapping: dict[str, str] | None = None, default_crs: str = "wgs84"
+) -> TablePlan:
     """Check every row of ``table`` for an import of ``kind``; nothing is written. A file
     whose columns cannot be found gives a plan with ``file_error``."""
     spec = SPECS[kind]
     out = TablePlan(kind, table.name, table.header, total=len(table.rows))
     try:
         parse_crs(default_crs)
-        out.columns = tables.resolve_columns(table.name, table.header, spec.candidates, spec.required,
-                                             mapping or {})
+        out.columns = tables.resolve_columns(table.name, table.header, spec.candidates, spec.required, mapping or {})
     except InvalidInput as exc:
         out.file_error = exc.detail
         return out
@@ -328,8 +349,9 @@ def _lookup(r: _Row, key: str, by_code: dict[str, Any], by_name: dict[str, list[
     return None
 
 
-def _check_members(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
-                   labels: dict[str, str], default_crs: str) -> None:
+def _check_members(
+    session: Session, out: TablePlan, rows: list[Row], index: dict[str, int], labels: dict[str, str], default_crs: str
+) -> None:
     by_code: dict[str, int] = {}
     by_name: dict[str, list[int]] = {}
     for id_, code, name in session.execute(text("SELECT id, code, name FROM branches")):
@@ -358,12 +380,27 @@ def _check_members(session: Session, out: TablePlan, rows: list[Row], index: dic
         phone = f[i_phone] if i_phone is not None else ""
         branch = f[i_branch] if i_branch is not None else ""
         status = f[i_status] if i_status is not None else ""
-        if (plain_number(number) and number not in seen and plain_name(name) and (not phone or plain_phone(phone))
-                and (not branch or branch in by_code) and (not status or status in _STATUSES)
-                and i not in point_errors):
+        if (
+            plain_number(number)
+            and number not in seen
+            and plain_name(name)
+            and (not phone or plain_phone(phone))
+            and (not branch or branch in by_code)
+            and (not status or status in _STATUSES)
+            and i not in point_errors
+        ):
             seen[number] = row.row
-            good((row.row, number, name, phone or None, _STATUSES[status] if status else None,
-                  by_code[branch] if branch else None, *points.get(i, none)))
+            good(
+                (
+                    row.row,
+                    number,
+                    name,
+                    phone or None,
+                    _STATUSES[status] if status else None,
+                    by_code[branch] if branch else None,
+                    *points.get(i, none),
+                )
+            )
             continue
         r = _Row(f, index, labels)
         cells = r.cells
@@ -383,25 +420,36 @@ def _check_members(session: Session, out: TablePlan, rows: list[Row], index: dic
             if word is not None:
                 status = _STATUSES.get(word.lower()) or _STATUSES.get(word)
                 if status is None:
-                    r.problems.append(f"{r.labels['status']} must be one of "
-                                      f"{', '.join(f'{k} ({w[0]})' for k, w in STATUS_WORDS.items())}, got {word!r}")
+                    r.problems.append(
+                        f"{r.labels['status']} must be one of "
+                        f"{', '.join(f'{k} ({w[0]})' for k, w in STATUS_WORDS.items())}, got {word!r}"
+                    )
         if i in point_errors:
             r.problems.append(point_errors[i])
         p = points.get(i, (None,) * 5)
         _finish(out, row, r, number, (row.row, number, name, phone, status, branch, *p))
 
 
-def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
-                    labels: dict[str, str], default_crs: str) -> None:
-    communities: dict[str, int] = dict(session.execute(
-        text("SELECT code, id FROM admin_areas WHERE level = 'community'")).all())
-    grids = {code: (gid, community) for code, gid, community in session.execute(text(
-        "SELECT code, id, community_id FROM grids WHERE gridbranch_live(retired_at)"))}
+def _check_branches(
+    session: Session, out: TablePlan, rows: list[Row], index: dict[str, int], labels: dict[str, str], default_crs: str
+) -> None:
+    communities: dict[str, int] = dict(
+        session.execute(text("SELECT code, id FROM admin_areas WHERE level = 'community'")).all()
+    )
+    grids = {
+        code: (gid, community)
+        for code, gid, community in session.execute(
+            text("SELECT code, id, community_id FROM grids WHERE gridbranch_live(retired_at)")
+        )
+    }
     # the active grid branch of each grid (by branch code), as stored
     held: dict[int, set[str]] = {}
-    for gid, bcode in session.execute(text(
+    for gid, bcode in session.execute(
+        text(
             "SELECT bg.grid_id, b.code FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id "
-            "WHERE b.kind = 'grid' AND b.active")):
+            "WHERE b.kind = 'grid' AND b.active"
+        )
+    ):
         held.setdefault(gid, set()).add(bcode)
     points, point_errors = _points(rows, index, labels, default_crs)
     seen: dict[str, int] = {}
@@ -415,8 +463,10 @@ def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: di
         kind_word = r.plain("kind")
         kind = _BRANCH_KINDS.get(kind_word.lower()) or _BRANCH_KINDS.get(kind_word) if kind_word else None
         if kind_word and kind is None:
-            r.problems.append(f"{r.labels['kind']} must be one of "
-                              f"{', '.join(f'{k} ({w[1]})' for k, w in BRANCH_KIND_WORDS.items())}, got {kind_word!r}")
+            r.problems.append(
+                f"{r.labels['kind']} must be one of "
+                f"{', '.join(f'{k} ({w[1]})' for k, w in BRANCH_KIND_WORDS.items())}, got {kind_word!r}"
+            )
         elif not r.get("kind"):
             r.problems.append(f"{r.labels['kind']} is missing")
         try:
@@ -453,8 +503,9 @@ def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: di
                 if other:
                     r.problems.append(f"grid {c} already has the active grid branch {min(other)}")
                 elif gid in taken and taken[gid][0] != code:
-                    r.problems.append(f"grid {c} is covered by the grid branch {taken[gid][0]} of row {taken[gid][1]} "
-                                      "too")
+                    r.problems.append(
+                        f"grid {c} is covered by the grid branch {taken[gid][0]} of row {taken[gid][1]} too"
+                    )
         if i in point_errors:
             r.problems.append(point_errors[i])
         site = points.get(i)
@@ -463,27 +514,57 @@ def _check_branches(session: Session, out: TablePlan, rows: list[Row], index: di
         if not r.problems and kind == "grid":
             for _, gid in covered:
                 taken[gid] = (code, row.row)
-        todo.append((row, r, (row.row, code, name, kind, *secretary, community,
-                              site[0] if site else None, site[1] if site else None, [g for _, g in covered])))
+        todo.append(
+            (
+                row,
+                r,
+                (
+                    row.row,
+                    code,
+                    name,
+                    kind,
+                    *secretary,
+                    community,
+                    site[0] if site else None,
+                    site[1] if site else None,
+                    [g for _, g in covered],
+                ),
+            )
+        )
     # sites within reach of their community, in one statement
     with_site = [(k, g) for k, (_, r, g) in enumerate(todo) if g[7] is not None and not r.problems]
     if with_site:
-        far = session.execute(text(
-            """SELECT k FROM unnest(CAST(:k AS int[]), CAST(:c AS int[]), CAST(:x AS float8[]), CAST(:y AS float8[]))
+        far = (
+            session.execute(
+                text(
+                    """SELECT k FROM unnest(CAST(:k AS int[]), CAST(:c AS int[]), CAST(:x AS float8[]), CAST(:y AS float8[]))
                    AS s(k, c, x, y) JOIN admin_areas a ON a.id = s.c
-               WHERE NOT ST_DWithin(a.geom::geography, ST_SetSRID(ST_MakePoint(s.x, s.y), 4326)::geography, :m)"""),
-            {"k": [k for k, _ in with_site], "c": [g[6] for _, g in with_site], "x": [g[7] for _, g in with_site],
-             "y": [g[8] for _, g in with_site], "m": SITE_SLACK_M}).scalars().all()
+               WHERE NOT ST_DWithin(a.geom::geography, ST_SetSRID(ST_MakePoint(s.x, s.y), 4326)::geography, :m)"""
+                ),
+                {
+                    "k": [k for k, _ in with_site],
+                    "c": [g[6] for _, g in with_site],
+                    "x": [g[7] for _, g in with_site],
+                    "y": [g[8] for _, g in with_site],
+                    "m": SITE_SLACK_M,
+                },
+            )
+            .scalars()
+            .all()
+        )
         for k in far:
             row, r, g = todo[k]
-            r.problems.append(f"the site ({g[7]:.6f}, {g[8]:.6f}) lies more than {SITE_SLACK_M:.0f} m outside "
-                              f"community {r.get('community')}")
+            r.problems.append(
+                f"the site ({g[7]:.6f}, {g[8]:.6f}) lies more than {SITE_SLACK_M:.0f} m outside "
+                f"community {r.get('community')}"
+            )
     for row, r, good in todo:
         _finish(out, row, r, good[1], good)
 
 
-def _check_departments(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
-                       labels: dict[str, str], default_crs: str) -> None:
+def _check_departments(
+    session: Session, out: TablePlan, rows: list[Row], index: dict[str, int], labels: dict[str, str], default_crs: str
+) -> None:
     stored: dict[str, str] = {name: code for name, code in session.execute(text("SELECT name, code FROM departments"))}
     codes: dict[str, int] = {}
     names: dict[str, int] = {}
@@ -498,8 +579,9 @@ def _check_departments(session: Session, out: TablePlan, rows: list[Row], index:
         _finish(out, row, r, code, (row.row, code, name))
 
 
-def _check_categories(session: Session, out: TablePlan, rows: list[Row], index: dict[str, int],
-                      labels: dict[str, str], default_crs: str) -> None:
+def _check_categories(
+    session: Session, out: TablePlan, rows: list[Row], index: dict[str, int], labels: dict[str, str], default_crs: str
+) -> None:
     from layers.registrations import role_code
 
     by_code: dict[str, int] = {}
@@ -552,8 +634,12 @@ def _number(r: _Row, key: str, low: float, high: float, *, required: bool) -> fl
     return round(number, 2) if key == "time_limit" else number
 
 
-_CHECKS = {"members": _check_members, "branches": _check_branches, "departments": _check_departments,
-           "categories": _check_categories}
+_CHECKS = {
+    "members": _check_members,
+    "branches": _check_branches,
+    "departments": _check_departments,
+    "categories": _check_categories,
+}
 
 
 # ---- writing -----------------------------------------------------------------------------------
@@ -567,20 +653,43 @@ def _run(conn: Connection, counts: dict[str, int], key: str, sql: str, write: bo
 
 
 def _members(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict[str, int]:
-    conn.execute(text(
-        """CREATE TEMP TABLE import_members (row int, number text, name text, phone text, status text,
+    conn.execute(
+        text(
+            """CREATE TEMP TABLE import_members (row int, number text, name text, phone text, status text,
                work_branch_id int, lon float8, lat float8, source_crs text, source_x float8, source_y float8)
-           ON COMMIT DROP"""))
-    tables.copy_rows(conn, "import_members", ("row", "number", "name", "phone", "status", "work_branch_id", "lon",
-                                              "lat", "source_crs", "source_x", "source_y"), plan.good)
+           ON COMMIT DROP"""
+        )
+    )
+    tables.copy_rows(
+        conn,
+        "import_members",
+        (
+            "row",
+            "number",
+            "name",
+            "phone",
+            "status",
+            "work_branch_id",
+            "lon",
+            "lat",
+            "source_crs",
+            "source_x",
+            "source_y",
+        ),
+        plan.good,
+    )
     conn.execute(text("ANALYZE import_members"))
     if write:
         # the members the file names are locked first, in id order, as every API write on
         # a member starts (layers.registrations); the data_versions rows after them
-        conn.execute(text("SELECT m.id FROM members m JOIN import_members s ON m.number = s.number "
-                          "ORDER BY m.id FOR UPDATE OF m"))
-    conn.execute(text(
-        """CREATE TEMP TABLE import_members_diff ON COMMIT DROP AS
+        conn.execute(
+            text(
+                "SELECT m.id FROM members m JOIN import_members s ON m.number = s.number ORDER BY m.id FOR UPDATE OF m"
+            )
+        )
+    conn.execute(
+        text(
+            """CREATE TEMP TABLE import_members_diff ON COMMIT DROP AS
            SELECT s.*, m.id AS member_id, (m.id IS NULL) AS new_member,
                   (m.id IS NOT NULL AND (m.name IS DISTINCT FROM s.name
                        OR (s.phone IS NOT NULL AND m.phone IS DISTINCT FROM s.phone)
@@ -595,53 +704,92 @@ def _members(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict
                           AND r.status IN ('pending', 'confirmed')) AS registered
            FROM import_members s
            LEFT JOIN members m ON m.number = s.number
-           LEFT JOIN residences res ON res.member_id = m.id AND res.ended_at IS NULL"""))
+           LEFT JOIN residences res ON res.member_id = m.id AND res.ended_at IS NULL"""
+        )
+    )
     conn.execute(text("ANALYZE import_members_diff"))  # a temporary table has no statistics until told
-    c = conn.execute(text(
-        """SELECT count(*) FILTER (WHERE new_member), count(*) FILTER (WHERE changed),
+    c = conn.execute(
+        text(
+            """SELECT count(*) FILTER (WHERE new_member), count(*) FILTER (WHERE changed),
                   count(*) FILTER (WHERE moves AND NOT registered), count(*) FILTER (WHERE moves AND registered),
                   count(*) FILTER (WHERE moves AND NOT registered AND residence_id IS NOT NULL),
                   count(*) FILTER (WHERE NOT new_member AND NOT changed AND NOT (moves AND NOT registered))
-           FROM import_members_diff""")).one()
-    counts = {"members_created": c[0], "members_updated": c[1], "residences_recorded": c[2],
-              "residences_kept_registered": c[3], "residences_ended": c[4], "unchanged": c[5]}
+           FROM import_members_diff"""
+        )
+    ).one()
+    counts = {
+        "members_created": c[0],
+        "members_updated": c[1],
+        "residences_recorded": c[2],
+        "residences_kept_registered": c[3],
+        "residences_ended": c[4],
+        "unchanged": c[5],
+    }
     kept = conn.execute(text("SELECT row FROM import_members_diff WHERE moves AND registered ORDER BY row LIMIT 20"))
     for (row,) in kept:
         plan.notes.append(f"row {row}: the member is registered at another residence; kept (they re-register to move)")
-    _run(conn, counts, "members_created",
-         # the clock read once for all rows (an init plan), not as a default per row
-         """INSERT INTO members (number, name, phone, status, work_branch_id, created_at)
+    _run(
+        conn,
+        counts,
+        "members_created",
+        # the clock read once for all rows (an init plan), not as a default per row
+        """INSERT INTO members (number, name, phone, status, work_branch_id, created_at)
             SELECT number, name, phone, coalesce(status, 'in_service'), work_branch_id, (SELECT gridbranch_now())
-            FROM import_members_diff WHERE new_member ORDER BY row""", write)
-    _run(conn, counts, "members_updated",
-         """UPDATE members m SET name = d.name, phone = coalesce(d.phone, m.phone),
+            FROM import_members_diff WHERE new_member ORDER BY row""",
+        write,
+    )
+    _run(
+        conn,
+        counts,
+        "members_updated",
+        """UPDATE members m SET name = d.name, phone = coalesce(d.phone, m.phone),
                    status = coalesce(d.status, m.status), work_branch_id = coalesce(d.work_branch_id, m.work_branch_id)
-            FROM import_members_diff d WHERE d.changed AND m.id = d.member_id""", write)
-    _run(conn, counts, "residences_ended",
-         """UPDATE residences r SET ended_at = gridbranch_now() FROM import_members_diff d
-            WHERE d.moves AND NOT d.registered AND r.id = d.residence_id""", write)
-    _run(conn, counts, "residences_recorded",
-         """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y, recorded_at)
+            FROM import_members_diff d WHERE d.changed AND m.id = d.member_id""",
+        write,
+    )
+    _run(
+        conn,
+        counts,
+        "residences_ended",
+        """UPDATE residences r SET ended_at = gridbranch_now() FROM import_members_diff d
+            WHERE d.moves AND NOT d.registered AND r.id = d.residence_id""",
+        write,
+    )
+    _run(
+        conn,
+        counts,
+        "residences_recorded",
+        """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y, recorded_at)
             SELECT m.id, ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326), d.source_crs, d.source_x, d.source_y,
                    (SELECT gridbranch_now())
             FROM import_members_diff d JOIN members m ON m.number = d.number
-            WHERE d.moves AND NOT d.registered""", write)
+            WHERE d.moves AND NOT d.registered""",
+        write,
+    )
     conn.execute(text("DROP TABLE import_members_diff, import_members"))
     return counts
 
 
 def _branches(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict[str, int]:
-    conn.execute(text(
-        """CREATE TEMP TABLE import_branches (row int, code text, name text, kind text, secretary_name text,
-               secretary_phone text, community_id int, lon float8, lat float8, grids int[]) ON COMMIT DROP"""))
-    tables.copy_rows(conn, "import_branches", ("row", "code", "name", "kind", "secretary_name", "secretary_phone",
-                                               "community_id", "lon", "lat", "grids"),
-                     ((*g[:9], "{" + ",".join(map(str, sorted(g[9]))) + "}") for g in plan.good))
+    conn.execute(
+        text(
+            """CREATE TEMP TABLE import_branches (row int, code text, name text, kind text, secretary_name text,
+               secretary_phone text, community_id int, lon float8, lat float8, grids int[]) ON COMMIT DROP"""
+        )
+    )
+    tables.copy_rows(
+        conn,
+        "import_branches",
+        ("row", "code", "name", "kind", "secretary_name", "secretary_phone", "community_id", "lon", "lat", "grids"),
+        ((*g[:9], "{" + ",".join(map(str, sorted(g[9]))) + "}") for g in plan.good),
+    )
     if write:
-        conn.execute(text("SELECT b.id FROM branches b JOIN import_branches s ON b.code = s.code "
-                          "ORDER BY b.id FOR UPDATE OF b"))
-    conn.execute(text(
-        """CREATE TEMP TABLE import_branches_diff ON COMMIT DROP AS
+        conn.execute(
+            text("SELECT b.id FROM branches b JOIN import_branches s ON b.code = s.code ORDER BY b.id FOR UPDATE OF b")
+        )
+    conn.execute(
+        text(
+            """CREATE TEMP TABLE import_branches_diff ON COMMIT DROP AS
            SELECT s.*, b.id AS branch_id, (b.id IS NULL) AS new_branch,
                   (b.id IS NOT NULL AND (b.name IS DISTINCT FROM s.name OR b.kind IS DISTINCT FROM s.kind
                        OR b.secretary_name IS DISTINCT FROM s.secretary_name
@@ -652,33 +800,54 @@ def _branches(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dic
                       AS changed,
                   (coalesce((SELECT array_agg(grid_id ORDER BY grid_id) FROM branch_grids WHERE branch_id = b.id),
                             '{}') IS DISTINCT FROM s.grids) AS regrid
-           FROM import_branches s LEFT JOIN branches b ON b.code = s.code"""))
-    c = conn.execute(text(
-        """SELECT count(*) FILTER (WHERE new_branch), count(*) FILTER (WHERE changed),
+           FROM import_branches s LEFT JOIN branches b ON b.code = s.code"""
+        )
+    )
+    c = conn.execute(
+        text(
+            """SELECT count(*) FILTER (WHERE new_branch), count(*) FILTER (WHERE changed),
                   count(*) FILTER (WHERE regrid AND cardinality(grids) + coalesce((SELECT count(*) FROM branch_grids
                                    WHERE branch_id = d.branch_id), 0) > 0),
                   count(*) FILTER (WHERE NOT new_branch AND NOT changed AND NOT regrid)
-           FROM import_branches_diff d""")).one()
+           FROM import_branches_diff d"""
+        )
+    ).one()
     counts = {"branches_created": c[0], "branches_updated": c[1], "coverage_changed": c[2], "unchanged": c[3]}
-    _run(conn, counts, "branches_created",
-         """INSERT INTO branches (code, name, kind, secretary_name, secretary_phone, community_id, site, active)
+    _run(
+        conn,
+        counts,
+        "branches_created",
+        """INSERT INTO branches (code, name, kind, secretary_name, secretary_phone, community_id, site, active)
             SELECT code, name, kind, secretary_name, secretary_phone, community_id,
                    CASE WHEN lon IS NULL THEN NULL ELSE ST_SetSRID(ST_MakePoint(lon, lat), 4326) END, true
-            FROM import_branches_diff WHERE new_branch ORDER BY row""", write)
-    _run(conn, counts, "branches_updated",
-         """UPDATE branches b SET name = d.name, kind = d.kind, secretary_name = d.secretary_name,
+            FROM import_branches_diff WHERE new_branch ORDER BY row""",
+        write,
+    )
+    _run(
+        conn,
+        counts,
+        "branches_updated",
+        """UPDATE branches b SET name = d.name, kind = d.kind, secretary_name = d.secretary_name,
                    secretary_phone = d.secretary_phone, community_id = d.community_id,
                    site = CASE WHEN d.lon IS NULL THEN NULL ELSE ST_SetSRID(ST_MakePoint(d.lon, d.lat), 4326) END
-            FROM import_branches_diff d WHERE d.changed AND b.id = d.branch_id""", write)
+            FROM import_branches_diff d WHERE d.changed AND b.id = d.branch_id""",
+        write,
+    )
     if write and counts["coverage_changed"]:
-        conn.execute(text(
-            """DELETE FROM branch_grids bg USING import_branches_diff d
-               WHERE d.regrid AND bg.branch_id = d.branch_id AND NOT bg.grid_id = ANY(d.grids)"""))
-        conn.execute(text(
-            """INSERT INTO branch_grids (branch_id, grid_id)
+        conn.execute(
+            text(
+                """DELETE FROM branch_grids bg USING import_branches_diff d
+               WHERE d.regrid AND bg.branch_id = d.branch_id AND NOT bg.grid_id = ANY(d.grids)"""
+            )
+        )
+        conn.execute(
+            text(
+                """INSERT INTO branch_grids (branch_id, grid_id)
                SELECT b.id, g FROM import_branches_diff d JOIN branches b ON b.code = d.code,
                       unnest(d.grids) AS g
-               WHERE d.regrid ON CONFLICT DO NOTHING"""))
+               WHERE d.regrid ON CONFLICT DO NOTHING"""
+            )
+        )
     conn.execute(text("DROP TABLE import_branches_diff, import_branches"))
     return counts
 
@@ -688,47 +857,80 @@ def _departments(conn: Connection, plan: TablePlan, write: bool, actor: str) -> 
     tables.copy_rows(conn, "import_departments", ("row", "code", "name"), plan.good)
     if write:
         conn.execute(text("LOCK TABLE departments IN SHARE ROW EXCLUSIVE MODE"))
-    c = conn.execute(text(
-        """SELECT count(*) FILTER (WHERE d.id IS NULL), count(*) FILTER (WHERE d.name <> s.name),
+    c = conn.execute(
+        text(
+            """SELECT count(*) FILTER (WHERE d.id IS NULL), count(*) FILTER (WHERE d.name <> s.name),
                   count(*) FILTER (WHERE d.name = s.name)
-           FROM import_departments s LEFT JOIN departments d ON d.code = s.code""")).one()
+           FROM import_departments s LEFT JOIN departments d ON d.code = s.code"""
+        )
+    ).one()
     counts = {"departments_created": c[0], "departments_renamed": c[1], "unchanged": c[2]}
-    _run(conn, counts, "departments_created",
-         """INSERT INTO departments (code, name) SELECT s.code, s.name FROM import_departments s
-            WHERE NOT EXISTS (SELECT 1 FROM departments d WHERE d.code = s.code) ORDER BY s.row""", write)
-    _run(conn, counts, "departments_renamed",
-         """UPDATE departments d SET name = s.name FROM import_departments s
-            WHERE d.code = s.code AND d.name <> s.name""", write)
+    _run(
+        conn,
+        counts,
+        "departments_created",
+        """INSERT INTO departments (code, name) SELECT s.code, s.name FROM import_departments s
+            WHERE NOT EXISTS (SELECT 1 FROM departments d WHERE d.code = s.code) ORDER BY s.row""",
+        write,
+    )
+    _run(
+        conn,
+        counts,
+        "departments_renamed",
+        """UPDATE departments d SET name = s.name FROM import_departments s
+            WHERE d.code = s.code AND d.name <> s.name""",
+        write,
+    )
     conn.execute(text("DROP TABLE import_departments"))
     return counts
 
 
 def _categories(conn: Connection, plan: TablePlan, write: bool, actor: str) -> dict[str, int]:
-    conn.execute(text(
-        """CREATE TEMP TABLE import_categories (row int, code text, name text, department_id int,
-               time_limit_hours numeric(8, 2), role_code text, warn_share numeric(4, 3)) ON COMMIT DROP"""))
-    tables.copy_rows(conn, "import_categories", ("row", "code", "name", "department_id", "time_limit_hours",
-                                                 "role_code", "warn_share"), plan.good)
+    conn.execute(
+        text(
+            """CREATE TEMP TABLE import_categories (row int, code text, name text, department_id int,
+               time_limit_hours numeric(8, 2), role_code text, warn_share numeric(4, 3)) ON COMMIT DROP"""
+        )
+    )
+    tables.copy_rows(
+        conn,
+        "import_categories",
+        ("row", "code", "name", "department_id", "time_limit_hours", "role_code", "warn_share"),
+        plan.good,
+    )
     if write:
         conn.execute(text("LOCK TABLE event_categories IN SHARE ROW EXCLUSIVE MODE"))
     differs = """(c.name, c.department_id, c.time_limit_hours, c.role_code, c.warn_share)
                  IS DISTINCT FROM (s.name, s.department_id, s.time_limit_hours, s.role_code,
                                    coalesce(s.warn_share, c.warn_share))"""
-    c = conn.execute(text(
-        f"""SELECT count(*) FILTER (WHERE c.code IS NULL), count(*) FILTER (WHERE c.code IS NOT NULL AND {differs}),
+    c = conn.execute(
+        text(
+            f"""SELECT count(*) FILTER (WHERE c.code IS NULL), count(*) FILTER (WHERE c.code IS NOT NULL AND {differs}),
                    count(*) FILTER (WHERE c.code IS NOT NULL AND NOT {differs})
-            FROM import_categories s LEFT JOIN event_categories c ON c.code = s.code""")).one()
+            FROM import_categories s LEFT JOIN event_categories c ON c.code = s.code"""
+        )
+    ).one()
     counts = {"categories_created": c[0], "categories_updated": c[1], "unchanged": c[2]}
-    _run(conn, counts, "categories_created",
-         """INSERT INTO event_categories (code, name, department_id, time_limit_hours, role_code, warn_share)
+    _run(
+        conn,
+        counts,
+        "categories_created",
+        """INSERT INTO event_categories (code, name, department_id, time_limit_hours, role_code, warn_share)
             SELECT s.code, s.name, s.department_id, s.time_limit_hours, s.role_code, s.warn_share
             FROM import_categories s WHERE NOT EXISTS (SELECT 1 FROM event_categories c WHERE c.code = s.code)
-            ORDER BY s.row""", write)
-    _run(conn, counts, "categories_updated",
-         f"""UPDATE event_categories c SET name = s.name, department_id = s.department_id,
+            ORDER BY s.row""",
+        write,
+    )
+    _run(
+        conn,
+        counts,
+        "categories_updated",
+        f"""UPDATE event_categories c SET name = s.name, department_id = s.department_id,
                     time_limit_hours = s.time_limit_hours, role_code = s.role_code,
                     warn_share = coalesce(s.warn_share, c.warn_share)
-             FROM import_categories s WHERE c.code = s.code AND {differs}""", write)
+             FROM import_categories s WHERE c.code = s.code AND {differs}""",
+        write,
+    )
     conn.execute(text("DROP TABLE import_categories"))
     return counts
 
@@ -747,4 +949,3 @@ def changes(conn: Connection, plan: TablePlan, *, write: bool, actor: str = "imp
 
 def format_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items())
-

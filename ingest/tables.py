@@ -20,10 +20,11 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
@@ -54,10 +55,13 @@ def decode(data: bytes | str, encoding: str | None) -> str:
     try:
         text = data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
     except UnicodeDecodeError as exc:
-        raise InvalidInput(f"the file is not {encoding} text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                           "save it as CSV UTF-8, or name its encoding (--encoding gb18030)", field="file")
+        raise InvalidInput(
+            f"the file is not {encoding} text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "save it as CSV UTF-8, or name its encoding (--encoding gb18030)",
+            field="file",
+        ) from None
     except LookupError:
-        raise InvalidInput(f"unknown encoding {encoding!r}", field="encoding")
+        raise InvalidInput(f"unknown encoding {encoding!r}", field="encoding") from None
     return text.removeprefix("\ufeff")
 
 
@@ -92,7 +96,7 @@ def csv_records(lines: list[str], header_hint: str) -> tuple[list[str], list[Rec
         except csv.Error as exc:
             first, done = done, reader.line_num
             if str(exc) == "unexpected end of data":
-                problem = f"a quote (\") opened in row {first} is never closed"
+                problem = f'a quote (") opened in row {first} is never closed'
             elif "new-line character" in str(exc):
                 problem = "a line break (CR) inside a field, which no field may hold"
             else:
@@ -100,8 +104,9 @@ def csv_records(lines: list[str], header_hint: str) -> tuple[list[str], list[Rec
             append(Record(first, done - 1, None, problem))
             continue
         first, done = done, reader.line_num
-        if done - 1 > first or (fields and ("\n" in fields[-1] or "\r" in fields[-1]
-                                            or any("\n" in f or "\r" in f for f in fields))):
+        if done - 1 > first or (
+            fields and ("\n" in fields[-1] or "\r" in fields[-1] or any("\n" in f or "\r" in f for f in fields))
+        ):
             append(Record(first, done - 1, None, None))
         elif fields:
             append(Record(first, first, fields))
@@ -116,9 +121,11 @@ def swallowed(record: Record, lines: list[str], header: list[str]) -> list[tuple
     if record.problem:
         reason = f"{span}: {record.problem}; nothing of {'it' if record.first == record.last else 'them'} is imported"
     else:
-        reason = (f"{span} read as one row: a quoted field runs from row {record.first} into the next (a quote (\") "
-                  "left open, or a line break inside quotes); no field may hold a line break, so nothing of these "
-                  "rows is imported (close or double the quote)")
+        reason = (
+            f'{span} read as one row: a quoted field runs from row {record.first} into the next (a quote (") '
+            "left open, or a line break inside quotes); no field may hold a line break, so nothing of these "
+            "rows is imported (close or double the quote)"
+        )
     out = []
     for row in range(record.first, record.last + 1):
         raw = lines[row].rstrip("\r\n") if row < len(lines) else ""
@@ -165,8 +172,14 @@ def cell_text(value: Any) -> str:
     return str(value).strip()
 
 
-def read_table(path: str | Path, *, header_hint: str, encoding: str | None = None, sheet: str | None = None,
-               data: bytes | None = None) -> Table:
+def read_table(
+    path: str | Path,
+    *,
+    header_hint: str,
+    encoding: str | None = None,
+    sheet: str | None = None,
+    data: bytes | None = None,
+) -> Table:
     """Every row of a CSV or XLSX (one sheet: ``sheet``, or the only one);
     :class:`InvalidInput` naming ``file`` (or ``layer`` for the sheet) when the file as
     a whole cannot be read."""
@@ -175,13 +188,14 @@ def read_table(path: str | Path, *, header_hint: str, encoding: str | None = Non
     if suffix == ".xlsx":
         return _read_xlsx(path, sheet, header_hint)
     if suffix not in (".csv", ".txt"):
-        raise InvalidInput(f"{path.name}: unsupported file type {suffix or '(none)'}; a table is .csv or .xlsx",
-                           field="file")
+        raise InvalidInput(
+            f"{path.name}: unsupported file type {suffix or '(none)'}; a table is .csv or .xlsx", field="file"
+        )
     if data is None:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field="file")
+            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}", field="file") from None
     content = decode(data, encoding)
     used = encoding or ("UTF-8" if _is_utf8(data) else "GB18030 (detected: not UTF-8)")
     with no_gc():  # hundreds of thousands of small objects, no cycles
@@ -190,8 +204,7 @@ def read_table(path: str | Path, *, header_hint: str, encoding: str | None = Non
 
 def _csv_table(name: str, content: str, header_hint: str, used: str) -> Table:
     if '"' not in content and content.count("\r") == content.count("\r\n"):
-        return _plain_csv_table(name, content.replace("\r\n", "\n") if "\r" in content else content,
-                                header_hint, used)
+        return _plain_csv_table(name, content.replace("\r\n", "\n") if "\r" in content else content, header_hint, used)
     lines = physical_lines(content)
     header, records = csv_records(lines, header_hint)
     width = len(header)
@@ -264,15 +277,17 @@ def _read_xlsx(path: Path, sheet: str | None, header_hint: str) -> Table:
             r = cells[0].row - top
             record: list[str] = []
             problem = None
-            for k, c in enumerate(cells[:len(header)]):
+            for k, c in enumerate(cells[: len(header)]):
                 if c.data_type == "f":
-                    problem = problem or (f"column {header[k]!r} holds a formula ({c.value}); gridbranch reads "
-                                          "values only — paste the column as values")
+                    problem = problem or (
+                        f"column {header[k]!r} holds a formula ({c.value}); gridbranch reads "
+                        "values only — paste the column as values"
+                    )
                     record.append(str(c.value))
                 else:
                     record.append(cell_text(c.value))
             record += [""] * (len(header) - len(record))
-            if problem is None and any(v is not None for v in values[len(header):]):
+            if problem is None and any(v is not None for v in values[len(header) :]):
                 problem = f"the row has cells beyond the header's {len(header)} columns"
             rows.append(Row(r, record, problem))
     finally:
@@ -298,14 +313,20 @@ def parse_mapping(text_: str | None, keys: Iterable[str]) -> dict[str, str]:
         key, sep, column = part.partition("=")
         key, column = key.strip().lower(), column.strip()
         if not sep or key not in keys or not column:
-            raise InvalidInput(f"--map takes KEY=COLUMN pairs with KEY one of {', '.join(keys)}, got {part!r}",
-                               field="map")
+            raise InvalidInput(
+                f"--map takes KEY=COLUMN pairs with KEY one of {', '.join(keys)}, got {part!r}", field="map"
+            )
         out[key] = column
     return out
 
 
-def resolve_columns(name: str, header: list[str], candidates: dict[str, tuple[str, ...]], required: Iterable[str],
-                    mapping: dict[str, str]) -> dict[str, str]:
+def resolve_columns(
+    name: str,
+    header: list[str],
+    candidates: dict[str, tuple[str, ...]],
+    required: Iterable[str],
+    mapping: dict[str, str],
+) -> dict[str, str]:
     """key → the header's column for it: the one ``mapping`` names, else the first of
     the key's candidate names present (case-insensitive); :class:`InvalidInput` naming
     ``map`` when a required key has none, or a mapped column is not in the header."""
@@ -314,8 +335,10 @@ def resolve_columns(name: str, header: list[str], candidates: dict[str, tuple[st
     for key, names in candidates.items():
         if key in mapping:
             if mapping[key] not in header:
-                raise InvalidInput(f"{name}: no column {mapping[key]!r} (--map {key}=…); its columns: "
-                                   f"{', '.join(header) or '(none)'}", field="map")
+                raise InvalidInput(
+                    f"{name}: no column {mapping[key]!r} (--map {key}=…); its columns: {', '.join(header) or '(none)'}",
+                    field="map",
+                )
             out[key] = mapping[key]
             continue
         for candidate in (key, *names):
@@ -328,7 +351,8 @@ def resolve_columns(name: str, header: list[str], candidates: dict[str, tuple[st
             f"{name}: no column for {', '.join(missing)} (looked for "
             + "; ".join(f"{k}: {', '.join((k, *candidates[k]))}" for k in missing)
             + f"); say which with --map {missing[0]}=COLUMN; its columns: {', '.join(header) or '(none)'}",
-            field="map")
+            field="map",
+        )
     return out
 
 
@@ -386,8 +410,9 @@ def write_rejects(path: Path, plan: TablePlan) -> int:
         if plan.file_error is not None:
             writer.writerow(["", "", rejects_cell(plan.file_error), *[""] * len(plan.header)])
         for r in sorted(plan.rejects, key=lambda r: r.row):
-            writer.writerow([r.row, r.row + 1, rejects_cell(r.reason),
-                             *[rejects_cell(r.cells.get(c, "")) for c in plan.header]])
+            writer.writerow(
+                [r.row, r.row + 1, rejects_cell(r.reason), *[rejects_cell(r.cells.get(c, "")) for c in plan.header]]
+            )
     return len(plan.rejects)
 
 
@@ -396,8 +421,9 @@ def format_report(plan: TablePlan, *, show: int = 200) -> str:
     no other personal data), the first ``show`` of them."""
     if plan.file_error is not None:
         return f"the file cannot be read: {plan.file_error}"
-    lines = [f"{plan.kind} from {plan.file}: {plan.total} rows, {len(plan.good)} to import, "
-             f"{len(plan.rejects)} rejected"]
+    lines = [
+        f"{plan.kind} from {plan.file}: {plan.total} rows, {len(plan.good)} to import, {len(plan.rejects)} rejected"
+    ]
     lines += ["  columns: " + ", ".join(f"{k}={v}" for k, v in plan.columns.items())]
     lines += [f"  note: {n}" for n in plan.notes]
     for r in sorted(plan.rejects, key=lambda r: r.row)[:show]:

@@ -42,13 +42,27 @@ from layers.registrations import member_area
 from layers.versions import data_versions
 
 KINDS = ("areas", "grids", "members", "branches", "departments", "categories", "registrations")
-KIND_NAMES = {"areas": "街道和社区", "grids": "网格", "members": "党员花名册", "branches": "党支部",
-              "departments": "职能部门", "categories": "事件类别", "registrations": "报到名单"}
+KIND_NAMES = {
+    "areas": "街道和社区",
+    "grids": "网格",
+    "members": "党员花名册",
+    "branches": "党支部",
+    "departments": "职能部门",
+    "categories": "事件类别",
+    "registrations": "报到名单",
+}
 #: Kinds that are the district's as a whole: its admins import them, nobody else.
 DISTRICT_ONLY = ("departments", "categories")
 _GIS = tuple(sorted(set(FORMATS) | set(ARCHIVES)))
-SUFFIXES = {"areas": _GIS, "grids": _GIS, "members": (".csv", ".xlsx"), "branches": (".csv", ".xlsx"),
-            "departments": (".csv", ".xlsx"), "categories": (".csv", ".xlsx"), "registrations": (".csv",)}
+SUFFIXES = {
+    "areas": _GIS,
+    "grids": _GIS,
+    "members": (".csv", ".xlsx"),
+    "branches": (".csv", ".xlsx"),
+    "departments": (".csv", ".xlsx"),
+    "categories": (".csv", ".xlsx"),
+    "registrations": (".csv",),
+}
 #: Reject reasons kept in a report, at most (the counts are always whole).
 MAX_REJECTS = 2000
 
@@ -66,12 +80,11 @@ class Options:
     repair: bool = False
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Options":
+    def from_dict(cls, d: dict[str, Any]) -> Options:
         return cls(**{k: d.get(k) for k in ("crs", "map", "layer", "encoding")}, repair=bool(d.get("repair")))
 
     def as_dict(self) -> dict[str, Any]:
-        return {"crs": self.crs, "map": self.map, "layer": self.layer, "encoding": self.encoding,
-                "repair": self.repair}
+        return {"crs": self.crs, "map": self.map, "layer": self.layer, "encoding": self.encoding, "repair": self.repair}
 
 
 @dataclass
@@ -101,18 +114,30 @@ def zh_error(exc: InvalidInput, filename: str) -> dict[str, Any]:
     """A refusal of the file as a problem detail with its Chinese wording (and the CRS to
     try, when the reason names one)."""
     detail_zh = exc.extra.get("detail_zh") or f"文件“{filename}”无法导入：{exc.detail}"
-    return {"status": exc.status, "title": exc.title, "detail": exc.detail, "detail_zh": detail_zh,
-            "field": exc.field, "crs_suggestion": crs_suggestion(exc.detail) if exc.field == "crs" else None}
+    return {
+        "status": exc.status,
+        "title": exc.title,
+        "detail": exc.detail,
+        "detail_zh": detail_zh,
+        "field": exc.field,
+        "crs_suggestion": crs_suggestion(exc.detail) if exc.field == "crs" else None,
+    }
 
 
 def allowed_kind(kind: str, scope_code: str) -> None:
     """Refuse a kind the caller's level may not import (403 naming ``kind``)."""
     if kind not in KINDS:
-        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}", field="kind",
-                           detail_zh=f"数据类型应为：{'、'.join(KIND_NAMES.values())}")
+        raise InvalidInput(
+            f"kind must be one of {', '.join(KINDS)}",
+            field="kind",
+            detail_zh=f"数据类型应为：{'、'.join(KIND_NAMES.values())}",
+        )
     if kind in DISTRICT_ONLY and level_of(scope_code) != "district":
-        raise Forbidden(f"{kind} are the district's: only its admins import them", field="kind",
-                        detail_zh=f"{KIND_NAMES[kind]}由区级管理员导入")
+        raise Forbidden(
+            f"{kind} are the district's: only its admins import them",
+            field="kind",
+            detail_zh=f"{KIND_NAMES[kind]}由区级管理员导入",
+        )
 
 
 def check_file(kind: str, path: Path, filename: str) -> None:
@@ -120,10 +145,12 @@ def check_file(kind: str, path: Path, filename: str) -> None:
     archive that is not a whole zip (truncated, damaged)."""
     suffix = Path(filename).suffix.lower()
     if suffix not in SUFFIXES[kind]:
-        raise FileError(f"{filename}: a {kind} import reads {', '.join(SUFFIXES[kind])} files, not "
-                        f"{suffix or 'a file without a type'}",
-                        detail_zh=f"“{filename}”不是{KIND_NAMES[kind]}可用的文件类型（可用："
-                                  f"{'、'.join(SUFFIXES[kind])}）；请检查所选的数据类型")
+        raise FileError(
+            f"{filename}: a {kind} import reads {', '.join(SUFFIXES[kind])} files, not "
+            f"{suffix or 'a file without a type'}",
+            detail_zh=f"“{filename}”不是{KIND_NAMES[kind]}可用的文件类型（可用："
+            f"{'、'.join(SUFFIXES[kind])}）；请检查所选的数据类型",
+        )
     if path.stat().st_size == 0:
         raise FileError(f"{filename}: the file is empty", detail_zh=f"“{filename}”是空文件")
     if suffix in (*ARCHIVES, ".xlsx"):
@@ -133,16 +160,27 @@ def check_file(kind: str, path: Path, filename: str) -> None:
             with zipfile.ZipFile(path) as zf:
                 zf.infolist()
         except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError) as exc:
-            raise FileError(f"{filename}: not a readable zip archive (truncated or damaged?): {exc}",
-                            detail_zh=f"“{filename}”不是完整的压缩文件（可能上传不完整或已损坏）") from None
+            raise FileError(
+                f"{filename}: not a readable zip archive (truncated or damaged?): {exc}",
+                detail_zh=f"“{filename}”不是完整的压缩文件（可能上传不完整或已损坏）",
+            ) from None
 
 
 # ---- the dry run ------------------------------------------------------------------------------
 
 
-def dry_run(session: Session, kind: str, path: Path, options: Options, *, scope_code: str,
-            thresholds: Thresholds = Thresholds(), tolerance_m: float = 30.0, edge_m: float = 0.05,
-            progress: Progress = lambda phase, share: None) -> Checked:
+def dry_run(
+    session: Session,
+    kind: str,
+    path: Path,
+    options: Options,
+    *,
+    scope_code: str,
+    thresholds: Thresholds = Thresholds(),
+    tolerance_m: float = 30.0,
+    edge_m: float = 0.05,
+    progress: Progress = lambda phase, share: None,
+) -> Checked:
     """Read and check ``path`` as ``kind`` against the database for a caller whose area
     is ``scope_code``; nothing is written (temporary tables at most: the caller rolls
     back). A file that cannot be read raises :class:`InvalidInput` (the message names it)."""
@@ -154,18 +192,25 @@ def dry_run(session: Session, kind: str, path: Path, options: Options, *, scope_
     return _table(session, kind, path, options, scope_code, progress)
 
 
-def commit(session: Session, kind: str, path: Path, options: Options, *, scope_code: str, fingerprint: Any,
-           actor: str, **dry) -> dict[str, Any]:
+def commit(
+    session: Session, kind: str, path: Path, options: Options, *, scope_code: str, fingerprint: Any, actor: str, **dry
+) -> dict[str, Any]:
     """Run the dry run again in the session's transaction, refuse (409) when it differs
     from the one the caller saw (``fingerprint``: the data changed since), and write it.
     Returns what was written; the caller commits."""
     checked = dry_run(session, kind, path, options, scope_code=scope_code, **dry)
     if not checked.committable:
-        raise InvalidInput("the import has errors: nothing written", field="file",
-                           detail_zh="预检有错误，不能导入；请修正文件后重新上传")
+        raise InvalidInput(
+            "the import has errors: nothing written",
+            field="file",
+            detail_zh="预检有错误，不能导入；请修正文件后重新上传",
+        )
     if _plain(checked.fingerprint) != _plain(fingerprint):
-        raise Conflict("the data changed since the dry run: check the file again", field="file",
-                       detail_zh="预检之后数据已有变化：请重新预检后再确认导入")
+        raise Conflict(
+            "the data changed since the dry run: check the file again",
+            field="file",
+            detail_zh="预检之后数据已有变化：请重新预检后再确认导入",
+        )
     plan = checked.plan
     if kind in ("areas", "grids"):
         return boundaries.commit_plan(session, plan)
@@ -181,22 +226,36 @@ def _plain(value: Any) -> Any:
 # ---- boundaries -------------------------------------------------------------------------------
 
 
-def _boundaries(session: Session, kind: str, path: Path, options: Options, scope_code: str,
-                thresholds: Thresholds, progress: Progress) -> Checked:
+def _boundaries(
+    session: Session,
+    kind: str,
+    path: Path,
+    options: Options,
+    scope_code: str,
+    thresholds: Thresholds,
+    progress: Progress,
+) -> Checked:
     mapping = boundaries.parse_mapping(options.map)
     progress("reading", 0.1)
     src = read_features(path, layer=options.layer, encoding=options.encoding, geometry_field=mapping.get("geometry"))
     progress("checking", 0.4)
-    plan = boundaries.plan_import(session, kind, src, crs=options.crs, mapping=mapping, do_repair=options.repair,
-                                  thresholds=thresholds)
+    plan = boundaries.plan_import(
+        session, kind, src, crs=options.crs, mapping=mapping, do_repair=options.repair, thresholds=thresholds
+    )
     _scope_boundaries(plan, scope_code)
     progress("preview", 0.85)
     report = plan.as_dict()
     report["summary"] = boundaries.format_report(plan).splitlines()[-1]
-    report["crs_suggestion"] = next((c for p in plan.errors if p.field == "crs" and (c := crs_suggestion(p.reason))),
-                                    None)
-    return Checked(report, _preview(session, plan), plan.ok and bool(plan.outcomes),
-                   {"versions": plan.versions, "counts": plan.counts()}, plan)
+    report["crs_suggestion"] = next(
+        (c for p in plan.errors if p.field == "crs" and (c := crs_suggestion(p.reason))), None
+    )
+    return Checked(
+        report,
+        _preview(session, plan),
+        plan.ok and bool(plan.outcomes),
+        {"versions": plan.versions, "counts": plan.counts()},
+        plan,
+    )
 
 
 def _scope_boundaries(plan: boundaries.BoundaryPlan, scope_code: str) -> None:
@@ -213,8 +272,11 @@ def _scope_boundaries(plan: boundaries.BoundaryPlan, scope_code: str) -> None:
         if o.code == scope_code and o.action == boundaries.UNCHANGED:
             continue
         if o.code == scope_code or not o.code.startswith(prefix):
-            why = "your own area's boundary is changed by the district" if o.code == scope_code else \
-                f"it lies outside your area {scope_code}"
+            why = (
+                "your own area's boundary is changed by the district"
+                if o.code == scope_code
+                else f"it lies outside your area {scope_code}"
+            )
             plan.problems.append(boundaries.Problem(o.feature, o.code, column, f"{o.code}: {why}"))
             o.action = boundaries.REJECT
     plan.absent = [a for a in plan.absent if a["code"].startswith(prefix)]
@@ -222,8 +284,11 @@ def _scope_boundaries(plan: boundaries.BoundaryPlan, scope_code: str) -> None:
 
 
 def _feature(geom, props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "Feature", "geometry": json.loads(shapely.to_geojson(shapely.set_precision(geom, 1e-7))),
-            "properties": props}
+    return {
+        "type": "Feature",
+        "geometry": json.loads(shapely.to_geojson(shapely.set_precision(geom, 1e-7))),
+        "properties": props,
+    }
 
 
 def _preview(session: Session, plan: boundaries.BoundaryPlan) -> dict[str, Any]:
@@ -235,8 +300,19 @@ def _preview(session: Session, plan: boundaries.BoundaryPlan) -> dict[str, Any]:
     for o in plan.outcomes:
         if o.geom is None:
             continue
-        features.append(_feature(o.geom, {"action": o.action, "code": o.code, "name": o.name, "feature": o.feature,
-                                          "moved_m2": o.moved_m2, "renamed_from": o.renamed_from}))
+        features.append(
+            _feature(
+                o.geom,
+                {
+                    "action": o.action,
+                    "code": o.code,
+                    "name": o.name,
+                    "feature": o.feature,
+                    "moved_m2": o.moved_m2,
+                    "renamed_from": o.renamed_from,
+                },
+            )
+        )
     if plan.absent:
         conn = session.connection()
         prefix = plan.district["code"][:6]
@@ -244,24 +320,23 @@ def _preview(session: Session, plan: boundaries.BoundaryPlan) -> dict[str, Any]:
         for a in plan.absent:
             s = stored.get(a["code"])
             if s is not None and s.wkb is not None:
-                features.append(_feature(shapely.from_wkb(s.wkb), {"action": "absent", "code": a["code"],
-                                                                   "name": a["name"]}))
+                features.append(
+                    _feature(shapely.from_wkb(s.wkb), {"action": "absent", "code": a["code"], "name": a["name"]})
+                )
     for p in plan.problems:
         geom = getattr(p, "geom", None)
         if geom is None or p.severity != "warning":
             continue
         kind = "overlap" if p.reason.startswith("overlaps") else "gap" if " that none of its " in p.reason else None
         if kind is not None:
-            features.append(_feature(geom, {"action": kind, "code": p.code, "feature": p.feature,
-                                            "reason": p.reason}))
+            features.append(_feature(geom, {"action": kind, "code": p.code, "feature": p.feature, "reason": p.reason}))
     return {"type": "FeatureCollection", "features": features}
 
 
 # ---- tables (members, branches, departments, categories) ----------------------------------
 
 
-def _table(session: Session, kind: str, path: Path, options: Options, scope_code: str,
-           progress: Progress) -> Checked:
+def _table(session: Session, kind: str, path: Path, options: Options, scope_code: str, progress: Progress) -> Checked:
     mapping = tables.parse_mapping(options.map, roster.SPECS[kind].candidates)
     progress("reading", 0.1)
     table = roster.read(path, kind, encoding=options.encoding, sheet=options.layer)
@@ -278,13 +353,22 @@ def _table(session: Session, kind: str, path: Path, options: Options, scope_code
     counts = roster.changes(session.connection(), plan, write=False)
     nested.rollback()
     rejects = sorted(plan.rejects, key=lambda r: r.row)
-    report = {"kind": kind, "file": plan.file, "rows": plan.total, "good": len(plan.good),
-              "rejected": len(rejects), "columns": plan.columns, "notes": plan.notes, "counts": counts,
-              "rejects": [_reject(r.row, r.key, r.reason) for r in rejects[:MAX_REJECTS]],
-              "summary": f"{plan.total} rows, {len(plan.good)} to import, {len(rejects)} rejected; would write: "
-                         + roster.format_counts(counts)}
-    return Checked(report, None, bool(plan.good), {"counts": counts, "good": len(plan.good),
-                                                   "rejected": len(rejects)}, plan)
+    report = {
+        "kind": kind,
+        "file": plan.file,
+        "rows": plan.total,
+        "good": len(plan.good),
+        "rejected": len(rejects),
+        "columns": plan.columns,
+        "notes": plan.notes,
+        "counts": counts,
+        "rejects": [_reject(r.row, r.key, r.reason) for r in rejects[:MAX_REJECTS]],
+        "summary": f"{plan.total} rows, {len(plan.good)} to import, {len(rejects)} rejected; would write: "
+        + roster.format_counts(counts),
+    }
+    return Checked(
+        report, None, bool(plan.good), {"counts": counts, "good": len(plan.good), "rejected": len(rejects)}, plan
+    )
 
 
 def _reject(row: int, key: str | None, reason: str) -> dict[str, Any]:
@@ -306,18 +390,21 @@ def _outside(session: Session, scope_code: str, points: list[tuple[int, float, f
     """The keys of the WGS84 points (key, lon, lat) outside the area ``scope_code``."""
     if not points:
         return set()
-    return set(session.execute(text(
-        """SELECT s.k FROM unnest(CAST(:k AS int[]), CAST(:x AS float8[]), CAST(:y AS float8[])) AS s(k, x, y)
+    return set(
+        session.execute(
+            text(
+                """SELECT s.k FROM unnest(CAST(:k AS int[]), CAST(:x AS float8[]), CAST(:y AS float8[])) AS s(k, x, y)
            WHERE NOT EXISTS (SELECT 1 FROM admin_areas a WHERE a.code = :c
-                             AND ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(s.x, s.y), 4326)))"""),
-        {"k": [p[0] for p in points], "x": [p[1] for p in points], "y": [p[2] for p in points],
-         "c": scope_code}).scalars())
+                             AND ST_Covers(a.geom, ST_SetSRID(ST_MakePoint(s.x, s.y), 4326)))"""
+            ),
+            {"k": [p[0] for p in points], "x": [p[1] for p in points], "y": [p[2] for p in points], "c": scope_code},
+        ).scalars()
+    )
 
 
 def _member_areas(session: Session, numbers: list[str]) -> dict[str, str | None]:
     """The area each stored member of ``numbers`` belongs to (:func:`member_area`)."""
-    ids = dict(session.execute(text("SELECT number, id FROM members WHERE number = ANY(:n)"),
-                               {"n": numbers}).all())
+    ids = dict(session.execute(text("SELECT number, id FROM members WHERE number = ANY(:n)"), {"n": numbers}).all())
     return {n: member_area(session, i) for n, i in ids.items()}
 
 
@@ -327,16 +414,22 @@ def _scope_table(session: Session, kind: str, plan: tables.TablePlan, scope_code
     reasons: dict[int, str] = {}
     if kind == "branches":
         communities = dict(session.execute(text("SELECT id, code FROM admin_areas WHERE level = 'community'")).all())
-        stored = dict(session.execute(text(
-            "SELECT b.code, c.code FROM branches b LEFT JOIN admin_areas c ON c.id = b.community_id")).all())
+        stored = dict(
+            session.execute(
+                text("SELECT b.code, c.code FROM branches b LEFT JOIN admin_areas c ON c.id = b.community_id")
+            ).all()
+        )
         keep = []
         for g in plan.good:
             community = communities.get(g[6])
             was = stored.get(g[1], community)
             ok = community is not None and community.startswith(prefix) and was is not None and was.startswith(prefix)
             if not ok:
-                reasons[g[0]] = (f"branch {g[1]} is {outside}" if community is not None else
-                                 "a work-unit branch is the district's to import")
+                reasons[g[0]] = (
+                    f"branch {g[1]} is {outside}"
+                    if community is not None
+                    else "a work-unit branch is the district's to import"
+                )
             keep.append(ok)
         _refuse(plan, keep, reasons)
         return
@@ -361,15 +454,29 @@ def _scope_table(session: Session, kind: str, plan: tables.TablePlan, scope_code
 # ---- registrations ----------------------------------------------------------------------------
 
 
-def _registrations(session: Session, path: Path, options: Options, scope_code: str, tolerance_m: float,
-                   edge_m: float, progress: Progress) -> Checked:
+def _registrations(
+    session: Session,
+    path: Path,
+    options: Options,
+    scope_code: str,
+    tolerance_m: float,
+    edge_m: float,
+    progress: Progress,
+) -> Checked:
     from layers.locate import build_grid_index
 
     progress("reading", 0.1)
     data = path.read_bytes()
     progress("checking", 0.4)
-    plan = bulk.plan_import(session, data, build_grid_index(session), tolerance_m=tolerance_m, edge_m=edge_m,
-                            default_crs=options.crs or "wgs84", encoding=options.encoding or "utf-8")
+    plan = bulk.plan_import(
+        session,
+        data,
+        build_grid_index(session),
+        tolerance_m=tolerance_m,
+        edge_m=edge_m,
+        default_crs=options.crs or "wgs84",
+        encoding=options.encoding or "utf-8",
+    )
     if plan.file_error is not None:
         raise InvalidInput(plan.file_error, field="file")
     if level_of(scope_code) != "district":
@@ -384,15 +491,24 @@ def _registrations(session: Session, path: Path, options: Options, scope_code: s
                 good.append(g)
             else:
                 o.status = "invalid"
-                o.reason = (f"grid {o.grid} is outside your area {scope_code}" if not o.grid.startswith(prefix)
-                            else f"member {g['number']} is outside your area {scope_code}")
+                o.reason = (
+                    f"grid {o.grid} is outside your area {scope_code}"
+                    if not o.grid.startswith(prefix)
+                    else f"member {g['number']} is outside your area {scope_code}"
+                )
         plan.good = good
     counts = plan.counts()
     rejects = plan.rejects
-    report = {"kind": "registrations", "rows": len(plan.outcomes), "good": len(plan.good), "rejected": len(rejects),
-              "counts": counts,
-              "rejects": [dict(_reject(o.row, o.member_number, o.reason or ""), status=o.status)
-                          for o in rejects[:MAX_REJECTS]],
-              "summary": ", ".join(f"{k} {v}" for k, v in counts.items())}
+    report = {
+        "kind": "registrations",
+        "rows": len(plan.outcomes),
+        "good": len(plan.good),
+        "rejected": len(rejects),
+        "counts": counts,
+        "rejects": [
+            dict(_reject(o.row, o.member_number, o.reason or ""), status=o.status) for o in rejects[:MAX_REJECTS]
+        ],
+        "summary": ", ".join(f"{k} {v}" for k, v in counts.items()),
+    }
     versions = data_versions(session, ["members", "grids"])
     return Checked(report, None, bool(plan.good), {"counts": counts, "versions": versions}, plan)

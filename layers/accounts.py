@@ -31,13 +31,13 @@ from layers.registrations import MEMBER_AREA_COLUMNS
 ROLES = ("admin", "dispatcher", "grid_worker", "department_staff", "member")
 
 #: The kinds of account, highest first: an admin's kind is the level of its area.
-KINDS = ("district_admin", "street_admin", "community_admin", "grid_worker", "dispatcher", "department_staff",
-         "member")
+KINDS = ("district_admin", "street_admin", "community_admin", "grid_worker", "dispatcher", "department_staff", "member")
 
 #: Which kinds of account each kind creates, disables and re-enables (inside its area).
 CREATES: dict[str, frozenset[str]] = {
-    "district_admin": frozenset({"street_admin", "community_admin", "grid_worker", "dispatcher", "department_staff",
-                                 "member"}),
+    "district_admin": frozenset(
+        {"street_admin", "community_admin", "grid_worker", "dispatcher", "department_staff", "member"}
+    ),
     "street_admin": frozenset({"community_admin", "grid_worker", "member"}),
     "community_admin": frozenset({"grid_worker", "member"}),
 }
@@ -61,11 +61,19 @@ def password_fault(password: str, username: str, policy: PasswordPolicy) -> str 
     """Why ``password`` may not be ``username``'s under ``policy``, or None."""
     if len(password) < policy.min_length:
         return f"至少 {policy.min_length} 个字符 (at least {policy.min_length} characters)"
-    classes = sum((any(c.islower() for c in password), any(c.isupper() for c in password),
-                   any(c.isdigit() for c in password), any(not c.isalnum() for c in password)))
+    classes = sum(
+        (
+            any(c.islower() for c in password),
+            any(c.isupper() for c in password),
+            any(c.isdigit() for c in password),
+            any(not c.isalnum() for c in password),
+        )
+    )
     if classes < policy.min_classes:
-        return (f"须含小写字母、大写字母、数字、其他字符中的至少 {policy.min_classes} 类 "
-                f"(at least {policy.min_classes} of lower case, upper case, digits, other characters)")
+        return (
+            f"须含小写字母、大写字母、数字、其他字符中的至少 {policy.min_classes} 类 "
+            f"(at least {policy.min_classes} of lower case, upper case, digits, other characters)"
+        )
     if password.casefold() == username.casefold():
         return "不得与用户名相同 (must not be the username)"
     if textfields.text_fault(password):
@@ -98,8 +106,9 @@ def check_may_manage(kind: str, target_kind: str, field: str = "role") -> None:
         raise Forbidden(f"a {kind} may not manage {target_kind} accounts; it manages: {allowed}", field=field)
 
 
-def check_binding(session: Session, role: str, area_code: str | None, department: str | None,
-                  member_id: int | None) -> tuple[str, int | None]:
+def check_binding(
+    session: Session, role: str, area_code: str | None, department: str | None, member_id: int | None
+) -> tuple[str, int | None]:
     """What an account of ``role`` is bound to, checked: (its kind, the department's id).
     Admins need an existing district, street or community; grid workers an existing
     current grid or a community; department staff an existing department; members a
@@ -107,8 +116,12 @@ def check_binding(session: Session, role: str, area_code: str | None, department
     given. :class:`InvalidInput` naming the field otherwise."""
     if role not in ROLES:
         raise InvalidInput(f"role must be one of {', '.join(ROLES)}", field="role")
-    needs = {"admin": "area_code", "grid_worker": "area_code", "department_staff": "department",
-             "member": "member_id"}.get(role)
+    needs = {
+        "admin": "area_code",
+        "grid_worker": "area_code",
+        "department_staff": "department",
+        "member": "member_id",
+    }.get(role)
     for field, value in (("area_code", area_code), ("department", department), ("member_id", member_id)):
         if field == needs and value is None:
             raise InvalidInput(f"a {role} account needs {field}", field=field)
@@ -121,12 +134,15 @@ def check_binding(session: Session, role: str, area_code: str | None, department
         level = level_of(area_code)
         allowed = ("district", "street", "community") if role == "admin" else ("community", "grid")
         if level not in allowed:
-            raise InvalidInput(f"a {role} account is bound to a {' or '.join(allowed)}, not a {level}",
-                               field="area_code")
+            raise InvalidInput(
+                f"a {role} account is bound to a {' or '.join(allowed)}, not a {level}", field="area_code"
+            )
         exists = session.execute(
-            text("SELECT 1 FROM grids WHERE code = :c AND gridbranch_live(retired_at)") if level == "grid"
+            text("SELECT 1 FROM grids WHERE code = :c AND gridbranch_live(retired_at)")
+            if level == "grid"
             else text("SELECT 1 FROM admin_areas WHERE code = :c AND level = :l"),
-            {"c": area_code, "l": level}).first()
+            {"c": area_code, "l": level},
+        ).first()
         if exists is None:
             raise InvalidInput(f"no {level} with code {area_code}", field="area_code")
     elif role == "department_staff":
@@ -175,8 +191,15 @@ def member_account(session: Session, member_id: int):
     return session.execute(text("SELECT username, active FROM users WHERE member_id = :m"), {"m": member_id}).first()
 
 
-def accounts_within(session: Session, within: str, *, role: str | None = None, active: bool | None = None,
-                    limit: int = 50, offset: int = 0) -> tuple[list[dict], int]:
+def accounts_within(
+    session: Session,
+    within: str,
+    *,
+    role: str | None = None,
+    active: bool | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[dict], int]:
     """The accounts belonging to area (or grid) ``within`` — those whose home lies in it,
     and for a district also the district-wide ones — by username: a page, and how many
     there are in all."""
@@ -196,12 +219,22 @@ def accounts_within(session: Session, within: str, *, role: str | None = None, a
 
 def account_log(session: Session, username: str) -> list[dict]:
     """The log of account ``username``, oldest first."""
-    rows = session.execute(text("SELECT id, at, actor, username, area, action, before, after FROM account_log "
-                                "WHERE username = :u ORDER BY at, id"), {"u": username}).mappings().all()
+    rows = (
+        session.execute(
+            text(
+                "SELECT id, at, actor, username, area, action, before, after FROM account_log "
+                "WHERE username = :u ORDER BY at, id"
+            ),
+            {"u": username},
+        )
+        .mappings()
+        .all()
+    )
     return [{**r, "at": r["at"].isoformat()} for r in rows]
 
 
 # -- writing (the caller commits) -------------------------------------------------------
+
 
 def _public(account: dict) -> dict:
     return {k: account[k] for k in ("role", "area_code", "department", "member_id", "display_name", "active")}
@@ -209,35 +242,65 @@ def _public(account: dict) -> dict:
 
 def _log(session: Session, actor: str, account: dict, action: str, before: dict | None, after: dict) -> None:
     session.execute(
-        text("INSERT INTO account_log (actor, username, area, action, before, after) "
-             "VALUES (:actor, :username, :area, :action, CAST(:before AS jsonb), CAST(:after AS jsonb))"),
-        {"actor": actor, "username": account["username"], "area": account["home"], "action": action,
-         "before": None if before is None else json.dumps(before, ensure_ascii=False),
-         "after": json.dumps(after, ensure_ascii=False)},
+        text(
+            "INSERT INTO account_log (actor, username, area, action, before, after) "
+            "VALUES (:actor, :username, :area, :action, CAST(:before AS jsonb), CAST(:after AS jsonb))"
+        ),
+        {
+            "actor": actor,
+            "username": account["username"],
+            "area": account["home"],
+            "action": action,
+            "before": None if before is None else json.dumps(before, ensure_ascii=False),
+            "after": json.dumps(after, ensure_ascii=False),
+        },
     )
 
 
-def create_account(session: Session, *, actor: str, username: str, password_hash: str, role: str,
-                   area_code: str | None = None, department: str | None = None, member_id: int | None = None,
-                   display_name: str | None = None, action: str = "create") -> dict:
+def create_account(
+    session: Session,
+    *,
+    actor: str,
+    username: str,
+    password_hash: str,
+    role: str,
+    area_code: str | None = None,
+    department: str | None = None,
+    member_id: int | None = None,
+    display_name: str | None = None,
+    action: str = "create",
+) -> dict:
     """Create account ``username`` (checked by :func:`check_binding`; the caller has
     checked that ``actor`` may); logged as ``actor``'s ``action`` (``activate`` when a
     member activates their own). :class:`Conflict` naming the field when the username
     is taken or the member has an account already."""
     if not USERNAME.match(username):
-        raise InvalidInput("username: 3–64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-                           field="username")
+        raise InvalidInput(
+            "username: 3–64 letters, digits, '.', '_' or '-', starting with a letter or digit", field="username"
+        )
     if display_name is not None:
         display_name = textfields.name(display_name, "display_name")
     _, department_id = check_binding(session, role, area_code, department, member_id)
-    if member_id is not None and session.execute(
-            text("SELECT 1 FROM users WHERE member_id = :m"), {"m": member_id}).first():
+    if (
+        member_id is not None
+        and session.execute(text("SELECT 1 FROM users WHERE member_id = :m"), {"m": member_id}).first()
+    ):
         raise Conflict(f"member {member_id} has an account already", field="member_id")
     created = session.execute(
-        text("INSERT INTO users (username, password_hash, role, area_code, member_id, department_id, display_name, "
-             "active) VALUES (:u, :h, :r, :a, :m, :d, :n, true) ON CONFLICT (username) DO NOTHING RETURNING id"),
-        {"u": username, "h": password_hash, "r": role, "a": area_code, "m": member_id, "d": department_id,
-         "n": display_name}).first()
+        text(
+            "INSERT INTO users (username, password_hash, role, area_code, member_id, department_id, display_name, "
+            "active) VALUES (:u, :h, :r, :a, :m, :d, :n, true) ON CONFLICT (username) DO NOTHING RETURNING id"
+        ),
+        {
+            "u": username,
+            "h": password_hash,
+            "r": role,
+            "a": area_code,
+            "m": member_id,
+            "d": department_id,
+            "n": display_name,
+        },
+    ).first()
     if created is None:
         raise Conflict(f"username {username!r} is taken", field="username")
     view = account(session, username)
@@ -258,8 +321,15 @@ def set_account_active(session: Session, *, actor: str, username: str, active: b
     return after
 
 
-def reset_password(session: Session, *, actor: str, username: str, password_hash: str,
-                   must_change: bool = True, activation_code: bool = False) -> dict:
+def reset_password(
+    session: Session,
+    *,
+    actor: str,
+    username: str,
+    password_hash: str,
+    must_change: bool = True,
+    activation_code: bool = False,
+) -> dict:
     """Give account ``username`` the password hashed as ``password_hash`` (a void one and
     ``activation_code`` when a member activates anew with a code); logged as ``actor``'s
     (never the hash). With ``must_change`` the account must choose its own password at
@@ -267,13 +337,20 @@ def reset_password(session: Session, *, actor: str, username: str, password_hash
     token epoch of migration 0015)."""
     view = account(session, username, lock=True)
     users.set_password(session, username, password_hash, must_change=must_change)
-    _log(session, actor, view, "reset_password", None,
-         {"password": "reset", **({"activation_code": "issued"} if activation_code else {})})
+    _log(
+        session,
+        actor,
+        view,
+        "reset_password",
+        None,
+        {"password": "reset", **({"activation_code": "issued"} if activation_code else {})},
+    )
     return view
 
 
-def log_action(session: Session, *, actor: str, username: str, action: str, after: dict,
-               before: dict | None = None) -> None:
+def log_action(
+    session: Session, *, actor: str, username: str, action: str, after: dict, before: dict | None = None
+) -> None:
     """A row of ``account_log`` about account ``username``: a password change, an
     activation, a lock, a sign-out (the caller commits)."""
     _log(session, actor, account(session, username), action, before, after)

@@ -14,7 +14,9 @@ from layers.models import AREA_LEVELS, AdminArea
 def area_tree(session: Session) -> list[dict]:
     """Every area as a nested tree ``{code, name, level, children}``, roots first, by code."""
     rows = session.execute(
-        select(AdminArea.id, AdminArea.code, AdminArea.name, AdminArea.level, AdminArea.parent_id).order_by(AdminArea.code)
+        select(AdminArea.id, AdminArea.code, AdminArea.name, AdminArea.level, AdminArea.parent_id).order_by(
+            AdminArea.code
+        )
     ).all()
     nodes = {r.id: {"code": r.code, "name": r.name, "level": r.level, "children": []} for r in rows}
     roots: list[dict] = []

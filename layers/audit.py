@@ -93,18 +93,38 @@ def write(session: Session, entries: list[Entry]) -> int:
         digest = records_digest(members, events)
         if digest is not None and digest not in sets:
             sets[digest] = {"digest": digest, "member_ids": members, "event_ids": events}
-        rows.append({"at": e.at.isoformat() if e.at is not None else None, "actor": e.actor, "role": e.role,
-                     "area": e.area, "method": e.method, "endpoint": e.endpoint, "path": e.path,
-                     "status": e.status, "fields": list(e.fields), "records": digest, "detail": e.detail})
+        rows.append(
+            {
+                "at": e.at.isoformat() if e.at is not None else None,
+                "actor": e.actor,
+                "role": e.role,
+                "area": e.area,
+                "method": e.method,
+                "endpoint": e.endpoint,
+                "path": e.path,
+                "status": e.status,
+                "fields": list(e.fields),
+                "records": digest,
+                "detail": e.detail,
+            }
+        )
     if sets:
         session.execute(_INSERT_RECORDS, {"sets": orjson.dumps(list(sets.values())).decode()})
     session.execute(_INSERT, {"rows": orjson.dumps(rows).decode()})
     return len(entries)
 
 
-def entries(session: Session, *, actor: str | None = None, member_id: int | None = None,
-            start: datetime | None = None, end: datetime | None = None, endpoint: str | None = None,
-            limit: int = 100, offset: int = 0) -> tuple[list[dict[str, Any]], int]:
+def entries(
+    session: Session,
+    *,
+    actor: str | None = None,
+    member_id: int | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    endpoint: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> tuple[list[dict[str, Any]], int]:
     """Audit rows newest first, filtered by account (``actor``), member (rows naming
     ``member_id``), time [start, end) and endpoint template. Returns (rows, total)."""
     where, params = [], {"limit": limit, "offset": offset}
@@ -112,7 +132,9 @@ def entries(session: Session, *, actor: str | None = None, member_id: int | None
         where.append("a.actor = :actor")
         params["actor"] = actor
     if member_id is not None:
-        where.append("a.records IN (SELECT digest FROM audit_records WHERE member_ids @> ARRAY[CAST(:member AS bigint)])")
+        where.append(
+            "a.records IN (SELECT digest FROM audit_records WHERE member_ids @> ARRAY[CAST(:member AS bigint)])"
+        )
         params["member"] = member_id
     if start is not None:
         where.append("a.at >= :start")
@@ -125,19 +147,51 @@ def entries(session: Session, *, actor: str | None = None, member_id: int | None
         params["endpoint"] = endpoint
     clause = (" WHERE " + " AND ".join(where)) if where else ""
     total = session.execute(text("SELECT count(*) FROM audit_log a" + clause), params).scalar()
-    rows = session.execute(text(
-        "SELECT a.id, a.at, a.actor, a.role, a.area, a.method, a.endpoint, a.path, a.status, a.fields, a.detail, "
-        "COALESCE(r.member_ids, '{}') AS member_ids, COALESCE(r.event_ids, '{}') AS event_ids "
-        "FROM audit_log a LEFT JOIN audit_records r ON r.digest = a.records" + clause
-        + " ORDER BY a.at DESC, a.id DESC LIMIT :limit OFFSET :offset"), params).all()
-    return [{"id": r.id, "at": r.at.isoformat(), "actor": r.actor, "role": r.role, "area": r.area,
-             "method": r.method, "endpoint": r.endpoint, "path": r.path, "status": r.status,
-             "fields": list(r.fields), "member_ids": list(r.member_ids), "event_ids": list(r.event_ids),
-             "detail": r.detail} for r in rows], total
+    rows = session.execute(
+        text(
+            "SELECT a.id, a.at, a.actor, a.role, a.area, a.method, a.endpoint, a.path, a.status, a.fields, a.detail, "
+            "COALESCE(r.member_ids, '{}') AS member_ids, COALESCE(r.event_ids, '{}') AS event_ids "
+            "FROM audit_log a LEFT JOIN audit_records r ON r.digest = a.records"
+            + clause
+            + " ORDER BY a.at DESC, a.id DESC LIMIT :limit OFFSET :offset"
+        ),
+        params,
+    ).all()
+    return [
+        {
+            "id": r.id,
+            "at": r.at.isoformat(),
+            "actor": r.actor,
+            "role": r.role,
+            "area": r.area,
+            "method": r.method,
+            "endpoint": r.endpoint,
+            "path": r.path,
+            "status": r.status,
+            "fields": list(r.fields),
+            "member_ids": list(r.member_ids),
+            "event_ids": list(r.event_ids),
+            "detail": r.detail,
+        }
+        for r in rows
+    ], total
 
 
-CSV_COLUMNS = ("id", "at", "actor", "role", "area", "method", "endpoint", "path", "status", "fields", "member_ids",
-               "event_ids", "detail")
+CSV_COLUMNS = (
+    "id",
+    "at",
+    "actor",
+    "role",
+    "area",
+    "method",
+    "endpoint",
+    "path",
+    "status",
+    "fields",
+    "member_ids",
+    "event_ids",
+    "detail",
+)
 
 
 def _cell(value: Any) -> Any:
@@ -168,5 +222,6 @@ def purge(session: Session, keep_days: float) -> int:
     """Delete the rows older than ``keep_days`` before the clock (``gridbranch_now()``;
     at least one day is kept: the database refuses less) and return how many. The
     caller commits."""
-    return session.execute(text("SELECT audit_purge(make_interval(secs => :s))"),
-                           {"s": float(keep_days) * 86400}).scalar()
+    return session.execute(
+        text("SELECT audit_purge(make_interval(secs => :s))"), {"s": float(keep_days) * 86400}
+    ).scalar()

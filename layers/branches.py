@@ -60,14 +60,23 @@ def _current_grid(session: Session, code: str) -> Grid:
     return grid
 
 
-def _log(session: Session, actor: str, subject: str, code: str, area: str, action: str,
-         before: dict | None, after: dict) -> None:
+def _log(
+    session: Session, actor: str, subject: str, code: str, area: str, action: str, before: dict | None, after: dict
+) -> None:
     session.execute(
-        text("INSERT INTO upkeep_log (actor, subject, code, area, action, before, after) "
-             "VALUES (:actor, :subject, :code, :area, :action, CAST(:before AS jsonb), CAST(:after AS jsonb))"),
-        {"actor": actor, "subject": subject, "code": code, "area": area, "action": action,
-         "before": None if before is None else json.dumps(before, ensure_ascii=False),
-         "after": json.dumps(after, ensure_ascii=False)},
+        text(
+            "INSERT INTO upkeep_log (actor, subject, code, area, action, before, after) "
+            "VALUES (:actor, :subject, :code, :area, :action, CAST(:before AS jsonb), CAST(:after AS jsonb))"
+        ),
+        {
+            "actor": actor,
+            "subject": subject,
+            "code": code,
+            "area": area,
+            "action": action,
+            "before": None if before is None else json.dumps(before, ensure_ascii=False),
+            "after": json.dumps(after, ensure_ascii=False),
+        },
     )
 
 
@@ -85,7 +94,9 @@ def branch_area(session: Session, code: str) -> str | None:
     """The code of branch ``code``'s community (None: a work unit's branch, of no
     community); :class:`NotFound`."""
     row = session.execute(
-        select(AdminArea.code).select_from(Branch).outerjoin(AdminArea, AdminArea.id == Branch.community_id)
+        select(AdminArea.code)
+        .select_from(Branch)
+        .outerjoin(AdminArea, AdminArea.id == Branch.community_id)
         .where(Branch.code == code)
     ).first()
     if row is None:
@@ -104,13 +115,21 @@ def branch_view(session: Session, code: str) -> dict:
         raise NotFound(f"no branch with code {code}", field="code")
     branch, community, x, y = row
     grids = session.scalars(
-        select(Grid.code).join(BranchGrid, BranchGrid.grid_id == Grid.id)
-        .where(BranchGrid.branch_id == branch.id).order_by(Grid.code)
+        select(Grid.code)
+        .join(BranchGrid, BranchGrid.grid_id == Grid.id)
+        .where(BranchGrid.branch_id == branch.id)
+        .order_by(Grid.code)
     ).all()
     return {
-        "code": branch.code, "name": branch.name, "kind": branch.kind, "community": community,
-        "active": branch.active, "secretary_name": branch.secretary_name, "secretary_phone": branch.secretary_phone,
-        "site": None if x is None else {"lon": x, "lat": y}, "grids": list(grids),
+        "code": branch.code,
+        "name": branch.name,
+        "kind": branch.kind,
+        "community": community,
+        "active": branch.active,
+        "secretary_name": branch.secretary_name,
+        "secretary_phone": branch.secretary_phone,
+        "site": None if x is None else {"lon": x, "lat": y},
+        "grids": list(grids),
     }
 
 
@@ -121,8 +140,15 @@ def _community(session: Session, code: str) -> AdminArea:
     return area
 
 
-def _grids(session: Session, kind: str, codes: list[str], community: AdminArea, branch_id: int | None,
-           *, exclusive: bool = True) -> list[Grid]:
+def _grids(
+    session: Session,
+    kind: str,
+    codes: list[str],
+    community: AdminArea,
+    branch_id: int | None,
+    *,
+    exclusive: bool = True,
+) -> list[Grid]:
     """The grids a branch of ``kind`` in ``community`` is to cover, checked; with
     ``exclusive``, a grid branch may not take a grid another active grid branch covers."""
     if len(set(codes)) != len(codes):
@@ -135,17 +161,22 @@ def _grids(session: Session, kind: str, codes: list[str], community: AdminArea, 
         if grid is None:
             raise InvalidInput(f"no current grid with code {code}", field="grids")
         if grid.community_id != community.id:
-            raise InvalidInput(f"grid {code} is not in community {community.code} ({community.name})",
-                               field="grids")
+            raise InvalidInput(f"grid {code} is not in community {community.code} ({community.name})", field="grids")
         if kind == "grid" and exclusive:
             other = session.execute(
-                select(Branch.code).join(BranchGrid, BranchGrid.branch_id == Branch.id)
-                .where(BranchGrid.grid_id == grid.id, Branch.kind == "grid", Branch.active.is_(True),
-                       Branch.id != (branch_id or -1))
+                select(Branch.code)
+                .join(BranchGrid, BranchGrid.branch_id == Branch.id)
+                .where(
+                    BranchGrid.grid_id == grid.id,
+                    Branch.kind == "grid",
+                    Branch.active.is_(True),
+                    Branch.id != (branch_id or -1),
+                )
             ).scalar()
             if other is not None:
-                raise Conflict(f"grid {code} already has the active grid branch {other}; dissolve it first",
-                               field="grids")
+                raise Conflict(
+                    f"grid {code} already has the active grid branch {other}; dissolve it first", field="grids"
+                )
         out.append(grid)
     return out
 
@@ -155,11 +186,15 @@ def _site(session: Session, community: AdminArea, site: tuple[float, float] | No
         return None
     lon, lat = site
     point = func.ST_SetSRID(func.ST_MakePoint(lon, lat), SRID)
-    near = session.scalar(select(func.ST_DWithin(
-        func.Geography(AdminArea.geom), func.Geography(point), SITE_SLACK_M)).where(AdminArea.id == community.id))
+    near = session.scalar(
+        select(func.ST_DWithin(func.Geography(AdminArea.geom), func.Geography(point), SITE_SLACK_M)).where(
+            AdminArea.id == community.id
+        )
+    )
     if not near:
-        raise InvalidInput(f"the site ({lon:.6f}, {lat:.6f}) lies outside community {community.code} "
-                           f"({community.name})", field="site")
+        raise InvalidInput(
+            f"the site ({lon:.6f}, {lat:.6f}) lies outside community {community.code} ({community.name})", field="site"
+        )
     return point
 
 
@@ -172,9 +207,18 @@ def _new_code(session: Session, kind: str, community: AdminArea, grids: list[Gri
     return code
 
 
-def create_branch(session: Session, *, name: str, kind: str, community: str, grids: list[str],
-                  site: tuple[float, float] | None, secretary_name: str | None,
-                  secretary_phone: str | None, actor: str) -> str:
+def create_branch(
+    session: Session,
+    *,
+    name: str,
+    kind: str,
+    community: str,
+    grids: list[str],
+    site: tuple[float, float] | None,
+    secretary_name: str | None,
+    secretary_phone: str | None,
+    actor: str,
+) -> str:
     """A new active branch; its code (``G`` + its first grid's code, ``C`` + the
     community's; ``-2``… when taken)."""
     if kind not in KINDS:
@@ -182,9 +226,16 @@ def create_branch(session: Session, *, name: str, kind: str, community: str, gri
     area = _community(session, community)
     covered = _grids(session, kind, grids, area, None)
     secretary = check_contact(secretary_name, secretary_phone, "secretary")
-    branch = Branch(code=_new_code(session, kind, area, covered), name=_name(name), kind=kind,
-                    community_id=area.id, site=_site(session, area, site), active=True,
-                    secretary_name=secretary[0], secretary_phone=secretary[1])
+    branch = Branch(
+        code=_new_code(session, kind, area, covered),
+        name=_name(name),
+        kind=kind,
+        community_id=area.id,
+        site=_site(session, area, site),
+        active=True,
+        secretary_name=secretary[0],
+        secretary_phone=secretary[1],
+    )
     session.add(branch)
     session.flush()
     session.add_all(BranchGrid(branch_id=branch.id, grid_id=g.id) for g in covered)
@@ -206,8 +257,11 @@ def update_branch(session: Session, code: str, changes: dict, actor: str) -> Non
     before = branch_view(session, code)
     # everything checked before anything changes
     name = _name(changes["name"]) if "name" in changes else branch.name
-    secretary = (check_contact(*changes["secretary"], "secretary") if "secretary" in changes
-                 else (branch.secretary_name, branch.secretary_phone))
+    secretary = (
+        check_contact(*changes["secretary"], "secretary")
+        if "secretary" in changes
+        else (branch.secretary_name, branch.secretary_phone)
+    )
     site = _site(session, area, changes["site"]) if "site" in changes else branch.site
     active = changes.get("active", branch.active)
     covered = None
@@ -221,8 +275,9 @@ def update_branch(session: Session, code: str, changes: dict, actor: str) -> Non
         session.add_all(BranchGrid(branch_id=branch.id, grid_id=g.id) for g in covered)
     session.flush()
     after = branch_view(session, code)
-    action = ("dissolve" if before["active"] and not active else "restore" if active and not before["active"]
-              else "update")
+    action = (
+        "dissolve" if before["active"] and not active else "restore" if active and not before["active"] else "update"
+    )
     _log(session, actor, "branch", code, area.code, action, before, after)
 
 
@@ -231,9 +286,15 @@ def upkeep_log(session: Session, within: str, limit: int = 50, offset: int = 0) 
     ``within``, newest first: a page of entries, and how many there are in all."""
     prefix = area_prefix(within)
     total = session.execute(text("SELECT count(*) FROM upkeep_log WHERE area LIKE :p"), {"p": prefix + "%"}).scalar()
-    rows = session.execute(
-        text("SELECT id, at, actor, subject, code, action, before, after FROM upkeep_log WHERE area LIKE :p "
-             "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset"),
-        {"p": prefix + "%", "limit": limit, "offset": offset},
-    ).mappings().all()
+    rows = (
+        session.execute(
+            text(
+                "SELECT id, at, actor, subject, code, action, before, after FROM upkeep_log WHERE area LIKE :p "
+                "ORDER BY at DESC, id DESC LIMIT :limit OFFSET :offset"
+            ),
+            {"p": prefix + "%", "limit": limit, "offset": offset},
+        )
+        .mappings()
+        .all()
+    )
     return [{**r, "at": r["at"].isoformat()} for r in rows], total

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from sqlalchemy import event
@@ -37,7 +37,7 @@ class SystemClock:
     """The wall clock."""
 
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def __repr__(self) -> str:
         return "SystemClock()"
@@ -77,7 +77,7 @@ def _aware(at: datetime) -> datetime:
     return at
 
 
-_bound: "weakref.WeakKeyDictionary[object, Clock]" = weakref.WeakKeyDictionary()
+_bound: weakref.WeakKeyDictionary[object, Clock] = weakref.WeakKeyDictionary()
 
 
 def bind(engine, clock: Clock) -> None:
@@ -126,4 +126,3 @@ def now_of(bind_) -> datetime:
 
 #: SQL for the present as the database sees it for this transaction.
 NOW_SQL = "gridbranch_now()"
-

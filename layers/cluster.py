@@ -79,7 +79,10 @@ def _reachable_root(root: Path) -> Path:
     probe = root
     while not probe.exists():
         probe = probe.parent
-    if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(probe)], capture_output=True).returncode == 0:
+    if (
+        subprocess.run(["runuser", "-u", "postgres", "--", "test", "-x", str(probe)], capture_output=True).returncode
+        == 0
+    ):
         return root
     import hashlib
 
@@ -135,12 +138,16 @@ def _init(cluster: Cluster, bindir: Path) -> None:
         result = _run(
             [
                 str(bindir / "initdb"),
-                "-D", str(cluster.data_dir),
-                "-U", "postgres",
-                "--pwfile", str(pwfile),
+                "-D",
+                str(cluster.data_dir),
+                "-U",
+                "postgres",
+                "--pwfile",
+                str(pwfile),
                 "--auth-local=scram-sha-256",
                 "--auth-host=scram-sha-256",
-                "-E", "UTF8",
+                "-E",
+                "UTF8",
                 "--locale=C.UTF-8",
             ],
             check=False,
@@ -181,8 +188,17 @@ def start(cluster: Cluster) -> str:
             return f"already running on 127.0.0.1:{cluster.port}"
         result = _run(
             [
-                str(bindir / "pg_ctl"), "-D", str(cluster.data_dir), "-l", str(cluster.log_file),
-                "-o", f"-p {cluster.port}", "-w", "-t", "60", "start",
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(cluster.data_dir),
+                "-l",
+                str(cluster.log_file),
+                "-o",
+                f"-p {cluster.port}",
+                "-w",
+                "-t",
+                "60",
+                "start",
             ],
             check=False,
         )

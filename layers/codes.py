@@ -64,8 +64,10 @@ def district_code(code: str) -> str:
     if re.fullmatch(r"[0-9]{6}", code):
         code += "000000"
     if not AREA_CODE.match(code) or code[6:] != "000000" or code[:6].endswith("00"):
-        raise InvalidInput(f"a district is a county-level division: 6 digits (e.g. 410102) or 12 ending in 000000, "
-                           f"got {code!r}", field="district")
+        raise InvalidInput(
+            f"a district is a county-level division: 6 digits (e.g. 410102) or 12 ending in 000000, got {code!r}",
+            field="district",
+        )
     return code
 
 

@@ -50,15 +50,30 @@ from shapely import STRtree
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from layers.suppression import complementary_suppression
 from layers.codes import AREA_CODE, GRID_CODE, area_prefix
 from layers.coverage_topology import TOPOLOGY_KINDS, Finding, Thresholds, analyse_topology, assign_ids
 from layers.errors import InvalidInput
-from layers.versions import VersionedCache, database_url as _database_url
+from layers.suppression import complementary_suppression
+from layers.versions import VersionedCache
+from layers.versions import database_url as _database_url
 
 __all__ = [
-    "BRANCH_KINDS", "CACHE", "H3_METRICS", "H3_RESOLUTIONS", "KINDS", "LEVELS", "TOPOLOGY_KINDS", "Thresholds",
-    "H3Counts", "coverage_model", "current_findings", "h3_aggregate", "h3_cells", "h3_counts", "issues", "summary",
+    "BRANCH_KINDS",
+    "CACHE",
+    "H3_METRICS",
+    "H3_RESOLUTIONS",
+    "KINDS",
+    "LEVELS",
+    "TOPOLOGY_KINDS",
+    "Thresholds",
+    "H3Counts",
+    "coverage_model",
+    "current_findings",
+    "h3_aggregate",
+    "h3_cells",
+    "h3_counts",
+    "issues",
+    "summary",
 ]
 
 BRANCH_KINDS = ("no_branch", "branch_without_grid", "site_outside_grids", "no_worker", "roles_missing")
@@ -69,8 +84,14 @@ LEVEL_NAMES = {"district": "区", "street": "街道", "community": "社区", "gr
 H3_METRICS = ("members", "residences", "events")
 H3_RESOLUTIONS = range(7, 11)
 #: Metrics ranked in summaries, each best-first (all "higher is better").
-RANKED = ("coverage_share", "branch_share", "registration_rate", "member_density_km2", "roles_filled_share",
-          "members_registered")
+RANKED = (
+    "coverage_share",
+    "branch_share",
+    "registration_rate",
+    "member_density_km2",
+    "roles_filled_share",
+    "members_registered",
+)
 
 
 # ======================================================================================
@@ -170,8 +191,9 @@ class CoverageModel:
     def check_code(self, code: str, field: str) -> str:
         """``code`` if it names a current area or grid, else :class:`InvalidInput`."""
         if not isinstance(code, str) or not (AREA_CODE.match(code) or GRID_CODE.match(code)):
-            raise InvalidInput(f"{field} must be a 12-digit area code or a 15-digit grid code, got {code!r}",
-                               field=field)
+            raise InvalidInput(
+                f"{field} must be a 12-digit area code or a 15-digit grid code, got {code!r}", field=field
+            )
         if code not in self.area_index and code not in self.grid_index:
             raise InvalidInput(f"unknown {field} {code}: no such area or current grid", field=field)
         return code
@@ -250,8 +272,18 @@ def _branch_findings(model: CoverageModel, branch_rows) -> list[Finding]:
             site = shapely.points(b.x, b.y) if b.x is not None else None
             point = (round(b.x, 7), round(b.y, 7)) if site is not None else (None, None)
             codes = [b.code] + ([b.community] if b.community else [])
-            out.append(Finding("branch_without_grid", None, codes, b.community, None, point, site,
-                               {"branch": {"code": b.code, "name": b.name, "kind": b.kind}}))
+            out.append(
+                Finding(
+                    "branch_without_grid",
+                    None,
+                    codes,
+                    b.community,
+                    None,
+                    point,
+                    site,
+                    {"branch": {"code": b.code, "name": b.name, "kind": b.kind}},
+                )
+            )
     # sites against the grids each branch covers, all pairs at once
     pair_b = [i for i, (b, grids) in enumerate(zip(branch_rows, covered)) if b.x is not None for _ in grids]
     pair_g = [g for b, grids in zip(branch_rows, covered) if b.x is not None for g in grids]
@@ -266,10 +298,21 @@ def _branch_findings(model: CoverageModel, branch_rows) -> list[Finding]:
             b, grids = branch_rows[i], covered[i]
             site = shapely.points(b.x, b.y)
             d = shapely.distance(ea.project(model.grid_geoms[grids]), ea.project(site))
-            out.append(Finding("site_outside_grids", None, [b.code] + [model.grid_codes[g] for g in grids],
-                               _lowest_area(model, site), None, (round(b.x, 7), round(b.y, 7)), site,
-                               {"branch": {"code": b.code, "name": b.name, "kind": b.kind},
-                                "distance_m": round(float(d.min()), 1)}))
+            out.append(
+                Finding(
+                    "site_outside_grids",
+                    None,
+                    [b.code] + [model.grid_codes[g] for g in grids],
+                    _lowest_area(model, site),
+                    None,
+                    (round(b.x, 7), round(b.y, 7)),
+                    site,
+                    {
+                        "branch": {"code": b.code, "name": b.name, "kind": b.kind},
+                        "distance_m": round(float(d.min()), 1),
+                    },
+                )
+            )
     for g in range(len(model.grid_codes)):
         for kind, missing in (("no_branch", not model.grid_branches[g]), ("no_worker", not model.has_worker[g])):
             if missing:
@@ -282,8 +325,16 @@ def _branch_findings(model: CoverageModel, branch_rows) -> list[Finding]:
 
 def _grid_finding(model: CoverageModel, kind: str, g: int, **extra) -> Finding:
     x, y = model.grid_points[g]
-    return Finding(kind, None, [model.grid_codes[g], model.grid_areas[g]], model.grid_areas[g],
-                   float(model.grid_m2[g]), (round(float(x), 7), round(float(y), 7)), model.grid_geoms[g], extra)
+    return Finding(
+        kind,
+        None,
+        [model.grid_codes[g], model.grid_areas[g]],
+        model.grid_areas[g],
+        float(model.grid_m2[g]),
+        (round(float(x), 7), round(float(y), 7)),
+        model.grid_geoms[g],
+        extra,
+    )
 
 
 def _lowest_area(model: CoverageModel, point) -> str | None:
@@ -291,7 +342,7 @@ def _lowest_area(model: CoverageModel, point) -> str | None:
     hits = model.area_tree.query(point, predicate="intersects").tolist()
     if not hits:
         return None
-    return min(((rank.get(model.areas[j]["level"], 3), model.areas[j]["code"]) for j in hits))[1]
+    return min((rank.get(model.areas[j]["level"], 3), model.areas[j]["code"]) for j in hits)[1]
 
 
 class CoverageCache:
@@ -361,8 +412,16 @@ def current_findings(session: Session, thresholds: Thresholds | None = None) -> 
     (``kind:codes…``). Fresh dicts on every call."""
     model = coverage_model(session, thresholds)
     return [
-        {"id": f.fid, "kind": f.kind, "form": f.form, "codes": list(f.codes), "area_code": f.area_code,
-         "area_m2": round(f.area_m2, 2), "point": list(f.point), "wkb": shapely.to_wkb(f.geom)}
+        {
+            "id": f.fid,
+            "kind": f.kind,
+            "form": f.form,
+            "codes": list(f.codes),
+            "area_code": f.area_code,
+            "area_m2": round(f.area_m2, 2),
+            "point": list(f.point),
+            "wkb": shapely.to_wkb(f.geom),
+        }
         for f in model.findings
     ]
 
@@ -392,8 +451,10 @@ def _message(f: Finding, model: CoverageModel) -> str:
     if f.kind == "branch_without_grid":
         return f"党支部 {c[0]} {f.extra['branch']['name']} 未覆盖任何网格"
     if f.kind == "site_outside_grids":
-        return (f"党支部 {c[0]} {f.extra['branch']['name']} 的活动场所不在其覆盖的网格内"
-                f"（距最近网格 {f.extra['distance_m']:,.1f} 米）")
+        return (
+            f"党支部 {c[0]} {f.extra['branch']['name']} 的活动场所不在其覆盖的网格内"
+            f"（距最近网格 {f.extra['distance_m']:,.1f} 米）"
+        )
     if f.kind == "roles_missing":
         return f"网格 {c[0]} 已报到党员中缺少：{'、'.join(f.extra['missing'])}"
     return f.kind
@@ -423,8 +484,9 @@ def _matches(f: Finding, prefix: str | None) -> bool:
     return any(c.startswith(prefix) for c in f.codes) or bool(f.area_code and f.area_code.startswith(prefix))
 
 
-def issues(session: Session, *, kinds=None, within: str | None = None,
-           thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
+def issues(
+    session: Session, *, kinds=None, within: str | None = None, thresholds: Thresholds | None = None
+) -> list[dict[str, Any]]:
     """Findings of ``kinds`` (see :func:`parse_kinds`) that involve an area or grid inside
     ``within`` (code prefix rules of ``layers.codes``), ordered by kind. Each a dict with
     ``id, kind, form, codes, area_code, area_m2, point, message`` plus kind-specific
@@ -442,18 +504,20 @@ def issues(session: Session, *, kinds=None, within: str | None = None,
     found.sort(key=lambda f: (order[f.kind], f.area_code or "", f.codes))
     out = []
     for f in found:
-        out.append({
-            "id": f.fid,
-            "kind": f.kind,
-            "form": f.form,
-            "codes": list(f.codes),
-            "area_code": f.area_code,
-            "area_m2": round(f.area_m2, 2) if f.area_m2 is not None else None,
-            "point": list(f.point) if f.point[0] is not None else None,
-            "message": _message(f, model),
-            **f.extra,
-            "geom": f.geom,
-        })
+        out.append(
+            {
+                "id": f.fid,
+                "kind": f.kind,
+                "form": f.form,
+                "codes": list(f.codes),
+                "area_code": f.area_code,
+                "area_m2": round(f.area_m2, 2) if f.area_m2 is not None else None,
+                "point": list(f.point) if f.point[0] is not None else None,
+                "message": _message(f, model),
+                **f.extra,
+                "geom": f.geom,
+            }
+        )
     return out
 
 
@@ -492,16 +556,21 @@ def member_counts(session: Session, model: CoverageModel) -> MemberCounts:
 
 def _read_member_counts(session: Session, model: CoverageModel) -> MemberCounts:
     n = len(model.grid_codes)
-    roles = [tuple(r) for r in session.execute(
-        text("SELECT code, name FROM service_roles WHERE active ORDER BY position")).all()]
+    roles = [
+        tuple(r)
+        for r in session.execute(text("SELECT code, name FROM service_roles WHERE active ORDER BY position")).all()
+    ]
     bit = {code: 1 << i for i, (code, _) in enumerate(roles)}
     grid_residents, area_residents = _residents(session, model)
     grid_registered = np.zeros(n, np.int64)
     grid_pending = np.zeros(n, np.int64)
     grid_roles = np.zeros(n, np.int64)
-    rows = session.execute(text(
-        """SELECT r.grid_id, r.status, r.role_code, count(*) FROM registrations r
-           WHERE r.status IN ('confirmed', 'pending') GROUP BY 1, 2, 3""")).all()
+    rows = session.execute(
+        text(
+            """SELECT r.grid_id, r.status, r.role_code, count(*) FROM registrations r
+           WHERE r.status IN ('confirmed', 'pending') GROUP BY 1, 2, 3"""
+        )
+    ).all()
     by_id = {gid: i for i, gid in enumerate(model.grid_ids)}
     for grid_id, status, role, count in rows:
         g = by_id.get(grid_id)
@@ -554,8 +623,9 @@ def _xy(session: Session, sql: str, params: dict | None = None) -> np.ndarray:
     """Points (n×2, lon/lat) of a query selecting columns ``x`` and ``y``, read as one
     text value (PostgreSQL writes float8 as the shortest exact decimal): several times
     faster than rows or float arrays through the driver."""
-    row = session.execute(text(f"SELECT string_agg(p.x::text || ',' || p.y::text, ',') FROM ({sql}) p"),
-                          params or {}).scalar()
+    row = session.execute(
+        text(f"SELECT string_agg(p.x::text || ',' || p.y::text, ',') FROM ({sql}) p"), params or {}
+    ).scalar()
     if not row:
         return np.zeros((0, 2))
     return np.fromstring(row, dtype=float, sep=",").reshape(-1, 2)
@@ -587,8 +657,15 @@ def _roles_findings(session: Session, model: CoverageModel) -> list[Finding]:
             out = []
             for g in np.flatnonzero(counts.grid_roles != full).tolist():
                 mask = int(counts.grid_roles[g])
-                out.append(_grid_finding(model, "roles_missing", g, missing=_role_names(counts.roles, mask, False),
-                                         registered=int(counts.grid_registered[g])))
+                out.append(
+                    _grid_finding(
+                        model,
+                        "roles_missing",
+                        g,
+                        missing=_role_names(counts.roles, mask, False),
+                        registered=int(counts.grid_registered[g]),
+                    )
+                )
             assign_ids(out)
             counts.derived["roles"] = out
     return counts.derived["roles"]
@@ -599,8 +676,9 @@ def _roles_findings(session: Session, model: CoverageModel) -> list[Finding]:
 # ======================================================================================
 
 
-def summary(session: Session, *, code: str, level: str | None = None,
-            thresholds: Thresholds | None = None) -> dict[str, Any]:
+def summary(
+    session: Session, *, code: str, level: str | None = None, thresholds: Thresholds | None = None
+) -> dict[str, Any]:
     """Metrics of area or grid ``code`` and of every unit of ``level`` inside it
     (default: the level below), with rankings of the units by each metric.
 
@@ -730,8 +808,9 @@ class _Aggregates:
             "grids_with_branch": with_branch,
             "branch_share": round(with_branch / grids, 4) if grids else None,
             "uncovered_m2": uncovered,
-            "coverage_share": (round(max(0.0, 1 - uncovered / area_m2), 6) if uncovered is not None and area_m2 > 0
-                               else None),
+            "coverage_share": (
+                round(max(0.0, 1 - uncovered / area_m2), 6) if uncovered is not None and area_m2 > 0 else None
+            ),
             "members_resident": resident,
             "members_registered": registered,
             "members_pending": pending,
@@ -794,8 +873,9 @@ H3_FINEST = H3_RESOLUTIONS[-1]
 
 def check_h3(res: int, metric: str) -> None:
     if not isinstance(res, int) or isinstance(res, bool) or res not in H3_RESOLUTIONS:
-        raise InvalidInput(f"res must be an H3 resolution from {H3_RESOLUTIONS[0]} to {H3_RESOLUTIONS[-1]}, "
-                           f"got {res!r}", field="res")
+        raise InvalidInput(
+            f"res must be an H3 resolution from {H3_RESOLUTIONS[0]} to {H3_RESOLUTIONS[-1]}, got {res!r}", field="res"
+        )
     if metric not in H3_METRICS:
         raise InvalidInput(f"unknown metric {metric!r}; one of {', '.join(H3_METRICS)}", field="metric")
 
@@ -922,9 +1002,12 @@ _RESIDENCE_CELLS = VersionedCache("residences")
 
 
 def _locate_residences(session: Session) -> tuple[np.ndarray, np.ndarray]:
-    listing = session.execute(text(
-        "SELECT string_agg(id::text || ',' || ST_X(geom)::text || ',' || ST_Y(geom)::text, ',' ORDER BY id) "
-        "FROM residences")).scalar()
+    listing = session.execute(
+        text(
+            "SELECT string_agg(id::text || ',' || ST_X(geom)::text || ',' || ST_Y(geom)::text, ',' ORDER BY id) "
+            "FROM residences"
+        )
+    ).scalar()
     rows = np.fromstring(listing, dtype=float, sep=",").reshape(-1, 3) if listing else np.zeros((0, 3))
     to_cell = h3.latlng_to_cell
     cells = np.array([h3.str_to_int(to_cell(y, x, H3_FINEST)) for x, y in rows[:, 1:].tolist()], dtype=np.uint64)
@@ -936,8 +1019,9 @@ def _registered_cells(session: Session) -> dict[str, int] | None:
     of the residences they registered with; None when a residence is newer than the cells
     known (written meanwhile): the caller then locates the points themselves."""
     ids, cells = _RESIDENCE_CELLS.get(session, _locate_residences)
-    listed = session.execute(text("SELECT string_agg(residence_id::text, ',') FROM registrations "
-                                  "WHERE status IN ('confirmed', 'pending')")).scalar()
+    listed = session.execute(
+        text("SELECT string_agg(residence_id::text, ',') FROM registrations WHERE status IN ('confirmed', 'pending')")
+    ).scalar()
     wanted = np.fromstring(listed, dtype=np.int64, sep=",") if listed else np.zeros(0, np.int64)
     at = np.searchsorted(ids, wanted)
     if len(wanted) and (at.max() >= len(ids) or not np.array_equal(ids[at], wanted)):
@@ -979,8 +1063,9 @@ def h3_counts(session: Session, metric: str, within: str | None) -> H3Counts:
     return counts
 
 
-def h3_aggregate(session: Session, *, res: int, metric: str, within: str | None,
-                 suppress_below: int | None) -> dict[str, Any]:
+def h3_aggregate(
+    session: Session, *, res: int, metric: str, within: str | None, suppress_below: int | None
+) -> dict[str, Any]:
     """Counts per H3 cell (see :func:`h3_cells`) and how many cells were suppressed:
     ``{"cells": [...], "suppressed_cells": int, "total": int | None}``.
 
@@ -1012,8 +1097,9 @@ def h3_aggregate(session: Session, *, res: int, metric: str, within: str | None,
     return {"cells": cells, "suppressed_cells": left_out, "total": None}
 
 
-def h3_cells(session: Session, *, res: int, metric: str, within: str | None,
-             suppress_below: int | None) -> list[dict[str, Any]]:
+def h3_cells(
+    session: Session, *, res: int, metric: str, within: str | None, suppress_below: int | None
+) -> list[dict[str, Any]]:
     """Points of ``metric`` counted per H3 cell at resolution ``res`` (7–10):
     ``[{"cell": h3 index, "count": int, "boundary": [[lon, lat], ...] closed ring
     (WGS84)}]`` ordered by cell. A point is counted in its res-10 cell and in that
@@ -1069,8 +1155,14 @@ def issues_geojson(found: list[dict[str, Any]], **extra) -> dict[str, Any]:
     features = []
     for f in found:
         props = {k: v for k, v in f.items() if k not in ("geom", "id")}
-        features.append({"type": "Feature", "id": f["id"], "geometry": _geojson_geometry(f["geom"], rounded=False),
-                         "properties": props})
+        features.append(
+            {
+                "type": "Feature",
+                "id": f["id"],
+                "geometry": _geojson_geometry(f["geom"], rounded=False),
+                "properties": props,
+            }
+        )
     return {"type": "FeatureCollection", "features": features, **extra}
 
 
@@ -1085,15 +1177,43 @@ def issues_csv(found: list[dict[str, Any]]) -> str:
     for f in found:
         lon, lat = f["point"] if f["point"] else ("", "")
         wkt = shapely.to_wkt(f["geom"], rounding_precision=-1) if f["geom"] is not None else ""
-        w.writerow([f["id"], f["kind"], f["form"] or "", f["area_code"] or "", " ".join(f["codes"]),
-                    "" if f["area_m2"] is None else f"{f['area_m2']:.2f}", lon, lat, f["message"], wkt])
+        w.writerow(
+            [
+                f["id"],
+                f["kind"],
+                f["form"] or "",
+                f["area_code"] or "",
+                " ".join(f["codes"]),
+                "" if f["area_m2"] is None else f"{f['area_m2']:.2f}",
+                lon,
+                lat,
+                f["message"],
+                wkt,
+            ]
+        )
     return buf.getvalue()
 
 
 SUMMARY_COLUMNS = (
-    "code", "name", "level", "parent", "area_km2", "grids", "grids_with_branch", "branch_share", "uncovered_m2",
-    "coverage_share", "members_resident", "members_registered", "members_pending", "registration_rate",
-    "member_density_km2", "roles_filled_share", "roles_filled", "roles_missing", "issues",
+    "code",
+    "name",
+    "level",
+    "parent",
+    "area_km2",
+    "grids",
+    "grids_with_branch",
+    "branch_share",
+    "uncovered_m2",
+    "coverage_share",
+    "members_resident",
+    "members_registered",
+    "members_pending",
+    "registration_rate",
+    "member_density_km2",
+    "roles_filled_share",
+    "roles_filled",
+    "roles_missing",
+    "issues",
 ) + tuple(f"rank_{m}" for m in RANKED)
 
 
@@ -1135,9 +1255,16 @@ def summary_geojson(session: Session, result: dict[str, Any], thresholds: Thresh
     model = coverage_model(session, thresholds)
     features = []
     for u in result["units"]:
-        geom = (model.grid_geoms[model.grid_index[u["code"]]] if u["level"] == "grid"
-                else model.area_geoms[model.area_index[u["code"]]])
-        features.append({"type": "Feature", "id": u["code"], "geometry": _geojson_geometry(geom, rounded=True),
-                         "properties": u})
-    return {"type": "FeatureCollection", "features": features,
-            **{k: v for k, v in result.items() if k not in ("units",)}}
+        geom = (
+            model.grid_geoms[model.grid_index[u["code"]]]
+            if u["level"] == "grid"
+            else model.area_geoms[model.area_index[u["code"]]]
+        )
+        features.append(
+            {"type": "Feature", "id": u["code"], "geometry": _geojson_geometry(geom, rounded=True), "properties": u}
+        )
+    return {
+        "type": "FeatureCollection",
+        "features": features,
+        **{k: v for k, v in result.items() if k not in ("units",)},
+    }

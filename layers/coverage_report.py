@@ -32,17 +32,27 @@ def format_table(result: dict, found: list[dict]) -> str:
     """The summary's units (then the whole area) and the findings by kind, as text."""
     head = ["代码", "名称", "网格", "有支部", "覆盖率", "常住党员", "已报到", "报到率", "密度/km²", "六员", "问题"]
     rows = []
-    units = result["units"] + ([result["total"]] if result["total"]["code"] not in
-                               {u["code"] for u in result["units"]} else [])
+    units = result["units"] + (
+        [result["total"]] if result["total"]["code"] not in {u["code"] for u in result["units"]} else []
+    )
     for u in units:
         filled = len(u["roles_filled"])
         total_roles = filled + len(u["roles_missing"])
-        rows.append([
-            u["code"], u["name"] or "", str(u["grids"]), _pct(u["branch_share"]), _pct(u["coverage_share"], 2),
-            str(u["members_resident"]), str(u["members_registered"]), _pct(u["registration_rate"]),
-            "—" if u["member_density_km2"] is None else f"{u['member_density_km2']:,.1f}",
-            f"{filled}/{total_roles}", str(sum(u["issues"].values())),
-        ])
+        rows.append(
+            [
+                u["code"],
+                u["name"] or "",
+                str(u["grids"]),
+                _pct(u["branch_share"]),
+                _pct(u["coverage_share"], 2),
+                str(u["members_resident"]),
+                str(u["members_registered"]),
+                _pct(u["registration_rate"]),
+                "—" if u["member_density_km2"] is None else f"{u['member_density_km2']:,.1f}",
+                f"{filled}/{total_roles}",
+                str(sum(u["issues"].values())),
+            ]
+        )
     widths = [max(_width(r[i]) for r in [head] + rows) for i in range(len(head))]
     right = [False, False] + [True] * (len(head) - 2)
     lines = ["  ".join(_pad(h, w, r) for h, w, r in zip(head, widths, right))]
@@ -57,16 +67,20 @@ def format_table(result: dict, found: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(session: Session, *, within: str, out_dir: Path, level: str | None = None,
-                 thresholds: Thresholds | None = None) -> tuple[str, list[Path]]:
+def write_report(
+    session: Session, *, within: str, out_dir: Path, level: str | None = None, thresholds: Thresholds | None = None
+) -> tuple[str, list[Path]]:
     """Analyse ``within``, write ``coverage_<code>_issues.geojson``, ``…_issues.csv`` and
     ``coverage_<code>_<level>_summary.csv`` into ``out_dir``; returns the table text and
     the paths written."""
     result = cov.summary(session, code=within, level=level, thresholds=thresholds)
     found = cov.issues(session, within=within, thresholds=thresholds)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"coverage_{within}_issues.geojson", out_dir / f"coverage_{within}_issues.csv",
-             out_dir / cov.summary_filename(result)]
+    paths = [
+        out_dir / f"coverage_{within}_issues.geojson",
+        out_dir / f"coverage_{within}_issues.csv",
+        out_dir / cov.summary_filename(result),
+    ]
     collection = cov.issues_geojson(found, within=within)
     paths[0].write_text(json.dumps(collection, ensure_ascii=False), encoding="utf-8")
     paths[1].write_text(BOM + cov.issues_csv(found), encoding="utf-8")

@@ -165,7 +165,7 @@ class EqualArea:
         self._t = _laea(self.lon0, self.lat0)
 
     @classmethod
-    def around(cls, geoms) -> "EqualArea":
+    def around(cls, geoms) -> EqualArea:
         geoms = np.asarray(geoms, dtype=object)
         b = shapely.bounds(geoms[~shapely.is_empty(geoms)]) if len(geoms) else np.zeros((0, 4))
         if not len(b):
@@ -282,11 +282,24 @@ def analyse_topology(
             fixed = repair(geoms[i])
             geoms[i] = fixed
             where = _reason_point(reason)
-            point = (round(where[0], 7), round(where[1], 7)) if where else (
-                _point(fixed) if not shapely.is_empty(fixed) else (None, None))
+            point = (
+                (round(where[0], 7), round(where[1], 7))
+                if where
+                else (_point(fixed) if not shapely.is_empty(fixed) else (None, None))
+            )
             codes = [codes_of[i]] + ([grid_areas[i]] if kind_of == "grid" else [])
-            findings.append(Finding("invalid", None, codes, None, float(ea.area([fixed])[0]), point, fixed,
-                                    {"reason": reason, "layer": kind_of}))
+            findings.append(
+                Finding(
+                    "invalid",
+                    None,
+                    codes,
+                    None,
+                    float(ea.area([fixed])[0]),
+                    point,
+                    fixed,
+                    {"reason": reason, "layer": kind_of},
+                )
+            )
 
     grid_area_m2 = ea.area(grid_geoms)
     area_area_m2 = ea.area(area_geoms)
@@ -304,9 +317,18 @@ def analyse_topology(
             main = sel[int(np.argmax(part_area[sel]))]
             for s in sel:
                 if s != main and part_area[s] < th.stray_part_m2:
-                    findings.append(Finding("stray_part", None, [grid_codes[g], grid_areas[g]], None,
-                                            float(part_area[s]), _point(parts[s]), parts[s],
-                                            {"parts": int(len(sel))}))
+                    findings.append(
+                        Finding(
+                            "stray_part",
+                            None,
+                            [grid_codes[g], grid_areas[g]],
+                            None,
+                            float(part_area[s]),
+                            _point(parts[s]),
+                            parts[s],
+                            {"parts": int(len(sel))},
+                        )
+                    )
 
     # ---- grids reaching outside their community ------------------------------------------
     has_area = grid_area_idx >= 0
@@ -323,8 +345,9 @@ def analyse_topology(
             for p, k, a in zip(parts, pidx, pa):
                 if a >= th.noise_m2:
                     g = out_idx[k]
-                    findings.append(Finding("outside_community", None, [grid_codes[g], grid_areas[g]], None,
-                                            float(a), _point(p), p))
+                    findings.append(
+                        Finding("outside_community", None, [grid_codes[g], grid_areas[g]], None, float(a), _point(p), p)
+                    )
 
     # ---- overlapping grids ----------------------------------------------------------------
     # Candidates: pairs with intersecting bounding boxes of which at least one grid has
@@ -355,8 +378,9 @@ def analyse_topology(
                 if ar < th.noise_m2:
                     continue
                 kind = "overlap" if ar >= th.sliver_m2 else "sliver"
-                findings.append(Finding(kind, "overlap", [grid_codes[a[k]], grid_codes[b[k]]], None,
-                                        float(ar), _point(p), p))
+                findings.append(
+                    Finding(kind, "overlap", [grid_codes[a[k]], grid_codes[b[k]]], None, float(ar), _point(p), p)
+                )
 
     # ---- gaps: communities by grids, streets and districts by their child areas ------------
     gaps: list[tuple[str, Any]] = []  # (area code, polygon) above the noise floor
@@ -401,8 +425,12 @@ def analyse_topology(
             # Grids inside their community with disjoint interiors leave exactly
             # area(community) − Σ area(grids) uncovered: below the noise floor there is no
             # gap to find, and no union or difference to compute.
-            if (own_grids and inside[own_grids].all() and not in_overlap[own_grids].any()
-                    and abs(area_area_m2[j] - grid_area_m2[own_grids].sum()) < th.noise_m2):
+            if (
+                own_grids
+                and inside[own_grids].all()
+                and not in_overlap[own_grids].any()
+                and abs(area_area_m2[j] - grid_area_m2[own_grids].sum()) < th.noise_m2
+            ):
                 continue
             if own_grids and not flagged[own_grids].any():
                 # a valid coverage (no edge the validator flags): dissolving the shared
@@ -425,8 +453,9 @@ def analyse_topology(
         near_a, near_g = tree.query(polys, predicate="dwithin", distance=BORDER_DEG)
         border: dict[int, list[int]] = {}
         if len(near_a):
-            shared = ea.length(shapely.intersection(shapely.boundary(polys[near_a]),
-                                                    shapely.buffer(grid_geoms[near_g], BORDER_DEG)))
+            shared = ea.length(
+                shapely.intersection(shapely.boundary(polys[near_a]), shapely.buffer(grid_geoms[near_g], BORDER_DEG))
+            )
             for k, g, s in zip(near_a.tolist(), near_g.tolist(), shared.tolist()):
                 if s >= BORDER_MIN_M:
                     border.setdefault(k, []).append(g)

@@ -412,9 +412,7 @@ def parse_crs(name: str | CrsSpec) -> CrsSpec:
     m = _EPSG_RE.match(key.replace(" ", ""))
     if m:
         return _spec_for_epsg(int(m.group(1)))
-    raise UnknownCRSError(
-        f"unknown CRS {name!r}: expected wgs84, gcj02, bd09, cgcs2000 or EPSG:<code>"
-    )
+    raise UnknownCRSError(f"unknown CRS {name!r}: expected wgs84, gcj02, bd09, cgcs2000 or EPSG:<code>")
 
 
 @lru_cache(maxsize=64)
@@ -668,8 +666,10 @@ def zone_prefix_mismatch(crs: str | CrsSpec, eastings) -> tuple[GaussKruger, str
         fit = _prefix_zone(median)
         if fit is None:
             return None
-        return fit, (f"the eastings carry a zone prefix (e.g. {sample}: zone {fit.zone}) but {gk.title} has none "
-                     f"(eastings about 500000 ± 300000 m): the coordinates are {fit.title}; give --crs EPSG:{fit.epsg}")
+        return fit, (
+            f"the eastings carry a zone prefix (e.g. {sample}: zone {fit.zone}) but {gk.title} has none "
+            f"(eastings about 500000 ± 300000 m): the coordinates are {fit.title}; give --crs EPSG:{fit.epsg}"
+        )
     if gk.prefixed:
         zone = int(median // 1_000_000)
         if zone == gk.zone:
@@ -677,13 +677,17 @@ def zone_prefix_mismatch(crs: str | CrsSpec, eastings) -> tuple[GaussKruger, str
         if median < 1_000_000:
             fit = gauss_kruger_for(gk.width, gk.zone, False)
             assert fit is not None  # the unprefixed twin of a prefixed zone always exists
-            return fit, (f"the eastings have no zone prefix (e.g. {sample}) but {gk.title} expects them to start with "
-                         f"its zone number {gk.zone} ({gk.zone}xxxxxx.x): the coordinates are {fit.title}; "
-                         f"give --crs EPSG:{fit.epsg}")
+            return fit, (
+                f"the eastings have no zone prefix (e.g. {sample}) but {gk.title} expects them to start with "
+                f"its zone number {gk.zone} ({gk.zone}xxxxxx.x): the coordinates are {fit.title}; "
+                f"give --crs EPSG:{fit.epsg}"
+            )
         fit = _prefix_zone(median)
         if fit is not None:
-            return fit, (f"the eastings carry the prefix of zone {fit.zone} (e.g. {sample}), not of zone {gk.zone} "
-                         f"as {gk.title} says: the coordinates are {fit.title}; give --crs EPSG:{fit.epsg}")
+            return fit, (
+                f"the eastings carry the prefix of zone {fit.zone} (e.g. {sample}), not of zone {gk.zone} "
+                f"as {gk.title} says: the coordinates are {fit.title}; give --crs EPSG:{fit.epsg}"
+            )
     return None
 
 
@@ -700,22 +704,30 @@ def crs_hint(x, y, near_lon: float | None = None) -> str:
     mx, my = float(np.median(xa[ok])), float(np.median(ya[ok]))
     if abs(mx) <= 180 and abs(my) <= 180:
         if abs(my) <= 90 and in_china_rough(mx, my):
-            return (f"the coordinates look like longitude/latitude in China (e.g. {mx:.6f}, {my:.6f}): wgs84, "
-                    "cgcs2000, or gcj02 if they come from Amap, Tencent or WeChat")
+            return (
+                f"the coordinates look like longitude/latitude in China (e.g. {mx:.6f}, {my:.6f}): wgs84, "
+                "cgcs2000, or gcj02 if they come from Amap, Tencent or WeChat"
+            )
         if in_china_rough(my, mx):
-            return (f"the coordinates look like latitude/longitude in China with the axes swapped, latitude first "
-                    f"(e.g. {mx:.6f}, {my:.6f})")
+            return (
+                f"the coordinates look like latitude/longitude in China with the axes swapped, latitude first "
+                f"(e.g. {mx:.6f}, {my:.6f})"
+            )
         if abs(my) <= 90:
             return f"the coordinates look like longitude/latitude, but outside China (e.g. {mx:.6f}, {my:.6f})"
     fit = _prefix_zone(mx)
     if fit is not None and 2_000_000 <= my <= 6_500_000:
-        return f"the coordinates look like CGCS2000 Gauss-Krüger with a zone prefix (e.g. {mx:.1f}, {my:.1f}): {fit.title}"
+        return (
+            f"the coordinates look like CGCS2000 Gauss-Krüger with a zone prefix (e.g. {mx:.1f}, {my:.1f}): {fit.title}"
+        )
     if 100_000 <= mx <= 900_000 and 2_000_000 <= my <= 6_500_000:
         guess = ""
         if near_lon is not None:
             fit = gauss_kruger_for(3, int(round(near_lon / 3)), False)
             if fit is not None:
                 guess = f"; near the district that is {fit.title}"
-        return (f"the coordinates look like CGCS2000 Gauss-Krüger metres without a zone prefix (e.g. {mx:.1f}, "
-                f"{my:.1f}){guess}")
+        return (
+            f"the coordinates look like CGCS2000 Gauss-Krüger metres without a zone prefix (e.g. {mx:.1f}, "
+            f"{my:.1f}){guess}"
+        )
     return f"the coordinates (e.g. {mx:.1f}, {my:.1f}) fit no CRS gridbranch can guess"

@@ -63,16 +63,24 @@ def connection_shortfall(engine: Engine, pool_size: int, workers: int) -> str | 
     with engine.connect() as conn:
         allowed = int(conn.execute(text("SHOW max_connections")).scalar_one())
         reserved = int(conn.execute(text("SHOW superuser_reserved_connections")).scalar_one())
-        others = int(conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                                        "AND pid <> pg_backend_pid()")).scalar_one())
+        others = int(
+            conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                    "AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        )
     need = workers * connections_per_worker(pool_size)
     room = allowed - reserved - others
     if need <= room:
         return None
-    return (f"{workers} worker process(es) with GRIDBRANCH_POOL_SIZE={pool_size} may open {need} database "
-            f"connections ({connections_per_worker(pool_size)} each), but the server has room for {room} "
-            f"(max_connections {allowed}, {reserved} reserved, {others} open by others): lower "
-            "GRIDBRANCH_POOL_SIZE or the workers, or raise max_connections")
+    return (
+        f"{workers} worker process(es) with GRIDBRANCH_POOL_SIZE={pool_size} may open {need} database "
+        f"connections ({connections_per_worker(pool_size)} each), but the server has room for {room} "
+        f"(max_connections {allowed}, {reserved} reserved, {others} open by others): lower "
+        "GRIDBRANCH_POOL_SIZE or the workers, or raise max_connections"
+    )
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:

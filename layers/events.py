@@ -148,15 +148,19 @@ def check_channel(channel: str, role: str | None) -> None:
     raise Forbidden(f"a {role} may not report through the {channel!r} channel", field="channel")
 
 
-def check_report_size(description: str, photos: list[str] | tuple[str, ...], *, max_description: int,
-                      max_photos: int, max_photo_url: int) -> None:
+def check_report_size(
+    description: str, photos: list[str] | tuple[str, ...], *, max_description: int, max_photos: int, max_photo_url: int
+) -> None:
     """422 naming the field when the description is empty or too long, or when there are
     too many photos or a photo is not an http(s) URL of reasonable length."""
     if not description or not description.strip():
         raise InvalidInput("the description is empty", field="description")
     if len(description) > max_description:
-        raise InvalidInput(f"the description has {len(description)} characters; at most {max_description}",
-                           field="description", max_length=max_description)
+        raise InvalidInput(
+            f"the description has {len(description)} characters; at most {max_description}",
+            field="description",
+            max_length=max_description,
+        )
     check_photos(photos, max_photos=max_photos, max_photo_url=max_photo_url)
 
 
@@ -167,11 +171,13 @@ def check_photos(photos: list[str] | tuple[str, ...], *, max_photos: int, max_ph
         raise InvalidInput(f"{len(photos)} photos; at most {max_photos}", field="photos", max_items=max_photos)
     for i, url in enumerate(photos):
         if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > max_photo_url:
-            raise InvalidInput(f"photo {i} must be an http(s) URL of at most {max_photo_url} characters",
-                               field=f"photos.{i}")
+            raise InvalidInput(
+                f"photo {i} must be an http(s) URL of at most {max_photo_url} characters", field=f"photos.{i}"
+            )
 
 
 _OPEN_SQL = ", ".join(f"'{s}'" for s in OPEN)
+
 
 def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
     """``:name`` parameters → ``$n`` (in order of first use) for a server-side PREPARE."""
@@ -232,7 +238,9 @@ def categories(session: Session) -> list[dict[str, Any]]:
     ).all()
     return [
         {
-            "code": r.code, "name": r.name, "time_limit_hours": float(r.time_limit_hours),
+            "code": r.code,
+            "name": r.name,
+            "time_limit_hours": float(r.time_limit_hours),
             "warn_share": float(r.warn_share) if r.warn_share is not None else None,
             "department": {"code": r.department_code, "name": r.department_name},
             "role": {"code": r.role_code, "name": r.role_name} if r.role_code else None,
@@ -305,8 +313,16 @@ _SUGGEST_SQL = text(
 )
 
 
-def suggest_members(session: Session, event_id: int, role_code: str | None, *, radius_m: float, limit: int,
-                    max_open_tasks: int, within: str | None = None) -> list[dict[str, Any]]:
+def suggest_members(
+    session: Session,
+    event_id: int,
+    role_code: str | None,
+    *,
+    radius_m: float,
+    limit: int,
+    max_open_tasks: int,
+    within: str | None = None,
+) -> list[dict[str, Any]]:
     """Registered (confirmed) members whose service role fits the event's category and
     whose registered grid lies within ``radius_m`` metres of the event and inside area
     (or grid) ``within`` (None: anywhere), nearest grid first, skipping those already
@@ -321,12 +337,23 @@ def suggest_members(session: Session, event_id: int, role_code: str | None, *, r
         return []
     rows = session.execute(
         _SUGGEST_SQL,
-        {"id": event_id, "role": role_code, "radius": radius_m, "max_open": max_open_tasks, "limit": limit,
-         "prefix": (area_prefix(within) if within else "") + "%"},
+        {
+            "id": event_id,
+            "role": role_code,
+            "radius": radius_m,
+            "max_open": max_open_tasks,
+            "limit": limit,
+            "prefix": (area_prefix(within) if within else "") + "%",
+        },
     ).all()
     return [
-        {"member_id": r.member_id, "name": r.name, "role": {"code": r.role_code, "name": r.role_name},
-         "distance_band": distance_band(r.distance_m), "open_tasks": int(r.open_tasks)}
+        {
+            "member_id": r.member_id,
+            "name": r.name,
+            "role": {"code": r.role_code, "name": r.role_name},
+            "distance_band": distance_band(r.distance_m),
+            "open_tasks": int(r.open_tasks),
+        }
         for r in rows
     ]
 
@@ -336,9 +363,11 @@ def event_area(session: Session, event_id: int) -> tuple[str | None, str | None,
     of event ``event_id``: who may see it, and act on it, is decided from these
     (``geo_api.deps.scoped_event``). :class:`NotFound`."""
     row = session.execute(
-        text("SELECT g.code, e.reporter, ARRAY(SELECT l.department_id FROM event_log l WHERE l.event_id = e.id "
-             "AND l.action = 'dispatch' AND l.department_id IS NOT NULL) AS departments "
-             "FROM events e LEFT JOIN grids g ON g.id = e.grid_id WHERE e.id = :id"),
+        text(
+            "SELECT g.code, e.reporter, ARRAY(SELECT l.department_id FROM event_log l WHERE l.event_id = e.id "
+            "AND l.action = 'dispatch' AND l.department_id IS NOT NULL) AS departments "
+            "FROM events e LEFT JOIN grids g ON g.id = e.grid_id WHERE e.id = :id"
+        ),
         {"id": event_id},
     ).first()
     if row is None:
@@ -354,22 +383,32 @@ def count_routing_probe(session: Session, username: str, event_id: int, *, per_h
     and restarts; an advisory lock per account makes concurrent looks count exactly.
     The caller commits (a refused look is not counted)."""
     session.execute(text("SELECT pg_advisory_xact_lock(hashtext('routing_probes'), hashtext(:u))"), {"u": username})
-    session.execute(text("DELETE FROM routing_probes WHERE username = :u AND at < gridbranch_now() - interval '1 hour'"),
-                    {"u": username})
-    seen = session.execute(text("SELECT 1 FROM routing_probes WHERE username = :u AND event_id = :e"),
-                           {"u": username, "e": event_id}).first()
+    session.execute(
+        text("DELETE FROM routing_probes WHERE username = :u AND at < gridbranch_now() - interval '1 hour'"),
+        {"u": username},
+    )
+    seen = session.execute(
+        text("SELECT 1 FROM routing_probes WHERE username = :u AND event_id = :e"), {"u": username, "e": event_id}
+    ).first()
     if seen is not None:
         return
     count, oldest = session.execute(
-        text("SELECT count(*), extract(epoch FROM min(at) + interval '1 hour' - gridbranch_now()) FROM routing_probes "
-             "WHERE username = :u"), {"u": username}).one()
+        text(
+            "SELECT count(*), extract(epoch FROM min(at) + interval '1 hour' - gridbranch_now()) FROM routing_probes "
+            "WHERE username = :u"
+        ),
+        {"u": username},
+    ).one()
     if count >= per_hour:
         retry = max(1, int(np.ceil(float(oldest))))
         raise TooManyRequests(
             f"member suggestions of at most {per_hour} events an hour per account; try again in {retry} s",
-            field="event_id", retry_after=retry)
-    session.execute(text("INSERT INTO routing_probes (username, event_id) VALUES (:u, :e)"),
-                    {"u": username, "e": event_id})
+            field="event_id",
+            retry_after=retry,
+        )
+    session.execute(
+        text("INSERT INTO routing_probes (username, event_id) VALUES (:u, :e)"), {"u": username, "e": event_id}
+    )
 
 
 _ROUTING_SQL = text(
@@ -429,8 +468,10 @@ def set_route(session: Session, category: str, street_code: str, department: str
     if level != "street":
         raise InvalidInput(f"{street_code} is not a street (街道/镇)", field="street")
     if department is None:
-        session.execute(text("DELETE FROM event_routes WHERE category_code = :c AND street_code = :s"),
-                        {"c": category, "s": street_code})
+        session.execute(
+            text("DELETE FROM event_routes WHERE category_code = :c AND street_code = :s"),
+            {"c": category, "s": street_code},
+        )
         return
     dept_id = department_id(session, department)
     session.execute(
@@ -455,9 +496,11 @@ def routes(session: Session, prefix: str = "") -> list[dict[str, Any]]:
         {"p": prefix + "%"},
     ).all()
     return [
-        {"category": {"code": r.category_code, "name": r.category_name},
-         "street": {"code": r.street_code, "name": r.street_name},
-         "department": {"code": r.department_code, "name": r.department_name}}
+        {
+            "category": {"code": r.category_code, "name": r.category_name},
+            "street": {"code": r.street_code, "name": r.street_name},
+            "department": {"code": r.department_code, "name": r.department_name},
+        }
         for r in rows
     ]
 
@@ -472,9 +515,7 @@ def department_code(session: Session, department_id: int) -> str:
 
 def department_id(session: Session, department: str, field: str = "department") -> int:
     """The id of a department given by code or name; 422 naming ``field`` otherwise."""
-    dept = session.execute(
-        text("SELECT id FROM departments WHERE code = :d OR name = :d"), {"d": department}
-    ).scalar()
+    dept = session.execute(text("SELECT id FROM departments WHERE code = :d OR name = :d"), {"d": department}).scalar()
     if dept is None:
         raise InvalidInput(f"unknown department {department!r}", field=field)
     return dept
@@ -485,8 +526,9 @@ def department_id(session: Session, department: str, field: str = "department") 
 # --------------------------------------------------------------------------------------
 
 
-def load_calendar(session: Session, *, periods: str, weekend, holidays=(), workdays=(),
-                  timezone: str = "Asia/Shanghai") -> WorkCalendar:
+def load_calendar(
+    session: Session, *, periods: str, weekend, holidays=(), workdays=(), timezone: str = "Asia/Shanghai"
+) -> WorkCalendar:
     """The working calendar: configured periods, weekend, holidays and make-up working
     days, with the ``work_calendar_days`` table overriding the configured days."""
     rows = session.execute(text("SELECT day, working FROM work_calendar_days")).all()
@@ -498,8 +540,9 @@ def load_calendar(session: Session, *, periods: str, weekend, holidays=(), workd
 
 def calendar_days(session: Session, year: int | None = None) -> list[dict[str, Any]]:
     where = " WHERE extract(year FROM day) = :y" if year else ""
-    rows = session.execute(text("SELECT day, working, note FROM work_calendar_days" + where + " ORDER BY day"),
-                           {"y": year}).all()
+    rows = session.execute(
+        text("SELECT day, working, note FROM work_calendar_days" + where + " ORDER BY day"), {"y": year}
+    ).all()
     return [{"day": r.day.isoformat(), "working": r.working, "note": r.note} for r in rows]
 
 
@@ -547,9 +590,19 @@ _CURRENT_SQL = text(
 )
 
 
-def transition_event(session: Session, event_id: int, move: Move, *, actor: str, role: str | None, covers,
-                     calendar: WorkCalendar, warn_share: float, max_open_tasks: int,
-                     actor_department: int | None = None) -> int:
+def transition_event(
+    session: Session,
+    event_id: int,
+    move: Move,
+    *,
+    actor: str,
+    role: str | None,
+    covers,
+    calendar: WorkCalendar,
+    warn_share: float,
+    max_open_tasks: int,
+    actor_department: int | None = None,
+) -> int:
     """Apply ``move`` to event ``event_id`` as ``actor`` (``role``; ``covers(grid_code)``
     tells whether the actor's area contains the event's grid; department staff act on the
     events dispatched to their department, ``actor_department``, now). Returns the new version.
@@ -574,13 +627,18 @@ def transition_event(session: Session, event_id: int, move: Move, *, actor: str,
         raise Conflict(
             f"cannot {move.action} an event that is {cur.status}; possible now: "
             f"{', '.join(actions_from(cur.status, role)) or 'nothing (final)'}",
-            field="action", current_status=cur.status, allowed=actions_from(cur.status, role),
+            field="action",
+            current_status=cur.status,
+            allowed=actions_from(cur.status, role),
         )
     if not allowed(move.action, cur.status, role):
         raise Forbidden(f"a {role} may not {move.action} an event that is {cur.status}", field="action")
     if move.version != cur.version:
-        raise Conflict(f"event {event_id} is at version {cur.version}, not {move.version}: reload and retry",
-                       field="version", current_version=cur.version)
+        raise Conflict(
+            f"event {event_id} is at version {cur.version}, not {move.version}: reload and retry",
+            field="version",
+            current_version=cur.version,
+        )
 
     now: datetime = cur.now
     values: dict[str, Any] = {"status": t.target}
@@ -603,12 +661,17 @@ def transition_event(session: Session, event_id: int, move: Move, *, actor: str,
         dept_name = cur.department_name
         if move.department is not None:
             values["department_id"] = department_id(session, move.department)
-            dept_name = session.execute(text("SELECT name FROM departments WHERE id = :d"),
-                                        {"d": values["department_id"]}).scalar()
+            dept_name = session.execute(
+                text("SELECT name FROM departments WHERE id = :d"), {"d": values["department_id"]}
+            ).scalar()
         elif cur.department_id is None:
             values["department_id"] = session.execute(
-                text("SELECT c.department_id FROM events e JOIN event_categories c ON c.code = e.category_code "
-                     "WHERE e.id = :id"), {"id": event_id}).scalar()
+                text(
+                    "SELECT c.department_id FROM events e JOIN event_categories c ON c.code = e.category_code "
+                    "WHERE e.id = :id"
+                ),
+                {"id": event_id},
+            ).scalar()
         if move.member_id is not None:
             _check_member(session, move.member_id, max_open_tasks, current=cur.member_id)
             values["member_id"] = move.member_id
@@ -639,17 +702,29 @@ def transition_event(session: Session, event_id: int, move: Move, *, actor: str,
     )
     new_version = session.execute(stmt).scalar()
     if new_version is None:
-        raise Conflict(f"event {event_id} was changed by someone else meanwhile: reload and retry",
-                       field="version")
+        raise Conflict(f"event {event_id} was changed by someone else meanwhile: reload and retry", field="version")
     # the department the event is with: once dispatched, the (new) assignee department
-    with_department = (values.get("department_id", cur.department_id)
-                       if move.action == "dispatch" or cur.dispatched_at is not None else None)
+    with_department = (
+        values.get("department_id", cur.department_id)
+        if move.action == "dispatch" or cur.dispatched_at is not None
+        else None
+    )
     session.execute(
-        text("INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, note, department_id, "
-             "photos) VALUES (:e, :at, :actor, :action, :from_, :to, :note, :dept, CAST(:photos AS jsonb))"),
-        {"e": event_id, "at": now, "actor": actor, "action": move.action, "from_": cur.status, "to": t.target,
-         "note": note, "dept": with_department,
-         "photos": orjson.dumps(list(move.photos)).decode() if move.photos else None},
+        text(
+            "INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, note, department_id, "
+            "photos) VALUES (:e, :at, :actor, :action, :from_, :to, :note, :dept, CAST(:photos AS jsonb))"
+        ),
+        {
+            "e": event_id,
+            "at": now,
+            "actor": actor,
+            "action": move.action,
+            "from_": cur.status,
+            "to": t.target,
+            "note": note,
+            "dept": with_department,
+            "photos": orjson.dumps(list(move.photos)).decode() if move.photos else None,
+        },
     )
     return new_version
 
@@ -681,8 +756,11 @@ def _check_member(session: Session, member_id: int, max_open_tasks: int, current
         text(f"SELECT count(*) FROM events WHERE member_id = :m AND status IN ({_TASK_OPEN_SQL})"), {"m": member_id}
     ).scalar()
     if n >= max_open_tasks:
-        raise Conflict(f"member {member_id} already holds {n} open tasks (at most {max_open_tasks})",
-                       field="member_id", open_tasks=n)
+        raise Conflict(
+            f"member {member_id} already holds {n} open tasks (at most {max_open_tasks})",
+            field="member_id",
+            open_tasks=n,
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -780,20 +858,43 @@ def event_log(session: Session, event_id: int, *, personal: bool = True) -> list
     (a dispatch: sent to) and a handling's feedback photos. Without ``personal`` the
     report's actor (the reporting account) is left out."""
     rows = session.execute(
-        text("SELECT l.at, l.actor, l.action, l.from_status, l.to_status, l.note, l.photos, d.code, d.name "
-             "FROM event_log l LEFT JOIN departments d ON d.id = l.department_id "
-             "WHERE l.event_id = :id ORDER BY l.at, l.id"), {"id": event_id}
+        text(
+            "SELECT l.at, l.actor, l.action, l.from_status, l.to_status, l.note, l.photos, d.code, d.name "
+            "FROM event_log l LEFT JOIN departments d ON d.id = l.department_id "
+            "WHERE l.event_id = :id ORDER BY l.at, l.id"
+        ),
+        {"id": event_id},
     ).all()
-    return [{"at": r.at.isoformat(), "actor": r.actor if personal or r.action != "report" else None,
-             "action": r.action, "from": r.from_status,
-             "to": r.to_status, "note": r.note, "photos": r.photos or [],
-             "department": {"code": r.code, "name": r.name} if r.code else None} for r in rows]
+    return [
+        {
+            "at": r.at.isoformat(),
+            "actor": r.actor if personal or r.action != "report" else None,
+            "action": r.action,
+            "from": r.from_status,
+            "to": r.to_status,
+            "note": r.note,
+            "photos": r.photos or [],
+            "department": {"code": r.code, "name": r.name} if r.code else None,
+        }
+        for r in rows
+    ]
 
 
-def events_within(session: Session, *, prefix: str | None, statuses: list[str] | None, category: str | None,
-                  time_state: str | None, reported_from: datetime | None, reported_to: datetime | None,
-                  department: str | None, warn_share: float, limit: int, offset: int,
-                  dispatched_to: int | None = None):
+def events_within(
+    session: Session,
+    *,
+    prefix: str | None,
+    statuses: list[str] | None,
+    category: str | None,
+    time_state: str | None,
+    reported_from: datetime | None,
+    reported_to: datetime | None,
+    department: str | None,
+    warn_share: float,
+    limit: int,
+    offset: int,
+    dispatched_to: int | None = None,
+):
     """Events whose grid code starts with ``prefix`` (None: all, including events in no
     grid), newest first, filtered by status, category, department code, time state
     (``warning``/``overdue``/``normal``), report time [from, to) and, with
@@ -801,8 +902,10 @@ def events_within(session: Session, *, prefix: str | None, statuses: list[str] |
     department (its queue and its history). Returns (rows, total)."""
     where, params = [], {"share": warn_share, "limit": limit, "offset": offset}
     if dispatched_to is not None:
-        where.append("EXISTS (SELECT 1 FROM event_log l WHERE l.event_id = q.id AND l.action = 'dispatch' "
-                     "AND l.department_id = :dispatched_to)")
+        where.append(
+            "EXISTS (SELECT 1 FROM event_log l WHERE l.event_id = q.id AND l.action = 'dispatch' "
+            "AND l.department_id = :dispatched_to)"
+        )
         params["dispatched_to"] = dispatched_to
     if prefix:
         where.append("q.grid_code LIKE :prefix")

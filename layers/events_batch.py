@@ -48,12 +48,12 @@ import orjson
 from sqlalchemy.orm import Session
 
 from layers.crs import parse_crs
-from layers.points import PointBatch, points_from_columns
-from layers.textfields import text_fault
 from layers.db import database_unavailable
 from layers.errors import Conflict, InvalidInput
 from layers.events import _OPEN_SQL, CHANNEL_NAMES, _positional, category_codes, execute_prepared, stored_report
 from layers.locate import MATCH_NAMES, OUTSIDE, Describer, GridIndexCache
+from layers.points import PointBatch, points_from_columns
+from layers.textfields import text_fault
 
 
 @dataclass(frozen=True)
@@ -158,8 +158,15 @@ def _text_error(p: Pending) -> InvalidInput | None:
     """A report whose text cannot be stored (:func:`layers.textfields.text_fault`: NUL, a lone
     surrogate) is refused here, naming the field, before it joins its group's statement:
     its encoding would otherwise fail the statement for every report of the group."""
-    for field, value in (("description", p.description), ("contact", p.contact), ("category", p.category),
-                         ("crs", p.crs), ("channel", p.channel), ("reporter", p.reporter), ("actor", p.actor)):
+    for field, value in (
+        ("description", p.description),
+        ("contact", p.contact),
+        ("category", p.category),
+        ("crs", p.crs),
+        ("channel", p.channel),
+        ("reporter", p.reporter),
+        ("actor", p.actor),
+    ):
         fault = text_fault(value) if isinstance(value, str) else None
         if fault:
             return InvalidInput(f"the {field} {fault}", field=field)
@@ -186,17 +193,36 @@ def _crs_name(name: str) -> str:
 def _points(reports: Sequence[Pending]) -> PointBatch:
     """The reports' points in WGS84 (:func:`layers.points.points_from_columns`, whose
     checks and errors apply); plain in-range WGS84 floats are taken as they are."""
-    if all((p.crs is None or p.crs == "wgs84") and type(p.x) is float and type(p.y) is float
-           and abs(p.x) <= 180 and abs(p.y) <= 90 for p in reports):
+    if all(
+        (p.crs is None or p.crs == "wgs84")
+        and type(p.x) is float
+        and type(p.y) is float
+        and abs(p.x) <= 180
+        and abs(p.y) <= 90
+        for p in reports
+    ):
         x = np.array([p.x for p in reports])
         y = np.array([p.y for p in reports])
         return PointBatch(list(range(len(reports))), x, y, ["wgs84"] * len(reports), x, y, {})
-    return points_from_columns(list(range(len(reports))), [p.x for p in reports], [p.y for p in reports],
-                               [p.crs for p in reports], default_crs="wgs84")
+    return points_from_columns(
+        list(range(len(reports))),
+        [p.x for p in reports],
+        [p.y for p in reports],
+        [p.crs for p in reports],
+        default_crs="wgs84",
+    )
 
 
-def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pending], *, tolerance_m: float,
-                  edge_m: float, duplicate_radius_m: float, duplicate_window_hours: float) -> list[Outcome]:
+def store_reports(
+    session: Session,
+    cache: GridIndexCache,
+    reports: Sequence[Pending],
+    *,
+    tolerance_m: float,
+    edge_m: float,
+    duplicate_radius_m: float,
+    duplicate_window_hours: float,
+) -> list[Outcome]:
     """Locate, route and store ``reports`` in one transaction (committed here); one outcome
     per report, in order: :class:`Stored`, or the exception that report alone raised
     (nothing of it written). See the module docstring for how failures are isolated."""
@@ -228,18 +254,32 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
             for j, k in enumerate(live):
                 if located.match[j] == OUTSIDE:
                     described = Describer(index).describe(located, j, float(lon[j]), float(lat[j]), tolerance_m)
-                    out[k] = InvalidInput(f"the event is outside the service area: {described['message']}",
-                                          field="lon", nearest_grid=described.get("nearest_grid"),
-                                          swapped=bool(described.get("swapped", False)))
+                    out[k] = InvalidInput(
+                        f"the event is outside the service area: {described['message']}",
+                        field="lon",
+                        nearest_grid=described.get("nearest_grid"),
+                        swapped=bool(described.get("swapped", False)),
+                    )
                     continue
                 out[k] = None
-                grids[k] = {**index.grids[int(located.grid[j])], "match": MATCH_NAMES[int(located.match[j])],
-                            "distance_m": round(float(located.distance_m[j]), 2)}
+                grids[k] = {
+                    **index.grids[int(located.grid[j])],
+                    "match": MATCH_NAMES[int(located.match[j])],
+                    "distance_m": round(float(located.distance_m[j]), 2),
+                }
             if not grids:
                 session.commit()  # nothing written (a rollback would also undo what the caller did before)
                 return out  # type: ignore[return-value]
-            rows = _insert(session, reports, grids, points, crs_names, index.version,
-                           duplicate_radius_m=duplicate_radius_m, duplicate_window_hours=duplicate_window_hours)
+            rows = _insert(
+                session,
+                reports,
+                grids,
+                points,
+                crs_names,
+                index.version,
+                duplicate_radius_m=duplicate_radius_m,
+                duplicate_window_hours=duplicate_window_hours,
+            )
             head = rows[0]
             if all(r.id is None for r in rows) and (head.grids_version, head.areas_version) != tuple(index.version):
                 continue  # the grid layer changed since the index was built (nothing written): locate again
@@ -265,9 +305,15 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
         # written. Store each report alone so that only the one at fault fails.
         for k in live:
             try:
-                out[k] = store_reports(session, cache, [reports[k]], tolerance_m=tolerance_m, edge_m=edge_m,
-                                       duplicate_radius_m=duplicate_radius_m,
-                                       duplicate_window_hours=duplicate_window_hours)[0]
+                out[k] = store_reports(
+                    session,
+                    cache,
+                    [reports[k]],
+                    tolerance_m=tolerance_m,
+                    edge_m=edge_m,
+                    duplicate_radius_m=duplicate_radius_m,
+                    duplicate_window_hours=duplicate_window_hours,
+                )[0]
             except Exception as own:  # noqa: BLE001 - that report's own outcome
                 out[k] = own
         return out  # type: ignore[return-value]
@@ -289,7 +335,9 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
         p = reports[k]
         out[k] = Stored(
             stored=stored_report(r, p.category),
-            grid=grids[k], lon=float(points.lon[k]), lat=float(points.lat[k]),
+            grid=grids[k],
+            lon=float(points.lon[k]),
+            lat=float(points.lat[k]),
             crs=crs_names[points.crs[k] or "wgs84"],
         )
     for k in unknown:
@@ -297,23 +345,50 @@ def store_reports(session: Session, cache: GridIndexCache, reports: Sequence[Pen
     return out  # type: ignore[return-value]
 
 
-def _insert(session: Session, reports: Sequence[Pending], grids: dict[int, dict[str, Any]], points, crs_names,
-            version, *, duplicate_radius_m: float, duplicate_window_hours: float):
+def _insert(
+    session: Session,
+    reports: Sequence[Pending],
+    grids: dict[int, dict[str, Any]],
+    points,
+    crs_names,
+    version,
+    *,
+    duplicate_radius_m: float,
+    duplicate_window_hours: float,
+):
     """Run the group statement for the located reports ``grids`` (report index → grid
     row); returns its rows in the order of ``grids``."""
     rows = []
     for k, g in grids.items():
         p = reports[k]
-        rows.append({
-            "ord": k, "lon": float(points.lon[k]), "lat": float(points.lat[k]),
-            "crs": crs_names[points.crs[k] or "wgs84"], "x": float(points.x[k]), "y": float(points.y[k]),
-            "category": p.category, "channel": p.channel, "description": p.description, "photos": list(p.photos),
-            "reporter": p.reporter, "contact": p.contact, "grid_id": g["grid_id"],
-            "grid_version_id": g["grid_version_id"], "street": g["street_code"], "actor": p.actor,
-            "note": f"{CHANNEL_NAMES[p.channel]}上报" if p.channel in CHANNEL_NAMES else "上报",
-        })
-    params = {"rows": orjson.dumps(rows).decode(), "grids_version": version[0], "areas_version": version[1],
-              "radius": duplicate_radius_m, "window_s": duplicate_window_hours * 3600.0}
+        rows.append(
+            {
+                "ord": k,
+                "lon": float(points.lon[k]),
+                "lat": float(points.lat[k]),
+                "crs": crs_names[points.crs[k] or "wgs84"],
+                "x": float(points.x[k]),
+                "y": float(points.y[k]),
+                "category": p.category,
+                "channel": p.channel,
+                "description": p.description,
+                "photos": list(p.photos),
+                "reporter": p.reporter,
+                "contact": p.contact,
+                "grid_id": g["grid_id"],
+                "grid_version_id": g["grid_version_id"],
+                "street": g["street_code"],
+                "actor": p.actor,
+                "note": f"{CHANNEL_NAMES[p.channel]}上报" if p.channel in CHANNEL_NAMES else "上报",
+            }
+        )
+    params = {
+        "rows": orjson.dumps(rows).decode(),
+        "grids_version": version[0],
+        "areas_version": version[1],
+        "radius": duplicate_radius_m,
+        "window_s": duplicate_window_hours * 3600.0,
+    }
     return execute_prepared(session, _BATCH_STATEMENT, _BATCH_PREPARED, _BATCH_PARAMS, params).all()
 
 
@@ -373,4 +448,3 @@ class ReportBatcher:
                         future.set_result(outcome)
         finally:
             state["running"] -= 1
-

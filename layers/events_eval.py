@@ -102,8 +102,24 @@ _DEPARTMENT_ROWS_SQL = text(
 )
 
 COLUMNS = (
-    "rank", "level", "code", "name", "received", "dispatched", "deferred", "due", "closed", "closed_on_time",
-    "reworked", "returned", "closure_rate", "on_time_rate", "rework_rate", "mean_handling_hours", "overdue_open", "rated",
+    "rank",
+    "level",
+    "code",
+    "name",
+    "received",
+    "dispatched",
+    "deferred",
+    "due",
+    "closed",
+    "closed_on_time",
+    "reworked",
+    "returned",
+    "closure_rate",
+    "on_time_rate",
+    "rework_rate",
+    "mean_handling_hours",
+    "overdue_open",
+    "rated",
 )
 
 
@@ -124,8 +140,17 @@ class _Unit:
     handled: int = 0
 
 
-def evaluate(session: Session, *, level: str, period_from: datetime, period_to: datetime, prefix: str | None,
-             calendar: WorkCalendar, min_sample: int, as_of: datetime | None = None) -> list[dict[str, Any]]:
+def evaluate(
+    session: Session,
+    *,
+    level: str,
+    period_from: datetime,
+    period_to: datetime,
+    prefix: str | None,
+    calendar: WorkCalendar,
+    min_sample: int,
+    as_of: datetime | None = None,
+) -> list[dict[str, Any]]:
     """Figures per unit of ``level`` for events reported in [period_from, period_to) in
     grids whose code starts with ``prefix`` (None: everywhere); see the module docstring.
     Sorted by rank (rated units first), then code."""
@@ -135,9 +160,10 @@ def evaluate(session: Session, *, level: str, period_from: datetime, period_to: 
         raise InvalidInput("the period ends before it starts", field="to")
     if as_of is None:
         as_of = session.execute(text("SELECT gridbranch_now()")).scalar_one()
-    rows = session.execute(_DEPARTMENT_ROWS_SQL if level == "department" else _ROWS_SQL,
-                           {"from_": period_from, "to_": period_to,
-                            "prefix": (prefix + "%") if prefix else None}).all()
+    rows = session.execute(
+        _DEPARTMENT_ROWS_SQL if level == "department" else _ROWS_SQL,
+        {"from_": period_from, "to_": period_to, "prefix": (prefix + "%") if prefix else None},
+    ).all()
     units: dict[str, _Unit] = {}
     for r in rows:
         if level == "department":
@@ -223,8 +249,10 @@ def _figures(level: str, u: _Unit, min_sample: int) -> dict[str, Any]:
 
 
 def _rank(units: list[dict[str, Any]]) -> None:
-    rated = sorted((u for u in units if u["rated"]),
-                   key=lambda u: (-u["on_time_rate"], -u["closure_rate"], u["rework_rate"], u["code"]))
+    rated = sorted(
+        (u for u in units if u["rated"]),
+        key=lambda u: (-u["on_time_rate"], -u["closure_rate"], u["rework_rate"], u["code"]),
+    )
     for i, u in enumerate(rated, 1):
         u["rank"] = i
     units.sort(key=lambda u: (u["rank"] is None, u["rank"] or 0, u["code"]))
@@ -240,8 +268,9 @@ def _name_units(session: Session, level: str, units: dict[str, _Unit]) -> None:
             u.name = names.get(key)
         return
     full = {key: key.ljust(12, "0") for key in units}
-    rows = session.execute(text("SELECT code, name FROM admin_areas WHERE code = ANY(:c)"),
-                           {"c": list(full.values())}).all()
+    rows = session.execute(
+        text("SELECT code, name FROM admin_areas WHERE code = ANY(:c)"), {"c": list(full.values())}
+    ).all()
     names = dict(rows)
     for key, u in units.items():
         u.code = full[key]

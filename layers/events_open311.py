@@ -88,8 +88,14 @@ def _status(status: str) -> str:
 
 
 _NOTES = {
-    "reported": "已上报，待受理", "registered": "已立案，待派遣", "dispatched": "已派遣", "in_progress": "处置中",
-    "handled": "已处置，待核查", "returned": "退回重新派遣", "deferred": "缓办", "closed": "已结案",
+    "reported": "已上报，待受理",
+    "registered": "已立案，待派遣",
+    "dispatched": "已派遣",
+    "in_progress": "处置中",
+    "handled": "已处置，待核查",
+    "returned": "退回重新派遣",
+    "deferred": "缓办",
+    "closed": "已结案",
 }
 
 
@@ -166,9 +172,16 @@ def request(session: Session, request_id: int, full: Callable[[str | None], bool
     return _shown(session, full)(r)
 
 
-def requests(session: Session, *, ids: list[int] | None, service_codes: list[str] | None,
-             start: datetime | None, end: datetime | None, status: str | None,
-             full: Callable[[str | None], bool] = _nobody) -> list[dict[str, Any]]:
+def requests(
+    session: Session,
+    *,
+    ids: list[int] | None,
+    service_codes: list[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    status: str | None,
+    full: Callable[[str | None], bool] = _nobody,
+) -> list[dict[str, Any]]:
     """Requests newest first; with ``ids`` the other filters are ignored (as the
     specification says); without dates, the last 90 days. At most 1,000. Shown as
     :func:`_shown` says (``full``: grid code → the caller is staff entitled to it)."""
@@ -193,8 +206,9 @@ def requests(session: Session, *, ids: list[int] | None, service_codes: list[str
         elif status == "closed":
             where.append(f"e.status IN ({_TERMINAL_SQL})")
     clause = (" WHERE " + " AND ".join(where)) if where else ""
-    rows = session.execute(text(_REQUESTS_SQL + clause + " ORDER BY e.reported_at DESC, e.id DESC LIMIT :limit"),
-                           params).all()
+    rows = session.execute(
+        text(_REQUESTS_SQL + clause + " ORDER BY e.reported_at DESC, e.id DESC LIMIT :limit"), params
+    ).all()
     view = _shown(session, full)
     return [view(r) for r in rows]
 

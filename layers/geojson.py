@@ -16,7 +16,11 @@ def as_geojson(column):
 
 
 def feature(geometry_json: str | None, properties: dict[str, Any], fid: Any = None) -> dict[str, Any]:
-    out = {"type": "Feature", "geometry": json.loads(geometry_json) if geometry_json else None, "properties": properties}
+    out = {
+        "type": "Feature",
+        "geometry": json.loads(geometry_json) if geometry_json else None,
+        "properties": properties,
+    }
     if fid is not None:
         out["id"] = fid
     return out

@@ -64,7 +64,12 @@ def _current():
             has_branch.label("has_branch"),
             as_geojson(GridVersion.geom).label("geometry"),
         )
-        .join(GridVersion, and_(GridVersion.grid_id == Grid.id, func.gridbranch_in_force(GridVersion.valid_from, GridVersion.valid_to)))
+        .join(
+            GridVersion,
+            and_(
+                GridVersion.grid_id == Grid.id, func.gridbranch_in_force(GridVersion.valid_from, GridVersion.valid_to)
+            ),
+        )
         .join(AdminArea, AdminArea.id == Grid.community_id)
     )
 

@@ -57,8 +57,10 @@ def claim(session: Session, owner: str, key: str, print_: str, *, ttl_s: float) 
         {"o": owner, "k": key, "n": _PURGE},
     )
     for _ in range(3):
-        session.execute(text("DELETE FROM idempotency_keys WHERE owner = :o AND key = :k AND expires_at < gridbranch_now()"),
-                        {"o": owner, "k": key})
+        session.execute(
+            text("DELETE FROM idempotency_keys WHERE owner = :o AND key = :k AND expires_at < gridbranch_now()"),
+            {"o": owner, "k": key},
+        )
         taken = session.execute(
             text("""INSERT INTO idempotency_keys (owner, key, fingerprint, expires_at)
                     VALUES (:o, :k, :f, gridbranch_now() + make_interval(secs => :ttl))
@@ -74,13 +76,17 @@ def claim(session: Session, owner: str, key: str, print_: str, *, ttl_s: float) 
         if row is None:
             continue  # it expired and went meanwhile: take it
         if row.fingerprint != print_:
-            raise InvalidInput(f"the {HEADER} {key!r} was used for another request (another body or endpoint); "
-                               "send a new key for a new request", field=HEADER)
+            raise InvalidInput(
+                f"the {HEADER} {key!r} was used for another request (another body or endpoint); "
+                "send a new key for a new request",
+                field=HEADER,
+            )
         if row.body is None:
             # taken by a request whose transaction ended without an answer: nothing to
             # replay, and its write (if any) is not known to be whole
-            raise Conflict(f"the {HEADER} {key!r} belongs to a request that gave no answer; send a new key",
-                           field=HEADER)
+            raise Conflict(
+                f"the {HEADER} {key!r} belongs to a request that gave no answer; send a new key", field=HEADER
+            )
         return Answer(row.status, row.media_type, bytes(row.body))
     raise InvalidInput(f"the {HEADER} {key!r} keeps changing hands; send the request again", field=HEADER)
 

@@ -70,8 +70,11 @@ _GRIDS_SQL = text(
 )
 #: The layer in force at an instant ``:at`` (``/v1/locate?at=``): the same rows, history's versions.
 _CURRENT = "gridbranch_in_force(gv.valid_from, gv.valid_to) AND gridbranch_live(g.retired_at)"
-_GRIDS_AT_SQL = text(_GRIDS_SQL.text.replace(
-    _CURRENT, "gridbranch_in_force(gv.valid_from, gv.valid_to, :at) AND gridbranch_live(g.retired_at, :at)"))
+_GRIDS_AT_SQL = text(
+    _GRIDS_SQL.text.replace(
+        _CURRENT, "gridbranch_in_force(gv.valid_from, gv.valid_to, :at) AND gridbranch_live(g.retired_at, :at)"
+    )
+)
 assert _CURRENT in _GRIDS_SQL.text
 _SERVICE_AREA_SQL = text("SELECT ST_AsBinary(ST_Union(geom)) FROM admin_areas WHERE level = 'district'")
 
@@ -284,7 +287,10 @@ class GridIndex:
         starts = np.searchsorted(cell[order], np.arange(cells * cells + 1))
         for g in range(len(self.grids)):
             y0, y1 = self._gy0[g], self._gy1[g] + 1
-            chunks = [sorted_idx[starts[x * cells + y0]: starts[x * cells + y1]] for x in range(self._gx0[g], self._gx1[g] + 1)]
+            chunks = [
+                sorted_idx[starts[x * cells + y0] : starts[x * cells + y1]]
+                for x in range(self._gx0[g], self._gx1[g] + 1)
+            ]
             cand = np.concatenate(chunks) if len(chunks) > 1 else chunks[0]
             if len(cand):
                 yield g, cand
@@ -315,8 +321,13 @@ class GridIndex:
         hits = self._containing_one(lon, lat) if len(self.grids) else []
         if not hits:
             return self.locate(np.array([lon], float), np.array([lat], float), tolerance_m=tolerance_m, edge_m=edge_m)
-        return Located(np.array([INSIDE], np.int8), np.array([hits[0]], np.int32), np.zeros(1),
-                       {0: hits} if len(hits) > 1 else {}, np.zeros(1, bool))
+        return Located(
+            np.array([INSIDE], np.int8),
+            np.array([hits[0]], np.int32),
+            np.zeros(1),
+            {0: hits} if len(hits) > 1 else {},
+            np.zeros(1, bool),
+        )
 
     # -- the whole answer ------------------------------------------------------------
     def locate(self, lon: np.ndarray, lat: np.ndarray, *, tolerance_m: float, edge_m: float = 0.05) -> Located:
@@ -529,8 +540,11 @@ class Describer:
                 "street": _area(r["street_code"], r["street_name"]),
                 "district": _area(r["district_code"], r["district_name"]),
                 "branches": r["branches"],
-                "grid_worker": ({"name": r["worker_name"], "phone": r["worker_phone"]}
-                                if r["worker_name"] and self.index.public_worker else None),
+                "grid_worker": (
+                    {"name": r["worker_name"], "phone": r["worker_phone"]}
+                    if r["worker_name"] and self.index.public_worker
+                    else None
+                ),
             }
             self._parts[g] = part
         return part
@@ -555,7 +569,9 @@ class Describer:
                 d = float(located.distance_m[i])
                 out["nearest_grid"] = {"code": r["code"], "name": r["name"], "distance_m": round(d, 1)}
                 out["distance_m"] = round(d, 2)
-                message = f"no grid within {tolerance_m:g} m; the nearest grid is {r['code']} {r['name']}, {d:,.0f} m away"
+                message = (
+                    f"no grid within {tolerance_m:g} m; the nearest grid is {r['code']} {r['name']}, {d:,.0f} m away"
+                )
             else:
                 message = "no grids are loaded"
             if located.swapped is not None and located.swapped[i]:
@@ -563,11 +579,17 @@ class Describer:
                 message += "; with longitude and latitude swapped the point would fall inside the service area"
             out["message"] = message
             return out
-        out = {"match": MATCH_NAMES[m], **self.grid_part(g), "point": point,
-               "distance_m": round(float(located.distance_m[i]), 2)}
+        out = {
+            "match": MATCH_NAMES[m],
+            **self.grid_part(g),
+            "point": point,
+            "distance_m": round(float(located.distance_m[i]), 2),
+        }
         cands = located.candidates.get(i)
         if cands:
-            out["candidates"] = [{"code": self.index.grids[c]["code"], "name": self.index.grids[c]["name"]} for c in cands]
+            out["candidates"] = [
+                {"code": self.index.grids[c]["code"], "name": self.index.grids[c]["name"]} for c in cands
+            ]
         return out
 
 
@@ -597,8 +619,15 @@ def locate_rows(index: GridIndex, batch, *, tolerance_m: float, edge_m: float) -
     ids = batch.ids
     with no_gc():
         results: list[dict[str, Any]] = [
-            {"id": ids[i], "match": MATCH_NAMES[m], **parts[grid[i]], "point": [lon[i], lat[i]], "distance_m": distance[i]}
-            if m in (INSIDE, BOUNDARY, NEAREST) else None
+            {
+                "id": ids[i],
+                "match": MATCH_NAMES[m],
+                **parts[grid[i]],
+                "point": [lon[i], lat[i]],
+                "distance_m": distance[i],
+            }
+            if m in (INSIDE, BOUNDARY, NEAREST)
+            else None
             for i, m in enumerate(match)
         ]
     slow = set(batch.errors) | {int(good[j]) for j in located.candidates}
@@ -608,13 +637,29 @@ def locate_rows(index: GridIndex, batch, *, tolerance_m: float, edge_m: float) -
             results[i] = {"id": ids[i], "match": None, "error": batch.errors[i]}
         else:
             j = int(np.searchsorted(good, i))
-            results[i] = {"id": ids[i], **describer.describe(located, j, float(batch.lon[i]), float(batch.lat[i]), tolerance_m)}
+            results[i] = {
+                "id": ids[i],
+                **describer.describe(located, j, float(batch.lon[i]), float(batch.lat[i]), tolerance_m),
+            }
     return results
 
 
 CSV_COLUMNS = (
-    "id", "match", "grid_code", "grid_name", "community_code", "community_name", "street_code", "street_name",
-    "district_code", "district_name", "branches", "distance_m", "lon", "lat", "error",
+    "id",
+    "match",
+    "grid_code",
+    "grid_name",
+    "community_code",
+    "community_name",
+    "street_code",
+    "street_name",
+    "district_code",
+    "district_name",
+    "branches",
+    "distance_m",
+    "lon",
+    "lat",
+    "error",
 )
 
 
@@ -633,10 +678,22 @@ def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: floa
     prefix = []
     for r in index.grids:
         branches = ";".join(b["code"] for b in r["branches"])
-        prefix.append(",".join(_csv_field(v) for v in (
-            r["code"], r["name"], r["community_code"], r["community_name"], r["street_code"], r["street_name"],
-            r["district_code"], r["district_name"], branches,
-        )))
+        prefix.append(
+            ",".join(
+                _csv_field(v)
+                for v in (
+                    r["code"],
+                    r["name"],
+                    r["community_code"],
+                    r["community_name"],
+                    r["street_code"],
+                    r["street_name"],
+                    r["district_code"],
+                    r["district_name"],
+                    branches,
+                )
+            )
+        )
     empty = "," * 8
     lines = [",".join(CSV_COLUMNS)] if header else []
     ids = batch.ids
@@ -650,8 +707,9 @@ def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: floa
                 lines.append(f"{id_text[i]},,{empty},,,,{_csv_field(err['field'] + ': ' + err['detail'])}")
             else:
                 g = grid[i]
-                lines.append(f"{id_text[i]},{MATCH_NAMES[m]},{prefix[g] if g >= 0 else empty},"
-                             f"{distance[i]},{lon[i]},{lat[i]},")
+                lines.append(
+                    f"{id_text[i]},{MATCH_NAMES[m]},{prefix[g] if g >= 0 else empty},{distance[i]},{lon[i]},{lat[i]},"
+                )
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -673,7 +731,7 @@ def plain_csv_points(body: bytes, max_rows: int) -> tuple[list[bytes], np.ndarra
     raw = np.frombuffer(body, np.uint8)
     if (raw < 32).sum() != (raw == 10).sum():  # control characters other than newlines
         return None
-    data = body[len(_PLAIN_HEADER) + 1:]
+    data = body[len(_PLAIN_HEADER) + 1 :]
     if not data:
         return None
     if not data.endswith(b"\n"):
@@ -696,8 +754,9 @@ def plain_csv_points(body: bytes, max_rows: int) -> tuple[list[bytes], np.ndarra
         lat = np.fromiter(map(float, ys), np.float64, n)
     except ValueError:
         return None
-    if not (np.isfinite(lon).all() and np.isfinite(lat).all()
-            and (np.abs(lon) <= 180).all() and (np.abs(lat) <= 90).all()):
+    if not (
+        np.isfinite(lon).all() and np.isfinite(lat).all() and (np.abs(lon) <= 180).all() and (np.abs(lat) <= 90).all()
+    ):
         return None
     return fields[0::3], lon, lat
 
@@ -712,10 +771,20 @@ class _Fragments:
         self.json_inside = []
         for g, r in enumerate(index.grids):
             branches = ";".join(b["code"] for b in r["branches"])
-            prefix = ",".join(_csv_field(v) for v in (
-                r["code"], r["name"], r["community_code"], r["community_name"], r["street_code"], r["street_name"],
-                r["district_code"], r["district_name"], branches,
-            ))
+            prefix = ",".join(
+                _csv_field(v)
+                for v in (
+                    r["code"],
+                    r["name"],
+                    r["community_code"],
+                    r["community_name"],
+                    r["street_code"],
+                    r["street_name"],
+                    r["district_code"],
+                    r["district_name"],
+                    branches,
+                )
+            )
             self.csv_prefix.append(prefix)
             self.csv_inside.append(f",inside,{prefix},{_INSIDE_DISTANCE},".encode())
             part = orjson.dumps(describer.grid_part(g))[1:-1]
@@ -738,8 +807,17 @@ def _repr_texts(values: list[float]) -> list[bytes]:
     return ",".join(map(repr, values)).encode().split(b",")
 
 
-def locate_plain(index: GridIndex, ids: list[bytes], lon: np.ndarray, lat: np.ndarray, *, tolerance_m: float,
-                 edge_m: float, answer: str, part: bool = False) -> bytes | None:
+def locate_plain(
+    index: GridIndex,
+    ids: list[bytes],
+    lon: np.ndarray,
+    lat: np.ndarray,
+    *,
+    tolerance_m: float,
+    edge_m: float,
+    answer: str,
+    part: bool = False,
+) -> bytes | None:
     """The body :func:`locate_rows_csv` (``answer="csv"``) or ``{"results":
     locate_rows(...)}`` as JSON would give for a clean batch (see
     :func:`plain_csv_points`), byte for byte: rows inside one grid are assembled from
@@ -767,27 +845,38 @@ def locate_plain(index: GridIndex, ids: list[bytes], lon: np.ndarray, lat: np.nd
             empty = "," * 8
             for i in special:
                 m, g = int(match[i]), grid_l[i]
-                lines[i] = (f"{ids[i].decode()},{MATCH_NAMES[m]},{frags.csv_prefix[g] if g >= 0 else empty},"
-                            f"{float(distance[i])},{lon_r[i]},{lat_r[i]},").encode()
+                lines[i] = (
+                    f"{ids[i].decode()},{MATCH_NAMES[m]},{frags.csv_prefix[g] if g >= 0 else empty},"
+                    f"{float(distance[i])},{lon_r[i]},{lat_r[i]},"
+                ).encode()
             if part:
                 return b"\n".join(lines) + b"\n"
             return ",".join(CSV_COLUMNS).encode() + b"\n" + b"\n".join(lines) + b"\n"
         inside = frags.json_inside
         lon_t = orjson.dumps(lon_r)[1:-1].split(b",")
         lat_t = orjson.dumps(lat_r)[1:-1].split(b",")
-        rows = [b'{"id":"' + i + inside[g] + x + b"," + y + b'],"distance_m":0.0}'
-                for i, g, x, y in zip(ids, grid_l, lon_t, lat_t)]
+        rows = [
+            b'{"id":"' + i + inside[g] + x + b"," + y + b'],"distance_m":0.0}'
+            for i, g, x, y in zip(ids, grid_l, lon_t, lat_t)
+        ]
         if special:
             describer = index.describer
             distance = np.round(located.distance_m, 2).tolist()
             for i in special:
                 m, g = int(match[i]), grid_l[i]
                 if m == OUTSIDE or i in located.candidates:
-                    row = {"id": ids[i].decode(), **describer.describe(located, i, float(lon[i]), float(lat[i]),
-                                                                       tolerance_m)}
+                    row = {
+                        "id": ids[i].decode(),
+                        **describer.describe(located, i, float(lon[i]), float(lat[i]), tolerance_m),
+                    }
                 else:
-                    row = {"id": ids[i].decode(), "match": MATCH_NAMES[m], **describer.grid_part(g),
-                           "point": [lon_r[i], lat_r[i]], "distance_m": distance[i]}
+                    row = {
+                        "id": ids[i].decode(),
+                        "match": MATCH_NAMES[m],
+                        **describer.grid_part(g),
+                        "point": [lon_r[i], lat_r[i]],
+                        "distance_m": distance[i],
+                    }
                 rows[i] = orjson.dumps(row)
         if part:
             return b",".join(rows)
@@ -838,8 +927,10 @@ def split_csv(body: bytes, part_rows: int = BATCH_PART_ROWS) -> CsvParts:
     length = length - (buf[np.maximum(line_end - 1, 0)] == 10)  # without the "\n" (or "\r\n")
     length = length - ((length > 0) & (buf[np.maximum(line_start + length - 1, 0)] == 13))
     rows = np.flatnonzero(length > 0)
-    ranges = [(int(line_start[rows[k]]), int(line_end[rows[min(k + part_rows, len(rows)) - 1]]))
-              for k in range(0, len(rows), part_rows)]
+    ranges = [
+        (int(line_start[rows[k]]), int(line_end[rows[min(k + part_rows, len(rows)) - 1]]))
+        for k in range(0, len(rows), part_rows)
+    ]
     return CsvParts(body, header_end, len(rows), ranges)
 
 

@@ -34,8 +34,16 @@ REGISTRATION_STATUSES = ("pending", "confirmed", "rejected", "ended")
 USER_ROLES = ("admin", "dispatcher", "grid_worker", "member")
 EVENT_CHANNELS = ("grid_worker", "member", "public", "hotline", "video")
 EVENT_STATUSES = (
-    "reported", "registered", "dispatched", "in_progress", "handled", "closed",
-    "rejected", "duplicate", "deferred", "returned",
+    "reported",
+    "registered",
+    "dispatched",
+    "in_progress",
+    "handled",
+    "closed",
+    "rejected",
+    "duplicate",
+    "deferred",
+    "returned",
 )
 
 
@@ -215,7 +223,9 @@ class EventRoute(Base):
 
     __tablename__ = "event_routes"
 
-    category_code: Mapped[str] = mapped_column(ForeignKey("event_categories.code", ondelete="CASCADE"), primary_key=True)
+    category_code: Mapped[str] = mapped_column(
+        ForeignKey("event_categories.code", ondelete="CASCADE"), primary_key=True
+    )
     street_code: Mapped[str] = mapped_column(ForeignKey("admin_areas.code", ondelete="CASCADE"), primary_key=True)
     department_id: Mapped[int] = mapped_column(ForeignKey("departments.id"))
 

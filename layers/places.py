@@ -148,8 +148,9 @@ def place_feature(place: Place, names: dict[str, str], parents: dict[str, str | 
         within.insert(0, names[code])
         code = parents.get(code)
     point = {"type": "Point", "coordinates": [round(place.lon, COORD_DECIMALS), round(place.lat, COORD_DECIMALS)]}
-    out = feature(None, {"level": place.level, "code": place.code, "name": place.name, "within": within},
-                  fid=place.code)
+    out = feature(
+        None, {"level": place.level, "code": place.code, "name": place.name, "within": within}, fid=place.code
+    )
     return {**out, "geometry": point, "bbox": [round(v, COORD_DECIMALS) for v in place.bounds]}
 
 
@@ -160,5 +161,6 @@ def place_collection(session: Session, q: str, limit: int = 10) -> dict:
     areas = [p for p in everything if p.level != "grid"]
     names = {p.code: p.name for p in areas}
     parents = {p.code: p.parent for p in areas}
-    return collection([place_feature(p, names, parents) for p in found], numberMatched=matched,
-                      numberReturned=len(found))
+    return collection(
+        [place_feature(p, names, parents) for p in found], numberMatched=matched, numberReturned=len(found)
+    )

@@ -94,8 +94,9 @@ def _floats(values: list[Any], key: str, errors: dict[int, dict[str, str]]) -> n
     return out
 
 
-def points_from_rows(rows: list[Any], *, default_crs: str = "wgs84", x_key: str = "lon", y_key: str = "lat",
-                     id_key: str = "id") -> PointBatch:
+def points_from_rows(
+    rows: list[Any], *, default_crs: str = "wgs84", x_key: str = "lon", y_key: str = "lat", id_key: str = "id"
+) -> PointBatch:
     """Validate and convert rows (mappings) of ``id, lon, lat[, crs]``; a row that is not
     a mapping is reported in place."""
     errors: dict[int, dict[str, str]] = {}
@@ -115,9 +116,17 @@ def points_from_rows(rows: list[Any], *, default_crs: str = "wgs84", x_key: str 
     return points_from_columns(ids, xs, ys, crs, default_crs=default_crs, x_key=x_key, y_key=y_key, errors=errors)
 
 
-def points_from_columns(ids: list[Any], xs: list[Any], ys: list[Any], crs: list[Any] | None, *,
-                        default_crs: str = "wgs84", x_key: str = "lon", y_key: str = "lat",
-                        errors: dict[int, dict[str, str]] | None = None) -> PointBatch:
+def points_from_columns(
+    ids: list[Any],
+    xs: list[Any],
+    ys: list[Any],
+    crs: list[Any] | None,
+    *,
+    default_crs: str = "wgs84",
+    x_key: str = "lon",
+    y_key: str = "lat",
+    errors: dict[int, dict[str, str]] | None = None,
+) -> PointBatch:
     """Validate and convert columns; ``crs`` entries that are empty take ``default_crs``."""
     n = len(ids)
     errors = {} if errors is None else errors
@@ -164,7 +173,10 @@ def points_from_columns(ids: list[Any], xs: list[Any], ys: list[Any], crs: list[
         gl, ga = np.asarray(gl, float), np.asarray(ga, float)
         valid = np.isfinite(gl) & np.isfinite(ga) & (np.abs(gl) <= 180) & (np.abs(ga) <= 90)
         for i in good[~valid]:
-            errors[int(i)] = {"field": x_key, "detail": f"({x[i]}, {y[i]}) in {spec.name} does not convert to a valid WGS84 point"}
+            errors[int(i)] = {
+                "field": x_key,
+                "detail": f"({x[i]}, {y[i]}) in {spec.name} does not convert to a valid WGS84 point",
+            }
         lon[good[valid]] = gl[valid]
         lat[good[valid]] = ga[valid]
     return PointBatch(list(ids), lon, lat, names, x, y, errors)
@@ -187,7 +199,7 @@ def columns_from_csv(data: bytes | str, *, required: tuple[str, ...] = ("id", "l
         try:
             data = data.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
-            raise InvalidInput(f"the file is not UTF-8 text: {exc}", field="file")
+            raise InvalidInput(f"the file is not UTF-8 text: {exc}", field="file") from None
     with no_gc():
         if '"' not in data:
             # no quoting anywhere: plain splitting gives the same fields, several times faster
@@ -209,8 +221,10 @@ def columns_from_csv(data: bytes | str, *, required: tuple[str, ...] = ("id", "l
         if any(len(r) != width for r in rows):
             rows = [r + [""] * (width - len(r)) if len(r) < width else r[:width] for r in rows]
         columns = list(zip(*rows)) if rows else [()] * width
-        return {name: [v.strip() for v in col] if any(v != v.strip() for v in col) else list(col)
-                for name, col in zip(header, columns)}
+        return {
+            name: [v.strip() for v in col] if any(v != v.strip() for v in col) else list(col)
+            for name, col in zip(header, columns)
+        }
 
 
 def rows_from_csv(data: bytes | str, *, required: tuple[str, ...] = ("id", "lon", "lat")) -> list[dict[str, str]]:

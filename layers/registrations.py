@@ -39,8 +39,11 @@ class ResidencePoint:
 
 def service_roles(session: Session) -> list[dict[str, str]]:
     """The active service roles a member can claim, in their configured order."""
-    rows = session.execute(select(ServiceRole.code, ServiceRole.name).where(ServiceRole.active.is_(True))
-                           .order_by(ServiceRole.position, ServiceRole.code)).all()
+    rows = session.execute(
+        select(ServiceRole.code, ServiceRole.name)
+        .where(ServiceRole.active.is_(True))
+        .order_by(ServiceRole.position, ServiceRole.code)
+    ).all()
     return [{"code": code, "name": name} for code, name in rows]
 
 
@@ -60,10 +63,18 @@ def residence_grid(index: GridIndex, point: ResidencePoint, *, tolerance_m: floa
     located = index.locate(np.array([point.lon]), np.array([point.lat]), tolerance_m=tolerance_m, edge_m=edge_m)
     described = Describer(index).describe(located, 0, point.lon, point.lat, tolerance_m)
     if located.match[0] == OUTSIDE:
-        raise InvalidInput(f"the residence is outside the service area: {described['message']}", field="lon",
-                           nearest_grid=described.get("nearest_grid"))
+        raise InvalidInput(
+            f"the residence is outside the service area: {described['message']}",
+            field="lon",
+            nearest_grid=described.get("nearest_grid"),
+        )
     row = index.grids[int(located.grid[0])]
-    return {**described, "grid_id": row["grid_id"], "grid_version_id": row["grid_version_id"], "branch_id": row["branch_id"]}
+    return {
+        **described,
+        "grid_id": row["grid_id"],
+        "grid_version_id": row["grid_version_id"],
+        "branch_id": row["branch_id"],
+    }
 
 
 def lock_member(session: Session, member_id: int) -> bool:
@@ -166,7 +177,9 @@ def register_member(
             end_registration(session, current, actor=actor, reason="moved house")
         # a new residence supersedes any current one (e.g. recorded without a registration)
         session.execute(
-            update(Residence).where(Residence.member_id == member_id, Residence.ended_at.is_(None)).values(ended_at=func.gridbranch_now())
+            update(Residence)
+            .where(Residence.member_id == member_id, Residence.ended_at.is_(None))
+            .values(ended_at=func.gridbranch_now())
         )
         residence = Residence(
             member_id=member_id,
@@ -191,7 +204,7 @@ def register_member(
         try:
             session.flush()
         except IntegrityError:
-            raise Conflict(f"member {member_id} registered concurrently; try again", field="member_id")
+            raise Conflict(f"member {member_id} registered concurrently; try again", field="member_id") from None
     return registration.id
 
 
@@ -201,7 +214,9 @@ def end_registration(session: Session, registration: Registration, *, actor: str
     registration.ended_at = func.gridbranch_now()
     registration.reason = reason
     registration.decided_by = actor
-    session.execute(update(Residence).where(Residence.id == registration.residence_id).values(ended_at=func.gridbranch_now()))
+    session.execute(
+        update(Residence).where(Residence.id == registration.residence_id).values(ended_at=func.gridbranch_now())
+    )
     session.flush()
 
 
@@ -256,8 +271,9 @@ def registration_view(row, *, personal: bool) -> dict[str, Any]:
 
 def member_registrations(session: Session, member_id: int) -> list:
     """Every registration of a member, newest first (rows for :func:`registration_view`)."""
-    return session.execute(text(_DETAIL_SQL.text + " WHERE r.member_id = :m ORDER BY r.created_at DESC, r.id DESC"),
-                           {"m": member_id}).all()
+    return session.execute(
+        text(_DETAIL_SQL.text + " WHERE r.member_id = :m ORDER BY r.created_at DESC, r.id DESC"), {"m": member_id}
+    ).all()
 
 
 def registration_row(session: Session, registration_id: int):
@@ -267,8 +283,9 @@ def registration_row(session: Session, registration_id: int):
     return row
 
 
-def decide_registration(session: Session, registration_id: int, *, confirm: bool, actor: str,
-                        covers, reason: str | None = None) -> None:
+def decide_registration(
+    session: Session, registration_id: int, *, confirm: bool, actor: str, covers, reason: str | None = None
+) -> None:
     """Confirm or reject a pending registration. ``covers(grid_code)`` says whether the
     acting admin's area contains the registration's grid (403 otherwise). Locks the
     member's row first, as every write on a member does (:func:`lock_member`)."""
@@ -289,7 +306,9 @@ def decide_registration(session: Session, registration_id: int, *, confirm: bool
     reg.decided_at = func.gridbranch_now()
     reg.decided_by = actor
     if not confirm:
-        session.execute(update(Residence).where(Residence.id == reg.residence_id).values(ended_at=func.gridbranch_now()))
+        session.execute(
+            update(Residence).where(Residence.id == reg.residence_id).values(ended_at=func.gridbranch_now())
+        )
     session.flush()
 
 
@@ -303,7 +322,9 @@ def registrations_within(session: Session, within: str, *, status: str | None, l
     total = session.execute(
         text("SELECT count(*) FROM registrations r JOIN grids g ON g.id = r.grid_id" + where), params
     ).scalar()
-    rows = session.execute(text(_DETAIL_SQL.text + where + " ORDER BY r.created_at DESC, r.id DESC LIMIT :limit OFFSET :offset"), params).all()
+    rows = session.execute(
+        text(_DETAIL_SQL.text + where + " ORDER BY r.created_at DESC, r.id DESC LIMIT :limit OFFSET :offset"), params
+    ).all()
     return rows, total
 
 
@@ -367,6 +388,7 @@ def grid_residents(session: Session) -> tuple[list[int], list[int]]:
     member, uq_residences_current_member), grids without residents left out. A
     point-in-polygon pass over every residence, so kept per database and (grids,
     residences) data versions: registrations, written far more often, leave it as it is."""
+
     def count(s: Session) -> tuple[list[int], list[int]]:
         rows = s.execute(_RESIDENTS_SQL).all()
         return [r[0] for r in rows], [r[1] for r in rows]
@@ -384,8 +406,10 @@ def registration_stats(session: Session, *, level: str, within: str) -> list[dic
     if _UNIT_WIDTH[level] < len(prefix):
         raise InvalidInput(f"level {level} is above the area {within} ({level_of(within)})", field="level")
     ids, counts = grid_residents(session)
-    rows = session.execute(_STATS_SQL, {"prefix": prefix + "%", "width": _UNIT_WIDTH[level],
-                                        "resident_grids": ids, "resident_counts": counts}).all()
+    rows = session.execute(
+        _STATS_SQL,
+        {"prefix": prefix + "%", "width": _UNIT_WIDTH[level], "resident_grids": ids, "resident_counts": counts},
+    ).all()
     roles = [(r["code"], r["name"]) for r in service_roles(session)]
     names = _unit_names(session, level, [r.unit for r in rows])
     out = []
@@ -475,9 +499,15 @@ def moved_registrations(session: Session, within: str, *, at=None) -> list[dict[
     a gap). Nothing is moved: re-registering is the member's, or an admin's, act."""
     rows = session.execute(_MOVED_SQL, {"prefix": area_prefix(within) + "%", "at": at}).all()
     return [
-        {"id": r.id, "member_id": r.member_id, "member_number": r.member_number, "member_name": r.member_name,
-         "status": r.status, "role": r.role_code,
-         "grid": {"code": r.grid_code, "name": r.grid_name, "version": r.grid_version},
-         "now_in": {"code": r.now_grid_code, "name": r.now_grid_name} if r.now_grid_code else None}
+        {
+            "id": r.id,
+            "member_id": r.member_id,
+            "member_number": r.member_number,
+            "member_name": r.member_name,
+            "status": r.status,
+            "role": r.role_code,
+            "grid": {"code": r.grid_code, "name": r.grid_name, "version": r.grid_version},
+            "now_in": {"code": r.now_grid_code, "name": r.now_grid_name} if r.now_grid_code else None,
+        }
         for r in rows
     ]

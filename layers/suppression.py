@@ -22,8 +22,9 @@ from layers.registrations import registration_stats
 from layers.versions import VersionedCache
 
 
-def complementary_suppression(levels: dict[int, dict[str, int]], children: dict[int, dict[str, list[str]]],
-                              k: int) -> set[str]:
+def complementary_suppression(
+    levels: dict[int, dict[str, int]], children: dict[int, dict[str, list[str]]], k: int
+) -> set[str]:
     """The units to withhold: ``levels`` maps each depth (ascending: coarse to fine) to
     its units' counts, ``children[d][parent]`` lists the parent's children at the next
     depth (every unit of a depth below the top has a parent)."""

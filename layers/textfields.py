@@ -43,7 +43,7 @@ _SPACES = re.compile(r"[ \u00a0\u3000]+")
 MEMBER_NUMBER = re.compile(r"^[0-9A-Za-z][0-9A-Za-z._/-]{0,31}$")
 #: Names and mobile numbers the rules below take as they are: the common case, which a
 #: bulk import matches at C speed before it calls the rules (they would only agree).
-PLAIN_NAME = re.compile("[\u4e00-\u9fff\u00b7A-Za-z]{1,%d}" % NAME_MAX)
+PLAIN_NAME = re.compile(f"[\u4e00-\u9fff\u00b7A-Za-z]{{1,{NAME_MAX}}}")
 PLAIN_MOBILE = re.compile(r"1[3-9][0-9]{9}")
 #: What a spreadsheet takes for the start of a formula.
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -122,8 +122,9 @@ def _refuse(field: str, detail: str) -> InvalidInput:
 
 def _length(value: str, field: str, max_length: int | None) -> None:
     if max_length is not None and len(value) > max_length:
-        raise InvalidInput(f"{field} has {len(value)} characters; at most {max_length}", field=field,
-                           max_length=max_length)
+        raise InvalidInput(
+            f"{field} has {len(value)} characters; at most {max_length}", field=field, max_length=max_length
+        )
 
 
 def name(value: str, field: str = "name", *, max_length: int = NAME_MAX) -> str:
@@ -151,8 +152,11 @@ def phone(value: str, field: str = "phone") -> str:
         raise _refuse(field, f"contains {problem}")
     if not PHONE.match(value):
         shown = value[:40] + ("…" if len(value) > 40 else "")
-        raise _refuse(field, f"must be a mobile number (11 digits, 1[3-9]…) or a landline with its area code "
-                             f"(0371-12345678), got {shown!r}")
+        raise _refuse(
+            field,
+            f"must be a mobile number (11 digits, 1[3-9]…) or a landline with its area code "
+            f"(0371-12345678), got {shown!r}",
+        )
     return value
 
 
@@ -163,8 +167,9 @@ def member_number(value: str, field: str = "member_id") -> str:
     if not MEMBER_NUMBER.match(value):
         if len(value) > 32:
             raise _refuse(field, f"has {len(value)} characters; a member number has at most 32")
-        raise _refuse(field, "must be 1–32 letters, digits or . _ / - (starting with a letter or digit), "
-                             f"got {value[:40]!r}")
+        raise _refuse(
+            field, f"must be 1–32 letters, digits or . _ / - (starting with a letter or digit), got {value[:40]!r}"
+        )
     return value
 
 

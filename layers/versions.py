@@ -11,13 +11,15 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 
-
 def data_versions(session: Session, layers: list[str] | None = None) -> dict[str, int]:
     """Current version of each layer (all layers when ``layers`` is None)."""
     if layers is None:
         return dict(session.execute(text("SELECT layer, version FROM layer_versions")).all())
-    return dict(session.execute(text("SELECT layer, version FROM layer_versions WHERE layer = ANY(:l)"),
-                                {"l": list(layers)}).all())
+    return dict(
+        session.execute(
+            text("SELECT layer, version FROM layer_versions WHERE layer = ANY(:l)"), {"l": list(layers)}
+        ).all()
+    )
 
 
 def database_url(session: Session) -> str:
@@ -42,8 +44,10 @@ class VersionedCache:
 
     def __init__(self, *layers: str) -> None:
         self.layers = layers
-        self._key_sql = text("SELECT (SELECT oid FROM pg_database WHERE datname = current_database())"
-                             + "".join(f", (SELECT version FROM layer_versions WHERE layer = '{k}')" for k in layers))
+        self._key_sql = text(
+            "SELECT (SELECT oid FROM pg_database WHERE datname = current_database())"
+            + "".join(f", (SELECT version FROM layer_versions WHERE layer = '{k}')" for k in layers)
+        )
         self._entries: dict[tuple, object] = {}
         self._lock = threading.Lock()
         self.computed = 0

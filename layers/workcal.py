@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 #: A calendar with no working day in this many days is refused (it would never end).
@@ -72,9 +72,14 @@ class WorkCalendar:
             raise ValueError(f"weekend days are ISO weekdays 1..7, got {sorted(self.weekend)}")
 
     @classmethod
-    def build(cls, periods: str, weekend, holidays=(), workdays=(), tz: str = "Asia/Shanghai") -> "WorkCalendar":
-        return cls(parse_periods(periods), frozenset(int(d) for d in weekend), frozenset(holidays),
-                   frozenset(workdays), ZoneInfo(tz))
+    def build(cls, periods: str, weekend, holidays=(), workdays=(), tz: str = "Asia/Shanghai") -> WorkCalendar:
+        return cls(
+            parse_periods(periods),
+            frozenset(int(d) for d in weekend),
+            frozenset(holidays),
+            frozenset(workdays),
+            ZoneInfo(tz),
+        )
 
     @property
     def hours_per_day(self) -> float:
@@ -103,7 +108,7 @@ def _aware(value: datetime, name: str) -> datetime:
 
 
 def _utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def add_working_hours(start: datetime, hours: float, calendar: WorkCalendar) -> datetime:

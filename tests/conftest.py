@@ -48,9 +48,12 @@ CLOCK_INSTANTS = {
 
 
 def pytest_addoption(parser):
-    parser.addoption("--clock-at", default=os.environ.get("GRIDBRANCH_TEST_CLOCK"),
-                     help="the instant (ISO 8601 with offset, or a name of CLOCK_INSTANTS) the tests' clock "
-                          "stands at and their demo leads up to; default the demo's fixed instant")
+    parser.addoption(
+        "--clock-at",
+        default=os.environ.get("GRIDBRANCH_TEST_CLOCK"),
+        help="the instant (ISO 8601 with offset, or a name of CLOCK_INSTANTS) the tests' clock "
+        "stands at and their demo leads up to; default the demo's fixed instant",
+    )
 
 
 def _instant(value: str | None):
@@ -179,12 +182,16 @@ def _demo_template(server_url: str) -> str:
             # templates of other fingerprints (other instants, other checkouts sharing the
             # server) are dropped only once unused for a day: a concurrent run may be
             # copying one right now (their last use is written in their comment)
-            stale = conn.execute(
-                text("""SELECT d.datname FROM pg_database d
+            stale = (
+                conn.execute(
+                    text("""SELECT d.datname FROM pg_database d
                         WHERE d.datname LIKE 'gridbranch_tpl_%' AND d.datname <> :n
                           AND shobj_description(d.oid, 'pg_database') < :cutoff"""),
-                {"n": name, "cutoff": _used_mark(time.time() - TEMPLATE_UNUSED_S)},
-            ).scalars().all()
+                    {"n": name, "cutoff": _used_mark(time.time() - TEMPLATE_UNUSED_S)},
+                )
+                .scalars()
+                .all()
+            )
         probe.dispose()
         for old in stale:
             _admin(server_url, f'ALTER DATABASE "{old}" IS_TEMPLATE false')
@@ -309,6 +316,14 @@ def token_for(username: str) -> dict[str, str]:
     # the accounts' first token epoch (migration 0015); a session of no row, which only
     # its refresh would need
     now = TEST_CLOCK.now()
-    token = issue_token(TEST_SECRET, username, epoch=0, session_id="test", started=now,
-                        session_end=now + timedelta(hours=12), idle_minutes=30, now=now)
+    token = issue_token(
+        TEST_SECRET,
+        username,
+        epoch=0,
+        session_id="test",
+        started=now,
+        session_end=now + timedelta(hours=12),
+        idle_minutes=30,
+        now=now,
+    )
     return {"Authorization": f"Bearer {token}"}

@@ -75,9 +75,15 @@ def small_layout(session: Session, x: float = 113.60, y: float = 34.70) -> dict[
 _HASH_CACHE: dict[str, str] = {}
 
 
-def add_user(session: Session, username: str, role: str, area_code: str | None = None,
-             member_id: int | None = None, password: str = "test-demo-password",
-             department: str | None = None) -> None:
+def add_user(
+    session: Session,
+    username: str,
+    role: str,
+    area_code: str | None = None,
+    member_id: int | None = None,
+    password: str = "test-demo-password",
+    department: str | None = None,
+) -> None:
     """An account; department staff name their department by code."""
     from geo_api.security import hash_password
     from layers.users import upsert_user
@@ -86,16 +92,32 @@ def add_user(session: Session, username: str, role: str, area_code: str | None =
         _HASH_CACHE[password] = hash_password(password)
     department_id = None
     if department is not None:
-        department_id = session.execute(text("SELECT id FROM departments WHERE code = :c"),
-                                        {"c": department}).scalar_one()
-    upsert_user(session, username, _HASH_CACHE[password], role, area_code=area_code, member_id=member_id,
-                department_id=department_id)
+        department_id = session.execute(
+            text("SELECT id FROM departments WHERE code = :c"), {"c": department}
+        ).scalar_one()
+    upsert_user(
+        session,
+        username,
+        _HASH_CACHE[password],
+        role,
+        area_code=area_code,
+        member_id=member_id,
+        department_id=department_id,
+    )
     session.flush()
 
 
-def add_member(session: Session, name: str, number: str | None = None, phone: str = "13900000000",
-               status: str = "in_service", work_branch: int | None = None) -> int:
+def add_member(
+    session: Session,
+    name: str,
+    number: str | None = None,
+    phone: str = "13900000000",
+    status: str = "in_service",
+    work_branch: int | None = None,
+) -> int:
     return session.execute(
-        text("INSERT INTO members (number, name, phone, status, work_branch_id) VALUES (:n, :name, :p, :s, :b) RETURNING id"),
+        text(
+            "INSERT INTO members (number, name, phone, status, work_branch_id) VALUES (:n, :name, :p, :s, :b) RETURNING id"
+        ),
         {"n": number, "name": name, "p": phone, "s": status, "b": work_branch},
     ).scalar()

@@ -42,11 +42,23 @@ class CachedTile:
         return len(self.body) + len(self.gzipped or b"") + 200
 
     def fresh(self, versions: tuple[tuple[str, int], ...], now: datetime) -> bool:
-        return self.versions is not None and self.versions == versions and (self.valid_until is None or now < self.valid_until)
+        return (
+            self.versions is not None
+            and self.versions == versions
+            and (self.valid_until is None or now < self.valid_until)
+        )
 
 
-def make_etag(layers: tuple[str, ...], z: int, x: int, y: int, versions: tuple[tuple[str, int], ...],
-              scope: str | None, epochs: tuple[str, ...] = (), config: str = "") -> str:
+def make_etag(
+    layers: tuple[str, ...],
+    z: int,
+    x: int,
+    y: int,
+    versions: tuple[tuple[str, int], ...],
+    scope: str | None,
+    epochs: tuple[str, ...] = (),
+    config: str = "",
+) -> str:
     """A strong validator of the tile's identity representation: a hash of the layer
     list, the tile, the data versions it was drawn from, the caller's scope (for tiles
     with personal data), the clock epochs of time-dependent layers, the settings that

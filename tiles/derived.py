@@ -92,8 +92,11 @@ class FeatureRecords:
                 if ids:
                     found.update(ids)
         boxes = self._boxes
-        return sorted(i for i in found
-                      if boxes[i][0] <= maxx and boxes[i][2] >= minx and boxes[i][1] <= maxy and boxes[i][3] >= miny)
+        return sorted(
+            i
+            for i in found
+            if boxes[i][0] <= maxx and boxes[i][2] >= minx and boxes[i][1] <= maxy and boxes[i][3] >= miny
+        )
 
     def json_within(self, bbox: tuple[float, float, float, float]) -> str:
         """A JSON array of the records whose box meets ``bbox`` (WGS84 degrees), in the
@@ -137,18 +140,24 @@ def grid_records(session: Session, suppress_below: int | None = None) -> Feature
     ``suppressed`` is true (:func:`layers.suppression.suppressed_grids`)."""
     rows = _GRID_ROWS.get(session, lambda s: s.execute(_GRIDS_SQL).all())
     stats = grid_stats(session)
-    hidden = (public_grid_figures(stats, [r.code for r in rows], suppress_below)
-              if suppress_below is not None else set())
+    hidden = public_grid_figures(stats, [r.code for r in rows], suppress_below) if suppress_below is not None else set()
     records, bounds = [], []
     for r in rows:
         s = stats.get(r.code)
         missing = s["roles_missing"] if s else []
         record = {
-            "fid": r.id, "code": r.code, "name": r.name, "community": r.community,
-            "has_branch": r.branch is not None, "branch": r.branch,
-            "registered": s["registered"] if s else 0, "rate": s["rate"] if s else None,
-            "roles_missing": len(missing) if s else None, "roles_missing_names": ",".join(missing) if s else None,
-            "area_m2": round(float(r.area_m2), 1), "suppressed": r.code in hidden,
+            "fid": r.id,
+            "code": r.code,
+            "name": r.name,
+            "community": r.community,
+            "has_branch": r.branch is not None,
+            "branch": r.branch,
+            "registered": s["registered"] if s else 0,
+            "rate": s["rate"] if s else None,
+            "roles_missing": len(missing) if s else None,
+            "roles_missing_names": ",".join(missing) if s else None,
+            "area_m2": round(float(r.area_m2), 1),
+            "suppressed": r.code in hidden,
         }
         if record["suppressed"]:
             record.update(registered=None, rate=None, roles_missing=None, roles_missing_names=None)
@@ -171,8 +180,13 @@ def coverage_records(session: Session, thresholds=None) -> FeatureRecords:
 
     items = []
     for i, f in enumerate(current_findings(session, thresholds)):
-        attrs = {"fid": i + 1, "kind": f["kind"], "form": f["form"], "codes": ",".join(f["codes"]),
-                 "area_m2": f["area_m2"]}
+        attrs = {
+            "fid": i + 1,
+            "kind": f["kind"],
+            "form": f["form"],
+            "codes": ",".join(f["codes"]),
+            "area_m2": f["area_m2"],
+        }
         items.append((f["wkb"], attrs))
     return _wkb_records(items)
 
@@ -206,8 +220,17 @@ def label_records(session: Session, levels: tuple[str, ...]) -> FeatureRecords:
     for p in all_places(session):
         if p.level in levels:
             fid = int.from_bytes(hashlib.blake2b(f"{p.level}:{p.code}".encode(), digest_size=6).digest(), "big")
-            records.append({"fid": fid, "level": p.level, "code": p.code, "name": p.name,
-                            "rank": LEVEL_RANK[p.level], "lon": p.lon, "lat": p.lat})
+            records.append(
+                {
+                    "fid": fid,
+                    "level": p.level,
+                    "code": p.code,
+                    "name": p.name,
+                    "rank": LEVEL_RANK[p.level],
+                    "lon": p.lon,
+                    "lat": p.lat,
+                }
+            )
             bounds.append((p.lon, p.lat, p.lon, p.lat))
     return FeatureRecords(np.array(bounds).reshape(-1, 4), records)
 

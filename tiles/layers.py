@@ -107,8 +107,9 @@ class TileLayer:
         return BASE_TYPES + self.extra_types
 
 
-def _statement(layer: TileLayer, epoch: str = "NULL::text", next_change: str = "NULL::timestamptz",
-               limited: bool = True) -> str:
+def _statement(
+    layer: TileLayer, epoch: str = "NULL::text", next_change: str = "NULL::timestamptz", limited: bool = True
+) -> str:
     """The layer's statement: candidates (limited to $4 + 1 to learn whether the limit
     cuts, unless the clock needs them all), the first $4 encoded. The encoding sits in
     the subquery that holds the LIMIT, so that PostgreSQL neither flattens it nor pushes
@@ -118,7 +119,7 @@ def _statement(layer: TileLayer, epoch: str = "NULL::text", next_change: str = "
     return f"""
 WITH c AS MATERIALIZED ({layer.candidates}{limit})
 SELECT (SELECT ST_AsMVT(t, '{layer.name}', {EXTENT}, 'geom', 'fid')
-          FROM (SELECT {attrs}, {_mvt_geom('geom', simplify=layer.simplify)} AS geom
+          FROM (SELECT {attrs}, {_mvt_geom("geom", simplify=layer.simplify)} AS geom
                   FROM c ORDER BY {layer.order} LIMIT $4) t
          WHERE t.geom IS NOT NULL) AS mvt,
        (SELECT count(*) > $4 FROM c) AS truncated,
@@ -130,8 +131,9 @@ SELECT (SELECT ST_AsMVT(t, '{layer.name}', {EXTENT}, 'geom', 'fid')
 def _versions(layer: TileLayer) -> str:
     """The layer's data versions, read in the statement's own snapshot (0 for a layer
     without a row, as :func:`tiles.service` counts it)."""
-    reads = ", ".join(f"COALESCE((SELECT version FROM layer_versions WHERE layer = '{k}'), 0)"
-                      for k in layer.version_keys)
+    reads = ", ".join(
+        f"COALESCE((SELECT version FROM layer_versions WHERE layer = '{k}'), 0)" for k in layer.version_keys
+    )
     return f"ARRAY[{reads}]::bigint[]"
 
 
@@ -140,42 +142,56 @@ def _build(layer: TileLayer, **kw) -> TileLayer:
     return layer
 
 
-AREAS = _build(TileLayer(
-    name="areas",
-    title="行政区划",
-    description="District, street and community boundaries",
-    geometry="polygon",
-    minzoom=8,
-    maxzoom=16,
-    depends=("areas",),
-    fields={"level": "String", "code": "String", "name": "String"},
-    priority="district, then streets, then communities; by code",
-    candidates=f"""
+AREAS = _build(
+    TileLayer(
+        name="areas",
+        title="行政区划",
+        description="District, street and community boundaries",
+        geometry="polygon",
+        minzoom=8,
+        maxzoom=16,
+        depends=("areas",),
+        fields={"level": "String", "code": "String", "name": "String"},
+        priority="district, then streets, then communities; by code",
+        candidates=f"""
         SELECT a.id AS fid, a.level::text AS level, a.code::text AS code, a.name, a.geom,
                CASE a.level WHEN 'district' THEN 0 WHEN 'street' THEN 1 ELSE 2 END AS rank
           FROM admin_areas a
          WHERE a.geom && {ENV_4326}""",
-    order="rank, code",
-    simplify=True,
-))
+        order="rank, code",
+        simplify=True,
+    )
+)
 
-GRIDS = _build(TileLayer(
-    name="grids",
-    title="网格",
-    description=("Current grids with their branch and registration figures: registered = confirmed "
-                 "registrations, rate = registered / members whose current residence lies in the grid, "
-                 "roles_missing = how many of the active service roles no confirmed member holds; "
-                 "suppressed = the figures are withheld (fewer registered than the configured minimum, "
-                 "or withheld with such a grid so that no area total minus the shown grids gives it away)"),
-    geometry="polygon",
-    minzoom=9,
-    maxzoom=16,
-    depends=("grids", "areas", "members"),
-    fields={"code": "String", "name": "String", "community": "String", "has_branch": "Boolean",
-            "branch": "String", "registered": "Number", "rate": "Number", "roles_missing": "Number",
-            "roles_missing_names": "String", "suppressed": "Boolean"},
-    priority="grids without a branch first, then larger grids (area in m²) first, then by code",
-    candidates=f"""
+GRIDS = _build(
+    TileLayer(
+        name="grids",
+        title="网格",
+        description=(
+            "Current grids with their branch and registration figures: registered = confirmed "
+            "registrations, rate = registered / members whose current residence lies in the grid, "
+            "roles_missing = how many of the active service roles no confirmed member holds; "
+            "suppressed = the figures are withheld (fewer registered than the configured minimum, "
+            "or withheld with such a grid so that no area total minus the shown grids gives it away)"
+        ),
+        geometry="polygon",
+        minzoom=9,
+        maxzoom=16,
+        depends=("grids", "areas", "members"),
+        fields={
+            "code": "String",
+            "name": "String",
+            "community": "String",
+            "has_branch": "Boolean",
+            "branch": "String",
+            "registered": "Number",
+            "rate": "Number",
+            "roles_missing": "Number",
+            "roles_missing_names": "String",
+            "suppressed": "Boolean",
+        },
+        priority="grids without a branch first, then larger grids (area in m²) first, then by code",
+        candidates=f"""
         SELECT a.*, gv.geom
           FROM grid_versions gv
           JOIN json_to_recordset($6) AS a(fid integer, code text, name text, community text, has_branch boolean,
@@ -184,24 +200,26 @@ GRIDS = _build(TileLayer(
                                            area_m2 double precision, suppressed boolean)
             ON a.fid = gv.grid_id
          WHERE gridbranch_in_force(gv.valid_from, gv.valid_to) AND gv.geom && {ENV_4326}""",
-    order="has_branch, area_m2 DESC, code",
-    extra_types=("json",),
-    simplify=True,
-    derived=True,
-    via_records=("areas", "members"),  # names, community, branch and figures; geometry read directly
-))
+        order="has_branch, area_m2 DESC, code",
+        extra_types=("json",),
+        simplify=True,
+        derived=True,
+        via_records=("areas", "members"),  # names, community, branch and figures; geometry read directly
+    )
+)
 
-BRANCHES = _build(TileLayer(
-    name="branches",
-    title="党支部活动阵地",
-    description="Activity sites of active branches (no secretary names or phones)",
-    geometry="point",
-    minzoom=11,
-    maxzoom=16,
-    depends=("branches", "areas"),
-    fields={"code": "String", "name": "String", "kind": "String", "community": "String", "grids": "Number"},
-    priority="grid branches, then community branches, then work-unit branches; by code",
-    candidates=f"""
+BRANCHES = _build(
+    TileLayer(
+        name="branches",
+        title="党支部活动阵地",
+        description="Activity sites of active branches (no secretary names or phones)",
+        geometry="point",
+        minzoom=11,
+        maxzoom=16,
+        depends=("branches", "areas"),
+        fields={"code": "String", "name": "String", "kind": "String", "community": "String", "grids": "Number"},
+        priority="grid branches, then community branches, then work-unit branches; by code",
+        candidates=f"""
         SELECT b.id AS fid, b.code::text AS code, b.name, b.kind::text AS kind, cm.code::text AS community,
                (SELECT count(*) FROM branch_grids bg WHERE bg.branch_id = b.id)::integer AS grids,
                b.site AS geom,
@@ -209,28 +227,38 @@ BRANCHES = _build(TileLayer(
           FROM branches b
           LEFT JOIN admin_areas cm ON cm.id = b.community_id
          WHERE b.active AND b.site && {ENV_4326}""",
-    order="rank, code",
-))
+        order="rank, code",
+    )
+)
 
 _CLOCK = _quoted(CLOCK)
 _TERMINAL = _quoted(TERMINAL)
 
-EVENTS = _build(TileLayer(
-    name="events",
-    title="事件",
-    description=("Reported events (no description, reporter or photos). warning/overdue follow the events "
-                 "module: while the time limit runs (statuses dispatched, in_progress, handled, returned) an "
-                 "event is overdue from due_at on and in warning from warn_at on (stored, or the category's "
-                 "or the configured share of the limit after dispatch); due_at is ISO 8601 UTC"),
-    geometry="point",
-    minzoom=11,
-    maxzoom=16,
-    depends=("events",),
-    fields={"category": "String", "category_name": "String", "status": "String", "due_at": "String",
-            "warning": "Boolean", "overdue": "Boolean"},
-    priority="overdue first, then in warning, then not final (closed, rejected, duplicate), then soonest due, "
-             "then by id",
-    candidates=f"""
+EVENTS = _build(
+    TileLayer(
+        name="events",
+        title="事件",
+        description=(
+            "Reported events (no description, reporter or photos). warning/overdue follow the events "
+            "module: while the time limit runs (statuses dispatched, in_progress, handled, returned) an "
+            "event is overdue from due_at on and in warning from warn_at on (stored, or the category's "
+            "or the configured share of the limit after dispatch); due_at is ISO 8601 UTC"
+        ),
+        geometry="point",
+        minzoom=11,
+        maxzoom=16,
+        depends=("events",),
+        fields={
+            "category": "String",
+            "category_name": "String",
+            "status": "String",
+            "due_at": "String",
+            "warning": "Boolean",
+            "overdue": "Boolean",
+        },
+        priority="overdue first, then in warning, then not final (closed, rejected, duplicate), then soonest due, "
+        "then by id",
+        candidates=f"""
         SELECT f.*, f.clock AND $6 >= f.due_ts AS overdue,
                f.clock AND $6 < f.due_ts AND $6 >= f.warn_at AS warning,
                to_char(f.due_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS due_at
@@ -243,23 +271,27 @@ EVENTS = _build(TileLayer(
                   FROM events e
                   JOIN event_categories ec ON ec.code = e.category_code
                  WHERE e.geom && {ENV_4326}) f""",
-    order="overdue DESC, warning DESC, live DESC, due_ts NULLS LAST, fid",
-    extra_types=("timestamptz", "double precision"),
-    timed=True,
-))
+        order="overdue DESC, warning DESC, live DESC, due_ts NULLS LAST, fid",
+        extra_types=("timestamptz", "double precision"),
+        timed=True,
+    )
+)
 
-MEMBERS = _build(TileLayer(
-    name="members",
-    title="党员居住地",
-    description=("Current residences of members inside the caller's area, with the status of their active "
-                 "registration (confirmed, pending or none); admins only, zoom 15 and above; no names or phones"),
-    geometry="point",
-    minzoom=15,
-    maxzoom=16,
-    depends=("members", "areas", "grids"),
-    fields={"status": "String"},
-    priority="by member id",
-    candidates=f"""
+MEMBERS = _build(
+    TileLayer(
+        name="members",
+        title="党员居住地",
+        description=(
+            "Current residences of members inside the caller's area, with the status of their active "
+            "registration (confirmed, pending or none); admins only, zoom 15 and above; no names or phones"
+        ),
+        geometry="point",
+        minzoom=15,
+        maxzoom=16,
+        depends=("members", "areas", "grids"),
+        fields={"status": "String"},
+        priority="by member id",
+        candidates=f"""
         SELECT r.member_id AS fid, COALESCE(reg.status, 'none')::text AS status, r.geom
           FROM residences r
           LEFT JOIN registrations reg ON reg.member_id = r.member_id AND reg.status IN ('pending', 'confirmed')
@@ -268,58 +300,67 @@ MEMBERS = _build(TileLayer(
                  (SELECT geom FROM admin_areas WHERE code = $6),
                  (SELECT gv.geom FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gridbranch_in_force(gv.valid_from, gv.valid_to)
                    WHERE g.code = $6)))""",
-    order="fid",
-    extra_types=("text",),
-    personal=True,
-))
+        order="fid",
+        extra_types=("text",),
+        personal=True,
+    )
+)
 
-COVERAGE_ISSUES = _build(TileLayer(
-    name="coverage_issues",
-    title="覆盖问题",
-    description=("Topology findings of the current grid layer (layers.coverage.current_findings): gaps, "
-                 "overlaps, slivers (form gap or overlap), grids outside their community, invalid and stray parts; "
-                 "codes = the grids or areas involved, comma-separated; area_m2 in m²"),
-    geometry="polygon",
-    minzoom=10,
-    maxzoom=16,
-    depends=("grids", "areas"),
-    fields={"kind": "String", "form": "String", "codes": "String", "area_m2": "Number"},
-    priority="larger findings (area in m²) first, then in the order of the analysis",
-    candidates=f"""
+COVERAGE_ISSUES = _build(
+    TileLayer(
+        name="coverage_issues",
+        title="覆盖问题",
+        description=(
+            "Topology findings of the current grid layer (layers.coverage.current_findings): gaps, "
+            "overlaps, slivers (form gap or overlap), grids outside their community, invalid and stray parts; "
+            "codes = the grids or areas involved, comma-separated; area_m2 in m²"
+        ),
+        geometry="polygon",
+        minzoom=10,
+        maxzoom=16,
+        depends=("grids", "areas"),
+        fields={"kind": "String", "form": "String", "codes": "String", "area_m2": "Number"},
+        priority="larger findings (area in m²) first, then in the order of the analysis",
+        candidates=f"""
         SELECT f.fid, f.kind, f.form, f.codes, f.area_m2, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
           FROM json_to_recordset($6) AS f(fid integer, kind text, form text, codes text, area_m2 double precision,
                                           wkb text)
          WHERE ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) && {ENV_4326}""",
-    order="area_m2 DESC NULLS LAST, fid",
-    extra_types=("json",),
-    simplify=True,
-    derived=True,
-    via_records=("grids", "areas"),  # the findings, geometry included
-))
+        order="area_m2 DESC NULLS LAST, fid",
+        extra_types=("json",),
+        simplify=True,
+        derived=True,
+        via_records=("grids", "areas"),  # the findings, geometry included
+    )
+)
 
-MEMBERS_H3 = _build(TileLayer(
-    name="members_h3",
-    title="党员分布（H3）",
-    description=("Members with an active registration counted per H3 cell at their registered residence; "
-                 "the resolution follows the zoom (z10–11: 7, z12–13: 8, z14–15: 9, z16: 10); the same counts "
-                 "as /v1/coverage/h3 (every cell the sum of its resolution-10 children): cells counting fewer "
-                 "than the configured minimum are left out, and so are the cells withheld with them so that no "
-                 "left-out count can be recovered by subtracting a parent's shown children"),
-    geometry="polygon",
-    minzoom=10,
-    maxzoom=16,
-    depends=("members",),
-    fields={"cell": "String", "count": "Number", "res": "Number"},
-    priority="larger counts first, then by cell",
-    candidates=f"""
+MEMBERS_H3 = _build(
+    TileLayer(
+        name="members_h3",
+        title="党员分布（H3）",
+        description=(
+            "Members with an active registration counted per H3 cell at their registered residence; "
+            "the resolution follows the zoom (z10–11: 7, z12–13: 8, z14–15: 9, z16: 10); the same counts "
+            "as /v1/coverage/h3 (every cell the sum of its resolution-10 children): cells counting fewer "
+            "than the configured minimum are left out, and so are the cells withheld with them so that no "
+            "left-out count can be recovered by subtracting a parent's shown children"
+        ),
+        geometry="polygon",
+        minzoom=10,
+        maxzoom=16,
+        depends=("members",),
+        fields={"cell": "String", "count": "Number", "res": "Number"},
+        priority="larger counts first, then by cell",
+        candidates=f"""
         SELECT f.fid, f.cell, f.count, f.res, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
           FROM json_to_recordset($6) AS f(fid bigint, cell text, count integer, res integer, wkb text)
          WHERE ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) && {ENV_4326}""",
-    order="count DESC, cell",
-    extra_types=("json",),
-    derived=True,
-    via_records=("members",),  # the cells, geometry included
-))
+        order="count DESC, cell",
+        extra_types=("json",),
+        derived=True,
+        via_records=("members",),  # the cells, geometry included
+    )
+)
 
 #: The zooms at which each level's name is written (the ``labels`` layer): the district
 #: on the whole-city views, streets and communities as they fill the screen, grids close in.
@@ -331,41 +372,49 @@ def label_levels(z: int) -> tuple[str, ...]:
     return tuple(level for level, (lo, hi) in LABEL_ZOOMS.items() if lo <= z <= hi)
 
 
-LABELS = _build(TileLayer(
-    name="labels",
-    title="名称标注",
-    description=("One point per district, street, community and current grid at which to write its name — "
-                 "the inside point farthest from its boundary (layers.places.label_point), so a name is written "
-                 "once, not once per tile its polygon crosses; by zoom: "
-                 + ", ".join(f"{level} z{lo}–{hi}" for level, (lo, hi) in LABEL_ZOOMS.items())
-                 + " (level says which)"),
-    geometry="point",
-    minzoom=8,
-    maxzoom=16,
-    depends=("areas", "grids"),
-    fields={"level": "String", "code": "String", "name": "String"},
-    priority="the district, then streets, then communities, then grids; by code",
-    candidates=f"""
+LABELS = _build(
+    TileLayer(
+        name="labels",
+        title="名称标注",
+        description=(
+            "One point per district, street, community and current grid at which to write its name — "
+            "the inside point farthest from its boundary (layers.places.label_point), so a name is written "
+            "once, not once per tile its polygon crosses; by zoom: "
+            + ", ".join(f"{level} z{lo}–{hi}" for level, (lo, hi) in LABEL_ZOOMS.items())
+            + " (level says which)"
+        ),
+        geometry="point",
+        minzoom=8,
+        maxzoom=16,
+        depends=("areas", "grids"),
+        fields={"level": "String", "code": "String", "name": "String"},
+        priority="the district, then streets, then communities, then grids; by code",
+        candidates=f"""
         SELECT f.fid, f.level, f.code, f.name, f.rank, ST_SetSRID(ST_MakePoint(f.lon, f.lat), 4326) AS geom
           FROM json_to_recordset($6) AS f(fid bigint, level text, code text, name text, rank integer,
                                           lon double precision, lat double precision)
          WHERE ST_SetSRID(ST_MakePoint(f.lon, f.lat), 4326) && {ENV_4326}""",
-    order="rank, code",
-    extra_types=("json",),
-    derived=True,
-    via_records=("areas", "grids"),  # the points and names
-))
+        order="rank, code",
+        extra_types=("json",),
+        derived=True,
+        via_records=("areas", "grids"),  # the points and names
+    )
+)
 
 # The events layer keeps every candidate until encoding: its epoch and next change are
 # taken over all events of the tile, since the clock reorders them too.
-object.__setattr__(EVENTS, "sql", _statement(
+object.__setattr__(
     EVENTS,
-    limited=False,
-    epoch="(SELECT count(*) FILTER (WHERE clock AND $6 >= warn_at) || '/' || "
-          "count(*) FILTER (WHERE clock AND $6 >= due_ts) FROM c)",
-    next_change="(SELECT LEAST(min(warn_at) FILTER (WHERE clock AND warn_at > $6), "
-                "min(due_ts) FILTER (WHERE clock AND due_ts > $6)) FROM c)",
-))
+    "sql",
+    _statement(
+        EVENTS,
+        limited=False,
+        epoch="(SELECT count(*) FILTER (WHERE clock AND $6 >= warn_at) || '/' || "
+        "count(*) FILTER (WHERE clock AND $6 >= due_ts) FROM c)",
+        next_change="(SELECT LEAST(min(warn_at) FILTER (WHERE clock AND warn_at > $6), "
+        "min(due_ts) FILTER (WHERE clock AND due_ts > $6)) FROM c)",
+    ),
+)
 
 LAYERS: dict[str, TileLayer] = {
     layer.name: layer for layer in (AREAS, GRIDS, BRANCHES, EVENTS, COVERAGE_ISSUES, MEMBERS_H3, LABELS, MEMBERS)
@@ -381,8 +430,10 @@ def setup_statements() -> list[str]:
     index scans take the tile envelope at run time — custom plans would be re-planned at
     every tile, costing more than most tiles do), then PREPARE for every layer's
     statement and for the data-version read."""
-    out = ["SET plan_cache_mode = force_generic_plan",
-           f"PREPARE {VERSIONS_STATEMENT} AS SELECT layer, version FROM layer_versions"]
+    out = [
+        "SET plan_cache_mode = force_generic_plan",
+        f"PREPARE {VERSIONS_STATEMENT} AS SELECT layer, version FROM layer_versions",
+    ]
     for layer in LAYERS.values():
         out.append(f"PREPARE {layer.statement} ({', '.join(layer.param_types)}) AS {layer.sql}")
     return out
@@ -402,7 +453,7 @@ class Composite:
 
     def split(self, row: tuple) -> list[tuple]:
         """The composite's row as one five-column row per layer."""
-        return [tuple(row[i:i + 5]) for i in range(0, len(row), 5)]
+        return [tuple(row[i : i + 5]) for i in range(0, len(row), 5)]
 
 
 @lru_cache(maxsize=256)
@@ -411,7 +462,7 @@ def composite(names: tuple[str, ...]) -> Composite:
     for i, name in enumerate(names):
         layer = LAYERS[name]
         offset = len(types)
-        sql = _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", layer.sql)
+        sql = _PARAM.sub(lambda m: f"${int(m.group(1)) + offset}", layer.sql)  # noqa: B023 - used at once
         parts.append(f"({sql}) AS l{i}")
         types += layer.param_types
     digest = hashlib.sha1(",".join(names).encode()).hexdigest()[:16]
@@ -426,8 +477,10 @@ def member_ids_sql() -> str:
     own candidates, order and limit — with named parameters ``:p1``–``:p3`` (z/x/y),
     ``:p4`` (the feature limit) and ``:p6`` (the caller's area), for the audit of who
     received which residences (geo_api.audit)."""
-    sql = (f"SELECT COALESCE(array_agg(fid ORDER BY fid), '{{}}') FROM ("
-           f"{MEMBERS.candidates} ORDER BY {MEMBERS.order} LIMIT $4) c")
+    sql = (
+        f"SELECT COALESCE(array_agg(fid ORDER BY fid), '{{}}') FROM ("
+        f"{MEMBERS.candidates} ORDER BY {MEMBERS.order} LIMIT $4) c"
+    )
     return _PARAM.sub(lambda m: f":p{m.group(1)}", sql)
 
 

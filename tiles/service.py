@@ -51,13 +51,13 @@ from sqlalchemy.pool import NullPool
 
 from layers.clock import SYSTEM, Clock
 from layers.clock import bind as bind_clock
+from layers.db import libpq_dsn
 from layers.errors import InvalidInput, NotFound
+from layers.pg import AsyncPool, VersionReader, execute
 from tiles import derived
 from tiles.cache import CachedTile, TileCache, etag_for, gzip_body, if_none_match, make_etag
 from tiles.layers import LAYERS, PUBLIC_LAYERS, TileLayer, composite, execute_sql, label_levels, setup_statements
 from tiles.mvt import truncated_layer
-from layers.db import libpq_dsn
-from layers.pg import AsyncPool, VersionReader, execute
 from tiles.tms import MARGIN, Tile, check_tile, simplify_tolerance, tile_bounds
 
 log = logging.getLogger("gridbranch.tiles")
@@ -122,8 +122,10 @@ def parse_layers(raw: str, *, role: str | None, area_code: str | None) -> tuple[
         if layer is None:
             raise NotFound(f"unknown layer {name!r}; layers: {', '.join(LAYERS)}", field="layers")
         if layer.personal and not entitled(role, area_code):
-            raise NotFound(f"layer {name!r} is served only to signed-in admins (individual residences, "
-                           "inside the admin's area)", field="layers")
+            raise NotFound(
+                f"layer {name!r} is served only to signed-in admins (individual residences, inside the admin's area)",
+                field="layers",
+            )
         out.append(layer)
     return tuple(out)
 
@@ -162,8 +164,15 @@ class TileService:
         self.coverage_thresholds = coverage.thresholds() if hasattr(coverage, "thresholds") else None
         #: What else shapes a tile's content, for its ETag: a restart with other limits,
         #: warning share or suppression threshold must not revalidate old copies.
-        self.config_tag = repr((self.settings.feature_limit, sorted(self.settings.feature_limits.items()),
-                                self.warn_share, self.h3_min_count, repr(self.coverage_thresholds)))
+        self.config_tag = repr(
+            (
+                self.settings.feature_limit,
+                sorted(self.settings.feature_limits.items()),
+                self.warn_share,
+                self.h3_min_count,
+                repr(self.coverage_thresholds),
+            )
+        )
         self.url = url
         dsn = libpq_dsn(url)
         self.reader = VersionReader(dsn, clock=clock)
@@ -197,8 +206,9 @@ class TileService:
                     records = build(session)
         return records, at
 
-    async def records(self, kind: str, depends: tuple[str, ...], versions: dict[str, int], build,
-                      *extra) -> derived.FeatureRecords:
+    async def records(
+        self, kind: str, depends: tuple[str, ...], versions: dict[str, int], build, *extra
+    ) -> derived.FeatureRecords:
         """The derived records of ``kind`` at ``versions`` — or at later versions, when a
         build (or a write before it) has already gone past them: records as fresh as asked
         for, or fresher, never older. Built once per snapshot; the requests arriving during
@@ -216,8 +226,9 @@ class TileService:
             self.observe(at)
             return records
 
-    async def params(self, layer: TileLayer, tile: Tile, scope: str | None, versions: dict[str, int],
-                     now: datetime) -> tuple:
+    async def params(
+        self, layer: TileLayer, tile: Tile, scope: str | None, versions: dict[str, int], now: datetime
+    ) -> tuple:
         """The bound parameters of ``layer``'s statement for ``tile``."""
         limit = self.settings.feature_limits.get(layer.name, self.settings.feature_limit)
         params: tuple = (tile.z, tile.x, tile.y, limit, simplify_tolerance(tile) if layer.simplify else 0.0)
@@ -228,21 +239,25 @@ class TileService:
             return params + (scope,)
         if name == "grids":  # public figures: small counts suppressed as the H3 counts are
             k = self.h3_min_count
-            records = await self.records("grids", layer.depends, versions,
-                                         lambda s: derived.grid_records(s, suppress_below=k), k)
+            records = await self.records(
+                "grids", layer.depends, versions, lambda s: derived.grid_records(s, suppress_below=k), k
+            )
         elif name == "coverage_issues":
             thresholds = self.coverage_thresholds
-            records = await self.records("coverage", layer.depends, versions,
-                                         lambda s: derived.coverage_records(s, thresholds))
+            records = await self.records(
+                "coverage", layer.depends, versions, lambda s: derived.coverage_records(s, thresholds)
+            )
         elif name == "members_h3":
             res = H3_RES[min(max(tile.z, min(H3_RES)), max(H3_RES))]
             k = self.h3_min_count
-            records = await self.records("h3", layer.depends, versions,
-                                         lambda s: derived.h3_records(s, res=res, suppress_below=k), res, k)
+            records = await self.records(
+                "h3", layer.depends, versions, lambda s: derived.h3_records(s, res=res, suppress_below=k), res, k
+            )
         elif name == "labels":
             levels = label_levels(tile.z)
-            records = await self.records("labels", layer.depends, versions,
-                                         lambda s: derived.label_records(s, levels), levels)
+            records = await self.records(
+                "labels", layer.depends, versions, lambda s: derived.label_records(s, levels), levels
+            )
         else:
             return params
         minx, miny, maxx, maxy = tile_bounds(tile, MARGIN)
@@ -261,8 +276,9 @@ class TileService:
             self.observe(await self.reader.read())
         return self.known
 
-    async def render(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None,
-                     versions: dict[str, int], now: datetime) -> CachedTile:
+    async def render(
+        self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None, versions: dict[str, int], now: datetime
+    ) -> CachedTile:
         """Draw the tile in one statement (one snapshot): the layers, joined, and the
         truncation layer.
 
@@ -291,8 +307,9 @@ class TileService:
                 break
             if attempt == RENDER_ATTEMPTS:
                 log.warning("tile %s: data kept changing while it was drawn; served, not cached", tile)
-                drawn = tuple(seen.items()) + tuple((f"assumed:{k}", assumed.get(k, 0))
-                                                    for layer in stale for k in layer.version_keys)
+                drawn = tuple(seen.items()) + tuple(
+                    (f"assumed:{k}", assumed.get(k, 0)) for layer in stale for k in layer.version_keys
+                )
                 break
             assumed = {**assumed, **seen}
         parts, truncated, epochs = [], {}, []
@@ -308,15 +325,30 @@ class TileService:
                     valid_until = next_change
         body = b"".join(parts) + truncated_layer(truncated)
         used = content_state(bound, seen) if drawn is None else None
-        etag = make_etag(tuple(layer.name for layer in layers), tile.z, tile.x, tile.y,
-                         used if used is not None else drawn, scope, tuple(epochs), self.config_tag)
+        etag = make_etag(
+            tuple(layer.name for layer in layers),
+            tile.z,
+            tile.x,
+            tile.y,
+            used if used is not None else drawn,
+            scope,
+            tuple(epochs),
+            self.config_tag,
+        )
         return CachedTile(versions=used, etag=etag, body=body, truncated=truncated, valid_until=valid_until)
 
     def key(self, layers: tuple[TileLayer, ...], tile: Tile, scope: str | None) -> tuple:
         return (tuple(layer.name for layer in layers), tile.z, tile.x, tile.y, scope)
 
-    async def tile(self, layers: tuple[TileLayer, ...], tile: Tile, *, scope: str | None, gzip: bool,
-                   if_none_match_header: str | None) -> TileReply:
+    async def tile(
+        self,
+        layers: tuple[TileLayer, ...],
+        tile: Tile,
+        *,
+        scope: str | None,
+        gzip: bool,
+        if_none_match_header: str | None,
+    ) -> TileReply:
         """The reply for a tile request (layers already checked for the caller and zoom).
 
         A cached copy is revalidated against data versions read after the request
@@ -333,18 +365,29 @@ class TileService:
             self.observe(versions)
             now = self.clock.now()  # the clock after the read, as the versions
             # only the derived layers' records enter the state (the others' versions do)
-            bound = [(layer, await self.params(layer, tile, scope, versions, now) if layer.derived else None)
-                     for layer in layers]
+            bound = [
+                (layer, await self.params(layer, tile, scope, versions, now) if layer.derived else None)
+                for layer in layers
+            ]
             entry = self.cache.get(key, content_state(bound, versions), now)
         if entry is None:
             entry = await self.render(layers, tile, scope, await self.assumed(layers), now)
             if cache:
                 self.cache.put(key, entry)
-        return await self.reply(key, entry, gzip=gzip, if_none_match_header=if_none_match_header,
-                                private=scope is not None, now=now)
+        return await self.reply(
+            key, entry, gzip=gzip, if_none_match_header=if_none_match_header, private=scope is not None, now=now
+        )
 
-    async def reply(self, key: tuple, entry: CachedTile, *, gzip: bool, if_none_match_header: str | None,
-                    private: bool, now: datetime) -> TileReply:
+    async def reply(
+        self,
+        key: tuple,
+        entry: CachedTile,
+        *,
+        gzip: bool,
+        if_none_match_header: str | None,
+        private: bool,
+        now: datetime,
+    ) -> TileReply:
         compressed = gzip and len(entry.body) >= GZIP_MIN_BYTES
         etag = etag_for(entry.etag, compressed)
         base = self.settings.cache_control_private if private else self.settings.cache_control
@@ -384,8 +427,12 @@ class TileService:
             return self._extent
 
         async def work(conn):
-            return await execute(conn, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
-                                       "FROM (SELECT ST_Extent(geom) AS e FROM admin_areas) s", fetch="one")
+            return await execute(
+                conn,
+                "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+                "FROM (SELECT ST_Extent(geom) AS e FROM admin_areas) s",
+                fetch="one",
+            )
 
         row = await self.pool.run(work)
         value = None if row is None or row[0] is None else tuple(float(v) for v in row)
@@ -432,8 +479,19 @@ def content_state(bound, versions: dict[str, int]) -> tuple[tuple[str, object], 
     direct = sorted({k for layer, _ in bound for k in layer.direct_keys})
     return tuple((k, versions.get(k, 0)) for k in direct) + tuple(
         (f"records:{layer.name}", hashlib.blake2b(p[5].encode(), digest_size=16).hexdigest())
-        for layer, p in bound if layer.derived)
+        for layer, p in bound
+        if layer.derived
+    )
 
 
-__all__ = ["TileService", "TileReply", "parse_layers", "layers_at_zoom", "accepts_gzip", "check_tile", "entitled",
-           "PUBLIC_LAYERS", "MVT_TYPE"]
+__all__ = [
+    "TileService",
+    "TileReply",
+    "parse_layers",
+    "layers_at_zoom",
+    "accepts_gzip",
+    "check_tile",
+    "entitled",
+    "PUBLIC_LAYERS",
+    "MVT_TYPE",
+]

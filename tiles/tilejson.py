@@ -22,8 +22,10 @@ VARY = "Accept-Encoding, Authorization, X-Forwarded-Proto, X-Forwarded-Host, X-F
 
 TRUNCATED_VECTOR_LAYER = {
     "id": "truncated",
-    "description": ("Present only in tiles where a layer reached its feature limit: one point at the tile's "
-                    "centre per such layer, with its name and the limit"),
+    "description": (
+        "Present only in tiles where a layer reached its feature limit: one point at the tile's "
+        "centre per such layer, with its name and the limit"
+    ),
     "fields": {"layer": "String", "limit": "Number"},
 }
 
@@ -83,5 +85,6 @@ def tilejson(layers: tuple[TileLayer, ...], base: str, extent: tuple[float, floa
                 "fields": dict(layer.fields),
             }
             for layer in layers
-        ] + [TRUNCATED_VECTOR_LAYER],
+        ]
+        + [TRUNCATED_VECTOR_LAYER],
     }

@@ -14,22 +14,26 @@ from geo_api.deps import Caller, ScopedMemberQuery, SessionDep, require_roles
 from geo_api.params import Day, Limit, Offset
 from geo_api.responses import CSV, media, problems
 from geo_api.routers.events import _period
-from layers import audit as audit_log
 from layers import accounts as account_queries
+from layers import audit as audit_log
 from layers.errors import Forbidden
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=problems(400, 403, 404))
 
 
-@router.get("", summary="Who received personal data, when, from which endpoint (district admins); CSV with format=csv",
-            responses=media(CSV))
+@router.get(
+    "",
+    summary="Who received personal data, when, from which endpoint (district admins); CSV with format=csv",
+    responses=media(CSV),
+)
 def audit(
     request: Request,
     session: SessionDep,
     caller: Annotated[Caller, require_roles("admin")],
     member_id: ScopedMemberQuery,
-    account: Annotated[str | None, Query(max_length=account_queries.USERNAME_MAX,
-                                         description="the account that received the data")] = None,
+    account: Annotated[
+        str | None, Query(max_length=account_queries.USERNAME_MAX, description="the account that received the data")
+    ] = None,
     endpoint: Annotated[str | None, Query(max_length=200, description="a route, e.g. /v1/registrations")] = None,
     start: Annotated[Day | None, Query(alias="from", description="on or after this day")] = None,
     end: Annotated[Day | None, Query(alias="to", description="on or before this day")] = None,
@@ -41,10 +45,15 @@ def audit(
         raise Forbidden("the audit of personal data is the district admins' to read")
     tz = ZoneInfo(request.app.state.settings.events.timezone)
     pfrom, pto = _period(start, end, tz)
-    rows, total = audit_log.entries(session, actor=account, member_id=member_id, start=pfrom, end=pto,
-                                    endpoint=endpoint, limit=limit, offset=offset)
+    rows, total = audit_log.entries(
+        session, actor=account, member_id=member_id, start=pfrom, end=pto, endpoint=endpoint, limit=limit, offset=offset
+    )
     if format == "csv":
-        return Response(("\ufeff" + audit_log.entries_csv(rows)).encode("utf-8"), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": 'attachment; filename="audit.csv"'})
-    return Response(orjson.dumps({"total": total, "limit": limit, "offset": offset, "items": rows}),
-                    media_type="application/json")
+        return Response(
+            ("\ufeff" + audit_log.entries_csv(rows)).encode("utf-8"),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit.csv"'},
+        )
+    return Response(
+        orjson.dumps({"total": total, "limit": limit, "offset": offset, "items": rows}), media_type="application/json"
+    )

@@ -7,11 +7,10 @@ from geo_api.audit import Audited
 from geo_api.deps import Caller, ScopedBranch, ScopedWithin, SessionDep, area_in_scope, require_roles
 from geo_api.params import Body, Limit, Offset
 from geo_api.responses import problems
-from layers.points import to_wgs84_point
-from layers import branches
+from layers import branches, textfields
 from layers import registrations as regs
-from layers import textfields
 from layers.errors import Forbidden, InvalidInput
+from layers.points import to_wgs84_point
 
 router = APIRouter(prefix="/v1/branches", tags=["branches"], responses=problems(400, 403, 404, 409))
 Admins = Annotated[Caller, require_roles("admin")]
@@ -72,18 +71,26 @@ def get_branch(session: SessionDep, caller: Admins, code: ScopedBranch, audit: A
 def create_branch(session: SessionDep, caller: Admins, body: BranchCreate, audit: Audited) -> dict:
     area_in_scope(caller, body.community, "community")  # its grids must lie in it (layers.branches)
     code = branches.create_branch(
-        session, name=body.name, kind=body.kind, community=body.community, grids=body.grids, site=_site(body.site),
-        secretary_name=body.secretary_name, secretary_phone=body.secretary_phone, actor=caller.username,
+        session,
+        name=body.name,
+        kind=body.kind,
+        community=body.community,
+        grids=body.grids,
+        site=_site(body.site),
+        secretary_name=body.secretary_name,
+        secretary_phone=body.secretary_phone,
+        actor=caller.username,
     )
     session.commit()
     return _audited(audit, branches.branch_view(session, code), 201)
 
 
 @router.patch("/{code}", summary="Rename a branch, change its grids, site or secretary, dissolve or restore it")
-def update_branch(session: SessionDep, caller: Admins, code: ScopedBranch, body: BranchUpdate,
-                  audit: Audited) -> dict:
+def update_branch(session: SessionDep, caller: Admins, code: ScopedBranch, body: BranchUpdate, audit: Audited) -> dict:
     sent = body.model_fields_set
-    changes: dict = {k: getattr(body, k) for k in ("name", "grids", "active") if k in sent and getattr(body, k) is not None}
+    changes: dict = {
+        k: getattr(body, k) for k in ("name", "grids", "active") if k in sent and getattr(body, k) is not None
+    }
     if "site" in sent:
         changes["site"] = _site(body.site)
     if sent & {"secretary_name", "secretary_phone"}:
@@ -93,9 +100,12 @@ def update_branch(session: SessionDep, caller: Admins, code: ScopedBranch, body:
     return _audited(audit, branches.branch_view(session, code))
 
 
-@router.get("/{code}/unregistered", summary="In-service members of a work-unit branch not registered at any residence grid")
-def unregistered(session: SessionDep, caller: Annotated[Caller, require_roles("admin")], code: ScopedBranch,
-                 audit: Audited) -> dict:
+@router.get(
+    "/{code}/unregistered", summary="In-service members of a work-unit branch not registered at any residence grid"
+)
+def unregistered(
+    session: SessionDep, caller: Annotated[Caller, require_roles("admin")], code: ScopedBranch, audit: Audited
+) -> dict:
     if not caller.district_wide:  # members of no residence grid: the district's to see
         raise Forbidden("only district-level admins see work-unit branch rosters")
     branch, members = regs.unregistered_members(session, code)
@@ -108,15 +118,21 @@ log_router = APIRouter(prefix="/v1/upkeep", tags=["branches"], responses=problem
 
 
 @log_router.get("", summary="Who changed which grid worker or branch, when, from what to what (admins of the area)")
-def upkeep_log(session: SessionDep, caller: Admins, area: ScopedWithin, audit: Audited, limit: Limit = 50,
-               offset: Offset = 0) -> dict:
+def upkeep_log(
+    session: SessionDep, caller: Admins, area: ScopedWithin, audit: Audited, limit: Limit = 50, offset: Offset = 0
+) -> dict:
     items, total = branches.upkeep_log(session, area, limit, offset)
     # a branch's secretary (name, phone) before and after a change is personal; a grid
     # worker's is the residents' public contact
-    secretaries = [i for i in items if i["subject"] == "branch"
-                   and any((s or {}).get(k) for s in (i["before"], i["after"]) for k in ("secretary_name",
-                                                                                       "secretary_phone"))]
+    secretaries = [
+        i
+        for i in items
+        if i["subject"] == "branch"
+        and any((s or {}).get(k) for s in (i["before"], i["after"]) for k in ("secretary_name", "secretary_phone"))
+    ]
     if secretaries:
-        audit.record(("name", "phone"), detail={"upkeep": [i["id"] for i in secretaries],
-                                                "branches": sorted({i["code"] for i in secretaries})})
+        audit.record(
+            ("name", "phone"),
+            detail={"upkeep": [i["id"] for i in secretaries], "branches": sorted({i["code"] for i in secretaries})},
+        )
     return {"within": area, "total": total, "items": items}

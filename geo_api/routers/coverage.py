@@ -28,8 +28,11 @@ def _json(body, media_type: str = "application/json") -> Response:
 
 
 def _csv(body: str, filename: str) -> Response:
-    return Response((BOM + body).encode("utf-8"), media_type=CSV_TYPE,
-                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    return Response(
+        (BOM + body).encode("utf-8"),
+        media_type=CSV_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 def _existing(request: Request, session, code: str | None, field: str) -> str | None:
@@ -40,18 +43,24 @@ def _existing(request: Request, session, code: str | None, field: str) -> str | 
     return code
 
 
-@router.get("/summary", summary="Coverage metrics of an area and of each unit of a level inside it, with rankings",
-            responses=media(GEOJSON, CSV))
+@router.get(
+    "/summary",
+    summary="Coverage metrics of an area and of each unit of a level inside it, with rankings",
+    responses=media(GEOJSON, CSV),
+)
 def coverage_summary(
     request: Request,
     session: SessionDep,
     caller: Internal,
-    code: Annotated[str | None, scoped_area("code", "area or grid code; default your area (dispatchers: the "
-                                                    "district)")],
-    level: Annotated[str | None, Query(description="district, street, community or grid; default the level "
-                                                   "below `code`")] = None,
-    format: Annotated[Literal["json", "csv", "geojson"], Query(description="json, csv or geojson (units with "
-                                                                           "their boundaries)")] = "json",
+    code: Annotated[
+        str | None, scoped_area("code", "area or grid code; default your area (dispatchers: the district)")
+    ],
+    level: Annotated[
+        str | None, Query(description="district, street, community or grid; default the level below `code`")
+    ] = None,
+    format: Annotated[
+        Literal["json", "csv", "geojson"], Query(description="json, csv or geojson (units with their boundaries)")
+    ] = "json",
 ):
     thresholds = request.app.state.settings.coverage.thresholds()
     if level is not None and level not in cov.LEVELS:
@@ -69,17 +78,24 @@ def coverage_summary(
     return _json(result)
 
 
-@router.get("/issues", summary="Gaps, overlaps, slivers, grids outside their community, invalid or stray parts, "
-                               "branchless grids and other coverage findings (GeoJSON or CSV)",
-            response_class=GeoJSONResponse, responses=media(CSV))
+@router.get(
+    "/issues",
+    summary="Gaps, overlaps, slivers, grids outside their community, invalid or stray parts, "
+    "branchless grids and other coverage findings (GeoJSON or CSV)",
+    response_class=GeoJSONResponse,
+    responses=media(CSV),
+)
 def coverage_issues(
     request: Request,
     session: SessionDep,
     caller: Internal,
-    within: Annotated[str | None, scoped_area("within", "area or grid code; default your area (dispatchers: "
-                                                        "everywhere)")],
-    kind: Annotated[list[str] | None, Query(description="kinds, repeated or comma-separated; `topology` or `branch` "
-                                                        "for a group; default all")] = None,
+    within: Annotated[
+        str | None, scoped_area("within", "area or grid code; default your area (dispatchers: everywhere)")
+    ],
+    kind: Annotated[
+        list[str] | None,
+        Query(description="kinds, repeated or comma-separated; `topology` or `branch` for a group; default all"),
+    ] = None,
     format: Annotated[Literal["geojson", "csv"], Query()] = "geojson",
 ):
     thresholds = request.app.state.settings.coverage.thresholds()
@@ -92,8 +108,10 @@ def coverage_issues(
     counts: dict[str, int] = {}
     for f in found:
         counts[f["kind"]] = counts.get(f["kind"], 0) + 1
-    return _json(cov.issues_geojson(found, within=within, kinds=list(kinds), counts=counts,
-                                    thresholds=thresholds.as_dict()), "application/geo+json")
+    return _json(
+        cov.issues_geojson(found, within=within, kinds=list(kinds), counts=counts, thresholds=thresholds.as_dict()),
+        "application/geo+json",
+    )
 
 
 def _entitled(caller: Caller, metric: str, within: str | None) -> bool:
@@ -127,17 +145,22 @@ children overhang their parent slightly).
 """
 
 
-@router.get("/h3", summary="Registered members, residences or events counted per H3 cell (GeoJSON); "
-                           "small cells suppressed unless you may see the people themselves",
-            description=H3_DESCRIPTION, response_class=GeoJSONResponse)
+@router.get(
+    "/h3",
+    summary="Registered members, residences or events counted per H3 cell (GeoJSON); "
+    "small cells suppressed unless you may see the people themselves",
+    description=H3_DESCRIPTION,
+    response_class=GeoJSONResponse,
+)
 async def coverage_h3(
     request: Request,
     session: SessionDep,
     caller: Public,
     res: Annotated[int, Query(description="H3 resolution, 7 to 10")] = 9,
     metric: Annotated[str, Query(description="members (registered), residences or events")] = "members",
-    within: Annotated[str | None, Query(description="area or grid code; default your area (admins, grid "
-                                                    "workers) or everywhere")] = None,
+    within: Annotated[
+        str | None, Query(description="area or grid code; default your area (admins, grid workers) or everywhere")
+    ] = None,
 ):
     cov.check_h3(res, metric)
     if within is None and caller.role in ("admin", "grid_worker"):
@@ -148,13 +171,25 @@ async def coverage_h3(
     def work():
         out = cov.h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=suppress)
         features = [
-            {"type": "Feature", "id": c["cell"], "geometry": {"type": "Polygon", "coordinates": [c["boundary"]]},
-             "properties": {"cell": c["cell"], "count": c["count"]}}
+            {
+                "type": "Feature",
+                "id": c["cell"],
+                "geometry": {"type": "Polygon", "coordinates": [c["boundary"]]},
+                "properties": {"cell": c["cell"], "count": c["count"]},
+            }
             for c in out["cells"]
         ]
-        body = {"type": "FeatureCollection", "features": features, "res": res, "metric": metric, "within": within,
-                "suppressed": suppress is not None, "k": suppress, "suppressed_cells": out["suppressed_cells"],
-                "total": out["total"]}
+        body = {
+            "type": "FeatureCollection",
+            "features": features,
+            "res": res,
+            "metric": metric,
+            "within": within,
+            "suppressed": suppress is not None,
+            "k": suppress,
+            "suppressed_cells": out["suppressed_cells"],
+            "total": out["total"],
+        }
         return orjson.dumps(body)
 
     return Response(await run_in_threadpool(work), media_type="application/geo+json")

@@ -19,8 +19,11 @@ def _disclosure(request: Request, caller: Caller) -> grids.Disclosure:
     tiles, and the worker as the deployment says."""
     settings = request.app.state.settings
     staff = caller.role in ("admin", "grid_worker", "dispatcher")
-    return grids.Disclosure(k=settings.coverage.h3_min_count, public_worker=settings.audit.public_grid_worker,
-                            full=(lambda code: staff and caller.covers(code)))
+    return grids.Disclosure(
+        k=settings.coverage.h3_min_count,
+        public_worker=settings.audit.public_grid_worker,
+        full=(lambda code: staff and caller.covers(code)),
+    )
 
 
 @router.get("", summary="Current grids as a GeoJSON FeatureCollection, paged (OGC API Features style)")
@@ -36,20 +39,25 @@ def list_grids(
     box = parse_bbox(bbox)
     if within is not None:
         check_code(within, "within")
-    features, matched = grids.grids_page(session, bbox=box, within=within, limit=limit, offset=offset,
-                                         disclosure=_disclosure(request, caller))
+    features, matched = grids.grids_page(
+        session, bbox=box, within=within, limit=limit, offset=offset, disclosure=_disclosure(request, caller)
+    )
     links = [{"rel": "self", "type": "application/geo+json", "href": str(request.url)}]
     if offset + len(features) < matched:
         links.append(
-            {"rel": "next", "type": "application/geo+json",
-             "href": str(request.url.include_query_params(offset=offset + limit, limit=limit))}
+            {
+                "rel": "next",
+                "type": "application/geo+json",
+                "href": str(request.url.include_query_params(offset=offset + limit, limit=limit)),
+            }
         )
     return collection(features, numberMatched=matched, numberReturned=len(features), links=links)
 
 
 @router.get("/{code}", summary="One grid with the branches covering it")
-def get_grid(request: Request, session: SessionDep, caller: Public,
-             code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -> dict:
+def get_grid(
+    request: Request, session: SessionDep, caller: Public, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]
+) -> dict:
     return grids.grid_feature(session, code, _disclosure(request, caller))
 
 
@@ -58,13 +66,21 @@ class WorkerUpdate(Body):
 
     # lengths and formats: layers.textfields, through the upkeep checks (declared here)
     name: str | None = Field(None, json_schema_extra={"maxLength": textfields.NAME_MAX})
-    phone: str | None = Field(None, json_schema_extra={"maxLength": textfields.PHONE_MAX},
-                              description="a mobile number, or a landline with its area code")
+    phone: str | None = Field(
+        None,
+        json_schema_extra={"maxLength": textfields.PHONE_MAX},
+        description="a mobile number, or a landline with its area code",
+    )
 
 
 @router.put("/{code}/worker", summary="Put a grid worker in charge of a grid (admins of an area holding it)")
-def set_worker(request: Request, session: SessionDep, caller: Annotated[Caller, require_roles("admin")],
-               code: ScopedGrid, body: WorkerUpdate) -> dict:
+def set_worker(
+    request: Request,
+    session: SessionDep,
+    caller: Annotated[Caller, require_roles("admin")],
+    code: ScopedGrid,
+    body: WorkerUpdate,
+) -> dict:
     branches.set_grid_worker(session, code, body.name, body.phone, actor=caller.username)
     session.commit()
     return grids.grid_feature(session, code, _disclosure(request, caller))

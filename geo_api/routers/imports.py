@@ -45,10 +45,13 @@ class ImportPublic(BaseModel):
     status: str = Field(description="checking, ready, failed, committed or expired")
     phase: str | None = Field(description="while checking: queued, reading, checking, comparing, preview")
     progress: float = Field(description="share of the dry run done, 0–1")
-    report: dict[str, Any] | None = Field(description="the dry run's report: counts, problems or rejected rows "
-                                                      "(by number and code, no names or phones), `committable`")
-    error: dict[str, Any] | None = Field(description="why the file cannot be imported (a problem detail with "
-                                                     "`detail_zh`)")
+    report: dict[str, Any] | None = Field(
+        description="the dry run's report: counts, problems or rejected rows "
+        "(by number and code, no names or phones), `committable`"
+    )
+    error: dict[str, Any] | None = Field(
+        description="why the file cannot be imported (a problem detail with `detail_zh`)"
+    )
     result: dict[str, Any] | None = Field(description="what the commit wrote")
     kept: bool = Field(description="whether the file is still kept (another dry run may be asked: /check)")
     created_at: datetime
@@ -67,8 +70,11 @@ def _uploads(request: Request):
 
 def _district_or_street(caller: Caller) -> str:
     if not caller.area_code or level_of(caller.area_code) not in ("district", "street"):
-        raise Forbidden("imports are for admins of the district or of a street", field="role",
-                        detail_zh="数据导入仅限区级和街道管理员")
+        raise Forbidden(
+            "imports are for admins of the district or of a street",
+            field="role",
+            detail_zh="数据导入仅限区级和街道管理员",
+        )
     return caller.area_code
 
 
@@ -77,20 +83,31 @@ def _sweep(request: Request, session) -> None:
     session.commit()
 
 
-@router.post("", status_code=202, response_model=ImportPublic, responses=problems(422),
-             summary="Upload a file for import: its dry run starts (district and street admins)",
-             # the raw body; a multipart/form-data body with the part `file` (its other parts
-             # the query's options) is read too
-             openapi_extra={"requestBody": {"required": True, "description": "the file itself (or "
-                            "multipart/form-data with the part `file`)", "content": {
-                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+@router.post(
+    "",
+    status_code=202,
+    response_model=ImportPublic,
+    responses=problems(422),
+    summary="Upload a file for import: its dry run starts (district and street admins)",
+    # the raw body; a multipart/form-data body with the part `file` (its other parts
+    # the query's options) is read too
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "the file itself (or multipart/form-data with the part `file`)",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def create_import(
     request: Request,
     session: SessionDep,
     caller: Admins,
     kind: Annotated[Kind | None, Query(description="what the file holds (or the form field kind)")] = None,
-    crs: Annotated[str | None, Query(max_length=64, description="the file's CRS when it does not say (wgs84, "
-                                                                "gcj02, bd09, cgcs2000, EPSG:n)")] = None,
+    crs: Annotated[
+        str | None,
+        Query(max_length=64, description="the file's CRS when it does not say (wgs84, gcj02, bd09, cgcs2000, EPSG:n)"),
+    ] = None,
     map: Annotated[str | None, Query(max_length=1000, description="columns: key=列名,… as the CLI's --map")] = None,
     layer: Annotated[str | None, Query(max_length=200, description="the layer or sheet to read")] = None,
     encoding: Annotated[str | None, Query(max_length=32, description="text encoding when not detected")] = None,
@@ -110,16 +127,29 @@ async def create_import(
         if not kind_:
             raise InvalidInput("kind is required (query or form field)", field="kind", detail_zh="请选择数据类型")
         uploads.allowed_kind(kind_, area)
-        options = uploads.Options(crs=values.get("crs"), map=values.get("map"), layer=values.get("layer"),
-                                  encoding=values.get("encoding"),
-                                  repair=repair or str(fields.get("repair", "")).lower() in ("1", "true", "on"))
+        options = uploads.Options(
+            crs=values.get("crs"),
+            map=values.get("map"),
+            layer=values.get("layer"),
+            encoding=values.get("encoding"),
+            repair=repair or str(fields.get("repair", "")).lower() in ("1", "true", "on"),
+        )
         await run_in_threadpool(uploads.check_file, kind_, ups.file(id_, name), name)
 
         def record() -> dict:
             _sweep(request, session)
             ttl = request.app.state.settings.imports.ttl_minutes * 60
-            row = store.create_import(session, id=id_, username=caller.username, area_code=area, kind=kind_,
-                                      options=options.as_dict(), filename=name, size_bytes=size, ttl_s=ttl)
+            row = store.create_import(
+                session,
+                id=id_,
+                username=caller.username,
+                area_code=area,
+                kind=kind_,
+                options=options.as_dict(),
+                filename=name,
+                size_bytes=size,
+                ttl_s=ttl,
+            )
             session.commit()
             return row
 
@@ -131,29 +161,48 @@ async def create_import(
     return _public(request, row)
 
 
-@router.get("/{import_id}", response_model=ImportPublic,
-            summary="An import: its dry run's state and progress, its report, or the commit's result")
+@router.get(
+    "/{import_id}",
+    response_model=ImportPublic,
+    summary="An import: its dry run's state and progress, its report, or the commit's result",
+)
 def get_import(request: Request, session: SessionDep, caller: Admins, import_id: ScopedImport) -> ImportPublic:
     _sweep(request, session)
     return _public(request, store.import_row(session, import_id))
 
 
-@router.get("/{import_id}/preview", response_class=FileResponse,
-            responses={200: {"content": {GEOJSON: {}}, "description": "GeoJSON: each feature by `action` (add, "
-                             "change, unchanged, reject, absent) and the gaps and overlaps (gap, overlap)"}},
-            summary="Boundaries: what the import would change on the map (GeoJSON)")
+@router.get(
+    "/{import_id}/preview",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "content": {GEOJSON: {}},
+            "description": "GeoJSON: each feature by `action` (add, "
+            "change, unchanged, reject, absent) and the gaps and overlaps (gap, overlap)",
+        }
+    },
+    summary="Boundaries: what the import would change on the map (GeoJSON)",
+)
 def preview(request: Request, session: SessionDep, caller: Admins, import_id: ScopedImport):
     _sweep(request, session)
     row = store.import_row(session, import_id)
     path: Path = _uploads(request).preview_path(import_id)
     if row["status"] != "ready" or not path.is_file():
-        raise NotFound(f"import {import_id} has no preview ({row['status']})", field="import_id",
-                       detail_zh="这次导入没有可预览的内容")
+        raise NotFound(
+            f"import {import_id} has no preview ({row['status']})",
+            field="import_id",
+            detail_zh="这次导入没有可预览的内容",
+        )
     return FileResponse(path, media_type=GEOJSON)
 
 
-@router.post("/{import_id}/check", status_code=202, response_model=ImportPublic, responses=problems(422),
-             summary="Check an uploaded file again, as another kind or with other options (another CRS)")
+@router.post(
+    "/{import_id}/check",
+    status_code=202,
+    response_model=ImportPublic,
+    responses=problems(422),
+    summary="Check an uploaded file again, as another kind or with other options (another CRS)",
+)
 def check_again(
     request: Request,
     session: SessionDep,
@@ -172,21 +221,29 @@ def check_again(
     row = store.import_row(session, import_id, lock=True)
     path = ups.file(import_id, row["filename"])
     if row["status"] not in ("ready", "failed") or not path.is_file():
-        raise Conflict(f"import {import_id} cannot be checked again ({row['status']}): upload the file again",
-                       field="import_id", detail_zh="无法重新预检（文件已不在）：请重新上传")
+        raise Conflict(
+            f"import {import_id} cannot be checked again ({row['status']}): upload the file again",
+            field="import_id",
+            detail_zh="无法重新预检（文件已不在）：请重新上传",
+        )
     kind_ = kind or row["kind"]
     uploads.allowed_kind(kind_, area)
     uploads.check_file(kind_, path, row["filename"])
-    options = uploads.Options(crs=crs or None, map=map or None, layer=layer or None, encoding=encoding or None,
-                              repair=repair)
+    options = uploads.Options(
+        crs=crs or None, map=map or None, layer=layer or None, encoding=encoding or None, repair=repair
+    )
     store.restart_check(session, import_id, kind=kind_, options=options.as_dict())
     session.commit()
     ups.submit(request.app, import_id)
     return _public(request, store.import_row(session, import_id))
 
 
-@router.post("/{import_id}/commit", response_model=ImportPublic, responses=problems(422),
-             summary="Write an import as its dry run showed it; again: the same result")
+@router.post(
+    "/{import_id}/commit",
+    response_model=ImportPublic,
+    responses=problems(422),
+    summary="Write an import as its dry run showed it; again: the same result",
+)
 def commit_import(request: Request, session: SessionDep, caller: Admins, import_id: ScopedImport) -> ImportPublic:
     _sweep(request, session)
     area = _district_or_street(caller)
@@ -195,18 +252,27 @@ def commit_import(request: Request, session: SessionDep, caller: Admins, import_
     if row["status"] == "committed":
         return _public(request, row)
     if row["status"] != "ready":
-        why = {"checking": ("its dry run is not finished", "预检尚未完成"),
-               "failed": ("its file cannot be imported", "文件无法导入"),
-               "expired": ("it expired: upload the file again", "已过期，请重新上传文件")}[row["status"]]
+        why = {
+            "checking": ("its dry run is not finished", "预检尚未完成"),
+            "failed": ("its file cannot be imported", "文件无法导入"),
+            "expired": ("it expired: upload the file again", "已过期，请重新上传文件"),
+        }[row["status"]]
         raise Conflict(f"import {import_id} cannot be committed: {why[0]}", field="import_id", detail_zh=why[1])
     report = row["report"] or {}
     settings = request.app.state.settings
     try:
         result = uploads.commit(
-            session, row["kind"], ups.file(import_id, row["filename"]), uploads.Options.from_dict(row["options"]),
-            scope_code=area, fingerprint=report.get("fingerprint"), actor=f"import:{caller.username}",
-            thresholds=settings.coverage.thresholds(), tolerance_m=settings.locate.tolerance_m,
-            edge_m=settings.locate.edge_m)
+            session,
+            row["kind"],
+            ups.file(import_id, row["filename"]),
+            uploads.Options.from_dict(row["options"]),
+            scope_code=area,
+            fingerprint=report.get("fingerprint"),
+            actor=f"import:{caller.username}",
+            thresholds=settings.coverage.thresholds(),
+            tolerance_m=settings.locate.tolerance_m,
+            edge_m=settings.locate.edge_m,
+        )
     except Conflict:
         # the data moved since the dry run: check the file again, and say so
         session.rollback()

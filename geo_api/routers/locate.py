@@ -9,14 +9,19 @@ from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from geo_api.responses import CSV, media, problems
-from layers.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
-from layers.errors import InvalidInput, NotFound
 from layers.boundaries import parse_instant
+from layers.errors import InvalidInput, NotFound
 from layers.locate import (
-    BATCH_PART_ROWS, batch_document, locate_plain, locate_point, locate_rows, locate_rows_csv, plain_csv_points,
+    BATCH_PART_ROWS,
+    batch_document,
+    locate_plain,
+    locate_point,
+    locate_rows,
+    locate_rows_csv,
+    plain_csv_points,
     split_csv,
 )
-
+from layers.points import columns_from_csv, points_from_columns, points_from_rows, to_wgs84_point
 
 
 @asynccontextmanager
@@ -24,8 +29,8 @@ async def lifespan(app: FastAPI):
     """The data-version reader of the anonymous fast path (:mod:`geo_api.fastpath`):
     coalesced reads on a connection of its own, each started after the requests it
     answers arrived."""
-    from layers.pg import VersionReader
     from layers.db import libpq_dsn
+    from layers.pg import VersionReader
 
     reader = VersionReader(libpq_dsn(app.state.engine.url), clock=app.state.clock)
     app.state.locate_versions = reader
@@ -39,8 +44,11 @@ async def lifespan(app: FastAPI):
 router = APIRouter(prefix="/v1/locate", tags=["locate"], lifespan=lifespan)
 
 
-@router.get("", summary="Which grid, community, street and district a point falls in (anonymous; no personal data)",
-            responses=problems(404))
+@router.get(
+    "",
+    summary="Which grid, community, street and district a point falls in (anonymous; no personal data)",
+    responses=problems(404),
+)
 def locate(
     request: Request,
     session: SessionDep,
@@ -48,9 +56,14 @@ def locate(
     lon: Annotated[float, Query(description="longitude or easting (x), in the CRS given")],
     lat: Annotated[float, Query(description="latitude or northing (y), in the CRS given")],
     crs: Annotated[str, Query(description="wgs84, gcj02, bd09, cgcs2000 or EPSG:nnnn")] = "wgs84",
-    at: Annotated[str | None, Query(description="the grid that held the point on this day (2027-01-01, from "
-                                                "midnight China Standard Time) or at this instant (ISO 8601 "
-                                                "with offset); default now")] = None,
+    at: Annotated[
+        str | None,
+        Query(
+            description="the grid that held the point on this day (2027-01-01, from "
+            "midnight China Standard Time) or at this instant (ISO 8601 "
+            "with offset); default now"
+        ),
+    ] = None,
 ):
     settings = request.app.state.settings.locate
     if at is None:
@@ -79,8 +92,13 @@ def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
         return index.describer.inside_answer(g, wlon, wlat)
     found, result = locate_point(index, wlon, wlat, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)
     if not found:
-        raise NotFound(result["message"], field="lon", nearest_grid=result.get("nearest_grid"),
-                       swapped=bool(result.get("swapped", False)), point=result["point"])
+        raise NotFound(
+            result["message"],
+            field="lon",
+            nearest_grid=result.get("nearest_grid"),
+            swapped=bool(result.get("swapped", False)),
+            point=result["point"],
+        )
     return orjson.dumps(result)
 
 
@@ -88,17 +106,36 @@ def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
     "/batch",
     summary="Locate many points at once: JSON list or CSV of id, lon, lat[, crs]; one result per row, same order",
     description="Send a JSON list of `{id, lon, lat[, crs]}` objects or CSV (`Content-Type: text/csv`) with a "
-    "header naming id, lon, lat and optionally crs. The answer is JSON `{\"results\": [...]}`, each result shaped "
+    'header naming id, lon, lat and optionally crs. The answer is JSON `{"results": [...]}`, each result shaped '
     "like a single locate plus its `id`; with `Accept: text/csv` it is CSV, one flat row per input row. Batches are "
     "bounded in bytes and rows (GRIDBRANCH_LOCATE_BATCH_MAX_BYTES / _MAX_ROWS signed in, lower anonymously: "
     "_MAX_BYTES_ANONYMOUS / _MAX_ROWS_ANONYMOUS); the answer is streamed as it is made.",
     responses={**media(CSV), **problems(429)},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"type": "array", "items": {
-            "type": "object", "required": ["id", "lon", "lat"],
-            "properties": {"id": {}, "lon": {"type": "number"}, "lat": {"type": "number"}, "crs": {"type": "string"}}}}},
-        "text/csv": {"schema": {"type": "string", "description": "a header naming id, lon, lat[, crs], then rows"}},
-    }}},
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["id", "lon", "lat"],
+                            "properties": {
+                                "id": {},
+                                "lon": {"type": "number"},
+                                "lat": {"type": "number"},
+                                "crs": {"type": "string"},
+                            },
+                        },
+                    }
+                },
+                "text/csv": {
+                    "schema": {"type": "string", "description": "a header naming id, lon, lat[, crs], then rows"}
+                },
+            },
+        }
+    },
 )
 async def locate_batch(
     request: Request,
@@ -124,8 +161,9 @@ async def locate_batch(
         return itertools.chain([next(parts)], parts)
 
     parts = await run_in_threadpool(first)
-    return StreamingResponse(batch_document(parts, answer),
-                             media_type="text/csv; charset=utf-8" if answer == "csv" else "application/json")
+    return StreamingResponse(
+        batch_document(parts, answer), media_type="text/csv; charset=utf-8" if answer == "csv" else "application/json"
+    )
 
 
 def _answer_part(index, batch, settings, answer: str) -> bytes:
@@ -139,8 +177,9 @@ def _answer_part(index, batch, settings, answer: str) -> bytes:
             if data is not None:
                 return data
         columns = columns_from_csv(batch)
-        batch = points_from_columns(columns["id"], columns["lon"], columns["lat"], columns.get("crs"),
-                                    default_crs="wgs84")
+        batch = points_from_columns(
+            columns["id"], columns["lon"], columns["lat"], columns.get("crs"), default_crs="wgs84"
+        )
     if answer == "csv":
         return locate_rows_csv(index, batch, header=False, **kw).encode()
     return orjson.dumps(locate_rows(index, batch, **kw))[1:-1]
@@ -156,7 +195,7 @@ def _read_batch(content_type: str, body: bytes, crs: str, max_rows: int, setting
             try:
                 body.decode("utf-8")  # checked whole before any part is answered
             except UnicodeDecodeError as exc:
-                raise InvalidInput(f"the file is not UTF-8 text: {exc}", field="file")
+                raise InvalidInput(f"the file is not UTF-8 text: {exc}", field="file") from None
         parts = split_csv(body, BATCH_PART_ROWS)
         _check_size(parts.rows, max_rows, setting)
         if crs == "wgs84":
@@ -167,7 +206,7 @@ def _read_batch(content_type: str, body: bytes, crs: str, max_rows: int, setting
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"the body is not valid JSON: {exc}", field="body")
+        raise InvalidInput(f"the body is not valid JSON: {exc}", field="body") from None
     if isinstance(data, dict) and isinstance(data.get("points"), list):
         data = data["points"]
     if not isinstance(data, list):
@@ -175,7 +214,9 @@ def _read_batch(content_type: str, body: bytes, crs: str, max_rows: int, setting
     _check_size(len(data), max_rows, setting)
     if not data:
         return iter([points_from_rows([], default_crs=crs)])
-    return (points_from_rows(data[k:k + BATCH_PART_ROWS], default_crs=crs) for k in range(0, len(data), BATCH_PART_ROWS))
+    return (
+        points_from_rows(data[k : k + BATCH_PART_ROWS], default_crs=crs) for k in range(0, len(data), BATCH_PART_ROWS)
+    )
 
 
 def _csv_points(part: bytes, crs: str):
@@ -185,5 +226,6 @@ def _csv_points(part: bytes, crs: str):
 
 def _check_size(n: int, max_rows: int, setting: str) -> None:
     if n > max_rows:
-        raise InvalidInput(f"at most {max_rows} rows per batch ({setting}), got {n}", field="body",
-                           max_rows=max_rows, setting=setting)
+        raise InvalidInput(
+            f"at most {max_rows} rows per batch ({setting}), got {n}", field="body", max_rows=max_rows, setting=setting
+        )

@@ -48,15 +48,22 @@ def _check_jurisdiction(session, jurisdiction_id: str | None) -> None:
 @router.get("/discovery.json", summary="Open311 discovery")
 def discovery(request: Request, caller: Public) -> Response:
     base = str(request.base_url).rstrip("/") + "/open311/v2"
-    return _json({
-        "changeset": "2026-11-28T00:00:00+08:00",
-        "contact": "区城市运行管理指挥中心（网格化服务管理）",
-        "key_service": "api_key is optional and not required",
-        "endpoints": [{
-            "specification": o311.SPEC, "url": base, "changeset": "2026-11-28T00:00:00+08:00",
-            "type": "production", "formats": ["application/json"],
-        }],
-    })
+    return _json(
+        {
+            "changeset": "2026-11-28T00:00:00+08:00",
+            "contact": "区城市运行管理指挥中心（网格化服务管理）",
+            "key_service": "api_key is optional and not required",
+            "endpoints": [
+                {
+                    "specification": o311.SPEC,
+                    "url": base,
+                    "changeset": "2026-11-28T00:00:00+08:00",
+                    "type": "production",
+                    "formats": ["application/json"],
+                }
+            ],
+        }
+    )
 
 
 @router.get("/services.json", summary="Open311 services: the event categories")
@@ -69,8 +76,12 @@ def services(session: SessionDep, caller: Public, jurisdiction_id: Jurisdiction 
 
 
 @router.get("/services/{service_code}.json", summary="Open311 service definition (no extra attributes)")
-def service_definition(session: SessionDep, caller: Public, service_code: Annotated[str, Path(max_length=32)],
-                       jurisdiction_id: Jurisdiction = None) -> Response:
+def service_definition(
+    session: SessionDep,
+    caller: Public,
+    service_code: Annotated[str, Path(max_length=32)],
+    jurisdiction_id: Jurisdiction = None,
+) -> Response:
     try:
         _check_jurisdiction(session, jurisdiction_id)
         return _json(o311.service_definition(session, service_code))
@@ -84,7 +95,7 @@ def _when(raw: str | None, field: str, tz: ZoneInfo) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidInput(f"{field} must be a W3C/ISO 8601 date-time, got {raw!r}", field=field)
+        raise InvalidInput(f"{field} must be a W3C/ISO 8601 date-time, got {raw!r}", field=field) from None
     return value if value.tzinfo else value.replace(tzinfo=tz)
 
 
@@ -115,20 +126,34 @@ def list_requests(
             try:
                 ids = [int(x) for x in service_request_id.split(",") if x.strip()]
             except ValueError:
-                raise InvalidInput("service_request_id must be comma-separated numbers", field="service_request_id")
+                raise InvalidInput(
+                    "service_request_id must be comma-separated numbers", field="service_request_id"
+                ) from None
         if status not in (None, "", "open", "closed"):
             raise InvalidInput(f"status must be open or closed, got {status!r}", field="status")
         codes = [c.strip() for c in service_code.split(",") if c.strip()] if service_code else None
-        return _json(o311.requests(session, ids=ids, service_codes=codes, start=_when(start_date, "start_date", tz),
-                                   end=_when(end_date, "end_date", tz), status=status or None,
-                                   full=_entitled(caller)))
+        return _json(
+            o311.requests(
+                session,
+                ids=ids,
+                service_codes=codes,
+                start=_when(start_date, "start_date", tz),
+                end=_when(end_date, "end_date", tz),
+                status=status or None,
+                full=_entitled(caller),
+            )
+        )
     except GridbranchError as exc:
         return _error(exc)
 
 
 @router.get("/requests/{service_request_id}.json", summary="One Open311 service request")
-def get_request(session: SessionDep, caller: Public, service_request_id: Annotated[str, Path(max_length=20)],
-                jurisdiction_id: Jurisdiction = None) -> Response:
+def get_request(
+    session: SessionDep,
+    caller: Public,
+    service_request_id: Annotated[str, Path(max_length=20)],
+    jurisdiction_id: Jurisdiction = None,
+) -> Response:
     try:
         _check_jurisdiction(session, jurisdiction_id)
         if not service_request_id.isdigit():
@@ -138,8 +163,22 @@ def get_request(session: SessionDep, caller: Public, service_request_id: Annotat
         return _error(exc)
 
 
-_FIELDS = ("service_code", "lat", "long", "description", "media_url", "first_name", "last_name", "email", "phone",
-           "jurisdiction_id", "api_key", "address_string", "device_id", "account_id")
+_FIELDS = (
+    "service_code",
+    "lat",
+    "long",
+    "description",
+    "media_url",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "jurisdiction_id",
+    "api_key",
+    "address_string",
+    "device_id",
+    "account_id",
+)
 
 
 async def _read_form(request: Request) -> dict:
@@ -152,7 +191,7 @@ async def _read_form(request: Request) -> dict:
             try:  # orjson refuses lone surrogates (\ud800): read them, the text rules name the field
                 data = json.loads(raw)
             except (ValueError, RecursionError):  # RecursionError: nested deeper than orjson's limit
-                raise InvalidInput(f"the body is not valid JSON: {exc}", field="body")
+                raise InvalidInput(f"the body is not valid JSON: {exc}", field="body") from None
         if not isinstance(data, dict):
             raise InvalidInput("the body must be a JSON object", field="body")
         return {k: data.get(k) for k in _FIELDS}
@@ -171,10 +210,12 @@ def _text(value, field: str | None = None, *, multiline: bool = False) -> str | 
     return value or None
 
 
-@router.post("/requests.json", summary="Open311: create a service request (an anonymous public report)",
-             responses=problems(429))
-async def create_request(request: Request, session: SessionDep, caller: Public,
-                         idempotency_key: IdempotencyKey = None) -> Response:
+@router.post(
+    "/requests.json", summary="Open311: create a service request (an anonymous public report)", responses=problems(429)
+)
+async def create_request(
+    request: Request, session: SessionDep, caller: Public, idempotency_key: IdempotencyKey = None
+) -> Response:
     settings = request.app.state.settings
     try:
         data = await _read_form(request)
@@ -192,24 +233,46 @@ async def create_request(request: Request, session: SessionDep, caller: Public,
         try:
             lat, lon = float(data["lat"]), float(data["long"])
         except (TypeError, ValueError):
-            raise InvalidInput("lat and long must be numbers (WGS84 degrees)", field="lat")
+            raise InvalidInput("lat and long must be numbers (WGS84 degrees)", field="lat") from None
         if not (abs(lat) <= 90 and abs(lon) <= 180):
             raise InvalidInput(f"({lat}, {lon}) is not a valid latitude, longitude", field="lat")
         description = _text(data["description"], "description", multiline=True) or ""
         photos = [str(data["media_url"])] if _text(data["media_url"], "media_url") else []
-        ev.check_report_size(description, photos, max_description=es.max_description, max_photos=es.max_photos,
-                             max_photo_url=es.max_photo_url)
-        contact = " ".join(x for x in (_text(data[k], k) for k in ("last_name", "first_name", "phone", "email"))
-                           if x) or None
+        ev.check_report_size(
+            description,
+            photos,
+            max_description=es.max_description,
+            max_photos=es.max_photos,
+            max_photo_url=es.max_photo_url,
+        )
+        contact = (
+            " ".join(x for x in (_text(data[k], k) for k in ("last_name", "first_name", "phone", "email")) if x) or None
+        )
         session.commit()  # the jurisdiction check's transaction: no pooled connection held while queued
-        return Pending(lon, lat, "wgs84", code, "public", description, tuple(photos),
-                       contact[:200] if contact else None, reporter=None, actor="open311")
+        return Pending(
+            lon,
+            lat,
+            "wgs84",
+            code,
+            "public",
+            description,
+            tuple(photos),
+            contact[:200] if contact else None,
+            reporter=None,
+            actor="open311",
+        )
 
     def answer(result) -> Response:
         stored = result.stored
-        return _json([{"service_request_id": str(stored["id"]),
-                       "service_notice": o311.service_notice(stored["time_limit_hours"]),
-                       "account_id": None}])
+        return _json(
+            [
+                {
+                    "service_request_id": str(stored["id"]),
+                    "service_notice": o311.service_notice(stored["time_limit_hours"]),
+                    "account_id": None,
+                }
+            ]
+        )
 
     async def work() -> Response:
         pending = await run_in_threadpool(check)

@@ -1,7 +1,6 @@
 from typing import Annotated, Literal
 
 import orjson
-
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
@@ -10,11 +9,11 @@ from geo_api.deps import Caller, Public, ScopedRegistration, ScopedWithin, Sessi
 from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
 from geo_api.responses import problems
-from layers.boundaries import parse_instant
-from layers.points import to_wgs84_point
 from layers import registrations as regs
 from layers import textfields
+from layers.boundaries import parse_instant
 from layers.errors import Forbidden, InvalidInput
+from layers.points import to_wgs84_point
 
 router = APIRouter(prefix="/v1/registrations", tags=["registrations"], responses=problems(400, 403, 404, 409))
 
@@ -53,13 +52,23 @@ def _view(session, registration_id: int) -> dict:
 def _audited(audit, views: list[dict], status: int = 200) -> None:
     """Record the personal views answered (registrations with their member's data)."""
     if views:
-        audit.record(PERSONAL, members=[v["member_id"] for v in views], status=status,
-                     detail={"registrations": [v["id"] for v in views]})
+        audit.record(
+            PERSONAL,
+            members=[v["member_id"] for v in views],
+            status=status,
+            detail={"registrations": [v["id"] for v in views]},
+        )
 
 
 @router.post("", status_code=201, summary="Register a member at the grid where they live (pending until confirmed)")
-def create_registration(request: Request, body: RegistrationCreate, session: SessionDep, caller: MemberOrAdmin,
-                        audit: Audited, idempotency_key: IdempotencyKey = None) -> dict:
+def create_registration(
+    request: Request,
+    body: RegistrationCreate,
+    session: SessionDep,
+    caller: MemberOrAdmin,
+    audit: Audited,
+    idempotency_key: IdempotencyKey = None,
+) -> dict:
     settings = request.app.state.settings.locate
     once = Once.of(request, caller, idempotency_key, body.model_dump(mode="json"))
     replay = once.claim(session)
@@ -83,8 +92,15 @@ def create_registration(request: Request, body: RegistrationCreate, session: Ses
         if not caller.covers(grid["grid"]["code"]):
             raise Forbidden(f"grid {grid['grid']['code']} is outside your area {caller.area_code}")
     registration_id = regs.register_member(
-        session, member_id=member_id, point=point, role=body.role, index=index,
-        tolerance_m=settings.tolerance_m, edge_m=settings.edge_m, move=body.move, actor=caller.username,
+        session,
+        member_id=member_id,
+        point=point,
+        role=body.role,
+        index=index,
+        tolerance_m=settings.tolerance_m,
+        edge_m=settings.edge_m,
+        move=body.move,
+        actor=caller.username,
     )
     view = _view(session, registration_id)
     answer = once.answer(session, 201, view)  # kept in the same transaction
@@ -124,8 +140,13 @@ def moved_registrations(
     session: SessionDep,
     caller: Admins,
     within: ScopedWithin,
-    at: Annotated[str | None, Query(description="in the grid layer in force on this day (2027-01-01, China "
-                                                "Standard Time) or at this instant; default now")] = None,
+    at: Annotated[
+        str | None,
+        Query(
+            description="in the grid layer in force on this day (2027-01-01, China "
+            "Standard Time) or at this instant; default now"
+        ),
+    ] = None,
 ) -> dict:
     """Active registrations at grids inside ``within`` whose residence a new boundary
     generation puts outside their grid, with the grid now holding it: listed for the
@@ -150,8 +171,12 @@ def my_registrations(session: SessionDep, caller: Members, audit: Audited) -> di
 
 
 @router.get("/{registration_id}", summary="One registration (the member, or admins of its area)")
-def get_registration(session: SessionDep, caller: Annotated[Caller, require_roles("member", "admin", "grid_worker")],
-                     registration_id: ScopedRegistration, audit: Audited) -> dict:
+def get_registration(
+    session: SessionDep,
+    caller: Annotated[Caller, require_roles("member", "admin", "grid_worker")],
+    registration_id: ScopedRegistration,
+    audit: Audited,
+) -> dict:
     view = _view(session, registration_id)
     _audited(audit, [view])
     return view
@@ -167,10 +192,12 @@ def confirm(session: SessionDep, caller: Deciders, registration_id: ScopedRegist
 
 
 @router.post("/{registration_id}/reject", summary="Reject a pending registration with a reason")
-def reject(session: SessionDep, caller: Deciders, registration_id: ScopedRegistration, body: Decision,
-           audit: Audited) -> dict:
-    regs.decide_registration(session, registration_id, confirm=False, actor=caller.username, covers=caller.covers,
-                             reason=body.reason)
+def reject(
+    session: SessionDep, caller: Deciders, registration_id: ScopedRegistration, body: Decision, audit: Audited
+) -> dict:
+    regs.decide_registration(
+        session, registration_id, confirm=False, actor=caller.username, covers=caller.covers, reason=body.reason
+    )
     session.commit()
     view = _view(session, registration_id)
     _audited(audit, [view])

@@ -14,7 +14,8 @@ from geo_api.responses import MVT, problems
 from tiles.layers import LAYERS
 from tiles.service import TileService, accepts_gzip, check_tile, entitled, layers_at_zoom, parse_layers
 from tiles.style import style as build_style
-from tiles.tilejson import VARY, public_base_url, tilejson as build_tilejson
+from tiles.tilejson import VARY, public_base_url
+from tiles.tilejson import tilejson as build_tilejson
 
 
 @asynccontextmanager
@@ -53,8 +54,9 @@ async def style(request: Request, caller: Public) -> JSONResponse:
 
 
 @router.get("/{layers}.json", summary="TileJSON 3.0.0 of a layer or of a composite of layers")
-async def tilejson(request: Request, caller: Public,
-                   layers: Annotated[str, Path(description=LAYERS_DOC, max_length=200)]) -> JSONResponse:
+async def tilejson(
+    request: Request, caller: Public, layers: Annotated[str, Path(description=LAYERS_DOC, max_length=200)]
+) -> JSONResponse:
     service: TileService = request.app.state.tiles
     chosen = parse_layers(layers, role=caller.role, area_code=caller.area_code)
     private = any(layer.personal for layer in chosen)
@@ -65,23 +67,38 @@ async def tilejson(request: Request, caller: Public,
     "/{layers}/{z}/{x}/{y}.mvt",
     summary="A vector tile (MVT) of a layer or of several layers in one tile",
     response_class=Response,
-    responses={200: {"content": {MVT: {}}}, 204: {"description": "empty tile"},
-               304: {"description": "not modified (If-None-Match)"}},
+    responses={
+        200: {"content": {MVT: {}}},
+        204: {"description": "empty tile"},
+        304: {"description": "not modified (If-None-Match)"},
+    },
 )
-async def tile(request: Request, caller: Public,
-               layers: Annotated[str, Path(description=LAYERS_DOC, max_length=200)],
-               z: Annotated[int, Path(description="zoom")],
-               x: Annotated[int, Path(description="column, from the west")],
-               y: Annotated[int, Path(description="row, from the north")], audit: Audited) -> Response:
+async def tile(
+    request: Request,
+    caller: Public,
+    layers: Annotated[str, Path(description=LAYERS_DOC, max_length=200)],
+    z: Annotated[int, Path(description="zoom")],
+    x: Annotated[int, Path(description="column, from the west")],
+    y: Annotated[int, Path(description="row, from the north")],
+    audit: Audited,
+) -> Response:
     service: TileService = request.app.state.tiles
     address = check_tile(z, x, y)
     chosen = layers_at_zoom(parse_layers(layers, role=caller.role, area_code=caller.area_code), z)
     scope = caller.area_code if any(layer.personal for layer in chosen) else None
-    reply = await service.tile(chosen, address, scope=scope, gzip=accepts_gzip(request.headers.get("accept-encoding")),
-                               if_none_match_header=request.headers.get("if-none-match"))
+    reply = await service.tile(
+        chosen,
+        address,
+        scope=scope,
+        gzip=accepts_gzip(request.headers.get("accept-encoding")),
+        if_none_match_header=request.headers.get("if-none-match"),
+    )
     if scope is not None and reply.status == 200:  # residences sent (not on 204 or 304)
         names = [layer.name for layer in chosen]
         limit = service.settings.feature_limits.get("members", service.settings.feature_limit)
-        await audit.record_async(("residence",), detail={"tile": f"{z}/{x}/{y}", "layers": names},
-                                 resolve=tile_members(address, limit, scope, reply.headers.get("ETag")))
+        await audit.record_async(
+            ("residence",),
+            detail={"tile": f"{z}/{x}/{y}", "layers": names},
+            resolve=tile_members(address, limit, scope, reply.headers.get("ETag")),
+        )
     return Response(reply.body, status_code=reply.status, headers=reply.headers)

@@ -39,8 +39,8 @@ import shapely
 from shapely.geometry import LineString, MultiPolygon, Point, Polygon, shape
 from shapely.strtree import STRtree
 
-from layers.crs import from_wgs84, gcj02_to_wgs84, to_wgs84
 from ingest.demo import names as N
+from layers.crs import from_wgs84, gcj02_to_wgs84, to_wgs84
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BOUNDARY_FILE = DATA_DIR / "410105.geojson"
@@ -515,9 +515,7 @@ def _merge_shards(faces, rep, child_of, child_parent) -> None:
             for q, part in enumerate(parts):
                 if q == main:
                     continue
-                shared = [
-                    shapely.length(shapely.intersection(part.boundary, geoms[s].boundary)) for s in siblings
-                ]
+                shared = [shapely.length(shapely.intersection(part.boundary, geoms[s].boundary)) for s in siblings]
                 if not shared or max(shared) <= 0:
                     continue
                 best = siblings[int(np.argmax(shared))]
@@ -587,9 +585,7 @@ def _partition(rng: np.random.Generator, district_m, density: _Density) -> _Layo
     weights *= rng.uniform(0.85, 1.15, k)
     weights[towns] *= 0.8
     n_comm = _allocate(N_COMMUNITIES, weights, 4)
-    comm_seeds = [
-        _seeds_inside(rng, pop[pop_street == s], int(n_comm[s]), street_geoms[s]) for s in range(k)
-    ]
+    comm_seeds = [_seeds_inside(rng, pop[pop_street == s], int(n_comm[s]), street_geoms[s]) for s in range(k)]
     faces, face_street, comm_of = _subdivide(faces, street_geoms, comm_seeds)
     comm_street = np.repeat(np.arange(k), n_comm)
     comm_geoms = [_union(faces[comm_of == c]) for c in range(len(comm_street))]
@@ -731,8 +727,15 @@ def _make_defects(rng: np.random.Generator, layout: _Layout, density: _Density) 
         p = pts[int(d.argmax())]
         chunk = _blob(rng, p[0], p[1], 34.0)
         grids[g] = _clean(shapely.difference(geom, chunk))
-        defects.append({"kind": "gap", "grids": [g], "community": c, "geom": chunk,
-                        "note": "a chunk cut out of the grid: part of its community is in no grid"})
+        defects.append(
+            {
+                "kind": "gap",
+                "grids": [g],
+                "community": c,
+                "geom": chunk,
+                "note": "a chunk cut out of the grid: part of its community is in no grid",
+            }
+        )
         break
 
     # 2. A bite: a chunk removed from a grid's edge on its community boundary.
@@ -752,9 +755,15 @@ def _make_defects(rng: np.random.Generator, layout: _Layout, density: _Density) 
             if bite.geom_type != "Polygon" or len(shapely.get_parts(rest)) != len(shapely.get_parts(grids[g])):
                 continue
             grids[g] = rest
-            defects.append({"kind": "gap", "grids": [g], "community": c, "geom": bite,
-                            "note": "grid drawn short of its community boundary: a strip of the "
-                                    "community is in no grid"})
+            defects.append(
+                {
+                    "kind": "gap",
+                    "grids": [g],
+                    "community": c,
+                    "geom": bite,
+                    "note": "grid drawn short of its community boundary: a strip of the community is in no grid",
+                }
+            )
             found = True
             break
         if found:
@@ -784,9 +793,16 @@ def _make_defects(rng: np.random.Generator, layout: _Layout, density: _Density) 
             if len(shapely.get_parts(grown)) != len(shapely.get_parts(grids[g])):
                 continue
             grids[g] = grown
-            defects.append({"kind": "overlap", "grids": [g, h], "community": c, "geom": grow,
-                            "note": f"grid {layout.grid_codes[g]} drawn into its neighbour "
-                                    f"{layout.grid_codes[h]}: both claim this area"})
+            defects.append(
+                {
+                    "kind": "overlap",
+                    "grids": [g, h],
+                    "community": c,
+                    "geom": grow,
+                    "note": f"grid {layout.grid_codes[g]} drawn into its neighbour "
+                    f"{layout.grid_codes[h]}: both claim this area",
+                }
+            )
             break
 
     # 5. A sliver: a 0.4 m wide strip along a shared border left in no grid.
@@ -794,7 +810,7 @@ def _make_defects(rng: np.random.Generator, layout: _Layout, density: _Density) 
         c = take()
         found = False
         for g in sorted(comm_grids[c], key=lambda h: -grids[h].area):
-            for length, h in neighbours(g):
+            for _length, h in neighbours(g):
                 a, b, seg = _longest_segment(_shared_line(grids[g], grids[h]))
                 if seg < 120:
                     continue
@@ -808,10 +824,17 @@ def _make_defects(rng: np.random.Generator, layout: _Layout, density: _Density) 
                 if strip.geom_type != "Polygon":
                     continue
                 grids[g] = _clean(shapely.difference(grids[g], cutter))
-                defects.append({"kind": "sliver", "form": "gap", "grids": [g, h], "community": c,
-                                "geom": strip,
-                                "note": f"a 0.4 m wide sliver between {layout.grid_codes[g]} and "
-                                        f"{layout.grid_codes[h]} is in no grid (digitising error)"})
+                defects.append(
+                    {
+                        "kind": "sliver",
+                        "form": "gap",
+                        "grids": [g, h],
+                        "community": c,
+                        "geom": strip,
+                        "note": f"a 0.4 m wide sliver between {layout.grid_codes[g]} and "
+                        f"{layout.grid_codes[h]} is in no grid (digitising error)",
+                    }
+                )
                 found = True
                 break
             if found:
@@ -855,7 +878,7 @@ class _People:
         return out
 
     def phone_numbers(self, n: int) -> list[str]:
-        codes = self.phones[self.next_phone:self.next_phone + n]
+        codes = self.phones[self.next_phone : self.next_phone + n]
         if len(codes) < n:
             raise RuntimeError("phone pool exhausted")
         self.next_phone += n
@@ -891,8 +914,9 @@ def build_demo(seed: int = DEFAULT_SEED, as_of: datetime = AS_OF) -> DemoDistric
             g = shapely.make_valid(g)
         return as_multipolygon(g)
 
-    district = Area(DISTRICT_CODE, DISTRICT_NAME, "district", None, area_ll(layout.district),
-                    round(float(layout.district.area), 1))
+    district = Area(
+        DISTRICT_CODE, DISTRICT_NAME, "district", None, area_ll(layout.district), round(float(layout.district.area), 1)
+    )
     streets = [
         Area(code, name, "street", DISTRICT_CODE, area_ll(g), round(float(g.area), 1))
         for code, name, g in zip(layout.street_codes, layout.street_names, layout.streets)
@@ -916,17 +940,19 @@ def build_demo(seed: int = DEFAULT_SEED, as_of: datetime = AS_OF) -> DemoDistric
     for d in defects_m:
         geom_ll = to_lonlat(d["geom"])
         rep = shapely.point_on_surface(geom_ll)
-        defects.append({
-            "kind": d["kind"],
-            "form": d["form"],
-            "grid_codes": [layout.grid_codes[g] for g in d["grids"]],
-            "community_code": layout.community_codes[d["community"]],
-            "area_m2": round(float(d["geom"].area), 1),
-            "lon": round(rep.x, 7),
-            "lat": round(rep.y, 7),
-            "wkt": shapely.to_wkt(geom_ll, rounding_precision=7),
-            "note": d["note"],
-        })
+        defects.append(
+            {
+                "kind": d["kind"],
+                "form": d["form"],
+                "grid_codes": [layout.grid_codes[g] for g in d["grids"]],
+                "community_code": layout.community_codes[d["community"]],
+                "area_m2": round(float(d["geom"].area), 1),
+                "lon": round(rep.x, 7),
+                "lat": round(rep.y, 7),
+                "wkt": shapely.to_wkt(geom_ll, rounding_precision=7),
+                "note": d["note"],
+            }
+        )
 
     grid_tree = STRtree([g.geom for g in grids])
     for g in grids:
@@ -957,7 +983,17 @@ def build_demo(seed: int = DEFAULT_SEED, as_of: datetime = AS_OF) -> DemoDistric
 
     # ---- events -----------------------------------------------------------------------
     events, event_log = _make_events(
-        rng, people, grids, categories, departments, members, defects, district_m, district.geom, density, grid_at,
+        rng,
+        people,
+        grids,
+        categories,
+        departments,
+        members,
+        defects,
+        district_m,
+        district.geom,
+        density,
+        grid_at,
         as_of,
     )
 
@@ -1029,7 +1065,7 @@ def _make_branches(rng, layout: _Layout, grids: list[Grid], people: _People, dis
         if made == N_PAIR_BRANCHES:
             break
         cand = [g for g in by_comm.get(c, []) if g not in taken and grids[g].area_m2 < median]
-        pair = next(((a, b) for i, a in enumerate(cand) for b in cand[i + 1:] if adjacent(a, b)), None)
+        pair = next(((a, b) for i, a in enumerate(cand) for b in cand[i + 1 :] if adjacent(a, b)), None)
         if pair:
             groups.append(("grid", list(pair)))
             taken.update(pair)
@@ -1041,8 +1077,9 @@ def _make_branches(rng, layout: _Layout, grids: list[Grid], people: _People, dis
 
     sec_names = people.names(len(groups) + N_WORK_UNITS)
     sec_phones = people.phone_numbers(len(groups) + N_WORK_UNITS)
-    created = _random_times(rng, len(groups) + N_WORK_UNITS, datetime(2021, 6, 1, tzinfo=CST),
-                            datetime(2025, 12, 31, tzinfo=CST))
+    created = _random_times(
+        rng, len(groups) + N_WORK_UNITS, datetime(2021, 6, 1, tzinfo=CST), datetime(2025, 12, 31, tzinfo=CST)
+    )
     branches: list[Branch] = []
     for i, (kind, members) in enumerate(groups):
         first = grids[members[0]]
@@ -1060,8 +1097,19 @@ def _make_branches(rng, layout: _Layout, grids: list[Grid], people: _People, dis
             code = f"G{first.code}"
             nums = "、".join(str(int(grids[g].code[-3:])) for g in members)
             name = f"{comm_name}第{nums}网格联合党支部"
-        branches.append(Branch(code, name, kind, comm_code, tuple(grids[g].code for g in members), site,
-                               sec_names[i], sec_phones[i], created[i]))
+        branches.append(
+            Branch(
+                code,
+                name,
+                kind,
+                comm_code,
+                tuple(grids[g].code for g in members),
+                site,
+                sec_names[i],
+                sec_phones[i],
+                created[i],
+            )
+        )
 
     # Work-unit branches: departments' offices, schools/hospitals, companies.
     unit_names = [f"{d}机关党支部" for d in N.DEPARTMENTS[:25]]
@@ -1075,14 +1123,25 @@ def _make_branches(rng, layout: _Layout, grids: list[Grid], people: _People, dis
     sites = _sample_lonlat(rng, N_WORK_UNITS, district_m, boundary_ll, density)
     for j, uname in enumerate(unit_names[:N_WORK_UNITS]):
         i = len(groups) + j
-        branches.append(Branch(f"W{COUNTY}{j + 1:04d}", uname, "work_unit", None, (),
-                               Point(float(sites[j, 0]), float(sites[j, 1])),
-                               sec_names[i], sec_phones[i], created[i]))
+        branches.append(
+            Branch(
+                f"W{COUNTY}{j + 1:04d}",
+                uname,
+                "work_unit",
+                None,
+                (),
+                Point(float(sites[j, 0]), float(sites[j, 1])),
+                sec_names[i],
+                sec_phones[i],
+                created[i],
+            )
+        )
     return branches, [grids[g].code for g in branchless_idx]
 
 
-def _make_members(rng, people: _People, grids, branches, defects, district_m, district_ll, density, grid_at,
-                  as_of: datetime):
+def _make_members(
+    rng, people: _People, grids, branches, defects, district_m, district_ll, density, grid_at, as_of: datetime
+):
     n = N_IN_SERVICE + N_FLOATING
     status = np.array(["in_service"] * N_IN_SERVICE + ["floating"] * N_FLOATING)
     status = status[rng.permutation(n)]
@@ -1095,7 +1154,7 @@ def _make_members(rng, people: _People, grids, branches, defects, district_m, di
             gap = shapely.from_wkt(d["wkt"])
             gap = shapely.buffer(gap, -2e-6)  # keep clear of the gap's edges (~0.2 m)
             pts = _sample_in(rng, 3, gap)
-            ll[k:k + 3] = pts
+            ll[k : k + 3] = pts
             k += 3
     # Shuffle so the gap residents are not the first members.
     perm = rng.permutation(n)
@@ -1125,8 +1184,16 @@ def _make_members(rng, people: _People, grids, branches, defects, district_m, di
     members, residences, registrations = [], [], []
     for i in range(n):
         in_service = status[i] == "in_service"
-        members.append(Member(i, names[i], phones[i], str(status[i]),
-                              work_units[wu_choice[i]].code if in_service else None, created[i]))
+        members.append(
+            Member(
+                i,
+                names[i],
+                phones[i],
+                str(status[i]),
+                work_units[wu_choice[i]].code if in_service else None,
+                created[i],
+            )
+        )
         g = int(grid_idx[i])
         if registered[i] and g >= 0:
             grid = grids[g]
@@ -1139,28 +1206,50 @@ def _make_members(rng, people: _People, grids, branches, defects, district_m, di
                 by, st = f"网格员{grid.worker_name}", "confirmed"
             at = at.replace(microsecond=0)
             decided = decided.replace(microsecond=0) if decided else None
-            registrations.append(Registration(i, grid.code, branch_of_grid.get(grid.code),
-                                              ROLE_CODES[roles[i]], st, at, decided, by))
+            registrations.append(
+                Registration(i, grid.code, branch_of_grid.get(grid.code), ROLE_CODES[roles[i]], st, at, decided, by)
+            )
             recorded = at - timedelta(minutes=float(rec_minutes[i]))
         else:
             recorded = as_of - timedelta(days=float(reg_age_days[i]))
-        residences.append(Residence(i, float(ll[i, 0]), float(ll[i, 1]), float(accuracy[i]),
-                                    recorded.replace(microsecond=0)))
+        residences.append(
+            Residence(i, float(ll[i, 0]), float(ll[i, 1]), float(accuracy[i]), recorded.replace(microsecond=0))
+        )
     return members, residences, registrations
 
 
 # Event lifecycle: the share of each final status.
 EVENT_STATUS_SHARES = {
-    "closed": 0.845, "handled": 0.03, "in_progress": 0.035, "dispatched": 0.02, "registered": 0.01,
-    "reported": 0.008, "rejected": 0.015, "duplicate": 0.017, "deferred": 0.01, "returned": 0.01,
+    "closed": 0.845,
+    "handled": 0.03,
+    "in_progress": 0.035,
+    "dispatched": 0.02,
+    "registered": 0.01,
+    "reported": 0.008,
+    "rejected": 0.015,
+    "duplicate": 0.017,
+    "deferred": 0.01,
+    "returned": 0.01,
 }
 DISPATCHER = "区指挥中心"
 #: The statuses in which an event's time limit runs (layers.events.CLOCK).
 CLOCK_STATUSES = ("dispatched", "in_progress", "handled", "returned")
 
 
-def _make_events(rng, people: _People, grids, categories, departments, members, defects, district_m,
-                 district_ll, density, grid_at, as_of: datetime):
+def _make_events(
+    rng,
+    people: _People,
+    grids,
+    categories,
+    departments,
+    members,
+    defects,
+    district_m,
+    district_ll,
+    density,
+    grid_at,
+    as_of: datetime,
+):
     n = N_EVENTS
     cat_w = np.array([c[5] for c in N.CATEGORIES], dtype=float)
     cat_idx = rng.choice(len(categories), size=n, p=cat_w / cat_w.sum())
@@ -1260,7 +1349,7 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
     member_pick = rng.integers(0, len(member_names), size=n)
     dup_jitter = rng.normal(0.0, 8e-5, size=(n, 2))
     recent_by_cat: dict[str, list[int]] = {}
-    for key, (reported_at, i, cat, status, steps, returned_before, uu) in enumerate(records):
+    for key, (reported_at, i, cat, status, steps, _returned_before, uu) in enumerate(records):
         lon, lat = float(ll[i, 0]), float(ll[i, 1])
         g = int(grid_idx[i])
         duplicate_of = None
@@ -1330,16 +1419,35 @@ def _make_events(rng, people: _People, grids, categories, departments, members, 
                 note = "核查属实，结案"
             else:
                 actor = handler if action != "return" else dept_name[cat.department_code]
-                note = {"accept": "已签收，处置中", "handle": "已处置完毕", "defer": "需协调资金，申请缓办",
-                        "return": "非本单位职责，退回指挥中心"}[action]
+                note = {
+                    "accept": "已签收，处置中",
+                    "handle": "已处置完毕",
+                    "defer": "需协调资金，申请缓办",
+                    "return": "非本单位职责，退回指挥中心",
+                }[action]
             log.append(EventLogEntry(key, at, actor, action, prev, to, note, with_department))
             prev = to
-        events.append(Event(
-            key=key, lon=lon, lat=lat, category_code=cat.code, channel=ch, description=description,
-            reporter=reporter, grid_code=grid.code if grid else None, department_code=department,
-            status=status, assignee=assignee, version=len(steps), return_count=return_count,
-            duplicate_of=duplicate_of, reported_at=reported_at, dispatched_at=dispatched_at,
-            due_at=due_at, closed_at=closed_at,
-        ))
+        events.append(
+            Event(
+                key=key,
+                lon=lon,
+                lat=lat,
+                category_code=cat.code,
+                channel=ch,
+                description=description,
+                reporter=reporter,
+                grid_code=grid.code if grid else None,
+                department_code=department,
+                status=status,
+                assignee=assignee,
+                version=len(steps),
+                return_count=return_count,
+                duplicate_of=duplicate_of,
+                reported_at=reported_at,
+                dispatched_at=dispatched_at,
+                due_at=due_at,
+                closed_at=closed_at,
+            )
+        )
         recent_by_cat.setdefault(cat.code, []).append(key)
     return events, log

@@ -46,11 +46,14 @@ def _members(db) -> dict[str, int]:
     """A member without an account, registered (active) in each side's grid."""
     found = {}
     for where, (_, _, grid) in AREAS.items():
-        found[where] = db.execute(text(
-            "SELECT r.member_id FROM registrations r JOIN grids g ON g.id = r.grid_id "
-            "WHERE g.code = :g AND r.status IN ('pending', 'confirmed') "
-            "AND NOT EXISTS (SELECT 1 FROM users u WHERE u.member_id = r.member_id) ORDER BY r.member_id LIMIT 1"),
-            {"g": grid}).scalar()
+        found[where] = db.execute(
+            text(
+                "SELECT r.member_id FROM registrations r JOIN grids g ON g.id = r.grid_id "
+                "WHERE g.code = :g AND r.status IN ('pending', 'confirmed') "
+                "AND NOT EXISTS (SELECT 1 FROM users u WHERE u.member_id = r.member_id) ORDER BY r.member_id LIMIT 1"
+            ),
+            {"g": grid},
+        ).scalar()
         assert found[where] is not None
     return found
 
@@ -62,9 +65,14 @@ def _department(db) -> str:
 def _setup(db) -> dict:
     add_user(db, "t_cadmin", "admin", area_code=AREAS["in"][1])
     department = _department(db)
-    db.execute(text("INSERT INTO users (username, password_hash, role, department_id) "
-                    "SELECT 't_dstaff', u.password_hash, 'department_staff', d.id FROM users u, departments d "
-                    "WHERE u.username = 'admin' AND d.code = :d"), {"d": department})
+    db.execute(
+        text(
+            "INSERT INTO users (username, password_hash, role, department_id) "
+            "SELECT 't_dstaff', u.password_hash, 'department_staff', d.id FROM users u, departments d "
+            "WHERE u.username = 'admin' AND d.code = :d"
+        ),
+        {"d": department},
+    )
     db.flush()
     return {"members": _members(db), "department": department}
 
@@ -122,8 +130,10 @@ def test_who_creates_which_account_where(client, demo_db):
                     r = client.post("/v1/accounts", json=body, headers=token_for(username))
                     demo_db.rollback()  # what the request left uncommitted
                     after = _log_count(demo_db)
-                    created = demo_db.execute(text("SELECT role, area_code, member_id FROM users WHERE username = :u"),
-                                              {"u": body["username"]}).first()
+                    created = demo_db.execute(
+                        text("SELECT role, area_code, member_id FROM users WHERE username = :u"),
+                        {"u": body["username"]},
+                    ).first()
                     return r, after - before, created
 
                 r, logged, created = _in_savepoint(demo_db, call)
@@ -149,12 +159,20 @@ def _accounts(db, ctx) -> dict[tuple[str, str], str]:
             binding, _ = _target(ctx, kind, where)
             username = f"t_old_{kind}_{where}"
             department = binding.get("department")
-            db.execute(text(
-                "INSERT INTO users (username, password_hash, role, area_code, member_id, department_id) "
-                "SELECT :u, u.password_hash, :r, :a, :m, (SELECT id FROM departments WHERE code = :d) "
-                "FROM users u WHERE u.username = 'admin'"),
-                {"u": username, "r": binding["role"], "a": binding.get("area_code"), "m": binding.get("member_id"),
-                 "d": department})
+            db.execute(
+                text(
+                    "INSERT INTO users (username, password_hash, role, area_code, member_id, department_id) "
+                    "SELECT :u, u.password_hash, :r, :a, :m, (SELECT id FROM departments WHERE code = :d) "
+                    "FROM users u WHERE u.username = 'admin'"
+                ),
+                {
+                    "u": username,
+                    "r": binding["role"],
+                    "a": binding.get("area_code"),
+                    "m": binding.get("member_id"),
+                    "d": department,
+                },
+            )
             found[(kind, where)] = username
     db.flush()
     return found
@@ -170,17 +188,20 @@ def test_who_disables_enables_and_resets_which_account_where(client, demo_db):
             _, home = _target(ctx, kind, where)
             expected = _expected(caller, kind, home)
             for action in ("disable", "enable", "reset-password"):
+
                 def call():
                     if action == "enable":
                         demo_db.execute(text("UPDATE users SET active = false WHERE username = :u"), {"u": target})
                         demo_db.commit()  # into the savepoint: a refused request must leave it
-                    before = demo_db.execute(text("SELECT password_hash, active FROM users WHERE username = :u"),
-                                             {"u": target}).one()
+                    before = demo_db.execute(
+                        text("SELECT password_hash, active FROM users WHERE username = :u"), {"u": target}
+                    ).one()
                     logs = _log_count(demo_db)
                     r = client.post(f"/v1/accounts/{target}/{action}", headers=token_for(username))
                     demo_db.rollback()
-                    after = demo_db.execute(text("SELECT password_hash, active FROM users WHERE username = :u"),
-                                            {"u": target}).one()
+                    after = demo_db.execute(
+                        text("SELECT password_hash, active FROM users WHERE username = :u"), {"u": target}
+                    ).one()
                     return r, _log_count(demo_db) - logs, tuple(before) != tuple(after), after
 
                 r, logged, changed, after = _in_savepoint(demo_db, call)
@@ -232,21 +253,26 @@ def test_lists_hold_the_area_only_and_never_hashes(client, demo_db):
 
 
 def test_the_log_is_written_with_each_change_and_append_only(client, demo_db):
-    r = client.post("/v1/accounts", headers=token_for("street_admin"), json={
-        "username": "t_logged", "role": "grid_worker", "area_code": AREAS["in"][2], "display_name": "张网格"})
+    r = client.post(
+        "/v1/accounts",
+        headers=token_for("street_admin"),
+        json={"username": "t_logged", "role": "grid_worker", "area_code": AREAS["in"][2], "display_name": "张网格"},
+    )
     assert r.status_code == 201, r.text
     generated = r.json()["password"]
     assert len(generated) >= 16
     for action in ("disable", "disable", "enable", "reset-password"):  # a second disable changes nothing
         assert client.post(f"/v1/accounts/t_logged/{action}", headers=token_for("street_admin")).status_code == 200
-    rows = demo_db.execute(text("SELECT actor, area, action, before, after, at FROM account_log "
-                                "WHERE username = 't_logged' ORDER BY id")).all()
+    rows = demo_db.execute(
+        text("SELECT actor, area, action, before, after, at FROM account_log WHERE username = 't_logged' ORDER BY id")
+    ).all()
     assert [r.action for r in rows] == ["create", "disable", "enable", "reset_password"]
     assert {r.actor for r in rows} == {"street_admin"} and {r.area for r in rows} == {AREAS["in"][2]}
     assert rows[0].before is None and rows[0].after["display_name"] == "张网格" and rows[0].after["active"] is True
     assert (rows[1].before, rows[1].after) == ({"active": True}, {"active": False})
     assert "argon2" not in str(rows[3].after)
     from tests.conftest import TEST_CLOCK
+
     assert {r.at for r in rows} == {TEST_CLOCK.now()}  # gridbranch_now(), the service's clock
     for statement in ("UPDATE account_log SET actor = 'x'", "DELETE FROM account_log", "TRUNCATE account_log"):
         conn = demo_db.get_bind()
@@ -258,8 +284,11 @@ def test_the_log_is_written_with_each_change_and_append_only(client, demo_db):
 
 
 def test_a_disabled_accounts_tokens_stop_at_once(client, demo_db):
-    r = client.post("/v1/accounts", headers=token_for("admin"), json={
-        "username": "t_disabled", "role": "dispatcher", "password": PASSWORD})
+    r = client.post(
+        "/v1/accounts",
+        headers=token_for("admin"),
+        json={"username": "t_disabled", "role": "dispatcher", "password": PASSWORD},
+    )
     assert r.status_code == 201, r.text
     headers = bearer(client, "t_disabled", PASSWORD)
     assert client.get("/v1/auth/me", headers=headers).json()["role"] == "dispatcher"
@@ -279,27 +308,41 @@ def test_a_disabled_accounts_tokens_stop_at_once(client, demo_db):
 
 def test_department_staff_are_bound_to_a_department_and_sign_in(client, demo_db):
     department = _department(demo_db)
-    r = client.post("/v1/accounts", headers=token_for("admin"), json={
-        "username": "t_dept", "role": "department_staff", "department": department, "password": PASSWORD})
+    r = client.post(
+        "/v1/accounts",
+        headers=token_for("admin"),
+        json={"username": "t_dept", "role": "department_staff", "department": department, "password": PASSWORD},
+    )
     assert r.status_code == 201, r.text
     assert r.json()["account"]["department"] == department and r.json()["password"] is None
     me = client.get("/v1/auth/me", headers=bearer(client, "t_dept", PASSWORD))
     assert me.status_code == 200 and me.json()["role"] == "department_staff"
     # and it creates nothing
-    r = client.post("/v1/accounts", headers=token_for("t_dept"), json={
-        "username": "t_dept2", "role": "member", "member_id": 1, "password": PASSWORD})
+    r = client.post(
+        "/v1/accounts",
+        headers=token_for("t_dept"),
+        json={"username": "t_dept2", "role": "member", "member_id": 1, "password": PASSWORD},
+    )
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize("password, why", [
-    ("Short-1", "10"), ("alllowercaseletters", "3"), ("lower-and-digits-but-no-upper".replace("-", ""), "3"),
-    ("T_Policy_Name1", "username"),
-])
+@pytest.mark.parametrize(
+    "password, why",
+    [
+        ("Short-1", "10"),
+        ("alllowercaseletters", "3"),
+        ("lower-and-digits-but-no-upper".replace("-", ""), "3"),
+        ("T_Policy_Name1", "username"),
+    ],
+)
 def test_the_password_policy_refuses_naming_the_field_and_writes_nothing(client, demo_db, password, why):
     before = _log_count(demo_db)
     username = "t_policy_name1" if why == "username" else "t_policy"
-    r = client.post("/v1/accounts", headers=token_for("admin"), json={
-        "username": username, "role": "dispatcher", "password": password})
+    r = client.post(
+        "/v1/accounts",
+        headers=token_for("admin"),
+        json={"username": username, "role": "dispatcher", "password": password},
+    )
     assert r.status_code == 422, r.text
     assert r.json()["field"] == "password" and why in r.json()["detail"]
     assert _log_count(demo_db) == before
@@ -313,26 +356,30 @@ def test_the_password_policy_refuses_naming_the_field_and_writes_nothing(client,
     assert _log_count(demo_db) == before
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ({"role": "grid_worker"}, 422, "area_code"),
-    ({"role": "grid_worker", "area_code": "410105001000"}, 422, "area_code"),  # a street: not a grid worker's
-    ({"role": "admin", "area_code": "410105001001999"}, 422, "area_code"),  # a grid: not an admin's
-    ({"role": "grid_worker", "area_code": "410105001001999"}, 422, "area_code"),  # no such grid
-    ({"role": "department_staff", "department": "NOPE"}, 422, "department"),
-    ({"role": "department_staff"}, 422, "department"),
-    ({"role": "dispatcher", "area_code": "410105001000"}, 422, "area_code"),
-    ({"role": "member"}, 422, "member_id"),
-    ({"role": "member", "member_id": 2**31 - 1}, 404, "member_id"),
-    ({"role": "dispatcher", "username": "x"}, 422, "username"),
-    ({"role": "dispatcher", "username": "admin"}, 409, "username"),
-    ({"role": "dispatcher", "display_name": "=cmd()"}, 422, "display_name"),
-    ({"role": "overlord"}, 422, "role"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"role": "grid_worker"}, 422, "area_code"),
+        ({"role": "grid_worker", "area_code": "410105001000"}, 422, "area_code"),  # a street: not a grid worker's
+        ({"role": "admin", "area_code": "410105001001999"}, 422, "area_code"),  # a grid: not an admin's
+        ({"role": "grid_worker", "area_code": "410105001001999"}, 422, "area_code"),  # no such grid
+        ({"role": "department_staff", "department": "NOPE"}, 422, "department"),
+        ({"role": "department_staff"}, 422, "department"),
+        ({"role": "dispatcher", "area_code": "410105001000"}, 422, "area_code"),
+        ({"role": "member"}, 422, "member_id"),
+        ({"role": "member", "member_id": 2**31 - 1}, 404, "member_id"),
+        ({"role": "dispatcher", "username": "x"}, 422, "username"),
+        ({"role": "dispatcher", "username": "admin"}, 409, "username"),
+        ({"role": "dispatcher", "display_name": "=cmd()"}, 422, "display_name"),
+        ({"role": "overlord"}, 422, "role"),
+    ],
+)
 def test_bad_accounts_are_refused_naming_the_field(client, demo_db, body, status, field):
     before = _log_count(demo_db)
     users = demo_db.execute(text("SELECT count(*) FROM users")).scalar()
-    r = client.post("/v1/accounts", headers=token_for("admin"),
-                    json={"username": "t_bad", "password": PASSWORD, **body})
+    r = client.post(
+        "/v1/accounts", headers=token_for("admin"), json={"username": "t_bad", "password": PASSWORD, **body}
+    )
     assert r.status_code == status, r.text
     assert r.json()["field"] == field or field in str(r.json().get("errors"))
     assert _log_count(demo_db) == before
@@ -342,8 +389,10 @@ def test_bad_accounts_are_refused_naming_the_field(client, demo_db, body, status
 def test_one_account_per_member(client, demo_db):
     member = _members(demo_db)["in"]
     body = {"role": "member", "member_id": member, "password": PASSWORD}
-    assert client.post("/v1/accounts", headers=token_for("street_admin"),
-                       json={"username": "t_m1", **body}).status_code == 201
+    assert (
+        client.post("/v1/accounts", headers=token_for("street_admin"), json={"username": "t_m1", **body}).status_code
+        == 201
+    )
     r = client.post("/v1/accounts", headers=token_for("street_admin"), json={"username": "t_m2", **body})
     assert r.status_code == 409 and r.json()["field"] == "member_id"
     me = client.get("/v1/auth/me", headers=bearer(client, "t_m1", PASSWORD)).json()
@@ -356,7 +405,9 @@ def test_the_cli_adds_lists_disables_enables_and_resets(demo_db, monkeypatch, ca
     monkeypatch.setenv("GRIDBRANCH_USER_PASSWORD", PASSWORD)
     assert cli.users_command(demo_db, ["add", "t_cli", "--role", "admin", "--area", DISTRICT]) == 0
     assert demo_db.execute(text("SELECT role, area_code FROM users WHERE username = 't_cli'")).one() == (
-        "admin", DISTRICT)
+        "admin",
+        DISTRICT,
+    )
     assert cli.users_command(demo_db, ["list", "--role", "admin"]) == 0
     assert "t_cli" in capsys.readouterr().out
     assert cli.users_command(demo_db, ["disable", "t_cli"]) == 0
@@ -394,10 +445,15 @@ def test_a_change_whose_log_row_fails_leaves_nothing(demo_db):
     conn = demo_db.get_bind()
     savepoint = conn.begin_nested()
     try:
-        demo_db.execute(text("CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS "
-                             "$$ BEGIN RAISE EXCEPTION 'log refused'; END $$"))
-        demo_db.execute(text("CREATE TRIGGER refuse BEFORE INSERT ON account_log "
-                             "FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()"))
+        demo_db.execute(
+            text(
+                "CREATE FUNCTION pg_temp.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'log refused'; END $$"
+            )
+        )
+        demo_db.execute(
+            text("CREATE TRIGGER refuse BEFORE INSERT ON account_log FOR EACH ROW EXECUTE FUNCTION pg_temp.refuse()")
+        )
         demo_db.commit()
         with pytest.raises(DBAPIError, match="log refused"):
             accounts.create_account(demo_db, actor="admin", username="t_half", password_hash="x", role="dispatcher")

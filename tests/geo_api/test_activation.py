@@ -23,16 +23,19 @@ def _plant(db) -> list[dict]:
     planted = []
     for i, member_id in enumerate(ids):
         number = ("T-ACT-001", "12/34")[i]
-        phone = db.execute(text("UPDATE members SET number = :n WHERE id = :m RETURNING phone"),
-                           {"n": number, "m": member_id}).scalar()
+        phone = db.execute(
+            text("UPDATE members SET number = :n WHERE id = :m RETURNING phone"), {"n": number, "m": member_id}
+        ).scalar()
         planted.append({"id": member_id, "number": number, "phone": phone})
     db.commit()
     return planted
 
 
 def _activate(client, member, code, **kw):
-    return client.post("/v1/auth/activate", json={"number": member["number"], "phone": member["phone"],
-                                                  "code": code, "password": PASSWORD, **kw})
+    return client.post(
+        "/v1/auth/activate",
+        json={"number": member["number"], "phone": member["phone"], "code": code, "password": PASSWORD, **kw},
+    )
 
 
 def test_codes_activate_members_once_and_expire(client, demo_db, clock):
@@ -44,14 +47,18 @@ def test_codes_activate_members_once_and_expire(client, demo_db, clock):
     assert r.json()["within"] == C_IN and {one["id"], two["id"]} <= set(issued)
     code = issued[one["id"]]["code"]
     assert len(code) == 14 and code.count("-") == 2 and issued[one["id"]]["number"] == one["number"]
-    hashes = demo_db.execute(text("SELECT code_hash FROM activation_codes WHERE member_id = :m"),
-                             {"m": one["id"]}).scalars().all()
+    hashes = (
+        demo_db.execute(text("SELECT code_hash FROM activation_codes WHERE member_id = :m"), {"m": one["id"]})
+        .scalars()
+        .all()
+    )
     assert hashes == [activation.code_digest(one["id"], code)] and code not in str(hashes)
 
     # the same answer for a wrong number, phone or code (and no account made)
     wrong = [
-        client.post("/v1/auth/activate", json={"number": "T-ACT-999", "phone": one["phone"], "code": code,
-                                               "password": PASSWORD}),
+        client.post(
+            "/v1/auth/activate", json={"number": "T-ACT-999", "phone": one["phone"], "code": code, "password": PASSWORD}
+        ),
         _activate(client, {**one, "phone": "13000000000"}, code),
         _activate(client, one, "AAAA-BBBB-CCCC"),
         _activate(client, one, issued[two["id"]]["code"]),  # another member's code
@@ -68,8 +75,7 @@ def test_codes_activate_members_once_and_expire(client, demo_db, clock):
     assert me["role"] == "member" and me["member_id"] == one["id"] and me["username"] == one["number"]
     assert client.post("/v1/auth/token", data={"username": one["number"], "password": PASSWORD}).status_code == 200
     assert _activate(client, one, code).status_code == 401  # single use
-    log = demo_db.execute(text("SELECT action, actor FROM account_log WHERE username = :u"),
-                          {"u": one["number"]}).all()
+    log = demo_db.execute(text("SELECT action, actor FROM account_log WHERE username = :u"), {"u": one["number"]}).all()
     assert [tuple(r) for r in log] == [("activate", one["number"])]
 
     # a member number that is no username: the member picks one; the code stays good meanwhile
@@ -86,8 +92,9 @@ def test_codes_activate_members_once_and_expire(client, demo_db, clock):
 
 def test_an_admin_reset_of_a_member_is_a_new_code_that_voids_the_last(client, demo_db):
     one, _ = _plant(demo_db)
-    first = client.post("/v1/activation-codes", headers=token_for("t_cadmin"),
-                        json={"member_ids": [one["id"]], "days": 3}).json()["codes"][0]["code"]
+    first = client.post(
+        "/v1/activation-codes", headers=token_for("t_cadmin"), json={"member_ids": [one["id"]], "days": 3}
+    ).json()["codes"][0]["code"]
     assert _activate(client, one, first).status_code == 200
     signed = client.post("/v1/auth/token", data={"username": one["number"], "password": PASSWORD})
     old = {"Authorization": f"Bearer {signed.json()['access_token']}"}
@@ -96,8 +103,11 @@ def test_an_admin_reset_of_a_member_is_a_new_code_that_voids_the_last(client, de
     code = r.json()["activation_code"]
     assert client.get("/v1/auth/me", headers=old).status_code == 401  # its tokens end
     assert client.post("/v1/auth/token", data={"username": one["number"], "password": PASSWORD}).status_code == 401
-    given = client.post(f"/v1/accounts/{one['number']}/reset-password", headers=token_for("t_cadmin"),
-                        json={"password": "Given-pass-2026"})
+    given = client.post(
+        f"/v1/accounts/{one['number']}/reset-password",
+        headers=token_for("t_cadmin"),
+        json={"password": "Given-pass-2026"},
+    )
     assert given.status_code == 422 and given.json()["field"] == "password"
     again = client.post(f"/v1/accounts/{one['number']}/reset-password", headers=token_for("t_cadmin")).json()
     assert _activate(client, one, code).status_code == 401  # voided by the newer one
@@ -105,8 +115,11 @@ def test_an_admin_reset_of_a_member_is_a_new_code_that_voids_the_last(client, de
     assert r.status_code == 200
     me = client.get("/v1/auth/me", headers={"Authorization": f"Bearer {r.json()['access_token']}"}).json()
     assert me["username"] == one["number"]
-    actions = demo_db.execute(text("SELECT action FROM account_log WHERE username = :u ORDER BY id"),
-                              {"u": one["number"]}).scalars().all()
+    actions = (
+        demo_db.execute(text("SELECT action FROM account_log WHERE username = :u ORDER BY id"), {"u": one["number"]})
+        .scalars()
+        .all()
+    )
     assert actions == ["activate", "reset_password", "reset_password", "activate"]
 
 
@@ -124,8 +137,9 @@ def test_codes_only_for_the_callers_own_community(client, demo_db):
         assert client.post("/v1/activation-codes", headers=token_for(who), json={}).status_code == 403
     assert demo_db.execute(text("SELECT count(*) FROM activation_codes")).scalar() == 0
     # the street's admin for one of its communities, as a printable CSV
-    r = client.post("/v1/activation-codes", headers=token_for("street_admin"), params={"format": "csv"},
-                    json={"within": C_IN})
+    r = client.post(
+        "/v1/activation-codes", headers=token_for("street_admin"), params={"format": "csv"}, json={"within": C_IN}
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     lines = r.content.decode("utf-8-sig").splitlines()
     assert lines[0] == "党员编号,姓名,激活码,有效期至" and any(line.startswith(one["number"] + ",") for line in lines)

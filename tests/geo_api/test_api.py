@@ -134,8 +134,9 @@ def test_head_answers_as_get_without_the_body(client, url, user):
     head = client.head(url, headers=headers)
     assert head.status_code == got.status_code and head.content == b""
     drop = {"date"}
-    assert {k: v for k, v in head.headers.items() if k not in drop} == \
-        {k: v for k, v in got.headers.items() if k not in drop}
+    assert {k: v for k, v in head.headers.items() if k not in drop} == {
+        k: v for k, v in got.headers.items() if k not in drop
+    }
     assert int(head.headers.get("content-length", len(got.content))) == len(got.content)
     if "etag" in got.headers:  # conditional HEAD
         again = client.head(url, headers={**headers, "If-None-Match": got.headers["etag"]})

@@ -16,19 +16,30 @@ from tests.geo_api.test_api import api_routes
 
 #: The routes that can answer personal data: each declares geo_api.audit.Audited.
 PERSONAL_ROUTES = {
-    ("POST", "/v1/registrations"), ("GET", "/v1/registrations"), ("GET", "/v1/registrations/mine"),
-    ("GET", "/v1/registrations/{registration_id}"), ("POST", "/v1/registrations/{registration_id}/confirm"),
-    ("POST", "/v1/registrations/{registration_id}/reject"), ("GET", "/v1/branches/{code}"),
-    ("POST", "/v1/branches"), ("PATCH", "/v1/branches/{code}"), ("GET", "/v1/branches/{code}/unregistered"),
-    ("GET", "/v1/upkeep"), ("GET", "/v1/events"), ("GET", "/v1/events/{event_id}"),
-    ("GET", "/v1/events/{event_id}/routing"), ("POST", "/v1/events/{event_id}/transitions"),
-    ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"), ("POST", "/v1/activation-codes"),
+    ("POST", "/v1/registrations"),
+    ("GET", "/v1/registrations"),
+    ("GET", "/v1/registrations/mine"),
+    ("GET", "/v1/registrations/{registration_id}"),
+    ("POST", "/v1/registrations/{registration_id}/confirm"),
+    ("POST", "/v1/registrations/{registration_id}/reject"),
+    ("GET", "/v1/branches/{code}"),
+    ("POST", "/v1/branches"),
+    ("PATCH", "/v1/branches/{code}"),
+    ("GET", "/v1/branches/{code}/unregistered"),
+    ("GET", "/v1/upkeep"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/events/{event_id}"),
+    ("GET", "/v1/events/{event_id}/routing"),
+    ("POST", "/v1/events/{event_id}/transitions"),
+    ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"),
+    ("POST", "/v1/activation-codes"),
 }
 
 
 def _audited(route) -> bool:
     def walk(dependant):
         return any(getattr(d.call, "__name__", "") == "_auditor" or walk(d) for d in dependant.dependencies)
+
     return walk(route.dependant)
 
 
@@ -38,10 +49,12 @@ def test_the_personal_routes_declare_the_audit(client):
 
 
 def test_rows_are_written_read_filtered_exported_and_never_changed(client, demo_db):
-    member = demo_db.execute(text("SELECT member_id FROM registrations WHERE status = 'confirmed' "
-                                  "ORDER BY id LIMIT 1")).scalar()
-    reg = demo_db.execute(text("SELECT id FROM registrations WHERE member_id = :m AND status = 'confirmed'"),
-                          {"m": member}).scalar()
+    member = demo_db.execute(
+        text("SELECT member_id FROM registrations WHERE status = 'confirmed' ORDER BY id LIMIT 1")
+    ).scalar()
+    reg = demo_db.execute(
+        text("SELECT id FROM registrations WHERE member_id = :m AND status = 'confirmed'"), {"m": member}
+    ).scalar()
     admin = token_for("admin")
     assert client.get(f"/v1/registrations/{reg}", headers=admin).status_code == 200
     writer_of(client.app).flush()
@@ -56,8 +69,14 @@ def test_rows_are_written_read_filtered_exported_and_never_changed(client, demo_
     # a street admin is no district admin
     assert client.get("/v1/audit", headers=token_for("street_admin")).status_code == 403
     # append-only: the database refuses changes, and a purge keeps at least a day
-    for sql in ("UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log",
-                "UPDATE audit_records SET member_ids = '{}'", "DELETE FROM audit_records", "TRUNCATE audit_records"):
+    for sql in (
+        "UPDATE audit_log SET actor = 'x'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "UPDATE audit_records SET member_ids = '{}'",
+        "DELETE FROM audit_records",
+        "TRUNCATE audit_records",
+    ):
         with pytest.raises(DBAPIError, match="append-only"):
             with demo_db.begin_nested():
                 demo_db.execute(text(sql))
@@ -65,16 +84,29 @@ def test_rows_are_written_read_filtered_exported_and_never_changed(client, demo_
         with demo_db.begin_nested():
             audit_log.purge(demo_db, 0.5)
     with demo_db.begin_nested():
-        demo_db.execute(text("INSERT INTO audit_log (at, actor, role, method, endpoint, path, status, fields) "
-                             "VALUES (gridbranch_now() - interval '400 days', 'old', 'admin', 'GET', '/x', '/x', 200, "
-                             "'{name}')"))
-        demo_db.execute(text("INSERT INTO audit_records (digest, member_ids, event_ids) VALUES ('orphan', '{1}', '{}')"))
+        demo_db.execute(
+            text(
+                "INSERT INTO audit_log (at, actor, role, method, endpoint, path, status, fields) "
+                "VALUES (gridbranch_now() - interval '400 days', 'old', 'admin', 'GET', '/x', '/x', 200, "
+                "'{name}')"
+            )
+        )
+        demo_db.execute(
+            text("INSERT INTO audit_records (digest, member_ids, event_ids) VALUES ('orphan', '{1}', '{}')")
+        )
         assert audit_log.purge(demo_db, 365) >= 1
         assert demo_db.execute(text("SELECT count(*) FROM audit_log WHERE actor = 'old'")).scalar() == 0
         assert demo_db.execute(text("SELECT count(*) FROM audit_records WHERE digest = 'orphan'")).scalar() == 0
         # the record sets rows still name are kept
-        assert demo_db.execute(text("SELECT count(*) FROM audit_log a WHERE a.records IS NOT NULL AND NOT EXISTS "
-                                    "(SELECT 1 FROM audit_records r WHERE r.digest = a.records)")).scalar() == 0
+        assert (
+            demo_db.execute(
+                text(
+                    "SELECT count(*) FROM audit_log a WHERE a.records IS NOT NULL AND NOT EXISTS "
+                    "(SELECT 1 FROM audit_records r WHERE r.digest = a.records)"
+                )
+            ).scalar()
+            == 0
+        )
 
 
 def test_refusals_and_public_reads_are_not_audited(client, demo_db):
@@ -106,9 +138,15 @@ def test_public_grids_hold_no_small_count_and_differencing_fails(client, demo_db
             break
     shown = {f["properties"]["code"]: f["properties"]["registered"] for f in features}
     assert all(v is None or v >= 5 for v in shown.values())
-    true = dict(demo_db.execute(text("SELECT g.code, count(r.id) FROM grids g LEFT JOIN registrations r "
-                                     "ON r.grid_id = g.id AND r.status = 'confirmed' WHERE g.retired_at IS NULL "
-                                     "GROUP BY g.code")).all())
+    true = dict(
+        demo_db.execute(
+            text(
+                "SELECT g.code, count(r.id) FROM grids g LEFT JOIN registrations r "
+                "ON r.grid_id = g.id AND r.status = 'confirmed' WHERE g.retired_at IS NULL "
+                "GROUP BY g.code"
+            )
+        ).all()
+    )
     for unit_len in (12, 9):  # a community's / street's total minus its published grids
         for unit in {c[:unit_len] for c in true}:
             withheld = sum(n for c, n in true.items() if c[:unit_len] == unit and shown.get(c) is None)
@@ -126,10 +164,13 @@ def test_the_grid_worker_can_be_kept_out_of_public_answers(demo_engine, demo_db)
     from geo_api.settings import AuditSettings
     from tests.conftest import make_settings
 
-    code, x, y = demo_db.execute(text(
-        "SELECT g.code, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom)) FROM grids g "
-        "JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL WHERE g.worker_name IS NOT NULL "
-        "ORDER BY g.code LIMIT 1")).one()
+    code, x, y = demo_db.execute(
+        text(
+            "SELECT g.code, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom)) FROM grids g "
+            "JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL WHERE g.worker_name IS NOT NULL "
+            "ORDER BY g.code LIMIT 1"
+        )
+    ).one()
     for public in (True, False):
         settings = make_settings()
         settings.audit = AuditSettings(public_grid_worker=public)

@@ -47,8 +47,11 @@ def test_tokens_live_the_idle_timeout_renewed_by_the_cookie_up_to_the_session_li
     assert f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert "Path=/v1/auth" in cookie and "Secure" not in cookie  # plain http here; Secure behind https
     assert r.headers["cache-control"] == "no-store"
-    behind = client.post("/v1/auth/token", data={"username": "dispatcher", "password": TEST_PASSWORD},
-                         headers={"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/gb"})
+    behind = client.post(
+        "/v1/auth/token",
+        data={"username": "dispatcher", "password": TEST_PASSWORD},
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/gb"},
+    )
     assert "Secure" in behind.headers["set-cookie"] and "Path=/gb/v1/auth" in behind.headers["set-cookie"]
     client.cookies.clear()
     r = _token(client, "dispatcher")
@@ -139,13 +142,16 @@ def test_sign_out_password_change_disable_and_role_change_revoke_every_token(cli
     # a password change: every token ends, the answer is a new session's
     headers = bearer(client, "t_rev")
     other = bearer(client, "t_rev")
-    r = client.post("/v1/auth/password", headers=headers,
-                    json={"current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD})
+    r = client.post(
+        "/v1/auth/password", headers=headers, json={"current_password": TEST_PASSWORD, "new_password": NEW_PASSWORD}
+    )
     assert r.status_code == 200, r.text
     assert _me(client, headers) == _me(client, other) == 401 and _me(client, _auth(r)) == 200
     assert _token(client, "t_rev").status_code == 401 and _token(client, "t_rev", NEW_PASSWORD).status_code == 200
-    assert "change_password" in demo_db.execute(text("SELECT array_agg(action) FROM account_log "
-                                                     "WHERE username = 't_rev'")).scalar()
+    assert (
+        "change_password"
+        in demo_db.execute(text("SELECT array_agg(action) FROM account_log WHERE username = 't_rev'")).scalar()
+    )
 
     # disabling ends them, re-enabling brings none of them back
     headers = bearer(client, "t_rev", NEW_PASSWORD)
@@ -185,8 +191,9 @@ def test_failures_in_a_row_lock_a_name_for_a_while_alike_for_unknown_users(clien
     rows = demo_db.execute(text("SELECT actor, after FROM account_log WHERE username = 't_lock' AND action = 'lock'"))
     [(actor, after)] = rows.all()
     assert actor == "signin" and after["failures"] == auth.signin_lock_failures and after["address"] == "testclient"
-    outcomes = demo_db.execute(text("SELECT outcome, count(*) FROM signin_log WHERE name IN ('t_lock', 't_nobody') "
-                                    "GROUP BY outcome")).all()
+    outcomes = demo_db.execute(
+        text("SELECT outcome, count(*) FROM signin_log WHERE name IN ('t_lock', 't_nobody') GROUP BY outcome")
+    ).all()
     assert dict(outcomes) == {"failed": 2 * auth.signin_lock_failures, "locked": 2}
 
     clock.advance(minutes=auth.signin_lock_minutes - 1)
@@ -213,8 +220,12 @@ def test_an_address_failing_too_often_is_slowed_down(client, demo_db, clock):
     assert _token(client, "admin").status_code == 429
     clock.advance(minutes=auth.signin_address_window_minutes)
     assert _token(client, "admin").status_code == 200 and _token(client, "admin").status_code == 200
-    assert demo_db.execute(text("SELECT count(*) FROM signin_log WHERE outcome = 'throttled' "
-                                "AND address = 'testclient'")).scalar() == 2
+    assert (
+        demo_db.execute(
+            text("SELECT count(*) FROM signin_log WHERE outcome = 'throttled' AND address = 'testclient'")
+        ).scalar()
+        == 2
+    )
 
 
 def test_an_unknown_user_costs_one_argon2_verification_as_a_wrong_password(client, monkeypatch):
@@ -250,8 +261,9 @@ def test_an_admin_reset_forces_a_password_change_first(client, demo_db):
     assert bad.status_code == 422 and bad.json()["field"] == "new_password"
     same = client.post("/v1/auth/password", headers=headers, json={"current_password": given, "new_password": given})
     assert same.status_code == 422
-    r = client.post("/v1/auth/password", headers=headers, json={"current_password": given,
-                                                                "new_password": NEW_PASSWORD})
+    r = client.post(
+        "/v1/auth/password", headers=headers, json={"current_password": given, "new_password": NEW_PASSWORD}
+    )
     assert r.status_code == 200 and r.json()["must_change_password"] is False
     assert client.get("/v1/registrations", headers=_auth(r)).status_code == 200
 

@@ -66,10 +66,20 @@ def _asgi(client, method: str, path: str, chunks: list[bytes], headers: dict[str
         async def send(message):
             messages.append(message)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                 "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+            "client": ("127.0.0.1", 50000),
+            "server": ("testserver", 80),
+        }
         await client.app(scope, receive, send)
         return messages
 
@@ -89,8 +99,11 @@ def _write_routes(app, real):
 
 def _limit_for(method: str, path: str, signed: bool) -> tuple[int, str]:
     if method == "POST" and path == "/v1/locate/batch":
-        return (BATCH_SIGNED, "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES") if signed else \
-            (BATCH_ANON, "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES_ANONYMOUS")
+        return (
+            (BATCH_SIGNED, "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES")
+            if signed
+            else (BATCH_ANON, "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES_ANONYMOUS")
+        )
     if method == "POST" and path == "/v1/imports" and signed:
         return IMPORTS, "GRIDBRANCH_IMPORTS_MAX_BYTES"
     return LIMIT, "GRIDBRANCH_MAX_BODY_BYTES"
@@ -110,8 +123,13 @@ def test_a_declared_length_over_the_limit_is_413_before_a_byte_is_read(limited, 
     for method, path in routes:
         limit, setting = _limit_for(method, path, who == "admin")
         body = _oversized(limit)
-        status, head, answer, pulled = _asgi(limited, method, path, [body], {
-            **headers, "Content-Type": "application/json", "Content-Length": str(len(body))})
+        status, head, answer, pulled = _asgi(
+            limited,
+            method,
+            path,
+            [body],
+            {**headers, "Content-Type": "application/json", "Content-Length": str(len(body))},
+        )
         assert status == 413, (method, path, status, answer[:200])
         assert pulled == 0, (method, path, pulled)
         assert head["content-type"].startswith(PROBLEM)
@@ -130,7 +148,7 @@ def test_a_streamed_body_is_refused_once_past_the_limit_never_read_whole(limited
     for method, path in _write_routes(limited.app, real):
         limit, setting = _limit_for(method, path, who == "admin")
         body = _oversized(limit)
-        chunks = [body[k:k + CHUNK] for k in range(0, len(body), CHUNK)]
+        chunks = [body[k : k + CHUNK] for k in range(0, len(body), CHUNK)]
         for ctype in ("application/json", "text/csv", "application/x-www-form-urlencoded"):
             status, head, answer, pulled = _asgi(limited, method, path, chunks, {**headers, "Content-Type": ctype})
             assert status < 500, (method, path, ctype, status, answer[:200])
@@ -152,15 +170,18 @@ def _csv(rows: int) -> bytes:
 
 
 def test_anonymous_batches_are_capped_lower_than_signed_in_ones(limited):
-    for body, ctype in ((_csv(ANON_ROWS + 1), "text/csv"),
-                        (orjson.dumps([{"id": k, "lon": 113.68, "lat": 34.78} for k in range(ANON_ROWS + 1)]),
-                         "application/json")):
+    for body, ctype in (
+        (_csv(ANON_ROWS + 1), "text/csv"),
+        (orjson.dumps([{"id": k, "lon": 113.68, "lat": 34.78} for k in range(ANON_ROWS + 1)]), "application/json"),
+    ):
         assert len(body) < BATCH_ANON
         r = limited.post("/v1/locate/batch", content=body, headers={"Content-Type": ctype})
         assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM), r.text
         problem = r.json()
         assert problem["field"] == "body" and problem["max_rows"] == ANON_ROWS
-        assert problem["setting"] == "GRIDBRANCH_LOCATE_BATCH_MAX_ROWS_ANONYMOUS" and str(ANON_ROWS) in problem["detail"]
+        assert (
+            problem["setting"] == "GRIDBRANCH_LOCATE_BATCH_MAX_ROWS_ANONYMOUS" and str(ANON_ROWS) in problem["detail"]
+        )
         r = limited.post("/v1/locate/batch", content=body, headers={"Content-Type": ctype, **token_for("admin")})
         assert r.status_code == 200, r.text
         assert len(r.json()["results"]) == ANON_ROWS + 1
@@ -203,8 +224,10 @@ def _mixed_csv(n: int) -> bytes:
 
 def _clean_csv(n: int) -> bytes:
     rng = np.random.default_rng(3)
-    return ("id,lon,lat\n" + "".join(f"{k},{X + rng.uniform(-0.01, 0.11):.6f},{Y + rng.uniform(0, 0.1):.6f}\n"
-                                     for k in range(n))).encode()
+    return (
+        "id,lon,lat\n"
+        + "".join(f"{k},{X + rng.uniform(-0.01, 0.11):.6f},{Y + rng.uniform(0, 0.1):.6f}\n" for k in range(n))
+    ).encode()
 
 
 @pytest.mark.parametrize("make", [_mixed_csv, _clean_csv])
@@ -221,11 +244,16 @@ def test_an_answer_made_in_parts_is_the_answer_made_at_once(layout_client, monke
         parts = layout_client.post("/v1/locate/batch", content=body, headers=headers)
         assert parts.status_code == 200 and parts.content == whole.content, part_rows
         rows = body.decode().replace("\r", "")
-        json_body = orjson.dumps([{"id": r["id"], "lon": r["lon"], "lat": r["lat"]}
-                                  for r in csv.DictReader(io.StringIO(rows))])
-        a = layout_client.post("/v1/locate/batch", content=json_body, headers={**headers, "Content-Type": "application/json"})
+        json_body = orjson.dumps(
+            [{"id": r["id"], "lon": r["lon"], "lat": r["lat"]} for r in csv.DictReader(io.StringIO(rows))]
+        )
+        a = layout_client.post(
+            "/v1/locate/batch", content=json_body, headers={**headers, "Content-Type": "application/json"}
+        )
         monkeypatch.setattr(route, "BATCH_PART_ROWS", 10**6)
-        b = layout_client.post("/v1/locate/batch", content=json_body, headers={**headers, "Content-Type": "application/json"})
+        b = layout_client.post(
+            "/v1/locate/batch", content=json_body, headers={**headers, "Content-Type": "application/json"}
+        )
         assert a.status_code == 200 and a.content == b.content, part_rows
     if accept == "application/json":
         results = whole.json()["results"]

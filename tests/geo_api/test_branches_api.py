@@ -24,7 +24,9 @@ def me(client, username: str) -> dict:
 
 def branchless_grid(db):
     """A current grid no active branch covers, with its community and an inside point."""
-    return one(db, """
+    return one(
+        db,
+        """
         SELECT g.code, g.name, c.code AS community, c.name AS community_name,
                ST_X(ST_PointOnSurface(gv.geom)) AS lon, ST_Y(ST_PointOnSurface(gv.geom)) AS lat
           FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
@@ -32,7 +34,8 @@ def branchless_grid(db):
          WHERE g.retired_at IS NULL AND NOT EXISTS (
                SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
                 WHERE bg.grid_id = g.id AND b.active)
-         ORDER BY g.code LIMIT 1""")
+         ORDER BY g.code LIMIT 1""",
+    )
 
 
 def problem(r, status: int, field: str) -> str:
@@ -52,8 +55,10 @@ def test_an_admin_puts_a_grid_worker_in_charge_and_locate_says_so(client, demo_d
     assert r.status_code == 200, r.text
     props = r.json()["properties"]
     assert (props["grid_worker"], props["grid_worker_phone"]) == ("赵新", "13900001234")
-    assert one(demo_db, "SELECT worker_name, worker_phone FROM grids WHERE code = :c", c=grid.code) == \
-        ("赵新", "13900001234")
+    assert one(demo_db, "SELECT worker_name, worker_phone FROM grids WHERE code = :c", c=grid.code) == (
+        "赵新",
+        "13900001234",
+    )
     located = client.get("/v1/locate", params={"lon": grid.lon, "lat": grid.lat}).json()
     assert located["grid"]["code"] == grid.code
     assert located["grid_worker"] == {"name": "赵新", "phone": "13900001234"}
@@ -65,14 +70,17 @@ def test_an_admin_puts_a_grid_worker_in_charge_and_locate_says_so(client, demo_d
     assert client.get("/v1/locate", params={"lon": grid.lon, "lat": grid.lat}).json()["grid_worker"] is None
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"name": "赵新", "phone": "12345"}, "worker_phone"),
-    ({"name": "赵新", "phone": "2390000123"}, "worker_phone"),
-    ({"name": "赵新"}, "worker_phone"),
-    ({"name": "  ", "phone": "13900001234"}, "worker_name"),
-    ({"phone": "13900001234"}, "worker_name"),
-    ({"name": "名" * 65, "phone": "13900001234"}, "worker_name"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"name": "赵新", "phone": "12345"}, "worker_phone"),
+        ({"name": "赵新", "phone": "2390000123"}, "worker_phone"),
+        ({"name": "赵新"}, "worker_phone"),
+        ({"name": "  ", "phone": "13900001234"}, "worker_name"),
+        ({"phone": "13900001234"}, "worker_name"),
+        ({"name": "名" * 65, "phone": "13900001234"}, "worker_name"),
+    ],
+)
 def test_a_grid_worker_without_a_usable_name_or_phone_is_refused(client, demo_db, body, field):
     grid = branchless_grid(demo_db)
     before = one(demo_db, "SELECT worker_name, worker_phone FROM grids WHERE code = :c", c=grid.code)
@@ -98,9 +106,16 @@ def test_only_admins_of_an_area_holding_the_grid_keep_its_worker(client, demo_db
 
 
 def new_branch(grid, **extra) -> dict:
-    return {"name": f"{grid.name}党支部", "kind": "grid", "community": grid.community, "grids": [grid.code],
-            "site": {"lon": grid.lon, "lat": grid.lat}, "secretary_name": "周红", "secretary_phone": "13600002222",
-            **extra}
+    return {
+        "name": f"{grid.name}党支部",
+        "kind": "grid",
+        "community": grid.community,
+        "grids": [grid.code],
+        "site": {"lon": grid.lon, "lat": grid.lat},
+        "secretary_name": "周红",
+        "secretary_phone": "13600002222",
+        **extra,
+    }
 
 
 def test_an_admin_sets_up_a_grid_branch_and_the_grid_has_one(client, demo_db):
@@ -116,7 +131,8 @@ def test_an_admin_sets_up_a_grid_branch_and_the_grid_has_one(client, demo_db):
     assert (branch["secretary_name"], branch["secretary_phone"]) == ("周红", "13600002222")
     record = client.get(f"/v1/grids/{grid.code}").json()["properties"]
     assert record["has_branch"] and record["branches"] == [
-        {"code": branch["code"], "name": f"{grid.name}党支部", "kind": "grid"}]
+        {"code": branch["code"], "name": f"{grid.name}党支部", "kind": "grid"}
+    ]
     assert client.get(f"/v1/branches/{branch['code']}", headers=ADMIN).json() == branch
     # a second grid branch for the same grid: refused, naming the first
     detail = problem(client.post("/v1/branches", headers=ADMIN, json=new_branch(grid, name="另一个支部")), 409, "grids")
@@ -125,10 +141,18 @@ def test_an_admin_sets_up_a_grid_branch_and_the_grid_has_one(client, demo_db):
 
 def test_a_branch_that_cannot_be_set_up_writes_nothing(client, demo_db):
     grid = branchless_grid(demo_db)
-    other = one(demo_db, "SELECT code FROM grids WHERE community_id <> (SELECT id FROM admin_areas WHERE code = :c) "
-                         "ORDER BY code LIMIT 1", c=grid.community)[0]
-    far = one(demo_db, "SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)) FROM admin_areas "
-                       "WHERE level = 'community' AND code <> :c ORDER BY code LIMIT 1", c=grid.community)
+    other = one(
+        demo_db,
+        "SELECT code FROM grids WHERE community_id <> (SELECT id FROM admin_areas WHERE code = :c) "
+        "ORDER BY code LIMIT 1",
+        c=grid.community,
+    )[0]
+    far = one(
+        demo_db,
+        "SELECT ST_X(ST_PointOnSurface(geom)), ST_Y(ST_PointOnSurface(geom)) FROM admin_areas "
+        "WHERE level = 'community' AND code <> :c ORDER BY code LIMIT 1",
+        c=grid.community,
+    )
     count = "SELECT (SELECT count(*) FROM branches), (SELECT count(*) FROM branch_grids)"
     before = one(demo_db, count)
     for body, status, field in (
@@ -154,18 +178,26 @@ def test_a_branch_is_renamed_moved_dissolved_and_restored(client, demo_db):
     grid = branchless_grid(demo_db)
     code = client.post("/v1/branches", headers=ADMIN, json=new_branch(grid)).json()["code"]
     # another grid of the community, with a grid branch of its own
-    sibling, its_branch = one(demo_db, """
+    sibling, its_branch = one(
+        demo_db,
+        """
         SELECT g.code, b.code FROM grids g JOIN admin_areas c ON c.id = g.community_id
           JOIN branch_grids bg ON bg.grid_id = g.id JOIN branches b ON b.id = bg.branch_id
          WHERE c.code = :c AND g.code <> :g AND g.retired_at IS NULL AND b.active AND b.kind = 'grid'
-         ORDER BY g.code LIMIT 1""", c=grid.community, g=grid.code)
+         ORDER BY g.code LIMIT 1""",
+        c=grid.community,
+        g=grid.code,
+    )
     r = client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"name": "新名字党支部", "site": None})
     assert r.status_code == 200, r.text
     assert r.json()["name"] == "新名字党支部" and r.json()["site"] is None
     assert r.json()["secretary_name"] == "周红"  # left out: kept
     # taking the sibling too: refused while its own branch is active, then done
-    detail = problem(client.patch(f"/v1/branches/{code}", headers=ADMIN,
-                                  json={"name": "半途而废", "grids": [grid.code, sibling]}), 409, "grids")
+    detail = problem(
+        client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"name": "半途而废", "grids": [grid.code, sibling]}),
+        409,
+        "grids",
+    )
     assert its_branch in detail
     kept = client.get(f"/v1/branches/{code}", headers=ADMIN).json()
     assert (kept["name"], kept["grids"]) == ("新名字党支部", [grid.code])  # nothing of it written
@@ -174,7 +206,9 @@ def test_a_branch_is_renamed_moved_dissolved_and_restored(client, demo_db):
     assert r.status_code == 200 and r.json()["grids"] == sorted([grid.code, sibling])
     record = client.get(f"/v1/grids/{sibling}").json()["properties"]
     assert record["has_branch"] and [b["code"] for b in record["branches"]] == [code]
-    r = client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"secretary_name": "吴刚", "secretary_phone": "13500003333"})
+    r = client.patch(
+        f"/v1/branches/{code}", headers=ADMIN, json={"secretary_name": "吴刚", "secretary_phone": "13500003333"}
+    )
     assert (r.json()["secretary_name"], r.json()["secretary_phone"]) == ("吴刚", "13500003333")
     # dissolved: the grid has no branch again; restored: it has
     assert client.patch(f"/v1/branches/{code}", headers=ADMIN, json={"active": False}).json()["active"] is False
@@ -190,10 +224,18 @@ def test_a_branch_is_renamed_moved_dissolved_and_restored(client, demo_db):
 
 def test_only_admins_of_the_branchs_community_keep_it(client, demo_db):
     street = me(client, "street_admin")["area_code"]
-    inside = one(demo_db, """SELECT b.code FROM branches b JOIN admin_areas c ON c.id = b.community_id
-                              WHERE c.code LIKE :p ORDER BY b.code LIMIT 1""", p=street[:9] + "%")[0]
-    outside = one(demo_db, """SELECT b.code FROM branches b JOIN admin_areas c ON c.id = b.community_id
-                               WHERE c.code NOT LIKE :p ORDER BY b.code LIMIT 1""", p=street[:9] + "%")[0]
+    inside = one(
+        demo_db,
+        """SELECT b.code FROM branches b JOIN admin_areas c ON c.id = b.community_id
+                              WHERE c.code LIKE :p ORDER BY b.code LIMIT 1""",
+        p=street[:9] + "%",
+    )[0]
+    outside = one(
+        demo_db,
+        """SELECT b.code FROM branches b JOIN admin_areas c ON c.id = b.community_id
+                               WHERE c.code NOT LIKE :p ORDER BY b.code LIMIT 1""",
+        p=street[:9] + "%",
+    )[0]
     work_unit = one(demo_db, "SELECT code FROM branches WHERE kind = 'work_unit' ORDER BY code LIMIT 1")[0]
     street_admin = token_for("street_admin")
     assert client.get(f"/v1/branches/{inside}", headers=street_admin).status_code == 200
@@ -261,7 +303,12 @@ def test_every_change_is_logged_with_who_and_what_it_was(client, demo_db):
     body = r.json()
     mine = [e for e in body["items"] if e["id"] > since]
     assert [(e["subject"], e["action"]) for e in mine] == [
-        ("branch", "restore"), ("branch", "dissolve"), ("branch", "update"), ("branch", "create"), ("grid", "worker")]
+        ("branch", "restore"),
+        ("branch", "dissolve"),
+        ("branch", "update"),
+        ("branch", "create"),
+        ("grid", "worker"),
+    ]
     assert all(e["actor"] == "admin" for e in mine)
     restore, dissolve, update, create, worker = mine
     assert worker["before"] == {"name": old_worker[0], "phone": old_worker[1]}
@@ -273,11 +320,16 @@ def test_every_change_is_logged_with_who_and_what_it_was(client, demo_db):
     # a grid's own entries, paged; the log of another street is not a street admin's
     own = client.get("/v1/upkeep", headers=ADMIN, params={"within": grid.code}).json()
     assert [e["action"] for e in own["items"]][:1] == ["worker"] and own["total"] >= 1
-    assert client.get("/v1/upkeep", headers=ADMIN, params={"within": grid.community, "limit": 2}).json()["items"] == \
-        body["items"][:2]
+    assert (
+        client.get("/v1/upkeep", headers=ADMIN, params={"within": grid.community, "limit": 2}).json()["items"]
+        == body["items"][:2]
+    )
     street = me(client, "street_admin")["area_code"]
-    elsewhere = one(demo_db, "SELECT code FROM admin_areas WHERE level = 'community' AND code NOT LIKE :p "
-                             "ORDER BY code LIMIT 1", p=street[:9] + "%")[0]
+    elsewhere = one(
+        demo_db,
+        "SELECT code FROM admin_areas WHERE level = 'community' AND code NOT LIKE :p ORDER BY code LIMIT 1",
+        p=street[:9] + "%",
+    )[0]
     problem(client.get("/v1/upkeep", headers=token_for("street_admin"), params={"within": elsewhere}), 403, "within")
     theirs = client.get("/v1/upkeep", headers=token_for("street_admin")).json()
     assert theirs["within"] == street
@@ -291,8 +343,12 @@ def test_every_change_is_logged_with_who_and_what_it_was(client, demo_db):
 def test_the_upkeep_log_is_append_only(demo_db):
     from sqlalchemy.exc import DBAPIError
 
-    demo_db.execute(text("INSERT INTO upkeep_log (actor, subject, code, area, action, after) "
-                         "VALUES ('t', 'grid', '410105001001001', '410105001001001', 'worker', '{}')"))
+    demo_db.execute(
+        text(
+            "INSERT INTO upkeep_log (actor, subject, code, area, action, after) "
+            "VALUES ('t', 'grid', '410105001001001', '410105001001001', 'worker', '{}')"
+        )
+    )
     for sql in ("UPDATE upkeep_log SET actor = 'someone else'", "DELETE FROM upkeep_log", "TRUNCATE upkeep_log"):
         with pytest.raises(DBAPIError, match="append-only"):
             with demo_db.begin_nested():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -22,7 +22,7 @@ CST = timezone(timedelta(hours=8))
 
 
 def test_staleness_hint():
-    now = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     assert demo_staleness(None, now) is None
     assert demo_staleness(now - timedelta(hours=23), now) is None
     hint = demo_staleness(now - timedelta(days=3), now)
@@ -31,13 +31,15 @@ def test_staleness_hint():
 
 def overdue_at(engine, as_of: datetime) -> int:
     with engine.connect() as conn:
-        return conn.execute(text(
-            f"SELECT count(*) FROM events WHERE status IN ({', '.join(repr(s) for s in CLOCK)}) AND due_at <= :t"),
-            {"t": as_of}).scalar()
+        return conn.execute(
+            text(f"SELECT count(*) FROM events WHERE status IN ({', '.join(repr(s) for s in CLOCK)}) AND due_at <= :t"),
+            {"t": as_of},
+        ).scalar()
 
 
-@pytest.mark.skipif(bool(os.environ.get("GRIDBRANCH_TEST_DATABASE_URL")),
-                    reason="--reload drops a database of the private cluster")
+@pytest.mark.skipif(
+    bool(os.environ.get("GRIDBRANCH_TEST_DATABASE_URL")), reason="--reload drops a database of the private cluster"
+)
 def test_demo_loads_up_to_now_and_reloads(monkeypatch, capsys):
     name = f"gridbranch_demo_cli_{_worker()}"
     server = _server_url()
@@ -79,8 +81,9 @@ def test_demo_loads_up_to_now_and_reloads(monkeypatch, capsys):
             assert conn.execute(text("SELECT count(*) FROM grids")).scalar() == len(fixed.grids)
 
         # never on a database the service was given
-        monkeypatch.setenv("GRIDBRANCH_DATABASE_URL", make_url(server).set(database=name).render_as_string(
-            hide_password=False))
+        monkeypatch.setenv(
+            "GRIDBRANCH_DATABASE_URL", make_url(server).set(database=name).render_as_string(hide_password=False)
+        )
         assert main(["demo", "--no-serve", "--reload"]) == 2
         assert "only for the private cluster" in capsys.readouterr().err
     finally:

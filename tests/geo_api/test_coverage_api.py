@@ -89,13 +89,16 @@ def test_summary_csv_and_geojson(client):
     assert all(shape(f["geometry"]).is_valid and f["properties"]["level"] == "community" for f in fc["features"])
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"level": "province"}, "level"),
-    ({"code": "410105999000"}, "code"),
-    ({"code": "41"}, "code"),
-    ({"code": "410105003000", "level": "district"}, "level"),
-    ({"format": "xlsx"}, "format"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"level": "province"}, "level"),
+        ({"code": "410105999000"}, "code"),
+        ({"code": "41"}, "code"),
+        ({"code": "410105003000", "level": "district"}, "level"),
+        ({"format": "xlsx"}, "format"),
+    ],
+)
 def test_summary_bad_input_is_422_naming_it(client, params, field):
     r = client.get("/v1/coverage/summary", params=params, headers=token_for("admin"))
     assert r.status_code == 422, r.text
@@ -139,8 +142,9 @@ def test_issues_by_kind_and_within(client):
 
 
 def test_issues_csv(client):
-    r = client.get("/v1/coverage/issues", params={"format": "csv", "kind": "topology,no_branch"},
-                   headers=token_for("dispatcher"))
+    r = client.get(
+        "/v1/coverage/issues", params={"format": "csv", "kind": "topology,no_branch"}, headers=token_for("dispatcher")
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     table = rows(r.content)
     assert len(table) == 30 and {t["kind"] for t in table} == {"gap", "overlap", "sliver", "no_branch"}
@@ -149,14 +153,17 @@ def test_issues_csv(client):
     assert gap["codes"].split()[0] == gap["area_code"]
 
 
-@pytest.mark.parametrize("user, params, status, field", [
-    ("admin", {"kind": "gaps"}, 422, "kind"),
-    ("admin", {"within": "410105999000"}, 422, "within"),
-    ("admin", {"within": "4101050030"}, 422, "within"),
-    ("street_admin", {"within": DISTRICT}, 403, "within"),
-    (None, {}, 401, None),
-    ("member", {}, 403, None),
-])
+@pytest.mark.parametrize(
+    "user, params, status, field",
+    [
+        ("admin", {"kind": "gaps"}, 422, "kind"),
+        ("admin", {"within": "410105999000"}, 422, "within"),
+        ("admin", {"within": "4101050030"}, 422, "within"),
+        ("street_admin", {"within": DISTRICT}, 403, "within"),
+        (None, {}, 401, None),
+        ("member", {}, 403, None),
+    ],
+)
 def test_issues_bad_input_and_access(client, user, params, status, field):
     r = client.get("/v1/coverage/issues", params=params, headers=token_for(user) if user else {})
     assert r.status_code == status, r.text
@@ -184,8 +191,9 @@ def test_h3_public_is_suppressed_admin_is_not(client, demo_db):
     full = h3(client, "admin", res=10, metric="members", within=STREET)
     assert full["suppressed"] is False and full["suppressed_cells"] == 0
     # the admin: members inside the street, exactly, every cell
-    assert {f["properties"]["cell"]: f["properties"]["count"] for f in full["features"]} == \
-        true_counts(points(demo_db, "members", STREET))[10]
+    assert {f["properties"]["cell"]: f["properties"]["count"] for f in full["features"]} == true_counts(
+        points(demo_db, "members", STREET)
+    )[10]
     assert full["total"] == sum(f["properties"]["count"] for f in full["features"])
     # the public: the same cells listed, some left out, whole-cell counts (≥ the admin's)
     inside = {f["properties"]["cell"]: f["properties"]["count"] for f in full["features"]}
@@ -219,13 +227,16 @@ def test_h3_differencing_across_within_recovers_nothing(client, demo_db, res):
     assert any(street[c] < n for c, n in answers[STREET][0].items())
 
 
-@pytest.mark.parametrize("user, metric, within, suppressed", [
-    ("admin", "residences", None, False),  # default within: the admin's district
-    ("street_admin", "members", DISTRICT, True),  # beyond their street
-    ("dispatcher", "members", STREET, True),  # routing needs no member data
-    ("dispatcher", "events", STREET, False),
-    ("member", "members", STREET, True),
-])
+@pytest.mark.parametrize(
+    "user, metric, within, suppressed",
+    [
+        ("admin", "residences", None, False),  # default within: the admin's district
+        ("street_admin", "members", DISTRICT, True),  # beyond their street
+        ("dispatcher", "members", STREET, True),  # routing needs no member data
+        ("dispatcher", "events", STREET, False),
+        ("member", "members", STREET, True),
+    ],
+)
 def test_h3_entitlement(client, user, metric, within, suppressed):
     params = {"res": 8, "metric": metric, **({"within": within} if within else {})}
     body = h3(client, user, **params)
@@ -234,13 +245,16 @@ def test_h3_entitlement(client, user, metric, within, suppressed):
         assert all(f["properties"]["count"] >= 5 for f in body["features"])
 
 
-@pytest.mark.parametrize("params, field", [
-    ({"res": 6}, "res"),
-    ({"res": 11}, "res"),
-    ({"res": "nine"}, "res"),
-    ({"metric": "people"}, "metric"),
-    ({"within": "410105999000"}, "within"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({"res": 6}, "res"),
+        ({"res": 11}, "res"),
+        ({"res": "nine"}, "res"),
+        ({"metric": "people"}, "metric"),
+        ({"within": "410105999000"}, "within"),
+    ],
+)
 def test_h3_bad_input_is_422_naming_it(client, params, field):
     r = client.get("/v1/coverage/h3", params=params)
     assert r.status_code == 422, r.text

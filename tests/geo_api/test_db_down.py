@@ -21,7 +21,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from geo_api.app import create_app
-
 from layers import cluster as pg
 from layers import db, migrate
 from tests.conftest import clocked, make_settings, token_for
@@ -77,8 +76,12 @@ def _requests():
         ("tile fast path", "GET", _tile_url(), {}),
         ("signed-in tile", "GET", _tile_url(15), {"headers": token_for("cadmin")}),
         ("batch", "POST", "/v1/locate/batch", {"json": [{"id": 1, "lon": lon, "lat": lat}]}),
-        ("report fast path", "POST", "/v1/events",
-         {"json": {"lon": lon, "lat": lat, "category": "xfyh", "description": "积水"}}),
+        (
+            "report fast path",
+            "POST",
+            "/v1/events",
+            {"json": {"lon": lon, "lat": lat, "category": "xfyh", "description": "积水"}},
+        ),
     ]
 
 
@@ -123,8 +126,15 @@ def test_a_served_app_answers_503_on_its_connections_and_recovers(own_cluster):
     """The same through uvicorn on a socket: every request gets an answer (no reset)."""
     cluster, engine = own_cluster
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(make_settings(), engine=engine), host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(make_settings(), engine=engine),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

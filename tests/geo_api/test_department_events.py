@@ -45,7 +45,11 @@ def test_a_department_sees_its_queue_only_and_no_personal_data(depts):
     item = queue.json()["items"][0]
     assert item["department"]["code"] == "D02" and item["due_at"] and item["time_state"] == "normal"
     assert item["actions"] == ["start", "return"]
-    for body in (queue.text, get(w, f"/v1/events/{mine}", "dept_a").text, get(w, f"/v1/events/{mine}/log", "dept_a").text):
+    for body in (
+        queue.text,
+        get(w, f"/v1/events/{mine}", "dept_a").text,
+        get(w, f"/v1/events/{mine}/log", "dept_a").text,
+    ):
         assert "13700000001" not in body and "近党员" not in body and '"reporter"' not in body
     assert get(w, f"/v1/events/{mine}/log", "dept_a").json()["log"][0]["actor"] is None  # who reported: not theirs
     assert [e["id"] for e in get(w, "/v1/events", "dept_b").json()["items"]] == [theirs]
@@ -80,8 +84,12 @@ def test_start_and_handle_with_feedback_in_the_track(depts):
     assert act(w, e, "close", user="dept_a").status_code == 403
     log = get(w, f"/v1/events/{e}/log", "disp").json()["log"]
     assert [(x["action"], x["actor"], (x["department"] or {}).get("code")) for x in log] == [
-        ("report", "disp", None), ("register", "disp", None), ("dispatch", "disp", "D02"),
-        ("start", "dept_a", "D02"), ("handle", "dept_a", "D02")]
+        ("report", "disp", None),
+        ("register", "disp", None),
+        ("dispatch", "disp", "D02"),
+        ("start", "dept_a", "D02"),
+        ("handle", "dept_a", "D02"),
+    ]
     assert log[-1]["note"] == "杂物已清理，通道畅通" and log[-1]["photos"] == photos
     assert act(w, e, "close").json()["status"] == "closed"
 
@@ -101,7 +109,12 @@ def test_return_needs_a_reason_goes_back_to_the_centre_and_counts_as_returned(de
     assert r.json()["actions"] == []
     last = get(w, f"/v1/events/{e}/log", "disp").json()["log"][-1]
     assert (last["action"], last["actor"], last["from"], last["note"], last["department"]["code"]) == (
-        "return", "dept_a", "dispatched", "非本单位职责，属市场监管", "D02")
+        "return",
+        "dept_a",
+        "dispatched",
+        "非本单位职责，属市场监管",
+        "D02",
+    )
     # the centre dispatches it again, to another department
     r = act(w, e, "dispatch", department="D03")
     assert r.status_code == 200 and r.json()["department"]["code"] == "D03"
@@ -132,11 +145,18 @@ def test_return_needs_a_reason_goes_back_to_the_centre_and_counts_as_returned(de
 
 
 def test_the_demo_has_a_department_account(demo_db):
-    row = demo_db.execute(text(
-        "SELECT u.role, d.code, u.display_name = d.name FROM users u JOIN departments d ON d.id = u.department_id "
-        "WHERE u.username = 'department'")).one()
+    row = demo_db.execute(
+        text(
+            "SELECT u.role, d.code, u.display_name = d.name FROM users u JOIN departments d ON d.id = u.department_id "
+            "WHERE u.username = 'department'"
+        )
+    ).one()
     assert row[0] == "department_staff" and row[2]
-    queue = demo_db.execute(text(
-        "SELECT count(*) FROM events e JOIN departments d ON d.id = e.department_id "
-        "WHERE d.code = :c AND e.status IN ('dispatched', 'in_progress')"), {"c": row[1]}).scalar()
+    queue = demo_db.execute(
+        text(
+            "SELECT count(*) FROM events e JOIN departments d ON d.id = e.department_id "
+            "WHERE d.code = :c AND e.status IN ('dispatched', 'in_progress')"
+        ),
+        {"c": row[1]},
+    ).scalar()
     assert queue > 0  # something in hand to show

@@ -53,8 +53,9 @@ def post(w, user=None, **body):
 def act(w, event_id, action, user="disp", version=None, **body):
     if version is None:
         version = w["c"].get(f"/v1/events/{event_id}", headers=w["h"]["disp"]).json()["version"]
-    return w["c"].post(f"/v1/events/{event_id}/transitions", json={"action": action, "version": version, **body},
-                       headers=w["h"][user])
+    return w["c"].post(
+        f"/v1/events/{event_id}/transitions", json={"action": action, "version": version, **body}, headers=w["h"][user]
+    )
 
 
 def count(db, table="events"):
@@ -164,8 +165,18 @@ def test_the_lifecycle_over_http(world):
     assert act(world, e, "reopen").status_code == 422
     assert act(world, e, "close").status_code == 409
     log = world["c"].get(f"/v1/events/{e}/log", headers=world["h"]["cadmin"]).json()["log"]
-    assert [x["to"] for x in log] == ["reported", "registered", "dispatched", "in_progress", "handled", "returned",
-                                     "dispatched", "in_progress", "handled", "closed"]
+    assert [x["to"] for x in log] == [
+        "reported",
+        "registered",
+        "dispatched",
+        "in_progress",
+        "handled",
+        "returned",
+        "dispatched",
+        "in_progress",
+        "handled",
+        "closed",
+    ]
     assert log[-1]["actor"] == "cadmin" and log[3]["actor"] == "gw_a"
     # a member sees their own reports, not others'
     own = post(world, "m1", channel="member").json()["id"]
@@ -176,7 +187,9 @@ def test_the_lifecycle_over_http(world):
 def test_warning_and_overdue_lists(world):
     db, a = world["db"], world["grids"]["A"]
     now = db.execute(text("SELECT gridbranch_now()")).scalar()
-    overdue = insert_event(db, a, "in_progress", dispatched_at=now - timedelta(hours=30), due_at=now - timedelta(hours=1))
+    overdue = insert_event(
+        db, a, "in_progress", dispatched_at=now - timedelta(hours=30), due_at=now - timedelta(hours=1)
+    )
     warning = insert_event(db, a, "dispatched", dispatched_at=now - timedelta(hours=9), due_at=now + timedelta(hours=1))
     normal = insert_event(db, a, "dispatched", dispatched_at=now - timedelta(hours=1), due_at=now + timedelta(hours=9))
     insert_event(db, a, "deferred", dispatched_at=now - timedelta(hours=30), due_at=now - timedelta(hours=1))
@@ -206,10 +219,15 @@ def test_dispatch_due_time_follows_the_working_calendar(world):
     now = db.execute(text("SELECT gridbranch_now()")).scalar()
     today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
     for k in (1, 2, 3):
-        r = c.put(f"/v1/events/calendar/{today + timedelta(days=k)}", json={"working": False, "note": "节日"},
-                  headers=world["h"]["disp"])
+        r = c.put(
+            f"/v1/events/calendar/{today + timedelta(days=k)}",
+            json={"working": False, "note": "节日"},
+            headers=world["h"]["disp"],
+        )
         assert r.status_code == 200, r.text
-    assert c.put(f"/v1/events/calendar/{today}", json={"working": False}, headers=world["h"]["cadmin"]).status_code == 403
+    assert (
+        c.put(f"/v1/events/calendar/{today}", json={"working": False}, headers=world["h"]["cadmin"]).status_code == 403
+    )
     assert len(c.get("/v1/events/calendar", headers=world["h"]["disp"]).json()["days"]) >= 1
     e = post(world).json()["id"]
     act(world, e, "register")
@@ -227,9 +245,17 @@ def test_routing_override_endpoint(world):
     assert r.status_code == 200 and r.json()["routes"][0]["department"]["code"] == "D03"
     assert post(world).json()["routing"]["department"]["code"] == "D03"
     assert post(world).json()["routing"]["rule"] == "street override"
-    assert c.put("/v1/events/routes/xfyh/410105001000", json={"department": "D01"}, headers=h["other"]).status_code == 403
-    assert c.put("/v1/events/routes/xfyh/410105001000", json={"department": "无此部门"}, headers=h["disp"]).status_code == 422
-    assert c.put("/v1/events/routes/xfyh/410105001000", json={"department": None}, headers=h["disp"]).json()["routes"] == []
+    assert (
+        c.put("/v1/events/routes/xfyh/410105001000", json={"department": "D01"}, headers=h["other"]).status_code == 403
+    )
+    assert (
+        c.put("/v1/events/routes/xfyh/410105001000", json={"department": "无此部门"}, headers=h["disp"]).status_code
+        == 422
+    )
+    assert (
+        c.put("/v1/events/routes/xfyh/410105001000", json={"department": None}, headers=h["disp"]).json()["routes"]
+        == []
+    )
     assert post(world).json()["routing"]["department"]["code"] == "D02"
     cats = c.get("/v1/events/categories").json()["categories"]
     assert [x["code"] for x in cats] == ["qt", "xfyh", "zdjy"] and cats[1]["role"]["name"] == "平安创建示范员"
@@ -244,22 +270,32 @@ def test_evaluation_json_and_csv(empty_db, empty_client):
     assert r.status_code == 200, r.text
     units = r.json()["units"]
     assert [(u["code"], u["rank"], u["due"], u["closed"], u["on_time_rate"]) for u in units] == [
-        ("410105002000", 1, 2, 2, 1.0), ("410105001000", 2, 3, 2, 0.3333)]
+        ("410105002000", 1, 2, 2, 1.0),
+        ("410105001000", 2, 3, 2, 0.3333),
+    ]
     assert units[1]["overdue_open"] == 1 and units[1]["mean_handling_hours"] == 4.0
     r = empty_client.get("/v1/events/evaluation", params={**params, "format": "csv"}, headers=h["disp"])
     assert r.headers["content-type"].startswith("text/csv") and "attachment" in r.headers["content-disposition"]
     assert r.content.startswith("\ufeff".encode())
     rows = list(csv.DictReader(io.StringIO(r.content.decode("utf-8-sig"))))
     assert [(x["code"], x["name"], x["rank"], x["closure_rate"]) for x in rows] == [
-        ("410105002000", "东街道", "1", "1.0"), ("410105001000", "西街道", "2", "0.6667")]
+        ("410105002000", "东街道", "1", "1.0"),
+        ("410105001000", "西街道", "2", "0.6667"),
+    ]
     # an admin of the east street sees only theirs; not the west
     own = empty_client.get("/v1/events/evaluation", params=params, headers=h["other"]).json()["units"]
     assert [u["code"] for u in own] == ["410105002000"]
-    assert empty_client.get("/v1/events/evaluation", params={**params, "within": "410105001000"},
-                            headers=h["other"]).status_code == 403
+    assert (
+        empty_client.get(
+            "/v1/events/evaluation", params={**params, "within": "410105001000"}, headers=h["other"]
+        ).status_code
+        == 403
+    )
     assert empty_client.get("/v1/events/evaluation", params=params, headers=h["gw_a"]).status_code == 403
-    assert empty_client.get("/v1/events/evaluation", params={**params, "to": "2026-09-01"},
-                            headers=h["disp"]).status_code == 422
+    assert (
+        empty_client.get("/v1/events/evaluation", params={**params, "to": "2026-09-01"}, headers=h["disp"]).status_code
+        == 422
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -269,12 +305,24 @@ def test_evaluation_json_and_csv(empty_db, empty_client):
 
 def test_demo_report_routes_and_suggests_fitting_members(client, demo_db):
     h = token_for("dispatcher")
-    point = demo_db.execute(text(
-        """SELECT ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom)), g.code
+    point = demo_db.execute(
+        text(
+            """SELECT ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom)), g.code
            FROM grid_versions gv JOIN grids g ON g.id = gv.grid_id
-           WHERE gv.valid_to IS NULL ORDER BY g.code OFFSET 100 LIMIT 1""")).first()
-    r = client.post("/v1/events", json={"lon": point[0], "lat": point[1], "category": "xfyh", "channel": "hotline",
-                                        "description": "楼道内电动车充电"}, headers=h)
+           WHERE gv.valid_to IS NULL ORDER BY g.code OFFSET 100 LIMIT 1"""
+        )
+    ).first()
+    r = client.post(
+        "/v1/events",
+        json={
+            "lon": point[0],
+            "lat": point[1],
+            "category": "xfyh",
+            "channel": "hotline",
+            "description": "楼道内电动车充电",
+        },
+        headers=h,
+    )
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["grid"]["code"] == point[2] and body["routing"]["department"]["name"] == "区消防救援大队"
@@ -282,22 +330,38 @@ def test_demo_report_routes_and_suggests_fitting_members(client, demo_db):
     suggestions = client.get(f"/v1/events/{body['id']}/routing", headers=h).json()["suggestions"]
     assert suggestions and all(s["role"]["name"] == "平安创建示范员" for s in suggestions)
     bands = ["本网格", "< 500 m", "500 m–1 km", "1–2 km"]
-    assert [bands.index(s["distance_band"]) for s in suggestions] == sorted(bands.index(s["distance_band"])
-                                                                            for s in suggestions)
+    assert [bands.index(s["distance_band"]) for s in suggestions] == sorted(
+        bands.index(s["distance_band"]) for s in suggestions
+    )
     ids = [s["member_id"] for s in suggestions]
-    roles = demo_db.execute(text("SELECT DISTINCT role_code FROM registrations WHERE member_id = ANY(:m) "
-                                 "AND status = 'confirmed'"), {"m": ids}).scalars().all()
+    roles = (
+        demo_db.execute(
+            text("SELECT DISTINCT role_code FROM registrations WHERE member_id = ANY(:m) AND status = 'confirmed'"),
+            {"m": ids},
+        )
+        .scalars()
+        .all()
+    )
     assert roles == ["pingan"]
     # the first is registered in the nearest grid holding a fitting member (a plain scan,
     # no index): here the event's own grid
-    nearest = demo_db.execute(text(
-        """SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id
+    nearest = demo_db.execute(
+        text(
+            """SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id
            JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
            WHERE r.status = 'confirmed' AND r.role_code = 'pingan'
            ORDER BY ST_Distance(gv.geom::geography, ST_SetSRID(ST_MakePoint(:x, :y), 4326)::geography), g.code
-           LIMIT 1"""), {"x": point[0], "y": point[1]}).scalar()
-    first = demo_db.execute(text("SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id "
-                                 "WHERE r.member_id = :m AND r.status = 'confirmed'"), {"m": ids[0]}).scalar()
+           LIMIT 1"""
+        ),
+        {"x": point[0], "y": point[1]},
+    ).scalar()
+    first = demo_db.execute(
+        text(
+            "SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id "
+            "WHERE r.member_id = :m AND r.status = 'confirmed'"
+        ),
+        {"m": ids[0]},
+    ).scalar()
     assert first == nearest
 
 
@@ -307,20 +371,26 @@ def test_demo_overdue_list_and_evaluation(client, demo_db):
     items = r.json()["items"]
     now = demo_db.execute(text("SELECT gridbranch_now()")).scalar()
     assert items and all(i["status"] in CLOCK and datetime.fromisoformat(i["due_at"]) <= now for i in items)
-    expected = demo_db.execute(text(
-        f"SELECT count(*) FROM events WHERE status IN ({', '.join(repr(s) for s in CLOCK)}) AND due_at <= gridbranch_now()"
-    )).scalar()
+    expected = demo_db.execute(
+        text(
+            f"SELECT count(*) FROM events WHERE status IN ({', '.join(repr(s) for s in CLOCK)}) AND due_at <= gridbranch_now()"
+        )
+    ).scalar()
     assert r.json()["total"] == expected
     params = {"level": "street", "from": "2026-01-01", "to": "2026-11-27"}
     units = client.get("/v1/events/evaluation", params=params, headers=h).json()["units"]
-    received = demo_db.execute(text(
-        "SELECT count(*) FROM events WHERE grid_id IS NOT NULL AND reported_at >= '2026-01-01T00:00:00+08' "
-        "AND reported_at < '2026-11-28T00:00:00+08'")).scalar()
+    received = demo_db.execute(
+        text(
+            "SELECT count(*) FROM events WHERE grid_id IS NOT NULL AND reported_at >= '2026-01-01T00:00:00+08' "
+            "AND reported_at < '2026-11-28T00:00:00+08'"
+        )
+    ).scalar()
     assert len(units) == 14 and sum(u["received"] for u in units) == received
     assert all(u["rated"] and 0 < u["on_time_rate"] <= u["closure_rate"] <= 1 for u in units)
     assert [u["rank"] for u in units] == list(range(1, 15))
-    street_admin = client.get("/v1/events/evaluation", params={**params, "level": "community"},
-                              headers=token_for("street_admin")).json()["units"]
+    street_admin = client.get(
+        "/v1/events/evaluation", params={**params, "level": "community"}, headers=token_for("street_admin")
+    ).json()["units"]
     assert street_admin and len({u["code"][:9] for u in street_admin}) == 1
 
 
@@ -364,18 +434,24 @@ def test_anonymous_reports_take_the_fast_path_and_answer_as_the_route_does(world
     assert [d["id"] for d in b.pop("possible_duplicates")] == [a["id"]] and a.pop("possible_duplicates") == []
     assert b.pop("id") > a.pop("id") and a.pop("reported_at") <= b.pop("reported_at")
     assert a == b
-    row = world["db"].execute(text("SELECT reporter, reporter_contact, channel FROM events WHERE id = :i"),
-                              {"i": fast.json()["id"]}).first()
+    row = (
+        world["db"]
+        .execute(text("SELECT reporter, reporter_contact, channel FROM events WHERE id = :i"), {"i": fast.json()["id"]})
+        .first()
+    )
     assert tuple(row) == (None, "李 139", "public")
 
 
-@pytest.mark.parametrize("body, status, field", [
-    ({"lon": str(P[0])}, 201, None),  # a numeric string: the model takes it, so the route answers
-    ({"lat": int(P[1])}, 422, "lon"),  # an integer (34): the fast path takes it; outside → the route's 422
-    ({"photos": None}, 422, "photos"),
-    ({"crs": None}, 422, "crs"),
-    ({"channel": "public", "category": 7}, 422, "category"),
-])
+@pytest.mark.parametrize(
+    "body, status, field",
+    [
+        ({"lon": str(P[0])}, 201, None),  # a numeric string: the model takes it, so the route answers
+        ({"lat": int(P[1])}, 422, "lon"),  # an integer (34): the fast path takes it; outside → the route's 422
+        ({"photos": None}, 422, "photos"),
+        ({"crs": None}, 422, "crs"),
+        ({"channel": "public", "category": 7}, 422, "category"),
+    ],
+)
 def test_bodies_the_fast_path_leaves_to_the_route(world, body, status, field):
     r = post(world, **body)
     assert r.status_code == status, r.text

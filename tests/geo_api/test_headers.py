@@ -35,11 +35,16 @@ def values(demo_db) -> dict[str, str]:
     event = one("SELECT min(id) FROM events")
     return {
         "registration_id": one("SELECT min(id) FROM registrations"),
-        "event_id": event, "service_request_id": event,
-        "service_code": category, "category": category,
+        "event_id": event,
+        "service_request_id": event,
+        "service_code": category,
+        "category": category,
         "street": one("SELECT code FROM admin_areas WHERE level = 'street' ORDER BY code LIMIT 1"),
         "day": "2024-10-01",
-        "layers": "grids", "z": "14", "x": "13366", "y": "6495",
+        "layers": "grids",
+        "z": "14",
+        "x": "13366",
+        "y": "6495",
         "username": "gridworker",
         "import_id": "0" * 32,  # an import is its uploader's alone: here nobody's (404)
         # {code} names a grid, an area or a branch, by the path it is in

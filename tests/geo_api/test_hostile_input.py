@@ -91,14 +91,22 @@ def _sample(spec: dict, schema: dict) -> Any:
 #: Values for fields by name, so that a baseline body passes the checks beyond its
 #: schema (a point inside the demo district, a real category and role) and the one
 #: hostile field is what the endpoint meets.
-REALISTIC = {"lon": 113.6800, "long": 113.6800, "lat": 34.7800, "crs": "wgs84", "role": "法治建设宣传员",
-             "description": "楼道堆放杂物", "channel": "public"}
+REALISTIC = {
+    "lon": 113.6800,
+    "long": 113.6800,
+    "lat": 34.7800,
+    "crs": "wgs84",
+    "role": "法治建设宣传员",
+    "description": "楼道堆放杂物",
+    "channel": "public",
+}
 
 
 def _realistic(baseline: Any, real: dict[str, str]) -> Any:
     if isinstance(baseline, dict):
-        return {k: REALISTIC.get(k, real.get(k, v)) if not isinstance(v, (dict, list)) else v
-                for k, v in baseline.items()}
+        return {
+            k: REALISTIC.get(k, real.get(k, v)) if not isinstance(v, (dict, list)) else v for k, v in baseline.items()
+        }
     return baseline
 
 
@@ -165,8 +173,14 @@ def real(demo_engine):
 
 def test_the_walk_finds_the_json_body_endpoints(sweep_client, real):
     found = {(m, p.split("/")[2]) for m, p, _, _ in _operations(sweep_client.app, real) if p.startswith("/v1/")}
-    for expected in (("POST", "events"), ("POST", "registrations"), ("POST", "locate"), ("PUT", "grids"),
-                     ("POST", "branches"), ("PATCH", "branches")):
+    for expected in (
+        ("POST", "events"),
+        ("POST", "registrations"),
+        ("POST", "locate"),
+        ("PUT", "grids"),
+        ("POST", "branches"),
+        ("PATCH", "branches"),
+    ):
         assert expected in found, (expected, sorted(found))
 
 
@@ -215,25 +229,49 @@ def test_a_lone_surrogate_in_a_report_is_a_422_naming_the_field(sweep_client, to
     for role in (None, "admin"):
         for field in ("description", "category", "contact", "crs"):
             body = {"lon": 113.6800, "lat": 34.7800, "category": real["category"], "description": "堵塞"}
-            r = _send(sweep_client, "POST", "/v1/events", content=_with(body, field, '"a\\ud800"'),
-                      headers={**tokens[role], "Content-Type": "application/json"})
+            r = _send(
+                sweep_client,
+                "POST",
+                "/v1/events",
+                content=_with(body, field, '"a\\ud800"'),
+                headers={**tokens[role], "Content-Type": "application/json"},
+            )
             assert r.status_code == 422, (role, field, r.text)
             assert r.headers["content-type"].startswith(PROBLEM)
             assert r.json()["field"] == field, r.json()
 
 
 def test_a_lone_surrogate_in_a_query_or_path_is_never_a_500(sweep_client, tokens):
-    for url in ("/v1/places?q=%ED%A0%80", "/v1/locate?lon=113.6&lat=34.7&crs=%ED%A0%80", "/v1/areas/%ED%A0%80",
-                "/v1/grids?within=%ED%A0%80", "/v1/events?category=%ED%A0%80", "/v1/places?q=%F0%9F",
-                "/v1/places?q=%5Cud800"):
+    for url in (
+        "/v1/places?q=%ED%A0%80",
+        "/v1/locate?lon=113.6&lat=34.7&crs=%ED%A0%80",
+        "/v1/areas/%ED%A0%80",
+        "/v1/grids?within=%ED%A0%80",
+        "/v1/events?category=%ED%A0%80",
+        "/v1/places?q=%F0%9F",
+        "/v1/places?q=%5Cud800",
+    ):
         r = _send(sweep_client, "GET", url, headers=tokens["admin"])
         _check(r, url)
 
 
 # -- dates ------------------------------------------------------------------------------
 
-EXTREME_DATES = ("0001-01-01", "0001-01-05", "9999-12-31", "9999-12-30", "2026-02-30", "2026-13-01", "20260101x",
-                 "-2026-01-01", "+12026-01-01", "2026-01-01T25:00:00", "99999-01-01", "1e400", "")
+EXTREME_DATES = (
+    "0001-01-01",
+    "0001-01-05",
+    "9999-12-31",
+    "9999-12-30",
+    "2026-02-30",
+    "2026-13-01",
+    "20260101x",
+    "-2026-01-01",
+    "+12026-01-01",
+    "2026-01-01T25:00:00",
+    "99999-01-01",
+    "1e400",
+    "",
+)
 
 
 def _date_parameters(app):
@@ -245,15 +283,22 @@ def _date_parameters(app):
             op = spec["paths"].get(route.path_format, {}).get(method.lower()) or {}
             for p in op.get("parameters", []):
                 schema = _plain(spec, p["schema"])
-                if (schema.get("format") in ("date", "date-time") or re.search(r"date|day|since|until", p["name"])
-                        or p["name"] in ("from", "to")):
+                if (
+                    schema.get("format") in ("date", "date-time")
+                    or re.search(r"date|day|since|until", p["name"])
+                    or p["name"] in ("from", "to")
+                ):
                     yield method, route, p
 
 
 def test_the_date_walk_finds_the_date_parameters(sweep_client):
     found = {(m, r.path, p["name"]) for m, r, p in _date_parameters(sweep_client.app)}
-    for expected in (("GET", "/v1/events", "to"), ("GET", "/v1/events/evaluation", "from"),
-                     ("GET", "/open311/v2/requests.json", "start_date"), ("PUT", "/v1/events/calendar/{day}", "day")):
+    for expected in (
+        ("GET", "/v1/events", "to"),
+        ("GET", "/v1/events/evaluation", "from"),
+        ("GET", "/open311/v2/requests.json", "start_date"),
+        ("PUT", "/v1/events/calendar/{day}", "day"),
+    ):
         assert expected in found, sorted(found)
 
 
@@ -279,14 +324,27 @@ def test_extreme_and_malformed_dates_in_every_date_parameter_are_never_a_500(swe
     for (method, path, name, value), field in refused.items():
         if not path.startswith("/open311/"):
             assert field and field.startswith(name), (method, path, name, value, field)
-    for path, name in (("/v1/events", "to"), ("/v1/events", "from"), ("/v1/events/evaluation", "to"),
-                       ("/v1/events/evaluation", "from")):
+    for path, name in (
+        ("/v1/events", "to"),
+        ("/v1/events", "from"),
+        ("/v1/events/evaluation", "to"),
+        ("/v1/events/evaluation", "from"),
+    ):
         for value in ("0001-01-01", "0001-01-05", "9999-12-31"):
             assert ("GET", path, name, value) in refused, (path, name, value)
 
 
-@pytest.mark.parametrize("query", ["to=9999-12-31", "to=0001-01-05", "from=0001-01-01", "from=9999-12-31",
-                                   "from=0001-01-01&to=9999-12-31", "from=9999-12-31&to=9999-12-31"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "to=9999-12-31",
+        "to=0001-01-05",
+        "from=0001-01-01",
+        "from=9999-12-31",
+        "from=0001-01-01&to=9999-12-31",
+        "from=9999-12-31&to=9999-12-31",
+    ],
+)
 def test_out_of_range_days_are_422_naming_the_field(sweep_client, tokens, query):
     for path in ("/v1/events", "/v1/events/evaluation"):
         r = _send(sweep_client, "GET", f"{path}?{query}", headers=tokens["dispatcher"])
@@ -299,11 +357,17 @@ def test_days_at_the_edges_of_the_range_are_answered(sweep_client, tokens):
     from geo_api.params import FIRST_DAY, LAST_DAY
 
     for path in ("/v1/events", "/v1/events/evaluation"):
-        r = _send(sweep_client, "GET", path, params={"from": FIRST_DAY.isoformat(), "to": LAST_DAY.isoformat()},
-                  headers=tokens["dispatcher"])
+        r = _send(
+            sweep_client,
+            "GET",
+            path,
+            params={"from": FIRST_DAY.isoformat(), "to": LAST_DAY.isoformat()},
+            headers=tokens["dispatcher"],
+        )
         assert r.status_code == 200, r.text
-    r = _send(sweep_client, "GET", "/v1/events/evaluation", params={"to": FIRST_DAY.isoformat()},
-              headers=tokens["dispatcher"])
+    r = _send(
+        sweep_client, "GET", "/v1/events/evaluation", params={"to": FIRST_DAY.isoformat()}, headers=tokens["dispatcher"]
+    )
     assert r.status_code == 200 and r.json()["from"] == FIRST_DAY.isoformat(), r.text
 
 
@@ -340,6 +404,7 @@ def test_one_bad_report_among_concurrent_reports_fails_alone(committed_demo):
     answers: list[Any] = [None] * n
     start = threading.Barrier(n)
     with TestClient(app) as client:
+
         def report(k: int) -> None:
             body = {"lon": 113.6800 + k * 1e-5, "lat": 34.7800, "category": "xfyh", "description": f"并发上报 {k}"}
             raw = _with(body, "description", '"\\ud800"') if k == bad_at else json.dumps(body).encode()
@@ -373,14 +438,28 @@ def test_the_batch_writer_refuses_a_bad_report_alone_and_stores_the_rest(committ
     def good(k):
         return Pending(113.6800 + k * 1e-5, 34.7800, "wgs84", "xfyh", "public", f"分组写入 {k}")
 
-    reports = [good(0), Pending(113.68, 34.78, "wgs84", "xfyh", "public", "坏\ud800"), good(1),
-               Pending(113.68, 34.78, "wgs84", "xfyh", "public", "好", contact="a\x00b"), good(2),
-               Pending(113.68, 34.78, "wgs84", "xfyh", "public", "好", photos=(b"not text",)), good(3)]
+    reports = [
+        good(0),
+        Pending(113.68, 34.78, "wgs84", "xfyh", "public", "坏\ud800"),
+        good(1),
+        Pending(113.68, 34.78, "wgs84", "xfyh", "public", "好", contact="a\x00b"),
+        good(2),
+        Pending(113.68, 34.78, "wgs84", "xfyh", "public", "好", photos=(b"not text",)),
+        good(3),
+    ]
     with Session(committed_demo, expire_on_commit=False) as s:
-        out = store_reports(s, GridIndexCache(), reports, tolerance_m=30, edge_m=0.05, duplicate_radius_m=100,
-                            duplicate_window_hours=72)
-    assert [type(o).__name__ for o in out] == ["Stored", "InvalidInput", "Stored", "InvalidInput", "Stored",
-                                               "TypeError", "Stored"], out
+        out = store_reports(
+            s, GridIndexCache(), reports, tolerance_m=30, edge_m=0.05, duplicate_radius_m=100, duplicate_window_hours=72
+        )
+    assert [type(o).__name__ for o in out] == [
+        "Stored",
+        "InvalidInput",
+        "Stored",
+        "InvalidInput",
+        "Stored",
+        "TypeError",
+        "Stored",
+    ], out
     assert out[1].field == "description" and out[3].field == "contact"
     with Session(committed_demo) as s:
         stored = s.execute(text("SELECT id, description FROM events WHERE description LIKE '分组写入 %'")).all()

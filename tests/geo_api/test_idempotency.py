@@ -78,8 +78,11 @@ def test_another_body_under_a_key_is_refused_naming_the_header(world):
     assert r.headers["content-type"].startswith("application/problem+json")
     assert events_described(world, "第二份") == 0
     # nor may the key be spent on another endpoint
-    r = c.post("/open311/v2/requests.json", json={"service_code": "xfyh", "lat": P[1], "long": P[0],
-                                                   "description": "第一份"}, headers={KEY: key})
+    r = c.post(
+        "/open311/v2/requests.json",
+        json={"service_code": "xfyh", "lat": P[1], "long": P[0], "description": "第一份"},
+        headers={KEY: key},
+    )
     assert r.status_code == 400 and KEY in r.json()[0]["description"]
 
 
@@ -105,12 +108,15 @@ def test_a_refused_request_keeps_nothing_and_its_key_stays_usable(world):
 def test_a_key_expires_after_the_configured_time(world):
     c, key, description = world["c"], new_key(), f"过期的键 {uuid.uuid4()}"
     assert c.post("/v1/events", json=event_body(description), headers={KEY: key}).status_code == 201
-    kept = scalar(world, "SELECT extract(epoch FROM expires_at - created_at) FROM idempotency_keys WHERE key = :k",
-                  k=key)
+    kept = scalar(
+        world, "SELECT extract(epoch FROM expires_at - created_at) FROM idempotency_keys WHERE key = :k", k=key
+    )
     assert float(kept) == 2.5 * 3600
     with world["engine"].begin() as conn:
-        conn.execute(text("UPDATE idempotency_keys SET expires_at = gridbranch_now() - interval '1 second' WHERE key = :k"),
-                     {"k": key})
+        conn.execute(
+            text("UPDATE idempotency_keys SET expires_at = gridbranch_now() - interval '1 second' WHERE key = :k"),
+            {"k": key},
+        )
     assert c.post("/v1/events", json=event_body(description), headers={KEY: key}).status_code == 201
     assert events_described(world, description) == 2  # an expired key is a new request
 

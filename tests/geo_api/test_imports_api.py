@@ -6,9 +6,7 @@ nothing written."""
 
 from __future__ import annotations
 
-import io
 import stat
-import zipfile
 
 import pytest
 import shapely
@@ -46,13 +44,24 @@ def zy(server_url, tmp_path_factory):
         settings.imports = ImportSettings(dir=tmp / "uploads", max_bytes=1 << 20)
         app = create_app(settings, engine=engine)
         with TestClient(app) as client:
-            yield {"client": client, "app": app, "engine": engine, "district": d, "files": files, "tmp": tmp,
-                   "root": tmp / "uploads"}
+            yield {
+                "client": client,
+                "app": app,
+                "engine": engine,
+                "district": d,
+                "files": files,
+                "tmp": tmp,
+                "root": tmp / "uploads",
+            }
 
 
 def upload(zy, user, path, kind, **params):
-    return zy["client"].post("/v1/imports", params={"kind": kind, "filename": path.name, **params},
-                             content=path.read_bytes(), headers=token_for(user))
+    return zy["client"].post(
+        "/v1/imports",
+        params={"kind": kind, "filename": path.name, **params},
+        content=path.read_bytes(),
+        headers=token_for(user),
+    )
 
 
 def checked(zy, user, r):
@@ -81,8 +90,9 @@ def test_grids_dry_run_preview_commit_and_again(zy):
     preview = client.get(f"/v1/imports/{job['id']}/preview", headers=token_for("admin"))
     assert preview.status_code == 200 and preview.headers["content-type"].startswith("application/geo+json")
     feats = preview.json()["features"]
-    assert sorted(f["properties"]["code"] for f in feats if f["properties"]["action"] == "add") == \
-        sorted(g.code for g in d.grids)
+    assert sorted(f["properties"]["code"] for f in feats if f["properties"]["action"] == "add") == sorted(
+        g.code for g in d.grids
+    )
     truth = {g.code: g.geom for g in d.grids}
     f = feats[0]
     # drawn where the truth is, to about a metre (EPSG:4547 and back, 1e-7° precision)
@@ -103,9 +113,11 @@ def _redrawn(d) -> list[Unit]:
     """The grids with the first one shrunk (leaving a gap in its community) and the last
     one left out."""
     first = d.grids[0]
-    shrunk = shapely.multipolygons([shapely.buffer(first.geom, -0.0005).geoms[0]]) \
-        if shapely.get_type_id(shapely.buffer(first.geom, -0.0005)) == 6 else \
-        shapely.multipolygons([shapely.buffer(first.geom, -0.0005)])
+    shrunk = (
+        shapely.multipolygons([shapely.buffer(first.geom, -0.0005).geoms[0]])
+        if shapely.get_type_id(shapely.buffer(first.geom, -0.0005)) == 6
+        else shapely.multipolygons([shapely.buffer(first.geom, -0.0005)])
+    )
     return [Unit(first.code, first.name, first.parent, shrunk), *d.grids[1:-1]]
 
 
@@ -165,11 +177,17 @@ def test_a_roster_through_multipart_by_a_street_admin(zy):
     d, client, engine = zy["district"], zy["client"], zy["engine"]
     inside = shapely.point_on_surface(d.grids[0].geom)  # street 1
     outside = shapely.point_on_surface(d.grids[-1].geom)  # street 3
-    csv = ("党员编号,姓名,手机号码,经度,纬度\n"
-           f"ZY0001,张三,13912345678,{inside.x:.6f},{inside.y:.6f}\n"
-           f"ZY0002,李四,13912345679,{outside.x:.6f},{outside.y:.6f}\n").encode()
-    r = client.post("/v1/imports", files={"file": ("党员花名册.csv", csv, "text/csv")}, data={"kind": "members"},
-                    headers=token_for("street1"))
+    csv = (
+        "党员编号,姓名,手机号码,经度,纬度\n"
+        f"ZY0001,张三,13912345678,{inside.x:.6f},{inside.y:.6f}\n"
+        f"ZY0002,李四,13912345679,{outside.x:.6f},{outside.y:.6f}\n"
+    ).encode()
+    r = client.post(
+        "/v1/imports",
+        files={"file": ("党员花名册.csv", csv, "text/csv")},
+        data={"kind": "members"},
+        headers=token_for("street1"),
+    )
     assert r.status_code == 202, r.text
     path = zy["root"] / r.json()["id"] / "党员花名册.csv"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -248,17 +266,28 @@ def test_registrations_by_a_street_admin_stay_in_their_street(zy):
     d, client, engine = zy["district"], zy["client"], zy["engine"]
     inside = shapely.point_on_surface(d.grids[1].geom)  # street 1
     outside = shapely.point_on_surface(d.grids[-2].geom)  # street 3
-    csv = ("member_id,name,phone,lon,lat,crs,role\n"
-           f"ZY0001,张三,13912345678,{inside.x:.6f},{inside.y:.6f},wgs84,平安创建示范员\n"
-           f"ZY0003,王六,13912345670,{outside.x:.6f},{outside.y:.6f},wgs84,平安创建示范员\n").encode()
-    r = client.post("/v1/imports", params={"kind": "registrations", "filename": "报到.csv"}, content=csv,
-                    headers=token_for("street1"))
+    csv = (
+        "member_id,name,phone,lon,lat,crs,role\n"
+        f"ZY0001,张三,13912345678,{inside.x:.6f},{inside.y:.6f},wgs84,平安创建示范员\n"
+        f"ZY0003,王六,13912345670,{outside.x:.6f},{outside.y:.6f},wgs84,平安创建示范员\n"
+    ).encode()
+    r = client.post(
+        "/v1/imports",
+        params={"kind": "registrations", "filename": "报到.csv"},
+        content=csv,
+        headers=token_for("street1"),
+    )
     job = checked(zy, "street1", r)
     assert (job["report"]["good"], job["report"]["rejected"]) == (1, 1), job["report"]
-    assert job["report"]["rejects"][0]["key"] == "ZY0003" and "outside your area" in job["report"]["rejects"][0]["reason"]
+    assert (
+        job["report"]["rejects"][0]["key"] == "ZY0003" and "outside your area" in job["report"]["rejects"][0]["reason"]
+    )
     c = client.post(f"/v1/imports/{job['id']}/commit", headers=token_for("street1"))
     assert c.status_code == 200 and c.json()["result"]["registrations_created"] == 1
     with engine.connect() as conn:
-        assert conn.execute(text(
-            "SELECT m.number, g.code FROM registrations r JOIN members m ON m.id = r.member_id "
-            "JOIN grids g ON g.id = r.grid_id")).all() == [("ZY0001", d.grids[1].code)]
+        assert conn.execute(
+            text(
+                "SELECT m.number, g.code FROM registrations r JOIN members m ON m.id = r.member_id "
+                "JOIN grids g ON g.id = r.grid_id"
+            )
+        ).all() == [("ZY0001", d.grids[1].code)]

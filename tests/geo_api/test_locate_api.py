@@ -164,8 +164,9 @@ def test_batch_answers_csv_when_asked(layout):
     import io
 
     body = f'id,lon,lat\n"a,1",{X + 0.02},{Y + 0.02}\nb,{X + 0.3},{Y + 0.02}\nc,oops,{Y}\n'
-    r = layout.post("/v1/locate/batch", content=body.encode(),
-                    headers={"Content-Type": "text/csv", "Accept": "text/csv"})
+    r = layout.post(
+        "/v1/locate/batch", content=body.encode(), headers={"Content-Type": "text/csv", "Accept": "text/csv"}
+    )
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [row["id"] for row in rows] == ["a,1", "b", "c"]

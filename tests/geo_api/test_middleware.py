@@ -88,8 +88,10 @@ def test_anonymous_writes_are_limited_per_address_and_recover_with_the_clock(dem
         assert "30" in body["detail"] and body["detail_zh"] == "事件上报过于频繁，请 30 秒后再试"
         assert r.headers["x-content-type-options"] == "nosniff"  # security headers on a 429 too
         # Open311 shares the reports' bucket (its 429 is a problem detail, as its 401 and 503)
-        o = c.post("/open311/v2/requests.json", data={"service_code": "xfyh", "lat": POINT[1], "long": POINT[0],
-                                                       "description": "井盖缺失"})
+        o = c.post(
+            "/open311/v2/requests.json",
+            data={"service_code": "xfyh", "lat": POINT[1], "long": POINT[0], "description": "井盖缺失"},
+        )
         assert o.status_code == 429 and o.headers["retry-after"] == "30" and o.json() == body
         # a signed-in caller is not anonymous: not limited here
         assert c.post("/v1/events", json=REPORT, headers=token_for("dispatcher")).status_code == 201
@@ -113,8 +115,10 @@ def test_anonymous_writes_are_limited_per_address_and_recover_with_the_clock(dem
 def test_addresses_come_from_trusted_proxies_and_the_overall_limit_holds(demo_engine, demo_db):
     limits = {"reports_per_address": 1, "reports_overall": 3, "exempt": ("192.0.2.0/24",)}
     proxy = ("10.0.0.2", 40000)
-    with client_for(demo_engine, demo_db, rate_limit=limits, security={"trusted_proxies": ("10.0.0.2",)},
-                    client=proxy) as c:
+    with client_for(
+        demo_engine, demo_db, rate_limit=limits, security={"trusted_proxies": ("10.0.0.2",)}, client=proxy
+    ) as c:
+
         def report(address: str) -> int:
             return c.post("/v1/events", json=REPORT, headers={"X-Forwarded-For": address}).status_code
 
@@ -169,22 +173,34 @@ def test_security_headers_on_every_answer_and_the_maps_policy(demo_engine, demo_
 
 def test_cors_for_the_configured_origins_fast_paths_included(demo_engine, demo_db):
     with client_for(demo_engine, demo_db, security={"cors_origins": (PORTAL,)}) as c:
-        pre = c.options("/v1/events", headers={"Origin": PORTAL, "Access-Control-Request-Method": "POST",
-                                               "Access-Control-Request-Headers": "content-type"})
+        pre = c.options(
+            "/v1/events",
+            headers={
+                "Origin": PORTAL,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
         assert pre.status_code == 200 and pre.headers["access-control-allow-origin"] == PORTAL
         assert "POST" in pre.headers["access-control-allow-methods"]
-        for r in (c.get(TILE, headers={"Origin": PORTAL}),
-                  c.get("/v1/locate", params={"lon": POINT[0], "lat": POINT[1]}, headers={"Origin": PORTAL}),
-                  c.post("/v1/events", json=REPORT, headers={"Origin": PORTAL})):
+        for r in (
+            c.get(TILE, headers={"Origin": PORTAL}),
+            c.get("/v1/locate", params={"lon": POINT[0], "lat": POINT[1]}, headers={"Origin": PORTAL}),
+            c.post("/v1/events", json=REPORT, headers={"Origin": PORTAL}),
+        ):
             assert r.headers["access-control-allow-origin"] == PORTAL
             assert "x-tile-truncated" in r.headers["access-control-expose-headers"].lower()
-        other = c.get("/v1/locate", params={"lon": POINT[0], "lat": POINT[1]},
-                      headers={"Origin": "https://elsewhere.example"})
+        other = c.get(
+            "/v1/locate", params={"lon": POINT[0], "lat": POINT[1]}, headers={"Origin": "https://elsewhere.example"}
+        )
         assert "access-control-allow-origin" not in other.headers
         # public tiles are anyone's to draw (their own "*", tiles.service), whoever asks
-        assert c.get(TILE, headers={"Origin": "https://elsewhere.example"}).headers["access-control-allow-origin"] == "*"
-        refused = c.options("/v1/events", headers={"Origin": "https://elsewhere.example",
-                                                   "Access-Control-Request-Method": "POST"})
+        assert (
+            c.get(TILE, headers={"Origin": "https://elsewhere.example"}).headers["access-control-allow-origin"] == "*"
+        )
+        refused = c.options(
+            "/v1/events", headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"}
+        )
         assert refused.status_code == 400
     with client_for(demo_engine, demo_db) as c:  # no origins configured: no CORS at all
         r = c.get("/v1/locate", params={"lon": POINT[0], "lat": POINT[1]}, headers={"Origin": PORTAL})

@@ -23,16 +23,26 @@ def world(empty_db, empty_client):
 
 
 def post_form(c, **fields):
-    data = {"service_code": "xfyh", "lat": str(P[1]), "long": str(P[0]), "description": "楼道内电动车充电",
-            "first_name": "小明", "last_name": "王", "email": "wang@example.cn", "phone": "13711112222",
-            "api_key": "anything", **fields}
+    data = {
+        "service_code": "xfyh",
+        "lat": str(P[1]),
+        "long": str(P[0]),
+        "description": "楼道内电动车充电",
+        "first_name": "小明",
+        "last_name": "王",
+        "email": "wang@example.cn",
+        "phone": "13711112222",
+        "api_key": "anything",
+        **fields,
+    }
     return c.post(f"{BASE}/requests.json", data={k: v for k, v in data.items() if v is not None})
 
 
 def act(w, event_id, action, **body):
     version = w["c"].get(f"/v1/events/{event_id}", headers=w["h"]).json()["version"]
-    r = w["c"].post(f"/v1/events/{event_id}/transitions", json={"action": action, "version": version, **body},
-                    headers=w["h"])
+    r = w["c"].post(
+        f"/v1/events/{event_id}/transitions", json={"action": action, "version": version, **body}, headers=w["h"]
+    )
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -97,8 +107,16 @@ def test_round_trip_report_follow_and_close(world):
 
 def test_json_post_and_rejected_requests(world):
     c = world["c"]
-    r = c.post(f"{BASE}/requests.json", json={"service_code": "zdjy", "lat": P[1], "long": P[0],
-                                              "description": "占道经营", "media_url": "https://img.example/1.jpg"})
+    r = c.post(
+        f"{BASE}/requests.json",
+        json={
+            "service_code": "zdjy",
+            "lat": P[1],
+            "long": P[0],
+            "description": "占道经营",
+            "media_url": "https://img.example/1.jpg",
+        },
+    )
     assert r.status_code == 200, r.text
     rid = r.json()[0]["service_request_id"]
     assert c.get(f"{BASE}/requests/{rid}.json").json()[0]["media_url"] is None  # not accepted yet

@@ -18,12 +18,15 @@ def rows(db, sql: str, **params):
 
 def places(db) -> dict[str, tuple[str, str, object]]:
     """code → (level, name, geometry) of every area and current grid."""
-    found = rows(db, """
+    found = rows(
+        db,
+        """
         SELECT code::text, level::text, name, ST_AsBinary(geom) FROM admin_areas
         UNION ALL
         SELECT g.code, 'grid', g.name, ST_AsBinary(gv.geom)
           FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
-         WHERE g.retired_at IS NULL""")
+         WHERE g.retired_at IS NULL""",
+    )
     return {code: (level, name, shapely.from_wkb(bytes(wkb))) for code, level, name, wkb in found}
 
 
@@ -64,10 +67,13 @@ def test_places_are_found_by_name_or_code_and_lie_where_they_are(client, demo_db
 
 
 def test_a_grid_is_found_by_the_characters_of_its_name_in_order(client, demo_db):
-    grid = rows(demo_db, """
+    grid = rows(
+        demo_db,
+        """
         SELECT g.code, g.name, c.name AS community, s.name AS street FROM grids g
           JOIN admin_areas c ON c.id = g.community_id JOIN admin_areas s ON s.id = c.parent_id
-         WHERE g.retired_at IS NULL AND g.name LIKE '%第3网格' ORDER BY g.code LIMIT 1""")[0]
+         WHERE g.retired_at IS NULL AND g.name LIKE '%第3网格' ORDER BY g.code LIMIT 1""",
+    )[0]
     # 凤鸣社区第3网格 → "凤鸣3": no name holds it as it is, but this one holds its characters in order
     q = grid.name[:2] + "3"
     found = find(client, q, limit=50)["features"]
@@ -81,9 +87,12 @@ def test_a_grid_is_found_by_the_characters_of_its_name_in_order(client, demo_db)
 
 
 def test_the_best_match_comes_first(client, demo_db):
-    community = rows(demo_db, """SELECT code, name FROM admin_areas WHERE level = 'community'
+    community = rows(
+        demo_db,
+        """SELECT code, name FROM admin_areas WHERE level = 'community'
                                   AND EXISTS (SELECT 1 FROM grids g WHERE g.community_id = admin_areas.id)
-                                  ORDER BY code LIMIT 1""")[0]
+                                  ORDER BY code LIMIT 1""",
+    )[0]
     found = find(client, community.name, limit=50)["features"]
     names = [f["properties"]["name"] for f in found]
     assert found[0]["properties"]["code"] == community.code  # the name itself
@@ -99,15 +108,18 @@ def test_the_best_match_comes_first(client, demo_db):
     assert empty["features"] == [] and empty["numberMatched"] == 0
 
 
-@pytest.mark.parametrize("params, field", [
-    ({}, "q"),
-    ({"q": ""}, "q"),
-    ({"q": "   "}, "q"),
-    ({"q": "网" * 51}, "q"),
-    ({"q": "网格", "limit": 0}, "limit"),
-    ({"q": "网格", "limit": 51}, "limit"),
-    ({"q": "网格", "limit": "many"}, "limit"),
-])
+@pytest.mark.parametrize(
+    "params, field",
+    [
+        ({}, "q"),
+        ({"q": ""}, "q"),
+        ({"q": "   "}, "q"),
+        ({"q": "网" * 51}, "q"),
+        ({"q": "网格", "limit": 0}, "limit"),
+        ({"q": "网格", "limit": 51}, "limit"),
+        ({"q": "网格", "limit": "many"}, "limit"),
+    ],
+)
 def test_bad_queries_are_refused_by_name(client, params, field):
     r = client.get("/v1/places", params=params)
     assert r.status_code == 422

@@ -37,28 +37,47 @@ def served(server_url):
 def _points(engine, n: int) -> list[tuple[float, float]]:
     """Points well inside ``n`` different grids of the district admin's area."""
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(
-            """SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(gv.geom) AS p FROM grid_versions gv
-               JOIN grids g ON g.id = gv.grid_id WHERE gv.valid_to IS NULL ORDER BY g.code LIMIT :n) q"""),
-            {"n": n}).all()]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text(
+                    """SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(gv.geom) AS p FROM grid_versions gv
+               JOIN grids g ON g.id = gv.grid_id WHERE gv.valid_to IS NULL ORDER BY g.code LIMIT :n) q"""
+                ),
+                {"n": n},
+            ).all()
+        ]
 
 
 def _confirmed_members(engine, n: int) -> list[int]:
     with engine.connect() as conn:
-        return conn.execute(text("SELECT member_id FROM registrations WHERE status = 'confirmed' "
-                                 "ORDER BY member_id OFFSET 100 LIMIT :n"), {"n": n}).scalars().all()
+        return (
+            conn.execute(
+                text(
+                    "SELECT member_id FROM registrations WHERE status = 'confirmed' "
+                    "ORDER BY member_id OFFSET 100 LIMIT :n"
+                ),
+                {"n": n},
+            )
+            .scalars()
+            .all()
+        )
 
 
 def _state(engine, members: list[int]) -> dict[int, tuple[int, int, int]]:
     """Per member: (registrations, active ones, current residences)."""
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            """SELECT m.id,
+        rows = conn.execute(
+            text(
+                """SELECT m.id,
                       (SELECT count(*) FROM registrations r WHERE r.member_id = m.id),
                       (SELECT count(*) FROM registrations r WHERE r.member_id = m.id
                                                               AND r.status IN ('pending', 'confirmed')),
                       (SELECT count(*) FROM residences s WHERE s.member_id = m.id AND s.ended_at IS NULL)
-               FROM members m WHERE m.id = ANY(:m)"""), {"m": members}).all()
+               FROM members m WHERE m.id = ANY(:m)"""
+            ),
+            {"m": members},
+        ).all()
     return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
 
@@ -97,8 +116,9 @@ def _statuses(results) -> Counter:
 def test_the_database_holds_one_active_registration_per_member(served):
     _, engine = served
     with engine.connect() as conn:
-        definition = conn.execute(text("SELECT indexdef FROM pg_indexes "
-                                       "WHERE indexname = 'uq_registrations_active_member'")).scalar()
+        definition = conn.execute(
+            text("SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_registrations_active_member'")
+        ).scalar()
     assert definition is not None and "UNIQUE" in definition and "member_id" in definition
     assert "pending" in definition and "confirmed" in definition
 
@@ -116,8 +136,9 @@ def test_twenty_concurrent_moves_of_one_member_serialise(served):
     assert (written - before[0], active, residences) == (THREADS, 1, 1)
     # the active one is the last answered: every other answer's registration has ended
     with engine.connect() as conn:
-        ended = conn.execute(text("SELECT id, status FROM registrations WHERE id = ANY(:i)"),
-                             {"i": [r.json()["id"] for r in results]}).all()
+        ended = conn.execute(
+            text("SELECT id, status FROM registrations WHERE id = ANY(:i)"), {"i": [r.json()["id"] for r in results]}
+        ).all()
     assert Counter(s for _, s in ended) == {"ended": THREADS - 1, "pending": 1}
 
 
@@ -131,9 +152,11 @@ def test_concurrent_moves_and_decisions_of_several_members_never_deadlock(served
     def confirm_latest(member_id):
         def call():
             with engine.connect() as conn:
-                latest = conn.execute(text("SELECT max(id) FROM registrations WHERE member_id = :m"),
-                                      {"m": member_id}).scalar()
+                latest = conn.execute(
+                    text("SELECT max(id) FROM registrations WHERE member_id = :m"), {"m": member_id}
+                ).scalar()
             return client.post(f"/v1/registrations/{latest}/confirm", headers=admin)
+
         return call
 
     calls = []

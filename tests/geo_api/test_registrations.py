@@ -94,10 +94,14 @@ def test_moving_house_ends_the_old_registration_and_keeps_it(world):
     assert new["grid"]["code"] == GRID_B and new["status"] == "pending" and new["branch"] is None
     again = c.get(f"/v1/registrations/{old['id']}", headers=h["m1"]).json()
     assert again["status"] == "ended" and again["ended_at"] is not None
-    rows = world["db"].execute(
-        text("SELECT count(*), count(*) FILTER (WHERE ended_at IS NULL) FROM residences WHERE member_id = :m"),
-        {"m": world["m1"]},
-    ).one()
+    rows = (
+        world["db"]
+        .execute(
+            text("SELECT count(*), count(*) FILTER (WHERE ended_at IS NULL) FROM residences WHERE member_id = :m"),
+            {"m": world["m1"]},
+        )
+        .one()
+    )
     assert tuple(rows) == (2, 1)
 
 
@@ -109,7 +113,8 @@ def test_members_register_only_themselves_and_admins_only_in_their_area(world):
     r = register(world, user="cadmin", member_id=world["m2"])
     assert r.status_code == 404 and r.json()["field"] == "member_id" and "王党员" not in r.text
     assert r.json()["detail"] == register(world, user="cadmin", member_id=10**6).json()["detail"].replace(
-        str(10**6), str(world["m2"]))
+        str(10**6), str(world["m2"])
+    )
     r = register(world, user="dadmin", member_id=world["m2"])
     assert r.status_code == 201 and r.json()["member_id"] == world["m2"]
     # now registered in the community: its admin may move them within it
@@ -173,14 +178,19 @@ def test_stats_per_grid_with_roles_filled_and_missing(world):
     reg = register(world).json()
     c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h["cadmin"])
     register(world, user="dadmin", member_id=world["m2"], role="fuwu", **IN_B)
-    units = c.get("/v1/registrations/stats", params={"level": "grid", "within": COMMUNITY}, headers=h["cadmin"]).json()["units"]
+    units = c.get("/v1/registrations/stats", params={"level": "grid", "within": COMMUNITY}, headers=h["cadmin"]).json()[
+        "units"
+    ]
     by = {u["code"]: u for u in units}
     assert by[GRID_A]["registered"] == 1 and by[GRID_A]["residents"] == 1 and by[GRID_A]["rate"] == 1.0
     assert by[GRID_A]["roles_filled"] == ["平安创建示范员"] and len(by[GRID_A]["roles_missing"]) == 5
     assert by[GRID_B]["registered"] == 0 and by[GRID_B]["pending"] == 1 and by[GRID_B]["rate"] == 0.0
-    community = c.get("/v1/registrations/stats", params={"level": "community", "within": COMMUNITY},
-                      headers=h["cadmin"]).json()["units"]
-    assert community == [{**community[0], "code": COMMUNITY, "residents": 2, "registered": 1, "pending": 1, "rate": 0.5}]
+    community = c.get(
+        "/v1/registrations/stats", params={"level": "community", "within": COMMUNITY}, headers=h["cadmin"]
+    ).json()["units"]
+    assert community == [
+        {**community[0], "code": COMMUNITY, "residents": 2, "registered": 1, "pending": 1, "rate": 0.5}
+    ]
     r = c.get("/v1/registrations/stats", params={"level": "district", "within": COMMUNITY}, headers=h["cadmin"])
     assert r.status_code == 422 and r.json()["field"] == "level"
 
@@ -215,8 +225,9 @@ def test_a_residence_without_registration_is_superseded(world):
     )
     r = register(world)
     assert r.status_code == 201
-    current = db.execute(text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"),
-                         {"m": world["m1"]}).scalar()
+    current = db.execute(
+        text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"), {"m": world["m1"]}
+    ).scalar()
     assert current == 1
 
 
@@ -224,8 +235,9 @@ def test_roles_are_listed_for_anyone_in_their_configured_order(world):
     r = world["c"].get("/v1/registrations/roles")
     assert r.status_code == 200
     roles = r.json()["roles"]
-    expected = world["db"].execute(text(
-        "SELECT code, name FROM service_roles WHERE active ORDER BY position, code")).all()
+    expected = (
+        world["db"].execute(text("SELECT code, name FROM service_roles WHERE active ORDER BY position, code")).all()
+    )
     assert [(x["code"], x["name"]) for x in roles] == [tuple(e) for e in expected] and len(roles) >= 6
     # the list is what a registration accepts, by code and by name
     assert register(world, role=roles[-1]["name"]).json()["role"]["code"] == roles[-1]["code"]
@@ -236,8 +248,12 @@ def test_a_member_reads_their_own_registrations_and_nobody_else_can(world):
     empty = c.get("/v1/registrations/mine", headers=h["m1"])
     assert empty.status_code == 200 and empty.json() == {"active": None, "items": []}
     first = register(world).json()
-    assert c.post(f"/v1/registrations/{first['id']}/reject", json={"reason": "地址不在本网格"},
-                  headers=h["cadmin"]).status_code == 200
+    assert (
+        c.post(
+            f"/v1/registrations/{first['id']}/reject", json={"reason": "地址不在本网格"}, headers=h["cadmin"]
+        ).status_code
+        == 200
+    )
     second = register(world, **IN_B).json()
     mine = c.get("/v1/registrations/mine", headers=h["m1"]).json()
     assert [i["id"] for i in mine["items"]] == [second["id"], first["id"]]

@@ -16,8 +16,15 @@ NAMES = ("近党员", "中党员", "远党员", "文明党员", "待确认党员
 
 #: Probe points a caller might report at: around and far from the members' residences
 #: in grid A, and in grid B (≈ 0.9 km and ≈ 3.6 km east of A).
-PROBES = [(X + 0.0205, Y + 0.0201), (X + 0.01, Y + 0.01), (X + 0.04, Y + 0.09), (X + 0.025, Y + 0.05),
-          (X + 0.0215, Y + 0.0199), (X + 0.06, Y + 0.01), (X + 0.09, Y + 0.04)]
+PROBES = [
+    (X + 0.0205, Y + 0.0201),
+    (X + 0.01, Y + 0.01),
+    (X + 0.04, Y + 0.09),
+    (X + 0.025, Y + 0.05),
+    (X + 0.0215, Y + 0.0199),
+    (X + 0.06, Y + 0.01),
+    (X + 0.09, Y + 0.04),
+]
 
 
 def _routing(w, event_id, user="disp"):
@@ -55,8 +62,13 @@ def test_probe_reports_cannot_narrow_a_residence_below_its_grid(world):
     assert bands == ["本网格"] * 5 + ["500 m–1 km", None]
     # the residences move across their grid (50 m → ≈ 8 km away from the probes' centre)
     for member, (x, y) in ((near, (X + 0.045, Y + 0.095)), (world["members"]["mid"], (X + 0.001, Y + 0.001))):
-        db.execute(text("UPDATE residences SET geom = ST_SetSRID(ST_MakePoint(:x, :y), 4326), source_x = :x, "
-                        "source_y = :y WHERE member_id = :m AND ended_at IS NULL"), {"m": member, "x": x, "y": y})
+        db.execute(
+            text(
+                "UPDATE residences SET geom = ST_SetSRID(ST_MakePoint(:x, :y), 4326), source_x = :x, "
+                "source_y = :y WHERE member_id = :m AND ended_at IS NULL"
+            ),
+            {"m": member, "x": x, "y": y},
+        )
     db.flush()
     assert _answers(world, events) == first
     # and neither the distance nor a coordinate is in any answer

@@ -23,14 +23,17 @@ CHECKS = [
     schemathesis.checks.response_schema_conformance,
 ]
 
-CONFIG = schemathesis.Config.from_dict({
-    "seed": 18,
-    "generation": {"mode": "all", "max-examples": 3, "deterministic": True, "database": "none"},
-    "phases": {"stateful": {"enabled": False}, "coverage": {"unexpected-methods": []}},
-})
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": 18,
+        "generation": {"mode": "all", "max-examples": 3, "deterministic": True, "database": "none"},
+        "phases": {"stateful": {"enabled": False}, "coverage": {"unexpected-methods": []}},
+    }
+)
 
-BOUNDED = settings(max_examples=3, derandomize=True, deadline=None, database=None,
-                   suppress_health_check=list(HealthCheck))
+BOUNDED = settings(
+    max_examples=3, derandomize=True, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
 
 
 def _openapi() -> dict:
@@ -50,8 +53,12 @@ def _personal() -> set[tuple[str, str]]:
     from tests.conftest import make_settings
     from tests.geo_api.test_api import api_routes
 
-    return {(method, route.path) for route in api_routes(create_app(make_settings()).routes)
-            if declared_personal(route) for method in route.methods}
+    return {
+        (method, route.path)
+        for route in api_routes(create_app(make_settings()).routes)
+        if declared_personal(route)
+        for method in route.methods
+    }
 
 
 schema = schemathesis.openapi.from_dict(_openapi(), config=CONFIG)
@@ -126,14 +133,17 @@ def test_every_operation_declares_its_problems(method, path, op):
     assert "HTTPValidationError" not in str(op), "FastAPI's own 422 shape is not what the service answers"
 
 
-@pytest.mark.parametrize("method, path, types", [
-    ("GET", "/v1/coverage/summary", {"application/json", "application/geo+json", "text/csv"}),
-    ("GET", "/v1/coverage/issues", {"application/geo+json", "text/csv"}),
-    ("GET", "/v1/coverage/h3", {"application/geo+json"}),
-    ("GET", "/v1/events/evaluation", {"application/json", "text/csv"}),
-    ("POST", "/v1/locate/batch", {"application/json", "text/csv"}),
-    ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt", {"application/vnd.mapbox-vector-tile"}),
-])
+@pytest.mark.parametrize(
+    "method, path, types",
+    [
+        ("GET", "/v1/coverage/summary", {"application/json", "application/geo+json", "text/csv"}),
+        ("GET", "/v1/coverage/issues", {"application/geo+json", "text/csv"}),
+        ("GET", "/v1/coverage/h3", {"application/geo+json"}),
+        ("GET", "/v1/events/evaluation", {"application/json", "text/csv"}),
+        ("POST", "/v1/locate/batch", {"application/json", "text/csv"}),
+        ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt", {"application/vnd.mapbox-vector-tile"}),
+    ],
+)
 def test_success_media_types_are_the_ones_answered(method, path, types):
     op = DOC["paths"][path][method.lower()]
     success = next(s for s in op["responses"] if s.startswith("2"))
@@ -145,12 +155,15 @@ def test_success_media_types_are_the_ones_answered(method, path, types):
 GOOD_ROW = {"id": "ok", "lon": 113.68, "lat": 34.79}
 
 
-@pytest.mark.parametrize("bad, field", [
-    ({"id": "b", "lon": 113.68, "lat": 34.79, "crs": ["wgs84"]}, "crs"),  # unhashable: a TypeError, a 500
-    ({"id": "b", "lon": 113.68, "lat": 34.79, "crs": {"name": "wgs84"}}, "crs"),
-    ({"id": "b", "lon": [113.68], "lat": 34.79}, "lon"),  # a 2-D column: an IndexError, a 500
-    ({"id": "b", "lon": 113.68, "lat": [[34.79]]}, "lat"),
-])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"id": "b", "lon": 113.68, "lat": 34.79, "crs": ["wgs84"]}, "crs"),  # unhashable: a TypeError, a 500
+        ({"id": "b", "lon": 113.68, "lat": 34.79, "crs": {"name": "wgs84"}}, "crs"),
+        ({"id": "b", "lon": [113.68], "lat": 34.79}, "lon"),  # a 2-D column: an IndexError, a 500
+        ({"id": "b", "lon": 113.68, "lat": [[34.79]]}, "lat"),
+    ],
+)
 def test_batch_rows_holding_lists_or_objects_fail_in_place(client, bad, field):
     """A row whose coordinate or CRS is a list or an object is rejected in place, naming
     the field; the rows around it are still located."""

@@ -44,12 +44,21 @@ def test_workers_share_one_secret_and_each_answers(demo_engine):
     answer locates."""
     port = _free_port()
     url = demo_engine.url.render_as_string(hide_password=False)
-    env = {**os.environ, "GRIDBRANCH_DATABASE_URL": url, "GRIDBRANCH_DEMO": "true", "GRIDBRANCH_ACCESS_LOG": "false",
-           "GRIDBRANCH_POOL_SIZE": "2"}
+    env = {
+        **os.environ,
+        "GRIDBRANCH_DATABASE_URL": url,
+        "GRIDBRANCH_DEMO": "true",
+        "GRIDBRANCH_ACCESS_LOG": "false",
+        "GRIDBRANCH_POOL_SIZE": "2",
+    }
     env.pop("GRIDBRANCH_AUTH_SECRET", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "geo_api.cli", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -60,9 +69,13 @@ def test_workers_share_one_secret_and_each_answers(demo_engine):
             except OSError:
                 assert proc.poll() is None and time.monotonic() < deadline, "gridbranch serve did not start"
                 time.sleep(0.2)
-        status, token = _request(port, "POST", "/v1/auth/token",
-                                 urlencode({"username": "admin", "password": TEST_PASSWORD}).encode(),
-                                 {"Content-Type": "application/x-www-form-urlencoded"})
+        status, token = _request(
+            port,
+            "POST",
+            "/v1/auth/token",
+            urlencode({"username": "admin", "password": TEST_PASSWORD}).encode(),
+            {"Content-Type": "application/x-www-form-urlencoded"},
+        )
         assert status == 200, token
         auth = {"Authorization": f"Bearer {token['access_token']}"}
         for _ in range(40):  # new connections, spread over the workers by the kernel
@@ -88,8 +101,10 @@ def test_a_fast_path_failing_past_its_hand_over_answers_the_stacks_500(demo_engi
 
     monkeypatch.setattr(events, "report_batcher", lambda app: Broken())
     with TestClient(create_app(make_settings(), engine=demo_engine), raise_server_exceptions=False) as c:
-        r = c.post("/v1/events", json={"lon": 113.6849, "lat": 34.7979, "category": "xfyh", "channel": "public",
-                                       "description": "井盖缺失"})
+        r = c.post(
+            "/v1/events",
+            json={"lon": 113.6849, "lat": 34.7979, "category": "xfyh", "channel": "public", "description": "井盖缺失"},
+        )
     assert r.status_code == 500, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["title"] == "Internal error" and "fire" not in r.text

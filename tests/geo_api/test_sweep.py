@@ -24,8 +24,22 @@ from tests.geo_api.test_api import api_routes, walkable
 from tests.zh import zh_fault
 
 PATH_VALUES = ["x", "-1", "0", "99999999999999999999999", "1e309", "NaN", "%E4%B8%AD%00", "a" * 300]
-QUERY_VALUES = ["", "NaN", "-inf", "1e400", "x" * 300, "-1", "a\x00b", "2026-13-45", "99999999999999999999",
-                "2147483648", "-9223372036854775809", "0x1F", "1,2,3,4", "410105000000,410105001000"]
+QUERY_VALUES = [
+    "",
+    "NaN",
+    "-inf",
+    "1e400",
+    "x" * 300,
+    "-1",
+    "a\x00b",
+    "2026-13-45",
+    "99999999999999999999",
+    "2147483648",
+    "-9223372036854775809",
+    "0x1F",
+    "1,2,3,4",
+    "410105000000,410105001000",
+]
 BODIES = [
     (b"", "application/json"),
     (b"{", "application/json"),
@@ -33,26 +47,39 @@ BODIES = [
     (b"[]", "application/json"),
     (b"{}", "application/json"),
     (b'{"lon": "x", "lat": NaN, "id": [], "crs": 4, "points": {}}', "application/json"),
-    (b'{"category": "a\\u0000", "description": "\\u0000", "reason": "\\u0000", "name": "\\u0000", '
-     b'"lon": 113.68, "lat": 34.8, "role": "\\u0000", "department": "\\u0000", "status": "\\u0000"}',
-     "application/json"),
+    (
+        b'{"category": "a\\u0000", "description": "\\u0000", "reason": "\\u0000", "name": "\\u0000", '
+        b'"lon": 113.68, "lat": 34.8, "role": "\\u0000", "department": "\\u0000", "status": "\\u0000"}',
+        "application/json",
+    ),
     (b'[{"id": 1, "lon": 1e999, "lat": -1e999}]', "application/json"),
     (b"[" * 5000 + b"]" * 5000, "application/json"),
     (b"\xff\xfe\x00garbage", "application/json"),
     (b"id,lon,lat\n1,abc,\n2,NaN,inf\n", "text/csv"),
     (b"\xff\xfe\x00\n,,,,\n", "text/csv"),
     (b"--x\r\nbroken", "multipart/form-data"),
-    (b'{"lon": 113.68, "lat": 34.79, "role": "fuwu", "member_id": 99999999999999999999, "action": "accept", '
-     b'"version": 9223372036854775808, "category": "x", "description": "y", "working": true}', "application/json"),
-    (b'{"lon": 113.68, "lat": 34.79, "role": "fuwu", "member_id": 2147483648, "action": "accept", '
-     b'"version": 2147483648, "accuracy_m": 1e308, "move": "yes"}', "application/json"),
+    (
+        b'{"lon": 113.68, "lat": 34.79, "role": "fuwu", "member_id": 99999999999999999999, "action": "accept", '
+        b'"version": 9223372036854775808, "category": "x", "description": "y", "working": true}',
+        "application/json",
+    ),
+    (
+        b'{"lon": 113.68, "lat": 34.79, "role": "fuwu", "member_id": 2147483648, "action": "accept", '
+        b'"version": 2147483648, "accuracy_m": 1e308, "move": "yes"}',
+        "application/json",
+    ),
     (b'{"lon": 1e308, "lat": -1e308, "crs": "EPSG:99999999999", "role": "fuwu"}', "application/json"),
-    (b'{"lon": 113.68, "lat": 34.79, "crs": "' + b"EPSG:" + b"9" * 400 + b'", "role": "' + b"r" * 5000 + b'"}',
-     "application/json"),
+    (
+        b'{"lon": 113.68, "lat": 34.79, "crs": "' + b"EPSG:" + b"9" * 400 + b'", "role": "' + b"r" * 5000 + b'"}',
+        "application/json",
+    ),
     (b"username=&password=", "application/x-www-form-urlencoded"),
     (b"username=a%00&password=b%00", "application/x-www-form-urlencoded"),
-    (b'{"reason": "\\u0000", "working": true, "note": "\\u0000", "action": "accept", "version": 1, '
-     b'"photos": ["\\u0000"], "department": null}', "application/json"),
+    (
+        b'{"reason": "\\u0000", "working": true, "note": "\\u0000", "action": "accept", "version": 1, '
+        b'"photos": ["\\u0000"], "department": null}',
+        "application/json",
+    ),
 ]
 
 
@@ -160,8 +187,9 @@ def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo
     failures, refused, tried = [], 0, 0
     untranslated: set[str] = set()  # refusals a zh-CN user would read without their own Chinese
     for route, method in _routes(app):
-        for (url, query, body, kind), (who, headers) in itertools.product(list(_requests(route, method, real)),
-                                                                          callers.items()):
+        for (url, query, body, kind), (who, headers) in itertools.product(
+            list(_requests(route, method, real)), callers.items()
+        ):
             h = dict(headers)
             if kind:
                 h["Content-Type"] = kind
@@ -186,25 +214,41 @@ def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo
     assert not untranslated, f"{len(untranslated)} refusals without Chinese:\n" + "\n".join(sorted(untranslated)[:60])
 
 
-@pytest.mark.parametrize("url, field", [
-    ("/v1/events?category=a%00b", "category"),
-    ("/v1/locate?lon=113.68&lat=34.79&crs=wgs84%00", "crs"),
-    ("/v1/branches/4101%00/unregistered", "path"),
-    ("/open311/v2/services/a%00.json", "path"),
-])
+@pytest.mark.parametrize(
+    "url, field",
+    [
+        ("/v1/events?category=a%00b", "category"),
+        ("/v1/locate?lon=113.68&lat=34.79&crs=wgs84%00", "crs"),
+        ("/v1/branches/4101%00/unregistered", "path"),
+        ("/open311/v2/services/a%00.json", "path"),
+    ],
+)
 def test_a_nul_character_in_the_path_or_query_is_named(sweep_client, url, field):
     r = _send(sweep_client, "GET", url, headers=token_for("admin"))
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["field"] == field and "NUL" in r.json()["detail"]
 
 
-@pytest.mark.parametrize("method, url, body, field", [
-    ("PUT", "/v1/events/routes/{category}/{street}", {"department": "区\u0000"}, "department"),
-    ("POST", "/v1/events", {"lon": 113.68, "lat": 34.79, "category": "{category}", "description": "积水",
-                            "photos": ["https://example.org/\u0000.jpg"]}, "photos"),
-    ("POST", "/v1/registrations/{registration_id}/reject", {"reason": "搬\u0000家"}, "reason"),
-    ("PUT", "/v1/events/calendar/2026-12-01", {"working": False, "note": "\u0000"}, "note"),
-])
+@pytest.mark.parametrize(
+    "method, url, body, field",
+    [
+        ("PUT", "/v1/events/routes/{category}/{street}", {"department": "区\u0000"}, "department"),
+        (
+            "POST",
+            "/v1/events",
+            {
+                "lon": 113.68,
+                "lat": 34.79,
+                "category": "{category}",
+                "description": "积水",
+                "photos": ["https://example.org/\u0000.jpg"],
+            },
+            "photos",
+        ),
+        ("POST", "/v1/registrations/{registration_id}/reject", {"reason": "搬\u0000家"}, "reason"),
+        ("PUT", "/v1/events/calendar/2026-12-01", {"working": False, "note": "\u0000"}, "note"),
+    ],
+)
 def test_a_nul_character_in_a_body_is_named(sweep_client, demo_engine, method, url, body, field):
     real = _real_values(demo_engine)
     url = url.format(**real)
@@ -300,7 +344,11 @@ def test_no_get_route_shows_members_personal_data_to_the_public_or_another_membe
     from sqlalchemy import text
 
     with demo_engine.connect() as conn:
-        own = conn.execute(text("SELECT member_id FROM users WHERE username = :u"), {"u": user}).scalar() if user else None
+        own = (
+            conn.execute(text("SELECT member_id FROM users WHERE username = :u"), {"u": user}).scalar()
+            if user
+            else None
+        )
         rows = conn.execute(text("SELECT id, name, phone FROM members")).all()
         homes = conn.execute(text("SELECT member_id, ST_X(geom), ST_Y(geom) FROM residences")).all()
         public = set(conn.execute(text("SELECT worker_name FROM grids UNION SELECT worker_phone FROM grids")).scalars())

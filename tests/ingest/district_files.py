@@ -18,8 +18,8 @@ import pyogrio.raw
 import shapely
 from shapely.geometry import shape
 
-from layers.crs import gcj02_to_wgs84, geoms_from_wgs84
 from layers.coverage_topology import polygon_parts
+from layers.crs import gcj02_to_wgs84, geoms_from_wgs84
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,9 +37,14 @@ def _checkout_roots() -> list[Path]:
 
 
 #: The shared real data beside the clone (in CI: ../shared/data/zhengzhou).
-ZHENGZHOU = next((r.parent / "shared" / "data" / "zhengzhou" for r in _checkout_roots()
-                  if (r.parent / "shared" / "data" / "zhengzhou").is_dir()),
-                 ROOT.parent / "shared" / "data" / "zhengzhou")
+ZHENGZHOU = next(
+    (
+        r.parent / "shared" / "data" / "zhengzhou"
+        for r in _checkout_roots()
+        if (r.parent / "shared" / "data" / "zhengzhou").is_dir()
+    ),
+    ROOT.parent / "shared" / "data" / "zhengzhou",
+)
 CODE = "410102"
 NAME = "中原区"
 STREET_NAMES = ("林山寨街道", "建设路街道", "棉纺路街道")
@@ -101,8 +106,9 @@ def build_district() -> District:
                 p = shapely.Point(rng.uniform(bx0, bx1), rng.uniform(by0, by1))
                 if community.contains(p):
                     seeds.append(p)
-            cells = shapely.voronoi_polygons(shapely.MultiPoint(seeds), extend_to=shapely.box(bx0 - 1, by0 - 1,
-                                                                                                bx1 + 1, by1 + 1))
+            cells = shapely.voronoi_polygons(
+                shapely.MultiPoint(seeds), extend_to=shapely.box(bx0 - 1, by0 - 1, bx1 + 1, by1 + 1)
+            )
             cells = sorted(cells.geoms, key=lambda g: (round(g.centroid.y, 6), g.centroid.x))
             for k, cell in enumerate(cells):
                 grid = _multi(shapely.intersection(community, cell))
@@ -120,11 +126,20 @@ def write_areas_shapefile(d: District, folder: Path, *, zipped: bool = True, prj
     folder.mkdir(parents=True, exist_ok=True)
     units = d.streets + d.communities
     shp = folder / "areas.shp"
-    pyogrio.raw.write(shp, _wkb([u.geom for u in units], "gcj02"),
-                      [np.array([u.code for u in units], dtype=object), np.array([u.name for u in units], dtype=object),
-                       np.array([u.parent for u in units], dtype=object)],
-                      ["编码", "名称", "上级编码"], driver="ESRI Shapefile", geometry_type="MultiPolygon",
-                      crs="EPSG:4326", encoding="GBK")
+    pyogrio.raw.write(
+        shp,
+        _wkb([u.geom for u in units], "gcj02"),
+        [
+            np.array([u.code for u in units], dtype=object),
+            np.array([u.name for u in units], dtype=object),
+            np.array([u.parent for u in units], dtype=object),
+        ],
+        ["编码", "名称", "上级编码"],
+        driver="ESRI Shapefile",
+        geometry_type="MultiPolygon",
+        crs="EPSG:4326",
+        encoding="GBK",
+    )
     (folder / "areas.cpg").unlink()
     if not prj:
         (folder / "areas.prj").unlink()
@@ -138,16 +153,32 @@ def write_areas_shapefile(d: District, folder: Path, *, zipped: bool = True, prj
     return out
 
 
-def write_grids_gpkg(d: District, path: Path, grids: list[Unit] | None = None, crs: str = "EPSG:4547",
-                     declare: str | None = None, layer: str = "网格") -> Path:
+def write_grids_gpkg(
+    d: District,
+    path: Path,
+    grids: list[Unit] | None = None,
+    crs: str = "EPSG:4547",
+    declare: str | None = None,
+    layer: str = "网格",
+) -> Path:
     """Grids in EPSG:4547 (or ``crs``, declared as ``declare``), attributes 网格编码,
     网格名称, 所属社区."""
     grids = d.grids if grids is None else grids
-    pyogrio.raw.write(path, _wkb([g.geom for g in grids], crs),
-                      [np.array([g.code for g in grids], dtype=object), np.array([g.name for g in grids], dtype=object),
-                       np.array([g.parent for g in grids], dtype=object)],
-                      ["网格编码", "网格名称", "所属社区"], driver="GPKG", geometry_type="MultiPolygon",
-                      crs=declare or crs, layer=layer, append=path.exists())
+    pyogrio.raw.write(
+        path,
+        _wkb([g.geom for g in grids], crs),
+        [
+            np.array([g.code for g in grids], dtype=object),
+            np.array([g.name for g in grids], dtype=object),
+            np.array([g.parent for g in grids], dtype=object),
+        ],
+        ["网格编码", "网格名称", "所属社区"],
+        driver="GPKG",
+        geometry_type="MultiPolygon",
+        crs=declare or crs,
+        layer=layer,
+        append=path.exists(),
+    )
     return path
 
 
@@ -170,11 +201,15 @@ def start_deployment(engine, folder: Path, d: District, *, grids: bool = True) -
     from geo_api.cli import main
 
     files = {"areas": write_areas_shapefile(d, folder / "areas"), "grids": write_grids_gpkg(d, folder / "grids.gpkg")}
-    env = {"GRIDBRANCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
-           "GRIDBRANCH_INIT_ADMIN_PASSWORD": ADMIN_PASSWORD}
+    env = {
+        "GRIDBRANCH_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+        "GRIDBRANCH_INIT_ADMIN_PASSWORD": ADMIN_PASSWORD,
+    }
     saved = {k: os.environ.get(k) for k in env}
-    steps = [("init", "--district", CODE, "--boundary", str(d.boundary_file), "--crs", "gcj02", "--name", NAME),
-             ("ingest", "areas", str(files["areas"]), "--crs", "gcj02", "--map", AREA_MAP, "--commit")]
+    steps = [
+        ("init", "--district", CODE, "--boundary", str(d.boundary_file), "--crs", "gcj02", "--name", NAME),
+        ("ingest", "areas", str(files["areas"]), "--crs", "gcj02", "--map", AREA_MAP, "--commit"),
+    ]
     if grids:
         steps.append(("ingest", "grids", str(files["grids"]), "--map", GRID_MAP, "--commit"))
     os.environ.update(env)

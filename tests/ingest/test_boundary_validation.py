@@ -21,13 +21,21 @@ from sqlalchemy.orm import Session
 
 from geo_api.security import hash_password
 from ingest.boundaries import commit_plan, format_report, parse_mapping, plan_import
-from layers.crs import geoms_from_wgs84
 from ingest.district import start_district
 from ingest.files import FileError, Limits, read_features
+from layers.crs import geoms_from_wgs84
 from layers.errors import Conflict, InvalidInput
 from tests.conftest import scratch_engine
-from tests.ingest.district_files import AREA_MAP, CODE, GRID_MAP, NAME, Unit, build_district, \
-    write_areas_shapefile, write_grids_gpkg
+from tests.ingest.district_files import (
+    AREA_MAP,
+    CODE,
+    GRID_MAP,
+    NAME,
+    Unit,
+    build_district,
+    write_areas_shapefile,
+    write_grids_gpkg,
+)
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +63,14 @@ def deployment(server_url, district, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("areas")
     with scratch_engine(server_url, "zhongyuan_checks", pool=3, migrated=True) as engine:
         with Session(engine) as session:
-            start_district(session, code=CODE, boundary=read_features(district.boundary_file), crs="gcj02",
-                           name=NAME, admin_password_hash=hash_password("not-used-here"))
+            start_district(
+                session,
+                code=CODE,
+                boundary=read_features(district.boundary_file),
+                crs="gcj02",
+                name=NAME,
+                admin_password_hash=hash_password("not-used-here"),
+            )
             session.commit()
         plan = _plan(engine, "areas", write_areas_shapefile(district, tmp), crs="gcj02", mapping=AREA_MAP)
         assert plan.ok, format_report(plan)
@@ -69,15 +83,34 @@ def _versions(engine):
         return dict(conn.execute(text("SELECT layer, version FROM data_versions")).all())
 
 
-def _write(path, geoms_wgs, codes, names, parents, crs="EPSG:4547", declare=None, driver="GPKG", layer=None,
-           geometry_type="MultiPolygon", z=None, encoding=None):
+def _write(
+    path,
+    geoms_wgs,
+    codes,
+    names,
+    parents,
+    crs="EPSG:4547",
+    declare=None,
+    driver="GPKG",
+    layer=None,
+    geometry_type="MultiPolygon",
+    z=None,
+    encoding=None,
+):
     geoms = np.asarray(geoms_from_wgs84(np.asarray(geoms_wgs, dtype=object), crs), dtype=object)
     if z is not None:
         geoms = shapely.force_3d(geoms, z)
-    pyogrio.raw.write(path, shapely.to_wkb(geoms),
-                      [np.array(codes, dtype=object), np.array(names, dtype=object), np.array(parents, dtype=object)],
-                      ["网格编码", "网格名称", "所属社区"], driver=driver, geometry_type=geometry_type,
-                      crs=declare or crs, layer=layer, encoding=encoding)
+    pyogrio.raw.write(
+        path,
+        shapely.to_wkb(geoms),
+        [np.array(codes, dtype=object), np.array(names, dtype=object), np.array(parents, dtype=object)],
+        ["网格编码", "网格名称", "所属社区"],
+        driver=driver,
+        geometry_type=geometry_type,
+        crs=declare or crs,
+        layer=layer,
+        encoding=encoding,
+    )
     return path
 
 
@@ -104,8 +137,10 @@ def test_shapefile_without_dbf(tmp_path, district):
 
 def test_kml_bombs(tmp_path):
     laughs = tmp_path / "laughs.kml"
-    laughs.write_text('<?xml version="1.0"?><!DOCTYPE kml [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
-                      '<kml xmlns="http://www.opengis.net/kml/2.2"><Placemark><name>&b;</name></Placemark></kml>')
+    laughs.write_text(
+        '<?xml version="1.0"?><!DOCTYPE kml [<!ENTITY a "lol"><!ENTITY b "&a;&a;&a;&a;&a;">]>'
+        '<kml xmlns="http://www.opengis.net/kml/2.2"><Placemark><name>&b;</name></Placemark></kml>'
+    )
     with pytest.raises(FileError) as e:
         read_features(laughs)
     assert "laughs.kml" in e.value.detail and "entities" in e.value.detail
@@ -155,8 +190,17 @@ def test_geopackage_with_several_layers_asks_which(tmp_path, deployment, distric
 
 def test_points_where_polygons_are_expected(tmp_path, deployment, district):
     g = district.grids[0]
-    path = _write(tmp_path / "points.geojson", [shapely.point_on_surface(g.geom)], [g.code], [g.name], [g.parent],
-                  crs="wgs84", declare="EPSG:4326", driver="GeoJSON", geometry_type="Point")
+    path = _write(
+        tmp_path / "points.geojson",
+        [shapely.point_on_surface(g.geom)],
+        [g.code],
+        [g.name],
+        [g.parent],
+        crs="wgs84",
+        declare="EPSG:4326",
+        driver="GeoJSON",
+        geometry_type="Point",
+    )
     plan = _plan(deployment, "grids", path)
     assert not plan.ok
     [p] = plan.errors
@@ -183,8 +227,9 @@ def test_zone_prefix_detected_both_ways(tmp_path, deployment, district):
 def test_gcj02_declared_as_wgs84_and_swapped_axes(tmp_path, deployment, district):
     grids = district.grids
     args = ([g.code for g in grids], [g.name for g in grids], [g.parent for g in grids])
-    gcj = _write(tmp_path / "gcj.geojson", [g.geom for g in grids], *args, crs="gcj02", declare="EPSG:4326",
-                 driver="GeoJSON")
+    gcj = _write(
+        tmp_path / "gcj.geojson", [g.geom for g in grids], *args, crs="gcj02", declare="EPSG:4326", driver="GeoJSON"
+    )
     plan = _plan(deployment, "grids", gcj)
     assert not plan.ok
     assert any(p.feature is None and p.field == "crs" and "give --crs gcj02" in p.reason for p in plan.errors)
@@ -202,7 +247,7 @@ def test_a_table_without_crs_is_refused_with_a_hint(tmp_path, deployment, distri
     g = district.grids[0]
     path = tmp_path / "grids.csv"
     gk = geoms_from_wgs84(np.asarray([g.geom], dtype=object), "EPSG:4526")[0]
-    path.write_text(f"网格编码,网格名称,所属社区,WKT\n{g.code},{g.name},{g.parent},\"{gk.wkt}\"\n", encoding="gbk")
+    path.write_text(f'网格编码,网格名称,所属社区,WKT\n{g.code},{g.name},{g.parent},"{gk.wkt}"\n', encoding="gbk")
     with pytest.raises(FileError) as e:
         _plan(deployment, "grids", path)
     assert e.value.field == "crs" and "EPSG:4526" in e.value.detail  # the zone prefix says which
@@ -219,17 +264,18 @@ def test_every_problem_names_feature_code_and_field(tmp_path, deployment, distri
     inner = shapely.point_on_surface(a.geom)
     x0, y0, x1, y1 = inner.x - 0.0005, inner.y - 0.0005, inner.x + 0.0005, inner.y + 0.0005
     bowtie = shapely.Polygon([(x0, y0), (x1, y1), (x1, y0), (x0, y1), (x0, y0)])
-    out_of_parent = shapely.union_all([b.geom, shapely.buffer(shapely.point_on_surface(district.grids[12].geom),
-                                                              0.002)])
+    out_of_parent = shapely.union_all(
+        [b.geom, shapely.buffer(shapely.point_on_surface(district.grids[12].geom), 0.002)]
+    )
     feats = [
-        (bowtie, a.code, a.name, a.parent),                       # 1 invalid: self-intersection
-        (out_of_parent, b.code, b.name, b.parent),                # 2 reaches into another street
-        (c.geom, c.code, c.name, c.parent),                       # 3 fine
-        (c.geom, c.code, "再次", c.parent),                        # 4 duplicate code
-        (d.geom, d.code[:14], d.name, d.parent),                  # 5 malformed code
-        (e.geom, e.code, e.name, "410102002001"),                 # 6 not under its parent's code
-        (e.geom, "410102009001001", "无社区", "410102009001"),     # 7 parent missing
-        (d.geom, d.code, None, d.parent),                         # 8 name missing
+        (bowtie, a.code, a.name, a.parent),  # 1 invalid: self-intersection
+        (out_of_parent, b.code, b.name, b.parent),  # 2 reaches into another street
+        (c.geom, c.code, c.name, c.parent),  # 3 fine
+        (c.geom, c.code, "再次", c.parent),  # 4 duplicate code
+        (d.geom, d.code[:14], d.name, d.parent),  # 5 malformed code
+        (e.geom, e.code, e.name, "410102002001"),  # 6 not under its parent's code
+        (e.geom, "410102009001001", "无社区", "410102009001"),  # 7 parent missing
+        (d.geom, d.code, None, d.parent),  # 8 name missing
     ]
     path = _write(tmp_path / "bad.gpkg", *zip(*feats))
     before = _versions(deployment)
@@ -243,11 +289,21 @@ def test_every_problem_names_feature_code_and_field(tmp_path, deployment, distri
     assert "outside its parent 410102001001" in by_feature[2][0].reason
     assert by_feature[4][0].field == "网格编码" and "appears again (first at feature 3)" in by_feature[4][0].reason
     assert "15 digits" in by_feature[5][0].reason
-    assert by_feature[6][0].field == "所属社区" and "not under its parent's code 410102002001" in by_feature[6][0].reason
+    assert (
+        by_feature[6][0].field == "所属社区" and "not under its parent's code 410102002001" in by_feature[6][0].reason
+    )
     assert "neither in the file nor in the database" in by_feature[7][0].reason
     assert by_feature[8][0].field == "网格名称"
-    assert [o.action for o in plan.outcomes] == ["reject", "reject", "add", "reject", "reject", "reject", "reject",
-                                                 "reject"]
+    assert [o.action for o in plan.outcomes] == [
+        "reject",
+        "reject",
+        "add",
+        "reject",
+        "reject",
+        "reject",
+        "reject",
+        "reject",
+    ]
     report = format_report(plan)
     assert "error: feature 4 (" + c.code + "), 网格编码: code " in report and "7 rejected" in report
     with pytest.raises(InvalidInput):
@@ -265,8 +321,15 @@ def test_overlaps_gaps_and_z_values_are_reported(tmp_path, deployment, district)
     c1 = district.grids[:5]
     grown = shapely.intersection(shapely.buffer(c1[0].geom, 0.0005), district.communities[0].geom)
     geoms = [grown] + [g.geom for g in c1[1:4]]  # the fifth grid left out: a gap
-    path = _write(tmp_path / "z.gpkg", geoms, [g.code for g in c1[:4]], [g.name for g in c1[:4]],
-                  [g.parent for g in c1[:4]], geometry_type="MultiPolygon Z", z=87.5)
+    path = _write(
+        tmp_path / "z.gpkg",
+        geoms,
+        [g.code for g in c1[:4]],
+        [g.name for g in c1[:4]],
+        [g.parent for g in c1[:4]],
+        geometry_type="MultiPolygon Z",
+        z=87.5,
+    )
     plan = _plan(deployment, "grids", path)
     assert plan.ok, format_report(plan)  # warnings only
     overlaps = [p for p in plan.problems if "overlaps" in p.reason]
@@ -283,11 +346,19 @@ def test_overlaps_gaps_and_z_values_are_reported(tmp_path, deployment, district)
 def test_redrawn_renamed_and_absent_grids(server_url, district, tmp_path, clock):
     with scratch_engine(server_url, "zhongyuan_redraw", pool=2, migrated=True) as engine:
         with Session(engine) as session:
-            start_district(session, code=CODE, boundary=read_features(district.boundary_file), crs="gcj02",
-                           name=NAME, admin_password_hash=hash_password("not-used-here"))
+            start_district(
+                session,
+                code=CODE,
+                boundary=read_features(district.boundary_file),
+                crs="gcj02",
+                name=NAME,
+                admin_password_hash=hash_password("not-used-here"),
+            )
             session.commit()
-        _commit(engine, _plan(engine, "areas", write_areas_shapefile(district, tmp_path / "a"), crs="gcj02",
-                              mapping=AREA_MAP))
+        _commit(
+            engine,
+            _plan(engine, "areas", write_areas_shapefile(district, tmp_path / "a"), crs="gcj02", mapping=AREA_MAP),
+        )
         grids = district.grids[:5]
         _commit(engine, _plan(engine, "grids", write_grids_gpkg(district, tmp_path / "v1.gpkg", grids=grids)))
         clock.advance(hours=24)
@@ -296,8 +367,12 @@ def test_redrawn_renamed_and_absent_grids(server_url, district, tmp_path, clock)
         shift = shapely.intersection(shapely.buffer(b.geom, 0.0003), district.communities[0].geom)
         new_a = shapely.multipolygons(shapely.get_parts(shapely.difference(a.geom, shift)))
         new_b = shapely.multipolygons(shapely.get_parts(shapely.union(b.geom, shapely.intersection(a.geom, shift))))
-        v2 = [Unit(a.code, a.name, a.parent, new_a), Unit(b.code, b.name, b.parent, new_b),
-              Unit(grids[2].code, "改名网格", grids[2].parent, grids[2].geom), grids[3]]
+        v2 = [
+            Unit(a.code, a.name, a.parent, new_a),
+            Unit(b.code, b.name, b.parent, new_b),
+            Unit(grids[2].code, "改名网格", grids[2].parent, grids[2].geom),
+            grids[3],
+        ]
         plan = _plan(engine, "grids", write_grids_gpkg(district, tmp_path / "v2.gpkg", grids=v2))
         assert plan.ok, format_report(plan)
         out = {o.code: o for o in plan.outcomes}
@@ -309,16 +384,29 @@ def test_redrawn_renamed_and_absent_grids(server_url, district, tmp_path, clock)
         report = format_report(plan)
         assert f"change {a.code}" in report and "boundary moved by" in report and "renamed from" in report
         counts = _commit(engine, plan)
-        assert counts == {"added": 0, "renamed_or_reparented": 1, "redrawn": 2, "unchanged": 1, "retired": 0,
-                          "generation": 2}
+        assert counts == {
+            "added": 0,
+            "renamed_or_reparented": 1,
+            "redrawn": 2,
+            "unchanged": 1,
+            "retired": 0,
+            "generation": 2,
+        }
         with engine.connect() as conn:
-            history = conn.execute(text(
-                """SELECT g.code, v.version, v.valid_to IS NULL FROM grids g JOIN grid_versions v ON v.grid_id = g.id
-                   ORDER BY g.code, v.version""")).all()
+            history = conn.execute(
+                text(
+                    """SELECT g.code, v.version, v.valid_to IS NULL FROM grids g JOIN grid_versions v ON v.grid_id = g.id
+                   ORDER BY g.code, v.version"""
+                )
+            ).all()
             names = dict(conn.execute(text("SELECT code, name FROM grids")).all())
             retired = conn.execute(text("SELECT count(*) FROM grids WHERE retired_at IS NOT NULL")).scalar()
         assert [(c, v, cur) for c, v, cur in history if c in (a.code, b.code)] == [
-            (a.code, 1, False), (a.code, 2, True), (b.code, 1, False), (b.code, 2, True)]
+            (a.code, 1, False),
+            (a.code, 2, True),
+            (b.code, 1, False),
+            (b.code, 2, True),
+        ]
         assert names[grids[2].code] == "改名网格" and retired == 0 and grids[4].code in names
         # the same file again: nothing
         again = _plan(engine, "grids", tmp_path / "v2.gpkg")
@@ -341,8 +429,15 @@ def test_every_format_gives_the_same_plan(tmp_path, deployment, district, kind):
     geoms = [g.geom for g in grids]
     crs = None
     if kind in ("geojson", "fgb"):
-        path = _write(tmp_path / f"g.{kind}", geoms, codes, names, parents, crs="EPSG:4326",
-                      driver={"geojson": "GeoJSON", "fgb": "FlatGeobuf"}[kind])
+        path = _write(
+            tmp_path / f"g.{kind}",
+            geoms,
+            codes,
+            names,
+            parents,
+            crs="EPSG:4326",
+            driver={"geojson": "GeoJSON", "fgb": "FlatGeobuf"}[kind],
+        )
     elif kind in ("kml", "kmz"):
         path = _write(tmp_path / "doc.kml", geoms, codes, names, parents, crs="EPSG:4326", driver="KML")
         if kind == "kmz":
@@ -352,14 +447,23 @@ def test_every_format_gives_the_same_plan(tmp_path, deployment, district, kind):
             path = kmz
     elif kind == "shp-folder":
         (tmp_path / "shp").mkdir()
-        _write(tmp_path / "shp" / "grids.shp", geoms, codes, names, parents, crs="EPSG:4547",
-               driver="ESRI Shapefile", encoding="GBK")
+        _write(
+            tmp_path / "shp" / "grids.shp",
+            geoms,
+            codes,
+            names,
+            parents,
+            crs="EPSG:4547",
+            driver="ESRI Shapefile",
+            encoding="GBK",
+        )
         path = tmp_path / "shp"
     else:
         crs = "EPSG:4547"
         gk = geoms_from_wgs84(np.asarray(geoms, dtype=object), crs)
-        rows = [["网格编码", "网格名称", "所属社区", "WKT"]] + [[c, n, p, g.wkt] for c, n, p, g in
-                                                          zip(codes, names, parents, gk)]
+        rows = [["网格编码", "网格名称", "所属社区", "WKT"]] + [
+            [c, n, p, g.wkt] for c, n, p, g in zip(codes, names, parents, gk)
+        ]
         path = tmp_path / f"g.{kind}"
         if kind == "csv":
             path.write_text("\n".join(",".join(f'"{v}"' for v in r) for r in rows), encoding="utf-8")
@@ -376,7 +480,8 @@ def test_every_format_gives_the_same_plan(tmp_path, deployment, district, kind):
     # (FlatGeobuf's spatial index stores features in its own order)
     outcomes = sorted(plan.outcomes, key=lambda o: o.code) if kind == "fgb" else plan.outcomes
     assert [(o.code, o.name, o.parent, o.action) for o in outcomes] == [
-        (c, n, p, "add") for c, n, p in zip(codes, names, parents)]
+        (c, n, p, "add") for c, n, p in zip(codes, names, parents)
+    ]
     for o, g in zip(outcomes, geoms):
         assert shapely.hausdorff_distance(o.geom, g) < 1e-7  # ~1 cm
 

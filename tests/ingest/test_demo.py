@@ -14,9 +14,9 @@ import shapely
 import shapely.geometry
 from sqlalchemy import text
 
-from layers.crs import haversine_m
 from ingest.demo import generate, load
 from ingest.demo.generate import build_demo, to_metric
+from layers.crs import haversine_m
 
 # The district (geometry, codes, people) does not depend on the present; its timeline
 # does: only the tests of the timeline are marked ``clock`` (run at every CLOCK_INSTANT).
@@ -88,7 +88,10 @@ def test_the_timeline_leads_up_to_as_of(demo):
         return (
             [at(r.recorded_at) for r in d.residences],
             [(r.member_key, r.status, at(r.created_at), at(r.decided_at)) for r in d.registrations],
-            [(e.key, e.status, at(e.reported_at), at(e.dispatched_at), at(e.due_at), at(e.closed_at)) for e in d.events],
+            [
+                (e.key, e.status, at(e.reported_at), at(e.dispatched_at), at(e.due_at), at(e.closed_at))
+                for e in d.events
+            ],
             [(x.event_key, x.action, at(x.at)) for x in d.event_log],
         )
 
@@ -273,8 +276,17 @@ def test_events(demo):
     depts = {c.code: c.department_code for c in demo.categories}
     statuses = Counter(e.status for e in demo.events)
     assert statuses["closed"] / len(demo.events) > 0.7
-    for s in ("handled", "in_progress", "dispatched", "registered", "reported", "rejected", "duplicate",
-              "deferred", "returned"):
+    for s in (
+        "handled",
+        "in_progress",
+        "dispatched",
+        "registered",
+        "reported",
+        "rejected",
+        "duplicate",
+        "deferred",
+        "returned",
+    ):
         assert statuses[s] > 0, s
     logs = defaultdict(list)
     for entry in demo.event_log:
@@ -324,14 +336,16 @@ def test_load_and_check_invariants(migrated_engine, demo):
             # The sequences moved past the loaded ids: a plain insert still works.
             conn.execute(text("INSERT INTO departments (code, name) VALUES ('X1', '测试部门')"))
             # The demo's defects are visible to SQL as what they are.
-            gaps = conn.execute(text("""
+            gaps = conn.execute(
+                text("""
                 SELECT count(*) FROM (
                     SELECT (ST_Dump(ST_Difference(c.geom, ST_Union(v.geom)))).geom AS g
                     FROM admin_areas c JOIN grids gr ON gr.community_id = c.id
                     JOIN grid_versions v ON v.grid_id = gr.id AND v.valid_to IS NULL
                     GROUP BY c.id, c.geom) d
                 WHERE ST_Area(g::geography) > 1
-            """)).scalar()
+            """)
+            ).scalar()
             assert gaps == sum(d["form"] == "gap" for d in demo.defects)
         finally:
             trans.rollback()
@@ -346,15 +360,20 @@ def test_check_invariants_reports_breakage(migrated_engine, demo):
             # out of its community and overlaps its neighbours.
             community = demo.communities[0]
             east = max((g for g in demo.grids if g.community_code == community.code), key=lambda g: g.geom.bounds[2])
-            conn.execute(text("""
+            conn.execute(
+                text("""
                 UPDATE grid_versions SET geom = ST_Multi(ST_Buffer(geom, 0.0002))
                 WHERE grid_id = (SELECT id FROM grids WHERE code = :code)
-            """), {"code": east.code})
+            """),
+                {"code": east.code},
+            )
             # And move a confirmed member's residence out of their grid.
-            conn.execute(text("""
+            conn.execute(
+                text("""
                 UPDATE residences SET geom = ST_Translate(geom, 0.05, 0)
                 WHERE id = (SELECT residence_id FROM registrations WHERE status = 'confirmed' ORDER BY id LIMIT 1)
-            """))
+            """)
+            )
             problems = load.check_invariants(conn, demo)
             assert any(p.startswith(f"grid {east.code} sticks out") for p in problems), problems
             assert any(p.startswith("unexpected overlap") and east.code in p for p in problems), problems

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 
-import numpy as np
 import pytest
 import shapely
 from fastapi.testclient import TestClient
@@ -24,8 +22,15 @@ from sqlalchemy.orm import Session
 from geo_api.cli import main
 from layers.coverage_topology import EqualArea
 from tests.conftest import clocked, make_settings, scratch_engine
-from tests.ingest.district_files import AREA_MAP, CODE, GRID_MAP, NAME, build_district, write_areas_shapefile, \
-    write_grids_gpkg
+from tests.ingest.district_files import (
+    AREA_MAP,
+    CODE,
+    GRID_MAP,
+    NAME,
+    build_district,
+    write_areas_shapefile,
+    write_grids_gpkg,
+)
 from tests.tiles.conftest import decode, path, tile_at, to_lonlat
 
 ADMIN_PASSWORD = "zhongyuan-2026"
@@ -46,9 +51,12 @@ def versions(engine) -> dict[str, int]:
 
 def counts(engine) -> tuple[int, int, int]:
     with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT (SELECT count(*) FROM admin_areas), (SELECT count(*) FROM grids), "
-            "(SELECT count(*) FROM grid_versions)")).one()
+        return conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM admin_areas), (SELECT count(*) FROM grids), "
+                "(SELECT count(*) FROM grid_versions)"
+            )
+        ).one()
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +81,34 @@ def built(server_url, district, tmp_path_factory):
         engine_of = cli._engine
         mp.setattr(cli, "_engine", lambda settings: clocked(engine_of(settings)))
         for name, argv in (
-            ("init", ("init", "--district", CODE, "--boundary", str(district.boundary_file), "--crs", "gcj02",
-                      "--name", NAME)),
-            ("init_again", ("init", "--district", "410103", "--boundary", str(district.boundary_file),
-                            "--crs", "gcj02", "--name", "二七区")),
+            (
+                "init",
+                (
+                    "init",
+                    "--district",
+                    CODE,
+                    "--boundary",
+                    str(district.boundary_file),
+                    "--crs",
+                    "gcj02",
+                    "--name",
+                    NAME,
+                ),
+            ),
+            (
+                "init_again",
+                (
+                    "init",
+                    "--district",
+                    "410103",
+                    "--boundary",
+                    str(district.boundary_file),
+                    "--crs",
+                    "gcj02",
+                    "--name",
+                    "二七区",
+                ),
+            ),
             ("areas_no_crs", ("ingest", "areas", str(areas), "--map", AREA_MAP)),
             ("areas_dry", ("ingest", "areas", str(areas), "--crs", "gcj02", "--map", AREA_MAP)),
             ("areas_commit", ("ingest", "areas", str(areas), "--crs", "gcj02", "--map", AREA_MAP, "--commit")),
@@ -100,9 +132,12 @@ def test_init_starts_an_empty_deployment(built):
         days = conn.execute(text("SELECT count(*) FROM work_calendar_days")).scalar()
         admin = conn.execute(text("SELECT role, area_code, display_name FROM users")).all()
         logged = conn.execute(text("SELECT actor, username, action, area FROM account_log")).all()
-        nothing_else = conn.execute(text(
-            "SELECT (SELECT count(*) FROM members) + (SELECT count(*) FROM events) + (SELECT count(*) FROM branches)"
-            " + (SELECT count(*) FROM departments)")).scalar()
+        nothing_else = conn.execute(
+            text(
+                "SELECT (SELECT count(*) FROM members) + (SELECT count(*) FROM events) + (SELECT count(*) FROM branches)"
+                " + (SELECT count(*) FROM departments)"
+            )
+        ).scalar()
     assert district == [(DISTRICT, NAME, "district")]
     assert init["counts"] == (1, 0, 0)  # the district alone, until its files come
     assert roles == 6 and "法治建设宣传员" in init["out"]
@@ -163,10 +198,18 @@ def test_geometries_land_where_they_should_in_wgs84(built, district):
     engine, _ = built
     ea = EqualArea.around([district.boundary])
     with engine.connect() as conn:
-        stored = {c: shapely.from_wkb(bytes(g)) for c, g in conn.execute(text(
-            "SELECT code, ST_AsBinary(geom) FROM admin_areas"))}
-        stored.update({c: shapely.from_wkb(bytes(g)) for c, g in conn.execute(text(
-            "SELECT g.code, ST_AsBinary(v.geom) FROM grids g JOIN grid_versions v ON v.grid_id = g.id"))})
+        stored = {
+            c: shapely.from_wkb(bytes(g))
+            for c, g in conn.execute(text("SELECT code, ST_AsBinary(geom) FROM admin_areas"))
+        }
+        stored.update(
+            {
+                c: shapely.from_wkb(bytes(g))
+                for c, g in conn.execute(
+                    text("SELECT g.code, ST_AsBinary(v.geom) FROM grids g JOIN grid_versions v ON v.grid_id = g.id")
+                )
+            }
+        )
     truth = {u.code: u.geom for u in district.streets + district.communities + district.grids}
     truth[DISTRICT] = district.boundary
     assert set(stored) == set(truth)
@@ -215,8 +258,11 @@ def test_grids_tile_decodes_to_the_imported_grids(api, district):
     drawn = to_lonlat(tile, by_code[grid.code]["geometry"])
     assert drawn.buffer(1e-5).covers(p)
     ea = EqualArea.around([grid.geom])
-    clip = shapely.box(*to_lonlat(tile, {"type": "Polygon", "coordinates": [[(0, 0), (4096, 0), (4096, 4096),
-                                                                             (0, 4096), (0, 0)]]}).bounds)
+    clip = shapely.box(
+        *to_lonlat(
+            tile, {"type": "Polygon", "coordinates": [[(0, 0), (4096, 0), (4096, 4096), (0, 4096), (0, 0)]]}
+        ).bounds
+    )
     truth = shapely.intersection(grid.geom, clip)
     # tile units are ~1.2 m at z15: the drawing matches the truth to a few of them
     assert _metres_apart(shapely.intersection(drawn, clip), truth, ea) < 5.0

@@ -23,8 +23,16 @@ from ingest.district import start_district
 from ingest.files import read_features
 from layers.boundaries import LOCAL_TZ
 from tests.conftest import clocked, make_settings, scratch_engine
-from tests.ingest.district_files import AREA_MAP, CODE, GRID_MAP, NAME, Unit, build_district, \
-    write_areas_shapefile, write_grids_gpkg
+from tests.ingest.district_files import (
+    AREA_MAP,
+    CODE,
+    GRID_MAP,
+    NAME,
+    Unit,
+    build_district,
+    write_areas_shapefile,
+    write_grids_gpkg,
+)
 from tests.tiles.conftest import decode, path, tile_at, to_lonlat
 
 PASSWORD = "generations-2026"
@@ -67,11 +75,19 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
     district = build_district()
     with scratch_engine(server_url, "generations", pool=4, migrated=True) as engine:
         with Session(engine) as session:
-            start_district(session, code=CODE, boundary=read_features(district.boundary_file), crs="gcj02",
-                           name=NAME, admin_password_hash=hash_password(PASSWORD))
+            start_district(
+                session,
+                code=CODE,
+                boundary=read_features(district.boundary_file),
+                crs="gcj02",
+                name=NAME,
+                admin_password_hash=hash_password(PASSWORD),
+            )
             session.commit()
-        _commit(engine, _plan(engine, "areas", write_areas_shapefile(district, tmp_path / "a"), crs="gcj02",
-                              mapping=AREA_MAP))
+        _commit(
+            engine,
+            _plan(engine, "areas", write_areas_shapefile(district, tmp_path / "a"), crs="gcj02", mapping=AREA_MAP),
+        )
         grids = district.grids[:5]  # one community's
         first = _commit(engine, _plan(engine, "grids", write_grids_gpkg(district, tmp_path / "v1.gpkg", grids=grids)))
         assert first["added"] == 5 and first["generation"] == 1
@@ -87,20 +103,29 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
         q = shapely.point_on_surface(gone.geom)
         # a member registered at grid 0, living at p
         with Session(engine) as session:
-            member = session.execute(text(
-                "INSERT INTO members (number, name, status) VALUES ('Z0001', '王居民', 'in_service') RETURNING id"
-            )).scalar()
-            session.execute(text(
-                """WITH res AS (INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
+            member = session.execute(
+                text("INSERT INTO members (number, name, status) VALUES ('Z0001', '王居民', 'in_service') RETURNING id")
+            ).scalar()
+            session.execute(
+                text(
+                    """WITH res AS (INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
                                 VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y) RETURNING id)
                    INSERT INTO registrations (member_id, residence_id, grid_id, grid_version_id, status)
                    SELECT :m, res.id, g.id, v.id, 'confirmed' FROM res, grids g
-                     JOIN grid_versions v ON v.grid_id = g.id WHERE g.code = :g"""),
-                {"m": member, "x": p.x, "y": p.y, "g": a.code})
-            dept = session.execute(text(
-                "INSERT INTO departments (code, name) VALUES ('CG', '城管局') RETURNING id")).scalar()
-            session.execute(text("INSERT INTO event_categories (code, name, department_id, time_limit_hours) "
-                                 "VALUES ('ljdf', '垃圾堆放', :d, 24)"), {"d": dept})
+                     JOIN grid_versions v ON v.grid_id = g.id WHERE g.code = :g"""
+                ),
+                {"m": member, "x": p.x, "y": p.y, "g": a.code},
+            )
+            dept = session.execute(
+                text("INSERT INTO departments (code, name) VALUES ('CG', '城管局') RETURNING id")
+            ).scalar()
+            session.execute(
+                text(
+                    "INSERT INTO event_categories (code, name, department_id, time_limit_hours) "
+                    "VALUES ('ljdf', '垃圾堆放', :d, 24)"
+                ),
+                {"d": dept},
+            )
             session.commit()
 
         clock.advance(days=1)
@@ -112,8 +137,19 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
         assert not past.ok and [p_.field for p_ in past.errors] == ["effective"]
 
         before = _versions(engine)
-        rc, out = _cli(engine, monkeypatch, "ingest", "grids", str(file), "--map", GRID_MAP,
-                       "--effective", day.isoformat(), "--retire-missing", "--commit")
+        rc, out = _cli(
+            engine,
+            monkeypatch,
+            "ingest",
+            "grids",
+            str(file),
+            "--map",
+            GRID_MAP,
+            "--effective",
+            day.isoformat(),
+            "--retire-missing",
+            "--commit",
+        )
         assert rc == 0, out
         assert f"retire {gone.code}" in out and f"retired on {day.isoformat()}" in out
         assert f"committed: generation 2, taking effect on {day.isoformat()}" in out
@@ -147,16 +183,30 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
                 return sorted(u["code"] for u in r.json()["units"])
 
             def report() -> int:
-                r = api.post("/v1/events", json={"lon": p.x, "lat": p.y, "category": "ljdf", "channel": "public",
-                                                 "description": "楼下垃圾堆放"})
+                r = api.post(
+                    "/v1/events",
+                    json={
+                        "lon": p.x,
+                        "lat": p.y,
+                        "category": "ljdf",
+                        "channel": "public",
+                        "description": "楼下垃圾堆放",
+                    },
+                )
                 assert r.status_code == 201, r.text
                 return r.json()["id"]
 
             def fell_in(event_id: int):
                 with engine.connect() as conn:
-                    return tuple(conn.execute(text(
-                        """SELECT g.code, v.version FROM events e JOIN grids g ON g.id = e.grid_id
-                           JOIN grid_versions v ON v.id = e.grid_version_id WHERE e.id = :e"""), {"e": event_id}).one())
+                    return tuple(
+                        conn.execute(
+                            text(
+                                """SELECT g.code, v.version FROM events e JOIN grids g ON g.id = e.grid_id
+                           JOIN grid_versions v ON v.id = e.grid_version_id WHERE e.id = :e"""
+                            ),
+                            {"e": event_id},
+                        ).one()
+                    )
 
             def moved(**kw):
                 r = api.get("/v1/registrations/moved", params={"within": a.parent, **kw}, headers=admin)
@@ -197,14 +247,24 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
             assert api.get("/v1/locate", params={"lon": p.x, "lat": p.y, "at": "2027-13-01"}).json()["field"] == "at"
 
         with engine.connect() as conn:
-            history = conn.execute(text(
-                """SELECT g.code, v.version, v.generation_id, v.valid_to IS NULL FROM grids g
+            history = conn.execute(
+                text(
+                    """SELECT g.code, v.version, v.generation_id, v.valid_to IS NULL FROM grids g
                    JOIN grid_versions v ON v.grid_id = g.id WHERE g.code IN (:a, :b, :c)
-                   ORDER BY g.code, v.version"""), {"a": a.code, "b": b.code, "c": gone.code}).all()
-            registration = conn.execute(text("SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id"
-                                             )).scalar()
-        assert history == [(a.code, 1, 1, False), (a.code, 2, 2, True), (b.code, 1, 1, False),
-                           (b.code, 2, 2, True), (gone.code, 1, 1, False)]
+                   ORDER BY g.code, v.version"""
+                ),
+                {"a": a.code, "b": b.code, "c": gone.code},
+            ).all()
+            registration = conn.execute(
+                text("SELECT g.code FROM registrations r JOIN grids g ON g.id = r.grid_id")
+            ).scalar()
+        assert history == [
+            (a.code, 1, 1, False),
+            (a.code, 2, 2, True),
+            (b.code, 1, 1, False),
+            (b.code, 2, 2, True),
+            (gone.code, 1, 1, False),
+        ]
         assert registration == a.code  # listed, not moved
 
         rc, out = _cli(engine, monkeypatch, "ingest", "generations", "--moved")

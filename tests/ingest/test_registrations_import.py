@@ -57,7 +57,13 @@ def test_commit_writes_the_good_rows_and_is_idempotent(empty_db, tmp_path):
     small_layout(empty_db, X, Y)
     p = plan(empty_db, sample_csv())
     counts = bulk.commit_import(empty_db.connection(), p, actor="import:test")
-    assert counts == {"members_created": 4, "members_updated": 0, "registrations_created": 4, "moves": 0, "unchanged": 0}
+    assert counts == {
+        "members_created": 4,
+        "members_updated": 0,
+        "registrations_created": 4,
+        "moves": 0,
+        "unchanged": 0,
+    }
     regs = empty_db.execute(
         text("""SELECT m.number, g.code, r.status, r.role_code FROM registrations r
                 JOIN members m ON m.id = r.member_id JOIN grids g ON g.id = r.grid_id ORDER BY m.number""")
@@ -143,18 +149,28 @@ def test_an_imported_member_with_a_bare_residence_gets_it_superseded(empty_db):
     )
     counts = bulk.commit_import(empty_db.connection(), plan(empty_db, sample_csv()), actor="t")
     assert counts["registrations_created"] == 4
-    assert empty_db.execute(text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"),
-                            {"m": m}).scalar() == 1
+    assert (
+        empty_db.execute(
+            text("SELECT count(*) FROM residences WHERE member_id = :m AND ended_at IS NULL"), {"m": m}
+        ).scalar()
+        == 1
+    )
 
 
 def test_rows_with_a_nul_character_are_rejected_and_the_rest_commit(empty_db):
     small_layout(empty_db, X, Y)
-    data = HEADER + "\n".join([
-        f"DY101,张\x00三,13800000101,{X + 0.02},{Y + 0.02},wgs84,fuwu",
-        f"DY102,李四,13800000102,{X + 0.02},{Y + 0.02},wgs84,fu\x00wu",
-        f"DY1\x0003,王五,13800000103,{X + 0.02},{Y + 0.02},wgs84,fuwu",
-        f"DY104,赵六,13800000104,{X + 0.02},{Y + 0.02},wgs84,fuwu",
-    ]) + "\n"
+    data = (
+        HEADER
+        + "\n".join(
+            [
+                f"DY101,张\x00三,13800000101,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+                f"DY102,李四,13800000102,{X + 0.02},{Y + 0.02},wgs84,fu\x00wu",
+                f"DY1\x0003,王五,13800000103,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+                f"DY104,赵六,13800000104,{X + 0.02},{Y + 0.02},wgs84,fuwu",
+            ]
+        )
+        + "\n"
+    )
     p = plan(empty_db, data)
     assert p.counts() == {"located": 1, "nearest": 0, "unmatched": 0, "invalid": 3}
     reasons = {o.row: o.reason for o in p.outcomes if o.status == "invalid"}
@@ -168,8 +184,16 @@ def test_rows_with_a_nul_character_are_rejected_and_the_rest_commit(empty_db):
 def good_row(k: int, *, raw: bool = False, **cells) -> str:
     """Data row k: a member placed in grid A unless ``cells`` override a column; quoted
     as a spreadsheet would write it, unless ``raw`` (broken on purpose)."""
-    values = {"member_id": f"DY{k:03d}", "name": f"党员{k}", "phone": f"138{k:08d}", "lon": f"{X + 0.02}",
-              "lat": f"{Y + 0.02}", "crs": "wgs84", "role": "fuwu", **cells}
+    values = {
+        "member_id": f"DY{k:03d}",
+        "name": f"党员{k}",
+        "phone": f"138{k:08d}",
+        "lon": f"{X + 0.02}",
+        "lat": f"{Y + 0.02}",
+        "crs": "wgs84",
+        "role": "fuwu",
+        **cells,
+    }
     if raw:
         return ",".join(values[c] for c in bulk.COLUMNS)
     out = io.StringIO()
@@ -199,8 +223,19 @@ def test_an_unbalanced_quote_rejects_the_rows_it_swallows(empty_db):
 
 def test_broken_quoting_and_a_quote_open_at_the_end_are_rejected(empty_db):
     small_layout(empty_db, X, Y)
-    data = HEADER + "\n".join([good_row(1), good_row(2, raw=True, name='"张"三'), good_row(3), good_row(4, raw=True, name='"李四'),
-                               good_row(5)]) + "\n"
+    data = (
+        HEADER
+        + "\n".join(
+            [
+                good_row(1),
+                good_row(2, raw=True, name='"张"三'),
+                good_row(3),
+                good_row(4, raw=True, name='"李四'),
+                good_row(5),
+            ]
+        )
+        + "\n"
+    )
     p = plan(empty_db, data)
     assert accounted(p) == [1, 2, 3, 4, 5]
     by_row = {o.row: o for o in p.outcomes}
@@ -220,8 +255,18 @@ def test_rows_with_too_many_or_too_few_fields_are_rejected(empty_db):
 
 HOSTILE = {  # column → values the API refuses for it
     "member_id": ["D" * 44, "=1+1", "-DY1", "DY 1", "DY\u202e1"],
-    "name": ["名" * 5000, '=HYPERLINK("http://evil.example","点我")', "+张三", "-张三", "@SUM(A1)", "\t=1+1",
-             "张\x1b[2J三", "张\u200b三", "张\u202e三", "张\ud800三"],
+    "name": [
+        "名" * 5000,
+        '=HYPERLINK("http://evil.example","点我")',
+        "+张三",
+        "-张三",
+        "@SUM(A1)",
+        "\t=1+1",
+        "张\x1b[2J三",
+        "张\u200b三",
+        "张\u202e三",
+        "张\ud800三",
+    ],
     "phone": ["+1 234", "12345", "=13800000001", "１３８００００００００１", "1" * 5000],
     "role": ["=fuwu", "x" * 5000],
     "crs": ["=wgs84", "w" * 40],
@@ -310,8 +355,7 @@ def test_a_write_the_database_refuses_is_reported_and_writes_nothing(cli_databas
         conn.execute(text("ALTER TABLE members ADD CONSTRAINT no_test_name CHECK (name <> '党员2')"))
     try:
         path = tmp_path / "members.csv"
-        path.write_text(HEADER + "\n".join([good_row(1), good_row(2), good_row(3, phone="x")]) + "\n",
-                        encoding="utf-8")
+        path.write_text(HEADER + "\n".join([good_row(1), good_row(2), good_row(3, phone="x")]) + "\n", encoding="utf-8")
         assert main(["ingest", "registrations", str(path), "--commit"]) == 1
         assert "failed and wrote nothing" in capsys.readouterr().err
         with cli_database.connect() as conn:

@@ -24,8 +24,15 @@ from geo_api.cli import main
 from ingest import tables
 from layers.crs import from_wgs84
 from tests.conftest import scratch_engine
-from tests.ingest.district_files import AREA_MAP, CODE, GRID_MAP, NAME, build_district, write_areas_shapefile, \
-    write_grids_gpkg
+from tests.ingest.district_files import (
+    AREA_MAP,
+    CODE,
+    GRID_MAP,
+    NAME,
+    build_district,
+    write_areas_shapefile,
+    write_grids_gpkg,
+)
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -68,8 +75,13 @@ def imported(engine, kind: str, path: Path, *extra: str) -> dict:
     out = {"before": versions(engine)}
     for step, flags in (("dry", ()), ("commit", ("--commit",)), ("again", ("--commit",))):
         rc, o, e = run("ingest", kind, str(path), *extra, *flags)
-        out[step] = {"rc": rc, "out": o, "err": e, "versions": versions(engine),
-                     "rejects": rejects_of(path.with_name(path.stem + ".rejects.csv"))}
+        out[step] = {
+            "rc": rc,
+            "out": o,
+            "err": e,
+            "versions": versions(engine),
+            "rejects": rejects_of(path.with_name(path.stem + ".rejects.csv")),
+        }
     out["rejects"] = out["dry"]["rejects"]
     return out
 
@@ -88,10 +100,11 @@ def deployment(server_url, district, tmp_path_factory):
     with scratch_engine(server_url, "roster", pool=2, migrated=True) as engine, pytest.MonkeyPatch.context() as mp:
         mp.setenv("GRIDBRANCH_DATABASE_URL", engine.url.render_as_string(hide_password=False))
         mp.setenv("GRIDBRANCH_INIT_ADMIN_PASSWORD", "zhongyuan-2026")
-        for argv in (("init", "--district", CODE, "--boundary", str(district.boundary_file), "--crs", "gcj02",
-                      "--name", NAME),
-                     ("ingest", "areas", str(areas), "--crs", "gcj02", "--map", AREA_MAP, "--commit"),
-                     ("ingest", "grids", str(grids), "--map", GRID_MAP, "--commit")):
+        for argv in (
+            ("init", "--district", CODE, "--boundary", str(district.boundary_file), "--crs", "gcj02", "--name", NAME),
+            ("ingest", "areas", str(areas), "--crs", "gcj02", "--map", AREA_MAP, "--commit"),
+            ("ingest", "grids", str(grids), "--map", GRID_MAP, "--commit"),
+        ):
             rc, out, err = run(*argv)
             assert rc == 0, out + err
         yield engine, tmp
@@ -100,15 +113,19 @@ def deployment(server_url, district, tmp_path_factory):
 @pytest.fixture(scope="module")
 def departments(deployment):
     engine, tmp = deployment
-    path = write_csv(tmp / "departments.csv", [
-        ["部门编码", "部门名称"],
-        ["CGJ", "区城市管理局"],
-        ["ZJJ", "区住房和城乡建设局"],
-        ["SCJ", "区市场监督管理局"],
-        ["CGJ", "区城管局"],  # row 4: the code again
-        ["=1+1", "公式部门"],  # row 5: a formula
-        ["HBJ", "区城市管理局"],  # row 6: the name again
-    ], "utf-8-sig")
+    path = write_csv(
+        tmp / "departments.csv",
+        [
+            ["部门编码", "部门名称"],
+            ["CGJ", "区城市管理局"],
+            ["ZJJ", "区住房和城乡建设局"],
+            ["SCJ", "区市场监督管理局"],
+            ["CGJ", "区城管局"],  # row 4: the code again
+            ["=1+1", "公式部门"],  # row 5: a formula
+            ["HBJ", "区城市管理局"],  # row 6: the name again
+        ],
+        "utf-8-sig",
+    )
     return imported(engine, "departments", path)
 
 
@@ -128,21 +145,27 @@ def test_departments_from_csv_with_bom(deployment, departments):
     assert "name (部门名称) 区城市管理局 appears again" in d["rejects"][6]
     with engine.connect() as conn:
         assert dict(conn.execute(text("SELECT code, name FROM departments")).all()) == {
-            "CGJ": "区城市管理局", "ZJJ": "区住房和城乡建设局", "SCJ": "区市场监督管理局"}
+            "CGJ": "区城市管理局",
+            "ZJJ": "区住房和城乡建设局",
+            "SCJ": "区市场监督管理局",
+        }
 
 
 @pytest.fixture(scope="module")
 def categories(deployment, departments):
     engine, tmp = deployment
-    path = write_xlsx(tmp / "categories.xlsx", [
-        ["类别编码", "类别名称", "责任部门", "处置时限", "服务角色"],
-        ["C01", "占道经营", "CGJ", 4, "文明新风倡导员"],
-        ["C02", "违章搭建", "区住房和城乡建设局", 24, None],
-        ["C03", "食品安全", "SCJ", "8.5", "social"],  # row 3: an unknown role
-        ["C04", "噪声扰民", "区环保局", 8, None],  # row 4: an unknown department
-        ["C05", "井盖缺失", "CGJ", -2, None],  # row 5: a negative time limit
-        ["C06", "路灯不亮", "CGJ", "=2*4", None],  # row 6: a formula cell
-    ])
+    path = write_xlsx(
+        tmp / "categories.xlsx",
+        [
+            ["类别编码", "类别名称", "责任部门", "处置时限", "服务角色"],
+            ["C01", "占道经营", "CGJ", 4, "文明新风倡导员"],
+            ["C02", "违章搭建", "区住房和城乡建设局", 24, None],
+            ["C03", "食品安全", "SCJ", "8.5", "social"],  # row 3: an unknown role
+            ["C04", "噪声扰民", "区环保局", 8, None],  # row 4: an unknown department
+            ["C05", "井盖缺失", "CGJ", -2, None],  # row 5: a negative time limit
+            ["C06", "路灯不亮", "CGJ", "=2*4", None],  # row 6: a formula cell
+        ],
+    )
     return imported(engine, "categories", path)
 
 
@@ -160,9 +183,12 @@ def test_categories_from_xlsx(deployment, categories):
     assert "time_limit (处置时限) must be more than 0" in c["rejects"][5]
     assert "formula (=2*4)" in c["rejects"][6]
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT c.code, d.code, c.time_limit_hours, c.role_code FROM event_categories c "
-            "JOIN departments d ON d.id = c.department_id ORDER BY c.code")).all()
+        rows = conn.execute(
+            text(
+                "SELECT c.code, d.code, c.time_limit_hours, c.role_code FROM event_categories c "
+                "JOIN departments d ON d.id = c.department_id ORDER BY c.code"
+            )
+        ).all()
     assert [(r[0], r[1], float(r[2])) for r in rows] == [("C01", "CGJ", 4.0), ("C02", "ZJJ", 24.0)]
     assert rows[0][3] is not None and rows[1][3] is None
 
@@ -179,11 +205,22 @@ def branches(deployment, district):
     gx, gy = from_wgs84(site.x, site.y, "gcj02")
     rows = [["支部编码", "支部名称", "支部类型", "书记", "书记电话", "社区编码", "覆盖网格", "经度", "纬度", "坐标系"]]
     for k, g in enumerate(grids[:3]):
-        rows.append([f"G{g.code}", f"{g.name}党支部", "网格党支部", "张伟", "13800000001", community.code, g.code,
-                     "", "", ""])
+        rows.append(
+            [f"G{g.code}", f"{g.name}党支部", "网格党支部", "张伟", "13800000001", community.code, g.code, "", "", ""]
+        )
     rows += [
-        [f"C{community.code}", f"{community.name}党委", "社区党组织", "李娜", "0371-66668888", community.code,
-         "、".join(g.code for g in grids), f"{gx:.7f}", f"{gy:.7f}", "gcj02"],
+        [
+            f"C{community.code}",
+            f"{community.name}党委",
+            "社区党组织",
+            "李娜",
+            "0371-66668888",
+            community.code,
+            "、".join(g.code for g in grids),
+            f"{gx:.7f}",
+            f"{gy:.7f}",
+            "gcj02",
+        ],
         ["W001", "区城市管理局机关党支部", "单位党支部", "", "", "", "", "", "", ""],
         ["W002", "区教育局机关党支部", "单位党支部", "", "", "", "", "", "", ""],
         ["G9", "外网格党支部", "网格党支部", "", "", community.code, other.code, "", "", ""],  # row 7: other community
@@ -212,9 +249,14 @@ def test_branches_from_gbk_csv(deployment, branches):
     assert "secretary_phone is required with a name" in b["rejects"][9]
     assert "lat" in b["rejects"][10] and "90" in b["rejects"][10]
     with engine.connect() as conn:
-        covered = dict(conn.execute(text(
-            "SELECT b.code, count(bg.grid_id) FROM branches b LEFT JOIN branch_grids bg ON bg.branch_id = b.id "
-            "GROUP BY b.code")).all())
+        covered = dict(
+            conn.execute(
+                text(
+                    "SELECT b.code, count(bg.grid_id) FROM branches b LEFT JOIN branch_grids bg ON bg.branch_id = b.id "
+                    "GROUP BY b.code"
+                )
+            ).all()
+        )
         site = conn.execute(text(f"SELECT ST_X(site), ST_Y(site) FROM branches WHERE code = 'C{community.code}'")).one()
     assert covered == {**{f"G{g.code}": 1 for g in grids[:3]}, f"C{community.code}": len(grids), "W001": 0, "W002": 0}
     expected = community.geom.representative_point()
@@ -230,7 +272,16 @@ def _member_rows(district, grids) -> list[list]:
     return [
         MEMBER_HEADER,
         ["ZY0001", "王建国", "13900000001", "W001", "在职党员", f"{inside[0].x:.7f}", f"{inside[0].y:.7f}", "wgs84"],
-        ["ZY0002", "李秀英", "139 0000 0002", "区教育局机关党支部", "流动党员", f"{g0[0]:.7f}", f"{g0[1]:.7f}", "gcj02"],
+        [
+            "ZY0002",
+            "李秀英",
+            "139 0000 0002",
+            "区教育局机关党支部",
+            "流动党员",
+            f"{g0[0]:.7f}",
+            f"{g0[1]:.7f}",
+            "gcj02",
+        ],
         ["ZY0003", "张明", "", "", "退休", "", "", ""],
         ["ZY0004", "刘洋", "12345", "W001", "在职", "", "", ""],  # row 4: bad phone
         ["ZY0001", "王建国", "13900000001", "W001", "在职", "", "", ""],  # row 5: the number again
@@ -238,7 +289,7 @@ def _member_rows(district, grids) -> list[list]:
         ["ZY0007", "长" * 65, "13900000007", "W001", "在职", "", "", ""],  # row 7: overlong name
         ["ZY0008", "赵磊", "13900000008", "W001", "在职", "113.7", "abc", ""],  # row 8: bad coordinates
         ["ZY0009", "孙丽", "13900000009", "W001", "在职", "200", "34.7", ""],  # row 9: longitude out of range
-        ["ZY0010", "=HYPERLINK(\"http://x\")", "13900000010", "W001", "在职", "", "", ""],  # row 10: a formula
+        ["ZY0010", '=HYPERLINK("http://x")', "13900000010", "W001", "在职", "", "", ""],  # row 10: a formula
         ["ZY0011", "周杰", "13900000011", "W001", "挂职", "", "", ""],  # row 11: unknown status
     ]
 
@@ -268,11 +319,18 @@ def _check_member_import(m, prefix="ZY", rejects_extra=frozenset()):
 
 def _members(engine, numbers) -> dict:
     with engine.connect() as conn:
-        return {r[0]: r[1:] for r in conn.execute(text(
-            """SELECT m.number, m.name, m.phone, m.status, b.code, ST_X(res.geom), ST_Y(res.geom), res.source_crs
+        return {
+            r[0]: r[1:]
+            for r in conn.execute(
+                text(
+                    """SELECT m.number, m.name, m.phone, m.status, b.code, ST_X(res.geom), ST_Y(res.geom), res.source_crs
                FROM members m LEFT JOIN branches b ON b.id = m.work_branch_id
                LEFT JOIN residences res ON res.member_id = m.id AND res.ended_at IS NULL
-               WHERE m.number = ANY(:n)"""), {"n": list(numbers)})}
+               WHERE m.number = ANY(:n)"""
+                ),
+                {"n": list(numbers)},
+            )
+        }
 
 
 def test_members_from_csv_with_bom(deployment, district, branches):
@@ -294,29 +352,38 @@ def test_members_from_csv_with_bom(deployment, district, branches):
     assert "刘洋" not in m["dry"]["out"] and "12345" not in m["dry"]["out"].split("must be")[0]
 
     # a changed roster: a new phone, a moved residence; an empty phone keeps the stored one
-    rows = [MEMBER_HEADER,
-            ["ZY0001", "王建国", "13911111111", "W001", "在职", f"{p1.x:.7f}", f"{p1.y:.7f}", "wgs84"],
-            ["ZY0003", "张明", "", "", "", "", "", ""]]
+    rows = [
+        MEMBER_HEADER,
+        ["ZY0001", "王建国", "13911111111", "W001", "在职", f"{p1.x:.7f}", f"{p1.y:.7f}", "wgs84"],
+        ["ZY0003", "张明", "", "", "", "", "", ""],
+    ]
     changed = write_csv(tmp / "members2.csv", rows, "utf-8-sig")
     before = versions(engine)
     rc, out, err = run("ingest", "members", str(changed), "--commit")
     assert rc == 0, out + err
-    assert "members updated 1, residences recorded 1, residences kept registered 0, residences ended 1, " \
-           "unchanged 1" in out
+    assert (
+        "members updated 1, residences recorded 1, residences kept registered 0, residences ended 1, unchanged 1" in out
+    )
     assert versions(engine)["members"] > before["members"]
     stored = _members(engine, ["ZY0001", "ZY0003"])
     assert stored["ZY0001"][1] == "13911111111" and abs(stored["ZY0001"][4] - p1.x) < 1e-6
     assert stored["ZY0003"][2] == "retired"
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM residences r JOIN members m ON m.id = r.member_id "
-                                 "WHERE m.number = 'ZY0001'")).scalar() == 2  # the old one kept, ended
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM residences r JOIN members m ON m.id = r.member_id WHERE m.number = 'ZY0001'")
+            ).scalar()
+            == 2
+        )  # the old one kept, ended
 
 
 def test_members_from_gbk_csv(deployment, district, branches):
     engine, tmp = deployment
     _, _, grids = branches
-    rows = [[c.replace("ZY", "GB") if isinstance(c, str) and c.startswith("ZY") else c for c in r]
-            for r in _member_rows(district, grids)]
+    rows = [
+        [c.replace("ZY", "GB") if isinstance(c, str) and c.startswith("ZY") else c for c in r]
+        for r in _member_rows(district, grids)
+    ]
     path = write_csv(tmp / "members_gbk.csv", rows, "gbk")
     m = imported(engine, "members", path)
     assert "GB18030" in m["dry"]["out"]
@@ -327,8 +394,10 @@ def test_members_from_gbk_csv(deployment, district, branches):
 def test_members_from_xlsx_with_map_and_a_formula(deployment, district, branches):
     engine, tmp = deployment
     _, _, grids = branches
-    rows = [[c.replace("ZY", "XL") if isinstance(c, str) and c.startswith("ZY") else c for c in r]
-            for r in _member_rows(district, grids)]
+    rows = [
+        [c.replace("ZY", "XL") if isinstance(c, str) and c.startswith("ZY") else c for c in r]
+        for r in _member_rows(district, grids)
+    ]
     rows[0] = ["党员证号", "党员姓名", "联系方式", "组织关系所在支部", "党员类别", "经度", "纬度", "坐标系"]
     rows[1][2] = 13900000001  # Excel keeps phones as numbers
     rows.append(["XL0012", "吴敏", "=A2", "W001", "在职", "", "", ""])  # row 12: a formula cell
@@ -361,19 +430,27 @@ def test_registered_member_keeps_the_residence(deployment, branches):
     engine, tmp = deployment
     _, _, grids = branches
     p0, p2 = grids[0].geom.representative_point(), grids[2].geom.representative_point()
-    path = write_csv(tmp / "reg.csv", [MEMBER_HEADER,
-                                       ["RG0001", "郑爽", "13900000099", "W001", "在职", f"{p0.x}", f"{p0.y}", ""]],
-                     "utf-8")
+    path = write_csv(
+        tmp / "reg.csv",
+        [MEMBER_HEADER, ["RG0001", "郑爽", "13900000099", "W001", "在职", f"{p0.x}", f"{p0.y}", ""]],
+        "utf-8",
+    )
     assert run("ingest", "members", str(path), "--commit")[0] == 0
     with engine.begin() as conn:
-        conn.execute(text(
-            """INSERT INTO registrations (member_id, residence_id, grid_id, grid_version_id, status)
+        conn.execute(
+            text(
+                """INSERT INTO registrations (member_id, residence_id, grid_id, grid_version_id, status)
                SELECT m.id, r.id, g.id, v.id, 'confirmed' FROM members m JOIN residences r ON r.member_id = m.id,
                       grids g JOIN grid_versions v ON v.grid_id = g.id AND v.valid_to IS NULL
-               WHERE m.number = 'RG0001' AND g.code = :g"""), {"g": grids[0].code})
-    moved = write_csv(tmp / "reg2.csv", [MEMBER_HEADER,
-                                         ["RG0001", "郑爽", "13900000099", "W001", "在职", f"{p2.x}", f"{p2.y}", ""]],
-                      "utf-8")
+               WHERE m.number = 'RG0001' AND g.code = :g"""
+            ),
+            {"g": grids[0].code},
+        )
+    moved = write_csv(
+        tmp / "reg2.csv",
+        [MEMBER_HEADER, ["RG0001", "郑爽", "13900000099", "W001", "在职", f"{p2.x}", f"{p2.y}", ""]],
+        "utf-8",
+    )
     rc, out, err = run("ingest", "members", str(moved), "--commit")
     assert rc == 0, out + err
     assert "residences kept registered 1" in out and "row 1: the member is registered" in out
@@ -383,8 +460,13 @@ def test_registered_member_keeps_the_residence(deployment, branches):
 def test_quoted_and_plain_csv_read_alike(tmp_path, district):
     """A CSV without quotes is split (the fast path), one with them goes through the CSV
     reader: the same rows, fields and row numbers either way (CRLF line ends too)."""
-    rows = [MEMBER_HEADER, ["A1", " 王五 ", "13900000001", "W001", "在职", "", "", ""], [],
-            ["A2", "赵六", "", "", "", "113.6", "34.7", "gcj02"], ["A3", "孙七"]]
+    rows = [
+        MEMBER_HEADER,
+        ["A1", " 王五 ", "13900000001", "W001", "在职", "", "", ""],
+        [],
+        ["A2", "赵六", "", "", "", "113.6", "34.7", "gcj02"],
+        ["A3", "孙七"],
+    ]
     plain = tmp_path / "plain.csv"
     quoted = tmp_path / "quoted.csv"
     with open(plain, "w", newline="", encoding="utf-8-sig") as handle:
@@ -399,9 +481,29 @@ def test_quoted_and_plain_csv_read_alike(tmp_path, district):
     assert a.rows[2].problem and "2 fields, the header 8" in a.rows[2].problem
 
 
-@pytest.mark.parametrize("value", ["王建国", "欧阳·娜娜", "Li", "长" * 64, "长" * 65, "=A1", "王\u202e国", "王 国",
-                                   "13900000001", "12900000001", "1390000000", "0371-66668888", "ZY0001", "-1",
-                                   "\u3000王", "Ａ１", "a\x00b", "\ud800"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "王建国",
+        "欧阳·娜娜",
+        "Li",
+        "长" * 64,
+        "长" * 65,
+        "=A1",
+        "王\u202e国",
+        "王 国",
+        "13900000001",
+        "12900000001",
+        "1390000000",
+        "0371-66668888",
+        "ZY0001",
+        "-1",
+        "\u3000王",
+        "Ａ１",
+        "a\x00b",
+        "\ud800",
+    ],
+)
 def test_plain_patterns_only_take_what_the_rules_take_as_it_is(value):
     """The shortcuts a bulk import takes before the text rules never let through what a
     rule would refuse or change."""

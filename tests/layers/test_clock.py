@@ -62,11 +62,14 @@ def test_the_database_reads_the_bound_clock(server_url):
 def test_writes_record_the_clock(demo_db, clock):
     clock.advance(days=3)
     with demo_db.begin_nested():
-        at = demo_db.execute(text(
-            "INSERT INTO events (geom, source_crs, source_x, source_y, category_code, channel, description, status) "
-            "SELECT ST_SetSRID(ST_MakePoint(113.68, 34.80), 4326), 'wgs84', 113.68, 34.80, code, 'hotline', '测试', "
-            "'reported' "
-            "FROM event_categories LIMIT 1 RETURNING reported_at")).scalar()
+        at = demo_db.execute(
+            text(
+                "INSERT INTO events (geom, source_crs, source_x, source_y, category_code, channel, description, status) "
+                "SELECT ST_SetSRID(ST_MakePoint(113.68, 34.80), 4326), 'wgs84', 113.68, 34.80, code, 'hotline', '测试', "
+                "'reported' "
+                "FROM event_categories LIMIT 1 RETURNING reported_at"
+            )
+        ).scalar()
     assert at == TEST_CLOCK.now()
 
 
@@ -74,8 +77,9 @@ def test_writes_record_the_clock(demo_db, clock):
 # instant a freshly loaded demo leads up to, and its staleness hint).
 ALLOWED = {"layers/clock.py", "geo_api/cli.py"}
 WALL_CLOCK = re.compile(r"datetime\.(now|utcnow|today)\(|date\.today\(|time\.time\(\)")
-SQL_NOW = re.compile(r"(?<![\w.])(now|current_timestamp|clock_timestamp|localtimestamp|transaction_timestamp)\(",
-                     re.IGNORECASE)
+SQL_NOW = re.compile(
+    r"(?<![\w.])(now|current_timestamp|clock_timestamp|localtimestamp|transaction_timestamp)\(", re.IGNORECASE
+)
 
 
 def _sources():

@@ -13,8 +13,18 @@ from sqlalchemy import text
 from layers import coverage as cov
 from layers.coverage_topology import Thresholds, analyse_topology
 from layers.errors import InvalidInput
-from tests.factories import (COMMUNITY, GRID_A, GRID_B, GRID_C, add_area, add_branch, add_grid, add_member, rect,
-                             small_layout)
+from tests.factories import (
+    COMMUNITY,
+    GRID_A,
+    GRID_B,
+    GRID_C,
+    add_area,
+    add_branch,
+    add_grid,
+    add_member,
+    rect,
+    small_layout,
+)
 
 X0, Y0 = 113.60, 34.70
 TH = Thresholds(sliver_m2=100.0, noise_m2=1.0, stray_part_m2=1000.0)
@@ -31,11 +41,31 @@ DEMO_DEFECTS = [
     ("sliver", "gap", ["410105001005002", "410105001005001"], "410105001005", 24.0),
 ]
 DEMO_BRANCHLESS = [
-    "410105001001006", "410105001002004", "410105001007002", "410105002005003", "410105003002002",
-    "410105003003003", "410105004001003", "410105004004004", "410105004005005", "410105005004003",
-    "410105005008005", "410105005008006", "410105007008003", "410105008003001", "410105009001002",
-    "410105009002001", "410105010005004", "410105010005005", "410105012002003", "410105012003005",
-    "410105012004004", "410105012004005", "410105012006003", "410105012006005", "410105100001004",
+    "410105001001006",
+    "410105001002004",
+    "410105001007002",
+    "410105002005003",
+    "410105003002002",
+    "410105003003003",
+    "410105004001003",
+    "410105004004004",
+    "410105004005005",
+    "410105005004003",
+    "410105005008005",
+    "410105005008006",
+    "410105007008003",
+    "410105008003001",
+    "410105009001002",
+    "410105009002001",
+    "410105010005004",
+    "410105010005005",
+    "410105012002003",
+    "410105012003005",
+    "410105012004004",
+    "410105012004005",
+    "410105012006003",
+    "410105012006005",
+    "410105100001004",
 ]
 
 
@@ -85,10 +115,18 @@ def known_layout(session) -> None:
     add_area(session, C1, "一社区", "community", poly(box(0, 0, 0.05, 0.1)), S1)
     add_area(session, C2, "二社区", "community", poly(box(0.05, 0, 0.1, 0.08)), S1)
     add_area(session, C3, "三社区", "community", poly(box(0.05, 0.08, 0.1, 0.09)), S1)
-    add_grid(session, G1, "一社区第1网格", poly([(0, 0), (0.05, 0), (0.05, 0.05), (0.0101, 0.05), (0.01005, 0.04995),
-                                                (0.01, 0.05), (0, 0.05)]))
-    add_grid(session, G2, "一社区第2网格", poly([(0, 0.05), (0.03, 0.05), (0.03005, 0.04995), (0.0301, 0.05),
-                                                (0.05, 0.05), (0.05, 0.1), (0, 0.1)], HOLE))
+    add_grid(
+        session,
+        G1,
+        "一社区第1网格",
+        poly([(0, 0), (0.05, 0), (0.05, 0.05), (0.0101, 0.05), (0.01005, 0.04995), (0.01, 0.05), (0, 0.05)]),
+    )
+    add_grid(
+        session,
+        G2,
+        "一社区第2网格",
+        poly([(0, 0.05), (0.03, 0.05), (0.03005, 0.04995), (0.0301, 0.05), (0.05, 0.05), (0.05, 0.1), (0, 0.1)], HOLE),
+    )
     add_grid(session, G3, "二社区第1网格", poly(box(0.05, 0, 0.1, 0.04)))
     add_grid(session, G4, "二社区第2网格", poly(box(0.05, 0.035, 0.1, 0.085)))
     session.flush()
@@ -157,14 +195,20 @@ def test_factory_layout_gap_strip_and_branch_coverage(empty_db):
     # a branch covering nothing, and one whose site lies outside its grid
     add_branch(empty_db, "B002", "空支部", [])
     site_branch = add_branch(empty_db, "B003", "场所在外支部", [ids["B"]])
-    empty_db.execute(text("UPDATE branches SET site = ST_SetSRID(ST_MakePoint(:x, :y), 4326) WHERE id = :b"),
-                     {"x": X0 + 0.02, "y": Y0 + 0.02, "b": site_branch})  # inside A, not B
+    empty_db.execute(
+        text("UPDATE branches SET site = ST_SetSRID(ST_MakePoint(:x, :y), 4326) WHERE id = :b"),
+        {"x": X0 + 0.02, "y": Y0 + 0.02, "b": site_branch},
+    )  # inside A, not B
     add_branch(empty_db, "W001", "机关党支部", [], kind="work_unit")  # covers no grid by design
     empty_db.flush()
     found = cov.issues(empty_db, kinds="branch", thresholds=TH)
     kinds = {(f["kind"], f["codes"][0]) for f in found if f["kind"] != "roles_missing"}
-    assert kinds == {("no_branch", GRID_C), ("no_worker", GRID_C), ("branch_without_grid", "B002"),
-                     ("site_outside_grids", "B003")}
+    assert kinds == {
+        ("no_branch", GRID_C),
+        ("no_worker", GRID_C),
+        ("branch_without_grid", "B002"),
+        ("site_outside_grids", "B003"),
+    }
     site = next(f for f in found if f["kind"] == "site_outside_grids")
     assert site["codes"] == ["B003", GRID_B] and site["distance_m"] > 2000
     assert site["point"] == [round(X0 + 0.02, 7), round(Y0 + 0.02, 7)]
@@ -177,8 +221,9 @@ def test_stray_part(empty_db):
     add_area(empty_db, C1, "一社区", "community", square, S1)
     speck = box(0.015, 0.005, 0.0152, 0.0052)  # ~18 m × 22 m
     main = box(0, 0, 0.01, 0.01)
-    body = ",".join("((" + ",".join(f"{X0 + dx!r} {Y0 + dy!r}" for dx, dy in ring + [ring[0]]) + "))"
-                    for ring in (main, speck))
+    body = ",".join(
+        "((" + ",".join(f"{X0 + dx!r} {Y0 + dy!r}" for dx, dy in ring + [ring[0]]) + "))" for ring in (main, speck)
+    )
     add_grid(empty_db, G1, "一社区第1网格", f"SRID=4326;MULTIPOLYGON({body})")
     add_grid(empty_db, G2, "一社区第2网格", poly(box(0.01, 0, 0.02, 0.01), speck))
     empty_db.flush()
@@ -247,8 +292,14 @@ def test_demo_defects_found_and_nothing_else(demo_db):
         if form == "overlap":
             hits = [f for f in found if f["kind"] == kind and set(f["codes"]) == set(grids)]
         else:
-            hits = [f for f in found if f["kind"] == kind and f["form"] == form and f["codes"][0] == community
-                    and set(grids) <= set(f["codes"][1:])]
+            hits = [
+                f
+                for f in found
+                if f["kind"] == kind
+                and f["form"] == form
+                and f["codes"][0] == community
+                and set(grids) <= set(f["codes"][1:])
+            ]
         assert len(hits) == 1, (kind, grids)
         f = hits[0]
         assert f["form"] == form and f["area_code"] == community
@@ -268,10 +319,17 @@ def test_demo_branch_coverage_matches_the_manifest(demo_db):
     assert sorted(f["codes"][0] for f in by_kind["no_branch"]) == DEMO_BRANCHLESS
     assert set(by_kind) <= {"no_branch", "roles_missing"}  # workers, sites, branches all in order
     # roles missing: recomputed from the registrations themselves
-    rows = demo_db.execute(text(
-        """SELECT g.code FROM grids g
+    rows = (
+        demo_db.execute(
+            text(
+                """SELECT g.code FROM grids g
            WHERE (SELECT count(DISTINCT r.role_code) FROM registrations r
-                  WHERE r.grid_id = g.id AND r.status = 'confirmed') < 6 ORDER BY g.code""")).scalars().all()
+                  WHERE r.grid_id = g.id AND r.status = 'confirmed') < 6 ORDER BY g.code"""
+            )
+        )
+        .scalars()
+        .all()
+    )
     assert sorted(f["codes"][0] for f in by_kind["roles_missing"]) == rows
 
 
@@ -279,24 +337,42 @@ def test_demo_metrics_agree_with_postgis(demo_db):
     result = cov.summary(demo_db, code="410105000000", level="street")
     assert len(result["units"]) == 14
     total = result["total"]
-    district_area, uncovered = demo_db.execute(text(
-        """SELECT ST_Area(d.geom::geography), ST_Area(ST_Difference(
+    district_area, uncovered = demo_db.execute(
+        text(
+            """SELECT ST_Area(d.geom::geography), ST_Area(ST_Difference(
                       d.geom, (SELECT ST_Union(geom) FROM grid_versions WHERE valid_to IS NULL))::geography)
-           FROM admin_areas d WHERE d.level = 'district'""")).one()
+           FROM admin_areas d WHERE d.level = 'district'"""
+        )
+    ).one()
     assert_area(total["area_km2"] * 1e6, district_area)
     # PostGIS's difference also holds the sub-square-metre residue the analysis ignores
     assert total["uncovered_m2"] == pytest.approx(uncovered, abs=2.0)
-    streets = dict(demo_db.execute(text(
-        """SELECT s.code, count(*) FROM registrations r JOIN grids g ON g.id = r.grid_id
+    streets = dict(
+        demo_db.execute(
+            text(
+                """SELECT s.code, count(*) FROM registrations r JOIN grids g ON g.id = r.grid_id
            JOIN admin_areas c ON c.id = g.community_id JOIN admin_areas s ON s.id = c.parent_id
-           WHERE r.status = 'confirmed' GROUP BY s.code""")).all())
-    residents = dict(demo_db.execute(text(
-        """SELECT s.code, count(*) FROM residences r JOIN admin_areas s ON s.level = 'street'
-           AND ST_Covers(s.geom, r.geom) WHERE r.ended_at IS NULL GROUP BY s.code""")).all())
-    branched = dict(demo_db.execute(text(
-        """SELECT left(g.code, 9) || '000', count(*) FILTER (WHERE EXISTS (
+           WHERE r.status = 'confirmed' GROUP BY s.code"""
+            )
+        ).all()
+    )
+    residents = dict(
+        demo_db.execute(
+            text(
+                """SELECT s.code, count(*) FROM residences r JOIN admin_areas s ON s.level = 'street'
+           AND ST_Covers(s.geom, r.geom) WHERE r.ended_at IS NULL GROUP BY s.code"""
+            )
+        ).all()
+    )
+    branched = dict(
+        demo_db.execute(
+            text(
+                """SELECT left(g.code, 9) || '000', count(*) FILTER (WHERE EXISTS (
                SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
-               WHERE bg.grid_id = g.id AND b.active)) FROM grids g GROUP BY 1""")).all())
+               WHERE bg.grid_id = g.id AND b.active)) FROM grids g GROUP BY 1"""
+            )
+        ).all()
+    )
     for u in result["units"]:
         assert u["members_registered"] == streets[u["code"]]
         assert u["members_resident"] == residents[u["code"]]
@@ -366,15 +442,20 @@ def points(session, metric: str, within: str | None = None) -> list[tuple[float,
         "events": "SELECT ST_X(s.geom), ST_Y(s.geom) FROM events s WHERE true",
     }[metric]
     if within is not None:
-        table = "grid_versions gv JOIN grids g ON g.id = gv.grid_id AND gv.valid_to IS NULL" if len(within) == 15 \
+        table = (
+            "grid_versions gv JOIN grids g ON g.id = gv.grid_id AND gv.valid_to IS NULL"
+            if len(within) == 15
             else "admin_areas g"
+        )
         sql += f" AND ST_Intersects(s.geom, (SELECT geom FROM {table} WHERE g.code = :w))"
     return [tuple(r) for r in session.execute(text(sql), {"w": within}).all()]
 
 
 def public(session, metric: str, within: str | None = None, k: int = K) -> dict[int, dict]:
-    return {res: cov.h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=k)
-            for res in cov.H3_RESOLUTIONS}
+    return {
+        res: cov.h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=k)
+        for res in cov.H3_RESOLUTIONS
+    }
 
 
 def assert_nothing_recoverable(published: dict[int, dict[str, int]], true: dict[int, dict[str, int]], k: int):
@@ -427,8 +508,10 @@ def test_h3_public_counts_are_whole_cells_listed_by_within(demo_db):
 @pytest.mark.parametrize("metric", cov.H3_METRICS)
 def test_h3_hierarchy_is_exact_and_differencing_across_resolutions_recovers_nothing(demo_db, metric):
     true = true_counts(points(demo_db, metric))
-    entitled = {res: cov.h3_aggregate(demo_db, res=res, metric=metric, within=None, suppress_below=None)
-                for res in cov.H3_RESOLUTIONS}
+    entitled = {
+        res: cov.h3_aggregate(demo_db, res=res, metric=metric, within=None, suppress_below=None)
+        for res in cov.H3_RESOLUTIONS
+    }
     for res, out in entitled.items():
         assert {c["cell"]: c["count"] for c in out["cells"]} == true[res]
         assert out["total"] == sum(true[10].values())
@@ -449,9 +532,13 @@ def add_residences(session, xy) -> None:
     """One member per point, living there."""
     for i, (x, y) in enumerate(xy):
         member = add_member(session, f"测试党员{i}")
-        session.execute(text(
-            """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
-               VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y)"""), {"m": member, "x": x, "y": y})
+        session.execute(
+            text(
+                """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
+               VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y)"""
+            ),
+            {"m": member, "x": x, "y": y},
+        )
     session.flush()
 
 
@@ -482,8 +569,15 @@ def test_h3_complementary_suppression_on_a_small_layout(empty_db):
     west, east = (X0 + 0.05 - 0.00003, Y0 + 0.02), (X0 + 0.05 + 0.00003, Y0 + 0.02)
     assert h3.latlng_to_cell(west[1], west[0], 10) == h3.latlng_to_cell(east[1], east[0], 10) == x_cell
     assert len({h3.cell_to_parent(c, 7) for c in (p1, r, x_cell)}) == 3, "three places apart"
-    xy = ([centre(a)] * 10 + [centre(b)] * 2 + [centre(q10)] * 3 + [centre(c1)] * 12 + [centre(c2)] * 8
-          + [west] * 2 + [east] * 6)
+    xy = (
+        [centre(a)] * 10
+        + [centre(b)] * 2
+        + [centre(q10)] * 3
+        + [centre(c1)] * 12
+        + [centre(c2)] * 8
+        + [west] * 2
+        + [east] * 6
+    )
     add_residences(empty_db, xy)
     true = true_counts(xy)
     assert true[9][p1] == 12 and true[8][r] == 23 and true[9][p2] == 20 and true[10][x_cell] == 8
@@ -515,23 +609,29 @@ def test_h3_complementary_suppression_on_a_small_layout(empty_db):
     assert everything["total"] == len(xy) and everything["suppressed_cells"] == 0
 
 
-@pytest.mark.parametrize("metric, sql", [
-    ("residences", "SELECT count(*) FROM residences WHERE ended_at IS NULL"),
-    ("events", "SELECT count(*) FROM events"),
-])
+@pytest.mark.parametrize(
+    "metric, sql",
+    [
+        ("residences", "SELECT count(*) FROM residences WHERE ended_at IS NULL"),
+        ("events", "SELECT count(*) FROM events"),
+    ],
+)
 def test_h3_other_metrics_everywhere(demo_db, metric, sql):
     out = cov.h3_aggregate(demo_db, res=7, metric=metric, within=None, suppress_below=None)
     assert out["total"] == demo_db.execute(text(sql)).scalar() == sum(c["count"] for c in out["cells"])
     assert all(h3.get_resolution(c["cell"]) == 7 for c in out["cells"])
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    ({"res": 6, "metric": "members", "within": None}, "res"),
-    ({"res": 11, "metric": "members", "within": None}, "res"),
-    ({"res": 9, "metric": "people", "within": None}, "metric"),
-    ({"res": 9, "metric": "members", "within": "410105999000"}, "within"),
-    ({"res": 9, "metric": "members", "within": "4101"}, "within"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"res": 6, "metric": "members", "within": None}, "res"),
+        ({"res": 11, "metric": "members", "within": None}, "res"),
+        ({"res": 9, "metric": "people", "within": None}, "metric"),
+        ({"res": 9, "metric": "members", "within": "410105999000"}, "within"),
+        ({"res": 9, "metric": "members", "within": "4101"}, "within"),
+    ],
+)
 def test_h3_bad_input(demo_db, kwargs, field):
     with pytest.raises(InvalidInput) as e:
         cov.h3_cells(demo_db, suppress_below=None, **kwargs)
@@ -559,20 +659,25 @@ def test_findings_cached_until_the_layer_changes(empty_db):
     assert cov.CACHE.builds == builds + 2
     overlaps = [f for f in after if f["kind"] == "overlap"]
     assert [f["codes"] for f in overlaps] == [[GRID_A, COMMUNITY + "004"]]
-    assert_area(overlaps[0]["area_m2"],
-                geography_area(empty_db, rect(X0 + 0.01, Y0 + 0.01, X0 + 0.02, Y0 + 0.02)))
+    assert_area(overlaps[0]["area_m2"], geography_area(empty_db, rect(X0 + 0.01, Y0 + 0.01, X0 + 0.02, Y0 + 0.02)))
     assert ids["A"]
 
 
 def test_h3_cache_follows_the_members_layer(demo_db):
     community = "410105003003"
     before = cov.h3_aggregate(demo_db, res=10, metric="residences", within=community, suppress_below=None)
-    x, y = demo_db.execute(text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p "
-                                "FROM admin_areas WHERE code = :c) s"), {"c": community}).one()
+    x, y = demo_db.execute(
+        text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM admin_areas WHERE code = :c) s"),
+        {"c": community},
+    ).one()
     member = add_member(demo_db, "测试党员")
-    demo_db.execute(text(
-        """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
-           VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y)"""), {"m": member, "x": x, "y": y})
+    demo_db.execute(
+        text(
+            """INSERT INTO residences (member_id, geom, source_crs, source_x, source_y)
+           VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y)"""
+        ),
+        {"m": member, "x": x, "y": y},
+    )
     demo_db.flush()
     after = cov.h3_aggregate(demo_db, res=10, metric="residences", within=community, suppress_below=None)
     assert after["total"] == before["total"] + 1
@@ -590,9 +695,12 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     points = cov._xy(demo_db, cov._H3_POINTS["members"].format(where=""))
     assert cov._registered_cells(demo_db) == cov.H3Counts.finest_of_points(points)
 
-    reg, x, y = demo_db.execute(text(
-        """SELECT r.id, ST_X(s.geom), ST_Y(s.geom) FROM registrations r JOIN residences s ON s.id = r.residence_id
-            WHERE r.status = 'pending' ORDER BY r.id LIMIT 1""")).one()
+    reg, x, y = demo_db.execute(
+        text(
+            """SELECT r.id, ST_X(s.geom), ST_Y(s.geom) FROM registrations r JOIN residences s ON s.id = r.residence_id
+            WHERE r.status = 'pending' ORDER BY r.id LIMIT 1"""
+        )
+    ).one()
     cell = h3.latlng_to_cell(y, x, cov.H3_FINEST)
     located = []
     real = cov.h3.latlng_to_cell
@@ -605,8 +713,9 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     cov._registered_cells(demo_db)
     assert len(located) >= len(points)  # a residences write: every residence located again
 
-    monkeypatch.setattr(cov._RESIDENCE_CELLS, "get", lambda session, compute: (np.zeros(0, np.int64),
-                                                                                np.zeros(0, np.uint64)))
+    monkeypatch.setattr(
+        cov._RESIDENCE_CELLS, "get", lambda session, compute: (np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    )
     assert cov._registered_cells(demo_db) is None  # registrations of residences it does not know
     fallback = cov._finest_cells(demo_db, "members", None)
     assert fallback == cov.H3Counts.finest_of_points(cov._xy(demo_db, cov._H3_POINTS["members"].format(where="")))
@@ -617,12 +726,19 @@ def test_h3_counts_are_kept_when_a_write_leaves_every_cell_as_it_was(demo_db):
     the counts already built — hierarchy, suppression, rings — are kept; a registration
     rejected changes a cell and gets new counts."""
     before = cov.h3_counts(demo_db, "members", None)
-    pending = demo_db.execute(text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 2")).scalars().all()
-    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"),
-                    {"r": pending[0]})
+    pending = (
+        demo_db.execute(text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 2"))
+        .scalars()
+        .all()
+    )
+    demo_db.execute(
+        text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"),
+        {"r": pending[0]},
+    )
     assert cov.h3_counts(demo_db, "members", None) is before
-    demo_db.execute(text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"),
-                    {"r": pending[1]})
+    demo_db.execute(
+        text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"), {"r": pending[1]}
+    )
     after = cov.h3_counts(demo_db, "members", None)
     assert after is not before and after.total == before.total - 1
 
@@ -633,14 +749,16 @@ def test_residents_are_recounted_only_when_residences_change(demo_db, monkeypatc
     write: a registration confirmed reuses them."""
     model = cov.coverage_model(demo_db, None)
     before = cov.member_counts(demo_db, model)
-    reg, grid_id = demo_db.execute(text(
-        "SELECT id, grid_id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 1")).one()
+    reg, grid_id = demo_db.execute(
+        text("SELECT id, grid_id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 1")
+    ).one()
     g = model.grid_ids.index(grid_id)
     passes = []
     real = cov.points_in
     monkeypatch.setattr(cov, "points_in", lambda *a, **k: passes.append(1) or real(*a, **k))
-    demo_db.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"),
-                    {"r": reg})
+    demo_db.execute(
+        text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"), {"r": reg}
+    )
     after = cov.member_counts(demo_db, model)
     assert after is not before and passes == []
     assert after.grid_registered[g] == before.grid_registered[g] + 1

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from layers import events as ev
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
-from layers.events_eval import evaluate, evaluation_csv
 from layers.events_batch import Pending, Stored, store_reports
+from layers.events_eval import evaluate, evaluation_csv
 from layers.locate import GridIndexCache, build_grid_index
 from layers.workcal import WorkCalendar, add_working_hours
 from tests.conftest import TEST_CLOCK, scratch_engine
@@ -49,24 +49,31 @@ def add_departments_and_categories(session: Session) -> dict[str, int]:
         ("qt", "其他", "D01", 16, None),
     ):
         session.execute(
-            text("INSERT INTO event_categories (code, name, department_id, time_limit_hours, role_code) "
-                 "VALUES (:c, :n, :d, :l, :r)"),
+            text(
+                "INSERT INTO event_categories (code, name, department_id, time_limit_hours, role_code) "
+                "VALUES (:c, :n, :d, :l, :r)"
+            ),
             {"c": code, "n": name, "d": depts[dept], "l": limit, "r": role},
         )
     return depts
 
 
-def add_resident(session: Session, name: str, point: tuple[float, float], role: str, grid_id: int,
-                 status: str = "confirmed") -> int:
+def add_resident(
+    session: Session, name: str, point: tuple[float, float], role: str, grid_id: int, status: str = "confirmed"
+) -> int:
     member = add_member(session, name)
     residence = session.execute(
-        text("INSERT INTO residences (member_id, geom, source_crs, source_x, source_y) "
-             "VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y) RETURNING id"),
+        text(
+            "INSERT INTO residences (member_id, geom, source_crs, source_x, source_y) "
+            "VALUES (:m, ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', :x, :y) RETURNING id"
+        ),
         {"m": member, "x": point[0], "y": point[1]},
     ).scalar()
     session.execute(
-        text("INSERT INTO registrations (member_id, residence_id, grid_id, grid_version_id, role_code, status) "
-             "SELECT :m, :r, :g, gv.id, :role, :s FROM grid_versions gv WHERE gv.grid_id = :g AND gv.valid_to IS NULL"),
+        text(
+            "INSERT INTO registrations (member_id, residence_id, grid_id, grid_version_id, role_code, status) "
+            "SELECT :m, :r, :g, gv.id, :role, :s FROM grid_versions gv WHERE gv.grid_id = :g AND gv.valid_to IS NULL"
+        ),
         {"m": member, "r": residence, "g": grid_id, "role": role, "s": status},
     )
     return member
@@ -88,17 +95,32 @@ def event_world(session: Session) -> dict:
     return {"grids": grids, "depts": depts, "members": members}
 
 
-def report(session: Session, category: str = "xfyh", point=P, channel: str = "public", description: str = "楼道堆放杂物",
-           radius: float = 100, window: float = 72) -> dict:
+def report(
+    session: Session,
+    category: str = "xfyh",
+    point=P,
+    channel: str = "public",
+    description: str = "楼道堆放杂物",
+    radius: float = 100,
+    window: float = 72,
+) -> dict:
     """One anonymous report stored through the writer the service uses (a group of one,
     committed — in the tests' sessions a savepoint); its answer's fields, or its error."""
-    return stored_alone(session, Pending(point[0], point[1], "wgs84", category, channel, description),
-                        radius=radius, window=window).stored
+    return stored_alone(
+        session, Pending(point[0], point[1], "wgs84", category, channel, description), radius=radius, window=window
+    ).stored
 
 
 def stored_alone(session: Session, pending: Pending, radius: float = 100, window: float = 72) -> Stored:
-    (out,) = store_reports(session, GridIndexCache(), [pending], tolerance_m=30, edge_m=0.05,
-                           duplicate_radius_m=radius, duplicate_window_hours=window)
+    (out,) = store_reports(
+        session,
+        GridIndexCache(),
+        [pending],
+        tolerance_m=30,
+        edge_m=0.05,
+        duplicate_radius_m=radius,
+        duplicate_window_hours=window,
+    )
     if isinstance(out, BaseException):
         raise out
     return out
@@ -114,8 +136,17 @@ def move(session: Session, event_id: int, action: str, role: str = "dispatcher",
         version = session.execute(text("SELECT version FROM events WHERE id = :i"), {"i": event_id}).scalar()
     if action in ev.NEEDS_REASON:
         kw.setdefault("reason", "测试原因")
-    return ev.transition_event(session, event_id, ev.Move(action, version, **kw), actor=f"test-{role}", role=role,
-                               covers=covers, calendar=CAL, warn_share=0.8, max_open_tasks=3)
+    return ev.transition_event(
+        session,
+        event_id,
+        ev.Move(action, version, **kw),
+        actor=f"test-{role}",
+        role=role,
+        covers=covers,
+        calendar=CAL,
+        warn_share=0.8,
+        max_open_tasks=3,
+    )
 
 
 def status_of(session: Session, event_id: int):
@@ -134,7 +165,9 @@ def test_report_is_located_stored_and_routed(empty_db):
     e = status_of(empty_db, out["id"])
     assert e.status == "reported" and e.version == 1 and e.grid_id == w["grids"]["A"]
     assert e.department_id == w["depts"]["D02"] and e.source_x == P[0]
-    gv = empty_db.execute(text("SELECT grid_id, valid_to FROM grid_versions WHERE id = :v"), {"v": e.grid_version_id}).first()
+    gv = empty_db.execute(
+        text("SELECT grid_id, valid_to FROM grid_versions WHERE id = :v"), {"v": e.grid_version_id}
+    ).first()
     assert gv.grid_id == e.grid_id and gv.valid_to is None
     log = ev.event_log(empty_db, out["id"])
     assert [(x["action"], x["from"], x["to"]) for x in log] == [("report", None, "reported")]
@@ -178,8 +211,15 @@ def test_outside_the_service_area_names_the_nearest_grid(empty_db):
     pts = [(X + 0.01 * i + 0.003, Y + 0.01 * j + 0.004) for i in range(10) for j in range(10)]
     full = index.locate(np.array([p[0] for p in pts]), np.array([p[1] for p in pts]), tolerance_m=30, edge_m=0.05)
     inside = [k for k in range(len(pts)) if full.match[k] == 0]
-    stored = store_reports(empty_db, GridIndexCache(), [Pending(*pts[k], "wgs84", "xfyh", "public", "点") for k in inside],
-                           tolerance_m=30, edge_m=0.05, duplicate_radius_m=0, duplicate_window_hours=0)
+    stored = store_reports(
+        empty_db,
+        GridIndexCache(),
+        [Pending(*pts[k], "wgs84", "xfyh", "public", "点") for k in inside],
+        tolerance_m=30,
+        edge_m=0.05,
+        duplicate_radius_m=0,
+        duplicate_window_hours=0,
+    )
     for k, out in zip(inside, stored):
         assert out.grid["code"] == index.grids[full.grid[k]]["code"]
 
@@ -196,10 +236,18 @@ def test_member_suggestions_fit_the_role_nearest_grid_first_within_the_radius(em
     wider = ev.suggest_members(empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3)
     assert [(g["name"], g["distance_band"]) for g in wider][-1] == ("远党员", "2–5 km")
     # only members registered inside ``within``
-    assert ev.suggest_members(empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3,
-                              within=GRID_B)[0]["name"] == "远党员"
-    assert ev.suggest_members(empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3,
-                              within="410105002000") == []
+    assert (
+        ev.suggest_members(empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3, within=GRID_B)[0][
+            "name"
+        ]
+        == "远党员"
+    )
+    assert (
+        ev.suggest_members(
+            empty_db, out["id"], "pingan", radius_m=3000, limit=10, max_open_tasks=3, within="410105002000"
+        )
+        == []
+    )
     assert set(got[0]) == {"member_id", "name", "role", "distance_band", "open_tasks"}  # no residence, no distance
     # the busy member holds three open tasks: skipped
     for _ in range(3):
@@ -215,9 +263,16 @@ def test_member_suggestions_fit_the_role_nearest_grid_first_within_the_radius(em
     assert info.value.field == "member_id"
     with pytest.raises(InvalidInput):
         move(empty_db, out["id"], "dispatch", member_id=w["members"]["pending"])
-    assert ev.suggest_members(empty_db, out["id"], "pingan", radius_m=60, limit=10, max_open_tasks=3)[0]["name"] == "近党员"
+    assert (
+        ev.suggest_members(empty_db, out["id"], "pingan", radius_m=60, limit=10, max_open_tasks=3)[0]["name"]
+        == "近党员"
+    )
     assert ev.suggest_members(empty_db, out["id"], None, radius_m=1500, limit=10, max_open_tasks=3) == []
-    assert ev.distance_band(1999) == "1–2 km" and ev.distance_band(700) == "500 m–1 km" and ev.distance_band(7000) == "≥ 5 km"
+    assert (
+        ev.distance_band(1999) == "1–2 km"
+        and ev.distance_band(700) == "500 m–1 km"
+        and ev.distance_band(7000) == "≥ 5 km"
+    )
     assert ev.distance_band(0) == "本网格" and ev.distance_band(120) == "< 500 m"
 
 
@@ -225,8 +280,18 @@ def test_member_suggestions_fit_the_role_nearest_grid_first_within_the_radius(em
 # Lifecycle
 # --------------------------------------------------------------------------------------
 
-STATUSES = ("reported", "registered", "dispatched", "in_progress", "handled", "closed",
-            "rejected", "duplicate", "deferred", "returned")
+STATUSES = (
+    "reported",
+    "registered",
+    "dispatched",
+    "in_progress",
+    "handled",
+    "closed",
+    "rejected",
+    "duplicate",
+    "deferred",
+    "returned",
+)
 LEGAL = {
     "reported": {"register", "reject", "mark_duplicate"},
     "registered": {"dispatch", "reject", "mark_duplicate"},
@@ -272,8 +337,16 @@ def insert_event(session: Session, grid_id: int, status: str, category: str = "x
                FROM grid_versions gv, event_categories c WHERE gv.grid_id = :g AND gv.valid_to IS NULL AND c.code = :cat
                RETURNING id"""
         ),
-        {"x": P[0], "y": P[1], "cat": category, "status": status, "g": grid_id, "dispatched": dispatched,
-         "dept": values.pop("department"), **values},
+        {
+            "x": P[0],
+            "y": P[1],
+            "cat": category,
+            "status": status,
+            "g": grid_id,
+            "dispatched": dispatched,
+            "dept": values.pop("department"),
+            **values,
+        },
     ).scalar()
 
 
@@ -296,7 +369,10 @@ def test_every_legal_and_illegal_transition(empty_db):
                 assert version == after.version == before.version + 1
                 log = ev.event_log(empty_db, e)
                 assert len(log) == logs + 1 and (log[-1]["action"], log[-1]["from"], log[-1]["to"]) == (
-                    action, status, after.status)
+                    action,
+                    status,
+                    after.status,
+                )
                 assert log[-1]["actor"] == "test-dispatcher"
             else:
                 with pytest.raises(Conflict) as info:
@@ -333,8 +409,21 @@ def test_transition_side_effects(empty_db):
     row = status_of(empty_db, e)
     assert row.status == "closed" and row.closed_at == now and row.return_count == 1 and row.version == 13
     log = ev.event_log(empty_db, e)
-    assert [x["action"] for x in log] == ["report", "register", "dispatch", "start", "handle", "return", "dispatch",
-                                         "start", "defer", "dispatch", "start", "handle", "close"]
+    assert [x["action"] for x in log] == [
+        "report",
+        "register",
+        "dispatch",
+        "start",
+        "handle",
+        "return",
+        "dispatch",
+        "start",
+        "defer",
+        "dispatch",
+        "start",
+        "handle",
+        "close",
+    ]
     assert log[2]["note"] == "派遣至区市场监督管理局" and log[-1]["note"] == "核查属实，结案"
     # the log is never updated or deleted
     for stmt in ("UPDATE event_log SET note = 'x' WHERE event_id = :e", "DELETE FROM event_log WHERE event_id = :e"):
@@ -348,8 +437,17 @@ def test_reasons_references_and_versions_are_checked(empty_db):
     a = report(empty_db)["id"]
     b = report(empty_db)["id"]
     with pytest.raises(InvalidInput) as info:
-        ev.transition_event(empty_db, b, ev.Move("reject", 1), actor="x", role="dispatcher", covers=covers_all,
-                            calendar=CAL, warn_share=0.8, max_open_tasks=3)
+        ev.transition_event(
+            empty_db,
+            b,
+            ev.Move("reject", 1),
+            actor="x",
+            role="dispatcher",
+            covers=covers_all,
+            calendar=CAL,
+            warn_share=0.8,
+            max_open_tasks=3,
+        )
     assert info.value.field == "reason"
     for dup, field in ((None, "duplicate_of"), (b, "duplicate_of"), (999999, "duplicate_of")):
         with pytest.raises(InvalidInput) as info:
@@ -373,8 +471,10 @@ def test_reasons_references_and_versions_are_checked(empty_db):
         move(empty_db, c, "dispatch", department="没有这个部门")
     assert info.value.field == "department"
     # the database itself refuses a duplicate without its original and a dispatch before the report
-    for stmt in ("UPDATE events SET status = 'duplicate', closed_at = gridbranch_now() WHERE id = :e",
-                 "UPDATE events SET dispatched_at = reported_at - interval '1 hour', due_at = reported_at WHERE id = :e"):
+    for stmt in (
+        "UPDATE events SET status = 'duplicate', closed_at = gridbranch_now() WHERE id = :e",
+        "UPDATE events SET dispatched_at = reported_at - interval '1 hour', due_at = reported_at WHERE id = :e",
+    ):
         with pytest.raises(IntegrityError):
             with empty_db.begin_nested():
                 empty_db.execute(text(stmt), {"e": c})
@@ -449,8 +549,17 @@ def _dispatch(engine, e: int, version: int, who: str, barrier: threading.Barrier
     with Session(engine) as session:
         try:
             barrier.wait()
-            ev.transition_event(session, e, ev.Move("dispatch", version, note=who), actor=who, role="dispatcher",
-                                covers=covers_all, calendar=CAL, warn_share=0.8, max_open_tasks=3)
+            ev.transition_event(
+                session,
+                e,
+                ev.Move("dispatch", version, note=who),
+                actor=who,
+                role="dispatcher",
+                covers=covers_all,
+                calendar=CAL,
+                warn_share=0.8,
+                max_open_tasks=3,
+            )
             time.sleep(hold)  # keep the row locked while the other one tries
             session.commit()
             results[who] = "ok"
@@ -464,8 +573,10 @@ def test_two_dispatchers_at_once_one_wins_the_other_gets_409(race_engine):
         e = _registered_event(race_engine)
         barrier = threading.Barrier(2)
         results: dict = {}
-        threads = [threading.Thread(target=_dispatch, args=(race_engine, e, 2, who, barrier, results, hold))
-                   for who in ("甲调度员", "乙调度员")]
+        threads = [
+            threading.Thread(target=_dispatch, args=(race_engine, e, 2, who, barrier, results, hold))
+            for who in ("甲调度员", "乙调度员")
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -484,14 +595,32 @@ def test_a_dispatch_waiting_on_the_row_lock_sees_the_winner(race_engine):
     commits), blocks on the row, and finds the version moved on when A commits."""
     e = _registered_event(race_engine)
     with Session(race_engine) as a, Session(race_engine) as b:
-        ev.transition_event(a, e, ev.Move("dispatch", 2), actor="A", role="dispatcher", covers=covers_all,
-                            calendar=CAL, warn_share=0.8, max_open_tasks=3)
+        ev.transition_event(
+            a,
+            e,
+            ev.Move("dispatch", 2),
+            actor="A",
+            role="dispatcher",
+            covers=covers_all,
+            calendar=CAL,
+            warn_share=0.8,
+            max_open_tasks=3,
+        )
         outcome: dict = {}
 
         def run_b():
             try:
-                ev.transition_event(b, e, ev.Move("dispatch", 2), actor="B", role="dispatcher", covers=covers_all,
-                                    calendar=CAL, warn_share=0.8, max_open_tasks=3)
+                ev.transition_event(
+                    b,
+                    e,
+                    ev.Move("dispatch", 2),
+                    actor="B",
+                    role="dispatcher",
+                    covers=covers_all,
+                    calendar=CAL,
+                    warn_share=0.8,
+                    max_open_tasks=3,
+                )
                 outcome["b"] = "ok"
             except Conflict as exc:
                 outcome["b"] = exc
@@ -525,11 +654,17 @@ def test_possible_duplicates_same_category_nearby_recent_and_open(empty_db):
     assert first not in [d["id"] for d in beyond] and second["id"] in [d["id"] for d in beyond]  # 150 m vs 90 m
     assert first in [d["id"] for d in report(empty_db, point=east(150), radius=200)["possible_duplicates"]]
     # closed (here: rejected) events are not duplicates
-    empty_db.execute(text("UPDATE events SET status = 'rejected', closed_at = gridbranch_now(), reason = 'x' "
-                          "WHERE category_code = 'xfyh'"))
+    empty_db.execute(
+        text(
+            "UPDATE events SET status = 'rejected', closed_at = gridbranch_now(), reason = 'x' "
+            "WHERE category_code = 'xfyh'"
+        )
+    )
     assert report(empty_db)["possible_duplicates"] == []
     # nor are events older than the window
-    empty_db.execute(text("UPDATE events SET reported_at = gridbranch_now() - interval '4 days' WHERE category_code = 'xfyh'"))
+    empty_db.execute(
+        text("UPDATE events SET reported_at = gridbranch_now() - interval '4 days' WHERE category_code = 'xfyh'")
+    )
     assert report(empty_db, window=72)["possible_duplicates"] == []
     assert len(report(empty_db, window=24 * 5)["possible_duplicates"]) == 2  # the aged one and the one just above
 
@@ -569,19 +704,49 @@ def evaluation_world(session: Session) -> None:
     rows = [
         # grid, dept, status, reported, dispatched, due, handled, closed, returns
         (g1, "D01", "closed", at(10, 12, 8), at(10, 12, 9), at(10, 13, 9), at(10, 12, 11), at(10, 12, 15), 0),  # e1
-        (g1, "D01", "closed", at(10, 13, 8), at(10, 13, 9), at(10, 13, 17), at(10, 13, 16, 30), at(10, 14, 10), 1),  # e2 late
+        (
+            g1,
+            "D01",
+            "closed",
+            at(10, 13, 8),
+            at(10, 13, 9),
+            at(10, 13, 17),
+            at(10, 13, 16, 30),
+            at(10, 14, 10),
+            1,
+        ),  # e2 late
         (g1, "D01", "in_progress", at(10, 19, 8), at(10, 19, 9), at(10, 20, 9), None, None, 0),  # e3 overdue
         (g1, "D01", "deferred", at(10, 21, 8), at(10, 21, 9), at(10, 22, 9), None, None, 0),  # e4 deferred
         (g1, "D01", "dispatched", at(10, 22, 8), at(10, 22, 9), far, None, None, 0),  # e5 not yet due
         (g1, "D01", "rejected", at(10, 22, 10), None, None, None, at(10, 22, 11), 0),  # e6 rejected
         (g1, "D01", "closed", at(9, 30, 23), at(10, 8, 9), at(10, 9, 9), at(10, 8, 10), at(10, 8, 11), 0),  # e7 before
-        (g2, "D02", "closed", at(10, 15, 13), at(10, 15, 14), at(10, 16, 14), at(10, 15, 17), at(10, 15, 17, 20), 0),  # e8
+        (
+            g2,
+            "D02",
+            "closed",
+            at(10, 15, 13),
+            at(10, 15, 14),
+            at(10, 16, 14),
+            at(10, 15, 17),
+            at(10, 15, 17, 20),
+            0,
+        ),  # e8
         (g2, "D02", "closed", at(10, 16, 8), at(10, 16, 9), at(10, 19, 12), at(10, 19, 9), at(10, 19, 9, 10), 2),  # e9
         (g2, "D01", "reported", at(10, 20, 10), None, None, None, None, 0),  # e10
     ]
     for grid, dept, status, reported, dispatched, due, handled, closed, returns in rows:
-        insert_event(session, grid, status, reported_at=reported, dispatched_at=dispatched, due_at=due,
-                     handled_at=handled, closed_at=closed, return_count=returns, department=dept)
+        insert_event(
+            session,
+            grid,
+            status,
+            reported_at=reported,
+            dispatched_at=dispatched,
+            due_at=due,
+            handled_at=handled,
+            closed_at=closed,
+            return_count=returns,
+            department=dept,
+        )
     session.flush()
 
 
@@ -594,8 +759,9 @@ def by_code(units):
 
 def test_evaluation_per_street_by_hand(empty_db):
     evaluation_world(empty_db)
-    units = evaluate(empty_db, level="street", period_from=OCTOBER[0], period_to=OCTOBER[1], prefix=None,
-                     calendar=CAL, min_sample=2)
+    units = evaluate(
+        empty_db, level="street", period_from=OCTOBER[0], period_to=OCTOBER[1], prefix=None, calendar=CAL, min_sample=2
+    )
     s1, s2 = by_code(units)["410105001000"], by_code(units)["410105002000"]
     # West: e1–e6. due = e1, e2 (closed) + e3 (past due); e4 deferred leaves; e5 not yet due; e6 rejected.
     assert (s1["received"], s1["dispatched"], s1["deferred"], s1["due"]) == (6, 5, 1, 3)
@@ -610,17 +776,45 @@ def test_evaluation_per_street_by_hand(empty_db):
     assert s2["mean_handling_hours"] == 5.25 and s2["overdue_open"] == 0
     assert [u["code"] for u in units] == ["410105002000", "410105001000"] and (s2["rank"], s1["rank"]) == (1, 2)
     # the same figures per community and grid; nothing outside the prefix
-    assert by_code(evaluate(empty_db, level="grid", period_from=OCTOBER[0], period_to=OCTOBER[1], prefix=None,
-                            calendar=CAL, min_sample=2))[G1]["on_time_rate"] == 0.3333
-    only_west = evaluate(empty_db, level="community", period_from=OCTOBER[0], period_to=OCTOBER[1],
-                         prefix="410105001", calendar=CAL, min_sample=2)
+    assert (
+        by_code(
+            evaluate(
+                empty_db,
+                level="grid",
+                period_from=OCTOBER[0],
+                period_to=OCTOBER[1],
+                prefix=None,
+                calendar=CAL,
+                min_sample=2,
+            )
+        )[G1]["on_time_rate"]
+        == 0.3333
+    )
+    only_west = evaluate(
+        empty_db,
+        level="community",
+        period_from=OCTOBER[0],
+        period_to=OCTOBER[1],
+        prefix="410105001",
+        calendar=CAL,
+        min_sample=2,
+    )
     assert [(u["code"], u["due"], u["closed"]) for u in only_west] == [("410105001001", 3, 2)]
 
 
 def test_evaluation_per_department_and_the_minimum_sample(empty_db):
     evaluation_world(empty_db)
-    units = by_code(evaluate(empty_db, level="department", period_from=OCTOBER[0], period_to=OCTOBER[1], prefix=None,
-                             calendar=CAL, min_sample=3))
+    units = by_code(
+        evaluate(
+            empty_db,
+            level="department",
+            period_from=OCTOBER[0],
+            period_to=OCTOBER[1],
+            prefix=None,
+            calendar=CAL,
+            min_sample=3,
+        )
+    )
     d1, d2 = units["D01"], units["D02"]
     # received per department: dispatched to it (e1–e5; e6 rejected and e10 only reported never were)
     assert (d1["received"], d1["due"], d1["closed"], d1["closed_on_time"], d1["reworked"]) == (5, 3, 2, 1, 1)

@@ -14,8 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from layers.crs import from_wgs84
 from layers import events as ev
+from layers.crs import from_wgs84
 from layers.errors import InvalidInput
 from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 from layers.locate import GridIndexCache
@@ -31,8 +31,10 @@ KW = dict(tolerance_m=30, edge_m=0.05, duplicate_radius_m=100, duplicate_window_
 @pytest.fixture(scope="module")
 def worlds(server_url):
     """Two databases holding the same event world, committed."""
-    with scratch_engine(server_url, "evbatch1", pool=2, migrated=True) as one, \
-            scratch_engine(server_url, "evbatch2", pool=2, migrated=True) as two:
+    with (
+        scratch_engine(server_url, "evbatch1", pool=2, migrated=True) as one,
+        scratch_engine(server_url, "evbatch2", pool=2, migrated=True) as two,
+    ):
         for engine in (one, two):
             with Session(engine) as s:
                 event_world(s)
@@ -43,9 +45,11 @@ def worlds(server_url):
 
 def counts(engine) -> tuple[int, int, int]:
     with engine.connect() as c:
-        return (c.execute(text("SELECT count(*) FROM events")).scalar(),
-                c.execute(text("SELECT count(*) FROM event_log")).scalar(),
-                c.execute(text("SELECT version FROM data_versions WHERE layer = 'events'")).scalar())
+        return (
+            c.execute(text("SELECT count(*) FROM events")).scalar(),
+            c.execute(text("SELECT count(*) FROM event_log")).scalar(),
+            c.execute(text("SELECT version FROM data_versions WHERE layer = 'events'")).scalar(),
+        )
 
 
 def run(engine, reports, cache=None):
@@ -75,8 +79,9 @@ def shape(outcomes, first_id: int | None = None):
         s = dict(o.stored)
         s["id"] = ids[s["id"]]
         s.pop("reported_at")
-        s["possible_duplicates"] = [{**d, "id": ids.get(d["id"], "old"), "reported_at": None}
-                                    for d in s["possible_duplicates"]]
+        s["possible_duplicates"] = [
+            {**d, "id": ids.get(d["id"], "old"), "reported_at": None} for d in s["possible_duplicates"]
+        ]
         out.append((s, {k: v for k, v in o.grid.items()}, round(o.lon, 9), round(o.lat, 9), o.crs))
     return out
 
@@ -114,12 +119,20 @@ def test_a_group_gives_what_its_reports_give_one_after_another(worlds):
         with engine.connect() as c:
             ids = [o.stored["id"] for o in outs]
             assert ids == sorted(ids)  # ids in the order reports came
-            rows.append([tuple(r) for r in c.execute(text(
-                "SELECT e.category_code, e.channel, e.description, e.photos, e.reporter, e.reporter_contact, "
-                "e.source_crs, e.source_x, e.source_y, ST_AsText(e.geom), e.grid_id, e.department_id, e.status, "
-                "l.actor, l.action, l.to_status, l.note, l.at = e.reported_at "
-                "FROM events e JOIN event_log l ON l.event_id = e.id WHERE e.id = ANY(:ids) ORDER BY e.id"),
-                {"ids": ids})])
+            rows.append(
+                [
+                    tuple(r)
+                    for r in c.execute(
+                        text(
+                            "SELECT e.category_code, e.channel, e.description, e.photos, e.reporter, e.reporter_contact, "
+                            "e.source_crs, e.source_x, e.source_y, ST_AsText(e.geom), e.grid_id, e.department_id, e.status, "
+                            "l.actor, l.action, l.to_status, l.note, l.at = e.reported_at "
+                            "FROM events e JOIN event_log l ON l.event_id = e.id WHERE e.id = ANY(:ids) ORDER BY e.id"
+                        ),
+                        {"ids": ids},
+                    )
+                ]
+            )
     assert rows[0] == rows[1] and len(rows[0]) == len(reports())
     # one transaction, one bump of the events data version for the group; one each alone
     after_one, after_two = counts(one), counts(two)
@@ -143,8 +156,12 @@ def test_a_bad_report_fails_alone_and_leaves_nothing(worlds):
     out = run(one, group)
     assert isinstance(out[0], Stored) and isinstance(out[6], Stored)
     assert [(type(o).__name__, o.field) for o in out[1:6]] == [
-        ("InvalidInput", "category"), ("InvalidInput", "lon"), ("InvalidInput", "crs"), ("InvalidInput", "lat"),
-        ("InvalidInput", "description")]
+        ("InvalidInput", "category"),
+        ("InvalidInput", "lon"),
+        ("InvalidInput", "crs"),
+        ("InvalidInput", "lat"),
+        ("InvalidInput", "description"),
+    ]
     assert "xfyh" in out[1].detail and out[2].extra["nearest_grid"]["code"]
     after = counts(one)
     assert after[:2] == (before[0] + 2, before[1] + 2) and after[2] > before[2]
@@ -152,7 +169,11 @@ def test_a_bad_report_fails_alone_and_leaves_nothing(worlds):
     # a report the statement itself refuses (a channel the table's CHECK does not know)
     # fails the group's statement: the group is rolled back and each report stored alone
     before = counts(one)
-    group = [good, Pending(P[0], P[1], "wgs84", "xfyh", "pigeon", "信鸽"), Pending(*east(400), "wgs84", "qt", "public", "三")]
+    group = [
+        good,
+        Pending(P[0], P[1], "wgs84", "xfyh", "pigeon", "信鸽"),
+        Pending(*east(400), "wgs84", "qt", "public", "三"),
+    ]
     out = run(one, group)
     assert isinstance(out[0], Stored) and isinstance(out[2], Stored) and isinstance(out[1], DBAPIError)
     after = counts(one)
@@ -163,7 +184,9 @@ def test_a_bad_report_fails_alone_and_leaves_nothing(worlds):
         assert after[2] >= before[2] + 2
     # only refusals: nothing written
     before = counts(one)
-    out = run(one, [Pending(P[0], P[1], "wgs84", "nope", "public", "x"), Pending(X + 0.3, Y, "wgs84", "qt", "public", "y")])
+    out = run(
+        one, [Pending(P[0], P[1], "wgs84", "nope", "public", "x"), Pending(X + 0.3, Y, "wgs84", "qt", "public", "y")]
+    )
     assert [o.field for o in out] == ["category", "lon"] and counts(one)[:2] == before[:2]
 
 
@@ -217,8 +240,9 @@ def test_the_batcher_groups_concurrent_reports_and_answers_each_its_own():
         groups.append(list(items))
         if len(groups) == 1:
             release.wait(5)  # hold the first group while the others arrive
-        return [InvalidInput("bad", field=str(i)) if i % 3 == 0 else Stored({"id": i}, {}, 0, 0, "wgs84")
-                for i in items]
+        return [
+            InvalidInput("bad", field=str(i)) if i % 3 == 0 else Stored({"id": i}, {}, 0, 0, "wgs84") for i in items
+        ]
 
     async def main():
         b = ReportBatcher(process, max_batch=4, writers=1)

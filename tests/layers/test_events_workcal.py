@@ -4,7 +4,7 @@ Calendar: 08:30–12:00 and 13:30–17:30 (7.5 h a day) in Asia/Shanghai, Saturd
 Sunday off. 2026-11-27 is a Friday; 2026-10-01 a Thursday.
 """
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -59,7 +59,7 @@ def test_across_a_holiday_with_a_make_up_working_day():
 
 
 def test_other_time_zones_and_negative_spans():
-    start_utc = datetime(2026, 11, 27, 8, 0, tzinfo=timezone.utc)  # 16:00 in Shanghai
+    start_utc = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)  # 16:00 in Shanghai
     assert add_working_hours(start_utc, 12, CAL) == at(2026, 12, 1, 11, 30)
     assert working_hours_between(at(2026, 12, 1, 11, 30), start_utc, CAL) == -12
     with pytest.raises(ValueError):
@@ -88,8 +88,12 @@ def test_bad_calendars_are_refused():
 
 
 def test_calendar_table_overrides_the_configured_days(empty_db):
-    empty_db.execute(text("INSERT INTO work_calendar_days (day, working, note) VALUES "
-                          "('2026-10-02', true, '改为工作日'), ('2026-11-30', false, '临时休息')"))
+    empty_db.execute(
+        text(
+            "INSERT INTO work_calendar_days (day, working, note) VALUES "
+            "('2026-10-02', true, '改为工作日'), ('2026-11-30', false, '临时休息')"
+        )
+    )
     cal = load_calendar(empty_db, periods="08:30-12:00,13:30-17:30", weekend=(6, 7), holidays=HOLIDAYS)
     assert not cal.is_working_day(date(2026, 10, 1))
     assert cal.is_working_day(date(2026, 10, 2))  # the table wins over the configured holiday

@@ -120,8 +120,8 @@ def test_small_and_large_batches_agree(index, monkeypatch):
 def _general(index, body, answer):
     import orjson
 
-    from layers.points import columns_from_csv, points_from_columns
     from layers.locate import locate_rows, locate_rows_csv
+    from layers.points import columns_from_csv, points_from_columns
 
     cols = columns_from_csv(body)
     batch = points_from_columns(cols["id"], cols["lon"], cols["lat"], cols.get("crs"), default_crs="wgs84")
@@ -141,8 +141,14 @@ def test_clean_csv_batches_answer_byte_for_byte_as_the_general_path(empty_db, an
     lon = np.round(rng.uniform(X - 0.02, X + 0.12, 3000), 7)
     lat = np.round(rng.uniform(Y - 0.02, Y + 0.12, 3000), 7)
     # every kind: inside, overlap (candidates), shared edge, gap (nearest), outside, tiny values
-    extra = [(X + 0.02, Y + 0.02), (X + 0.05, Y + 0.01), (X + 0.05005, Y + 0.08), (X + 0.3, Y + 0.02),
-             (0.00001, 0.00002), (X + 0.06, Y + 0.01)]
+    extra = [
+        (X + 0.02, Y + 0.02),
+        (X + 0.05, Y + 0.01),
+        (X + 0.05005, Y + 0.08),
+        (X + 0.3, Y + 0.02),
+        (0.00001, 0.00002),
+        (X + 0.06, Y + 0.01),
+    ]
     rows = [f"{i},{x!r},{y!r}" for i, (x, y) in enumerate(zip(lon.tolist(), lat.tolist()))]
     rows += [f"x{i},{x},{y}" for i, (x, y) in enumerate(extra)] + ["a-b_c,113.6000000,34.70"]
     body = ("id,lon,lat\n" + "\n".join(rows) + "\n").encode()
@@ -208,7 +214,8 @@ def _pure_agrees_with_the_exact_path(index, lon, lat):
     settings = LocateSettings()
     for i in sel[:3000].tolist():
         assert point_answer(index, float(lon[i]), float(lat[i]), settings) == orjson.dumps(
-            index.describer.describe(exact, i, float(lon[i]), float(lat[i]), 30.0))
+            index.describer.describe(exact, i, float(lon[i]), float(lat[i]), 30.0)
+        )
     return pure
 
 

@@ -8,8 +8,21 @@ from layers import migrate
 from tests.conftest import scratch_engine as conftest_scratch
 
 TABLES = {
-    "admin_areas", "grids", "grid_versions", "branches", "branch_grids", "service_roles", "members",
-    "residences", "registrations", "departments", "event_categories", "events", "event_log", "users", "data_versions",
+    "admin_areas",
+    "grids",
+    "grid_versions",
+    "branches",
+    "branch_grids",
+    "service_roles",
+    "members",
+    "residences",
+    "registrations",
+    "departments",
+    "event_categories",
+    "events",
+    "event_log",
+    "users",
+    "data_versions",
 }
 
 
@@ -78,7 +91,9 @@ def test_constraints_refuse_bad_rows(empty_db, code, wkt, srid):
 def test_event_log_is_append_only(empty_db):
     empty_db.execute(text("INSERT INTO departments (code, name) VALUES ('D01', '区城市管理局')"))
     empty_db.execute(
-        text("INSERT INTO event_categories (code, name, department_id, time_limit_hours) SELECT 'c', '占道经营', id, 24 FROM departments")
+        text(
+            "INSERT INTO event_categories (code, name, department_id, time_limit_hours) SELECT 'c', '占道经营', id, 24 FROM departments"
+        )
     )
     eid = empty_db.execute(
         text(
@@ -87,7 +102,8 @@ def test_event_log_is_append_only(empty_db):
         )
     ).scalar()
     empty_db.execute(
-        text("INSERT INTO event_log (event_id, actor, action, to_status) VALUES (:e, 'a', 'report', 'reported')"), {"e": eid}
+        text("INSERT INTO event_log (event_id, actor, action, to_status) VALUES (:e, 'a', 'report', 'reported')"),
+        {"e": eid},
     )
     for stmt in ("UPDATE event_log SET note = 'changed'", "DELETE FROM event_log"):
         with pytest.raises(InternalError, match="append-only"):
@@ -126,37 +142,72 @@ def test_0017_fills_in_the_department_of_existing_tracks(scratch_engine):
     undispatched events none."""
     migrate.upgrade(scratch_engine, "0013")
     with scratch_engine.begin() as conn:
-        d = dict(conn.execute(text(
-            "INSERT INTO departments (code, name) VALUES ('D01', '区城市管理局'), ('D02', '区应急管理局') "
-            "RETURNING code, id")).all())
-        conn.execute(text("INSERT INTO event_categories (code, name, department_id, time_limit_hours) "
-                          "VALUES ('qt', '其他', :d, 8)"), {"d": d["D01"]})
-        moved, waiting = (conn.execute(text(
-            "INSERT INTO events (geom, source_crs, category_code, channel, description, status, department_id, "
-            "reported_at, dispatched_at, due_at) VALUES (ST_SetSRID(ST_MakePoint(113.7, 34.8), 4326), 'wgs84', 'qt', "
-            "'public', '测试', :s, :d, '2026-10-12T08:00+08', :at, :due) RETURNING id"),
-            {"s": status, "d": d["D02"] if status == "in_progress" else d["D01"], "at": at, "due": due}).scalar()
-            for status, at, due in (("in_progress", "2026-10-12T09:00+08", "2026-10-13T09:00+08"),
-                                    ("registered", None, None)))
-        steps = {moved: [("report", None, "reported", None), ("register", "reported", "registered", None),
-                         ("dispatch", "registered", "dispatched", "派遣至区城市管理局"),
-                         ("return", "dispatched", "returned", "非本单位职责"),
-                         ("dispatch", "returned", "dispatched", "派遣"), ("start", "dispatched", "in_progress", None)],
-                 waiting: [("report", None, "reported", None), ("register", "reported", "registered", None)]}
+        d = dict(
+            conn.execute(
+                text(
+                    "INSERT INTO departments (code, name) VALUES ('D01', '区城市管理局'), ('D02', '区应急管理局') "
+                    "RETURNING code, id"
+                )
+            ).all()
+        )
+        conn.execute(
+            text(
+                "INSERT INTO event_categories (code, name, department_id, time_limit_hours) "
+                "VALUES ('qt', '其他', :d, 8)"
+            ),
+            {"d": d["D01"]},
+        )
+        moved, waiting = (
+            conn.execute(
+                text(
+                    "INSERT INTO events (geom, source_crs, category_code, channel, description, status, department_id, "
+                    "reported_at, dispatched_at, due_at) VALUES (ST_SetSRID(ST_MakePoint(113.7, 34.8), 4326), 'wgs84', 'qt', "
+                    "'public', '测试', :s, :d, '2026-10-12T08:00+08', :at, :due) RETURNING id"
+                ),
+                {"s": status, "d": d["D02"] if status == "in_progress" else d["D01"], "at": at, "due": due},
+            ).scalar()
+            for status, at, due in (
+                ("in_progress", "2026-10-12T09:00+08", "2026-10-13T09:00+08"),
+                ("registered", None, None),
+            )
+        )
+        steps = {
+            moved: [
+                ("report", None, "reported", None),
+                ("register", "reported", "registered", None),
+                ("dispatch", "registered", "dispatched", "派遣至区城市管理局"),
+                ("return", "dispatched", "returned", "非本单位职责"),
+                ("dispatch", "returned", "dispatched", "派遣"),
+                ("start", "dispatched", "in_progress", None),
+            ],
+            waiting: [("report", None, "reported", None), ("register", "reported", "registered", None)],
+        }
         for event, rows in steps.items():
             for i, (action, from_, to, note) in enumerate(rows):
-                conn.execute(text(
-                    "INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, note) "
-                    "VALUES (:e, timestamptz '2026-10-12T08:00+08' + :i * interval '10 minutes', 'x', :a, :f, :t, :n)"),
-                    {"e": event, "i": i, "a": action, "f": from_, "t": to, "n": note})
+                conn.execute(
+                    text(
+                        "INSERT INTO event_log (event_id, at, actor, action, from_status, to_status, note) "
+                        "VALUES (:e, timestamptz '2026-10-12T08:00+08' + :i * interval '10 minutes', 'x', :a, :f, :t, :n)"
+                    ),
+                    {"e": event, "i": i, "a": action, "f": from_, "t": to, "n": note},
+                )
     migrate.upgrade(scratch_engine)
     with scratch_engine.connect() as conn:
-        found = conn.execute(text(
-            "SELECT l.event_id, l.action, d.code FROM event_log l LEFT JOIN departments d ON d.id = l.department_id "
-            "ORDER BY l.event_id, l.at")).all()
+        found = conn.execute(
+            text(
+                "SELECT l.event_id, l.action, d.code FROM event_log l LEFT JOIN departments d ON d.id = l.department_id "
+                "ORDER BY l.event_id, l.at"
+            )
+        ).all()
     assert [tuple(r) for r in found] == [
-        (moved, "report", None), (moved, "register", None), (moved, "dispatch", "D01"), (moved, "return", "D01"),
-        (moved, "dispatch", "D02"), (moved, "start", "D02"),
-        (waiting, "report", None), (waiting, "register", None)]
+        (moved, "report", None),
+        (moved, "register", None),
+        (moved, "dispatch", "D01"),
+        (moved, "return", "D01"),
+        (moved, "dispatch", "D02"),
+        (moved, "start", "D02"),
+        (waiting, "report", None),
+        (waiting, "register", None),
+    ]
     with pytest.raises(InternalError), scratch_engine.begin() as conn:  # still append-only
         conn.execute(text("UPDATE event_log SET department_id = NULL"))

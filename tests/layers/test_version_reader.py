@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import psycopg2
 import pytest
 
-from tests.conftest import scratch_engine
-from layers.pg import VersionReader
 from layers.db import libpq_dsn
+from layers.pg import VersionReader
+from tests.conftest import scratch_engine
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,9 @@ from layers.versions import VersionedCache
 
 
 def bump(session, layer: str) -> None:
-    session.execute(text("UPDATE data_versions SET version = nextval('data_version_seq') WHERE layer = :l"),
-                    {"l": layer})
+    session.execute(
+        text("UPDATE data_versions SET version = nextval('data_version_seq') WHERE layer = :l"), {"l": layer}
+    )
 
 
 def test_values_are_kept_per_versions_of_their_layers(empty_db):

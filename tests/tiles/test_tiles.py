@@ -8,12 +8,12 @@ import asyncio
 import gzip
 import hashlib
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, timedelta
 
 import h3
 import pytest
-from fastapi.testclient import TestClient
 import shapely
+from fastapi.testclient import TestClient
 from shapely.geometry import box, shape
 from shapely.ops import polylabel
 from sqlalchemy import text
@@ -42,8 +42,12 @@ def every(engine, sql: str, **params):
 
 
 def grid_geometry(engine, code: str):
-    row = one(engine, """SELECT ST_AsBinary(gv.geom) FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id
-                         AND gv.valid_to IS NULL WHERE g.code = :c""", c=code)
+    row = one(
+        engine,
+        """SELECT ST_AsBinary(gv.geom) FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id
+                         AND gv.valid_to IS NULL WHERE g.code = :c""",
+        c=code,
+    )
     return shapely.from_wkb(bytes(row[0]))
 
 
@@ -59,14 +63,17 @@ def features(body: bytes, layer: str) -> list[dict]:
 def test_grid_tile_attributes_match_the_database(tiles_client, demo_engine):
     # a grid without a branch and one with, each at the tile of its inner point
     for has_branch in (False, True):
-        row = one(demo_engine, f"""
+        row = one(
+            demo_engine,
+            f"""
             SELECT g.id, g.code, g.name, c.code AS community, ST_X(ST_PointOnSurface(gv.geom)) AS x,
                    ST_Y(ST_PointOnSurface(gv.geom)) AS y
               FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
               JOIN admin_areas c ON c.id = g.community_id
-             WHERE {'' if has_branch else 'NOT'} EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
+             WHERE {"" if has_branch else "NOT"} EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
                                                           WHERE bg.grid_id = g.id AND b.active)
-             ORDER BY g.code LIMIT 1""")
+             ORDER BY g.code LIMIT 1""",
+        )
         tile = tile_at(row.x, row.y, 14)
         r = tiles_client.get(path("grids", tile))
         assert r.status_code == 200 and r.headers["content-type"] == MVT
@@ -77,14 +84,18 @@ def test_grid_tile_attributes_match_the_database(tiles_client, demo_engine):
         p = f["properties"]
         assert p["name"] == row.name and p["community"] == row.community and p["has_branch"] is has_branch
         assert set(p) <= set(LAYERS["grids"].fields)
-        branch = one(demo_engine, """SELECT b.name FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
+        branch = one(
+            demo_engine,
+            """SELECT b.name FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
                                      WHERE bg.grid_id = :g AND b.active ORDER BY (b.kind <> 'grid'), b.code LIMIT 1""",
-                     g=row.id)
+            g=row.id,
+        )
         assert p.get("branch") == (branch[0] if branch else None)
         with Session(demo_engine) as session:
             stats = {s["code"]: s for s in registration_stats(session, level="grid", within=row.code)}[row.code]
-        confirmed = one(demo_engine, "SELECT count(*) FROM registrations WHERE grid_id = :g AND status = 'confirmed'",
-                        g=row.id)[0]
+        confirmed = one(
+            demo_engine, "SELECT count(*) FROM registrations WHERE grid_id = :g AND status = 'confirmed'", g=row.id
+        )[0]
         assert p["registered"] == confirmed == stats["registered"]
         assert p.get("rate") == pytest.approx(stats["rate"]) if stats["rate"] is not None else "rate" not in p
         assert p["roles_missing"] == len(stats["roles_missing"])
@@ -98,8 +109,11 @@ def test_grid_tile_attributes_match_the_database(tiles_client, demo_engine):
 def test_the_whole_district_view_of_a_phone_carries_every_grid(tiles_client, demo_engine):
     """At z9 (the district fitted on a phone's screen) the grids layer is drawn: the
     tiles over the district's extent hold every current grid, with its branch flag."""
-    bounds = one(demo_engine, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
-                              "FROM (SELECT ST_Extent(geom) e FROM admin_areas WHERE level = 'district') s")
+    bounds = one(
+        demo_engine,
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+        "FROM (SELECT ST_Extent(geom) e FROM admin_areas WHERE level = 'district') s",
+    )
     nw, se = tile_at(bounds[0], bounds[3], 9), tile_at(bounds[2], bounds[1], 9)
     seen = {}
     for x in range(nw.x, se.x + 1):
@@ -109,19 +123,27 @@ def test_the_whole_district_view_of_a_phone_carries_every_grid(tiles_client, dem
             for f in features(r.content, "grids"):
                 seen[f["properties"]["code"]] = f["properties"]["has_branch"]
     with demo_engine.connect() as conn:
-        expected = dict(conn.execute(text(
-            "SELECT g.code, EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id "
-            "                        WHERE bg.grid_id = g.id AND b.active) "
-            "  FROM grids g WHERE g.retired_at IS NULL")).all())
+        expected = dict(
+            conn.execute(
+                text(
+                    "SELECT g.code, EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id "
+                    "                        WHERE bg.grid_id = g.id AND b.active) "
+                    "  FROM grids g WHERE g.retired_at IS NULL"
+                )
+            ).all()
+        )
     assert seen == expected and len(expected) >= 500
 
 
 def test_polygons_are_clipped_at_tile_edges_and_continue_across(tiles_client, demo_engine):
     # a grid crossing the boundary between two z16 tiles
     z = 16
-    rows = every(demo_engine, """
+    rows = every(
+        demo_engine,
+        """
         SELECT g.code, ST_XMin(gv.geom) AS x0, ST_XMax(gv.geom) AS x1, ST_Y(ST_PointOnSurface(gv.geom)) AS y
-          FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL ORDER BY g.code""")
+          FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL ORDER BY g.code""",
+    )
     for row in rows:
         left, right = tile_at(row.x0, row.y, z), tile_at(row.x1, row.y, z)
         if right.x == left.x + 1 and left.y == right.y:
@@ -172,8 +194,9 @@ def test_composite_tile_holds_each_layer_as_served_alone(tiles_client, demo_engi
 @pytest.mark.parametrize("z", range(9, 17))
 def test_composite_tile_is_the_layers_served_alone_byte_for_byte(tiles_client, demo_engine, z):
     """One composite statement draws the same bytes as each layer's own statement."""
-    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                              "WHERE level = 'district'")
+    centre = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     for dx, dy in ((0, 0), (1, 0), (0, 1)):
         t = tile_at(centre[0], centre[1], z)
         tile = Tile(z, t.x + dx, t.y + dy)
@@ -188,22 +211,30 @@ def test_composite_tile_is_the_layers_served_alone_byte_for_byte(tiles_client, d
 
 def district_tiles_at(engine, z: int) -> list[Tile]:
     """Every tile at zoom ``z`` meeting the district."""
-    district = shapely.from_wkb(bytes(one(engine, "SELECT ST_AsBinary(geom) FROM admin_areas "
-                                                  "WHERE level = 'district'")[0]))
+    district = shapely.from_wkb(
+        bytes(one(engine, "SELECT ST_AsBinary(geom) FROM admin_areas WHERE level = 'district'")[0])
+    )
     minx, miny, maxx, maxy = district.bounds
     nw, se = tile_at(minx, maxy, z), tile_at(maxx, miny, z)
-    return [Tile(z, x, y) for x in range(nw.x, se.x + 1) for y in range(nw.y, se.y + 1)
-            if district.intersects(box(*tile_bounds(Tile(z, x, y))))]
+    return [
+        Tile(z, x, y)
+        for x in range(nw.x, se.x + 1)
+        for y in range(nw.y, se.y + 1)
+        if district.intersects(box(*tile_bounds(Tile(z, x, y))))
+    ]
 
 
 def label_units(engine) -> dict[tuple[str, str], tuple[str, object]]:
     """(level, code) → (name, geometry) of the district, streets, communities and current grids."""
-    rows = every(engine, """
+    rows = every(
+        engine,
+        """
         SELECT level::text, code::text, name, ST_AsBinary(geom) FROM admin_areas
         UNION ALL
         SELECT 'grid', g.code, g.name, ST_AsBinary(gv.geom)
           FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
-         WHERE g.retired_at IS NULL""")
+         WHERE g.retired_at IS NULL""",
+    )
     return {(level, code): (name, shapely.from_wkb(bytes(wkb))) for level, code, name, wkb in rows}
 
 
@@ -279,19 +310,19 @@ def test_composite_statements_stay_prepared_within_a_bound(tiles_client, demo_en
     row = one(demo_engine, "SELECT ST_X(site), ST_Y(site) FROM branches WHERE site IS NOT NULL ORDER BY code LIMIT 1")
     tile = tile_at(row[0], row[1], 15)
     names = list(PUBLIC_LAYERS)
-    combos = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]] + [tuple(names), tuple(names[:3])]
+    combos = [(a, b) for i, a in enumerate(names) for b in names[i + 1 :]] + [tuple(names), tuple(names[:3])]
     assert len(combos) > COMPOSITES_PER_CONNECTION
     bodies = {}
     for combo in combos + combos[:3]:  # the first three again, after they were deallocated
         r = tiles_client.get(path(",".join(combo), tile), headers={"Accept-Encoding": "identity"})
         assert r.status_code in (200, 204)
         assert bodies.setdefault(combo, r.content) == r.content
-        assert r.content == b"".join(tiles_client.get(path(n, tile), headers={"Accept-Encoding": "identity"}).content
-                                     for n in combo)
+        assert r.content == b"".join(
+            tiles_client.get(path(n, tile), headers={"Accept-Encoding": "identity"}).content for n in combo
+        )
 
     async def prepared(conn):
-        return await execute(conn, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'gb_tiles_%'",
-                             fetch="all")
+        return await execute(conn, "SELECT name FROM pg_prepared_statements WHERE name LIKE 'gb_tiles_%'", fetch="all")
 
     held = tiles_client.portal.call(service.pool.run, prepared)
     assert 0 < len(held) <= COMPOSITES_PER_CONNECTION
@@ -300,8 +331,9 @@ def test_composite_statements_stay_prepared_within_a_bound(tiles_client, demo_en
 @pytest.mark.clock
 def test_event_flags_follow_the_events_module(tiles_client, demo_engine):
     warn_share = tiles_client.app.state.settings.events.warn_share
-    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                              "WHERE level = 'district'")
+    centre = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     tile = tile_at(centre[0], centre[1], 12)
     found = features(tiles_client.get(path("events", tile)).content, "events")
     assert len(found) > 20
@@ -315,7 +347,7 @@ def test_event_flags_follow_the_events_module(tiles_client, demo_engine):
             if row.due_at is None:
                 assert "due_at" not in p and not p["overdue"] and not p["warning"]
                 continue
-            assert p["due_at"] == row.due_at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            assert p["due_at"] == row.due_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             assert p["overdue"] == (row.time_state == "overdue"), f["id"]
             assert p["warning"] == (row.time_state == "warning"), f["id"]
             states["overdue"] += p["overdue"]
@@ -328,13 +360,15 @@ def test_event_flags_follow_the_events_module(tiles_client, demo_engine):
 
 def test_h3_counts_are_suppressed_below_the_minimum(tiles_client, demo_engine):
     k = tiles_client.app.state.settings.coverage.h3_min_count
-    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                              "WHERE level = 'district'")
+    centre = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     tile = tile_at(centre[0], centre[1], 15)  # resolution 9
     found = features(tiles_client.get(path("members_h3", tile)).content, "members_h3")
     with Session(demo_engine) as session:
-        every = {c["cell"]: c["count"] for c in h3_cells(session, res=9, metric="members", within=None,
-                                                         suppress_below=None)}
+        every = {
+            c["cell"]: c["count"] for c in h3_cells(session, res=9, metric="members", within=None, suppress_below=None)
+        }
     assert found and all(f["properties"]["res"] == 9 for f in found)
     assert all(f["properties"]["count"] >= k for f in found)
     assert all(every[f["properties"]["cell"]] == f["properties"]["count"] for f in found)
@@ -383,8 +417,11 @@ def test_coverage_issues_show_the_demo_defects(tiles_client, demo_engine):
     for f in findings:
         tile = tile_at(f["point"][0], f["point"][1], 15)
         found = features(tiles_client.get(path("coverage_issues", tile)).content, "coverage_issues")
-        match = [g for g in found if g["properties"]["kind"] == f["kind"]
-                 and g["properties"]["codes"] == ",".join(f["codes"])]
+        match = [
+            g
+            for g in found
+            if g["properties"]["kind"] == f["kind"] and g["properties"]["codes"] == ",".join(f["codes"])
+        ]
         assert match, f
         assert match[0]["properties"]["area_m2"] == pytest.approx(f["area_m2"])
 
@@ -400,7 +437,9 @@ def test_nothing_personal_in_public_tiles(tiles_client, demo_engine):
         phones = {p for p in conn.execute(text("SELECT phone FROM members")).scalars() if p}
         phones |= {p for p in conn.execute(text("SELECT secretary_phone FROM branches")).scalars() if p}
         phones |= {p for p in conn.execute(text("SELECT worker_phone FROM grids")).scalars() if p}
-        homes = conn.execute(text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL LIMIT 400")).all()
+        homes = conn.execute(
+            text("SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL LIMIT 400")
+        ).all()
     seen = 0
     for lon, lat in homes[::40]:
         tile = tile_at(lon, lat, 16)
@@ -430,8 +469,9 @@ def test_members_layer_is_404_without_an_admin(tiles_client, user):
 
 def test_admin_members_points_only_in_their_area_at_z15(tiles_client, demo_engine):
     street = one(demo_engine, "SELECT area_code FROM users WHERE username = 'street_admin'")[0]
-    area = shapely.from_wkb(bytes(one(demo_engine, "SELECT ST_AsBinary(geom) FROM admin_areas WHERE code = :c",
-                                      c=street)[0]))
+    area = shapely.from_wkb(
+        bytes(one(demo_engine, "SELECT ST_AsBinary(geom) FROM admin_areas WHERE code = :c", c=street)[0])
+    )
     # a z15 tile crossing the street's boundary
     boundary = area.exterior if area.geom_type == "Polygon" else area.geoms[0].exterior
     lon, lat = boundary.coords[0]
@@ -450,10 +490,14 @@ def test_admin_members_points_only_in_their_area_at_z15(tiles_client, demo_engin
         assert set(f["properties"]) == {"status"} and f["properties"]["status"] in ("confirmed", "pending", "none")
         assert area.buffer(1e-6).contains(to_lonlat(tile, f["geometry"]))
     assert admin.headers["etag"] != scoped.headers["etag"]
-    expected = one(demo_engine, f"""
+    expected = one(
+        demo_engine,
+        f"""
         SELECT count(*) FROM residences r WHERE r.ended_at IS NULL
            AND ST_Intersects(ST_Transform(r.geom, 3857), ST_TileEnvelope({tile.z}, {tile.x}, {tile.y}, margin => {MARGIN}))
-           AND ST_Intersects(r.geom, (SELECT geom FROM admin_areas WHERE code = :c))""", c=street)[0]
+           AND ST_Intersects(r.geom, (SELECT geom FROM admin_areas WHERE code = :c))""",
+        c=street,
+    )[0]
     assert len(mine) == expected
     # below zoom 15 there is no members layer
     z14 = Tile(14, tile.x // 2, tile.y // 2)
@@ -470,8 +514,9 @@ def test_admin_members_points_only_in_their_area_at_z15(tiles_client, demo_engin
 
 
 def test_etag_304_gzip_and_cache_headers(tiles_client, demo_engine):
-    row = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                           "WHERE level = 'district'")
+    row = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     url = path("grids", tile_at(row[0], row[1], 13))
     plain = tiles_client.get(url, headers={"Accept-Encoding": "identity"})
     zipped = tiles_client.get(url, headers={"Accept-Encoding": "gzip, deflate"})
@@ -496,8 +541,9 @@ def test_etag_304_gzip_and_cache_headers(tiles_client, demo_engine):
 
 
 def test_raw_gzip_bytes(tiles_client, demo_engine):
-    row = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                           "WHERE level = 'district'")
+    row = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     url = path("grids", tile_at(row[0], row[1], 12))
     with tiles_client.stream("GET", url, headers={"Accept-Encoding": "gzip"}) as r:
         raw = b"".join(r.iter_raw())
@@ -507,8 +553,10 @@ def test_raw_gzip_bytes(tiles_client, demo_engine):
 def test_small_tiles_are_sent_uncompressed_even_when_gzip_is_accepted(tiles_client, demo_engine):
     from tiles.service import GZIP_MIN_BYTES
 
-    site = one(demo_engine, "SELECT ST_X(site), ST_Y(site) FROM branches WHERE active AND site IS NOT NULL "
-                            "ORDER BY code LIMIT 1")
+    site = one(
+        demo_engine,
+        "SELECT ST_X(site), ST_Y(site) FROM branches WHERE active AND site IS NOT NULL ORDER BY code LIMIT 1",
+    )
     url = path("branches", tile_at(site[0], site[1], 16))
     plain = tiles_client.get(url, headers={"Accept-Encoding": "identity"})
     assert plain.status_code == 200 and 0 < len(plain.content) < GZIP_MIN_BYTES
@@ -517,8 +565,10 @@ def test_small_tiles_are_sent_uncompressed_even_when_gzip_is_accepted(tiles_clie
         assert "content-encoding" not in r.headers and r.headers["etag"] == plain.headers["etag"]
         assert r.headers["vary"] == "Accept-Encoding" and int(r.headers["content-length"]) == len(raw)
     assert raw == plain.content
-    assert tiles_client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["etag"]}) \
-        .status_code == 304
+    assert (
+        tiles_client.get(url, headers={"Accept-Encoding": "gzip", "If-None-Match": plain.headers["etag"]}).status_code
+        == 304
+    )
 
 
 def test_empty_tiles_are_204_with_validators(tiles_client):
@@ -532,16 +582,23 @@ def test_empty_tiles_are_204_with_validators(tiles_client):
 
 
 def _event_insert(conn, lon: float, lat: float) -> int:
-    return conn.execute(text(
-        """INSERT INTO events (geom, source_crs, category_code, channel, description, status)
+    return conn.execute(
+        text(
+            """INSERT INTO events (geom, source_crs, category_code, channel, description, status)
            VALUES (ST_SetSRID(ST_MakePoint(:x, :y), 4326), 'wgs84', (SELECT min(code) FROM event_categories),
-                   'public', 'tile test', 'reported') RETURNING id"""), {"x": lon, "y": lat}).scalar()
+                   'public', 'tile test', 'reported') RETURNING id"""
+        ),
+        {"x": lon, "y": lat},
+    ).scalar()
 
 
 def test_a_write_reaches_the_very_next_tile(tiles_client, demo_engine):
-    row = one(demo_engine, """SELECT g.id, g.code, g.name, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+    row = one(
+        demo_engine,
+        """SELECT g.id, g.code, g.name, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
                               FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
-                              ORDER BY g.code DESC LIMIT 1""")
+                              ORDER BY g.code DESC LIMIT 1""",
+    )
     grid_id, code, name, lon, lat = row
     tile = tile_at(lon, lat, 15)
     url = path("grids,events", tile)
@@ -559,8 +616,9 @@ def test_a_write_reaches_the_very_next_tile(tiles_client, demo_engine):
         with demo_engine.begin() as conn:
             conn.execute(text("UPDATE grids SET name = :n WHERE id = :g"), {"n": name + "（改）", "g": grid_id})
         renamed = tiles_client.get(url)
-        assert [f["properties"]["name"] for f in features(renamed.content, "grids")
-                if f["properties"]["code"] == code] == [name + "（改）"]
+        assert [
+            f["properties"]["name"] for f in features(renamed.content, "grids") if f["properties"]["code"] == code
+        ] == [name + "（改）"]
     finally:
         with demo_engine.begin() as conn:
             if event_id is not None:
@@ -577,13 +635,16 @@ def test_a_registration_changes_only_the_grids_tiles_showing_its_grid(tiles_clie
     one grid gives the tiles showing that grid new figures and a new ETag at once, while
     a grids tile elsewhere keeps its ETag (304) and is served from the cache, not drawn
     again."""
-    reg, code, lon, lat, far_lon, far_lat = one(demo_engine, """
+    reg, code, lon, lat, far_lon, far_lat = one(
+        demo_engine,
+        """
         WITH g AS (SELECT g.id, g.code, ST_PointOnSurface(gv.geom) AS p
                      FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL)
         SELECT r.id, g.code, ST_X(g.p), ST_Y(g.p), ST_X(far.p), ST_Y(far.p)
           FROM registrations r JOIN g ON g.id = r.grid_id,
                LATERAL (SELECT p FROM g AS o ORDER BY o.p <-> g.p DESC LIMIT 1) far
-         WHERE r.status = 'pending' ORDER BY r.id LIMIT 1""")
+         WHERE r.status = 'pending' ORDER BY r.id LIMIT 1""",
+    )
     near, far = path("grids", tile_at(lon, lat, 15)), path("grids", tile_at(far_lon, far_lat, 15))
     service = tiles_client.app.state.tiles
 
@@ -594,8 +655,13 @@ def test_a_registration_changes_only_the_grids_tiles_showing_its_grid(tiles_clie
     assert code not in {f["properties"]["code"] for f in features(before_far.content, "grids")}
     try:
         with demo_engine.begin() as conn:
-            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
-                              "decided_by = 'test' WHERE id = :r"), {"r": reg})
+            conn.execute(
+                text(
+                    "UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
+                    "decided_by = 'test' WHERE id = :r"
+                ),
+                {"r": reg},
+            )
         after_near = tiles_client.get(near, headers={"If-None-Match": before_near.headers["etag"]})
         assert after_near.status_code == 200 and after_near.headers["etag"] != before_near.headers["etag"]
         assert registered(after_near.content) == registered(before_near.content) + 1
@@ -606,8 +672,10 @@ def test_a_registration_changes_only_the_grids_tiles_showing_its_grid(tiles_clie
         assert service.cache.hits == hits + 2  # both answered from the cached copy
     finally:
         with demo_engine.begin() as conn:
-            conn.execute(text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL "
-                              "WHERE id = :r"), {"r": reg})
+            conn.execute(
+                text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL WHERE id = :r"),
+                {"r": reg},
+            )
     restored = tiles_client.get(near)
     assert restored.content == before_near.content and restored.headers["etag"] == before_near.headers["etag"]
 
@@ -620,21 +688,30 @@ def test_requests_after_a_write_share_one_build_of_the_grid_figures(tiles_client
     from tiles.service import layers_at_zoom, parse_layers
 
     service = tiles_client.app.state.tiles
-    rows = every(demo_engine, """SELECT ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
-                                   FROM grid_versions gv WHERE gv.valid_to IS NULL ORDER BY gv.grid_id LIMIT 20""")
+    rows = every(
+        demo_engine,
+        """SELECT ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+                                   FROM grid_versions gv WHERE gv.valid_to IS NULL ORDER BY gv.grid_id LIMIT 20""",
+    )
     tiles = [tile_at(x, y, 16) for x, y in rows]
     reg = one(demo_engine, "SELECT id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 1")[0]
     layers = layers_at_zoom(parse_layers("grids", role=None, area_code=None), 16)
 
     async def all_at_once():
-        return await asyncio.gather(*(service.tile(layers, t, scope=None, gzip=False, if_none_match_header=None)
-                                      for t in tiles))
+        return await asyncio.gather(
+            *(service.tile(layers, t, scope=None, gzip=False, if_none_match_header=None) for t in tiles)
+        )
 
     tiles_client.portal.call(all_at_once)  # cached, records built
     try:
         with demo_engine.begin() as conn:
-            conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
-                              "decided_by = 'test' WHERE id = :r"), {"r": reg})
+            conn.execute(
+                text(
+                    "UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
+                    "decided_by = 'test' WHERE id = :r"
+                ),
+                {"r": reg},
+            )
             members = conn.execute(text("SELECT version FROM data_versions WHERE layer = 'members'")).scalar()
         calls = []
         build = service._build
@@ -642,8 +719,9 @@ def test_requests_after_a_write_share_one_build_of_the_grid_figures(tiles_client
         def racing_build(*args):  # another member write commits just before the snapshot
             calls.append(args)
             with demo_engine.begin() as conn:
-                conn.execute(text("UPDATE data_versions SET version = nextval('data_version_seq') "
-                                  "WHERE layer = 'members'"))
+                conn.execute(
+                    text("UPDATE data_versions SET version = nextval('data_version_seq') WHERE layer = 'members'")
+                )
             return build(*args)
 
         service._build = racing_build
@@ -655,8 +733,10 @@ def test_requests_after_a_write_share_one_build_of_the_grid_figures(tiles_client
         assert service.known["members"] > members  # the build's snapshot holds the write, and the next
     finally:
         with demo_engine.begin() as conn:
-            conn.execute(text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL "
-                              "WHERE id = :r"), {"r": reg})
+            conn.execute(
+                text("UPDATE registrations SET status = 'pending', decided_at = NULL, decided_by = NULL WHERE id = :r"),
+                {"r": reg},
+            )
 
 
 def test_derived_records_as_fresh_as_asked_or_fresher():
@@ -677,25 +757,33 @@ def test_a_new_service_role_reaches_the_grid_figures_at_once(tiles_client, demo_
     """The roles a grid misses follow the configured role list (service_roles): a role
     added is missing in every grid in the very next tile and coverage summary, and gone
     again once removed — no cache keeps the old list."""
-    row = one(demo_engine, """SELECT g.code, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+    row = one(
+        demo_engine,
+        """SELECT g.code, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
                               FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
-                              ORDER BY g.code LIMIT 1""")
+                              ORDER BY g.code LIMIT 1""",
+    )
     code, lon, lat = row
     url = path("grids", tile_at(lon, lat, 15))
     admin = token_for("admin")
 
     def figures():
         tile = {f["properties"]["code"]: f["properties"] for f in features(tiles_client.get(url).content, "grids")}
-        summary = tiles_client.get("/v1/coverage/summary", params={"code": code[:12], "level": "grid"},
-                                   headers=admin).json()
+        summary = tiles_client.get(
+            "/v1/coverage/summary", params={"code": code[:12], "level": "grid"}, headers=admin
+        ).json()
         unit = next(u for u in summary["units"] if u["code"] == code)
         return tile[code]["roles_missing"], tile[code]["roles_missing_names"], unit["roles_missing"]
 
     before = figures()
     try:
         with demo_engine.begin() as conn:
-            conn.execute(text("INSERT INTO service_roles (code, name, position, active) "
-                              "VALUES ('test_role', '测试岗位', 99, true)"))
+            conn.execute(
+                text(
+                    "INSERT INTO service_roles (code, name, position, active) "
+                    "VALUES ('test_role', '测试岗位', 99, true)"
+                )
+            )
         missing, names, listed = figures()
         assert missing == before[0] + 1 and names.split(",")[-1] == "测试岗位" and listed[-1] == "测试岗位"
     finally:
@@ -707,15 +795,19 @@ def test_a_new_service_role_reaches_the_grid_figures_at_once(tiles_client, demo_
 @pytest.mark.clock
 def test_events_tiles_expire_when_the_clock_flips_a_flag(tiles_client, demo_engine):
     service = tiles_client.app.state.tiles
-    due = one(demo_engine, """SELECT ST_X(geom), ST_Y(geom), due_at FROM events
+    due = one(
+        demo_engine,
+        """SELECT ST_X(geom), ST_Y(geom), due_at FROM events
                               WHERE status IN ('dispatched', 'in_progress') AND due_at IS NOT NULL
-                              ORDER BY due_at DESC LIMIT 1""")
+                              ORDER BY due_at DESC LIMIT 1""",
+    )
     tile = tile_at(due[0], due[1], 16)
     layers = (LAYERS["events"],)
 
     def render(now):
         async def draw():
             return await service.render(layers, tile, None, await service.reader.read(), now)
+
         return tiles_client.portal.call(draw)
 
     early = render(due[2] - timedelta(days=400))
@@ -738,9 +830,12 @@ def test_events_tiles_expire_when_the_clock_flips_a_flag(tiles_client, demo_engi
 
 
 def test_cache_off_a_write_reaches_the_next_tile_without_a_version_read(demo_engine):
-    row = one(demo_engine, """SELECT g.id, g.code, g.name, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
+    row = one(
+        demo_engine,
+        """SELECT g.id, g.code, g.name, ST_X(ST_PointOnSurface(gv.geom)), ST_Y(ST_PointOnSurface(gv.geom))
                               FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
-                              ORDER BY g.code LIMIT 1""")
+                              ORDER BY g.code LIMIT 1""",
+    )
     grid_id, code, name, lon, lat = row
     url = path("grids,events", tile_at(lon, lat, 15))
     with make_client(demo_engine, cache=False) as c:
@@ -756,8 +851,9 @@ def test_cache_off_a_write_reaches_the_next_tile_without_a_version_read(demo_eng
                 event_id = _event_insert(conn, lon, lat)
             after = c.get(url, headers={"If-None-Match": before.headers["etag"]})
             assert after.status_code == 200 and after.headers["etag"] != before.headers["etag"]
-            assert [f["properties"]["name"] for f in features(after.content, "grids")
-                    if f["properties"]["code"] == code] == [name + "（新）"]
+            assert [
+                f["properties"]["name"] for f in features(after.content, "grids") if f["properties"]["code"] == code
+            ] == [name + "（新）"]
             assert event_id in {f["id"] for f in features(after.content, "events")}
             # the grid figures were rebuilt at the versions the statement answered,
             # and no request read data_versions on its own
@@ -775,8 +871,9 @@ def test_cache_off_a_write_reaches_the_next_tile_without_a_version_read(demo_eng
 
 def test_a_tile_drawn_with_stale_derived_records_is_drawn_again(tiles_client, demo_engine):
     service = tiles_client.app.state.tiles
-    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                              "WHERE level = 'district'")
+    centre = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     tile = tile_at(centre[0], centre[1], 13)
     layers = (LAYERS["grids"],)
     now = TEST_CLOCK.now()
@@ -793,8 +890,10 @@ def test_a_tile_drawn_with_stale_derived_records_is_drawn_again(tiles_client, de
     current = dict(every(demo_engine, "SELECT layer, version FROM data_versions"))
     # filed by the grids version its statement reads and the records at the current versions
     records = tiles_client.portal.call(service.params, LAYERS["grids"], tile, None, current, now)[5]
-    assert dict(right.versions) == {"grids": current["grids"],
-                                    "records:grids": hashlib.blake2b(records.encode(), digest_size=16).hexdigest()}
+    assert dict(right.versions) == {
+        "grids": current["grids"],
+        "records:grids": hashlib.blake2b(records.encode(), digest_size=16).hexdigest(),
+    }
 
 
 def test_tiles_drawn_at_mixed_versions_are_served_but_not_cached():
@@ -827,23 +926,32 @@ def test_gzip_bodies_round_trip_and_repeat(size):
 
 
 def test_feature_limit_keeps_the_stated_priority_and_says_so(demo_engine):
-    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                              "WHERE level = 'district'")
+    centre = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     tile = tile_at(centre[0], centre[1], 11)
     with make_client(demo_engine, feature_limits={"grids": 7, "areas": 3}) as c:
         r = c.get(path("areas,grids", tile))
         layers = decode(r.content)
     assert len(layers["grids"]["features"]) == 7 and len(layers["areas"]["features"]) == 3
-    assert {(f["properties"]["layer"], f["properties"]["limit"]) for f in layers["truncated"]["features"]} == \
-        {("grids", 7), ("areas", 3)}
+    assert {(f["properties"]["layer"], f["properties"]["limit"]) for f in layers["truncated"]["features"]} == {
+        ("grids", 7),
+        ("areas", 3),
+    }
     assert r.headers["x-tile-truncated"] == "areas;limit=3, grids;limit=7"
-    expected = [row.code for row in every(demo_engine, f"""
+    expected = [
+        row.code
+        for row in every(
+            demo_engine,
+            f"""
         SELECT g.code FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
          WHERE g.retired_at IS NULL
            AND gv.geom && ST_Transform(ST_TileEnvelope({tile.z}, {tile.x}, {tile.y}, margin => {MARGIN}), 4326)
          ORDER BY EXISTS (SELECT 1 FROM branch_grids bg JOIN branches b ON b.id = bg.branch_id
                            WHERE bg.grid_id = g.id AND b.active),
-                  round(ST_Area(gv.geom::geography)::numeric, 1) DESC, g.code LIMIT 7""")]
+                  round(ST_Area(gv.geom::geography)::numeric, 1) DESC, g.code LIMIT 7""",
+        )
+    ]
     assert [f["properties"]["code"] for f in layers["grids"]["features"]] == expected
     assert [f["properties"]["has_branch"] for f in layers["grids"]["features"]].count(False) >= 1
     assert [f["properties"]["level"] for f in layers["areas"]["features"]][:2] == ["district", "street"]
@@ -888,8 +996,10 @@ def test_bad_tile_requests_are_4xx_naming_the_part(tiles_client, url, status, fi
 
 
 def test_tilejson_for_a_layer_and_a_composite(tiles_client, demo_engine):
-    extent = one(demo_engine, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
-                              "FROM (SELECT ST_Extent(geom) e FROM admin_areas) s")
+    extent = one(
+        demo_engine,
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (SELECT ST_Extent(geom) e FROM admin_areas) s",
+    )
     tj = tiles_client.get("/tiles/grids.json").json()
     assert tj["tilejson"] == "3.0.0" and tj["scheme"] == "xyz"
     assert tj["tiles"] == ["http://testserver/tiles/grids/{z}/{x}/{y}.mvt"]
@@ -906,14 +1016,19 @@ def test_tilejson_for_a_layer_and_a_composite(tiles_client, demo_engine):
 
 
 def test_urls_hold_behind_a_reverse_proxy(tiles_client):
-    proxied = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "map.example.org",
-               "X-Forwarded-Prefix": "/gridbranch/"}
+    proxied = {
+        "X-Forwarded-Proto": "https",
+        "X-Forwarded-Host": "map.example.org",
+        "X-Forwarded-Prefix": "/gridbranch/",
+    }
     tj = tiles_client.get("/tiles/grids.json", headers=proxied).json()
     assert tj["tiles"] == ["https://map.example.org/gridbranch/tiles/grids/{z}/{x}/{y}.mvt"]
     style = tiles_client.get("/tiles/style.json", headers=proxied).json()
     assert style["sources"]["gridbranch"]["tiles"][0].startswith("https://map.example.org/gridbranch/tiles/")
-    odd = tiles_client.get("/tiles/grids.json", headers={"X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "a b/c",
-                                                         "X-Forwarded-Prefix": "no-slash"}).json()
+    odd = tiles_client.get(
+        "/tiles/grids.json",
+        headers={"X-Forwarded-Proto": "gopher", "X-Forwarded-Host": "a b/c", "X-Forwarded-Prefix": "no-slash"},
+    ).json()
     assert odd["tiles"] == ["http://testserver/tiles/grids/{z}/{x}/{y}.mvt"]
     assert "X-Forwarded-Host" in tiles_client.get("/tiles/grids.json").headers["vary"]
 
@@ -950,8 +1065,11 @@ def test_tile_bounds_match_postgis(demo_engine):
     for t in (Tile(10, 835, 405), Tile(16, 53449, 25990), Tile(5, 3, 28), Tile(0, 0, 0), Tile(3, 0, 7)):
         for margin in (0.0, MARGIN):
             got = tile_bounds(t, margin)
-            expected = one(demo_engine, f"""SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (
-                SELECT ST_Transform(ST_TileEnvelope({t.z}, {t.x}, {t.y}, margin => {margin}), 4326) AS e) s""")
+            expected = one(
+                demo_engine,
+                f"""SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) FROM (
+                SELECT ST_Transform(ST_TileEnvelope({t.z}, {t.x}, {t.y}, margin => {margin}), 4326) AS e) s""",
+            )
             if not (margin and t.x in (0, (1 << t.z) - 1)):
                 assert got == pytest.approx(tuple(expected), abs=1e-9), (t, margin)
             else:  # the buffer crosses the antimeridian: all longitudes, a superset
@@ -974,9 +1092,11 @@ def test_style_passes_the_maplibre_style_spec_validator(tiles_client, tmp_path):
     for headers in ({}, token_for("admin")):
         path_ = tmp_path / "style.json"
         path_.write_text(json.dumps(tiles_client.get("/tiles/style.json", headers=headers).json()))
-        script = ("const spec = require('@maplibre/maplibre-gl-style-spec');"
-                  f"const errors = spec.validateStyleMin(require({json.dumps(str(path_))}));"
-                  "console.log(JSON.stringify(errors));")
+        script = (
+            "const spec = require('@maplibre/maplibre-gl-style-spec');"
+            f"const errors = spec.validateStyleMin(require({json.dumps(str(path_))}));"
+            "console.log(JSON.stringify(errors));"
+        )
         done = subprocess.run([node, "-e", script], cwd=web_map, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == []
@@ -986,8 +1106,9 @@ def test_a_tile_whose_data_keeps_changing_is_served_but_not_filed(tiles_client, 
     from tiles.service import RENDER_ATTEMPTS
 
     service = tiles_client.app.state.tiles
-    centre = one(demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas "
-                              "WHERE level = 'district'")
+    centre = one(
+        demo_engine, "SELECT ST_X(ST_Centroid(geom)), ST_Y(ST_Centroid(geom)) FROM admin_areas WHERE level = 'district'"
+    )
     tile = tile_at(centre[0], centre[1], 13)
     layers = (LAYERS["grids"], LAYERS["areas"])
     now = TEST_CLOCK.now()
@@ -1047,8 +1168,11 @@ def test_public_grid_figures_hold_no_small_count_and_resist_differencing(tiles_c
 
 
 def _check_public_grid_figures(tiles_client, demo_engine, k: int) -> None:
-    bounds = one(demo_engine, "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
-                              "FROM (SELECT ST_Extent(geom) e FROM admin_areas WHERE level = 'district') s")
+    bounds = one(
+        demo_engine,
+        "SELECT ST_XMin(e), ST_YMin(e), ST_XMax(e), ST_YMax(e) "
+        "FROM (SELECT ST_Extent(geom) e FROM admin_areas WHERE level = 'district') s",
+    )
     nw, se = tile_at(bounds[0], bounds[3], 9), tile_at(bounds[2], bounds[1], 9)
     shown: dict[str, int | None] = {}
     for x in range(nw.x, se.x + 1):
@@ -1057,9 +1181,14 @@ def _check_public_grid_figures(tiles_client, demo_engine, k: int) -> None:
                 p = f["properties"]
                 assert p["suppressed"] is ("registered" not in p) and p["suppressed"] is ("rate" not in p)
                 shown[p["code"]] = p.get("registered")
-    true = dict(every(demo_engine, """SELECT g.code, count(r.id) FROM grids g LEFT JOIN registrations r
+    true = dict(
+        every(
+            demo_engine,
+            """SELECT g.code, count(r.id) FROM grids g LEFT JOIN registrations r
                                       ON r.grid_id = g.id AND r.status = 'confirmed'
-                                      WHERE g.retired_at IS NULL GROUP BY g.code"""))
+                                      WHERE g.retired_at IS NULL GROUP BY g.code""",
+        )
+    )
     assert set(shown) == set(true)
     assert all(n is None or n >= k for n in shown.values())
     assert all(n == true[c] for c, n in shown.items() if n is not None)
@@ -1077,8 +1206,9 @@ def _check_public_grid_figures(tiles_client, demo_engine, k: int) -> None:
 def test_a_members_tile_is_audited_with_the_members_it_holds(tiles_client, demo_engine):
     from geo_api.audit import writer_of
 
-    lon, lat = one(demo_engine, "SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL "
-                                "ORDER BY id LIMIT 1")
+    lon, lat = one(
+        demo_engine, "SELECT ST_X(geom), ST_Y(geom) FROM residences WHERE ended_at IS NULL ORDER BY id LIMIT 1"
+    )
     tile = tile_at(lon, lat, 16)
     before = one(demo_engine, "SELECT COALESCE(max(id), 0) FROM audit_log")[0]
     r = tiles_client.get(path("members", tile), headers=token_for("admin"))
@@ -1087,10 +1217,15 @@ def test_a_members_tile_is_audited_with_the_members_it_holds(tiles_client, demo_
     assert again.status_code == 200
     assert tiles_client.get(path("grids", tile)).status_code == 200  # public: not audited
     writer_of(tiles_client.app).flush()
-    rows = every(demo_engine, "SELECT a.actor, a.endpoint, a.fields, r.member_ids, a.detail FROM audit_log a "
-                              "JOIN audit_records r ON r.digest = a.records WHERE a.id > :b ORDER BY a.id", b=before)
+    rows = every(
+        demo_engine,
+        "SELECT a.actor, a.endpoint, a.fields, r.member_ids, a.detail FROM audit_log a "
+        "JOIN audit_records r ON r.digest = a.records WHERE a.id > :b ORDER BY a.id",
+        b=before,
+    )
     ids = sorted(f["id"] for f in features(r.content, "members"))
     assert ids
     assert [(a, e, list(f), list(m)) for a, e, f, m, _ in rows] == [
-        ("admin", "/tiles/{layers}/{z}/{x}/{y}.mvt", ["residence"], ids)] * 2
+        ("admin", "/tiles/{layers}/{z}/{x}/{y}.mvt", ["residence"], ids)
+    ] * 2
     assert rows[0].detail == {"tile": f"{tile.z}/{tile.x}/{tile.y}", "layers": ["members"]}

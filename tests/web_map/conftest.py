@@ -138,8 +138,10 @@ def prefixed_server(live_server) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator:
     if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
-        pytest.fail(f"no chromium at {CHROMIUM}: scripts/test.sh installs it (apt-get install chromium); "
-                    "Playwright must not download one")
+        pytest.fail(
+            f"no chromium at {CHROMIUM}: scripts/test.sh installs it (apt-get install chromium); "
+            "Playwright must not download one"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -184,8 +186,9 @@ def page(browser, page_log: PageLog) -> Iterator:
     # bypass_csp: Playwright's wait_for_function evaluates its predicate with eval, which
     # the map's policy refuses; test_the_map_runs_under_its_content_security_policy
     # drives the page with the policy in force
-    context = browser.new_context(viewport=VIEWPORT, device_scale_factor=1, locale="zh-CN", service_workers="block",
-                                  bypass_csp=True)
+    context = browser.new_context(
+        viewport=VIEWPORT, device_scale_factor=1, locale="zh-CN", service_workers="block", bypass_csp=True
+    )
 
     def guard(route):
         url = urlsplit(route.request.url)

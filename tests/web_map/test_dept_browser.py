@@ -34,15 +34,20 @@ def two_dispatched(page, live_server, demo_engine):
     grid, _ = pick_grid(page, live_server, True)
     lon, lat = inner_point(grid["geometry"])
     with demo_engine.connect() as conn:
-        department = conn.execute(text("SELECT d.code FROM users u JOIN departments d ON d.id = u.department_id "
-                                       "WHERE u.username = 'department'")).scalar_one()
+        department = conn.execute(
+            text(
+                "SELECT d.code FROM users u JOIN departments d ON d.id = u.department_id "
+                "WHERE u.username = 'department'"
+            )
+        ).scalar_one()
     category = get_json(f"{live_server}/v1/events/categories")["categories"][0]["code"]
     centre = bearer(live_server, "dispatcher")
     ids = []
     try:
         for text_ in ("浏览器测试：井盖松动", "浏览器测试：占道经营"):
-            event = post_json(f"{live_server}/v1/events", {"lon": lon, "lat": lat, "category": category,
-                                                           "description": text_}, {})
+            event = post_json(
+                f"{live_server}/v1/events", {"lon": lon, "lat": lat, "category": category, "description": text_}, {}
+            )
             ids.append(event["id"])
             base = f"{live_server}/v1/events/{event['id']}/transitions"
             post_json(base, {"action": "register", "version": 1}, centre)
@@ -61,8 +66,13 @@ def two_dispatched(page, live_server, demo_engine):
 def db_track(engine, event_id: int):
     with engine.connect() as conn:
         status = conn.execute(text("SELECT status FROM events WHERE id = :e"), {"e": event_id}).scalar_one()
-        last = conn.execute(text("SELECT actor, action, note, photos FROM event_log WHERE event_id = :e "
-                                 "ORDER BY at DESC, id DESC LIMIT 1"), {"e": event_id}).one()
+        last = conn.execute(
+            text(
+                "SELECT actor, action, note, photos FROM event_log WHERE event_id = :e "
+                "ORDER BY at DESC, id DESC LIMIT 1"
+            ),
+            {"e": event_id},
+        ).one()
     return status, tuple(last)
 
 
@@ -72,12 +82,15 @@ def test_a_department_works_its_queue_on_desktop_and_phone(page, page_log, live_
     page.wait_for_function("document.getElementById('dept-queue')?.dataset.state === 'ready'")
     assert page.is_hidden("#ranking")  # the centre's rankings are not a department's
     # the queue: the department's events in hand, the most urgent first, with their states
-    service = get_json(f"{live_server}/v1/events?status=dispatched,in_progress&limit=500",
-                       bearer(live_server, "department"))
-    rows = page.eval_on_selector_all("#dept-queue-list li", "ls => ls.map((l) => [Number(l.dataset.id), "
-                                     "l.dataset.timeState])")
+    service = get_json(
+        f"{live_server}/v1/events?status=dispatched,in_progress&limit=500", bearer(live_server, "department")
+    )
+    rows = page.eval_on_selector_all(
+        "#dept-queue-list li", "ls => ls.map((l) => [Number(l.dataset.id), l.dataset.timeState])"
+    )
     assert sorted(i for i, _ in rows) == sorted(e["id"] for e in service["items"]) and {first, second} <= {
-        i for i, _ in rows}
+        i for i, _ in rows
+    }
     due = {e["id"]: e["due_at"] for e in service["items"]}
     assert [due[i] for i, _ in rows] == sorted(due[i] for i, _ in rows)
     states = {e["id"]: e["time_state"] for e in service["items"]}
@@ -97,7 +110,9 @@ def test_a_department_works_its_queue_on_desktop_and_phone(page, page_log, live_
     box = f"{row} .event-actions"
     page.wait_for_selector(f"{box}[data-status='dispatched']")
     assert page.eval_on_selector_all(f"{box} button.action", "bs => bs.map((b) => b.dataset.action)") == [
-        "start", "return"]
+        "start",
+        "return",
+    ]
     page.click(f"{box} button[data-action='start']")
     page.wait_for_selector(f"{row} .event-actions[data-status='in_progress']")
     page.click(f"{row} .event-actions button[data-action='handle']")
@@ -107,11 +122,15 @@ def test_a_department_works_its_queue_on_desktop_and_phone(page, page_log, live_
     page.fill(f"{row} .event-actions textarea.feedback-photos", "https://img.example/after.jpg")
     page.click(f"{row} .event-actions button.action-submit")
     # handled: out of the queue in hand, in the department's history
-    page.wait_for_function(f"!document.querySelector(\"{row}\")")
-    assert db_track(demo_engine, first) == ("handled", ("department", "handle", "已紧固井盖，现场恢复通行",
-                                                        ["https://img.example/after.jpg"]))
+    page.wait_for_function(f'!document.querySelector("{row}")')
+    assert db_track(demo_engine, first) == (
+        "handled",
+        ("department", "handle", "已紧固井盖，现场恢复通行", ["https://img.example/after.jpg"]),
+    )
     page.click("#dept-queue .dept-tab[data-scope='all']")
-    page.wait_for_selector(f"#dept-queue[data-scope='all'][data-state='ready'] li[data-id='{first}'][data-status='handled']")
+    page.wait_for_selector(
+        f"#dept-queue[data-scope='all'][data-state='ready'] li[data-id='{first}'][data-status='handled']"
+    )
     page.click("#dept-queue .dept-tab[data-scope='open']")
     page.wait_for_selector("#dept-queue[data-scope='open'][data-state='ready']")
 
@@ -124,10 +143,12 @@ def test_a_department_works_its_queue_on_desktop_and_phone(page, page_log, live_
     assert page.get_attribute("#panel", "data-sheet") == "full"
     row = f"#dept-queue-list li[data-id='{second}']"
     page.locator(f"{row} .dept-item-head").scroll_into_view_if_needed()
-    page.wait_for_function("(s) => { const b = document.querySelector(s).getBoundingClientRect(); "
-                           "const hit = document.elementFromPoint(b.left + b.width / 2, b.top + b.height / 2); "
-                           "return hit && document.querySelector(s).contains(hit); }",
-                           arg=f"{row} .dept-item-head")  # once the sheet has moved: nothing over it
+    page.wait_for_function(
+        "(s) => { const b = document.querySelector(s).getBoundingClientRect(); "
+        "const hit = document.elementFromPoint(b.left + b.width / 2, b.top + b.height / 2); "
+        "return hit && document.querySelector(s).contains(hit); }",
+        arg=f"{row} .dept-item-head",
+    )  # once the sheet has moved: nothing over it
     assert pressable(page, f"{row} .dept-item-head")
     page.click(f"{row} .dept-item-head")
     page.click(f"{row} .event-actions button[data-action='return']")
@@ -136,7 +157,7 @@ def test_a_department_works_its_queue_on_desktop_and_phone(page, page_log, live_
     page.fill(f"{row} .event-actions input.reason", "非本单位职责")
     page.locator(f"{row} .event-actions button.action-submit").scroll_into_view_if_needed()
     page.click(f"{row} .event-actions button.action-submit")
-    page.wait_for_function(f"!document.querySelector(\"{row}\")")
+    page.wait_for_function(f'!document.querySelector("{row}")')
     assert db_track(demo_engine, second) == ("returned", ("department", "return", "非本单位职责", None))
     # (tiles MapLibre cancels itself are not in page_log.failed: tests/web_map/conftest.py)
     assert page_log.page_errors == [] and page_log.failed == [] and page_log.bad_status == []

@@ -13,7 +13,15 @@ import pytest
 from sqlalchemy import text
 
 from tests.web_map.test_map_browser import (
-    bearer, get_json, inner_point, move_to, open_map, pick_grid, source_features, to_screen, wait_idle,
+    bearer,
+    get_json,
+    inner_point,
+    move_to,
+    open_map,
+    pick_grid,
+    source_features,
+    to_screen,
+    wait_idle,
 )
 from tests.web_map.test_register_browser import sign_in
 
@@ -28,8 +36,9 @@ def fresh_event(page, live_server, demo_engine):
     lon, lat = inner_point(grid["geometry"])
     category = get_json(f"{live_server}/v1/events/categories")["categories"][0]["code"]
     body = json.dumps({"lon": lon, "lat": lat, "category": category, "description": "浏览器测试：路面积水"}).encode()
-    with urlopen(Request(f"{live_server}/v1/events", data=body, headers={"Content-Type": "application/json"}),
-                 timeout=30) as r:
+    with urlopen(
+        Request(f"{live_server}/v1/events", data=body, headers={"Content-Type": "application/json"}), timeout=30
+    ) as r:
         event = json.load(r)
     try:
         yield {**event, "lon": lon, "lat": lat}
@@ -45,13 +54,17 @@ def fresh_event(page, live_server, demo_engine):
 
 def db_event(engine, event_id: int):
     with engine.connect() as conn:
-        return conn.execute(text(
-            "SELECT e.status, d.code FROM events e LEFT JOIN departments d ON d.id = e.department_id WHERE e.id = :e"),
-            {"e": event_id}).one()
+        return conn.execute(
+            text(
+                "SELECT e.status, d.code FROM events e LEFT JOIN departments d ON d.id = e.department_id WHERE e.id = :e"
+            ),
+            {"e": event_id},
+        ).one()
 
 
-def test_dispatcher_registers_and_dispatches_an_event_from_the_map(page, page_log, live_server, demo_engine,
-                                                                   fresh_event):
+def test_dispatcher_registers_and_dispatches_an_event_from_the_map(
+    page, page_log, live_server, demo_engine, fresh_event
+):
     eid = fresh_event["id"]
     assert db_event(demo_engine, eid)[0] == "reported"
     sign_in(page, "dispatcher")
@@ -88,7 +101,9 @@ def test_dispatcher_registers_and_dispatches_an_event_from_the_map(page, page_lo
     # the map fetched its tiles again: the event is drawn as dispatched
     page.wait_for_function(
         """(id) => window.gridbranchMap.querySourceFeatures('gridbranch', {sourceLayer: 'events'})
-            .some((f) => f.id === id && f.properties.status === 'dispatched')""", arg=eid)
+            .some((f) => f.id === id && f.properties.status === 'dispatched')""",
+        arg=eid,
+    )
     assert page_log.page_errors == [] and page_log.failed == [] and page_log.bad_status == []
 
 

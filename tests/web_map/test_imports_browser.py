@@ -66,8 +66,11 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
     assert page.is_hidden("#imports-commit") and "give --crs gcj02" in page.inner_text(".imports-problems")
     assert "GCJ-02" in page.inner_text("#imports-recheck")
     page.click("#imports-recheck")
-    page.wait_for_function("document.getElementById('imports').dataset.state === 'ready' && "
-                           "!document.getElementById('imports-commit').hidden", timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('imports').dataset.state === 'ready' && "
+        "!document.getElementById('imports-commit').hidden",
+        timeout=60_000,
+    )
     n_areas = len(d.streets) + len(d.communities)
     assert f"不变 {n_areas}" in page.inner_text(".imports-summary")
     assert page.input_value("#imports-form select[name=crs]") == "gcj02"
@@ -79,8 +82,10 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
     # the CRS left to the file, which says EPSG:4547
     # the progress bar shows while the file goes up and is checked
     page.click("#imports-form button[type=submit]")
-    page.wait_for_function("['uploading', 'checking'].includes(document.getElementById('imports').dataset.state)"
-                           " || document.getElementById('imports').dataset.state === 'ready'")
+    page.wait_for_function(
+        "['uploading', 'checking'].includes(document.getElementById('imports').dataset.state)"
+        " || document.getElementById('imports').dataset.state === 'ready'"
+    )
     page.wait_for_function("document.getElementById('imports').dataset.state === 'ready'", timeout=60_000)
     assert page.is_hidden(".imports-progress")  # the bar goes once the dry run is done
     summary = page.inner_text(".imports-summary")
@@ -106,8 +111,9 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
     page.wait_for_function(f"document.getElementById('grid-info').dataset.code === '{grid.code}'")
     assert grid.name in page.inner_text("#grid-info")
     # locate answers on it, and the coverage line counts its grids
-    located = page.evaluate("async ([lon, lat]) => (await (await fetch(`/v1/locate?lon=${lon}&lat=${lat}`)).json())",
-                            [p.x, p.y])
+    located = page.evaluate(
+        "async ([lon, lat]) => (await (await fetch(`/v1/locate?lon=${lon}&lat=${lat}`)).json())", [p.x, p.y]
+    )
     assert located["grid"]["code"] == grid.code and located["district"]["name"] == NAME
     page.wait_for_function("document.body.dataset.stats === 'coverage'")
     page.wait_for_function(f"document.getElementById('stats').textContent.includes('{len(d.grids)}')")
@@ -115,8 +121,9 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
 
 
 def test_the_import_form_is_usable_on_a_phone(browser, zhongyuan):
-    context = browser.new_context(viewport=PHONE, device_scale_factor=1, locale="zh-CN", is_mobile=True,
-                                  has_touch=True, bypass_csp=True)  # (waits are evaluated JavaScript)
+    context = browser.new_context(
+        viewport=PHONE, device_scale_factor=1, locale="zh-CN", is_mobile=True, has_touch=True, bypass_csp=True
+    )  # (waits are evaluated JavaScript)
     page = context.new_page()
     try:
         open_map(page, zhongyuan["url"])
@@ -127,8 +134,9 @@ def test_the_import_form_is_usable_on_a_phone(browser, zhongyuan):
         controls = "#imports-form select, #imports-form input, #imports-form button"
         widths = page.eval_on_selector_all(controls, "els => els.map(e => e.getBoundingClientRect().right)")
         assert widths and max(widths) <= PHONE["width"], widths  # nothing sticks out of the sheet
-        heights = page.eval_on_selector_all("#imports-form select, #imports-form button",
-                                            "els => els.map(e => e.getBoundingClientRect().height)")
+        heights = page.eval_on_selector_all(
+            "#imports-form select, #imports-form button", "els => els.map(e => e.getBoundingClientRect().height)"
+        )
         assert min(heights) >= 44, heights
         assert pressable(page, "#imports-form button") == ["上传并预检"]
         # a bad file is refused with the reason, in Chinese, inside the sheet

@@ -20,8 +20,8 @@ from shapely.geometry import Point, shape
 from shapely.ops import polylabel
 
 from tests.conftest import TEST_CLOCK, TEST_PASSWORD
-from tiles.layers import LAYERS
 from tests.web_map.conftest import PROXY_PREFIX, VIEWPORT
+from tiles.layers import LAYERS
 
 pytestmark = pytest.mark.browser
 
@@ -33,12 +33,28 @@ READY = "document.body.dataset.ready === '1' || document.body.dataset.error === 
 PUBLIC_LAYERS = ("areas", "grids", "branches", "events", "coverage_issues", "members_h3", "labels")
 EMBED_LAYERS = ("areas", "grids", "branches", "members_h3", "labels")
 # endpoints that answer with personal data (or only to staff): the public map never calls them
-PERSONAL_PATHS = ("/v1/registrations", "/v1/events", "/v1/auth", "/v1/coverage/summary", "/v1/coverage/issues",
-                  "/v1/branches", "/open311")
+PERSONAL_PATHS = (
+    "/v1/registrations",
+    "/v1/events",
+    "/v1/auth",
+    "/v1/coverage/summary",
+    "/v1/coverage/issues",
+    "/v1/branches",
+    "/open311",
+)
 TERMINAL = {"closed", "rejected", "duplicate"}
-EVENT_STATUS = {"reported": "已上报", "registered": "已登记", "dispatched": "已派遣", "in_progress": "处置中",
-                "handled": "已处置", "returned": "已退回", "deferred": "暂缓", "closed": "已结案",
-                "rejected": "不予受理", "duplicate": "重复事件"}
+EVENT_STATUS = {
+    "reported": "已上报",
+    "registered": "已登记",
+    "dispatched": "已派遣",
+    "in_progress": "处置中",
+    "handled": "已处置",
+    "returned": "已退回",
+    "deferred": "暂缓",
+    "closed": "已结案",
+    "rejected": "不予受理",
+    "duplicate": "重复事件",
+}
 
 # the legend's colours as rendered: fill-opacity 0.7 over the district's #fbfaf7
 WITH_BRANCH_RGB = (175, 209, 233)
@@ -89,8 +105,9 @@ def api_events(base: str, time_state: str) -> dict[int, dict]:
     """Events in warning or overdue now, as the dispatcher sees them."""
     out, offset = {}, 0
     while True:
-        body = get_json(f"{base}/v1/events?time_state={time_state}&limit=1000&offset={offset}",
-                        bearer(base, "dispatcher"))
+        body = get_json(
+            f"{base}/v1/events?time_state={time_state}&limit=1000&offset={offset}", bearer(base, "dispatcher")
+        )
         out.update({e["id"]: e for e in body["items"]})
         offset += len(body["items"])
         if not body["items"] or offset >= body["total"]:
@@ -125,17 +142,23 @@ def wait_idle(page) -> None:
 
 def move_to(page, lon: float, lat: float, zoom: float) -> None:
     # (braces: the map that jumpTo returns is not to be serialised back to Python)
-    page.evaluate("([lon, lat, zoom]) => { window.gridbranchMap.jumpTo({center: [lon, lat], zoom}); }", [lon, lat, zoom])
+    page.evaluate(
+        "([lon, lat, zoom]) => { window.gridbranchMap.jumpTo({center: [lon, lat], zoom}); }", [lon, lat, zoom]
+    )
     wait_idle(page)
 
 
 def to_screen(page, lon: float, lat: float) -> tuple[float, float]:
-    xy = page.evaluate("([lon, lat]) => { const p = window.gridbranchMap.project([lon, lat]); return [p.x, p.y]; }", [lon, lat])
+    xy = page.evaluate(
+        "([lon, lat]) => { const p = window.gridbranchMap.project([lon, lat]); return [p.x, p.y]; }", [lon, lat]
+    )
     return xy[0], xy[1]
 
 
 def to_lonlat(page, x: float, y: float) -> tuple[float, float]:
-    ll = page.evaluate("([x, y]) => { const l = window.gridbranchMap.unproject([x, y]); return [l.lng, l.lat]; }", [x, y])
+    ll = page.evaluate(
+        "([x, y]) => { const l = window.gridbranchMap.unproject([x, y]); return [l.lng, l.lat]; }", [x, y]
+    )
     return ll[0], ll[1]
 
 
@@ -168,18 +191,20 @@ def source_features(page, source_layer: str) -> list[dict]:
 
 def everything_at(page, x: float, y: float, pad: float) -> set[str]:
     """The ids of the map layers that draw something within ``pad`` pixels of (x, y)."""
-    return set(page.evaluate(
-        """([x, y, pad]) => [...new Set(window.gridbranchMap.queryRenderedFeatures(
+    return set(
+        page.evaluate(
+            """([x, y, pad]) => [...new Set(window.gridbranchMap.queryRenderedFeatures(
             [[x - pad, y - pad], [x + pad, y + pad]]).map((f) => f.layer.id))]""",
-        [x, y, pad],
-    ))
+            [x, y, pad],
+        )
+    )
 
 
 def tile_requests(requests: list[str], prefix: str = "") -> list[tuple[tuple[str, ...], int]]:
     """(layers, z) of every tile the page asked for."""
     out = []
     for url in requests:
-        path = urlsplit(url).path[len(prefix):]
+        path = urlsplit(url).path[len(prefix) :]
         if path.startswith("/tiles/") and path.endswith(".mvt"):
             layers, z = path.split("/")[2], int(path.split("/")[3])
             out.append((tuple(layers.split(",")), z))
@@ -193,7 +218,7 @@ def assert_public_only(requests: list[str], allowed: tuple[str, ...], prefix: st
         assert "members" not in layers, layers
         assert set(layers) <= set(allowed), layers
     for url in requests:
-        path = urlsplit(url).path[len(prefix):]
+        path = urlsplit(url).path[len(prefix) :]
         assert not path.startswith(PERSONAL_PATHS), url
         assert "members" not in path.replace("members_h3", ""), url
 
@@ -269,7 +294,9 @@ def pick_grid(page, base: str, has_branch: bool) -> tuple[dict, tuple[float, flo
     event, site, coverage issue or boundary), and that point on the screen."""
     candidates = [f for f in api_grids(base) if bool(f["properties"]["has_branch"]) == has_branch]
     if not candidates:
-        raise AssertionError(f"the demo has no grid with has_branch={has_branch}: it is deterministic, so this is a defect")
+        raise AssertionError(
+            f"the demo has no grid with has_branch={has_branch}: it is deterministic, so this is a defect"
+        )
     shapes = {f["properties"]["code"]: shape(f["geometry"]) for f in api_grids(base)}
     for grid in sorted(candidates, key=lambda f: shapes[f["properties"]["code"]].area, reverse=True):
         lon, lat = inner_point(grid["geometry"])
@@ -311,8 +338,14 @@ def isolated_event(page, state: str) -> dict:
 
     found = find()
     if found is None:
-        some = next((e for e in source_features(page, "events")
-                     if event_state(e["properties"]) == state and e["properties"]["status"] not in TERMINAL), None)
+        some = next(
+            (
+                e
+                for e in source_features(page, "events")
+                if event_state(e["properties"]) == state and e["properties"]["status"] not in TERMINAL
+            ),
+            None,
+        )
         if some is None:
             raise AssertionError(f"the demo has no open event in state {state} on the map at {TEST_CLOCK.now()}")
         point = page.evaluate(
@@ -327,8 +360,11 @@ def isolated_event(page, state: str) -> dict:
 
 
 def beijing(iso: str) -> str:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(ZoneInfo("Asia/Shanghai")).strftime(
-        "%Y-%m-%d %H:%M")
+    return (
+        datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        .astimezone(ZoneInfo("Asia/Shanghai"))
+        .strftime("%Y-%m-%d %H:%M")
+    )
 
 
 # --- tests ----------------------------------------------------------------------
@@ -357,8 +393,12 @@ def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
     assert page.title() == "金水区网格党支部地图 · gridbranch"
     paths = assert_offline(page_log, live_server)
     composite = ",".join(PUBLIC_LAYERS)
-    assert {"/map", "/static/map/map.js", "/static/vendor/maplibre-gl/maplibre-gl.mjs",
-            f"/tiles/{composite}.json"} <= paths
+    assert {
+        "/map",
+        "/static/map/map.js",
+        "/static/vendor/maplibre-gl/maplibre-gl.mjs",
+        f"/tiles/{composite}.json",
+    } <= paths
     tiles = tile_requests(page_log.requests)
     assert tiles and all(layers == PUBLIC_LAYERS for layers, _ in tiles)
     # the summary came from the tiles: the grid list was not fetched; the one API call
@@ -373,8 +413,13 @@ def test_page_loads_offline_from_our_tiles(page, page_log, live_server):
     assert "glyphs" not in style and "sprite" not in style
     assert [layer["id"] for layer in style["layers"] if layer["type"] == "symbol"] == ["labels-text"]
     assert not any("icon-image" in layer.get("layout", {}) for layer in style["layers"])
-    assert style["sources"] == {"gridbranch": {**style["sources"]["gridbranch"], "type": "vector",
-                                               "tiles": [f"{live_server}/tiles/{composite}/{{z}}/{{x}}/{{y}}.mvt"]}}
+    assert style["sources"] == {
+        "gridbranch": {
+            **style["sources"]["gridbranch"],
+            "type": "vector",
+            "tiles": [f"{live_server}/tiles/{composite}/{{z}}/{{x}}/{{y}}.mvt"],
+        }
+    }
 
 
 def test_the_map_runs_under_its_content_security_policy(browser, live_server):
@@ -383,8 +428,10 @@ def test_the_map_runs_under_its_content_security_policy(browser, live_server):
     context that does not bypass it; the embeddable map has the same policy but for
     its frame ancestors."""
     context = browser.new_context(viewport=VIEWPORT, locale="zh-CN", service_workers="block")
-    context.add_init_script("window.__refused = []; document.addEventListener('securitypolicyviolation', "
-                            "(e) => window.__refused.push(`${e.effectiveDirective} ${e.blockedURI}`));")
+    context.add_init_script(
+        "window.__refused = []; document.addEventListener('securitypolicyviolation', "
+        "(e) => window.__refused.push(`${e.effectiveDirective} ${e.blockedURI}`));"
+    )
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -402,8 +449,10 @@ def test_the_map_runs_under_its_content_security_policy(browser, live_server):
             tick();
         }})""")
         assert page.evaluate("document.body.dataset.error") is None
-        page.evaluate("() => new Promise((resolve) => { const map = window.gridbranchMap; "
-                      "map.once('idle', () => resolve()); map.triggerRepaint(); })")
+        page.evaluate(
+            "() => new Promise((resolve) => { const map = window.gridbranchMap; "
+            "map.once('idle', () => resolve()); map.triggerRepaint(); })"
+        )
         assert page.evaluate("window.gridbranchMap.queryRenderedFeatures().length") > 0  # tiles drawn
         assert page.evaluate("window.__refused") == []
         assert errors == []
@@ -414,8 +463,11 @@ def test_the_map_runs_under_its_content_security_policy(browser, live_server):
 def test_api_docs_load_offline(page, page_log, live_server):
     """/docs is Swagger UI from the service's own npm copy: it renders every operation of
     /openapi.json and asks no other host for anything."""
-    operations = [(method.upper(), path) for path, item in get_json(f"{live_server}/openapi.json")["paths"].items()
-                  for method in item]
+    operations = [
+        (method.upper(), path)
+        for path, item in get_json(f"{live_server}/openapi.json")["paths"].items()
+        for method in item
+    ]
     page.goto(f"{live_server}/docs")
     page.wait_for_function(f"document.querySelectorAll('.opblock').length >= {len(operations)}", timeout=60_000)
     shown = page.evaluate("""() => [...document.querySelectorAll('.opblock')].map(b => [
@@ -425,8 +477,12 @@ def test_api_docs_load_offline(page, page_log, live_server):
     assert page.is_visible("button.authorize")  # the password flow is offered
     assert page.title() == "gridbranch · API"
     paths = assert_offline(page_log, live_server)
-    assert {"/docs", "/static/vendor/swagger-ui/swagger-ui-bundle.js", "/static/vendor/swagger-ui/swagger-ui.css",
-            "/openapi.json"} <= paths
+    assert {
+        "/docs",
+        "/static/vendor/swagger-ui/swagger-ui-bundle.js",
+        "/static/vendor/swagger-ui/swagger-ui.css",
+        "/openapi.json",
+    } <= paths
 
 
 def test_tiles_hold_what_the_api_serves(page, live_server):
@@ -485,16 +541,26 @@ def test_click_on_a_grid_shows_it(page, live_server, has_branch):
     assert located["match"] == "inside"
     code = located["grid"]["code"]
     detail = get_json(f"{live_server}/v1/grids/{code}")["properties"]
-    stats = get_json(f"{live_server}/v1/registrations/stats?level=grid&within={located['community']['code']}",
-                     bearer(live_server, "admin"))
+    stats = get_json(
+        f"{live_server}/v1/registrations/stats?level=grid&within={located['community']['code']}",
+        bearer(live_server, "admin"),
+    )
     figures = next(u for u in stats["units"] if u["code"] == code)
 
     page.mouse.click(x, y)
     page.wait_for_selector(f'#grid-info[data-code="{code}"][data-state="ready"]')
 
     info = page.inner_text("#grid-info")
-    for text in ("网格编码", code, "网格名称", located["grid"]["name"], "所属社区", located["community"]["name"],
-                 located["community"]["code"], "网格员"):
+    for text in (
+        "网格编码",
+        code,
+        "网格名称",
+        located["grid"]["name"],
+        "所属社区",
+        located["community"]["name"],
+        located["community"]["code"],
+        "网格员",
+    ):
         assert text in info, (text, info)
     if located["grid_worker"]:
         assert located["grid_worker"]["name"] in info
@@ -521,8 +587,11 @@ def test_click_on_a_grid_shows_it(page, live_server, has_branch):
         assert f"{figures['registered']} 人" in text
         rate = "—（无在住党员）" if figures["rate"] is None else f"{figures['rate'] * 100:.1f}%"
         assert rate in text
-        roles = "六员齐全" if not figures["roles_missing"] else f"缺 {len(figures['roles_missing'])} 项：" + ",".join(
-            figures["roles_missing"])
+        roles = (
+            "六员齐全"
+            if not figures["roles_missing"]
+            else f"缺 {len(figures['roles_missing'])} 项：" + ",".join(figures["roles_missing"])
+        )
         assert roles in text
     assert page.evaluate("JSON.stringify(window.gridbranchMap.getFilter('grids-selected'))") == json.dumps(
         ["==", ["get", "code"], code], separators=(",", ":")
@@ -593,7 +662,9 @@ def test_coverage_issues_are_drawn_and_explained(page, live_server):
         x, y = to_screen(page, *p["point"])
         here = [f["properties"] for f in rendered(page, ["coverage-issues-fill"], (x, y))]
         assert {"kind": p["kind"], "form": p["form"], "codes": ",".join(p["codes"]), "area_m2": p["area_m2"]} in here, (
-            p, here)
+            p,
+            here,
+        )
 
     gap = next(f["properties"] for f in issues if f["properties"]["kind"] == "gap")
     move_to(page, *gap["point"], 17)
@@ -622,10 +693,11 @@ def test_layer_panel_switches_layers_and_the_legend_follows(page, live_server):
     assert shown and not any(shown)
     page.get_by_label("有党支部的网格").check()
 
-    for label, layers, group in (("事件 Events", ["events-circle"], "events"),
-                                 ("覆盖问题 Coverage issues", ["coverage-issues-fill", "coverage-issues-line"],
-                                  "coverage_issues"),
-                                 ("党支部活动阵地", ["branches-circle"], "branches")):
+    for label, layers, group in (
+        ("事件 Events", ["events-circle"], "events"),
+        ("覆盖问题 Coverage issues", ["coverage-issues-fill", "coverage-issues-line"], "coverage_issues"),
+        ("党支部活动阵地", ["branches-circle"], "branches"),
+    ):
         legend = page.locator(f'.layer-group[data-group="{group}"] .legend-items')
         assert rendered(page, layers) and legend.is_visible(), label
         page.get_by_label(label, exact=True).uncheck()
@@ -696,8 +768,11 @@ def test_search_finds_a_place_and_shows_it(page, page_log, live_server):
     flies there and selects it as a click would; a street by its code and Enter; a name
     nowhere says so."""
     open_map(page, live_server)
-    grid = next(g for g in sorted(api_grids(live_server), key=lambda g: g["properties"]["code"])
-                if g["properties"]["name"].endswith("第3网格"))
+    grid = next(
+        g
+        for g in sorted(api_grids(live_server), key=lambda g: g["properties"]["code"])
+        if g["properties"]["name"].endswith("第3网格")
+    )
     code, name = grid["properties"]["code"], grid["properties"]["name"]
     box = page.locator("#place-q")
     box.fill(name[:2] + "3")
@@ -706,21 +781,28 @@ def test_search_finds_a_place_and_shows_it(page, page_log, live_server):
     assert first.get_attribute("data-code") == code
     assert name in first.inner_text() and "网格" in first.inner_text()
     first.locator("button").click()
-    page.wait_for_function(f"document.getElementById('grid-info').dataset.code === '{code}' && "
-                           "document.getElementById('grid-info').dataset.state === 'ready'", timeout=30_000)
+    page.wait_for_function(
+        f"document.getElementById('grid-info').dataset.code === '{code}' && "
+        "document.getElementById('grid-info').dataset.state === 'ready'",
+        timeout=30_000,
+    )
     assert page.is_hidden("#place-results") and box.input_value() == name
     assert page.url.endswith(f"/map?focus={code}")  # a link to share
     centre = page.evaluate("window.gridbranchMap.getCenter().toArray()")
     assert shape(grid["geometry"]).buffer(0.002).contains(Point(centre))
     assert page.evaluate("window.gridbranchMap.getZoom()") >= 15
     assert json.loads(page.evaluate("JSON.stringify(window.gridbranchMap.getFilter('grids-selected'))")) == [
-        "==", ["get", "code"], code]
+        "==",
+        ["get", "code"],
+        code,
+    ]
 
     street = api_areas(live_server, "street")[0]
     box.fill(street["properties"]["code"])
     box.press("Enter")  # at once: searched, then the best result taken
-    page.wait_for_function("(name) => document.getElementById('place-q').value === name",
-                           arg=street["properties"]["name"])
+    page.wait_for_function(
+        "(name) => document.getElementById('place-q').value === name", arg=street["properties"]["name"]
+    )
     assert page.is_hidden("#place-results")
     wait_idle(page)
     west, south, east, north = page.evaluate("window.gridbranchMap.getBounds().toArray().flat()")
@@ -818,7 +900,8 @@ def test_signed_in_admin_sees_members_from_zoom_15_only(page, page_log, live_ser
     without = total["grids"] - total["grids_with_branch"]
     assert page.inner_text("#stats").startswith(
         f"共 {total['grids']} 个网格，其中 {without} 个无党支部；党支部覆盖率 "
-        f"{total['grids_with_branch'] / total['grids'] * 100:.1f}%。")
+        f"{total['grids_with_branch'] / total['grids'] * 100:.1f}%。"
+    )
     assert f"党员报到率 {total['registration_rate'] * 100:.1f}%" in page.inner_text("#stats")
     wait_idle(page)
     # the whole-district view is below zoom 15: no residence is asked for yet

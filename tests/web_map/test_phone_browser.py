@@ -40,9 +40,15 @@ def pressable(page, selector: str) -> list[str]:
 
 def nearest_reported_event(engine) -> tuple[int, float, float]:
     with engine.connect() as conn:
-        return tuple(conn.execute(text(
-            """SELECT id, ST_X(geom), ST_Y(geom) FROM events WHERE status = 'reported' AND grid_id IS NOT NULL
-               ORDER BY geom <-> ST_SetSRID(ST_MakePoint(:x, :y), 4326) LIMIT 1"""), {"x": PROBE[0], "y": PROBE[1]}).one())
+        return tuple(
+            conn.execute(
+                text(
+                    """SELECT id, ST_X(geom), ST_Y(geom) FROM events WHERE status = 'reported' AND grid_id IS NOT NULL
+               ORDER BY geom <-> ST_SetSRID(ST_MakePoint(:x, :y), 4326) LIMIT 1"""
+                ),
+                {"x": PROBE[0], "y": PROBE[1]},
+            ).one()
+        )
 
 
 def test_an_event_tapped_just_above_the_sheet_opens_inside_it(page, live_server, demo_engine):
@@ -54,8 +60,10 @@ def test_an_event_tapped_just_above_the_sheet_opens_inside_it(page, live_server,
     # bring the event just above the sheet's top edge, where a popup would open under it
     top = sheet(page)["top"]
     x, y = to_screen(page, lon, lat)
-    page.evaluate("([dx, dy]) => { window.gridbranchMap.panBy([dx, dy], {animate: false}); }",
-                  [x - PHONE["width"] / 2, y - (top - 24)])
+    page.evaluate(
+        "([dx, dy]) => { window.gridbranchMap.panBy([dx, dy], {animate: false}); }",
+        [x - PHONE["width"] / 2, y - (top - 24)],
+    )
     wait_idle(page)
     x, y = to_screen(page, lon, lat)
     assert abs(y - (top - 24)) < 2
@@ -69,7 +77,9 @@ def test_an_event_tapped_just_above_the_sheet_opens_inside_it(page, live_server,
     page.wait_for_selector("#details .event-actions button.action")
     assert sheet(page)["state"] in ("half", "full")
     # the details are the first thing in the sheet, and every action can be pressed there
-    actions = page.eval_on_selector_all("#details .event-actions button.action", "bs => bs.map((b) => b.textContent.trim())")
+    actions = page.eval_on_selector_all(
+        "#details .event-actions button.action", "bs => bs.map((b) => b.textContent.trim())"
+    )
     assert actions and set(actions) <= set(pressable(page, "#details .event-actions button.action")), actions
     assert "关闭" in pressable(page, "#details-close")
     heights = page.eval_on_selector_all("#details button", "bs => bs.map((b) => b.getBoundingClientRect().height)")

@@ -30,7 +30,8 @@ def shown(page) -> list[dict]:
         """() => [...document.querySelectorAll('#ranking-table tbody tr')].map((tr) => ({
             code: tr.dataset.code,
             cells: [...tr.querySelectorAll('td')].map((td) => td.textContent),
-        }))""")
+        }))"""
+    )
 
 
 def expected_order(units: list[dict], key: str, ascending: bool = False) -> list[str]:
@@ -60,8 +61,11 @@ def test_district_admin_ranks_streets_sorts_flies_and_exports(page, live_server)
     sign_in(page, "admin")
     page.wait_for_function(READY)
     assert page.is_visible("#ranking")
-    assert page.eval_on_selector_all("#ranking-level option", "os => os.map((o) => o.value)") == \
-        ["street", "community", "grid"]
+    assert page.eval_on_selector_all("#ranking-level option", "os => os.map((o) => o.value)") == [
+        "street",
+        "community",
+        "grid",
+    ]
 
     streets = summary(live_server, "admin", "street")
     by_code = {u["code"]: u for u in streets}
@@ -97,10 +101,14 @@ def test_district_admin_ranks_streets_sorts_flies_and_exports(page, live_server)
     page.wait_for_function(
         """([w, s, e, n]) => { const m = window.gridbranchMap; const c = m.getCenter();
              return !m.isMoving() && c.lng > w && c.lng < e && c.lat > s && c.lat < n; }""",
-        arg=[w, s, e, n], timeout=15_000)
+        arg=[w, s, e, n],
+        timeout=15_000,
+    )
     corners = page.evaluate(
         """([w, s, e, n]) => [window.gridbranchMap.project([w, n]), window.gridbranchMap.project([e, s])]
-             .map((p) => [p.x, p.y])""", [w, s, e, n])
+             .map((p) => [p.x, p.y])""",
+        [w, s, e, n],
+    )
     panel = page.eval_on_selector("#panel", "p => p.getBoundingClientRect().right")
     width, height = page.viewport_size["width"], page.viewport_size["height"]
     assert corners[0][0] >= panel - 1 and corners[1][0] <= width + 1  # the whole street, clear of the panel
@@ -139,8 +147,9 @@ def test_street_admin_ranks_only_inside_their_street(page, live_server):
     assert page.eval_on_selector_all("#ranking-level option", "os => os.map((o) => o.value)") == ["community", "grid"]
     rows = shown(page)
     assert rows and all(r["code"].startswith(prefix) for r in rows)
-    assert [r["code"] for r in rows] == expected_order(summary(live_server, "street_admin", "community"),
-                                                      "registration_rate")
+    assert [r["code"] for r in rows] == expected_order(
+        summary(live_server, "street_admin", "community"), "registration_rate"
+    )
     page.select_option("#ranking-level", "grid")
     page.wait_for_function("document.getElementById('ranking').dataset.level === 'grid'")
     page.wait_for_function(READY)

@@ -62,11 +62,15 @@ def wait_located(page, code: str) -> None:
 
 def registrations(engine, member_id: int) -> list:
     with engine.connect() as conn:
-        return conn.execute(text(
-            """SELECT r.id, r.status, r.reason, r.role_code, g.code, res.source_crs, res.source_x, res.source_y,
+        return conn.execute(
+            text(
+                """SELECT r.id, r.status, r.reason, r.role_code, g.code, res.source_crs, res.source_x, res.source_y,
                       ST_X(res.geom), ST_Y(res.geom), res.accuracy_m
                  FROM registrations r JOIN grids g ON g.id = r.grid_id JOIN residences res ON res.id = r.residence_id
-                WHERE r.member_id = :m ORDER BY r.id"""), {"m": member_id}).all()
+                WHERE r.member_id = :m ORDER BY r.id"""
+            ),
+            {"m": member_id},
+        ).all()
 
 
 def submit(page, role: str) -> None:
@@ -97,9 +101,12 @@ def test_member_registers_where_they_live_and_an_admin_decides(page, page_log, l
     assert page.inner_text("#register-current") == "尚未在居住地网格报到。"
     assert page.is_hidden("#pending") and page.is_hidden(".register-move")
     # the roles arrive by their own request: wait for them rather than read a half-filled list
-    page.wait_for_function("(n) => document.querySelectorAll('#register-form select[name=role] option').length > n",
-                           arg=len(roles))
-    options = page.eval_on_selector_all("#register-form select[name=role] option", "os => os.map((o) => [o.value, o.text])")
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#register-form select[name=role] option').length > n", arg=len(roles)
+    )
+    options = page.eval_on_selector_all(
+        "#register-form select[name=role] option", "os => os.map((o) => [o.value, o.text])"
+    )
     assert options[1:] == [[r["code"], r["name"]] for r in roles]
 
     # 1. coordinates copied from Amap (GCJ-02): converted and located by the service
@@ -186,7 +193,9 @@ def test_member_registers_where_they_live_and_an_admin_decides(page, page_log, l
     assert page.query_selector_all(".maplibregl-marker") == [] and page.get_attribute("#register", "data-home") is None
 
     assert page_log.page_errors == [] and page_log.failed == [] and page_log.foreign == []
-    assert all(" 409 " in f" {b} " and b.endswith("/v1/registrations") for b in page_log.bad_status), page_log.bad_status
+    assert all(" 409 " in f" {b} " and b.endswith("/v1/registrations") for b in page_log.bad_status), (
+        page_log.bad_status
+    )
 
 
 def test_member_registers_from_the_phones_position(page, live_server, demo_engine, member):
@@ -228,14 +237,21 @@ def test_on_a_phone_the_form_comes_into_view_after_signing_in(page, live_server,
 
 def test_pending_registrations_page_in_newest_first(page, live_server, demo_engine):
     with demo_engine.connect() as conn:
-        expected = [r[0] for r in conn.execute(text(
-            "SELECT id FROM registrations WHERE status = 'pending' ORDER BY created_at DESC, id DESC"))]
+        expected = [
+            r[0]
+            for r in conn.execute(
+                text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY created_at DESC, id DESC")
+            )
+        ]
     if len(expected) <= 50:
         raise AssertionError(f"the demo has only {len(expected)} pending registrations: too few to page")
     open_map(page, live_server)
     sign_in(page, "admin")
     page.wait_for_selector("#pending-list li.pending-item")
-    ids = lambda: page.eval_on_selector_all("#pending-list li.pending-item", "ls => ls.map((l) => Number(l.dataset.id))")  # noqa: E731
+
+    def ids():
+        return page.eval_on_selector_all("#pending-list li.pending-item", "ls => ls.map((l) => Number(l.dataset.id))")
+
     assert ids() == expected[:50]
     assert f"本辖区有 {len(expected)} 条报到待确认（已显示最新 50 条）" in page.inner_text(".pending-summary")
     page.click("#pending-list li.pending-more button")
@@ -251,8 +267,7 @@ def test_pending_registrations_page_in_newest_first(page, live_server, demo_engi
 ENGLISH = r"[A-Za-z]{3,}"  # a word of English prose (codes and numbers are digits)
 
 
-def test_on_a_phone_typed_points_speak_chinese_paste_whole_and_move_the_map(page, live_server, demo_engine,
-                                                                              member):
+def test_on_a_phone_typed_points_speak_chinese_paste_whole_and_move_the_map(page, live_server, demo_engine, member):
     """Found on a phone (issue 22, item 4): the service's refusals reached the member in
     English, a geolocation failure stayed after coordinates were typed, a pasted
     ``lon,lat`` pair did nothing, typed points did not move the map, and registering
@@ -291,9 +306,11 @@ def test_on_a_phone_typed_points_speak_chinese_paste_whole_and_move_the_map(page
     wait_located(page, code)
     assert page.input_value("#register-form input[name=lon]") == f"{lon:.7f}"
     assert page.input_value("#register-form input[name=lat]") == f"{lat:.7f}"
-    page.wait_for_function("([x, y]) => { const m = window.gridbranchMap; "
-                           "return !m.isMoving() && m.getZoom() >= 15 && m.getBounds().contains([x, y]); }",
-                           arg=[lon, lat])
+    page.wait_for_function(
+        "([x, y]) => { const m = window.gridbranchMap; "
+        "return !m.isMoving() && m.getZoom() >= 15 && m.getBounds().contains([x, y]); }",
+        arg=[lon, lat],
+    )
     # in Baidu's and Google's order (lat, lon) with a full-width comma: the same point
     page.fill("#register-form input[name=lat]", f"{lat:.7f}，{lon:.7f}")
     assert page.input_value("#register-form input[name=lon]") == f"{lon:.7f}"
@@ -304,8 +321,13 @@ def test_on_a_phone_typed_points_speak_chinese_paste_whole_and_move_the_map(page
     # confirmed (by the grid's admin); registering again there with another role warns first
     (reg,) = registrations(demo_engine, member)
     with demo_engine.begin() as conn:
-        conn.execute(text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
-                          "decided_by = 'admin' WHERE id = :r"), {"r": reg[0]})
+        conn.execute(
+            text(
+                "UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now(), "
+                "decided_by = 'admin' WHERE id = :r"
+            ),
+            {"r": reg[0]},
+        )
     page.reload()
     open_map(page, live_server)
     if page.is_visible("#signin input[name=username]"):

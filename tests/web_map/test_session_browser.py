@@ -9,13 +9,12 @@ The member is made for the test and removed afterwards with everything it wrote.
 from __future__ import annotations
 
 import pytest
+from shapely.geometry import Point, shape
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_PASSWORD
 from tests.factories import add_member
-from shapely.geometry import Point, shape
-
 from tests.web_map.test_map_browser import api_grids, get_json, inner_point, open_map
 from tests.web_map.test_register_browser import registrations, submit, wait_located, wait_state
 
@@ -31,8 +30,13 @@ COMMUNITY = "410105001001"  # in the demo street admin's street
 def new_member(demo_engine):
     """A member of COMMUNITY (by their work-unit branch there) without an account."""
     with Session(demo_engine) as s:
-        branch = s.execute(text("SELECT b.id FROM branches b JOIN admin_areas a ON a.id = b.community_id "
-                                "WHERE a.code = :c ORDER BY b.id LIMIT 1"), {"c": COMMUNITY}).scalar_one()
+        branch = s.execute(
+            text(
+                "SELECT b.id FROM branches b JOIN admin_areas a ON a.id = b.community_id "
+                "WHERE a.code = :c ORDER BY b.id LIMIT 1"
+            ),
+            {"c": COMMUNITY},
+        ).scalar_one()
         mid = add_member(s, "测试激活党员", number=NUMBER, phone=PHONE, work_branch=branch)
         s.commit()
     try:
@@ -61,8 +65,9 @@ SIGNED_IN = "document.body.dataset.role === 'member'"
 SIGNED_OUT = "document.body.dataset.role === undefined"
 
 
-def test_a_member_activates_on_a_phone_reloads_registers_and_signs_out(page, page_log, live_server, demo_engine,
-                                                                       new_member):
+def test_a_member_activates_on_a_phone_reloads_registers_and_signs_out(
+    page, page_log, live_server, demo_engine, new_member
+):
     member_id = new_member
     page.set_viewport_size({"width": 390, "height": 844})
     page.clock.install()  # the page's timers, so the idle timeout can be skipped to below
@@ -79,8 +84,12 @@ def test_a_member_activates_on_a_phone_reloads_registers_and_signs_out(page, pag
     page.wait_for_function("document.getElementById('codes').dataset.state === 'ready'", timeout=60_000)
     code = page.inner_text(f"#codes-table tr[data-number='{NUMBER}'] .code")
     with demo_engine.connect() as conn:
-        issued = conn.execute(text("SELECT count(*) FROM activation_codes WHERE issued_by = 'street_admin' "
-                                   "AND used_at IS NULL AND voided_at IS NULL")).scalar()
+        issued = conn.execute(
+            text(
+                "SELECT count(*) FROM activation_codes WHERE issued_by = 'street_admin' "
+                "AND used_at IS NULL AND voided_at IS NULL"
+            )
+        ).scalar()
     assert issued == page.locator("#codes-table tbody tr").count() > 1
     page.click("#signout")
     page.wait_for_function(SIGNED_OUT)

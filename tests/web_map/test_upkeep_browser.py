@@ -9,7 +9,15 @@ import pytest
 from sqlalchemy import text
 
 from tests.web_map.test_map_browser import (
-    api_grids, bearer, get_json, inner_point, move_to, open_map, pick_grid, to_lonlat, to_screen,
+    api_grids,
+    bearer,
+    get_json,
+    inner_point,
+    move_to,
+    open_map,
+    pick_grid,
+    to_lonlat,
+    to_screen,
 )
 from tests.web_map.test_register_browser import sign_in
 
@@ -24,14 +32,18 @@ HAS_BRANCH_ON_MAP = """(code) => {
 
 def select_grid(page, code: str, x: float, y: float) -> None:
     page.mouse.click(x, y)
-    page.wait_for_function(f"document.getElementById('grid-info').dataset.code === '{code}' && "
-                           "document.getElementById('grid-info').dataset.state === 'ready'")
+    page.wait_for_function(
+        f"document.getElementById('grid-info').dataset.code === '{code}' && "
+        "document.getElementById('grid-info').dataset.state === 'ready'"
+    )
 
 
 def wait_message(page, panel: str, text_: str) -> str:
     page.wait_for_function(
         "([panel, text]) => (document.querySelector(`${panel} .upkeep-message`)?.textContent || '').includes(text)",
-        arg=[panel, text_], timeout=30_000)
+        arg=[panel, text_],
+        timeout=30_000,
+    )
     return page.inner_text(f"{panel} .upkeep-message")
 
 
@@ -64,8 +76,9 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         wait_message(page, panel, "已更新网格员：郑新")
         assert page.inner_text("#grid-info .grid-worker") == "郑新（13911112222）"
         with demo_engine.connect() as conn:
-            assert conn.execute(text("SELECT worker_name, worker_phone FROM grids WHERE code = :c"),
-                                {"c": code}).one() == ("郑新", "13911112222")
+            assert conn.execute(
+                text("SELECT worker_name, worker_phone FROM grids WHERE code = :c"), {"c": code}
+            ).one() == ("郑新", "13911112222")
 
         # 2. a new grid branch, its activity site picked on the map (below the popup)
         assert page.evaluate(HAS_BRANCH_ON_MAP, code) is False
@@ -83,10 +96,13 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         page.click(f"{form} button.save")
         wait_message(page, panel, "已建立")
         with demo_engine.connect() as conn:
-            row = conn.execute(text("""
+            row = conn.execute(
+                text("""
                 SELECT b.code, b.kind, b.active, b.secretary_name, ST_X(b.site), ST_Y(b.site)
                   FROM branches b JOIN branch_grids bg ON bg.branch_id = b.id JOIN grids g ON g.id = bg.grid_id
-                 WHERE g.code = :c AND b.active""" ), {"c": code}).one()
+                 WHERE g.code = :c AND b.active"""),
+                {"c": code},
+            ).one()
         made.append(row[0])
         assert row[1:4] == ("grid", True, "周红")
         assert row[4] == pytest.approx(site[0], abs=1e-6) and row[5] == pytest.approx(site[1], abs=1e-6)
@@ -101,8 +117,9 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         page.click(f"{branch_row} button.save")
         wait_message(page, panel, "已保存：郑新网格党支部")
         with demo_engine.connect() as conn:
-            assert conn.execute(text("SELECT name, ST_X(site), ST_Y(site) FROM branches WHERE code = :c"),
-                                {"c": row[0]}).one() == ("郑新网格党支部", row[4], row[5])
+            assert conn.execute(
+                text("SELECT name, ST_X(site), ST_Y(site) FROM branches WHERE code = :c"), {"c": row[0]}
+            ).one() == ("郑新网格党支部", row[4], row[5])
 
         # 4. dissolved (a second click confirms): the grid is branchless on the map again
         page.click(f"{branch_row} button.edit")
@@ -119,7 +136,7 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
 
         # the panel's record of it all, newest first, by whom
         log = page.locator(f"{panel} .upkeep-log li")
-        page.wait_for_function(f"document.querySelectorAll(\"{panel} .upkeep-log li\").length >= 5")
+        page.wait_for_function(f'document.querySelectorAll("{panel} .upkeep-log li").length >= 5')
         lines = log.all_inner_texts()
         assert lines[0] == "最近维护记录"
         assert "admin 撤销：郑新网格党支部" in lines[1] and "admin 修改：郑新网格党支部" in lines[2]
@@ -133,7 +150,7 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         page.wait_for_function(f"({HAS_BRANCH_ON_MAP})('{code}') === true", timeout=30_000)
         with demo_engine.connect() as conn:
             assert conn.execute(text("SELECT active FROM branches WHERE code = :c"), {"c": row[0]}).scalar() is True
-        page.wait_for_function(f"document.querySelectorAll(\"{panel} .upkeep-log li\").length >= 2")
+        page.wait_for_function(f'document.querySelectorAll("{panel} .upkeep-log li").length >= 2')
         assert "admin 恢复：郑新网格党支部" in page.locator(f"{panel} .upkeep-log li").nth(1).inner_text()
         assert page.query_selector(f"{panel} .upkeep-log button.restore") is None  # restored: nothing to restore
 
@@ -142,12 +159,15 @@ def test_an_admin_keeps_a_grids_worker_and_branch(page, page_log, live_server, d
         page.wait_for_function("document.body.dataset.role === undefined")
         page.wait_for_selector(panel, state="detached")
         assert page_log.page_errors == [] and page_log.foreign == []
-        assert all(b.endswith(f"/v1/grids/{code}/worker") and " 422 " in f" {b} " for b in page_log.bad_status), \
+        assert all(b.endswith(f"/v1/grids/{code}/worker") and " 422 " in f" {b} " for b in page_log.bad_status), (
             page_log.bad_status
+        )
     finally:
         with demo_engine.begin() as conn:
-            conn.execute(text("UPDATE grids SET worker_name = :n, worker_phone = :p WHERE code = :c"),
-                         {"n": worker[0], "p": worker[1], "c": code})
+            conn.execute(
+                text("UPDATE grids SET worker_name = :n, worker_phone = :p WHERE code = :c"),
+                {"n": worker[0], "p": worker[1], "c": code},
+            )
             for branch in made:
                 conn.execute(text("DELETE FROM branches WHERE code = :c"), {"c": branch})
 

@@ -99,7 +99,10 @@ def upgrade() -> None:
     )
     gist("grid_versions")
     op.create_index(
-        "uq_grid_versions_current", "grid_versions", ["grid_id"], unique=True,
+        "uq_grid_versions_current",
+        "grid_versions",
+        ["grid_id"],
+        unique=True,
         postgresql_where=sa.text("valid_to IS NULL"),
     )
 
@@ -182,7 +185,10 @@ def upgrade() -> None:
         sa.CheckConstraint("status <> 'rejected' OR reason IS NOT NULL", name="ck_registrations_reason"),
     )
     op.create_index(
-        "uq_registrations_active_member", "registrations", ["member_id"], unique=True,
+        "uq_registrations_active_member",
+        "registrations",
+        ["member_id"],
+        unique=True,
         postgresql_where=sa.text("status IN ('pending', 'confirmed')"),
     )
 
@@ -226,10 +232,22 @@ def upgrade() -> None:
         ts("due_at"),
         ts("closed_at"),
         one_of("events", "channel", ["grid_worker", "member", "public", "hotline", "video"]),
-        one_of("events", "status", [
-            "reported", "registered", "dispatched", "in_progress", "handled", "closed",
-            "rejected", "duplicate", "deferred", "returned",
-        ]),
+        one_of(
+            "events",
+            "status",
+            [
+                "reported",
+                "registered",
+                "dispatched",
+                "in_progress",
+                "handled",
+                "closed",
+                "rejected",
+                "duplicate",
+                "deferred",
+                "returned",
+            ],
+        ),
         valid_geom("events"),
     )
     gist("events")
@@ -280,9 +298,20 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     for table in (
-        "users", "event_log", "events", "event_categories", "departments", "registrations",
-        "residences", "members", "service_roles", "branch_grids", "branches", "grid_versions",
-        "grids", "admin_areas",
+        "users",
+        "event_log",
+        "events",
+        "event_categories",
+        "departments",
+        "registrations",
+        "residences",
+        "members",
+        "service_roles",
+        "branch_grids",
+        "branches",
+        "grid_versions",
+        "grids",
+        "admin_areas",
     ):
         op.drop_table(table)
     op.execute("DROP FUNCTION IF EXISTS event_log_append_only()")

@@ -48,15 +48,19 @@ def upgrade() -> None:
 
     op.add_column("event_categories", sa.Column("warn_share", sa.Numeric(4, 3)))
     op.create_check_constraint(
-        "ck_event_categories_warn_share", "event_categories", "warn_share IS NULL OR (warn_share > 0 AND warn_share < 1)"
+        "ck_event_categories_warn_share",
+        "event_categories",
+        "warn_share IS NULL OR (warn_share > 0 AND warn_share < 1)",
     )
 
     op.create_table(
         "event_routes",
-        sa.Column("category_code", sa.String(32), sa.ForeignKey("event_categories.code", ondelete="CASCADE"),
-                  primary_key=True),
-        sa.Column("street_code", sa.String(12), sa.ForeignKey("admin_areas.code", ondelete="CASCADE"),
-                  primary_key=True),
+        sa.Column(
+            "category_code", sa.String(32), sa.ForeignKey("event_categories.code", ondelete="CASCADE"), primary_key=True
+        ),
+        sa.Column(
+            "street_code", sa.String(12), sa.ForeignKey("admin_areas.code", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("department_id", sa.Integer, sa.ForeignKey("departments.id"), nullable=False),
     )
 
@@ -72,8 +76,9 @@ def upgrade() -> None:
     op.create_index("ix_events_reported_at", "events", ["reported_at"])
     op.create_index("ix_events_member", "events", ["member_id"], postgresql_where=sa.text("member_id IS NOT NULL"))
     op.execute(f"CREATE INDEX ix_events_geog_open ON events USING gist ((geom::geography)) WHERE status IN {OPEN}")
-    op.execute("CREATE INDEX ix_residences_geog_current ON residences USING gist ((geom::geography)) "
-               "WHERE ended_at IS NULL")
+    op.execute(
+        "CREATE INDEX ix_residences_geog_current ON residences USING gist ((geom::geography)) WHERE ended_at IS NULL"
+    )
 
 
 def downgrade() -> None:

@@ -40,10 +40,14 @@ def upgrade() -> None:
         END $$
         """
     )
-    op.execute("CREATE TRIGGER upkeep_log_append_only BEFORE UPDATE OR DELETE ON upkeep_log "
-               "FOR EACH ROW EXECUTE FUNCTION upkeep_log_append_only()")
-    op.execute("CREATE TRIGGER upkeep_log_no_truncate BEFORE TRUNCATE ON upkeep_log "
-               "FOR EACH STATEMENT EXECUTE FUNCTION upkeep_log_append_only()")
+    op.execute(
+        "CREATE TRIGGER upkeep_log_append_only BEFORE UPDATE OR DELETE ON upkeep_log "
+        "FOR EACH ROW EXECUTE FUNCTION upkeep_log_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER upkeep_log_no_truncate BEFORE TRUNCATE ON upkeep_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION upkeep_log_append_only()"
+    )
 
 
 def downgrade() -> None:

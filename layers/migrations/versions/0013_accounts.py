@@ -19,11 +19,15 @@ depends_on = None
 def upgrade() -> None:
     op.execute("ALTER TABLE users ADD COLUMN department_id integer REFERENCES departments (id)")
     op.execute("ALTER TABLE users DROP CONSTRAINT ck_users_role")
-    op.execute("ALTER TABLE users ADD CONSTRAINT ck_users_role CHECK (role IN "
-               "('admin', 'dispatcher', 'grid_worker', 'department_staff', 'member'))")
+    op.execute(
+        "ALTER TABLE users ADD CONSTRAINT ck_users_role CHECK (role IN "
+        "('admin', 'dispatcher', 'grid_worker', 'department_staff', 'member'))"
+    )
     # each bound role carries what it is bound to, and nothing else binds it
-    op.execute("ALTER TABLE users ADD CONSTRAINT ck_users_department "
-               "CHECK ((role = 'department_staff') = (department_id IS NOT NULL))")
+    op.execute(
+        "ALTER TABLE users ADD CONSTRAINT ck_users_department "
+        "CHECK ((role = 'department_staff') = (department_id IS NOT NULL))"
+    )
     op.execute(
         """
         CREATE TABLE account_log (
@@ -47,10 +51,14 @@ def upgrade() -> None:
         END $$
         """
     )
-    op.execute("CREATE TRIGGER account_log_append_only BEFORE UPDATE OR DELETE ON account_log "
-               "FOR EACH ROW EXECUTE FUNCTION account_log_append_only()")
-    op.execute("CREATE TRIGGER account_log_no_truncate BEFORE TRUNCATE ON account_log "
-               "FOR EACH STATEMENT EXECUTE FUNCTION account_log_append_only()")
+    op.execute(
+        "CREATE TRIGGER account_log_append_only BEFORE UPDATE OR DELETE ON account_log "
+        "FOR EACH ROW EXECUTE FUNCTION account_log_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER account_log_no_truncate BEFORE TRUNCATE ON account_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION account_log_append_only()"
+    )
 
 
 def downgrade() -> None:
@@ -59,6 +67,8 @@ def downgrade() -> None:
     op.execute("DELETE FROM users WHERE role = 'department_staff'")
     op.execute("ALTER TABLE users DROP CONSTRAINT ck_users_department")
     op.execute("ALTER TABLE users DROP CONSTRAINT ck_users_role")
-    op.execute("ALTER TABLE users ADD CONSTRAINT ck_users_role CHECK (role IN "
-               "('admin', 'dispatcher', 'grid_worker', 'member'))")
+    op.execute(
+        "ALTER TABLE users ADD CONSTRAINT ck_users_role CHECK (role IN "
+        "('admin', 'dispatcher', 'grid_worker', 'member'))"
+    )
     op.execute("ALTER TABLE users DROP COLUMN department_id")

@@ -30,8 +30,9 @@ branch_labels = None
 depends_on = None
 
 ACTIONS_0013 = "('create', 'disable', 'enable', 'reset_password')"
-ACTIONS = ("('create', 'disable', 'enable', 'reset_password', 'change_password', 'activate', 'issue_code', "
-           "'lock', 'sign_out')")
+ACTIONS = (
+    "('create', 'disable', 'enable', 'reset_password', 'change_password', 'activate', 'issue_code', 'lock', 'sign_out')"
+)
 
 
 def upgrade() -> None:
@@ -51,8 +52,9 @@ def upgrade() -> None:
         END $$
         """
     )
-    op.execute("CREATE TRIGGER users_token_epoch BEFORE UPDATE ON users FOR EACH ROW "
-               "EXECUTE FUNCTION users_token_epoch()")
+    op.execute(
+        "CREATE TRIGGER users_token_epoch BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION users_token_epoch()"
+    )
     op.execute(
         """
         CREATE TABLE auth_sessions (
@@ -105,8 +107,10 @@ def upgrade() -> None:
         """
     )
     # at most one open code per member: issuing a new one voids the one before
-    op.execute("CREATE UNIQUE INDEX ux_activation_codes_open ON activation_codes (member_id) "
-               "WHERE used_at IS NULL AND voided_at IS NULL")
+    op.execute(
+        "CREATE UNIQUE INDEX ux_activation_codes_open ON activation_codes (member_id) "
+        "WHERE used_at IS NULL AND voided_at IS NULL"
+    )
     op.execute("ALTER TABLE account_log DROP CONSTRAINT account_log_action_check")
     op.execute(f"ALTER TABLE account_log ADD CONSTRAINT account_log_action_check CHECK (action IN {ACTIONS})")
 
@@ -114,8 +118,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.execute("ALTER TABLE account_log DROP CONSTRAINT account_log_action_check")
     # the log is append-only: rows of the new actions stay, unchecked
-    op.execute(f"ALTER TABLE account_log ADD CONSTRAINT account_log_action_check CHECK (action IN {ACTIONS_0013}) "
-               "NOT VALID")
+    op.execute(
+        f"ALTER TABLE account_log ADD CONSTRAINT account_log_action_check CHECK (action IN {ACTIONS_0013}) NOT VALID"
+    )
     op.execute("DROP TABLE IF EXISTS activation_codes")
     op.execute("DROP TABLE IF EXISTS signin_log")
     op.execute("DROP TABLE IF EXISTS signin_guard")

@@ -78,14 +78,22 @@ def upgrade() -> None:
         END $$
         """
     )
-    op.execute("CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
-               "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()")
-    op.execute("CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
-               "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()")
-    op.execute("CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records "
-               "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()")
-    op.execute("CREATE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records "
-               "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()")
+    op.execute(
+        "CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_records_append_only BEFORE UPDATE OR DELETE ON audit_records "
+        "FOR EACH ROW EXECUTE FUNCTION audit_log_append_only()"
+    )
+    op.execute(
+        "CREATE TRIGGER audit_records_no_truncate BEFORE TRUNCATE ON audit_records "
+        "FOR EACH STATEMENT EXECUTE FUNCTION audit_log_append_only()"
+    )
     op.execute(
         """
         CREATE FUNCTION audit_purge(keep interval) RETURNS bigint LANGUAGE plpgsql AS $$

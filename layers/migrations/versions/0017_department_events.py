@@ -47,8 +47,9 @@ def upgrade() -> None:
     )
     op.execute("ALTER TABLE event_log ENABLE TRIGGER event_log_append_only")
     # a department's events: those with a dispatch to it in their track
-    op.execute("CREATE INDEX ix_event_log_department_dispatch ON event_log (department_id, event_id) "
-               "WHERE action = 'dispatch'")
+    op.execute(
+        "CREATE INDEX ix_event_log_department_dispatch ON event_log (department_id, event_id) WHERE action = 'dispatch'"
+    )
 
 
 def downgrade() -> None:

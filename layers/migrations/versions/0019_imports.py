@@ -41,7 +41,9 @@ def upgrade() -> None:
         )
         """
     )
-    op.execute("CREATE INDEX ix_imports_expires ON imports (expires_at) WHERE status IN ('checking', 'ready', 'failed')")
+    op.execute(
+        "CREATE INDEX ix_imports_expires ON imports (expires_at) WHERE status IN ('checking', 'ready', 'failed')"
+    )
 
 
 def downgrade() -> None:

@@ -22,5 +22,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("CREATE INDEX ix_residences_geog_current ON residences USING gist ((geom::geography)) "
-               "WHERE ended_at IS NULL")
+    op.execute(
+        "CREATE INDEX ix_residences_geog_current ON residences USING gist ((geom::geography)) WHERE ended_at IS NULL"
+    )
