@@ -5,8 +5,8 @@
 # The suite reads the present from one frozen clock (tests/conftest.py), so it passes at
 # any wall-clock instant. Without arguments it then runs the tests that depend on the
 # present (marker `clock`) again at each instant of CLOCK_INSTANTS — a weekday morning, a
-# weekday night, a Saturday, a public holiday, the last working hour before a long
-# holiday — each with its own demo built up to that instant. With arguments, only
+# weekday night, a public holiday, the last working hour before a long holiday (the
+# suite's own instant is a Saturday) — each with its own demo built up to that instant. With arguments, only
 # `pytest ARGS` runs (e.g. `bash scripts/test.sh tests/layers -k events`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
