@@ -17,6 +17,7 @@ import secrets
 import statistics
 import sys
 from contextlib import ExitStack
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -80,8 +81,20 @@ def main() -> None:
             )
         ).one()
         before = conn.execute(text("SELECT count(*) FROM audit_log")).scalar()
+        epoch = conn.execute(text("SELECT token_epoch FROM users WHERE username = 'admin'")).scalar_one()
     secret = secrets.token_urlsafe(48)
-    auth = {"Authorization": f"Bearer {issue_token(secret, 'admin', 120, now=SYSTEM.now())}"}
+    now = SYSTEM.now()
+    token = issue_token(
+        secret,
+        "admin",
+        epoch=epoch,
+        session_id="bench",
+        started=now,
+        session_end=now + timedelta(hours=2),
+        idle_minutes=120,
+        now=now,
+    )
+    auth = {"Authorization": f"Bearer {token}"}
     kinds = {
         "members read": [get_request("/v1/registrations?limit=50", auth)] * max(20, args.requests // 20),
         "members tile": [get_request(t, {**auth, "Accept-Encoding": "gzip"}) for t in tiles],
