@@ -97,6 +97,14 @@ class AccountPage(BaseModel):
     creatable: list[str] = Field(description="the kinds of account the caller may create")
 
 
+def _audited(audit, items: list[dict]) -> None:
+    """A member account's display name is its member's name: answering it is a read of
+    personal data like the others (geo_api.audit)."""
+    members = [a["member_id"] for a in items if a["member_id"] is not None and a.get("display_name")]
+    if members:
+        audit.record(("name",), members=members)
+
+
 def _public(caller: Caller, account: dict) -> AccountPublic:
     return AccountPublic(
         **{k: account[k] for k in AccountPublic.model_fields if k != "manageable"},
@@ -146,8 +154,11 @@ def list_accounts(
     active: bool | None = None,
     limit: Limit = 50,
     offset: Offset = 0,
+    *,
+    audit: Audited,
 ) -> AccountPage:
     items, total = accounts.accounts_within(session, area, role=role, active=active, limit=limit, offset=offset)
+    _audited(audit, items)
     return AccountPage(
         within=area,
         total=total,
@@ -157,8 +168,10 @@ def list_accounts(
 
 
 @router.get("/{username}", response_model=AccountPublic, summary="One account of the caller's area")
-def get_account(session: SessionDep, caller: Admins, username: ScopedAccount) -> AccountPublic:
-    return _public(caller, accounts.account(session, username))
+def get_account(session: SessionDep, caller: Admins, username: ScopedAccount, audit: Audited) -> AccountPublic:
+    account = accounts.account(session, username)
+    _audited(audit, [account])
+    return _public(caller, account)
 
 
 def _manageable(session, caller: Caller, username: str) -> None:
@@ -170,18 +183,20 @@ def _manageable(session, caller: Caller, username: str) -> None:
     response_model=AccountPublic,
     summary="Disable an account: it can no longer sign in, and its tokens stop working at once",
 )
-def disable_account(session: SessionDep, caller: Admins, username: ScopedAccount) -> AccountPublic:
+def disable_account(session: SessionDep, caller: Admins, username: ScopedAccount, audit: Audited) -> AccountPublic:
     _manageable(session, caller, username)
     account = accounts.set_account_active(session, actor=caller.username, username=username, active=False)
     session.commit()
+    _audited(audit, [account])
     return _public(caller, account)
 
 
 @router.post("/{username}/enable", response_model=AccountPublic, summary="Re-enable a disabled account")
-def enable_account(session: SessionDep, caller: Admins, username: ScopedAccount) -> AccountPublic:
+def enable_account(session: SessionDep, caller: Admins, username: ScopedAccount, audit: Audited) -> AccountPublic:
     _manageable(session, caller, username)
     account = accounts.set_account_active(session, actor=caller.username, username=username, active=True)
     session.commit()
+    _audited(audit, [account])
     return _public(caller, account)
 
 

@@ -33,6 +33,11 @@ PERSONAL_ROUTES = {
     ("POST", "/v1/events/{event_id}/transitions"),
     ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"),
     ("POST", "/v1/activation-codes"),
+    # a member account's display name is its member's name
+    ("GET", "/v1/accounts"),
+    ("GET", "/v1/accounts/{username}"),
+    ("POST", "/v1/accounts/{username}/disable"),
+    ("POST", "/v1/accounts/{username}/enable"),
 }
 
 
@@ -183,3 +188,24 @@ def test_the_grid_worker_can_be_kept_out_of_public_answers(demo_engine, demo_db)
         assert (located["grid_worker"] is not None) is public
         assert (grid["grid_worker"] is not None) is public and (grid["grid_worker_phone"] is not None) is public
         assert staff["grid_worker"] is not None  # the staff of its area always see who is in charge
+
+
+def test_a_member_accounts_display_name_is_an_audited_read(client, demo_db):
+    """A member account answers its member's name (display_name): audited like any other
+    read of it; a staff account names no member and leaves no row."""
+    member = demo_db.execute(text("SELECT member_id FROM users WHERE username = 'member'")).scalar_one()
+    demo_db.execute(text("UPDATE users SET display_name = '测试党员' WHERE username = 'member'"))
+    demo_db.commit()
+    admin = token_for("admin")
+
+    def rows(**params):
+        writer_of(client.app).flush()
+        query = {"account": "admin", "endpoint": "/v1/accounts/{username}", **params}
+        return client.get("/v1/audit", params=query, headers=admin).json()["items"]
+
+    before = len(rows())
+    assert client.get("/v1/accounts/dispatcher", headers=admin).status_code == 200
+    assert len(rows()) == before  # no member named: nothing recorded
+    assert client.get("/v1/accounts/member", headers=admin).json()["display_name"] == "测试党员"
+    assert len(rows()) == before + 1
+    assert any(r["fields"] == ["name"] and r["member_ids"] == [member] for r in rows(member_id=member))
