@@ -663,6 +663,24 @@ CSV_COLUMNS = (
 )
 
 
+def _grid_csv(r) -> str:
+    """A grid's columns of a CSV answer: the grid, its community, street and district,
+    and its branches' codes."""
+    branches = ";".join(b["code"] for b in r["branches"])
+    cells = (
+        r["code"],
+        r["name"],
+        r["community_code"],
+        r["community_name"],
+        r["street_code"],
+        r["street_name"],
+        r["district_code"],
+        r["district_name"],
+        branches,
+    )
+    return ",".join(_csv_field(v) for v in cells)
+
+
 def _csv_field(value: Any) -> str:
     text_value = "" if value is None else str(value)
     if any(c in text_value for c in ',"\n\r'):
@@ -675,25 +693,7 @@ def locate_rows_csv(index: GridIndex, batch, *, tolerance_m: float, edge_m: floa
     (``outside`` rows name the nearest grid in ``grid_code`` with its distance); without
     the header line when ``header`` is false (a part of a streamed answer)."""
     located, good, match, grid, distance, lon, lat = _answers(index, batch, tolerance_m, edge_m)
-    prefix = []
-    for r in index.grids:
-        branches = ";".join(b["code"] for b in r["branches"])
-        prefix.append(
-            ",".join(
-                _csv_field(v)
-                for v in (
-                    r["code"],
-                    r["name"],
-                    r["community_code"],
-                    r["community_name"],
-                    r["street_code"],
-                    r["street_name"],
-                    r["district_code"],
-                    r["district_name"],
-                    branches,
-                )
-            )
-        )
+    prefix = [_grid_csv(r) for r in index.grids]
     empty = "," * 8
     lines = [",".join(CSV_COLUMNS)] if header else []
     ids = batch.ids
@@ -770,21 +770,7 @@ class _Fragments:
         self.csv_inside = []
         self.json_inside = []
         for g, r in enumerate(index.grids):
-            branches = ";".join(b["code"] for b in r["branches"])
-            prefix = ",".join(
-                _csv_field(v)
-                for v in (
-                    r["code"],
-                    r["name"],
-                    r["community_code"],
-                    r["community_name"],
-                    r["street_code"],
-                    r["street_name"],
-                    r["district_code"],
-                    r["district_name"],
-                    branches,
-                )
-            )
+            prefix = _grid_csv(r)
             self.csv_prefix.append(prefix)
             self.csv_inside.append(f",inside,{prefix},{_INSIDE_DISTANCE},".encode())
             part = orjson.dumps(describer.grid_part(g))[1:-1]
