@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text  # noqa: E402
 
-from bench.common import demo_engine, get_request, load, served  # noqa: E402
+from bench.common import demo_engine, ensure_accounts, get_request, load, served  # noqa: E402
 
 #: "off again" is a second server with the audit off: how far two identical servers drift
 #: apart on this machine is the noise the other ratios are read against.
@@ -71,6 +71,7 @@ def main() -> None:
     from layers.clock import SYSTEM
 
     engine = demo_engine()
+    ensure_accounts(engine)
     url = engine.url.render_as_string(hide_password=False)
     tiles = _tiles(engine, args.requests)
     with engine.connect() as conn:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import text  # noqa: E402
 
-from bench.common import ROOT, demo_engine, fmt, free_port, get_request, listening, load  # noqa: E402
+from bench.common import ROOT, demo_engine, ensure_accounts, fmt, free_port, get_request, listening, load  # noqa: E402
 
 BENCH_USER, BENCH_PASSWORD = "bench_signin", "Bench-signin-2026"
 GOAL_RATIO = 1.05
@@ -136,23 +136,9 @@ def _tile_paths(engine, n: int) -> list[str]:
     return paths
 
 
-def _demo_accounts(engine) -> None:
-    """The demo accounts, made (with a random password) if the demo has none yet."""
-    import secrets
-
-    from sqlalchemy.orm import Session
-
-    from geo_api.accounts import ensure_demo_accounts
-
-    with Session(engine) as s:
-        if s.execute(text("SELECT 1 FROM users WHERE username = 'admin'")).first() is None:
-            ensure_demo_accounts(s, secrets.token_urlsafe(16) + "-Aa1")
-            s.commit()
-
-
 def section_check(args) -> None:
     engine = demo_engine()
-    _demo_accounts(engine)
+    ensure_accounts(engine)
     with engine.connect() as conn:
         community = conn.execute(
             text("SELECT code FROM admin_areas WHERE level = 'community' ORDER BY code LIMIT 1")

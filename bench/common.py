@@ -30,6 +30,21 @@ def demo_engine():
     return engine
 
 
+def ensure_accounts(engine) -> None:
+    """The demo accounts, made (with a random password) if the demo has none yet."""
+    import secrets
+
+    from sqlalchemy import text
+    from sqlalchemy.orm import Session
+
+    from geo_api.accounts import ensure_demo_accounts
+
+    with Session(engine) as s:
+        if s.execute(text("SELECT 1 FROM users WHERE username = 'admin'")).first() is None:
+            ensure_demo_accounts(s, secrets.token_urlsafe(16) + "-Aa1")
+            s.commit()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
