@@ -7,6 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import text
 
 from geo_api.app import create_app
 from tests.conftest import make_settings, token_for
@@ -132,6 +133,33 @@ def test_addresses_come_from_trusted_proxies_and_the_overall_limit_holds(demo_en
         # not a trusted proxy: X-Forwarded-For is not believed, the connection's address counts
         assert c.post("/v1/events", json=REPORT, headers={"X-Forwarded-For": "198.51.100.1"}).status_code == 201
         assert c.post("/v1/events", json=REPORT, headers={"X-Forwarded-For": "198.51.100.2"}).status_code == 429
+
+
+def test_sign_in_guards_count_the_address_a_trusted_proxy_gives(demo_engine, demo_db):
+    """The sign-in slowdown and its log see the same client address as the rate limits:
+    the one a trusted proxy forwards, not the proxy's own."""
+    proxy = ("10.0.0.2", 40000)
+    with client_for(
+        demo_engine,
+        demo_db,
+        security={"trusted_proxies": ("10.0.0.2",)},
+        auth={"signin_address_failures": 2},
+        client=proxy,
+    ) as c:
+
+        def sign_in(name: str, address: str) -> int:
+            creds = {"username": name, "password": "wrong-Password-1"}
+            return c.post("/v1/auth/token", data=creds, headers={"X-Forwarded-For": address}).status_code
+
+        assert [sign_in(f"t_fwd{i}", "198.51.100.7") for i in range(3)] == [401, 401, 429]
+        assert sign_in("t_fwd9", "198.51.100.8") == 401  # another resident behind the same proxy
+    logged = demo_db.execute(text("SELECT address, outcome FROM signin_log WHERE name LIKE 't_fwd%' ORDER BY id")).all()
+    assert [tuple(r) for r in logged] == [
+        ("198.51.100.7", "failed"),
+        ("198.51.100.7", "failed"),
+        ("198.51.100.7", "throttled"),
+        ("198.51.100.8", "failed"),
+    ]
 
 
 # -- Security headers and CORS ----------------------------------------------------------
