@@ -544,6 +544,7 @@ def cmd_audit_purge(args, settings: Settings) -> int:
     from sqlalchemy.orm import Session
 
     from layers import audit as audit_log
+    from layers import users
 
     keep = args.keep_days if args.keep_days is not None else settings.audit.retention_days
     if keep < 1:
@@ -551,9 +552,11 @@ def cmd_audit_purge(args, settings: Settings) -> int:
     engine = _engine(settings)
     with Session(engine) as session:
         n = audit_log.purge(session, keep)
+        logs, guards = users.purge_signins(session, keep)
         session.commit()
     engine.dispose()
     print(f"audit: {n} rows older than {keep:g} days purged")
+    print(f"sign-ins: {logs} log rows older than {keep:g} days and {guards} idle name guards purged")
     return 0
 
 
@@ -803,7 +806,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("audit", help="the personal-data audit (audit_log)")
     kinds = p.add_subparsers(dest="action", required=True)
-    q = kinds.add_parser("purge", help="delete the audit rows older than the retention, by the clock")
+    q = kinds.add_parser("purge", help="delete the audit and sign-in rows older than the retention, by the clock")
     q.add_argument("--keep-days", type=float, help="keep this many days (default GRIDBRANCH_AUDIT_RETENTION_DAYS, 365)")
     q.set_defaults(func=cmd_audit_purge)
 

@@ -175,7 +175,8 @@ def name_failed(session: Session, name: str, *, lock_after: int, lock_for: timed
         text(
             """UPDATE signin_guard SET
                locked_until = CASE WHEN failures + 1 >= :n THEN gridbranch_now() + :lock END,
-               failures = CASE WHEN failures + 1 >= :n THEN 0 ELSE failures + 1 END
+               failures = CASE WHEN failures + 1 >= :n THEN 0 ELSE failures + 1 END,
+               last_failed_at = gridbranch_now()
            WHERE name = :name RETURNING locked_until"""
         ),
         {"n": lock_after, "lock": lock_for, "name": name},
@@ -193,6 +194,24 @@ def log_attempt(session: Session, name: str, address: str | None, outcome: str) 
         text("INSERT INTO signin_log (name, address, outcome) VALUES (:n, :a, :o)"),
         {"n": name[:200], "a": address, "o": outcome},
     )
+
+
+def purge_signins(session: Session, keep_days: float) -> tuple[int, int]:
+    """Forget sign-in records older than ``keep_days`` before the clock: ``signin_log``
+    rows, and the guard rows of names that are not locked and have not failed since
+    (their streak goes with the log that showed it; a name tried again starts afresh).
+    Returns (log rows, guard rows) deleted; the caller commits."""
+    keep = timedelta(days=keep_days)
+    logs = session.execute(text("DELETE FROM signin_log WHERE at < gridbranch_now() - :k"), {"k": keep}).rowcount
+    guards = session.execute(
+        text(
+            """DELETE FROM signin_guard
+           WHERE (locked_until IS NULL OR locked_until <= gridbranch_now())
+             AND (last_failed_at IS NULL OR last_failed_at < gridbranch_now() - :k)"""
+        ),
+        {"k": keep},
+    ).rowcount
+    return logs, guards
 
 
 def address_wait(session: Session, address: str | None, *, failures: int, window: timedelta, delay: timedelta) -> float:

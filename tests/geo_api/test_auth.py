@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from geo_api import security
 from geo_api.signin import COOKIE
+from layers import users
 from tests.conftest import TEST_PASSWORD, TEST_SECRET, bearer, token_for
 from tests.factories import add_user
 
@@ -226,6 +227,42 @@ def test_an_address_failing_too_often_is_slowed_down(client, demo_db, clock):
         ).scalar()
         == 2
     )
+
+
+def test_the_retention_purge_forgets_old_sign_ins_and_idle_name_guards(client, demo_db, clock):
+    """A spray of made-up names leaves no row for ever: after the retention the log rows
+    and the counters of names nobody failed on since are gone; a lock in force, and a
+    streak that is still recent, are kept."""
+    auth = client.app.state.settings.auth
+    auth.signin_lock_failures = 2
+    assert _token(client, "t_spray_old", "wrong").status_code == 401
+    clock.advance(days=300)
+    assert _token(client, "t_spray_new", "wrong").status_code == 401
+    for _ in range(2):
+        _token(client, "t_locked", "wrong")
+    clock.advance(days=66)  # t_spray_old: 366 days ago; the others 66
+    demo_db.begin_nested()  # the database reads the clock as a transaction begins
+
+    def guards():
+        rows = demo_db.execute(text("SELECT name, failures FROM signin_guard WHERE name LIKE 't_%' ORDER BY name"))
+        return dict(rows.all())
+
+    def logged():
+        rows = demo_db.execute(text("SELECT DISTINCT name FROM signin_log WHERE name LIKE 't_%' ORDER BY name"))
+        return rows.scalars().all()
+
+    assert guards() == {"t_locked": 0, "t_spray_new": 1, "t_spray_old": 1}
+    assert users.purge_signins(demo_db, 365) == (1, 1)
+    assert guards() == {"t_locked": 0, "t_spray_new": 1} and logged() == ["t_locked", "t_spray_new"]
+    # a lock still in force survives any purge; a lapsed one with no failure since goes
+    demo_db.execute(
+        text("UPDATE signin_guard SET locked_until = gridbranch_now() + interval '1 minute' WHERE name = 't_locked'")
+    )
+    users.purge_signins(demo_db, 1)
+    assert guards() == {"t_locked": 0} and logged() == []
+    clock.advance(minutes=2)
+    with demo_db.begin_nested():  # the database reads the clock as a transaction begins
+        assert users.purge_signins(demo_db, 1) == (0, 1) and guards() == {}
 
 
 def test_an_unknown_user_costs_one_argon2_verification_as_a_wrong_password(client, monkeypatch):
