@@ -34,8 +34,10 @@ Branches: ``code``, ``name``, ``kind`` (grid/community/work_unit or 网格党支
 grids may have no other active grid branch) and its activity ``site`` as
 ``lon``/``lat``/``crs`` (within 50 m of its community). Departments: ``code``, ``name``.
 Categories: ``code``, ``name``, ``department`` (code or name), ``time_limit`` (working
-hours), ``role`` (the service role concerned, code or name, optional) and ``warn_share``
-(the share of the time limit after which it warns, optional).
+hours), ``role`` (the service role concerned, code or name, optional), ``warn_share``
+(the share of the time limit after which it warns, optional) and ``public_space`` (是/否:
+whether anonymous Open311 readers see its events' exact location; optional, an empty cell
+keeps what is stored, new categories default to 否).
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ SPECS = {
             "time_limit": ("time_limit_hours", "处置时限", "时限", "时限(工作小时)", "时限（工作小时）"),
             "role": ("service_role", "role_code", "服务角色", "角色"),
             "warn_share": ("预警比例",),
+            "public_space": ("公共空间", "是否公共空间", "公共部位", "公共区域"),
         },
         ("code", "name", "department", "time_limit"),
     ),
@@ -128,6 +131,8 @@ STATUS_WORDS = {
     "retired": ("退休", "退休党员", "离退休", "离退休党员"),
     "community": ("社区", "社区党员"),
 }
+#: Yes and no as a category's 公共空间 column says them (lower-cased).
+FLAG_WORDS = {True: ("是", "y", "yes", "true", "1", "公共空间"), False: ("否", "n", "no", "false", "0")}
 BRANCH_KIND_WORDS = {
     "grid": ("网格", "网格党支部", "网格支部"),
     "community": ("社区", "社区党组织", "社区党支部", "社区党委", "社区党总支"),
@@ -601,6 +606,7 @@ def _check_categories(
             r.problems.append(f"{r.labels['department']} is missing")
         limit = _number(r, "time_limit", 0, TIME_LIMIT_MAX, required=True)
         share = _number(r, "warn_share", 0, 1, required=False) if "warn_share" in out.columns else None
+        public = _flag(r, "public_space") if "public_space" in out.columns else None
         role = None
         word = r.plain("role") if "role" in out.columns else None
         if word is not None:
@@ -613,7 +619,19 @@ def _check_categories(
             elif roles[word] is None:
                 r.problems.append(f"{r.labels['role']}: unknown service role {word!r}")
             role = roles[word]
-        _finish(out, row, r, code, (row.row, code, name, department, limit, role, share))
+        _finish(out, row, r, code, (row.row, code, name, department, limit, role, share, public))
+
+
+def _flag(r: _Row, key: str) -> bool | None:
+    """是/否 (yes/no, true/false, 1/0); None when empty, which keeps what is stored."""
+    value = r.plain(key)
+    if value is None:
+        return None
+    for flag, words in FLAG_WORDS.items():
+        if value.lower() in words:
+            return flag
+    r.problems.append(f"{r.labels[key]} must be 是 or 否 (yes/no), got {value!r}")
+    return None
 
 
 def _number(r: _Row, key: str, low: float, high: float, *, required: bool) -> float | None:
@@ -889,20 +907,21 @@ def _categories(conn: Connection, plan: TablePlan, write: bool, actor: str) -> d
     conn.execute(
         text(
             """CREATE TEMP TABLE import_categories (row int, code text, name text, department_id int,
-               time_limit_hours numeric(8, 2), role_code text, warn_share numeric(4, 3)) ON COMMIT DROP"""
+               time_limit_hours numeric(8, 2), role_code text, warn_share numeric(4, 3), public_space boolean)
+               ON COMMIT DROP"""
         )
     )
     tables.copy_rows(
         conn,
         "import_categories",
-        ("row", "code", "name", "department_id", "time_limit_hours", "role_code", "warn_share"),
+        ("row", "code", "name", "department_id", "time_limit_hours", "role_code", "warn_share", "public_space"),
         plan.good,
     )
     if write:
         conn.execute(text("LOCK TABLE event_categories IN SHARE ROW EXCLUSIVE MODE"))
-    differs = """(c.name, c.department_id, c.time_limit_hours, c.role_code, c.warn_share)
+    differs = """(c.name, c.department_id, c.time_limit_hours, c.role_code, c.warn_share, c.public_space)
                  IS DISTINCT FROM (s.name, s.department_id, s.time_limit_hours, s.role_code,
-                                   coalesce(s.warn_share, c.warn_share))"""
+                                   coalesce(s.warn_share, c.warn_share), coalesce(s.public_space, c.public_space))"""
     c = conn.execute(
         text(
             f"""SELECT count(*) FILTER (WHERE c.code IS NULL), count(*) FILTER (WHERE c.code IS NOT NULL AND {differs}),
@@ -915,8 +934,10 @@ def _categories(conn: Connection, plan: TablePlan, write: bool, actor: str) -> d
         conn,
         counts,
         "categories_created",
-        """INSERT INTO event_categories (code, name, department_id, time_limit_hours, role_code, warn_share)
-            SELECT s.code, s.name, s.department_id, s.time_limit_hours, s.role_code, s.warn_share
+        """INSERT INTO event_categories (code, name, department_id, time_limit_hours, role_code, warn_share,
+                                         public_space)
+            SELECT s.code, s.name, s.department_id, s.time_limit_hours, s.role_code, s.warn_share,
+                   coalesce(s.public_space, false)
             FROM import_categories s WHERE NOT EXISTS (SELECT 1 FROM event_categories c WHERE c.code = s.code)
             ORDER BY s.row""",
         write,
@@ -927,7 +948,8 @@ def _categories(conn: Connection, plan: TablePlan, write: bool, actor: str) -> d
         "categories_updated",
         f"""UPDATE event_categories c SET name = s.name, department_id = s.department_id,
                     time_limit_hours = s.time_limit_hours, role_code = s.role_code,
-                    warn_share = coalesce(s.warn_share, c.warn_share)
+                    warn_share = coalesce(s.warn_share, c.warn_share),
+                    public_space = coalesce(s.public_space, c.public_space)
              FROM import_categories s WHERE c.code = s.code AND {differs}""",
         write,
     )

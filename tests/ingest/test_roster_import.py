@@ -157,13 +157,13 @@ def categories(deployment, departments):
     path = write_xlsx(
         tmp / "categories.xlsx",
         [
-            ["类别编码", "类别名称", "责任部门", "处置时限", "服务角色"],
-            ["C01", "占道经营", "CGJ", 4, "文明新风倡导员"],
-            ["C02", "违章搭建", "区住房和城乡建设局", 24, None],
-            ["C03", "食品安全", "SCJ", "8.5", "social"],  # row 3: an unknown role
-            ["C04", "噪声扰民", "区环保局", 8, None],  # row 4: an unknown department
-            ["C05", "井盖缺失", "CGJ", -2, None],  # row 5: a negative time limit
-            ["C06", "路灯不亮", "CGJ", "=2*4", None],  # row 6: a formula cell
+            ["类别编码", "类别名称", "责任部门", "处置时限", "服务角色", "公共空间"],
+            ["C01", "占道经营", "CGJ", 4, "文明新风倡导员", "是"],
+            ["C02", "违章搭建", "区住房和城乡建设局", 24, None, None],
+            ["C03", "食品安全", "SCJ", "8.5", "social", "否"],  # row 3: an unknown role
+            ["C04", "噪声扰民", "区环保局", 8, None, "也许"],  # row 4: an unknown department, not a yes or no
+            ["C05", "井盖缺失", "CGJ", -2, None, "是"],  # row 5: a negative time limit
+            ["C06", "路灯不亮", "CGJ", "=2*4", None, "否"],  # row 6: a formula cell
         ],
     )
     return imported(engine, "categories", path)
@@ -182,14 +182,15 @@ def test_categories_from_xlsx(deployment, categories):
     assert "unknown department '区环保局'" in c["rejects"][4]
     assert "time_limit (处置时限) must be more than 0" in c["rejects"][5]
     assert "formula (=2*4)" in c["rejects"][6]
+    assert "public_space (公共空间) must be 是 or 否 (yes/no), got '也许'" in c["rejects"][4]
     with engine.connect() as conn:
         rows = conn.execute(
             text(
-                "SELECT c.code, d.code, c.time_limit_hours, c.role_code FROM event_categories c "
+                "SELECT c.code, d.code, c.time_limit_hours, c.role_code, c.public_space FROM event_categories c "
                 "JOIN departments d ON d.id = c.department_id ORDER BY c.code"
             )
         ).all()
-    assert [(r[0], r[1], float(r[2])) for r in rows] == [("C01", "CGJ", 4.0), ("C02", "ZJJ", 24.0)]
+    assert [(r[0], r[1], float(r[2]), r[4]) for r in rows] == [("C01", "CGJ", 4.0, True), ("C02", "ZJJ", 24.0, False)]
     assert rows[0][3] is not None and rows[1][3] is None
 
 
