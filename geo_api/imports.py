@@ -36,7 +36,17 @@ from layers.errors import GridbranchError, InvalidInput
 log = logging.getLogger("gridbranch")
 
 #: Form fields other than the file, and how long each may be.
-FIELDS = {"kind": 32, "crs": 64, "map": 1000, "layer": 200, "encoding": 32, "repair": 8, "filename": 255}
+FIELDS = {
+    "kind": 32,
+    "crs": 64,
+    "map": 1000,
+    "layer": 200,
+    "encoding": 32,
+    "repair": 8,
+    "effective": 40,
+    "retire_missing": 8,
+    "filename": 255,
+}
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 
 

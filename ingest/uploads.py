@@ -71,20 +71,48 @@ Progress = Callable[[str, float], None]
 
 @dataclass(frozen=True)
 class Options:
-    """How to read a file: the command line's options of the same names."""
+    """How to read a file: the command line's options of the same names (``effective``
+    as typed: a day or an instant, checked by :func:`Options.checked`)."""
 
     crs: str | None = None
     map: str | None = None
     layer: str | None = None
     encoding: str | None = None
     repair: bool = False
+    effective: str | None = None
+    retire_missing: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Options:
-        return cls(**{k: d.get(k) for k in ("crs", "map", "layer", "encoding")}, repair=bool(d.get("repair")))
+        return cls(
+            **{k: d.get(k) or None for k in ("crs", "map", "layer", "encoding", "effective")},
+            repair=bool(d.get("repair")),
+            retire_missing=bool(d.get("retire_missing")),
+        )
 
     def as_dict(self) -> dict[str, Any]:
-        return {"crs": self.crs, "map": self.map, "layer": self.layer, "encoding": self.encoding, "repair": self.repair}
+        return {
+            "crs": self.crs,
+            "map": self.map,
+            "layer": self.layer,
+            "encoding": self.encoding,
+            "repair": self.repair,
+            "effective": self.effective,
+            "retire_missing": self.retire_missing,
+        }
+
+    def checked(self, kind: str) -> Options:
+        """Refuse (422) before any dry run what cannot be: a malformed ``effective``,
+        or a generation option on another kind than grids."""
+        if self.effective is not None:
+            store.parse_instant(self.effective)
+        if kind != "grids" and (self.effective is not None or self.retire_missing):
+            raise InvalidInput(
+                "only grids come in generations: effective and retire_missing are for grids",
+                field="effective" if self.effective is not None else "retire_missing",
+                detail_zh="只有网格按批次导入：生效日期和“撤销文件中没有的网格”仅用于网格",
+            )
+        return self
 
 
 @dataclass
@@ -240,7 +268,15 @@ def _boundaries(
     src = read_features(path, layer=options.layer, encoding=options.encoding, geometry_field=mapping.get("geometry"))
     progress("checking", 0.4)
     plan = boundaries.plan_import(
-        session, kind, src, crs=options.crs, mapping=mapping, do_repair=options.repair, thresholds=thresholds
+        session,
+        kind,
+        src,
+        crs=options.crs,
+        mapping=mapping,
+        do_repair=options.repair,
+        thresholds=thresholds,
+        effective=store.parse_instant(options.effective) if options.effective else None,
+        retire_missing=options.retire_missing,
     )
     _scope_boundaries(plan, scope_code)
     progress("preview", 0.85)

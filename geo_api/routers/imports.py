@@ -78,6 +78,26 @@ def _district_or_street(caller: Caller) -> str:
     return caller.area_code
 
 
+#: A new generation of grids: when it takes effect, and whether grids it lacks retire.
+Effective = Annotated[
+    str | None,
+    Query(
+        max_length=40,
+        description="grids: the day (2027-01-01, China time) or instant the new generation takes "
+        "effect; default: when committed (the CLI's --effective)",
+    ),
+]
+RetireMissing = Annotated[
+    bool,
+    Query(description="grids: retire the grids of the file's communities that it lacks (--retire-missing)"),
+]
+
+
+def _ticked(fields: dict, name: str) -> bool:
+    """A form's checkbox or flag field set."""
+    return str(fields.get(name, "")).lower() in ("1", "true", "on")
+
+
 def _sweep(request: Request, session) -> None:
     _uploads(request).sweep(session)
     session.commit()
@@ -112,6 +132,8 @@ async def create_import(
     layer: Annotated[str | None, Query(max_length=200, description="the layer or sheet to read")] = None,
     encoding: Annotated[str | None, Query(max_length=32, description="text encoding when not detected")] = None,
     repair: Annotated[bool, Query(description="boundaries: repair invalid geometries (make_valid)")] = False,
+    effective: Effective = None,
+    retire_missing: RetireMissing = False,
     filename: Annotated[str | None, Query(max_length=255, description="the file's name (a raw body)")] = None,
 ) -> ImportPublic:
     area = _district_or_street(caller)
@@ -119,7 +141,15 @@ async def create_import(
         uploads.allowed_kind(kind, area)  # before a byte is read
     ups = _uploads(request)
     id_ = new_id()
-    given = {"kind": kind, "crs": crs, "map": map, "layer": layer, "encoding": encoding, "filename": filename}
+    given = {
+        "kind": kind,
+        "crs": crs,
+        "map": map,
+        "layer": layer,
+        "encoding": encoding,
+        "effective": effective,
+        "filename": filename,
+    }
     name, size, fields = await ups.receive(request, id_, given)
     try:
         values = {**{k: v for k, v in fields.items() if v != ""}, **{k: v for k, v in given.items() if v}}
@@ -132,8 +162,10 @@ async def create_import(
             map=values.get("map"),
             layer=values.get("layer"),
             encoding=values.get("encoding"),
-            repair=repair or str(fields.get("repair", "")).lower() in ("1", "true", "on"),
-        )
+            repair=repair or _ticked(fields, "repair"),
+            effective=values.get("effective"),
+            retire_missing=retire_missing or _ticked(fields, "retire_missing"),
+        ).checked(kind_)
         await run_in_threadpool(uploads.check_file, kind_, ups.file(id_, name), name)
 
         def record() -> dict:
@@ -214,6 +246,8 @@ def check_again(
     layer: Annotated[str | None, Query(max_length=200)] = None,
     encoding: Annotated[str | None, Query(max_length=32)] = None,
     repair: Annotated[bool, Query(description="boundaries: repair invalid geometries")] = False,
+    effective: Effective = None,
+    retire_missing: RetireMissing = False,
 ) -> ImportPublic:
     _sweep(request, session)
     area = _district_or_street(caller)
@@ -230,8 +264,14 @@ def check_again(
     uploads.allowed_kind(kind_, area)
     uploads.check_file(kind_, path, row["filename"])
     options = uploads.Options(
-        crs=crs or None, map=map or None, layer=layer or None, encoding=encoding or None, repair=repair
-    )
+        crs=crs or None,
+        map=map or None,
+        layer=layer or None,
+        encoding=encoding or None,
+        repair=repair,
+        effective=effective or None,
+        retire_missing=retire_missing,
+    ).checked(kind_)
     store.restart_check(session, import_id, kind=kind_, options=options.as_dict())
     session.commit()
     ups.submit(request.app, import_id)

@@ -291,3 +291,47 @@ def test_registrations_by_a_street_admin_stay_in_their_street(zy):
                 "JOIN grids g ON g.id = r.grid_id"
             )
         ).all() == [("ZY0001", d.grids[1].code)]
+
+
+def test_a_generation_of_grids_set_for_a_later_day_through_the_web(zy, tmp_path, clock):
+    """The panel's 生效日期 and 撤销缺失网格 reach the importer as the CLI's --effective
+    and --retire-missing; a malformed day or a generation option on another kind is a 422
+    before any dry run. (Last in the module: it leaves a generation waiting.)"""
+    from datetime import timedelta
+
+    from layers.boundaries import LOCAL_TZ
+
+    d, client, engine = zy["district"], zy["client"], zy["engine"]
+    path = write_grids_gpkg(d, tmp_path / "next-year.gpkg", grids=_redrawn(d))
+    folders = set(zy["root"].iterdir())
+    bad = upload(zy, "admin", path, "grids", effective="明年元旦")
+    assert bad.status_code == 422 and bad.json()["field"] == "effective" and "日期" in bad.json()["detail_zh"]
+    other = upload(zy, "admin", zy["files"]["areas"], "areas", retire_missing="true")
+    assert other.status_code == 422 and other.json()["field"] == "retire_missing" and other.json()["detail_zh"]
+    assert set(zy["root"].iterdir()) == folders  # a refused upload leaves no file behind
+
+    day = (clock.now().astimezone(LOCAL_TZ) + timedelta(days=10)).date()
+    job = checked(zy, "admin", upload(zy, "admin", path, "grids", effective=day.isoformat(), retire_missing="true"))
+    report = job["report"]
+    assert report["committable"], report["problems"]
+    assert report["effective"].startswith(day.isoformat()) and report["retire_missing"] is True
+    assert report["counts"]["retire"] == 1 and report["counts"]["change"] == 1
+    r = client.post(f"/v1/imports/{job['id']}/commit", headers=token_for("admin"))
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["retired"] == 1 and r.json()["result"]["generation"]
+    with engine.connect() as conn:
+        at, retire = conn.execute(
+            text("SELECT effective_at, retire_missing FROM boundary_generations WHERE id = :g"),
+            {"g": r.json()["result"]["generation"]},
+        ).one()
+    assert at.astimezone(LOCAL_TZ).date() == day and at.astimezone(LOCAL_TZ).hour == 0 and retire
+
+    gone = shapely.point_on_surface(d.grids[-1].geom)
+
+    def located():
+        got = client.get("/v1/locate", params={"lon": gone.x, "lat": gone.y})
+        return got.json()["grid"]["code"] if got.status_code == 200 else None
+
+    assert located() == d.grids[-1].code  # until the day, the grid is there
+    clock.advance(timedelta(days=11))
+    assert located() != d.grids[-1].code  # retired on the day, no restart, no write

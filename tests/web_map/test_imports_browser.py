@@ -120,6 +120,36 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
     assert not page_log.page_errors and not page_log.foreign, (page_log.page_errors, page_log.foreign)
 
 
+def test_a_generation_of_grids_for_a_later_day_from_the_form(page, page_log, zhongyuan, clock):
+    """The generation options show for grids only and reach the dry run, whose report
+    says the day it takes effect."""
+    from datetime import timedelta
+    from urllib.parse import parse_qs
+
+    from layers.boundaries import LOCAL_TZ
+
+    day = (clock.now().astimezone(LOCAL_TZ) + timedelta(days=30)).date().isoformat()
+    open_map(page, zhongyuan["url"])
+    sign_in(page)
+    page.wait_for_selector("#imports", state="visible")
+    page.select_option("#imports-form select[name=kind]", "areas")
+    assert page.is_hidden(".imports-generation")
+    page.select_option("#imports-form select[name=kind]", "grids")
+    assert page.is_visible(".imports-generation")
+    page.set_input_files("#imports-form input[name=file]", str(zhongyuan["files"]["grids"]))
+    page.fill("#imports-form input[name=effective]", day)
+    page.check("#imports-form input[name=retire_missing]")
+    with page.expect_request(lambda r: r.method == "POST" and urlsplit(r.url).path == "/v1/imports") as sent:
+        page.click("#imports-form button[type=submit]")
+    query = parse_qs(urlsplit(sent.value.url).query)
+    assert query["effective"] == [day] and query["retire_missing"] == ["true"]
+    page.wait_for_function("document.getElementById('imports').dataset.state === 'ready'", timeout=60_000)
+    summary = page.inner_text(".imports-summary")
+    assert f"{day} 起生效" in summary and "撤销 0" in summary, summary
+    page.click("#imports-cancel")
+    assert not page_log.page_errors and not page_log.foreign, (page_log.page_errors, page_log.foreign)
+
+
 def test_the_import_form_is_usable_on_a_phone(browser, zhongyuan):
     context = browser.new_context(
         viewport=PHONE, device_scale_factor=1, locale="zh-CN", is_mobile=True, has_touch=True, bypass_csp=True

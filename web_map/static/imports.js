@@ -46,8 +46,8 @@ export const PREVIEW = {
   overlap: ['#ff6d00', '重叠'],
 };
 const COUNT_NAMES = {
-  add: '新增', change: '修改', unchanged: '不变', reject: '拒绝', absent: '文件中没有（保留）', errors: '错误', warnings: '警告',
-  added: '新增', renamed_or_reparented: '改名或改上级', redrawn: '重绘边界',
+  add: '新增', change: '修改', unchanged: '不变', reject: '拒绝', absent: '文件中没有（保留）', retire: '撤销', errors: '错误', warnings: '警告',
+  added: '新增', renamed_or_reparented: '改名或改上级', redrawn: '重绘边界', retired: '撤销',
   members_created: '新增党员', members_updated: '更新党员', residences_recorded: '记录居住地',
   residences_kept_registered: '已报到保留居住地', residences_ended: '结束旧居住地',
   branches_created: '新增支部', branches_updated: '更新支部', coverage_changed: '覆盖网格变化',
@@ -70,6 +70,7 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
   const form = document.getElementById('imports-form');
   const kindSelect = form.elements.kind;
   const crsSelect = form.elements.crs;
+  const generation = form.querySelector('.imports-generation');
   const progressBox = section.querySelector('.imports-progress');
   const bar = section.querySelector('progress');
   const phaseText = section.querySelector('.imports-phase');
@@ -137,7 +138,20 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
     if (mapping) {
       params.set('map', mapping);
     }
+    // grids only: a generation taking effect on a later day, retiring what the file lacks
+    if (kindSelect.value === 'grids') {
+      if (form.elements.effective.value) {
+        params.set('effective', form.elements.effective.value);
+      }
+      if (form.elements.retire_missing.checked) {
+        params.set('retire_missing', 'true');
+      }
+    }
     return params;
+  }
+
+  function kindChanged() {
+    generation.hidden = kindSelect.value !== 'grids';
   }
 
   // the file is kept for another dry run (a boundary file, until it expires): offer it,
@@ -288,7 +302,8 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
   function showReport(job) {
     const r = job.report || {};
     const source = r.source ? `${r.source.file}：${r.source.features} 个要素，坐标系 ${r.source.crs}；` : '';
-    summary.textContent = `${source}${countsText(r.counts)}`;
+    const when = r.effective ? `；${r.effective.slice(0, 10)} 起生效` : '';
+    summary.textContent = `${source}${countsText(r.counts)}${when}`;
     problems.replaceChildren(...problemItems(r), ...(r.notes || []).map((n) => el('li', 'imports-note', `说明：${n}`)));
     legend.replaceChildren();
     commitButton.hidden = !r.committable;
@@ -391,6 +406,8 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
     option.value = value;
     return option;
   }));
+  kindSelect.addEventListener('change', kindChanged);
+  kindChanged();
   reset();
   return { sessionChanged };
 }
