@@ -8,8 +8,9 @@ Times are the service's clock (``gridbranch_now()``); the caller commits.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import cast
 
-from sqlalchemy import select, text
+from sqlalchemy import CursorResult, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -202,14 +203,20 @@ def purge_signins(session: Session, keep_days: float) -> tuple[int, int]:
     (their streak goes with the log that showed it; a name tried again starts afresh).
     Returns (log rows, guard rows) deleted; the caller commits."""
     keep = timedelta(days=keep_days)
-    logs = session.execute(text("DELETE FROM signin_log WHERE at < gridbranch_now() - :k"), {"k": keep}).rowcount
-    guards = session.execute(
-        text(
-            """DELETE FROM signin_guard
+    # A DELETE's result is a cursor result; Session.execute is typed for SELECTs.
+    logs = cast(
+        CursorResult, session.execute(text("DELETE FROM signin_log WHERE at < gridbranch_now() - :k"), {"k": keep})
+    ).rowcount
+    guards = cast(
+        CursorResult,
+        session.execute(
+            text(
+                """DELETE FROM signin_guard
            WHERE (locked_until IS NULL OR locked_until <= gridbranch_now())
              AND (last_failed_at IS NULL OR last_failed_at < gridbranch_now() - :k)"""
+            ),
+            {"k": keep},
         ),
-        {"k": keep},
     ).rowcount
     return logs, guards
 
