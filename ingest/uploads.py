@@ -38,6 +38,7 @@ from layers import boundaries as store
 from layers.codes import area_prefix, level_of
 from layers.coverage_topology import Thresholds
 from layers.errors import Conflict, Forbidden, InvalidInput
+from layers.messages_zh import row_reason_zh
 from layers.registrations import member_area
 from layers.versions import data_versions
 
@@ -281,6 +282,8 @@ def _boundaries(
     _scope_boundaries(plan, scope_code)
     progress("preview", 0.85)
     report = plan.as_dict()
+    for p in report["problems"]:
+        p["reason_zh"] = row_reason_zh(p["reason"])
     report["summary"] = boundaries.format_report(plan).splitlines()[-1]
     report["crs_suggestion"] = next(
         (c for p in plan.errors if p.field == "crs" and (c := crs_suggestion(p.reason))), None
@@ -408,7 +411,7 @@ def _table(session: Session, kind: str, path: Path, options: Options, scope_code
 
 
 def _reject(row: int, key: str | None, reason: str) -> dict[str, Any]:
-    return {"row": row, "key": (key or "")[:40] or None, "reason": reason}
+    return {"row": row, "key": (key or "")[:40] or None, "reason": reason, "reason_zh": row_reason_zh(reason)}
 
 
 def _refuse(plan: tables.TablePlan, keep: list[bool], reasons: dict[int, str]) -> None:

@@ -570,3 +570,296 @@ def _ctx_text(value: Any) -> str:
 class _Missing(dict):
     def __missing__(self, key: str) -> str:
         return ""
+
+
+# ---- the reasons an import gives per row or feature -------------------------------------------
+
+#: "key (列名)": how the importers name a column in a row's reason; the Chinese shows
+#: the column as the file heads it.
+_LABEL = r"(?P<label>[\w.]+(?: \((?P<col>[^)]+)\))?)"
+_AT = r"at (?P<lon>-?[\d.]+), (?P<lat>-?[\d.]+)"
+
+#: GEOS's reasons for an invalid geometry (shapely.is_valid_reason), without the point.
+_GEOS = {
+    "Self-intersection": "自相交",
+    "Ring Self-intersection": "环自相交",
+    "Too few points in geometry component": "几何部件的点数过少",
+    "Hole lies outside shell": "内环在外环之外",
+    "Nested holes": "内环嵌套",
+    "Interior is disconnected": "内部不连通",
+    "Nested shells": "外环嵌套",
+    "Duplicate Rings": "环重复",
+    "Invalid Coordinate": "坐标无效",
+    "Ring is not closed": "环未闭合",
+}
+
+#: The mistakes a CRS guess names, and its advice (ingest/boundaries.py's readings).
+_READINGS: list[tuple[str, _Template]] = [
+    (r"^the axes are swapped \(y first\)$", "坐标轴顺序颠倒（y 在前）"),
+    (
+        r"^GCJ-02 \(Amap, Tencent, WeChat\) coordinates declared as (?P<s>.+)$",
+        "坐标为 GCJ-02（高德、腾讯、微信）却声明为 {s}",
+    ),
+    (r"^BD-09 \(Baidu\) coordinates declared as (?P<s>.+)$", "坐标为 BD-09（百度）却声明为 {s}"),
+    (r"^(?P<a>WGS84|GCJ-02|BD-09) coordinates declared as (?P<s>.+)$", "坐标为 {a} 却声明为 {s}"),
+    (r"^longitude/latitude declared as (?P<s>.+)$", "坐标为经纬度却声明为 {s}"),
+    (r"^swap the columns, or export x \(longitude/easting\) first$", "请交换两列，或导出时 x（经度/东坐标）在前"),
+    (
+        r"^give (?P<crs>--crs \w+)(?P<or> \(or \w+\))?$",
+        lambda g: f"请改用 {g['crs']}" + (f"（或 {g['or'][5:-1]}）" if g["or"] else ""),
+    ),
+]
+
+
+def _geos_zh(reason: str) -> str:
+    m = re.match(r"^(?P<what>[A-Za-z -]+?)(?P<at>\[[^\]]*\])?$", reason)
+    if m and m["what"] in _GEOS:
+        return _GEOS[m["what"]] + (m["at"] or "")
+    return reason
+
+
+def _reading_zh(text_: str) -> str:
+    for pattern, template in _READINGS:
+        m = re.match(pattern, text_)
+        if m:
+            g = {k: (v or "") for k, v in m.groupdict().items()}
+            return template(g) if callable(template) else template.format(**g)
+    return text_
+
+
+def _crs_guess(g: Mapping[str, str]) -> str:
+    return (
+        f"按 {g['spec']} 读取时，{g['p']} 的要素面积在{g['d']}以外；"
+        f"若{_reading_zh(g['what'])}，则只有 {g['q']}：{_reading_zh(g['advice'])}"
+    )
+
+
+def _sibling_gap(g: Mapping[str, str]) -> str:
+    bordered = f"，与 {g['b']} 相邻" if g["b"] else ""
+    kind = "碎缝" if g["kind"] == "a sliver" else "空隙"
+    return (
+        f"{g['code']} 内有 {g['m']} 平方米的{kind}不属于任何{_LEVEL.get(g['lv'], g['lv'])}，"
+        f"位于 {g['lon']}, {g['lat']}{bordered}"
+    )
+
+
+def _parent_level(g: Mapping[str, str]) -> str:
+    lv = {k: _LEVEL.get(g[k], g[k]) for k in ("is", "mine", "want")}
+    return f"上级 {g['p']} 是{lv['is']}，{lv['mine']}的上级应为{lv['want']}"
+
+
+_ROW_ENTRIES: list[tuple[str, _Template]] = [
+    # rosters, branches, departments, categories, registrations (ingest/roster.py, tables.py)
+    (r"^name is missing$", "名称为空"),
+    (rf"^{_LABEL} is missing(?: \(a (?P<kind>\w+) branch belongs to a community\))?$", "{c}为空"),
+    (rf"^{_LABEL} (?P<v>.+) appears again \(first on row (?P<n>\d+)\)$", "{c} {v} 重复（第 {n} 行已有）"),
+    (
+        rf"^{_LABEL} (?P<v>.+): (?P<n>\d+) (?P<what>\w+)s have that name; give its code$",
+        "{c} {v}：有 {n} 个同名{what}，请填写编码",
+    ),
+    (
+        rf"^{_LABEL}: unknown (?P<what>[\w ]+?) (?P<v>'.*') \(no .* has that code or name\)$",
+        "{c}：没有编码或名称为 {v} 的{what}",
+    ),
+    (rf"^{_LABEL}: unknown service role (?P<v>.+)$", "{c}：没有服务岗位 {v}"),
+    (r"^unknown service role (?P<v>.+)$", "没有服务岗位 {v}"),
+    (r"^one of: (?P<v>.+)$", "可选：{v}"),
+    (
+        rf"^{_LABEL} must be a mobile number \(11 digits.*, got (?P<v>.+)$",
+        "{c}须为 11 位手机号（1[3-9] 开头）或带区号的固定电话（0371-12345678），现为 {v}",
+    ),
+    (rf"^{_LABEL} is not a number: (?P<v>.+)$", "{c}不是数字：{v}"),
+    (
+        rf"^{_LABEL} must be more than (?P<lo>\S+) and at most (?P<hi>\S+), got (?P<v>.+)$",
+        "{c}须大于 {lo} 且不超过 {hi}，现为 {v}",
+    ),
+    (rf"^{_LABEL} must be 是 or 否 \(yes/no\), got (?P<v>.+)$", "{c}须为“是”或“否”，现为 {v}"),
+    (rf"^{_LABEL} must be one of .*, got (?P<v>.+)$", "{c}的值 {v} 不在可选范围内"),
+    (rf"^{_LABEL} must be 1–32 letters, digits or", "{c}须为 1–32 位字母、数字或 . _ / -，以字母或数字开头"),
+    (rf"^{_LABEL} (?P<v>'.*') is the stored department (?P<code>\S+)'s$", "{c} {v} 已是部门 {code} 的名称"),
+    (rf"^{_LABEL}: no community with code (?P<code>\S+)$", "{c}：没有编码为 {code} 的社区"),
+    (rf"^{_LABEL}: grid (?P<g>\S+) is listed twice$", "{c}：网格 {g} 重复列出"),
+    (rf"^{_LABEL}: no current grid with code (?P<g>\S+)$", "{c}：没有编码为 {g} 的现行网格"),
+    (rf"^{_LABEL}: grid (?P<g>\S+) is not in community (?P<code>\S+)$", "{c}：网格 {g} 不在社区 {code} 内"),
+    (rf"^{_LABEL}: a work-unit branch covers no grids$", "{c}：单位党支部不覆盖网格"),
+    (rf"^{_LABEL}: a (?P<kind>\w+) branch covers at least one grid$", "{c}：该类支部至少覆盖一个网格"),
+    (r"^grid (?P<g>\S+) already has the active grid branch (?P<b>\S+)$", "网格 {g} 已有现行的网格党支部 {b}"),
+    (
+        r"^grid (?P<g>\S+) is covered by the grid branch (?P<b>\S+) of row (?P<n>\d+) too$",
+        "网格 {g} 也由第 {n} 行的网格党支部 {b} 覆盖",
+    ),
+    (r"^a site needs the branch's community$", "填写活动阵地须同时填写所属社区"),
+    (r"^the site \((?P<xy>[^)]+)\) lies more than (?P<m>\d+) m outside", "活动阵地（{xy}）在所属社区 {m} 米以外"),
+    (
+        r"^(?P<what>member|branch) (?P<code>\S+) is outside your area(?: (?P<area>\S+))?",
+        "{what_zh} {code} 不在您的管辖范围内",
+    ),
+    (r"^the residence lies outside your area", "居住地不在您的管辖范围内"),
+    (r"^grid (?P<g>\S+) is outside your area", "网格 {g} 不在您的管辖范围内"),
+    (r"^member_id (?P<v>\S+) appears again \(first on row (?P<n>\d+)\)$", "党员编号 {v} 重复（第 {n} 行已有）"),
+    (r"^the row has (?P<n>\d+) fields, the header (?P<w>\d+)", "该行有 {n} 列，表头 {w} 列（值中有未加引号的逗号？）"),
+    (r"^column '(?P<col>[^']+)' holds a formula \((?P<v>[^)]*)\)", "“{col}”列是公式（{v}），请粘贴为数值"),
+    (
+        rf"^{_LABEL} must not start with (?P<v>'.') \(a spreadsheet would run it as a formula\)$",
+        "{c}不能以 {v} 开头（表格软件会当作公式）",
+    ),
+    (rf"^{_LABEL} contains (?P<what>.+)$", "{c}含有{what}"),
+    (rf"^{_LABEL} has (?P<n>\d+) characters; at most (?P<m>\d+)$", "{c}有 {n} 个字符，最多 {m} 个"),
+    (r"^gridbranch reads values only", ""),  # the formula's second half: said above
+    # boundaries: geometry (ingest/boundaries.py)
+    (r"^no geometry$", "没有几何图形"),
+    (r"^empty geometry$", "几何图形为空"),
+    (r"^a (?P<t>\w+): polygons expected", "是 {t}，应为面（多边形）"),
+    (r"^points or lines in the collection dropped, its polygons kept$", "已丢弃集合中的点和线，保留其中的面"),
+    (r"^coordinates that do not convert to WGS84$", "坐标无法转换为 WGS84"),
+    (r"^zero area$", "面积为零"),
+    (r"^(?P<n>\d+) zero-area part\(s\) dropped$", "已丢弃 {n} 个面积为零的部分"),
+    (
+        r"^invalid geometry: (?P<r>.+) \(--repair applies make_valid\)$",
+        lambda g: f"几何图形无效：{_geos_zh(g['r'])}（勾选“修复”或用 --repair 以 make_valid 修复）",
+    ),
+    (
+        r"^invalid geometry: (?P<r>.+), and make_valid leaves no surface$",
+        lambda g: f"几何图形无效：{_geos_zh(g['r'])}，make_valid 修复后不剩任何面",
+    ),
+    (
+        r"^(?P<r>.+): repaired by make_valid, area (?P<a>\S+) → (?P<b>\S+) m² \((?P<d>\S+) m²\), "
+        r"(?P<n>\d+) → (?P<k>\d+) part\(s\)$",
+        lambda g: (
+            f"{_geos_zh(g['r'])}：已用 make_valid 修复，面积 {g['a']} → {g['b']} 平方米（{g['d']}），"
+            f"部分数 {g['n']} → {g['k']}"
+        ),
+    ),
+    (
+        r"^falls at (?P<lon>\S+), (?P<lat>\S+) \(WGS84\), (?P<km>\S+) km from (?P<d>.+?)(?P<see> \(see the CRS problem above\))?$",
+        lambda g: (
+            f"位于 {g['lon']}, {g['lat']}（WGS84），距{g['d']} {g['km']} 公里"
+            + ("（见上方的坐标系问题）" if g["see"] else "")
+        ),
+    ),
+    (
+        r"^(?P<p>[\d.]+%) of the features' area lies outside (?P<d>.+) as read in (?P<spec>\S+), "
+        r"(?P<q>[\d.]+%) if (?P<what>.+): (?P<advice>[^:]+)$",
+        _crs_guess,
+    ),
+    # boundaries: codes and parents
+    (r"^code is missing$", "编码为空"),
+    (r"^an area code has 12 digits, got (?P<v>.+)$", "区划编码应为 12 位，现为 {v}"),
+    (r"^(?P<code>\d+) has no county \(its digits 5–6 are 00\)$", "{code} 没有县级部分（第 5–6 位为 00）"),
+    (
+        r"^(?P<code>\d+) has a community part \((?P<v>\d+)\) but no township \(000\)$",
+        "{code} 有社区部分（{v}）却没有乡镇部分（000）",
+    ),
+    (r"^township (?P<v>\d+) is out of range", "乡镇部分 {v} 超出范围（街道 001–099，乡镇 100–199）"),
+    (r"^community (?P<v>\d+) is out of range \(001–199\)$", "社区部分 {v} 超出范围（001–199）"),
+    (r"^a grid code has 15 digits .*, got (?P<v>.+)$", "网格编码应为 15 位（所属社区的 12 位加 3 位序号），现为 {v}"),
+    (r"^its first 12 digits \((?P<v>\d+)\) are not a community's code$", "前 12 位（{v}）不是社区编码"),
+    (r"^its sequence is 000 \(001–999\)$", "序号为 000（应为 001–999）"),
+    (r"^(?P<code>\d+) is not in the district (?P<d>\d+) \((?P<n>[^)]+)\)$", "{code} 不属于本区县 {d}（{n}）"),
+    (r"^code (?P<code>\S+) appears again \(first at feature (?P<n>\d+)\)$", "编码 {code} 重复（第 {n} 个要素已有）"),
+    (
+        r"^(?P<code>\d+) is not under its parent's code (?P<p>\d+) \(its code says its parent is (?P<q>\d+)\)$",
+        "{code} 不在上级编码 {p} 之下（按编码其上级应为 {q}）",
+    ),
+    (r"^(?P<code>\d+) is another district than this deployment's (?P<d>\d+)$", "{code} 是另一个区县，本部署为 {d}"),
+    (r"^its parent (?P<p>\S+) \(feature (?P<f>\d+)\) is rejected$", "上级 {p}（第 {f} 个要素）被拒绝"),
+    (
+        r"^its parent (?P<p>\S+) is neither in the file nor in the database(?P<first> \(import the areas first\))?$",
+        lambda g: f"上级 {g['p']} 既不在文件中，也不在数据库中" + ("（请先导入区划）" if g["first"] else ""),
+    ),
+    (r"^its parent (?P<p>\S+) is a (?P<is>\w+), a (?P<mine>\w+)'s parent is a (?P<want>\w+)$", _parent_level),
+    (
+        r"^(?P<m>[\d,.]+) m² lie outside its parent (?P<p>\S+) \(tolerance (?P<t>\S+) m²\)$",
+        "有 {m} 平方米在上级 {p} 之外（容差 {t} 平方米）",
+    ),
+    (
+        rf"^overlaps (?P<o>\S+) by (?P<m>[\d,.]+) m² {_AT}(?P<s> \(a sliver\))?$",
+        lambda g: f"与 {g['o']} 重叠 {g['m']} 平方米，位于 {g['lon']}, {g['lat']}" + ("（碎片）" if g["s"] else ""),
+    ),
+    (
+        rf"^(?P<kind>a gap|a sliver) of (?P<m>[\d,.]+) m² in (?P<code>\S+) that none of its (?P<lv>\w+)s covers "
+        rf"{_AT}(?:, bordered by (?P<b>.+))?$",
+        _sibling_gap,
+    ),
+    (
+        rf"^a stray part of (?P<m>[\d,.]+) m² {_AT} \(multipart kept\)$",
+        "有一块 {m} 平方米的游离部分，位于 {lon}, {lat}（保留为多部件）",
+    ),
+    (r"^grid (?P<g>\S+) was retired: this import", "网格 {g} 已撤销：导入不会恢复已撤销的网格"),
+    (r"^it lies outside your area (?P<a>\S+)$", "不在您的管辖范围 {a} 内"),
+    (r"^your own area's boundary is changed by the district$", "本级区域的边界由区县修改"),
+    # boundaries: generations
+    (
+        r"^(?P<d>.+?) has passed \(now (?P<now>[^)]+)\)",
+        "{d} 已过去（今天是 {now}）：新一代边界只能今天或以后生效，历史保持不变",
+    ),
+    (
+        r"^the last generation takes effect on (?P<d>.+?): a new",
+        "上一代边界于 {d} 生效：新一代须在其后生效（请选更晚的生效日期）",
+    ),
+    (
+        r"^moved from (?P<a>\S+) to (?P<b>\S+): a grid changes its community at once",
+        "从 {a} 移至 {b}：网格改属社区即时生效，不能定在以后（请不设生效日期导入）",
+    ),
+    (
+        r"^renamed from (?P<a>.+) at once: names are not versioned, only the boundary waits for (?P<d>.+)$",
+        "由“{a}”改名即时生效：名称不分代，只有边界等到 {d} 生效",
+    ),
+]
+_ROW_CATALOGUE = [(re.compile(p), t) for p, t in _ROW_ENTRIES]
+_ROW_WHAT = {"member": "党员", "branch": "支部", "department": "部门", "grid": "网格", "community": "社区"}
+_UNKNOWN = "有误（{}）"
+
+
+def _column_zh(label: str, col: str | None) -> str:
+    """A column as a reason names it: the file's own heading (“处置时限”), else ours."""
+    if col:
+        return f"“{col}”"
+    name = FIELDS.get(label)
+    return f"“{name}”" if name else f"“{label}”"
+
+
+def _row_part_zh(part: str) -> str | None:
+    """The Chinese of one part of a reason, or None when nothing here knows it."""
+    for pattern, template in _ROW_CATALOGUE:
+        m = pattern.search(part)
+        if m:
+            g = {k: (v or "") for k, v in m.groupdict().items()}
+            if "label" in g:
+                g["c"] = _column_zh(g["label"], g.get("col"))
+            if "what" in g:
+                g["what_zh"] = g["what"] = _ROW_WHAT.get(g["what"], g["what"])
+            return template(g) if callable(template) else template.format(**g)
+    # the same texts as the API's refusals (coordinates, names, codes, points outside the area)
+    if known(part):
+        return detail_zh(part, status=422)
+    # "CODE: reason" (a feature's code, or a column's label, before what is wrong with it)
+    head = re.match(rf"^(?:(?P<code>\d+)|{_LABEL}): (?P<rest>.+)$", part)
+    if head:
+        rest = _row_part_zh(head["rest"])
+        if rest is not None:
+            return f"{head['code'] or _column_zh(head['label'], head['col'])}：{rest}"
+    return None
+
+
+def row_reason_zh(reason: str) -> str:
+    """The Chinese of an import's reason for refusing a row or a feature (its parts,
+    joined by "; ", each translated); what the catalogue does not know keeps its English
+    inside a Chinese sentence."""
+    whole = _row_part_zh(reason.strip())  # some reasons hold a "; " of their own
+    if whole is not None:
+        return whole
+    parts = (p.strip() for p in reason.split("; ") if p.strip())
+    return "；".join(zh for p in parts if (zh := _part_or_unknown(p)))
+
+
+def _part_or_unknown(part: str) -> str:
+    zh = _row_part_zh(part)
+    return _UNKNOWN.format(part) if zh is None else zh
+
+
+def row_reason_known(reason: str) -> bool:
+    """Whether every part of ``reason`` has its own Chinese (tests)."""
+    return _row_part_zh(reason.strip()) is not None or all(
+        _row_part_zh(p.strip()) is not None for p in reason.split("; ") if p.strip()
+    )

@@ -18,6 +18,7 @@ from geo_api.settings import ImportSettings
 from tests.conftest import make_settings, scratch_engine, token_for
 from tests.factories import add_user
 from tests.ingest.district_files import CODE, Unit, build_district, start_deployment, write_grids_gpkg
+from tests.zh import CJK, untranslated_reasons
 
 STREET1, STREET2 = f"{CODE}001000", f"{CODE}002000"
 
@@ -69,6 +70,10 @@ def checked(zy, user, r):
     zy["app"].state.uploads.drain()
     got = zy["client"].get(f"/v1/imports/{r.json()['id']}", headers=token_for(user))
     assert got.status_code == 200, got.text
+    report = got.json()["report"] or {}
+    told = report.get("problems", []) + report.get("rejects", [])
+    # the web map shows each reason in Chinese
+    assert all(CJK.search(t["reason_zh"]) for t in told) and not untranslated_reasons(t["reason"] for t in told)
     return got.json()
 
 

@@ -36,6 +36,7 @@ from tests.ingest.district_files import (
     write_areas_shapefile,
     write_grids_gpkg,
 )
+from tests.zh import untranslated_reasons
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,9 @@ def _plan(engine, kind, path, *, layer=None, encoding=None, mapping=GRID_MAP, **
     m = parse_mapping(mapping)
     src = read_features(path, layer=layer, encoding=encoding, geometry_field=m.get("geometry"))
     with Session(engine) as session:
-        return plan_import(session, kind, src, mapping=m, **kw)
+        plan = plan_import(session, kind, src, mapping=m, **kw)
+    assert not untranslated_reasons(p.reason for p in plan.problems)  # the web map shows each in Chinese
+    return plan
 
 
 def _commit(engine, plan) -> dict:

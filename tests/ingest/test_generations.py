@@ -34,6 +34,7 @@ from tests.ingest.district_files import (
     write_grids_gpkg,
 )
 from tests.tiles.conftest import decode, path, tile_at, to_lonlat
+from tests.zh import untranslated_reasons
 
 PASSWORD = "generations-2026"
 
@@ -41,7 +42,9 @@ PASSWORD = "generations-2026"
 def _plan(engine, kind, file, *, mapping=GRID_MAP, **kw):
     m = parse_mapping(mapping)
     with Session(engine) as session:
-        return plan_import(session, kind, read_features(file), mapping=m, **kw)
+        plan = plan_import(session, kind, read_features(file), mapping=m, **kw)
+    assert not untranslated_reasons(p.reason for p in plan.problems)  # the web map shows each in Chinese
+    return plan
 
 
 def _commit(engine, plan) -> dict:

@@ -14,6 +14,7 @@ from layers.locate import build_grid_index
 from layers.versions import data_versions
 from tests.conftest import scratch_engine
 from tests.factories import GRID_A, GRID_B, GRID_C, small_layout
+from tests.zh import untranslated_reasons
 
 X, Y = 113.60, 34.70
 HEADER = "member_id,name,phone,lon,lat,crs,role\n"
@@ -81,6 +82,7 @@ def test_commit_writes_the_good_rows_and_is_idempotent(empty_db, tmp_path):
     with open(rejects, encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert [r["row"] for r in rows] == ["4", "5", "6", "7", "8"] and all(r["reason"] for r in rows)
+    assert not untranslated_reasons(r["reason"] for r in rows)  # the web map shows each in Chinese
     assert [r["line"] for r in rows] == ["5", "6", "7", "8", "9"]
 
     before = data_versions(empty_db)

@@ -33,6 +33,7 @@ from tests.ingest.district_files import (
     write_areas_shapefile,
     write_grids_gpkg,
 )
+from tests.zh import untranslated_reasons
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -66,7 +67,9 @@ def write_xlsx(path: Path, rows: list[list]) -> Path:
 def rejects_of(path: Path) -> dict[int, str]:
     """row → reason of a rejects file."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        return {int(r["row"]): r["reason"] for r in csv.DictReader(handle) if r["row"]}
+        out = {int(r["row"]): r["reason"] for r in csv.DictReader(handle) if r["row"]}
+    assert not untranslated_reasons(out.values())  # the web map shows each in Chinese
+    return out
 
 
 def imported(engine, kind: str, path: Path, *extra: str) -> dict:

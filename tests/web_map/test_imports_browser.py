@@ -63,7 +63,7 @@ def test_the_district_admin_imports_grids_and_the_map_works_on_them(page, page_l
     page.select_option("#imports-form select[name=kind]", "areas")
     page.click("#imports-form button[type=submit]")
     page.wait_for_function("document.getElementById('imports').dataset.state === 'ready'", timeout=60_000)
-    assert page.is_hidden("#imports-commit") and "give --crs gcj02" in page.inner_text(".imports-problems")
+    assert page.is_hidden("#imports-commit") and "请改用 --crs gcj02" in page.inner_text(".imports-problems")
     assert "GCJ-02" in page.inner_text("#imports-recheck")
     page.click("#imports-recheck")
     page.wait_for_function(

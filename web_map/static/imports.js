@@ -249,10 +249,10 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
     const rows = (report.problems || []).map((p) => {
       const where = p.feature ? `第 ${p.feature} 个要素` : '文件';
       return el('li', `imports-${p.severity}`,
-        `${p.severity === 'error' ? '错误' : '警告'}：${where}${p.code ? `（${p.code}）` : ''}：${p.reason}`);
+        `${p.severity === 'error' ? '错误' : '警告'}：${where}${p.code ? `（${p.code}）` : ''}：${p.reason_zh || p.reason}`);
     });
     rows.push(...(report.rejects || []).map((r) => el('li', 'imports-error',
-      `拒绝：第 ${r.row} 行${r.key ? `（${r.key}）` : ''}：${r.reason}`)));
+      `拒绝：第 ${r.row} 行${r.key ? `（${r.key}）` : ''}：${r.reason_zh || r.reason}`)));
     return rows;
   }
 
