@@ -243,7 +243,11 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.auth_secret = auth_secret
     app.state.grid_index = GridIndexCache(public_worker=settings.audit.public_grid_worker)
     app.state.history_index = HistoryIndexCache()  # /v1/locate?at=
-    app.state.uploads = Uploads(settings.imports.folder(settings.database), settings.imports.max_bytes)
+    app.state.uploads = Uploads(
+        settings.imports.folder(settings.database),
+        settings.imports.max_bytes,
+        stray_after_s=settings.imports.ttl_minutes * 60,
+    )
     errors.install(app)
     add_middleware(app, settings, clock)
     for module in (

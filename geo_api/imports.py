@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -68,9 +69,10 @@ def safe_name(name: str | None) -> str:
 class Uploads:
     """The imports directory and the dry-run thread of one app."""
 
-    def __init__(self, folder: Path, max_bytes: int):
+    def __init__(self, folder: Path, max_bytes: int, stray_after_s: float):
         self.root = folder
         self.max_bytes = max_bytes
+        self.stray_after_s = stray_after_s
         self._executor: ThreadPoolExecutor | None = None
 
     # ---- files ----------------------------------------------------------------------------
@@ -339,7 +341,35 @@ class Uploads:
     # ---- expiry -----------------------------------------------------------------------------
 
     def sweep(self, session) -> None:
-        """Expire the imports whose time ran out (the clock) and delete their files; the
-        caller commits."""
+        """Expire the imports whose time ran out (the clock) and delete their files, and
+        the folders nothing will read again; the caller commits."""
         for id in store.expire_imports(session):
             self.remove(id)
+        self._sweep_strays(session)
+
+    def _sweep_strays(self, session) -> None:
+        """Delete the folders of imports that are no longer open (a process that died
+        between its commit and the deletion) and, once older than ``stray_after_s``, those
+        with no import at all: an upload whose process died before it was recorded.
+        Younger rowless folders are uploads still arriving. Their age is the folder's
+        mtime against the wall clock — the file system's own time, which is all such a
+        folder has (the service clock may stand elsewhere in tests)."""
+        try:
+            folders = [p for p in self.root.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return
+        if not folders:
+            return
+        states = store.import_states(session, [p.name for p in folders])
+        now = time.time()
+        for p in folders:
+            state = states.get(p.name)
+            if state in store.OPEN:
+                continue
+            try:
+                stray = state is not None or now - p.stat().st_mtime > self.stray_after_s
+            except FileNotFoundError:
+                continue
+            if stray:
+                log.warning("deleting the import folder %s, which no open import owns", p.name)
+                shutil.rmtree(p, ignore_errors=True)

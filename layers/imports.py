@@ -137,6 +137,12 @@ def expire_imports(session: Session) -> list[str]:
     )
 
 
+def import_states(session: Session, ids: list[str]) -> dict[str, str]:
+    """The state of each of ``ids`` that is an import (an id without a row is absent)."""
+    rows = session.execute(text("SELECT id, status FROM imports WHERE id = ANY(:ids)"), {"ids": ids}).all()
+    return {id: status for id, status in rows}
+
+
 def restart_check(session: Session, id: str, *, kind: str | None = None, options: dict | None = None) -> bool:
     """Back to ``checking`` with its file kept — the data changed since its dry run, or
     the admin asks for it again, with another ``kind`` or ``options`` if given. False

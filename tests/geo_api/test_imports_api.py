@@ -340,3 +340,38 @@ def test_a_generation_of_grids_set_for_a_later_day_through_the_web(zy, tmp_path,
     assert located() == d.grids[-1].code  # until the day, the grid is there
     clock.advance(timedelta(days=11))
     assert located() != d.grids[-1].code  # retired on the day, no restart, no write
+
+
+def test_folders_no_open_import_owns_are_swept(zy):
+    """A process that died mid-upload (a folder with no import) or between a commit and
+    its deletion (a folder of a committed import) leaves a folder: the next sweep deletes
+    it once it is older than the imports' time to live; a younger rowless folder is an
+    upload still arriving and stays, as do the folders of open imports."""
+    import os
+    import time
+
+    client, root = zy["client"], zy["root"]
+    job = checked(zy, "admin", upload(zy, "admin", zy["files"]["areas"], "areas"))  # open: ready
+    with zy["engine"].connect() as conn:  # committed by the tests above
+        committed = conn.execute(text("SELECT id FROM imports WHERE status = 'committed' LIMIT 1")).scalar_one()
+    ttl = zy["app"].state.settings.imports.ttl_minutes * 60
+    old = time.time() - ttl - 60
+
+    def leftover(name: str, age: float | None) -> os.PathLike:
+        folder = root / name
+        folder.mkdir(mode=0o700)
+        (folder / "roster.csv").write_text("member_id,name\nZY9,某某\n", encoding="utf-8")
+        if age is not None:
+            os.utime(folder, (age, age))
+        return folder
+
+    crashed = leftover("0" * 32, old)  # died before its import was recorded
+    arriving = leftover("1" * 32, None)  # still arriving
+    after_commit = leftover(committed, None)  # the commit's deletion never ran
+    got = client.get(f"/v1/imports/{job['id']}", headers=token_for("admin"))  # any read sweeps
+    assert got.status_code == 200 and got.json()["status"] == "ready"
+    assert not crashed.exists() and not after_commit.exists()
+    assert arriving.exists() and (root / job["id"]).exists()
+    os.utime(arriving, (old, old))
+    client.get(f"/v1/imports/{job['id']}", headers=token_for("admin"))
+    assert not arriving.exists() and (root / job["id"]).exists()
