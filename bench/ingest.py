@@ -290,6 +290,7 @@ DISTRICT = "410102"
 #: and grids per community as columns × rows
 ORIGIN = (113.50, 34.70)
 STREETS, COMMUNITIES_PER_STREET = 10, 10
+VERTICES_PER_EDGE = 8  # a cell's side of ~150 m cut every ~20 m
 
 
 def _lattice(n_grids: int) -> tuple[int, int]:
@@ -313,8 +314,18 @@ def boundary_files(folder: Path, n_grids: int) -> tuple[Path, Path, Path, int]:
     cols, rows = _lattice(n_grids)
     cw, ch = cols * 0.0016, rows * 0.0013  # a community's size in degrees: cells of ~150 m
     x0, y0 = ORIGIN
-    sw, sh = cw * COMMUNITIES_PER_STREET, ch
-    district = shapely.box(x0, y0, x0 + sw, y0 + sh * STREETS)
+    # One lattice of vertices, ~20 m apart, for every boundary: shared edges are cut at
+    # the very same points from both sides, as in a layer digitised with snapping (edges
+    # computed per cell would differ in the last bits, which no digitiser produces).
+    m = VERTICES_PER_EDGE
+    xs = x0 + np.arange(COMMUNITIES_PER_STREET * cols * m + 1) * (cw / (cols * m))
+    ys = y0 + np.arange(STREETS * rows * m + 1) * (ch / (rows * m))
+
+    def box(i0: int, j0: int, i1: int, j1: int):  # corners by lattice index
+        return shapely.box(xs[i0], ys[j0], xs[i1], ys[j1])
+
+    ci, rj = cols * m, rows * m  # a community's extent in lattice steps
+    district = box(0, 0, COMMUNITIES_PER_STREET * ci, STREETS * rj)
     dpath = folder / "district.geojson"
     dpath.write_text(
         json.dumps(
@@ -322,17 +333,17 @@ def boundary_files(folder: Path, n_grids: int) -> tuple[Path, Path, Path, int]:
         ),
         encoding="utf-8",
     )
-    features, codes, names, parents, geoms = [], [], [], [], []
+    features, codes, names, parents, cells = [], [], [], [], []
+    t = np.arange(m)
     for s in range(STREETS):
         scode = f"{DISTRICT}{s + 1:03d}000"
-        street = shapely.box(x0, y0 + s * sh, x0 + sw, y0 + (s + 1) * sh)
+        street = box(0, s * rj, COMMUNITIES_PER_STREET * ci, (s + 1) * rj)
         features.append((scode, f"第{s + 1}街道", f"{DISTRICT}000000", street))
         for c in range(COMMUNITIES_PER_STREET):
             ccode = f"{scode[:9]}{c + 1:03d}"
-            cx, cy = x0 + c * cw, y0 + s * sh
-            features.append((ccode, f"第{s + 1}街道第{c + 1}社区", scode, shapely.box(cx, cy, cx + cw, cy + ch)))
-            xs = np.linspace(cx, cx + cw, cols + 1)
-            ys = np.linspace(cy, cy + ch, rows + 1)
+            features.append(
+                (ccode, f"第{s + 1}街道第{c + 1}社区", scode, box(c * ci, s * rj, (c + 1) * ci, (s + 1) * rj))
+            )
             k = 0
             for j in range(rows):
                 for i in range(cols):
@@ -340,7 +351,17 @@ def boundary_files(folder: Path, n_grids: int) -> tuple[Path, Path, Path, int]:
                     codes.append(f"{ccode}{k:03d}")
                     names.append(f"{ccode[-3:]}社区第{k}网格")
                     parents.append(ccode)
-                    geoms.append(shapely.box(xs[i], ys[j], xs[i + 1], ys[j + 1]))
+                    a, b = c * ci + i * m, s * rj + j * m  # the cell's lower left corner
+                    ring = np.concatenate(
+                        [
+                            np.column_stack([xs[a + t], np.full(m, ys[b])]),  # bottom, eastwards
+                            np.column_stack([np.full(m, xs[a + m]), ys[b + t]]),  # right, northwards
+                            np.column_stack([xs[a + m - t], np.full(m, ys[b + m])]),  # top, westwards
+                            np.column_stack([np.full(m, xs[a]), ys[b + m - t]]),  # left, southwards
+                            [[xs[a], ys[b]]],
+                        ]
+                    )
+                    cells.append(shapely.multipolygons([shapely.polygons(ring)]))
     apath = folder / "areas.geojson"
     apath.write_text(
         json.dumps(
@@ -359,8 +380,6 @@ def boundary_files(folder: Path, n_grids: int) -> tuple[Path, Path, Path, int]:
         ),
         encoding="utf-8",
     )
-    # a vertex every ~20 m: shared edges are cut at the same points from both sides
-    cells = shapely.multipolygons([[g] for g in shapely.segmentize(np.asarray(geoms, dtype=object), 0.0002)])
     gk = np.asarray(geoms_from_wgs84(np.asarray(cells, dtype=object), "EPSG:4547"), dtype=object)
     gpath = folder / "grids.gpkg"
     pyogrio.raw.write(
