@@ -38,7 +38,43 @@ def cmd_db(args, settings: Settings) -> int:
         else:
             print(f"{'running' if pg.is_running(c) else 'stopped'} on 127.0.0.1:{c.port} (data: {c.data_dir})")
     elif args.action == "url":
-        print(db.database_url(settings.database, start=False))
+        url = db.database_url(settings.database, start=False)
+        if args.reader:
+            url = db.url_for_user(url, args.reader)
+        print(url if args.sqlalchemy else db.libpq_dsn(url))
+    return 0
+
+
+def cmd_reader(args, settings: Settings) -> int:
+    import os
+
+    from layers import db, gis_reader
+
+    engine = db.make_engine(db.database_url(settings.database))
+    with engine.begin() as conn:
+        if args.action == "revoke-reader":
+            done = gis_reader.revoke_reader(conn, args.name)
+            print(f"reader {args.name} {'dropped' if done else 'did not exist'}")
+            return 0
+        given = os.environ.get("GRIDBRANCH_READER_PASSWORD")
+        password = given or secrets.token_urlsafe(18)
+        created = gis_reader.grant_reader(conn, args.name, password)
+    print(f"reader {args.name} {'created' if created else 'updated'}: reads the gis views only")
+    if not given:
+        print(f"password: {password}")
+    print(f"connect: {db.libpq_dsn(db.url_for_user(db.database_url(settings.database, start=False), args.name))}")
+    return 0
+
+
+def cmd_qgis(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from geo_api.qgis import layer_definition
+    from layers import db
+
+    out = Path(args.out)
+    out.write_bytes(layer_definition(db.database_url(settings.database, start=False), args.reader))
+    print(f"wrote {out}: open it in QGIS (图层 → 添加图层定义文件 / Layer → Add from Layer Definition File)")
     return 0
 
 
@@ -687,9 +723,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("db", help="the private PostGIS cluster")
-    p.add_argument("action", choices=["start", "stop", "status", "url"])
-    p.set_defaults(func=cmd_db)
+    p = sub.add_parser("db", help="the private PostGIS cluster, its URL, read-only accounts for GIS clients")
+    actions = p.add_subparsers(dest="action", required=True)
+    for action, text in (("start", "start the private cluster"), ("stop", "stop it"), ("status", "is it running")):
+        actions.add_parser(action, help=text).set_defaults(func=cmd_db)
+    q = actions.add_parser("url", help="the database's URL, as psql and QGIS take it (postgresql://…)")
+    q.add_argument("--sqlalchemy", action="store_true", help="as SQLAlchemy takes it (postgresql+psycopg2://…)")
+    q.add_argument("--reader", help="for this read-only account (grant-reader), without a password")
+    q.set_defaults(func=cmd_db)
+    q = actions.add_parser(
+        "grant-reader",
+        help="a read-only login for QGIS/GDAL: the gis views, no personal data "
+        "(password from GRIDBRANCH_READER_PASSWORD, else generated and printed)",
+    )
+    q.add_argument("name")
+    q.set_defaults(func=cmd_reader)
+    q = actions.add_parser("revoke-reader", help="drop a read-only login made by grant-reader")
+    q.add_argument("name")
+    q.set_defaults(func=cmd_reader)
+    q = actions.add_parser("qgis", help="write a QGIS layer definition (.qlr) of the gis views, styled as the map")
+    q.add_argument("--reader", required=True, help="the read-only account QGIS signs in as")
+    q.add_argument("--out", required=True, help="the .qlr file to write")
+    q.set_defaults(func=cmd_qgis)
 
     p = sub.add_parser("migrate", help="apply (or revert) the database migrations")
     p.add_argument("--down", action="store_true", help="downgrade instead (to --revision, default base)")

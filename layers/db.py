@@ -127,6 +127,14 @@ def _psycopg2_unavailable(exc: BaseException, psycopg2) -> bool:
     return code is None or (code[:2] in _UNAVAILABLE_SQLSTATES and code != "57014")  # 57014: a statement timeout
 
 
+def url_for_user(url, user: str) -> str:
+    """``url`` signing in as ``user``, without a password (the client asks, or reads
+    ~/.pgpass)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url)._replace(username=user, password=None).render_as_string(hide_password=False)
+
+
 def libpq_dsn(url) -> str:
     """A libpq URI for ``url`` (an SQLAlchemy URL or string), without the driver name
     (the asynchronous pool and version readers of :mod:`layers.pg` connect with it)."""
