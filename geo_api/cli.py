@@ -45,6 +45,60 @@ def cmd_db(args, settings: Settings) -> int:
     return 0
 
 
+def _own_cluster(settings: Settings, what: str):
+    if settings.database.database_url:
+        raise InvalidInput(
+            f"GRIDBRANCH_DATABASE_URL is set: that database's operator {what} it (pg_basebackup, pgBackRest); "
+            "gridbranch backs up its private cluster only",
+            field="database",
+        )
+    return _cluster(settings)
+
+
+def cmd_backup(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from layers import backup
+
+    c = _own_cluster(settings, "backs up")
+    folder = Path(args.dir) if args.dir else None
+    if args.list:
+        for b in backup.list_backups(c, folder):
+            print(f"{b.label}  {b.bytes / 2**20:,.0f} MiB  from WAL {b.start_lsn}  {b.path}")
+        return 0
+    if args.mark:
+        print(f"restore point {args.mark} at {backup.mark(c, args.mark)} (gridbranch restore --to-point {args.mark})")
+        return 0
+    b = backup.take_backup(c, folder)
+    print(f"backup {b.label}: {b.bytes / 2**20:,.0f} MiB, verified, in {b.path}")
+    print(f"WAL archive: {backup.archive_dir(c)} (restores reach any point after {b.start_lsn})")
+    return 0
+
+
+def cmd_restore(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from layers import backup
+    from layers import cluster as pg
+
+    c = _own_cluster(settings, "restores")
+    found = backup.list_backups(c, Path(args.dir) if args.dir else None)
+    chosen = [b for b in found if args.backup in (None, b.label)]
+    if not chosen:
+        raise InvalidInput(
+            f"no base backup {args.backup}" if args.backup else "no base backup yet: gridbranch backup", field="backup"
+        )
+    when = None
+    if args.to_time:
+        try:
+            when = datetime.fromisoformat(args.to_time)
+        except ValueError:
+            raise InvalidInput(f"not an ISO 8601 instant: {args.to_time!r}", field="to_time") from None
+    target = backup.Target(name=args.to_point, time=when, lsn=args.to_lsn)
+    print(backup.restore(c, chosen[-1], pg.Cluster(root=Path(args.into), port=args.port), target))
+    return 0
+
+
 def cmd_reader(args, settings: Settings) -> int:
     import os
 
@@ -745,6 +799,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--reader", required=True, help="the read-only account QGIS signs in as")
     q.add_argument("--out", required=True, help="the .qlr file to write")
     q.set_defaults(func=cmd_qgis)
+
+    p = sub.add_parser(
+        "backup", help="the private cluster: a verified base backup, WAL archiving on (a restart the first time)"
+    )
+    p.add_argument("--dir", help="where base backups go (default: backups beside the cluster's data)")
+    p.add_argument("--list", action="store_true", help="list the base backups instead")
+    p.add_argument("--mark", metavar="NAME", help="create a named restore point instead (restore --to-point NAME)")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="a new cluster from a base backup and the WAL archive, to a point in time")
+    p.add_argument("--into", required=True, help="the new cluster's directory (must not hold one)")
+    p.add_argument("--port", type=int, required=True, help="the new cluster's port")
+    p.add_argument("--dir", help="where the base backups are (as backup --dir)")
+    p.add_argument("--backup", help="the base backup's label (default: the newest)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--to-point", help="a restore point made by backup --mark")
+    target.add_argument("--to-time", help="an instant with its offset (2026-12-04T10:00:00+08:00)")
+    target.add_argument("--to-lsn", help="a WAL location (0/16B3748)")
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("migrate", help="apply (or revert) the database migrations")
     p.add_argument("--down", action="store_true", help="downgrade instead (to --revision, default base)")
