@@ -30,6 +30,40 @@ def demo_engine():
     return engine
 
 
+def server_url() -> str:
+    """A URL on the server's maintenance database: ``GRIDBRANCH_TEST_DATABASE_URL``'s, else
+    the private cluster's (started)."""
+    from geo_api.settings import DatabaseSettings
+    from layers import cluster as pg
+    from layers import db
+
+    given = os.environ.get("GRIDBRANCH_TEST_DATABASE_URL")
+    if given:
+        return db.database_url(DatabaseSettings(database_url=given), start=False)
+    settings = DatabaseSettings()
+    c = pg.Cluster(root=settings.db_dir, port=settings.db_port)
+    pg.start(c)
+    return c.url("postgres")
+
+
+def scratch_database(server: str, name: str, pool: int = 2):
+    """An engine on database ``name`` of ``server``, made afresh and migrated to head."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from layers import cluster as pg
+    from layers import db, migrate
+
+    pg.drop_database(server, name)
+    admin = db.make_engine(server, 1)
+    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    engine = db.make_engine(make_url(server).set(database=name).render_as_string(hide_password=False), pool)
+    migrate.upgrade(engine)
+    return engine
+
+
 def ensure_accounts(engine) -> None:
     """The demo accounts, made (with a random password) if the demo has none yet."""
     import secrets

@@ -40,6 +40,7 @@ from shapely import STRtree  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
+from bench import common  # noqa: E402
 from bench.common import demo_engine, fmt, get_request, load, served  # noqa: E402
 from layers import coverage as cov  # noqa: E402
 
@@ -344,38 +345,6 @@ def _multi(geom):
 # --------------------------------------------------------------------------------------
 
 
-def server_url() -> str:
-    import os
-
-    from geo_api.settings import DatabaseSettings
-    from layers import cluster as pg
-    from layers import db
-
-    given = os.environ.get("GRIDBRANCH_TEST_DATABASE_URL")
-    if given:
-        return db.database_url(DatabaseSettings(database_url=given), start=False)
-    settings = DatabaseSettings()
-    c = pg.Cluster(root=settings.db_dir, port=settings.db_port)
-    pg.start(c)
-    return c.url("postgres")
-
-
-def fresh_database(server: str, name: str):
-    from sqlalchemy.engine import make_url
-
-    from layers import cluster as pg
-    from layers import db, migrate
-
-    pg.drop_database(server, name)
-    admin = db.make_engine(server, 1)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    engine = db.make_engine(make_url(server).set(database=name).render_as_string(hide_password=False), 2)
-    migrate.upgrade(engine)
-    return engine
-
-
 def _hex(geoms) -> list[str]:
     arr = shapely.set_srid(np.asarray(geoms, dtype=object), 4326)
     return shapely.to_wkb(arr, hex=True, include_srid=True).tolist()
@@ -492,14 +461,14 @@ def demo_part(runs: int, http_requests: int) -> float:
 def province_part(sizes: list[int], runs: int, baseline_max: int, keep: bool) -> None:
     from layers import cluster as pg
 
-    server = server_url()
+    server = common.server_url()
     figures = []
     try:
         for n in sizes:
             t0 = time.perf_counter()
             layer = generate(n)
             t1 = time.perf_counter()
-            engine = fresh_database(server, SCRATCH_DB)
+            engine = common.scratch_database(server, SCRATCH_DB)
             load_layer(engine, layer)
             t2 = time.perf_counter()
             with Session(engine) as session:

@@ -55,25 +55,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from bench import common  # noqa: E402
+
 SCRATCH_DB = "gridbranch_bench_ingest"
 HEADER = ["党员编号", "姓名", "手机号码", "所在支部", "党员类别", "经度", "纬度", "坐标系"]
 SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏吕丁任沈"
 GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华建国红梅玉兰志强海燕晓东"
 STATUSES = ("在职党员", "在职党员", "在职党员", "流动党员", "退休党员")
-
-
-def server_url() -> str:
-    from geo_api.settings import DatabaseSettings
-    from layers import cluster as pg
-    from layers import db
-
-    given = os.environ.get("GRIDBRANCH_TEST_DATABASE_URL")
-    if given:
-        return db.database_url(DatabaseSettings(database_url=given), start=False)
-    settings = DatabaseSettings()
-    c = pg.Cluster(root=settings.db_dir, port=settings.db_port)
-    pg.start(c)
-    return c.url("postgres")
 
 
 def scratch_url(server: str) -> str:
@@ -83,16 +71,7 @@ def scratch_url(server: str) -> str:
 
 
 def fresh_database(server: str) -> None:
-    from layers import cluster as pg
-    from layers import db, migrate
-
-    pg.drop_database(server, SCRATCH_DB)
-    admin = db.make_engine(server, 1)
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text(f'CREATE DATABASE "{SCRATCH_DB}"'))
-    admin.dispose()
-    engine = db.make_engine(scratch_url(server), 1)
-    migrate.upgrade(engine)
+    engine = common.scratch_database(server, SCRATCH_DB, pool=1)
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -238,7 +217,7 @@ def _line(what: str, r: dict) -> str:
 def roster_part(rows: int, xlsx_rows: int, keep: bool) -> None:
     from layers import cluster as pg
 
-    server = server_url()
+    server = common.server_url()
     url = scratch_url(server)
     fresh_database(server)
     try:
@@ -580,7 +559,7 @@ def _cpu_line(r: dict) -> str:
 def boundaries_part(n_grids: int, keep: bool, profile: str | None) -> None:
     from layers import cluster as pg
 
-    server = server_url()
+    server = common.server_url()
     url = scratch_url(server)
     fresh_database(server)
     try:
