@@ -40,6 +40,7 @@ from geo_api.routers import (
     pages,
     places,
     registrations,
+    reports,
     tiles,
 )
 from geo_api.settings import Settings
@@ -266,6 +267,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         imports,
         tiles,
         audit,
+        reports,
     ):
         app.include_router(module.router)
     app.include_router(branches.log_router)

@@ -99,6 +99,28 @@ def cmd_restore(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args, settings: Settings) -> int:
+    from pathlib import Path
+
+    from sqlalchemy.orm import Session
+
+    from geo_api import report
+    from layers.clock import now_of
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".pdf", ".html"):
+        raise InvalidInput(f"--out must end in .pdf or .html, got {out.name}", field="out")
+    engine = _engine(settings)
+    with Session(engine) as session:
+        r = report.build(session, settings, args.within, args.month, now_of(session))
+    if out.suffix.lower() == ".pdf":
+        out.write_bytes(report.pdf(r))
+    else:
+        out.write_text(report.html(r), encoding="utf-8")
+    print(f"wrote {out}: {r['name']} {r['month']}")
+    return 0
+
+
 def cmd_reader(args, settings: Settings) -> int:
     import os
 
@@ -817,6 +839,12 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--to-time", help="an instant with its offset (2026-12-04T10:00:00+08:00)")
     target.add_argument("--to-lsn", help="a WAL location (0/16B3748)")
     p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("report", help="an area's monthly report (月度报告) as PDF or print-ready HTML")
+    p.add_argument("--within", required=True, help="a district, street or community code")
+    p.add_argument("--month", required=True, help="YYYY-MM")
+    p.add_argument("--out", required=True, help="the file to write: .pdf or .html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("migrate", help="apply (or revert) the database migrations")
     p.add_argument("--down", action="store_true", help="downgrade instead (to --revision, default base)")

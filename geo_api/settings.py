@@ -167,6 +167,19 @@ class EventSettings(BaseSettings):
     workdays: tuple[date, ...] = Field((), description="make-up working days (调休) besides the table")
     timezone: str = "Asia/Shanghai"
 
+    def calendar(self, session):
+        """The working calendar: these settings and the ``work_calendar_days`` table."""
+        from layers import events as ev
+
+        return ev.load_calendar(
+            session,
+            periods=self.work_periods,
+            weekend=self.weekend,
+            holidays=self.holidays,
+            workdays=self.workdays,
+            timezone=self.timezone,
+        )
+
 
 class TileSettings(BaseSettings):
     """Vector tiles: the in-process cache, HTTP caching, feature limits, gzip.

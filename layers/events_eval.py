@@ -1,5 +1,6 @@
-"""Performance evaluation on the event records (绩效一网考): per department, street,
-community or grid, over the events reported in a period.
+"""Performance evaluation on the event records (绩效一网考): per department, district,
+street, community or grid, over the events reported in a period (a district's figures
+are its total: the monthly report's, layers.report).
 
 For the events reported in [from, to) in a unit — figures as of ``as_of`` (the time of
 the query; statuses are the current ones):
@@ -48,8 +49,8 @@ from layers.errors import InvalidInput
 from layers.events import CLOCK
 from layers.workcal import WorkCalendar, working_hours_between
 
-LEVELS = ("department", "street", "community", "grid")
-_WIDTH = {"street": 9, "community": 12, "grid": 15}
+LEVELS = ("department", "district", "street", "community", "grid")
+_WIDTH = {"district": 6, "street": 9, "community": 12, "grid": 15}
 
 _EVENTS_CTE = """
     WITH ev AS MATERIALIZED (

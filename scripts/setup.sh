@@ -12,7 +12,8 @@ want_test=0
 
 say() { printf '[setup] %s\n' "$*"; }
 
-packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk)
+# libpango and the Noto CJK fonts: the monthly report's PDF (WeasyPrint) and the browser's Chinese
+packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk libpango-1.0-0 libpangoft2-1.0-0 fonts-noto-cjk)
 [ $want_test = 1 ] && packages+=(chromium)
 
 missing=()

@@ -53,15 +53,7 @@ def _json(data, status_code: int = 200) -> Response:
 
 
 def calendar_of(request: Request, session):
-    s = request.app.state.settings.events
-    return ev.load_calendar(
-        session,
-        periods=s.work_periods,
-        weekend=s.weekend,
-        holidays=s.holidays,
-        workdays=s.workdays,
-        timezone=s.timezone,
-    )
+    return request.app.state.settings.events.calendar(session)
 
 
 class EventReport(Body):
