@@ -21,7 +21,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,6 +31,7 @@ from starlette.requests import Request
 from geo_api.errors import ContentTooLarge
 from ingest import uploads
 from layers import imports as store
+from layers.clock import SYSTEM
 from layers.errors import GridbranchError, InvalidInput
 
 log = logging.getLogger("gridbranch")
@@ -361,7 +361,7 @@ class Uploads:
         if not folders:
             return
         states = store.import_states(session, [p.name for p in folders])
-        now = time.time()
+        now = SYSTEM.now().timestamp()  # the file system's time is the wall clock's
         for p in folders:
             state = states.get(p.name)
             if state in store.OPEN:

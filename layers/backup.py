@@ -19,10 +19,11 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from layers import cluster as pg
+from layers.clock import SYSTEM
 from layers.errors import ConfigError, InvalidInput
 
 _CONF = "gridbranch-archive.conf"
@@ -113,7 +114,8 @@ def take_backup(cluster: pg.Cluster, folder: Path | None = None) -> Backup:
     enable_archiving(cluster)
     bindir = pg.find_bindir()
     root = _postgres_dir(folder or backups_dir(cluster))
-    label = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    # a label of the wall clock's: the backup's files and WAL carry its time, not the service's
+    label = SYSTEM.now().strftime("%Y%m%dT%H%M%S%fZ")
     target = root / label
     env = {**os.environ, "PGPASSWORD": cluster.password_file.read_text().strip()}
     command = [

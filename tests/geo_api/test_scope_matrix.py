@@ -35,7 +35,7 @@ from sqlalchemy import text
 from geo_api.app import create_app
 from geo_api.audit import writer_of
 from geo_api.deps import Access, Caller, ScopedEvent, require_roles
-from tests.conftest import make_settings, token_for
+from tests.conftest import TEST_CLOCK, make_settings, token_for
 from tests.factories import add_user
 from tests.geo_api.test_api import api_routes
 
@@ -142,6 +142,15 @@ def _report(ctx, where, role):
         "/v1/events",
         json={"lon": lon, "lat": lat, "category": "xfyh", "channel": channel, "description": "矩阵探针上报"},
     )
+
+
+def _last_month() -> str:
+    """The month before the tests' clock's (a monthly report's)."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    today = TEST_CLOCK.now().astimezone(ZoneInfo("Asia/Shanghai")).date()
+    return (today.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
 
 
 def _district_or_centre(role, where):
@@ -446,6 +455,17 @@ CASES: dict[tuple[str, str], list[Case]] = {
     ("GET", "/v1/coverage/summary"): [
         Case(
             lambda c, w, r: req("GET", "/v1/coverage/summary", params={"code": {"in": C_IN, "out": C_OUT}[w]}),
+            scope="area",
+            entitled=_centre,
+        )
+    ],
+    ("GET", "/v1/reports/monthly"): [
+        Case(
+            lambda c, w, r: req(
+                "GET",
+                "/v1/reports/monthly",
+                params={"within": {"in": C_IN, "out": C_OUT}[w], "month": _last_month(), "format": "html"},
+            ),
             scope="area",
             entitled=_centre,
         )
