@@ -84,7 +84,7 @@ def _personal(caller: Caller, row) -> bool:
     reporter themselves, staff covering its grid; never department staff."""
     if caller.role == "member":
         return row.reporter is not None and row.reporter == caller.username
-    return caller.role in ("dispatcher", "admin", "grid_worker") and caller.covers(row.grid_code)
+    return caller.staff_covering(row.grid_code)
 
 
 def _audited(audit, views: list[dict]) -> None:

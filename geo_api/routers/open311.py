@@ -16,7 +16,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import STAFF, Public, SessionDep
+from geo_api.deps import Public, SessionDep
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.responses import open311_errors, problems
 from geo_api.routers.events import report_batcher
@@ -103,7 +103,7 @@ def _entitled(caller):
     """Staff of an event's area see its request as stored; others (anonymous callers
     above all) without an unaccepted description, and outside public space at the
     grid's label point (layers.events_open311)."""
-    return lambda grid: caller.role in STAFF and caller.covers(grid)
+    return caller.staff_covering
 
 
 @router.get("/requests.json", summary="Open311 service requests, filtered (default: the last 90 days)")
