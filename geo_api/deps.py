@@ -285,6 +285,16 @@ def scoped_event_area(description: str):
     return Depends(dependency)
 
 
+#: The ``within`` query argument of the event lists and figures (:func:`scoped_event_area`).
+ScopedEventWithin = Annotated[
+    str | None,
+    scoped_event_area(
+        description="area or grid code; default your area (dispatchers: all; department staff: none, "
+        "their department's events across the district)"
+    ),
+]
+
+
 def scoped_member(
     session: Session, caller: Caller, member_id: int, *, lock: bool = False, field: str = "member_id"
 ) -> int:

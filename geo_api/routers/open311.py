@@ -19,9 +19,9 @@ from starlette.concurrency import run_in_threadpool
 
 from geo_api.deps import Public, SessionDep
 from geo_api.errors import Open311Route
+from geo_api.event_reports import report_batcher
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.responses import open311_errors, problems
-from geo_api.routers.events import report_batcher
 from layers import events as ev
 from layers import events_open311 as o311
 from layers import textfields
