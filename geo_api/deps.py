@@ -7,7 +7,10 @@ Every argument of a non-public route that names a member, a registration, an eve
 grid, a branch, an area or an account is checked against the caller's scope here and
 only here: the ``Scoped*`` dependencies for path and query arguments, :func:`scoped_member`,
 :func:`scoped_event` and :func:`area_in_scope` for the same in a body. Each loads the
-object's area code (lookups in ``layers``) and asks :meth:`Caller.covers`. A route
+object's area code (lookups in ``layers``) and asks :meth:`Caller.covers`. What a route
+learns only as it works (the grid a residence falls in) it checks with
+:meth:`Caller.require_covers`; who sees an object in full, with :meth:`Caller.staff_covering`
+— never by comparing codes itself. A route
 declares them after its access, so that a caller without the role hears 401/403 first
 (tests/geo_api/test_scope_matrix.py walks every route, role and inside/outside argument).
 """
@@ -71,6 +74,12 @@ async def get_session(request: Request) -> AsyncIterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+#: the roles that see the objects of their area in full (dispatchers: of every area)
+STAFF = ("dispatcher", "admin", "grid_worker")
+#: the same without dispatchers: who sees members themselves
+ADMINS_AND_WORKERS = ("admin", "grid_worker")
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: an account with a role scoped to an area (department staff: to a
@@ -98,6 +107,27 @@ class Caller:
         if not self.area_code or not code:
             return False
         return code.startswith(area_prefix(self.area_code))
+
+    def covers_home(self, code: str | None) -> bool:
+        """Whether this caller's area contains an object's home area ``code``; an object
+        of no known area (a work-unit branch, a member known by no grid) only for
+        :attr:`district_wide` callers."""
+        return self.covers(code) if code else self.district_wide
+
+    def require_covers(self, code: str, field: str | None, *, what: str = "") -> str:
+        """``code`` if this caller's area contains it (:meth:`covers`); otherwise 403
+        naming ``field`` and the code (``what``: "grid", "member"… before it). The one
+        refusal of an out-of-area code, so that its English (and with it its Chinese,
+        layers.messages_zh) is the same wherever a route checks one."""
+        if not self.covers(code):
+            raise Forbidden(f"{what + ' ' if what else ''}{code} is outside your area {self.area_code}", field=field)
+        return code
+
+    def staff_covering(self, code: str | None, roles: tuple[str, ...] | None = None) -> bool:
+        """Whether this caller is staff (``roles``, default :data:`STAFF`) whose area
+        contains ``code``: who sees an object of that area in full (personal parts,
+        unsuppressed figures) rather than as the public does."""
+        return self.role in (STAFF if roles is None else roles) and self.covers(code)
 
     @property
     def kind(self) -> str | None:
@@ -190,7 +220,6 @@ SignedIn = Annotated[Caller, Depends(Access(*account_queries.ROLES, password_pen
 # -- Scope: the one place where arguments are checked against the caller's area ---------
 
 Caller_ = Annotated[Caller, Depends(get_caller)]
-STAFF = ("dispatcher", "admin", "grid_worker")
 
 
 def area_in_scope(caller: Caller, code: str | None, field: str) -> str | None:
@@ -204,9 +233,7 @@ def area_in_scope(caller: Caller, code: str | None, field: str) -> str | None:
             raise Forbidden(f"an account without an area must name {field}", field=field)
         return caller.area_code
     check_code(code, field)
-    if not caller.covers(code):
-        raise Forbidden(f"{code} is outside your area {caller.area_code}", field=field)
-    return code
+    return caller.require_covers(code, field)
 
 
 def scoped_area(
@@ -258,6 +285,16 @@ def scoped_event_area(description: str):
     return Depends(dependency)
 
 
+#: The ``within`` query argument of the event lists and figures (:func:`scoped_event_area`).
+ScopedEventWithin = Annotated[
+    str | None,
+    scoped_event_area(
+        description="area or grid code; default your area (dispatchers: all; department staff: none, "
+        "their department's events across the district)"
+    ),
+]
+
+
 def scoped_member(
     session: Session, caller: Caller, member_id: int, *, lock: bool = False, field: str = "member_id"
 ) -> int:
@@ -278,7 +315,7 @@ def scoped_member(
         area = registration_queries.member_area(session, member_id, lock=lock)
     except NotFound:
         raise hidden from None
-    if not (caller.covers(area) if area else caller.district_wide):
+    if not caller.covers_home(area):
         raise hidden
     return member_id
 
@@ -293,7 +330,7 @@ def scoped_event(session: Session, caller: Caller, event_id: int, *, field: str 
     elif caller.role == "department_staff":
         entitled = caller.department_id in departments
     else:
-        entitled = caller.role in STAFF and caller.covers(grid)
+        entitled = caller.staff_covering(grid)
     if not entitled:
         raise Forbidden(f"event {event_id} is not yours to see", field=field)
     return event_id
@@ -306,20 +343,18 @@ def _event(session: SessionDep, caller: Caller_, event_id: Annotated[int, Path(g
 def _registration(session: SessionDep, caller: Caller_, registration_id: Annotated[int, Path(ge=1)]) -> int:
     grid, member_id = registration_queries.registration_area(session, registration_id)
     own = caller.role == "member" and caller.member_id == member_id
-    if not (own or (caller.role in ("admin", "grid_worker") and caller.covers(grid))):
+    if not (own or caller.staff_covering(grid, ADMINS_AND_WORKERS)):
         raise Forbidden(f"registration {registration_id} is not yours to see", field="registration_id")
     return registration_id
 
 
 def _grid(caller: Caller_, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]) -> str:
-    if not caller.covers(code):
-        raise Forbidden(f"grid {code} is outside your area {caller.area_code}", field="code")
-    return code
+    return caller.require_covers(code, "code", what="grid")
 
 
 def _branch(session: SessionDep, caller: Caller_, code: Annotated[str, Path(max_length=32)]) -> str:
     community = branch_queries.branch_area(session, code)
-    if not (caller.covers(community) if community else caller.district_wide):
+    if not caller.covers_home(community):
         raise Forbidden(
             f"branch {code} is outside your area {caller.area_code}"
             + ("" if community else " (a branch of no community: district admins only)"),
@@ -340,7 +375,7 @@ def _account(
     except NotFound:
         visible = False
     else:
-        visible = caller.covers(home) if home else caller.district_wide
+        visible = caller.covers_home(home)
     if not visible:
         raise NotFound(f"no account {username!r} in your area", field="username")
     return username

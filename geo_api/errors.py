@@ -3,12 +3,18 @@ naming the offending field."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from layers.db import database_unavailable
@@ -55,6 +61,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GridbranchError)
     async def _project(request: Request, exc: GridbranchError):
         return project_error(exc)
+
+    @app.exception_handler(Open311Error)
+    async def _open311(request: Request, exc: Open311Error):
+        return open311_error(exc.error)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
@@ -121,6 +131,59 @@ def project_error(exc: GridbranchError) -> JSONResponse:
     if exc.status >= 500:
         log.error("%s: %s", exc.title, exc.detail)
     return problem(exc.status, exc.title, exc.detail, field=exc.field, headers=headers, **exc.extra)
+
+
+class Open311Error(Exception):
+    """A project error raised by an Open311 endpoint (:class:`Open311Route`), to be
+    answered in GeoReport v2's own shape rather than as a problem detail."""
+
+    def __init__(self, error: GridbranchError):
+        super().__init__(error.detail)
+        self.error = error
+
+
+def open311_error(exc: GridbranchError) -> Response:
+    """A project error in Open311 GeoReport v2's shape, ``[{"code": 400, "description":
+    "..."}]``, with that HTTP status; invalid input is 400 there, as the specification
+    has it."""
+    status = 400 if exc.status == 422 else exc.status
+    body = orjson.dumps([{"code": status, "description": exc.detail}])
+    return Response(body, status_code=status, media_type="application/json; charset=utf-8")
+
+
+def _open311_endpoint(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint`` raising :class:`Open311Error` for the project errors it raises. Only
+    the endpoint's own: its dependencies' (the token, the access rules: 401, 403) stay
+    problem details, statuses Open311's vocabulary does not have. Sync stays sync (run in
+    the thread pool), async stays async; the signature is the endpoint's (``wraps``)."""
+    if inspect.iscoroutinefunction(endpoint):
+
+        @functools.wraps(endpoint)
+        async def answered_async(*args, **kwargs):
+            try:
+                return await endpoint(*args, **kwargs)
+            except GridbranchError as exc:
+                raise Open311Error(exc) from exc
+
+        return answered_async
+
+    @functools.wraps(endpoint)
+    def answered(*args, **kwargs):
+        try:
+            return endpoint(*args, **kwargs)
+        except GridbranchError as exc:
+            raise Open311Error(exc) from exc
+
+    return answered
+
+
+class Open311Route(APIRoute):
+    """The route class of the Open311 router: its endpoints raise project errors like
+    every other route, and the app's :class:`Open311Error` handler answers them in
+    Open311's shape — no route builds an error response itself."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any):
+        super().__init__(path, _open311_endpoint(endpoint), **kwargs)
 
 
 class ContentTooLarge(StarletteHTTPException):

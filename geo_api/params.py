@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, datetime, time, timedelta, tzinfo
 from typing import Annotated
 
 from annotated_types import Interval
@@ -38,6 +38,17 @@ def _storable(value):
             _storable(key)
             _storable(item)
     return value
+
+
+def period(start: date | None, end: date | None, tz: tzinfo) -> tuple[datetime | None, datetime | None]:
+    """The days ``start`` to ``end`` (both included; either may be open: None) as the
+    instants [from, to) in ``tz``; 422 naming ``to`` when it is before ``from``."""
+    if start is not None and end is not None and end < start:
+        raise InvalidInput("to is before from", field="to")
+    return (
+        datetime.combine(start, time(0), tz) if start else None,
+        datetime.combine(end + timedelta(days=1), time(0), tz) if end else None,
+    )
 
 
 class Body(BaseModel):

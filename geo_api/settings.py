@@ -160,7 +160,7 @@ class EventSettings(BaseSettings):
     max_photo_url: int = Field(1000, ge=10, description="characters per photo URL")
     report_batch_max: int = Field(64, ge=1, le=1000, description="reports stored together in one transaction, at most")
     report_writers: int = Field(2, ge=1, le=16, description="groups of reports written at once per process")
-    fast_path: bool = Field(True, description="anonymous reports ahead of the routing (geo_api.routers.events)")
+    fast_path: bool = Field(True, description="anonymous reports ahead of the routing (geo_api.event_reports)")
     work_periods: str = Field("08:30-12:00,13:30-17:30", description="working hours, local time")
     weekend: tuple[int, ...] = Field((6, 7), description="ISO weekdays off (6 Saturday, 7 Sunday)")
     holidays: tuple[date, ...] = Field((), description="days off besides the work_calendar_days table")

@@ -50,7 +50,8 @@ from sqlalchemy.orm import Session
 from layers.crs import parse_crs
 from layers.db import database_unavailable
 from layers.errors import Conflict, InvalidInput
-from layers.events import _OPEN_SQL, CHANNEL_NAMES, _positional, category_codes, execute_prepared, stored_report
+from layers.events.lifecycle import OPEN_SQL
+from layers.events.report import CHANNEL_NAMES, category_codes, execute_prepared, positional, stored_report
 from layers.locate import MATCH_NAMES, OUTSIDE, Describer, GridIndexCache
 from layers.points import PointBatch, points_from_columns
 from layers.textfields import text_fault
@@ -135,7 +136,7 @@ _BATCH_SQL = f"""
                       SELECT o.id, o.status::text AS status, o.reported_at,
                              ST_Distance(o.geom::geography, c.geom::geography) AS distance_m
                       FROM (SELECT id, status, reported_at, category_code, geom FROM events
-                            WHERE status IN ({_OPEN_SQL})
+                            WHERE status IN ({OPEN_SQL})
                               AND ST_DWithin(geom::geography, c.geom::geography, :radius)
                             OFFSET 0) o  -- planned alone: the nearby open events, from the geography index
                       WHERE o.category_code = c.category
@@ -150,7 +151,7 @@ _BATCH_SQL = f"""
     LEFT JOIN c ON c.ord = i.ord LEFT JOIN e ON e.id = c.id LEFT JOIN departments d ON d.id = c.department_id
     ORDER BY i.ord
 """
-_BATCH_PREPARED, _BATCH_PARAMS = _positional(_BATCH_SQL)
+_BATCH_PREPARED, _BATCH_PARAMS = positional(_BATCH_SQL)
 _BATCH_STATEMENT = "gridbranch_report_events_batch_v1"
 
 

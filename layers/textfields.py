@@ -214,12 +214,20 @@ def _characters(check):
     return BeforeValidator(validate)
 
 
+#: The character rules of a :func:`line` and a :func:`text` body field, for field types
+#: spelled out where a type checker reads them (it cannot read a call such as
+#: ``Line(200)`` as a type): ``Annotated[str, StringConstraints(max_length=200),
+#: LINE_RULES]`` is ``Line(200)``.
+LINE_RULES = _characters(line)
+TEXT_RULES = _characters(text)
+
+
 def Line(max_length: int | None = None):  # noqa: N802 - a type factory
     """A :func:`line` body field of at most ``max_length`` characters (pydantic's length
     check, whose message and schema the API has always had)."""
-    return Annotated[str, StringConstraints(max_length=max_length), _characters(line)]
+    return Annotated[str, StringConstraints(max_length=max_length), LINE_RULES]
 
 
 def Text(max_length: int | None = None):  # noqa: N802 - a type factory
     """A :func:`text` body field of at most ``max_length`` characters."""
-    return Annotated[str, StringConstraints(max_length=max_length), _characters(text)]
+    return Annotated[str, StringConstraints(max_length=max_length), TEXT_RULES]

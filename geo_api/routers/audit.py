@@ -11,9 +11,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from geo_api.deps import Caller, ScopedMemberQuery, SessionDep, require_roles
-from geo_api.params import Day, Limit, Offset
+from geo_api.params import Day, Limit, Offset, period
 from geo_api.responses import CSV, media, problems
-from geo_api.routers.events import _period
 from layers import accounts as account_queries
 from layers import audit as audit_log
 from layers.errors import Forbidden
@@ -44,7 +43,7 @@ def audit(
     if not (caller.district_wide and caller.role == "admin"):
         raise Forbidden("the audit of personal data is the district admins' to read")
     tz = ZoneInfo(request.app.state.settings.events.timezone)
-    pfrom, pto = _period(start, end, tz)
+    pfrom, pto = period(start, end, tz)
     rows, total = audit_log.entries(
         session, actor=account, member_id=member_id, start=pfrom, end=pto, endpoint=endpoint, limit=limit, offset=offset
     )

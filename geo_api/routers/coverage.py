@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import Caller, Public, SessionDep, require_roles, scoped_area
+from geo_api.deps import ADMINS_AND_WORKERS, Caller, Public, SessionDep, require_roles, scoped_area
 from geo_api.responses import CSV, GEOJSON, GeoJSONResponse, media, problems
 from layers import coverage as cov
 from layers.errors import InvalidInput
@@ -119,7 +119,7 @@ def _entitled(caller: Caller, metric: str, within: str | None) -> bool:
     ``within`` (they may see the members themselves); for events also dispatchers."""
     if metric == "events" and caller.role == "dispatcher":
         return True
-    return caller.role in ("admin", "grid_worker") and within is not None and caller.covers(within)
+    return caller.staff_covering(within, ADMINS_AND_WORKERS)
 
 
 H3_DESCRIPTION = """\

@@ -1,39 +1,39 @@
 """Events: report, route, move through the lifecycle, list with time-limit warnings,
-evaluate; the working calendar and the routing overrides. Access rules: ``layers.events``."""
+evaluate; the working calendar and the routing overrides. Routes only: the report path
+is :mod:`geo_api.event_reports` (shared with the fast path and Open311), the views and
+checks :mod:`geo_api.event_views`, the access rules and queries ``layers.events``."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import timedelta
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from geo_api.asgi import Asked, FastPath, Reply
 from geo_api.audit import Audited
 from geo_api.deps import (
-    ANONYMOUS,
     Caller,
     Public,
     ScopedEvent,
+    ScopedEventWithin,
     SessionDep,
-    app_session,
     require_roles,
     scoped_area_path,
     scoped_event,
-    scoped_event_area,
     scoped_member,
 )
+from geo_api.event_reports import EventReport, checked_report, report_answer, report_batcher
+from geo_api.event_reports import EventReportFastPath as EventReportFastPath  # the app's fast paths take it here
+from geo_api.event_views import audited, calendar_of, require_calendar_keeper, statuses, view_of
 from geo_api.idempotency import IdempotencyKey, Once, report_once
-from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset
+from geo_api.params import FIRST_DAY, LAST_DAY, Body, Day, Limit, Offset, period
 from geo_api.responses import CSV, media, problems
 from layers import events as ev
 from layers import events_eval, textfields
-from layers.codes import level_of
-from layers.errors import Forbidden, InvalidInput
-from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
+from layers.errors import Forbidden
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=problems(400, 403, 404, 409))
 
@@ -44,48 +44,11 @@ Centre = Annotated[Caller, require_roles("dispatcher", "admin")]
 #: the evaluation: the centre's, and each department's own figures
 Evaluated = Annotated[Caller, require_roles("dispatcher", "admin", "department_staff")]
 
-Channel = Literal["grid_worker", "member", "public", "hotline", "video"]
 Action = Literal["register", "dispatch", "start", "handle", "close", "reject", "defer", "return", "mark_duplicate"]
 
 
 def _json(data, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status_code, media_type="application/json")
-
-
-def calendar_of(request: Request, session):
-    return request.app.state.settings.events.calendar(session)
-
-
-class EventReport(Body):
-    """An event reported from anywhere (采集上报)."""
-
-    lon: float = Field(description="longitude or easting (x) in `crs`")
-    lat: float = Field(description="latitude or northing (y) in `crs`")
-    crs: str = Field("wgs84", max_length=32, description="wgs84, gcj02, bd09, cgcs2000 or EPSG:nnnn")
-    category: str = Field(max_length=32, description="event category code (see /v1/events/categories)")
-    description: textfields.Text() = Field(
-        description="what happened (limited in length, see GRIDBRANCH_EVENTS_MAX_DESCRIPTION)"
-    )
-    channel: Channel = Field("public", description="source channel; anonymous callers report as public")
-    photos: list[textfields.Line()] = Field(default_factory=list, description="photo URLs")
-    contact: textfields.Line(200) | None = Field(None, description="how to reach the reporter (kept private)")
-
-
-def _personal(caller: Caller, row) -> bool:
-    """Whether the caller sees who reported the event and the assisting member: the
-    reporter themselves, staff covering its grid; never department staff."""
-    if caller.role == "member":
-        return row.reporter is not None and row.reporter == caller.username
-    return caller.role in ("dispatcher", "admin", "grid_worker") and caller.covers(row.grid_code)
-
-
-def _audited(audit, views: list[dict]) -> None:
-    """Record the personal parts of event views answered: a reporter's contact, an
-    assisting member's name."""
-    contacts = [v["id"] for v in views if v.get("contact")]
-    members = [v["member"]["id"] for v in views if v.get("member")]
-    fields = (("contact",) if contacts else ()) + (("name",) if members else ())
-    audit.record(fields, members=members, events=contacts)
 
 
 @router.post(
@@ -118,168 +81,9 @@ async def report(
     return _json(report_answer(result, body.channel, body.lon, body.lat, settings.audit.public_grid_worker), 201)
 
 
-def checked_report(body: EventReport, caller: Caller, es) -> Pending:
-    """The report of ``body`` by ``caller``, checked for its channel and size (403/422
-    naming the field): what the route and the fast path both hand to the batcher."""
-    ev.check_channel(body.channel, caller.role)
-    ev.check_report_size(
-        body.description,
-        body.photos,
-        max_description=es.max_description,
-        max_photos=es.max_photos,
-        max_photo_url=es.max_photo_url,
-    )
-    return Pending(
-        body.lon,
-        body.lat,
-        body.crs,
-        body.category,
-        body.channel,
-        body.description,
-        tuple(body.photos),
-        body.contact,
-        reporter=caller.username,
-        actor=caller.username or ev.CHANNEL_NAMES["public"],
-    )
-
-
-# -- Reporting: group commit and the anonymous fast path ---------------------------------
-
-
-def report_batcher(app) -> ReportBatcher:
-    """The app's :class:`layers.events_batch.ReportBatcher`: reports of concurrent requests
-    are stored in groups, one transaction each (GRIDBRANCH_EVENTS_REPORT_BATCH_MAX,
-    GRIDBRANCH_EVENTS_REPORT_WRITERS)."""
-    batcher = getattr(app.state, "event_report_batcher", None)
-    if batcher is None:
-        settings = app.state.settings
-        es = settings.events
-
-        def process(reports: list[Pending]):
-            with app_session(app) as session:
-                return store_reports(
-                    session,
-                    app.state.grid_index,
-                    reports,
-                    tolerance_m=settings.locate.tolerance_m,
-                    edge_m=settings.locate.edge_m,
-                    duplicate_radius_m=es.duplicate_radius_m,
-                    duplicate_window_hours=es.duplicate_window_hours,
-                )
-
-        batcher = app.state.event_report_batcher = ReportBatcher(
-            process, max_batch=es.report_batch_max, writers=es.report_writers
-        )
-    return batcher
-
-
-def report_answer(result: Stored, channel: str, x: float, y: float, public_worker: bool = True) -> dict:
-    """The answer to a stored report (without member suggestions; the grid worker unless
-    GRIDBRANCH_AUDIT_PUBLIC_GRID_WORKER is off)."""
-    stored, grid = result.stored, result.grid
-    branches = grid["branches"] or []
-    return {
-        "id": stored["id"],
-        "status": stored["status"],
-        "version": stored["version"],
-        "category": stored["category"],
-        "channel": channel,
-        "point": [round(result.lon, 7), round(result.lat, 7)],
-        "source": {"crs": result.crs, "x": x, "y": y},
-        "match": grid["match"],
-        "grid": {"code": grid["code"], "name": grid["name"], "version": grid["version"]},
-        "community": {"code": grid["community_code"], "name": grid["community_name"]},
-        "street": {"code": grid["street_code"], "name": grid["street_name"]},
-        "routing": {
-            "department": stored["department"],
-            "rule": "street override" if stored["routing_override"] else "category",
-            "branch": branches[0] if branches else None,
-            "grid_worker": (
-                {"name": grid["worker_name"], "phone": grid["worker_phone"]}
-                if grid["worker_name"] and public_worker
-                else None
-            ),
-        },
-        "time_limit_hours": stored["time_limit_hours"],
-        "reported_at": stored["reported_at"],
-        "due_at": None,
-        "possible_duplicates": stored["possible_duplicates"],
-    }
-
-
-_MAX_BODY = 1 << 20
-_JSON_TYPE = b"application/json"
-
-
-class EventReportFastPath(FastPath):
-    """Anonymous ``POST /v1/events`` ahead of FastAPI's routing, body validation and
-    dependencies (one of the app's :class:`geo_api.asgi.FastPaths`).
-
-    It takes only requests the route would take as they are — no ``Authorization`` or
-    ``Idempotency-Key`` header (the route keeps the key with the report), a JSON body
-    that :class:`EventReport` — the route's own model — validates — and answers them
-    through the same :func:`checked_report`, :func:`report_batcher` and
-    :func:`report_answer` as :func:`report`, hence the same bytes. Anything else, and any
-    report refused before it was written (bad input, outside the service area, unknown
-    category: nothing stored), is handed to the routed endpoint with the body replayed,
-    so errors keep their one format. An unexpected failure after a report may have been
-    stored is not retried: it becomes the app's 500. ``GRIDBRANCH_EVENTS_FAST_PATH=false``
-    turns it off."""
-
-    method = "POST"
-    headers = frozenset({b"content-type", b"idempotency-key"})
-    retry_on_failure = False  # the report may have been stored: never twice
-
-    def match(self, path: str):
-        return True if path == "/v1/events" else None
-
-    def enabled(self, app) -> bool:
-        settings = getattr(app.state, "settings", None)
-        return settings is not None and settings.events.fast_path
-
-    async def answer(self, app, match, asked: Asked) -> Reply | None:
-        kind = asked.headers.get(b"content-type")
-        if b"idempotency-key" in asked.headers or kind is None or kind.split(b";", 1)[0].strip().lower() != _JSON_TYPE:
-            return None
-        raw = await asked.body(_MAX_BODY)
-        if raw is None:
-            return None
-        try:
-            body = EventReport.model_validate_json(raw)
-        except ValidationError:
-            return None  # the route answers with its 422
-        pending = checked_report(body, ANONYMOUS, app.state.settings.events)  # refused: the route answers
-        result = await report_batcher(app).submit(pending)  # refused before writing: the route answers
-        return Reply(
-            201,
-            orjson.dumps(
-                report_answer(result, body.channel, body.lon, body.lat, app.state.settings.audit.public_grid_worker)
-            ),
-            content_type=_JSON_TYPE,
-        )
-
-
 @router.get("/categories", summary="Event categories with department, time limit (working hours) and fitting role")
 def list_categories(session: SessionDep, caller: Public) -> dict:
     return {"categories": ev.categories(session)}
-
-
-def _period(start: date | None, end: date | None, tz) -> tuple[datetime, datetime]:
-    if start is not None and end is not None and end < start:
-        raise InvalidInput("to is before from", field="to")
-    return (
-        datetime.combine(start, time(0), tz) if start else None,
-        datetime.combine(end + timedelta(days=1), time(0), tz) if end else None,
-    )
-
-
-ScopedWithin = Annotated[
-    str | None,
-    scoped_event_area(
-        description="area or grid code; default your area (dispatchers: all; department staff: none, "
-        "their department's events across the district)"
-    ),
-]
 
 
 @router.get(
@@ -289,7 +93,7 @@ def list_events(
     request: Request,
     session: SessionDep,
     caller: Staff,
-    within: ScopedWithin,
+    within: ScopedEventWithin,
     audit: Audited,
     status: Annotated[str | None, Query(description="comma-separated statuses")] = None,
     category: Annotated[str | None, Query(max_length=32)] = None,
@@ -304,16 +108,13 @@ def list_events(
     offset: Offset = 0,
 ) -> Response:
     es = request.app.state.settings.events
-    statuses = [s.strip() for s in status.split(",") if s.strip()] if status else None
-    for s in statuses or []:
-        if s not in ev.OPEN + ev.TERMINAL:
-            raise InvalidInput(f"unknown status {s!r}", field="status")
+    wanted = statuses(status)
     cal = calendar_of(request, session)
-    rfrom, rto = _period(start, end, cal.tz)
+    rfrom, rto = period(start, end, cal.tz)
     rows, total = ev.events_within(
         session,
         prefix=ev.scope_prefix(within),
-        statuses=statuses,
+        statuses=wanted,
         category=category,
         time_state=time_state,
         reported_from=rfrom,
@@ -324,11 +125,8 @@ def list_events(
         offset=offset,
         dispatched_to=caller.department_id if caller.role == ev.DEPARTMENT else None,
     )
-    items = [
-        ev.event_view(r, personal=_personal(caller, r), role=caller.role, department_id=caller.department_id)
-        for r in rows
-    ]
-    _audited(audit, items)
+    items = [view_of(r, caller) for r in rows]
+    audited(audit, items)
     return _json({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
@@ -343,7 +141,7 @@ def evaluation(
     request: Request,
     session: SessionDep,
     caller: Evaluated,
-    within: ScopedWithin,
+    within: ScopedEventWithin,
     level: Annotated[Literal["department", "street", "community", "grid"], Query()] = "street",
     start: Annotated[Day | None, Query(alias="from", description="first day (default: 30 days before `to`)")] = None,
     end: Annotated[Day | None, Query(alias="to", description="last day, inclusive (default: today)")] = None,
@@ -355,7 +153,7 @@ def evaluation(
     cal = calendar_of(request, session)
     end = end or request.app.state.clock.now().astimezone(cal.tz).date()
     start = start or max(FIRST_DAY, end - timedelta(days=29))
-    pfrom, pto = _period(start, end, cal.tz)
+    pfrom, pto = period(start, end, cal.tz)
     prefix = ev.scope_prefix(within)
     units = events_eval.evaluate(
         session, level=level, period_from=pfrom, period_to=pto, prefix=prefix, calendar=cal, min_sample=es.min_sample
@@ -389,11 +187,6 @@ class CalendarDay(Body):
     note: textfields.Line(200) | None = None
 
 
-def _district_centre(caller: Caller) -> None:
-    if caller.role == "admin" and level_of(caller.area_code or "") != "district":
-        raise Forbidden("the working calendar is kept by the command centre or the district's admins")
-
-
 @router.get("/calendar", summary="The working calendar: working hours, weekend, holidays and make-up working days")
 def get_calendar(
     request: Request,
@@ -416,7 +209,7 @@ def get_calendar(
 def put_calendar_day(
     request: Request, session: SessionDep, caller: Centre, day: Annotated[Day, Path()], body: CalendarDay
 ) -> dict:
-    _district_centre(caller)
+    require_calendar_keeper(caller)
     ev.set_calendar_day(session, day, body.working, body.note)
     session.commit()
     return get_calendar(request, session, caller, day.year)
@@ -450,8 +243,8 @@ def get_event(
     request: Request, session: SessionDep, caller: Readers, event_id: ScopedEvent, audit: Audited
 ) -> Response:
     row = ev.event_row(session, event_id, warn_share=request.app.state.settings.events.warn_share)
-    view = ev.event_view(row, personal=_personal(caller, row), role=caller.role, department_id=caller.department_id)
-    _audited(audit, [view])
+    view = view_of(row, caller)
+    audited(audit, [view])
     return _json(view)
 
 
@@ -540,6 +333,6 @@ def transition(
     )
     session.commit()
     row = ev.event_row(session, event_id, warn_share=es.warn_share)
-    view = ev.event_view(row, personal=_personal(caller, row), role=caller.role, department_id=caller.department_id)
-    _audited(audit, [view])
+    view = view_of(row, caller)
+    audited(audit, [view])
     return _json(view)

@@ -18,11 +18,10 @@ def _disclosure(request: Request, caller: Caller) -> grids.Disclosure:
     dispatchers everywhere); for everyone else small counts suppressed as in the public
     tiles, and the worker as the deployment says."""
     settings = request.app.state.settings
-    staff = caller.role in ("admin", "grid_worker", "dispatcher")
     return grids.Disclosure(
         k=settings.coverage.h3_min_count,
         public_worker=settings.audit.public_grid_worker,
-        full=(lambda code: staff and caller.covers(code)),
+        full=caller.staff_covering,
     )
 
 

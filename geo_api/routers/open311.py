@@ -1,7 +1,8 @@
 """Open311 GeoReport v2 (JSON): discovery, services, service requests — so existing
 Open311 clients can report events and follow them. Errors come in the specification's
 shape, ``[{"code": 400, "description": "..."}]``, with that HTTP status (invalid input
-is 400 here, as the specification has it). ``api_key`` is accepted and ignored: posted
+is 400 here, as the specification has it): the routes raise project errors and the
+route class answers them (:class:`geo_api.errors.Open311Route`). ``api_key`` is accepted and ignored: posted
 requests are anonymous public reports; the contact fields are kept private."""
 
 from __future__ import annotations
@@ -16,28 +17,27 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import STAFF, Public, SessionDep
+from geo_api.deps import Public, SessionDep
+from geo_api.errors import Open311Route
+from geo_api.event_reports import report_batcher
 from geo_api.idempotency import IdempotencyKey, Once, report_once
 from geo_api.responses import open311_errors, problems
-from geo_api.routers.events import report_batcher
 from layers import events as ev
 from layers import events_open311 as o311
 from layers import textfields
 from layers.errors import GridbranchError, InvalidInput, NotFound
 from layers.events_batch import Pending
 
-router = APIRouter(prefix="/open311/v2", tags=["open311"], responses=open311_errors(400, 404, 409))
+#: errors in Open311's shape: the route class (geo_api.errors.Open311Route)
+router = APIRouter(
+    prefix="/open311/v2", tags=["open311"], responses=open311_errors(400, 404, 409), route_class=Open311Route
+)
 
 Jurisdiction = Annotated[str | None, Query(max_length=32, description="optional; the district code")]
 
 
 def _json(data, status_code: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status_code, media_type="application/json; charset=utf-8")
-
-
-def _error(exc: GridbranchError) -> Response:
-    status = 400 if exc.status == 422 else exc.status
-    return _json([{"code": status, "description": exc.detail}], status)
 
 
 def _check_jurisdiction(session, jurisdiction_id: str | None) -> None:
@@ -68,11 +68,8 @@ def discovery(request: Request, caller: Public) -> Response:
 
 @router.get("/services.json", summary="Open311 services: the event categories")
 def services(session: SessionDep, caller: Public, jurisdiction_id: Jurisdiction = None) -> Response:
-    try:
-        _check_jurisdiction(session, jurisdiction_id)
-        return _json(o311.services(session))
-    except GridbranchError as exc:
-        return _error(exc)
+    _check_jurisdiction(session, jurisdiction_id)
+    return _json(o311.services(session))
 
 
 @router.get("/services/{service_code}.json", summary="Open311 service definition (no extra attributes)")
@@ -82,11 +79,8 @@ def service_definition(
     service_code: Annotated[str, Path(max_length=32)],
     jurisdiction_id: Jurisdiction = None,
 ) -> Response:
-    try:
-        _check_jurisdiction(session, jurisdiction_id)
-        return _json(o311.service_definition(session, service_code))
-    except GridbranchError as exc:
-        return _error(exc)
+    _check_jurisdiction(session, jurisdiction_id)
+    return _json(o311.service_definition(session, service_code))
 
 
 def _when(raw: str | None, field: str, tz: ZoneInfo) -> datetime | None:
@@ -103,7 +97,7 @@ def _entitled(caller):
     """Staff of an event's area see its request as stored; others (anonymous callers
     above all) without an unaccepted description, and outside public space at the
     grid's label point (layers.events_open311)."""
-    return lambda grid: caller.role in STAFF and caller.covers(grid)
+    return caller.staff_covering
 
 
 @router.get("/requests.json", summary="Open311 service requests, filtered (default: the last 90 days)")
@@ -119,32 +113,29 @@ def list_requests(
     jurisdiction_id: Jurisdiction = None,
 ) -> Response:
     tz = ZoneInfo(request.app.state.settings.events.timezone)
-    try:
-        _check_jurisdiction(session, jurisdiction_id)
-        ids = None
-        if service_request_id:
-            try:
-                ids = [int(x) for x in service_request_id.split(",") if x.strip()]
-            except ValueError:
-                raise InvalidInput(
-                    "service_request_id must be comma-separated numbers", field="service_request_id"
-                ) from None
-        if status not in (None, "", "open", "closed"):
-            raise InvalidInput(f"status must be open or closed, got {status!r}", field="status")
-        codes = [c.strip() for c in service_code.split(",") if c.strip()] if service_code else None
-        return _json(
-            o311.requests(
-                session,
-                ids=ids,
-                service_codes=codes,
-                start=_when(start_date, "start_date", tz),
-                end=_when(end_date, "end_date", tz),
-                status=status or None,
-                full=_entitled(caller),
-            )
+    _check_jurisdiction(session, jurisdiction_id)
+    ids = None
+    if service_request_id:
+        try:
+            ids = [int(x) for x in service_request_id.split(",") if x.strip()]
+        except ValueError:
+            raise InvalidInput(
+                "service_request_id must be comma-separated numbers", field="service_request_id"
+            ) from None
+    if status not in (None, "", "open", "closed"):
+        raise InvalidInput(f"status must be open or closed, got {status!r}", field="status")
+    codes = [c.strip() for c in service_code.split(",") if c.strip()] if service_code else None
+    return _json(
+        o311.requests(
+            session,
+            ids=ids,
+            service_codes=codes,
+            start=_when(start_date, "start_date", tz),
+            end=_when(end_date, "end_date", tz),
+            status=status or None,
+            full=_entitled(caller),
         )
-    except GridbranchError as exc:
-        return _error(exc)
+    )
 
 
 @router.get("/requests/{service_request_id}.json", summary="One Open311 service request")
@@ -154,13 +145,10 @@ def get_request(
     service_request_id: Annotated[str, Path(max_length=20)],
     jurisdiction_id: Jurisdiction = None,
 ) -> Response:
-    try:
-        _check_jurisdiction(session, jurisdiction_id)
-        if not service_request_id.isdigit():
-            raise NotFound(f"no service request {service_request_id}", field="service_request_id")
-        return _json([o311.request(session, int(service_request_id), _entitled(caller))])
-    except GridbranchError as exc:
-        return _error(exc)
+    _check_jurisdiction(session, jurisdiction_id)
+    if not service_request_id.isdigit():
+        raise NotFound(f"no service request {service_request_id}", field="service_request_id")
+    return _json([o311.request(session, int(service_request_id), _entitled(caller))])
 
 
 _FIELDS = (
@@ -217,10 +205,7 @@ async def create_request(
     request: Request, session: SessionDep, caller: Public, idempotency_key: IdempotencyKey = None
 ) -> Response:
     settings = request.app.state.settings
-    try:
-        data = await _read_form(request)
-    except GridbranchError as exc:
-        return _error(exc)
+    data = await _read_form(request)
 
     def check() -> Pending:
         es = settings.events
@@ -283,6 +268,6 @@ async def create_request(
 
     try:
         return await work()
-    except GridbranchError as exc:
-        session.rollback()
-        return _error(exc)
+    except GridbranchError:
+        session.rollback()  # nothing of a refused request stays in the session (errors: Open311Route)
+        raise

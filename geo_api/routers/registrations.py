@@ -89,8 +89,7 @@ def create_registration(
     index = request.app.state.grid_index.get(session)
     if caller.role == "admin":
         grid = regs.residence_grid(index, point, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)
-        if not caller.covers(grid["grid"]["code"]):
-            raise Forbidden(f"grid {grid['grid']['code']} is outside your area {caller.area_code}")
+        caller.require_covers(grid["grid"]["code"], None, what="grid")
     registration_id = regs.register_member(
         session,
         member_id=member_id,

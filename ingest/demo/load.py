@@ -1,6 +1,6 @@
 """Write the Jinshui demo district into PostGIS and verify it there.
 
-* :func:`load_demo` writes a :class:`~ingest.demo.generate.DemoDistrict` through the
+* :func:`load_demo` writes a :class:`~ingest.demo.model.DemoDistrict` through the
   given SQLAlchemy ``Connection`` inside the caller's transaction (the caller commits or
   rolls back): polygons through ``INSERT … SELECT FROM unnest(…)`` with ``ST_Multi``,
   everything else through psycopg2 ``COPY``; geometries travel as EWKB with SRID 4326.
@@ -27,7 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from ingest.calendar import load_national_calendar
-from ingest.demo.generate import DISTRICT_CODE, GRIDS_DRAWN, DemoDistrict
+from ingest.demo.model import DISTRICT_CODE, GRIDS_DRAWN, DemoDistrict
 from ingest.demo.names import PUBLIC_SPACE_CATEGORIES
 from layers.errors import Conflict
 

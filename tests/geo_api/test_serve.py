@@ -93,13 +93,13 @@ def test_a_fast_path_failing_past_its_hand_over_answers_the_stacks_500(demo_engi
     """An anonymous public report whose group write fails unexpectedly (the report may have
     been stored, so it is not handed to the route again) gets the same problem-details 500
     as any failure inside FastAPI's stack."""
-    from geo_api.routers import events
+    from geo_api import event_reports
 
     class Broken:
         async def submit(self, pending):
             raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(events, "report_batcher", lambda app: Broken())
+    monkeypatch.setattr(event_reports, "report_batcher", lambda app: Broken())
     with TestClient(create_app(make_settings(), engine=demo_engine), raise_server_exceptions=False) as c:
         r = c.post(
             "/v1/events",

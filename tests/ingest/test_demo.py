@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter, defaultdict
+from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -76,7 +77,7 @@ def test_the_timeline_leads_up_to_as_of(demo):
     """Built for another instant, the district is the same and every timestamp of its
     timeline (residences, registrations, events, their logs) moves by exactly as much,
     so a demo loaded today looks as fresh as the one built for AS_OF."""
-    later = generate.AS_OF + generate.timedelta(days=123, hours=5, minutes=7)
+    later = generate.AS_OF + timedelta(days=123, hours=5, minutes=7)
     moved = build_demo(as_of=later)
     shift = later - generate.AS_OF
     assert moved.as_of == later and moved.geometry_digest() == demo.geometry_digest()
@@ -95,7 +96,7 @@ def test_the_timeline_leads_up_to_as_of(demo):
             [(x.event_key, x.action, at(x.at)) for x in d.event_log],
         )
 
-    assert times(moved, generate.timedelta(0)) == times(demo, shift)
+    assert times(moved, timedelta(0)) == times(demo, shift)
     assert max(e.reported_at for e in moved.events) <= later
     assert [(m.name, m.created_at) for m in moved.members] == [(m.name, m.created_at) for m in demo.members]
 
@@ -297,7 +298,7 @@ def test_events(demo):
         assert e.reported_at <= demo.as_of
         if e.dispatched_at:
             assert e.reported_at <= e.dispatched_at
-            assert e.due_at - e.dispatched_at == generate.timedelta(hours=limits[e.category_code])
+            assert e.due_at - e.dispatched_at == timedelta(hours=limits[e.category_code])
             assert e.department_code == depts[e.category_code]
         if e.closed_at:
             assert (e.dispatched_at or e.reported_at) <= e.closed_at <= demo.as_of

@@ -1,6 +1,6 @@
 """Drop the residences' geography index: it served member suggestions by the distance
 of each residence to an event, which since the probe's fixes (issue 18) go by the band of the member's grid
-(layers.events._SUGGEST_SQL); no query reads it any more, and every residence a roster
+(layers.events.routing._SUGGEST_SQL); no query reads it any more, and every residence a roster
 import or a registration writes paid for it (a GiST entry on a geography computed per
 row).
 
