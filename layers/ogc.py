@@ -246,7 +246,8 @@ class Collection:
     description: str
     #: needs a signed-in caller (admins and dispatchers: coverage findings)
     private: bool = False
-    #: ``datetime`` selects by time (else it is accepted and does not filter)
+    #: what ``datetime`` selects by; None: the collection has no time, and ``datetime``
+    #: is accepted and selects nothing out (Part 1 lets a server ignore it there)
     temporal: str | None = None
 
 

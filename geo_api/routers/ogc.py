@@ -151,6 +151,14 @@ def _collection_doc(request: Request, c: ogc.Collection, extent: list[float] | N
     }
     if extent is not None:
         doc["extent"] = {"spatial": {"bbox": [extent], "crs": ogc.CRS84}}
+    if c.temporal is not None:
+        # open at both ends: boundary generations and reports have no end; `datetime`
+        # selects by the properties named here
+        doc.setdefault("extent", {})["temporal"] = {
+            "interval": [[None, None]],
+            "trs": "http://www.opengis.net/def/uom/ISO-8601/0/Gregorian",
+        }
+        doc["description"] += f" `datetime` selects by {c.temporal}."
     return doc
 
 

@@ -62,6 +62,8 @@ def test_landing_conformance_and_collections(client):
     assert {c["id"] for c in admin} == public | {"coverage-findings"}
     grids = client.get("/ogc/collections/grids").json()
     assert CRS84 in grids["crs"] and EPSG + "4490" in grids["crs"] and EPSG + "4547" in grids["crs"]
+    assert grids["extent"]["temporal"]["interval"] == [[None, None]]
+    assert "temporal" not in client.get("/ogc/collections/areas").json()["extent"]
     minx, miny, maxx, maxy = grids["extent"]["spatial"]["bbox"][0]
     assert 113 < minx < maxx < 114.5 and 34 < miny < maxy < 35.5
 
