@@ -36,6 +36,7 @@ from geo_api.routers import (
     health,
     imports,
     locate,
+    ogc,
     open311,
     pages,
     places,
@@ -268,6 +269,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         tiles,
         audit,
         reports,
+        ogc,
     ):
         app.include_router(module.router)
     app.include_router(branches.log_router)

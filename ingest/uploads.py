@@ -38,6 +38,7 @@ from layers import boundaries as store
 from layers.codes import area_prefix, level_of
 from layers.coverage_topology import Thresholds
 from layers.errors import Conflict, Forbidden, InvalidInput
+from layers.geojson import collection
 from layers.messages_zh import row_reason_zh
 from layers.registrations import member_area
 from layers.versions import data_versions
@@ -369,7 +370,7 @@ def _preview(session: Session, plan: boundaries.BoundaryPlan) -> dict[str, Any]:
         kind = "overlap" if p.reason.startswith("overlaps") else "gap" if " that none of its " in p.reason else None
         if kind is not None:
             features.append(_feature(geom, {"action": kind, "code": p.code, "feature": p.feature, "reason": p.reason}))
-    return {"type": "FeatureCollection", "features": features}
+    return collection(features)
 
 
 # ---- tables (members, branches, departments, categories) ----------------------------------

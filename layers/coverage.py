@@ -53,6 +53,7 @@ from sqlalchemy.orm import Session
 from layers.codes import AREA_CODE, GRID_CODE, area_prefix
 from layers.coverage_topology import TOPOLOGY_KINDS, Finding, Thresholds, analyse_topology, assign_ids
 from layers.errors import InvalidInput
+from layers.geojson import collection
 from layers.suppression import complementary_suppression
 from layers.versions import VersionedCache
 from layers.versions import database_url as _database_url
@@ -1163,7 +1164,7 @@ def issues_geojson(found: list[dict[str, Any]], **extra) -> dict[str, Any]:
                 "properties": props,
             }
         )
-    return {"type": "FeatureCollection", "features": features, **extra}
+    return collection(features, **extra)
 
 
 ISSUE_COLUMNS = ("id", "kind", "form", "area_code", "codes", "area_m2", "lon", "lat", "message", "wkt")
@@ -1263,8 +1264,4 @@ def summary_geojson(session: Session, result: dict[str, Any], thresholds: Thresh
         features.append(
             {"type": "Feature", "id": u["code"], "geometry": _geojson_geometry(geom, rounded=True), "properties": u}
         )
-    return {
-        "type": "FeatureCollection",
-        "features": features,
-        **{k: v for k, v in result.items() if k not in ("units",)},
-    }
+    return collection(features, **{k: v for k, v in result.items() if k not in ("units",)})

@@ -27,4 +27,13 @@ def feature(geometry_json: str | None, properties: dict[str, Any], fid: Any = No
 
 
 def collection(features: list[dict[str, Any]], **extra) -> dict[str, Any]:
-    return {"type": "FeatureCollection", "features": features, **extra}
+    """A FeatureCollection that says whether it is whole: ``numberMatched`` and
+    ``numberReturned`` (both the number of features unless a pager says otherwise), so a
+    GIS reader that does not page sees a truncated answer for what it is."""
+    return {
+        "type": "FeatureCollection",
+        "features": features,
+        "numberMatched": len(features),
+        "numberReturned": len(features),
+        **extra,
+    }

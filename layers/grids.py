@@ -95,12 +95,13 @@ def grids_page(
     *,
     bbox: BBox | None = None,
     within: str | None = None,
-    limit: int = 100,
+    limit: int | None = 100,
     offset: int = 0,
     disclosure: Disclosure = Disclosure(),
 ) -> tuple[list[dict], int]:
     """Current grids as GeoJSON features ordered by code, and the number matched, with
-    their registration figures (registered, rate, suppressed) as ``disclosure`` says.
+    their registration figures (registered, rate, suppressed) as ``disclosure`` says;
+    ``limit`` None: every grid from ``offset`` on.
 
     ``bbox`` is (minlon, minlat, maxlon, maxlat) in WGS84 degrees and selects grids whose
     boundary intersects it; ``within`` keeps grids inside an area (by code prefix).

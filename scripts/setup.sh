@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for gridbranch on Debian 12: system packages, the virtualenv with
 # pinned dependencies, and the web map's npm packages. `setup.sh --test` also installs
-# what the tests need (Debian's chromium for the browser tests). wrk (a load client in C)
+# what the tests need (Debian's chromium for the browser tests, and gdal-bin, whose ogrinfo
+# and ogr2ogr read the service's OGC API – Features as QGIS and GDAL users do). wrk (a load client in C)
 # is for the benchmarks in bench/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ say() { printf '[setup] %s\n' "$*"; }
 
 # libpango and the Noto CJK fonts: the monthly report's PDF (WeasyPrint) and the browser's Chinese
 packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk libpango-1.0-0 libpangoft2-1.0-0 fonts-noto-cjk)
-[ $want_test = 1 ] && packages+=(chromium)
+[ $want_test = 1 ] && packages+=(chromium gdal-bin)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -29,7 +30,7 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   if ! command -v apt-get >/dev/null 2>&1; then
     say "this machine has no apt-get. Install these (or their equivalents) and run again:"
-    extra=""; [ $want_test = 1 ] && extra=", Chromium"
+    extra=""; [ $want_test = 1 ] && extra=", Chromium, GDAL (ogrinfo, ogr2ogr)"
     say "  PostgreSQL 15 with PostGIS 3, Python 3.11 with venv, Node.js >= 20 with npm$extra"
     say "  Debian names: ${missing[*]}"
     say "or point GRIDBRANCH_DATABASE_URL at an existing PostGIS database."

@@ -182,6 +182,9 @@ async def coverage_h3(
         body = {
             "type": "FeatureCollection",
             "features": features,
+            # every cell listed: the whole collection, never a page
+            "numberMatched": len(features),
+            "numberReturned": len(features),
             "res": res,
             "metric": metric,
             "within": within,

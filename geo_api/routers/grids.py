@@ -25,14 +25,20 @@ def _disclosure(request: Request, caller: Caller) -> grids.Disclosure:
     )
 
 
-@router.get("", summary="Current grids as a GeoJSON FeatureCollection, paged (OGC API Features style)")
+@router.get(
+    "",
+    summary="Current grids as a GeoJSON FeatureCollection: all of them, or paged with `limit` (a `next` link)",
+    description="Without `limit` the answer is the whole collection (for GIS readers that do not page); "
+    "with it, a page with a `next` link while more follow. `numberMatched` and `numberReturned` always say "
+    "how many grids match and how many the answer holds.",
+)
 def list_grids(
     request: Request,
     session: SessionDep,
     caller: Public,
     bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (WGS84)")] = None,
     within: Annotated[str | None, Query(description="an area code")] = None,
-    limit: Limit = 100,
+    limit: Limit | None = None,
     offset: Offset = 0,
 ) -> dict:
     box = parse_bbox(bbox)
@@ -42,7 +48,7 @@ def list_grids(
         session, bbox=box, within=within, limit=limit, offset=offset, disclosure=_disclosure(request, caller)
     )
     links = [{"rel": "self", "type": "application/geo+json", "href": str(request.url)}]
-    if offset + len(features) < matched:
+    if limit is not None and offset + len(features) < matched:
         links.append(
             {
                 "rel": "next",

@@ -36,6 +36,9 @@ PERSONAL_ROUTES = {
     # a member account's display name is its member's name
     ("GET", "/v1/accounts"),
     ("GET", "/v1/accounts/{username}"),
+    # a branch's secretary, for the admins of its community (OGC API – Features)
+    ("GET", "/ogc/collections/{collectionId}/items"),
+    ("GET", "/ogc/collections/{collectionId}/items/{featureId}"),
     ("POST", "/v1/accounts/{username}/disable"),
     ("POST", "/v1/accounts/{username}/enable"),
 }

@@ -47,6 +47,9 @@ def values(demo_db) -> dict[str, str]:
         "y": "6495",
         "username": "gridworker",
         "import_id": "0" * 32,  # an import is its uploader's alone: here nobody's (404)
+        # /ogc: a branch, whose secretary its community's admins see
+        "collectionId": "branches",
+        "featureId": one("SELECT code FROM branches WHERE active ORDER BY code LIMIT 1"),
         # {code} names a grid, an area or a branch, by the path it is in
         "/v1/grids/": one("SELECT code FROM grids ORDER BY code LIMIT 1"),
         "/v1/areas/": one("SELECT code FROM admin_areas WHERE level = 'community' ORDER BY code LIMIT 1"),

@@ -95,6 +95,7 @@ def test_grids_dry_run_preview_commit_and_again(zy):
     preview = client.get(f"/v1/imports/{job['id']}/preview", headers=token_for("admin"))
     assert preview.status_code == 200 and preview.headers["content-type"].startswith("application/geo+json")
     feats = preview.json()["features"]
+    assert preview.json()["numberMatched"] == preview.json()["numberReturned"] == len(feats)  # the whole preview
     assert sorted(f["properties"]["code"] for f in feats if f["properties"]["action"] == "add") == sorted(
         g.code for g in d.grids
     )

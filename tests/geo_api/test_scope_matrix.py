@@ -169,6 +169,11 @@ def _centre(role, where):
     return role == "dispatcher" or _admins(role, where)
 
 
+def _around(point, d: float = 0.01) -> str:
+    lon, lat = point
+    return f"{lon - d},{lat - d},{lon + d},{lat + d}"
+
+
 _AREA = {"in": G_IN, "out": G_OUT, None: G_IN}
 _ACCOUNT = {"in": "gridworker", "out": "matrix_gw_out"}  # grid workers of G_IN and G_OUT
 
@@ -633,6 +638,34 @@ CASES: dict[tuple[str, str], list[Case]] = {
             scope="public",
             write=True,
         )
+    ],
+    # OGC API – Features: the public collections to anyone (a branch's secretary to the
+    # admins of its community, audited), coverage findings to admins and dispatchers
+    ("GET", "/ogc"): [Case(lambda c, w, r: req("GET", "/ogc"))],
+    ("GET", "/ogc/conformance"): [Case(lambda c, w, r: req("GET", "/ogc/conformance"))],
+    ("GET", "/ogc/collections"): [Case(lambda c, w, r: req("GET", "/ogc/collections"))],
+    ("GET", "/ogc/collections/{collectionId}"): [Case(lambda c, w, r: req("GET", "/ogc/collections/grids"))],
+    ("GET", "/ogc/collections/{collectionId}/items"): [
+        *(
+            Case(lambda c, w, r, name=name: req("GET", f"/ogc/collections/{name}/items", params={"limit": 10000}))
+            for name in ("areas", "grids", "branches")
+        ),
+        Case(
+            lambda c, w, r: req(
+                "GET",
+                "/ogc/collections/events/items",
+                params={"bbox": _around(c[f"point_{w}"]), "limit": 10000},
+            ),
+            scope="public",
+        ),
+        Case(
+            lambda c, w, r: req("GET", "/ogc/collections/coverage-findings/items", params={"limit": 10000}),
+            entitled=lambda r, w: ACCOUNT_ROLE[r] in ("admin", "dispatcher"),
+        ),
+    ],
+    ("GET", "/ogc/collections/{collectionId}/items/{featureId}"): [
+        Case(lambda c, w, r: req("GET", f"/ogc/collections/branches/items/{c[f'branch_{w}']}"), scope="public"),
+        Case(lambda c, w, r: req("GET", f"/ogc/collections/events/items/{c[f'event_{w}']}"), scope="public"),
     ],
     ("GET", "/tiles/style.json"): [Case(lambda c, w, r: req("GET", "/tiles/style.json"))],
     ("GET", "/tiles/{layers}.json"): [Case(lambda c, w, r: req("GET", "/tiles/members,grids.json"))],
