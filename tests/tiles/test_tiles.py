@@ -1049,7 +1049,9 @@ def test_style_is_usable_offline_by_maplibre(tiles_client):
             assert not {"icon-image", "text-font"} & set(layer["layout"])
         else:
             assert "text-field" not in layer.get("layout", {})
-    assert [layer["id"] for layer in style["layers"]][-1] == "labels"  # names over everything
+    assert (
+        style["layers"][-1]["id"] == "labels-text" and style["layers"][-1]["source-layer"] == "labels"
+    )  # names on top
     urls = [u for s in style["sources"].values() for u in s["tiles"]]
     assert all(u.startswith("http://testserver/") for u in urls)
     admin = tiles_client.get("/tiles/style.json", headers=token_for("admin"))

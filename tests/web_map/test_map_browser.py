@@ -1024,3 +1024,40 @@ def test_works_behind_a_path_prefix(page, page_log, prefixed_server):
     grid, (x, y) = pick_grid(page, prefixed_server, True)
     page.mouse.click(x, y)
     page.wait_for_selector(f'#grid-info[data-code="{grid["properties"]["code"]}"][data-state="ready"]')
+
+
+def test_the_map_draws_the_services_one_style(page, live_server):
+    """The page draws /tiles/style.json as it is served, adding only its interactive
+    layers; the embedded map leaves out the layers the style does not name for it, and a
+    signed-in admin's residences are drawn as the admin's style draws them."""
+    served = get_json(f"{live_server}/tiles/style.json")
+    composites = served["metadata"]["gridbranch:composites"]
+    assert tuple(composites["map"]) == PUBLIC_LAYERS and tuple(composites["embed"]) == EMBED_LAYERS
+    interactive = {"grids-hover", "grids-selected"}
+
+    def drawn(page) -> dict[str, dict]:
+        return {layer["id"]: layer for layer in page.evaluate("window.gridbranchMap.getStyle()")["layers"]}
+
+    for query, names in (("", PUBLIC_LAYERS), ("?embed=1", EMBED_LAYERS)):
+        open_map(page, live_server, query)
+        assert tuple(page.evaluate("window.gridbranchTileLayers")) == names
+        layers = drawn(page)
+        expected = [s for s in served["layers"] if s["type"] == "background" or s["source-layer"] in names]
+        assert [i for i in layers if i not in interactive] == [s["id"] for s in expected], query
+        for spec in expected:
+            mine = layers[spec["id"]]
+            assert mine["paint"] == spec["paint"] and mine.get("minzoom") == spec.get("minzoom"), spec["id"]
+            if spec["id"] != "events-circle":  # the page's own toggle filters the closed events
+                assert mine.get("filter") == spec.get("filter"), spec["id"]
+        assert interactive <= set(layers) and list(layers)[-1] == "labels-text"
+
+    open_map(page, live_server)
+    page.fill("#signin input[name=username]", "admin")
+    page.fill("#signin input[name=password]", TEST_PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_function("Boolean(window.gridbranchMap.getLayer('members-circle'))")
+    admins = {s["id"]: s for s in get_json(f"{live_server}/tiles/style.json", bearer(live_server, "admin"))["layers"]}
+    layers = drawn(page)
+    assert layers["members-circle"]["paint"] == admins["members-circle"]["paint"]
+    ids = list(layers)
+    assert ids.index("members-circle") == ids.index("events-circle") - 1

@@ -46,6 +46,7 @@ import { wireSearch } from './search.js';
 import { wireSession } from './session.js';
 import { wireSheet } from './sheet.js';
 import { wireUpkeep } from './upkeep.js';
+import { SOURCE, addMembersLayer, addStyleLayers, firstZooms, loadStyle, removeMembersLayer } from './style.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
 // <base>/map, so <base>/ is two levels up, whatever reverse-proxy prefix <base> carries.
@@ -57,38 +58,11 @@ const EMBED = new URLSearchParams(window.location.search).get('embed') === '1';
 // place it found.
 const FOCUS = new URLSearchParams(window.location.search).get('focus');
 
-// Public tile layers, in the order of /tiles/style.json. `members` (individual
-// residences) is never among them.
-const FULL_LAYERS = ['areas', 'grids', 'branches', 'events', 'coverage_issues', 'members_h3', 'labels'];
-// The embedded map: aggregates, organisation sites and names only — no events (single
-// reports) and no coverage findings (internal work lists).
-const EMBED_LAYERS = ['areas', 'grids', 'branches', 'members_h3', 'labels'];
-const TILE_LAYERS = EMBED ? EMBED_LAYERS : FULL_LAYERS;
-const SOURCE = 'gridbranch';
-
-const COLORS = {
-  outside: '#e6e9ed',
-  district: '#fbfaf7',
-  withBranch: '#8fbfe3',
-  withoutBranch: '#f3a29b',
-  gridLine: '#ffffff',
-  community: '#6f7d8c',
-  street: '#34495e',
-  districtLine: '#b3261e',
-  hover: '#1f2d3d',
-  selected: '#f5a700',
-  branch: { grid: '#c8102e', community: '#7a0019', work_unit: '#e07a1f' },
-  event: { normal: '#2f6fdb', warning: '#f2a900', overdue: '#d7191c', closed: '#9aa5b1' },
-  issue: {
-    gap: '#7b2cbf',
-    overlap: '#ff6d00',
-    sliver: '#e6c200',
-    outside_community: '#0b8f6a',
-    invalid: '#111111',
-    stray_part: '#8d5b4c',
-  },
-  h3: ['#eff3ff', '#bdd7e7', '#6baed6', '#2171b5', '#08306b'],
-};
+// The tile layers the page asks for, in drawing order: the style says which (the full
+// map's, or the embedded map's public aggregates only), the TileJSON confirms them
+// (style.js). `members` (individual residences) is never among them.
+let TILE_LAYERS = [];
+let mapStyle = null; // the service's style (/tiles/style.json)
 
 const BRANCH_KINDS = { grid: '网格党支部', community: '社区党组织', work_unit: '单位党组织' };
 const EVENT_STATUS = {
@@ -117,8 +91,6 @@ const ISSUE_FORMS = { gap: '缺口', overlap: '重叠' };
 if (EMBED) {
   document.body.classList.add('embed');
 }
-window.gridbranchTileLayers = TILE_LAYERS;
-
 const statusEl = document.getElementById('status');
 const statsEl = document.getElementById('stats');
 const infoEl = document.getElementById('grid-info');
@@ -244,11 +216,8 @@ let map;
 try {
   map = new maplibregl.Map({
     container: 'map',
-    style: {
-      version: 8,
-      sources: {},
-      layers: [{ id: 'background', type: 'background', paint: { 'background-color': COLORS.outside } }],
-    },
+    // empty until the service's style arrives (style.js)
+    style: { version: 8, sources: {}, layers: [] },
     // only until the data's own bounds (TileJSON) are fitted, whatever the district
     center: [113.68, 34.8],
     zoom: 11,
@@ -297,175 +266,6 @@ let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
 let imports = null; // district and street admins import their data (imports.js)
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
-
-function addLayers(tilejson) {
-  const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
-  map.addSource(SOURCE, {
-    type: 'vector',
-    tiles: [tileTemplate(TILE_LAYERS)],
-    minzoom: tilejson.minzoom,
-    maxzoom: tilejson.maxzoom,
-    bounds: tilejson.bounds,
-    attribution: tilejson.attribution,
-    // no promoteId: features keep their tile ids (grid, event, branch ids), which the
-    // hover state and the popups use; a per-layer promoteId would drop the others' ids
-  });
-
-  const widthBy = (z10, z16) => ['interpolate', ['linear'], ['zoom'], 10, z10, 16, z16];
-  const level = (name) => ['==', ['get', 'level'], name];
-  const add = (tileLayer, layer) => {
-    if (!TILE_LAYERS.includes(tileLayer)) {
-      return;
-    }
-    const spec = { source: SOURCE, 'source-layer': tileLayer, ...layer };
-    if (minzoom[tileLayer] !== undefined) {
-      spec.minzoom = minzoom[tileLayer];
-    }
-    map.addLayer(spec);
-  };
-  const terminal = ['in', ['get', 'status'], ['literal', TERMINAL]];
-  const overdue = ['to-boolean', ['get', 'overdue']];
-  const warning = ['to-boolean', ['get', 'warning']];
-
-  add('areas', { id: 'district-fill', type: 'fill', filter: level('district'), paint: { 'fill-color': COLORS.district } });
-  add('grids', {
-    id: 'grids-fill',
-    type: 'fill',
-    paint: {
-      'fill-color': ['case', ['to-boolean', ['get', 'has_branch']], COLORS.withBranch, COLORS.withoutBranch],
-      'fill-opacity': ['case', ['boolean', ['feature-state', 'hover'], false], 0.95, 0.7],
-    },
-  });
-  add('members_h3', {
-    id: 'members-h3-fill',
-    type: 'fill',
-    layout: { visibility: 'none' },
-    paint: {
-      'fill-color': ['interpolate', ['linear'], ['get', 'count'],
-        5, COLORS.h3[0], 20, COLORS.h3[1], 100, COLORS.h3[2], 400, COLORS.h3[3], 1000, COLORS.h3[4]],
-      'fill-opacity': 0.72,
-    },
-  });
-  add('members_h3', {
-    id: 'members-h3-line',
-    type: 'line',
-    layout: { visibility: 'none' },
-    paint: { 'line-color': '#ffffff', 'line-width': 0.6, 'line-opacity': 0.8 },
-  });
-  add('coverage_issues', {
-    id: 'coverage-issues-fill',
-    type: 'fill',
-    paint: {
-      'fill-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.issue).flat(), '#555555'],
-      'fill-opacity': 0.75,
-    },
-  });
-  add('grids', {
-    id: 'grids-line',
-    type: 'line',
-    layout: { 'line-join': 'round' },
-    paint: { 'line-color': COLORS.gridLine, 'line-width': widthBy(0.5, 1.5), 'line-opacity': 0.9 },
-  });
-  add('areas', {
-    id: 'communities-line',
-    type: 'line',
-    filter: level('community'),
-    layout: { 'line-join': 'round' },
-    paint: {
-      'line-color': COLORS.community,
-      'line-width': widthBy(0.6, 1.4),
-      'line-opacity': 0.75,
-      'line-dasharray': [3, 2],
-    },
-  });
-  add('areas', {
-    id: 'streets-line',
-    type: 'line',
-    filter: level('street'),
-    layout: { 'line-join': 'round', 'line-cap': 'round' },
-    paint: { 'line-color': COLORS.street, 'line-width': widthBy(1.4, 3), 'line-opacity': 0.85 },
-  });
-  add('coverage_issues', {
-    id: 'coverage-issues-line',
-    type: 'line',
-    paint: {
-      'line-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.issue).flat(), '#555555'],
-      'line-width': widthBy(1.2, 2.5),
-    },
-  });
-  add('grids', {
-    id: 'grids-hover',
-    type: 'line',
-    paint: {
-      'line-color': COLORS.hover,
-      'line-width': 1.6,
-      'line-opacity': ['case', ['boolean', ['feature-state', 'hover'], false], 0.9, 0],
-    },
-  });
-  add('areas', {
-    id: 'district-casing',
-    type: 'line',
-    filter: level('district'),
-    layout: { 'line-join': 'round', 'line-cap': 'round' },
-    paint: { 'line-color': '#ffffff', 'line-width': widthBy(6, 10), 'line-opacity': 0.9 },
-  });
-  add('areas', {
-    id: 'district-line',
-    type: 'line',
-    filter: level('district'),
-    layout: { 'line-join': 'round', 'line-cap': 'round' },
-    paint: { 'line-color': COLORS.districtLine, 'line-width': widthBy(2.6, 4.5) },
-  });
-  add('grids', {
-    id: 'grids-selected',
-    type: 'line',
-    filter: ['==', ['get', 'code'], ''],
-    layout: { 'line-join': 'round' },
-    paint: { 'line-color': COLORS.selected, 'line-width': widthBy(2.5, 4) },
-  });
-  add('branches', {
-    id: 'branches-circle',
-    type: 'circle',
-    paint: {
-      'circle-color': '#ffffff',
-      'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 2.5, 16, 7],
-      'circle-stroke-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.branch).flat(), '#666666'],
-      'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 11, 1.2, 16, 3],
-    },
-  });
-  add('events', {
-    id: 'events-circle',
-    type: 'circle',
-    filter: ['!', terminal],
-    layout: { 'circle-sort-key': ['case', overdue, 3, warning, 2, terminal, 0, 1] },
-    paint: {
-      'circle-color': ['case', overdue, COLORS.event.overdue, warning, COLORS.event.warning, terminal,
-        COLORS.event.closed, COLORS.event.normal],
-      'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 2.5, 16, 6],
-      'circle-stroke-color': '#ffffff',
-      'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 11, 0.5, 16, 1.5],
-    },
-  });
-  // names last, over everything; the higher level wins where two would collide
-  const byLevel = (district, street, community, grid) =>
-    ['match', ['get', 'level'], 'district', district, 'street', street, 'community', community, grid];
-  add('labels', {
-    id: 'labels-text',
-    type: 'symbol',
-    layout: {
-      'text-field': ['get', 'name'],
-      'text-size': byLevel(17, 14, 12.5, 11.5),
-      'symbol-sort-key': byLevel(0, 1, 2, 3),
-      'text-max-width': 7,
-      'text-padding': 3,
-    },
-    paint: {
-      'text-color': byLevel('#6b1d17', COLORS.street, '#4a5563', '#2b2f33'),
-      'text-halo-color': 'rgba(255, 255, 255, 0.92)',
-      'text-halo-width': 1.4,
-    },
-  });
-}
 
 // --- layer panel and legend -----------------------------------------------------
 
@@ -1049,40 +849,17 @@ function refreshTiles() {
 }
 
 function addMembers(bounds) {
-  if (!session || session.role !== 'admin' || !session.area_code || map.getSource('members')) {
+  if (!session || session.role !== 'admin' || !session.area_code || !mapStyle) {
     return;
   }
-  map.addSource('members', {
-    type: 'vector',
-    tiles: [MEMBERS_TILES],
-    minzoom: 15,
-    maxzoom: 16,
-    bounds,
-  });
-  map.addLayer({
-    id: 'members-circle',
-    type: 'circle',
-    source: 'members',
-    'source-layer': 'members',
-    minzoom: 15,
-    paint: {
-      'circle-color': ['match', ['get', 'status'], 'confirmed', '#2a9d8f', 'pending', '#9d4edd', '#8d99ae'],
-      'circle-radius': 3.5,
-      'circle-stroke-color': '#ffffff',
-      'circle-stroke-width': 0.8,
-    },
-  }, 'events-circle');
-  membersGroup.hidden = false;
-  applyToggle(membersGroup.querySelector('input'));
+  if (addMembersLayer(map, mapStyle, { tiles: MEMBERS_TILES, bounds })) {
+    membersGroup.hidden = false;
+    applyToggle(membersGroup.querySelector('input'));
+  }
 }
 
 function removeMembers() {
-  if (map.getLayer('members-circle')) {
-    map.removeLayer('members-circle');
-  }
-  if (map.getSource('members')) {
-    map.removeSource('members');
-  }
+  removeMembersLayer(map, mapStyle);
   membersGroup.hidden = true;
 }
 
@@ -1169,20 +946,24 @@ async function nameTheMap() {
 
 async function main() {
   const naming = EMBED ? Promise.resolve() : nameTheMap();
-  let tilejson;
+  let drawing;
   try {
-    tilejson = await fetchJson(apiUrl(`tiles/${TILE_LAYERS.join(',')}.json`));
+    drawing = await loadStyle({ fetchJson, apiUrl, embed: EMBED });
   } catch (err) {
     console.warn('loading the map data failed', err);
     showStatus(`地图数据加载失败：${err.message}。请检查网络或稍后刷新重试。`, 'error');
     document.body.dataset.error = '1';
     return;
   }
+  const { tilejson } = drawing;
+  mapStyle = drawing.style;
+  TILE_LAYERS = drawing.tileLayers;
+  window.gridbranchTileLayers = TILE_LAYERS;
   await mapLoaded;
-  addLayers(tilejson);
+  addStyleLayers(map, drawing, tileTemplate(TILE_LAYERS));
   wireToggles();
   wireInteraction();
-  const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
+  const minzoom = firstZooms(tilejson);
   minzoom.members = 15;
   gridsMinzoom = minzoom.grids ?? 9;
   map.on('zoomend', () => updateZoomHints(minzoom));
