@@ -7,23 +7,22 @@ to the department by the dispatcher) and removed afterwards."""
 
 from __future__ import annotations
 
-import json
-from urllib.request import Request, urlopen
-
 import pytest
 from sqlalchemy import text
 
-from tests.web_map.test_map_browser import bearer, get_json, inner_point, open_map, pick_grid
-from tests.web_map.test_phone_browser import PHONE, pressable
-from tests.web_map.test_register_browser import sign_in
+from tests.web_map.helpers import (
+    PHONE,
+    bearer,
+    get_json,
+    inner_point,
+    open_map,
+    pick_grid,
+    post_json,
+    pressable,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser  # compared with the service, whatever the instant
-
-
-def post_json(url: str, body: dict, headers: dict) -> dict:
-    request = Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **headers})
-    with urlopen(request, timeout=30) as r:
-        return json.load(r)
 
 
 @pytest.fixture

@@ -12,18 +12,18 @@ from urllib.request import Request, urlopen
 import pytest
 from sqlalchemy import text
 
-from tests.web_map.test_map_browser import (
+from tests.web_map.helpers import (
     bearer,
     get_json,
     inner_point,
     move_to,
     open_map,
     pick_grid,
+    sign_in,
     source_features,
     to_screen,
     wait_idle,
 )
-from tests.web_map.test_register_browser import sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.clock]
 
