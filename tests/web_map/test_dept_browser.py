@@ -113,6 +113,7 @@ def test_a_department_works_its_queue_on_desktop_and_phone(page, page_log, live_
         "return",
     ]
     page.click(f"{box} button[data-action='start']")
+    page.click(f"{box} button.action-submit")  # confirmed: no action is taken on one click
     page.wait_for_selector(f"{row} .event-actions[data-status='in_progress']")
     page.click(f"{row} .event-actions button[data-action='handle']")
     page.click(f"{row} .event-actions button.action-submit")

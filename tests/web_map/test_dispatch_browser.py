@@ -19,6 +19,7 @@ from tests.web_map.helpers import (
     move_to,
     open_map,
     pick_grid,
+    post_json,
     sign_in,
     source_features,
     to_screen,
@@ -83,8 +84,9 @@ def test_dispatcher_registers_and_dispatches_an_event_from_the_map(
     assert page.inner_text(f"{box} .action-message") == "请填写原因。"
     assert db_event(demo_engine, eid)[0] == "reported"
 
-    # 登记: nothing to ask, done at once
+    # 登记: nothing to ask but the confirmation (no action is taken on one click)
     page.click(f"{box} button[data-action='register']")
+    page.click(f"{box} button.action-submit")
     page.wait_for_selector(f"{box}[data-status='registered']")
     assert db_event(demo_engine, eid)[0] == "registered"
 
@@ -112,3 +114,56 @@ def test_anonymous_and_member_callers_get_no_event_actions(page, live_server, de
     page.mouse.click(*to_screen(page, fresh_event["lon"], fresh_event["lat"]))
     page.wait_for_selector(".popup-event")
     assert page.query_selector(".event-actions") is None
+
+
+def test_lifecycle_actions_ask_first_and_closing_says_it_is_final(page, live_server, demo_engine, fresh_event):
+    """Issue 22 item 3: a lifecycle button opens a confirmation, never acts on one click;
+    结案 says the event will be archived, can be cancelled, and closes only when confirmed."""
+    eid = fresh_event["id"]
+    with demo_engine.connect() as conn:
+        department = conn.execute(
+            text(
+                "SELECT d.code FROM users u JOIN departments d ON d.id = u.department_id "
+                "WHERE u.username = 'department'"
+            )
+        ).scalar_one()
+    base = f"{live_server}/v1/events/{eid}/transitions"
+    centre, staff = bearer(live_server, "dispatcher"), bearer(live_server, "department")
+    event = post_json(base, {"action": "register", "version": fresh_event.get("version", 1)}, centre)
+    event = post_json(base, {"action": "dispatch", "version": event["version"], "department": department}, centre)
+    event = post_json(base, {"action": "start", "version": event["version"]}, staff)
+    post_json(base, {"action": "handle", "version": event["version"], "note": "浏览器测试：已清理积水"}, staff)
+    assert db_event(demo_engine, eid)[0] == "handled"
+
+    sign_in(page, "dispatcher")
+    move_to(page, fresh_event["lon"], fresh_event["lat"], 17)
+    page.mouse.click(*to_screen(page, fresh_event["lon"], fresh_event["lat"]))
+    box = f".event-actions[data-id='{eid}']"
+    page.wait_for_selector(f"{box}[data-status='handled']")
+    assert "close" in page.eval_on_selector_all(f"{box} button.action", "bs => bs.map((b) => b.dataset.action)")
+
+    # one click on 结案 asks: the warning says it is final, nothing is sent
+    page.click(f"{box} button[data-action='close']")
+    warning = page.locator(f"{box} .action-form .action-confirm.action-final")
+    warning.wait_for()
+    assert "结案后事件归档，不能再办理" in warning.inner_text()
+    assert page.inner_text(f"{box} button.action-submit-final") == "确定结案"
+    page.screenshot(path="/tmp/gridbranch-confirm-close.png")
+    assert db_event(demo_engine, eid)[0] == "handled"
+
+    # cancelled: the form goes, the event stays as it was
+    page.click(f"{box} button.action-cancel")
+    assert page.is_hidden(f"{box} .action-form")
+    assert page.get_attribute(box, "data-status") == "handled" and db_event(demo_engine, eid)[0] == "handled"
+
+    # a non-final action asks too, without the final warning
+    page.click(f"{box} button[data-action='return']")
+    assert page.locator(f"{box} .action-form .action-final").count() == 0
+    assert page.is_visible(f"{box} .action-form .action-confirm") and page.is_visible(f"{box} button.action-cancel")
+    page.click(f"{box} button.action-cancel")
+
+    # confirmed: closed, in the database and on the page
+    page.click(f"{box} button[data-action='close']")
+    page.click(f"{box} button.action-submit-final")
+    page.wait_for_selector(f"{box}[data-status='closed']")
+    assert db_event(demo_engine, eid)[0] == "closed"

@@ -6,8 +6,12 @@
 // service routes the event to (GET /v1/events/{id}/routing) and the nearby members whose
 // role fits; 不予受理 / 暂缓 / 退回 need a reason; 标记重复 needs the original event's
 // number; 处置完毕 asks for the feedback (处置反馈: what was done, and photo URLs, one a
-// line). Department staff get the same block for their department's events (dept.js). Each action is sent with the version last seen (a stale one is refused with
-// 409 and the record reloaded). After a change the map's tiles are fetched again, so the
+// line). Department staff get the same block for their department's events (dept.js).
+// No action is taken on one click: each opens its form with what it will do and a
+// confirm and a cancel button, and the final ones (结案, 不予受理, 标记重复: the event
+// leaves the queue for good) say so and are confirmed with a button of their own colour.
+// Each action is sent with the version last seen (a stale one is refused with 409 and the
+// record reloaded). After a change the map's tiles are fetched again, so the
 // event's colour follows at once.
 //
 // Hooks for the browser tests:
@@ -27,6 +31,20 @@ const ACTION_NAMES = {
   mark_duplicate: '标记重复',
 };
 const NEEDS_REASON = ['reject', 'defer', 'return'];
+// Actions after which the event is finished (archived): nothing more can be done on it.
+const FINAL = ['close', 'reject', 'mark_duplicate'];
+// What each action does, said before it is confirmed.
+const CONFIRM_TEXT = {
+  register: '登记后事件进入派遣环节。',
+  dispatch: '派遣后承办部门开始计算办理时限。',
+  start: '开始处置后事件由您负责办理。',
+  handle: '提交处置结果后，由指挥中心核实结案或退回。',
+  close: '结案后事件归档，不能再办理。请确认处置结果已核实。',
+  reject: '不予受理后事件结束，不能再办理。',
+  defer: '暂缓后事件暂停计时，可恢复办理。',
+  return: '退回后事件回到上一环节重新办理。',
+  mark_duplicate: '标记为重复后事件结束，并入原事件办理。',
+};
 const STAFF = ['dispatcher', 'admin', 'grid_worker', 'department_staff'];
 
 export function wireDispatch({ call, el, formatTime, session, statusNames, refreshTiles }) {
@@ -130,8 +148,19 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
       say(note, `加载失败：${err.message}`, 'error');
       return;
     }
-    const submit = el('button', 'action-submit', `确定${ACTION_NAMES[action] || action}`);
+    const name = ACTION_NAMES[action] || action;
+    const final = FINAL.includes(action);
+    const warning = el('p', `action-confirm${final ? ' action-final' : ''}`, CONFIRM_TEXT[action] || `确定要${name}吗？`);
+    const submit = el('button', `action-submit${final ? ' action-submit-final' : ''}`, `确定${name}`);
     submit.type = 'button';
+    const cancel = el('button', 'action-cancel', '取消');
+    cancel.type = 'button';
+    cancel.addEventListener('click', () => {
+      form.hidden = true;
+      form.replaceChildren();
+      delete form.dataset.action;
+      note.hidden = true;
+    });
     submit.addEventListener('click', async () => {
       const problem = inputs.check();
       if (problem) {
@@ -154,12 +183,12 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
         }
       }
     });
-    form.replaceChildren(...inputs.nodes, submit);
+    const row = el('div', 'action-confirm-buttons');
+    row.append(submit, cancel);
+    form.replaceChildren(...inputs.nodes, warning, row);
     form.dataset.action = action;
     form.hidden = false;
-    if (!inputs.nodes.length) {
-      submit.click(); // nothing to ask: the button was the decision
-    }
+    submit.focus({ preventScroll: true });
   }
 
   // The block under an event's details in the popup: null for anonymous callers and
