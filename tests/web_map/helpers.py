@@ -202,6 +202,8 @@ def sign_in(page, username: str) -> None:
     page.fill("#signin input[name=password]", TEST_PASSWORD)
     page.click("#signin button[type=submit]")
     page.wait_for_function("document.body.dataset.role !== undefined")
+    # and the map has moved to the account's area (or had none to move to)
+    page.wait_for_function("document.body.dataset.area !== undefined")
 
 
 def wait_state(page, state: str) -> None:

@@ -39,7 +39,7 @@
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
-import { apiCaller, apiDownloader } from './api.js';
+import { apiCaller, apiDownloader, levelOf } from './api.js';
 import { wireDepartment } from './dept.js';
 import { wireDispatch } from './dispatch.js';
 import { wireAccounts } from './accounts.js';
@@ -453,6 +453,37 @@ function panelsFollow() {
   }
 }
 
+// The first view's figures are counted (on the whole district) before an account moves
+// the map to its area.
+let firstCounted;
+const counted = new Promise((resolve) => {
+  firstCounted = resolve;
+});
+
+// An account with an area sees it: the map fitted to it (a street or community, or a
+// grid worker's grid; the district is what the map opens on), unless a link named the
+// place to show. Then document.body.dataset.area holds the area shown ("" for none).
+async function showArea(account) {
+  delete document.body.dataset.area;
+  const code = account?.area_code;
+  if (!code || levelOf(code) === 'district' || FOCUS !== null) {
+    document.body.dataset.area = '';
+    return;
+  }
+  await counted;
+  try {
+    const found = await fetchJson(apiUrl(`v1/places?${new URLSearchParams({ q: code, limit: '1' })}`));
+    const place = found.features.find((f) => f.properties.code === code);
+    if (place && session === account) {
+      const [w, s, e, n] = place.bbox;
+      reveal({ bounds: [[w, s], [e, n]], zoom: place.properties.level === 'grid' ? 16 : 15, animate: false });
+    }
+  } catch (err) {
+    console.warn('showing the account\'s area failed', err);
+  }
+  document.body.dataset.area = code;
+}
+
 // Signing in and out, and the session across reloads (signin.js, session.js); the map
 // follows the account: its members tiles, its summary line, the panels of its role.
 function follow(bounds) {
@@ -469,6 +500,7 @@ function follow(bounds) {
     onChange: async (account) => {
       session = account;
       panelsFollow();
+      await showArea(account);
       await stats.summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
     },
   });
@@ -581,6 +613,7 @@ async function main() {
     console.warn('counting the grids failed', err);
     showStatus(`网格统计加载失败：${err.message}`, 'error');
   }
+  firstCounted();
   if (FOCUS !== null) {
     try {
       await focusOn(FOCUS);

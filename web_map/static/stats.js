@@ -1,5 +1,6 @@
-// The summary line (共 N 个网格，其中 M 个无党支部；党支部覆盖率 …): from the coverage
-// analysis for the accounts that may read it, else from the grids the tiles of the
+// The summary line (共 N 个网格，其中 M 个无党支部；党支部覆盖率 …) of the account's area:
+// from the coverage analysis for the accounts that may read it (admins: their area;
+// dispatchers: the district), a grid worker's own grid, else from the grids the tiles of the
 // whole-district view carry, else from the public grid list.
 
 import { el } from './dom.js';
@@ -65,6 +66,13 @@ export function wireStats({ map, statsEl, fetchJson, apiUrl, session }) {
     return { total: t.grids, without: t.grids - t.grids_with_branch, name: t.name, rate: t.registration_rate };
   }
 
+  // A grid worker's area is their grid: its own figures, exact for them (GET v1/grids/{code}).
+  async function statsFromGrid(code) {
+    const grid = await fetchJson(apiUrl(`v1/grids/${encodeURIComponent(code)}`), { auth: true });
+    const p = grid.properties;
+    return { total: 1, without: p.has_branch ? 0 : 1, name: p.name, rate: p.rate, label: '本网格' };
+  }
+
   let publicFigures = null;
 
   async function summarise(gridsMinzoom) {
@@ -73,6 +81,9 @@ export function wireStats({ map, statsEl, fetchJson, apiUrl, session }) {
     const account = session();
     if (account && ['admin', 'dispatcher'].includes(account.role)) {
       figures = await statsFromCoverage();
+    } else if (account && account.role === 'grid_worker' && account.area_code) {
+      figures = await statsFromGrid(account.area_code);
+      from = 'grid';
     }
     if (figures === null && publicFigures !== null) {
       ({ figures, from } = publicFigures); // counted once, on the whole-district view
@@ -89,7 +100,7 @@ export function wireStats({ map, statsEl, fetchJson, apiUrl, session }) {
     showStats(figures.total, figures.without);
     if (figures.name) {
       const rate = figures.rate === null || figures.rate === undefined ? '—' : `${(figures.rate * 100).toFixed(1)}%`;
-      statsEl.append(el('span', 'stats-extra', `${figures.name}（覆盖分析）：党员报到率 ${rate}`));
+      statsEl.append(el('span', 'stats-extra', `${figures.name}（${figures.label || '覆盖分析'}）：党员报到率 ${rate}`));
     }
     document.body.dataset.stats = from;
     return figures;
