@@ -317,19 +317,20 @@ COVERAGE_ISSUES = _build(
         description=(
             "Topology findings of the current grid layer (layers.coverage.current_findings): gaps, "
             "overlaps, slivers (form gap or overlap), grids outside their community, invalid and stray parts; "
-            "codes = the grids or areas involved, comma-separated; area_m2 in m²"
+            "codes = the grids or areas involved, comma-separated; area_m2 in m²; message = the finding in "
+            "Simplified Chinese (as /v1/coverage/issues says it)"
         ),
         embed=False,
         geometry="polygon",
-        minzoom=10,
+        minzoom=8,
         maxzoom=16,
         depends=("grids", "areas"),
-        fields={"kind": "String", "form": "String", "codes": "String", "area_m2": "Number"},
+        fields={"kind": "String", "form": "String", "codes": "String", "area_m2": "Number", "message": "String"},
         priority="larger findings (area in m²) first, then in the order of the analysis",
         candidates=f"""
-        SELECT f.fid, f.kind, f.form, f.codes, f.area_m2, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
+        SELECT f.fid, f.kind, f.form, f.codes, f.area_m2, f.message, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
           FROM json_to_recordset($6) AS f(fid integer, kind text, form text, codes text, area_m2 double precision,
-                                          wkb text)
+                                          message text, wkb text)
          WHERE ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) && {ENV_4326}""",
         order="area_m2 DESC NULLS LAST, fid",
         extra_types=("json",),

@@ -45,8 +45,9 @@ ISSUE_COLORS = {
     "invalid": "#111111",
     "stray_part": "#8d5b4c",
 }
-#: member density, by the counts of :data:`H3_STOPS`
-H3_COLORS = ("#eff3ff", "#bdd7e7", "#6baed6", "#2171b5", "#08306b")
+#: member density, by the counts of :data:`H3_STOPS`: yellow to brown, a hue neither the
+#: blue grids with a branch nor the pink ones without share, so both stay readable under it
+H3_COLORS = ("#ffffd4", "#fed98e", "#fe9929", "#d95f0e", "#993404")
 H3_STOPS = (5, 20, 100, 400, 1000)
 MEMBER_COLORS = {"confirmed": "#2a9d8f", "pending": "#9d4edd"}
 MEMBER_NONE = "#8d99ae"
@@ -134,7 +135,7 @@ def _layers() -> list[dict]:
                         ["get", "count"],
                         *[v for pair in zip(H3_STOPS, H3_COLORS, strict=True) for v in pair],
                     ],
-                    "fill-opacity": 0.72,
+                    "fill-opacity": 0.55,
                 },
             },
         ),
@@ -145,6 +146,17 @@ def _layers() -> list[dict]:
                 "type": "line",
                 "layout": {"visibility": "none"},
                 "paint": {"line-color": "#ffffff", "line-width": 0.6, "line-opacity": 0.8},
+            },
+        ),
+        # grids without a branch keep their colour as an outline over the member density
+        _on(
+            "grids",
+            {
+                "id": "grids-nobranch-line",
+                "type": "line",
+                "filter": ["!", ["to-boolean", ["get", "has_branch"]]],
+                "layout": {"line-join": "round"},
+                "paint": {"line-color": "#e8505b", "line-width": _width(1.2, 2.5), "line-opacity": 0.9},
             },
         ),
         _on(

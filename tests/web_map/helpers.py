@@ -19,7 +19,7 @@ from tests.web_map.conftest import VIEWPORT
 READY = "document.body.dataset.ready === '1' || document.body.dataset.error === '1'"
 VIEWPORT_W, VIEWPORT_H = VIEWPORT["width"], VIEWPORT["height"]
 # map layers through which a click at a grid's inner point may pass and still be "just the grid"
-GRID_ONLY = {"district-fill", "grids-fill", "grids-hover", "grids-selected"}
+GRID_ONLY = {"district-fill", "grids-fill", "grids-hover", "grids-selected", "grids-nobranch-line"}
 
 
 def get_json(url: str, headers: dict | None = None) -> dict:

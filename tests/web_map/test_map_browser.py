@@ -20,6 +20,7 @@ from shapely.geometry import Point, shape
 from tests.conftest import TEST_CLOCK, TEST_PASSWORD
 from tests.web_map.conftest import PROXY_PREFIX, VIEWPORT
 from tests.web_map.helpers import (
+    PHONE,
     READY,
     VIEWPORT_H,
     VIEWPORT_W,
@@ -524,10 +525,8 @@ def test_coverage_issues_are_drawn_and_explained(page, live_server):
         move_to(page, *p["point"], 17)
         x, y = to_screen(page, *p["point"])
         here = [f["properties"] for f in rendered(page, ["coverage-issues-fill"], (x, y))]
-        assert {"kind": p["kind"], "form": p["form"], "codes": ",".join(p["codes"]), "area_m2": p["area_m2"]} in here, (
-            p,
-            here,
-        )
+        drawn = {"kind": p["kind"], "form": p["form"], "codes": ",".join(p["codes"]), "area_m2": p["area_m2"]}
+        assert {**drawn, "message": p["message"]} in here, (p, here)
 
     gap = next(f["properties"] for f in issues if f["properties"]["kind"] == "gap")
     move_to(page, *gap["point"], 17)
@@ -539,6 +538,62 @@ def test_coverage_issues_are_drawn_and_explained(page, live_server):
     for code in gap["codes"]:
         assert code in text
     assert f"{gap['area_m2']:,.1f} m²" in text
+
+
+@pytest.mark.parametrize("size", [VIEWPORT, PHONE], ids=["desktop", "phone"])
+def test_a_gap_is_explained_in_chinese_and_seen_on_the_whole_district(page, live_server, size):
+    """Issue 22 item 7: a gap's details give the service's own Chinese message (not only
+    codes), and gaps are drawn on the whole-district views below zoom 10 (a phone's)."""
+    issues = get_json(f"{live_server}/v1/coverage/issues?kind=gap", bearer(live_server, "admin"))["features"]
+    assert issues, "the demo has gaps"
+    page.set_viewport_size(size)
+    open_map(page, live_server)
+    page.evaluate("() => { window.gridbranchMap.zoomTo(9.5, {animate: false}); }")
+    wait_idle(page)
+    assert page.evaluate("window.gridbranchMap.getZoom()") < 10
+    kinds = {f["properties"]["kind"] for f in rendered(page, ["coverage-issues-fill", "coverage-issues-line"])}
+    assert "gap" in kinds, kinds
+    assert page.is_hidden('.layer-group[data-group="coverage_issues"] .zoom-hint')
+
+    gap = max(issues, key=lambda f: f["properties"]["area_m2"])["properties"]
+    move_to(page, *gap["point"], 17)
+    x, y = to_screen(page, *gap["point"])
+    # above a phone's sheet (a quarter down the screen), where a tap reaches the map
+    page.evaluate(
+        "([dx, dy]) => { window.gridbranchMap.panBy([dx, dy], {animate: false}); }", [0, y - size["height"] / 4]
+    )
+    wait_idle(page)
+    page.mouse.click(*to_screen(page, *gap["point"]))
+    where = "#details" if size == PHONE else ".maplibregl-popup"
+    message = page.locator(f"{where} .popup-issue dd.issue-message")
+    message.wait_for()
+    assert message.inner_text() == gap["message"]
+    assert "未被任何网格覆盖" in message.inner_text()
+    page.screenshot(path=f"/tmp/gridbranch-gap-{size['width']}.png")
+
+
+def test_member_density_leaves_the_branchless_grids_readable(page, live_server):
+    """Issue 22 item 7: the H3 density is not blue over the blue grids, and the pink
+    branchless grids stay pink-red under it, with their outline on top."""
+    open_map(page, live_server)
+    style = page.evaluate("window.gridbranchMap.getStyle()")
+    ids = [layer["id"] for layer in style["layers"]]
+    assert ids.index("grids-nobranch-line") > ids.index("members-h3-fill")
+    ramp = next(layer for layer in style["layers"] if layer["id"] == "members-h3-fill")["paint"]["fill-color"]
+    for colour in (c for c in ramp if isinstance(c, str) and c.startswith("#")):
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert b < r, f"{colour} is a blue: the grids with a branch are blue"
+
+    grid, _ = pick_grid(page, live_server, False)
+    page.check('[data-toggle="members-h3"]')
+    lon, lat = inner_point(grid["geometry"])
+    move_to(page, lon, lat, 13)
+    x, y = to_screen(page, lon, lat)
+    assert rendered(page, ["members-h3-fill"], (x, y)), "no density cell over the branchless grid"
+    assert any(f["properties"]["code"] == grid["properties"]["code"] for f in rendered(page, ["grids-nobranch-line"]))
+    r, g, b = pixel_at(page, x, y)
+    assert r > b + 40 and r > g, (r, g, b)  # still the warm pink of 无党支部, not a blue
+    page.screenshot(path="/tmp/gridbranch-h3.png")
 
 
 def test_layer_panel_switches_layers_and_the_legend_follows(page, live_server):

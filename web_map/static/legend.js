@@ -37,6 +37,11 @@ export function wireLegend({ map, embed, tileLayers }) {
       for (const id of ['grids-fill', 'grids-line', 'grids-hover']) {
         map.setFilter(id, filter);
       }
+      // the branchless grids' outline goes with their fill
+      if (map.getLayer('grids-nobranch-line')) {
+        const shown = document.querySelector('[data-toggle="without-branch"]').checked;
+        map.setLayoutProperty('grids-nobranch-line', 'visibility', shown ? 'visible' : 'none');
+      }
       return;
     }
     if (what === 'events-closed') {

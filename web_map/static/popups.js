@@ -134,6 +134,7 @@ export function issueDetails(feature) {
   }
   const kind = ISSUE_KINDS[p.kind] || p.kind;
   return detailsList([
+    ['说明', p.message || '—', 'issue-message'],
     ['问题类型', `${kind}${p.kind === 'sliver' && ISSUE_FORMS[p.form] ? `（${ISSUE_FORMS[p.form]}）` : ''}`, 'issue-kind'],
     ['涉及编码', codes.childElementCount ? codes : '—', 'issue-codes'],
     ['面积', p.area_m2 === undefined ? '—' : `${formatNumber(p.area_m2)} m²`, 'issue-area'],
