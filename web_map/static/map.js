@@ -52,6 +52,7 @@ import { wireSignIn } from './signin.js';
 import { wireSheet } from './sheet.js';
 import { formatTime, el } from './dom.js';
 import { wireLegend } from './legend.js';
+import { MAPLIBRE_ZH } from './locale.js';
 import { EVENT_STATUS, ISSUE_KINDS, branchDetails, eventDetails, gridDetails, issueDetails, wirePopups } from './popups.js';
 import { wireStats } from './stats.js';
 import { wireUpkeep } from './upkeep.js';
@@ -177,6 +178,7 @@ try {
     pitchWithRotate: false,
     touchPitch: false,
     attributionControl: { compact: true, customAttribution: 'gridbranch' },
+    locale: MAPLIBRE_ZH,
     // the signed-in admin's token goes with the members tiles and nothing else
     transformRequest: (url, resourceType) => {
       if (session && resourceType === 'Tile' && url.startsWith(`${API_BASE.href}tiles/members/`)) {

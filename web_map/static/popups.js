@@ -4,6 +4,7 @@
 // bottom sheet on a phone (a popup would lie under the sheet).
 
 import { detailsList, el, formatNumber, formatTime } from './dom.js';
+import { MAPLIBRE_ZH } from './locale.js';
 
 export const BRANCH_KINDS = { grid: '网格党支部', community: '社区党组织', work_unit: '单位党组织' };
 export const EVENT_STATUS = {
@@ -170,6 +171,17 @@ export function wirePopups({ map, maplibregl, sheet, panel, onClose }) {
       detailsBodyEl.replaceChildren(body);
     } else {
       popup.setDOMContent(body);
+      labelClose();
+    }
+  }
+
+  // MapLibre names the close button (its locale) only when the popup first opens: the
+  // button new content brings would have no name for a screen reader.
+  function labelClose() {
+    const close = popup.getElement()?.querySelector('.maplibregl-popup-close-button');
+    if (close) {
+      close.setAttribute('aria-label', MAPLIBRE_ZH['Popup.Close']);
+      close.title = MAPLIBRE_ZH['Popup.Close'];
     }
   }
 
@@ -184,6 +196,7 @@ export function wirePopups({ map, maplibregl, sheet, panel, onClose }) {
     if (!popup.isOpen()) {
       popup.addTo(map);
     }
+    labelClose();
   }
 
   function closeDetails() {
