@@ -14,6 +14,12 @@
 // record reloaded). After a change the map's tiles are fetched again, so the
 // event's colour follows at once.
 //
+// The record shows what the tile cannot: the description, the photos (links: their
+// hosts are not this service's, and the map requests nothing foreign), the reporter's
+// contact where the service gives it (staff covering the event's grid), and the track
+// (GET v1/events/{id}/log). After an action the event's public details above (办理状态,
+// 办理时限) follow the record.
+//
 // Hooks for the browser tests:
 //   .event-actions[data-id][data-status]   the record shown (status after the last action)
 
@@ -31,6 +37,7 @@ const ACTION_NAMES = {
   mark_duplicate: '标记重复',
 };
 const NEEDS_REASON = ['reject', 'defer', 'return'];
+const TRACK_NAMES = { report: '上报', ...ACTION_NAMES };
 // Actions after which the event is finished (archived): nothing more can be done on it.
 const FINAL = ['close', 'reject', 'mark_duplicate'];
 // What each action does, said before it is confirmed.
@@ -113,8 +120,75 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
     return { nodes: [], values: () => ({}), check: () => '' };
   }
 
+  // The record's own rows: what was reported, by whom (when the service says), photos.
+  function record(event) {
+    const dl = el('dl', 'event-record');
+    const row = (label, value, className) => {
+      dl.append(el('dt', null, label));
+      const dd = el('dd', className);
+      dd.append(value instanceof Node ? value : document.createTextNode(value));
+      dl.append(dd);
+    };
+    row('事件描述', event.description || '—', 'event-description');
+    if (event.photos && event.photos.length) {
+      const list = el('span', 'event-photos');
+      event.photos.forEach((url, i) => {
+        const a = el('a', null, `照片 ${i + 1}`);
+        a.href = url;
+        a.target = '_blank';
+        a.rel = 'noopener noreferrer';
+        list.append(a, document.createTextNode(' '));
+      });
+      row('照片', list, 'event-photos-row');
+    }
+    if ('contact' in event || 'reporter' in event) {
+      const who = [event.reporter ? `账号 ${event.reporter}` : null, event.contact || null].filter(Boolean).join('，');
+      row('上报人联系方式', who || '未留联系方式', 'event-contact');
+    }
+    if (event.duplicate_of) {
+      row('重复于', `#${event.duplicate_of}`, 'event-duplicate-of');
+    }
+    return dl;
+  }
+
+  // The track, oldest first, fetched once per render.
+  function track(event) {
+    const list = el('ol', 'event-track');
+    list.append(el('li', 'muted', '正在加载办理记录…'));
+    call(`v1/events/${event.id}/log`)
+      .then(({ log }) => {
+        list.replaceChildren(...log.map((entry) => {
+          const to = entry.to ? `→ ${statusNames[entry.to] || entry.to}` : '';
+          const where = entry.department ? `（${entry.department.name}）` : '';
+          const li = el('li', 'event-track-entry', `${formatTime(entry.at)} ${TRACK_NAMES[entry.action] || entry.action}${where} ${to}`);
+          if (entry.note) {
+            li.append(el('span', 'event-track-note', `：${entry.note}`));
+          }
+          return li;
+        }));
+      })
+      .catch((err) => list.replaceChildren(el('li', 'error-text', `办理记录加载失败：${err.message}`)));
+    const details = el('details', 'event-track-box');
+    details.append(el('summary', null, '办理记录'), list);
+    return details;
+  }
+
+  // The event's public details (from its tile) in the same popup section follow the record.
+  function syncHeader(box, event) {
+    const section = box.closest('.popup-section');
+    const status = section?.querySelector('dd.event-status');
+    if (status) {
+      status.textContent = statusNames[event.status] || event.status;
+    }
+    const due = section?.querySelector('dd.event-due');
+    if (due && event.due_at) {
+      due.textContent = formatTime(event.due_at);
+    }
+  }
+
   function render(box, event, message = '', kind = 'info') {
     box.dataset.status = event.status;
+    syncHeader(box, event);
     const summary = [
       `办理状态：${statusNames[event.status] || event.status}`,
       event.department ? `承办：${event.department.name}` : null,
@@ -136,7 +210,7 @@ export function wireDispatch({ call, el, formatTime, session, statusNames, refre
     if (!(event.actions || []).length) {
       buttons.append(el('span', 'muted', '当前无可办理的操作。'));
     }
-    box.replaceChildren(el('p', 'action-summary', summary), buttons, form, note);
+    box.replaceChildren(record(event), el('p', 'action-summary', summary), buttons, form, note, track(event));
   }
 
   async function open(box, event, action, form, note) {
