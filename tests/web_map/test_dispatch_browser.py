@@ -15,6 +15,8 @@ from sqlalchemy import text
 from tests.web_map.helpers import (
     PHONE,
     bearer,
+    department_code,
+    drop_events,
     get_json,
     inner_point,
     move_to,
@@ -46,13 +48,7 @@ def fresh_event(page, live_server, demo_engine):
     try:
         yield {**event, "lon": lon, "lat": lat}
     finally:
-        with demo_engine.begin() as conn:
-            # the log is append-only (a trigger refuses deletes): set aside for this cleanup only,
-            # and the events version bumped by hand, so no cached tile keeps the event
-            conn.execute(text("SET LOCAL session_replication_role = replica"))
-            conn.execute(text("DELETE FROM event_log WHERE event_id = :e"), {"e": event["id"]})
-            conn.execute(text("DELETE FROM events WHERE id = :e"), {"e": event["id"]})
-            conn.execute(text("UPDATE data_versions SET version = version + 1 WHERE layer = 'events'"))
+        drop_events(demo_engine, [event["id"]])
 
 
 def db_event(engine, event_id: int):
@@ -122,13 +118,7 @@ def test_lifecycle_actions_ask_first_and_closing_says_it_is_final(page, live_ser
     """Issue 22 item 3: a lifecycle button opens a confirmation, never acts on one click;
     结案 says the event will be archived, can be cancelled, and closes only when confirmed."""
     eid = fresh_event["id"]
-    with demo_engine.connect() as conn:
-        department = conn.execute(
-            text(
-                "SELECT d.code FROM users u JOIN departments d ON d.id = u.department_id "
-                "WHERE u.username = 'department'"
-            )
-        ).scalar_one()
+    department = department_code(demo_engine)
     base = f"{live_server}/v1/events/{eid}/transitions"
     centre, staff = bearer(live_server, "dispatcher"), bearer(live_server, "department")
     event = post_json(base, {"action": "register", "version": fresh_event.get("version", 1)}, centre)
@@ -236,8 +226,4 @@ def test_event_record_shows_what_the_tile_cannot_and_two_events_at_one_point(
         page.screenshot(path="/tmp/gridbranch-two-events-phone.png")
         assert page_log.page_errors == []
     finally:
-        with demo_engine.begin() as conn:
-            conn.execute(text("SET LOCAL session_replication_role = replica"))
-            conn.execute(text("DELETE FROM event_log WHERE event_id = :e"), {"e": second})
-            conn.execute(text("DELETE FROM events WHERE id = :e"), {"e": second})
-            conn.execute(text("UPDATE data_versions SET version = version + 1 WHERE layer = 'events'"))
+        drop_events(demo_engine, [second])
