@@ -408,8 +408,9 @@ def coverage_model(session: Session, thresholds: Thresholds | None = None, *, ca
 def current_findings(session: Session, thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
     """The topology findings of the current grid layer (cached on the grids/areas data
     versions): dicts ``{"kind", "form", "codes", "area_code", "area_m2", "point": [lon, lat],
-    "wkb": bytes}`` — WKB of the WGS84 geometry, areas in m², ``form`` gap|overlap for
-    gaps, overlaps and slivers (None for the other kinds), and a stable ``id``
+    "message", "wkb": bytes}`` — WKB of the WGS84 geometry, areas in m², ``form`` gap|overlap
+    for gaps, overlaps and slivers (None for the other kinds), ``message`` the finding in
+    Simplified Chinese as the issues endpoint says it, and a stable ``id``
     (``kind:codes…``). Fresh dicts on every call."""
     model = coverage_model(session, thresholds)
     return [
@@ -421,6 +422,7 @@ def current_findings(session: Session, thresholds: Thresholds | None = None) -> 
             "area_code": f.area_code,
             "area_m2": round(f.area_m2, 2),
             "point": list(f.point),
+            "message": _message(f, model),
             "wkb": shapely.to_wkb(f.geom),
         }
         for f in model.findings

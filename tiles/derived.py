@@ -175,7 +175,7 @@ def _wkb_records(items: list[tuple[bytes, dict]]) -> FeatureRecords:
 
 def coverage_records(session: Session, thresholds=None) -> FeatureRecords:
     """The topology findings as tile records: kind, form, codes (comma-separated),
-    area_m2 (m²) and the WGS84 geometry (WKB, hex)."""
+    area_m2 (m²), message (what the finding is, in Chinese) and the WGS84 geometry (WKB, hex)."""
     from layers.coverage import current_findings
 
     items = []
@@ -186,6 +186,7 @@ def coverage_records(session: Session, thresholds=None) -> FeatureRecords:
             "form": f["form"],
             "codes": ",".join(f["codes"]),
             "area_m2": f["area_m2"],
+            "message": f["message"],
         }
         items.append((f["wkb"], attrs))
     return _wkb_records(items)

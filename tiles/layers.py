@@ -78,6 +78,9 @@ class TileLayer:
     order: str  # ORDER BY expression over the candidates' columns
     extra_types: tuple[str, ...] = ()  # types of $6, $7
     personal: bool = False  # served only to entitled callers, scoped to their area
+    #: drawn on the map other portals embed (/map?embed=1): aggregates, organisation sites
+    #: and names, not single reports or internal work lists
+    embed: bool = True
     timed: bool = False  # content moves with the clock ($6 is now)
     simplify: bool = False
     derived: bool = False  # $6 holds records built at the layer's data versions (tiles.derived)
@@ -244,6 +247,7 @@ EVENTS = _build(
             "event is overdue from due_at on and in warning from warn_at on (stored, or the category's "
             "or the configured share of the limit after dispatch); due_at is ISO 8601 UTC"
         ),
+        embed=False,
         geometry="point",
         minzoom=11,
         maxzoom=16,
@@ -313,18 +317,20 @@ COVERAGE_ISSUES = _build(
         description=(
             "Topology findings of the current grid layer (layers.coverage.current_findings): gaps, "
             "overlaps, slivers (form gap or overlap), grids outside their community, invalid and stray parts; "
-            "codes = the grids or areas involved, comma-separated; area_m2 in m²"
+            "codes = the grids or areas involved, comma-separated; area_m2 in m²; message = the finding in "
+            "Simplified Chinese (as /v1/coverage/issues says it)"
         ),
+        embed=False,
         geometry="polygon",
-        minzoom=10,
+        minzoom=8,
         maxzoom=16,
         depends=("grids", "areas"),
-        fields={"kind": "String", "form": "String", "codes": "String", "area_m2": "Number"},
+        fields={"kind": "String", "form": "String", "codes": "String", "area_m2": "Number", "message": "String"},
         priority="larger findings (area in m²) first, then in the order of the analysis",
         candidates=f"""
-        SELECT f.fid, f.kind, f.form, f.codes, f.area_m2, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
+        SELECT f.fid, f.kind, f.form, f.codes, f.area_m2, f.message, ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) AS geom
           FROM json_to_recordset($6) AS f(fid integer, kind text, form text, codes text, area_m2 double precision,
-                                          wkb text)
+                                          message text, wkb text)
          WHERE ST_GeomFromWKB(decode(f.wkb, 'hex'), 4326) && {ENV_4326}""",
         order="area_m2 DESC NULLS LAST, fid",
         extra_types=("json",),
@@ -421,6 +427,8 @@ LAYERS: dict[str, TileLayer] = {
 }
 #: Layers every caller may read, in drawing order (the style's and the default composite's).
 PUBLIC_LAYERS = tuple(name for name, layer in LAYERS.items() if not layer.personal)
+#: Of those, the layers the embedded map draws.
+EMBED_LAYERS = tuple(name for name in PUBLIC_LAYERS if LAYERS[name].embed)
 
 VERSIONS_STATEMENT = "gb_tile_versions"
 

@@ -183,12 +183,13 @@ def test_composite_tile_holds_each_layer_as_served_alone(tiles_client, demo_engi
     assert all(set(f["properties"]) == {"level", "code", "name"} for f in layers["areas"]["features"])
     branch = layers["branches"]["features"][0]["properties"]
     assert set(branch) <= set(LAYERS["branches"].fields) and "secretary" not in str(branch)
-    # zoom ranges: at z8 only the areas layer is drawn (and the district's name, in the
-    # tile it lies in), at z9 the grids too (a phone's whole-district view)
+    # zoom ranges: at z8 only the areas layer and the coverage findings are drawn (and the
+    # district's name, in the tile it lies in; gaps are looked for on the whole district),
+    # at z9 the grids too (a phone's whole-district view)
     z8 = tile_at(row[0], row[1], 8)
-    assert set(decode(tiles_client.get(path(PUBLIC, z8)).content)) - {"labels"} == {"areas"}
+    assert set(decode(tiles_client.get(path(PUBLIC, z8)).content)) - {"labels"} == {"areas", "coverage_issues"}
     z9 = tile_at(row[0], row[1], 9)
-    assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) - {"labels"} == {"areas", "grids"}
+    assert set(decode(tiles_client.get(path(PUBLIC, z9)).content)) - {"labels"} == {"areas", "grids", "coverage_issues"}
 
 
 @pytest.mark.parametrize("z", range(9, 17))
@@ -1049,7 +1050,9 @@ def test_style_is_usable_offline_by_maplibre(tiles_client):
             assert not {"icon-image", "text-font"} & set(layer["layout"])
         else:
             assert "text-field" not in layer.get("layout", {})
-    assert [layer["id"] for layer in style["layers"]][-1] == "labels"  # names over everything
+    assert (
+        style["layers"][-1]["id"] == "labels-text" and style["layers"][-1]["source-layer"] == "labels"
+    )  # names on top
     urls = [u for s in style["sources"].values() for u in s["tiles"]]
     assert all(u.startswith("http://testserver/") for u in urls)
     admin = tiles_client.get("/tiles/style.json", headers=token_for("admin"))

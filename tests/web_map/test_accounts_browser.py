@@ -8,8 +8,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from tests.web_map.test_map_browser import open_map
-from tests.web_map.test_register_browser import sign_in
+from tests.web_map.helpers import (
+    open_map,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -17,8 +17,13 @@ from sqlalchemy import text
 from tests.conftest import scratch_engine
 from tests.ingest.district_files import ADMIN_PASSWORD, NAME, build_district, start_deployment
 from tests.web_map.conftest import PageLog, browser_settings, serving
-from tests.web_map.test_map_browser import move_to, open_map, to_screen
-from tests.web_map.test_phone_browser import PHONE, pressable
+from tests.web_map.helpers import (
+    PHONE,
+    move_to,
+    open_map,
+    pressable,
+    to_screen,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -11,23 +11,39 @@ import struct
 import zlib
 from datetime import datetime
 from functools import cache
-from urllib.parse import urlencode, urlsplit
-from urllib.request import Request, urlopen
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import pytest
 from shapely.geometry import Point, shape
-from shapely.ops import polylabel
 
 from tests.conftest import TEST_CLOCK, TEST_PASSWORD
 from tests.web_map.conftest import PROXY_PREFIX, VIEWPORT
+from tests.web_map.helpers import (
+    PHONE,
+    READY,
+    VIEWPORT_H,
+    VIEWPORT_W,
+    api_grids,
+    bearer,
+    get_json,
+    inner_point,
+    move_to,
+    on_open_map,
+    open_map,
+    pick_grid,
+    rendered,
+    source_features,
+    to_lonlat,
+    to_screen,
+    wait_idle,
+)
 from tiles.layers import LAYERS
 
 pytestmark = pytest.mark.browser
 
 SCREENSHOT = "/tmp/gridbranch-map.png"
 SCREENSHOT_POPUP = "/tmp/gridbranch-map-popup.png"
-READY = "document.body.dataset.ready === '1' || document.body.dataset.error === '1'"
 
 # the tile layers the full map and the embedded map ask for; never "members"
 PUBLIC_LAYERS = ("areas", "grids", "branches", "events", "coverage_issues", "members_h3", "labels")
@@ -62,38 +78,9 @@ WITHOUT_BRANCH_RGB = (245, 188, 183)
 OUTSIDE_RGB = (230, 233, 237)
 # event dots (opaque): normal, warning, overdue
 EVENT_RGB = {"normal": (0x2F, 0x6F, 0xDB), "warning": (0xF2, 0xA9, 0x00), "overdue": (0xD7, 0x19, 0x1C)}
-VIEWPORT_W, VIEWPORT_H = VIEWPORT["width"], VIEWPORT["height"]
-# map layers through which a click at a grid's inner point may pass and still be "just the grid"
-GRID_ONLY = {"district-fill", "grids-fill", "grids-hover", "grids-selected"}
 
 
 # --- helpers --------------------------------------------------------------------
-
-
-def get_json(url: str, headers: dict | None = None) -> dict:
-    with urlopen(Request(url, headers=headers or {}), timeout=30) as r:
-        assert r.status == 200, url
-        return json.load(r)
-
-
-def bearer(base: str, username: str) -> dict:
-    """Sign in a demo account through the password flow (for the cross-checks only:
-    the map itself never signs in). Not cached: a page that signs the account out ends
-    all of its tokens (revocation), this one included."""
-    body = urlencode({"username": username, "password": TEST_PASSWORD}).encode()
-    with urlopen(Request(f"{base}/v1/auth/token", data=body), timeout=30) as r:
-        return {"Authorization": f"Bearer {json.load(r)['access_token']}"}
-
-
-@cache
-def api_grids(base: str) -> list[dict]:
-    """Every current grid, following the "next" links."""
-    features, url = [], f"{base}/v1/grids?limit=1000"
-    while url:
-        body = get_json(url)
-        features += body["features"]
-        url = next((link["href"] for link in body.get("links", []) if link["rel"] == "next"), None)
-    return features
 
 
 @cache
@@ -112,92 +99,6 @@ def api_events(base: str, time_state: str) -> dict[int, dict]:
         offset += len(body["items"])
         if not body["items"] or offset >= body["total"]:
             return out
-
-
-def inner_point(geometry: dict) -> tuple[float, float]:
-    """A point well inside a (multi)polygon: the pole of inaccessibility of its largest part."""
-    geom = shape(geometry)
-    part = max(getattr(geom, "geoms", [geom]), key=lambda g: g.area)
-    p = polylabel(part, tolerance=1e-7)
-    assert part.contains(p)
-    return p.x, p.y
-
-
-def open_map(page, base: str, query: str = "") -> None:
-    page.goto(f"{base}/map{query}")
-    page.wait_for_function(READY, timeout=60_000)
-    assert page.evaluate("document.body.dataset.error") is None, page.inner_text("#status")
-
-
-def wait_idle(page) -> None:
-    """Until the map has drawn every tile of the current view."""
-    page.evaluate(
-        """() => new Promise((resolve) => {
-            const map = window.gridbranchMap;
-            map.once('idle', () => resolve());  // not the event: it holds the map
-            map.triggerRepaint();
-        })"""
-    )
-
-
-def move_to(page, lon: float, lat: float, zoom: float) -> None:
-    # (braces: the map that jumpTo returns is not to be serialised back to Python)
-    page.evaluate(
-        "([lon, lat, zoom]) => { window.gridbranchMap.jumpTo({center: [lon, lat], zoom}); }", [lon, lat, zoom]
-    )
-    wait_idle(page)
-
-
-def to_screen(page, lon: float, lat: float) -> tuple[float, float]:
-    xy = page.evaluate(
-        "([lon, lat]) => { const p = window.gridbranchMap.project([lon, lat]); return [p.x, p.y]; }", [lon, lat]
-    )
-    return xy[0], xy[1]
-
-
-def to_lonlat(page, x: float, y: float) -> tuple[float, float]:
-    ll = page.evaluate(
-        "([x, y]) => { const l = window.gridbranchMap.unproject([x, y]); return [l.lng, l.lat]; }", [x, y]
-    )
-    return ll[0], ll[1]
-
-
-def rendered(page, layers: list[str], around: tuple[float, float] | None = None, pad: float = 0) -> list[dict]:
-    """queryRenderedFeatures on ``layers`` (all of the view, or a box around a point):
-    layer id, feature id, properties and (for points) coordinates."""
-    return page.evaluate(
-        """([layers, around, pad]) => {
-            const map = window.gridbranchMap;
-            const where = around ? [[around[0] - pad, around[1] - pad], [around[0] + pad, around[1] + pad]] : undefined;
-            const existing = layers.filter((id) => map.getLayer(id));
-            if (!existing.length) return [];
-            return map.queryRenderedFeatures(where, {layers: existing}).map((f) => ({
-                layer: f.layer.id, id: f.id, properties: f.properties,
-                point: f.geometry.type === 'Point' ? f.geometry.coordinates : null,
-            }));
-        }""",
-        [layers, list(around) if around else None, pad],
-    )
-
-
-def source_features(page, source_layer: str) -> list[dict]:
-    """What the worker has cut into tiles for the current view (a feature once per tile)."""
-    return page.evaluate(
-        """(layer) => window.gridbranchMap.querySourceFeatures('gridbranch', {sourceLayer: layer})
-            .map((f) => ({id: f.id, properties: f.properties}))""",
-        source_layer,
-    )
-
-
-def everything_at(page, x: float, y: float, pad: float) -> set[str]:
-    """The ids of the map layers that draw something within ``pad`` pixels of (x, y)."""
-    return set(
-        page.evaluate(
-            """([x, y, pad]) => [...new Set(window.gridbranchMap.queryRenderedFeatures(
-            [[x - pad, y - pad], [x + pad, y + pad]]).map((f) => f.layer.id))]""",
-            [x, y, pad],
-        )
-    )
 
 
 def tile_requests(requests: list[str], prefix: str = "") -> list[tuple[tuple[str, ...], int]]:
@@ -270,43 +171,6 @@ def pixel_at(page, x: float, y: float) -> tuple[int, int, int]:
 
 def near(rgb, expected, tolerance: int = 14) -> bool:
     return all(abs(a - b) <= tolerance for a, b in zip(rgb, expected))
-
-
-def covered(page) -> list[tuple[float, float, float, float]]:
-    """Screen boxes of the chrome floating over the map (panel, controls, legend)."""
-    return page.evaluate(
-        """() => [...document.querySelectorAll('#panel, .maplibregl-ctrl, #embed-legend, .maplibregl-popup')]
-            .filter((e) => !e.hidden && e.getBoundingClientRect().width > 0).map((e) => {
-                const r = e.getBoundingClientRect();
-                return [r.left - 8, r.top - 8, r.right + 8, r.bottom + 8];
-            })"""
-    )
-
-
-def on_open_map(page, x: float, y: float) -> bool:
-    inside = 10 < x < VIEWPORT_W - 10 and 10 < y < VIEWPORT_H - 10
-    return inside and not any(x0 <= x <= x1 and y0 <= y <= y1 for x0, y0, x1, y1 in covered(page))
-
-
-def pick_grid(page, base: str, has_branch: bool) -> tuple[dict, tuple[float, float]]:
-    """A big grid with (or without) a branch whose inner point is on the visible map
-    (not under the panel or a control) with nothing but the grid drawn around it (no
-    event, site, coverage issue or boundary), and that point on the screen."""
-    candidates = [f for f in api_grids(base) if bool(f["properties"]["has_branch"]) == has_branch]
-    if not candidates:
-        raise AssertionError(
-            f"the demo has no grid with has_branch={has_branch}: it is deterministic, so this is a defect"
-        )
-    shapes = {f["properties"]["code"]: shape(f["geometry"]) for f in api_grids(base)}
-    for grid in sorted(candidates, key=lambda f: shapes[f["properties"]["code"]].area, reverse=True):
-        lon, lat = inner_point(grid["geometry"])
-        here = Point(lon, lat)
-        if any(g.intersects(here) for c, g in shapes.items() if c != grid["properties"]["code"]):
-            continue  # an overlap (the demo draws a few on purpose): the click is ambiguous
-        x, y = to_screen(page, lon, lat)
-        if on_open_map(page, x, y) and everything_at(page, x, y, 8) <= GRID_ONLY:
-            return grid, (x, y)
-    raise AssertionError(f"no grid with has_branch={has_branch} is visible on the map")
 
 
 STATE_RANK = {"normal": 1, "warning": 2, "overdue": 3}  # the map's circle-sort-key
@@ -661,10 +525,8 @@ def test_coverage_issues_are_drawn_and_explained(page, live_server):
         move_to(page, *p["point"], 17)
         x, y = to_screen(page, *p["point"])
         here = [f["properties"] for f in rendered(page, ["coverage-issues-fill"], (x, y))]
-        assert {"kind": p["kind"], "form": p["form"], "codes": ",".join(p["codes"]), "area_m2": p["area_m2"]} in here, (
-            p,
-            here,
-        )
+        drawn = {"kind": p["kind"], "form": p["form"], "codes": ",".join(p["codes"]), "area_m2": p["area_m2"]}
+        assert {**drawn, "message": p["message"]} in here, (p, here)
 
     gap = next(f["properties"] for f in issues if f["properties"]["kind"] == "gap")
     move_to(page, *gap["point"], 17)
@@ -676,6 +538,62 @@ def test_coverage_issues_are_drawn_and_explained(page, live_server):
     for code in gap["codes"]:
         assert code in text
     assert f"{gap['area_m2']:,.1f} m²" in text
+
+
+@pytest.mark.parametrize("size", [VIEWPORT, PHONE], ids=["desktop", "phone"])
+def test_a_gap_is_explained_in_chinese_and_seen_on_the_whole_district(page, live_server, size):
+    """Issue 22 item 7: a gap's details give the service's own Chinese message (not only
+    codes), and gaps are drawn on the whole-district views below zoom 10 (a phone's)."""
+    issues = get_json(f"{live_server}/v1/coverage/issues?kind=gap", bearer(live_server, "admin"))["features"]
+    assert issues, "the demo has gaps"
+    page.set_viewport_size(size)
+    open_map(page, live_server)
+    page.evaluate("() => { window.gridbranchMap.zoomTo(9.5, {animate: false}); }")
+    wait_idle(page)
+    assert page.evaluate("window.gridbranchMap.getZoom()") < 10
+    kinds = {f["properties"]["kind"] for f in rendered(page, ["coverage-issues-fill", "coverage-issues-line"])}
+    assert "gap" in kinds, kinds
+    assert page.is_hidden('.layer-group[data-group="coverage_issues"] .zoom-hint')
+
+    gap = max(issues, key=lambda f: f["properties"]["area_m2"])["properties"]
+    move_to(page, *gap["point"], 17)
+    x, y = to_screen(page, *gap["point"])
+    # above a phone's sheet (a quarter down the screen), where a tap reaches the map
+    page.evaluate(
+        "([dx, dy]) => { window.gridbranchMap.panBy([dx, dy], {animate: false}); }", [0, y - size["height"] / 4]
+    )
+    wait_idle(page)
+    page.mouse.click(*to_screen(page, *gap["point"]))
+    where = "#details" if size == PHONE else ".maplibregl-popup"
+    message = page.locator(f"{where} .popup-issue dd.issue-message")
+    message.wait_for()
+    assert message.inner_text() == gap["message"]
+    assert "未被任何网格覆盖" in message.inner_text()
+    page.screenshot(path=f"/tmp/gridbranch-gap-{size['width']}.png")
+
+
+def test_member_density_leaves_the_branchless_grids_readable(page, live_server):
+    """Issue 22 item 7: the H3 density is not blue over the blue grids, and the pink
+    branchless grids stay pink-red under it, with their outline on top."""
+    open_map(page, live_server)
+    style = page.evaluate("window.gridbranchMap.getStyle()")
+    ids = [layer["id"] for layer in style["layers"]]
+    assert ids.index("grids-nobranch-line") > ids.index("members-h3-fill")
+    ramp = next(layer for layer in style["layers"] if layer["id"] == "members-h3-fill")["paint"]["fill-color"]
+    for colour in (c for c in ramp if isinstance(c, str) and c.startswith("#")):
+        r, g, b = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        assert b < r, f"{colour} is a blue: the grids with a branch are blue"
+
+    grid, _ = pick_grid(page, live_server, False)
+    page.check('[data-toggle="members-h3"]')
+    lon, lat = inner_point(grid["geometry"])
+    move_to(page, lon, lat, 13)
+    x, y = to_screen(page, lon, lat)
+    assert rendered(page, ["members-h3-fill"], (x, y)), "no density cell over the branchless grid"
+    assert any(f["properties"]["code"] == grid["properties"]["code"] for f in rendered(page, ["grids-nobranch-line"]))
+    r, g, b = pixel_at(page, x, y)
+    assert r > b + 40 and r > g, (r, g, b)  # still the warm pink of 无党支部, not a blue
+    page.screenshot(path="/tmp/gridbranch-h3.png")
 
 
 def test_layer_panel_switches_layers_and_the_legend_follows(page, live_server):
@@ -1024,3 +942,40 @@ def test_works_behind_a_path_prefix(page, page_log, prefixed_server):
     grid, (x, y) = pick_grid(page, prefixed_server, True)
     page.mouse.click(x, y)
     page.wait_for_selector(f'#grid-info[data-code="{grid["properties"]["code"]}"][data-state="ready"]')
+
+
+def test_the_map_draws_the_services_one_style(page, live_server):
+    """The page draws /tiles/style.json as it is served, adding only its interactive
+    layers; the embedded map leaves out the layers the style does not name for it, and a
+    signed-in admin's residences are drawn as the admin's style draws them."""
+    served = get_json(f"{live_server}/tiles/style.json")
+    composites = served["metadata"]["gridbranch:composites"]
+    assert tuple(composites["map"]) == PUBLIC_LAYERS and tuple(composites["embed"]) == EMBED_LAYERS
+    interactive = {"grids-hover", "grids-selected"}
+
+    def drawn(page) -> dict[str, dict]:
+        return {layer["id"]: layer for layer in page.evaluate("window.gridbranchMap.getStyle()")["layers"]}
+
+    for query, names in (("", PUBLIC_LAYERS), ("?embed=1", EMBED_LAYERS)):
+        open_map(page, live_server, query)
+        assert tuple(page.evaluate("window.gridbranchTileLayers")) == names
+        layers = drawn(page)
+        expected = [s for s in served["layers"] if s["type"] == "background" or s["source-layer"] in names]
+        assert [i for i in layers if i not in interactive] == [s["id"] for s in expected], query
+        for spec in expected:
+            mine = layers[spec["id"]]
+            assert mine["paint"] == spec["paint"] and mine.get("minzoom") == spec.get("minzoom"), spec["id"]
+            if spec["id"] != "events-circle":  # the page's own toggle filters the closed events
+                assert mine.get("filter") == spec.get("filter"), spec["id"]
+        assert interactive <= set(layers) and list(layers)[-1] == "labels-text"
+
+    open_map(page, live_server)
+    page.fill("#signin input[name=username]", "admin")
+    page.fill("#signin input[name=password]", TEST_PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_function("Boolean(window.gridbranchMap.getLayer('members-circle'))")
+    admins = {s["id"]: s for s in get_json(f"{live_server}/tiles/style.json", bearer(live_server, "admin"))["layers"]}
+    layers = drawn(page)
+    assert layers["members-circle"]["paint"] == admins["members-circle"]["paint"]
+    ids = list(layers)
+    assert ids.index("members-circle") == ids.index("events-circle") - 1

@@ -7,12 +7,19 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from tests.web_map.test_map_browser import move_to, open_map, rendered, to_screen, wait_idle
-from tests.web_map.test_register_browser import sign_in
+from tests.web_map.helpers import (
+    PHONE,
+    move_to,
+    open_map,
+    pressable,
+    rendered,
+    sign_in,
+    to_screen,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.browser
 
-PHONE = {"width": 390, "height": 844}
 #: Where the probe tapped an event whose details opened under the sheet.
 PROBE = (113.6899, 34.8049)
 
@@ -21,20 +28,6 @@ def sheet(page) -> dict:
     return page.evaluate(
         """() => { const p = document.getElementById('panel'); const r = p.getBoundingClientRect();
                    return {state: p.dataset.sheet, top: r.top, height: r.height}; }"""
-    )
-
-
-def pressable(page, selector: str) -> list[str]:
-    """The texts of the elements matching ``selector`` that a tap at their centre reaches
-    (on the screen, nothing drawn over them)."""
-    return page.evaluate(
-        """(selector) => [...document.querySelectorAll(selector)].filter((b) => {
-            const r = b.getBoundingClientRect();
-            if (r.width === 0 || r.bottom > innerHeight || r.top < 0) return false;
-            const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
-            return hit === b || b.contains(hit);
-        }).map((b) => b.textContent.trim())""",
-        selector,
     )
 
 

@@ -12,8 +12,12 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from tests.web_map.test_map_browser import bearer, get_json, open_map
-from tests.web_map.test_register_browser import sign_in
+from tests.web_map.helpers import (
+    bearer,
+    get_json,
+    open_map,
+    sign_in,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -18,7 +18,18 @@ from sqlalchemy.orm import Session
 from layers.crs import from_wgs84
 from tests.conftest import TEST_PASSWORD
 from tests.factories import add_member, add_user
-from tests.web_map.test_map_browser import get_json, inner_point, open_map, pick_grid, to_screen
+from tests.web_map.helpers import (
+    get_json,
+    inner_point,
+    open_map,
+    pick_grid,
+    registrations,
+    sign_in,
+    submit,
+    to_screen,
+    wait_located,
+    wait_state,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -40,42 +51,6 @@ def member(demo_engine):
             conn.execute(text("DELETE FROM residences WHERE member_id = :m"), {"m": mid})
             conn.execute(text("DELETE FROM users WHERE username = :u"), {"u": MEMBER})
             conn.execute(text("DELETE FROM members WHERE id = :m"), {"m": mid})
-
-
-def sign_in(page, username: str) -> None:
-    if page.is_visible("#signout"):
-        page.click("#signout")
-        page.wait_for_function("document.body.dataset.role === undefined")
-    page.fill("#signin input[name=username]", username)
-    page.fill("#signin input[name=password]", TEST_PASSWORD)
-    page.click("#signin button[type=submit]")
-    page.wait_for_function("document.body.dataset.role !== undefined")
-
-
-def wait_state(page, state: str) -> None:
-    page.wait_for_function(f"document.getElementById('register').dataset.state === '{state}'")
-
-
-def wait_located(page, code: str) -> None:
-    page.wait_for_function(f"document.getElementById('register-located').dataset.grid === '{code}'")
-
-
-def registrations(engine, member_id: int) -> list:
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                """SELECT r.id, r.status, r.reason, r.role_code, g.code, res.source_crs, res.source_x, res.source_y,
-                      ST_X(res.geom), ST_Y(res.geom), res.accuracy_m
-                 FROM registrations r JOIN grids g ON g.id = r.grid_id JOIN residences res ON res.id = r.residence_id
-                WHERE r.member_id = :m ORDER BY r.id"""
-            ),
-            {"m": member_id},
-        ).all()
-
-
-def submit(page, role: str) -> None:
-    page.select_option("#register-form select[name=role]", role)
-    page.click("#register-form button[type=submit]")
 
 
 REGISTERED_ON_MAP = """(code) => {

@@ -15,8 +15,16 @@ from sqlalchemy.orm import Session
 
 from tests.conftest import TEST_PASSWORD
 from tests.factories import add_member
-from tests.web_map.test_map_browser import api_grids, get_json, inner_point, open_map
-from tests.web_map.test_register_browser import registrations, submit, wait_located, wait_state
+from tests.web_map.helpers import (
+    api_grids,
+    get_json,
+    inner_point,
+    open_map,
+    registrations,
+    submit,
+    wait_located,
+    wait_state,
+)
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from tests.web_map.test_map_browser import (
+from tests.web_map.helpers import (
     api_grids,
     bearer,
     get_json,
@@ -16,10 +16,10 @@ from tests.web_map.test_map_browser import (
     move_to,
     open_map,
     pick_grid,
+    sign_in,
     to_lonlat,
     to_screen,
 )
-from tests.web_map.test_register_browser import sign_in
 
 pytestmark = pytest.mark.browser
 

@@ -24,6 +24,11 @@
 // their files (imports.js); anyone finds a place by name or code
 // (search.js).
 //
+// This module wires the page together; the rooms it draws on: style.js (the service's
+// style and the page's own layers), legend.js (the layer panel), popups.js (what a click
+// explains, in a popup or the phone's sheet), stats.js (the summary line), signin.js and
+// session.js (the account and its session), dom.js (helpers).
+//
 // Hooks for the browser tests:
 //   window.gridbranchMap          the maplibregl.Map
 //   window.gridbranchTileLayers   the tile layers the page's source asks for
@@ -34,7 +39,7 @@
 //   #grid-info                    the last clicked grid (data-code, data-state)
 
 import * as maplibregl from '../vendor/maplibre-gl/maplibre-gl.mjs';
-import { apiCaller, apiDownloader } from './api.js';
+import { apiCaller, apiDownloader, levelOf } from './api.js';
 import { wireDepartment } from './dept.js';
 import { wireDispatch } from './dispatch.js';
 import { wireAccounts } from './accounts.js';
@@ -43,9 +48,15 @@ import { wireCodes } from './codes.js';
 import { wireRanking } from './ranking.js';
 import { wireRegistration } from './register.js';
 import { wireSearch } from './search.js';
-import { wireSession } from './session.js';
+import { wireSignIn } from './signin.js';
 import { wireSheet } from './sheet.js';
+import { formatTime, el } from './dom.js';
+import { wireLegend } from './legend.js';
+import { MAPLIBRE_ZH } from './locale.js';
+import { EVENT_STATUS, ISSUE_KINDS, branchDetails, eventDetails, gridDetails, issueDetails, wirePopups } from './popups.js';
+import { wireStats } from './stats.js';
 import { wireUpkeep } from './upkeep.js';
+import { MEMBERS_SOURCE, SOURCE, addStyleLayers, firstZooms, loadStyle } from './style.js';
 
 // The API sits next to the page: this module is <base>/static/map/map.js and the page is
 // <base>/map, so <base>/ is two levels up, whatever reverse-proxy prefix <base> carries.
@@ -57,68 +68,15 @@ const EMBED = new URLSearchParams(window.location.search).get('embed') === '1';
 // place it found.
 const FOCUS = new URLSearchParams(window.location.search).get('focus');
 
-// Public tile layers, in the order of /tiles/style.json. `members` (individual
-// residences) is never among them.
-const FULL_LAYERS = ['areas', 'grids', 'branches', 'events', 'coverage_issues', 'members_h3', 'labels'];
-// The embedded map: aggregates, organisation sites and names only — no events (single
-// reports) and no coverage findings (internal work lists).
-const EMBED_LAYERS = ['areas', 'grids', 'branches', 'members_h3', 'labels'];
-const TILE_LAYERS = EMBED ? EMBED_LAYERS : FULL_LAYERS;
-const SOURCE = 'gridbranch';
-
-const COLORS = {
-  outside: '#e6e9ed',
-  district: '#fbfaf7',
-  withBranch: '#8fbfe3',
-  withoutBranch: '#f3a29b',
-  gridLine: '#ffffff',
-  community: '#6f7d8c',
-  street: '#34495e',
-  districtLine: '#b3261e',
-  hover: '#1f2d3d',
-  selected: '#f5a700',
-  branch: { grid: '#c8102e', community: '#7a0019', work_unit: '#e07a1f' },
-  event: { normal: '#2f6fdb', warning: '#f2a900', overdue: '#d7191c', closed: '#9aa5b1' },
-  issue: {
-    gap: '#7b2cbf',
-    overlap: '#ff6d00',
-    sliver: '#e6c200',
-    outside_community: '#0b8f6a',
-    invalid: '#111111',
-    stray_part: '#8d5b4c',
-  },
-  h3: ['#eff3ff', '#bdd7e7', '#6baed6', '#2171b5', '#08306b'],
-};
-
-const BRANCH_KINDS = { grid: '网格党支部', community: '社区党组织', work_unit: '单位党组织' };
-const EVENT_STATUS = {
-  reported: '已上报',
-  registered: '已登记',
-  dispatched: '已派遣',
-  in_progress: '处置中',
-  handled: '已处置',
-  returned: '已退回',
-  deferred: '暂缓',
-  closed: '已结案',
-  rejected: '不予受理',
-  duplicate: '重复事件',
-};
-const TERMINAL = ['closed', 'rejected', 'duplicate'];
-const ISSUE_KINDS = {
-  gap: '缺口（未被网格覆盖）',
-  overlap: '重叠（多个网格重复覆盖）',
-  sliver: '细碎缺口或重叠',
-  outside_community: '超出所属社区',
-  invalid: '无效几何',
-  stray_part: '游离碎块',
-};
-const ISSUE_FORMS = { gap: '缺口', overlap: '重叠' };
+// The tile layers the page asks for, in drawing order: the style says which (the full
+// map's, or the embedded map's public aggregates only), the TileJSON confirms them
+// (style.js). `members` (individual residences) is never among them.
+let TILE_LAYERS = [];
+let mapStyle = null; // the service's style (/tiles/style.json)
 
 if (EMBED) {
   document.body.classList.add('embed');
 }
-window.gridbranchTileLayers = TILE_LAYERS;
-
 const statusEl = document.getElementById('status');
 const statsEl = document.getElementById('stats');
 const infoEl = document.getElementById('grid-info');
@@ -203,52 +161,14 @@ function reveal({ bounds, point, zoom = 16, animate = true }) {
   map.fitBounds([[w, s], [e, n]], { padding: EMBED ? 12 : fitPadding(), maxZoom: zoom, animate });
 }
 
-function el(tag, className, text) {
-  const node = document.createElement(tag);
-  if (className) {
-    node.className = className;
-  }
-  if (text !== undefined && text !== null) {
-    node.textContent = text;
-  }
-  return node;
-}
-
-function formatNumber(value, digits = 1) {
-  return Number(value).toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-}
-
-// ISO 8601 → "YYYY-MM-DD HH:MM" in Beijing time (what the time limits are reckoned in).
-const BEIJING = new Intl.DateTimeFormat('en-CA', {
-  timeZone: 'Asia/Shanghai',
-  year: 'numeric',
-  month: '2-digit',
-  day: '2-digit',
-  hour: '2-digit',
-  minute: '2-digit',
-  hourCycle: 'h23',
-});
-
-function formatTime(iso) {
-  const date = new Date(iso);
-  if (Number.isNaN(date.getTime())) {
-    return iso;
-  }
-  const p = Object.fromEntries(BEIJING.formatToParts(date).map((part) => [part.type, part.value]));
-  return `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}`;
-}
-
 // --- the map --------------------------------------------------------------------
 
 let map;
 try {
   map = new maplibregl.Map({
     container: 'map',
-    style: {
-      version: 8,
-      sources: {},
-      layers: [{ id: 'background', type: 'background', paint: { 'background-color': COLORS.outside } }],
-    },
+    // empty until the service's style arrives (style.js)
+    style: { version: 8, sources: {}, layers: [] },
     // only until the data's own bounds (TileJSON) are fitted, whatever the district
     center: [113.68, 34.8],
     zoom: 11,
@@ -258,6 +178,7 @@ try {
     pitchWithRotate: false,
     touchPitch: false,
     attributionControl: { compact: true, customAttribution: 'gridbranch' },
+    locale: MAPLIBRE_ZH,
     // the signed-in admin's token goes with the members tiles and nothing else
     transformRequest: (url, resourceType) => {
       if (session && resourceType === 'Tile' && url.startsWith(`${API_BASE.href}tiles/members/`)) {
@@ -295,458 +216,29 @@ let accounts = null; // admins hand out accounts in their area (accounts.js)
 let codes = null; // and activation codes to its members (codes.js)
 let upkeep = null; // admins keep grid workers and branches current (upkeep.js)
 let imports = null; // district and street admins import their data (imports.js)
+let legend = null; // the layer panel (legend.js), once the style is drawn
+const stats = wireStats({ map, statsEl, fetchJson, apiUrl, session: () => session });
 
 const mapLoaded = new Promise((resolve) => map.once('load', resolve));
 
-function addLayers(tilejson) {
-  const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
-  map.addSource(SOURCE, {
-    type: 'vector',
-    tiles: [tileTemplate(TILE_LAYERS)],
-    minzoom: tilejson.minzoom,
-    maxzoom: tilejson.maxzoom,
-    bounds: tilejson.bounds,
-    attribution: tilejson.attribution,
-    // no promoteId: features keep their tile ids (grid, event, branch ids), which the
-    // hover state and the popups use; a per-layer promoteId would drop the others' ids
-  });
-
-  const widthBy = (z10, z16) => ['interpolate', ['linear'], ['zoom'], 10, z10, 16, z16];
-  const level = (name) => ['==', ['get', 'level'], name];
-  const add = (tileLayer, layer) => {
-    if (!TILE_LAYERS.includes(tileLayer)) {
-      return;
-    }
-    const spec = { source: SOURCE, 'source-layer': tileLayer, ...layer };
-    if (minzoom[tileLayer] !== undefined) {
-      spec.minzoom = minzoom[tileLayer];
-    }
-    map.addLayer(spec);
-  };
-  const terminal = ['in', ['get', 'status'], ['literal', TERMINAL]];
-  const overdue = ['to-boolean', ['get', 'overdue']];
-  const warning = ['to-boolean', ['get', 'warning']];
-
-  add('areas', { id: 'district-fill', type: 'fill', filter: level('district'), paint: { 'fill-color': COLORS.district } });
-  add('grids', {
-    id: 'grids-fill',
-    type: 'fill',
-    paint: {
-      'fill-color': ['case', ['to-boolean', ['get', 'has_branch']], COLORS.withBranch, COLORS.withoutBranch],
-      'fill-opacity': ['case', ['boolean', ['feature-state', 'hover'], false], 0.95, 0.7],
-    },
-  });
-  add('members_h3', {
-    id: 'members-h3-fill',
-    type: 'fill',
-    layout: { visibility: 'none' },
-    paint: {
-      'fill-color': ['interpolate', ['linear'], ['get', 'count'],
-        5, COLORS.h3[0], 20, COLORS.h3[1], 100, COLORS.h3[2], 400, COLORS.h3[3], 1000, COLORS.h3[4]],
-      'fill-opacity': 0.72,
-    },
-  });
-  add('members_h3', {
-    id: 'members-h3-line',
-    type: 'line',
-    layout: { visibility: 'none' },
-    paint: { 'line-color': '#ffffff', 'line-width': 0.6, 'line-opacity': 0.8 },
-  });
-  add('coverage_issues', {
-    id: 'coverage-issues-fill',
-    type: 'fill',
-    paint: {
-      'fill-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.issue).flat(), '#555555'],
-      'fill-opacity': 0.75,
-    },
-  });
-  add('grids', {
-    id: 'grids-line',
-    type: 'line',
-    layout: { 'line-join': 'round' },
-    paint: { 'line-color': COLORS.gridLine, 'line-width': widthBy(0.5, 1.5), 'line-opacity': 0.9 },
-  });
-  add('areas', {
-    id: 'communities-line',
-    type: 'line',
-    filter: level('community'),
-    layout: { 'line-join': 'round' },
-    paint: {
-      'line-color': COLORS.community,
-      'line-width': widthBy(0.6, 1.4),
-      'line-opacity': 0.75,
-      'line-dasharray': [3, 2],
-    },
-  });
-  add('areas', {
-    id: 'streets-line',
-    type: 'line',
-    filter: level('street'),
-    layout: { 'line-join': 'round', 'line-cap': 'round' },
-    paint: { 'line-color': COLORS.street, 'line-width': widthBy(1.4, 3), 'line-opacity': 0.85 },
-  });
-  add('coverage_issues', {
-    id: 'coverage-issues-line',
-    type: 'line',
-    paint: {
-      'line-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.issue).flat(), '#555555'],
-      'line-width': widthBy(1.2, 2.5),
-    },
-  });
-  add('grids', {
-    id: 'grids-hover',
-    type: 'line',
-    paint: {
-      'line-color': COLORS.hover,
-      'line-width': 1.6,
-      'line-opacity': ['case', ['boolean', ['feature-state', 'hover'], false], 0.9, 0],
-    },
-  });
-  add('areas', {
-    id: 'district-casing',
-    type: 'line',
-    filter: level('district'),
-    layout: { 'line-join': 'round', 'line-cap': 'round' },
-    paint: { 'line-color': '#ffffff', 'line-width': widthBy(6, 10), 'line-opacity': 0.9 },
-  });
-  add('areas', {
-    id: 'district-line',
-    type: 'line',
-    filter: level('district'),
-    layout: { 'line-join': 'round', 'line-cap': 'round' },
-    paint: { 'line-color': COLORS.districtLine, 'line-width': widthBy(2.6, 4.5) },
-  });
-  add('grids', {
-    id: 'grids-selected',
-    type: 'line',
-    filter: ['==', ['get', 'code'], ''],
-    layout: { 'line-join': 'round' },
-    paint: { 'line-color': COLORS.selected, 'line-width': widthBy(2.5, 4) },
-  });
-  add('branches', {
-    id: 'branches-circle',
-    type: 'circle',
-    paint: {
-      'circle-color': '#ffffff',
-      'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 2.5, 16, 7],
-      'circle-stroke-color': ['match', ['get', 'kind'], ...Object.entries(COLORS.branch).flat(), '#666666'],
-      'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 11, 1.2, 16, 3],
-    },
-  });
-  add('events', {
-    id: 'events-circle',
-    type: 'circle',
-    filter: ['!', terminal],
-    layout: { 'circle-sort-key': ['case', overdue, 3, warning, 2, terminal, 0, 1] },
-    paint: {
-      'circle-color': ['case', overdue, COLORS.event.overdue, warning, COLORS.event.warning, terminal,
-        COLORS.event.closed, COLORS.event.normal],
-      'circle-radius': ['interpolate', ['linear'], ['zoom'], 11, 2.5, 16, 6],
-      'circle-stroke-color': '#ffffff',
-      'circle-stroke-width': ['interpolate', ['linear'], ['zoom'], 11, 0.5, 16, 1.5],
-    },
-  });
-  // names last, over everything; the higher level wins where two would collide
-  const byLevel = (district, street, community, grid) =>
-    ['match', ['get', 'level'], 'district', district, 'street', street, 'community', community, grid];
-  add('labels', {
-    id: 'labels-text',
-    type: 'symbol',
-    layout: {
-      'text-field': ['get', 'name'],
-      'text-size': byLevel(17, 14, 12.5, 11.5),
-      'symbol-sort-key': byLevel(0, 1, 2, 3),
-      'text-max-width': 7,
-      'text-padding': 3,
-    },
-    paint: {
-      'text-color': byLevel('#6b1d17', COLORS.street, '#4a5563', '#2b2f33'),
-      'text-halo-color': 'rgba(255, 255, 255, 0.92)',
-      'text-halo-width': 1.4,
-    },
-  });
-}
-
-// --- layer panel and legend -----------------------------------------------------
-
-function gridFilter() {
-  const withBranch = document.querySelector('[data-toggle="with-branch"]').checked;
-  const withoutBranch = document.querySelector('[data-toggle="without-branch"]').checked;
-  if (withBranch && withoutBranch) {
-    return null;
-  }
-  if (!withBranch && !withoutBranch) {
-    return ['==', ['get', 'code'], ''];
-  }
-  return ['==', ['to-boolean', ['get', 'has_branch']], withBranch];
-}
-
-const TOGGLED_LAYERS = {
-  communities: ['communities-line'],
-  streets: ['streets-line'],
-  district: ['district-casing', 'district-line'],
-  branches: ['branches-circle'],
-  events: ['events-circle'],
-  'coverage-issues': ['coverage-issues-fill', 'coverage-issues-line'],
-  'members-h3': ['members-h3-fill', 'members-h3-line'],
-  members: ['members-circle'],
-  labels: ['labels-text'],
-};
-
-function applyToggle(input) {
-  const what = input.dataset.toggle;
-  if (what === 'with-branch' || what === 'without-branch') {
-    const filter = gridFilter();
-    for (const id of ['grids-fill', 'grids-line', 'grids-hover']) {
-      map.setFilter(id, filter);
-    }
-    return;
-  }
-  if (what === 'events-closed') {
-    map.setFilter('events-circle', input.checked ? null : ['!', ['in', ['get', 'status'], ['literal', TERMINAL]]]);
-    return;
-  }
-  for (const id of TOGGLED_LAYERS[what] || []) {
-    if (map.getLayer(id)) {
-      map.setLayoutProperty(id, 'visibility', input.checked ? 'visible' : 'none');
-    }
-  }
-  // the legend follows: a switched-off layer's legend entries fold away
-  const group = input.closest('.layer-group');
-  const items = group && group.querySelector('.legend-items');
-  if (items && group.querySelector('h3 input') === input) {
-    items.hidden = !input.checked;
-    group.classList.toggle('off', !input.checked);
-  }
-}
-
-function wireToggles() {
-  for (const group of document.querySelectorAll('.layer-group')) {
-    const layer = group.dataset.tileLayer;
-    if (layer === 'members' ? EMBED : !TILE_LAYERS.includes(layer)) {
-      group.remove(); // not drawn here (the embedded map)
-    }
-  }
-  if (EMBED && new URLSearchParams(window.location.search).get('h3') === '1') {
-    document.querySelector('[data-toggle="members-h3"]').checked = true; // /map?embed=1&h3=1
-    document.getElementById('embed-legend-h3').hidden = false;
-  }
-  for (const input of document.querySelectorAll('[data-toggle]')) {
-    input.addEventListener('change', () => applyToggle(input));
-    applyToggle(input);
-  }
-}
-
-// Below a layer's first zoom its legend says how far to zoom in.
-function updateZoomHints(minzoom) {
-  const zoom = map.getZoom();
-  for (const group of document.querySelectorAll('.layer-group')) {
-    const hint = group.querySelector('.zoom-hint');
-    const first = minzoom[group.dataset.tileLayer];
-    if (!hint || first === undefined) {
-      continue;
-    }
-    const out = zoom < first;
-    hint.hidden = !out;
-    hint.textContent = out ? `放大到第 ${first} 级以上显示（当前 ${zoom.toFixed(1)} 级）` : '';
-    group.classList.toggle('out-of-range', out);
-  }
-}
-
 // --- details: grids, events, branches, coverage issues --------------------------
-
-function detailsList(rows) {
-  const dl = el('dl', 'grid-details');
-  for (const [label, value, className] of rows) {
-    dl.append(el('dt', null, label));
-    const dd = el('dd', className);
-    if (value instanceof Node) {
-      dd.append(value);
-    } else {
-      dd.textContent = value;
-    }
-    dl.append(dd);
-  }
-  return dl;
-}
-
-const SUPPRESSED_TEXT = '—（人数较少，不公开）';
-
-function rateText(props) {
-  if (props.rate === undefined || props.rate === null) {
-    return '—（无在住党员）';
-  }
-  return `${(Number(props.rate) * 100).toFixed(1)}%`;
-}
-
-function rolesText(props) {
-  if (props.roles_missing === undefined || props.roles_missing === null) {
-    return '—';
-  }
-  if (Number(props.roles_missing) === 0) {
-    return '六员齐全';
-  }
-  return `缺 ${props.roles_missing} 项：${props.roles_missing_names || ''}`;
-}
-
-// A <dl> describing a grid from its tile attributes and, once fetched, /v1/grids/{code};
-// `branches` is an array, null while loading (or not to be loaded), or an Error.
-function gridDetails(props, branches, { full = false } = {}) {
-  const rows = [
-    ['网格编码', props.code, 'grid-code'],
-    ['网格名称', props.name, 'grid-name'],
-  ];
-  const community = props.community_name ? `${props.community_name}（${props.community}）` : props.community || '—';
-  rows.push(['所属社区', community, 'grid-community']);
-  if (full) {
-    const worker = props.grid_worker
-      ? `${props.grid_worker}${props.grid_worker_phone ? `（${props.grid_worker_phone}）` : ''}`
-      : '未配备';
-    rows.push(['网格员', worker, 'grid-worker']);
-  }
-  let value;
-  if (branches instanceof Error) {
-    value = el('span', 'error-text', `党支部信息加载失败：${branches.message}`);
-  } else if (Array.isArray(branches) && branches.length > 0) {
-    value = el('ul', 'branch-list');
-    for (const b of branches) {
-      const li = el('li');
-      li.append(el('span', 'branch-name', b.name));
-      li.append(el('span', 'branch-kind', BRANCH_KINDS[b.kind] || b.kind));
-      li.title = b.code;
-      value.append(li);
-    }
-  } else if (props.has_branch === false || (Array.isArray(branches) && branches.length === 0)) {
-    value = el('span', 'no-branch', '无党支部');
-  } else {
-    value = el('span', 'branch-name', props.branch || '—');
-  }
-  rows.push(['党支部', value, 'grid-branches']);
-  // figures of grids with few registered members are withheld from the public (suppressed)
-  const withheld = props.suppressed === true;
-  const registered = props.registered === undefined || props.registered === null ? '—' : `${props.registered} 人`;
-  rows.push(['报到党员', withheld ? SUPPRESSED_TEXT : registered, 'grid-registered']);
-  rows.push(['报到率', withheld ? SUPPRESSED_TEXT : rateText(props), 'grid-rate']);
-  rows.push(['六员缺额', withheld ? SUPPRESSED_TEXT : rolesText(props), 'grid-roles']);
-  return detailsList(rows);
-}
-
-function eventDetails(feature) {
-  const p = feature.properties;
-  let state;
-  let stateClass;
-  if (p.overdue) {
-    state = '超期';
-    stateClass = 'state-overdue';
-  } else if (p.warning) {
-    state = '预警';
-    stateClass = 'state-warning';
-  } else if (TERMINAL.includes(p.status)) {
-    state = '已结束';
-    stateClass = 'state-closed';
-  } else {
-    state = '正常';
-    stateClass = 'state-normal';
-  }
-  return detailsList([
-    ['事件编号', `#${feature.id ?? '—'}`, 'event-id'],
-    ['事件类别', `${p.category_name || p.category}（${p.category}）`, 'event-category'],
-    ['办理状态', EVENT_STATUS[p.status] || p.status, 'event-status'],
-    ['办理时限', p.due_at ? formatTime(p.due_at) : '未派遣，尚未起算', 'event-due'],
-    ['时限状态', el('span', `time-state ${stateClass}`, state), 'event-state'],
-  ]);
-}
-
-function branchDetails(feature) {
-  const p = feature.properties;
-  return detailsList([
-    ['党组织编码', p.code, 'branch-code'],
-    ['类型', BRANCH_KINDS[p.kind] || p.kind, 'branch-kind-text'],
-    ['所属社区', p.community || '—', 'branch-community'],
-    ['覆盖网格', p.grids === undefined ? '—' : `${p.grids} 个`, 'branch-grids'],
-  ]);
-}
-
-function issueDetails(feature) {
-  const p = feature.properties;
-  const codes = el('ul', 'code-list');
-  for (const code of String(p.codes || '').split(',').filter(Boolean)) {
-    codes.append(el('li', 'grid-code', code));
-  }
-  const kind = ISSUE_KINDS[p.kind] || p.kind;
-  return detailsList([
-    ['问题类型', `${kind}${p.kind === 'sliver' && ISSUE_FORMS[p.form] ? `（${ISSUE_FORMS[p.form]}）` : ''}`, 'issue-kind'],
-    ['涉及编码', codes.childElementCount ? codes : '—', 'issue-codes'],
-    ['面积', p.area_m2 === undefined ? '—' : `${formatNumber(p.area_m2)} m²`, 'issue-area'],
-  ]);
-}
 
 let selectedCode = null;
 let selectedProps = null; // the selected grid's tile attributes (to read it again)
 let hoveredId = null;
-const popup = new maplibregl.Popup({ closeButton: true, closeOnClick: false, maxWidth: '360px', className: 'grid-popup' });
-// what the popup shows, section by section: {kind, title, body}
-let popupSections = [];
-
-function section(kind, title, body) {
-  const node = el('section', `popup-section popup-${kind}`);
-  node.dataset.kind = kind;
-  node.append(el('div', 'popup-title', title), body);
-  return node;
-}
-
-// On a phone the panel is a bottom sheet (sheet.js), and what a tap found opens inside it,
-// above everything else in the sheet: a popup on the map would lie under the sheet.
-const detailsEl = document.getElementById('details');
-const detailsBodyEl = document.getElementById('details-body');
+// On a phone the panel is a bottom sheet (sheet.js), and what a tap found opens inside it
+// (popups.js).
 const sheet = EMBED ? null : wireSheet(panelEl, document.getElementById('sheet-handle'));
-
-function inSheet() {
-  return sheet !== null && sheet.narrow();
-}
-
-function renderPopup() {
-  const body = el('div', 'popup-body');
-  for (const s of popupSections) {
-    body.append(section(s.kind, s.title, s.body()));
-  }
-  if (inSheet()) {
-    detailsBodyEl.replaceChildren(body);
-  } else {
-    popup.setDOMContent(body);
-  }
-}
-
-function openDetails(lngLat) {
-  if (inSheet()) {
-    detailsEl.hidden = false;
-    sheet.atLeast('half');
-    panelEl.scrollTop = 0;
-    return;
-  }
-  popup.setLngLat(lngLat);
-  if (!popup.isOpen()) {
-    popup.addTo(map);
-  }
-}
-
-function closeDetails() {
-  popup.remove(); // its close event clears the selection
-  if (!detailsEl.hidden) {
-    detailsEl.hidden = true;
-    detailsBodyEl.replaceChildren();
-    clearSelection();
-  }
-}
+const popups = wirePopups({ map, maplibregl, sheet, panel: panelEl, onClose: () => clearSelection() });
 
 function renderGrid(props, branches, state) {
   const full = !EMBED && state === 'ready';
-  const gridSection = popupSections.find((s) => s.kind === 'grid');
+  const gridSection = popups.sections().find((s) => s.kind === 'grid');
   if (gridSection) {
     gridSection.title = props.name;
     gridSection.body = () => gridDetails(props, branches, { full });
   }
-  renderPopup();
+  popups.render();
   infoEl.replaceChildren(gridDetails(props, branches, { full }));
   const keep = full && upkeep ? upkeep.panelFor(props, branches) : null;
   if (keep) {
@@ -907,12 +399,10 @@ function onClick(event) {
     sections.push({ kind: 'grid', title: grid.properties.name, body: () => gridDetails(grid.properties, null) });
   }
   if (sections.length === 0) {
-    closeDetails();
+    popups.close();
     return;
   }
-  popupSections = sections;
-  renderPopup();
-  openDetails(event.lngLat);
+  popups.show(sections, event.lngLat);
   if (grid) {
     selectGrid(grid.properties);
   } else {
@@ -933,108 +423,15 @@ function wireInteraction() {
     setHover(hits.grids.length && hits.grids[0].id !== undefined ? hits.grids[0].id : null);
   });
   map.on('mouseout', () => setHover(null));
-  popup.on('close', clearSelection);
-  document.getElementById('details-close').addEventListener('click', closeDetails);
   if (sheet) {
-    sheet.onChange(closeDetails); // turned between phone and wide layout
+    sheet.onChange(popups.close); // turned between phone and wide layout
   }
 }
 
 // --- the summary line -----------------------------------------------------------
 
-function showStats(total, without) {
-  const rate = total ? (((total - without) / total) * 100).toFixed(1) : '0.0';
-  statsEl.replaceChildren(
-    document.createTextNode(`共 ${total} 个网格，其中 `),
-    el('strong', 'no-branch', `${without}`),
-    document.createTextNode(` 个无党支部；党支部覆盖率 ${rate}%。`),
-  );
-  statsEl.hidden = false;
-}
-
-// Branch coverage per grid is public (the coverage summary is not, for anonymous
-// callers), so the figures come from the grids the tiles of the whole-district view
-// carry — every grid, unless the view is below the grids' first zoom or a tile was cut
-// by its feature limit; then from the paged public grid list.
-function statsFromTiles(gridsMinzoom) {
-  if (map.getZoom() < gridsMinzoom) {
-    return null;
-  }
-  const cut = map.querySourceFeatures(SOURCE, { sourceLayer: 'truncated' }).some((f) => f.properties.layer === 'grids');
-  if (cut) {
-    return null;
-  }
-  const grids = new Map();
-  for (const f of map.querySourceFeatures(SOURCE, { sourceLayer: 'grids' })) {
-    grids.set(f.properties.code, Boolean(f.properties.has_branch));
-  }
-  const without = [...grids.values()].filter((has) => !has).length;
-  return { total: grids.size, without };
-}
-
-// All current grids' branch flags, following the OGC-API-Features "next" links. The
-// server builds those links from the URL it saw, which may lack a reverse proxy's
-// prefix, so only their query string is taken and applied to our own grids URL.
-async function statsFromApi() {
-  let total = 0;
-  let without = 0;
-  let url = apiUrl('v1/grids?limit=1000');
-  for (let page = 0; page < 1000; page += 1) {
-    const body = await fetchJson(url);
-    total += body.features.length;
-    without += body.features.filter((f) => !f.properties.has_branch).length;
-    const next = (body.links || []).find((link) => link.rel === 'next');
-    if (!next || body.features.length === 0) {
-      break;
-    }
-    const nextUrl = apiUrl('v1/grids');
-    nextUrl.search = new URL(next.href, url).search;
-    url = nextUrl;
-  }
-  return { total, without };
-}
-
-// Admins (their area) and dispatchers (the district) may read the coverage analysis.
-async function statsFromCoverage() {
-  const summary = await fetchJson(apiUrl('v1/coverage/summary'), { auth: true });
-  const t = summary.total;
-  return { total: t.grids, without: t.grids - t.grids_with_branch, name: t.name, rate: t.registration_rate };
-}
-
-let publicFigures = null;
-
-async function summarise(gridsMinzoom) {
-  let figures = null;
-  let from = 'coverage';
-  if (session && ['admin', 'dispatcher'].includes(session.role)) {
-    figures = await statsFromCoverage();
-  }
-  if (figures === null && publicFigures !== null) {
-    ({ figures, from } = publicFigures); // counted once, on the whole-district view
-  }
-  if (figures === null) {
-    figures = statsFromTiles(gridsMinzoom);
-    from = 'tiles';
-    if (figures === null) {
-      figures = await statsFromApi();
-      from = 'api';
-    }
-    publicFigures = { figures, from };
-  }
-  showStats(figures.total, figures.without);
-  if (figures.name) {
-    const rate = figures.rate === null || figures.rate === undefined ? '—' : `${(figures.rate * 100).toFixed(1)}%`;
-    statsEl.append(el('span', 'stats-extra', `${figures.name}（覆盖分析）：党员报到率 ${rate}`));
-  }
-  document.body.dataset.stats = from;
-  return figures;
-}
-
 // --- sign-in (staff and members) ---------------------------------------------------
 
-const ROLE_NAMES = { admin: '管理员', dispatcher: '指挥中心', grid_worker: '网格员', department_staff: '职能部门', member: '党员' };
-const signedInEl = document.getElementById('signed-in');
-const membersGroup = document.querySelector('.layer-group[data-group="members"]');
 let gridsMinzoom = 9;
 
 // The members tiles are served to admins only (inside their area, zoom 15 and above).
@@ -1045,96 +442,68 @@ const MEMBERS_TILES = `${API_BASE.href}tiles/members/{z}/{x}/{y}.mvt`;
 // back — so the map shows the write at once.
 function refreshTiles() {
   map.getSource(SOURCE).setTiles([tileTemplate(TILE_LAYERS)]);
-  map.getSource('members')?.setTiles([MEMBERS_TILES]);
+  map.getSource(MEMBERS_SOURCE)?.setTiles([MEMBERS_TILES]);
 }
 
-function addMembers(bounds) {
-  if (!session || session.role !== 'admin' || !session.area_code || map.getSource('members')) {
-    return;
-  }
-  map.addSource('members', {
-    type: 'vector',
-    tiles: [MEMBERS_TILES],
-    minzoom: 15,
-    maxzoom: 16,
-    bounds,
-  });
-  map.addLayer({
-    id: 'members-circle',
-    type: 'circle',
-    source: 'members',
-    'source-layer': 'members',
-    minzoom: 15,
-    paint: {
-      'circle-color': ['match', ['get', 'status'], 'confirmed', '#2a9d8f', 'pending', '#9d4edd', '#8d99ae'],
-      'circle-radius': 3.5,
-      'circle-stroke-color': '#ffffff',
-      'circle-stroke-width': 0.8,
-    },
-  }, 'events-circle');
-  membersGroup.hidden = false;
-  applyToggle(membersGroup.querySelector('input'));
-}
-
-function removeMembers() {
-  if (map.getLayer('members-circle')) {
-    map.removeLayer('members-circle');
-  }
-  if (map.getSource('members')) {
-    map.removeSource('members');
-  }
-  membersGroup.hidden = true;
-}
-
-function showSession() {
-  if (session) {
-    signedInEl.querySelector('.who').textContent =
-      `已登录：${session.username}（${ROLE_NAMES[session.role] || session.role}${session.area_code ? `，${session.area_code}` : ''}）`;
-    document.body.dataset.role = session.role;
-  } else {
-    delete document.body.dataset.role;
-  }
-  if (registration) {
-    registration.sessionChanged();
-  }
-  if (ranking) {
-    ranking.sessionChanged();
-  }
-  if (department) {
-    department.sessionChanged();
-  }
-  if (accounts) {
-    accounts.sessionChanged();
-  }
-  if (imports) {
-    imports.sessionChanged();
-  }
-  if (codes) {
-    codes.sessionChanged();
+// The panels of the account's role follow it (each panel decides what it shows).
+function panelsFollow() {
+  for (const panel of [registration, ranking, department, accounts, imports, codes]) {
+    panel?.sessionChanged();
   }
   if (selectedProps) {
     selectGrid(selectedProps); // its details again: the upkeep panel comes or goes with the account
   }
 }
 
-// Signing in and out, and the session across reloads (session.js); the map follows the
-// account: its members tiles, its summary line, the panels of its role.
-function wireSignIn(bounds) {
+// The first view's figures are counted (on the whole district) before an account moves
+// the map to its area.
+let firstCounted;
+const counted = new Promise((resolve) => {
+  firstCounted = resolve;
+});
+
+// An account with an area sees it: the map fitted to it (a street or community, or a
+// grid worker's grid; the district is what the map opens on), unless a link named the
+// place to show. Then document.body.dataset.area holds the area shown ("" for none).
+async function showArea(account) {
+  delete document.body.dataset.area;
+  const code = account?.area_code;
+  if (!code || levelOf(code) === 'district' || FOCUS !== null) {
+    document.body.dataset.area = '';
+    return;
+  }
+  await counted;
+  try {
+    const found = await fetchJson(apiUrl(`v1/places?${new URLSearchParams({ q: code, limit: '1' })}`));
+    const place = found.features.find((f) => f.properties.code === code);
+    if (place && session === account) {
+      const [w, s, e, n] = place.bbox;
+      reveal({ bounds: [[w, s], [e, n]], zoom: place.properties.level === 'grid' ? 16 : 15, animate: false });
+    }
+  } catch (err) {
+    console.warn('showing the account\'s area failed', err);
+  }
+  document.body.dataset.area = code;
+}
+
+// Signing in and out, and the session across reloads (signin.js, session.js); the map
+// follows the account: its members tiles, its summary line, the panels of its role.
+function follow(bounds) {
   if (EMBED) {
     return;
   }
-  sessions = wireSession({
+  sessions = wireSignIn({
+    map,
     apiUrl,
+    style: mapStyle,
+    bounds,
+    membersTiles: MEMBERS_TILES,
+    applyToggle: legend.applyToggle,
     onChange: async (account) => {
       session = account;
-      if (session) {
-        showSession();
-        addMembers(bounds);
-      } else {
-        removeMembers();
-        showSession();
-      }
-      await summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
+      panelsFollow();
+      await showArea(account);
+      await stats.summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
     },
   });
 }
@@ -1169,24 +538,28 @@ async function nameTheMap() {
 
 async function main() {
   const naming = EMBED ? Promise.resolve() : nameTheMap();
-  let tilejson;
+  let drawing;
   try {
-    tilejson = await fetchJson(apiUrl(`tiles/${TILE_LAYERS.join(',')}.json`));
+    drawing = await loadStyle({ fetchJson, apiUrl, embed: EMBED });
   } catch (err) {
     console.warn('loading the map data failed', err);
     showStatus(`地图数据加载失败：${err.message}。请检查网络或稍后刷新重试。`, 'error');
     document.body.dataset.error = '1';
     return;
   }
+  const { tilejson } = drawing;
+  mapStyle = drawing.style;
+  TILE_LAYERS = drawing.tileLayers;
+  window.gridbranchTileLayers = TILE_LAYERS;
   await mapLoaded;
-  addLayers(tilejson);
-  wireToggles();
+  addStyleLayers(map, drawing, tileTemplate(TILE_LAYERS));
+  legend = wireLegend({ map, embed: EMBED, tileLayers: TILE_LAYERS });
   wireInteraction();
-  const minzoom = Object.fromEntries((tilejson.vector_layers || []).map((l) => [l.id, l.minzoom]));
+  const minzoom = firstZooms(tilejson);
   minzoom.members = 15;
   gridsMinzoom = minzoom.grids ?? 9;
-  map.on('zoomend', () => updateZoomHints(minzoom));
-  wireSignIn(tilejson.bounds);
+  map.on('zoomend', () => legend.updateZoomHints(minzoom));
+  follow(tilejson.bounds);
   if (!EMBED) {
     const call = apiCaller(apiUrl, () => session, (status, data) => sessions.refused(status, data));
     registration = wireRegistration({ map, maplibregl, call, el, formatTime, reveal, refreshTiles, session: () => session });
@@ -1195,7 +568,7 @@ async function main() {
     // an import changes the district's layers: its tiles and the summary line again
     const imported = () => {
       refreshTiles();
-      summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
+      stats.summarise(gridsMinzoom).catch((err) => showStatus(`网格统计加载失败：${err.message}`, 'error'));
     };
     imports = wireImports({ map, apiUrl, call, el, session: () => session, refreshTiles: imported, reveal });
     codes = wireCodes({ call, el, session: () => session });
@@ -1233,15 +606,16 @@ async function main() {
     const [w, s, e, n] = tilejson.bounds;
     map.fitBounds([[w, s], [e, n]], { padding: EMBED ? 12 : fitPadding(), animate: false });
   }
-  updateZoomHints(minzoom);
+  legend.updateZoomHints(minzoom);
   await idle();
   try {
-    const figures = await summarise(gridsMinzoom);
+    const figures = await stats.summarise(gridsMinzoom);
     showStatus(figures.total === 0 ? '暂无网格数据。' : '', 'warning');
   } catch (err) {
     console.warn('counting the grids failed', err);
     showStatus(`网格统计加载失败：${err.message}`, 'error');
   }
+  firstCounted();
   if (FOCUS !== null) {
     try {
       await focusOn(FOCUS);
