@@ -178,6 +178,18 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def _metrics_dir(settings: Settings, port: int):
+    """A fresh directory where the worker processes keep their metrics (prometheus-client's
+    multiprocess mode): beside the private cluster's, per port, emptied at each start so
+    that the counts of a previous run's processes are not added in."""
+    import shutil
+
+    folder = settings.database.db_dir.parent / "metrics" / str(port)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, mode=0o700)
+    return folder
+
+
 def cmd_serve(args, settings: Settings) -> int:
     import os
 
@@ -196,6 +208,11 @@ def cmd_serve(args, settings: Settings) -> int:
         "access_log": settings.service.access_log,
         "proxy_headers": False,
     }
+    if settings.service.log_format == "json":
+        from geo_api.telemetry import log_config
+
+        # JSON lines; the access log is the app's own, by route template (uvicorn's shows raw paths)
+        options.update(log_config=log_config(), access_log=False)
     from layers.db import connection_shortfall
 
     engine = _engine(settings)  # start the database and migrate once, not in every worker
@@ -207,6 +224,7 @@ def cmd_serve(args, settings: Settings) -> int:
     else:
         engine.dispose()
         os.environ.update(_worker_env(settings))
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir(settings, port)))
     print(
         f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
         f"{f' with {workers} worker processes' if workers > 1 else ''}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,16 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes of `gridbranch serve`")
     access_log: bool = Field(True, description="log every request (off behind a reverse proxy that logs)")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="json: one JSON object per log line with the request id (geo_api.telemetry), "
+        "and the access log by route template instead of uvicorn's raw paths",
+    )
+    metrics_allow: tuple[str, ...] = Field(
+        ("127.0.0.1/32", "::1/128"),
+        description="addresses or networks (CIDR) that may read /metrics (as the trusted proxies tell "
+        "the client's address); others get a 403, so a public bind does not publish it",
+    )
     demo: bool = False
     demo_password: SecretStr | None = None
     page_limit_max: int = Field(1000, ge=1)
