@@ -7,7 +7,7 @@ build the classes explicitly (tests do).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -97,6 +97,11 @@ class ServiceSettings(BaseSettings):
         gt=0,
         le=24 * 365,
         description="how long an Idempotency-Key's answer is kept (a retry within it gets the first answer)",
+    )
+    clock_at: datetime | None = Field(
+        None,
+        description="tests and simulations only: the service's clock stands still at this instant "
+        "(ISO 8601 with offset) instead of following the wall clock",
     )
     gc_freeze: bool = Field(
         True,
@@ -194,6 +199,11 @@ class TileSettings(BaseSettings):
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of tiles (zlib-ng; 1 is its fast strategy)")
     fast_path: bool = Field(
         True, description="serve anonymous public tiles ahead of the routing (geo_api.tile_fastpath)"
+    )
+    proxy_revalidate: bool = Field(
+        False,
+        description="mark public tiles `X-Accel-Expires: @1` for an nginx in front: it keeps them and "
+        "revalidates each request with If-None-Match (`gridbranch stack` sets it)",
     )
 
 

@@ -2,7 +2,8 @@
 # Idempotent setup for gridbranch on Debian 12: system packages, the virtualenv with
 # pinned dependencies, and the web map's npm packages. `setup.sh --test` also installs
 # what the tests need (Debian's chromium for the browser tests). wrk (a load client in C)
-# is for the benchmarks in bench/.
+# is for the benchmarks in bench/. nginx is the stack's front (`gridbranch stack`): Debian's
+# package, run as a private instance, never the system service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -12,7 +13,7 @@ want_test=0
 
 say() { printf '[setup] %s\n' "$*"; }
 
-packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk)
+packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk nginx)
 [ $want_test = 1 ] && packages+=(chromium)
 
 missing=()
