@@ -12,7 +12,7 @@ request — the fast paths' as the routes' (``geo_api.app.GridbranchAPI``) — a
   and is in every log line written while the request runs;
 - copies what the service's parts count themselves — the tile cache's hits and misses,
   the data-version reads, the pools' connections in use — into this process's metrics.
-  They are copied as each request ends rather than read when scraped because with
+  They are copied as requests end (at most once a second) rather than read when scraped because with
   several workers (``PROMETHEUS_MULTIPROC_DIR``) the scraped worker can only report
   values the others wrote to the shared directory.
 
@@ -24,6 +24,7 @@ stack set it before the worker processes start.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import logging
 import os
@@ -81,6 +82,14 @@ POOL = Gauge(
     registry=REGISTRY,
 )
 
+#: The metrics' children by label values (``labels()`` costs microseconds per call).
+_COUNTED: dict[tuple, Any] = {}
+_TIMED: dict[tuple, Any] = {}
+
+#: How often a worker copies the counts of the tile cache, readers and pools into its
+#: metrics (at most; /metrics copies its own process's before it answers).
+SAMPLE_EVERY_S = 1.0
+
 #: The route label of a request that no route or mount matched (a 404): one label for
 #: all of them, whatever was asked.
 UNMATCHED = "<unmatched>"
@@ -93,6 +102,15 @@ request_id: ContextVar[str] = ContextVar("gridbranch_request_id", default="-")
 _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 access_log = logging.getLogger("gridbranch.access")
+
+#: Request ids made here: a random prefix per process and a counter (32 hex digits, as
+#: nginx's), unique across the workers without a system call per request.
+_ID_PREFIX = secrets.token_hex(8)
+_ids = itertools.count(1)
+
+
+def _new_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
 def _networks(entries) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
@@ -193,6 +211,8 @@ class Telemetry:
         self.proxies = _networks(settings.security.trusted_proxies)
         self.log_access = settings.service.access_log and settings.service.log_format == "json"
         self.sampler = _Sampler()
+        self.sampled_at = -SAMPLE_EVERY_S
+        self.trusted: dict[str, bool] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -216,12 +236,20 @@ class Telemetry:
         try:
             await self.app(scope, receive, sending)
         finally:
-            elapsed = time.perf_counter() - t0
+            end = time.perf_counter()
+            elapsed = end - t0
             route = self.route_of(scope, app)
             method = scope["method"]
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
-            if app is not None:
+            counted = _COUNTED.get((method, route, status))
+            if counted is None:  # labels() takes a lock and builds its key: once per label set
+                counted = _COUNTED[(method, route, status)] = REQUESTS.labels(method, route, str(status))
+            counted.inc()
+            timed = _TIMED.get((method, route))
+            if timed is None:
+                timed = _TIMED[(method, route)] = LATENCY.labels(method, route)
+            timed.observe(elapsed)
+            if app is not None and end - self.sampled_at >= SAMPLE_EVERY_S:
+                self.sampled_at = end
                 self.sampler.sample(app.state)
             if self.log_access:
                 access_log.info(
@@ -240,15 +268,23 @@ class Telemetry:
                 )
             request_id.reset(token)
 
+    def _trusted(self, host: str) -> bool:
+        known = self.trusted.get(host)
+        if known is None:  # parsing the address costs more than the rest: once per peer
+            if len(self.trusted) > 1024:
+                self.trusted.clear()
+            known = self.trusted[host] = _within(host, self.proxies)
+        return known
+
     def _request_id(self, scope: Scope) -> str:
         client = scope.get("client")
-        if client and self.proxies and _within(client[0], self.proxies):
+        if client and self.proxies and self._trusted(client[0]):
             for name, value in scope["headers"]:
                 if name == b"x-request-id":
                     if _REQUEST_ID.fullmatch(value):
                         return value.decode("ascii")
                     break
-        return secrets.token_hex(16)
+        return _new_id()
 
     def route_of(self, scope: Scope, app) -> str:
         """The template of the route that answered (or would have answered) the request."""

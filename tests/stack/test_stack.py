@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
@@ -206,6 +209,28 @@ def test_metrics_add_up_over_the_workers_and_request_ids_pass_through(stack):
     assert all(f'"request_id": "{i}"' in worker_lines for i in ids)
     # the public behind nginx: the address nginx saw counts, whatever a client claims
     assert c.get("/metrics", headers={"X-Forwarded-For": "198.51.100.1"}).status_code == 200  # loopback still
+
+
+def test_a_worker_killed_loses_no_request_and_up_brings_it_back(stack):
+    c = stack["client"]
+    state = _state(stack)
+    victim = state["workers"][0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    for _ in range(30):  # reaped by init, not by us: wait until its port is closed
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", victim["port"])) != 0:
+                break
+        time.sleep(0.1)
+    answers = [c.get(u).status_code for u in ["/readyz", _tile("grids", 14), "/v1/areas"] * 4]
+    assert answers == [200] * 12  # nginx tried the other worker
+    status = gridbranch(stack["env"], "stack", "status")
+    assert status.returncode == 3 and re.search(rf"worker {victim['port']}\s+stopped", status.stdout)
+    up = gridbranch(stack["env"], "stack", "up", "--port", str(stack["port"]), "--workers", "2")
+    assert up.returncode == 0, up.stderr
+    after = _state(stack)
+    assert after["workers"][1] == state["workers"][1]  # the living one kept
+    assert after["workers"][0]["port"] == victim["port"] and after["workers"][0]["pid"] != victim["pid"]
+    assert gridbranch(stack["env"], "stack", "status").returncode == 0
 
 
 def test_down_stops_only_what_up_started(stack):
