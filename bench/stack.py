@@ -163,7 +163,11 @@ def main() -> None:
     engine.dispose()
     paths = [f"/tiles/grids/{z}/{x}/{y}.mvt" for z, x, y in tiles]
     n, c, s = args.workers, args.connections, args.seconds
-    print(f"{len(paths)} public grids tiles z12–16, gzip, wrk {c} connections, {s:g} s a run, {args.rounds} rounds")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"{len(paths)} public grids tiles z12–16, gzip, wrk {c} connections, {s:g} s a run, {args.rounds} rounds; "
+        f"{os.cpu_count()} cores, load average {load} (figures from a shared machine move with it)"
+    )
 
     def runs(port: int, listing: list[str]) -> dict:
         wrk_load(port, listing, c, 1, ACCEPT)  # warm (and settle) before the measured runs
@@ -176,6 +180,7 @@ def main() -> None:
         with static_nginx(bodies) as static_port:
             static = runs(static_port, served_paths)
     with stack(n, {"GRIDBRANCH_TILES_CACHE": "false"}) as port:
+        fetch_all(port, served_paths)  # nginx holds every tile: each request a revalidation, as in use
         cold_stack = runs(port, served_paths)
     with served({**ENV, "GRIDBRANCH_TILES_CACHE": "false"}, workers=1) as port:
         cold_one = runs(port, served_paths)
