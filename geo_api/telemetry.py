@@ -8,8 +8,8 @@ request — the fast paths' as the routes' (``geo_api.app.GridbranchAPI``) — a
   the raw path: a path or query may carry codes, coordinates of a home or a member
   number, and a label per raw path would grow without bound);
 - gives it a request id: the ``X-Request-ID`` a trusted proxy (``GRIDBRANCH_TRUSTED_PROXIES``,
-  nginx in the stack) passes on, else a new one; it is sent back in ``X-Request-ID``
-  and is in every log line written while the request runs;
+  nginx in the stack) passes on — sent back in ``X-Request-ID`` — else a new one, only
+  logged; it is in every JSON log line written while the request runs;
 - copies what the service's parts count themselves — the tile cache's hits and misses,
   the data-version reads, the pools' connections in use — into this process's metrics.
   They are copied as requests end (at most once a second) rather than read when scraped because with
@@ -221,8 +221,9 @@ class Telemetry:
         app = scope.get("app")
         if app is not None and getattr(app.state, "telemetry_sampler", None) is None:
             app.state.telemetry_sampler = self.sampler  # /metrics samples before it answers
-        rid = self._request_id(scope)
+        rid, given = self._request_id(scope)
         token = request_id.set(rid)
+        echo = [(b"x-request-id", rid.encode())] if given else None
         status = 500  # what the server answers when the app fails before its answer
         t0 = time.perf_counter()  # a duration, not the present: the clock's business is the latter
 
@@ -230,7 +231,8 @@ class Telemetry:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), (b"x-request-id", rid.encode())]}
+                if echo:  # the proxy's id goes back with the answer, through the proxy to the client
+                    message = {**message, "headers": [*message.get("headers", ()), *echo]}
             await send(message)
 
         try:
@@ -276,15 +278,18 @@ class Telemetry:
             known = self.trusted[host] = _within(host, self.proxies)
         return known
 
-    def _request_id(self, scope: Scope) -> str:
+    def _request_id(self, scope: Scope) -> tuple[str, bool]:
+        """The request's id, and whether a trusted proxy gave it (it is then sent back in
+        ``X-Request-ID``; an id made here is only logged, so that a direct answer is byte
+        for byte the same whoever asks)."""
         client = scope.get("client")
         if client and self.proxies and self._trusted(client[0]):
             for name, value in scope["headers"]:
                 if name == b"x-request-id":
                     if _REQUEST_ID.fullmatch(value):
-                        return value.decode("ascii")
+                        return value.decode("ascii"), True
                     break
-        return _new_id()
+        return _new_id(), False
 
     def route_of(self, scope: Scope, app) -> str:
         """The template of the route that answered (or would have answered) the request."""

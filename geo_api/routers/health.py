@@ -20,19 +20,20 @@ def healthz(session: SessionDep, caller: Public) -> dict:
 
 
 @router.get("/livez", summary="Liveness for a supervisor: the process answers (no database asked)")
-async def livez() -> dict:
+async def livez(caller: Public) -> dict:
     return {"status": "live"}
 
 
 @router.get("/readyz", summary="Readiness for a balancer: the database answers, else a 503 with Retry-After")
-def readyz(session: SessionDep) -> dict:
+def readyz(session: SessionDep, caller: Public) -> dict:
     session.execute(text("SELECT 1"))  # out of reach: the one 503 of geo_api.errors
     return {"status": "ready"}
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request) -> Response:
-    """Prometheus' text format, for the addresses of ``GRIDBRANCH_METRICS_ALLOW`` only."""
+async def metrics(request: Request, caller: Public) -> Response:
+    """Prometheus' text format, for the addresses of ``GRIDBRANCH_METRICS_ALLOW`` only
+    (signed in or not: who may read it is a matter of where the scraper runs)."""
     host = request.client.host if request.client else None
     if not metrics_allowed(host, request.app.state.settings):
         raise Forbidden(
