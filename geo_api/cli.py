@@ -188,18 +188,6 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _metrics_dir(settings: Settings, port: int):
-    """A fresh directory where the worker processes keep their metrics (prometheus-client's
-    multiprocess mode): beside the private cluster's, per port, emptied at each start so
-    that the counts of a previous run's processes are not added in."""
-    import shutil
-
-    folder = settings.database.db_dir.parent / "metrics" / str(port)
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True, mode=0o700)
-    return folder
-
-
 def cmd_serve(args, settings: Settings) -> int:
     import os
 
@@ -225,6 +213,7 @@ def cmd_serve(args, settings: Settings) -> int:
         options.update(log_config=log_config(), access_log=False)
     from layers.db import connection_shortfall
 
+    metrics_dir = None
     engine = _engine(settings)  # start the database and migrate once, not in every worker
     shortfall = connection_shortfall(engine, settings.database.pool_size, workers)
     if shortfall:
@@ -234,7 +223,14 @@ def cmd_serve(args, settings: Settings) -> int:
     else:
         engine.dispose()
         os.environ.update(_worker_env(settings))
-        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_metrics_dir(settings, port)))
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # where the worker processes keep their metrics (prometheus-client's multiprocess
+            # mode): fresh, so that no earlier run's counts are added in, and gone at the end
+            import shutil
+            import tempfile
+
+            metrics_dir = tempfile.mkdtemp(prefix="gridbranch-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(
         f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
         f"{f' with {workers} worker processes' if workers > 1 else ''}",
@@ -242,8 +238,12 @@ def cmd_serve(args, settings: Settings) -> int:
     )
     if workers == 1:
         uvicorn.run(app, **options)
-    else:
+        return 0
+    try:
         uvicorn.run("geo_api.cli:worker_app", factory=True, workers=workers, **options)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
