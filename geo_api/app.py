@@ -45,6 +45,7 @@ from geo_api.routers import (
     tiles,
 )
 from geo_api.settings import Settings
+from geo_api.telemetry import Telemetry, process_gone
 from geo_api.tile_fastpath import TileFastPath
 from layers import db, migrate
 from layers.clock import SYSTEM, Clock, clock_of
@@ -167,7 +168,8 @@ FAST_PATHS = (TileFastPath(), LocateFastPath(), events.EventReportFastPath())
 def add_middleware(app: FastAPI, settings: Settings, clock: Clock) -> None:
     """The app's own middleware, outermost last: the rate limits of anonymous writes,
     CORS for the configured origins (Starlette's, only when there are any), the security
-    headers, and the client's address and scheme from a trusted proxy (uvicorn's)."""
+    headers, the client's address and scheme from a trusted proxy (uvicorn's), and the
+    metrics, request ids and access log (geo_api.telemetry)."""
     if settings.rate_limit.enabled:
         app.add_middleware(RateLimit, limiter=Limiter.from_settings(settings.rate_limit, clock))
     if settings.security.cors_origins:
@@ -182,6 +184,8 @@ def add_middleware(app: FastAPI, settings: Settings, clock: Clock) -> None:
     app.add_middleware(SecurityHeaders, settings=settings.security)
     if settings.security.trusted_proxies:
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=list(settings.security.trusted_proxies))
+    # outermost: the connection's own address (is it a trusted proxy's request id?), and all the time
+    app.add_middleware(Telemetry, settings=settings, clock=clock)
 
 
 #: What a page of another origin may send and read (CORS).
@@ -228,6 +232,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
                 app.state.audit_writer = None
             if own:
                 eng.dispose()
+            process_gone()
 
     app = GridbranchAPI(
         title="gridbranch",

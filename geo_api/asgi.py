@@ -231,6 +231,9 @@ class FastPath:
 
     method: str = "GET"
     headers: frozenset[bytes] = frozenset()
+    #: The template of the route it answers for (the metrics' label); None when
+    #: :meth:`match` admits one fixed path only, which is then its own template.
+    route: str | None = None
     #: Whether a failure in :meth:`answer` may be handed over to the route (False where
     #: the request may have had its effect already: the route must not run it twice).
     retry_on_failure: bool = True
@@ -314,4 +317,6 @@ class FastPaths:
         if reply is None:
             await self.app(scope, asked.receive, send)
             return
+        # the route it answered for, for the metrics (geo_api.telemetry): never the raw path
+        scope["gridbranch.route"] = fast.route or asked.path
         await reply.send(send)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from geo_api.settings import Settings
@@ -275,7 +277,15 @@ def worker_app():
     imports this factory in each): settings from the environment ``cmd_serve`` prepared."""
     from geo_api.app import create_app
 
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    return create_app(settings, clock=_clock(settings))
+
+
+def _clock(settings: Settings):
+    """The clock of ``GRIDBRANCH_CLOCK_AT`` (standing still), or None: the wall clock."""
+    from layers.clock import FrozenClock
+
+    return FrozenClock(settings.service.clock_at) if settings.service.clock_at is not None else None
 
 
 def _worker_env(settings: Settings) -> dict[str, str]:
@@ -308,17 +318,31 @@ def cmd_serve(args, settings: Settings) -> int:
         "access_log": settings.service.access_log,
         "proxy_headers": False,
     }
+    if settings.service.log_format == "json":
+        from geo_api.telemetry import log_config
+
+        # JSON lines; the access log is the app's own, by route template (uvicorn's shows raw paths)
+        options.update(log_config=log_config(), access_log=False)
     from layers.db import connection_shortfall
 
+    metrics_dir = None
     engine = _engine(settings)  # start the database and migrate once, not in every worker
     shortfall = connection_shortfall(engine, settings.database.pool_size, workers)
     if shortfall:
         print(f"gridbranch: warning: {shortfall}", file=sys.stderr, flush=True)
     if workers == 1:
-        app = create_app(settings, engine=engine)  # migrated already: the app uses it as it is
+        app = create_app(settings, engine=engine, clock=_clock(settings))  # migrated already: used as it is
     else:
         engine.dispose()
         os.environ.update(_worker_env(settings))
+        if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+            # where the worker processes keep their metrics (prometheus-client's multiprocess
+            # mode): fresh, so that no earlier run's counts are added in, and gone at the end
+            import shutil
+            import tempfile
+
+            metrics_dir = tempfile.mkdtemp(prefix="gridbranch-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     print(
         f"gridbranch serving at http://{host}:{port}/map (API docs at http://{host}:{port}/docs)"
         f"{f' with {workers} worker processes' if workers > 1 else ''}",
@@ -326,8 +350,33 @@ def cmd_serve(args, settings: Settings) -> int:
     )
     if workers == 1:
         uvicorn.run(app, **options)
-    else:
+        return 0
+    try:
         uvicorn.run("geo_api.cli:worker_app", factory=True, workers=workers, **options)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def cmd_stack(args, settings: Settings) -> int:
+    from geo_api import stack
+
+    root = args.dir.absolute() if args.dir else stack.default_dir()
+    if args.action == "up":
+        state = stack.up(settings, root, port=args.port, workers=args.workers or os.cpu_count() or 1)
+        print(
+            f"gridbranch stack serving at http://127.0.0.1:{state.port}/map: nginx (pid {state.nginx_pid}) in front of "
+            f"{len(state.workers)} workers on ports {', '.join(str(w.port) for w in state.workers)}; files in {root}"
+        )
+    elif args.action == "down":
+        stopped = stack.down(settings, root)
+        print("stopped " + ", ".join(stopped) if stopped else f"nothing of a stack in {root} was running")
+    else:
+        rows = stack.status(settings, root)
+        for part, running, where in rows:
+            print(f"{part:<14} {'running' if running else 'stopped':<8} {where}")
+        return 0 if all(running for _, running, _ in rows) else 3
     return 0
 
 
@@ -964,6 +1013,13 @@ def build_parser() -> argparse.ArgumentParser:
     q = kinds.add_parser("purge", help="delete the audit and sign-in rows older than the retention, by the clock")
     q.add_argument("--keep-days", type=float, help="keep this many days (default GRIDBRANCH_AUDIT_RETENTION_DAYS, 365)")
     q.set_defaults(func=cmd_audit_purge)
+
+    p = sub.add_parser("stack", help="nginx in front of several workers and the private cluster, on loopback")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--port", type=_positive, default=8080, help="nginx's port (default 8080; workers take the next N)")
+    p.add_argument("--workers", type=_positive, help="worker processes (default: the core count)")
+    p.add_argument("--dir", type=Path, help="the stack's files (default GRIDBRANCH_STACK_DIR or .gridbranch/stack)")
+    p.set_defaults(func=cmd_stack)
 
     for name, func, text in (
         ("serve", cmd_serve, "serve the API and web map"),

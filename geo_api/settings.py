@@ -7,8 +7,9 @@ build the classes explicitly (tests do).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,6 +78,16 @@ class ServiceSettings(BaseSettings):
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes of `gridbranch serve`")
     access_log: bool = Field(True, description="log every request (off behind a reverse proxy that logs)")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="json: one JSON object per log line with the request id (geo_api.telemetry), "
+        "and the access log by route template instead of uvicorn's raw paths",
+    )
+    metrics_allow: tuple[str, ...] = Field(
+        ("127.0.0.1/32", "::1/128"),
+        description="addresses or networks (CIDR) that may read /metrics (as the trusted proxies tell "
+        "the client's address); others get a 403, so a public bind does not publish it",
+    )
     demo: bool = False
     demo_password: SecretStr | None = None
     page_limit_max: int = Field(1000, ge=1)
@@ -86,6 +97,11 @@ class ServiceSettings(BaseSettings):
         gt=0,
         le=24 * 365,
         description="how long an Idempotency-Key's answer is kept (a retry within it gets the first answer)",
+    )
+    clock_at: datetime | None = Field(
+        None,
+        description="tests and simulations only: the service's clock stands still at this instant "
+        "(ISO 8601 with offset) instead of following the wall clock",
     )
     gc_freeze: bool = Field(
         True,
@@ -196,6 +212,11 @@ class TileSettings(BaseSettings):
     gzip_level: int = Field(1, ge=1, le=9, description="gzip level of tiles (zlib-ng; 1 is its fast strategy)")
     fast_path: bool = Field(
         True, description="serve anonymous public tiles ahead of the routing (geo_api.tile_fastpath)"
+    )
+    proxy_revalidate: bool = Field(
+        False,
+        description="mark public tiles `X-Accel-Expires: @1` for an nginx in front: it keeps them and "
+        "revalidates each request with If-None-Match (`gridbranch stack` sets it)",
     )
 
 

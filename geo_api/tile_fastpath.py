@@ -53,6 +53,7 @@ class TileFastPath(FastPath):
 
     method = "GET"
     headers = frozenset({b"accept-encoding", b"if-none-match"})
+    route = "/tiles/{layers}/{z}/{x}/{y}.mvt"
 
     def match(self, path: str):
         return _TILE_PATH.match(path)

@@ -3,7 +3,8 @@
 # pinned dependencies, and the web map's npm packages. `setup.sh --test` also installs
 # what the tests need (Debian's chromium for the browser tests, and gdal-bin, whose ogrinfo
 # and ogr2ogr read the service's OGC API – Features as QGIS and GDAL users do). wrk (a load client in C)
-# is for the benchmarks in bench/.
+# is for the benchmarks in bench/. nginx is the stack's front (`gridbranch stack`): Debian's
+# package, run as a private instance, never the system service.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -14,7 +15,8 @@ want_test=0
 say() { printf '[setup] %s\n' "$*"; }
 
 # libpango and the Noto CJK fonts: the monthly report's PDF (WeasyPrint) and the browser's Chinese
-packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk libpango-1.0-0 libpangoft2-1.0-0 fonts-noto-cjk)
+packages=(postgresql-15-postgis-3 postgresql-contrib python3-venv nodejs npm wrk nginx libpango-1.0-0 libpangoft2-1.0-0
+  fonts-noto-cjk)
 [ $want_test = 1 ] && packages+=(chromium gdal-bin)
 
 missing=()

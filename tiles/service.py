@@ -398,6 +398,8 @@ class TileService:
         }
         if not private:
             headers["Access-Control-Allow-Origin"] = "*"
+            if self.settings.proxy_revalidate:  # nginx keeps it, yet asks again every time (geo_api.stack)
+                headers["X-Accel-Expires"] = "@1"
         if entry.truncated:
             headers["X-Tile-Truncated"] = ", ".join(f"{n};limit={v}" for n, v in sorted(entry.truncated.items()))
         if if_none_match(if_none_match_header, etag):

@@ -70,6 +70,7 @@ def _requests():
     lon, lat = INSIDE
     return [
         ("route", "GET", "/v1/areas", {}),
+        ("readiness", "GET", "/readyz", {}),
         ("signed-in route", "GET", "/v1/auth/me", {"headers": token_for("cadmin")}),
         ("locate fast path", "GET", f"/v1/locate?lon={lon}&lat={lat}", {}),
         ("locate route", "GET", f"/v1/locate?lon={lon}&lat={lat}&crs=EPSG:4326", {}),
@@ -87,7 +88,15 @@ def _requests():
 
 def _down_and_back(cluster, client) -> None:
     before = {what: client.request(method, url, **kw) for what, method, url, kw in _requests()}
-    for what in ("route", "signed-in route", "locate fast path", "locate route", "tile fast path", "batch"):
+    for what in (
+        "route",
+        "readiness",
+        "signed-in route",
+        "locate fast path",
+        "locate route",
+        "tile fast path",
+        "batch",
+    ):
         assert before[what].status_code == 200, (what, before[what].text)
     pg.stop(cluster)
     try:
@@ -99,6 +108,8 @@ def _down_and_back(cluster, client) -> None:
                 assert int(r.headers["retry-after"]) > 0, what
                 problem = r.json()
                 assert problem["status"] == 503 and "database" in problem["detail"], (what, problem)
+        live = client.get("/livez")  # alive all the same: a supervisor must not restart it for this
+        assert live.status_code == 200 and live.json() == {"status": "live"}
     finally:
         pg.start(cluster)
     for what, method, url, kw in _requests():

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from geo_api.app import create_app
+from geo_api.telemetry import REGISTRY
 from tests.conftest import make_settings, token_for
 
 POINT = (113.6849, 34.7979)  # inside a demo grid
@@ -52,6 +53,15 @@ class Marker:
             self.seen.append((scope["method"], scope["path"], scope.get("route") is not None))
 
 
+def _counted(method: str, route: str, status: int) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "gridbranch_http_requests_total", {"method": method, "route": route, "status": str(status)}
+        )
+        or 0.0
+    )
+
+
 def test_a_middleware_added_to_the_app_sees_every_fast_path(demo_engine, demo_db):
     seen: list = []
     requests = [
@@ -59,6 +69,14 @@ def test_a_middleware_added_to_the_app_sees_every_fast_path(demo_engine, demo_db
         ("GET", TILE, {"headers": {"Accept-Encoding": "gzip"}}),
         ("POST", "/v1/events", {"json": REPORT}),
     ]
+    # the app's own telemetry (geo_api.telemetry) is such a middleware: it counts the fast
+    # paths' answers under their routes' templates, never the raw path
+    templates = [
+        ("GET", "/v1/locate", 200),
+        ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt", 200),
+        ("POST", "/v1/events", 201),
+    ]
+    before = [_counted(*t) for t in templates]
     with client_for(demo_engine, demo_db, middleware=[(Marker, {"seen": seen})]) as c:
         for method, url, kwargs in requests:
             r = c.request(method, url, **kwargs)
@@ -73,6 +91,11 @@ def test_a_middleware_added_to_the_app_sees_every_fast_path(demo_engine, demo_db
             assert r.status_code in (200, 201) and r.headers.get("x-marker") == "seen", (url, r.text)
     assert [routed for _, _, routed in fast] == [False, False, False], fast  # the fast paths answered
     assert [routed for _, _, routed in seen] == [True, True, True], seen
+    assert [_counted(*t) - b for t, b in zip(templates, before)] == [2, 2, 2]  # fast, then routed
+    assert (
+        REGISTRY.get_sample_value("gridbranch_http_requests_total", {"method": "GET", "route": TILE, "status": "200"})
+        is None
+    )
 
 
 # -- Rate limits ------------------------------------------------------------------------

@@ -179,6 +179,10 @@ _ACCOUNT = {"in": "gridworker", "out": "matrix_gw_out"}  # grid workers of G_IN 
 
 CASES: dict[tuple[str, str], list[Case]] = {
     ("GET", "/healthz"): [Case(lambda c, w, r: req("GET", "/healthz"))],
+    ("GET", "/livez"): [Case(lambda c, w, r: req("GET", "/livez"))],
+    ("GET", "/readyz"): [Case(lambda c, w, r: req("GET", "/readyz"))],
+    # operators' figures, by address (geo_api.telemetry): no one's data, whoever asks
+    ("GET", "/metrics"): [Case(lambda c, w, r: req("GET", "/metrics"))],
     ("POST", "/v1/auth/token"): [
         Case(lambda c, w, r: req("POST", "/v1/auth/token", data={"username": "admin", "password": "wrong"}))
     ],

@@ -1232,3 +1232,22 @@ def test_a_members_tile_is_audited_with_the_members_it_holds(tiles_client, demo_
         ("admin", "/tiles/{layers}/{z}/{x}/{y}.mvt", ["residence"], ids)
     ] * 2
     assert rows[0].detail == {"tile": f"{tile.z}/{tile.x}/{tile.y}", "layers": ["members"]}
+
+
+def test_behind_nginx_public_tiles_are_marked_for_revalidation_and_private_ones_never(demo_engine):
+    """GRIDBRANCH_TILES_PROXY_REVALIDATE (set by the stack, tests/stack) marks public tiles
+    ``X-Accel-Expires: @1`` — kept by nginx, yet asked again every time — on the fast path
+    and the route alike, their 304s included; tiles with personal data never."""
+    tile = tile_at(113.6849, 34.7979, 15)
+    with make_client(demo_engine, proxy_revalidate=True) as c:
+        fast = c.get(path("grids", tile))
+        routed = c.get(path("grids", tile), headers=token_for("dispatcher"))
+        again = c.get(path("grids", tile), headers={"If-None-Match": fast.headers["etag"]})
+        private = c.get(path("members", tile), headers=token_for("admin"))
+    assert fast.status_code == routed.status_code == 200 and again.status_code == 304
+    assert fast.headers["x-accel-expires"] == routed.headers["x-accel-expires"] == "@1"
+    assert again.headers["x-accel-expires"] == "@1"
+    assert private.status_code in (200, 204) and "x-accel-expires" not in private.headers
+    assert private.headers["cache-control"] == "private, no-store"
+    with make_client(demo_engine) as c:  # without nginx in front: no such header
+        assert "x-accel-expires" not in c.get(path("grids", tile)).headers
