@@ -39,6 +39,7 @@ from geo_api.routers import (
     open311,
     pages,
     places,
+    public_reports,
     registrations,
     reports,
     tiles,
@@ -268,6 +269,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         tiles,
         audit,
         reports,
+        public_reports,
     ):
         app.include_router(module.router)
     app.include_router(branches.log_router)
