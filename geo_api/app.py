@@ -40,6 +40,7 @@ from geo_api.routers import (
     open311,
     pages,
     places,
+    public_reports,
     registrations,
     reports,
     tiles,
@@ -275,6 +276,7 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
         audit,
         reports,
         ogc,
+        public_reports,
     ):
         app.include_router(module.router)
     app.include_router(branches.log_router)

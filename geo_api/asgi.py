@@ -45,7 +45,7 @@ def body_limit(scope: Scope, settings) -> tuple[int, str]:
     """The most bytes a request's body may hold, and the setting that says so: the locate
     batch's own limits (signed-in callers — any ``Authorization`` header, checked by the
     route before it reads a byte — and anonymous ones), an upload's (``/v1/imports``,
-    signed in), else ``GRIDBRANCH_MAX_BODY_BYTES``."""
+    signed in), a photo's (``/v1/photos``), else ``GRIDBRANCH_MAX_BODY_BYTES``."""
     if route_path(scope, "POST") == "/v1/locate/batch":
         if any(name == b"authorization" for name, _ in scope["headers"]):
             return settings.locate.batch_max_bytes, "GRIDBRANCH_LOCATE_BATCH_MAX_BYTES"
@@ -53,6 +53,8 @@ def body_limit(scope: Scope, settings) -> tuple[int, str]:
     if route_path(scope, "POST") == "/v1/imports" and any(name == b"authorization" for name, _ in scope["headers"]):
         # an upload, streamed to disk by the route (geo_api.imports) after it checked the caller
         return settings.imports.max_bytes, "GRIDBRANCH_IMPORTS_MAX_BYTES"
+    if route_path(scope, "POST") == "/v1/photos":
+        return settings.photos.max_bytes, "GRIDBRANCH_PHOTOS_MAX_BYTES"
     return settings.service.max_body_bytes, "GRIDBRANCH_MAX_BODY_BYTES"
 
 

@@ -166,8 +166,9 @@ class SecurityHeaders:
 
     * ``X-Content-Type-Options: nosniff`` and ``Referrer-Policy: same-origin`` (no URL of
       ours — a grid, an event id in a path — leaves for another site);
-    * on ``/map`` the page's policy (:data:`MAP_POLICY`) with ``frame-ancestors 'none'``
-      and ``X-Frame-Options: DENY``; on ``/map?embed=1`` ``frame-ancestors 'self'`` and
+    * on ``/map`` and the report form (``/report``, ``/report/{number}``) the page's
+      policy (:data:`MAP_POLICY`) with ``frame-ancestors 'none'`` and
+      ``X-Frame-Options: DENY``; on ``/map?embed=1`` ``frame-ancestors 'self'`` and
       the portal origins of ``GRIDBRANCH_EMBED_ORIGINS`` instead; on every other answer
       ``frame-ancestors 'none'`` alone (Swagger UI's page has an inline script; the API's
       answers are not documents);
@@ -196,8 +197,11 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         extra = self.plain
-        if route_path(scope, "GET") == "/map":  # HEAD too: it is a GET by now (geo_api.asgi.as_get)
+        path = route_path(scope, "GET")  # HEAD too: it is a GET by now (geo_api.asgi.as_get)
+        if path == "/map":
             extra = self.embed if _embedded(scope) else self.map
+        elif path is not None and (path == "/report" or path.startswith("/report/")):
+            extra = self.map  # the report form: the map page's policy, never framed
         if self.hsts and scope.get("scheme") == "https":
             extra = extra + self.hsts
 

@@ -41,11 +41,17 @@ KINDS = {
     "/open311/v2/requests.json": "reports",
     "/v1/locate/batch": "locate_batches",
     "/v1/auth/token": "tokens",
+    "/v1/photos": "photos",
 }
 #: Kinds counted whatever the request carries (a sign-in attempt has no token to check).
 ALWAYS = frozenset({"tokens"})
-_WHAT_ZH = {"reports": "事件上报", "locate_batches": "批量定位", "tokens": "登录尝试"}
-_WHAT = {"reports": "event reports", "locate_batches": "locate batches", "tokens": "sign-in attempts"}
+_WHAT_ZH = {"reports": "事件上报", "locate_batches": "批量定位", "tokens": "登录尝试", "photos": "照片上传"}
+_WHAT = {
+    "reports": "event reports",
+    "locate_batches": "locate batches",
+    "tokens": "sign-in attempts",
+    "photos": "photo uploads",
+}
 #: Buckets kept per kind; the least recently used address is forgotten past it (it
 #: starts afresh: a full bucket), so that a flood of addresses cannot exhaust memory.
 MAX_ADDRESSES = 100_000
@@ -96,6 +102,7 @@ class Limiter:
                 "reports": Limit(s.reports_per_address, s.reports_overall),
                 "locate_batches": Limit(s.locate_batches_per_address, s.locate_batches_overall),
                 "tokens": Limit(s.tokens_per_address, s.tokens_overall),
+                "photos": Limit(s.photos_per_address, s.photos_overall),
             },
             clock,
             s.exempt,

@@ -50,6 +50,7 @@ _WHY = {
     404: "No such thing (the `field` names which)",
     409: "The change conflicts with the current state (stale version, already decided, taken): reload and retry",
     413: "The request body is too large",
+    415: "A file of a kind the route does not take (a photo that is no JPEG, PNG or WebP image)",
     422: "Invalid input; `field` names the offending parameter",
     429: "Too many requests: retry after `Retry-After` seconds",
     503: "The database is unavailable: retry after `Retry-After` seconds",

@@ -240,6 +240,20 @@ class ImportSettings(BaseSettings):
         return self.dir if self.dir is not None else database.db_dir.parent / "imports"
 
 
+class PhotoSettings(BaseSettings):
+    """Photos sent with public reports (``/v1/photos``, layers.photos)."""
+
+    model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_PHOTOS_", extra="ignore")
+
+    dir: Path | None = Field(None, description="where photos are kept; default `photos` beside the private cluster")
+    max_bytes: int = Field(10 << 20, ge=1024, description="largest upload, bytes (413 beyond)")
+    max_pixels: int = Field(40_000_000, ge=10_000, description="largest image, pixels (a camera's 40 MP)")
+    max_side: int = Field(2048, ge=256, le=8192, description="kept photos are scaled down to this side, pixels")
+
+    def folder(self, database: DatabaseSettings) -> Path:
+        return self.dir if self.dir is not None else database.db_dir.parent / "photos"
+
+
 class SecuritySettings(BaseSettings):
     """Who is trusted to say where a request came from, which other sites may call the API
     or embed the map, and the security headers that follow (``geo_api.headers``). Lists
@@ -291,6 +305,10 @@ class RateLimitSettings(BaseSettings):
     locate_batches_per_address: int = Field(30, ge=1, description="anonymous locate batches a minute per address")
     locate_batches_overall: int = Field(300, ge=1, description="anonymous locate batches a minute in all")
     tokens_per_address: int = Field(60, ge=1, description="sign-in attempts (POST /v1/auth/token) a minute per address")
+    photos_per_address: int = Field(
+        30, ge=1, description="anonymous photo uploads (POST /v1/photos) a minute per address"
+    )
+    photos_overall: int = Field(600, ge=1, description="anonymous photo uploads a minute in all")
     tokens_overall: int = Field(1200, ge=1, description="sign-in attempts a minute in all")
     exempt: tuple[str, ...] = Field(
         (), description="addresses or networks (CIDR) never limited, e.g. the benchmarks' loopback: '[\"127.0.0.1\"]'"
@@ -334,6 +352,7 @@ class Settings:
     coverage: CoverageSettings = field(default_factory=CoverageSettings)
     tiles: TileSettings = field(default_factory=TileSettings)
     imports: ImportSettings = field(default_factory=ImportSettings)
+    photos: PhotoSettings = field(default_factory=PhotoSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     rate_limit: RateLimitSettings = field(default_factory=RateLimitSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)

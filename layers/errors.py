@@ -30,6 +30,13 @@ class InvalidInput(GridbranchError):
     title = "Invalid input"
 
 
+class UnsupportedMedia(InvalidInput):
+    """A file of a kind the service does not take (a photo that is no image)."""
+
+    status = 415
+    title = "Unsupported media type"
+
+
 class NotFound(GridbranchError):
     status = 404
     title = "Not found"

@@ -218,3 +218,42 @@ def jurisdictions(session: Session) -> set[str]:
     county prefix."""
     codes = session.execute(text("SELECT code FROM admin_areas WHERE level = 'district'")).scalars().all()
     return set(codes) | {c[:6] for c in codes}
+
+
+def nearby(
+    session: Session, lon: float, lat: float, *, radius_m: float, days: int, limit: int = 20
+) -> list[dict[str, Any]]:
+    """Open requests of the last ``days`` near a point, newest first, as anyone sees them
+    (:func:`_shown` for nobody entitled), each with ``distance_m`` from the point to where
+    it is shown — what the public report form (``/report``) lists as possible duplicates.
+
+    Which reports are near is decided by their grid, not their own point: those in the
+    grids within ``radius_m`` of the point, and reports in public space by their point.
+    So moving the point about cannot tell where a report lies more closely than its grid,
+    which is all the public view shows of it."""
+    from layers.crs import haversine_m
+
+    rows = session.execute(
+        text(
+            _REQUESTS_SQL
+            + """ WHERE e.status <> ALL(:terminal)
+                    AND e.reported_at >= gridbranch_now() - make_interval(days => :days)
+                    AND (e.grid_id IN (
+                            SELECT v.grid_id FROM grid_versions v
+                            WHERE gridbranch_in_force(v.valid_from, v.valid_to)
+                              AND ST_DWithin(v.geom::geography,
+                                             ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :r))
+                         OR (c.public_space AND ST_DWithin(e.geom::geography,
+                                                           ST_SetSRID(ST_MakePoint(:lon, :lat), 4326)::geography, :r)))
+                  ORDER BY e.reported_at DESC, e.id DESC LIMIT :limit"""
+        ),
+        {"terminal": list(TERMINAL), "days": days, "lon": lon, "lat": lat, "r": radius_m, "limit": limit},
+    ).all()
+    view = _shown(session, _nobody)
+    out = []
+    for r in rows:
+        item = view(r)
+        if item["lat"] is not None:
+            item["distance_m"] = int(round(float(haversine_m(lon, lat, item["long"], item["lat"])) / 50) * 50)
+        out.append(item)
+    return out

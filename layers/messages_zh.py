@@ -79,6 +79,7 @@ FIELDS = {
     "category": "事件类别",
     "description": "描述",
     "photos": "照片",
+    "photo": "照片",
     "contact": "联系方式",
     "channel": "渠道",
     "department": "职能部门",
@@ -404,6 +405,14 @@ _ENTRIES: list[tuple[str, _Template]] = [
     (r"^unknown encoding", "不认识的编码格式"),
     (r"^the (?:request )?body (?:of|is) (?:more than|larger than|over) ", "请求内容过大"),
     (r"^request body too large|^the request body is larger", "请求内容过大"),
+    (
+        r"^the request body exceeds (?P<n>\d+) bytes",
+        lambda g: (
+            f"请求内容超过上限（{int(g['n']) / 2**20:g} MB）"
+            if int(g["n"]) >= 2**20
+            else f"请求内容超过上限（{g['n']} 字节）"
+        ),
+    ),
     (r"^the Idempotency-Key '(?P<k>[^']*)' was used for another request", "幂等键 {k} 已用于另一个请求"),
     (r"^the Idempotency-Key '(?P<k>[^']*)' keeps changing hands", "幂等键 {k} 正被并发使用，请重新发送"),
     (

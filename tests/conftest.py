@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session
 
-from geo_api.settings import AuthSettings, DatabaseSettings, ServiceSettings, Settings
+from geo_api.settings import AuthSettings, DatabaseSettings, PhotoSettings, ServiceSettings, Settings
 from ingest.demo.generate import AS_OF
 from layers import cluster as pg
 from layers import db, migrate
@@ -267,6 +268,8 @@ def make_settings(**service) -> Settings:
         database=DatabaseSettings(database_url="postgresql://unused@127.0.0.1:1/unused"),
         auth=AuthSettings(auth_secret=TEST_SECRET),
         service=ServiceSettings(**service),
+        # photos of public reports: a folder of the test run's, never the checkout's
+        photos=PhotoSettings(dir=Path(tempfile.gettempdir()) / f"gridbranch-photos-{_worker()}"),
     )
 
 

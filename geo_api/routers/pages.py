@@ -22,9 +22,29 @@ router = APIRouter(tags=["web map"])
 @router.get("/map", include_in_schema=False)
 def map_page(caller: Public, request: Request) -> Response:
     """The page; a revalidation whose ``If-None-Match`` holds its ETag is a 304."""
+    return _page(request, "index.html")
+
+
+@router.get("/report", include_in_schema=False)
+def report_page(caller: Public, request: Request) -> Response:
+    """The public report form (随手拍)."""
+    return _page(request, "report.html")
+
+
+@router.get("/report/{number}", include_in_schema=False)
+def report_track_page(caller: Public, request: Request, number: int) -> Response:
+    """A report's public state, by its number: the same page (report.js reads the path),
+    its base one level up so that its relative URLs resolve as from ``/report``."""
     if not (MAPLIBRE_DIST / "maplibre-gl.mjs").exists():
         raise ConfigError(NOT_INSTALLED)
-    page = STATIC / "index.html"
+    page = (STATIC / "report.html").read_text(encoding="utf-8")
+    return HTMLResponse(page.replace('<base href="./">', '<base href="../">', 1))
+
+
+def _page(request: Request, name: str) -> Response:
+    if not (MAPLIBRE_DIST / "maplibre-gl.mjs").exists():
+        raise ConfigError(NOT_INSTALLED)
+    page = STATIC / name
     response = FileResponse(page, media_type="text/html; charset=utf-8", stat_result=os.stat(page))
     if if_none_match(request.headers.get("if-none-match"), response.headers["etag"]):
         kept = {k: v for k, v in response.headers.items() if k in ("etag", "last-modified")}
