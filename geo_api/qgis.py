@@ -1,5 +1,5 @@
 """A QGIS layer definition (``.qlr``) of the ``gis`` views (migration 0023), styled with
-the colours of ``/tiles/style.json``: dropped onto QGIS, it adds areas, grids (branchless
+the map's colours (``tiles.style``, which ``/tiles/style.json`` is drawn in): dropped onto QGIS, it adds areas, grids (branchless
 ones in the map's colour), branches and events from the database, as a reader made by
 ``gridbranch db grant-reader`` (QGIS asks for the password; the file holds none).
 
@@ -9,17 +9,13 @@ definition is a small, documented subset of the project format.
 
 from __future__ import annotations
 
-import re
 import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from tiles.style import style
-
-_HEX = re.compile(r"^#[0-9a-fA-F]{6}$")
+from tiles.style import BRANCH_COLORS, COLORS, EVENT_COLORS
 
 
 @dataclass(frozen=True)
@@ -28,27 +24,21 @@ class Layer:
     title: str
     geometry: str  # QGIS's geometry kind: Polygon, Point
     wkb: str  # the view's column type: MultiPolygon, Point
-    style_layer: str  # the id of the style layer whose colours it takes
+    colour: str  # the map's colour (tiles.style), for the single symbol or the value false
     where: str = ""  # a filter (QGIS's provider "sql")
-    by: str | None = None  # a field to colour by: the style's first colour for false, last for true
+    by: tuple[str, str] | None = None  # a boolean field to colour by, and the map's colour for true
+    outline: bool = False  # a boundary: drawn as its line
 
 
 LAYERS = (
-    Layer("areas", "社区边界", "Polygon", "MultiPolygon", "communities-line", "\"level\" = 'community'"),
-    Layer("areas", "街道边界", "Polygon", "MultiPolygon", "streets-line", "\"level\" = 'street'"),
-    Layer("grids", "网格", "Polygon", "MultiPolygon", "grids-fill", by="has_branch"),
-    Layer("branches", "党支部", "Point", "Point", "branches", '"geom" IS NOT NULL'),
-    Layer("events", "事件（公共空间）", "Point", "Point", "events", '"geom" IS NOT NULL'),
+    Layer("areas", "社区边界", "Polygon", "MultiPolygon", COLORS["community"], "\"level\" = 'community'", outline=True),
+    Layer("areas", "街道边界", "Polygon", "MultiPolygon", COLORS["street"], "\"level\" = 'street'", outline=True),
+    Layer(
+        "grids", "网格", "Polygon", "MultiPolygon", COLORS["without_branch"], by=("has_branch", COLORS["with_branch"])
+    ),
+    Layer("branches", "党支部", "Point", "Point", BRANCH_COLORS["grid"], '"geom" IS NOT NULL'),
+    Layer("events", "事件（公共空间）", "Point", "Point", EVENT_COLORS["normal"], '"geom" IS NOT NULL'),
 )
-
-
-def _colours(value: Any) -> list[str]:
-    """Every ``#rrggbb`` in a paint value, expressions included, in order."""
-    if isinstance(value, str):
-        return [value] if _HEX.match(value) else []
-    if isinstance(value, list):
-        return [c for v in value for c in _colours(v)]
-    return []
 
 
 def _rgba(hex_colour: str, alpha: int = 255) -> str:
@@ -78,7 +68,6 @@ def layer_definition(url: str, reader: str) -> bytes:
     """The ``.qlr`` of :data:`LAYERS` read from the database at ``url`` (its host, port
     and name) as ``reader``."""
     u = make_url(url)
-    paint = {lyr["id"]: lyr.get("paint", {}) for lyr in style("", [73.0, 3.0, 136.0, 54.0])["layers"]}
     root = ET.Element("qlr")
     tree = ET.SubElement(root, "layer-tree-group", {"name": "gridbranch", "expanded": "1", "checked": "Qt::Checked"})
     maplayers = ET.SubElement(root, "maplayers")
@@ -101,19 +90,18 @@ def layer_definition(url: str, reader: str) -> bytes:
         srs = ET.SubElement(ET.SubElement(ml, "srs"), "spatialrefsys")
         ET.SubElement(srs, "authid").text = "EPSG:4326"
         ET.SubElement(ml, "provider", {"encoding": "UTF-8"}).text = "postgres"
-        colours = [c for v in paint[spec.style_layer].values() for c in _colours(v)]
-        outline = spec.style_layer.endswith("-line")
         if spec.by:
-            renderer = ET.SubElement(ml, "renderer-v2", {"type": "categorizedSymbol", "attr": spec.by})
+            field, true_colour = spec.by
+            renderer = ET.SubElement(ml, "renderer-v2", {"type": "categorizedSymbol", "attr": field})
             cats = ET.SubElement(renderer, "categories")
             symbols = ET.SubElement(renderer, "symbols")
             for i, (value, label, colour) in enumerate(
-                (("false", "无支部", colours[0]), ("true", "有支部", colours[-1]))
+                (("false", "无支部", spec.colour), ("true", "有支部", true_colour))
             ):
                 ET.SubElement(cats, "category", {"value": value, "label": label, "symbol": str(i), "render": "true"})
-                _symbol(symbols, str(i), spec.geometry, colour, outline)
+                _symbol(symbols, str(i), spec.geometry, colour, spec.outline)
         else:
             renderer = ET.SubElement(ml, "renderer-v2", {"type": "singleSymbol"})
-            _symbol(ET.SubElement(renderer, "symbols"), "0", spec.geometry, colours[0], outline)
+            _symbol(ET.SubElement(renderer, "symbols"), "0", spec.geometry, spec.colour, spec.outline)
     ET.indent(root)
     return b"<!DOCTYPE qgis-layer-definition>\n" + ET.tostring(root, encoding="utf-8")

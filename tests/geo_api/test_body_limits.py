@@ -24,6 +24,7 @@ from tests.geo_api.test_sweep import _real_values, _url
 
 LIMIT, BATCH_ANON, BATCH_SIGNED, ANON_ROWS = 4096, 8192, 65536, 50
 IMPORTS = 16384  # uploads for import (signed in): their own limit
+PHOTOS = 12288  # photos of public reports: theirs
 CHUNK = 1024
 PROBLEM = "application/problem+json"
 
@@ -35,6 +36,7 @@ def _settings():
     settings.locate.batch_max_bytes = BATCH_SIGNED
     settings.locate.batch_max_rows_anonymous = ANON_ROWS
     settings.imports.max_bytes = IMPORTS
+    settings.photos.max_bytes = PHOTOS
     return settings
 
 
@@ -106,6 +108,8 @@ def _limit_for(method: str, path: str, signed: bool) -> tuple[int, str]:
         )
     if method == "POST" and path == "/v1/imports" and signed:
         return IMPORTS, "GRIDBRANCH_IMPORTS_MAX_BYTES"
+    if method == "POST" and path == "/v1/photos":
+        return PHOTOS, "GRIDBRANCH_PHOTOS_MAX_BYTES"
     return LIMIT, "GRIDBRANCH_MAX_BODY_BYTES"
 
 

@@ -47,6 +47,8 @@ def values(demo_db) -> dict[str, str]:
         "y": "6495",
         "username": "gridworker",
         "import_id": "0" * 32,  # an import is its uploader's alone: here nobody's (404)
+        "number": event,  # /report/{number}: a report's public page
+        "name": "0" * 32 + ".jpg",  # /v1/photos/{name}: no such photo (404)
         # /ogc: a branch, whose secretary its community's admins see
         "collectionId": "branches",
         "featureId": one("SELECT code FROM branches WHERE active ORDER BY code LIMIT 1"),

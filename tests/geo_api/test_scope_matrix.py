@@ -144,6 +144,19 @@ def _report(ctx, where, role):
     )
 
 
+def _jpeg() -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(out, "JPEG")
+    return out.getvalue()
+
+
+_JPEG = _jpeg()
+
+
 def _last_month() -> str:
     """The month before the tests' clock's (a monthly report's)."""
     from datetime import timedelta
@@ -676,6 +689,21 @@ CASES: dict[tuple[str, str], list[Case]] = {
     # the members layer: residences of the caller's area only (no names or phones at all)
     ("GET", "/tiles/{layers}/{z}/{x}/{y}.mvt"): [Case(lambda c, w, r: _tile(c, w), scope="public")],
     ("GET", "/map"): [Case(lambda c, w, r: req("GET", "/map"))],
+    # the public report form: pages, photos and nearby reports for anyone, no one's data
+    ("GET", "/report"): [Case(lambda c, w, r: req("GET", "/report"))],
+    ("GET", "/report/{number}"): [Case(lambda c, w, r: req("GET", "/report/1"))],
+    ("POST", "/v1/photos"): [
+        Case(
+            lambda c, w, r: req("POST", "/v1/photos", content=_JPEG, headers={"Content-Type": "image/jpeg"}), write=True
+        )
+    ],
+    ("GET", "/v1/photos/{name}"): [Case(lambda c, w, r: req("GET", "/v1/photos/" + "0" * 32 + ".jpg"))],
+    ("GET", "/v1/public/nearby"): [
+        Case(
+            lambda c, w, r: req("GET", "/v1/public/nearby", params=dict(zip(("lon", "lat"), c[f"point_{w}"]))),
+            scope="public",
+        )
+    ],
     ("GET", "/docs"): [Case(lambda c, w, r: req("GET", "/docs"))],
     # the district admins' only: who received personal data
     ("GET", "/v1/audit"): [
@@ -1037,7 +1065,10 @@ def test_no_personal_data_out_of_scope_and_no_write_outside_the_area(client, dem
                     try:
                         before = _fingerprint(demo_db)
                         last_audit = demo_db.execute(text("SELECT COALESCE(max(id), 0) FROM audit_log")).scalar()
-                        r = client.request(spec.pop("method"), spec.pop("url"), headers=headers[role], **spec)
+                        extra = spec.pop("headers", {})  # a case's own (a photo's Content-Type)
+                        r = client.request(
+                            spec.pop("method"), spec.pop("url"), headers={**headers[role], **extra}, **spec
+                        )
                         # what the request left uncommitted is undone, as closing its session would;
                         # what it committed stays until the savepoint's rollback below
                         demo_db.rollback()

@@ -135,13 +135,22 @@ REAL_SQL = {
     "service_code": "SELECT code FROM event_categories ORDER BY code LIMIT 1",
     "street": "SELECT code FROM admin_areas WHERE level = 'street' ORDER BY code LIMIT 1",
     "featureId": "SELECT code FROM grids ORDER BY code LIMIT 1",  # /ogc: of collectionId grids
+    "number": "SELECT id::text FROM events ORDER BY id LIMIT 1",  # /report/{number}
 }
 CODE_SQL = {
     "/v1/areas/": "SELECT code FROM admin_areas WHERE level = 'district' LIMIT 1",
     "/v1/grids/": "SELECT code FROM grids ORDER BY code LIMIT 1",
     "/v1/branches/": "SELECT code FROM branches WHERE kind = 'work_unit' ORDER BY code LIMIT 1",
 }
-REAL_FIXED = {"collectionId": "grids", "day": "2026-12-01", "layers": "grids", "z": "15", "x": "26701", "y": "13041"}
+REAL_FIXED = {
+    "name": "0" * 32 + ".jpg",
+    "collectionId": "grids",
+    "day": "2026-12-01",
+    "layers": "grids",
+    "z": "15",
+    "x": "26701",
+    "y": "13041",
+}
 
 
 def _real_values(engine) -> dict[str, str]:

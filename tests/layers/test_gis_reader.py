@@ -18,6 +18,7 @@ from geo_api.cli import main
 from layers import db, gis_reader
 from layers.errors import Conflict, InvalidInput
 from tests.conftest import _worker, clocked
+from tiles.style import COLORS
 
 #: columns that would carry personal data (members, phones, residences, reporters)
 PERSONAL = ("phone", "secretary", "reporter", "contact", "description", "member", "residence", "worker", "photos")
@@ -35,6 +36,10 @@ def reader(demo_engine):
     engine.dispose()
     with demo_engine.begin() as conn:
         gis_reader.revoke_reader(conn, name)
+
+
+def _rgb(hex_colour: str) -> str:
+    return ",".join(str(int(hex_colour[i : i + 2], 16)) for i in (1, 3, 5))
 
 
 def _quoted(password: str) -> str:
@@ -187,7 +192,7 @@ def test_the_commands_url_grant_and_the_qgis_layer_definition(demo_engine, tmp_p
             renderer = grids.find("renderer-v2")
             assert renderer.get("type") == "categorizedSymbol" and renderer.get("attr") == "has_branch"
             colour = grids.find(".//symbol[@name='0']//prop[@k='color']").get("v")
-            assert colour.startswith("209,73,91")  # the map's branchless grids (#d1495b)
+            assert colour.startswith(_rgb(COLORS["without_branch"]))  # the map's branchless grids
         finally:
             reader_engine.dispose()
     finally:
