@@ -523,15 +523,17 @@ def cmd_coverage_report(args, settings: Settings) -> int:
 
     from sqlalchemy.orm import Session
 
+    from layers.caches import Caches
     from layers.coverage import coverage_model
     from layers.coverage_report import write_report
 
     engine = _engine(settings)
     thresholds = settings.coverage.thresholds()
+    caches = Caches()  # the run's own: the report reads the model once, then from here
     with Session(engine) as session:
-        coverage_model(session, thresholds).check_code(args.within, "within")
+        coverage_model(session, caches, thresholds).check_code(args.within, "within")
         table, paths = write_report(
-            session, within=args.within, out_dir=Path(args.out), level=args.level, thresholds=thresholds
+            session, caches, within=args.within, out_dir=Path(args.out), level=args.level, thresholds=thresholds
         )
     engine.dispose()
     print(table)

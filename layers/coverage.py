@@ -9,14 +9,15 @@ distances m, densities per km².
 **The model and its cache.** :func:`coverage_model` returns a :class:`CoverageModel`:
 areas, grids, branches, the topology findings and the branch-coverage findings that
 depend only on the ``grids`` and ``areas`` layers (branches and branch_grids bump the
-``grids`` version too, migration 0002). It is cached in process by the module-level
-:data:`CACHE`, keyed by (database URL, database OID, ``grids`` version, ``areas``
-version, thresholds): data versions come from a sequence and never repeat, and the OID
-tells apart a database dropped and created again under the same name. The versions are
-read before and after the model's reads; a model read across a concurrent write is
-rebuilt (or, after three tries, returned uncached). Member figures (residences,
-registrations, service roles) are read per call and cached under the ``members``
-version.
+``grids`` version too, migration 0002). It is kept in the app's caches
+(``caches.coverage`` of :class:`layers.caches.Caches`, which every function here that
+reads the model takes), keyed by thresholds and filed at (database URL, database OID,
+``grids`` version, ``areas`` version): data versions come from a sequence and never
+repeat, and the OID tells apart a database dropped and created again under the same
+name. The versions are read before and after the model's reads; a model read across a
+concurrent write is rebuilt (or, after three tries, returned uncached). Member figures
+(residences, registrations, service roles) are read per call and kept per model under
+the ``members`` version (``caches.member_counts``).
 
 **Public functions for other packages (tiles):**
 
@@ -41,7 +42,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h3
 import numpy as np
@@ -54,12 +55,13 @@ from layers.codes import AREA_CODE, GRID_CODE, area_prefix
 from layers.coverage_topology import TOPOLOGY_KINDS, Finding, Thresholds, analyse_topology, assign_ids
 from layers.errors import InvalidInput
 from layers.suppression import complementary_suppression
-from layers.versions import VersionedCache
 from layers.versions import database_url as _database_url
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 __all__ = [
     "BRANCH_KINDS",
-    "CACHE",
     "H3_METRICS",
     "H3_RESOLUTIONS",
     "KINDS",
@@ -159,8 +161,6 @@ class CoverageModel:
     area_tree: STRtree
     equal_area: Any
     built_s: float = 0.0
-    member_cache: dict = field(default_factory=dict)
-    residents_cache: VersionedCache = field(default_factory=lambda: VersionedCache("residences"))
     #: Serialises the member figures: they use the model's prepared geometries, which
     #: GEOS does not let two threads initialise at once.
     lock: Any = field(default_factory=threading.RLock)
@@ -345,58 +345,23 @@ def _lowest_area(model: CoverageModel, point) -> str | None:
     return min((rank.get(model.areas[j]["level"], 3), model.areas[j]["code"]) for j in hits)[1]
 
 
-class CoverageCache:
-    """Models of the databases this process talks to (see the module docstring)."""
-
-    keep = 4
-
-    def __init__(self) -> None:
-        self._models: dict[tuple, CoverageModel] = {}
-        self._lock = threading.Lock()
-        self.builds = 0
-
-    @staticmethod
-    def key(session: Session, thresholds: Thresholds, versions: dict[str, int] | None = None) -> tuple:
-        v = versions or _versions(session)
-        return (_database_url(session), v["db"], v["grids"], v["areas"], thresholds)
-
-    def get(self, session: Session, thresholds: Thresholds) -> CoverageModel:
-        key = self.key(session, thresholds)
-        model = self._models.get(key)
-        if model is not None:
-            return model
-        with self._lock:
-            model = self._models.get(key)
-            if model is not None:
-                return model
-            for _ in range(3):
-                model = _read_model(session, thresholds, key)
-                self.builds += 1
-                after = self.key(session, thresholds)
-                if after == key:
-                    self._models[key] = model
-                    while len(self._models) > self.keep:
-                        self._models.pop(next(iter(self._models)))
-                    return model
-                key = after  # a write landed while reading: read again
-            return model
-
-    def clear(self) -> None:
-        with self._lock:
-            self._models.clear()
-
-
-#: The process-wide cache (one entry per database and data version).
-CACHE = CoverageCache()
-
-
-def coverage_model(session: Session, thresholds: Thresholds | None = None, *, cached: bool = True) -> CoverageModel:
-    """The analysed current grid layer (cached; ``cached=False`` always reads and analyses)
-    under ``thresholds`` (the service passes its configured ones; default the built-in)."""
+def coverage_model(session: Session, caches: Caches | None, thresholds: Thresholds | None = None) -> CoverageModel:
+    """The analysed current grid layer under ``thresholds`` (the service passes its
+    configured ones; default the built-in), kept in ``caches`` (None: always read and
+    analysed again)."""
     thresholds = thresholds or Thresholds()
-    if not cached:
-        return _read_model(session, thresholds, CACHE.key(session, thresholds))
-    return CACHE.get(session, thresholds)
+
+    def read(s: Session) -> CoverageModel:
+        return _read_model(s, thresholds, (_database_url(s), *_versions_of(s, "grids", "areas"), thresholds))
+
+    if caches is None:
+        return read(session)
+    return caches.coverage.get(session, read, thresholds, tries=3)
+
+
+def _versions_of(session: Session, *layers: str) -> tuple:
+    v = _versions(session)
+    return (v["db"], *(v[k] for k in layers))
 
 
 # ======================================================================================
@@ -404,13 +369,13 @@ def coverage_model(session: Session, thresholds: Thresholds | None = None, *, ca
 # ======================================================================================
 
 
-def current_findings(session: Session, thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
+def current_findings(session: Session, caches: Caches, thresholds: Thresholds | None = None) -> list[dict[str, Any]]:
     """The topology findings of the current grid layer (cached on the grids/areas data
     versions): dicts ``{"kind", "form", "codes", "area_code", "area_m2", "point": [lon, lat],
     "wkb": bytes}`` — WKB of the WGS84 geometry, areas in m², ``form`` gap|overlap for
     gaps, overlaps and slivers (None for the other kinds), and a stable ``id``
     (``kind:codes…``). Fresh dicts on every call."""
-    model = coverage_model(session, thresholds)
+    model = coverage_model(session, caches, thresholds)
     return [
         {
             "id": f.fid,
@@ -485,20 +450,25 @@ def _matches(f: Finding, prefix: str | None) -> bool:
 
 
 def issues(
-    session: Session, *, kinds=None, within: str | None = None, thresholds: Thresholds | None = None
+    session: Session,
+    caches: Caches,
+    *,
+    kinds=None,
+    within: str | None = None,
+    thresholds: Thresholds | None = None,
 ) -> list[dict[str, Any]]:
     """Findings of ``kinds`` (see :func:`parse_kinds`) that involve an area or grid inside
     ``within`` (code prefix rules of ``layers.codes``), ordered by kind. Each a dict with
     ``id, kind, form, codes, area_code, area_m2, point, message`` plus kind-specific
     members, and ``geom`` (shapely, WGS84; may be None)."""
-    model = coverage_model(session, thresholds)
+    model = coverage_model(session, caches, thresholds)
     kinds = parse_kinds(kinds)
     if within is not None:
         model.check_code(within, "within")
     prefix = area_prefix(within) if within else None
     found = [f for f in model.findings + model.branch_findings if f.kind in kinds]
     if "roles_missing" in kinds:
-        found += _roles_findings(session, model)
+        found += _roles_findings(session, caches, model)
     found = [f for f in found if _matches(f, prefix)]
     order = {k: i for i, k in enumerate(KINDS)}
     found.sort(key=lambda f: (order[f.kind], f.area_code or "", f.codes))
@@ -537,31 +507,25 @@ class MemberCounts:
     derived: dict = field(default_factory=dict)  # roles findings and aggregates, computed once
 
 
-def member_counts(session: Session, model: CoverageModel) -> MemberCounts:
+def member_counts(session: Session, caches: Caches, model: CoverageModel) -> MemberCounts:
     """Resident, registered (confirmed), pending members and roles filled, per grid and
-    area. Cached on the model under the ``members`` data version."""
-    version = _versions(session)["members"]
-    counts = model.member_cache.get(version)
+    area. Kept per model under the ``members`` data version (``caches.member_counts``)."""
+    cache = caches.member_counts
+    counts = cache.lookup(model.key, cache.read_versions(session))
     if counts is not None:
         return counts
-    with model.lock:
-        counts = model.member_cache.get(version)
-        if counts is None:
-            counts = _read_member_counts(session, model)
-            if _versions(session)["members"] == version:
-                model.member_cache.clear()
-                model.member_cache[version] = counts
-    return counts
+    with model.lock:  # computed once per model and version; the lock is the model's (GEOS)
+        return cache.get(session, lambda s: _read_member_counts(s, caches, model), model.key)
 
 
-def _read_member_counts(session: Session, model: CoverageModel) -> MemberCounts:
+def _read_member_counts(session: Session, caches: Caches, model: CoverageModel) -> MemberCounts:
     n = len(model.grid_codes)
     roles = [
         tuple(r)
         for r in session.execute(text("SELECT code, name FROM service_roles WHERE active ORDER BY position")).all()
     ]
     bit = {code: 1 << i for i, (code, _) in enumerate(roles)}
-    grid_residents, area_residents = _residents(session, model)
+    grid_residents, area_residents = _residents(session, caches, model)
     grid_registered = np.zeros(n, np.int64)
     grid_pending = np.zeros(n, np.int64)
     grid_roles = np.zeros(n, np.int64)
@@ -584,12 +548,12 @@ def _read_member_counts(session: Session, model: CoverageModel) -> MemberCounts:
     return MemberCounts(roles, grid_residents, area_residents, grid_registered, grid_pending, grid_roles)
 
 
-def _residents(session: Session, model: CoverageModel) -> tuple[np.ndarray, dict[str, int]]:
+def _residents(session: Session, caches: Caches, model: CoverageModel) -> tuple[np.ndarray, dict[str, int]]:
     """Current residences per grid (the lowest code where grids overlap) and per area (by
     the lowest area containing them, rolled up). Kept on the model under the
     ``residences`` data version: a registration confirmed or rejected — the common write —
     leaves them as they are."""
-    return model.residents_cache.get(session, lambda s: _count_residents(s, model))
+    return caches.coverage_residents.get(session, lambda s: _count_residents(s, model), model.key)
 
 
 def _count_residents(session: Session, model: CoverageModel) -> tuple[np.ndarray, dict[str, int]]:
@@ -647,8 +611,8 @@ def _role_names(roles, mask: int, filled: bool) -> list[str]:
     return [name for i, (_, name) in enumerate(roles) if bool(mask >> i & 1) == filled]
 
 
-def _roles_findings(session: Session, model: CoverageModel) -> list[Finding]:
-    counts = member_counts(session, model)
+def _roles_findings(session: Session, caches: Caches, model: CoverageModel) -> list[Finding]:
+    counts = member_counts(session, caches, model)
     if "roles" in counts.derived:
         return counts.derived["roles"]
     with model.lock:
@@ -677,7 +641,12 @@ def _roles_findings(session: Session, model: CoverageModel) -> list[Finding]:
 
 
 def summary(
-    session: Session, *, code: str, level: str | None = None, thresholds: Thresholds | None = None
+    session: Session,
+    caches: Caches,
+    *,
+    code: str,
+    level: str | None = None,
+    thresholds: Thresholds | None = None,
 ) -> dict[str, Any]:
     """Metrics of area or grid ``code`` and of every unit of ``level`` inside it
     (default: the level below), with rankings of the units by each metric.
@@ -689,7 +658,7 @@ def summary(
     its grids), ``members_pending``, ``registration_rate`` = registered / resident,
     ``member_density_km2`` = resident members per km²; ``roles_filled`` / ``roles_missing``
     (names) and ``roles_filled_share``; ``issues`` (findings by kind)."""
-    model = coverage_model(session, thresholds)
+    model = coverage_model(session, caches, thresholds)
     model.check_code(code, "code")
     own_level = model.level_of(code)
     if level is None:
@@ -698,13 +667,13 @@ def summary(
         raise InvalidInput(f"unknown level {level!r}; one of {', '.join(LEVELS)}", field="level")
     if LEVELS.index(level) < LEVELS.index(own_level):
         raise InvalidInput(f"level {level} is above {code} ({own_level})", field="level")
-    counts = member_counts(session, model)
+    counts = member_counts(session, caches, model)
     agg = counts.derived.get("aggregates")
     if agg is None:
         with model.lock:
             agg = counts.derived.get("aggregates")
             if agg is None:
-                agg = counts.derived["aggregates"] = _Aggregates(model, counts, session)
+                agg = counts.derived["aggregates"] = _Aggregates(model, counts, session, caches)
     if level == "grid":
         units = [c for c in model.grid_codes if _inside(model, c, code)]
     else:
@@ -734,9 +703,9 @@ def summary(
     }
 
 
-def root_code(session: Session, thresholds: Thresholds | None = None) -> str | None:
+def root_code(session: Session, caches: Caches, thresholds: Thresholds | None = None) -> str | None:
     """The district's code when the service holds exactly one district, else None."""
-    model = coverage_model(session, thresholds)
+    model = coverage_model(session, caches, thresholds)
     roots = [a["code"] for a in model.areas if a["parent"] is None]
     return roots[0] if len(roots) == 1 else None
 
@@ -755,7 +724,7 @@ def _inside(model: CoverageModel, unit: str, within: str) -> bool:
 class _Aggregates:
     """Per-area sums over grids and findings, rolled up the area tree."""
 
-    def __init__(self, model: CoverageModel, counts: MemberCounts, session: Session):
+    def __init__(self, model: CoverageModel, counts: MemberCounts, session: Session, caches: Caches):
         self.model, self.counts = model, counts
         n_roles = len(counts.roles)
         self.full = (1 << n_roles) - 1
@@ -769,7 +738,7 @@ class _Aggregates:
                 roles[code] = roles.get(code, 0) | int(counts.grid_roles[g])
         self.sums, self.roles = sums, roles
         self.issue_counts: dict[str, dict[str, int]] = {}
-        for f in model.findings + model.branch_findings + _roles_findings(session, model):
+        for f in model.findings + model.branch_findings + _roles_findings(session, caches, model):
             targets = set(model.chain(f.area_code))
             targets.update(c for c in f.codes if c in model.grid_index)
             for t in targets:
@@ -880,16 +849,11 @@ def check_h3(res: int, metric: str) -> None:
         raise InvalidInput(f"unknown metric {metric!r}; one of {', '.join(H3_METRICS)}", field="metric")
 
 
-#: Boundary rings of the H3 cells drawn so far (:meth:`H3Counts.ring`), by cell.
-_RINGS: dict[str, list[list[float]]] = {}
-_RINGS_MAX = 200_000
-
-
 class H3Counts:
     """Counts per cell of resolutions 7–10 of one set of points (all of a metric's
     points, or those inside one ``within``), every coarse cell the sum of its children;
     with the suppressed cells per minimum ``k`` (:meth:`suppressed`, computed on first
-    use) and the cells' boundary rings (:meth:`ring`)."""
+    use)."""
 
     def __init__(self, fine: dict[str, int]):
         self.levels: dict[int, dict[str, int]] = {H3_FINEST: fine}
@@ -937,68 +901,18 @@ class H3Counts:
     def _suppress(self, k: int) -> set[str]:
         return complementary_suppression(self.levels, self.children, k)
 
-    @staticmethod
-    def ring(cell: str) -> list[list[float]]:
-        """The cell's boundary: a closed ring of [lon, lat] (WGS84, 7 decimals). A cell's
-        shape never changes: rings are kept across counts (data versions), up to a bound."""
-        ring = _RINGS.get(cell)
-        if ring is None:
-            ring = [[round(lng, 7), round(lat, 7)] for lat, lng in h3.cell_to_boundary(cell)]
-            ring.append(ring[0])
-            if len(_RINGS) >= _RINGS_MAX:
-                _RINGS.clear()
-            _RINGS[cell] = ring
+
+def cell_ring(caches: Caches, cell: str) -> list[list[float]]:
+    """The cell's boundary: a closed ring of [lon, lat] (WGS84, 7 decimals). A cell's
+    shape never changes: rings are kept across counts (data versions), up to a bound
+    (``caches.h3_rings``)."""
+
+    def draw() -> list[list[float]]:
+        ring = [[round(lng, 7), round(lat, 7)] for lat, lng in h3.cell_to_boundary(cell)]
+        ring.append(ring[0])
         return ring
 
-
-class _H3Cache:
-    """:class:`H3Counts` per (database, data versions, metric, within), so that map and
-    tile requests do not recount: those of all points (``within`` None, keyed on the
-    metric's layer version) and those of the points inside each ``within`` asked about
-    (keyed on the ``grids`` and ``areas`` versions too, for its boundary)."""
-
-    keep = 64
-
-    def __init__(self) -> None:
-        self._cells: dict[tuple, H3Counts] = {}
-        self._last: dict[tuple, H3Counts] = {}  # by key without the layer version
-        self._lock = threading.Lock()
-
-    def last(self, identity: tuple) -> H3Counts | None:
-        """The counts last filed for ``identity`` (a key without its layer version)."""
-        return self._last.get(identity)
-
-    def get(self, key: tuple) -> H3Counts | None:
-        with self._lock:
-            cells = self._cells.pop(key, None)
-            if cells is not None:
-                self._cells[key] = cells  # most recently used last
-            return cells
-
-    def put(self, key: tuple, cells: H3Counts) -> None:
-        with self._lock:
-            self._cells[key] = cells
-            identity = key[:2] + key[3:]
-            self._last.pop(identity, None)
-            self._last[identity] = cells
-            while len(self._last) > self.keep:
-                self._last.pop(next(iter(self._last)))
-            while len(self._cells) > self.keep:
-                self._cells.pop(next(iter(self._cells)))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._cells.clear()
-            self._last.clear()
-
-
-H3_CACHE = _H3Cache()
-
-
-#: The finest H3 cell of every residence, per database and ``residences`` data version:
-#: (residence ids, ascending; their cells as integers). Registrations — written far more
-#: often than residences — then count members per cell without locating a point again.
-_RESIDENCE_CELLS = VersionedCache("residences")
+    return caches.h3_rings.memo(cell, draw)
 
 
 def _locate_residences(session: Session) -> tuple[np.ndarray, np.ndarray]:
@@ -1014,11 +928,14 @@ def _locate_residences(session: Session) -> tuple[np.ndarray, np.ndarray]:
     return rows[:, 0].astype(np.int64), cells
 
 
-def _registered_cells(session: Session) -> dict[str, int] | None:
+def _registered_cells(session: Session, caches: Caches) -> dict[str, int] | None:
     """Members with an active registration per finest cell (everywhere), from the cells
     of the residences they registered with; None when a residence is newer than the cells
-    known (written meanwhile): the caller then locates the points themselves."""
-    ids, cells = _RESIDENCE_CELLS.get(session, _locate_residences)
+    known (written meanwhile): the caller then locates the points themselves. The
+    residences' cells are kept per ``residences`` version (``caches.residence_cells``):
+    registrations — written far more often than residences — then count members per
+    cell without locating a point again."""
+    ids, cells = caches.residence_cells.get(session, _locate_residences)
     listed = session.execute(
         text("SELECT string_agg(residence_id::text, ',') FROM registrations WHERE status IN ('confirmed', 'pending')")
     ).scalar()
@@ -1030,10 +947,10 @@ def _registered_cells(session: Session) -> dict[str, int] | None:
     return {h3.int_to_str(int(c)): int(n) for c, n in zip(found, counts)}
 
 
-def _finest_cells(session: Session, metric: str, within: str | None) -> dict[str, int]:
+def _finest_cells(session: Session, caches: Caches, metric: str, within: str | None) -> dict[str, int]:
     """The points of ``metric`` inside ``within`` (None: all) counted per finest cell."""
     if metric == "members" and within is None:
-        counts = _registered_cells(session)
+        counts = _registered_cells(session, caches)
         if counts is not None:
             return counts
     where, params = "", {}
@@ -1044,27 +961,32 @@ def _finest_cells(session: Session, metric: str, within: str | None) -> dict[str
     return H3Counts.finest_of_points(_xy(session, _H3_POINTS[metric].format(where=where), params))
 
 
-def h3_counts(session: Session, metric: str, within: str | None) -> H3Counts:
-    """The cached :class:`H3Counts` of ``metric`` inside ``within`` (None: everywhere)."""
+def h3_counts(session: Session, caches: Caches, metric: str, within: str | None) -> H3Counts:
+    """The :class:`H3Counts` of ``metric`` inside ``within`` (None: everywhere), kept in
+    ``caches.h3`` so that map and tile requests do not recount: those of all points at
+    the metric's layer version, those of the points inside a ``within`` at the ``grids``
+    and ``areas`` versions too (its boundary)."""
     v = _versions(session)
     layer = "events" if metric == "events" else "members"
-    key = (_database_url(session), v["db"], v[layer], metric)
+    key = (metric, within)
+    at: tuple = (_database_url(session), v["db"], v[layer])
     if within is not None:
-        key += (v["grids"], v["areas"], within)
-    counts = H3_CACHE.get(key)
+        at += (v["grids"], v["areas"])
+    counts = caches.h3.lookup(key, at)
     if counts is None:
-        fine = _finest_cells(session, metric, within)
+        fine = _finest_cells(session, caches, metric, within)
         # a write that left every cell's count as it was (a registration confirmed: still
-        # active) keeps the counts already built, with their suppression and rings
-        last = H3_CACHE.last(key[:2] + key[3:])
+        # active) keeps the counts already built, with their suppression: equal counts
+        # are equal content, whatever versions they were filed at
+        last = caches.h3.newest(key)
         counts = last if last is not None and last.levels[H3_FINEST] == fine else H3Counts(fine)
         if _versions(session) == v:  # not read across a concurrent write
-            H3_CACHE.put(key, counts)
+            caches.h3.put(key, at, counts)
     return counts
 
 
 def h3_aggregate(
-    session: Session, *, res: int, metric: str, within: str | None, suppress_below: int | None
+    session: Session, caches: Caches, *, res: int, metric: str, within: str | None, suppress_below: int | None
 ) -> dict[str, Any]:
     """Counts per H3 cell (see :func:`h3_cells`) and how many cells were suppressed:
     ``{"cells": [...], "suppressed_cells": int, "total": int | None}``.
@@ -1075,17 +997,17 @@ def h3_aggregate(
     not), cells are suppressed over the whole H3 hierarchy as the section comment above
     says, ``suppressed_cells`` is how many of the listed cells were left out and
     ``total`` is None (with the published cells it would give the suppressed ones away).
-    Cached in process on the data versions (``members`` or ``events``, and ``grids``
+    Kept in ``caches`` on the data versions (``members`` or ``events``, and ``grids``
     and ``areas`` for the boundary of ``within``)."""
     check_h3(res, metric)
     if within is not None:
         check_within_exists(session, within)
-    inside = h3_counts(session, metric, within)
+    inside = h3_counts(session, caches, metric, within)
     if suppress_below is None:
         counts = inside.levels[res]
-        cells = [{"cell": c, "count": counts[c], "boundary": inside.ring(c)} for c in inside.order[res]]
+        cells = [{"cell": c, "count": counts[c], "boundary": cell_ring(caches, c)} for c in inside.order[res]]
         return {"cells": cells, "suppressed_cells": 0, "total": inside.total}
-    whole = inside if within is None else h3_counts(session, metric, None)
+    whole = inside if within is None else h3_counts(session, caches, metric, None)
     counts, hidden = whole.levels[res], whole.suppressed(suppress_below)
     cells, left_out = [], 0
     for c in inside.order[res]:
@@ -1093,12 +1015,12 @@ def h3_aggregate(
         if c in hidden:
             left_out += 1
         elif n:
-            cells.append({"cell": c, "count": n, "boundary": whole.ring(c)})
+            cells.append({"cell": c, "count": n, "boundary": cell_ring(caches, c)})
     return {"cells": cells, "suppressed_cells": left_out, "total": None}
 
 
 def h3_cells(
-    session: Session, *, res: int, metric: str, within: str | None, suppress_below: int | None
+    session: Session, caches: Caches, *, res: int, metric: str, within: str | None, suppress_below: int | None
 ) -> list[dict[str, Any]]:
     """Points of ``metric`` counted per H3 cell at resolution ``res`` (7–10):
     ``[{"cell": h3 index, "count": int, "boundary": [[lon, lat], ...] closed ring
@@ -1116,7 +1038,7 @@ def h3_cells(
     cells holding a point inside ``within`` with their whole counts, those below
     ``suppress_below`` and their complements in the hierarchy left out (see
     :func:`h3_aggregate`)."""
-    return h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=suppress_below)["cells"]
+    return h3_aggregate(session, caches, res=res, metric=metric, within=within, suppress_below=suppress_below)["cells"]
 
 
 def check_within_exists(session: Session, code: str, field: str = "within") -> str:
@@ -1250,9 +1172,11 @@ def summary_csv(result: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def summary_geojson(session: Session, result: dict[str, Any], thresholds: Thresholds | None = None) -> dict:
+def summary_geojson(
+    session: Session, caches: Caches, result: dict[str, Any], thresholds: Thresholds | None = None
+) -> dict:
     """The units of :func:`summary` as GeoJSON features with their boundaries (WGS84)."""
-    model = coverage_model(session, thresholds)
+    model = coverage_model(session, caches, thresholds)
     features = []
     for u in result["units"]:
         geom = (

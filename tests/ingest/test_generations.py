@@ -246,7 +246,7 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
             assert old["grid"]["code"] == a.code and old["grid"]["version"] == 1
             assert locate(q, at=yesterday) == gone.code
             assert locate(p, at=(day - timedelta(days=9)).isoformat()) == a.code
-            assert api.app.state.history_index.built == 1  # one index for the days before the generation
+            assert api.app.state.caches.history_index.built == 1  # one index for the days before the generation
             assert api.get("/v1/locate", params={"lon": p.x, "lat": p.y, "at": "2027-13-01"}).json()["field"] == "at"
 
         with engine.connect() as conn:
