@@ -525,7 +525,7 @@ def cmd_coverage_report(args, settings: Settings) -> int:
 
     from layers.caches import Caches
     from layers.coverage import coverage_model
-    from layers.coverage_report import write_report
+    from layers.coverage.report import write_report
 
     engine = _engine(settings)
     thresholds = settings.coverage.thresholds()

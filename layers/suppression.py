@@ -2,7 +2,7 @@
 units whose every count is the sum of its children's (H3 cells of resolutions 7–10;
 district → street → community → grid).
 
-The rule is the one of the H3 counts (layers/coverage.py, section "H3"), for both: a
+The rule is the one of the H3 counts (layers/coverage/h3.py, its section comment), for both: a
 unit counting fewer than k is suppressed; then top-down, under a published parent the
 suppressed children must sum to 0 or ≥ k, under a suppressed parent counting ≥ k
 (suppressed to protect a sibling) to ≥ k — otherwise the smallest published children

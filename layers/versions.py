@@ -27,9 +27,7 @@ def data_versions(session: Session, layers: list[str] | None = None) -> dict[str
 def database_url(session: Session) -> str:
     """The URL (password hidden) of the database ``session`` talks to: with the database's
     oid and data versions, what caches that may see several databases key on."""
-    bind = session.get_bind()
-    engine = getattr(bind, "engine", bind)
-    return engine.url.render_as_string(hide_password=True)
+    return session.get_bind().engine.url.render_as_string(hide_password=True)  # an Engine's engine is itself
 
 
 V = TypeVar("V")

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geo_api.cli import main
-from layers.coverage_topology import EqualArea
+from layers.coverage.topology import EqualArea
 from tests.conftest import clocked, make_settings, scratch_engine
 from tests.ingest.district_files import (
     AREA_MAP,

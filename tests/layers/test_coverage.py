@@ -11,7 +11,9 @@ import shapely
 from sqlalchemy import text
 
 from layers import coverage as cov
-from layers.coverage_topology import Thresholds, analyse_topology
+from layers.coverage import h3 as cov_h3
+from layers.coverage import members as cov_members
+from layers.coverage.topology import Thresholds, analyse_topology
 from layers.errors import InvalidInput
 from tests.factories import (
     COMMUNITY,
@@ -305,7 +307,7 @@ def test_demo_defects_found_and_nothing_else(demo_db, caches):
         assert f["form"] == form and f["area_code"] == community
         # The manifest measures the shapes the generator cut in EPSG:4547; stored in
         # lon/lat their long straight edges are straight in lon/lat instead, which moves
-        # the 0.4 m wide sliver by 0.3 m² (see layers.coverage_topology): 0.5 % + 0.5 m².
+        # the 0.4 m wide sliver by 0.3 m² (see layers.coverage.topology): 0.5 % + 0.5 m².
         assert abs(f["area_m2"] - area) <= AREA_TOLERANCE * area + 0.5, (f["area_m2"], area)
         geom = shapely.from_wkb(f["wkb"])
         assert shapely.intersects(geom, shapely.Point(f["point"])) and geom.is_valid
@@ -692,8 +694,8 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     the same counts as locating every registered residence; a registration confirmed or
     rejected reuses the residence cells, a residence written locates them again; a
     residence the cells do not know yet falls back to locating the points."""
-    points = cov._xy(demo_db, cov._H3_POINTS["members"].format(where=""))
-    assert cov._registered_cells(demo_db, caches) == cov.H3Counts.finest_of_points(points)
+    points = cov_h3._xy(demo_db, cov_h3._H3_POINTS["members"].format(where=""))
+    assert cov_h3._registered_cells(demo_db, caches) == cov.H3Counts.finest_of_points(points)
 
     reg, x, y = demo_db.execute(
         text(
@@ -703,22 +705,22 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     ).one()
     cell = h3.latlng_to_cell(y, x, cov.H3_FINEST)
     located = []
-    real = cov.h3.latlng_to_cell
-    monkeypatch.setattr(cov.h3, "latlng_to_cell", lambda *a: located.append(a) or real(*a))
-    before = cov._registered_cells(demo_db, caches)[cell]
+    real = h3.latlng_to_cell
+    monkeypatch.setattr(h3, "latlng_to_cell", lambda *a: located.append(a) or real(*a))
+    before = cov_h3._registered_cells(demo_db, caches)[cell]
     demo_db.execute(text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"), {"r": reg})
-    after = cov._registered_cells(demo_db, caches)
+    after = cov_h3._registered_cells(demo_db, caches)
     assert after.get(cell, 0) == before - 1 and located == []  # no point located again
     demo_db.execute(text("UPDATE residences SET source_x = source_x WHERE id = (SELECT min(id) FROM residences)"))
-    cov._registered_cells(demo_db, caches)
+    cov_h3._registered_cells(demo_db, caches)
     assert len(located) >= len(points)  # a residences write: every residence located again
 
     monkeypatch.setattr(
         caches.residence_cells, "get", lambda session, compute, *a, **k: (np.zeros(0, np.int64), np.zeros(0, np.uint64))
     )
-    assert cov._registered_cells(demo_db, caches) is None  # registrations of residences it does not know
-    fallback = cov._finest_cells(demo_db, caches, "members", None)
-    assert fallback == cov.H3Counts.finest_of_points(cov._xy(demo_db, cov._H3_POINTS["members"].format(where="")))
+    assert cov_h3._registered_cells(demo_db, caches) is None  # registrations of residences it does not know
+    fallback = cov_h3._finest_cells(demo_db, caches, "members", None)
+    assert fallback == cov.H3Counts.finest_of_points(cov_h3._xy(demo_db, cov_h3._H3_POINTS["members"].format(where="")))
 
 
 def test_h3_counts_are_kept_when_a_write_leaves_every_cell_as_it_was(demo_db, caches):
@@ -754,8 +756,8 @@ def test_residents_are_recounted_only_when_residences_change(demo_db, monkeypatc
     ).one()
     g = model.grid_ids.index(grid_id)
     passes = []
-    real = cov.points_in
-    monkeypatch.setattr(cov, "points_in", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = cov_members.points_in
+    monkeypatch.setattr(cov_members, "points_in", lambda *a, **k: passes.append(1) or real(*a, **k))
     demo_db.execute(
         text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"), {"r": reg}
     )

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from layers import coverage as cov
 from layers.caches import Caches
-from layers.coverage_topology import Thresholds
+from layers.coverage.topology import Thresholds
 
 BOM = "\ufeff"  # spreadsheet programs then read the Chinese text as UTF-8
 
