@@ -23,6 +23,7 @@ from ingest.district import start_district
 from ingest.files import read_features
 from layers.boundaries import LOCAL_TZ
 from tests.conftest import clocked, make_settings, scratch_engine
+from tests.factories.tiles import decode, path, tile_at, to_lonlat
 from tests.ingest.district_files import (
     AREA_MAP,
     CODE,
@@ -33,7 +34,6 @@ from tests.ingest.district_files import (
     write_areas_shapefile,
     write_grids_gpkg,
 )
-from tests.tiles.conftest import decode, path, tile_at, to_lonlat
 from tests.zh import untranslated_reasons
 
 PASSWORD = "generations-2026"

@@ -24,7 +24,7 @@ from layers.coverage import current_findings, h3_cells
 from layers.events import event_row
 from layers.registrations import registration_stats
 from tests.conftest import TEST_CLOCK, make_settings, token_for
-from tests.tiles.conftest import decode, make_client, path, tile_at, to_lonlat
+from tests.factories.tiles import decode, make_client, path, tile_at, to_lonlat
 from tiles.layers import LAYERS, PUBLIC_LAYERS
 from tiles.tms import BUFFER, EXTENT, MARGIN, Tile, tile_bounds
 
@@ -387,7 +387,7 @@ def test_h3_counts_are_suppressed_below_the_minimum(tiles_client, demo_engine):
 def test_h3_tiles_agree_with_the_public_api(tiles_client, demo_engine, z):
     """The public members_h3 layer is the API's unentitled answer, cell for cell: the
     same hierarchy and complementary suppression at every zoom, counts ≥ k only."""
-    from tests.layers.test_coverage import points, true_counts
+    from tests.factories.h3 import points, true_counts
     from tiles.service import H3_RES
 
     res, k = H3_RES[z], tiles_client.app.state.settings.coverage.h3_min_count
