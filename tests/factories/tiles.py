@@ -1,6 +1,5 @@
-"""Tiles in tests: an app with given tile settings, tile paths, decoding tiles back to
-WGS84 and their features, and reading the database beside them (the tile tests, and
-the imports' and branches' tests that look at tiles)."""
+"""Tiles in tests: an app with given tile settings, tile paths, and decoding tiles back
+to WGS84 (the tile tests, and the imports' and branches' tests that look at tiles)."""
 
 from __future__ import annotations
 
@@ -11,10 +10,8 @@ import numpy as np
 import shapely
 from fastapi.testclient import TestClient
 from shapely.geometry import shape
-from sqlalchemy import text
 
 from tests.conftest import make_settings
-from tiles.layers import PUBLIC_LAYERS
 from tiles.tms import EXTENT, Tile, lonlat_to_tile
 
 
@@ -51,31 +48,3 @@ def tile_at(lon: float, lat: float, z: int) -> Tile:
 
 def path(layers: str, tile: Tile) -> str:
     return f"/tiles/{layers}/{tile.z}/{tile.x}/{tile.y}.mvt"
-
-
-MVT = "application/vnd.mapbox-vector-tile"
-PUBLIC = ",".join(PUBLIC_LAYERS)
-
-
-def one(engine, sql: str, **params):
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).first()
-
-
-def every(engine, sql: str, **params):
-    with engine.connect() as conn:
-        return conn.execute(text(sql), params).all()
-
-
-def grid_geometry(engine, code: str):
-    row = one(
-        engine,
-        """SELECT ST_AsBinary(gv.geom) FROM grids g JOIN grid_versions gv ON gv.grid_id = g.id
-                         AND gv.valid_to IS NULL WHERE g.code = :c""",
-        c=code,
-    )
-    return shapely.from_wkb(bytes(row[0]))
-
-
-def features(body: bytes, layer: str) -> list[dict]:
-    return decode(body).get(layer, {}).get("features", [])
