@@ -43,6 +43,7 @@ from sqlalchemy.orm import Session  # noqa: E402
 from bench import common  # noqa: E402
 from bench.common import demo_engine, fmt, get_request, load, served  # noqa: E402
 from layers import coverage as cov  # noqa: E402
+from layers.caches import Caches  # noqa: E402
 
 SCRATCH_DB = "gridbranch_bench_coverage"
 CENTRE = (113.5, 34.0)  # the middle of Henan
@@ -57,16 +58,16 @@ PER_PARENT = 10
 
 def full_analysis(session: Session, root: str) -> dict:
     """Everything the coverage endpoints compute for ``root``, from nothing cached."""
-    cov.CACHE.clear()
+    caches = Caches()
     t0 = time.perf_counter()
-    model = cov.coverage_model(session)
+    model = cov.coverage_model(session, caches)
     t1 = time.perf_counter()
-    cov.member_counts(session, model)
+    cov.member_counts(session, caches, model)
     t2 = time.perf_counter()
-    found = cov.issues(session, within=root)
+    found = cov.issues(session, caches, within=root)
     t3 = time.perf_counter()
     for level in ("street", "community", "grid"):
-        cov.summary(session, code=root, level=level)
+        cov.summary(session, caches, code=root, level=level)
     t4 = time.perf_counter()
     return {
         "total_s": t4 - t0,
@@ -90,7 +91,7 @@ def layer_runs(session: Session, runs: int) -> list[float]:
     out = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        cov.coverage_model(session, cached=False)
+        cov.coverage_model(session, None)
         out.append(time.perf_counter() - t0)
     return out
 
@@ -415,12 +416,12 @@ def load_layer(engine, layer: Layer) -> None:
 def demo_part(runs: int, http_requests: int) -> float:
     engine = demo_engine()
     with Session(engine) as session:
-        root = cov.root_code(session)
+        root = cov.root_code(session, Caches())
         best, totals = timed(session, root, runs)
         kinds: dict[str, int] = {}
         for f in best["findings"]:
             kinds[f["kind"]] = kinds.get(f["kind"], 0) + 1
-        grids = len(cov.coverage_model(session).grid_codes)
+        grids = len(cov.coverage_model(session, None).grid_codes)
         print(
             f"demo {root} ({grids} grids): full analysis median {statistics.median(totals) * 1000:,.0f} ms "
             f"over {runs} runs (min {min(totals) * 1000:,.0f}, max {max(totals) * 1000:,.0f}); "
@@ -476,14 +477,14 @@ def province_part(sizes: list[int], runs: int, baseline_max: int, keep: bool) ->
                 # the whole layer: no within filter, every district summarised one level down
                 totals, runs_out = [], []
                 for _ in range(runs):
-                    cov.CACHE.clear()
+                    caches = Caches()
                     s0 = time.perf_counter()
-                    model = cov.coverage_model(session)
+                    model = cov.coverage_model(session, caches)
                     s1 = time.perf_counter()
-                    found = cov.issues(session)
+                    found = cov.issues(session, caches)
                     s2 = time.perf_counter()
                     for root in roots:
-                        cov.summary(session, code=root, level="street")
+                        cov.summary(session, caches, code=root, level="street")
                     s3 = time.perf_counter()
                     totals.append(s3 - s0)
                     runs_out.append((s3 - s0, s1 - s0, s2 - s1, s3 - s2, found, model))

@@ -49,10 +49,10 @@ from geo_api.settings import Settings
 from geo_api.telemetry import Telemetry, process_gone
 from geo_api.tile_fastpath import TileFastPath
 from layers import db, migrate
+from layers.caches import Caches
 from layers.clock import SYSTEM, Clock, clock_of
 from layers.clock import bind as bind_clock
 from layers.errors import ConfigError
-from layers.locate import GridIndexCache, HistoryIndexCache
 
 log = logging.getLogger("gridbranch")
 
@@ -249,8 +249,10 @@ def create_app(settings: Settings, *, engine=None, clock: Clock | None = None) -
     app.state.settings = settings
     app.state.clock = clock
     app.state.auth_secret = auth_secret
-    app.state.grid_index = GridIndexCache(public_worker=settings.audit.public_grid_worker)
-    app.state.history_index = HistoryIndexCache()  # /v1/locate?at=
+    # every cache of values computed from the database: the app's own (geo_api.deps.CachesDep)
+    app.state.caches = Caches(public_grid_worker=settings.audit.public_grid_worker)
+    # the name the event report writers know it by (geo_api/routers/events.py)
+    app.state.grid_index = app.state.caches.grid_index
     app.state.uploads = Uploads(
         settings.imports.folder(settings.database),
         settings.imports.max_bytes,

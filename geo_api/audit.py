@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections import OrderedDict, deque
+from collections import deque
 from concurrent.futures import Future
 from typing import Annotated
 
@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from geo_api.deps import Caller, get_caller
 from layers import audit as audit_log
 from layers.audit import Entry
+from layers.caches import Caches
 from tiles.layers import member_ids_sql
 
 log = logging.getLogger("gridbranch.audit")
@@ -191,32 +192,26 @@ class Auditor:
             await asyncio.wrap_future(future)
 
 
-#: Member ids of members tiles already resolved, by ETag (a tile's content is a function
-#: of its ETag: the data versions, the caller's area, the settings), so that a tile served
-#: again from the cache is not looked into again.
-_TILE_MEMBERS: OrderedDict[str, list[int]] = OrderedDict()
-_TILE_MEMBERS_MAX = 4096
 _TILE_MEMBERS_SQL = text(member_ids_sql())
 
 
-def tile_members(tile, limit: int, scope: str, etag: str | None):
+def tile_members(caches: Caches, tile, limit: int, scope: str, etag: str | None):
     """A resolver (layers.audit.Entry.resolve) of the members whose residences a
-    ``members`` tile at ``tile`` (z/x/y) for area ``scope`` holds."""
+    ``members`` tile at ``tile`` (z/x/y) for area ``scope`` holds. Kept by the tile's
+    ETag (``caches.tile_members``; a tile's content is a function of its ETag: the data
+    versions, the caller's area, the settings), so that a tile served again from the
+    cache is not looked into again."""
     key = (etag or "").strip('"').removesuffix("-gz")
 
     def resolve(session: Session) -> list[int]:
-        ids = _TILE_MEMBERS.get(key) if etag else None
-        if ids is None:
-            ids = list(
+        def read() -> list[int]:
+            return list(
                 session.execute(
                     _TILE_MEMBERS_SQL, {"p1": tile.z, "p2": tile.x, "p3": tile.y, "p4": limit, "p6": scope}
                 ).scalar()
             )
-            if etag:
-                _TILE_MEMBERS[key] = ids
-                while len(_TILE_MEMBERS) > _TILE_MEMBERS_MAX:
-                    _TILE_MEMBERS.popitem(last=False)
-        return ids
+
+        return caches.tile_members.memo(key, read) if etag else read()
 
     return resolve
 

@@ -107,6 +107,7 @@ def cmd_report(args, settings: Settings) -> int:
     from sqlalchemy.orm import Session
 
     from geo_api import report
+    from layers.caches import Caches
     from layers.clock import now_of
 
     out = Path(args.out)
@@ -114,7 +115,7 @@ def cmd_report(args, settings: Settings) -> int:
         raise InvalidInput(f"--out must end in .pdf or .html, got {out.name}", field="out")
     engine = _engine(settings)
     with Session(engine) as session:
-        r = report.build(session, settings, args.within, args.month, now_of(session))
+        r = report.build(session, Caches(), settings, args.within, args.month, now_of(session))
     if out.suffix.lower() == ".pdf":
         out.write_bytes(report.pdf(r))
     else:
@@ -684,15 +685,17 @@ def cmd_coverage_report(args, settings: Settings) -> int:
 
     from sqlalchemy.orm import Session
 
+    from layers.caches import Caches
     from layers.coverage import coverage_model
-    from layers.coverage_report import write_report
+    from layers.coverage.report import write_report
 
     engine = _engine(settings)
     thresholds = settings.coverage.thresholds()
+    caches = Caches()  # the run's own: the report reads the model once, then from here
     with Session(engine) as session:
-        coverage_model(session, thresholds).check_code(args.within, "within")
+        coverage_model(session, caches, thresholds).check_code(args.within, "within")
         table, paths = write_report(
-            session, within=args.within, out_dir=Path(args.out), level=args.level, thresholds=thresholds
+            session, caches, within=args.within, out_dir=Path(args.out), level=args.level, thresholds=thresholds
         )
     engine.dispose()
     print(table)

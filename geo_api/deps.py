@@ -34,6 +34,7 @@ from layers import events as event_queries
 from layers import imports as import_queries
 from layers import registrations as registration_queries
 from layers import users as user_queries
+from layers.caches import Caches
 from layers.codes import area_prefix, check_code, level_of
 from layers.errors import Forbidden, NotFound, Unauthorized
 
@@ -78,6 +79,19 @@ SessionDep = Annotated[Session, Depends(get_session)]
 STAFF = ("dispatcher", "admin", "grid_worker")
 #: the same without dispatchers: who sees members themselves
 ADMINS_AND_WORKERS = ("admin", "grid_worker")
+
+
+def caches_of(app) -> Caches:
+    """The app's caches (:class:`layers.caches.Caches`, made with the app): what the
+    routes (:data:`CachesDep`) and the fast paths hand to the queries that keep values."""
+    return app.state.caches
+
+
+async def get_caches(request: Request) -> Caches:
+    return caches_of(request.app)
+
+
+CachesDep = Annotated[Caches, Depends(get_caches)]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from urllib.parse import unquote_plus
 import anyio.to_thread
 
 from geo_api.asgi import Asked, FastPath, Reply
-from geo_api.deps import bound_session
+from geo_api.deps import bound_session, caches_of
 from geo_api.routers.locate import point_answer
 from layers.points import to_wgs84_point
 
@@ -83,7 +83,7 @@ def plain_query(query: bytes) -> tuple[float, float, str | None] | None:
 
 async def grid_index_now(app):
     """The grid index at the data versions read now (see the module docstring)."""
-    cache = app.state.grid_index
+    cache = caches_of(app).grid_index
     session = bound_session(app)
     if session is not None:  # a test's session: its own (uncommitted) view
         return await anyio.to_thread.run_sync(cache.get, session)

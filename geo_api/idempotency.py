@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from geo_api.deps import Caller, bound_session
+from geo_api.deps import Caller, bound_session, caches_of
 from layers import idempotency as keys
 from layers.events_batch import Pending, Stored, store_reports
 
@@ -104,7 +104,7 @@ async def report_once(request: Request, once: Once, report: Pending, answer: Cal
             if replay is None:
                 outcome = store_reports(
                     session,
-                    app.state.grid_index,
+                    caches_of(app).grid_index,
                     [report],
                     tolerance_m=settings.locate.tolerance_m,
                     edge_m=settings.locate.edge_m,

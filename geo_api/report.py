@@ -39,7 +39,7 @@ def filename(report: dict[str, Any], extension: str) -> str:
     return f"report-{report['code']}-{report['month']}.{extension}"
 
 
-def build(session, settings, code: str, month: str, now) -> dict[str, Any]:
+def build(session, caches, settings, code: str, month: str, now) -> dict[str, Any]:
     """The report of ``code`` for ``month`` (YYYY-MM) with the service's settings, as of
     ``now`` (the clock)."""
     from layers import events as ev
@@ -57,6 +57,7 @@ def build(session, settings, code: str, month: str, now) -> dict[str, Any]:
     first = report.parse_month(month, now.astimezone(calendar.tz).date())
     return report.monthly(
         session,
+        caches,
         code=code,
         month=first,
         thresholds=settings.coverage.thresholds(),

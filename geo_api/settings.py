@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from layers.coverage_topology import Thresholds
+from layers.coverage.topology import Thresholds
 from layers.db import DatabaseSettings  # the database concern lives in the core (layers.db)
 
 DEFAULT_ROLES = (
@@ -136,7 +136,7 @@ class CoverageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="GRIDBRANCH_COVERAGE_", extra="ignore")
 
-    # defaults: the analysis' own (layers.coverage_topology.Thresholds), written once
+    # defaults: the analysis' own (layers.coverage.topology.Thresholds), written once
     sliver_m2: float = Field(
         Thresholds.sliver_m2, ge=0, description="gaps and overlaps smaller than this (m²) are slivers"
     )

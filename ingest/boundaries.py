@@ -29,7 +29,7 @@ warnings are reported only):
   which reading of the coordinates fits the district instead (axes swapped, GCJ-02 or
   BD-09 declared as WGS84, or the reverse);
 - siblings: overlaps, gaps and stray parts, from the coverage analysis of the layer the
-  import would leave (``layers.coverage_topology``) — warnings, as in the service.
+  import would leave (``layers.coverage.topology``) — warnings, as in the service.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ from layers import boundaries as store
 from layers.boundaries import day as _day
 from layers.clock import now_of
 from layers.codes import area_code_problem, grid_code_problem, level_of, parent_code
-from layers.coverage_topology import Thresholds, analyse_topology, lonlat_area, polygon_parts, repair
+from layers.coverage.topology import Thresholds, analyse_topology, lonlat_area, polygon_parts, repair
 from layers.crs import (
     BD09,
     GCJ02,

@@ -21,7 +21,7 @@ from ingest.files import FileError, SourceFile
 from layers import accounts, users
 from layers import boundaries as store
 from layers.codes import district_code
-from layers.coverage_topology import lonlat_area, polygon_parts, repair
+from layers.coverage.topology import lonlat_area, polygon_parts, repair
 from layers.crs import crs_hint, geoms_to_wgs84, in_china_rough
 from layers.errors import ConfigError, Conflict, InvalidInput
 

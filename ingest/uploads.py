@@ -36,7 +36,7 @@ from ingest import registrations as bulk
 from ingest.files import ARCHIVES, FORMATS, FileError, read_features
 from layers import boundaries as store
 from layers.codes import area_prefix, level_of
-from layers.coverage_topology import Thresholds
+from layers.coverage.topology import Thresholds
 from layers.errors import Conflict, Forbidden, InvalidInput
 from layers.geojson import collection
 from layers.messages_zh import row_reason_zh

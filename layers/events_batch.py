@@ -40,6 +40,7 @@ import asyncio
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import anyio
@@ -178,17 +179,10 @@ def _text_error(p: Pending) -> InvalidInput | None:
     return None
 
 
-#: The index each cache last located a group with: used optimistically (the statement
-#: checks its data versions, and a stale one costs a retry), sparing a round trip.
-_LAST_INDEX: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_CRS_NAMES: dict[str, str] = {}
-
-
+@lru_cache(maxsize=256)
 def _crs_name(name: str) -> str:
-    known = _CRS_NAMES.get(name)
-    if known is None:
-        known = _CRS_NAMES[name] = parse_crs(name).name
-    return known
+    # a pure function of its text (parse_crs keeps its own bounded cache as well)
+    return parse_crs(name).name
 
 
 def _points(reports: Sequence[Pending]) -> PointBatch:
@@ -243,7 +237,7 @@ def store_reports(
         name = points.crs[k] or "wgs84"
         if name not in crs_names:
             crs_names[name] = _crs_name(name)
-    index = _LAST_INDEX.get(cache)
+    index = cache.last  # optimistic: spares a round trip (the statement checks versions)
     try:
         for attempt in range(3):
             if index is None or attempt:
@@ -284,7 +278,7 @@ def store_reports(
             head = rows[0]
             if all(r.id is None for r in rows) and (head.grids_version, head.areas_version) != tuple(index.version):
                 continue  # the grid layer changed since the index was built (nothing written): locate again
-            _LAST_INDEX[cache] = index
+            cache.last = index
             break
         else:
             session.commit()  # nothing written

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session
 from layers.errors import NotFound
 from layers.events import TERMINAL
 from layers.places import all_places
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 SPEC = "http://wiki.open311.org/GeoReport_v2"
 #: Default window of GET requests.json without dates (the specification's 90 days).
@@ -111,7 +114,7 @@ def _dt(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
 
 
-def _shown(session: Session, full: Callable[[str | None], bool]):
+def _shown(session: Session, caches: Caches, full: Callable[[str | None], bool]):
     """How a request row is shown to a caller: ``full(grid_code)`` for staff entitled to
     the event; anyone else gets a description and photos only once staff accepted the
     report (立案), and the location of a report outside public space (a doorway, a
@@ -128,7 +131,7 @@ def _shown(session: Session, full: Callable[[str | None], bool]):
             out["description"], out["media_url"] = None, None
         if not r.public_space:
             if points is None:
-                points = {p.code: (p.lon, p.lat) for p in all_places(session) if p.level == "grid"}
+                points = {p.code: (p.lon, p.lat) for p in all_places(session, caches) if p.level == "grid"}
             lon, lat = points.get(r.grid_code, (None, None))
             out["lat"], out["long"] = (round(lat, 7), round(lon, 7)) if lon is not None else (None, None)
         return out
@@ -165,15 +168,18 @@ def _nobody(grid_code: str | None) -> bool:
     return False
 
 
-def request(session: Session, request_id: int, full: Callable[[str | None], bool] = _nobody) -> dict[str, Any]:
+def request(
+    session: Session, caches: Caches, request_id: int, full: Callable[[str | None], bool] = _nobody
+) -> dict[str, Any]:
     r = session.execute(text(_REQUESTS_SQL + " WHERE e.id = :id"), {"id": request_id}).first()
     if r is None:
         raise NotFound(f"no service request {request_id}", field="service_request_id")
-    return _shown(session, full)(r)
+    return _shown(session, caches, full)(r)
 
 
 def requests(
     session: Session,
+    caches: Caches,
     *,
     ids: list[int] | None,
     service_codes: list[str] | None,
@@ -209,7 +215,7 @@ def requests(
     rows = session.execute(
         text(_REQUESTS_SQL + clause + " ORDER BY e.reported_at DESC, e.id DESC LIMIT :limit"), params
     ).all()
-    view = _shown(session, full)
+    view = _shown(session, caches, full)
     return [view(r) for r in rows]
 
 
@@ -221,7 +227,7 @@ def jurisdictions(session: Session) -> set[str]:
 
 
 def nearby(
-    session: Session, lon: float, lat: float, *, radius_m: float, days: int, limit: int = 20
+    session: Session, caches: Caches, lon: float, lat: float, *, radius_m: float, days: int, limit: int = 20
 ) -> list[dict[str, Any]]:
     """Open requests of the last ``days`` near a point, newest first, as anyone sees them
     (:func:`_shown` for nobody entitled), each with ``distance_m`` from the point to where
@@ -249,7 +255,7 @@ def nearby(
         ),
         {"terminal": list(TERMINAL), "days": days, "lon": lon, "lat": lat, "r": radius_m, "limit": limit},
     ).all()
-    view = _shown(session, _nobody)
+    view = _shown(session, caches, _nobody)
     out = []
     for r in rows:
         item = view(r)

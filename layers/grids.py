@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, exists, func, select
 from sqlalchemy.orm import Session
@@ -13,6 +14,9 @@ from layers.errors import NotFound
 from layers.geojson import as_geojson, feature
 from layers.models import SRID, AdminArea, Branch, BranchGrid, Grid, GridVersion
 from layers.suppression import grid_stats, public_grid_figures
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 BBox = tuple[float, float, float, float]
 
@@ -33,8 +37,8 @@ class Disclosure:
 class _Figures:
     """Registration figures per grid code as a :class:`Disclosure` lets them out."""
 
-    def __init__(self, session: Session, disclosure: Disclosure):
-        self.stats = grid_stats(session)
+    def __init__(self, session: Session, caches: Caches, disclosure: Disclosure):
+        self.stats = grid_stats(session, caches)
         self.hidden = public_grid_figures(self.stats, list(self.stats), disclosure.k)
         self.disclosure = disclosure
 
@@ -92,6 +96,7 @@ def _feature(row, figures: _Figures) -> dict:
 
 def grids_page(
     session: Session,
+    caches: Caches,
     *,
     bbox: BBox | None = None,
     within: str | None = None,
@@ -114,17 +119,17 @@ def grids_page(
         stmt = stmt.where(Grid.code.startswith(area_prefix(within)))
     matched = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
     rows = session.execute(stmt.order_by(Grid.code).limit(limit).offset(offset)).all()
-    figures = _Figures(session, disclosure)
+    figures = _Figures(session, caches, disclosure)
     return [_feature(r, figures) for r in rows], matched
 
 
-def grid_feature(session: Session, code: str, disclosure: Disclosure = Disclosure()) -> dict:
+def grid_feature(session: Session, caches: Caches, code: str, disclosure: Disclosure = Disclosure()) -> dict:
     """One current grid as a GeoJSON feature, with the branches covering it and its
     figures as ``disclosure`` says."""
     row = session.execute(_current().where(Grid.code == code)).first()
     if row is None:
         raise NotFound(f"no grid with code {code}", field="code")
-    out = _feature(row, _Figures(session, disclosure))
+    out = _feature(row, _Figures(session, caches, disclosure))
     branches = session.execute(
         select(Branch.code, Branch.name, Branch.kind)
         .join(BranchGrid, BranchGrid.branch_id == Branch.id)

@@ -39,7 +39,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from layers.gcpause import no_gc
-from layers.versions import data_versions, database_url
+from layers.versions import VersionedCache, data_versions, database_url
 
 INSIDE, BOUNDARY, NEAREST, OUTSIDE = 0, 1, 2, 3
 MATCH_NAMES = ("inside", "boundary", "nearest", "outside")
@@ -425,58 +425,50 @@ class HistoryIndexCache:
     """Indexes of the layer in force at past (or future) instants (``/v1/locate?at=``),
     the ``keep`` latest, per database and epoch (``_EPOCH_SQL``): every instant between
     two changes of the layer shares one index, so asking about many days costs one build
-    per generation, not one per request. As :class:`layers.versions.VersionedCache`, an
-    index is kept only when the epoch read again after its build is unchanged."""
+    per generation, not one per request. An index is kept only when the epoch read
+    again after its build is unchanged (:class:`layers.versions.VersionedCache`)."""
 
-    keep = 4
+    def __init__(self, keep: int = 4) -> None:
+        self.indexes: VersionedCache[GridIndex] = VersionedCache(keep=keep)
 
-    def __init__(self) -> None:
-        self._indexes: dict[tuple, GridIndex] = {}
-        self._lock = threading.Lock()
-        self.built = 0
+    @property
+    def built(self) -> int:
+        return self.indexes.computed
 
     def get(self, session: Session, at) -> GridIndex:
-        def epoch() -> tuple:
-            return (database_url(session), *session.execute(_EPOCH_SQL, {"at": at}).one())
+        def epoch(s: Session) -> tuple:
+            return (database_url(s), *s.execute(_EPOCH_SQL, {"at": at}).one())
 
-        key = epoch()
-        index = self._indexes.get(key)
-        if index is not None:
-            return index
-        index = build_grid_index(session, at=at)
-        self.built += 1
-        if epoch() == key:
-            with self._lock:
-                self._indexes.pop(key, None)
-                self._indexes[key] = index
-                while len(self._indexes) > self.keep:
-                    self._indexes.pop(next(iter(self._indexes)))
-        return index
+        return self.indexes.get(session, lambda s: build_grid_index(s, at=at), versions=epoch)
 
 
 class GridIndexCache:
-    """Holds the index of one database; rebuilt when its data versions change.
+    """The index of the current grid layer of one database (the app's), per (grids,
+    areas) data versions (:class:`layers.versions.VersionedCache`, ``keep`` of them, for
+    transactions that see different versions at once); built one at a time.
 
     Every call reads the two version numbers (a primary-key lookup), so an answer never
-    comes from a grid layer older than the caller's transaction can see.
+    comes from a grid layer older than the caller's transaction can see. An index is
+    filed at the versions read in the statement that read its rows (one snapshot).
     """
 
-    keep = 4  # indexes kept, for transactions that see different versions at once
-
-    def __init__(self, *, public_worker: bool = True) -> None:
-        self._indexes: dict[tuple[int, int], GridIndex] = {}
+    def __init__(self, *, public_worker: bool = True, keep: int = 4) -> None:
+        self.indexes: VersionedCache[GridIndex] = VersionedCache("grids", "areas", keep=keep)
         self._lock = threading.Lock()
         #: whether answers name the grid worker (GRIDBRANCH_AUDIT_PUBLIC_GRID_WORKER)
         self.public_worker = public_worker
+        #: the index a batch of reports was last located with: used optimistically (the
+        #: statement that writes them checks its data versions; a stale one costs a retry)
+        self.last: GridIndex | None = None
 
     def get(self, session: Session) -> GridIndex:
         versions = data_versions(session, ["grids", "areas"])
         version = (versions.get("grids", 0), versions.get("areas", 0))
-        index = self._indexes.get(version)
+        index = self.at(version)
         if index is not None:
             return index
         with self._lock:
-            index = self._indexes.get(version)
+            index = self.at(version)
             if index is None:
                 index = build_grid_index(session)
                 self._store(index)
@@ -484,13 +476,12 @@ class GridIndexCache:
 
     def _store(self, index: GridIndex) -> None:
         index.public_worker = self.public_worker
-        self._indexes[index.version] = index
-        while len(self._indexes) > self.keep:
-            self._indexes.pop(next(iter(self._indexes)))
+        self.indexes.computed += 1
+        self.indexes.put((), index.version, index)
 
     def at(self, version: tuple[int, int]) -> GridIndex | None:
         """The index built at exactly ``version`` (grids, areas), if it is held."""
-        return self._indexes.get(version)
+        return self.indexes.lookup((), version)
 
     def build_at(self, version: tuple[int, int], session_factory) -> GridIndex:
         """The index at ``version`` (just read by the caller) or newer: built from a
@@ -498,7 +489,7 @@ class GridIndexCache:
         worker thread). The build reads the layer after the caller's version read, so it
         is never older than ``version``."""
         with self._lock:
-            index = self._indexes.get(version)
+            index = self.at(version)
             if index is None:
                 session = session_factory()
                 try:

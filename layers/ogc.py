@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import shapely
 from pyproj import CRS
@@ -37,6 +37,9 @@ from layers.boundaries import parse_instant
 from layers.crs import geoms_from_wgs84, geoms_to_wgs84, parse_crs
 from layers.errors import InvalidInput, NotFound
 from layers.places import all_places
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 CRS84 = "http://www.opengis.net/def/crs/OGC/1.3/CRS84"
 EPSG_URI = "http://www.opengis.net/def/crs/EPSG/0/{}"
@@ -398,7 +401,7 @@ def _coded(
     return _keyed_page(session, template.format(where=" AND ".join(where)), params, q, key="code")
 
 
-def _areas(session: Session, q: Query, reader: Reader, fid: str | None) -> Page:
+def _areas(session: Session, caches: Caches, q: Query, reader: Reader, fid: str | None) -> Page:
     rows, matched, nxt = _coded(session, _AREAS_SQL, q, fid, geom="a.geom", code="a.code")
     feats = [
         _feature(r.code, r._geometry, {"code": r.code, "name": r.name, "level": r.level, "parent": r.parent})
@@ -421,7 +424,7 @@ _GRIDS_SQL = """
      ORDER BY g.code, gv.version DESC"""
 
 
-def _grids(session: Session, q: Query, reader: Reader, fid: str | None) -> Page:
+def _grids(session: Session, caches: Caches, q: Query, reader: Reader, fid: str | None) -> Page:
     params: dict[str, Any] = {}
     iv = q.interval
     if iv is None:
@@ -469,7 +472,7 @@ _BRANCHES_SQL = """
      WHERE b.active AND {where}"""
 
 
-def _branches(session: Session, q: Query, reader: Reader, fid: str | None) -> Page:
+def _branches(session: Session, caches: Caches, q: Query, reader: Reader, fid: str | None) -> Page:
     rows, matched, nxt = _coded(session, _BRANCHES_SQL, q, fid, geom="b.site", code="b.code")
     feats, shown = [], []
     for r in rows:
@@ -482,11 +485,11 @@ def _branches(session: Session, q: Query, reader: Reader, fid: str | None) -> Pa
     return Page(feats, matched, nxt, secretaries=shown)
 
 
-def _events(session: Session, q: Query, reader: Reader, fid: str | None) -> Page:
+def _events(session: Session, caches: Caches, q: Query, reader: Reader, fid: str | None) -> Page:
     # the point shown (layers.events_open311): the stored one for staff of the event's
     # area and in public space, else the label point of its grid — bbox selects by it too,
     # so a small box cannot place a report the answer itself does not
-    labels = [p for p in all_places(session) if p.level == "grid"]
+    labels = [p for p in all_places(session, caches) if p.level == "grid"]
     params: dict[str, Any] = {
         "lp_codes": [p.code for p in labels],
         "lp_lons": [p.lon for p in labels],
@@ -518,7 +521,7 @@ def _events(session: Session, q: Query, reader: Reader, fid: str | None) -> Page
                  AS lp(code, lon, lat) ON lp.code = r.grid_code) s
         WHERE {" AND ".join(where)}"""
     rows, matched, nxt = _keyed_page(session, base, params, q, key="id", numeric_key=True)
-    view = o311._shown(session, reader.entitled)
+    view = o311._shown(session, caches, reader.entitled)
     feats = []
     for r in rows:
         props = view(r)
@@ -527,13 +530,13 @@ def _events(session: Session, q: Query, reader: Reader, fid: str | None) -> Page
     return Page(feats, matched, nxt)
 
 
-def _findings(session: Session, q: Query, reader: Reader, fid: str | None) -> Page:
+def _findings(session: Session, caches: Caches, q: Query, reader: Reader, fid: str | None) -> Page:
     """Coverage findings are computed (layers.coverage), not stored: paged by their ids
     over the computed list, which a write changes as a whole."""
     within = None if reader.findings_all else reader.findings_within
     if within is None and not reader.findings_all:
         return Page([], 0, None)
-    found = sorted(cov.issues(session, within=within), key=lambda f: str(f["id"]))
+    found = sorted(cov.issues(session, caches, within=within), key=lambda f: str(f["id"]))
     if fid is not None:
         found = [f for f in found if str(f["id"]) == fid]
     if q.bbox is not None:
@@ -569,7 +572,7 @@ def _from_crs(geom, crs: OutputCrs):
     return geoms_to_wgs84([geom], f"EPSG:{crs.srid}")[0]
 
 
-_READERS: dict[str, Callable[[Session, Query, Reader, str | None], Page]] = {
+_READERS: dict[str, Callable[[Session, Caches, Query, Reader, str | None], Page]] = {
     "areas": _areas,
     "grids": _grids,
     "branches": _branches,
@@ -578,14 +581,16 @@ _READERS: dict[str, Callable[[Session, Query, Reader, str | None], Page]] = {
 }
 
 
-def items(session: Session, collection_id: str, q: Query, reader: Reader = Reader()) -> Page:
+def items(session: Session, caches: Caches, collection_id: str, q: Query, reader: Reader = Reader()) -> Page:
     """A page of ``collection_id``'s features as ``q`` selects them, shown as ``reader`` may see them."""
-    return _READERS[collection(collection_id).id](session, q, reader, None)
+    return _READERS[collection(collection_id).id](session, caches, q, reader, None)
 
 
-def item(session: Session, collection_id: str, fid: str, crs: OutputCrs, reader: Reader = Reader()) -> Page:
+def item(
+    session: Session, caches: Caches, collection_id: str, fid: str, crs: OutputCrs, reader: Reader = Reader()
+) -> Page:
     """The page of one feature of ``collection_id`` by its id (a grid: the version in force now)."""
-    page = _READERS[collection(collection_id).id](session, Query(crs=crs, limit=1), reader, fid)
+    page = _READERS[collection(collection_id).id](session, caches, Query(crs=crs, limit=1), reader, fid)
     if not page.features:
         raise NotFound(
             f"no feature {fid!r} in collection {collection_id}",

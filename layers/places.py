@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import shapely
 from shapely.ops import polylabel
@@ -20,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from layers.errors import InvalidInput
 from layers.geojson import COORD_DECIMALS, collection, feature
-from layers.versions import VersionedCache
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 #: Levels from the top down (the order results and labels are ranked in).
 LEVELS = ("district", "street", "community", "grid")
@@ -69,33 +73,31 @@ _PLACES_SQL = text(
      WHERE gridbranch_live(g.retired_at)
     """
 )
-_PLACES = VersionedCache("areas", "grids")
-#: Points already found, by (level, code, WKB digest): a write that leaves a boundary as
-#: it was (a branch, a renamed grid) finds its point again for nothing.
-_POINT_OF: dict[tuple[str, str, bytes], tuple[float, float]] = {}
-_POINT_OF_MAX = 200_000
 
 
-def _read_places(session: Session) -> list[Place]:
+def _label_point_of(geom) -> Callable[[], tuple[float, float]]:
+    return lambda: label_point(geom)
+
+
+def _read_places(session: Session, caches: Caches) -> list[Place]:
     out = []
     for level, code, name, parent, wkb in session.execute(_PLACES_SQL).all():
         wkb = bytes(wkb)
         geom = shapely.from_wkb(wkb)
+        # points already found are kept by (level, code, WKB digest): a write that leaves
+        # a boundary as it was (a branch, a renamed grid) finds its point again for nothing
         key = (level, code, hashlib.blake2b(wkb, digest_size=16).digest())
-        xy = _POINT_OF.get(key)
-        if xy is None:
-            if len(_POINT_OF) >= _POINT_OF_MAX:
-                _POINT_OF.clear()
-            xy = _POINT_OF[key] = label_point(geom)
+        xy = caches.label_points.memo(key, _label_point_of(geom))
         x0, y0, x1, y1 = (float(v) for v in geom.bounds)
         out.append(Place(level, code, name, parent, *xy, (x0, y0, x1, y1)))
     out.sort(key=lambda p: (LEVEL_RANK[p.level], p.code))
     return out
 
 
-def all_places(session: Session) -> list[Place]:
-    """Every place, top level first, then by code (kept per areas and grids versions)."""
-    return _PLACES.get(session, _read_places)
+def all_places(session: Session, caches: Caches) -> list[Place]:
+    """Every place, top level first, then by code (kept per areas and grids versions,
+    ``caches.places``)."""
+    return caches.places.get(session, lambda s: _read_places(s, caches))
 
 
 def _match_rank(name: str, code: str, q: str) -> int | None:
@@ -154,9 +156,9 @@ def place_feature(place: Place, names: dict[str, str], parents: dict[str, str | 
     return {**out, "geometry": point, "bbox": [round(v, COORD_DECIMALS) for v in place.bounds]}
 
 
-def place_collection(session: Session, q: str, limit: int = 10) -> dict:
+def place_collection(session: Session, caches: Caches, q: str, limit: int = 10) -> dict:
     """:func:`search_places` as a GeoJSON FeatureCollection (``numberMatched``, ``numberReturned``)."""
-    everything = all_places(session)
+    everything = all_places(session, caches)
     found, matched = search_places(everything, q, limit)
     areas = [p for p in everything if p.level != "grid"]
     names = {p.code: p.name for p in areas}

@@ -9,7 +9,7 @@ holds at most one active (pending or confirmed) registration per member.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import func, select, text, update
@@ -20,7 +20,9 @@ from layers.codes import area_prefix, level_of
 from layers.errors import Conflict, Forbidden, InvalidInput, NotFound
 from layers.locate import OUTSIDE, Describer, GridIndex
 from layers.models import Registration, Residence, ServiceRole
-from layers.versions import VersionedCache
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 ACTIVE = ("pending", "confirmed")
 
@@ -378,25 +380,24 @@ _RESIDENTS_SQL = text(
      GROUP BY g.id
     """
 )
-#: Residents per current grid, per database and (grids, residences) versions.
-_RESIDENTS = VersionedCache("grids", "residences")
 
 
-def grid_residents(session: Session) -> tuple[list[int], list[int]]:
+def grid_residents(session: Session, caches: Caches) -> tuple[list[int], list[int]]:
     """(grid ids, residents): members whose current residence falls in each current grid
     (on a shared edge or in an overlap, in each such grid; one current residence per
     member, uq_residences_current_member), grids without residents left out. A
     point-in-polygon pass over every residence, so kept per database and (grids,
-    residences) data versions: registrations, written far more often, leave it as it is."""
+    residences) data versions (``caches.grid_residents``): registrations, written far
+    more often, leave it as it is."""
 
     def count(s: Session) -> tuple[list[int], list[int]]:
         rows = s.execute(_RESIDENTS_SQL).all()
         return [r[0] for r in rows], [r[1] for r in rows]
 
-    return _RESIDENTS.get(session, count)
+    return caches.grid_residents.get(session, count)
 
 
-def registration_stats(session: Session, *, level: str, within: str) -> list[dict[str, Any]]:
+def registration_stats(session: Session, caches: Caches, *, level: str, within: str) -> list[dict[str, Any]]:
     """Per unit of ``level`` inside ``within``: residents (members whose current residence
     falls in its grids), registered (confirmed), pending, rate = registered / residents,
     and which of the configured roles are filled and missing among confirmed members."""
@@ -405,7 +406,7 @@ def registration_stats(session: Session, *, level: str, within: str) -> list[dic
     prefix = area_prefix(within)
     if _UNIT_WIDTH[level] < len(prefix):
         raise InvalidInput(f"level {level} is above the area {within} ({level_of(within)})", field="level")
-    ids, counts = grid_residents(session)
+    ids, counts = grid_residents(session, caches)
     rows = session.execute(
         _STATS_SQL,
         {"prefix": prefix + "%", "width": _UNIT_WIDTH[level], "resident_grids": ids, "resident_counts": counts},

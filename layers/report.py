@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import shapely
@@ -28,6 +28,9 @@ from layers.codes import area_prefix, level_of
 from layers.coverage_topology import Thresholds
 from layers.errors import InvalidInput
 from layers.workcal import WorkCalendar
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 #: the level whose units a report of each level ranks
@@ -57,6 +60,7 @@ def _next_month(first: date) -> date:
 
 def monthly(
     session: Session,
+    caches: Caches,
     *,
     code: str,
     month: date,
@@ -79,7 +83,7 @@ def monthly(
     end = datetime.combine(_next_month(month), datetime.min.time(), tz)
     prefix = area_prefix(code)
     child = CHILD[level]
-    coverage = cov.summary(session, code=code, level=child, thresholds=thresholds)
+    coverage = cov.summary(session, caches, code=code, level=child, thresholds=thresholds)
     total = events_eval.evaluate(
         session, level=level, period_from=start, period_to=end, prefix=prefix, calendar=calendar, min_sample=min_sample
     )

@@ -2,7 +2,7 @@
 units whose every count is the sum of its children's (H3 cells of resolutions 7–10;
 district → street → community → grid).
 
-The rule is the one of the H3 counts (layers/coverage.py, section "H3"), for both: a
+The rule is the one of the H3 counts (layers/coverage/h3.py, its section comment), for both: a
 unit counting fewer than k is suppressed; then top-down, under a published parent the
 suppressed children must sum to 0 or ≥ k, under a suppressed parent counting ≥ k
 (suppressed to protect a sibling) to ≥ k — otherwise the smallest published children
@@ -13,13 +13,15 @@ total is published here or elsewhere (a street's figure in a report).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from layers.registrations import registration_stats
-from layers.versions import VersionedCache
+
+if TYPE_CHECKING:
+    from layers.caches import Caches
 
 
 def complementary_suppression(
@@ -70,22 +72,20 @@ def suppressed_grids(registered: dict[str, int], k: int) -> set[str]:
     return complementary_suppression(levels, children, k) & set(registered)
 
 
-#: Every current grid's registration figures (layers.registrations.registration_stats).
-_FIGURES = VersionedCache("grids", "areas", "members")
+def grid_stats(session: Session, caches: Caches) -> dict[str, dict[str, Any]]:
+    """Registration figures of every current grid by code
+    (:func:`layers.registrations.registration_stats`), kept per data versions
+    (``caches.grid_figures``)."""
 
+    def every_grid(s: Session) -> dict[str, dict[str, Any]]:
+        stats: dict[str, dict[str, Any]] = {}
+        districts = s.execute(text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code")).scalars()
+        for district in districts.all():
+            for unit in registration_stats(s, caches, level="grid", within=district):
+                stats[unit["code"]] = unit
+        return stats
 
-def _all_grid_stats(session: Session) -> dict[str, dict[str, Any]]:
-    stats: dict[str, dict[str, Any]] = {}
-    districts = session.execute(text("SELECT code FROM admin_areas WHERE level = 'district' ORDER BY code")).scalars()
-    for district in districts.all():
-        for s in registration_stats(session, level="grid", within=district):
-            stats[s["code"]] = s
-    return stats
-
-
-def grid_stats(session: Session) -> dict[str, dict[str, Any]]:
-    """Registration figures of every current grid by code (kept per data versions)."""
-    return _FIGURES.get(session, _all_grid_stats)
+    return caches.grid_figures.get(session, every_grid)
 
 
 def public_grid_figures(stats: dict[str, dict[str, Any]], grids: list[str], k: int) -> set[str]:

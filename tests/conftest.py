@@ -250,6 +250,15 @@ def _rolled_back_session(engine: Engine) -> Iterator[Session]:
 
 
 @pytest.fixture
+def caches():
+    """The caches a test hands to the queries it calls directly (an app makes its own:
+    ``app.state.caches``); fresh for every test, as an app's are."""
+    from layers.caches import Caches
+
+    return Caches()
+
+
+@pytest.fixture
 def demo_db(demo_engine) -> Iterator[Session]:
     """A session on the demo database; everything it writes is rolled back."""
     yield from _rolled_back_session(demo_engine)

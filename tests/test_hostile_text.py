@@ -21,7 +21,7 @@ from layers.errors import InvalidInput
 from layers.locate import build_grid_index
 from tests.conftest import token_for
 from tests.factories import COMMUNITY, GRID_A, add_user
-from tests.layers.test_events import P, X, Y, event_world
+from tests.factories.events import P, X, Y, event_world
 
 #: name fields: people's and branches' names
 NAMES = [

@@ -103,7 +103,15 @@ def gzip_body(body: bytes, level: int) -> bytes:
 
 
 class TileCache:
-    """A thread-safe LRU of :class:`CachedTile` bounded by ``max_bytes``."""
+    """A thread-safe LRU of :class:`CachedTile` bounded by ``max_bytes``.
+
+    Not a :class:`layers.versions.VersionedCache`, because it is another kind of thing:
+    its entries are bounded in bytes, not in number (tiles weigh 100 B to 100 KB), and
+    an entry's freshness is its own content state — data versions of some layers,
+    digests of the derived records it was drawn with, and an instant after which its
+    flags change — checked against the state of the request at hand, an entry found
+    stale being dropped at once; a VersionedCache files values under versions and
+    leaves older ones to age out."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes

@@ -16,7 +16,10 @@ Four layers carry what is too costly to derive inside every tile query:
 
 Each is held as :class:`FeatureRecords`: one JSON record per feature, serialised once,
 with the feature's WGS84 bounding box; a tile query receives as its ``$6`` parameter the
-records whose box meets the tile (a superset of what its spatial filter keeps).
+records whose box meets the tile (a superset of what its spatial filter keeps). The
+records and what they are made of are kept by :class:`DerivedCache` (the tile service's)
+and the app's :class:`layers.caches.Caches`, all of them
+:class:`layers.versions.VersionedCache`.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import math
-from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import h3
 import numpy as np
@@ -33,6 +37,8 @@ import shapely
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from layers.caches import SHAPES_KEEP, Caches
+from layers.coverage import current_findings, h3_cells
 from layers.places import LEVEL_RANK, all_places
 from layers.suppression import grid_stats, public_grid_figures
 from layers.versions import VersionedCache
@@ -121,12 +127,9 @@ _GRIDS_SQL = text(
 )
 
 
-#: The current grids' own rows (names, community, branch, bounds, area): they change
-#: with the grids and areas versions only (a branch write bumps grids), not with members.
-_GRID_ROWS = VersionedCache("grids", "areas")
-
-
-def grid_records(session: Session, suppress_below: int | None = None) -> FeatureRecords:
+def grid_records(
+    session: Session, caches: Caches, derived: DerivedCache, suppress_below: int | None = None
+) -> FeatureRecords:
     """The current grids' tile attributes: code, name, community (code), has_branch and
     branch (the name of the active branch covering the grid, grid branches first, then by
     code), registered (confirmed registrations), rate (registered / members whose current
@@ -138,8 +141,8 @@ def grid_records(session: Session, suppress_below: int | None = None) -> Feature
     registered members, and of the grids withheld with them so that no street or
     community total minus the published grids gives them away, are null and
     ``suppressed`` is true (:func:`layers.suppression.suppressed_grids`)."""
-    rows = _GRID_ROWS.get(session, lambda s: s.execute(_GRIDS_SQL).all())
-    stats = grid_stats(session)
+    rows = derived.grid_rows.get(session, lambda s: s.execute(_GRIDS_SQL).all())
+    stats = grid_stats(session, caches)
     hidden = public_grid_figures(stats, [r.code for r in rows], suppress_below) if suppress_below is not None else set()
     records, bounds = [], []
     for r in rows:
@@ -173,13 +176,11 @@ def _wkb_records(items: list[tuple[bytes, dict]]) -> FeatureRecords:
     return FeatureRecords(bounds, records)
 
 
-def coverage_records(session: Session, thresholds=None) -> FeatureRecords:
+def coverage_records(session: Session, caches: Caches, thresholds=None) -> FeatureRecords:
     """The topology findings as tile records: kind, form, codes (comma-separated),
     area_m2 (m²), message (what the finding is, in Chinese) and the WGS84 geometry (WKB, hex)."""
-    from layers.coverage import current_findings
-
     items = []
-    for i, f in enumerate(current_findings(session, thresholds)):
+    for i, f in enumerate(current_findings(session, caches, thresholds)):
         attrs = {
             "fid": i + 1,
             "kind": f["kind"],
@@ -192,7 +193,9 @@ def coverage_records(session: Session, thresholds=None) -> FeatureRecords:
     return _wkb_records(items)
 
 
-def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRecords:
+def h3_records(
+    session: Session, caches: Caches, derived: DerivedCache, *, res: int, suppress_below: int
+) -> FeatureRecords:
     """Members with an active registration per H3 cell at resolution ``res``, as the
     public answer of :func:`layers.coverage.h3_cells` (``within`` None): each cell's
     count the sum of its res-10 descendants', cells counting fewer than
@@ -200,25 +203,24 @@ def h3_records(session: Session, *, res: int, suppress_below: int) -> FeatureRec
     a coarser cell minus its published children (another zoom's tiles) give them away.
     As tile records: fid (the H3 index as an integer), cell, count, res and the cell's
     hexagon (WKB, hex)."""
-    from layers.coverage import h3_cells
-
     items = []
-    for c in h3_cells(session, res=res, metric="members", within=None, suppress_below=suppress_below):
-        wkb = _CELL_WKB.get(c["cell"])
-        if wkb is None:  # a cell's hexagon never changes: drawn once, kept across data versions
-            if len(_CELL_WKB) >= _CELL_WKB_MAX:
-                _CELL_WKB.clear()
-            wkb = _CELL_WKB[c["cell"]] = shapely.to_wkb(shapely.Polygon(c["boundary"]))
+    for c in h3_cells(session, caches, res=res, metric="members", within=None, suppress_below=suppress_below):
+        # a cell's hexagon never changes: drawn once, kept across data versions
+        wkb = derived.cell_wkb.memo(c["cell"], _hexagon_wkb(c["boundary"]))
         items.append((wkb, {"fid": h3.str_to_int(c["cell"]), "cell": c["cell"], "count": c["count"], "res": res}))
     return _wkb_records(items)
 
 
-def label_records(session: Session, levels: tuple[str, ...]) -> FeatureRecords:
+def _hexagon_wkb(ring: list[list[float]]) -> Callable[[], bytes]:
+    return lambda: shapely.to_wkb(shapely.Polygon(ring))
+
+
+def label_records(session: Session, caches: Caches, levels: tuple[str, ...]) -> FeatureRecords:
     """The label points (:func:`layers.places.label_point`) of the units at ``levels`` as
     tile records: fid (a stable 48-bit number of level and code), level, code, name,
     rank (the level's, for the priority order) and the point (lon, lat)."""
     records, bounds = [], []
-    for p in all_places(session):
+    for p in all_places(session, caches):
         if p.level in levels:
             fid = int.from_bytes(hashlib.blake2b(f"{p.level}:{p.code}".encode(), digest_size=6).digest(), "big")
             records.append(
@@ -236,44 +238,43 @@ def label_records(session: Session, levels: tuple[str, ...]) -> FeatureRecords:
     return FeatureRecords(np.array(bounds).reshape(-1, 4), records)
 
 
-#: WKB of the H3 hexagons drawn so far, by cell (:func:`h3_records`).
-_CELL_WKB: dict[str, bytes] = {}
-_CELL_WKB_MAX = 200_000
-
-
 class DerivedCache:
-    """Derived records per (kind, data versions, parameters); a few kept per kind, looked
-    up by :meth:`at_least`. Builds of one kind are serialised by :meth:`lock` (one
-    asyncio lock per kind)."""
+    """The tile service's derived records: per kind (``grids``, ``coverage``, ``h3``,
+    ``labels``) a :class:`layers.versions.VersionedCache` filed under the parameters
+    and the data versions the records were built at (a few kept per kind), looked up by
+    :meth:`at_least`; and what the records are made of that the app's caches do not
+    hold. Builds of one kind are serialised by :meth:`lock` (one asyncio lock per kind:
+    the tile service builds on the event loop's behalf, in a worker thread)."""
 
     keep = 8
 
     def __init__(self) -> None:
-        #: kind → (data versions, parameters) → records, oldest first
-        self._kinds: dict[str, OrderedDict[tuple, FeatureRecords]] = {}
+        self._kinds: dict[str, VersionedCache[FeatureRecords]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self.builds = 0
+        #: The current grids' own rows (names, community, branch, bounds, area): they
+        #: change with the grids and areas versions only (a branch write bumps grids).
+        self.grid_rows: VersionedCache[Sequence[Any]] = VersionedCache("grids", "areas")
+        #: WKB of the H3 hexagons drawn so far, by cell (:func:`h3_records`).
+        self.cell_wkb: VersionedCache[bytes] = VersionedCache(keep=SHAPES_KEEP)
+
+    def _kind(self, kind: str) -> VersionedCache[FeatureRecords]:
+        cache = self._kinds.get(kind)
+        if cache is None:
+            cache = self._kinds.setdefault(kind, VersionedCache(keep=self.keep))
+        return cache
 
     def at_least(self, kind: str, versions: tuple, extra: tuple = ()) -> FeatureRecords | None:
         """The newest records of ``kind`` (built with ``extra``) whose data versions are
         each at least ``versions`` (versions only grow: such records are as fresh as those
         asked for, or fresher); None when there are none."""
-        if any(v is None for v in versions):
-            return None
-        found = None
-        for (at, rest), records in self._kinds.get(kind, {}).items():  # oldest first
-            if rest == extra and all(a >= v for a, v in zip(at, versions)):
-                found = records
-        return found
+        return self._kind(kind).newest(extra, at_least=versions)
 
     def put(self, key: tuple, records: FeatureRecords) -> None:
         """File ``records`` under ``key`` = (kind, data versions, *parameters)."""
         kind, at, *extra = key
         self.builds += 1
-        entries = self._kinds.setdefault(kind, OrderedDict())
-        entries[(at, tuple(extra))] = records
-        while len(entries) > self.keep:
-            entries.popitem(last=False)
+        self._kind(kind).put(tuple(extra), tuple(at), records)
 
     def lock(self, kind: str) -> asyncio.Lock:
         return self._locks.setdefault(kind, asyncio.Lock())

@@ -49,6 +49,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
+from layers.caches import Caches
 from layers.clock import SYSTEM, Clock
 from layers.clock import bind as bind_clock
 from layers.db import libpq_dsn
@@ -152,10 +153,12 @@ def _cache_control(base: str, valid_until: datetime | None, now: datetime) -> st
 class TileService:
     """Tiles for one app. ``settings`` is the app's :class:`geo_api.settings.Settings`,
     ``url`` the database URL (SQLAlchemy form or libpq), ``clock`` the app's
-    (:mod:`layers.clock`): the instant the events' flags are drawn at."""
+    (:mod:`layers.clock`): the instant the events' flags are drawn at; ``caches`` the
+    app's (:class:`layers.caches.Caches`; a service of its own without)."""
 
-    def __init__(self, settings, url, clock: Clock = SYSTEM):
+    def __init__(self, settings, url, clock: Clock = SYSTEM, caches: Caches | None = None):
         self.clock = clock
+        self.caches = caches if caches is not None else Caches()
         self.settings = settings.tiles
         events = getattr(settings, "events", None)
         self.warn_share = float(getattr(events, "warn_share", 0.8))
@@ -177,6 +180,8 @@ class TileService:
         dsn = libpq_dsn(url)
         self.reader = VersionReader(dsn, clock=clock)
         self.pool = AsyncPool(dsn, settings.database.pool_size - 1, setup=setup_statements, clock=clock)
+        # the tiles themselves: bounded in bytes, fresh by their own content state (a
+        # digest of derived records, the clock's next flip), so not a VersionedCache
         self.cache = TileCache(self.settings.cache_mb * 1024 * 1024)
         self.derived = derived.DerivedCache()
         #: The data versions last seen (:meth:`observe`).
@@ -240,23 +245,36 @@ class TileService:
         if name == "grids":  # public figures: small counts suppressed as the H3 counts are
             k = self.h3_min_count
             records = await self.records(
-                "grids", layer.depends, versions, lambda s: derived.grid_records(s, suppress_below=k), k
+                "grids",
+                layer.depends,
+                versions,
+                lambda s: derived.grid_records(s, self.caches, self.derived, suppress_below=k),
+                k,
             )
         elif name == "coverage_issues":
             thresholds = self.coverage_thresholds
             records = await self.records(
-                "coverage", layer.depends, versions, lambda s: derived.coverage_records(s, thresholds)
+                "coverage", layer.depends, versions, lambda s: derived.coverage_records(s, self.caches, thresholds)
             )
         elif name == "members_h3":
             res = H3_RES[min(max(tile.z, min(H3_RES)), max(H3_RES))]
             k = self.h3_min_count
             records = await self.records(
-                "h3", layer.depends, versions, lambda s: derived.h3_records(s, res=res, suppress_below=k), res, k
+                "h3",
+                layer.depends,
+                versions,
+                lambda s: derived.h3_records(s, self.caches, self.derived, res=res, suppress_below=k),
+                res,
+                k,
             )
         elif name == "labels":
             levels = label_levels(tile.z)
             records = await self.records(
-                "labels", layer.depends, versions, lambda s: derived.label_records(s, levels), levels
+                "labels",
+                layer.depends,
+                versions,
+                lambda s: derived.label_records(s, self.caches, levels),
+                levels,
             )
         else:
             return params

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import ADMINS_AND_WORKERS, Caller, Public, SessionDep, require_roles, scoped_area
+from geo_api.deps import ADMINS_AND_WORKERS, CachesDep, Caller, Public, SessionDep, require_roles, scoped_area
 from geo_api.responses import CSV, GEOJSON, GeoJSONResponse, media, problems
 from layers import coverage as cov
 from layers.errors import InvalidInput
@@ -35,11 +35,11 @@ def _csv(body: str, filename: str) -> Response:
     )
 
 
-def _existing(request: Request, session, code: str | None, field: str) -> str | None:
+def _existing(request: Request, session, caches, code: str | None, field: str) -> str | None:
     """``code`` (already in the caller's scope: ``scoped_area``), which must exist in the
     coverage model; None stays None (dispatchers: everything)."""
     if code is not None:
-        cov.coverage_model(session, request.app.state.settings.coverage.thresholds()).check_code(code, field)
+        cov.coverage_model(session, caches, request.app.state.settings.coverage.thresholds()).check_code(code, field)
     return code
 
 
@@ -51,6 +51,7 @@ def _existing(request: Request, session, code: str | None, field: str) -> str | 
 def coverage_summary(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Internal,
     code: Annotated[
         str | None, scoped_area("code", "area or grid code; default your area (dispatchers: the district)")
@@ -65,16 +66,16 @@ def coverage_summary(
     thresholds = request.app.state.settings.coverage.thresholds()
     if level is not None and level not in cov.LEVELS:
         raise InvalidInput(f"unknown level {level!r}; one of {', '.join(cov.LEVELS)}", field="level")
-    code = _existing(request, session, code, "code")
+    code = _existing(request, session, caches, code, "code")
     if code is None:
-        code = cov.root_code(session, thresholds)
+        code = cov.root_code(session, caches, thresholds)
         if code is None:
             raise InvalidInput("code is required: there is more than one district (or none)", field="code")
-    result = cov.summary(session, code=code, level=level, thresholds=thresholds)
+    result = cov.summary(session, caches, code=code, level=level, thresholds=thresholds)
     if format == "csv":
         return _csv(cov.summary_csv(result), cov.summary_filename(result))
     if format == "geojson":
-        return _json(cov.summary_geojson(session, result, thresholds), "application/geo+json")
+        return _json(cov.summary_geojson(session, caches, result, thresholds), "application/geo+json")
     return _json(result)
 
 
@@ -88,6 +89,7 @@ def coverage_summary(
 def coverage_issues(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Internal,
     within: Annotated[
         str | None, scoped_area("within", "area or grid code; default your area (dispatchers: everywhere)")
@@ -100,8 +102,8 @@ def coverage_issues(
 ):
     thresholds = request.app.state.settings.coverage.thresholds()
     kinds = cov.parse_kinds(kind)
-    within = _existing(request, session, within, "within")
-    found = cov.issues(session, kinds=kinds, within=within, thresholds=thresholds)
+    within = _existing(request, session, caches, within, "within")
+    found = cov.issues(session, caches, kinds=kinds, within=within, thresholds=thresholds)
     name = within or "all"
     if format == "csv":
         return _csv(cov.issues_csv(found), f"coverage_{name}_issues.csv")
@@ -155,6 +157,7 @@ children overhang their parent slightly).
 async def coverage_h3(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     res: Annotated[int, Query(description="H3 resolution, 7 to 10")] = 9,
     metric: Annotated[str, Query(description="members (registered), residences or events")] = "members",
@@ -169,7 +172,7 @@ async def coverage_h3(
     suppress = None if _entitled(caller, metric, within) else k
 
     def work():
-        out = cov.h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=suppress)
+        out = cov.h3_aggregate(session, caches, res=res, metric=metric, within=within, suppress_below=suppress)
         features = [
             {
                 "type": "Feature",

@@ -3,7 +3,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import Field
 
-from geo_api.deps import Caller, Public, ScopedGrid, SessionDep, require_roles
+from geo_api.deps import CachesDep, Caller, Public, ScopedGrid, SessionDep, require_roles
 from geo_api.params import Body, Limit, Offset, parse_bbox
 from geo_api.responses import problems
 from layers import branches, grids, textfields
@@ -35,6 +35,7 @@ def _disclosure(request: Request, caller: Caller) -> grids.Disclosure:
 def list_grids(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     bbox: Annotated[str | None, Query(description="minlon,minlat,maxlon,maxlat (WGS84)")] = None,
     within: Annotated[str | None, Query(description="an area code")] = None,
@@ -45,7 +46,7 @@ def list_grids(
     if within is not None:
         check_code(within, "within")
     features, matched = grids.grids_page(
-        session, bbox=box, within=within, limit=limit, offset=offset, disclosure=_disclosure(request, caller)
+        session, caches, bbox=box, within=within, limit=limit, offset=offset, disclosure=_disclosure(request, caller)
     )
     links = [{"rel": "self", "type": "application/geo+json", "href": str(request.url)}]
     if limit is not None and offset + len(features) < matched:
@@ -61,9 +62,13 @@ def list_grids(
 
 @router.get("/{code}", summary="One grid with the branches covering it")
 def get_grid(
-    request: Request, session: SessionDep, caller: Public, code: Annotated[str, Path(pattern=r"^[0-9]{15}$")]
+    request: Request,
+    session: SessionDep,
+    caches: CachesDep,
+    caller: Public,
+    code: Annotated[str, Path(pattern=r"^[0-9]{15}$")],
 ) -> dict:
-    return grids.grid_feature(session, code, _disclosure(request, caller))
+    return grids.grid_feature(session, caches, code, _disclosure(request, caller))
 
 
 class WorkerUpdate(Body):
@@ -82,10 +87,11 @@ class WorkerUpdate(Body):
 def set_worker(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Annotated[Caller, require_roles("admin")],
     code: ScopedGrid,
     body: WorkerUpdate,
 ) -> dict:
     branches.set_grid_worker(session, code, body.name, body.phone, actor=caller.username)
     session.commit()
-    return grids.grid_feature(session, code, _disclosure(request, caller))
+    return grids.grid_feature(session, caches, code, _disclosure(request, caller))

@@ -7,7 +7,7 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import Public, SessionDep
+from geo_api.deps import CachesDep, Public, SessionDep
 from geo_api.responses import CSV, media, problems
 from layers.boundaries import parse_instant
 from layers.errors import InvalidInput, NotFound
@@ -52,6 +52,7 @@ router = APIRouter(prefix="/v1/locate", tags=["locate"], lifespan=lifespan)
 def locate(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     lon: Annotated[float, Query(description="longitude or easting (x), in the CRS given")],
     lat: Annotated[float, Query(description="latitude or northing (y), in the CRS given")],
@@ -67,11 +68,11 @@ def locate(
 ):
     settings = request.app.state.settings.locate
     if at is None:
-        index = request.app.state.grid_index.get(session)
+        index = caches.grid_index.get(session)
     else:
         # the layer in force then, one index per generation (the fast path never takes a
         # query with ``at``)
-        index = request.app.state.history_index.get(session, parse_instant(at, "at"))
+        index = caches.history_index.get(session, parse_instant(at, "at"))
     try:
         wlon, wlat, _ = to_wgs84_point(lon, lat, crs)
     except InvalidInput as exc:
@@ -140,6 +141,7 @@ def point_answer(index, wlon: float, wlat: float, settings) -> bytes:
 async def locate_batch(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     crs: Annotated[str, Query(description="CRS of rows that name none")] = "wgs84",
 ):
@@ -156,7 +158,7 @@ async def locate_batch(
         # everything that can refuse the whole batch happens before the answer starts:
         # the body's form, its size in rows, the grid index, the first part
         batches = _read_batch(content_type, body, crs, max_rows, setting)
-        index = request.app.state.grid_index.get(session)
+        index = caches.grid_index.get(session)
         parts = (_answer_part(index, b, settings, answer) for b in batches)
         return itertools.chain([next(parts)], parts)
 

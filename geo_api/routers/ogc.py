@@ -18,7 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from geo_api.audit import Audited
-from geo_api.deps import STAFF, Caller, Public, SessionDep
+from geo_api.deps import STAFF, CachesDep, Caller, Public, SessionDep
 from geo_api.responses import GEOJSON, media, problems
 from layers import ogc
 from layers.codes import area_prefix
@@ -216,6 +216,7 @@ ITEMS = ("bbox", "bbox-crs", "datetime", "crs", "limit", "cursor")
 def items(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     audit: Audited,
     collectionId: str,  # noqa: N803
@@ -256,7 +257,7 @@ def items(
         limit=_limit(limit),
         after=cursor,
     )
-    page = ogc.items(session, c.id, q, _reader(caller))
+    page = ogc.items(session, caches, c.id, q, _reader(caller))
     _audit(audit, page)
     links = [{"rel": "self", "type": GEOJSON, "href": str(request.url)}]
     if page.next_after is not None:
@@ -277,6 +278,7 @@ def items(
 def item(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     audit: Audited,
     collectionId: str,  # noqa: N803
@@ -287,7 +289,7 @@ def item(
     c = ogc.collection(collectionId)
     _check_readable(caller, c)
     out_crs = ogc.parse_crs_param(crs)
-    page = ogc.item(session, c.id, featureId, out_crs, _reader(caller))
+    page = ogc.item(session, caches, c.id, featureId, out_crs, _reader(caller))
     _audit(audit, page)
     feature = page.features[0]
     base = f"{_base(request)}/collections/{c.id}"

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import Public, SessionDep
+from geo_api.deps import CachesDep, Public, SessionDep
 from geo_api.errors import Open311Route
 from geo_api.event_reports import report_batcher
 from geo_api.idempotency import IdempotencyKey, Once, report_once
@@ -104,6 +104,7 @@ def _entitled(caller):
 def list_requests(
     request: Request,
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     service_request_id: Annotated[str | None, Query(max_length=2000, description="comma-separated ids")] = None,
     service_code: Annotated[str | None, Query(max_length=500, description="comma-separated codes")] = None,
@@ -128,6 +129,7 @@ def list_requests(
     return _json(
         o311.requests(
             session,
+            caches,
             ids=ids,
             service_codes=codes,
             start=_when(start_date, "start_date", tz),
@@ -141,6 +143,7 @@ def list_requests(
 @router.get("/requests/{service_request_id}.json", summary="One Open311 service request")
 def get_request(
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     service_request_id: Annotated[str, Path(max_length=20)],
     jurisdiction_id: Jurisdiction = None,
@@ -148,7 +151,7 @@ def get_request(
     _check_jurisdiction(session, jurisdiction_id)
     if not service_request_id.isdigit():
         raise NotFound(f"no service request {service_request_id}", field="service_request_id")
-    return _json([o311.request(session, int(service_request_id), _entitled(caller))])
+    return _json([o311.request(session, caches, int(service_request_id), _entitled(caller))])
 
 
 _FIELDS = (

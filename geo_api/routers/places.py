@@ -2,7 +2,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from geo_api.deps import Public, SessionDep
+from geo_api.deps import CachesDep, Public, SessionDep
 from layers import places
 
 router = APIRouter(prefix="/v1/places", tags=["places"])
@@ -15,6 +15,7 @@ router = APIRouter(prefix="/v1/places", tags=["places"])
 )
 def find_places(
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     q: Annotated[
         str,
@@ -27,4 +28,4 @@ def find_places(
     ],
     limit: Annotated[int, Query(ge=1, le=50, description="results at most")] = 10,
 ) -> dict:
-    return places.place_collection(session, q, limit)
+    return places.place_collection(session, caches, q, limit)

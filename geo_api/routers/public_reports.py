@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from geo_api.deps import Public, SessionDep
+from geo_api.deps import CachesDep, Public, SessionDep
 from geo_api.responses import problems
 from layers import events_open311 as o311
 from layers import photos
@@ -62,6 +62,7 @@ def photo(request: Request, caller: Public, name: str) -> Response:
 )
 def nearby(
     session: SessionDep,
+    caches: CachesDep,
     caller: Public,
     lon: Annotated[float, Query(description="longitude or easting (x), in the CRS given")],
     lat: Annotated[float, Query(description="latitude or northing (y), in the CRS given")],
@@ -71,5 +72,5 @@ def nearby(
     max_age: Annotated[int, Query(ge=1, le=90, description="days: reports made at most this long ago")] = 30,
 ) -> Response:
     wlon, wlat, _ = to_wgs84_point(lon, lat, crs)
-    items = o311.nearby(session, wlon, wlat, radius_m=radius_m, days=max_age)
+    items = o311.nearby(session, caches, wlon, wlat, radius_m=radius_m, days=max_age)
     return Response(orjson.dumps({"items": items}), media_type="application/json")

@@ -5,7 +5,16 @@ from fastapi import APIRouter, Query, Request
 from pydantic import Field
 
 from geo_api.audit import Audited
-from geo_api.deps import Caller, Public, ScopedRegistration, ScopedWithin, SessionDep, require_roles, scoped_member
+from geo_api.deps import (
+    CachesDep,
+    Caller,
+    Public,
+    ScopedRegistration,
+    ScopedWithin,
+    SessionDep,
+    require_roles,
+    scoped_member,
+)
 from geo_api.idempotency import IdempotencyKey, Once
 from geo_api.params import Body, Limit, Offset
 from geo_api.responses import problems
@@ -65,6 +74,7 @@ def create_registration(
     request: Request,
     body: RegistrationCreate,
     session: SessionDep,
+    caches: CachesDep,
     caller: MemberOrAdmin,
     audit: Audited,
     idempotency_key: IdempotencyKey = None,
@@ -86,7 +96,7 @@ def create_registration(
     scoped_member(session, caller, member_id, lock=True)
     lon, lat, spec = to_wgs84_point(body.lon, body.lat, body.crs)
     point = regs.ResidencePoint(lon, lat, spec.name, body.lon, body.lat, body.accuracy_m)
-    index = request.app.state.grid_index.get(session)
+    index = caches.grid_index.get(session)
     if caller.role == "admin":
         grid = regs.residence_grid(index, point, tolerance_m=settings.tolerance_m, edge_m=settings.edge_m)
         caller.require_covers(grid["grid"]["code"], None, what="grid")
@@ -127,11 +137,16 @@ def list_registrations(
 @router.get("/stats", summary="Registration rate and roles filled per grid, community, street or district")
 def registration_stats(
     session: SessionDep,
+    caches: CachesDep,
     caller: Admins,
     within: ScopedWithin,
     level: Annotated[Literal["district", "street", "community", "grid"], Query()] = "street",
 ) -> dict:
-    return {"level": level, "within": within, "units": regs.registration_stats(session, level=level, within=within)}
+    return {
+        "level": level,
+        "within": within,
+        "units": regs.registration_stats(session, caches, level=level, within=within),
+    }
 
 
 @router.get("/moved", summary="Registrations whose residence now lies in another grid (after a boundary change)")

@@ -21,7 +21,7 @@ from tiles.tilejson import tilejson as build_tilejson
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     """The tile service lives as long as the app (after the app's engine exists)."""
-    service = TileService(app.state.settings, app.state.engine.url, clock=app.state.clock)
+    service = TileService(app.state.settings, app.state.engine.url, clock=app.state.clock, caches=app.state.caches)
     app.state.tiles = service
     try:
         yield
@@ -99,6 +99,6 @@ async def tile(
         await audit.record_async(
             ("residence",),
             detail={"tile": f"{z}/{x}/{y}", "layers": names},
-            resolve=tile_members(address, limit, scope, reply.headers.get("ETag")),
+            resolve=tile_members(service.caches, address, limit, scope, reply.headers.get("ETag")),
         )
     return Response(reply.body, status_code=reply.status, headers=reply.headers)

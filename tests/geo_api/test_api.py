@@ -3,7 +3,6 @@
 import gc
 
 import pytest
-from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from shapely.geometry import box, shape
 
@@ -12,6 +11,7 @@ from geo_api.deps import Access
 from geo_api.settings import AuthSettings, DatabaseSettings, ServiceSettings, Settings
 from layers.errors import ConfigError
 from tests.conftest import make_settings
+from tests.factories.api import api_routes
 
 
 def test_healthz_tells_versions_to_admins_only(client):
@@ -165,25 +165,6 @@ def test_passwords_are_argon2_hashed(demo_db):
     hashes = demo_db.execute(text("SELECT password_hash FROM users")).scalars().all()
     assert len(hashes) == len(demo_accounts(demo_db)) >= 6  # admins, dispatcher, worker, member, department
     assert all(h.startswith("$argon2id$") for h in hashes)
-
-
-def api_routes(routes):
-    """Every APIRoute, looking inside included routers."""
-    for route in routes:
-        inner = getattr(route, "original_router", None)
-        if inner is not None:
-            yield from api_routes(inner.routes)
-        elif isinstance(route, APIRoute):
-            yield route
-
-
-#: What a walk over every route sending one caller's token must leave out: signing out
-#: ends every token of the caller's account (the rest of the walk would be 401s).
-SIGN_OUT = ("POST", "/v1/auth/logout")
-
-
-def walkable(route, method: str) -> bool:
-    return (method, route.path) != SIGN_OUT
 
 
 def test_every_route_declares_its_access():

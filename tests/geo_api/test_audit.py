@@ -12,7 +12,7 @@ from geo_api.audit import writer_of
 from layers import audit as audit_log
 from layers.suppression import suppressed_grids
 from tests.conftest import token_for
-from tests.geo_api.test_api import api_routes
+from tests.factories.api import api_routes
 
 #: The routes that can answer personal data: each declares geo_api.audit.Audited.
 PERSONAL_ROUTES = {

@@ -19,8 +19,7 @@ from fastapi.testclient import TestClient
 from geo_api.app import create_app
 from tests.conftest import make_settings, token_for
 from tests.factories import small_layout
-from tests.geo_api.test_api import api_routes, walkable
-from tests.geo_api.test_sweep import _real_values, _url
+from tests.factories.api import api_routes, real_values, route_url, walkable
 
 LIMIT, BATCH_ANON, BATCH_SIGNED, ANON_ROWS = 4096, 8192, 65536, 50
 IMPORTS = 16384  # uploads for import (signed in): their own limit
@@ -96,7 +95,7 @@ def _write_routes(app, real):
     for route in api_routes(app.routes):
         for method in sorted(route.methods & {"POST", "PUT", "PATCH"}):
             if walkable(route, method):
-                yield method, _url(route, None, real)
+                yield method, route_url(route, None, real)
 
 
 def _limit_for(method: str, path: str, signed: bool) -> tuple[int, str]:
@@ -120,7 +119,7 @@ def _oversized(limit: int) -> bytes:
 
 @pytest.mark.parametrize("who", ["anonymous", "admin"])
 def test_a_declared_length_over_the_limit_is_413_before_a_byte_is_read(limited, demo_engine, who):
-    real = _real_values(demo_engine)
+    real = real_values(demo_engine)
     headers = token_for("admin") if who == "admin" else {}
     routes = list(_write_routes(limited.app, real))
     assert len(routes) >= 10
@@ -146,7 +145,7 @@ def test_a_declared_length_over_the_limit_is_413_before_a_byte_is_read(limited, 
 def test_a_streamed_body_is_refused_once_past_the_limit_never_read_whole(limited, demo_engine, who):
     """Without Content-Length (chunked): whatever reads the body — FastAPI's JSON or form
     parsing, a route's own ``request.body()``, the report fast path — stops at the limit."""
-    real = _real_values(demo_engine)
+    real = real_values(demo_engine)
     headers = token_for("admin") if who == "admin" else {}
     refused = set()
     for method, path in _write_routes(limited.app, real):

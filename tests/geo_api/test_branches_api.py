@@ -9,7 +9,7 @@ from sqlalchemy import text
 
 from layers.crs import from_wgs84
 from tests.conftest import token_for
-from tests.tiles.conftest import decode, make_client, path, tile_at
+from tests.factories.tiles import decode, make_client, path, tile_at
 
 ADMIN = token_for("admin")
 

@@ -11,7 +11,7 @@ import pytest
 from shapely.geometry import shape
 
 from tests.conftest import token_for
-from tests.layers.test_coverage import points, true_counts
+from tests.factories.h3 import points, true_counts
 
 DISTRICT = "410105000000"
 STREET = "410105003000"  # holds the demo's hole (community 003) and an overlap (community 008)

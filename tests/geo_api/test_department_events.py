@@ -10,17 +10,16 @@ from sqlalchemy import text
 
 from tests.conftest import token_for
 from tests.factories import add_user
-from tests.geo_api.test_events_api import act, post
-from tests.geo_api.test_events_api import world as world  # noqa: F401 - the fixture
+from tests.factories.events import act, post
 
 
 @pytest.fixture
-def depts(world):
+def depts(events_world):
     # xfyh is routed to D02; D03 is another department
-    add_user(world["db"], "dept_a", "department_staff", department="D02")
-    add_user(world["db"], "dept_b", "department_staff", department="D03")
-    world["h"].update(dept_a=token_for("dept_a"), dept_b=token_for("dept_b"))
-    return world
+    add_user(events_world["db"], "dept_a", "department_staff", department="D02")
+    add_user(events_world["db"], "dept_b", "department_staff", department="D03")
+    events_world["h"].update(dept_a=token_for("dept_a"), dept_b=token_for("dept_b"))
+    return events_world
 
 
 def dispatched(w, department=None, **dispatch) -> int:

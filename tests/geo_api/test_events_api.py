@@ -16,54 +16,18 @@ from layers.crs import from_wgs84
 from layers.events import CLOCK, load_calendar
 from layers.workcal import add_working_hours
 from tests.conftest import token_for
-from tests.factories import COMMUNITY, GRID_A, GRID_B, add_user
-from tests.layers.test_events import P, X, Y, evaluation_world, event_world, insert_event
+from tests.factories import COMMUNITY, GRID_A, GRID_B
+from tests.factories.events import P, X, Y, act, add_event_users, evaluation_world, insert_event, post
 
 pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
-
-USERS = {
-    "disp": ("dispatcher", None, None),
-    "cadmin": ("admin", COMMUNITY, None),
-    "other": ("admin", "410105002000", None),
-    "gw_a": ("grid_worker", GRID_A, None),
-    "gw_b": ("grid_worker", GRID_B, None),
-}
-
-
-def _users(db, member_id=None):
-    for name, (role, area, _) in USERS.items():
-        add_user(db, name, role, area_code=area)
-    if member_id is not None:
-        add_user(db, "m1", "member", member_id=member_id)
-    return {u: token_for(u) for u in (*USERS, "m1")}
-
-
-@pytest.fixture
-def world(empty_db, empty_client):
-    w = event_world(empty_db)
-    h = _users(empty_db, member_id=w["members"]["near"])
-    return {**w, "h": h, "c": empty_client, "db": empty_db}
-
-
-def post(w, user=None, **body):
-    payload = {"lon": P[0], "lat": P[1], "category": "xfyh", "description": "楼道堆放杂物，堵塞消防通道", **body}
-    return w["c"].post("/v1/events", json=payload, headers=w["h"][user] if user else {})
-
-
-def act(w, event_id, action, user="disp", version=None, **body):
-    if version is None:
-        version = w["c"].get(f"/v1/events/{event_id}", headers=w["h"]["disp"]).json()["version"]
-    return w["c"].post(
-        f"/v1/events/{event_id}/transitions", json={"action": action, "version": version, **body}, headers=w["h"][user]
-    )
 
 
 def count(db, table="events"):
     return db.execute(text(f"SELECT count(*) FROM {table}")).scalar()
 
 
-def test_anonymous_public_report_is_located_routed_and_private(world):
-    r = post(world, contact="王先生 13700000000")
+def test_anonymous_public_report_is_located_routed_and_private(events_world):
+    r = post(events_world, contact="王先生 13700000000")
     assert r.status_code == 201, r.text
     body = r.json()
     assert body["status"] == "reported" and body["version"] == 1 and isinstance(body["id"], int)
@@ -72,20 +36,24 @@ def test_anonymous_public_report_is_located_routed_and_private(world):
     assert body["routing"]["branch"]["code"] == "B001" and body["routing"]["grid_worker"]["name"] == "张网格"
     assert body["due_at"] is None and body["time_limit_hours"] == 12.0 and body["possible_duplicates"] == []
     assert "suggestions" not in body["routing"] and "13700000000" not in r.text
-    assert world["c"].get(f"/v1/events/{body['id']}").status_code == 401
-    full = world["c"].get(f"/v1/events/{body['id']}", headers=world["h"]["disp"]).json()
+    assert events_world["c"].get(f"/v1/events/{body['id']}").status_code == 401
+    full = events_world["c"].get(f"/v1/events/{body['id']}", headers=events_world["h"]["disp"]).json()
     assert full["contact"] == "王先生 13700000000" and full["reporter"] is None and full["channel"] == "public"
     assert full["actions"] == ["register", "reject", "mark_duplicate"]
-    log = world["c"].get(f"/v1/events/{body['id']}/log", headers=world["h"]["gw_a"]).json()["log"]
+    log = events_world["c"].get(f"/v1/events/{body['id']}/log", headers=events_world["h"]["gw_a"]).json()["log"]
     assert [(x["action"], x["actor"]) for x in log] == [("report", "群众")]
 
 
-def test_report_in_another_crs_keeps_what_was_sent(world):
+def test_report_in_another_crs_keeps_what_was_sent(events_world):
     x, y = from_wgs84(P[0], P[1], "gcj02")
-    body = post(world, "gw_a", lon=x, lat=y, crs="gcj02", channel="grid_worker").json()
+    body = post(events_world, "gw_a", lon=x, lat=y, crs="gcj02", channel="grid_worker").json()
     assert body["grid"]["code"] == GRID_A and body["source"] == {"crs": "gcj02", "x": x, "y": y}
     assert body["point"] == pytest.approx([P[0], P[1]], abs=1e-6)
-    row = world["db"].execute(text("SELECT reporter, source_crs FROM events WHERE id = :i"), {"i": body["id"]}).first()
+    row = (
+        events_world["db"]
+        .execute(text("SELECT reporter, source_crs FROM events WHERE id = :i"), {"i": body["id"]})
+        .first()
+    )
     assert tuple(row) == ("gw_a", "gcj02")
 
 
@@ -106,65 +74,73 @@ def test_report_in_another_crs_keeps_what_was_sent(world):
         (None, {"channel": "pigeon"}, 422, "channel"),
     ],
 )
-def test_bad_reports_are_refused_and_nothing_is_written(world, user, body, status, field):
-    before, logs = count(world["db"]), count(world["db"], "event_log")
-    r = post(world, user, **body)
+def test_bad_reports_are_refused_and_nothing_is_written(events_world, user, body, status, field):
+    before, logs = count(events_world["db"]), count(events_world["db"], "event_log")
+    r = post(events_world, user, **body)
     assert r.status_code == status, r.text
     assert r.json()["field"] == field and r.headers["content-type"].startswith("application/problem+json")
-    assert count(world["db"]) == before and count(world["db"], "event_log") == logs
+    assert count(events_world["db"]) == before and count(events_world["db"], "event_log") == logs
 
 
-def test_outside_names_the_nearest_grid(world):
-    r = post(world, lon=X + 0.3, lat=Y + 0.02)
+def test_outside_names_the_nearest_grid(events_world):
+    r = post(events_world, lon=X + 0.3, lat=Y + 0.02)
     assert r.status_code == 422
     assert r.json()["nearest_grid"]["code"] == GRID_B and r.json()["nearest_grid"]["distance_m"] > 10_000
     assert "outside the service area" in r.json()["detail"]
 
 
-def test_dispatcher_routing_suggests_members_by_role_and_band_only(world):
-    r = post(world, "disp", channel="hotline", contact="来电人")
+def test_dispatcher_routing_suggests_members_by_role_and_band_only(events_world):
+    r = post(events_world, "disp", channel="hotline", contact="来电人")
     assert r.status_code == 201
     assert "suggestions" not in r.json()["routing"]  # never in the report's answer
     assert not any(name in r.text for name in ("近党员", "中党员", "忙党员"))
-    routing = world["c"].get(f"/v1/events/{r.json()['id']}/routing", headers=world["h"]["disp"])
+    routing = events_world["c"].get(f"/v1/events/{r.json()['id']}/routing", headers=events_world["h"]["disp"])
     suggestions = routing.json()["suggestions"]
     assert [s["name"] for s in suggestions] == ["近党员", "中党员", "忙党员"]
     assert all(set(s) == {"member_id", "name", "role", "distance_band", "open_tasks"} for s in suggestions)
     assert routing.json()["department"]["rule"] == "category"
-    residences = world["db"].execute(text("SELECT source_x FROM residences")).scalars().all()
+    residences = events_world["db"].execute(text("SELECT source_x FROM residences")).scalars().all()
     assert not any(f"{x:.6f}"[:9] in routing.text for x in residences)  # no member coordinates anywhere
-    assert world["c"].get(f"/v1/events/{r.json()['id']}/routing", headers=world["h"]["gw_a"]).status_code == 403
-    assert world["c"].get(f"/v1/events/{r.json()['id']}/routing", headers=world["h"]["other"]).status_code == 403
+    assert (
+        events_world["c"].get(f"/v1/events/{r.json()['id']}/routing", headers=events_world["h"]["gw_a"]).status_code
+        == 403
+    )
+    assert (
+        events_world["c"].get(f"/v1/events/{r.json()['id']}/routing", headers=events_world["h"]["other"]).status_code
+        == 403
+    )
 
 
-def test_the_lifecycle_over_http(world):
-    e = post(world).json()["id"]
-    r = act(world, e, "register", version=1)
+def test_the_lifecycle_over_http(events_world):
+    e = post(events_world).json()["id"]
+    r = act(events_world, e, "register", version=1)
     assert r.status_code == 200 and r.json()["status"] == "registered" and r.json()["version"] == 2
     assert r.json()["grid"] == {"code": GRID_A, "name": "测试社区第1网格", "version": 1}
-    assert act(world, e, "dispatch", version=1).status_code == 409  # stale
-    stale = act(world, e, "dispatch", version=1).json()
+    assert act(events_world, e, "dispatch", version=1).status_code == 409  # stale
+    stale = act(events_world, e, "dispatch", version=1).json()
     assert stale["field"] == "version" and stale["current_version"] == 2
-    illegal = act(world, e, "close", version=2)
+    illegal = act(events_world, e, "close", version=2)
     assert illegal.status_code == 409 and illegal.json()["allowed"] == ["reject", "mark_duplicate", "dispatch"]
-    assert act(world, e, "dispatch", user="gw_a", version=2).status_code == 403
-    assert act(world, e, "dispatch", user="m1", version=2).status_code == 403
-    r = act(world, e, "dispatch", version=2, assignee="区应急管理局·李四", member_id=world["members"]["near"])
+    assert act(events_world, e, "dispatch", user="gw_a", version=2).status_code == 403
+    assert act(events_world, e, "dispatch", user="m1", version=2).status_code == 403
+    r = act(
+        events_world, e, "dispatch", version=2, assignee="区应急管理局·李四", member_id=events_world["members"]["near"]
+    )
     assert r.status_code == 200 and r.json()["due_at"] and r.json()["time_state"] == "normal"
     assert r.json()["member"]["name"] == "近党员" and r.json()["department"]["code"] == "D02"
-    assert act(world, e, "start", user="gw_b").status_code == 403
-    assert act(world, e, "start", user="gw_a").json()["status"] == "in_progress"
-    assert act(world, e, "handle", user="gw_a").json()["status"] == "handled"
-    assert act(world, e, "return", user="gw_a", reason="x").status_code == 403
-    r = act(world, e, "return", reason="现场核查未整改到位")
+    assert act(events_world, e, "start", user="gw_b").status_code == 403
+    assert act(events_world, e, "start", user="gw_a").json()["status"] == "in_progress"
+    assert act(events_world, e, "handle", user="gw_a").json()["status"] == "handled"
+    assert act(events_world, e, "return", user="gw_a", reason="x").status_code == 403
+    r = act(events_world, e, "return", reason="现场核查未整改到位")
     assert r.json()["status"] == "returned" and r.json()["return_count"] == 1
     for action, user in (("dispatch", "disp"), ("start", "gw_a"), ("handle", "gw_a")):
-        assert act(world, e, action, user=user).status_code == 200
-    r = act(world, e, "close", user="cadmin", note="核查属实，结案")
+        assert act(events_world, e, action, user=user).status_code == 200
+    r = act(events_world, e, "close", user="cadmin", note="核查属实，结案")
     assert r.json()["status"] == "closed" and r.json()["version"] == 10 and r.json()["closed_on_time"] is True
-    assert act(world, e, "reopen").status_code == 422
-    assert act(world, e, "close").status_code == 409
-    log = world["c"].get(f"/v1/events/{e}/log", headers=world["h"]["cadmin"]).json()["log"]
+    assert act(events_world, e, "reopen").status_code == 422
+    assert act(events_world, e, "close").status_code == 409
+    log = events_world["c"].get(f"/v1/events/{e}/log", headers=events_world["h"]["cadmin"]).json()["log"]
     assert [x["to"] for x in log] == [
         "reported",
         "registered",
@@ -179,13 +155,13 @@ def test_the_lifecycle_over_http(world):
     ]
     assert log[-1]["actor"] == "cadmin" and log[3]["actor"] == "gw_a"
     # a member sees their own reports, not others'
-    own = post(world, "m1", channel="member").json()["id"]
-    assert world["c"].get(f"/v1/events/{own}", headers=world["h"]["m1"]).json()["reporter"] == "m1"
-    assert world["c"].get(f"/v1/events/{e}", headers=world["h"]["m1"]).status_code == 403
+    own = post(events_world, "m1", channel="member").json()["id"]
+    assert events_world["c"].get(f"/v1/events/{own}", headers=events_world["h"]["m1"]).json()["reporter"] == "m1"
+    assert events_world["c"].get(f"/v1/events/{e}", headers=events_world["h"]["m1"]).status_code == 403
 
 
-def test_warning_and_overdue_lists(world):
-    db, a = world["db"], world["grids"]["A"]
+def test_warning_and_overdue_lists(events_world):
+    db, a = events_world["db"], events_world["grids"]["A"]
     now = db.execute(text("SELECT gridbranch_now()")).scalar()
     overdue = insert_event(
         db, a, "in_progress", dispatched_at=now - timedelta(hours=30), due_at=now - timedelta(hours=1)
@@ -196,42 +172,53 @@ def test_warning_and_overdue_lists(world):
     insert_event(db, a, "closed", dispatched_at=now - timedelta(hours=30), due_at=now - timedelta(hours=20))
 
     def ids(**params):
-        r = world["c"].get("/v1/events", params=params, headers=world["h"]["disp"])
+        r = events_world["c"].get("/v1/events", params=params, headers=events_world["h"]["disp"])
         assert r.status_code == 200, r.text
         return [i["id"] for i in r.json()["items"]]
 
     assert ids(time_state="overdue") == [overdue]
     assert ids(time_state="warning") == [warning]
     assert ids(time_state="normal") == [normal]
-    item = world["c"].get(f"/v1/events/{overdue}", headers=world["h"]["disp"]).json()
+    item = events_world["c"].get(f"/v1/events/{overdue}", headers=events_world["h"]["disp"]).json()
     assert item["due_at"] == (now - timedelta(hours=1)).isoformat() and item["time_state"] == "overdue"
     assert set(ids(status="deferred,closed")) == set(ids()) - {overdue, warning, normal}
-    assert world["c"].get("/v1/events", params={"status": "lost"}, headers=world["h"]["disp"]).status_code == 422
+    assert (
+        events_world["c"].get("/v1/events", params={"status": "lost"}, headers=events_world["h"]["disp"]).status_code
+        == 422
+    )
     # grid workers see their grid; admins of other streets nothing of it
-    assert set(ids()) == set(i["id"] for i in world["c"].get("/v1/events", headers=world["h"]["gw_a"]).json()["items"])
-    assert world["c"].get("/v1/events", headers=world["h"]["gw_b"]).json()["total"] == 0
-    assert world["c"].get("/v1/events", params={"within": COMMUNITY}, headers=world["h"]["other"]).status_code == 403
-    assert world["c"].get("/v1/events", headers=world["h"]["m1"]).status_code == 403
+    assert set(ids()) == set(
+        i["id"] for i in events_world["c"].get("/v1/events", headers=events_world["h"]["gw_a"]).json()["items"]
+    )
+    assert events_world["c"].get("/v1/events", headers=events_world["h"]["gw_b"]).json()["total"] == 0
+    assert (
+        events_world["c"]
+        .get("/v1/events", params={"within": COMMUNITY}, headers=events_world["h"]["other"])
+        .status_code
+        == 403
+    )
+    assert events_world["c"].get("/v1/events", headers=events_world["h"]["m1"]).status_code == 403
 
 
-def test_dispatch_due_time_follows_the_working_calendar(world):
-    c, db = world["c"], world["db"]
+def test_dispatch_due_time_follows_the_working_calendar(events_world):
+    c, db = events_world["c"], events_world["db"]
     now = db.execute(text("SELECT gridbranch_now()")).scalar()
     today = now.astimezone(ZoneInfo("Asia/Shanghai")).date()
     for k in (1, 2, 3):
         r = c.put(
             f"/v1/events/calendar/{today + timedelta(days=k)}",
             json={"working": False, "note": "节日"},
-            headers=world["h"]["disp"],
+            headers=events_world["h"]["disp"],
         )
         assert r.status_code == 200, r.text
     assert (
-        c.put(f"/v1/events/calendar/{today}", json={"working": False}, headers=world["h"]["cadmin"]).status_code == 403
+        c.put(f"/v1/events/calendar/{today}", json={"working": False}, headers=events_world["h"]["cadmin"]).status_code
+        == 403
     )
-    assert len(c.get("/v1/events/calendar", headers=world["h"]["disp"]).json()["days"]) >= 1
-    e = post(world).json()["id"]
-    act(world, e, "register")
-    due = datetime.fromisoformat(act(world, e, "dispatch").json()["due_at"])
+    assert len(c.get("/v1/events/calendar", headers=events_world["h"]["disp"]).json()["days"]) >= 1
+    e = post(events_world).json()["id"]
+    act(events_world, e, "register")
+    due = datetime.fromisoformat(act(events_world, e, "dispatch").json()["due_at"])
     s = c.app.state.settings.events
     cal = load_calendar(db, periods=s.work_periods, weekend=s.weekend, timezone=s.timezone)
     assert due == add_working_hours(now, 12, cal)
@@ -239,12 +226,12 @@ def test_dispatch_due_time_follows_the_working_calendar(world):
     assert not any(cal.is_working_day(today + timedelta(days=k)) for k in (1, 2, 3))
 
 
-def test_routing_override_endpoint(world):
-    c, h = world["c"], world["h"]
+def test_routing_override_endpoint(events_world):
+    c, h = events_world["c"], events_world["h"]
     r = c.put("/v1/events/routes/xfyh/410105001000", json={"department": "区市场监督管理局"}, headers=h["disp"])
     assert r.status_code == 200 and r.json()["routes"][0]["department"]["code"] == "D03"
-    assert post(world).json()["routing"]["department"]["code"] == "D03"
-    assert post(world).json()["routing"]["rule"] == "street override"
+    assert post(events_world).json()["routing"]["department"]["code"] == "D03"
+    assert post(events_world).json()["routing"]["rule"] == "street override"
     assert (
         c.put("/v1/events/routes/xfyh/410105001000", json={"department": "D01"}, headers=h["other"]).status_code == 403
     )
@@ -256,14 +243,14 @@ def test_routing_override_endpoint(world):
         c.put("/v1/events/routes/xfyh/410105001000", json={"department": None}, headers=h["disp"]).json()["routes"]
         == []
     )
-    assert post(world).json()["routing"]["department"]["code"] == "D02"
+    assert post(events_world).json()["routing"]["department"]["code"] == "D02"
     cats = c.get("/v1/events/categories").json()["categories"]
     assert [x["code"] for x in cats] == ["qt", "xfyh", "zdjy"] and cats[1]["role"]["name"] == "平安创建示范员"
 
 
 def test_evaluation_json_and_csv(empty_db, empty_client):
     evaluation_world(empty_db)
-    h = _users(empty_db)
+    h = add_event_users(empty_db)
     empty_client.app.state.settings.events.min_sample = 2
     params = {"level": "street", "from": "2026-10-01", "to": "2026-10-31"}
     r = empty_client.get("/v1/events/evaluation", params=params, headers=h["disp"])
@@ -394,38 +381,40 @@ def test_demo_overdue_list_and_evaluation(client, demo_db):
     assert street_admin and len({u["code"][:9] for u in street_admin}) == 1
 
 
-def test_a_redrawn_grid_layer_is_picked_up_between_reports(world):
+def test_a_redrawn_grid_layer_is_picked_up_between_reports(events_world):
     from tests.factories import add_grid, rect
 
-    assert post(world).status_code == 201  # the app now holds the grid index of this layer
+    assert post(events_world).status_code == 201  # the app now holds the grid index of this layer
     strip = (X + 0.0501, Y + 0.07)  # in the gap strip between A and C
-    assert post(world, lon=strip[0], lat=strip[1]).json()["match"] == "nearest"
-    add_grid(world["db"], COMMUNITY + "004", "测试社区第4网格", rect(X + 0.05, Y + 0.05, X + 0.0502, Y + 0.1))
-    r = post(world, lon=strip[0], lat=strip[1])
+    assert post(events_world, lon=strip[0], lat=strip[1]).json()["match"] == "nearest"
+    add_grid(events_world["db"], COMMUNITY + "004", "测试社区第4网格", rect(X + 0.05, Y + 0.05, X + 0.0502, Y + 0.1))
+    r = post(events_world, lon=strip[0], lat=strip[1])
     assert r.status_code == 201 and r.json()["grid"]["code"] == COMMUNITY + "004" and r.json()["match"] == "inside"
 
 
-def _refuse_routed(world):
+def _refuse_routed(events_world):
     """Make the routed endpoint fail for anonymous callers: only the fast path can answer."""
     from geo_api.deps import get_caller
 
     def boom():
         raise RuntimeError("the routed endpoint was used")
 
-    world["c"].app.dependency_overrides[get_caller] = boom
+    events_world["c"].app.dependency_overrides[get_caller] = boom
 
 
-def test_anonymous_reports_take_the_fast_path_and_answer_as_the_route_does(world):
-    app = world["c"].app
-    _refuse_routed(world)
-    fast = post(world, description="快速通道", lon=P[0], lat=P[1], contact="李 139", ignored="extra keys are ignored")
+def test_anonymous_reports_take_the_fast_path_and_answer_as_the_route_does(events_world):
+    app = events_world["c"].app
+    _refuse_routed(events_world)
+    fast = post(
+        events_world, description="快速通道", lon=P[0], lat=P[1], contact="李 139", ignored="extra keys are ignored"
+    )
     assert fast.status_code == 201, fast.text
     with pytest.raises(RuntimeError):  # a signed-in caller goes through the route
-        post(world, "gw_a", channel="grid_worker")
+        post(events_world, "gw_a", channel="grid_worker")
     del app.dependency_overrides[next(k for k in app.dependency_overrides if k.__name__ == "get_caller")]
     app.state.settings.events.fast_path = False
     try:
-        routed = post(world, description="路由", contact="李 139")
+        routed = post(events_world, description="路由", contact="李 139")
     finally:
         app.state.settings.events.fast_path = True
     assert routed.status_code == 201, routed.text
@@ -435,7 +424,7 @@ def test_anonymous_reports_take_the_fast_path_and_answer_as_the_route_does(world
     assert b.pop("id") > a.pop("id") and a.pop("reported_at") <= b.pop("reported_at")
     assert a == b
     row = (
-        world["db"]
+        events_world["db"]
         .execute(text("SELECT reporter, reporter_contact, channel FROM events WHERE id = :i"), {"i": fast.json()["id"]})
         .first()
     )
@@ -452,14 +441,14 @@ def test_anonymous_reports_take_the_fast_path_and_answer_as_the_route_does(world
         ({"channel": "public", "category": 7}, 422, "category"),
     ],
 )
-def test_bodies_the_fast_path_leaves_to_the_route(world, body, status, field):
-    r = post(world, **body)
+def test_bodies_the_fast_path_leaves_to_the_route(events_world, body, status, field):
+    r = post(events_world, **body)
     assert r.status_code == status, r.text
     assert r.json().get("field") == field
 
 
-def test_a_report_with_a_nul_character_is_refused_and_nothing_is_written(world):
-    before = count(world["db"])
-    r = post(world, description="含\x00字符")
+def test_a_report_with_a_nul_character_is_refused_and_nothing_is_written(events_world):
+    before = count(events_world["db"])
+    r = post(events_world, description="含\x00字符")
     assert r.status_code == 422 and r.json()["field"] == "description"
-    assert count(world["db"]) == before
+    assert count(events_world["db"]) == before

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from geo_api.headers import declared_personal
 from tests.conftest import token_for
-from tests.geo_api.test_api import api_routes
+from tests.factories.api import api_routes
 
 STAFF = ("admin", "dispatcher", "gridworker", "member")
 

@@ -17,8 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from tests.conftest import make_settings, token_for
-from tests.geo_api.test_api import api_routes, walkable
-from tests.geo_api.test_sweep import _real_values, _send, _url, sweep_client  # noqa: F401 - a fixture
+from tests.factories.api import api_routes, real_values, route_url, send, walkable
 from tests.zh import zh_fault
 
 ROLES = (None, "admin", "dispatcher", "member")
@@ -129,11 +128,11 @@ def _operations(app, real: dict[str, str]):
                 continue
             schema = _body_schema(spec, route, method)
             if schema is None:
-                out.append((method, _url(route, None, real), None, None))
+                out.append((method, route_url(route, None, real), None, None))
                 continue
             fields = list(schema.get("properties", {}))
             known_fields.update(fields)
-            out.append((method, _url(route, None, real), _realistic(_sample(spec, schema), real), fields))
+            out.append((method, route_url(route, None, real), _realistic(_sample(spec, schema), real), fields))
     generic = sorted(known_fields | {"id", "lon", "lat", "long", "crs", "service_code", "points"})
     return [(m, p, b if b is not None else {}, f if f is not None else generic) for m, p, b, f in out]
 
@@ -168,7 +167,7 @@ def tokens():
 
 @pytest.fixture(scope="module")
 def real(demo_engine):
-    return _real_values(demo_engine)
+    return real_values(demo_engine)
 
 
 def test_the_walk_finds_the_json_body_endpoints(sweep_client, real):
@@ -194,7 +193,7 @@ def _callers(client, method: str, path: str, baseline: dict, tokens) -> list[str
     """Anonymous callers, and the first role that gets past the endpoint's access check
     with the baseline body: the corpus is sent as each."""
     for role in ROLES[1:]:
-        r = _send(client, method, path, json=baseline, headers=tokens[role])
+        r = send(client, method, path, json=baseline, headers=tokens[role])
         if r.status_code not in (401, 403):
             return [None, role]
     return [None]
@@ -207,10 +206,10 @@ def test_no_hostile_value_in_any_field_of_any_endpoint_answers_500(sweep_client,
         for role in _callers(sweep_client, method, path, baseline, tokens):
             headers = {**tokens[role], "Content-Type": "application/json"}
             for name, raw in HOSTILE.items():
-                r = _send(sweep_client, method, path, content=raw.encode(), headers=headers)
+                r = send(sweep_client, method, path, content=raw.encode(), headers=headers)
                 _check(r, f"{role} {method} {path} whole body {name}")
                 for field in fields:
-                    r = _send(sweep_client, method, path, content=_with(baseline, field, raw), headers=headers)
+                    r = send(sweep_client, method, path, content=_with(baseline, field, raw), headers=headers)
                     _check(r, f"{role} {method} {path} {field}={name}")
                     if name in TEXT_POISON and r.status_code == 422 and not path.startswith("/open311/"):
                         refused.setdefault((method, path, field), set()).update(_named(r.json()))
@@ -229,7 +228,7 @@ def test_a_lone_surrogate_in_a_report_is_a_422_naming_the_field(sweep_client, to
     for role in (None, "admin"):
         for field in ("description", "category", "contact", "crs"):
             body = {"lon": 113.6800, "lat": 34.7800, "category": real["category"], "description": "堵塞"}
-            r = _send(
+            r = send(
                 sweep_client,
                 "POST",
                 "/v1/events",
@@ -251,7 +250,7 @@ def test_a_lone_surrogate_in_a_query_or_path_is_never_a_500(sweep_client, tokens
         "/v1/places?q=%F0%9F",
         "/v1/places?q=%5Cud800",
     ):
-        r = _send(sweep_client, "GET", url, headers=tokens["admin"])
+        r = send(sweep_client, "GET", url, headers=tokens["admin"])
         _check(r, url)
 
 
@@ -313,11 +312,11 @@ def test_extreme_and_malformed_dates_in_every_date_parameter_are_never_a_500(swe
             if param["in"] == "path":
                 if not value:
                     continue
-                path, query = _url(route, None, {**real, param["name"]: value}), {}
+                path, query = route_url(route, None, {**real, param["name"]: value}), {}
             else:
-                path, query = _url(route, None, real), {param["name"]: value}
+                path, query = route_url(route, None, real), {param["name"]: value}
             for role in ("dispatcher", "admin", None):
-                r = _send(sweep_client, method, path, params=query, json=body, headers=tokens[role])
+                r = send(sweep_client, method, path, params=query, json=body, headers=tokens[role])
                 _check(r, f"{role} {method} {path} {param['name']}={value!r}")
                 if r.status_code == 422:
                     refused[(method, route.path, param["name"], value)] = r.json().get("field")
@@ -347,7 +346,7 @@ def test_extreme_and_malformed_dates_in_every_date_parameter_are_never_a_500(swe
 )
 def test_out_of_range_days_are_422_naming_the_field(sweep_client, tokens, query):
     for path in ("/v1/events", "/v1/events/evaluation"):
-        r = _send(sweep_client, "GET", f"{path}?{query}", headers=tokens["dispatcher"])
+        r = send(sweep_client, "GET", f"{path}?{query}", headers=tokens["dispatcher"])
         assert r.status_code == 422, (path, query, r.text)
         assert r.headers["content-type"].startswith(PROBLEM)
         assert r.json()["field"] in ("from", "to") and r.json()["field"] in query, r.json()
@@ -357,7 +356,7 @@ def test_days_at_the_edges_of_the_range_are_answered(sweep_client, tokens):
     from geo_api.params import FIRST_DAY, LAST_DAY
 
     for path in ("/v1/events", "/v1/events/evaluation"):
-        r = _send(
+        r = send(
             sweep_client,
             "GET",
             path,
@@ -365,7 +364,7 @@ def test_days_at_the_edges_of_the_range_are_answered(sweep_client, tokens):
             headers=tokens["dispatcher"],
         )
         assert r.status_code == 200, r.text
-    r = _send(
+    r = send(
         sweep_client, "GET", "/v1/events/evaluation", params={"to": FIRST_DAY.isoformat()}, headers=tokens["dispatcher"]
     )
     assert r.status_code == 200 and r.json()["from"] == FIRST_DAY.isoformat(), r.text

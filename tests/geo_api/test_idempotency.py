@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from geo_api.app import create_app
 from tests.conftest import make_settings, scratch_engine, token_for
 from tests.factories import add_user
-from tests.layers.test_events import P, east, event_world
+from tests.factories.events import P, east, event_world
 
 KEY = "Idempotency-Key"
 

@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from tests.conftest import token_for
 from tests.factories import add_user
-from tests.layers.test_events import P, X, Y, east, event_world
+from tests.factories.events import P, X, Y, east, event_world
 
 pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
 

@@ -202,17 +202,18 @@ def test_residents_per_grid_are_counted_again_only_after_a_residence_write(world
     from layers.registrations import grid_residents
 
     db, c, h = world["db"], world["c"], world["h"]
+    caches = c.app.state.caches
     direct = text("""SELECT g.id, count(*) FROM grids g
                        JOIN grid_versions gv ON gv.grid_id = g.id AND gv.valid_to IS NULL
                        JOIN residences r ON r.ended_at IS NULL AND ST_Intersects(gv.geom, r.geom)
                       WHERE g.retired_at IS NULL GROUP BY g.id""")
     reg = register(world).json()
-    first = grid_residents(db)
+    first = grid_residents(db, caches)
     assert dict(zip(*first)) == dict(db.execute(direct).all()) and sum(first[1]) == 1
     assert c.post(f"/v1/registrations/{reg['id']}/confirm", headers=h["cadmin"]).status_code == 200
-    assert grid_residents(db) is first  # a registration write: kept
+    assert grid_residents(db, caches) is first  # a registration write: kept
     register(world, user="dadmin", member_id=world["m2"], role="fuwu", **IN_B)  # a new residence
-    second = grid_residents(db)
+    second = grid_residents(db, caches)
     assert second is not first and dict(zip(*second)) == dict(db.execute(direct).all()) and sum(second[1]) == 2
 
 

@@ -9,8 +9,7 @@ from sqlalchemy import text
 
 from tests.conftest import token_for
 from tests.factories import GRID_B, add_user
-from tests.geo_api.test_events_api import post, world  # noqa: F401 - the fixture
-from tests.layers.test_events import X, Y
+from tests.factories.events import X, Y, post
 
 NAMES = ("近党员", "中党员", "远党员", "文明党员", "待确认党员", "忙党员")
 
@@ -41,27 +40,27 @@ def _answers(w, events) -> list:
     return out
 
 
-def test_report_answers_carry_no_member_data(world):
+def test_report_answers_carry_no_member_data(events_world):
     for user, channel in (("disp", "hotline"), ("cadmin", "hotline"), ("gw_a", "grid_worker"), (None, "public")):
-        r = post(world, user, channel=channel)
+        r = post(events_world, user, channel=channel)
         assert r.status_code == 201, r.text
         assert "suggestions" not in r.json()["routing"]
         assert not any(name in r.text for name in NAMES), user
 
 
-def test_probe_reports_cannot_narrow_a_residence_below_its_grid(world):
+def test_probe_reports_cannot_narrow_a_residence_below_its_grid(events_world):
     """A trilateration attempt: reports at chosen points around a member's residence and
     the suggestions of each. Moving the residence anywhere else inside its grid leaves
     every answer exactly as it was, so no set of probes tells the two places apart."""
-    db = world["db"]
-    events = [post(world, "disp", channel="hotline", lon=x, lat=y).json()["id"] for x, y in PROBES]
-    first = _answers(world, events)
-    near = world["members"]["near"]
+    db = events_world["db"]
+    events = [post(events_world, "disp", channel="hotline", lon=x, lat=y).json()["id"] for x, y in PROBES]
+    first = _answers(events_world, events)
+    near = events_world["members"]["near"]
     bands = [dict((m, b) for m, b, _ in answer).get(near) for answer in first]
     # inside grid A it is always the grid itself; from B the band of A's distance; far: nothing
     assert bands == ["本网格"] * 5 + ["500 m–1 km", None]
     # the residences move across their grid (50 m → ≈ 8 km away from the probes' centre)
-    for member, (x, y) in ((near, (X + 0.045, Y + 0.095)), (world["members"]["mid"], (X + 0.001, Y + 0.001))):
+    for member, (x, y) in ((near, (X + 0.045, Y + 0.095)), (events_world["members"]["mid"], (X + 0.001, Y + 0.001))):
         db.execute(
             text(
                 "UPDATE residences SET geom = ST_SetSRID(ST_MakePoint(:x, :y), 4326), source_x = :x, "
@@ -70,45 +69,47 @@ def test_probe_reports_cannot_narrow_a_residence_below_its_grid(world):
             {"m": member, "x": x, "y": y},
         )
     db.flush()
-    assert _answers(world, events) == first
+    assert _answers(events_world, events) == first
     # and neither the distance nor a coordinate is in any answer
     for e in events:
-        body = _routing(world, e).text
+        body = _routing(events_world, e).text
         assert "distance_m" not in body and f"{X + 0.045:.4f}" not in body
 
 
-def test_suggestions_are_of_members_inside_the_callers_area_only(world):
+def test_suggestions_are_of_members_inside_the_callers_area_only(events_world):
     """An admin of grid B asking about an event in B near A's edge hears of B's members
     only, though A's are nearer; admins of other areas and grid workers hear nothing."""
-    add_user(world["db"], "badmin", "admin", area_code=GRID_B)
-    world["h"]["badmin"] = token_for("badmin")
-    event = post(world, "disp", channel="hotline", lon=X + 0.051, lat=Y + 0.02).json()["id"]
-    everyone = {s["member_id"] for s in _routing(world, event).json()["suggestions"]}
-    assert world["members"]["near"] in everyone and world["members"]["far"] in everyone
-    r = _routing(world, event, "badmin")
+    add_user(events_world["db"], "badmin", "admin", area_code=GRID_B)
+    events_world["h"]["badmin"] = token_for("badmin")
+    event = post(events_world, "disp", channel="hotline", lon=X + 0.051, lat=Y + 0.02).json()["id"]
+    everyone = {s["member_id"] for s in _routing(events_world, event).json()["suggestions"]}
+    assert events_world["members"]["near"] in everyone and events_world["members"]["far"] in everyone
+    r = _routing(events_world, event, "badmin")
     assert r.status_code == 200
-    assert [s["member_id"] for s in r.json()["suggestions"]] == [world["members"]["far"]]
+    assert [s["member_id"] for s in r.json()["suggestions"]] == [events_world["members"]["far"]]
     for outsider in ("other", "gw_a", "gw_b", "m1"):
-        r = _routing(world, event, outsider)
+        r = _routing(events_world, event, outsider)
         assert r.status_code == 403, outsider
         assert not any(name in r.text for name in NAMES)
 
 
-def test_distinct_probes_per_caller_and_hour_are_bounded(world):
-    world["c"].app.state.settings.events.routing_probes_per_hour = 3
-    events = [post(world, "disp", channel="hotline", lon=x, lat=y).json()["id"] for x, y in PROBES[:5]]
+def test_distinct_probes_per_caller_and_hour_are_bounded(events_world):
+    events_world["c"].app.state.settings.events.routing_probes_per_hour = 3
+    events = [post(events_world, "disp", channel="hotline", lon=x, lat=y).json()["id"] for x, y in PROBES[:5]]
     for e in events[:3]:
-        assert _routing(world, e).status_code == 200
-    r = _routing(world, events[3])
+        assert _routing(events_world, e).status_code == 200
+    r = _routing(events_world, events[3])
     assert r.status_code == 429 and r.headers["content-type"].startswith("application/problem+json")
     assert 0 < int(r.headers["Retry-After"]) <= 3600 and r.json()["field"] == "event_id"
     assert not any(name in r.text for name in NAMES)
     # looking again at an event already counted is free; another account has its own count
-    assert _routing(world, events[0]).status_code == 200
-    assert _routing(world, events[3], "cadmin").status_code == 200
+    assert _routing(events_world, events[0]).status_code == 200
+    assert _routing(events_world, events[3], "cadmin").status_code == 200
     # a refused look is not counted: once the hour has passed, the fourth event is the fourth
-    world["db"].execute(text("UPDATE routing_probes SET at = at - interval '61 minutes' WHERE username = 'disp'"))
+    events_world["db"].execute(
+        text("UPDATE routing_probes SET at = at - interval '61 minutes' WHERE username = 'disp'")
+    )
     for e in events[3:]:
-        assert _routing(world, e).status_code == 200
-    n = world["db"].execute(text("SELECT count(*) FROM routing_probes WHERE username = 'disp'")).scalar()
+        assert _routing(events_world, e).status_code == 200
+    n = events_world["db"].execute(text("SELECT count(*) FROM routing_probes WHERE username = 'disp'")).scalar()
     assert n == 2  # the old looks are gone

@@ -51,7 +51,7 @@ def _personal() -> set[tuple[str, str]]:
     from geo_api.app import create_app
     from geo_api.headers import declared_personal
     from tests.conftest import make_settings
-    from tests.geo_api.test_api import api_routes
+    from tests.factories.api import api_routes
 
     return {
         (method, route.path)

@@ -37,7 +37,7 @@ from geo_api.audit import writer_of
 from geo_api.deps import Access, Caller, ScopedEvent, require_roles
 from tests.conftest import TEST_CLOCK, make_settings, token_for
 from tests.factories import add_user
-from tests.geo_api.test_api import api_routes
+from tests.factories.api import api_routes
 
 DISTRICT = "410105000000"
 S_IN, C_IN, G_IN = "410105001000", "410105001001", "410105001001001"  # the street admin's, the grid worker's

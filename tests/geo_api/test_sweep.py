@@ -16,11 +16,9 @@ import itertools
 
 import pytest
 from fastapi.routing import APIRoute
-from fastapi.testclient import TestClient
 
-from geo_api.app import create_app
-from tests.conftest import make_settings, token_for
-from tests.geo_api.test_api import api_routes, walkable
+from tests.conftest import token_for
+from tests.factories.api import api_routes, real_values, route_url, send, walkable
 from tests.zh import zh_fault
 
 PATH_VALUES = ["x", "-1", "0", "99999999999999999999999", "1e309", "NaN", "%E4%B8%AD%00", "a" * 300]
@@ -83,41 +81,6 @@ BODIES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sweep_client(demo_engine):
-    """An app on the demo data in one transaction rolled back at the end; its session is
-    rolled back to its savepoint after every request (:func:`_send`), so a request that
-    fails in PostgreSQL leaves the next one unharmed, as a session per request would."""
-    from sqlalchemy.orm import Session
-
-    conn = demo_engine.connect()
-    outer = conn.begin()
-    session = Session(bind=conn, join_transaction_mode="create_savepoint", expire_on_commit=False)
-    settings = make_settings()
-    settings.events.fast_path = False
-    # hundreds of anonymous writes in one app while the tests' clock stands still: no
-    # bucket would refill, and the sweep is for what the routes do with hostile input
-    # (the rate limits have their own tests, tests/geo_api/test_middleware.py)
-    settings.rate_limit.enabled = False
-    app = create_app(settings, engine=demo_engine)
-    app.state.bound_session = session  # geo_api.deps.bound_session
-    try:
-        with TestClient(app, raise_server_exceptions=False) as c:
-            c.session = session
-            yield c
-    finally:
-        session.close()
-        outer.rollback()
-        conn.close()
-
-
-def _send(client, method: str, url: str, **kw):
-    try:
-        return client.request(method, url, **kw)
-    finally:
-        client.session.rollback()
-
-
 def _routes(app):
     for route in api_routes(app.routes):
         for method in sorted(route.methods - {"HEAD"}):
@@ -125,64 +88,13 @@ def _routes(app):
                 yield route, method
 
 
-# A real value for each path parameter, so malformed queries and bodies reach past the lookup.
-REAL_SQL = {
-    "code": None,  # by route, below
-    "registration_id": "SELECT id::text FROM registrations ORDER BY id LIMIT 1",
-    "event_id": "SELECT id::text FROM events ORDER BY id LIMIT 1",
-    "service_request_id": "SELECT id::text FROM events ORDER BY id LIMIT 1",
-    "category": "SELECT code FROM event_categories ORDER BY code LIMIT 1",
-    "service_code": "SELECT code FROM event_categories ORDER BY code LIMIT 1",
-    "street": "SELECT code FROM admin_areas WHERE level = 'street' ORDER BY code LIMIT 1",
-    "featureId": "SELECT code FROM grids ORDER BY code LIMIT 1",  # /ogc: of collectionId grids
-    "number": "SELECT id::text FROM events ORDER BY id LIMIT 1",  # /report/{number}
-}
-CODE_SQL = {
-    "/v1/areas/": "SELECT code FROM admin_areas WHERE level = 'district' LIMIT 1",
-    "/v1/grids/": "SELECT code FROM grids ORDER BY code LIMIT 1",
-    "/v1/branches/": "SELECT code FROM branches WHERE kind = 'work_unit' ORDER BY code LIMIT 1",
-}
-REAL_FIXED = {
-    "name": "0" * 32 + ".jpg",
-    "collectionId": "grids",
-    "day": "2026-12-01",
-    "layers": "grids",
-    "z": "15",
-    "x": "26701",
-    "y": "13041",
-}
-
-
-def _real_values(engine) -> dict[str, str]:
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        out = {k: conn.execute(text(q)).scalar_one() for k, q in REAL_SQL.items() if q}
-        out.update({prefix: conn.execute(text(q)).scalar_one() for prefix, q in CODE_SQL.items()})
-    return {**out, **REAL_FIXED}
-
-
-def _url(route: APIRoute, value: str | None, real: dict[str, str]) -> str:
-    """``route``'s path with every parameter set to ``value``, or to a real value (None)."""
-    out = route.path
-    for p in route.dependant.path_params:
-        if value is not None:
-            v = value
-        elif p.name == "code":
-            v = next(real[prefix] for prefix in CODE_SQL if route.path.startswith(prefix))
-        else:
-            v = real[p.name]
-        out = out.replace("{" + p.name + "}", v)
-    return out
-
-
 def _requests(route: APIRoute, method: str, real: dict[str, str]):
     """(url, query, body, content type) of every malformed request tried on ``route``:
     garbage path parameters, then garbage queries and bodies on a path of real values."""
     queries = [p.alias for p in route.dependant.query_params]
-    plain = _url(route, None, real)
+    plain = route_url(route, None, real)
     for value in PATH_VALUES if route.dependant.path_params else []:
-        yield _url(route, value, real), {}, None, None
+        yield route_url(route, value, real), {}, None, None
     for q, value in itertools.product(queries, QUERY_VALUES):
         yield plain, {q: value}, None, None
     if method in ("POST", "PUT", "PATCH"):
@@ -192,7 +104,7 @@ def _requests(route: APIRoute, method: str, real: dict[str, str]):
 
 def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo_engine):
     app = sweep_client.app
-    real = _real_values(demo_engine)
+    real = real_values(demo_engine)
     callers = {"anonymous": {}, "admin": token_for("admin")}
     failures, refused, tried = [], 0, 0
     untranslated: set[str] = set()  # refusals a zh-CN user would read without their own Chinese
@@ -203,7 +115,7 @@ def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo
             h = dict(headers)
             if kind:
                 h["Content-Type"] = kind
-            r = _send(sweep_client, method, url, params=query, content=body, headers=h)
+            r = send(sweep_client, method, url, params=query, content=body, headers=h)
             tried += 1
             what = f"{who} {method} {url} {query} {body[:40] if body else ''!r} {kind or ''}"
             if r.status_code >= 500:
@@ -234,7 +146,7 @@ def test_no_route_answers_malformed_input_with_a_server_error(sweep_client, demo
     ],
 )
 def test_a_nul_character_in_the_path_or_query_is_named(sweep_client, url, field):
-    r = _send(sweep_client, "GET", url, headers=token_for("admin"))
+    r = send(sweep_client, "GET", url, headers=token_for("admin"))
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["field"] == field and "NUL" in r.json()["detail"]
 
@@ -260,17 +172,17 @@ def test_a_nul_character_in_the_path_or_query_is_named(sweep_client, url, field)
     ],
 )
 def test_a_nul_character_in_a_body_is_named(sweep_client, demo_engine, method, url, body, field):
-    real = _real_values(demo_engine)
+    real = real_values(demo_engine)
     url = url.format(**real)
     body = {k: v.format(**real) if isinstance(v, str) else v for k, v in body.items()}
-    r = _send(sweep_client, method, url, json=body, headers=token_for("admin"))
+    r = send(sweep_client, method, url, json=body, headers=token_for("admin"))
     assert r.status_code == 422, r.text
     problem = r.json()
     assert problem["field"].startswith(field) and "NUL" in problem["detail"], problem
 
 
 def test_a_nul_character_in_a_username_is_named(sweep_client):
-    r = _send(sweep_client, "POST", "/v1/auth/token", data={"username": "admin\u0000", "password": "x"})
+    r = send(sweep_client, "POST", "/v1/auth/token", data={"username": "admin\u0000", "password": "x"})
     assert r.status_code == 422 and r.json()["field"] == "username"
 
 
@@ -289,14 +201,14 @@ HEADERS = [
 
 
 def test_no_route_answers_malformed_headers_with_a_server_error(sweep_client, demo_engine):
-    real = _real_values(demo_engine)
+    real = real_values(demo_engine)
     failures, tried = [], 0
     for route, method in _routes(sweep_client.app):
         if method != "GET":
             continue
-        url = _url(route, None, real)
+        url = route_url(route, None, real)
         for headers in HEADERS:
-            r = _send(sweep_client, method, url, headers=headers)
+            r = send(sweep_client, method, url, headers=headers)
             tried += 1
             if r.status_code >= 500:
                 failures.append(f"{r.status_code} GET {url} {headers}: {r.text[:200]}")
@@ -366,14 +278,14 @@ def test_no_get_route_shows_members_personal_data_to_the_public_or_another_membe
     secrets = {v for mid, name, phone in rows if mid != own for v in (name, phone) if v} - public - mine
     places = {(round(x, 6), round(y, 6)) for mid, x, y in homes if mid != own}
     assert len(secrets) > 10_000 and len(places) > 10_000
-    real = _real_values(demo_engine)
+    real = real_values(demo_engine)
     headers = token_for(user) if user else {}
     read = 0
     for route, method in _routes(sweep_client.app):
         if method != "GET" or route.path.endswith(".mvt"):  # tiles: tests/tiles decodes them
             continue
         for accept in ("application/json", "text/csv"):
-            r = _send(sweep_client, "GET", _url(route, None, real), headers={**headers, "Accept": accept})
+            r = send(sweep_client, "GET", route_url(route, None, real), headers={**headers, "Accept": accept})
             if r.status_code != 200:
                 continue
             read += 1

@@ -18,7 +18,7 @@ import pyogrio.raw
 import shapely
 from shapely.geometry import shape
 
-from layers.coverage_topology import polygon_parts
+from layers.coverage.topology import polygon_parts
 from layers.crs import gcj02_to_wgs84, geoms_from_wgs84
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -20,8 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from geo_api.cli import main
-from layers.coverage_topology import EqualArea
+from layers.coverage.topology import EqualArea
 from tests.conftest import clocked, make_settings, scratch_engine
+from tests.factories.tiles import decode, path, tile_at, to_lonlat
 from tests.ingest.district_files import (
     AREA_MAP,
     CODE,
@@ -31,7 +32,6 @@ from tests.ingest.district_files import (
     write_areas_shapefile,
     write_grids_gpkg,
 )
-from tests.tiles.conftest import decode, path, tile_at, to_lonlat
 
 ADMIN_PASSWORD = "zhongyuan-2026"
 DISTRICT = CODE + "000000"

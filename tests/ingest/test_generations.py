@@ -23,6 +23,7 @@ from ingest.district import start_district
 from ingest.files import read_features
 from layers.boundaries import LOCAL_TZ
 from tests.conftest import clocked, make_settings, scratch_engine
+from tests.factories.tiles import decode, path, tile_at, to_lonlat
 from tests.ingest.district_files import (
     AREA_MAP,
     CODE,
@@ -33,7 +34,6 @@ from tests.ingest.district_files import (
     write_areas_shapefile,
     write_grids_gpkg,
 )
-from tests.tiles.conftest import decode, path, tile_at, to_lonlat
 from tests.zh import untranslated_reasons
 
 PASSWORD = "generations-2026"
@@ -246,7 +246,7 @@ def test_a_generation_takes_effect_on_its_day(server_url, tmp_path, clock, monke
             assert old["grid"]["code"] == a.code and old["grid"]["version"] == 1
             assert locate(q, at=yesterday) == gone.code
             assert locate(p, at=(day - timedelta(days=9)).isoformat()) == a.code
-            assert api.app.state.history_index.built == 1  # one index for the days before the generation
+            assert api.app.state.caches.history_index.built == 1  # one index for the days before the generation
             assert api.get("/v1/locate", params={"lon": p.x, "lat": p.y, "at": "2027-13-01"}).json()["field"] == "at"
 
         with engine.connect() as conn:

@@ -11,7 +11,9 @@ import shapely
 from sqlalchemy import text
 
 from layers import coverage as cov
-from layers.coverage_topology import Thresholds, analyse_topology
+from layers.coverage import h3 as cov_h3
+from layers.coverage import members as cov_members
+from layers.coverage.topology import Thresholds, analyse_topology
 from layers.errors import InvalidInput
 from tests.factories import (
     COMMUNITY,
@@ -25,6 +27,7 @@ from tests.factories import (
     rect,
     small_layout,
 )
+from tests.factories.h3 import points, true_counts
 
 X0, Y0 = 113.60, 34.70
 TH = Thresholds(sliver_m2=100.0, noise_m2=1.0, stray_part_m2=1000.0)
@@ -84,8 +87,8 @@ def geography_area(session, ewkt: str) -> float:
     return session.execute(text("SELECT ST_Area(ST_GeomFromEWKT(:g)::geography)"), {"g": ewkt}).scalar()
 
 
-def topology(session) -> list[dict]:
-    return [f for f in cov.current_findings(session, TH)]
+def topology(session, caches) -> list[dict]:
+    return [f for f in cov.current_findings(session, caches, TH)]
 
 
 def assert_area(found: float, expected: float) -> None:
@@ -132,9 +135,9 @@ def known_layout(session) -> None:
     session.flush()
 
 
-def test_known_gaps_overlaps_slivers_and_outside(empty_db):
+def test_known_gaps_overlaps_slivers_and_outside(empty_db, caches):
     known_layout(empty_db)
-    found = topology(empty_db)
+    found = topology(empty_db, caches)
     expected = [
         # kind, form, codes, area code, geometry
         ("gap", "gap", [C1, G2], C1, poly(HOLE)),
@@ -157,9 +160,9 @@ def test_known_gaps_overlaps_slivers_and_outside(empty_db):
         assert shapely.intersects(shape, shapely.Point(f["point"]))
 
 
-def test_uncovered_share_by_level(empty_db):
+def test_uncovered_share_by_level(empty_db, caches):
     known_layout(empty_db)
-    result = cov.summary(empty_db, code="410105000000", level="community", thresholds=TH)
+    result = cov.summary(empty_db, caches, code="410105000000", level="community", thresholds=TH)
     by = {u["code"]: u for u in result["units"]}
     hole = geography_area(empty_db, poly(HOLE))
     notch = geography_area(empty_db, poly(NOTCH))
@@ -179,9 +182,9 @@ def test_uncovered_share_by_level(empty_db):
     assert by[C2]["rank"]["coverage_share"] == 1
 
 
-def test_factory_layout_gap_strip_and_branch_coverage(empty_db):
+def test_factory_layout_gap_strip_and_branch_coverage(empty_db, caches):
     ids = small_layout(empty_db, X0, Y0)
-    found = cov.issues(empty_db, thresholds=TH)
+    found = cov.issues(empty_db, caches, thresholds=TH)
     gaps = [f for f in found if f["kind"] == "gap"]
     assert [f["codes"] for f in gaps] == [[COMMUNITY, GRID_A, GRID_B, GRID_C]]
     strip = rect(X0 + 0.05, Y0 + 0.05, X0 + 0.0502, Y0 + 0.1)
@@ -201,7 +204,7 @@ def test_factory_layout_gap_strip_and_branch_coverage(empty_db):
     )  # inside A, not B
     add_branch(empty_db, "W001", "机关党支部", [], kind="work_unit")  # covers no grid by design
     empty_db.flush()
-    found = cov.issues(empty_db, kinds="branch", thresholds=TH)
+    found = cov.issues(empty_db, caches, kinds="branch", thresholds=TH)
     kinds = {(f["kind"], f["codes"][0]) for f in found if f["kind"] != "roles_missing"}
     assert kinds == {
         ("no_branch", GRID_C),
@@ -214,7 +217,7 @@ def test_factory_layout_gap_strip_and_branch_coverage(empty_db):
     assert site["point"] == [round(X0 + 0.02, 7), round(Y0 + 0.02, 7)]
 
 
-def test_stray_part(empty_db):
+def test_stray_part(empty_db, caches):
     square = rect(X0, Y0, X0 + 0.02, Y0 + 0.01)
     add_area(empty_db, "410105000000", "测试区", "district", square)
     add_area(empty_db, S1, "测试街道", "street", square, "410105000000")
@@ -227,19 +230,19 @@ def test_stray_part(empty_db):
     add_grid(empty_db, G1, "一社区第1网格", f"SRID=4326;MULTIPOLYGON({body})")
     add_grid(empty_db, G2, "一社区第2网格", poly(box(0.01, 0, 0.02, 0.01), speck))
     empty_db.flush()
-    found = topology(empty_db)
+    found = topology(empty_db, caches)
     assert [(f["kind"], f["codes"]) for f in found] == [("stray_part", [G1, C1])]
     assert_area(found[0]["area_m2"], geography_area(empty_db, poly(speck)))
     # above the threshold it is a second part, not a stray one
-    assert not topology_with(empty_db, stray_part_m2=100.0)
+    assert not topology_with(empty_db, caches, stray_part_m2=100.0)
 
 
-def topology_with(session, **changes) -> list[dict]:
+def topology_with(session, caches, **changes) -> list[dict]:
     th = Thresholds(**{**TH.as_dict(), **changes})
-    return cov.current_findings(session, th)
+    return cov.current_findings(session, caches, th)
 
 
-def test_invalid_geometry_is_reported_and_repaired(empty_db):
+def test_invalid_geometry_is_reported_and_repaired(empty_db, caches):
     # The database refuses invalid geometries (a CHECK constraint); lift it inside this
     # rolled-back transaction to store a bow-tie, as an import from elsewhere might.
     empty_db.execute(text("ALTER TABLE grid_versions DROP CONSTRAINT ck_grid_versions_geom_valid"))
@@ -250,7 +253,7 @@ def test_invalid_geometry_is_reported_and_repaired(empty_db):
     bowtie = poly([(0, 0), (0.02, 0.02), (0.02, 0), (0, 0.02)])
     add_grid(empty_db, G1, "一社区第1网格", bowtie)
     empty_db.flush()
-    found = topology(empty_db)
+    found = topology(empty_db, caches)
     invalid = [f for f in found if f["kind"] == "invalid"]
     assert [f["codes"] for f in invalid] == [[G1, C1]]
     assert invalid[0]["point"] == [pytest.approx(X0 + 0.01), pytest.approx(Y0 + 0.01)]
@@ -285,8 +288,8 @@ def test_analyse_topology_in_memory_cross_community_overlap():
 # --------------------------------------------------------------------------------------
 
 
-def test_demo_defects_found_and_nothing_else(demo_db):
-    found = cov.current_findings(demo_db)
+def test_demo_defects_found_and_nothing_else(demo_db, caches):
+    found = cov.current_findings(demo_db, caches)
     assert len(found) == len(DEMO_DEFECTS), [(f["kind"], f["codes"], f["area_m2"]) for f in found]
     for kind, form, grids, community, area in DEMO_DEFECTS:
         if form == "overlap":
@@ -305,14 +308,14 @@ def test_demo_defects_found_and_nothing_else(demo_db):
         assert f["form"] == form and f["area_code"] == community
         # The manifest measures the shapes the generator cut in EPSG:4547; stored in
         # lon/lat their long straight edges are straight in lon/lat instead, which moves
-        # the 0.4 m wide sliver by 0.3 m² (see layers.coverage_topology): 0.5 % + 0.5 m².
+        # the 0.4 m wide sliver by 0.3 m² (see layers.coverage.topology): 0.5 % + 0.5 m².
         assert abs(f["area_m2"] - area) <= AREA_TOLERANCE * area + 0.5, (f["area_m2"], area)
         geom = shapely.from_wkb(f["wkb"])
         assert shapely.intersects(geom, shapely.Point(f["point"])) and geom.is_valid
 
 
-def test_demo_branch_coverage_matches_the_manifest(demo_db):
-    found = cov.issues(demo_db, kinds="branch")
+def test_demo_branch_coverage_matches_the_manifest(demo_db, caches):
+    found = cov.issues(demo_db, caches, kinds="branch")
     by_kind: dict[str, list] = {}
     for f in found:
         by_kind.setdefault(f["kind"], []).append(f)
@@ -333,8 +336,8 @@ def test_demo_branch_coverage_matches_the_manifest(demo_db):
     assert sorted(f["codes"][0] for f in by_kind["roles_missing"]) == rows
 
 
-def test_demo_metrics_agree_with_postgis(demo_db):
-    result = cov.summary(demo_db, code="410105000000", level="street")
+def test_demo_metrics_agree_with_postgis(demo_db, caches):
+    result = cov.summary(demo_db, caches, code="410105000000", level="street")
     assert len(result["units"]) == 14
     total = result["total"]
     district_area, uncovered = demo_db.execute(
@@ -385,18 +388,18 @@ def test_demo_metrics_agree_with_postgis(demo_db):
     assert densities == sorted(densities, reverse=True) and len(ranked) == 14
 
 
-def test_summary_bad_input(demo_db):
+def test_summary_bad_input(demo_db, caches):
     with pytest.raises(InvalidInput) as e:
-        cov.summary(demo_db, code="410105999000")
+        cov.summary(demo_db, caches, code="410105999000")
     assert e.value.field == "code"
     with pytest.raises(InvalidInput) as e:
-        cov.summary(demo_db, code="410105001000", level="district")
+        cov.summary(demo_db, caches, code="410105001000", level="district")
     assert e.value.field == "level"
     with pytest.raises(InvalidInput) as e:
-        cov.summary(demo_db, code="410105001000", level="province")
+        cov.summary(demo_db, caches, code="410105001000", level="province")
     assert e.value.field == "level"
     with pytest.raises(InvalidInput) as e:
-        cov.issues(demo_db, kinds="gaps")
+        cov.issues(demo_db, caches, kinds="gaps")
     assert e.value.field == "kind"
 
 
@@ -418,42 +421,9 @@ STREET = "410105001000"
 K = 5
 
 
-def true_counts(xy) -> dict[int, dict[str, int]]:
-    """The test's own count per cell and resolution: each point in its res-10 cell and
-    in that cell's ancestors."""
-    fine: dict[str, int] = {}
-    for x, y in xy:
-        cell = h3.latlng_to_cell(y, x, 10)
-        fine[cell] = fine.get(cell, 0) + 1
-    out = {10: fine}
-    for res in (9, 8, 7):
-        out[res] = {}
-        for cell, n in fine.items():
-            parent = h3.cell_to_parent(cell, res)
-            out[res][parent] = out[res].get(parent, 0) + n
-    return out
-
-
-def points(session, metric: str, within: str | None = None) -> list[tuple[float, float]]:
-    sql = {
-        "members": """SELECT ST_X(s.geom), ST_Y(s.geom) FROM registrations r JOIN residences s
-                      ON s.id = r.residence_id WHERE r.status IN ('confirmed', 'pending')""",
-        "residences": "SELECT ST_X(s.geom), ST_Y(s.geom) FROM residences s WHERE s.ended_at IS NULL",
-        "events": "SELECT ST_X(s.geom), ST_Y(s.geom) FROM events s WHERE true",
-    }[metric]
-    if within is not None:
-        table = (
-            "grid_versions gv JOIN grids g ON g.id = gv.grid_id AND gv.valid_to IS NULL"
-            if len(within) == 15
-            else "admin_areas g"
-        )
-        sql += f" AND ST_Intersects(s.geom, (SELECT geom FROM {table} WHERE g.code = :w))"
-    return [tuple(r) for r in session.execute(text(sql), {"w": within}).all()]
-
-
-def public(session, metric: str, within: str | None = None, k: int = K) -> dict[int, dict]:
+def public(session, caches, metric: str, within: str | None = None, k: int = K) -> dict[int, dict]:
     return {
-        res: cov.h3_aggregate(session, res=res, metric=metric, within=within, suppress_below=k)
+        res: cov.h3_aggregate(session, caches, res=res, metric=metric, within=within, suppress_below=k)
         for res in cov.H3_RESOLUTIONS
     }
 
@@ -476,8 +446,8 @@ def assert_nothing_recoverable(published: dict[int, dict[str, int]], true: dict[
     return checked
 
 
-def test_h3_entitled_counts_are_exact_inside_within(demo_db):
-    full = cov.h3_aggregate(demo_db, res=9, metric="members", within=STREET, suppress_below=None)
+def test_h3_entitled_counts_are_exact_inside_within(demo_db, caches):
+    full = cov.h3_aggregate(demo_db, caches, res=9, metric="members", within=STREET, suppress_below=None)
     inside = points(demo_db, "members", STREET)
     assert full["total"] == len(inside) == sum(c["count"] for c in full["cells"]) and len(inside) > 1000
     assert full["suppressed_cells"] == 0
@@ -491,10 +461,10 @@ def test_h3_entitled_counts_are_exact_inside_within(demo_db):
         assert shapely.Polygon(ring).contains(shapely.Point(lon, lat))
 
 
-def test_h3_public_counts_are_whole_cells_listed_by_within(demo_db):
+def test_h3_public_counts_are_whole_cells_listed_by_within(demo_db, caches):
     everywhere = true_counts(points(demo_db, "members"))[9]
     listed = true_counts(points(demo_db, "members", STREET))[9]
-    kept = cov.h3_aggregate(demo_db, res=9, metric="members", within=STREET, suppress_below=K)
+    kept = cov.h3_aggregate(demo_db, caches, res=9, metric="members", within=STREET, suppress_below=K)
     counts = {c["cell"]: c["count"] for c in kept["cells"]}
     assert kept["total"] is None and all(n >= K for n in counts.values())
     # listed: the cells holding a member inside the street; counted whole
@@ -502,20 +472,20 @@ def test_h3_public_counts_are_whole_cells_listed_by_within(demo_db):
     assert counts == {c: everywhere[c] for c in counts}
     assert any(everywhere[c] > listed[c] for c in counts), "some boundary cell should count beyond the street"
     # the tile engineer's entry point gives the same cells
-    assert cov.h3_cells(demo_db, res=9, metric="members", within=STREET, suppress_below=K) == kept["cells"]
+    assert cov.h3_cells(demo_db, caches, res=9, metric="members", within=STREET, suppress_below=K) == kept["cells"]
 
 
 @pytest.mark.parametrize("metric", cov.H3_METRICS)
-def test_h3_hierarchy_is_exact_and_differencing_across_resolutions_recovers_nothing(demo_db, metric):
+def test_h3_hierarchy_is_exact_and_differencing_across_resolutions_recovers_nothing(demo_db, metric, caches):
     true = true_counts(points(demo_db, metric))
     entitled = {
-        res: cov.h3_aggregate(demo_db, res=res, metric=metric, within=None, suppress_below=None)
+        res: cov.h3_aggregate(demo_db, caches, res=res, metric=metric, within=None, suppress_below=None)
         for res in cov.H3_RESOLUTIONS
     }
     for res, out in entitled.items():
         assert {c["cell"]: c["count"] for c in out["cells"]} == true[res]
         assert out["total"] == sum(true[10].values())
-    answers = public(demo_db, metric)
+    answers = public(demo_db, caches, metric)
     published = {res: {c["cell"]: c["count"] for c in out["cells"]} for res, out in answers.items()}
     for res in (7, 8, 9):  # every published parent is the sum of all its children
         for parent, n in published[res].items():
@@ -548,7 +518,7 @@ def centre(cell: str) -> tuple[float, float]:
     return lon, lat
 
 
-def test_h3_complementary_suppression_on_a_small_layout(empty_db):
+def test_h3_complementary_suppression_on_a_small_layout(empty_db, caches):
     """Three places in the small layout (k = 5), each a differencing attack on the old
     per-resolution, per-``within`` suppression:
 
@@ -582,7 +552,7 @@ def test_h3_complementary_suppression_on_a_small_layout(empty_db):
     true = true_counts(xy)
     assert true[9][p1] == 12 and true[8][r] == 23 and true[9][p2] == 20 and true[10][x_cell] == 8
 
-    answers = public(empty_db, "residences")
+    answers = public(empty_db, caches, "residences")
     published = {res: {c["cell"]: c["count"] for c in out["cells"]} for res, out in answers.items()}
     assert assert_nothing_recoverable(published, true, K) > 0
     # 1: A is withheld with B, P1 and its ancestors stay
@@ -594,18 +564,18 @@ def test_h3_complementary_suppression_on_a_small_layout(empty_db):
     assert answers[9]["suppressed_cells"] == 2 and answers[10]["suppressed_cells"] == 4
     # 3: X counts 8 whichever the within; listed where it holds a person inside
     for within in (None, "410105000000", STREET, COMMUNITY, GRID_A, GRID_B):
-        out = cov.h3_aggregate(empty_db, res=10, metric="residences", within=within, suppress_below=K)
+        out = cov.h3_aggregate(empty_db, caches, res=10, metric="residences", within=within, suppress_below=K)
         assert {c["cell"]: c["count"] for c in out["cells"]}.get(x_cell) == 8, within
-    only_b = cov.h3_aggregate(empty_db, res=10, metric="residences", within=GRID_B, suppress_below=K)
+    only_b = cov.h3_aggregate(empty_db, caches, res=10, metric="residences", within=GRID_B, suppress_below=K)
     assert [c["cell"] for c in only_b["cells"]] == [x_cell] and only_b["suppressed_cells"] == 0
-    in_a = cov.h3_aggregate(empty_db, res=10, metric="residences", within=GRID_A, suppress_below=K)
+    in_a = cov.h3_aggregate(empty_db, caches, res=10, metric="residences", within=GRID_A, suppress_below=K)
     assert [c["cell"] for c in in_a["cells"]] == sorted([c1, x_cell]) and in_a["suppressed_cells"] == 4
-    assert cov.h3_cells(empty_db, res=10, metric="residences", within=GRID_C, suppress_below=K) == []
+    assert cov.h3_cells(empty_db, caches, res=10, metric="residences", within=GRID_C, suppress_below=K) == []
     # entitled callers: the people inside, exactly
     for within, n in ((GRID_A, 2), (GRID_B, 6), (COMMUNITY, 8)):
-        out = cov.h3_aggregate(empty_db, res=10, metric="residences", within=within, suppress_below=None)
+        out = cov.h3_aggregate(empty_db, caches, res=10, metric="residences", within=within, suppress_below=None)
         assert {c["cell"]: c["count"] for c in out["cells"]}[x_cell] == n
-    everything = cov.h3_aggregate(empty_db, res=7, metric="residences", within=None, suppress_below=None)
+    everything = cov.h3_aggregate(empty_db, caches, res=7, metric="residences", within=None, suppress_below=None)
     assert everything["total"] == len(xy) and everything["suppressed_cells"] == 0
 
 
@@ -616,8 +586,8 @@ def test_h3_complementary_suppression_on_a_small_layout(empty_db):
         ("events", "SELECT count(*) FROM events"),
     ],
 )
-def test_h3_other_metrics_everywhere(demo_db, metric, sql):
-    out = cov.h3_aggregate(demo_db, res=7, metric=metric, within=None, suppress_below=None)
+def test_h3_other_metrics_everywhere(demo_db, metric, sql, caches):
+    out = cov.h3_aggregate(demo_db, caches, res=7, metric=metric, within=None, suppress_below=None)
     assert out["total"] == demo_db.execute(text(sql)).scalar() == sum(c["count"] for c in out["cells"])
     assert all(h3.get_resolution(c["cell"]) == 7 for c in out["cells"])
 
@@ -632,9 +602,9 @@ def test_h3_other_metrics_everywhere(demo_db, metric, sql):
         ({"res": 9, "metric": "members", "within": "4101"}, "within"),
     ],
 )
-def test_h3_bad_input(demo_db, kwargs, field):
+def test_h3_bad_input(demo_db, kwargs, field, caches):
     with pytest.raises(InvalidInput) as e:
-        cov.h3_cells(demo_db, suppress_below=None, **kwargs)
+        cov.h3_cells(demo_db, caches, suppress_below=None, **kwargs)
     assert e.value.field == field
 
 
@@ -643,29 +613,29 @@ def test_h3_bad_input(demo_db, kwargs, field):
 # --------------------------------------------------------------------------------------
 
 
-def test_findings_cached_until_the_layer_changes(empty_db):
+def test_findings_cached_until_the_layer_changes(empty_db, caches):
     ids = small_layout(empty_db, X0, Y0)
-    builds = cov.CACHE.builds
-    first = topology(empty_db)
-    assert cov.CACHE.builds == builds + 1
-    again = topology(empty_db)
-    assert cov.CACHE.builds == builds + 1 and again == first
+    builds = caches.coverage.computed
+    first = topology(empty_db, caches)
+    assert caches.coverage.computed == builds + 1
+    again = topology(empty_db, caches)
+    assert caches.coverage.computed == builds + 1 and again == first
     again[0]["codes"].append("x")  # callers get fresh dicts: the cache is not theirs to change
-    assert topology(empty_db) == first
+    assert topology(empty_db, caches) == first
     # a new grid drawn over A: the grids version changes, the analysis is redone
     add_grid(empty_db, COMMUNITY + "004", "测试社区第4网格", rect(X0 + 0.01, Y0 + 0.01, X0 + 0.02, Y0 + 0.02))
     empty_db.flush()
-    after = topology(empty_db)
-    assert cov.CACHE.builds == builds + 2
+    after = topology(empty_db, caches)
+    assert caches.coverage.computed == builds + 2
     overlaps = [f for f in after if f["kind"] == "overlap"]
     assert [f["codes"] for f in overlaps] == [[GRID_A, COMMUNITY + "004"]]
     assert_area(overlaps[0]["area_m2"], geography_area(empty_db, rect(X0 + 0.01, Y0 + 0.01, X0 + 0.02, Y0 + 0.02)))
     assert ids["A"]
 
 
-def test_h3_cache_follows_the_members_layer(demo_db):
+def test_h3_cache_follows_the_members_layer(demo_db, caches):
     community = "410105003003"
-    before = cov.h3_aggregate(demo_db, res=10, metric="residences", within=community, suppress_below=None)
+    before = cov.h3_aggregate(demo_db, caches, res=10, metric="residences", within=community, suppress_below=None)
     x, y = demo_db.execute(
         text("SELECT ST_X(p), ST_Y(p) FROM (SELECT ST_PointOnSurface(geom) AS p FROM admin_areas WHERE code = :c) s"),
         {"c": community},
@@ -679,21 +649,21 @@ def test_h3_cache_follows_the_members_layer(demo_db):
         {"m": member, "x": x, "y": y},
     )
     demo_db.flush()
-    after = cov.h3_aggregate(demo_db, res=10, metric="residences", within=community, suppress_below=None)
+    after = cov.h3_aggregate(demo_db, caches, res=10, metric="residences", within=community, suppress_below=None)
     assert after["total"] == before["total"] + 1
     cell = h3.latlng_to_cell(y, x, 10)
     counts = lambda out: {c["cell"]: c["count"] for c in out["cells"]}  # noqa: E731
     assert counts(after)[cell] == counts(before).get(cell, 0) + 1
 
 
-def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, monkeypatch):
+def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, monkeypatch, caches):
     """Members with an active registration per H3 cell, everywhere, are counted from the
     cells of the residences they registered with (located once per residences version):
     the same counts as locating every registered residence; a registration confirmed or
     rejected reuses the residence cells, a residence written locates them again; a
     residence the cells do not know yet falls back to locating the points."""
-    points = cov._xy(demo_db, cov._H3_POINTS["members"].format(where=""))
-    assert cov._registered_cells(demo_db) == cov.H3Counts.finest_of_points(points)
+    points = cov_h3._xy(demo_db, cov_h3._H3_POINTS["members"].format(where=""))
+    assert cov_h3._registered_cells(demo_db, caches) == cov.H3Counts.finest_of_points(points)
 
     reg, x, y = demo_db.execute(
         text(
@@ -703,29 +673,29 @@ def test_registered_members_per_cell_come_from_cached_residence_cells(demo_db, m
     ).one()
     cell = h3.latlng_to_cell(y, x, cov.H3_FINEST)
     located = []
-    real = cov.h3.latlng_to_cell
-    monkeypatch.setattr(cov.h3, "latlng_to_cell", lambda *a: located.append(a) or real(*a))
-    before = cov._registered_cells(demo_db)[cell]
+    real = h3.latlng_to_cell
+    monkeypatch.setattr(h3, "latlng_to_cell", lambda *a: located.append(a) or real(*a))
+    before = cov_h3._registered_cells(demo_db, caches)[cell]
     demo_db.execute(text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"), {"r": reg})
-    after = cov._registered_cells(demo_db)
+    after = cov_h3._registered_cells(demo_db, caches)
     assert after.get(cell, 0) == before - 1 and located == []  # no point located again
     demo_db.execute(text("UPDATE residences SET source_x = source_x WHERE id = (SELECT min(id) FROM residences)"))
-    cov._registered_cells(demo_db)
+    cov_h3._registered_cells(demo_db, caches)
     assert len(located) >= len(points)  # a residences write: every residence located again
 
     monkeypatch.setattr(
-        cov._RESIDENCE_CELLS, "get", lambda session, compute: (np.zeros(0, np.int64), np.zeros(0, np.uint64))
+        caches.residence_cells, "get", lambda session, compute, *a, **k: (np.zeros(0, np.int64), np.zeros(0, np.uint64))
     )
-    assert cov._registered_cells(demo_db) is None  # registrations of residences it does not know
-    fallback = cov._finest_cells(demo_db, "members", None)
-    assert fallback == cov.H3Counts.finest_of_points(cov._xy(demo_db, cov._H3_POINTS["members"].format(where="")))
+    assert cov_h3._registered_cells(demo_db, caches) is None  # registrations of residences it does not know
+    fallback = cov_h3._finest_cells(demo_db, caches, "members", None)
+    assert fallback == cov.H3Counts.finest_of_points(cov_h3._xy(demo_db, cov_h3._H3_POINTS["members"].format(where="")))
 
 
-def test_h3_counts_are_kept_when_a_write_leaves_every_cell_as_it_was(demo_db):
+def test_h3_counts_are_kept_when_a_write_leaves_every_cell_as_it_was(demo_db, caches):
     """A registration confirmed (still active) changes the members version but no cell:
     the counts already built — hierarchy, suppression, rings — are kept; a registration
     rejected changes a cell and gets new counts."""
-    before = cov.h3_counts(demo_db, "members", None)
+    before = cov.h3_counts(demo_db, caches, "members", None)
     pending = (
         demo_db.execute(text("SELECT id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 2"))
         .scalars()
@@ -735,49 +705,49 @@ def test_h3_counts_are_kept_when_a_write_leaves_every_cell_as_it_was(demo_db):
         text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"),
         {"r": pending[0]},
     )
-    assert cov.h3_counts(demo_db, "members", None) is before
+    assert cov.h3_counts(demo_db, caches, "members", None) is before
     demo_db.execute(
         text("UPDATE registrations SET status = 'rejected', reason = 'test' WHERE id = :r"), {"r": pending[1]}
     )
-    after = cov.h3_counts(demo_db, "members", None)
+    after = cov.h3_counts(demo_db, caches, "members", None)
     assert after is not before and after.total == before.total - 1
 
 
-def test_residents_are_recounted_only_when_residences_change(demo_db, monkeypatch):
+def test_residents_are_recounted_only_when_residences_change(demo_db, monkeypatch, caches):
     """The member figures are read again after any member write, but the residents per
     grid and area (a point-in-polygon pass over every residence) only after a residences
     write: a registration confirmed reuses them."""
-    model = cov.coverage_model(demo_db, None)
-    before = cov.member_counts(demo_db, model)
+    model = cov.coverage_model(demo_db, caches)
+    before = cov.member_counts(demo_db, caches, model)
     reg, grid_id = demo_db.execute(
         text("SELECT id, grid_id FROM registrations WHERE status = 'pending' ORDER BY id LIMIT 1")
     ).one()
     g = model.grid_ids.index(grid_id)
     passes = []
-    real = cov.points_in
-    monkeypatch.setattr(cov, "points_in", lambda *a, **k: passes.append(1) or real(*a, **k))
+    real = cov_members.points_in
+    monkeypatch.setattr(cov_members, "points_in", lambda *a, **k: passes.append(1) or real(*a, **k))
     demo_db.execute(
         text("UPDATE registrations SET status = 'confirmed', decided_at = gridbranch_now() WHERE id = :r"), {"r": reg}
     )
-    after = cov.member_counts(demo_db, model)
+    after = cov.member_counts(demo_db, caches, model)
     assert after is not before and passes == []
     assert after.grid_registered[g] == before.grid_registered[g] + 1
     assert after.grid_pending[g] == before.grid_pending[g] - 1
     assert (after.grid_residents == before.grid_residents).all() and after.area_residents == before.area_residents
     demo_db.execute(text("UPDATE residences SET source_x = source_x WHERE id = (SELECT min(id) FROM residences)"))
-    cov.member_counts(demo_db, model)
+    cov.member_counts(demo_db, caches, model)
     assert passes  # located again
 
 
-def test_finding_ids_are_stable_across_filters(demo_db):
-    everything = {f["id"]: f for f in cov.issues(demo_db)}
-    assert len(everything) == len(cov.issues(demo_db))  # unique
-    part = cov.issues(demo_db, kinds="gap,overlap,no_branch", within="410105003000")
+def test_finding_ids_are_stable_across_filters(demo_db, caches):
+    everything = {f["id"]: f for f in cov.issues(demo_db, caches)}
+    assert len(everything) == len(cov.issues(demo_db, caches))  # unique
+    part = cov.issues(demo_db, caches, kinds="gap,overlap,no_branch", within="410105003000")
     assert part and all(everything[f["id"]]["codes"] == f["codes"] for f in part)
-    assert {f["id"] for f in cov.current_findings(demo_db)} <= set(everything)
+    assert {f["id"] for f in cov.current_findings(demo_db, caches)} <= set(everything)
 
 
-def test_an_empty_layer_has_no_findings(empty_db):
-    assert cov.current_findings(empty_db) == [] and cov.issues(empty_db) == []
-    assert cov.root_code(empty_db) is None
-    assert cov.h3_cells(empty_db, res=8, metric="events", within=None, suppress_below=5) == []
+def test_an_empty_layer_has_no_findings(empty_db, caches):
+    assert cov.current_findings(empty_db, caches) == [] and cov.issues(empty_db, caches) == []
+    assert cov.root_code(empty_db, caches) is None
+    assert cov.h3_cells(empty_db, caches, res=8, metric="events", within=None, suppress_below=5) == []

@@ -21,7 +21,7 @@ from layers.events_batch import Pending, ReportBatcher, Stored, store_reports
 from layers.locate import GridIndexCache
 from tests.conftest import scratch_engine
 from tests.factories import GRID_A, GRID_B
-from tests.layers.test_events import P, X, Y, east, event_world
+from tests.factories.events import P, X, Y, east, event_world
 
 pytestmark = pytest.mark.clock  # depends on the present: run at every CLOCK_INSTANT
 

@@ -19,11 +19,12 @@ from shapely.ops import polylabel
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from layers.caches import Caches
 from layers.coverage import current_findings, h3_cells
 from layers.events import event_row
 from layers.registrations import registration_stats
 from tests.conftest import TEST_CLOCK, make_settings, token_for
-from tests.tiles.conftest import decode, make_client, path, tile_at, to_lonlat
+from tests.factories.tiles import decode, make_client, path, tile_at, to_lonlat
 from tiles.layers import LAYERS, PUBLIC_LAYERS
 from tiles.tms import BUFFER, EXTENT, MARGIN, Tile, tile_bounds
 
@@ -92,7 +93,9 @@ def test_grid_tile_attributes_match_the_database(tiles_client, demo_engine):
         )
         assert p.get("branch") == (branch[0] if branch else None)
         with Session(demo_engine) as session:
-            stats = {s["code"]: s for s in registration_stats(session, level="grid", within=row.code)}[row.code]
+            stats = {s["code"]: s for s in registration_stats(session, Caches(), level="grid", within=row.code)}[
+                row.code
+            ]
         confirmed = one(
             demo_engine, "SELECT count(*) FROM registrations WHERE grid_id = :g AND status = 'confirmed'", g=row.id
         )[0]
@@ -368,7 +371,8 @@ def test_h3_counts_are_suppressed_below_the_minimum(tiles_client, demo_engine):
     found = features(tiles_client.get(path("members_h3", tile)).content, "members_h3")
     with Session(demo_engine) as session:
         every = {
-            c["cell"]: c["count"] for c in h3_cells(session, res=9, metric="members", within=None, suppress_below=None)
+            c["cell"]: c["count"]
+            for c in h3_cells(session, Caches(), res=9, metric="members", within=None, suppress_below=None)
         }
     assert found and all(f["properties"]["res"] == 9 for f in found)
     assert all(f["properties"]["count"] >= k for f in found)
@@ -384,7 +388,7 @@ def test_h3_counts_are_suppressed_below_the_minimum(tiles_client, demo_engine):
 def test_h3_tiles_agree_with_the_public_api(tiles_client, demo_engine, z):
     """The public members_h3 layer is the API's unentitled answer, cell for cell: the
     same hierarchy and complementary suppression at every zoom, counts ≥ k only."""
-    from tests.layers.test_coverage import points, true_counts
+    from tests.factories.h3 import points, true_counts
     from tiles.service import H3_RES
 
     res, k = H3_RES[z], tiles_client.app.state.settings.coverage.h3_min_count
@@ -413,7 +417,7 @@ def test_h3_tiles_agree_with_the_public_api(tiles_client, demo_engine, z):
 
 def test_coverage_issues_show_the_demo_defects(tiles_client, demo_engine):
     with Session(demo_engine) as session:
-        findings = [f for f in current_findings(session) if f["kind"] in ("gap", "overlap", "sliver")]
+        findings = [f for f in current_findings(session, Caches()) if f["kind"] in ("gap", "overlap", "sliver")]
     assert findings
     for f in findings:
         tile = tile_at(f["point"][0], f["point"][1], 15)

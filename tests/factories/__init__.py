@@ -1,4 +1,11 @@
-"""Small, hand-made layers for tests whose expected answers are known exactly."""
+"""Shared worlds and helpers of the tests, so that no test module imports another.
+
+Here: small, hand-made layers for tests whose expected answers are known exactly (areas,
+grids, members, accounts). Beside it: :mod:`tests.factories.events` (the events world,
+hand-made events, the evaluation world, the events world over HTTP),
+:mod:`tests.factories.api` (walking every route), :mod:`tests.factories.h3` (the tests'
+own H3 counts) and :mod:`tests.factories.tiles` (tile paths, decoding tiles). Fixtures
+built on them live in the conftest of the package that uses them."""
 
 from __future__ import annotations
 

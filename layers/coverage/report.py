@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from layers import coverage as cov
-from layers.coverage_topology import Thresholds
+from layers.caches import Caches
+from layers.coverage.topology import Thresholds
 
 BOM = "\ufeff"  # spreadsheet programs then read the Chinese text as UTF-8
 
@@ -68,13 +69,19 @@ def format_table(result: dict, found: list[dict]) -> str:
 
 
 def write_report(
-    session: Session, *, within: str, out_dir: Path, level: str | None = None, thresholds: Thresholds | None = None
+    session: Session,
+    caches: Caches,
+    *,
+    within: str,
+    out_dir: Path,
+    level: str | None = None,
+    thresholds: Thresholds | None = None,
 ) -> tuple[str, list[Path]]:
     """Analyse ``within``, write ``coverage_<code>_issues.geojson``, ``…_issues.csv`` and
     ``coverage_<code>_<level>_summary.csv`` into ``out_dir``; returns the table text and
     the paths written."""
-    result = cov.summary(session, code=within, level=level, thresholds=thresholds)
-    found = cov.issues(session, within=within, thresholds=thresholds)
+    result = cov.summary(session, caches, code=within, level=level, thresholds=thresholds)
+    found = cov.issues(session, caches, within=within, thresholds=thresholds)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [
         out_dir / f"coverage_{within}_issues.geojson",
