@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from layers import coverage as cov
 from layers import events_eval
 from layers.codes import area_prefix, level_of
-from layers.coverage_topology import Thresholds
+from layers.coverage.topology import Thresholds
 from layers.errors import InvalidInput
 from layers.workcal import WorkCalendar
 

@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from geo_api.audit import writer_of
 from layers import coverage as cov
+from layers.caches import Caches
 from layers.codes import area_prefix
 from tests.conftest import TEST_CLOCK, token_for
 from tests.zh import zh_fault
@@ -217,12 +218,12 @@ def test_private_findings_need_a_token_and_stay_in_the_area(client, demo_db):
     assert client.get("/ogc/collections/coverage-findings", headers=token_for("member")).status_code == 403
     area = _area_of(demo_db, "street_admin")
     street, _ = walk(client, "/ogc/collections/coverage-findings/items", token_for("street_admin"), limit=25)
-    expected = cov.issues(demo_db, within=area)
+    expected = cov.issues(demo_db, Caches(), within=area)
     assert sorted(str(f["id"]) for f in street) == sorted(str(f["id"]) for f in expected) and expected
     everything = client.get(
         "/ogc/collections/coverage-findings/items", params={"limit": 1}, headers=token_for("dispatcher")
     ).json()
-    assert everything["numberMatched"] == len(cov.issues(demo_db)) > len(street)
+    assert everything["numberMatched"] == len(cov.issues(demo_db, Caches())) > len(street)
 
 
 def _area_of(db, username: str) -> str:

@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from layers import coverage as cov
+from layers.caches import Caches
 from tests.conftest import make_settings, token_for
 from tests.web_map.conftest import serving
 
@@ -99,7 +100,7 @@ def test_a_private_collection_needs_a_token_and_arrives_in_full_with_one(served,
     header = f"Authorization: {bearer}"
     counts = _counts(_gdal("ogrinfo", "-ro", "-so", f"OAPIF:{served}", "coverage-findings", token=header))
     with Session(demo_engine) as session:
-        expected = len(cov.issues(session))
+        expected = len(cov.issues(session, Caches()))
     assert counts == {"coverage-findings": expected} and expected > 0
     out = tmp_path / "findings.geojson"
     _gdal(

@@ -95,6 +95,14 @@ export function wireImports({ map, apiUrl, call, el, session, refreshTiles, reve
   function setState(state) {
     section.dataset.state = state;
     form.querySelector('button[type="submit"]').disabled = ['uploading', 'checking', 'committing'].includes(state);
+    if (['failed', 'ready', 'committed'].includes(state)) {
+      // the outcome's line in view: on a phone it may lie below the sheet's fold
+      requestAnimationFrame(() => {
+        if (!message.hidden) {
+          message.scrollIntoView({ block: 'nearest' });
+        }
+      });
+    }
   }
 
   function showProgress(share, text) {
