@@ -185,3 +185,31 @@ def test_csv_rows_match_the_table(page, live_server):
     table = {r["code"]: r for r in csv.DictReader(io.StringIO(text))}
     for r in shown(page):
         assert percent(float(table[r["code"]]["registration_rate"])) == r["cells"][2]
+
+
+def test_the_monthly_report_downloads_as_pdf(page, live_server):
+    """月度报告 (issue 21 item 4) from the rankings panel: the month before the service's
+    clock's, as a PDF made by the service (its first page names the district and month)."""
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    import pypdf
+
+    from tests.conftest import TEST_CLOCK
+
+    today = TEST_CLOCK.now().astimezone(ZoneInfo("Asia/Shanghai")).date()
+    month = (today.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+    open_map(page, live_server)
+    sign_in(page, "admin")
+    page.wait_for_function(READY)
+    assert len(page.input_value("#ranking-report-month")) == 7  # a month is proposed (YYYY-MM)
+    page.fill("#ranking-report-month", month)
+    with page.expect_download(timeout=60_000) as info:
+        page.click("#ranking-report")
+    download = info.value
+    assert download.suggested_filename == f"report-410105000000-{month}.pdf"
+    with open(download.path(), "rb") as f:
+        reader = pypdf.PdfReader(f)
+        first = reader.pages[0].extract_text()
+    assert "金水区" in first and month in first
+    page.wait_for_function("document.querySelector('.ranking-message').textContent.includes('已下载')")

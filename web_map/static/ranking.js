@@ -68,6 +68,8 @@ export function wireRanking({ call, download, el, reveal, session }) {
   const section = document.getElementById('ranking');
   const levelSelect = document.getElementById('ranking-level');
   const csvButton = document.getElementById('ranking-csv');
+  const reportMonth = document.getElementById('ranking-report-month');
+  const reportButton = document.getElementById('ranking-report');
   const message = section.querySelector('.ranking-message');
   const table = document.getElementById('ranking-table');
   const body = table.querySelector('tbody');
@@ -188,6 +190,32 @@ export function wireRanking({ call, download, el, reveal, session }) {
     }
   });
 
+  // the monthly report (月度报告) of the caller's area, as the service prints it
+  reportButton.addEventListener('click', async () => {
+    const month = reportMonth.value;
+    if (!/^\d{4}-\d{2}$/.test(month)) {
+      say(message, '请选择报告月份', 'error');
+      return;
+    }
+    reportButton.disabled = true;
+    say(message, `正在生成 ${month} 月度报告…`);
+    try {
+      await download(`v1/reports/monthly?month=${month}&format=pdf`, `月度报告_${month}.pdf`);
+      say(message, `已下载 ${month} 月度报告`, 'success');
+    } catch (err) {
+      say(message, `月度报告生成失败：${err.message}`, 'error');
+    } finally {
+      reportButton.disabled = false;
+    }
+  });
+
+  function lastMonth() {
+    // the month before this one, as the district reads the calendar (Beijing time)
+    const [y, m] = new Intl.DateTimeFormat('en-CA', { timeZone: 'Asia/Shanghai', year: 'numeric', month: '2-digit' })
+      .format(new Date()).split('-').map(Number);
+    return m === 1 ? `${y - 1}-12` : `${y}-${String(m - 1).padStart(2, '0')}`;
+  }
+
   async function sessionChanged() {
     const s = session();
     const staff = Boolean(s && ['admin', 'dispatcher'].includes(s.role));
@@ -206,6 +234,9 @@ export function wireRanking({ call, download, el, reveal, session }) {
     if (!below.length) {
       section.hidden = true; // a grid's admin: nothing below to rank
       return;
+    }
+    if (!reportMonth.value) {
+      reportMonth.value = lastMonth();
     }
     levelSelect.replaceChildren(...below.map((level) => {
       const option = el('option', null, LEVEL_NAMES[level]);
