@@ -56,6 +56,12 @@ async function startForm() {
   const style = await call('tiles/style.json');
   const map = newMap('report-map', style);
   window.gridbranchReportMap = map; // the browser tests project points with it
+  map.on('load', () => {
+    // open reports only: the ones a resident might be about to report again
+    if (map.getLayer('events-circle')) {
+      map.setFilter('events-circle', ['!', ['in', ['get', 'status'], ['literal', ['closed', 'rejected', 'duplicate']]]]);
+    }
+  });
   map.addControl(new maplibregl.NavigationControl({ showCompass: false }));
   const marker = new maplibregl.Marker({ color: '#d00000' });
   let spot = null;
