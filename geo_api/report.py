@@ -42,18 +42,10 @@ def filename(report: dict[str, Any], extension: str) -> str:
 def build(session, caches, settings, code: str, month: str, now) -> dict[str, Any]:
     """The report of ``code`` for ``month`` (YYYY-MM) with the service's settings, as of
     ``now`` (the clock)."""
-    from layers import events as ev
     from layers import report
 
     s = settings.events
-    calendar = ev.load_calendar(
-        session,
-        periods=s.work_periods,
-        weekend=s.weekend,
-        holidays=s.holidays,
-        workdays=s.workdays,
-        timezone=s.timezone,
-    )
+    calendar = s.calendar(session)
     first = report.parse_month(month, now.astimezone(calendar.tz).date())
     return report.monthly(
         session,

@@ -194,13 +194,19 @@ def pressable(page, selector: str) -> list[str]:
     )
 
 
-def sign_in(page, username: str) -> None:
+def submit_sign_in(page, username: str, password: str) -> None:
+    """Sign out if signed in, then send the sign-in form (its outcome is the caller's to
+    wait for: a refused account never gets a role)."""
     if page.is_visible("#signout"):
         page.click("#signout")
         page.wait_for_function("document.body.dataset.role === undefined")
     page.fill("#signin input[name=username]", username)
-    page.fill("#signin input[name=password]", TEST_PASSWORD)
+    page.fill("#signin input[name=password]", password)
     page.click("#signin button[type=submit]")
+
+
+def sign_in(page, username: str) -> None:
+    submit_sign_in(page, username, TEST_PASSWORD)
     page.wait_for_function("document.body.dataset.role !== undefined")
     # and the map has moved to the account's area (or had none to move to)
     page.wait_for_function("document.body.dataset.area !== undefined")

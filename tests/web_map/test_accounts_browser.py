@@ -11,20 +11,12 @@ from sqlalchemy import text
 from tests.web_map.helpers import (
     open_map,
     sign_in,
+    submit_sign_in,
 )
 
 pytestmark = pytest.mark.browser
 
 USERNAME = "t_browser_gw"
-
-
-def sign_in_as(page, username: str, password: str) -> None:
-    if page.is_visible("#signout"):
-        page.click("#signout")
-        page.wait_for_function("document.body.dataset.role === undefined")
-    page.fill("#signin input[name=username]", username)
-    page.fill("#signin input[name=password]", password)
-    page.click("#signin button[type=submit]")
 
 
 def wait_ready(page) -> None:
@@ -66,7 +58,7 @@ def test_an_admin_creates_and_disables_an_account(page, live_server, demo_engine
         assert page.inner_text(f"{row} .kind") == "网格员"
 
         # 2. it signs in
-        sign_in_as(page, USERNAME, password)
+        submit_sign_in(page, USERNAME, password)
         page.wait_for_function("document.body.dataset.role === 'grid_worker'")
         assert USERNAME in page.inner_text("#signed-in .who")
         assert page.is_hidden("#accounts")
@@ -84,7 +76,7 @@ def test_an_admin_creates_and_disables_an_account(page, live_server, demo_engine
             assert conn.execute(text("SELECT active FROM users WHERE username = :u"), {"u": USERNAME}).scalar() is False
 
         # 4. it can no longer sign in
-        sign_in_as(page, USERNAME, password)
+        submit_sign_in(page, USERNAME, password)
         page.wait_for_selector("#signin .signin-error:not([hidden])")
         assert "用户名或密码错误" in page.inner_text("#signin .signin-error")
         assert page.evaluate("document.body.dataset.role") is None
